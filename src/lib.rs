@@ -1,0 +1,3 @@
+pub mod event;
+pub mod output;
+pub mod simulator;

@@ -1,0 +1,97 @@
+//! Outputs: where delivered events go.
+//!
+//! Every event goes to every output (Devo's fan-out). An output *confirms* a batch by returning
+//! `Ok` from [`Output::deliver`]; the puller advances its checkpoint only after every output has
+//! confirmed, so a confirmation must mean the events are durable at the peer (fsynced file, a TLS
+//! peer that provably read everything), not merely handed to the kernel.
+//!
+//! Outputs are an enum rather than trait objects: the set is closed, dispatch is a `match`, and
+//! `async fn` works without boxing.
+//!
+//! Each service task builds its own instances from the configuration, so an output never
+//! needs locking: a file output of the browser service only ever touches the browser table's file.
+//!
+//! ## Positions
+//! An output may return a *position* with its confirmation (the file output returns the byte
+//! length of the table file). The puller stores it in the state together with the checkpoint, and
+//! hands it back to [`Output::resume`] after a restart. The file output truncates anything written
+//! after the last committed position, so the batch that was written but not checkpointed before a
+//! crash is not duplicated when it is delivered again: exactly-once for files.
+
+pub mod console;
+pub mod file;
+
+use crate::event::Event;
+
+/// An error from an output. Every variant means "not confirmed": the batch is delivered again.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// Local I/O (file output, certificate files).
+    #[error("output {output}: {action}: {source}")]
+    Io {
+        output: String,
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A network peer failed, refused or did not confirm.
+    #[error("output {output}: {reason}")]
+    Peer { output: String, reason: String },
+}
+
+/// One configured output instance.
+pub enum Output {
+    File(file::FileOutput),
+    Console(console::ConsoleOutput),
+}
+
+impl Output {
+    /// The output's name from the configuration (`outputs.<name>`).
+    pub fn name(&self) -> &str {
+        match self {
+            Output::File(o) => o.name(),
+            Output::Console(o) => o.name(),
+        }
+    }
+
+    /// Called once per table before the first batch after a start, with the position stored
+    /// with the last checkpoint (if any). Returns the position to record if none was stored.
+    pub async fn resume(
+        &mut self,
+        table: &str,
+        committed: Option<u64>,
+    ) -> Result<Option<u64>, OutputError> {
+        match self {
+            Output::File(o) => o.resume(table, committed).await,
+            Output::Console(_) => Ok(None),
+        }
+    }
+
+    /// Delivers a batch of events (sorted by date) for one table. `Ok` means confirmed; the
+    /// returned position, if any, is stored with the checkpoint.
+    pub async fn deliver(
+        &mut self,
+        table: &str,
+        events: &[Event],
+    ) -> Result<Option<u64>, OutputError> {
+        match self {
+            Output::File(o) => o.deliver(table, events).await,
+            Output::Console(o) => o.deliver(table, events).await,
+        }
+    }
+
+    /// Checks that the output is usable (`validate`): directory writable, peer reachable.
+    pub async fn check(&mut self) -> Result<(), OutputError> {
+        match self {
+            Output::File(o) => o.check().await,
+            Output::Console(_) => Ok(()),
+        }
+    }
+
+    /// Flushes and releases resources.
+    pub async fn close(&mut self) -> Result<(), OutputError> {
+        match self {
+            Output::File(_) | Output::Console(_) => Ok(()),
+        }
+    }
+}
