@@ -1,3 +1,43 @@
+//! # isolation-collector
+//!
+//! Pulls Proofpoint Isolation usage data (Browser & Email Isolation, URL Isolation) from the
+//! vendor's Reporting API and delivers every event, once, to Devo and other outputs. A
+//! re-implementation of Devo's Proofpoint Isolation collector: same services, tables, config
+//! layout, wire format and log lines.
+//!
+//! ## Data flow
+//! ```text
+//! config.yaml ─► config::Config (all problems at once) ─► app::run
+//!   per enabled service (own task): isolation::puller::Puller
+//!     setup (auth check) ─► pre_pull (state: load, upgrade, correct, reset)
+//!     every request_period_in_seconds: pipeline::window plans the range and its windows
+//!       isolation::client job (create, poll, pages) ─► event::parse_page (vendor bytes kept)
+//!       ─► sort by date ─► pipeline::dedup (multiset by date + SHA-256) ─► every output::Output
+//!       ─► all confirmed ─► dedup applied, cursors moved, state::StateStore::save (atomic)
+//! ```
+//!
+//! ## Layout
+//! - [`config`]: YAML → validated runtime config; `${ENV}` substitution.
+//! - [`isolation`]: the vendor API client and the per-service puller.
+//! - [`event`]: the page parser, the hot path: events stay the vendor's bytes.
+//! - [`pipeline`]: pure logic: window planning and exactly-once dedup (property-tested).
+//! - [`output`]: file, console (and Devo/syslog) outputs with their confirm contract.
+//! - [`state`]: versioned JSON state per (input id, service), written atomically.
+//! - [`simulator`]: a faithful simulator of the vendor API (tests, benchmark, demo).
+//! - [`app`], [`cli`], [`demo`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
 pub mod event;
+pub mod isolation;
 pub mod output;
+pub mod pipeline;
+pub mod secret;
 pub mod simulator;
+pub mod state;
+pub mod telemetry;
+pub mod time;

@@ -1,1 +1,136 @@
-fn main(){}
+//! `isolation-collector`: parse the command line, load the config, run, map the outcome to an
+//! exit code (0 success, 64 bad usage or config, 1 runtime failure).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use isolation_collector::cli::{Cli, Command, StateAction};
+use isolation_collector::config::{Config, Service};
+use isolation_collector::{app, demo, state::StateStore, telemetry};
+use tokio_util::sync::CancellationToken;
+
+const EX_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(real_main(cli))
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EX_USAGE)
+    })
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn real_main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run { config, once, no_save_state } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            telemetry::init(config.globals.debug);
+            app::log_warnings(&config);
+            let cancel = CancellationToken::new();
+            tokio::spawn(app::shutdown_on_signal(cancel.clone()));
+            match app::run(config, app::RunOptions { once, no_save_state }, cancel).await {
+                Ok(ok) => exit(ok),
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Validate { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            telemetry::init(config.globals.debug);
+            app::log_warnings(&config);
+            let ok = app::validate(&config).await;
+            if ok {
+                tracing::info!("The configuration is valid, the outputs are usable and the API accepted the key.");
+            }
+            exit(ok)
+        }
+        Command::State { action } => {
+            let (path, service, reset) = match action {
+                StateAction::Show { config, service } => (config, service, false),
+                StateAction::Reset { config, service } => (config, service, true),
+            };
+            let config = match load(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let services: Vec<Service> = match service.as_deref() {
+                None => Service::ALL.to_vec(),
+                Some(name) => match Service::from_name(name) {
+                    Some(s) => vec![s],
+                    None => {
+                        eprintln!("error: unknown service `{name}`; use browser_and_email_isolation or url_isolation");
+                        return ExitCode::from(EX_USAGE);
+                    }
+                },
+            };
+            let store = app::store_for(&config, false);
+            let mut ok = true;
+            for s in services {
+                let key = StateStore::key(&config.input.id, s.name());
+                let location = store.path(&key).map_or("memory".to_owned(), |p| p.display().to_string());
+                if reset {
+                    match store.reset(&key) {
+                        Ok(true) => println!("{s}: state deleted ({location}); the next run starts from start_time_in_utc"),
+                        Ok(false) => println!("{s}: no state ({location})"),
+                        Err(e) => {
+                            eprintln!("{s}: {e}");
+                            ok = false;
+                        }
+                    }
+                } else {
+                    match store.load(&key) {
+                        Ok(Some((state, _))) => println!("{s} ({location}): {}", state.summary()),
+                        Ok(None) => println!("{s}: no state ({location})"),
+                        Err(e) => {
+                            eprintln!("{s}: {e}");
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            exit(ok)
+        }
+        Command::Demo { events, dir, follow, quiet } => {
+            telemetry::init(false);
+            match demo::run(events, &dir, follow, quiet).await {
+                Ok(ok) => exit(ok),
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Wiring: builds the store, outputs and pullers from a [`Config`] and runs them.
+//!
+//! Each enabled service runs as its own task with its own API client and output instances, so
+//! the two services are independent: one failing (bad key for one host, an outage of one API)
+//! never stops the other. Shutdown: the first SIGINT/SIGTERM cancels a token that every await
+//! point of the pullers watches; a window in flight is abandoned before its checkpoint (it is
+//! asked for again after the restart), the pullers close their outputs, and `run` returns. A
+//! second signal exits at once.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn, Instrument};
+
+use crate::config::{Config, OutputKind, Persistence, ServiceConfig};
+use crate::isolation::puller::{puller_thread, setup_thread, PullError, Puller};
+use crate::output::{console::ConsoleOutput, file::FileOutput, Output, OutputError};
+use crate::state::StateStore;
+
+/// How `run` behaves.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// One catch-up cycle per service, then return.
+    pub once: bool,
+    /// Keep the state in memory only (`--no-save-state`).
+    pub no_save_state: bool,
+}
+
+/// Builds the state store of a config.
+pub fn store_for(config: &Config, no_save_state: bool) -> StateStore {
+    match (&config.globals.persistence, no_save_state) {
+        (Persistence::Filesystem { directory }, false) => StateStore::filesystem(directory.clone()),
+        _ => StateStore::memory(),
+    }
+}
+
+/// Builds one instance of every configured output.
+pub fn build_outputs(config: &Config) -> Result<Vec<Output>, OutputError> {
+    config
+        .outputs
+        .iter()
+        .map(|o| {
+            Ok(match &o.kind {
+                OutputKind::File { directory } => Output::File(FileOutput::new(o.name.clone(), directory.clone())),
+                OutputKind::Console => Output::Console(ConsoleOutput::new(o.name.clone())),
+                OutputKind::Network(_) => {
+                    return Err(OutputError::Peer {
+                        output: o.name.clone(),
+                        reason: "the devo_platform and syslog outputs are not available in this build".into(),
+                    })
+                }
+            })
+        })
+        .collect()
+}
+
+/// Logs the config's warnings once logging is up.
+pub fn log_warnings(config: &Config) {
+    for w in &config.warnings {
+        warn!("Configuration: {w}");
+    }
+}
+
+/// Runs the collector. Returns whether everything succeeded (`--once`), or whether the daemon
+/// stopped cleanly.
+pub async fn run(config: Config, options: RunOptions, cancel: CancellationToken) -> anyhow::Result<bool> {
+    let store = Arc::new(store_for(&config, options.no_save_state));
+    if let Some(dir) = match &*store {
+        StateStore::Filesystem { directory } => Some(directory),
+        StateStore::Memory(_) => None,
+    } {
+        info!("Persistence: filesystem, directory {}", dir.display());
+    } else {
+        warn!("Persistence: memory only; nothing survives a restart.");
+    }
+    if !config.input.enabled {
+        warn!("The \"input\" configuration entry for proofpoint_isolation is not enabled");
+        return Ok(true);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for svc in config.services() {
+        let outputs = build_outputs(&config)?;
+        let puller = Puller::new(&config.input, svc.clone(), outputs, store.clone(), cancel.clone())?;
+        let span = tracing::info_span!("puller", thread = %puller_thread(&config.input, svc));
+        let setup_span = tracing::info_span!("setup", thread = %setup_thread(&config.input, svc));
+        let svc = svc.clone();
+        tasks.spawn(run_service(puller, svc, options, setup_span).instrument(span));
+    }
+    let mut all_ok = true;
+    while let Some(result) = tasks.join_next().await {
+        match result {
+            Ok(ok) => all_ok &= ok,
+            Err(e) => {
+                error!("A service task failed: {e}");
+                all_ok = false;
+            }
+        }
+    }
+    Ok(all_ok)
+}
+
+async fn run_service(mut puller: Puller, svc: ServiceConfig, options: RunOptions, setup_span: tracing::Span) -> bool {
+    info!("Starting thread");
+    if options.once {
+        if let Err(e) = puller.setup().instrument(setup_span).await {
+            error!("{e}");
+            return false;
+        }
+        if let Err(e) = puller.pre_pull() {
+            error!("{e}");
+            return false;
+        }
+        return match puller.pull().await {
+            Ok(_) => true,
+            Err(PullError::Cancelled) => {
+                warn!("Retrieving loop has been interrupted due to a controlled stopping action has been activated");
+                false
+            }
+            Err(e) => {
+                error!("Pull failed for {}: {e}", svc.service);
+                false
+            }
+        };
+    }
+    warn!("Waiting until setup will be executed");
+    if puller.setup_until_ready().instrument(setup_span).await.is_err() {
+        return true;
+    }
+    loop {
+        match puller.pre_pull() {
+            Ok(()) => break,
+            Err(e) => {
+                error!("{e}. Sleeping 60 sec before retry pre-pull");
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            }
+        }
+    }
+    puller.run_forever().await;
+    true
+}
+
+/// `validate`: outputs reachable, then each enabled service's authentication.
+pub async fn validate(config: &Config) -> bool {
+    let mut ok = true;
+    match build_outputs(config) {
+        Ok(mut outputs) => {
+            for o in &mut outputs {
+                match o.check().await {
+                    Ok(()) => info!("Output {} is usable.", o.name()),
+                    Err(e) => {
+                        error!("{e}");
+                        ok = false;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            error!("{e}");
+            ok = false;
+        }
+    }
+    let store = Arc::new(StateStore::memory());
+    for svc in config.services() {
+        let span = tracing::info_span!("setup", thread = %setup_thread(&config.input, svc));
+        let result = async {
+            let mut puller = Puller::new(&config.input, svc.clone(), Vec::new(), store.clone(), CancellationToken::new())?;
+            puller.setup().await.map_err(anyhow::Error::from)
+        }
+        .instrument(span)
+        .await;
+        if let Err(e) = result {
+            error!("Service {}: {e:#}", svc.service);
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// Waits for SIGINT or SIGTERM, cancels `token`, and exits the process on a second signal.
+pub async fn shutdown_on_signal(token: CancellationToken) {
+    wait_for_signal().await;
+    warn!("Received a shutdown signal, all the processes will be gracefully stopped (a second signal stops at once)");
+    token.cancel();
+    wait_for_signal().await;
+    error!("Second signal received; exiting now.");
+    std::process::exit(130);
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,73 @@
+//! The command line (design.md "CLI"). Runtime flags only; everything else is in the config.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "isolation-collector", version, about = "Collects Proofpoint Isolation usage data and delivers every event, once, to Devo and other outputs.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the collector (a daemon unless --once).
+    Run {
+        /// The YAML config file (Devo's layout).
+        #[arg(long, env = "CONFIG_FILE")]
+        config: PathBuf,
+        /// Run one catch-up cycle per service, then exit (0 when everything was delivered).
+        #[arg(long)]
+        once: bool,
+        /// Keep the state in memory only.
+        #[arg(long)]
+        no_save_state: bool,
+    },
+    /// Check the config (every problem at once), the outputs and each service's API key.
+    Validate {
+        #[arg(long, env = "CONFIG_FILE")]
+        config: PathBuf,
+    },
+    /// Show or reset the persisted state.
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
+    /// See it work without a vendor key: the built-in API simulator, the collector, and events
+    /// written to the console and to files.
+    Demo {
+        /// Events per service in the simulator.
+        #[arg(long, default_value_t = 2000)]
+        events: usize,
+        /// Where the demo writes its state and output files.
+        #[arg(long, default_value = "demo")]
+        dir: PathBuf,
+        /// Keep running (new events keep arriving) until Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+        /// Do not print events to the console (files only).
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StateAction {
+    /// Print each service's state.
+    Show {
+        #[arg(long, env = "CONFIG_FILE")]
+        config: PathBuf,
+        /// Only this service (browser_and_email_isolation or url_isolation).
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// Delete each service's state: the next run starts again from start_time_in_utc.
+    Reset {
+        #[arg(long, env = "CONFIG_FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        service: Option<String>,
+    },
+}

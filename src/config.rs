@@ -1,0 +1,927 @@
+//! Configuration: YAML in Devo's layout (`globals`, `outputs`, `inputs.proofpoint_isolation`),
+//! validated in one pass that reports every problem with its key path.
+//!
+//! The file is read into a YAML tree, `${VAR}` references in string values are substituted, and
+//! the tree is walked by hand rather than through `#[serde(deny_unknown_fields)]`: serde stops at
+//! the first error, and an operator fixing a config wants the whole list at once (linkerd's
+//! parse-all-then-fail). The walk produces a runtime [`Config`] whose values are valid by
+//! construction (parsed URLs, durations, clamped ranges). Keys that Devo's collector accepts but
+//! that mean nothing here are accepted with a warning, so an existing Devo config works
+//! unchanged; keys nobody knows are errors, because a typo must not silently change behaviour.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_yaml_ng::{Mapping, Value};
+
+use crate::secret::ApiKey;
+
+/// The two services of the Proofpoint Isolation input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    BrowserAndEmailIsolation,
+    UrlIsolation,
+}
+
+impl Service {
+    pub const ALL: [Service; 2] = [Service::BrowserAndEmailIsolation, Service::UrlIsolation];
+
+    /// The service name in the config and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::BrowserAndEmailIsolation => "browser_and_email_isolation",
+            Service::UrlIsolation => "url_isolation",
+        }
+    }
+
+    /// The Devo table its events go to.
+    pub fn table(self) -> &'static str {
+        match self {
+            Service::BrowserAndEmailIsolation => "tap.proofpoint.isolation.browser_and_email",
+            Service::UrlIsolation => "tap.proofpoint.isolation.url_isolation",
+        }
+    }
+
+    /// The vendor's host for the service.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            Service::BrowserAndEmailIsolation => "https://proofpointisolation.com",
+            Service::UrlIsolation => "https://urlisolation.com",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Service> {
+        Service::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The API path the collector appends to a service's base URL.
+pub const API_PATH: &str = "/api/v2/reporting/usage-data";
+
+/// How long the vendor keeps data (isolation-api.md §3).
+pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub globals: Globals,
+    pub outputs: Vec<OutputConfig>,
+    pub input: InputConfig,
+    /// Warnings found while validating, to be logged once logging is up.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Globals {
+    pub id: String,
+    pub name: String,
+    pub debug: bool,
+    pub persistence: Persistence,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// One JSON file per (input id, service) in this directory.
+    Filesystem { directory: PathBuf },
+    /// Nothing survives a restart (`--no-save-state`, or `type: memory`).
+    Memory,
+}
+
+#[derive(Clone, Debug)]
+pub struct OutputConfig {
+    pub name: String,
+    pub kind: OutputKind,
+}
+
+#[derive(Clone, Debug)]
+pub enum OutputKind {
+    File { directory: PathBuf },
+    Console,
+    /// `devo_platform` (TLS mandatory) or `syslog` (TLS optional).
+    Network(NetworkOutputConfig),
+}
+
+/// Settings shared by the `devo_platform` and `syslog` outputs.
+#[derive(Clone, Debug)]
+pub struct NetworkOutputConfig {
+    /// True for `devo_platform`/`relay`, false for `syslog`/`in_house_relay`/`sidecar`.
+    pub devo: bool,
+    pub address: String,
+    pub port: u16,
+    pub tls: Option<TlsFiles>,
+    /// Overrides the system hostname in the record header.
+    pub hostname: Option<String>,
+    pub max_record_bytes: usize,
+    pub confirm_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub chain: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub check_hostname: bool,
+}
+
+/// Where the API key travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyPlacement {
+    /// `Authorization: Bearer <key>` (Proofpoint's own tools; keeps the key out of URLs).
+    BearerHeader,
+    /// `?key=<key>` (older clients). The key is still never logged.
+    QueryParameter,
+}
+
+#[derive(Clone, Debug)]
+pub struct InputConfig {
+    /// `inputs.<name>`: always `proofpoint_isolation`.
+    pub name: String,
+    pub id: String,
+    pub enabled: bool,
+    pub api_key: ApiKey,
+    pub key_placement: KeyPlacement,
+    /// Minimum spacing of API requests, from `requests_per_second`.
+    pub min_request_interval: Option<Duration>,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub service: Service,
+    /// The Devo table (`override_tag` or the service's table).
+    pub table: String,
+    pub request_period: Duration,
+    /// `start_time_in_utc` as configured (`None`: the API's 30-day retention).
+    pub start_time: Option<DateTime<Utc>>,
+    /// `start_time_in_utc` exactly as written, stored in state to detect a change.
+    pub start_time_text: Option<String>,
+    pub window_offset: Duration,
+    pub lookback: Duration,
+    pub sweep_interval: Duration,
+    /// Base URL without trailing slash; [`API_PATH`] is appended.
+    pub base_url: url::Url,
+    pub page_size: u32,
+    pub max_events_per_window: usize,
+    pub request_timeout: Duration,
+    pub job_poll_initial: Duration,
+    pub job_poll_max: Duration,
+    pub job_timeout: Duration,
+    pub max_retries: u32,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl ServiceConfig {
+    /// The full endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("{}{}", self.base_url.as_str().trim_end_matches('/'), API_PATH)
+    }
+
+    /// Defaults for a service, as if its config section were empty.
+    pub fn defaults(service: Service) -> ServiceConfig {
+        ServiceConfig {
+            service,
+            table: service.table().to_owned(),
+            request_period: Duration::from_secs(60),
+            start_time: None,
+            start_time_text: None,
+            window_offset: Duration::ZERO,
+            lookback: Duration::from_secs(35 * 60),
+            sweep_interval: Duration::from_secs(15 * 60),
+            base_url: url::Url::parse(service.default_base_url()).expect("constant URL"),
+            page_size: 10_000,
+            max_events_per_window: 50_000,
+            request_timeout: Duration::from_secs(300),
+            job_poll_initial: Duration::from_secs(2),
+            job_poll_max: Duration::from_secs(30),
+            job_timeout: Duration::from_secs(30 * 60),
+            max_retries: 5,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Error in configuration file {}: {} problem(s) found:",
+            self.file.display(),
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        write!(f, "Fix them and run `isolation-collector validate --config {}` again.", self.file.display())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, substitutes and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |p: String| ConfigError { file: path.to_owned(), problems: vec![p] };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(format!("cannot read the file: {e}; pass an existing YAML file with --config"))
+        })?;
+        let base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
+        Self::parse(&text, &base_dir, &|name| std::env::var(name).ok()).map_err(|problems| ConfigError {
+            file: path.to_owned(),
+            problems,
+        })
+    }
+
+    /// Parses config text. `base_dir` is the config file's directory (certificate paths resolve
+    /// against it); `env` looks up `${VAR}` references.
+    pub fn parse(text: &str, base_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<String>> {
+        let mut root: Value = match serde_yaml_ng::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return Err(vec![format!("the file is not valid YAML: {e}")]),
+        };
+        let mut cx = Cx { errors: Vec::new(), warnings: Vec::new(), base_dir: base_dir.to_owned() };
+        substitute_env(&mut root, "", env, &mut cx);
+        let Some(root_map) = root.as_mapping() else {
+            return Err(vec!["the file must be a mapping with `globals`, `outputs` and `inputs`".into()]);
+        };
+        let mut top = Obj::new("", root_map);
+        let globals = match top.map("globals", &mut cx) {
+            Some(g) => parse_globals(g, &mut cx),
+            None => {
+                cx.error("globals", "missing; add a `globals:` section (at least `persistence`)".into());
+                None
+            }
+        };
+        let outputs = match top.map("outputs", &mut cx) {
+            Some(o) => parse_outputs(o, &mut cx),
+            None => {
+                cx.error("outputs", "missing; add at least one output, e.g. `outputs: {local: {type: file, config: {directory: out}}}`".into());
+                Vec::new()
+            }
+        };
+        let input = match top.map("inputs", &mut cx) {
+            Some(i) => parse_inputs(i, &mut cx),
+            None => {
+                cx.error("inputs", "missing; add `inputs: {proofpoint_isolation: {...}}`".into());
+                None
+            }
+        };
+        top.finish(&mut cx);
+        match (globals, input, cx.errors.is_empty()) {
+            (Some(globals), Some(input), true) => Ok(Config { globals, outputs, input, warnings: cx.warnings }),
+            _ => Err(cx.errors),
+        }
+    }
+
+    /// The enabled services.
+    pub fn services(&self) -> impl Iterator<Item = &ServiceConfig> {
+        self.input.services.iter().filter(|_| self.input.enabled)
+    }
+}
+
+// === The walker ===
+
+struct Cx {
+    errors: Vec<String>,
+    warnings: Vec<String>,
+    base_dir: PathBuf,
+}
+
+impl Cx {
+    fn error(&mut self, path: &str, msg: String) {
+        self.errors.push(format!("{path}: {msg}"));
+    }
+    fn warn(&mut self, path: &str, msg: String) {
+        self.warnings.push(format!("{path}: {msg}"));
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// A mapping being read: remembers which keys were used so the rest can be reported.
+struct Obj<'a> {
+    path: String,
+    map: &'a Mapping,
+    used: BTreeSet<String>,
+    /// Keys Devo knows that mean nothing here: accepted with a warning.
+    ignored: &'static [&'static str],
+}
+
+impl<'a> Obj<'a> {
+    fn new(path: &str, map: &'a Mapping) -> Self {
+        Obj { path: path.to_owned(), map, used: BTreeSet::new(), ignored: &[] }
+    }
+
+    fn path(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+
+    fn get(&mut self, key: &str) -> Option<&'a Value> {
+        self.used.insert(key.to_owned());
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn map(&mut self, key: &str, cx: &mut Cx) -> Option<Obj<'a>> {
+        let path = self.path(key);
+        match self.get(key)? {
+            Value::Mapping(m) => Some(Obj::new(&path, m)),
+            _ => {
+                cx.error(&path, "must be a mapping of keys to values".into());
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, key: &str, cx: &mut Cx) -> Option<String> {
+        let path = self.path(key);
+        match self.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => {
+                cx.error(&path, "must be a string".into());
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, default: bool, cx: &mut Cx) -> bool {
+        let path = self.path(key);
+        match self.get(key) {
+            None => default,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
+            Some(_) => {
+                cx.error(&path, "must be true or false".into());
+                default
+            }
+        }
+    }
+
+    /// A number within `range`; `None` if absent or invalid (the error is recorded).
+    fn number(&mut self, key: &str, min: f64, max: f64, integer: bool, cx: &mut Cx) -> Option<f64> {
+        let path = self.path(key);
+        let v = self.get(key)?;
+        let n = match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        match n {
+            Some(n) if n.is_finite() && (!integer || n.fract() == 0.0) && n >= min && n <= max => Some(n),
+            _ => {
+                let kind = if integer { "a whole number" } else { "a number" };
+                cx.error(&path, format!("must be {kind} from {min} to {max}, got {}", show(v)));
+                None
+            }
+        }
+    }
+
+    fn seconds(&mut self, key: &str, min: f64, max: f64, default: Duration, cx: &mut Cx) -> Duration {
+        self.number(key, min, max, false, cx).map(Duration::from_secs_f64).unwrap_or(default)
+    }
+
+    fn minutes(&mut self, key: &str, min: f64, max: f64, default: Duration, cx: &mut Cx) -> Duration {
+        self.number(key, min, max, false, cx).map(|m| Duration::from_secs_f64(m * 60.0)).unwrap_or(default)
+    }
+
+    /// Reports keys nobody read.
+    fn finish(self, cx: &mut Cx) {
+        for key in self.map.keys() {
+            let name = match key {
+                Value::String(s) => s.clone(),
+                other => show(other),
+            };
+            if self.used.contains(&name) {
+                continue;
+            }
+            let path = join(&self.path, &name);
+            if self.ignored.contains(&name.as_str()) || name.starts_with("queue_") {
+                cx.warn(&path, "Devo collector setting with no effect here; ignored".into());
+            } else {
+                cx.error(&path, "unknown key; check its spelling and its place in the file (see examples/config.yaml)".into());
+            }
+        }
+    }
+}
+
+fn show(v: &Value) -> String {
+    serde_yaml_ng::to_string(v).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into())
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in every string value.
+fn substitute_env(v: &mut Value, path: &str, env: &dyn Fn(&str) -> Option<String>, cx: &mut Cx) {
+    match v {
+        Value::String(s) if s.contains("${") => {
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("${") {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + 2..];
+                let Some(end) = after.find('}') else {
+                    cx.error(path, "has `${` without a closing `}`".into());
+                    return;
+                };
+                let expr = &after[..end];
+                let (name, default) = match expr.split_once(":-") {
+                    Some((n, d)) => (n, Some(d)),
+                    None => (expr, None),
+                };
+                match (env(name).filter(|v| !v.is_empty()), default) {
+                    (Some(value), _) => out.push_str(&value),
+                    (None, Some(d)) => out.push_str(d),
+                    (None, None) => {
+                        cx.error(path, format!("refers to the environment variable `{name}`, which is not set; export it or write the value"));
+                        return;
+                    }
+                }
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+        }
+        Value::Mapping(m) => {
+            for (k, val) in m.iter_mut() {
+                let key = k.as_str().map(str::to_owned).unwrap_or_else(|| show(k));
+                substitute_env(val, &join(path, &key), env, cx);
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                substitute_env(item, &format!("{path}[{i}]"), env, cx);
+            }
+        }
+        _ => {}
+    }
+}
+
+// === Sections ===
+
+const DEVO_GLOBALS_IGNORED: &[&str] = &[
+    "multiprocessing",
+    "sender_stats_period_in_sec",
+    "devo_sender_threshold_for_using_gzip_in_transport_layer",
+    "devo_sender_compression_level",
+    "devo_sender_compression_buffer_in_bytes",
+    "generate_collector_details",
+    "balanced_output",
+];
+
+fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
+    g.ignored = DEVO_GLOBALS_IGNORED;
+    let id = g.string("id", cx).unwrap_or_else(|| "unknown".into());
+    let name = g.string("name", cx).unwrap_or_else(|| "isolation-collector".into());
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        cx.error(&g.path("name"), format!("`{name}` may only hold letters, digits, `-` and `_`"));
+    }
+    let debug = g.boolean("debug", false, cx);
+    let persistence = match g.map("persistence", cx) {
+        None => {
+            cx.warn(&g.path("persistence"), "not set; state is kept in memory only and a restart collects again from `start_time_in_utc` (set `type: filesystem`)".into());
+            Some(Persistence::Memory)
+        }
+        Some(mut p) => {
+            let kind = p.string("type", cx);
+            let persistence = match kind.as_deref() {
+                Some("filesystem") => match p.map("config", cx).map(|mut c| {
+                    let d = c.string("directory_name", cx);
+                    c.finish(cx);
+                    d
+                }) {
+                    Some(Some(d)) if !d.trim().is_empty() => Some(Persistence::Filesystem { directory: PathBuf::from(d) }),
+                    _ => {
+                        cx.error(&p.path("config.directory_name"), "missing; the filesystem persistence needs a directory, e.g. `state`".into());
+                        None
+                    }
+                },
+                Some("memory") => {
+                    p.get("config");
+                    Some(Persistence::Memory)
+                }
+                Some(other) => {
+                    cx.error(&p.path("type"), format!("`{other}` is not supported; use `filesystem` or `memory`"));
+                    None
+                }
+                None => {
+                    cx.error(&p.path("type"), "missing; use `filesystem` (with `config.directory_name`) or `memory`".into());
+                    None
+                }
+            };
+            p.finish(cx);
+            persistence
+        }
+    };
+    g.finish(cx);
+    Some(Globals { id, name, debug, persistence: persistence? })
+}
+
+fn parse_outputs(mut o: Obj<'_>, cx: &mut Cx) -> Vec<OutputConfig> {
+    let names: Vec<String> = o.map.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
+    if names.is_empty() {
+        cx.error(&o.path, "no output configured; add at least one (devo_platform, syslog, file or console)".into());
+    }
+    let mut outputs = Vec::new();
+    for name in names {
+        let Some(mut out) = o.map(&name, cx) else {
+            cx.error(&o.path(&name), "must be a mapping with `type` and `config`".into());
+            continue;
+        };
+        let kind = out.string("type", cx);
+        let config_obj = out.map("config", cx);
+        let path = out.path.clone();
+        let kind = match kind.as_deref() {
+            Some("file") => config_obj.and_then(|mut c| {
+                let dir = c.string("directory", cx);
+                c.finish(cx);
+                dir
+            }).map(|d| OutputKind::File { directory: PathBuf::from(d) }).or_else(|| {
+                cx.error(&join(&path, "config.directory"), "missing; the file output needs a directory, e.g. `out`".into());
+                None
+            }),
+            Some("console" | "stdout") => {
+                if let Some(c) = config_obj {
+                    c.finish(cx);
+                }
+                Some(OutputKind::Console)
+            }
+            Some(t @ ("devo_platform" | "relay" | "syslog" | "in_house_relay" | "sidecar")) => {
+                let devo = matches!(t, "devo_platform" | "relay");
+                match config_obj {
+                    Some(c) => parse_network_output(c, devo, cx).map(OutputKind::Network),
+                    None => {
+                        cx.error(&join(&path, "config"), "missing; needs at least `address` and `port`".into());
+                        None
+                    }
+                }
+            }
+            Some(other) => {
+                cx.error(&join(&path, "type"), format!("`{other}` is not an output type; use devo_platform, syslog, file or console"));
+                None
+            }
+            None => {
+                cx.error(&join(&path, "type"), "missing; use devo_platform, syslog, file or console".into());
+                None
+            }
+        };
+        out.finish(cx);
+        if let Some(kind) = kind {
+            outputs.push(OutputConfig { name, kind });
+        }
+    }
+    o.finish(cx);
+    outputs
+}
+
+const DEVO_SENDER_IGNORED: &[&str] = &[
+    "type",
+    "connecting_retries",
+    "connecting_initial_wait_in_seconds",
+    "connecting_max_wait_in_seconds",
+    "sending_timeout",
+    "sending_retries",
+    "sending_initial_wait_in_seconds",
+    "sending_max_wait_in_seconds",
+    "concurrent_connections",
+    "period_sender_stats_in_seconds",
+    "activate_final_queue",
+    "threshold_for_using_gzip_in_transport_layer",
+    "compression_level",
+    "compression_buffer_in_bytes",
+    "generate_metrics",
+];
+
+/// Resolves a certificate path as Devo does: a bare file name lives in `certs/` (beside the
+/// config file, or in the parent of the config directory: Devo's `/devo-collector/{config,certs}`
+/// layout); a path with a directory is relative to the config file's directory.
+fn resolve_cert(base_dir: &Path, name: &str) -> PathBuf {
+    let p = Path::new(name);
+    if p.is_absolute() {
+        return p.to_owned();
+    }
+    if p.components().count() == 1 {
+        let beside = base_dir.join("certs").join(p);
+        if beside.exists() {
+            return beside;
+        }
+        if let Some(parent) = base_dir.parent() {
+            let devo = parent.join("certs").join(p);
+            if devo.exists() {
+                return devo;
+            }
+        }
+        return beside;
+    }
+    base_dir.join(p)
+}
+
+fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<NetworkOutputConfig> {
+    c.ignored = DEVO_SENDER_IGNORED;
+    let address = c.string("address", cx).or_else(|| c.string("url", cx));
+    if address.is_none() {
+        cx.error(&c.path("address"), "missing; e.g. collector-eu.devo.io".into());
+    }
+    let port = c.number("port", 1.0, 65535.0, true, cx).map(|p| p as u16);
+    if port.is_none() && !c.map.contains_key("port") {
+        cx.error(&c.path("port"), "missing; Devo listens on 443".into());
+    }
+    let chain = c.string("chain", cx).or_else(|| c.string("chain_loc", cx));
+    let cert = c.string("cert", cx).or_else(|| c.string("cert_loc", cx));
+    let key = c.string("key", cx).or_else(|| c.string("key_loc", cx));
+    let check_hostname = c.boolean("check_hostname", true, cx);
+    let tls_wanted = c.boolean("tls", devo, cx);
+    let tls = match (chain, cert, key) {
+        (Some(chain), Some(cert), Some(key)) => {
+            let files = TlsFiles {
+                chain: resolve_cert(&cx.base_dir, &chain),
+                cert: resolve_cert(&cx.base_dir, &cert),
+                key: resolve_cert(&cx.base_dir, &key),
+                check_hostname,
+            };
+            for (k, p) in [("chain", &files.chain), ("cert", &files.cert), ("key", &files.key)] {
+                if !p.is_file() {
+                    cx.error(&c.path(k), format!("file {} does not exist; put the Devo domain certificates there (bare names are looked up in certs/)", p.display()));
+                }
+            }
+            Some(files)
+        }
+        (None, None, None) if !tls_wanted => None,
+        _ => {
+            cx.error(&c.path("chain"), "TLS needs all three of `chain`, `cert` and `key` (Devo: Administration > Credentials > X.509 Certificates)".into());
+            None
+        }
+    };
+    let hostname = c.string("hostname", cx);
+    let max_record_bytes = c.number("max_record_bytes", 1024.0, 64.0 * 1024.0 * 1024.0, true, cx).map(|n| n as usize).unwrap_or(256 * 1024);
+    let confirm_timeout = c.seconds("confirm_timeout_in_seconds", 0.1, 600.0, Duration::from_secs(30), cx);
+    let connect_timeout = c.seconds("connect_timeout_in_seconds", 0.1, 600.0, Duration::from_secs(10), cx);
+    if devo {
+        if let Some(a) = &address {
+            if !a.starts_with("collector-") && !a.ends_with(".devo.io") && a != "127.0.0.1" && a != "localhost" {
+                cx.warn(&c.path("address"), format!("`{a}` is not one of Devo's collector-{{us,eu,ca,ap}}.devo.io addresses"));
+            }
+        }
+    }
+    c.finish(cx);
+    Some(NetworkOutputConfig {
+        devo,
+        address: address?,
+        port: port?,
+        tls,
+        hostname,
+        max_record_bytes,
+        confirm_timeout,
+        connect_timeout,
+    })
+}
+
+fn parse_inputs(mut inputs: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
+    let names: Vec<String> = inputs.map.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
+    let mut result = None;
+    for name in names {
+        if name != "proofpoint_isolation" {
+            inputs.get(&name);
+            cx.error(&inputs.path(&name), "unknown input; this collector has one input, `proofpoint_isolation`".into());
+            continue;
+        }
+        if let Some(input) = inputs.map(&name, cx) {
+            result = parse_input(input, cx);
+        }
+    }
+    if !inputs.map.contains_key("proofpoint_isolation") {
+        cx.error(&inputs.path("proofpoint_isolation"), "missing; add the input with its `id`, `credentials` and `services`".into());
+    }
+    inputs.finish(cx);
+    result
+}
+
+fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
+    i.ignored = &["environment", "autoconfig"];
+    let id = i.string("id", cx);
+    match &id {
+        None => cx.error(&i.path("id"), "missing; a unique number of at least 5 digits such as \"10001\" (it names the state files)".into()),
+        Some(id) if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
+            cx.error(&i.path("id"), format!("`{id}` may only hold letters, digits, `-` and `_` (Devo uses 5+ digits)"))
+        }
+        _ => {}
+    }
+    let enabled = i.boolean("enabled", true, cx);
+    if !enabled {
+        cx.warn(&i.path("enabled"), "The \"input\" configuration entry for proofpoint_isolation is not enabled".into());
+    }
+    let min_request_interval = i.number("requests_per_second", 0.001, 1000.0, false, cx).map(|rps| Duration::from_secs_f64(1.0 / rps));
+    if i.get("requests_limits").is_some() {
+        cx.error(&i.path("requests_limits"), "not supported; use `requests_per_second`".into());
+    }
+    let (api_key, key_placement) = match i.map("credentials", cx) {
+        None => {
+            cx.error(&i.path("credentials"), "missing; add `credentials: {api_key: ...}` (Isolation console: Product Settings > Reporting API)".into());
+            (None, KeyPlacement::BearerHeader)
+        }
+        Some(mut c) => {
+            let inline = c.string("api_key", cx);
+            let file = c.string("api_key_file", cx);
+            let key = match (inline, file) {
+                (Some(_), Some(_)) => {
+                    cx.error(&c.path("api_key"), "give either `api_key` or `api_key_file`, not both".into());
+                    None
+                }
+                (Some(k), None) => Some(k),
+                (None, Some(f)) => {
+                    let path = if Path::new(&f).is_absolute() { PathBuf::from(&f) } else { cx.base_dir.join(&f) };
+                    match std::fs::read_to_string(&path) {
+                        Ok(k) => Some(k.trim().to_owned()),
+                        Err(e) => {
+                            cx.error(&c.path("api_key_file"), format!("cannot read {}: {e}", path.display()));
+                            None
+                        }
+                    }
+                }
+                (None, None) => {
+                    cx.error(&c.path("api_key"), "missing; set `api_key` (e.g. \"${ISOLATION_API_KEY}\") or `api_key_file`".into());
+                    None
+                }
+            };
+            let key = key.and_then(|k| {
+                let k = k.trim().to_owned();
+                if k.is_empty() || k.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
+                    cx.error(&c.path("api_key"), "is empty or holds spaces or control characters; paste the key from the Isolation console".into());
+                    None
+                } else {
+                    Some(ApiKey::new(k))
+                }
+            });
+            let placement = match c.string("send_key_as", cx).as_deref() {
+                None | Some("bearer_header") => KeyPlacement::BearerHeader,
+                Some("query_parameter") => KeyPlacement::QueryParameter,
+                Some(other) => {
+                    cx.error(&c.path("send_key_as"), format!("`{other}` is not valid; use `bearer_header` (default) or `query_parameter`"));
+                    KeyPlacement::BearerHeader
+                }
+            };
+            c.finish(cx);
+            (key, placement)
+        }
+    };
+    let mut services = Vec::new();
+    match i.get("services") {
+        None => services = Service::ALL.iter().map(|s| ServiceConfig::defaults(*s)).collect(),
+        Some(Value::Mapping(m)) => {
+            let path = i.path("services");
+            let mut seen = BTreeSet::new();
+            for (k, v) in m {
+                let name = k.as_str().map(str::to_owned).unwrap_or_else(|| show(k));
+                let spath = join(&path, &name);
+                let Some(service) = Service::from_name(&name) else {
+                    cx.error(&spath, "unknown service; use browser_and_email_isolation or url_isolation".into());
+                    continue;
+                };
+                seen.insert(service);
+                let empty = Mapping::new();
+                let map = match v {
+                    Value::Null => &empty,
+                    Value::Mapping(m) => m,
+                    _ => {
+                        cx.error(&spath, "must be a mapping of service settings (or empty)".into());
+                        continue;
+                    }
+                };
+                if let Some(s) = parse_service(service, Obj::new(&spath, map), cx) {
+                    services.push(s);
+                }
+            }
+            if m.is_empty() {
+                cx.error(&path, "no service listed; add browser_and_email_isolation and/or url_isolation".into());
+            }
+        }
+        Some(_) => cx.error(&i.path("services"), "must be a mapping of service names to settings".into()),
+    }
+    i.finish(cx);
+    Some(InputConfig {
+        name: "proofpoint_isolation".into(),
+        id: id?,
+        enabled,
+        api_key: api_key?,
+        key_placement,
+        min_request_interval,
+        services,
+    })
+}
+
+fn parse_service(service: Service, mut s: Obj<'_>, cx: &mut Cx) -> Option<ServiceConfig> {
+    let d = ServiceConfig::defaults(service);
+    let request_period = s.seconds("request_period_in_seconds", 1.0, 604_800.0, d.request_period, cx);
+    let start_time_text = s.string("start_time_in_utc", cx);
+    let start_time = start_time_text.as_deref().and_then(|t| match crate::time::parse_user_time(t) {
+        Some(t) if t > Utc::now() + chrono::Duration::minutes(5) => {
+            cx.error(&s.path("start_time_in_utc"), format!("`{t}` is in the future; use a past UTC time such as 2024-06-01T00:00:00Z"));
+            None
+        }
+        Some(t) => Some(t),
+        None => {
+            cx.error(&s.path("start_time_in_utc"), format!("`{t}` is not a date; use ISO 8601 in UTC such as 2024-06-01T00:00:00Z"));
+            None
+        }
+    });
+    let window_offset = s.minutes("override_query_window_offset_in_minutes", 0.0, 1440.0, d.window_offset, cx);
+    let lookback = s.minutes("late_arrival_lookback_in_minutes", 0.0, 1440.0, d.lookback, cx);
+    let sweep_interval = s.minutes("late_arrival_sweep_interval_in_minutes", 0.0167, 1440.0, d.sweep_interval, cx);
+    let base_url = match s.string("override_base_url", cx) {
+        None => d.base_url.clone(),
+        Some(text) => match url::Url::parse(&text) {
+            Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => {
+                if !u.username().is_empty() || u.password().is_some() || u.query().is_some() {
+                    cx.error(&s.path("override_base_url"), "must not carry credentials or a query; give scheme, host and port only".into());
+                }
+                if u.path().trim_end_matches('/').ends_with("usage-data") {
+                    cx.error(&s.path("override_base_url"), format!("give only scheme, host and port: the collector appends {API_PATH} itself"));
+                }
+                if u.scheme() == "http" {
+                    cx.warn(&s.path("override_base_url"), format!("`{text}` is plain http: the API key travels unencrypted; use it only for a local simulator or proxy"));
+                }
+                u
+            }
+            _ => {
+                cx.error(&s.path("override_base_url"), format!("`{text}` is not an http(s) URL with a host, e.g. https://proofpointisolation.com or http://127.0.0.1:8080"));
+                d.base_url.clone()
+            }
+        },
+    };
+    let page_size = s.number("page_size", 1.0, 10_000.0, true, cx).map(|n| n as u32).unwrap_or(d.page_size);
+    let max_events_per_window = s
+        .number("max_events_per_window", 1.0, 10_000_000.0, true, cx)
+        .map(|n| n as usize)
+        .unwrap_or(d.max_events_per_window);
+    if max_events_per_window < page_size as usize {
+        cx.error(&s.path("max_events_per_window"), format!("({max_events_per_window}) must be at least `page_size` ({page_size})"));
+    }
+    let request_timeout = s.seconds("request_timeout_in_seconds", 0.1, 3600.0, d.request_timeout, cx);
+    let job_poll_initial = s.seconds("job_poll_initial_interval_in_seconds", 0.001, 600.0, d.job_poll_initial, cx);
+    let job_poll_max = s.seconds("job_poll_max_interval_in_seconds", 0.001, 3600.0, d.job_poll_max, cx);
+    let job_timeout = s.minutes("job_timeout_in_minutes", 0.001, 1440.0, d.job_timeout, cx);
+    let max_retries = s.number("max_retries", 0.0, 100.0, true, cx).map(|n| n as u32).unwrap_or(d.max_retries);
+    let retry_initial = s.seconds("retry_initial_interval_in_seconds", 0.001, 600.0, d.retry_initial, cx);
+    let retry_max = s.seconds("retry_max_interval_in_seconds", 0.001, 3600.0, d.retry_max, cx);
+    let table = match s.string("override_tag", cx) {
+        None => d.table.clone(),
+        Some(t) if !t.is_empty() && t.len() <= 1024 && !t.chars().any(|c| c.is_whitespace() || c == ':') => t,
+        Some(t) => {
+            cx.error(&s.path("override_tag"), format!("`{t}` is not a Devo table name (1 to 1024 characters, no spaces or colons)"));
+            d.table.clone()
+        }
+    };
+    if s.get("obfuscation_data").is_some() {
+        cx.error(&s.path("obfuscation_data"), "obfuscation is not supported by this version yet; remove the key (events would otherwise be sent unmasked)".into());
+    }
+    if s.get("requests_per_second").is_some() {
+        cx.error(&s.path("requests_per_second"), "set `requests_per_second` on the input (inputs.proofpoint_isolation), not per service".into());
+    }
+    s.ignored = &["retries", "use_time_slots_for_retrievals"];
+    s.finish(cx);
+    Some(ServiceConfig {
+        service,
+        table,
+        request_period,
+        start_time,
+        start_time_text,
+        window_offset,
+        lookback,
+        sweep_interval,
+        base_url,
+        page_size,
+        max_events_per_window,
+        request_timeout,
+        job_poll_initial,
+        job_poll_max,
+        job_timeout,
+        max_retries,
+        retry_initial,
+        retry_max,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,270 @@
+//! The Reporting API's async job protocol (isolation-api.md §4), with retries.
+//!
+//! ```text
+//! GET ?from&to&pageSize                       -> {jobId, status: PENDING}
+//! GET ?from&to&pageSize&jobId   (until COMPLETED, capped backoff)
+//! GET ?from&to&pageSize&jobId&pageToken       (until pageToken is absent)
+//! ```
+//! `from`, `to` and `pageSize` are resent with every request, as Proofpoint's own tools do.
+//!
+//! Each request is retried on its own (429 honouring `Retry-After`, 5xx, timeouts, resets,
+//! truncated or malformed bodies) with jittered exponential backoff; a request that keeps
+//! failing fails the job, and the puller tries the window again next cycle. 401/403 is an
+//! authentication error that names the masked key and is not retried. The key travels in the
+//! `Authorization` header by default and never appears in an error or log.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use crate::config::{KeyPlacement, ServiceConfig};
+use crate::event::{parse_page, Page};
+use crate::secret::ApiKey;
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("API Key {masked_key} is not valid. (HTTP {status}; create a new key in the Isolation console: Product Settings > Reporting API)")]
+    Auth { masked_key: String, status: u16 },
+    #[error("the API rejected the request (HTTP {status}): {body}")]
+    Rejected { status: u16, body: String },
+    #[error("the API kept failing after {attempts} attempt(s); last error: {last}")]
+    GaveUp { attempts: u32, last: String },
+    #[error("job {job_id} failed with status `{status}`")]
+    JobFailed { job_id: String, status: String },
+    #[error("job {job_id} was still `{status}` after {waited:?}; abandoned")]
+    JobTimeout { job_id: String, status: String, waited: Duration },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl FetchError {
+    pub fn is_auth(&self) -> bool {
+        matches!(self, FetchError::Auth { .. })
+    }
+}
+
+/// Counters of one client, read by the puller for its statistics line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClientStats {
+    pub requests: u64,
+    pub retries: u64,
+    pub polls: u64,
+    pub bytes: u64,
+}
+
+/// One service's API client.
+pub struct ApiClient {
+    http: reqwest::Client,
+    endpoint: String,
+    key: ApiKey,
+    placement: KeyPlacement,
+    cfg: ServiceConfig,
+    min_interval: Option<Duration>,
+    next_request: Instant,
+    pub stats: ClientStats,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+/// One attempt's failure, before the retry decision.
+enum Attempt {
+    Retry { reason: String, after: Option<Duration> },
+    Fatal(FetchError),
+}
+
+impl ApiClient {
+    pub fn new(
+        cfg: &ServiceConfig,
+        key: ApiKey,
+        placement: KeyPlacement,
+        min_interval: Option<Duration>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.request_timeout)
+            .connect_timeout(Duration::from_secs(30).min(cfg.request_timeout))
+            .user_agent(concat!("isolation-collector/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(ApiClient {
+            http,
+            endpoint: cfg.endpoint(),
+            key,
+            placement,
+            cfg: cfg.clone(),
+            min_interval,
+            next_request: Instant::now(),
+            stats: ClientStats::default(),
+            cancel,
+        })
+    }
+
+    /// The setup check: one small job creation. Only authentication and reachability matter.
+    pub async fn check_auth(&mut self) -> Result<(), FetchError> {
+        let to = Utc::now();
+        let from = to - chrono::Duration::minutes(1);
+        self.request(from, to, 1, None, None).await.map(|_| ())
+    }
+
+    /// Runs a job over `[from, to]`, handing each completed page to `on_page`, which may stop
+    /// the job early by returning `false` (window too big). Returns the number of pages.
+    pub async fn run_job(
+        &mut self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        mut on_page: impl FnMut(Page) -> bool,
+    ) -> Result<usize, FetchError> {
+        let page_size = self.cfg.page_size;
+        let mut page = self.request(from, to, page_size, None, None).await?;
+        let job_id = page.job_id.clone();
+        let started = Instant::now();
+        let mut wait = self.cfg.job_poll_initial;
+        while !page.is_completed() {
+            if page.is_failed() {
+                return Err(FetchError::JobFailed { job_id, status: page.status });
+            }
+            if started.elapsed() >= self.cfg.job_timeout {
+                return Err(FetchError::JobTimeout { job_id, status: page.status, waited: started.elapsed() });
+            }
+            self.sleep(wait).await?;
+            wait = (wait * 2).min(self.cfg.job_poll_max);
+            self.stats.polls += 1;
+            page = self.request(from, to, page_size, Some(&job_id), None).await?;
+        }
+        let mut pages = 0;
+        loop {
+            pages += 1;
+            let token = page.page_token.take();
+            if !on_page(page) {
+                return Ok(pages);
+            }
+            let Some(token) = token else { return Ok(pages) };
+            page = self.request(from, to, page_size, Some(&job_id), Some(&token)).await?;
+            if page.is_failed() {
+                return Err(FetchError::JobFailed { job_id, status: page.status });
+            }
+        }
+    }
+
+    async fn sleep(&self, d: Duration) -> Result<(), FetchError> {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            _ = self.cancel.cancelled() => Err(FetchError::Cancelled),
+        }
+    }
+
+    /// One request, retried.
+    async fn request(
+        &mut self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        page_size: u32,
+        job_id: Option<&str>,
+        page_token: Option<&str>,
+    ) -> Result<Page, FetchError> {
+        let mut params: Vec<(&str, String)> = vec![
+            ("from", crate::time::format_api(from)),
+            ("to", crate::time::format_api(to)),
+            ("pageSize", page_size.to_string()),
+        ];
+        if let Some(j) = job_id {
+            params.push(("jobId", j.to_owned()));
+        }
+        if let Some(t) = page_token {
+            params.push(("pageToken", t.to_owned()));
+        }
+        let mut backoff = self.cfg.retry_initial;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Some(min) = self.min_interval {
+                let now = Instant::now();
+                if self.next_request > now {
+                    self.sleep(self.next_request - now).await?;
+                }
+                self.next_request = Instant::now() + min;
+            }
+            let cancel = self.cancel.clone();
+            let outcome = tokio::select! {
+                o = self.attempt(&params) => o,
+                _ = cancel.cancelled() => return Err(FetchError::Cancelled),
+            };
+            match outcome {
+                Ok(page) => return Ok(page),
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry { reason, after }) => {
+                    if attempt > self.cfg.max_retries {
+                        return Err(FetchError::GaveUp { attempts: attempt, last: reason });
+                    }
+                    self.stats.retries += 1;
+                    // Full jitter on the upper half, so that two collectors do not retry in step.
+                    let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+                    let wait = after.map_or(jittered, |a| a.min(Duration::from_secs(600)).max(jittered.min(a)));
+                    tracing::warn!("Request failed ({reason}); retry {attempt}/{} in {:.3} seconds.", self.cfg.max_retries, wait.as_secs_f64());
+                    self.sleep(wait).await?;
+                    backoff = (backoff * 2).min(self.cfg.retry_max);
+                }
+            }
+        }
+    }
+
+    async fn attempt(&mut self, params: &[(&str, String)]) -> Result<Page, Attempt> {
+        let mut url = url::Url::parse(&self.endpoint).map_err(|e| Attempt::Fatal(FetchError::Rejected { status: 0, body: e.to_string() }))?;
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in params {
+                q.append_pair(k, v);
+            }
+            if self.placement == KeyPlacement::QueryParameter {
+                q.append_pair("key", self.key.expose());
+            }
+        }
+        let mut req = self.http.get(url);
+        if self.placement == KeyPlacement::BearerHeader {
+            req = req.bearer_auth(self.key.expose());
+        }
+        self.stats.requests += 1;
+        // reqwest errors can carry the URL, which may hold the key (query placement): strip it.
+        let describe = |e: reqwest::Error| {
+            let kind = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "connection failed"
+            } else if e.is_body() || e.is_decode() {
+                "the response body was cut off"
+            } else {
+                "transport error"
+            };
+            let mut source = std::error::Error::source(&e);
+            let mut detail = String::new();
+            while let Some(s) = source {
+                detail = s.to_string();
+                source = s.source();
+            }
+            format!("{kind}: {}", self.redact(&detail))
+        };
+        let resp = req.send().await.map_err(|e| Attempt::Retry { reason: describe(e.without_url()), after: None })?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body: Bytes = resp.bytes().await.map_err(|e| Attempt::Retry { reason: describe(e.without_url()), after: None })?;
+        self.stats.bytes += body.len() as u64;
+        match status.as_u16() {
+            200..=299 => parse_page(body).map_err(|e| Attempt::Retry { reason: format!("bad response: {e}"), after: None }),
+            401 | 403 => Err(Attempt::Fatal(FetchError::Auth { masked_key: self.key.masked(), status: status.as_u16() })),
+            429 => Err(Attempt::Retry { reason: "HTTP 429 Too Many Requests".into(), after: retry_after }),
+            408 | 500..=599 => Err(Attempt::Retry { reason: format!("HTTP {}", status.as_u16()), after: retry_after }),
+            code => Err(Attempt::Fatal(FetchError::Rejected { status: code, body: self.redact(&String::from_utf8_lossy(&body[..body.len().min(300)])) })),
+        }
+    }
+
+    /// Removes the key from text that came from elsewhere (a server echoing it, an error).
+    fn redact(&self, text: &str) -> String {
+        text.replace(self.key.expose(), &self.key.masked())
+    }
+}

@@ -1,0 +1,491 @@
+//! One service's puller: setup, `pre_pull` (state), then pull cycles.
+//!
+//! A cycle plans its range (`pipeline::window`), and for each window: runs an API job, holds
+//! the window's events (bounded by `max_events_per_window`), sorts them by `date`, drops what the
+//! dedup memory says was delivered, delivers the rest to every output, and only when every
+//! output has confirmed, applies the dedup plan, moves the cursors and writes the state
+//! atomically. A failure anywhere before that leaves the state as it was: the window is asked
+//! for again (the API keeps 30 days and is the buffer), and outputs that keep positions (files)
+//! are rewound to the last committed one.
+//!
+//! The log lines follow Devo's collector (devo-platform.md §3.2–3.4) so that existing
+//! dashboards and runbooks keep working.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{InputConfig, ServiceConfig, RETENTION};
+use crate::event::Event;
+use crate::isolation::client::{ApiClient, FetchError};
+use crate::output::{Output, OutputError};
+use crate::pipeline::window::{plan_cycle, Window, WindowPlanner};
+use crate::state::{correct, ServiceState, StateError, StateStore};
+use crate::time::{format_iso, from_millis, Millis};
+
+/// Why a cycle stopped early. The state is unchanged past the last completed window.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("delivery failed, the window will be delivered again: {0}")]
+    Output(#[from] OutputError),
+    #[error("the state could not be written, so the checkpoint did not move: {0}")]
+    State(#[from] StateError),
+    #[error("stopped by a shutdown request")]
+    Cancelled,
+}
+
+/// Totals of one cycle, for Devo's statistics line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CycleStats {
+    pub requests: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub sent: u64,
+    pub windows: u64,
+    pub bytes: u64,
+}
+
+/// The puller of one service.
+pub struct Puller {
+    svc: ServiceConfig,
+    client: ApiClient,
+    outputs: Vec<Output>,
+    store: Arc<StateStore>,
+    key: String,
+    state: ServiceState,
+    /// Outputs must be told the committed positions before the next delivery (after a start or
+    /// a failed window).
+    needs_resume: bool,
+    /// The state in memory may be ahead of the one on disk (a failed write): reload it.
+    needs_reload: bool,
+    density: Option<f64>,
+    cancel: CancellationToken,
+}
+
+/// Devo's thread names, used as the `thread` of log lines.
+pub fn puller_thread(input: &InputConfig, svc: &ServiceConfig) -> String {
+    format!("IsolationPuller({},{},{},predefined)", input.name, input.id, svc.service)
+}
+
+pub fn setup_thread(input: &InputConfig, svc: &ServiceConfig) -> String {
+    format!("IsolationPullerSetup(unknown,{}#{},{}#predefined)", input.name, input.id, svc.service)
+}
+
+fn now_ms() -> Millis {
+    Utc::now().timestamp_millis()
+}
+
+/// The earliest time the API still serves, with a margin for the time a job takes.
+fn earliest_available(now: Millis) -> Millis {
+    now - RETENTION.as_millis() as Millis + 10 * 60_000
+}
+
+impl Puller {
+    pub fn new(
+        input: &InputConfig,
+        svc: ServiceConfig,
+        outputs: Vec<Output>,
+        store: Arc<StateStore>,
+        cancel: CancellationToken,
+    ) -> Result<Puller, reqwest::Error> {
+        let client = ApiClient::new(&svc, input.api_key.clone(), input.key_placement, input.min_request_interval, cancel.clone())?;
+        let key = StateStore::key(&input.id, svc.service.name());
+        let start = svc.start_time.map_or(0, |t| t.timestamp_millis());
+        Ok(Puller {
+            state: ServiceState::new(svc.start_time_text.clone(), start),
+            svc,
+            client,
+            outputs,
+            store,
+            key,
+            needs_resume: true,
+            needs_reload: false,
+            density: None,
+            cancel,
+        })
+    }
+
+    /// The setup check ("Making sample request to test authentication.").
+    pub async fn setup(&mut self) -> Result<(), FetchError> {
+        warn!("The token/header/authentication has not been created yet");
+        info!("Making sample request to test authentication.");
+        self.client.check_auth().await?;
+        info!("Authentication successful.");
+        info!("Setup for module <IsolationPuller> has been successfully executed");
+        Ok(())
+    }
+
+    /// The configured start, clamped to the API's retention.
+    fn start_ms(&self, now: Millis) -> Millis {
+        let earliest = earliest_available(now);
+        match self.svc.start_time {
+            None => earliest,
+            Some(t) if t.timestamp_millis() < earliest => {
+                warn!(
+                    "start_time_in_utc {} is older than the API's 30-day retention; starting at {} instead.",
+                    self.svc.start_time_text.as_deref().unwrap_or_default(),
+                    format_iso(earliest)
+                );
+                earliest
+            }
+            Some(t) => t.timestamp_millis(),
+        }
+    }
+
+    /// Devo's `pre_pull`: load, upgrade, correct, reset, save if changed.
+    pub fn pre_pull(&mut self) -> Result<(), StateError> {
+        let thread = "pre_pull()";
+        info!("Starting the execution of {thread}");
+        info!("Reading persisted data");
+        let now = now_ms();
+        let loaded = self.store.load(&self.key)?;
+        let mut state = match loaded {
+            None => {
+                info!("Persistence will be overridden due to the retrieved state is empty");
+                None
+            }
+            Some((state, report)) => {
+                info!("Data retrieved from the persistence: {}", state.summary());
+                info!("Running the persistence upgrade steps");
+                if let Some(v) = report.upgraded_from {
+                    warn!("Upgraded the persistence from @persistence_version {v}; events at the last checkpoint's second may be delivered again once.");
+                }
+                Some((state, report.upgraded_from.is_some()))
+            }
+        };
+        info!("Running the persistence corrections steps");
+        let mut changed = state.as_ref().is_none_or(|(_, upgraded)| *upgraded);
+        if let Some((s, _)) = state.as_mut() {
+            for change in correct(s, now, earliest_available(now)) {
+                warn!("Correction: {change}.");
+                changed = true;
+            }
+        }
+        // The reset step: a different start_time_in_utc restarts the persistence (Devo).
+        info!("Running the persistence corrections steps");
+        if let Some((s, _)) = &state {
+            if s.start_time_in_utc != self.svc.start_time_text {
+                warn!(
+                    "start_time_in_utc changed from {:?} to {:?}: the persistence is restarted and events are collected again from the new start.",
+                    s.start_time_in_utc.as_deref().unwrap_or("default"),
+                    self.svc.start_time_text.as_deref().unwrap_or("default")
+                );
+                state = None;
+                changed = true;
+            }
+        }
+        let previous = state.as_ref().map(|(s, _)| s.summary());
+        let fresh = || ServiceState::new(self.svc.start_time_text.clone(), self.start_ms(now));
+        let state = state.map_or_else(fresh, |(s, _)| s);
+        if changed {
+            warn!(
+                "Some changes have been detected and the persistence needs to be updated. Previous content: {} New content: {}",
+                previous.unwrap_or_else(|| "{}".into()),
+                state.summary()
+            );
+            self.store.save(&self.key, &state)?;
+            info!("Persistence has been updated successfully");
+        } else {
+            info!("No changes were detected in the persistence");
+        }
+        self.state = state;
+        self.needs_resume = true;
+        info!("Finalizing the execution of {thread}");
+        Ok(())
+    }
+
+    /// The current state (tests and `state show`).
+    pub fn state(&self) -> &ServiceState {
+        &self.state
+    }
+
+    /// Runs the setup check until it passes. Authentication failures are errors an operator
+    /// must fix; they are logged and retried every period rather than ending the process, so a
+    /// key fixed in the console is picked up without a restart.
+    pub async fn setup_until_ready(&mut self) -> Result<(), PullError> {
+        let mut wait = Duration::from_secs(5);
+        loop {
+            match self.setup().await {
+                Ok(()) => return Ok(()),
+                Err(FetchError::Cancelled) => return Err(PullError::Cancelled),
+                Err(e) => {
+                    let wait_now = if e.is_auth() { self.svc.request_period.max(Duration::from_secs(60)) } else { wait };
+                    error!("Setup failed: {e}. Retrying in {} seconds.", wait_now.as_secs());
+                    wait = (wait * 2).min(Duration::from_secs(300));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait_now) => {}
+                        _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The daemon loop: a cycle every `request_period_in_seconds` until cancelled.
+    pub async fn run_forever(&mut self) {
+        info!("Starting data collection every {} seconds", self.svc.request_period.as_secs());
+        let mut failures = 0u32;
+        loop {
+            let started = Instant::now();
+            let wait = match self.pull().await {
+                Ok(_) => {
+                    failures = 0;
+                    let elapsed = started.elapsed();
+                    match self.svc.request_period.checked_sub(elapsed) {
+                        Some(rest) => {
+                            info!("Data collection completed. Elapsed time: {:.3} seconds. Waiting for {:.3} second(s) until the next one", elapsed.as_secs_f64(), rest.as_secs_f64());
+                            rest
+                        }
+                        None => {
+                            info!("Last retrieval took too much time, no wait will be applied in this loop");
+                            Duration::ZERO
+                        }
+                    }
+                }
+                Err(PullError::Cancelled) => break,
+                Err(e) => {
+                    failures += 1;
+                    // Back off on repeated failures, but never longer than a period: new data
+                    // keeps arriving and an output may come back at any moment.
+                    let wait = self.svc.retry_initial.saturating_mul(1 << failures.min(16)).min(self.svc.request_period);
+                    error!("Pull failed: {e}. Retrying collector puller: {failures}/∞. Sleeping {:.3} seconds before next retry", wait.as_secs_f64());
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.cancel.cancelled() => break,
+            }
+        }
+        info!("Retrieving loop has been interrupted due to a controlled stopping action has been activated");
+        for o in &mut self.outputs {
+            if let Err(e) = o.close().await {
+                warn!("Closing output {}: {e}", o.name());
+            }
+        }
+    }
+
+    /// One pull cycle: catch up from the cursors to `now - offset`.
+    pub async fn pull(&mut self) -> Result<CycleStats, PullError> {
+        if self.needs_reload {
+            if let Some((s, _)) = self.store.load(&self.key)? {
+                self.state = s;
+            }
+            self.needs_reload = false;
+        }
+        let pulling_id = now_ms();
+        info!("Pull Started");
+        let before = self.client.stats;
+        let mut stats = CycleStats::default();
+        let clock = Instant::now();
+        let result = self.pull_windows(pulling_id, &mut stats, clock, before.requests).await;
+        stats.requests = self.client.stats.requests - before.requests;
+        stats.bytes = self.client.stats.bytes - before.bytes;
+        info!("{}", statistics_line(false, pulling_id, &stats, clock.elapsed()));
+        match result {
+            Ok(()) => {
+                info!("The data is up to date!");
+                Ok(stats)
+            }
+            Err(e) => {
+                // Rewind outputs that keep positions to the committed ones.
+                self.needs_resume = true;
+                Err(e)
+            }
+        }
+    }
+
+    async fn pull_windows(&mut self, pulling_id: Millis, stats: &mut CycleStats, clock: Instant, requests_before: u64) -> Result<(), PullError> {
+        let now = now_ms();
+        let Some(range) = plan_cycle(
+            &self.state.cursors,
+            now,
+            self.svc.window_offset.as_millis() as Millis,
+            self.svc.lookback.as_millis() as Millis,
+            self.svc.sweep_interval.as_millis() as Millis,
+        ) else {
+            return Ok(());
+        };
+        info!(
+            "Fetching all {} event(s) from {} to {}.{}",
+            self.svc.service,
+            format_iso(range.from),
+            format_iso(range.to),
+            if range.sweep { " (late-arrival sweep)" } else { "" }
+        );
+        if self.needs_resume {
+            self.resume_outputs().await?;
+        }
+        let mut planner = WindowPlanner::new(range, self.svc.max_events_per_window, self.density);
+        while let Some(w) = planner.next_window() {
+            if self.cancel.is_cancelled() {
+                return Err(PullError::Cancelled);
+            }
+            let created = now_ms();
+            let Some(events) = self.fetch_window(w, &mut planner).await? else {
+                continue; // too big: the planner shrank it
+            };
+            let received = events.len();
+            self.deliver_window(w, events, created, stats).await?;
+            stats.received += received as u64;
+            stats.windows += 1;
+            planner.complete(w, received);
+            self.density = planner.density();
+            if planner.next_window().is_some() {
+                let partial = CycleStats { requests: self.client.stats.requests - requests_before, ..*stats };
+                info!("{}", statistics_line(true, pulling_id, &partial, clock.elapsed()));
+            }
+        }
+        if range.sweep {
+            self.state.cursors.last_sweep = Some(now);
+            self.store.save(&self.key, &self.state)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one window's job. `None` if the window is too big and was abandoned.
+    async fn fetch_window(&mut self, w: Window, planner: &mut WindowPlanner) -> Result<Option<Vec<Event>>, PullError> {
+        let cap = self.svc.max_events_per_window;
+        let mut events: Vec<Event> = Vec::new();
+        let mut first = true;
+        let mut too_big = false;
+        let mut undated = 0;
+        self.client
+            .run_job(from_millis(w.from), from_millis(w.to), |page| {
+                if first {
+                    first = false;
+                    if let Some(total) = page.total {
+                        if planner.observe_total(w, total) {
+                            too_big = true;
+                            return false;
+                        }
+                        events.reserve(total.min(cap as u64) as usize);
+                    }
+                }
+                undated += page.undated;
+                events.extend(page.events);
+                if events.len() > cap && planner.observe_total(w, events.len() as u64) {
+                    too_big = true;
+                    return false;
+                }
+                true
+            })
+            .await
+            .map_err(|e| match e {
+                FetchError::Cancelled => PullError::Cancelled,
+                e => PullError::Fetch(e),
+            })?;
+        if too_big {
+            info!("The window {} to {} holds more than {cap} events; splitting it.", format_iso(w.from), format_iso(w.to));
+            return Ok(None);
+        }
+        if undated > 0 {
+            warn!("{undated} event(s) from {} to {} have no valid `date`; they are delivered first in their window.", format_iso(w.from), format_iso(w.to));
+        }
+        Ok(Some(events))
+    }
+
+    async fn resume_outputs(&mut self) -> Result<(), PullError> {
+        let table = self.svc.table.clone();
+        let mut changed = false;
+        for o in &mut self.outputs {
+            let committed = self.state.positions.get(o.name()).and_then(|t| t.get(&table)).copied();
+            let position = o.resume(&table, committed).await?;
+            if committed.is_none() {
+                if let Some(p) = position {
+                    self.state.positions.entry(o.name().to_owned()).or_default().insert(table.clone(), p);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.store.save(&self.key, &self.state)?;
+        }
+        self.needs_resume = false;
+        Ok(())
+    }
+
+    async fn deliver_window(&mut self, w: Window, mut events: Vec<Event>, created: Millis, stats: &mut CycleStats) -> Result<(), PullError> {
+        // Stable: events with equal dates keep the server's order.
+        events.sort_by_key(|e| e.date_ms);
+        let plan = self.state.dedup.plan(&events, w.to);
+        let batch: Vec<Event> = plan.deliver.iter().map(|&i| events[i].clone()).collect();
+        drop(events);
+        stats.duplicates += plan.duplicates as u64;
+        let table = self.svc.table.clone();
+        let mut positions = Vec::new();
+        if !batch.is_empty() {
+            let mut confirmed = vec![false; self.outputs.len()];
+            let mut attempt = 0u32;
+            loop {
+                let mut last_error = None;
+                for (i, o) in self.outputs.iter_mut().enumerate() {
+                    if confirmed[i] {
+                        continue;
+                    }
+                    match o.deliver(&table, &batch).await {
+                        Ok(p) => {
+                            confirmed[i] = true;
+                            if let Some(p) = p {
+                                positions.push((o.name().to_owned(), p));
+                            }
+                        }
+                        Err(e) => {
+                            warn!("Output {} did not confirm {} event(s): {e}", o.name(), batch.len());
+                            last_error = Some(e);
+                        }
+                    }
+                }
+                let Some(e) = last_error else { break };
+                attempt += 1;
+                if attempt > 3 {
+                    return Err(PullError::Output(e));
+                }
+                let wait = Duration::from_millis(500 << attempt).mul_f64(0.5 + rand::random::<f64>() * 0.5);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+                }
+            }
+        }
+        stats.sent += batch.len() as u64;
+        // Every output confirmed: commit.
+        info!("Updating the persistence");
+        self.state.dedup.apply(plan);
+        for (output, p) in positions {
+            self.state.positions.entry(output).or_default().insert(table.clone(), p);
+        }
+        let c = &mut self.state.cursors;
+        if w.from <= c.settled {
+            let settled_by_now = created - self.svc.lookback.as_millis() as Millis;
+            c.settled = c.settled.max(w.to.min(settled_by_now));
+        }
+        c.checkpoint = c.checkpoint.max(w.to);
+        let horizon = c.horizon();
+        self.state.dedup.prune(horizon);
+        if let Err(e) = self.store.save(&self.key, &self.state) {
+            self.needs_reload = true;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
+/// Devo's per-pull statistics line (no space after the colon, as in the original).
+pub fn statistics_line(partial: bool, pulling_id: Millis, s: &CycleStats, elapsed: Duration) -> String {
+    let eps = if elapsed.as_secs_f64() > 0.0 { s.sent as f64 / elapsed.as_secs_f64() } else { 0.0 };
+    format!(
+        "{}Statistics for this pull cycle (@devo_pulling_id={pulling_id}):Number of requests made: {}; Number of events received: {}; Number of duplicated events filtered out: {}; Number of events generated and sent: {}; Average of events per second: {eps:.3}.",
+        if partial { "(Partial) " } else { "" },
+        s.requests,
+        s.received,
+        s.duplicates,
+        s.sent,
+    )
+}

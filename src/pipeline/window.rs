@@ -1,0 +1,215 @@
+//! Which time ranges to query, and how to cut them into windows that fit in memory.
+//!
+//! ## Cursors
+//! - `checkpoint`: the end of the last confirmed window. Every event with a date before it that
+//!   the API showed at query time has been delivered.
+//! - `settled`: every event with a date before it has been delivered, *including* events the API
+//!   published up to `late_arrival_lookback` after their date. It trails `checkpoint`.
+//!
+//! ## Cycles
+//! A normal cycle queries `[checkpoint, now - offset]`: cheap, low latency. Every
+//! `late_arrival_sweep_interval` a *sweep* cycle queries from `settled` instead, so that events
+//! the API filled in late are found; the dedup memory (which covers everything from `settled`
+//! on) keeps the re-queried overlap from being delivered again. A window whose query started at
+//! or before `settled` moves it to `min(window end, job creation time - lookback)`: by then
+//! every event of those dates has had `lookback` to appear.
+//!
+//! Cost: an event is downloaded once by the live cycle and about `lookback / sweep_interval`
+//! more times by sweeps (35 / 15 by default: 3.3 downloads per event), and a sweep replaces a
+//! live cycle, so it adds pages but no jobs.
+//!
+//! ## Windows
+//! Each window's query starts [`EDGE_OVERLAP`] before the previous one ended. Whether the API
+//! treats `from`/`to` as inclusive is unknown (isolation-api.md §3), and some servers truncate
+//! to the second; the overlap makes either reading safe, and dedup absorbs the repeat.
+//! A window's events are held in memory (to be sorted), so the planner keeps each window under
+//! `max_events_per_window`: it learns the event density from the jobs' `total`s and shrinks a
+//! window that turned out too big before any of it is delivered.
+
+use crate::time::Millis;
+
+/// How far each query reaches back before the previous window's end.
+pub const EDGE_OVERLAP: Millis = 1_000;
+
+/// The narrowest window the planner makes (wider than the overlap, so every window makes
+/// progress); a burst denser than the cap within it is taken whole.
+pub const MIN_SPAN: Millis = 2 * EDGE_OVERLAP;
+
+/// The persisted cursors of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursors {
+    pub checkpoint: Millis,
+    pub settled: Millis,
+    /// When the last completed sweep cycle started.
+    pub last_sweep: Option<Millis>,
+}
+
+impl Cursors {
+    pub fn new(start: Millis) -> Self {
+        Cursors { checkpoint: start, settled: start, last_sweep: None }
+    }
+
+    /// Where the dedup memory must reach back to: no query starts earlier.
+    pub fn horizon(&self) -> Millis {
+        self.settled.saturating_sub(EDGE_OVERLAP)
+    }
+}
+
+/// The range one cycle queries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CycleRange {
+    pub from: Millis,
+    pub to: Millis,
+    pub sweep: bool,
+}
+
+/// Plans a cycle. `None` when there is nothing new to ask for (`now - offset` is not past the
+/// checkpoint, e.g. just after a catch-up, or the clock went back).
+pub fn plan_cycle(c: &Cursors, now: Millis, offset: Millis, lookback: Millis, sweep_interval: Millis) -> Option<CycleRange> {
+    let to = now - offset;
+    let sweep = lookback > 0
+        && c.settled < c.checkpoint
+        && c.last_sweep.is_none_or(|last| now - last >= sweep_interval || now < last);
+    if to <= c.checkpoint && !sweep {
+        return None;
+    }
+    let from = if sweep { c.settled } else { c.checkpoint };
+    Some(CycleRange { from, to: to.max(c.checkpoint), sweep })
+}
+
+/// Cuts a cycle's range into windows, adapting their span to the event density.
+#[derive(Debug)]
+pub struct WindowPlanner {
+    /// Start of the range: the first window's query starts here.
+    range_from: Millis,
+    to: Millis,
+    /// End of the last completed window (`None` before the first).
+    done_until: Option<Millis>,
+    cap: usize,
+    /// Events per millisecond, learnt from the jobs' totals.
+    density: Option<f64>,
+}
+
+/// One window to query: `[from, to]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub from: Millis,
+    pub to: Millis,
+}
+
+impl WindowPlanner {
+    pub fn new(range: CycleRange, cap: usize, density: Option<f64>) -> Self {
+        WindowPlanner { range_from: range.from, to: range.to, done_until: None, cap, density }
+    }
+
+    /// The density learnt so far, to seed the next cycle's planner.
+    pub fn density(&self) -> Option<f64> {
+        self.density
+    }
+
+    /// The next window, or `None` when the range is covered.
+    pub fn next_window(&self) -> Option<Window> {
+        let from = match self.done_until {
+            None => self.range_from,
+            Some(end) if end >= self.to => return None,
+            Some(end) => (end - EDGE_OVERLAP).max(self.range_from),
+        };
+        let span = match self.density {
+            // Aim at 80% of the cap, so that a density estimate a little low still fits.
+            Some(d) if d > 0.0 => ((self.cap as f64 * 0.8 / d) as Millis).max(MIN_SPAN),
+            _ => Millis::MAX,
+        };
+        Some(Window { from, to: from.saturating_add(span).min(self.to) })
+    }
+
+    /// The server said the window holds `total` events. Returns `true` if it is too big and
+    /// must be abandoned (the next call of [`next_window`](Self::next_window) gives a smaller one).
+    pub fn observe_total(&mut self, w: Window, total: u64) -> bool {
+        let span = (w.to - w.from).max(1);
+        self.density = Some(total as f64 / span as f64);
+        total as usize > self.cap && span > MIN_SPAN
+    }
+
+    /// The window was delivered and checkpointed.
+    pub fn complete(&mut self, w: Window, events: usize) {
+        let span = (w.to - w.from).max(1);
+        if events > 0 || self.density.is_none() {
+            self.density = Some(events as f64 / span as f64);
+        }
+        self.done_until = Some(w.to);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn live_cycles_start_at_the_checkpoint_and_sweeps_at_settled() {
+        let mut c = Cursors::new(0);
+        c.checkpoint = 100_000;
+        c.settled = 40_000;
+        c.last_sweep = Some(110_000);
+        let live = plan_cycle(&c, 120_000, 0, 60_000, 15_000).unwrap();
+        assert_eq!(live, CycleRange { from: 100_000, to: 120_000, sweep: false });
+        let sweep = plan_cycle(&c, 126_000, 0, 60_000, 15_000).unwrap();
+        assert_eq!(sweep, CycleRange { from: 40_000, to: 126_000, sweep: true });
+        assert_eq!(plan_cycle(&Cursors::new(100), 100, 0, 0, 1), None);
+        // A clock that went back does not query backwards.
+        let mut c = Cursors::new(500);
+        c.last_sweep = Some(500);
+        assert_eq!(plan_cycle(&c, 300, 0, 60_000, 15_000), None);
+        // The offset lags the end.
+        assert_eq!(plan_cycle(&Cursors::new(0), 10_000, 4_000, 0, 1).unwrap().to, 6_000);
+    }
+
+    #[test]
+    fn a_window_that_is_too_big_is_shrunk() {
+        let range = CycleRange { from: 0, to: 1_000_000, sweep: false };
+        let mut p = WindowPlanner::new(range, 100, None);
+        let w = p.next_window().unwrap();
+        assert_eq!(w, Window { from: 0, to: 1_000_000 });
+        assert!(p.observe_total(w, 1_000));
+        let w2 = p.next_window().unwrap();
+        assert_eq!(w2.from, 0);
+        assert!(w2.to - w2.from <= 80_000, "{w2:?}");
+    }
+
+    proptest! {
+        /// Windows cover the whole range with no gap, each overlapping the previous one by at
+        /// most EDGE_OVERLAP, never reaching before the range, whatever the totals are.
+        #[test]
+        fn windows_cover_the_range_without_gaps(
+            from in 0i64..10_000_000,
+            len in 0i64..10_000_000,
+            cap in 1usize..100_000,
+            totals in proptest::collection::vec(0u64..1_000_000, 1..400),
+        ) {
+            let range = CycleRange { from, to: from + len, sweep: false };
+            let mut p = WindowPlanner::new(range, cap, None);
+            let mut covered_until: Option<i64> = None;
+            let mut totals = totals.into_iter().cycle();
+            let mut steps = 0;
+            while let Some(w) = p.next_window() {
+                steps += 1;
+                prop_assert!(steps < 1_000_000, "the planner does not progress");
+                prop_assert!(w.from >= from && w.to <= range.to && w.from <= w.to);
+                if let Some(end) = covered_until {
+                    prop_assert!(w.from <= end, "gap between {} and {}", end, w.from);
+                    prop_assert!(end - w.from <= EDGE_OVERLAP);
+                } else {
+                    prop_assert_eq!(w.from, from);
+                }
+                let total = totals.next().unwrap();
+                if p.observe_total(w, total) {
+                    continue;
+                }
+                p.complete(w, total as usize);
+                prop_assert!(covered_until.is_none_or(|e| w.to > e) || w.to == range.to);
+                covered_until = Some(w.to);
+            }
+            prop_assert_eq!(covered_until.unwrap_or(from), range.to.max(from));
+        }
+    }
+}

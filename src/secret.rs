@@ -1,0 +1,60 @@
+//! The API key, kept out of every log line, error message, URL and state file.
+
+use std::fmt;
+
+/// The Reporting API key. `Debug` and `Display` print only its masked form.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: String) -> Self {
+        Self(key)
+    }
+
+    /// The key itself, for the one place that needs it: the request header or query.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Devo's masked form: the first four and last two characters (`1a2b...9z`). Keys shorter
+    /// than 12 characters are masked whole, so that the mask never reveals most of a short key.
+    pub fn masked(&self) -> String {
+        mask(&self.0)
+    }
+}
+
+/// Masks any secret the way [`ApiKey::masked`] does.
+pub fn mask(secret: &str) -> String {
+    let chars: Vec<char> = secret.chars().collect();
+    if chars.len() < 12 {
+        return "****".to_owned();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 2..].iter().collect();
+    format!("{head}...{tail}")
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKey({})", self.masked())
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_like_devo() {
+        let key = ApiKey::new("1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c9z".into());
+        assert_eq!(key.masked(), "1a2b...9z");
+        assert_eq!(format!("{key:?} {key}"), "ApiKey(1a2b...9z) 1a2b...9z");
+        assert_eq!(mask("short"), "****");
+    }
+}
