@@ -41,12 +41,16 @@ pub fn build_outputs(config: &Config) -> Result<Vec<Output>, OutputError> {
         .iter()
         .map(|o| {
             Ok(match &o.kind {
-                OutputKind::File { directory } => Output::File(FileOutput::new(o.name.clone(), directory.clone())),
+                OutputKind::File { directory } => {
+                    Output::File(FileOutput::new(o.name.clone(), directory.clone()))
+                }
                 OutputKind::Console => Output::Console(ConsoleOutput::new(o.name.clone())),
                 OutputKind::Network(_) => {
                     return Err(OutputError::Peer {
                         output: o.name.clone(),
-                        reason: "the devo_platform and syslog outputs are not available in this build".into(),
+                        reason:
+                            "the devo_platform and syslog outputs are not available in this build"
+                                .into(),
                     })
                 }
             })
@@ -63,7 +67,11 @@ pub fn log_warnings(config: &Config) {
 
 /// Runs the collector. Returns whether everything succeeded (`--once`), or whether the daemon
 /// stopped cleanly.
-pub async fn run(config: Config, options: RunOptions, cancel: CancellationToken) -> anyhow::Result<bool> {
+pub async fn run(
+    config: Config,
+    options: RunOptions,
+    cancel: CancellationToken,
+) -> anyhow::Result<bool> {
     let store = Arc::new(store_for(&config, options.no_save_state));
     if let Some(dir) = match &*store {
         StateStore::Filesystem { directory } => Some(directory),
@@ -80,7 +88,13 @@ pub async fn run(config: Config, options: RunOptions, cancel: CancellationToken)
     let mut tasks = tokio::task::JoinSet::new();
     for svc in config.services() {
         let outputs = build_outputs(&config)?;
-        let puller = Puller::new(&config.input, svc.clone(), outputs, store.clone(), cancel.clone())?;
+        let puller = Puller::new(
+            &config.input,
+            svc.clone(),
+            outputs,
+            store.clone(),
+            cancel.clone(),
+        )?;
         let span = tracing::info_span!("puller", thread = %puller_thread(&config.input, svc));
         let setup_span = tracing::info_span!("setup", thread = %setup_thread(&config.input, svc));
         let svc = svc.clone();
@@ -99,7 +113,12 @@ pub async fn run(config: Config, options: RunOptions, cancel: CancellationToken)
     Ok(all_ok)
 }
 
-async fn run_service(mut puller: Puller, svc: ServiceConfig, options: RunOptions, setup_span: tracing::Span) -> bool {
+async fn run_service(
+    mut puller: Puller,
+    svc: ServiceConfig,
+    options: RunOptions,
+    setup_span: tracing::Span,
+) -> bool {
     info!("Starting thread");
     if options.once {
         if let Err(e) = puller.setup().instrument(setup_span).await {
@@ -123,7 +142,12 @@ async fn run_service(mut puller: Puller, svc: ServiceConfig, options: RunOptions
         };
     }
     warn!("Waiting until setup will be executed");
-    if puller.setup_until_ready().instrument(setup_span).await.is_err() {
+    if puller
+        .setup_until_ready()
+        .instrument(setup_span)
+        .await
+        .is_err()
+    {
         return true;
     }
     loop {
@@ -163,7 +187,13 @@ pub async fn validate(config: &Config) -> bool {
     for svc in config.services() {
         let span = tracing::info_span!("setup", thread = %setup_thread(&config.input, svc));
         let result = async {
-            let mut puller = Puller::new(&config.input, svc.clone(), Vec::new(), store.clone(), CancellationToken::new())?;
+            let mut puller = Puller::new(
+                &config.input,
+                svc.clone(),
+                Vec::new(),
+                store.clone(),
+                CancellationToken::new(),
+            )?;
             puller.setup().await.map_err(anyhow::Error::from)
         }
         .instrument(span)

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "isolation-collector", version, about = "Collects Proofpoint Isolation usage data and delivers every event, once, to Devo and other outputs.")]
+#[command(
+    name = "isolation-collector",
+    version,
+    about = "Collects Proofpoint Isolation usage data and delivers every event, once, to Devo and other outputs."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -104,7 +104,9 @@ pub struct OutputConfig {
 
 #[derive(Clone, Debug)]
 pub enum OutputKind {
-    File { directory: PathBuf },
+    File {
+        directory: PathBuf,
+    },
     Console,
     /// `devo_platform` (TLS mandatory) or `syslog` (TLS optional).
     Network(NetworkOutputConfig),
@@ -184,7 +186,11 @@ pub struct ServiceConfig {
 impl ServiceConfig {
     /// The full endpoint URL.
     pub fn endpoint(&self) -> String {
-        format!("{}{}", self.base_url.as_str().trim_end_matches('/'), API_PATH)
+        format!(
+            "{}{}",
+            self.base_url.as_str().trim_end_matches('/'),
+            API_PATH
+        )
     }
 
     /// Defaults for a service, as if its config section were empty.
@@ -230,7 +236,11 @@ impl fmt::Display for ConfigError {
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
         }
-        write!(f, "Fix them and run `isolation-collector validate --config {}` again.", self.file.display())
+        write!(
+            f,
+            "Fix them and run `isolation-collector validate --config {}` again.",
+            self.file.display()
+        )
     }
 }
 
@@ -239,34 +249,54 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Reads, substitutes and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let fail = |p: String| ConfigError { file: path.to_owned(), problems: vec![p] };
+        let fail = |p: String| ConfigError {
+            file: path.to_owned(),
+            problems: vec![p],
+        };
         let text = std::fs::read_to_string(path).map_err(|e| {
-            fail(format!("cannot read the file: {e}; pass an existing YAML file with --config"))
+            fail(format!(
+                "cannot read the file: {e}; pass an existing YAML file with --config"
+            ))
         })?;
         let base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
-        Self::parse(&text, &base_dir, &|name| std::env::var(name).ok()).map_err(|problems| ConfigError {
-            file: path.to_owned(),
-            problems,
+        Self::parse(&text, &base_dir, &|name| std::env::var(name).ok()).map_err(|problems| {
+            ConfigError {
+                file: path.to_owned(),
+                problems,
+            }
         })
     }
 
     /// Parses config text. `base_dir` is the config file's directory (certificate paths resolve
     /// against it); `env` looks up `${VAR}` references.
-    pub fn parse(text: &str, base_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<String>> {
+    pub fn parse(
+        text: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<String>> {
         let mut root: Value = match serde_yaml_ng::from_str(text) {
             Ok(v) => v,
             Err(e) => return Err(vec![format!("the file is not valid YAML: {e}")]),
         };
-        let mut cx = Cx { errors: Vec::new(), warnings: Vec::new(), base_dir: base_dir.to_owned() };
+        let mut cx = Cx {
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            base_dir: base_dir.to_owned(),
+        };
         substitute_env(&mut root, "", env, &mut cx);
         let Some(root_map) = root.as_mapping() else {
-            return Err(vec!["the file must be a mapping with `globals`, `outputs` and `inputs`".into()]);
+            return Err(vec![
+                "the file must be a mapping with `globals`, `outputs` and `inputs`".into(),
+            ]);
         };
         let mut top = Obj::new("", root_map);
         let globals = match top.map("globals", &mut cx) {
             Some(g) => parse_globals(g, &mut cx),
             None => {
-                cx.error("globals", "missing; add a `globals:` section (at least `persistence`)".into());
+                cx.error(
+                    "globals",
+                    "missing; add a `globals:` section (at least `persistence`)".into(),
+                );
                 None
             }
         };
@@ -280,13 +310,21 @@ impl Config {
         let input = match top.map("inputs", &mut cx) {
             Some(i) => parse_inputs(i, &mut cx),
             None => {
-                cx.error("inputs", "missing; add `inputs: {proofpoint_isolation: {...}}`".into());
+                cx.error(
+                    "inputs",
+                    "missing; add `inputs: {proofpoint_isolation: {...}}`".into(),
+                );
                 None
             }
         };
         top.finish(&mut cx);
         match (globals, input, cx.errors.is_empty()) {
-            (Some(globals), Some(input), true) => Ok(Config { globals, outputs, input, warnings: cx.warnings }),
+            (Some(globals), Some(input), true) => Ok(Config {
+                globals,
+                outputs,
+                input,
+                warnings: cx.warnings,
+            }),
             _ => Err(cx.errors),
         }
     }
@@ -333,7 +371,12 @@ struct Obj<'a> {
 
 impl<'a> Obj<'a> {
     fn new(path: &str, map: &'a Mapping) -> Self {
-        Obj { path: path.to_owned(), map, used: BTreeSet::new(), ignored: &[] }
+        Obj {
+            path: path.to_owned(),
+            map,
+            used: BTreeSet::new(),
+            ignored: &[],
+        }
     }
 
     fn path(&self, key: &str) -> String {
@@ -392,21 +435,48 @@ impl<'a> Obj<'a> {
             _ => None,
         };
         match n {
-            Some(n) if n.is_finite() && (!integer || n.fract() == 0.0) && n >= min && n <= max => Some(n),
+            Some(n) if n.is_finite() && (!integer || n.fract() == 0.0) && n >= min && n <= max => {
+                Some(n)
+            }
             _ => {
-                let kind = if integer { "a whole number" } else { "a number" };
-                cx.error(&path, format!("must be {kind} from {min} to {max}, got {}", show(v)));
+                let kind = if integer {
+                    "a whole number"
+                } else {
+                    "a number"
+                };
+                cx.error(
+                    &path,
+                    format!("must be {kind} from {min} to {max}, got {}", show(v)),
+                );
                 None
             }
         }
     }
 
-    fn seconds(&mut self, key: &str, min: f64, max: f64, default: Duration, cx: &mut Cx) -> Duration {
-        self.number(key, min, max, false, cx).map(Duration::from_secs_f64).unwrap_or(default)
+    fn seconds(
+        &mut self,
+        key: &str,
+        min: f64,
+        max: f64,
+        default: Duration,
+        cx: &mut Cx,
+    ) -> Duration {
+        self.number(key, min, max, false, cx)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(default)
     }
 
-    fn minutes(&mut self, key: &str, min: f64, max: f64, default: Duration, cx: &mut Cx) -> Duration {
-        self.number(key, min, max, false, cx).map(|m| Duration::from_secs_f64(m * 60.0)).unwrap_or(default)
+    fn minutes(
+        &mut self,
+        key: &str,
+        min: f64,
+        max: f64,
+        default: Duration,
+        cx: &mut Cx,
+    ) -> Duration {
+        self.number(key, min, max, false, cx)
+            .map(|m| Duration::from_secs_f64(m * 60.0))
+            .unwrap_or(default)
     }
 
     /// Reports keys nobody read.
@@ -421,7 +491,10 @@ impl<'a> Obj<'a> {
             }
             let path = join(&self.path, &name);
             if self.ignored.contains(&name.as_str()) || name.starts_with("queue_") {
-                cx.warn(&path, "Devo collector setting with no effect here; ignored".into());
+                cx.warn(
+                    &path,
+                    "Devo collector setting with no effect here; ignored".into(),
+                );
             } else {
                 cx.error(&path, "unknown key; check its spelling and its place in the file (see examples/config.yaml)".into());
             }
@@ -430,7 +503,9 @@ impl<'a> Obj<'a> {
 }
 
 fn show(v: &Value) -> String {
-    serde_yaml_ng::to_string(v).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into())
+    serde_yaml_ng::to_string(v)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}` in every string value.
@@ -494,9 +569,17 @@ const DEVO_GLOBALS_IGNORED: &[&str] = &[
 fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
     g.ignored = DEVO_GLOBALS_IGNORED;
     let id = g.string("id", cx).unwrap_or_else(|| "unknown".into());
-    let name = g.string("name", cx).unwrap_or_else(|| "isolation-collector".into());
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        cx.error(&g.path("name"), format!("`{name}` may only hold letters, digits, `-` and `_`"));
+    let name = g
+        .string("name", cx)
+        .unwrap_or_else(|| "isolation-collector".into());
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        cx.error(
+            &g.path("name"),
+            format!("`{name}` may only hold letters, digits, `-` and `_`"),
+        );
     }
     let debug = g.boolean("debug", false, cx);
     let persistence = match g.map("persistence", cx) {
@@ -507,27 +590,38 @@ fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
         Some(mut p) => {
             let kind = p.string("type", cx);
             let persistence = match kind.as_deref() {
-                Some("filesystem") => match p.map("config", cx).map(|mut c| {
-                    let d = c.string("directory_name", cx);
-                    c.finish(cx);
-                    d
-                }) {
-                    Some(Some(d)) if !d.trim().is_empty() => Some(Persistence::Filesystem { directory: PathBuf::from(d) }),
-                    _ => {
-                        cx.error(&p.path("config.directory_name"), "missing; the filesystem persistence needs a directory, e.g. `state`".into());
-                        None
+                Some("filesystem") => {
+                    match p.map("config", cx).map(|mut c| {
+                        let d = c.string("directory_name", cx);
+                        c.finish(cx);
+                        d
+                    }) {
+                        Some(Some(d)) if !d.trim().is_empty() => Some(Persistence::Filesystem {
+                            directory: PathBuf::from(d),
+                        }),
+                        _ => {
+                            cx.error(&p.path("config.directory_name"), "missing; the filesystem persistence needs a directory, e.g. `state`".into());
+                            None
+                        }
                     }
-                },
+                }
                 Some("memory") => {
                     p.get("config");
                     Some(Persistence::Memory)
                 }
                 Some(other) => {
-                    cx.error(&p.path("type"), format!("`{other}` is not supported; use `filesystem` or `memory`"));
+                    cx.error(
+                        &p.path("type"),
+                        format!("`{other}` is not supported; use `filesystem` or `memory`"),
+                    );
                     None
                 }
                 None => {
-                    cx.error(&p.path("type"), "missing; use `filesystem` (with `config.directory_name`) or `memory`".into());
+                    cx.error(
+                        &p.path("type"),
+                        "missing; use `filesystem` (with `config.directory_name`) or `memory`"
+                            .into(),
+                    );
                     None
                 }
             };
@@ -536,32 +630,56 @@ fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
         }
     };
     g.finish(cx);
-    Some(Globals { id, name, debug, persistence: persistence? })
+    Some(Globals {
+        id,
+        name,
+        debug,
+        persistence: persistence?,
+    })
 }
 
 fn parse_outputs(mut o: Obj<'_>, cx: &mut Cx) -> Vec<OutputConfig> {
-    let names: Vec<String> = o.map.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
+    let names: Vec<String> = o
+        .map
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
     if names.is_empty() {
-        cx.error(&o.path, "no output configured; add at least one (devo_platform, syslog, file or console)".into());
+        cx.error(
+            &o.path,
+            "no output configured; add at least one (devo_platform, syslog, file or console)"
+                .into(),
+        );
     }
     let mut outputs = Vec::new();
     for name in names {
         let Some(mut out) = o.map(&name, cx) else {
-            cx.error(&o.path(&name), "must be a mapping with `type` and `config`".into());
+            cx.error(
+                &o.path(&name),
+                "must be a mapping with `type` and `config`".into(),
+            );
             continue;
         };
         let kind = out.string("type", cx);
         let config_obj = out.map("config", cx);
         let path = out.path.clone();
         let kind = match kind.as_deref() {
-            Some("file") => config_obj.and_then(|mut c| {
-                let dir = c.string("directory", cx);
-                c.finish(cx);
-                dir
-            }).map(|d| OutputKind::File { directory: PathBuf::from(d) }).or_else(|| {
-                cx.error(&join(&path, "config.directory"), "missing; the file output needs a directory, e.g. `out`".into());
-                None
-            }),
+            Some("file") => config_obj
+                .and_then(|mut c| {
+                    let dir = c.string("directory", cx);
+                    c.finish(cx);
+                    dir
+                })
+                .map(|d| OutputKind::File {
+                    directory: PathBuf::from(d),
+                })
+                .or_else(|| {
+                    cx.error(
+                        &join(&path, "config.directory"),
+                        "missing; the file output needs a directory, e.g. `out`".into(),
+                    );
+                    None
+                }),
             Some("console" | "stdout") => {
                 if let Some(c) = config_obj {
                     c.finish(cx);
@@ -573,7 +691,10 @@ fn parse_outputs(mut o: Obj<'_>, cx: &mut Cx) -> Vec<OutputConfig> {
                 match config_obj {
                     Some(c) => parse_network_output(c, devo, cx).map(OutputKind::Network),
                     None => {
-                        cx.error(&join(&path, "config"), "missing; needs at least `address` and `port`".into());
+                        cx.error(
+                            &join(&path, "config"),
+                            "missing; needs at least `address` and `port`".into(),
+                        );
                         None
                     }
                 }
@@ -583,7 +704,10 @@ fn parse_outputs(mut o: Obj<'_>, cx: &mut Cx) -> Vec<OutputConfig> {
                 None
             }
             None => {
-                cx.error(&join(&path, "type"), "missing; use devo_platform, syslog, file or console".into());
+                cx.error(
+                    &join(&path, "type"),
+                    "missing; use devo_platform, syslog, file or console".into(),
+                );
                 None
             }
         };
@@ -642,7 +766,10 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
     c.ignored = DEVO_SENDER_IGNORED;
     let address = c.string("address", cx).or_else(|| c.string("url", cx));
     if address.is_none() {
-        cx.error(&c.path("address"), "missing; e.g. collector-eu.devo.io".into());
+        cx.error(
+            &c.path("address"),
+            "missing; e.g. collector-eu.devo.io".into(),
+        );
     }
     let port = c.number("port", 1.0, 65535.0, true, cx).map(|p| p as u16);
     if port.is_none() && !c.map.contains_key("port") {
@@ -661,7 +788,11 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
                 key: resolve_cert(&cx.base_dir, &key),
                 check_hostname,
             };
-            for (k, p) in [("chain", &files.chain), ("cert", &files.cert), ("key", &files.key)] {
+            for (k, p) in [
+                ("chain", &files.chain),
+                ("cert", &files.cert),
+                ("key", &files.key),
+            ] {
                 if !p.is_file() {
                     cx.error(&c.path(k), format!("file {} does not exist; put the Devo domain certificates there (bare names are looked up in certs/)", p.display()));
                 }
@@ -675,13 +806,37 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
         }
     };
     let hostname = c.string("hostname", cx);
-    let max_record_bytes = c.number("max_record_bytes", 1024.0, 64.0 * 1024.0 * 1024.0, true, cx).map(|n| n as usize).unwrap_or(256 * 1024);
-    let confirm_timeout = c.seconds("confirm_timeout_in_seconds", 0.1, 600.0, Duration::from_secs(30), cx);
-    let connect_timeout = c.seconds("connect_timeout_in_seconds", 0.1, 600.0, Duration::from_secs(10), cx);
+    let max_record_bytes = c
+        .number("max_record_bytes", 1024.0, 64.0 * 1024.0 * 1024.0, true, cx)
+        .map(|n| n as usize)
+        .unwrap_or(256 * 1024);
+    let confirm_timeout = c.seconds(
+        "confirm_timeout_in_seconds",
+        0.1,
+        600.0,
+        Duration::from_secs(30),
+        cx,
+    );
+    let connect_timeout = c.seconds(
+        "connect_timeout_in_seconds",
+        0.1,
+        600.0,
+        Duration::from_secs(10),
+        cx,
+    );
     if devo {
         if let Some(a) = &address {
-            if !a.starts_with("collector-") && !a.ends_with(".devo.io") && a != "127.0.0.1" && a != "localhost" {
-                cx.warn(&c.path("address"), format!("`{a}` is not one of Devo's collector-{{us,eu,ca,ap}}.devo.io addresses"));
+            if !a.starts_with("collector-")
+                && !a.ends_with(".devo.io")
+                && a != "127.0.0.1"
+                && a != "localhost"
+            {
+                cx.warn(
+                    &c.path("address"),
+                    format!(
+                        "`{a}` is not one of Devo's collector-{{us,eu,ca,ap}}.devo.io addresses"
+                    ),
+                );
             }
         }
     }
@@ -699,12 +854,19 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
 }
 
 fn parse_inputs(mut inputs: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
-    let names: Vec<String> = inputs.map.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
+    let names: Vec<String> = inputs
+        .map
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
     let mut result = None;
     for name in names {
         if name != "proofpoint_isolation" {
             inputs.get(&name);
-            cx.error(&inputs.path(&name), "unknown input; this collector has one input, `proofpoint_isolation`".into());
+            cx.error(
+                &inputs.path(&name),
+                "unknown input; this collector has one input, `proofpoint_isolation`".into(),
+            );
             continue;
         }
         if let Some(input) = inputs.map(&name, cx) {
@@ -712,7 +874,10 @@ fn parse_inputs(mut inputs: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
         }
     }
     if !inputs.map.contains_key("proofpoint_isolation") {
-        cx.error(&inputs.path("proofpoint_isolation"), "missing; add the input with its `id`, `credentials` and `services`".into());
+        cx.error(
+            &inputs.path("proofpoint_isolation"),
+            "missing; add the input with its `id`, `credentials` and `services`".into(),
+        );
     }
     inputs.finish(cx);
     result
@@ -730,11 +895,19 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
     }
     let enabled = i.boolean("enabled", true, cx);
     if !enabled {
-        cx.warn(&i.path("enabled"), "The \"input\" configuration entry for proofpoint_isolation is not enabled".into());
+        cx.warn(
+            &i.path("enabled"),
+            "The \"input\" configuration entry for proofpoint_isolation is not enabled".into(),
+        );
     }
-    let min_request_interval = i.number("requests_per_second", 0.001, 1000.0, false, cx).map(|rps| Duration::from_secs_f64(1.0 / rps));
+    let min_request_interval = i
+        .number("requests_per_second", 0.001, 1000.0, false, cx)
+        .map(|rps| Duration::from_secs_f64(1.0 / rps));
     if i.get("requests_limits").is_some() {
-        cx.error(&i.path("requests_limits"), "not supported; use `requests_per_second`".into());
+        cx.error(
+            &i.path("requests_limits"),
+            "not supported; use `requests_per_second`".into(),
+        );
     }
     let (api_key, key_placement) = match i.map("credentials", cx) {
         None => {
@@ -746,22 +919,36 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
             let file = c.string("api_key_file", cx);
             let key = match (inline, file) {
                 (Some(_), Some(_)) => {
-                    cx.error(&c.path("api_key"), "give either `api_key` or `api_key_file`, not both".into());
+                    cx.error(
+                        &c.path("api_key"),
+                        "give either `api_key` or `api_key_file`, not both".into(),
+                    );
                     None
                 }
                 (Some(k), None) => Some(k),
                 (None, Some(f)) => {
-                    let path = if Path::new(&f).is_absolute() { PathBuf::from(&f) } else { cx.base_dir.join(&f) };
+                    let path = if Path::new(&f).is_absolute() {
+                        PathBuf::from(&f)
+                    } else {
+                        cx.base_dir.join(&f)
+                    };
                     match std::fs::read_to_string(&path) {
                         Ok(k) => Some(k.trim().to_owned()),
                         Err(e) => {
-                            cx.error(&c.path("api_key_file"), format!("cannot read {}: {e}", path.display()));
+                            cx.error(
+                                &c.path("api_key_file"),
+                                format!("cannot read {}: {e}", path.display()),
+                            );
                             None
                         }
                     }
                 }
                 (None, None) => {
-                    cx.error(&c.path("api_key"), "missing; set `api_key` (e.g. \"${ISOLATION_API_KEY}\") or `api_key_file`".into());
+                    cx.error(
+                        &c.path("api_key"),
+                        "missing; set `api_key` (e.g. \"${ISOLATION_API_KEY}\") or `api_key_file`"
+                            .into(),
+                    );
                     None
                 }
             };
@@ -788,7 +975,12 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
     };
     let mut services = Vec::new();
     match i.get("services") {
-        None => services = Service::ALL.iter().map(|s| ServiceConfig::defaults(*s)).collect(),
+        None => {
+            services = Service::ALL
+                .iter()
+                .map(|s| ServiceConfig::defaults(*s))
+                .collect()
+        }
         Some(Value::Mapping(m)) => {
             let path = i.path("services");
             let mut seen = BTreeSet::new();
@@ -796,7 +988,10 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
                 let name = k.as_str().map(str::to_owned).unwrap_or_else(|| show(k));
                 let spath = join(&path, &name);
                 let Some(service) = Service::from_name(&name) else {
-                    cx.error(&spath, "unknown service; use browser_and_email_isolation or url_isolation".into());
+                    cx.error(
+                        &spath,
+                        "unknown service; use browser_and_email_isolation or url_isolation".into(),
+                    );
                     continue;
                 };
                 seen.insert(service);
@@ -805,7 +1000,10 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
                     Value::Null => &empty,
                     Value::Mapping(m) => m,
                     _ => {
-                        cx.error(&spath, "must be a mapping of service settings (or empty)".into());
+                        cx.error(
+                            &spath,
+                            "must be a mapping of service settings (or empty)".into(),
+                        );
                         continue;
                     }
                 };
@@ -814,10 +1012,17 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
                 }
             }
             if m.is_empty() {
-                cx.error(&path, "no service listed; add browser_and_email_isolation and/or url_isolation".into());
+                cx.error(
+                    &path,
+                    "no service listed; add browser_and_email_isolation and/or url_isolation"
+                        .into(),
+                );
             }
         }
-        Some(_) => cx.error(&i.path("services"), "must be a mapping of service names to settings".into()),
+        Some(_) => cx.error(
+            &i.path("services"),
+            "must be a mapping of service names to settings".into(),
+        ),
     }
     i.finish(cx);
     Some(InputConfig {
@@ -833,63 +1038,151 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
 
 fn parse_service(service: Service, mut s: Obj<'_>, cx: &mut Cx) -> Option<ServiceConfig> {
     let d = ServiceConfig::defaults(service);
-    let request_period = s.seconds("request_period_in_seconds", 1.0, 604_800.0, d.request_period, cx);
+    let request_period = s.seconds(
+        "request_period_in_seconds",
+        1.0,
+        604_800.0,
+        d.request_period,
+        cx,
+    );
     let start_time_text = s.string("start_time_in_utc", cx);
-    let start_time = start_time_text.as_deref().and_then(|t| match crate::time::parse_user_time(t) {
-        Some(t) if t > Utc::now() + chrono::Duration::minutes(5) => {
-            cx.error(&s.path("start_time_in_utc"), format!("`{t}` is in the future; use a past UTC time such as 2024-06-01T00:00:00Z"));
-            None
-        }
-        Some(t) => Some(t),
-        None => {
-            cx.error(&s.path("start_time_in_utc"), format!("`{t}` is not a date; use ISO 8601 in UTC such as 2024-06-01T00:00:00Z"));
-            None
+    let start_time = start_time_text.as_deref().and_then(|t| {
+        match crate::time::parse_user_time(t) {
+            Some(t) if t > Utc::now() + chrono::Duration::minutes(5) => {
+                cx.error(
+                    &s.path("start_time_in_utc"),
+                    format!(
+                        "`{t}` is in the future; use a past UTC time such as 2024-06-01T00:00:00Z"
+                    ),
+                );
+                None
+            }
+            Some(t) => Some(t),
+            None => {
+                cx.error(
+                    &s.path("start_time_in_utc"),
+                    format!(
+                        "`{t}` is not a date; use ISO 8601 in UTC such as 2024-06-01T00:00:00Z"
+                    ),
+                );
+                None
+            }
         }
     });
-    let window_offset = s.minutes("override_query_window_offset_in_minutes", 0.0, 1440.0, d.window_offset, cx);
-    let lookback = s.minutes("late_arrival_lookback_in_minutes", 0.0, 1440.0, d.lookback, cx);
-    let sweep_interval = s.minutes("late_arrival_sweep_interval_in_minutes", 0.0167, 1440.0, d.sweep_interval, cx);
+    let window_offset = s.minutes(
+        "override_query_window_offset_in_minutes",
+        0.0,
+        1440.0,
+        d.window_offset,
+        cx,
+    );
+    let lookback = s.minutes(
+        "late_arrival_lookback_in_minutes",
+        0.0,
+        1440.0,
+        d.lookback,
+        cx,
+    );
+    let sweep_interval = s.minutes(
+        "late_arrival_sweep_interval_in_minutes",
+        0.0167,
+        1440.0,
+        d.sweep_interval,
+        cx,
+    );
     let base_url = match s.string("override_base_url", cx) {
         None => d.base_url.clone(),
-        Some(text) => match url::Url::parse(&text) {
-            Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => {
-                if !u.username().is_empty() || u.password().is_some() || u.query().is_some() {
-                    cx.error(&s.path("override_base_url"), "must not carry credentials or a query; give scheme, host and port only".into());
+        Some(text) => {
+            match url::Url::parse(&text) {
+                Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => {
+                    if !u.username().is_empty() || u.password().is_some() || u.query().is_some() {
+                        cx.error(&s.path("override_base_url"), "must not carry credentials or a query; give scheme, host and port only".into());
+                    }
+                    if u.path().trim_end_matches('/').ends_with("usage-data") {
+                        cx.error(&s.path("override_base_url"), format!("give only scheme, host and port: the collector appends {API_PATH} itself"));
+                    }
+                    if u.scheme() == "http" {
+                        cx.warn(&s.path("override_base_url"), format!("`{text}` is plain http: the API key travels unencrypted; use it only for a local simulator or proxy"));
+                    }
+                    u
                 }
-                if u.path().trim_end_matches('/').ends_with("usage-data") {
-                    cx.error(&s.path("override_base_url"), format!("give only scheme, host and port: the collector appends {API_PATH} itself"));
+                _ => {
+                    cx.error(&s.path("override_base_url"), format!("`{text}` is not an http(s) URL with a host, e.g. https://proofpointisolation.com or http://127.0.0.1:8080"));
+                    d.base_url.clone()
                 }
-                if u.scheme() == "http" {
-                    cx.warn(&s.path("override_base_url"), format!("`{text}` is plain http: the API key travels unencrypted; use it only for a local simulator or proxy"));
-                }
-                u
             }
-            _ => {
-                cx.error(&s.path("override_base_url"), format!("`{text}` is not an http(s) URL with a host, e.g. https://proofpointisolation.com or http://127.0.0.1:8080"));
-                d.base_url.clone()
-            }
-        },
+        }
     };
-    let page_size = s.number("page_size", 1.0, 10_000.0, true, cx).map(|n| n as u32).unwrap_or(d.page_size);
+    let page_size = s
+        .number("page_size", 1.0, 10_000.0, true, cx)
+        .map(|n| n as u32)
+        .unwrap_or(d.page_size);
     let max_events_per_window = s
         .number("max_events_per_window", 1.0, 10_000_000.0, true, cx)
         .map(|n| n as usize)
         .unwrap_or(d.max_events_per_window);
     if max_events_per_window < page_size as usize {
-        cx.error(&s.path("max_events_per_window"), format!("({max_events_per_window}) must be at least `page_size` ({page_size})"));
+        cx.error(
+            &s.path("max_events_per_window"),
+            format!("({max_events_per_window}) must be at least `page_size` ({page_size})"),
+        );
     }
-    let request_timeout = s.seconds("request_timeout_in_seconds", 0.1, 3600.0, d.request_timeout, cx);
-    let job_poll_initial = s.seconds("job_poll_initial_interval_in_seconds", 0.001, 600.0, d.job_poll_initial, cx);
-    let job_poll_max = s.seconds("job_poll_max_interval_in_seconds", 0.001, 3600.0, d.job_poll_max, cx);
+    let request_timeout = s.seconds(
+        "request_timeout_in_seconds",
+        0.1,
+        3600.0,
+        d.request_timeout,
+        cx,
+    );
+    let job_poll_initial = s.seconds(
+        "job_poll_initial_interval_in_seconds",
+        0.001,
+        600.0,
+        d.job_poll_initial,
+        cx,
+    );
+    let job_poll_max = s.seconds(
+        "job_poll_max_interval_in_seconds",
+        0.001,
+        3600.0,
+        d.job_poll_max,
+        cx,
+    );
     let job_timeout = s.minutes("job_timeout_in_minutes", 0.001, 1440.0, d.job_timeout, cx);
-    let max_retries = s.number("max_retries", 0.0, 100.0, true, cx).map(|n| n as u32).unwrap_or(d.max_retries);
-    let retry_initial = s.seconds("retry_initial_interval_in_seconds", 0.001, 600.0, d.retry_initial, cx);
-    let retry_max = s.seconds("retry_max_interval_in_seconds", 0.001, 3600.0, d.retry_max, cx);
+    let max_retries = s
+        .number("max_retries", 0.0, 100.0, true, cx)
+        .map(|n| n as u32)
+        .unwrap_or(d.max_retries);
+    let retry_initial = s.seconds(
+        "retry_initial_interval_in_seconds",
+        0.001,
+        600.0,
+        d.retry_initial,
+        cx,
+    );
+    let retry_max = s.seconds(
+        "retry_max_interval_in_seconds",
+        0.001,
+        3600.0,
+        d.retry_max,
+        cx,
+    );
     let table = match s.string("override_tag", cx) {
         None => d.table.clone(),
-        Some(t) if !t.is_empty() && t.len() <= 1024 && !t.chars().any(|c| c.is_whitespace() || c == ':') => t,
+        Some(t)
+            if !t.is_empty()
+                && t.len() <= 1024
+                && !t.chars().any(|c| c.is_whitespace() || c == ':') =>
+        {
+            t
+        }
         Some(t) => {
-            cx.error(&s.path("override_tag"), format!("`{t}` is not a Devo table name (1 to 1024 characters, no spaces or colons)"));
+            cx.error(
+                &s.path("override_tag"),
+                format!(
+                    "`{t}` is not a Devo table name (1 to 1024 characters, no spaces or colons)"
+                ),
+            );
             d.table.clone()
         }
     };
@@ -897,7 +1190,11 @@ fn parse_service(service: Service, mut s: Obj<'_>, cx: &mut Cx) -> Option<Servic
         cx.error(&s.path("obfuscation_data"), "obfuscation is not supported by this version yet; remove the key (events would otherwise be sent unmasked)".into());
     }
     if s.get("requests_per_second").is_some() {
-        cx.error(&s.path("requests_per_second"), "set `requests_per_second` on the input (inputs.proofpoint_isolation), not per service".into());
+        cx.error(
+            &s.path("requests_per_second"),
+            "set `requests_per_second` on the input (inputs.proofpoint_isolation), not per service"
+                .into(),
+        );
     }
     s.ignored = &["retries", "use_time_slots_for_retrievals"];
     s.finish(cx);

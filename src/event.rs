@@ -68,9 +68,16 @@ impl Page {
 
     /// Whether the status word says the job failed for good.
     pub fn is_failed(&self) -> bool {
-        ["FAILED", "ERROR", "CANCELLED", "CANCELED", "EXPIRED", "ABORTED"]
-            .iter()
-            .any(|w| self.status.eq_ignore_ascii_case(w))
+        [
+            "FAILED",
+            "ERROR",
+            "CANCELLED",
+            "CANCELED",
+            "EXPIRED",
+            "ABORTED",
+        ]
+        .iter()
+        .any(|w| self.status.eq_ignore_ascii_case(w))
     }
 }
 
@@ -176,7 +183,10 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut members = Vec::with_capacity(16);
                 while let Some(key) = map.next_key::<Key<'de>>()? {
                     let value: &'de serde_json::value::RawValue = map.next_value()?;
@@ -238,7 +248,10 @@ impl Event {
 /// Whitespace bytes inside strings are always escaped in JSON except the space itself, so a text
 /// without tab, CR and LF, whose spaces all sit inside strings, is compact.
 fn is_compact(json: &[u8]) -> bool {
-    if !json.iter().any(|&b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+    if !json
+        .iter()
+        .any(|&b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
         return true;
     }
     let mut in_string = false;
@@ -304,7 +317,10 @@ mod tests {
         assert_eq!(page.total, Some(3));
         assert_eq!(page.events.len(), 3);
         assert_eq!(page.events[0].date_ms, 1_741_083_327_412);
-        assert_eq!(&page.events[1].json[..], br#"{"date":"2025-03-04T10:14:03.000+0000","userId":"u2","url":"https://b/ c"}"#);
+        assert_eq!(
+            &page.events[1].json[..],
+            br#"{"date":"2025-03-04T10:14:03.000+0000","userId":"u2","url":"https://b/ c"}"#
+        );
         assert_eq!(page.events[2].date_ms, UNDATED);
         assert_eq!(page.undated, 1);
     }
@@ -330,7 +346,10 @@ mod tests {
             b"<html>502</html>",
             b"",
         ] {
-            assert!(parse_page(Bytes::copy_from_slice(body)).is_err(), "{body:?}");
+            assert!(
+                parse_page(Bytes::copy_from_slice(body)).is_err(),
+                "{body:?}"
+            );
         }
     }
 

@@ -16,10 +16,17 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -46,7 +53,11 @@ fn exit(ok: bool) -> ExitCode {
 
 async fn real_main(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Run { config, once, no_save_state } => {
+        Command::Run {
+            config,
+            once,
+            no_save_state,
+        } => {
             let config = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -55,7 +66,16 @@ async fn real_main(cli: Cli) -> ExitCode {
             app::log_warnings(&config);
             let cancel = CancellationToken::new();
             tokio::spawn(app::shutdown_on_signal(cancel.clone()));
-            match app::run(config, app::RunOptions { once, no_save_state }, cancel).await {
+            match app::run(
+                config,
+                app::RunOptions {
+                    once,
+                    no_save_state,
+                },
+                cancel,
+            )
+            .await
+            {
                 Ok(ok) => exit(ok),
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -99,7 +119,9 @@ async fn real_main(cli: Cli) -> ExitCode {
             let mut ok = true;
             for s in services {
                 let key = StateStore::key(&config.input.id, s.name());
-                let location = store.path(&key).map_or("memory".to_owned(), |p| p.display().to_string());
+                let location = store
+                    .path(&key)
+                    .map_or("memory".to_owned(), |p| p.display().to_string());
                 if reset {
                     match store.reset(&key) {
                         Ok(true) => println!("{s}: state deleted ({location}); the next run starts from start_time_in_utc"),
@@ -122,7 +144,12 @@ async fn real_main(cli: Cli) -> ExitCode {
             }
             exit(ok)
         }
-        Command::Demo { events, dir, follow, quiet } => {
+        Command::Demo {
+            events,
+            dir,
+            follow,
+            quiet,
+        } => {
             telemetry::init(false);
             match demo::run(events, &dir, follow, quiet).await {
                 Ok(ok) => exit(ok),

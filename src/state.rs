@@ -37,7 +37,12 @@ pub struct ServiceState {
 
 impl ServiceState {
     pub fn new(start_time_in_utc: Option<String>, start: Millis) -> Self {
-        ServiceState { start_time_in_utc, cursors: Cursors::new(start), dedup: DedupMemory::new(), positions: BTreeMap::new() }
+        ServiceState {
+            start_time_in_utc,
+            cursors: Cursors::new(start),
+            dedup: DedupMemory::new(),
+            positions: BTreeMap::new(),
+        }
     }
 
     /// A one-line summary for logs (the dedup memory is counted, not listed).
@@ -111,10 +116,21 @@ pub struct LoadReport {
 
 /// Decodes any supported version, running the upgrade steps.
 pub fn decode(bytes: &[u8], path: &Path) -> Result<(ServiceState, LoadReport), StateError> {
-    let invalid = |reason: String| StateError::Invalid { path: path.to_owned(), reason };
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
-    let version = value.get("@persistence_version").and_then(serde_json::Value::as_u64).unwrap_or(1);
-    let time = |s: &str| parse_user_time(s).map(|t| t.timestamp_millis()).ok_or_else(|| invalid(format!("`{s}` is not a time")));
+    let invalid = |reason: String| StateError::Invalid {
+        path: path.to_owned(),
+        reason,
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+    let version = value
+        .get("@persistence_version")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(1);
+    let time = |s: &str| {
+        parse_user_time(s)
+            .map(|t| t.timestamp_millis())
+            .ok_or_else(|| invalid(format!("`{s}` is not a time")))
+    };
     match version {
         // Version 1: the shape Devo's collector logs ("Data retrieved from the persistence:
         // {'start_time_in_utc', 'last_event_time_in_utc', 'last_ids', '@persistence_version': 1}").
@@ -184,7 +200,9 @@ pub fn correct(state: &mut ServiceState, now: Millis, earliest: Millis) -> Vec<S
         ));
         c.settled = earliest;
         c.checkpoint = c.checkpoint.max(earliest);
-        state.dedup.prune(c.settled - crate::pipeline::window::EDGE_OVERLAP);
+        state
+            .dedup
+            .prune(c.settled - crate::pipeline::window::EDGE_OVERLAP);
     }
     changes
 }
@@ -221,7 +239,12 @@ impl StateStore {
     pub fn load(&self, key: &str) -> Result<Option<(ServiceState, LoadReport)>, StateError> {
         let path = match self {
             StateStore::Memory(m) => {
-                return Ok(m.lock().expect("state lock").get(key).cloned().map(|s| (s, LoadReport::default())));
+                return Ok(m
+                    .lock()
+                    .expect("state lock")
+                    .get(key)
+                    .cloned()
+                    .map(|s| (s, LoadReport::default())));
             }
             StateStore::Filesystem { .. } => self.path(key).expect("filesystem store has paths"),
         };
@@ -230,7 +253,11 @@ impl StateStore {
             match decode(&bytes, &tmp) {
                 Ok(state) => {
                     tracing::warn!(file = %tmp.display(), "Found a complete state written just before a crash; using it.");
-                    std::fs::rename(&tmp, &path).map_err(|source| StateError::Io { action: "rename", path: tmp.clone(), source })?;
+                    std::fs::rename(&tmp, &path).map_err(|source| StateError::Io {
+                        action: "rename",
+                        path: tmp.clone(),
+                        source,
+                    })?;
                     return Ok(Some(state));
                 }
                 Err(_) => {
@@ -242,7 +269,11 @@ impl StateStore {
         match std::fs::read(&path) {
             Ok(bytes) => decode(&bytes, &path).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StateError::Io { action: "read", path, source }),
+            Err(source) => Err(StateError::Io {
+                action: "read",
+                path,
+                source,
+            }),
         }
     }
 
@@ -250,7 +281,9 @@ impl StateStore {
     pub fn save(&self, key: &str, state: &ServiceState) -> Result<(), StateError> {
         match self {
             StateStore::Memory(m) => {
-                m.lock().expect("state lock").insert(key.to_owned(), state.clone());
+                m.lock()
+                    .expect("state lock")
+                    .insert(key.to_owned(), state.clone());
                 Ok(())
             }
             StateStore::Filesystem { directory } => {
@@ -270,7 +303,11 @@ impl StateStore {
                 match std::fs::remove_file(&path) {
                     Ok(()) => Ok(true),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                    Err(source) => Err(StateError::Io { action: "delete", path, source }),
+                    Err(source) => Err(StateError::Io {
+                        action: "delete",
+                        path,
+                        source,
+                    }),
                 }
             }
         }
@@ -286,7 +323,11 @@ fn tmp_path(path: &Path) -> PathBuf {
 fn write_atomically(directory: &Path, path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let io = |action: &'static str, p: &Path| {
         let p = p.to_owned();
-        move |source| StateError::Io { action, path: p, source }
+        move |source| StateError::Io {
+            action,
+            path: p,
+            source,
+        }
     };
     std::fs::create_dir_all(directory).map_err(io("create directory", directory))?;
     let tmp = tmp_path(path);
@@ -303,7 +344,9 @@ fn write_atomically(directory: &Path, path: &Path, bytes: &[u8]) -> Result<(), S
         std::process::abort();
     }
     std::fs::rename(&tmp, path).map_err(io("rename", &tmp))?;
-    std::fs::File::open(directory).and_then(|d| d.sync_all()).map_err(io("fsync", directory))?;
+    std::fs::File::open(directory)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync", directory))?;
     Ok(())
 }
 
@@ -318,12 +361,23 @@ mod tests {
         s.cursors.checkpoint = 1_717_300_000_123;
         s.cursors.last_sweep = Some(1_717_300_000_000);
         let events = [
-            Event { date_ms: 1_717_250_000_000, key: [1; 32], json: Bytes::from_static(b"{}") },
-            Event { date_ms: 1_717_250_000_000, key: [1; 32], json: Bytes::from_static(b"{}") },
+            Event {
+                date_ms: 1_717_250_000_000,
+                key: [1; 32],
+                json: Bytes::from_static(b"{}"),
+            },
+            Event {
+                date_ms: 1_717_250_000_000,
+                key: [1; 32],
+                json: Bytes::from_static(b"{}"),
+            },
         ];
         let plan = s.dedup.plan(&events, 0);
         s.dedup.apply(plan);
-        s.positions.entry("local".into()).or_default().insert("t".into(), 42);
+        s.positions
+            .entry("local".into())
+            .or_default()
+            .insert("t".into(), 42);
         s
     }
 
@@ -340,7 +394,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(store.path("k").unwrap()).unwrap().permissions().mode();
+            let mode = std::fs::metadata(store.path("k").unwrap())
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(store.reset("k").unwrap());
@@ -371,7 +428,10 @@ mod tests {
         assert_eq!(report.upgraded_from, Some(1));
         assert_eq!(format_iso(s.cursors.checkpoint), "2023-05-17T03:01:40.121Z");
         assert_eq!(s.cursors.settled, s.cursors.checkpoint);
-        assert_eq!(s.start_time_in_utc.as_deref(), Some("2023-05-16T00:00:00.000000Z"));
+        assert_eq!(
+            s.start_time_in_utc.as_deref(),
+            Some("2023-05-16T00:00:00.000000Z")
+        );
     }
 
     #[test]

@@ -25,9 +25,14 @@ use tracing_subscriber::{EnvFilter, Layer};
 pub fn init(debug: bool) {
     let default = if debug { "debug" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{default},hyper=warn,reqwest=warn,rustls=warn,h2=warn"))
+        EnvFilter::new(format!(
+            "{default},hyper=warn,reqwest=warn,rustls=warn,h2=warn"
+        ))
     });
-    let _ = tracing_subscriber::registry().with(filter).with(DevoLines).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(DevoLines)
+        .try_init();
 }
 
 /// The span field that names a log line's thread.
@@ -70,7 +75,12 @@ impl<S> Layer<S> for DevoLines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
         let mut fields = Fields::default();
         attrs.record(&mut fields);
         if let (Some(thread), Some(span)) = (fields.thread, ctx.span(id)) {
@@ -81,9 +91,12 @@ where
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let thread = ctx
-            .event_scope(event)
-            .and_then(|scope| scope.from_root().filter_map(|s| s.extensions().get::<ThreadName>().map(|t| t.0.clone())).last());
+        let thread = ctx.event_scope(event).and_then(|scope| {
+            scope
+                .from_root()
+                .filter_map(|s| s.extensions().get::<ThreadName>().map(|t| t.0.clone()))
+                .last()
+        });
         let (process, thread) = match thread {
             Some(t) => ("InputProcess", t),
             None => ("MainProcess", "MainThread".to_owned()),
@@ -96,7 +109,10 @@ where
             Level::TRACE => "TRACE",
         };
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3f");
-        let line = format!("{now} {level:>7} {process}::{thread} -> {}{}\n", fields.message, fields.rest);
+        let line = format!(
+            "{now} {level:>7} {process}::{thread} -> {}{}\n",
+            fields.message, fields.rest
+        );
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 }

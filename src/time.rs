@@ -12,7 +12,13 @@ pub type Millis = i64;
 /// Parses an event `date`: `YYYY-MM-DDTHH:MM:SS[.fraction][Z|±HHMM|±HH:MM|±HH]`, no zone = UTC.
 pub fn parse_event_date(s: &str) -> Option<Millis> {
     let b = s.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
@@ -50,16 +56,27 @@ pub fn parse_event_date(s: &str) -> Option<Millis> {
         [] | [b'Z'] | [b'z'] => 0,
         [sign @ (b'+' | b'-'), rest @ ..] => {
             let digits: Vec<u8> = rest.iter().copied().filter(|c| *c != b':').collect();
-            if !digits.iter().all(u8::is_ascii_digit) || !matches!(digits.len(), 2 | 4) || (rest.len() == 5 && rest[2] != b':') {
+            if !digits.iter().all(u8::is_ascii_digit)
+                || !matches!(digits.len(), 2 | 4)
+                || (rest.len() == 5 && rest[2] != b':')
+            {
                 return None;
             }
             let h = i64::from((digits[0] - b'0') * 10 + (digits[1] - b'0'));
-            let m = if digits.len() == 4 { i64::from((digits[2] - b'0') * 10 + (digits[3] - b'0')) } else { 0 };
+            let m = if digits.len() == 4 {
+                i64::from((digits[2] - b'0') * 10 + (digits[3] - b'0'))
+            } else {
+                0
+            };
             if h > 23 || m > 59 {
                 return None;
             }
             let secs = h * 3600 + m * 60;
-            if *sign == b'+' { secs } else { -secs }
+            if *sign == b'+' {
+                secs
+            } else {
+                -secs
+            }
         }
         _ => return None,
     };
@@ -81,12 +98,16 @@ pub fn parse_user_time(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M") {
         return Some(t.and_utc());
     }
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Milliseconds to a UTC time (saturating at chrono's range, which events never reach).
 pub fn from_millis(ms: Millis) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// The API's query format: UTC with milliseconds and `Z` (isolation-api.md §11).
@@ -117,22 +138,47 @@ mod tests {
         ] {
             assert_eq!(parse_event_date(s), Some(want), "{s}");
         }
-        assert_eq!(parse_event_date("2025-03-04T10:15:27+0000"), Some(want - 412));
+        assert_eq!(
+            parse_event_date("2025-03-04T10:15:27+0000"),
+            Some(want - 412)
+        );
         assert_eq!(parse_event_date("2025-03-04T10:15:27.4Z"), Some(want - 12));
     }
 
     #[test]
     fn bad_event_dates() {
-        for s in ["", "2025-03-04", "2025-13-04T10:15:27Z", "2025-03-04T10:15:27.Z", "2025-03-04T10:15:27+25:00", "2025-03-04T10:15:27 +0000", "yesterday", "2025-03-04T10:15:27+00:0"] {
+        for s in [
+            "",
+            "2025-03-04",
+            "2025-13-04T10:15:27Z",
+            "2025-03-04T10:15:27.Z",
+            "2025-03-04T10:15:27+25:00",
+            "2025-03-04T10:15:27 +0000",
+            "yesterday",
+            "2025-03-04T10:15:27+00:0",
+        ] {
             assert_eq!(parse_event_date(s), None, "{s}");
         }
     }
 
     #[test]
     fn user_times() {
-        assert_eq!(parse_user_time("2024-06-01").unwrap().to_rfc3339(), "2024-06-01T00:00:00+00:00");
-        assert_eq!(parse_user_time("2024-06-01T10:00:00Z").unwrap().to_rfc3339(), "2024-06-01T10:00:00+00:00");
-        assert_eq!(parse_user_time("2023-05-16T00:00:00.000000Z").unwrap().to_rfc3339(), "2023-05-16T00:00:00+00:00");
+        assert_eq!(
+            parse_user_time("2024-06-01").unwrap().to_rfc3339(),
+            "2024-06-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_user_time("2024-06-01T10:00:00Z")
+                .unwrap()
+                .to_rfc3339(),
+            "2024-06-01T10:00:00+00:00"
+        );
+        assert_eq!(
+            parse_user_time("2023-05-16T00:00:00.000000Z")
+                .unwrap()
+                .to_rfc3339(),
+            "2023-05-16T00:00:00+00:00"
+        );
         assert!(parse_user_time("01/06/2024").is_none());
     }
 

@@ -37,21 +37,45 @@ inputs:
 fn a_devo_style_config_loads() {
     let c = parse(GOOD).unwrap();
     assert_eq!(c.input.id, "10001");
-    assert_eq!(c.input.api_key.expose(), "1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c9z");
-    assert_eq!(c.globals.persistence, Persistence::Filesystem { directory: "state".into() });
+    assert_eq!(
+        c.input.api_key.expose(),
+        "1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c9z"
+    );
+    assert_eq!(
+        c.globals.persistence,
+        Persistence::Filesystem {
+            directory: "state".into()
+        }
+    );
     assert_eq!(c.outputs.len(), 2);
     assert_eq!(c.input.services.len(), 2);
     let web = &c.input.services[0];
     assert_eq!(web.service, Service::BrowserAndEmailIsolation);
     assert_eq!(web.request_period, Duration::from_secs(300));
-    assert_eq!(web.endpoint(), "https://proofpointisolation.com/api/v2/reporting/usage-data");
+    assert_eq!(
+        web.endpoint(),
+        "https://proofpointisolation.com/api/v2/reporting/usage-data"
+    );
     let url = &c.input.services[1];
-    assert_eq!(url.endpoint(), "http://127.0.0.1:8081/api/v2/reporting/usage-data");
+    assert_eq!(
+        url.endpoint(),
+        "http://127.0.0.1:8081/api/v2/reporting/usage-data"
+    );
     assert_eq!(url.page_size, 500);
     assert_eq!(url.table, "tap.proofpoint.isolation.url_isolation");
     // Devo's queue setting is accepted with a warning; plain http is warned about.
-    assert!(c.warnings.iter().any(|w| w.starts_with("globals.queue_max_size_in_mb")), "{:?}", c.warnings);
-    assert!(c.warnings.iter().any(|w| w.contains("plain http")), "{:?}", c.warnings);
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.starts_with("globals.queue_max_size_in_mb")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(
+        c.warnings.iter().any(|w| w.contains("plain http")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]
@@ -91,7 +115,10 @@ inputs:
         "inputs.proofpoint_isolation.services.mail_isolation: unknown service",
     ];
     for e in expect {
-        assert!(errors.iter().any(|got| got.starts_with(e)), "missing {e:?} in {errors:#?}");
+        assert!(
+            errors.iter().any(|got| got.starts_with(e)),
+            "missing {e:?} in {errors:#?}"
+        );
     }
     assert_eq!(errors.len(), expect.len(), "{errors:#?}");
 }

@@ -35,7 +35,11 @@ pub enum FetchError {
     #[error("job {job_id} failed with status `{status}`")]
     JobFailed { job_id: String, status: String },
     #[error("job {job_id} was still `{status}` after {waited:?}; abandoned")]
-    JobTimeout { job_id: String, status: String, waited: Duration },
+    JobTimeout {
+        job_id: String,
+        status: String,
+        waited: Duration,
+    },
     #[error("cancelled")]
     Cancelled,
 }
@@ -70,7 +74,10 @@ pub struct ApiClient {
 
 /// One attempt's failure, before the retry decision.
 enum Attempt {
-    Retry { reason: String, after: Option<Duration> },
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
     Fatal(FetchError),
 }
 
@@ -122,15 +129,24 @@ impl ApiClient {
         let mut wait = self.cfg.job_poll_initial;
         while !page.is_completed() {
             if page.is_failed() {
-                return Err(FetchError::JobFailed { job_id, status: page.status });
+                return Err(FetchError::JobFailed {
+                    job_id,
+                    status: page.status,
+                });
             }
             if started.elapsed() >= self.cfg.job_timeout {
-                return Err(FetchError::JobTimeout { job_id, status: page.status, waited: started.elapsed() });
+                return Err(FetchError::JobTimeout {
+                    job_id,
+                    status: page.status,
+                    waited: started.elapsed(),
+                });
             }
             self.sleep(wait).await?;
             wait = (wait * 2).min(self.cfg.job_poll_max);
             self.stats.polls += 1;
-            page = self.request(from, to, page_size, Some(&job_id), None).await?;
+            page = self
+                .request(from, to, page_size, Some(&job_id), None)
+                .await?;
         }
         let mut pages = 0;
         loop {
@@ -140,9 +156,14 @@ impl ApiClient {
                 return Ok(pages);
             }
             let Some(token) = token else { return Ok(pages) };
-            page = self.request(from, to, page_size, Some(&job_id), Some(&token)).await?;
+            page = self
+                .request(from, to, page_size, Some(&job_id), Some(&token))
+                .await?;
             if page.is_failed() {
-                return Err(FetchError::JobFailed { job_id, status: page.status });
+                return Err(FetchError::JobFailed {
+                    job_id,
+                    status: page.status,
+                });
             }
         }
     }
@@ -195,13 +216,22 @@ impl ApiClient {
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry { reason, after }) => {
                     if attempt > self.cfg.max_retries {
-                        return Err(FetchError::GaveUp { attempts: attempt, last: reason });
+                        return Err(FetchError::GaveUp {
+                            attempts: attempt,
+                            last: reason,
+                        });
                     }
                     self.stats.retries += 1;
                     // Full jitter on the upper half, so that two collectors do not retry in step.
                     let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
-                    let wait = after.map_or(jittered, |a| a.min(Duration::from_secs(600)).max(jittered.min(a)));
-                    tracing::warn!("Request failed ({reason}); retry {attempt}/{} in {:.3} seconds.", self.cfg.max_retries, wait.as_secs_f64());
+                    let wait = after.map_or(jittered, |a| {
+                        a.min(Duration::from_secs(600)).max(jittered.min(a))
+                    });
+                    tracing::warn!(
+                        "Request failed ({reason}); retry {attempt}/{} in {:.3} seconds.",
+                        self.cfg.max_retries,
+                        wait.as_secs_f64()
+                    );
                     self.sleep(wait).await?;
                     backoff = (backoff * 2).min(self.cfg.retry_max);
                 }
@@ -210,7 +240,12 @@ impl ApiClient {
     }
 
     async fn attempt(&mut self, params: &[(&str, String)]) -> Result<Page, Attempt> {
-        let mut url = url::Url::parse(&self.endpoint).map_err(|e| Attempt::Fatal(FetchError::Rejected { status: 0, body: e.to_string() }))?;
+        let mut url = url::Url::parse(&self.endpoint).map_err(|e| {
+            Attempt::Fatal(FetchError::Rejected {
+                status: 0,
+                body: e.to_string(),
+            })
+        })?;
         {
             let mut q = url.query_pairs_mut();
             for (k, v) in params {
@@ -244,7 +279,10 @@ impl ApiClient {
             }
             format!("{kind}: {}", self.redact(&detail))
         };
-        let resp = req.send().await.map_err(|e| Attempt::Retry { reason: describe(e.without_url()), after: None })?;
+        let resp = req.send().await.map_err(|e| Attempt::Retry {
+            reason: describe(e.without_url()),
+            after: None,
+        })?;
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -252,14 +290,32 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body: Bytes = resp.bytes().await.map_err(|e| Attempt::Retry { reason: describe(e.without_url()), after: None })?;
+        let body: Bytes = resp.bytes().await.map_err(|e| Attempt::Retry {
+            reason: describe(e.without_url()),
+            after: None,
+        })?;
         self.stats.bytes += body.len() as u64;
         match status.as_u16() {
-            200..=299 => parse_page(body).map_err(|e| Attempt::Retry { reason: format!("bad response: {e}"), after: None }),
-            401 | 403 => Err(Attempt::Fatal(FetchError::Auth { masked_key: self.key.masked(), status: status.as_u16() })),
-            429 => Err(Attempt::Retry { reason: "HTTP 429 Too Many Requests".into(), after: retry_after }),
-            408 | 500..=599 => Err(Attempt::Retry { reason: format!("HTTP {}", status.as_u16()), after: retry_after }),
-            code => Err(Attempt::Fatal(FetchError::Rejected { status: code, body: self.redact(&String::from_utf8_lossy(&body[..body.len().min(300)])) })),
+            200..=299 => parse_page(body).map_err(|e| Attempt::Retry {
+                reason: format!("bad response: {e}"),
+                after: None,
+            }),
+            401 | 403 => Err(Attempt::Fatal(FetchError::Auth {
+                masked_key: self.key.masked(),
+                status: status.as_u16(),
+            })),
+            429 => Err(Attempt::Retry {
+                reason: "HTTP 429 Too Many Requests".into(),
+                after: retry_after,
+            }),
+            408 | 500..=599 => Err(Attempt::Retry {
+                reason: format!("HTTP {}", status.as_u16()),
+                after: retry_after,
+            }),
+            code => Err(Attempt::Fatal(FetchError::Rejected {
+                status: code,
+                body: self.redact(&String::from_utf8_lossy(&body[..body.len().min(300)])),
+            })),
         }
     }
 

@@ -70,11 +70,17 @@ pub struct Puller {
 
 /// Devo's thread names, used as the `thread` of log lines.
 pub fn puller_thread(input: &InputConfig, svc: &ServiceConfig) -> String {
-    format!("IsolationPuller({},{},{},predefined)", input.name, input.id, svc.service)
+    format!(
+        "IsolationPuller({},{},{},predefined)",
+        input.name, input.id, svc.service
+    )
 }
 
 pub fn setup_thread(input: &InputConfig, svc: &ServiceConfig) -> String {
-    format!("IsolationPullerSetup(unknown,{}#{},{}#predefined)", input.name, input.id, svc.service)
+    format!(
+        "IsolationPullerSetup(unknown,{}#{},{}#predefined)",
+        input.name, input.id, svc.service
+    )
 }
 
 fn now_ms() -> Millis {
@@ -94,7 +100,13 @@ impl Puller {
         store: Arc<StateStore>,
         cancel: CancellationToken,
     ) -> Result<Puller, reqwest::Error> {
-        let client = ApiClient::new(&svc, input.api_key.clone(), input.key_placement, input.min_request_interval, cancel.clone())?;
+        let client = ApiClient::new(
+            &svc,
+            input.api_key.clone(),
+            input.key_placement,
+            input.min_request_interval,
+            cancel.clone(),
+        )?;
         let key = StateStore::key(&input.id, svc.service.name());
         let start = svc.start_time.map_or(0, |t| t.timestamp_millis());
         Ok(Puller {
@@ -215,8 +227,15 @@ impl Puller {
                 Ok(()) => return Ok(()),
                 Err(FetchError::Cancelled) => return Err(PullError::Cancelled),
                 Err(e) => {
-                    let wait_now = if e.is_auth() { self.svc.request_period.max(Duration::from_secs(60)) } else { wait };
-                    error!("Setup failed: {e}. Retrying in {} seconds.", wait_now.as_secs());
+                    let wait_now = if e.is_auth() {
+                        self.svc.request_period.max(Duration::from_secs(60))
+                    } else {
+                        wait
+                    };
+                    error!(
+                        "Setup failed: {e}. Retrying in {} seconds.",
+                        wait_now.as_secs()
+                    );
                     wait = (wait * 2).min(Duration::from_secs(300));
                     tokio::select! {
                         _ = tokio::time::sleep(wait_now) => {}
@@ -229,7 +248,10 @@ impl Puller {
 
     /// The daemon loop: a cycle every `request_period_in_seconds` until cancelled.
     pub async fn run_forever(&mut self) {
-        info!("Starting data collection every {} seconds", self.svc.request_period.as_secs());
+        info!(
+            "Starting data collection every {} seconds",
+            self.svc.request_period.as_secs()
+        );
         let mut failures = 0u32;
         loop {
             let started = Instant::now();
@@ -253,7 +275,11 @@ impl Puller {
                     failures += 1;
                     // Back off on repeated failures, but never longer than a period: new data
                     // keeps arriving and an output may come back at any moment.
-                    let wait = self.svc.retry_initial.saturating_mul(1 << failures.min(16)).min(self.svc.request_period);
+                    let wait = self
+                        .svc
+                        .retry_initial
+                        .saturating_mul(1 << failures.min(16))
+                        .min(self.svc.request_period);
                     error!("Pull failed: {e}. Retrying collector puller: {failures}/∞. Sleeping {:.3} seconds before next retry", wait.as_secs_f64());
                     wait
                 }
@@ -284,10 +310,15 @@ impl Puller {
         let before = self.client.stats;
         let mut stats = CycleStats::default();
         let clock = Instant::now();
-        let result = self.pull_windows(pulling_id, &mut stats, clock, before.requests).await;
+        let result = self
+            .pull_windows(pulling_id, &mut stats, clock, before.requests)
+            .await;
         stats.requests = self.client.stats.requests - before.requests;
         stats.bytes = self.client.stats.bytes - before.bytes;
-        info!("{}", statistics_line(false, pulling_id, &stats, clock.elapsed()));
+        info!(
+            "{}",
+            statistics_line(false, pulling_id, &stats, clock.elapsed())
+        );
         match result {
             Ok(()) => {
                 info!("The data is up to date!");
@@ -301,7 +332,13 @@ impl Puller {
         }
     }
 
-    async fn pull_windows(&mut self, pulling_id: Millis, stats: &mut CycleStats, clock: Instant, requests_before: u64) -> Result<(), PullError> {
+    async fn pull_windows(
+        &mut self,
+        pulling_id: Millis,
+        stats: &mut CycleStats,
+        clock: Instant,
+        requests_before: u64,
+    ) -> Result<(), PullError> {
         let now = now_ms();
         let Some(range) = plan_cycle(
             &self.state.cursors,
@@ -317,7 +354,11 @@ impl Puller {
             self.svc.service,
             format_iso(range.from),
             format_iso(range.to),
-            if range.sweep { " (late-arrival sweep)" } else { "" }
+            if range.sweep {
+                " (late-arrival sweep)"
+            } else {
+                ""
+            }
         );
         if self.needs_resume {
             self.resume_outputs().await?;
@@ -338,8 +379,14 @@ impl Puller {
             planner.complete(w, received);
             self.density = planner.density();
             if planner.next_window().is_some() {
-                let partial = CycleStats { requests: self.client.stats.requests - requests_before, ..*stats };
-                info!("{}", statistics_line(true, pulling_id, &partial, clock.elapsed()));
+                let partial = CycleStats {
+                    requests: self.client.stats.requests - requests_before,
+                    ..*stats
+                };
+                info!(
+                    "{}",
+                    statistics_line(true, pulling_id, &partial, clock.elapsed())
+                );
             }
         }
         if range.sweep {
@@ -350,7 +397,11 @@ impl Puller {
     }
 
     /// Runs one window's job. `None` if the window is too big and was abandoned.
-    async fn fetch_window(&mut self, w: Window, planner: &mut WindowPlanner) -> Result<Option<Vec<Event>>, PullError> {
+    async fn fetch_window(
+        &mut self,
+        w: Window,
+        planner: &mut WindowPlanner,
+    ) -> Result<Option<Vec<Event>>, PullError> {
         let cap = self.svc.max_events_per_window;
         let mut events: Vec<Event> = Vec::new();
         let mut first = true;
@@ -382,7 +433,11 @@ impl Puller {
                 e => PullError::Fetch(e),
             })?;
         if too_big {
-            info!("The window {} to {} holds more than {cap} events; splitting it.", format_iso(w.from), format_iso(w.to));
+            info!(
+                "The window {} to {} holds more than {cap} events; splitting it.",
+                format_iso(w.from),
+                format_iso(w.to)
+            );
             return Ok(None);
         }
         if undated > 0 {
@@ -395,11 +450,20 @@ impl Puller {
         let table = self.svc.table.clone();
         let mut changed = false;
         for o in &mut self.outputs {
-            let committed = self.state.positions.get(o.name()).and_then(|t| t.get(&table)).copied();
+            let committed = self
+                .state
+                .positions
+                .get(o.name())
+                .and_then(|t| t.get(&table))
+                .copied();
             let position = o.resume(&table, committed).await?;
             if committed.is_none() {
                 if let Some(p) = position {
-                    self.state.positions.entry(o.name().to_owned()).or_default().insert(table.clone(), p);
+                    self.state
+                        .positions
+                        .entry(o.name().to_owned())
+                        .or_default()
+                        .insert(table.clone(), p);
                     changed = true;
                 }
             }
@@ -411,7 +475,13 @@ impl Puller {
         Ok(())
     }
 
-    async fn deliver_window(&mut self, w: Window, mut events: Vec<Event>, created: Millis, stats: &mut CycleStats) -> Result<(), PullError> {
+    async fn deliver_window(
+        &mut self,
+        w: Window,
+        mut events: Vec<Event>,
+        created: Millis,
+        stats: &mut CycleStats,
+    ) -> Result<(), PullError> {
         // Stable: events with equal dates keep the server's order.
         events.sort_by_key(|e| e.date_ms);
         let plan = self.state.dedup.plan(&events, w.to);
@@ -437,7 +507,11 @@ impl Puller {
                             }
                         }
                         Err(e) => {
-                            warn!("Output {} did not confirm {} event(s): {e}", o.name(), batch.len());
+                            warn!(
+                                "Output {} did not confirm {} event(s): {e}",
+                                o.name(),
+                                batch.len()
+                            );
                             last_error = Some(e);
                         }
                     }
@@ -447,7 +521,8 @@ impl Puller {
                 if attempt > 3 {
                     return Err(PullError::Output(e));
                 }
-                let wait = Duration::from_millis(500 << attempt).mul_f64(0.5 + rand::random::<f64>() * 0.5);
+                let wait = Duration::from_millis(500 << attempt)
+                    .mul_f64(0.5 + rand::random::<f64>() * 0.5);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
@@ -459,7 +534,11 @@ impl Puller {
         info!("Updating the persistence");
         self.state.dedup.apply(plan);
         for (output, p) in positions {
-            self.state.positions.entry(output).or_default().insert(table.clone(), p);
+            self.state
+                .positions
+                .entry(output)
+                .or_default()
+                .insert(table.clone(), p);
         }
         let c = &mut self.state.cursors;
         if w.from <= c.settled {
@@ -478,8 +557,17 @@ impl Puller {
 }
 
 /// Devo's per-pull statistics line (no space after the colon, as in the original).
-pub fn statistics_line(partial: bool, pulling_id: Millis, s: &CycleStats, elapsed: Duration) -> String {
-    let eps = if elapsed.as_secs_f64() > 0.0 { s.sent as f64 / elapsed.as_secs_f64() } else { 0.0 };
+pub fn statistics_line(
+    partial: bool,
+    pulling_id: Millis,
+    s: &CycleStats,
+    elapsed: Duration,
+) -> String {
+    let eps = if elapsed.as_secs_f64() > 0.0 {
+        s.sent as f64 / elapsed.as_secs_f64()
+    } else {
+        0.0
+    };
     format!(
         "{}Statistics for this pull cycle (@devo_pulling_id={pulling_id}):Number of requests made: {}; Number of events received: {}; Number of duplicated events filtered out: {}; Number of events generated and sent: {}; Average of events per second: {eps:.3}.",
         if partial { "(Partial) " } else { "" },

@@ -20,10 +20,20 @@ impl ConsoleOutput {
         &self.name
     }
 
-    pub async fn deliver(&mut self, table: &str, events: &[Event]) -> Result<Option<u64>, OutputError> {
-        let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.3f").to_string();
-        let prefix = format!(r#"{{"message_timestamp":"{now}","message_tag":{},"message_content":"#, serde_json::Value::from(table));
-        let mut buf = Vec::with_capacity(events.iter().map(|e| e.json.len() + prefix.len() + 2).sum());
+    pub async fn deliver(
+        &mut self,
+        table: &str,
+        events: &[Event],
+    ) -> Result<Option<u64>, OutputError> {
+        let now = chrono::Utc::now()
+            .format("%Y-%m-%d %H:%M:%S%.3f")
+            .to_string();
+        let prefix = format!(
+            r#"{{"message_timestamp":"{now}","message_tag":{},"message_content":"#,
+            serde_json::Value::from(table)
+        );
+        let mut buf =
+            Vec::with_capacity(events.iter().map(|e| e.json.len() + prefix.len() + 2).sum());
         for event in events {
             buf.extend_from_slice(prefix.as_bytes());
             buf.extend_from_slice(&event.json);
@@ -33,7 +43,11 @@ impl ConsoleOutput {
         let mut lock = stdout.lock();
         lock.write_all(&buf)
             .and_then(|()| lock.flush())
-            .map_err(|source| OutputError::Io { output: self.name.clone(), action: "writing to standard output".into(), source })?;
+            .map_err(|source| OutputError::Io {
+                output: self.name.clone(),
+                action: "writing to standard output".into(),
+                source,
+            })?;
         Ok(None)
     }
 }

@@ -24,7 +24,11 @@ pub struct FileOutput {
 
 impl FileOutput {
     pub fn new(name: String, directory: PathBuf) -> Self {
-        Self { name, directory, files: HashMap::new() }
+        Self {
+            name,
+            directory,
+            files: HashMap::new(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -37,7 +41,11 @@ impl FileOutput {
     }
 
     fn io(&self, action: String) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
-        move |source| OutputError::Io { output: self.name.clone(), action, source }
+        move |source| OutputError::Io {
+            output: self.name.clone(),
+            action,
+            source,
+        }
     }
 
     fn open(&mut self, table: &str) -> Result<&mut (File, u64), OutputError> {
@@ -50,14 +58,21 @@ impl FileOutput {
                 .append(true)
                 .open(&path)
                 .map_err(self.io(format!("opening {}", path.display())))?;
-            let len = file.metadata().map_err(self.io(format!("reading {}", path.display())))?.len();
+            let len = file
+                .metadata()
+                .map_err(self.io(format!("reading {}", path.display())))?
+                .len();
             self.files.insert(table.to_owned(), (file, len));
         }
         Ok(self.files.get_mut(table).expect("inserted above"))
     }
 
     /// Cuts off anything written after the committed length (see the module doc).
-    pub async fn resume(&mut self, table: &str, committed: Option<u64>) -> Result<Option<u64>, OutputError> {
+    pub async fn resume(
+        &mut self,
+        table: &str,
+        committed: Option<u64>,
+    ) -> Result<Option<u64>, OutputError> {
         let name = self.name.clone();
         let path = Self::path_for(&self.directory, table);
         let (file, len) = self.open(table)?;
@@ -71,7 +86,11 @@ impl FileOutput {
                 );
                 file.set_len(committed)
                     .and_then(|()| file.sync_all())
-                    .map_err(|source| OutputError::Io { output: name, action: format!("truncating {}", path.display()), source })?;
+                    .map_err(|source| OutputError::Io {
+                        output: name,
+                        action: format!("truncating {}", path.display()),
+                        source,
+                    })?;
                 *len = committed;
             }
             Some(committed) if *len < committed => {
@@ -89,7 +108,11 @@ impl FileOutput {
     }
 
     /// Appends the batch and fsyncs it.
-    pub async fn deliver(&mut self, table: &str, events: &[Event]) -> Result<Option<u64>, OutputError> {
+    pub async fn deliver(
+        &mut self,
+        table: &str,
+        events: &[Event],
+    ) -> Result<Option<u64>, OutputError> {
         let mut buf = Vec::with_capacity(events.iter().map(|e| e.json.len() + 1).sum());
         for event in events {
             buf.extend_from_slice(&event.json);
@@ -104,7 +127,11 @@ impl FileOutput {
             file.write_all(&buf)?;
             file.sync_data()
         });
-        result.map_err(|source| OutputError::Io { output: name, action: format!("writing {}", path.display()), source })?;
+        result.map_err(|source| OutputError::Io {
+            output: name,
+            action: format!("writing {}", path.display()),
+            source,
+        })?;
         *len += buf.len() as u64;
         Ok(Some(*len))
     }

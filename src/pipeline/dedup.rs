@@ -58,8 +58,12 @@ impl DedupMemory {
     /// Decides which of `events` (one query window's, in delivery order) are new.
     /// `window_end` is the window's query end, the expiry of events without a date.
     pub fn plan(&self, events: &[Event], window_end: Millis) -> DedupPlan {
-        let mut seen_in_window: HashMap<(Millis, [u8; 32]), u32> = HashMap::with_capacity(events.len());
-        let mut plan = DedupPlan { deliver: Vec::with_capacity(events.len()), ..DedupPlan::default() };
+        let mut seen_in_window: HashMap<(Millis, [u8; 32]), u32> =
+            HashMap::with_capacity(events.len());
+        let mut plan = DedupPlan {
+            deliver: Vec::with_capacity(events.len()),
+            ..DedupPlan::default()
+        };
         for (i, e) in events.iter().enumerate() {
             let k = (e.date_ms, e.key);
             let n = seen_in_window.entry(k).or_insert(0);
@@ -99,12 +103,14 @@ impl DedupMemory {
         let mut v: Vec<DedupRecord> = self
             .entries
             .iter()
-            .map(|((date, key), e)| DedupRecord(
-                (*date != UNDATED).then_some(*date),
-                hex::encode(key),
-                e.count,
-                e.expires,
-            ))
+            .map(|((date, key), e)| {
+                DedupRecord(
+                    (*date != UNDATED).then_some(*date),
+                    hex::encode(key),
+                    e.count,
+                    e.expires,
+                )
+            })
             .collect();
         v.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         v
@@ -120,7 +126,13 @@ impl DedupMemory {
                 bad += 1;
                 continue;
             }
-            memory.entries.insert((date.unwrap_or(UNDATED), k), Entry { count: *count, expires: *expires });
+            memory.entries.insert(
+                (date.unwrap_or(UNDATED), k),
+                Entry {
+                    count: *count,
+                    expires: *expires,
+                },
+            );
         }
         (memory, bad)
     }
@@ -137,7 +149,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn ev(date: i64, id: u8) -> Event {
-        Event { date_ms: date, key: [id; 32], json: Bytes::from(format!("{{\"id\":{id}}}")) }
+        Event {
+            date_ms: date,
+            key: [id; 32],
+            json: Bytes::from(format!("{{\"id\":{id}}}")),
+        }
     }
 
     /// Delivers a query's result the way the puller does: plan, then apply.

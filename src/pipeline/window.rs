@@ -46,7 +46,11 @@ pub struct Cursors {
 
 impl Cursors {
     pub fn new(start: Millis) -> Self {
-        Cursors { checkpoint: start, settled: start, last_sweep: None }
+        Cursors {
+            checkpoint: start,
+            settled: start,
+            last_sweep: None,
+        }
     }
 
     /// Where the dedup memory must reach back to: no query starts earlier.
@@ -65,16 +69,27 @@ pub struct CycleRange {
 
 /// Plans a cycle. `None` when there is nothing new to ask for (`now - offset` is not past the
 /// checkpoint, e.g. just after a catch-up, or the clock went back).
-pub fn plan_cycle(c: &Cursors, now: Millis, offset: Millis, lookback: Millis, sweep_interval: Millis) -> Option<CycleRange> {
+pub fn plan_cycle(
+    c: &Cursors,
+    now: Millis,
+    offset: Millis,
+    lookback: Millis,
+    sweep_interval: Millis,
+) -> Option<CycleRange> {
     let to = now - offset;
     let sweep = lookback > 0
         && c.settled < c.checkpoint
-        && c.last_sweep.is_none_or(|last| now - last >= sweep_interval || now < last);
+        && c.last_sweep
+            .is_none_or(|last| now - last >= sweep_interval || now < last);
     if to <= c.checkpoint && !sweep {
         return None;
     }
     let from = if sweep { c.settled } else { c.checkpoint };
-    Some(CycleRange { from, to: to.max(c.checkpoint), sweep })
+    Some(CycleRange {
+        from,
+        to: to.max(c.checkpoint),
+        sweep,
+    })
 }
 
 /// Cuts a cycle's range into windows, adapting their span to the event density.
@@ -99,7 +114,13 @@ pub struct Window {
 
 impl WindowPlanner {
     pub fn new(range: CycleRange, cap: usize, density: Option<f64>) -> Self {
-        WindowPlanner { range_from: range.from, to: range.to, done_until: None, cap, density }
+        WindowPlanner {
+            range_from: range.from,
+            to: range.to,
+            done_until: None,
+            cap,
+            density,
+        }
     }
 
     /// The density learnt so far, to seed the next cycle's planner.
@@ -119,7 +140,10 @@ impl WindowPlanner {
             Some(d) if d > 0.0 => ((self.cap as f64 * 0.8 / d) as Millis).max(MIN_SPAN),
             _ => Millis::MAX,
         };
-        Some(Window { from, to: from.saturating_add(span).min(self.to) })
+        Some(Window {
+            from,
+            to: from.saturating_add(span).min(self.to),
+        })
     }
 
     /// The server said the window holds `total` events. Returns `true` if it is too big and
@@ -152,24 +176,53 @@ mod tests {
         c.settled = 40_000;
         c.last_sweep = Some(110_000);
         let live = plan_cycle(&c, 120_000, 0, 60_000, 15_000).unwrap();
-        assert_eq!(live, CycleRange { from: 100_000, to: 120_000, sweep: false });
+        assert_eq!(
+            live,
+            CycleRange {
+                from: 100_000,
+                to: 120_000,
+                sweep: false
+            }
+        );
         let sweep = plan_cycle(&c, 126_000, 0, 60_000, 15_000).unwrap();
-        assert_eq!(sweep, CycleRange { from: 40_000, to: 126_000, sweep: true });
+        assert_eq!(
+            sweep,
+            CycleRange {
+                from: 40_000,
+                to: 126_000,
+                sweep: true
+            }
+        );
         assert_eq!(plan_cycle(&Cursors::new(100), 100, 0, 0, 1), None);
         // A clock that went back does not query backwards.
         let mut c = Cursors::new(500);
         c.last_sweep = Some(500);
         assert_eq!(plan_cycle(&c, 300, 0, 60_000, 15_000), None);
         // The offset lags the end.
-        assert_eq!(plan_cycle(&Cursors::new(0), 10_000, 4_000, 0, 1).unwrap().to, 6_000);
+        assert_eq!(
+            plan_cycle(&Cursors::new(0), 10_000, 4_000, 0, 1)
+                .unwrap()
+                .to,
+            6_000
+        );
     }
 
     #[test]
     fn a_window_that_is_too_big_is_shrunk() {
-        let range = CycleRange { from: 0, to: 1_000_000, sweep: false };
+        let range = CycleRange {
+            from: 0,
+            to: 1_000_000,
+            sweep: false,
+        };
         let mut p = WindowPlanner::new(range, 100, None);
         let w = p.next_window().unwrap();
-        assert_eq!(w, Window { from: 0, to: 1_000_000 });
+        assert_eq!(
+            w,
+            Window {
+                from: 0,
+                to: 1_000_000
+            }
+        );
         assert!(p.observe_total(w, 1_000));
         let w2 = p.next_window().unwrap();
         assert_eq!(w2.from, 0);
