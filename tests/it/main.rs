@@ -1,1 +1,14 @@
-fn main() {}
+//! The integration test binary (one binary, ripgrep-style). Each module's first comment says
+//! what belongs in it.
+
+// Helpers: work directories, simulators, running the collector binary, multiset assertions.
+mod util;
+
+// End-to-end collection against the simulator: quirks, faults, late data.
+mod collect;
+
+// kill -9 during a backfill, and a crash between the state write and its rename.
+mod crash;
+
+// The CLI contract: exit codes, validate, state, secrets.
+mod cli;

@@ -1,0 +1,195 @@
+//! Test helpers: a work directory with a config pointing at in-process simulators, the real
+//! collector binary run as a child process, and multiset comparison of what it delivered.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use isolation_collector::simulator::{Dataset, SimConfig, SimHandle};
+
+pub const KEY: &str = "1a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c9z";
+pub const WEB_TABLE: &str = "tap.proofpoint.isolation.browser_and_email";
+pub const URL_TABLE: &str = "tap.proofpoint.isolation.url_isolation";
+
+/// A simulator config with the test key, tuned for fast tests.
+pub fn sim_config(dataset: Dataset, events: usize, seed: u64) -> SimConfig {
+    let mut c = SimConfig::new(dataset);
+    c.api_key = KEY.to_owned();
+    c.events = events;
+    c.seed = seed;
+    c
+}
+
+/// A temp dir with `config.yaml`, `out/` and `state/`, and the two simulators.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub web: SimHandle,
+    pub url: SimHandle,
+    /// Extra YAML lines for each service section (indented by the caller's text as is).
+    pub service_extra: String,
+    /// Extra YAML for the outputs section (each line indented by 2).
+    pub outputs_extra: String,
+    pub key: String,
+}
+
+impl TestEnv {
+    pub async fn start(web: SimConfig, url: SimConfig) -> TestEnv {
+        let env = TestEnv {
+            dir: tempfile::tempdir().unwrap(),
+            web: SimHandle::start(web).await.unwrap(),
+            url: SimHandle::start(url).await.unwrap(),
+            service_extra: String::new(),
+            outputs_extra: String::new(),
+            key: KEY.to_owned(),
+        };
+        env.write_config();
+        env
+    }
+
+    /// Both datasets with the same knobs.
+    pub async fn both(events: usize, tweak: impl Fn(&mut SimConfig)) -> TestEnv {
+        let mut web = sim_config(Dataset::Web, events, 1);
+        let mut url = sim_config(Dataset::Url, events, 2);
+        tweak(&mut web);
+        tweak(&mut url);
+        TestEnv::start(web, url).await
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("config.yaml")
+    }
+
+    /// (Re)writes config.yaml from the current settings.
+    pub fn write_config(&self) {
+        let service = |base: &str| {
+            let mut s = format!(
+                "        override_base_url: {base}\n        request_period_in_seconds: 1\n        job_poll_initial_interval_in_seconds: 0.01\n        job_poll_max_interval_in_seconds: 0.05\n        retry_initial_interval_in_seconds: 0.01\n        retry_max_interval_in_seconds: 0.1\n"
+            );
+            for line in self.service_extra.lines() {
+                s.push_str(&format!("        {}\n", line.trim()));
+            }
+            s
+        };
+        let text = format!(
+            "globals:\n  id: \"t1\"\n  name: it\n  persistence:\n    type: filesystem\n    config:\n      directory_name: {state}\noutputs:\n  local:\n    type: file\n    config:\n      directory: {out}\n{outputs_extra}inputs:\n  proofpoint_isolation:\n    id: \"10001\"\n    credentials:\n      api_key: \"{key}\"\n    services:\n      browser_and_email_isolation:\n{web}      url_isolation:\n{url}",
+            state = self.path("state").display(),
+            out = self.path("out").display(),
+            outputs_extra = self.outputs_extra,
+            key = self.key,
+            web = service(&self.web.base_url()),
+            url = service(&self.url.base_url()),
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    /// `isolation-collector <args> --config config.yaml`, to completion.
+    pub async fn collector(&self, args: &[&str]) -> Output {
+        let mut cmd = collector_command(args, &self.config_path());
+        tokio::time::timeout(Duration::from_secs(120), cmd.output())
+            .await
+            .expect("the collector finished within 120 s")
+            .unwrap()
+    }
+
+    /// `run --once`, asserting success.
+    pub async fn run_once_ok(&self) -> Output {
+        let out = self.collector(&["run", "--once"]).await;
+        assert!(out.status.success(), "run --once failed: {}", describe(&out));
+        out
+    }
+
+    /// The delivered lines of a table's file.
+    pub fn delivered(&self, table: &str) -> Vec<String> {
+        read_lines(&self.path("out").join(format!("{table}.jsonl")))
+    }
+
+    /// Asserts that each table's file holds exactly the simulator's visible events.
+    pub fn assert_exactly_once(&self) {
+        assert_same_multiset(&self.delivered(WEB_TABLE), &self.web.visible_events(), WEB_TABLE);
+        assert_same_multiset(&self.delivered(URL_TABLE), &self.url.visible_events(), URL_TABLE);
+    }
+}
+
+pub fn collector_command(args: &[&str], config: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_isolation-collector"));
+    cmd.args(args).arg("--config").arg(config).kill_on_drop(true);
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stderr ---\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn read_lines(path: &Path) -> Vec<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.lines().map(str::to_owned).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("{}: {e}", path.display()),
+    }
+}
+
+pub fn multiset(lines: &[String]) -> BTreeMap<&str, usize> {
+    let mut m = BTreeMap::new();
+    for l in lines {
+        *m.entry(l.as_str()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Asserts equal multisets and says what is missing and what is extra.
+pub fn assert_same_multiset(got: &[String], want: &[String], what: &str) {
+    let (g, w) = (multiset(got), multiset(want));
+    if g == w {
+        return;
+    }
+    let mut missing = 0;
+    let mut extra = 0;
+    let mut examples = Vec::new();
+    for (k, n) in &w {
+        let have = g.get(k).copied().unwrap_or(0);
+        if have < *n {
+            missing += n - have;
+            if examples.len() < 3 {
+                examples.push(format!("missing: {k}"));
+            }
+        }
+    }
+    for (k, n) in &g {
+        let want_n = w.get(k).copied().unwrap_or(0);
+        if *n > want_n {
+            extra += n - want_n;
+            if examples.len() < 6 {
+                examples.push(format!("extra x{}: {k}", n - want_n));
+            }
+        }
+    }
+    panic!(
+        "{what}: delivered {} events, expected {}: {missing} missing, {extra} extra\n{}",
+        got.len(),
+        want.len(),
+        examples.join("\n")
+    );
+}
+
+/// The number of requests the last statistics line reported, summed over services.
+pub fn requests_reported(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .filter(|l| l.contains(" -> Statistics for this pull cycle"))
+        .filter_map(|l| l.split("Number of requests made: ").nth(1)?.split(';').next()?.parse::<u64>().ok())
+        .sum()
+}
