@@ -43,7 +43,7 @@ pub enum Command {
     /// written to the console and to files.
     Demo {
         /// Events per service in the simulator.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 200)]
         events: usize,
         /// Where the demo writes its state and output files.
         #[arg(long, default_value = "demo")]
