@@ -20,6 +20,7 @@
 
 pub mod console;
 pub mod file;
+pub mod syslog;
 
 use crate::event::Event;
 
@@ -43,6 +44,7 @@ pub enum OutputError {
 pub enum Output {
     File(file::FileOutput),
     Console(console::ConsoleOutput),
+    Syslog(syslog::SyslogOutput),
 }
 
 impl Output {
@@ -51,6 +53,7 @@ impl Output {
         match self {
             Output::File(o) => o.name(),
             Output::Console(o) => o.name(),
+            Output::Syslog(o) => o.name(),
         }
     }
 
@@ -64,6 +67,7 @@ impl Output {
         match self {
             Output::File(o) => o.resume(table, committed).await,
             Output::Console(_) => Ok(None),
+            Output::Syslog(_) => Ok(None),
         }
     }
 
@@ -77,6 +81,7 @@ impl Output {
         match self {
             Output::File(o) => o.deliver(table, events).await,
             Output::Console(o) => o.deliver(table, events).await,
+            Output::Syslog(o) => o.deliver(table, events).await,
         }
     }
 
@@ -85,6 +90,7 @@ impl Output {
         match self {
             Output::File(o) => o.check().await,
             Output::Console(_) => Ok(()),
+            Output::Syslog(o) => o.check().await,
         }
     }
 
@@ -92,6 +98,7 @@ impl Output {
     pub async fn close(&mut self) -> Result<(), OutputError> {
         match self {
             Output::File(_) | Output::Console(_) => Ok(()),
+            Output::Syslog(o) => o.close().await,
         }
     }
 }

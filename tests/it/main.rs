@@ -12,3 +12,9 @@ mod crash;
 
 // The CLI contract: exit codes, validate, state, secrets.
 mod cli;
+
+// A real rsyslog (TLS with client certificates, and plain TCP) started per test.
+mod rsyslog;
+
+// The syslog/Devo output against rsyslog: byte-exact records, proof of delivery, failures.
+mod syslog_tls;

@@ -1,0 +1,199 @@
+//! `SyslogOutput` against a real rsyslog: mutual TLS, plain TCP, rejected certificates, receiver
+//! crashes and outages. Records must arrive byte-exact; only the header date (formatting time)
+//! is checked by shape and range.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use isolation_collector::event::Event;
+use isolation_collector::output::syslog::format::{now_ms, write_date};
+use isolation_collector::output::syslog::{SyslogOutput, SyslogOutputConfig, TlsFiles};
+use isolation_collector::output::{Output, OutputError};
+use tempfile::TempDir;
+use tokio::time::Instant;
+
+use crate::rsyslog::{free_port, CertFiles, Listen, Pki, Rsyslog};
+
+const TABLE: &str = "tap.proofpoint.isolation.url_isolation";
+const HOST: &str = "collector-host";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn events(from: usize, n: usize) -> Vec<Event> {
+    (from..from + n)
+        .map(|i| Event {
+            date_ms: 1_714_557_600_000 + i as i64,
+            key: [0; 32],
+            json: Bytes::from(format!(
+                r#"{{"id":{i},"date":"2024-05-01T10:00:00.000Z","user":"Zoë Ångström 東京 🚀","url":"https://example.com/?q=a%20b&x=\"y\""}}"#
+            )),
+        })
+        .collect()
+}
+
+fn tls_files(ca: &Path, client: &CertFiles) -> TlsFiles {
+    TlsFiles {
+        chain: ca.to_path_buf(),
+        cert: client.cert.clone(),
+        key: client.key.clone(),
+        check_hostname: true,
+    }
+}
+
+fn config(port: u16, tls: Option<TlsFiles>) -> SyslogOutputConfig {
+    let mut c = SyslogOutputConfig::new("127.0.0.1", port, tls);
+    c.hostname = Some(HOST.to_string());
+    c.confirm_timeout = Duration::from_secs(5);
+    c.connect_timeout = Duration::from_secs(5);
+    c
+}
+
+fn output(c: SyslogOutputConfig) -> SyslogOutput {
+    SyslogOutput::new("devo".to_string(), c).unwrap()
+}
+
+/// Asserts that `received` is exactly the records of `events`, in order, each with a header date
+/// between `from_ms` and `to_ms`.
+fn assert_records(received: &[u8], events: &[Event], from_ms: i64, to_ms: i64) {
+    let mut lo = Vec::new();
+    write_date(&mut lo, from_ms);
+    let mut hi = Vec::new();
+    write_date(&mut hi, to_ms);
+    let lines: Vec<&[u8]> = received
+        .split_inclusive(|&b| b == b'\n')
+        .collect::<Vec<_>>();
+    assert_eq!(lines.len(), events.len(), "number of received records");
+    for (i, (line, event)) in lines.iter().zip(events).enumerate() {
+        assert_record(line, event, &lo, &hi, i);
+    }
+}
+
+fn assert_record(line: &[u8], event: &Event, lo: &[u8], hi: &[u8], i: usize) {
+    let show = || String::from_utf8_lossy(line).into_owned();
+    assert!(line.len() > 27, "record {i} too short: {}", show());
+    assert_eq!(&line[..4], b"<14>", "record {i}: {}", show());
+    let date = &line[4..27];
+    // YYYY-MM-DD HH:MM:SS.mmm
+    for (j, &c) in date.iter().enumerate() {
+        let ok = match j {
+            4 | 7 => c == b'-',
+            10 => c == b' ',
+            13 | 16 => c == b':',
+            19 => c == b'.',
+            _ => c.is_ascii_digit(),
+        };
+        assert!(
+            ok,
+            "record {i}: bad date {:?}",
+            String::from_utf8_lossy(date)
+        );
+    }
+    assert!(
+        date >= lo && date <= hi,
+        "record {i}: date {:?} outside the delivery time",
+        String::from_utf8_lossy(date)
+    );
+    let mut rest = format!(" {HOST} {TABLE}: ").into_bytes();
+    rest.extend_from_slice(&event.json);
+    rest.push(b'\n');
+    assert_eq!(&line[27..], &rest[..], "record {i}: {}", show());
+}
+
+fn reason(e: &OutputError) -> String {
+    e.to_string()
+}
+
+#[tokio::test]
+async fn tls_delivers_byte_exact_records_through_output_enum() {
+    let tmp = TempDir::new().unwrap();
+    let pki = Pki::new(tmp.path());
+    let rs = Rsyslog::start(
+        &tmp,
+        "rs",
+        Listen::Tls {
+            ca: pki.ca.pem.clone(),
+            server: pki.server.clone(),
+        },
+    )
+    .await;
+    let mut out = Output::Syslog(output(config(
+        rs.port,
+        Some(tls_files(&pki.ca.pem, &pki.client)),
+    )));
+    out.check().await.unwrap();
+    assert_eq!(out.resume(TABLE, Some(7)).await.unwrap(), None);
+
+    let batch = events(0, 1000);
+    let from = now_ms();
+    assert_eq!(out.deliver(TABLE, &batch).await.unwrap(), None);
+    let to = now_ms();
+    // Direct queues: confirmed records are already in the file.
+    assert_records(&rs.received(), &batch, from, to);
+
+    // Several chunks, each its own connection and proof.
+    let Output::Syslog(o) = &mut out else {
+        unreachable!()
+    };
+    let more = events(1000, 25_000);
+    let from2 = now_ms();
+    o.deliver(TABLE, &more).await.unwrap();
+    let to2 = now_ms();
+    let all = rs.wait_for_lines(26_000, WAIT).await;
+    let first_len = all
+        .split_inclusive(|&b| b == b'\n')
+        .take(1000)
+        .map(|l| l.len())
+        .sum::<usize>();
+    assert_records(&all[first_len..], &more, from2, to2);
+    let stats = o.stats();
+    assert_eq!(stats.messages_total, 26_000);
+    assert_eq!(stats.bytes_total, all.len() as u64);
+    assert_eq!(stats.batches_total, 2);
+    assert_eq!(stats.failures_total, 0);
+    out.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn foreign_client_cert_is_rejected_then_right_cert_delivers_once() {
+    let tmp = TempDir::new().unwrap();
+    let pki = Pki::new(tmp.path());
+    let rs = Rsyslog::start(
+        &tmp,
+        "rs",
+        Listen::Tls {
+            ca: pki.ca.pem.clone(),
+            server: pki.server.clone(),
+        },
+    )
+    .await;
+    let batch = events(0, 500);
+
+    let mut bad = output(config(
+        rs.port,
+        Some(tls_files(&pki.ca.pem, &pki.foreign_client)),
+    ));
+    let e = bad.deliver(TABLE, &batch).await.unwrap_err();
+    assert!(
+        reason(&e).contains("rejected our client certificate"),
+        "deliver: {e}"
+    );
+    let e = bad.check().await.unwrap_err();
+    assert!(
+        reason(&e).contains("rejected our client certificate"),
+        "check: {e}"
+    );
+    assert_eq!(bad.stats().failures_total, 1);
+    assert_eq!(bad.stats().messages_total, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        rs.received().is_empty(),
+        "records arrived with a rejected certificate"
+    );
+
+    let mut good = output(config(rs.port, Some(tls_files(&pki.ca.pem, &pki.client))));
+    let from = now_ms();
+    good.deliver(TABLE, &batch).await.unwrap();
+    let to = now_ms();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_records(&rs.received(), &batch, from, to);
+}
