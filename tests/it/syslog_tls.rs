@@ -177,6 +177,10 @@ async fn foreign_client_cert_is_rejected_then_right_cert_delivers_once() {
         reason(&e).contains("rejected our client certificate"),
         "deliver: {e}"
     );
+    assert!(
+        !reason(&e).contains("delivered") && reason(&e).contains("cert/key/chain"),
+        "deliver: {e}"
+    );
     let e = bad.check().await.unwrap_err();
     assert!(
         reason(&e).contains("rejected our client certificate"),
@@ -189,6 +193,11 @@ async fn foreign_client_cert_is_rejected_then_right_cert_delivers_once() {
         rs.received().is_empty(),
         "records arrived with a rejected certificate"
     );
+    assert!(
+        rs.stderr().contains("not permitted to talk to peer"),
+        "rsyslog did not log the rejection: {}",
+        rs.stderr()
+    );
 
     let mut good = output(config(rs.port, Some(tls_files(&pki.ca.pem, &pki.client))));
     let from = now_ms();
@@ -196,4 +205,208 @@ async fn foreign_client_cert_is_rejected_then_right_cert_delivers_once() {
     let to = now_ms();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_records(&rs.received(), &batch, from, to);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_killed_mid_stream_fails_then_redelivery_arrives() {
+    let tmp = TempDir::new().unwrap();
+    let pki = Pki::new(tmp.path());
+    let mut rs = Rsyslog::start(
+        &tmp,
+        "rs",
+        Listen::Tls {
+            ca: pki.ca.pem.clone(),
+            server: pki.server.clone(),
+        },
+    )
+    .await;
+    let mut c = config(rs.port, Some(tls_files(&pki.ca.pem, &pki.client)));
+    c.chunk_records = 2_000;
+    c.attempts = 2;
+    c.backoff_initial = Duration::from_millis(100);
+    let mut out = output(c);
+    let batch = events(0, 100_000);
+
+    let task = {
+        let batch = batch.clone();
+        tokio::spawn(async move {
+            let r = out.deliver(TABLE, &batch).await;
+            (out, r)
+        })
+    };
+    // Kill as soon as the first records are stored, long before 100,000 are.
+    rs.wait_for_lines(1, WAIT).await;
+    rs.kill();
+    let (mut out, r) = task.await.unwrap();
+    let e = r.unwrap_err();
+    let lines_before = rs.received().iter().filter(|&&b| b == b'\n').count();
+    assert!(
+        lines_before < batch.len(),
+        "receiver was not killed mid-stream"
+    );
+    assert_eq!(out.stats().failures_total, 1);
+    let text = reason(&e);
+    assert!(
+        text.contains("reset") || text.contains("cannot connect") || text.contains("refused"),
+        "unexpected error: {text}"
+    );
+
+    // The caller retries the whole batch once the receiver is back.
+    rs.restart().await;
+    let from = now_ms();
+    out.deliver(TABLE, &batch).await.unwrap();
+    let to = now_ms();
+    let all = rs.received();
+    let lines: Vec<&[u8]> = all.split_inclusive(|&b| b == b'\n').collect();
+    assert_eq!(lines.len(), lines_before + batch.len());
+    // The redelivery is complete, in order, byte-exact; earlier partial lines are duplicates.
+    let tail: Vec<u8> = lines[lines_before..].concat();
+    assert_records(&tail, &batch, from, to);
+}
+
+#[tokio::test]
+async fn receiver_down_is_connection_refused_quickly() {
+    let tmp = TempDir::new().unwrap();
+    let pki = Pki::new(tmp.path());
+    let port = free_port();
+    let mut out = output(config(port, Some(tls_files(&pki.ca.pem, &pki.client))));
+    let started = Instant::now();
+    let e = out.deliver(TABLE, &events(0, 10)).await.unwrap_err();
+    let took = started.elapsed();
+    let text = reason(&e);
+    assert!(
+        text.contains(&format!("cannot connect to 127.0.0.1:{port}")) && text.contains("refused"),
+        "{text}"
+    );
+    // 3 tries with 0.5 s → 1 s jittered waits in between.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(out.stats().connections_total, 3);
+    let e = out.check().await.unwrap_err();
+    assert!(reason(&e).contains("refused"), "{e}");
+}
+
+#[tokio::test]
+async fn plain_tcp_delivers_byte_exact_records() {
+    let tmp = TempDir::new().unwrap();
+    let rs = Rsyslog::start(&tmp, "plain", Listen::Tcp).await;
+    let mut out = output(config(rs.port, None));
+    out.check().await.unwrap();
+    let batch = events(0, 5_000);
+    let from = now_ms();
+    out.deliver(TABLE, &batch).await.unwrap();
+    let to = now_ms();
+    assert_records(&rs.received(), &batch, from, to);
+    assert!(rs.config().contains("module(load=\"imtcp\")"));
+}
+
+#[tokio::test]
+async fn oversized_record_is_sent_whole() {
+    let tmp = TempDir::new().unwrap();
+    let pki = Pki::new(tmp.path());
+    let rs = Rsyslog::start(
+        &tmp,
+        "rs",
+        Listen::Tls {
+            ca: pki.ca.pem.clone(),
+            server: pki.server.clone(),
+        },
+    )
+    .await;
+    let mut c = config(rs.port, Some(tls_files(&pki.ca.pem, &pki.client)));
+    c.max_record_bytes = 1024;
+    let mut out = output(c);
+    let big = format!(
+        r#"{{"id":1,"blob":"{}","end":"é"}}"#,
+        "ab".repeat(150 * 1024)
+    );
+    let mut batch = events(0, 2);
+    batch.insert(
+        1,
+        Event {
+            date_ms: 0,
+            key: [1; 32],
+            json: Bytes::from(big),
+        },
+    );
+    let from = now_ms();
+    out.deliver(TABLE, &batch).await.unwrap();
+    let to = now_ms();
+    assert_records(&rs.received(), &batch, from, to);
+}
+
+#[tokio::test]
+async fn server_verification_and_hostname_check() {
+    let tmp = TempDir::new().unwrap();
+    let pki = Pki::new(tmp.path());
+    // A receiver whose certificate names neither 127.0.0.1 nor localhost.
+    let other = pki
+        .ca
+        .server(tmp.path(), "other-server", &["receiver.example"]);
+    let rs = Rsyslog::start(
+        &tmp,
+        "rs",
+        Listen::Tls {
+            ca: pki.ca.pem.clone(),
+            server: other,
+        },
+    )
+    .await;
+
+    let mut strict = output(config(rs.port, Some(tls_files(&pki.ca.pem, &pki.client))));
+    let e = strict.check().await.unwrap_err();
+    assert!(
+        reason(&e).contains("not valid for the name 127.0.0.1")
+            && reason(&e).contains("receiver.example")
+            && reason(&e).contains("check_hostname: false"),
+        "{e}"
+    );
+    // Not retried: a certificate problem needs an operator.
+    assert!(strict.deliver(TABLE, &events(0, 1)).await.is_err());
+    assert_eq!(strict.stats().connections_total, 2);
+
+    // Devo's SDK mode: chain verified, name not.
+    let mut files = tls_files(&pki.ca.pem, &pki.client);
+    files.check_hostname = false;
+    let mut lax = output(config(rs.port, Some(files.clone())));
+    lax.check().await.unwrap();
+
+    // A chain file that does not include the server's CA.
+    files.chain = pki.foreign_ca.pem.clone();
+    let mut untrusted = output(config(rs.port, Some(files)));
+    let e = untrusted.check().await.unwrap_err();
+    assert!(
+        reason(&e).contains("not trusted by the chain file")
+            && reason(&e).contains(&pki.foreign_ca.pem.display().to_string()),
+        "{e}"
+    );
+    assert!(rs.received().is_empty());
+}
+
+#[tokio::test]
+async fn bad_tls_files_are_named() {
+    let tmp = TempDir::new().unwrap();
+    let pki = Pki::new(tmp.path());
+    let missing = tmp.path().join("no-such-key.pem");
+    let mut files = tls_files(&pki.ca.pem, &pki.client);
+    files.key = missing.clone();
+    let e = SyslogOutput::new("devo".into(), config(1, Some(files.clone()))).unwrap_err();
+    let text = reason(&e);
+    assert!(text.contains(&missing.display().to_string()), "{text}");
+
+    // A certificate file given as the key: named, and its content never shown.
+    files.key = pki.client.cert.clone();
+    let e = SyslogOutput::new("devo".into(), config(1, Some(files.clone()))).unwrap_err();
+    let text = reason(&e);
+    assert!(text.contains("no PEM PRIVATE KEY"), "{text}");
+    assert!(!text.contains("BEGIN"), "{text}");
+
+    // Key of another certificate.
+    files.key = pki.foreign_client.key.clone();
+    let e = SyslogOutput::new("devo".into(), config(1, Some(files))).unwrap_err();
+    assert!(!reason(&e).contains("BEGIN"), "{e}");
+
+    // devo_platform without TLS.
+    let mut c = config(1, None);
+    c.require_tls = true;
+    assert!(SyslogOutput::new("devo".into(), c).is_err());
 }

@@ -123,10 +123,8 @@ pub struct SyslogOutput {
     hostname: String,
     max_record_bytes: usize,
     chunk_records: usize,
-    attempts: u32,
-    backoff_initial: Duration,
-    backoff_max: Duration,
-    connector: Connector,
+    /// Boxed to keep `Output` small (clippy::large_enum_variant); used once per chunk.
+    sender: Box<Sender>,
     stats: StatsHandle,
     /// Reused record buffer (one chunk).
     buf: Vec<u8>,
@@ -134,13 +132,21 @@ pub struct SyslogOutput {
     formatter: Option<(String, RecordFormatter)>,
 }
 
+/// Where to send and how to retry.
+struct Sender {
+    connector: Connector,
+    attempts: u32,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+}
+
 impl std::fmt::Debug for SyslogOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // No TLS material here, ever.
         f.debug_struct("SyslogOutput")
             .field("name", &self.name)
-            .field("addr", &self.connector.addr())
-            .field("tls", &self.connector.tls.is_some())
+            .field("addr", &self.sender.connector.addr())
+            .field("tls", &self.sender.connector.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -188,18 +194,20 @@ impl SyslogOutput {
             hostname,
             max_record_bytes: config.max_record_bytes,
             chunk_records: config.chunk_records.max(1),
-            attempts: config.attempts.max(1),
-            backoff_initial: config.backoff_initial,
-            backoff_max: config.backoff_max,
-            connector: Connector {
-                host,
-                port: config.port,
-                tls,
-                connect_timeout: config.connect_timeout,
-                write_timeout: config.write_timeout,
-                confirm_timeout: config.confirm_timeout,
-                tls_settle: config.tls_settle,
-            },
+            sender: Box::new(Sender {
+                attempts: config.attempts.max(1),
+                backoff_initial: config.backoff_initial,
+                backoff_max: config.backoff_max,
+                connector: Connector {
+                    host,
+                    port: config.port,
+                    tls,
+                    connect_timeout: config.connect_timeout,
+                    write_timeout: config.write_timeout,
+                    confirm_timeout: config.confirm_timeout,
+                    tls_settle: config.tls_settle,
+                },
+            }),
             stats: StatsHandle::new(SystemTime::now()),
             buf: Vec::new(),
             formatter: None,
@@ -288,9 +296,9 @@ impl SyslogOutput {
         let mut attempt = 1;
         loop {
             self.stats.add_connection();
-            match self.connector.send_confirmed(data).await {
+            match self.sender.connector.send_confirmed(data).await {
                 Ok(()) => return Ok(()),
-                Err(e) if attempt < self.attempts && e.is_retryable() => {
+                Err(e) if attempt < self.sender.attempts && e.is_retryable() => {
                     let wait = self.backoff(attempt);
                     warn!(
                         output = %self.name,
@@ -311,9 +319,10 @@ impl SyslogOutput {
     /// several outputs do not synchronise but never come back immediately.
     fn backoff(&self, attempt: u32) -> Duration {
         let exp = self
+            .sender
             .backoff_initial
             .saturating_mul(1u32 << (attempt - 1).min(16))
-            .min(self.backoff_max);
+            .min(self.sender.backoff_max);
         let half = exp / 2;
         half + half.mul_f64(rand::rng().random_range(0.0..=1.0))
     }
@@ -328,7 +337,7 @@ impl SyslogOutput {
     /// certificate, a host name mismatch, a rejected client certificate.
     pub async fn check(&mut self) -> Result<(), OutputError> {
         self.stats.add_connection();
-        match self.connector.send_confirmed(&[]).await {
+        match self.sender.connector.send_confirmed(&[]).await {
             Ok(()) => {
                 debug!(output = %self.name, "Syslog receiver reachable.");
                 Ok(())

@@ -94,10 +94,11 @@ pub enum TransportError {
     },
     /// The receiver closed the connection right after the handshake, before we closed ours.
     /// rsyslog (gtls driver) rejects an untrusted client certificate this way: it completes the
-    /// TLS handshake, checks the certificate, and closes without an alert.
+    /// TLS handshake, checks the certificate, and closes without an alert. A receiver that
+    /// crashed at that moment looks the same, so this one is retried.
     #[error(
         "{addr}: the receiver closed the connection right after the TLS handshake ({how}): it \
-         rejected our client certificate (rsyslog does so without a TLS alert); check \
+         probably rejected our client certificate (rsyslog does so without a TLS alert); check \
          cert/key/chain"
     )]
     ClosedAfterHandshake {
@@ -137,7 +138,6 @@ impl TransportError {
             TransportError::ServerNotTrusted { .. }
                 | TransportError::HostnameMismatch { .. }
                 | TransportError::ClientCertRejected { .. }
-                | TransportError::ClosedAfterHandshake { .. }
         )
     }
 }
