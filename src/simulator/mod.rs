@@ -1,1 +1,212 @@
+//! A fake Proofpoint Isolation Reporting API (`GET /api/v2/reporting/usage-data`), in-process.
+//!
+//! The collector's tests and the `isolation-sim` binary start one [`SimHandle`] per dataset
+//! (Browser & Email Isolation = [`Dataset::Web`], URL Isolation = [`Dataset::Url`]); each listens
+//! on its own port and plays one vendor host. Behaviour follows isolation-api.md §10; every point
+//! the vendor documentation leaves open is a knob in [`SimConfig`].
+//!
+//! # Layout
+//! * `config.rs`: [`SimConfig`] and its enums (the knobs).
+//! * `dataset.rs`: deterministic event generation; events are stored as 24-byte records and
+//!   serialised on demand, so 1,000,000 events per dataset fit in memory.
+//! * `state.rs`: jobs (snapshot at creation, PENDING polls, pages with opaque tokens).
+//! * `faults.rs`: the fault FIFO and the responses faults produce.
+//! * `params.rs`: query parameters and date formats.
+//! * `server.rs`: axum routes, auth, applying faults.
+//!
+//! # Time
+//! Visibility (late arrival), retention and job TTL use the wall clock (`chrono::Utc::now`),
+//! because the collector under test compares against the wall clock too. Generated dates are
+//! relative to the start time unless [`SimConfig::anchor`] pins them.
 
+mod config;
+mod dataset;
+mod faults;
+mod params;
+mod server;
+mod state;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::{
+    AuthFailureMode, CategoriesMode, Dataset, RetentionMode, SimConfig, TotalMode,
+};
+pub use faults::{Fault, FaultTarget};
+pub use params::format_param_date;
+
+use state::Shared;
+
+/// Path the collector appends to [`SimHandle::base_url`].
+pub const USAGE_DATA_PATH: &str = "/api/v2/reporting/usage-data";
+
+/// Request counters of one simulated host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Every request to a usage-data route.
+    pub requests: u64,
+    /// Jobs created.
+    pub job_creates: u64,
+    /// Authenticated polls that found (or would have found) the job not done.
+    pub polls: u64,
+    /// Authenticated requests for a page (with `pageToken`, or the completing poll).
+    pub page_requests: u64,
+    /// Events sent in complete responses.
+    pub events_served: u64,
+    /// Body bytes sent (half the body for truncated responses; faults' own bodies not counted).
+    pub bytes_served: u64,
+    /// Faults taken from the queue (delays included).
+    pub errors_injected: u64,
+    /// Requests with a wrong or missing key.
+    pub auth_failures: u64,
+    /// 400 answers.
+    pub bad_requests: u64,
+    /// Requests for an unknown or expired job.
+    pub not_found: u64,
+}
+
+/// A running simulated host. Dropping it stops the server (in-flight requests finish);
+/// [`SimHandle::shutdown`] also waits for that.
+#[derive(Debug)]
+pub struct SimHandle {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimHandle {
+    /// Generates the dataset and serves it on `127.0.0.1:<ephemeral port>`.
+    ///
+    /// # Errors
+    /// Binding the listener failed.
+    pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        SimHandle::start_on(config, listener).await
+    }
+
+    /// Generates the dataset and serves it on `listener`.
+    ///
+    /// # Errors
+    /// The listener has no local address.
+    pub async fn start_on(config: SimConfig, listener: TcpListener) -> std::io::Result<SimHandle> {
+        let addr = listener.local_addr()?;
+        let now_ms = Utc::now().timestamp_millis();
+        // Generating a million events takes a moment; keep it off the async worker threads.
+        let shared = tokio::task::spawn_blocking(move || Shared::new(config, now_ms))
+            .await
+            .map_err(std::io::Error::other)?;
+        let shared = Arc::new(shared);
+        let app = server::router(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+            if let Err(error) = serve.await {
+                tracing::warn!(%error, "Simulator server stopped with an error.");
+            }
+        });
+        Ok(SimHandle {
+            shared,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// `http://ADDR:PORT`, without a path.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The full usage-data URL (`base_url() + USAGE_DATA_PATH`).
+    pub fn usage_url(&self) -> String {
+        format!("{}{}", self.base_url(), USAGE_DATA_PATH)
+    }
+
+    /// The listening address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The knobs this host runs with.
+    pub fn config(&self) -> &SimConfig {
+        &self.shared.cfg
+    }
+
+    /// Queues `fault` for the next `times` authenticated requests that match `target`. Entries
+    /// are consulted in FIFO order; each matching request consumes one use of the first
+    /// matching entry.
+    pub fn push_fault(&self, target: FaultTarget, fault: Fault, times: u32) {
+        self.shared.lock().faults.push(target, fault, times);
+    }
+
+    /// The next `n` jobs created stay PENDING forever.
+    pub fn stick_next_jobs(&self, n: u32) {
+        self.shared.stick_next_jobs(n);
+    }
+
+    /// Adds `count` new events with dates in `[from, to]` that become visible now (late
+    /// arrivals): new jobs see them, existing jobs do not. Returns `count`.
+    pub fn inject(&self, count: usize, from: DateTime<Utc>, to: DateTime<Utc>) -> usize {
+        let now = Utc::now().timestamp_millis();
+        self.shared
+            .inject(count, from.timestamp_millis(), to.timestamp_millis(), now)
+    }
+
+    /// Compact JSON of every event visible now, whatever its date: exactly the bytes the server
+    /// sends (in compact form when the `whitespace` knob is on). Base events come in date order,
+    /// then injected events in injection order.
+    pub fn visible_events(&self) -> Vec<String> {
+        self.shared
+            .visible_events(Utc::now().timestamp_millis(), None)
+    }
+
+    /// Like [`SimHandle::visible_events`], restricted to dates in `[from, to]` (inclusive).
+    pub fn visible_events_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<String> {
+        self.shared.visible_events(
+            Utc::now().timestamp_millis(),
+            Some((from.timestamp_millis(), to.timestamp_millis())),
+        )
+    }
+
+    /// The request counters so far.
+    pub fn stats(&self) -> SimStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Stops accepting connections and waits (up to 2 s) for in-flight requests.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take() {
+            // A delayed response (fault `Delay`) or an idle keep-alive connection could hold
+            // the graceful shutdown open; don't let a test wait for it.
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The simulator's knobs: one [`SimConfig`] per listener (one dataset each).
+//!
+//! Every behaviour that isolation-api.md marks unknown [U] is a knob here, so that the collector
+//! can be tested against each plausible reading of the vendor API. The defaults are the most
+//! likely reading (isolation-api.md §10) with no faults and no late arrival.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// Which vendor host the simulator plays. The two products share one protocol (§1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dataset {
+    /// Browser & Email Isolation (`proofpointisolation.com`): may carry the `file*`,
+    /// `parentPageURL` and `isiFrame` fields on download/upload/iframe events.
+    Web,
+    /// URL Isolation (`urlisolation.com`): the nine basic fields only, and the only dataset that
+    /// produces `BLOCKED_BY_POLICY`.
+    Url,
+}
+
+impl Dataset {
+    /// Short lowercase name (`web` / `url`), used in logs and to derive per-dataset seeds.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dataset::Web => "web",
+            Dataset::Url => "url",
+        }
+    }
+}
+
+/// How `total` appears in COMPLETED responses (§5: a number, maybe a numeric string, maybe absent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TotalMode {
+    /// `"total": 123`.
+    Number,
+    /// `"total": "123"`.
+    String,
+    /// No `total` key at all.
+    Absent,
+}
+
+/// How the `categories` field appears in events (§6: array; some schemas disagree).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CategoriesMode {
+    /// One or two category names.
+    Present,
+    /// The key is left out.
+    Absent,
+    /// `"categories": []`.
+    Empty,
+}
+
+/// The answer to a wrong or missing API key (§7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailureMode {
+    /// `403`, `text/plain`, `API Key <key> is not valid.` (the Devo seed document).
+    Forbidden403Text,
+    /// `401` with a JSON body `{"error":"unauthorized","message":"API Key <key> is not valid."}`.
+    Unauthorized401Json,
+}
+
+/// What happens to a `from` older than the retention window (§3 [U]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetentionMode {
+    /// Silently move `from` to `now - retention`.
+    Clamp,
+    /// Answer 400 naming `from`.
+    Reject,
+}
+
+/// All knobs of one simulated host. Build with [`SimConfig::new`] (or `Default`, which is the
+/// [`Dataset::Web`] host) and change fields directly.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Which host this is.
+    pub dataset: Dataset,
+    /// The one accepted API key (`Authorization: Bearer` or `?key=`).
+    pub api_key: String,
+    /// Number of events generated at start.
+    pub events: usize,
+    /// Seed for every random choice in the dataset (dates, contents, shuffles). Same seed, same
+    /// events.
+    pub seed: u64,
+    /// The newest generated event is this long before the start time.
+    pub end_offset: Duration,
+    /// Events are spread over `[end - span, end]`, where `end` is `anchor` or, when `anchor` is
+    /// `None`, the start time minus `end_offset`.
+    pub span: Duration,
+    /// A fixed end of the generated date range. Set it to get byte-identical datasets from two
+    /// runs with the same seed (dates are otherwise relative to the start time).
+    pub anchor: Option<DateTime<Utc>>,
+    /// Fraction (0..=1) of events whose date equals the previous event's date (bursts of events
+    /// that share one timestamp).
+    pub burst_fraction: f64,
+    /// Fraction (0..=1) of events that are byte-identical copies (same content, same date) of the
+    /// previous event: distinct events that look the same. A collector must deliver every copy.
+    pub identical_fraction: f64,
+    /// Fraction (0..=1) of events whose milliseconds are `.000`; the others have random millis.
+    pub whole_second_fraction: f64,
+    /// Serve events with insignificant whitespace (spaces and newlines) instead of compact JSON.
+    pub whitespace: bool,
+    /// How `categories` is written.
+    pub categories_mode: CategoriesMode,
+    /// Late arrival: each event's ingest time is its date plus a uniform random delay in
+    /// `[0, late_max_delay]`. A job sees only events ingested by its creation. Zero = no delay.
+    pub late_max_delay: Duration,
+    /// Late arrival in batches: when set, ingest times are rounded up to the next multiple of
+    /// this interval (after `late_max_delay`), like "Reporting data is updated every 30 minutes".
+    pub late_batch_interval: Option<Duration>,
+    /// Number of PENDING answers to polls after the PENDING create response, before the poll that
+    /// answers COMPLETED with the first page. 0 = the first poll completes.
+    pub pending_polls: u32,
+    /// The create request itself answers COMPLETED with the first page (the one-shot variant, §4).
+    pub complete_on_create: bool,
+    /// Status word for a job that is not done yet.
+    pub pending_status: String,
+    /// Status word for a job that failed ([`super::Fault::JobError`]).
+    pub error_status: String,
+    /// A job is forgotten this long after its creation; later requests get `unknown_job_status`.
+    pub job_ttl: Duration,
+    /// HTTP status for an unknown or expired `jobId` (404 or 400).
+    pub unknown_job_status: u16,
+    /// `to` is inclusive (`date <= to`); when false, `date < to`.
+    pub to_inclusive: bool,
+    /// How `total` is written.
+    pub total_mode: TotalMode,
+    /// Page size used when the request has no `pageSize`.
+    pub default_page_size: usize,
+    /// The server sends at most this many events per page, whatever the client asked for.
+    pub page_size_cap: Option<usize>,
+    /// `pageSize` outside 1..=10000 is clamped into range instead of answering 400.
+    pub clamp_page_size: bool,
+    /// Events are served in a seed-determined random order within and across pages instead of by
+    /// date.
+    pub shuffle: bool,
+    /// Each page after the first starts with the last `repeat_across_pages` events of the page
+    /// before it (duplicates within one job, §10).
+    pub repeat_across_pages: usize,
+    /// How far back `from` may go.
+    pub retention: Duration,
+    /// What to do with a `from` older than `retention`.
+    pub retention_mode: RetentionMode,
+    /// The answer to a bad key.
+    pub auth_failure: AuthFailureMode,
+}
+
+impl SimConfig {
+    /// The default knobs for `dataset`: 1000 events over the 24 h ending 5 minutes ago, one
+    /// PENDING poll, no faults, no late arrival, ordered pages, numeric `total`.
+    pub fn new(dataset: Dataset) -> Self {
+        SimConfig {
+            dataset,
+            api_key: "00000000-0000-0000-0000-000000000000".to_string(),
+            events: 1000,
+            seed: 1,
+            end_offset: Duration::from_secs(5 * 60),
+            span: Duration::from_secs(24 * 3600),
+            anchor: None,
+            burst_fraction: 0.02,
+            identical_fraction: 0.01,
+            whole_second_fraction: 0.1,
+            whitespace: false,
+            categories_mode: CategoriesMode::Present,
+            late_max_delay: Duration::ZERO,
+            late_batch_interval: None,
+            pending_polls: 1,
+            complete_on_create: false,
+            pending_status: "PENDING".to_string(),
+            error_status: "ERROR".to_string(),
+            job_ttl: Duration::from_secs(3600),
+            unknown_job_status: 404,
+            to_inclusive: true,
+            total_mode: TotalMode::Number,
+            default_page_size: 10_000,
+            page_size_cap: None,
+            clamp_page_size: false,
+            shuffle: false,
+            repeat_across_pages: 0,
+            retention: Duration::from_secs(30 * 24 * 3600),
+            retention_mode: RetentionMode::Clamp,
+            auth_failure: AuthFailureMode::Forbidden403Text,
+        }
+    }
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig::new(Dataset::Web)
+    }
+}

@@ -1,0 +1,467 @@
+//! The simulator's shared state and the job protocol (isolation-api.md §4, §5, §10).
+//!
+//! Everything mutable lives in one [`Inner`] behind a `std::sync::Mutex`. The lock is never held
+//! across an `.await`: the HTTP layer (`server.rs`) does its waiting (fault delays) before it
+//! calls [`Shared::handle`], which is synchronous. A page is serialised under the lock; that
+//! costs a few milliseconds for 10,000 events and keeps the code simple (the collector talks to
+//! one host sequentially, so there is no contention to speak of).
+//!
+//! Invariants:
+//! * `events` is only appended to, so the `u32` indices in a job's snapshot stay valid; the
+//!   first `base_len` events are sorted by date; `events.len()` stays below `u32::MAX`.
+//! * A job's snapshot and page size are fixed at creation; later `from`/`to`/`pageSize`
+//!   parameters are ignored.
+//! * Page `k` (`k >= 1`) is reachable only through the token issued on page `k - 1`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rand::Rng;
+
+use super::config::{RetentionMode, SimConfig, TotalMode};
+use super::dataset::{
+    generate_base, generate_injected, push_json_str, EventRec, Generator, Mix,
+};
+use super::faults::{FaultQueue, FaultTarget};
+use super::params::{parse_date, Params};
+use super::SimStats;
+
+/// Largest accepted `pageSize` (§3).
+pub(crate) const MAX_PAGE_SIZE: i64 = 10_000;
+
+/// Request counters, readable without the lock.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub requests: AtomicU64,
+    pub job_creates: AtomicU64,
+    pub polls: AtomicU64,
+    pub page_requests: AtomicU64,
+    pub events_served: AtomicU64,
+    pub bytes_served: AtomicU64,
+    pub errors_injected: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub bad_requests: AtomicU64,
+    pub not_found: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> SimStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SimStats {
+            requests: g(&self.requests),
+            job_creates: g(&self.job_creates),
+            polls: g(&self.polls),
+            page_requests: g(&self.page_requests),
+            events_served: g(&self.events_served),
+            bytes_served: g(&self.bytes_served),
+            errors_injected: g(&self.errors_injected),
+            auth_failures: g(&self.auth_failures),
+            bad_requests: g(&self.bad_requests),
+            not_found: g(&self.not_found),
+        }
+    }
+}
+
+/// One asynchronous job.
+#[derive(Debug)]
+struct Job {
+    created_ms: i64,
+    /// Indices into `Inner::events`, in serving order.
+    snapshot: Vec<u32>,
+    page_size: usize,
+    /// PENDING answers still to give to polls.
+    polls_left: u32,
+    /// Stays PENDING forever ([`super::SimHandle::stick_next_jobs`]).
+    stuck: bool,
+    /// Answers ERROR forever ([`super::Fault::JobError`]).
+    failed: bool,
+    completed: bool,
+    /// Issued token -> page index.
+    tokens: HashMap<String, usize>,
+    /// Page index -> its token, so that re-reading a page re-issues the same next token.
+    token_of_page: HashMap<usize, String>,
+}
+
+/// Mutable state.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    events: Vec<EventRec>,
+    base_len: usize,
+    jobs: HashMap<String, Job>,
+    pub faults: FaultQueue,
+    stick: u32,
+    job_seq: u64,
+    inject_mix: Mix,
+}
+
+/// An answer, before it becomes an HTTP response (so that faults can mangle it).
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+    /// Events in `body`.
+    pub events: u64,
+}
+
+impl Reply {
+    fn json(body: String, events: u64) -> Reply {
+        Reply {
+            status: 200,
+            content_type: "application/json",
+            body,
+            events,
+        }
+    }
+
+    fn text(status: u16, body: String) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain",
+            body,
+            events: 0,
+        }
+    }
+
+    fn bad(param: &str, why: impl std::fmt::Display) -> Reply {
+        Reply::text(400, format!("Invalid parameter '{param}': {why}."))
+    }
+}
+
+/// Everything a listener shares between its requests and its [`super::SimHandle`].
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub cfg: SimConfig,
+    pub generator: Generator,
+    pub stats: Counters,
+    inner: Mutex<Inner>,
+}
+
+fn dur_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+fn random_job_id() -> String {
+    let mut r = rand::rng();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        r.random::<u32>(),
+        r.random::<u16>(),
+        r.random::<u16>() & 0xfff,
+        (r.random::<u16>() & 0x3fff) | 0x8000,
+        r.random::<u64>() & 0xffff_ffff_ffff
+    )
+}
+
+fn random_token() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut r = rand::rng();
+    (0..32)
+        .map(|_| ALPHABET[r.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+impl Shared {
+    /// Generates the dataset; `now_ms` is the start time.
+    pub fn new(cfg: SimConfig, now_ms: i64) -> Shared {
+        let end_ms = match cfg.anchor {
+            Some(a) => a.timestamp_millis(),
+            None => now_ms - dur_ms(cfg.end_offset),
+        };
+        let events = generate_base(&cfg, end_ms);
+        let generator = Generator::new(&cfg);
+        let inner = Inner {
+            base_len: events.len(),
+            events,
+            jobs: HashMap::new(),
+            faults: FaultQueue::default(),
+            stick: 0,
+            job_seq: 0,
+            inject_mix: Mix(cfg.seed ^ 0x1A7E_A881_7A15),
+        };
+        Shared {
+            cfg,
+            generator,
+            stats: Counters::default(),
+            inner: Mutex::new(inner),
+        }
+    }
+
+    /// Locks the state. A panic while the lock was held cannot leave `Inner` half-updated in a
+    /// way that matters to a test double, so a poisoned lock is used as is.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn stick_next_jobs(&self, n: u32) {
+        let mut inner = self.lock();
+        inner.stick = inner.stick.saturating_add(n);
+    }
+
+    pub fn inject(&self, count: usize, from_ms: i64, to_ms: i64, now_ms: i64) -> usize {
+        let mut inner = self.lock();
+        let recs = generate_injected(count, from_ms, to_ms, now_ms, &mut inner.inject_mix);
+        inner.events.extend(recs);
+        count
+    }
+
+    /// Compact JSON of the events visible at `now_ms` with a date in `range` (inclusive), in
+    /// storage order.
+    pub fn visible_events(&self, now_ms: i64, range: Option<(i64, i64)>) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .events
+            .iter()
+            .filter(|e| e.ingest_ms <= now_ms)
+            .filter(|e| range.is_none_or(|(f, t)| e.date_ms >= f && e.date_ms <= t))
+            .map(|e| self.generator.event_json(e))
+            .collect()
+    }
+
+    /// Classifies a request for the fault queue (see [`FaultTarget`]).
+    pub fn classify(&self, p: &Params) -> FaultTarget {
+        match (&p.job_id, &p.page_token) {
+            (None, _) => FaultTarget::Create,
+            (Some(_), Some(_)) => FaultTarget::Page,
+            (Some(id), None) => match self.lock().jobs.get(id) {
+                Some(j) if !j.failed && !j.stuck && (j.completed || j.polls_left == 0) => {
+                    FaultTarget::Page
+                }
+                _ => FaultTarget::Poll,
+            },
+        }
+    }
+
+    /// Answers one authenticated request. `force_error` fails the job (fault `JobError`).
+    pub fn handle(&self, p: &Params, now_ms: i64, force_error: bool) -> Reply {
+        match &p.job_id {
+            None => self.create(p, now_ms, force_error),
+            Some(id) => self.follow_up(id, p.page_token.as_deref(), now_ms, force_error),
+        }
+    }
+
+    fn create(&self, p: &Params, now_ms: i64, force_error: bool) -> Reply {
+        let cfg = &self.cfg;
+        let page_size = match &p.page_size {
+            None => cfg.default_page_size.max(1),
+            Some(s) => match s.trim().parse::<i64>() {
+                Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n as usize,
+                Ok(n) if cfg.clamp_page_size => n.clamp(1, MAX_PAGE_SIZE) as usize,
+                _ => {
+                    return Reply::bad(
+                        "pageSize",
+                        format!("must be an integer from 1 to {MAX_PAGE_SIZE}, got {s:?}"),
+                    )
+                }
+            },
+        };
+        let page_size = cfg.page_size_cap.map_or(page_size, |c| page_size.min(c.max(1)));
+        let Some(from_s) = &p.from else {
+            return Reply::bad("from", "is required");
+        };
+        let Some(mut from) = parse_date(from_s) else {
+            return Reply::bad("from", format!("cannot parse {from_s:?} as a date"));
+        };
+        let to = match &p.to {
+            None => now_ms,
+            Some(s) => match parse_date(s) {
+                Some(t) => t,
+                None => return Reply::bad("to", format!("cannot parse {s:?} as a date")),
+            },
+        };
+        if from > to {
+            return Reply::bad("from", format!("{from_s:?} is after 'to'"));
+        }
+        let oldest = now_ms - dur_ms(cfg.retention);
+        if from < oldest {
+            match cfg.retention_mode {
+                RetentionMode::Clamp => from = oldest,
+                RetentionMode::Reject => {
+                    return Reply::bad(
+                        "from",
+                        format!(
+                            "{from_s:?} is older than the {}-day retention",
+                            cfg.retention.as_secs() / 86_400
+                        ),
+                    )
+                }
+            }
+        }
+
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let ttl = dur_ms(cfg.job_ttl);
+        inner.jobs.retain(|_, j| now_ms - j.created_ms <= ttl);
+
+        let in_window = |e: &EventRec| {
+            e.date_ms >= from && if cfg.to_inclusive { e.date_ms <= to } else { e.date_ms < to }
+        };
+        let base = &inner.events[..inner.base_len];
+        let lo = base.partition_point(|e| e.date_ms < from);
+        let hi = if cfg.to_inclusive {
+            base.partition_point(|e| e.date_ms <= to)
+        } else {
+            base.partition_point(|e| e.date_ms < to)
+        };
+        let mut snapshot: Vec<u32> = (lo..hi.max(lo))
+            .filter(|&i| base[i].ingest_ms <= now_ms)
+            .map(|i| i as u32)
+            .collect();
+        let before = snapshot.len();
+        for (i, e) in inner.events.iter().enumerate().skip(inner.base_len) {
+            if e.ingest_ms <= now_ms && in_window(e) {
+                snapshot.push(i as u32);
+            }
+        }
+        if snapshot.len() != before {
+            // Injected events are appended out of date order; ties keep storage order.
+            let events = &inner.events;
+            snapshot.sort_by_key(|&i| (events[i as usize].date_ms, i));
+        }
+        inner.job_seq += 1;
+        if cfg.shuffle {
+            Mix(cfg.seed ^ inner.job_seq.wrapping_mul(0x2545_F491_4F6C_DD1D)).shuffle(&mut snapshot);
+        }
+        let stuck = inner.stick > 0;
+        if stuck {
+            inner.stick -= 1;
+        }
+        let id = random_job_id();
+        let complete_now = cfg.complete_on_create && !stuck && !force_error;
+        inner.jobs.insert(
+            id.clone(),
+            Job {
+                created_ms: now_ms,
+                snapshot,
+                page_size,
+                polls_left: cfg.pending_polls,
+                stuck,
+                failed: force_error,
+                completed: complete_now,
+                tokens: HashMap::new(),
+                token_of_page: HashMap::new(),
+            },
+        );
+        Counters::add(&self.stats.job_creates, 1);
+        if force_error {
+            self.status_only(&id, &cfg.error_status)
+        } else if complete_now {
+            self.page(inner, &id, 0)
+        } else {
+            self.status_only(&id, &cfg.pending_status)
+        }
+    }
+
+    fn follow_up(&self, id: &str, token: Option<&str>, now_ms: i64, force_error: bool) -> Reply {
+        let cfg = &self.cfg;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let expired = match inner.jobs.get(id) {
+            None => true,
+            Some(j) => now_ms - j.created_ms > dur_ms(cfg.job_ttl),
+        };
+        if expired {
+            inner.jobs.remove(id);
+            Counters::add(&self.stats.not_found, 1);
+            let status = if cfg.unknown_job_status == 0 {
+                404
+            } else {
+                cfg.unknown_job_status
+            };
+            return Reply::text(status, format!("Job {id} not found or expired."));
+        }
+        let Some(job) = inner.jobs.get_mut(id) else {
+            return Reply::text(404, format!("Job {id} not found or expired."));
+        };
+        if force_error {
+            job.failed = true;
+        }
+        if job.failed {
+            return self.status_only(id, &cfg.error_status);
+        }
+        if let Some(token) = token {
+            return match job.tokens.get(token) {
+                Some(&k) => self.page(inner, id, k),
+                None => Reply::bad("pageToken", format!("{token:?} is not a token of job {id}")),
+            };
+        }
+        if job.stuck {
+            return self.status_only(id, &cfg.pending_status);
+        }
+        if !job.completed {
+            if job.polls_left > 0 {
+                job.polls_left -= 1;
+                return self.status_only(id, &cfg.pending_status);
+            }
+            job.completed = true;
+        }
+        self.page(inner, id, 0)
+    }
+
+    fn status_only(&self, id: &str, status: &str) -> Reply {
+        let mut body = String::with_capacity(80);
+        body.push_str("{\"jobId\":");
+        push_json_str(&mut body, id);
+        body.push_str(",\"status\":");
+        push_json_str(&mut body, status);
+        body.push('}');
+        Reply::json(body, 0)
+    }
+
+    /// Serialises page `k` of job `id`, issuing the next page's token if there is one.
+    fn page(&self, inner: &mut Inner, id: &str, k: usize) -> Reply {
+        let Inner { events, jobs, .. } = inner;
+        let Some(job) = jobs.get_mut(id) else {
+            return Reply::text(404, format!("Job {id} not found or expired."));
+        };
+        let n = job.snapshot.len();
+        let ps = job.page_size.max(1);
+        let new_start = (k * ps).min(n);
+        let end = (new_start + ps).min(n);
+        let repeat = if k > 0 {
+            self.cfg.repeat_across_pages.min(ps - 1)
+        } else {
+            0
+        };
+        let start = new_start.saturating_sub(repeat);
+        let pretty = self.cfg.whitespace;
+
+        let mut body = String::with_capacity((end - start) * 420 + 200);
+        body.push_str("{\"jobId\":");
+        push_json_str(&mut body, id);
+        body.push_str(",\"status\":\"COMPLETED\"");
+        match self.cfg.total_mode {
+            TotalMode::Number => body.push_str(&format!(",\"total\":{n}")),
+            TotalMode::String => body.push_str(&format!(",\"total\":\"{n}\"")),
+            TotalMode::Absent => {}
+        }
+        if end < n {
+            let token = job
+                .token_of_page
+                .entry(k + 1)
+                .or_insert_with(random_token)
+                .clone();
+            job.tokens.insert(token.clone(), k + 1);
+            body.push_str(",\"pageToken\":");
+            push_json_str(&mut body, &token);
+        }
+        body.push_str(",\"data\":[");
+        for (j, &idx) in job.snapshot[start..end].iter().enumerate() {
+            if j > 0 {
+                body.push(',');
+            }
+            if pretty {
+                body.push('\n');
+            }
+            self.generator
+                .write_event(&mut body, &events[idx as usize], pretty);
+        }
+        body.push_str("]}");
+        Reply::json(body, (end - start) as u64)
+    }
+}
