@@ -1,1 +1,212 @@
-fn main() {}
+//! `isolation-sim`: the Proofpoint Isolation Reporting API simulator as a process.
+//!
+//! Serves the two datasets on two listeners (Browser & Email Isolation = `web`, URL Isolation =
+//! `url`), prints `web: URL` and `url: URL` on stdout once both listen, runs until SIGINT or
+//! SIGTERM, then prints each listener's request statistics. All behaviour is in
+//! `isolation_collector::simulator`; this file only maps flags to [`SimConfig`].
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use isolation_collector::simulator::{
+    AuthFailureMode, CategoriesMode, Dataset, RetentionMode, SimConfig, SimHandle, SimStats,
+    TotalMode,
+};
+use tokio::net::TcpListener;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TotalArg {
+    Number,
+    String,
+    Absent,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CategoriesArg {
+    Present,
+    Absent,
+    Empty,
+}
+
+/// Fake Proofpoint Isolation Reporting API (usage-data), one listener per dataset.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Listen address of the Browser & Email Isolation dataset.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    web_listen: String,
+    /// Listen address of the URL Isolation dataset.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    url_listen: String,
+    /// Events generated per dataset.
+    #[arg(long, default_value_t = 1000)]
+    events: usize,
+    /// Seed of the generated data (the url dataset uses a different stream of the same seed).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Events are spread over this many hours, ending `--end-offset-minutes` ago.
+    #[arg(long, default_value_t = 24.0)]
+    span_hours: f64,
+    /// The newest event is this many minutes old at start.
+    #[arg(long, default_value_t = 5.0)]
+    end_offset_minutes: f64,
+    /// The accepted API key.
+    #[arg(long, default_value = "00000000-0000-0000-0000-000000000000")]
+    api_key: String,
+    /// PENDING answers to polls before the job completes.
+    #[arg(long, default_value_t = 1)]
+    pending_polls: u32,
+    /// The create request answers COMPLETED with the first page.
+    #[arg(long)]
+    complete_on_create: bool,
+    /// Serve events in a seed-determined random order.
+    #[arg(long)]
+    shuffle: bool,
+    /// At most this many events per page, whatever pageSize asks for.
+    #[arg(long)]
+    page_size_cap: Option<usize>,
+    /// Clamp pageSize into 1..=10000 instead of answering 400.
+    #[arg(long)]
+    clamp_page_size: bool,
+    /// Late arrival: each event becomes visible up to this many minutes after its date.
+    #[arg(long, default_value_t = 0.0)]
+    late_max_delay_minutes: f64,
+    /// Late arrival in batches: visibility rounded up to a multiple of this many minutes.
+    #[arg(long)]
+    late_batch_minutes: Option<f64>,
+    /// Fraction of events sharing the previous event's timestamp.
+    #[arg(long, default_value_t = 0.02)]
+    burst_fraction: f64,
+    /// Fraction of events that are byte-identical copies of the previous one.
+    #[arg(long, default_value_t = 0.01)]
+    identical_fraction: f64,
+    /// Serve events with spaces and newlines.
+    #[arg(long)]
+    whitespace: bool,
+    /// How `categories` appears.
+    #[arg(long, value_enum, default_value_t = CategoriesArg::Present)]
+    categories: CategoriesArg,
+    /// How `total` appears.
+    #[arg(long, value_enum, default_value_t = TotalArg::Number)]
+    total: TotalArg,
+    /// `to` is exclusive (date < to) instead of inclusive.
+    #[arg(long)]
+    to_exclusive: bool,
+    /// Answer 400 to a `from` older than the retention instead of clamping it.
+    #[arg(long)]
+    reject_old_from: bool,
+    /// Answer a bad key with 401 and a JSON body instead of 403 text.
+    #[arg(long)]
+    auth_401_json: bool,
+    /// Job time-to-live in seconds.
+    #[arg(long, default_value_t = 3600)]
+    job_ttl_secs: u64,
+    /// Status word of jobs that are not done.
+    #[arg(long, default_value = "PENDING")]
+    pending_status: String,
+}
+
+fn minutes(m: f64) -> Duration {
+    Duration::from_secs_f64((m * 60.0).max(0.0))
+}
+
+impl Args {
+    fn config(&self, dataset: Dataset) -> SimConfig {
+        let mut c = SimConfig::new(dataset);
+        c.api_key = self.api_key.clone();
+        c.events = self.events;
+        c.seed = self.seed;
+        c.span = minutes(self.span_hours * 60.0);
+        c.end_offset = minutes(self.end_offset_minutes);
+        c.pending_polls = self.pending_polls;
+        c.complete_on_create = self.complete_on_create;
+        c.shuffle = self.shuffle;
+        c.page_size_cap = self.page_size_cap;
+        c.clamp_page_size = self.clamp_page_size;
+        c.late_max_delay = minutes(self.late_max_delay_minutes);
+        c.late_batch_interval = self.late_batch_minutes.map(minutes);
+        c.burst_fraction = self.burst_fraction;
+        c.identical_fraction = self.identical_fraction;
+        c.whitespace = self.whitespace;
+        c.categories_mode = match self.categories {
+            CategoriesArg::Present => CategoriesMode::Present,
+            CategoriesArg::Absent => CategoriesMode::Absent,
+            CategoriesArg::Empty => CategoriesMode::Empty,
+        };
+        c.total_mode = match self.total {
+            TotalArg::Number => TotalMode::Number,
+            TotalArg::String => TotalMode::String,
+            TotalArg::Absent => TotalMode::Absent,
+        };
+        c.to_inclusive = !self.to_exclusive;
+        if self.reject_old_from {
+            c.retention_mode = RetentionMode::Reject;
+        }
+        if self.auth_401_json {
+            c.auth_failure = AuthFailureMode::Unauthorized401Json;
+        }
+        c.job_ttl = Duration::from_secs(self.job_ttl_secs);
+        c.pending_status = self.pending_status.clone();
+        c
+    }
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn print_stats(out: &mut impl std::io::Write, name: &str, s: &SimStats) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{name} stats: requests={} job_creates={} polls={} page_requests={} events_served={} \
+         bytes_served={} errors_injected={} auth_failures={} bad_requests={} not_found={}",
+        s.requests,
+        s.job_creates,
+        s.polls,
+        s.page_requests,
+        s.events_served,
+        s.bytes_served,
+        s.errors_injected,
+        s.auth_failures,
+        s.bad_requests,
+        s.not_found
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let web_listener = TcpListener::bind(&args.web_listen)
+        .await
+        .with_context(|| format!("binding {}", args.web_listen))?;
+    let url_listener = TcpListener::bind(&args.url_listen)
+        .await
+        .with_context(|| format!("binding {}", args.url_listen))?;
+    let web = SimHandle::start_on(args.config(Dataset::Web), web_listener).await?;
+    let url = SimHandle::start_on(args.config(Dataset::Url), url_listener).await?;
+
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "web: {}", web.base_url())?;
+    writeln!(out, "url: {}", url.base_url())?;
+    out.flush()?;
+    drop(out);
+
+    shutdown_signal().await?;
+
+    let (web_stats, url_stats) = (web.stats(), url.stats());
+    web.shutdown().await;
+    url.shutdown().await;
+    let mut out = std::io::stdout().lock();
+    print_stats(&mut out, "web", &web_stats)?;
+    print_stats(&mut out, "url", &url_stats)?;
+    out.flush()?;
+    Ok(())
+}

@@ -124,8 +124,22 @@ const CATEGORIES: &[&str] = &[
 ];
 
 const FIRST: &[&str] = &[
-    "a.rivera", "m.chen", "p.okafor", "j.doe", "s.kumar", "l.martin", "k.nakamura", "r.silva",
-    "t.nguyen", "e.novak", "d.smith", "h.berg", "c.rossi", "n.ivanova", "o.haddad", "b.jones",
+    "a.rivera",
+    "m.chen",
+    "p.okafor",
+    "j.doe",
+    "s.kumar",
+    "l.martin",
+    "k.nakamura",
+    "r.silva",
+    "t.nguyen",
+    "e.novak",
+    "d.smith",
+    "h.berg",
+    "c.rossi",
+    "n.ivanova",
+    "o.haddad",
+    "b.jones",
 ];
 
 // Occasional non-ASCII local parts so that UTF-8 in strings gets exercised.
@@ -168,7 +182,11 @@ const SPECIAL_URLS: &[&str] = &[
 
 const FILES: &[(&str, &str, &str)] = &[
     ("invoice_", "pdf", "application/pdf"),
-    ("report_", "xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+    (
+        "report_",
+        "xlsx",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ),
     ("setup_", "exe", "application/x-msdownload"),
     ("photo_", "jpg", "image/jpeg"),
     ("archive_", "zip", "application/zip"),
@@ -291,7 +309,7 @@ pub(crate) struct Generator {
 impl Generator {
     pub fn new(cfg: &SimConfig) -> Self {
         let salt = cfg.seed ^ dataset_salt(cfg.dataset);
-        let mut mix = Mix(salt ^ 0x5EED_0F_0001);
+        let mut mix = Mix(salt ^ 0x005E_ED0F_0001);
         let users = (0..300)
             .map(|_| {
                 let id = format!(
@@ -546,7 +564,10 @@ mod tests {
                 assert_eq!(p, v);
                 let disp = v["disposition"].as_str().expect("disposition");
                 let has_file = v.get("fileName").is_some();
-                assert_eq!(has_file, disp.ends_with("_DOWNLOAD") || disp.ends_with("_UPLOAD"));
+                assert_eq!(
+                    has_file,
+                    disp.ends_with("_DOWNLOAD") || disp.ends_with("_UPLOAD")
+                );
                 let extra = has_file || disp.ends_with("_IFRAME");
                 assert_eq!(v.get("isiFrame").is_some(), extra);
                 assert_eq!(v.get("parentPageURL").is_some(), extra);

@@ -38,9 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{
-    AuthFailureMode, CategoriesMode, Dataset, RetentionMode, SimConfig, TotalMode,
-};
+pub use config::{AuthFailureMode, CategoriesMode, Dataset, RetentionMode, SimConfig, TotalMode};
 pub use faults::{Fault, FaultTarget};
 pub use params::format_param_date;
 

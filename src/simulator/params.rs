@@ -59,7 +59,7 @@ pub(crate) fn parse_date(s: &str) -> Option<i64> {
     Some(day.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
 }
 
-/// Formats epoch milliseconds as `2025-01-22T18:04:44.123Z`, the form tests send.
+/// Formats a time as `2025-01-22T18:04:44.123Z` (UTC, milliseconds), a form clients send.
 pub fn format_param_date(dt: DateTime<Utc>) -> String {
     dt.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }

@@ -20,9 +20,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rand::Rng;
 
 use super::config::{RetentionMode, SimConfig, TotalMode};
-use super::dataset::{
-    generate_base, generate_injected, push_json_str, EventRec, Generator, Mix,
-};
+use super::dataset::{generate_base, generate_injected, push_json_str, EventRec, Generator, Mix};
 use super::faults::{FaultQueue, FaultTarget};
 use super::params::{parse_date, Params};
 use super::SimStats;
@@ -260,7 +258,9 @@ impl Shared {
                 }
             },
         };
-        let page_size = cfg.page_size_cap.map_or(page_size, |c| page_size.min(c.max(1)));
+        let page_size = cfg
+            .page_size_cap
+            .map_or(page_size, |c| page_size.min(c.max(1)));
         let Some(from_s) = &p.from else {
             return Reply::bad("from", "is required");
         };
@@ -299,7 +299,12 @@ impl Shared {
         inner.jobs.retain(|_, j| now_ms - j.created_ms <= ttl);
 
         let in_window = |e: &EventRec| {
-            e.date_ms >= from && if cfg.to_inclusive { e.date_ms <= to } else { e.date_ms < to }
+            e.date_ms >= from
+                && if cfg.to_inclusive {
+                    e.date_ms <= to
+                } else {
+                    e.date_ms < to
+                }
         };
         let base = &inner.events[..inner.base_len];
         let lo = base.partition_point(|e| e.date_ms < from);
@@ -325,7 +330,8 @@ impl Shared {
         }
         inner.job_seq += 1;
         if cfg.shuffle {
-            Mix(cfg.seed ^ inner.job_seq.wrapping_mul(0x2545_F491_4F6C_DD1D)).shuffle(&mut snapshot);
+            Mix(cfg.seed ^ inner.job_seq.wrapping_mul(0x2545_F491_4F6C_DD1D))
+                .shuffle(&mut snapshot);
         }
         let stuck = inner.stick > 0;
         if stuck {

@@ -135,7 +135,10 @@ async fn window_counts_match_visible_events_between() {
     let sim = SimHandle::start(cfg(3000)).await.expect("start");
     let c = Client::new(&sim);
     let now = Utc::now();
-    let (from, to) = (now - chrono::Duration::hours(10), now - chrono::Duration::hours(3));
+    let (from, to) = (
+        now - chrono::Duration::hours(10),
+        now - chrono::Duration::hours(3),
+    );
     let got = c.fetch(&date(from), &date(to), 10_000).await;
     let want = sim.visible_events_between(from, to);
     assert!(!want.is_empty() && want.len() < 3000);
@@ -152,7 +155,13 @@ async fn auth_styles_and_failures() {
     let http = reqwest::Client::new();
     let (from, to) = all_window();
     let q = [("from", from.as_str()), ("to", to.as_str())];
-    let ok = http.get(sim.usage_url()).bearer_auth(KEY).query(&q).send().await.expect("req");
+    let ok = http
+        .get(sim.usage_url())
+        .bearer_auth(KEY)
+        .query(&q)
+        .send()
+        .await
+        .expect("req");
     assert_eq!(ok.status(), 200);
     let ok = http
         .get(format!("{}/", sim.usage_url()))
@@ -163,13 +172,31 @@ async fn auth_styles_and_failures() {
         .expect("req");
     assert_eq!(ok.status(), 200);
     let legacy = format!("{}/api/reporting/usage-data", sim.base_url());
-    let ok = http.get(legacy).bearer_auth(KEY).query(&q).send().await.expect("req");
+    let ok = http
+        .get(legacy)
+        .bearer_auth(KEY)
+        .query(&q)
+        .send()
+        .await
+        .expect("req");
     assert_eq!(ok.status(), 200);
 
-    let bad = http.get(sim.usage_url()).bearer_auth("wrong").query(&q).send().await.expect("r");
+    let bad = http
+        .get(sim.usage_url())
+        .bearer_auth("wrong")
+        .query(&q)
+        .send()
+        .await
+        .expect("r");
     assert_eq!(bad.status(), 403);
-    assert!(bad.headers()["content-type"].to_str().expect("ct").starts_with("text/plain"));
-    assert_eq!(bad.text().await.expect("body"), "API Key wrong is not valid.");
+    assert!(bad.headers()["content-type"]
+        .to_str()
+        .expect("ct")
+        .starts_with("text/plain"));
+    assert_eq!(
+        bad.text().await.expect("body"),
+        "API Key wrong is not valid."
+    );
     let missing = http.get(sim.usage_url()).query(&q).send().await.expect("r");
     assert_eq!(missing.status(), 403);
     assert_eq!(sim.stats().auth_failures, 2);
@@ -177,7 +204,12 @@ async fn auth_styles_and_failures() {
     let mut c = cfg(10);
     c.auth_failure = AuthFailureMode::Unauthorized401Json;
     let sim2 = SimHandle::start(c).await.expect("start");
-    let bad = http.get(sim2.usage_url()).query(&[("key", "k1")]).send().await.expect("r");
+    let bad = http
+        .get(sim2.usage_url())
+        .query(&[("key", "k1")])
+        .send()
+        .await
+        .expect("r");
     assert_eq!(bad.status(), 401);
     let v: serde_json::Value =
         serde_json::from_slice(&bad.bytes().await.expect("body")).expect("json");
@@ -192,9 +224,18 @@ async fn bad_requests_are_400_naming_the_parameter() {
     let c = Client::new(&sim);
     let (from, to) = all_window();
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
-        (vec![("from", &from), ("to", &to), ("pageSize", "0")], "pageSize"),
-        (vec![("from", &from), ("to", &to), ("pageSize", "10001")], "pageSize"),
-        (vec![("from", &from), ("to", &to), ("pageSize", "ten")], "pageSize"),
+        (
+            vec![("from", &from), ("to", &to), ("pageSize", "0")],
+            "pageSize",
+        ),
+        (
+            vec![("from", &from), ("to", &to), ("pageSize", "10001")],
+            "pageSize",
+        ),
+        (
+            vec![("from", &from), ("to", &to), ("pageSize", "ten")],
+            "pageSize",
+        ),
         (vec![("from", "yesterday"), ("to", &to)], "from"),
         (vec![("from", &from), ("to", "2025-02-30")], "to"),
         (vec![("from", &to), ("to", &from)], "from"),
@@ -208,9 +249,13 @@ async fn bad_requests_are_400_naming_the_parameter() {
     }
     assert_eq!(sim.stats().bad_requests, 7);
 
-    let resp = c.get(&[("from", &from), ("to", &to), ("jobId", "nope")]).await;
+    let resp = c
+        .get(&[("from", &from), ("to", &to), ("jobId", "nope")])
+        .await;
     assert_eq!(resp.status(), 404);
-    let page = c.page(&[("from", &from), ("to", &to), ("pageSize", "2")]).await;
+    let page = c
+        .page(&[("from", &from), ("to", &to), ("pageSize", "2")])
+        .await;
     let q = [("jobId", page.job_id.as_str()), ("pageToken", "forged")];
     assert_eq!(c.get(&q).await.status(), 400);
 }
@@ -249,7 +294,9 @@ async fn to_exclusive_versus_inclusive() {
             v["date"].as_str().expect("date").to_string()
         })
         .collect();
-    let i = (250..499).find(|&i| dates[i] == dates[i + 1]).expect("a burst");
+    let i = (250..499)
+        .find(|&i| dates[i] == dates[i + 1])
+        .expect("a burst");
     let to = DateTime::parse_from_str(&dates[i], "%Y-%m-%dT%H:%M:%S%.3f%z")
         .expect("date")
         .with_timezone(&Utc);
@@ -293,7 +340,11 @@ async fn page_size_cap_limits_pages() {
     let (from, to) = all_window();
     let got = Client::new(&sim).fetch(&from, &to, 10_000).await;
     assert_eq!(got.pending_answers, 1);
-    let sizes: Vec<usize> = got.pages.iter().map(|p| p.data.as_ref().map_or(0, Vec::len)).collect();
+    let sizes: Vec<usize> = got
+        .pages
+        .iter()
+        .map(|p| p.data.as_ref().map_or(0, Vec::len))
+        .collect();
     assert_eq!(sizes, [100, 100, 100, 100, 50]);
     assert_eq!(got.pages[0].total, Some(serde_json::json!("450")));
     assert_eq!(got.events, sim.visible_events());
@@ -306,7 +357,13 @@ async fn status_and_rate_limit_faults() {
     let (from, to) = all_window();
     let q = [("from", from.as_str()), ("to", to.as_str())];
     sim.push_fault(FaultTarget::Create, Fault::Status(503), 1);
-    sim.push_fault(FaultTarget::Any, Fault::TooManyRequests { retry_after_secs: 7 }, 1);
+    sim.push_fault(
+        FaultTarget::Any,
+        Fault::TooManyRequests {
+            retry_after_secs: 7,
+        },
+        1,
+    );
     assert_eq!(c.get(&q).await.status(), 503);
     let limited = c.get(&q).await;
     assert_eq!(limited.status(), 429);
@@ -323,11 +380,17 @@ async fn truncate_malformed_and_delay_faults_hit_pages() {
     let sim = SimHandle::start(c).await.expect("start");
     let c = Client::new(&sim);
     let (from, to) = all_window();
-    let first = c.page(&[("from", &from), ("to", &to), ("pageSize", "100")]).await;
+    let first = c
+        .page(&[("from", &from), ("to", &to), ("pageSize", "100")])
+        .await;
     let job = first.job_id;
     sim.push_fault(FaultTarget::Page, Fault::Truncate, 1);
     sim.push_fault(FaultTarget::Page, Fault::Malformed, 1);
-    sim.push_fault(FaultTarget::Page, Fault::Delay(Duration::from_millis(300)), 1);
+    sim.push_fault(
+        FaultTarget::Page,
+        Fault::Delay(Duration::from_millis(300)),
+        1,
+    );
     let q = [("jobId", job.as_str())];
     // Truncated: headers promise more than arrives.
     let resp = c.get(&q).await;
@@ -360,7 +423,11 @@ async fn job_error_and_stuck_jobs() {
     let job = c.page(&base).await.job_id;
     let q = [("jobId", job.as_str())];
     assert_eq!(c.page(&q).await.status, "ERROR");
-    assert_eq!(c.page(&q).await.status, "ERROR", "a failed job stays failed");
+    assert_eq!(
+        c.page(&q).await.status,
+        "ERROR",
+        "a failed job stays failed"
+    );
 
     sim.stick_next_jobs(1);
     let stuck = c.page(&base).await.job_id;
@@ -380,10 +447,15 @@ async fn inject_is_seen_by_new_jobs_only() {
     let c = Client::new(&sim);
     let now = Utc::now();
     let (from, to) = (date(now - chrono::Duration::days(2)), date(now));
-    let old = c.page(&[("from", &from), ("to", &to), ("pageSize", "1000")]).await;
+    let old = c
+        .page(&[("from", &from), ("to", &to), ("pageSize", "1000")])
+        .await;
     let from_i = now - chrono::Duration::hours(5);
     let before = sim.visible_events_between(from_i, from_i + chrono::Duration::hours(1));
-    assert_eq!(sim.inject(10, from_i, from_i + chrono::Duration::hours(1)), 10);
+    assert_eq!(
+        sim.inject(10, from_i, from_i + chrono::Duration::hours(1)),
+        10
+    );
     let old_page = c.page(&[("jobId", old.job_id.as_str())]).await;
     assert_eq!(old_page.data.map(|d| d.len()), Some(200));
     let new = c.fetch(&from, &to, 1000).await;
@@ -423,7 +495,10 @@ async fn whitespace_and_categories_knobs() {
     let (from, to) = all_window();
     let got = Client::new(&sim).fetch(&from, &to, 1000).await;
     assert!(got.pages[0].total.is_none());
-    assert!(got.events.iter().all(|e| e.contains('\n') && e.contains("\": ")));
+    assert!(got
+        .events
+        .iter()
+        .all(|e| e.contains('\n') && e.contains("\": ")));
     let compact: Vec<String> = got
         .events
         .iter()
@@ -439,7 +514,11 @@ async fn whitespace_and_categories_knobs() {
     let want: Vec<String> = sim
         .visible_events()
         .iter()
-        .map(|e| serde_json::from_str::<serde_json::Value>(e).expect("json").to_string())
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(e)
+                .expect("json")
+                .to_string()
+        })
         .collect();
     assert_eq!(compact, want);
 }
@@ -471,11 +550,15 @@ async fn million_events() {
     let c = Client::new(&sim);
     let (from, to) = all_window();
     let t1 = tokio::time::Instant::now();
-    let first = c.page(&[("from", &from), ("to", &to), ("pageSize", "10000")]).await;
+    let first = c
+        .page(&[("from", &from), ("to", &to), ("pageSize", "10000")])
+        .await;
     eprintln!("create + first page: {:?}", t1.elapsed());
     let t2 = tokio::time::Instant::now();
     let token = first.page_token.expect("token");
-    let p = c.page(&[("jobId", &first.job_id), ("pageToken", &token)]).await;
+    let p = c
+        .page(&[("jobId", &first.job_id), ("pageToken", &token)])
+        .await;
     eprintln!("page: {:?}", t2.elapsed());
     assert_eq!(p.data.map(|d| d.len()), Some(10_000));
 }
