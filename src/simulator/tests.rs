@@ -562,3 +562,92 @@ async fn million_events() {
     eprintln!("page: {:?}", t2.elapsed());
     assert_eq!(p.data.map(|d| d.len()), Some(10_000));
 }
+
+#[tokio::test]
+async fn repeat_across_pages_duplicates_page_edges() {
+    let mut c = cfg(250);
+    c.repeat_across_pages = 5;
+    c.pending_polls = 0;
+    let sim = SimHandle::start(c).await.expect("start");
+    let (from, to) = all_window();
+    let got = Client::new(&sim).fetch(&from, &to, 100).await;
+    let sizes: Vec<usize> = got
+        .pages
+        .iter()
+        .map(|p| p.data.as_ref().map_or(0, Vec::len))
+        .collect();
+    assert_eq!(sizes, [100, 105, 55]);
+    let visible = sim.visible_events();
+    assert_eq!(got.events[100..105], visible[95..100]);
+    assert_eq!(got.pages[0].total, Some(serde_json::json!(250)));
+}
+
+#[tokio::test]
+async fn expired_and_unknown_jobs() {
+    let mut c = cfg(10);
+    c.job_ttl = Duration::from_millis(200);
+    c.unknown_job_status = 400;
+    c.pending_status = "RUNNING".to_string();
+    let sim = SimHandle::start(c).await.expect("start");
+    let c = Client::new(&sim);
+    let (from, to) = all_window();
+    let first = c.page(&[("from", &from), ("to", &to)]).await;
+    assert_eq!(first.status, "RUNNING");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resp = c.get(&[("jobId", first.job_id.as_str())]).await;
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.expect("body").contains(&first.job_id));
+    assert_eq!(sim.stats().not_found, 1);
+}
+
+#[tokio::test]
+async fn job_error_on_create_and_delay_on_poll() {
+    let mut c = cfg(10);
+    c.pending_polls = 2;
+    let sim = SimHandle::start(c).await.expect("start");
+    let c = Client::new(&sim);
+    let (from, to) = all_window();
+    let base = [("from", from.as_str()), ("to", to.as_str())];
+    sim.push_fault(FaultTarget::Create, Fault::JobError, 1);
+    let failed = c.page(&base).await;
+    assert_eq!(failed.status, "ERROR");
+    assert!(!failed.job_id.is_empty());
+    // Page-targeted faults wait for the completing poll; Poll-targeted ones hit pending polls.
+    sim.push_fault(FaultTarget::Page, Fault::Status(502), 1);
+    sim.push_fault(
+        FaultTarget::Poll,
+        Fault::Delay(Duration::from_millis(200)),
+        1,
+    );
+    let job = c.page(&base).await.job_id;
+    let q = [("jobId", job.as_str())];
+    let t0 = tokio::time::Instant::now();
+    assert_eq!(c.page(&q).await.status, "PENDING");
+    assert!(t0.elapsed() >= Duration::from_millis(200));
+    assert_eq!(c.page(&q).await.status, "PENDING");
+    assert_eq!(c.get(&q).await.status(), 502);
+    let done = c.page(&q).await;
+    assert_eq!(done.status, "COMPLETED");
+    assert_eq!(done.data.map(|d| d.len()), Some(10));
+}
+
+#[tokio::test]
+async fn batched_late_arrival() {
+    let mut c = cfg(1000);
+    c.end_offset = Duration::ZERO;
+    c.span = Duration::from_secs(6 * 3600);
+    c.late_batch_interval = Some(Duration::from_secs(30 * 60));
+    let sim = SimHandle::start(c).await.expect("start");
+    let visible = sim.visible_events();
+    let slot = 30 * 60 * 1000;
+    let published_until = Utc::now().timestamp_millis().div_euclid(slot) * slot;
+    // Events of the current 30-minute slot are not published yet.
+    assert!(visible.len() > 700, "{}", visible.len());
+    for e in &visible {
+        let v: serde_json::Value = serde_json::from_str(e).expect("json");
+        let d =
+            DateTime::parse_from_str(v["date"].as_str().expect("date"), "%Y-%m-%dT%H:%M:%S%.3f%z")
+                .expect("date");
+        assert!(d.timestamp_millis() <= published_until);
+    }
+}
