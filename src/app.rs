@@ -14,6 +14,8 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::config::{Config, OutputKind, Persistence, ServiceConfig};
 use crate::isolation::puller::{puller_thread, setup_thread, PullError, Puller};
+use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle};
+use crate::output::syslog::{SyslogOutput, SyslogOutputConfig};
 use crate::output::{console::ConsoleOutput, file::FileOutput, Output, OutputError};
 use crate::state::StateStore;
 
@@ -45,13 +47,14 @@ pub fn build_outputs(config: &Config) -> Result<Vec<Output>, OutputError> {
                     Output::File(FileOutput::new(o.name.clone(), directory.clone()))
                 }
                 OutputKind::Console => Output::Console(ConsoleOutput::new(o.name.clone())),
-                OutputKind::Network(_) => {
-                    return Err(OutputError::Peer {
-                        output: o.name.clone(),
-                        reason:
-                            "the devo_platform and syslog outputs are not available in this build"
-                                .into(),
-                    })
+                OutputKind::Network(n) => {
+                    let mut c = SyslogOutputConfig::new(n.address.clone(), n.port, n.tls.clone());
+                    c.require_tls = n.devo;
+                    c.hostname = n.hostname.clone();
+                    c.max_record_bytes = n.max_record_bytes;
+                    c.confirm_timeout = n.confirm_timeout;
+                    c.connect_timeout = n.connect_timeout;
+                    Output::Syslog(SyslogOutput::new(o.name.clone(), c)?)
                 }
             })
         })
@@ -86,8 +89,14 @@ pub async fn run(
         return Ok(true);
     }
     let mut tasks = tokio::task::JoinSet::new();
+    let mut senders: Vec<(String, StatsHandle)> = Vec::new();
     for svc in config.services() {
         let outputs = build_outputs(&config)?;
+        for o in &outputs {
+            if let Output::Syslog(s) = o {
+                senders.push((s.name().to_owned(), s.stats_handle()));
+            }
+        }
         let puller = Puller::new(
             &config.input,
             svc.clone(),
@@ -100,6 +109,13 @@ pub async fn run(
         let svc = svc.clone();
         tasks.spawn(run_service(puller, svc, options, setup_span).instrument(span));
     }
+    let monitor = (!senders.is_empty() && !options.once).then(|| {
+        tokio::spawn(sender_monitor(
+            senders,
+            config.globals.sender_stats_period,
+            cancel.clone(),
+        ))
+    });
     let mut all_ok = true;
     while let Some(result) = tasks.join_next().await {
         match result {
@@ -110,7 +126,62 @@ pub async fn run(
             }
         }
     }
+    if let Some(m) = monitor {
+        m.abort();
+    }
     Ok(all_ok)
+}
+
+/// Logs Devo's sender statistics (devo-platform.md §3.5) for each network output every
+/// `sender_stats_period_in_sec`. Each service has its own connection to an output; the lines
+/// sum them, so they read as Devo's one sender manager per output.
+async fn sender_monitor(
+    senders: Vec<(String, StatsHandle)>,
+    period: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    let mut names: Vec<String> = senders.iter().map(|(n, _)| n.clone()).collect();
+    names.dedup();
+    for name in &names {
+        let span = tracing::info_span!("monitor", thread = %format!("DevoSenderManagerMonitor(standard_senders,{name})"));
+        span.in_scope(|| info!("Starting thread (every {} seconds)", period.as_secs()));
+    }
+    let mut tick = tokio::time::interval(period);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        let now = std::time::SystemTime::now();
+        for name in &names {
+            let stats = senders
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, h)| h.start_period(now))
+                .reduce(sum_stats);
+            if let Some(stats) = stats {
+                let span = tracing::info_span!("monitor", thread = %format!("DevoSenderManagerMonitor(standard_senders,{name})"));
+                for line in render_stats_lines(&stats, now) {
+                    span.in_scope(|| info!("{line}"));
+                }
+            }
+        }
+    }
+}
+
+fn sum_stats(a: SenderStats, b: SenderStats) -> SenderStats {
+    SenderStats {
+        messages_total: a.messages_total + b.messages_total,
+        bytes_total: a.bytes_total + b.bytes_total,
+        batches_total: a.batches_total + b.batches_total,
+        failures_total: a.failures_total + b.failures_total,
+        connections_total: a.connections_total + b.connections_total,
+        busy: a.busy + b.busy,
+        period_start: a.period_start.min(b.period_start),
+        period_messages: a.period_messages + b.period_messages,
+        period_bytes: a.period_bytes + b.period_bytes,
+    }
 }
 
 async fn run_service(

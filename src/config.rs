@@ -82,6 +82,8 @@ pub struct Config {
 
 #[derive(Clone, Debug)]
 pub struct Globals {
+    /// How often the network outputs log Devo's sender statistics lines.
+    pub sender_stats_period: Duration,
     pub id: String,
     pub name: String,
     pub debug: bool,
@@ -127,13 +129,7 @@ pub struct NetworkOutputConfig {
     pub connect_timeout: Duration,
 }
 
-#[derive(Clone, Debug)]
-pub struct TlsFiles {
-    pub chain: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub check_hostname: bool,
-}
+pub use crate::output::syslog::TlsFiles;
 
 /// Where the API key travels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -558,7 +554,6 @@ fn substitute_env(v: &mut Value, path: &str, env: &dyn Fn(&str) -> Option<String
 
 const DEVO_GLOBALS_IGNORED: &[&str] = &[
     "multiprocessing",
-    "sender_stats_period_in_sec",
     "devo_sender_threshold_for_using_gzip_in_transport_layer",
     "devo_sender_compression_level",
     "devo_sender_compression_buffer_in_bytes",
@@ -582,6 +577,13 @@ fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
         );
     }
     let debug = g.boolean("debug", false, cx);
+    let sender_stats_period = g.seconds(
+        "sender_stats_period_in_sec",
+        60.0,
+        1800.0,
+        Duration::from_secs(300),
+        cx,
+    );
     let persistence = match g.map("persistence", cx) {
         None => {
             cx.warn(&g.path("persistence"), "not set; state is kept in memory only and a restart collects again from `start_time_in_utc` (set `type: filesystem`)".into());
@@ -631,6 +633,7 @@ fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
     };
     g.finish(cx);
     Some(Globals {
+        sender_stats_period,
         id,
         name,
         debug,
@@ -1046,29 +1049,30 @@ fn parse_service(service: Service, mut s: Obj<'_>, cx: &mut Cx) -> Option<Servic
         cx,
     );
     let start_time_text = s.string("start_time_in_utc", cx);
-    let start_time = start_time_text.as_deref().and_then(|t| {
-        match crate::time::parse_user_time(t) {
-            Some(t) if t > Utc::now() + chrono::Duration::minutes(5) => {
-                cx.error(
-                    &s.path("start_time_in_utc"),
-                    format!(
+    let start_time =
+        start_time_text
+            .as_deref()
+            .and_then(|t| match crate::time::parse_user_time(t) {
+                Some(t) if t > Utc::now() + chrono::Duration::minutes(5) => {
+                    cx.error(
+                        &s.path("start_time_in_utc"),
+                        format!(
                         "`{t}` is in the future; use a past UTC time such as 2024-06-01T00:00:00Z"
                     ),
-                );
-                None
-            }
-            Some(t) => Some(t),
-            None => {
-                cx.error(
-                    &s.path("start_time_in_utc"),
-                    format!(
-                        "`{t}` is not a date; use ISO 8601 in UTC such as 2024-06-01T00:00:00Z"
-                    ),
-                );
-                None
-            }
-        }
-    });
+                    );
+                    None
+                }
+                Some(t) => Some(t),
+                None => {
+                    cx.error(
+                        &s.path("start_time_in_utc"),
+                        format!(
+                            "`{t}` is not a date; use ISO 8601 in UTC such as 2024-06-01T00:00:00Z"
+                        ),
+                    );
+                    None
+                }
+            });
     let window_offset = s.minutes(
         "override_query_window_offset_in_minutes",
         0.0,

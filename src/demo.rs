@@ -30,10 +30,18 @@ pub async fn run(events: usize, dir: &Path, follow: bool, quiet: bool) -> anyhow
         c.pending_polls = 1;
         SimHandle::start(c)
     };
-    let web = start(Dataset::Web, 1).await.context("starting the simulator")?;
-    let url = start(Dataset::Url, 2).await.context("starting the simulator")?;
+    let web = start(Dataset::Web, 1)
+        .await
+        .context("starting the simulator")?;
+    let url = start(Dataset::Url, 2)
+        .await
+        .context("starting the simulator")?;
     let dir_abs = std::fs::canonicalize(dir)?;
-    let console = if quiet { "" } else { "  screen:\n    type: console\n" };
+    let console = if quiet {
+        ""
+    } else {
+        "  screen:\n    type: console\n"
+    };
     let period = if follow { 5 } else { 60 };
     let service = |base: String| {
         format!("        override_base_url: {base}\n        request_period_in_seconds: {period}\n        job_poll_initial_interval_in_seconds: 0.2\n        late_arrival_lookback_in_minutes: 5\n        late_arrival_sweep_interval_in_minutes: 0.5\n")
@@ -45,7 +53,8 @@ pub async fn run(events: usize, dir: &Path, follow: bool, quiet: bool) -> anyhow
         web = service(web.base_url()),
         url = service(url.base_url()),
     );
-    let config = Config::parse(&text, &dir_abs, &|_| None).map_err(|problems| anyhow::anyhow!("demo config: {}", problems.join("; ")))?;
+    let config = Config::parse(&text, &dir_abs, &|_| None)
+        .map_err(|problems| anyhow::anyhow!("demo config: {}", problems.join("; ")))?;
     info!("Demo: simulated Browser & Email Isolation API at {}, URL Isolation API at {}, {events} events each.", web.base_url(), url.base_url());
     info!("Demo: the collector runs with this configuration:\n{text}");
     let cancel = CancellationToken::new();
@@ -63,20 +72,48 @@ pub async fn run(events: usize, dir: &Path, follow: bool, quiet: bool) -> anyhow
                     }
                     let now = Utc::now();
                     for sim in [&web, &url] {
-                        sim.inject(rand::random_range(1..20), now - chrono::Duration::seconds(3), now);
-                        sim.inject(rand::random_range(0..8), now - chrono::Duration::seconds(70), now - chrono::Duration::seconds(60));
+                        sim.inject(
+                            rand::random_range(1..20),
+                            now - chrono::Duration::seconds(3),
+                            now,
+                        );
+                        sim.inject(
+                            rand::random_range(0..8),
+                            now - chrono::Duration::seconds(70),
+                            now - chrono::Duration::seconds(60),
+                        );
                     }
                 }
             }
         };
-        let collector = app::run(config, RunOptions { once: false, no_save_state: false }, cancel.clone());
+        let collector = app::run(
+            config,
+            RunOptions {
+                once: false,
+                no_save_state: false,
+            },
+            cancel.clone(),
+        );
         let (ok, ()) = tokio::join!(collector, publisher);
         return ok;
     }
-    let ok = app::run(config, RunOptions { once: true, no_save_state: false }, cancel).await?;
-    for table in ["tap.proofpoint.isolation.browser_and_email", "tap.proofpoint.isolation.url_isolation"] {
+    let ok = app::run(
+        config,
+        RunOptions {
+            once: true,
+            no_save_state: false,
+        },
+        cancel,
+    )
+    .await?;
+    for table in [
+        "tap.proofpoint.isolation.browser_and_email",
+        "tap.proofpoint.isolation.url_isolation",
+    ] {
         let path = dir_abs.join("out").join(format!("{table}.jsonl"));
-        let lines = std::fs::read_to_string(&path).map(|t| t.lines().count()).unwrap_or(0);
+        let lines = std::fs::read_to_string(&path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
         info!("Demo: {} holds {lines} events.", path.display());
     }
     info!("Demo: run it again and nothing is delivered twice; `--follow` keeps it running with new and late events.");

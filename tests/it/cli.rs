@@ -5,23 +5,39 @@ use crate::util::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_config_lists_every_problem_and_exits_64() {
     let env = TestEnv::both(10, |_| {}).await;
-    let text = std::fs::read_to_string(env.config_path())
-        .unwrap()
-        .replace("request_period_in_seconds: 1", "request_period_in_seconds: -1\n        page_sise: 5");
+    let text = std::fs::read_to_string(env.config_path()).unwrap().replace(
+        "request_period_in_seconds: 1",
+        "request_period_in_seconds: -1\n        page_sise: 5",
+    );
     std::fs::write(env.config_path(), text).unwrap();
     for args in [&["validate"][..], &["run", "--once"]] {
         let out = env.collector(args).await;
         assert_eq!(out.status.code(), Some(64), "{}", describe(&out));
         let err = stderr(&out);
         assert!(err.contains("4 problem(s)"), "{err}");
-        assert!(err.contains("inputs.proofpoint_isolation.services.url_isolation.page_sise: unknown key"), "{err}");
-        assert!(err.contains("browser_and_email_isolation.request_period_in_seconds: must be a number"), "{err}");
+        assert!(
+            err.contains(
+                "inputs.proofpoint_isolation.services.url_isolation.page_sise: unknown key"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("browser_and_email_isolation.request_period_in_seconds: must be a number"),
+            "{err}"
+        );
         assert!(!err.contains(KEY));
     }
-    let out = collector_command(&["run"], &env.path("nope.yaml")).output().await.unwrap();
+    let out = collector_command(&["run"], &env.path("nope.yaml"))
+        .output()
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(stderr(&out).contains("cannot read the file"));
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_isolation-collector")).arg("--bogus").output().await.unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_isolation-collector"))
+        .arg("--bogus")
+        .output()
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
 
@@ -34,7 +50,11 @@ async fn validate_checks_the_key_against_the_api() {
     env.write_config();
     let out = env.collector(&["validate"]).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("API Key ffff...12 is not valid."), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("API Key ffff...12 is not valid."),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The key appears nowhere: not in logs (even on auth failure and at debug level), not in the
@@ -48,7 +68,11 @@ async fn the_api_key_never_appears_in_logs_state_or_output() {
     let wrong = "0badc0de-1111-4222-8333-444455556666";
     env.key = wrong.into();
     env.write_config();
-    let out = collector_command(&["run", "--once"], &env.config_path()).env("RUST_LOG", "trace").output().await.unwrap();
+    let out = collector_command(&["run", "--once"], &env.config_path())
+        .env("RUST_LOG", "trace")
+        .output()
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("API Key 0bad...66 is not valid."), "{err}");
@@ -69,26 +93,41 @@ async fn state_show_reset_and_restart_of_the_persistence() {
     env.run_once_ok().await;
     let out = env.collector(&["state", "show"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("url_isolation") && text.contains("checkpoint_in_utc"), "{text}");
+    assert!(
+        text.contains("url_isolation") && text.contains("checkpoint_in_utc"),
+        "{text}"
+    );
     let state_file = env.path("state/proofpoint_isolation_10001_url_isolation.json");
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
     assert_eq!(doc["@persistence_version"], 2);
 
     // Changing start_time_in_utc restarts the persistence: everything is collected again.
-    let start = (chrono::Utc::now() - chrono::Duration::days(2)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let text = std::fs::read_to_string(env.config_path())
-        .unwrap()
-        .replace("request_period_in_seconds: 1\n", &format!("request_period_in_seconds: 1\n        start_time_in_utc: \"{start}\"\n"));
+    let start = (chrono::Utc::now() - chrono::Duration::days(2))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let text = std::fs::read_to_string(env.config_path()).unwrap().replace(
+        "request_period_in_seconds: 1\n",
+        &format!("request_period_in_seconds: 1\n        start_time_in_utc: \"{start}\"\n"),
+    );
     std::fs::write(env.config_path(), text).unwrap();
     let before = env.delivered(URL_TABLE).len();
     let out = env.run_once_ok().await;
-    assert!(stderr(&out).contains("start_time_in_utc changed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("start_time_in_utc changed"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(env.delivered(URL_TABLE).len(), 2 * before);
 
-    let out = env.collector(&["state", "reset", "--service", "url_isolation"]).await;
+    let out = env
+        .collector(&["state", "reset", "--service", "url_isolation"])
+        .await;
     assert!(out.status.success());
     assert!(!state_file.exists());
-    assert!(env.path("state/proofpoint_isolation_10001_browser_and_email_isolation.json").exists());
+    assert!(env
+        .path("state/proofpoint_isolation_10001_browser_and_email_isolation.json")
+        .exists());
     let out = env.collector(&["state", "show", "--service", "mail"]).await;
     assert_eq!(out.status.code(), Some(64));
 }
@@ -106,21 +145,31 @@ async fn no_save_state_writes_no_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_collects_new_events_and_stops_on_sigterm() {
     let env = TestEnv::both(300, |_| {}).await;
-    let mut child = collector_command(&["run"], &env.config_path())
+    let child = collector_command(&["run"], &env.config_path())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let now = chrono::Utc::now();
-    env.url.inject(40, now - chrono::Duration::milliseconds(900), now - chrono::Duration::milliseconds(100));
+    env.url.inject(
+        40,
+        now - chrono::Duration::milliseconds(900),
+        now - chrono::Duration::milliseconds(100),
+    );
     // Wait until the new events were delivered (the period is 1 s).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while env.delivered(URL_TABLE).len() < 340 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let pid = child.id().unwrap() as i32;
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output()).await.unwrap().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     assert!(stderr(&out).contains("Starting data collection every 1 seconds"));
     env.assert_exactly_once();

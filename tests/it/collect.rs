@@ -29,7 +29,10 @@ async fn both_services_deliver_every_event_once_and_a_rerun_adds_nothing() {
     let out = env.run_once_ok().await;
     env.assert_exactly_once();
     assert_eq!(env.delivered(WEB_TABLE).len(), first);
-    assert!(stderr(&out).contains("No changes were detected in the persistence") || stderr(&out).contains("Data retrieved from the persistence"));
+    assert!(
+        stderr(&out).contains("No changes were detected in the persistence")
+            || stderr(&out).contains("Data retrieved from the persistence")
+    );
 }
 
 /// Quirks of the server's shape: all must give the exact multiset.
@@ -41,11 +44,14 @@ async fn server_quirks_never_lose_or_repeat_events() {
             c.shuffle = true;
             c.page_size_cap = Some(97);
         }),
-        ("bursts sharing one timestamp and identical distinct events", |c| {
-            c.burst_fraction = 0.5;
-            c.identical_fraction = 0.2;
-            c.whole_second_fraction = 0.9;
-        }),
+        (
+            "bursts sharing one timestamp and identical distinct events",
+            |c| {
+                c.burst_fraction = 0.5;
+                c.identical_fraction = 0.2;
+                c.whole_second_fraction = 0.9;
+            },
+        ),
         ("immediate completion, total as a string", |c| {
             c.complete_on_create = true;
             c.total_mode = TotalMode::String;
@@ -96,7 +102,13 @@ async fn a_backlog_larger_than_the_window_cap_is_split_exactly() {
 async fn transient_api_faults_are_retried_within_the_cycle() {
     let env = TestEnv::both(2000, |c| c.page_size_cap = Some(400)).await;
     for sim in [&env.web, &env.url] {
-        sim.push_fault(FaultTarget::Create, Fault::TooManyRequests { retry_after_secs: 1 }, 1);
+        sim.push_fault(
+            FaultTarget::Create,
+            Fault::TooManyRequests {
+                retry_after_secs: 1,
+            },
+            1,
+        );
         sim.push_fault(FaultTarget::Any, Fault::Status(503), 2);
         sim.push_fault(FaultTarget::Page, Fault::Status(500), 1);
         sim.push_fault(FaultTarget::Page, Fault::Truncate, 1);
@@ -108,7 +120,10 @@ async fn transient_api_faults_are_retried_within_the_cycle() {
     env.assert_exactly_once();
     let log = stderr(&out);
     assert!(log.contains("HTTP 429"), "{log}");
-    assert!(log.contains("cut off") || log.contains("not valid JSON"), "{log}");
+    assert!(
+        log.contains("cut off") || log.contains("not valid JSON"),
+        "{log}"
+    );
     // Retry-After: 1 was honoured.
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert!(env.web.stats().errors_injected >= 7);
@@ -119,7 +134,8 @@ async fn a_slow_response_times_out_and_is_retried() {
     let mut env = TestEnv::both(500, |_| {}).await;
     env.service_extra = "request_timeout_in_seconds: 0.5".into();
     env.write_config();
-    env.web.push_fault(FaultTarget::Page, Fault::Delay(Duration::from_secs(3)), 1);
+    env.web
+        .push_fault(FaultTarget::Page, Fault::Delay(Duration::from_secs(3)), 1);
     let out = env.run_once_ok().await;
     env.assert_exactly_once();
     assert!(stderr(&out).contains("timed out"), "{}", stderr(&out));
@@ -132,12 +148,15 @@ async fn failed_and_stuck_jobs_are_abandoned_and_recovered_next_cycle() {
     let mut env = TestEnv::both(1200, |c| c.page_size_cap = Some(300)).await;
     env.service_extra = "job_timeout_in_minutes: 0.01\nmax_retries: 2".into();
     env.write_config();
-    env.web.stick_next_jobs(1);
+    env.web.stick_next_jobs(2); // the setup check creates a job too
     env.url.push_fault(FaultTarget::Page, Fault::JobError, 1);
     let out = env.collector(&["run", "--once"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let log = stderr(&out);
-    assert!(log.contains("still `PENDING`") && log.contains("abandoned"), "{log}");
+    assert!(
+        log.contains("still `PENDING`") && log.contains("abandoned"),
+        "{log}"
+    );
     assert!(log.contains("failed with status `ERROR`"), "{log}");
     // Nothing was checkpointed past what was delivered: the rerun completes the set exactly.
     env.run_once_ok().await;
@@ -146,10 +165,18 @@ async fn failed_and_stuck_jobs_are_abandoned_and_recovered_next_cycle() {
     // 5xx beyond the retry budget: exit 1, then recovery.
     // (max_retries 2: three attempts, all answered 500.)
     env.web.push_fault(FaultTarget::Any, Fault::Status(500), 3);
-    env.web.inject(50, Utc::now() - chrono::Duration::seconds(30), Utc::now() - chrono::Duration::seconds(1));
+    env.web.inject(
+        50,
+        Utc::now() - chrono::Duration::seconds(30),
+        Utc::now() - chrono::Duration::seconds(1),
+    );
     let out = env.collector(&["run", "--once"]).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("kept failing after 3 attempt(s)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("kept failing after 3 attempt(s)"),
+        "{}",
+        stderr(&out)
+    );
     env.run_once_ok().await;
     env.assert_exactly_once();
 }
@@ -159,18 +186,30 @@ async fn failed_and_stuck_jobs_are_abandoned_and_recovered_next_cycle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_arrivals_within_the_lookback_are_delivered_exactly_once() {
     let mut env = TestEnv::both(800, |c| c.identical_fraction = 0.1).await;
-    env.service_extra = "late_arrival_lookback_in_minutes: 30\nlate_arrival_sweep_interval_in_minutes: 0.02".into();
+    env.service_extra =
+        "late_arrival_lookback_in_minutes: 30\nlate_arrival_sweep_interval_in_minutes: 0.02".into();
     env.write_config();
     env.run_once_ok().await;
     env.assert_exactly_once();
     // Events dated 20 to 5 minutes ago appear only now.
     let now = Utc::now();
     for sim in [&env.web, &env.url] {
-        assert_eq!(sim.inject(300, now - chrono::Duration::minutes(20), now - chrono::Duration::minutes(5)), 300);
+        assert_eq!(
+            sim.inject(
+                300,
+                now - chrono::Duration::minutes(20),
+                now - chrono::Duration::minutes(5)
+            ),
+            300
+        );
     }
     tokio::time::sleep(Duration::from_millis(1500)).await; // let the sweep interval pass
     let out = env.run_once_ok().await;
-    assert!(stderr(&out).contains("late-arrival sweep"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("late-arrival sweep"),
+        "{}",
+        stderr(&out)
+    );
     env.assert_exactly_once();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let out = env.run_once_ok().await;
@@ -187,9 +226,16 @@ async fn without_a_lookback_late_events_are_not_found() {
     env.write_config();
     env.run_once_ok().await;
     let now = Utc::now();
-    env.web.inject(100, now - chrono::Duration::minutes(20), now - chrono::Duration::minutes(5));
+    env.web.inject(
+        100,
+        now - chrono::Duration::minutes(20),
+        now - chrono::Duration::minutes(5),
+    );
     env.run_once_ok().await;
-    assert_eq!(env.delivered(WEB_TABLE).len() + 100, env.web.visible_events().len());
+    assert_eq!(
+        env.delivered(WEB_TABLE).len() + 100,
+        env.web.visible_events().len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

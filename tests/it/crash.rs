@@ -30,7 +30,10 @@ async fn kill_9_at_random_points_loses_and_repeats_nothing() {
         let after = Duration::from_millis(rng.random_range(20..400));
         match tokio::time::timeout(after, child.wait()).await {
             Ok(status) => {
-                assert!(status.unwrap().success(), "a run that was not killed failed");
+                assert!(
+                    status.unwrap().success(),
+                    "a run that was not killed failed"
+                );
                 completed = true;
                 break;
             }
@@ -42,7 +45,10 @@ async fn kill_9_at_random_points_loses_and_repeats_nothing() {
         }
     }
     assert!(completed, "no run completed after {kills} kills");
-    assert!(kills >= 3, "the backfill finished too fast to be interrupted ({kills} kills)");
+    assert!(
+        kills >= 3,
+        "the backfill finished too fast to be interrupted ({kills} kills)"
+    );
     env.assert_exactly_once();
     eprintln!("crash test: {kills} kill -9 before a run completed; 0 missing, 0 duplicated");
 }
@@ -66,6 +72,10 @@ async fn a_crash_between_state_write_and_rename_recovers() {
         .collect();
     assert!(!tmp_files.is_empty(), "no temp state file was left behind");
     let out = env.run_once_ok().await;
-    assert!(stderr(&out).contains("Found a complete state written just before a crash"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Found a complete state written just before a crash"),
+        "{}",
+        stderr(&out)
+    );
     env.assert_exactly_once();
 }

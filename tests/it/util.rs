@@ -99,7 +99,11 @@ impl TestEnv {
     /// `run --once`, asserting success.
     pub async fn run_once_ok(&self) -> Output {
         let out = self.collector(&["run", "--once"]).await;
-        assert!(out.status.success(), "run --once failed: {}", describe(&out));
+        assert!(
+            out.status.success(),
+            "run --once failed: {}",
+            describe(&out)
+        );
         out
     }
 
@@ -110,14 +114,25 @@ impl TestEnv {
 
     /// Asserts that each table's file holds exactly the simulator's visible events.
     pub fn assert_exactly_once(&self) {
-        assert_same_multiset(&self.delivered(WEB_TABLE), &self.web.visible_events(), WEB_TABLE);
-        assert_same_multiset(&self.delivered(URL_TABLE), &self.url.visible_events(), URL_TABLE);
+        assert_same_multiset(
+            &self.delivered(WEB_TABLE),
+            &self.web.visible_events(),
+            WEB_TABLE,
+        );
+        assert_same_multiset(
+            &self.delivered(URL_TABLE),
+            &self.url.visible_events(),
+            URL_TABLE,
+        );
     }
 }
 
 pub fn collector_command(args: &[&str], config: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_isolation-collector"));
-    cmd.args(args).arg("--config").arg(config).kill_on_drop(true);
+    cmd.args(args)
+        .arg("--config")
+        .arg(config)
+        .kill_on_drop(true);
     cmd.env_remove("RUST_LOG");
     cmd
 }
@@ -183,13 +198,4 @@ pub fn assert_same_multiset(got: &[String], want: &[String], what: &str) {
         want.len(),
         examples.join("\n")
     );
-}
-
-/// The number of requests the last statistics line reported, summed over services.
-pub fn requests_reported(stderr: &str) -> u64 {
-    stderr
-        .lines()
-        .filter(|l| l.contains(" -> Statistics for this pull cycle"))
-        .filter_map(|l| l.split("Number of requests made: ").nth(1)?.split(';').next()?.parse::<u64>().ok())
-        .sum()
 }
