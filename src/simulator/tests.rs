@@ -537,10 +537,9 @@ async fn late_arrival_hides_recent_events() {
     assert_eq!(got.events.len(), visible);
 }
 
-/// Scale check from the brief: 1,000,000 events start in < 3 s and a 10,000-event page is
-/// fast. Timing depends on the build profile, so it is ignored by default.
+/// Scale: a 1,000,000-event dataset starts and serves full 10,000-event pages. (Timings are
+/// printed, not asserted: they depend on the build profile; the benchmark measures them.)
 #[tokio::test]
-#[ignore]
 async fn million_events() {
     let t0 = tokio::time::Instant::now();
     let mut c = cfg(1_000_000);
