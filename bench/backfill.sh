@@ -12,7 +12,7 @@ N=${1:-1000000}
 PORT_WEB=${PORT_WEB:-18180}
 PORT_URL=${PORT_URL:-18181}
 work=$(mktemp -d)
-trap 'kill $sim_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $sim_pid 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
 cargo build --release --quiet --bin isolation-collector --bin isolation-sim
 
@@ -41,6 +41,7 @@ YAML
 /usr/bin/time -v ./target/release/isolation-collector run --once --config "$work/config.yaml" \
   2>"$work/run.log" || { tail -20 "$work/run.log"; exit 1; }
 
+echo "sim CPU (user+sys ticks): $(awk '{print $14+$15}' /proc/$sim_pid/stat)"
 events=$(wc -l <"$work/out/tap.proofpoint.isolation.browser_and_email.jsonl")
 wall=$(grep 'Elapsed (wall clock)' "$work/run.log" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
 user=$(grep 'User time' "$work/run.log" | awk '{print $NF}')

@@ -290,8 +290,11 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body: Bytes = resp.bytes().await.map_err(|e| Attempt::Retry {
-            reason: describe(e.without_url()),
+        let body = read_body(resp).await.map_err(|reason| Attempt::Retry {
+            reason: match reason {
+                BodyError::Transport(e) => describe(e.without_url()),
+                BodyError::TooLarge => format!("the response is larger than {MAX_BODY_BYTES} bytes"),
+            },
             after: None,
         })?;
         self.stats.bytes += body.len() as u64;
@@ -323,4 +326,27 @@ impl ApiClient {
     fn redact(&self, text: &str) -> String {
         text.replace(self.key.expose(), &self.key.masked())
     }
+}
+
+/// The largest response accepted. A 10,000-event page is about 4 MB; anything near this is a
+/// broken server, and reading it whole could exhaust memory.
+pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
+enum BodyError {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
+/// Reads a body into one buffer sized from `Content-Length`, so that a 4 MB page does not go
+/// through the doubling reallocations (and twice the peak memory) of a growing buffer.
+async fn read_body(mut resp: reqwest::Response) -> Result<Bytes, BodyError> {
+    let hint = resp.content_length().unwrap_or(0).min(MAX_BODY_BYTES as u64) as usize;
+    let mut buf = bytes::BytesMut::with_capacity(hint);
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        if buf.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }

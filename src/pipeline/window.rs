@@ -150,17 +150,28 @@ impl WindowPlanner {
     /// must be abandoned (the next call of [`next_window`](Self::next_window) gives a smaller one).
     pub fn observe_total(&mut self, w: Window, total: u64) -> bool {
         let span = (w.to - w.from).max(1);
-        self.density = Some(total as f64 / span as f64);
+        self.learn(total, span);
         total as usize > self.cap && span > MIN_SPAN
     }
 
     /// The window was delivered and checkpointed.
     pub fn complete(&mut self, w: Window, events: usize) {
-        let span = (w.to - w.from).max(1);
-        if events > 0 || self.density.is_none() {
-            self.density = Some(events as f64 / span as f64);
-        }
+        self.learn(events as u64, (w.to - w.from).max(1));
         self.done_until = Some(w.to);
+    }
+
+    /// Updates the density estimate. An empty window says little (the data may simply start
+    /// later, as in a backfill whose start predates the first event), so it only lets the next
+    /// window grow to four times its span rather than jumping to the whole range, which could
+    /// then be too big and cost an abandoned job.
+    fn learn(&mut self, events: u64, span: Millis) {
+        let observed = if events == 0 {
+            let at_most = self.cap as f64 * 0.8 / (4.0 * span as f64);
+            self.density.map_or(at_most, |d| d.min(at_most))
+        } else {
+            events as f64 / span as f64
+        };
+        self.density = Some(observed);
     }
 }
 
@@ -227,6 +238,24 @@ mod tests {
         let w2 = p.next_window().unwrap();
         assert_eq!(w2.from, 0);
         assert!(w2.to - w2.from <= 80_000, "{w2:?}");
+    }
+
+    /// Regression: an empty window (a backfill starting before the first event) used to set
+    /// the density to zero, so the next window spanned the whole rest of the range, was too
+    /// big, and was abandoned: every other job was wasted.
+    #[test]
+    fn an_empty_window_grows_the_next_one_gradually() {
+        let range = CycleRange { from: 0, to: 100_000_000, sweep: false };
+        let mut p = WindowPlanner::new(range, 100, None);
+        let w = p.next_window().unwrap();
+        assert!(p.observe_total(w, 10_000));
+        let w = p.next_window().unwrap();
+        let span = w.to - w.from;
+        assert!(!p.observe_total(w, 0));
+        p.complete(w, 0);
+        let next = p.next_window().unwrap();
+        assert!(next.to - next.from <= 4 * span + EDGE_OVERLAP, "{next:?} after a span of {span}");
+        assert!(next.to - next.from > span, "{next:?}");
     }
 
     proptest! {
