@@ -33,6 +33,8 @@ pub struct Event {
 pub enum PageError {
     #[error("the response is not valid JSON ({0}); it may have been truncated")]
     Json(#[source] serde_json::Error),
+    #[error("the response is not UTF-8 text")]
+    NotUtf8,
     #[error("the response has no `{0}` member")]
     Missing(&'static str),
     #[error("`data[{index}]` is not a JSON object")]
@@ -107,7 +109,10 @@ fn scalar_text(raw: Option<&serde_json::value::RawValue>) -> Option<String> {
 
 /// Parses one response body. The events keep referencing `body`.
 pub fn parse_page(body: Bytes) -> Result<Page, PageError> {
-    let envelope: Envelope<'_> = serde_json::from_slice(&body).map_err(PageError::Json)?;
+    // Validate UTF-8 once for the whole body (a vectorised check) and parse from `str`, so that
+    // serde_json does not validate every string and raw value again.
+    let text = std::str::from_utf8(&body).map_err(|_| PageError::NotUtf8)?;
+    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(PageError::Json)?;
     let job_id = scalar_text(envelope.job_id).ok_or(PageError::Missing("jobId"))?;
     let status = scalar_text(envelope.status).ok_or(PageError::Missing("status"))?;
     let page_token = scalar_text(envelope.page_token).filter(|t| !t.is_empty());
@@ -120,8 +125,8 @@ pub fn parse_page(body: Bytes) -> Result<Page, PageError> {
         let text = raw.get();
         let start = text.as_ptr() as usize - base;
         let json = body.slice(start..start + text.len());
-        let event = Event::from_json(json).map_err(|e| match e {
-            EventError::NotAnObject => PageError::NotAnObject { index },
+        let event = Event::from_text(json, text).map_err(|e| match e {
+            EventError::NotAnObject | EventError::NotUtf8 => PageError::NotAnObject { index },
             EventError::Json(source) => PageError::BadEvent { index, source },
         })?;
         if event.date_ms == UNDATED {
@@ -144,6 +149,8 @@ pub fn parse_page(body: Bytes) -> Result<Page, PageError> {
 pub enum EventError {
     #[error("not a JSON object")]
     NotAnObject,
+    #[error("not UTF-8 text")]
+    NotUtf8,
     #[error(transparent)]
     Json(#[from] serde_json::Error),
 }
@@ -203,17 +210,30 @@ impl Event {
     /// Reads one event from its JSON text: compacts it if needed, extracts the date and computes
     /// the dedup key.
     pub fn from_json(json: Bytes) -> Result<Event, EventError> {
-        let json = if is_compact(&json) {
-            json
-        } else {
-            Bytes::from(compact(&json))
-        };
-        if json.first() != Some(&b'{') {
+        let text = std::str::from_utf8(&json).map_err(|_| EventError::NotUtf8)?;
+        Self::from_text(json.clone(), text)
+    }
+
+    /// [`from_json`](Self::from_json) for text already known to be UTF-8 (`text` is `json`'s
+    /// bytes, borrowed from the page body).
+    fn from_text(json: Bytes, text: &str) -> Result<Event, EventError> {
+        if is_compact(text.as_bytes()) {
+            return Self::from_compact(json, text);
+        }
+        // Rare: the vendor pretty-printed. Removing ASCII whitespace keeps the text UTF-8.
+        let compacted = Bytes::from(compact(text.as_bytes()));
+        let owned = compacted.clone();
+        let text = std::str::from_utf8(&owned).map_err(|_| EventError::NotUtf8)?;
+        Self::from_compact(compacted, text)
+    }
+
+    fn from_compact(json: Bytes, text: &str) -> Result<Event, EventError> {
+        if !text.starts_with('{') {
             // Still validate it, so that garbage is reported as such and not as a wrong type.
-            serde_json::from_slice::<serde::de::IgnoredAny>(&json)?;
+            serde_json::from_str::<serde::de::IgnoredAny>(text)?;
             return Err(EventError::NotAnObject);
         }
-        let Members(mut members) = serde_json::from_slice(&json)?;
+        let Members(mut members) = serde_json::from_str(text)?;
         let date_ms = members
             .iter()
             .find(|(k, _)| k.0 == "date")

@@ -293,7 +293,9 @@ impl ApiClient {
         let body = read_body(resp).await.map_err(|reason| Attempt::Retry {
             reason: match reason {
                 BodyError::Transport(e) => describe(e.without_url()),
-                BodyError::TooLarge => format!("the response is larger than {MAX_BODY_BYTES} bytes"),
+                BodyError::TooLarge => {
+                    format!("the response is larger than {MAX_BODY_BYTES} bytes")
+                }
             },
             after: None,
         })?;
@@ -340,7 +342,10 @@ enum BodyError {
 /// Reads a body into one buffer sized from `Content-Length`, so that a 4 MB page does not go
 /// through the doubling reallocations (and twice the peak memory) of a growing buffer.
 async fn read_body(mut resp: reqwest::Response) -> Result<Bytes, BodyError> {
-    let hint = resp.content_length().unwrap_or(0).min(MAX_BODY_BYTES as u64) as usize;
+    let hint = resp
+        .content_length()
+        .unwrap_or(0)
+        .min(MAX_BODY_BYTES as u64) as usize;
     let mut buf = bytes::BytesMut::with_capacity(hint);
     while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
         if buf.len() + chunk.len() > MAX_BODY_BYTES {

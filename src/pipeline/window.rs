@@ -245,7 +245,11 @@ mod tests {
     /// big, and was abandoned: every other job was wasted.
     #[test]
     fn an_empty_window_grows_the_next_one_gradually() {
-        let range = CycleRange { from: 0, to: 100_000_000, sweep: false };
+        let range = CycleRange {
+            from: 0,
+            to: 100_000_000,
+            sweep: false,
+        };
         let mut p = WindowPlanner::new(range, 100, None);
         let w = p.next_window().unwrap();
         assert!(p.observe_total(w, 10_000));
@@ -254,7 +258,10 @@ mod tests {
         assert!(!p.observe_total(w, 0));
         p.complete(w, 0);
         let next = p.next_window().unwrap();
-        assert!(next.to - next.from <= 4 * span + EDGE_OVERLAP, "{next:?} after a span of {span}");
+        assert!(
+            next.to - next.from <= 4 * span + EDGE_OVERLAP,
+            "{next:?} after a span of {span}"
+        );
         assert!(next.to - next.from > span, "{next:?}");
     }
 
