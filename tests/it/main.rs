@@ -18,3 +18,6 @@ mod rsyslog;
 
 // The syslog/Devo output against rsyslog: byte-exact records, proof of delivery, failures.
 mod syslog_tls;
+
+// The collector binary with a devo_platform output into a real mutual-TLS rsyslog, end to end.
+mod devo_e2e;
