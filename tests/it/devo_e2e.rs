@@ -235,13 +235,26 @@ async fn receiver_killed_mid_backfill_loses_nothing_and_repeats_at_most_the_wind
     env.write_config();
 
     let (mut child, log) = spawn_collector(&env, &["run", "--once"], "run1.log");
-    // Kill rsyslog part-way: some windows confirmed, most not yet sent.
-    wait_until(
-        Duration::from_secs(60),
-        "rsyslog received 5,000 records",
-        || line_count(&rs.received()) >= 5_000,
-    )
-    .await;
+    // Kill rsyslog part-way: some windows confirmed, most not yet sent. The first two windows
+    // (one per service) end at 5,612 records and the next window follows after its fetch, so
+    // 6,000 lands inside a window in flight (seeds 1 and 2 are deterministic). A window goes
+    // out in tens of milliseconds, so poll the file size every millisecond.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last_len = 0;
+    loop {
+        let len = std::fs::metadata(&rs.out).map_or(0, |m| m.len());
+        if len != last_len {
+            last_len = len;
+            if line_count(&rs.received()) >= 6_000 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rsyslog never received 6,000 records"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     rs.kill();
     let kill_len = rs.received().len();
     let lines_at_kill = line_count(&rs.received());
