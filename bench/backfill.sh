@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # End-to-end backfill benchmark: isolation-sim serves N events (Browser & Email Isolation,
-# spread over 20 days) and `isolation-collector run --once` collects them all to the file
-# output. Prints events/s, CPU seconds, peak RSS, API requests and bytes per event.
+# spread over 20 days) and `isolation-collector run --once` collects them all, to the file
+# output or (mode `tls`) to a local rsyslog over mutual TLS (the devo_platform output).
+# Prints events/s, CPU seconds, peak RSS, API requests and bytes per event.
 #
-#   bash bench/backfill.sh [EVENTS]        # default 1000000
+#   bash bench/backfill.sh [EVENTS] [file|tls]        # defaults: 1000000 file
 #
 # Not part of CI: it takes about a minute and wants a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000000}
+MODE=${2:-file}
 PORT_WEB=${PORT_WEB:-18180}
 PORT_URL=${PORT_URL:-18181}
 work=$(mktemp -d)
-trap 'kill $sim_pid 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+sim_pid=; rsyslog_pid=
+trap 'kill $sim_pid $rsyslog_pid 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
 cargo build --release --quiet --bin isolation-collector --bin isolation-sim
 
@@ -21,13 +24,42 @@ cargo build --release --quiet --bin isolation-collector --bin isolation-sim
 sim_pid=$!
 for _ in $(seq 1 300); do grep -q '^url:' "$work/sim.log" 2>/dev/null && break; sleep 0.1; done
 
+output_yaml="  local: {type: file, config: {directory: $work/out}}"
+delivered="$work/out/tap.proofpoint.isolation.browser_and_email.jsonl"
+if [ "$MODE" = tls ]; then
+  # A receiver like Devo's: TLS 1.2/1.3 with client certificates checked against our CA.
+  PORT_TLS=${PORT_TLS:-18443}
+  c="$work/certs"; mkdir -p "$c" "$work/rsyslog"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca -keyout "$c/ca.key" -out "$c/ca.crt" 2>/dev/null
+  for who in server client; do
+    openssl req -newkey rsa:2048 -nodes -subj /CN=$who -addext "subjectAltName=IP:127.0.0.1" \
+      -keyout "$c/$who.key" -out "$c/$who.csr" 2>/dev/null
+    openssl x509 -req -in "$c/$who.csr" -CA "$c/ca.crt" -CAkey "$c/ca.key" -CAcreateserial -days 2 \
+      -copy_extensions copy -out "$c/$who.crt" 2>/dev/null
+  done
+  cat >"$work/rsyslog.conf" <<CONF
+global(workDirectory="$work/rsyslog" maxMessageSize="1m"
+  defaultNetstreamDriverCAFile="$c/ca.crt" defaultNetstreamDriverCertFile="$c/server.crt"
+  defaultNetstreamDriverKeyFile="$c/server.key")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.Authmode="x509/certvalid")
+template(name="raw" type="string" string="%rawmsg%\n")
+ruleset(name="collect") { action(type="omfile" file="$work/received.log" template="raw") }
+input(type="imtcp" address="127.0.0.1" port="$PORT_TLS" ruleset="collect")
+CONF
+  rsyslogd -n -f "$work/rsyslog.conf" -i "$work/rsyslog.pid" >"$work/rsyslogd.log" 2>&1 &
+  rsyslog_pid=$!
+  sleep 1
+  output_yaml="  devo: {type: devo_platform, config: {address: 127.0.0.1, port: $PORT_TLS, chain: $c/ca.crt, cert: $c/client.crt, key: $c/client.key}}"
+  delivered="$work/received.log"
+fi
+
 cat >"$work/config.yaml" <<YAML
 globals:
   id: bench
   name: bench
   persistence: {type: filesystem, config: {directory_name: $work/state}}
 outputs:
-  local: {type: file, config: {directory: $work/out}}
+$output_yaml
 inputs:
   proofpoint_isolation:
     id: "10001"
@@ -38,28 +70,37 @@ inputs:
         job_poll_initial_interval_in_seconds: 0.05
 YAML
 
+[ "$MODE" = tls ] && export RUST_LOG=info,isolation_collector::output::syslog=debug
 /usr/bin/time -v ./target/release/isolation-collector run --once --config "$work/config.yaml" \
   2>"$work/run.log" || { tail -20 "$work/run.log"; exit 1; }
 
 echo "sim CPU (user+sys ticks): $(awk '{print $14+$15}' /proc/$sim_pid/stat)"
-events=$(wc -l <"$work/out/tap.proofpoint.isolation.browser_and_email.jsonl")
+if [ "$MODE" = tls ]; then  # rsyslog writes asynchronously: wait until the count settles
+  prev=-1; while :; do cur=$(wc -l <"$delivered"); [ "$cur" = "$prev" ] && break; prev=$cur; sleep 0.5; done
+fi
+events=$(wc -l <"$delivered")
 wall=$(grep 'Elapsed (wall clock)' "$work/run.log" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
 user=$(grep 'User time' "$work/run.log" | awk '{print $NF}')
 sys=$(grep 'System time' "$work/run.log" | awk '{print $NF}')
 rss_kb=$(grep 'Maximum resident set size' "$work/run.log" | awk '{print $NF}')
 stats=$(grep ' -> Statistics for this pull cycle' "$work/run.log" | tail -1)
 requests=$(sed -E 's/.*Number of requests made: ([0-9]+);.*/\1/' <<<"$stats")
-bytes=$(stat -c %s "$work/out/tap.proofpoint.isolation.browser_and_email.jsonl")
-python3 - "$N" "$events" "$wall" "$user" "$sys" "$rss_kb" "$requests" "$bytes" <<'PY'
-import sys
-n, events, wall, user, sys_, rss, req, size = sys.argv[1:]
+bytes=$(stat -c %s "$delivered")
+python3 - "$N" "$events" "$wall" "$user" "$sys" "$rss_kb" "$requests" "$bytes" "$work/run.log" <<'PY'
+import re, statistics, sys
+n, events, wall, user, sys_, rss, req, size, log = sys.argv[1:]
 events, wall, cpu = int(events), float(wall), float(user) + float(sys_)
 print(f"events served by the simulator : {int(n):,}")
-print(f"events delivered (file output) : {events:,}")
+print(f"events delivered               : {events:,}")
 print(f"wall time                      : {wall:.2f} s")
 print(f"throughput                     : {events / wall:,.0f} events/s")
 print(f"CPU time (user+sys)            : {cpu:.2f} s  ({cpu / events * 1e6:.2f} us/event)")
 print(f"peak RSS                       : {int(rss) / 1024:.1f} MiB")
 print(f"API requests                   : {req}")
-print(f"bytes written per event        : {int(size) / max(events, 1):.0f}")
+print(f"bytes delivered per event      : {int(size) / max(events, 1):.0f}")
+proofs = [float(m.group(1)) for m in re.finditer(r"proof_ms=([0-9.]+)", open(log).read())]
+if proofs:
+    proofs.sort()
+    print(f"delivery proofs (connections)  : {len(proofs)}, close-to-confirmation median {statistics.median(proofs):.2f} ms, "
+          f"p95 {proofs[int(len(proofs) * 0.95) - 1]:.2f} ms, total {sum(proofs) / 1000:.2f} s")
 PY

@@ -206,6 +206,7 @@ impl SyslogOutput {
                     write_timeout: config.write_timeout,
                     confirm_timeout: config.confirm_timeout,
                     tls_settle: config.tls_settle,
+                    accepted: Default::default(),
                 },
             }),
             stats: StatsHandle::new(SystemTime::now()),
