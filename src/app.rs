@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-use crate::config::{Config, OutputKind, Persistence, ServiceConfig};
+use crate::config::{Config, OutputConfig, OutputKind, Persistence, ServiceConfig};
 use crate::isolation::puller::{puller_thread, setup_thread, PullError, Puller};
 use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle};
 use crate::output::syslog::{SyslogOutput, SyslogOutputConfig};
@@ -38,27 +38,48 @@ pub fn store_for(config: &Config, no_save_state: bool) -> StateStore {
 
 /// Builds one instance of every configured output.
 pub fn build_outputs(config: &Config) -> Result<Vec<Output>, OutputError> {
-    config
+    config.outputs.iter().map(build_output).collect()
+}
+
+fn build_output(o: &OutputConfig) -> Result<Output, OutputError> {
+    Ok(match &o.kind {
+        OutputKind::File { directory } => {
+            Output::File(FileOutput::new(o.name.clone(), directory.clone()))
+        }
+        OutputKind::Console => Output::Console(ConsoleOutput::new(o.name.clone())),
+        OutputKind::Network(n) => {
+            let mut c = SyslogOutputConfig::new(n.address.clone(), n.port, n.tls.clone());
+            c.require_tls = n.devo;
+            c.hostname = n.hostname.clone();
+            c.max_record_bytes = n.max_record_bytes;
+            c.confirm_timeout = n.confirm_timeout;
+            c.connect_timeout = n.connect_timeout;
+            Output::Syslog(SyslogOutput::new(o.name.clone(), c)?)
+        }
+    })
+}
+
+/// Starts the internal-message sender for the outputs that asked for it (`internal_senders`
+/// in Devo's words: its own connection per output).
+fn start_internal_messages(
+    config: &Config,
+    cancel: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, OutputError> {
+    let outputs = config
         .outputs
         .iter()
-        .map(|o| {
-            Ok(match &o.kind {
-                OutputKind::File { directory } => {
-                    Output::File(FileOutput::new(o.name.clone(), directory.clone()))
-                }
-                OutputKind::Console => Output::Console(ConsoleOutput::new(o.name.clone())),
-                OutputKind::Network(n) => {
-                    let mut c = SyslogOutputConfig::new(n.address.clone(), n.port, n.tls.clone());
-                    c.require_tls = n.devo;
-                    c.hostname = n.hostname.clone();
-                    c.max_record_bytes = n.max_record_bytes;
-                    c.confirm_timeout = n.confirm_timeout;
-                    c.connect_timeout = n.connect_timeout;
-                    Output::Syslog(SyslogOutput::new(o.name.clone(), c)?)
-                }
-            })
-        })
-        .collect()
+        .filter(|o| matches!(&o.kind, OutputKind::Network(n) if n.internal_messages))
+        .map(build_output)
+        .collect::<Result<Vec<_>, _>>()?;
+    let identity = crate::internal::Identity {
+        collector_name: config.globals.name.clone(),
+        input_name: config.input.name.clone(),
+    };
+    let handle = crate::internal::start(outputs, identity, cancel.clone());
+    if handle.is_some() {
+        info!("Internal messages (warnings and errors) are delivered to Devo as devo.collectors.out.local.*");
+    }
+    Ok(handle)
 }
 
 /// Logs the config's warnings once logging is up.
@@ -88,6 +109,9 @@ pub async fn run(
         warn!("The \"input\" configuration entry for proofpoint_isolation is not enabled");
         return Ok(true);
     }
+    // Its own token: it must outlive the pullers to deliver their last words.
+    let internal_stop = CancellationToken::new();
+    let internal = start_internal_messages(&config, &internal_stop)?;
     let mut tasks = tokio::task::JoinSet::new();
     let mut senders: Vec<(String, StatsHandle)> = Vec::new();
     for svc in config.services() {
@@ -128,6 +152,10 @@ pub async fn run(
     }
     if let Some(m) = monitor {
         m.abort();
+    }
+    if let Some(handle) = internal {
+        internal_stop.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), handle).await;
     }
     Ok(all_ok)
 }

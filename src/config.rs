@@ -127,6 +127,8 @@ pub struct NetworkOutputConfig {
     pub max_record_bytes: usize,
     pub confirm_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Also deliver the collector's own warnings and errors (`devo.collectors.out.local.*`).
+    pub internal_messages: bool,
 }
 
 pub use crate::output::syslog::TlsFiles;
@@ -809,6 +811,7 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
         }
     };
     let hostname = c.string("hostname", cx);
+    let internal_messages = c.boolean("internal_messages", false, cx);
     let max_record_bytes = c
         .number("max_record_bytes", 1024.0, 64.0 * 1024.0 * 1024.0, true, cx)
         .map(|n| n as usize)
@@ -853,6 +856,7 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
         max_record_bytes,
         confirm_timeout,
         connect_timeout,
+        internal_messages,
     })
 }
 

@@ -33,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod event;
+pub mod internal;
 pub mod isolation;
 pub mod output;
 pub mod pipeline;

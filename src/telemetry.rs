@@ -114,5 +114,8 @@ where
             fields.message, fields.rest
         );
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        if *event.metadata().level() <= Level::WARN {
+            crate::internal::forward(event.metadata(), level, &thread, &fields.message);
+        }
     }
 }

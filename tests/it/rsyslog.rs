@@ -256,7 +256,8 @@ impl Rsyslog {
             .unwrap_or_else(|e| panic!("cannot start rsyslogd ({e}); `{INSTALL_HINT}`"));
         self.child = Some(child);
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        for _ in 0..200 {
+        // Generous: a loaded 2-core CI machine can take seconds to start rsyslogd with GnuTLS.
+        for _ in 0..800 {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
                     "rsyslogd exited at start ({status}); stderr:\n{}\n(if a module is missing: \

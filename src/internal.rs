@@ -1,0 +1,207 @@
+//! Internal messages: the collector's own warnings and errors delivered to Devo, as Devo's
+//! collectors do (devo-platform.md §3.7), for outputs configured with `internal_messages: true`.
+//!
+//! Each record goes to the table `devo.collectors.out.local.<level>` (`warning`, `error`) with
+//! Devo's JSON shape: `{msg, time, level, collector_name, collector_version, collector_image,
+//! input_name, service_name, module_name}`.
+//!
+//! The logging layer hands messages to a bounded channel with `try_send`: logging never waits
+//! for the network, and when the channel is full (Devo unreachable for long) messages are
+//! dropped and counted rather than held without bound. They are operational logs, not events:
+//! at-most-once is the right trade here, and they still reach standard error. The sender's own
+//! log lines carry the target [`SENDER_TARGET`] and are never forwarded, so an unreachable Devo
+//! cannot feed a loop of messages about itself.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::Event;
+use crate::output::Output;
+
+/// The `tracing` target of the internal sender's own lines.
+pub const SENDER_TARGET: &str = "isolation_collector::internal_sender";
+
+/// Messages waiting for the sender at most; more are dropped.
+const CHANNEL_CAPACITY: usize = 1_000;
+
+/// One captured log line.
+#[derive(Debug, Clone)]
+pub struct InternalMessage {
+    pub time_ms: i64,
+    pub level: &'static str,
+    pub thread: String,
+    pub message: String,
+}
+
+static SENDER: OnceLock<mpsc::Sender<InternalMessage>> = OnceLock::new();
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Called by the logging layer for WARN and ERROR events.
+pub fn forward(meta: &tracing::Metadata<'_>, level: &'static str, thread: &str, message: &str) {
+    let Some(tx) = SENDER.get() else { return };
+    if meta.target() == SENDER_TARGET {
+        return;
+    }
+    let msg = InternalMessage {
+        time_ms: chrono::Utc::now().timestamp_millis(),
+        level,
+        thread: thread.to_owned(),
+        message: message.to_owned(),
+    };
+    if tx.try_send(msg).is_err() {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Who the collector is, for the records.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub collector_name: String,
+    pub input_name: String,
+}
+
+/// The Devo table of a level.
+pub fn table_for(level: &str) -> String {
+    format!("devo.collectors.out.local.{}", level.to_ascii_lowercase())
+}
+
+/// The record body of a message.
+pub fn record(identity: &Identity, m: &InternalMessage) -> String {
+    // Threads are Devo's `IsolationPuller(input,id,service,predefined)` or
+    // `IsolationPullerSetup(unknown,input#id,service#predefined)`: the service is the third item.
+    let (module, service) = match m.thread.split_once('(') {
+        Some((module, args)) => {
+            let service = args
+                .split(',')
+                .nth(2)
+                .unwrap_or("")
+                .split('#')
+                .next()
+                .unwrap_or("");
+            (module.to_owned(), service.to_owned())
+        }
+        None => (m.thread.clone(), String::new()),
+    };
+    serde_json::json!({
+        "msg": m.message,
+        "time": crate::time::format_iso(m.time_ms),
+        "level": m.level,
+        "collector_name": identity.collector_name,
+        "collector_version": env!("CARGO_PKG_VERSION"),
+        "collector_image": std::env::var("COLLECTOR_IMAGE").unwrap_or_default(),
+        "input_name": identity.input_name,
+        "service_name": service,
+        "module_name": module,
+    })
+    .to_string()
+}
+
+/// Starts forwarding to `outputs` (one instance per output with `internal_messages: true`).
+/// Returns the sender task, which ends when `cancel` fires.
+pub fn start(
+    outputs: Vec<Output>,
+    identity: Identity,
+    cancel: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if outputs.is_empty() {
+        return None;
+    }
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    if SENDER.set(tx).is_err() {
+        return None; // already running (one collector per process)
+    }
+    Some(tokio::spawn(run(outputs, identity, rx, cancel)))
+}
+
+async fn run(
+    mut outputs: Vec<Output>,
+    identity: Identity,
+    mut rx: mpsc::Receiver<InternalMessage>,
+    cancel: CancellationToken,
+) {
+    let mut reported_drops = 0;
+    loop {
+        let (first, stopping) = tokio::select! {
+            m = rx.recv() => match m { Some(m) => (m, false), None => return },
+            _ = cancel.cancelled() => match rx.try_recv() {
+                // Stopping: flush what is waiting, then end.
+                Ok(m) => (m, true),
+                Err(_) => return,
+            },
+        };
+        // Gather what else is waiting, for one connection per level rather than per message.
+        let mut batch = vec![first];
+        if !stopping {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        while let Ok(m) = rx.try_recv() {
+            batch.push(m);
+        }
+        send(&mut outputs, &identity, &batch).await;
+        let dropped = DROPPED.load(Ordering::Relaxed);
+        if dropped > reported_drops {
+            tracing::warn!(target: SENDER_TARGET, "{} internal message(s) dropped: the internal sender could not keep up.", dropped - reported_drops);
+            reported_drops = dropped;
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+async fn send(outputs: &mut [Output], identity: &Identity, batch: &[InternalMessage]) {
+    for level in ["WARNING", "ERROR"] {
+        let events: Vec<Event> = batch
+            .iter()
+            .filter(|m| m.level == level)
+            .map(|m| Event {
+                date_ms: m.time_ms,
+                key: [0; 32],
+                json: Bytes::from(record(identity, m)),
+            })
+            .collect();
+        if events.is_empty() {
+            continue;
+        }
+        let table = table_for(level);
+        for o in outputs.iter_mut() {
+            if let Err(e) = o.deliver(&table, &events).await {
+                tracing::warn!(target: SENDER_TARGET, "Internal messages not delivered to {}: {e}", o.name());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_have_devo_shape() {
+        let identity = Identity {
+            collector_name: "pp".into(),
+            input_name: "proofpoint_isolation".into(),
+        };
+        let m = InternalMessage {
+            time_ms: 1_741_083_327_412,
+            level: "ERROR",
+            thread: "IsolationPuller(proofpoint_isolation,10001,url_isolation,predefined)".into(),
+            message: "Pull failed: \"x\"".into(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&record(&identity, &m)).unwrap();
+        assert_eq!(v["msg"], "Pull failed: \"x\"");
+        assert_eq!(v["time"], "2025-03-04T10:15:27.412Z");
+        assert_eq!(v["service_name"], "url_isolation");
+        assert_eq!(v["module_name"], "IsolationPuller");
+        assert_eq!(v["input_name"], "proofpoint_isolation");
+        assert_eq!(table_for("WARNING"), "devo.collectors.out.local.warning");
+        let setup = InternalMessage { thread: "IsolationPullerSetup(unknown,proofpoint_isolation#10001,browser_and_email_isolation#predefined)".into(), ..m };
+        let v: serde_json::Value = serde_json::from_str(&record(&identity, &setup)).unwrap();
+        assert_eq!(v["service_name"], "browser_and_email_isolation");
+    }
+}
