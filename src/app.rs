@@ -9,11 +9,13 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use crate::config::{Config, OutputConfig, OutputKind, Persistence, ServiceConfig};
 use crate::isolation::puller::{puller_thread, setup_thread, PullError, Puller};
+use crate::metrics::Metrics;
 use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle};
 use crate::output::syslog::{SyslogOutput, SyslogOutputConfig};
 use crate::output::{console::ConsoleOutput, file::FileOutput, Output, OutputError};
@@ -112,9 +114,35 @@ pub async fn run(
     // Its own token: it must outlive the pullers to deliver their last words.
     let internal_stop = CancellationToken::new();
     let internal = start_internal_messages(&config, &internal_stop)?;
+    let metrics = Arc::new(Metrics::new());
+    // Stops the listener and the memory log when `run` returns (`--once`) or on shutdown.
+    let background = cancel.child_token();
+    let _stop_background = background.clone().drop_guard();
+    if let Some(addr) = config.globals.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("binding the metrics listener (globals.metrics_listen) on {addr}")
+        })?;
+        info!(
+            "Serving metrics and health on http://{} (/metrics, /health, /ready)",
+            listener.local_addr().unwrap_or(addr)
+        );
+        let (metrics, stop) = (metrics.clone(), background.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(listener, metrics, stop).await {
+                error!("The metrics listener stopped: {e}");
+            }
+        });
+    }
+    if !options.once {
+        tokio::spawn(crate::memory::log_every(
+            config.globals.memory_log_period,
+            background.clone(),
+        ));
+    }
     let mut tasks = tokio::task::JoinSet::new();
     let mut senders: Vec<(String, StatsHandle)> = Vec::new();
     for svc in config.services() {
+        metrics.expect_service(svc.service);
         let outputs = build_outputs(&config)?;
         for o in &outputs {
             if let Output::Syslog(s) = o {
@@ -127,7 +155,8 @@ pub async fn run(
             outputs,
             store.clone(),
             cancel.clone(),
-        )?;
+        )?
+        .with_metrics(&metrics);
         let span = tracing::info_span!("puller", thread = %puller_thread(&config.input, svc));
         let setup_span = tracing::info_span!("setup", thread = %setup_thread(&config.input, svc));
         let svc = svc.clone();

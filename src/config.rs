@@ -11,6 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -88,6 +89,10 @@ pub struct Globals {
     pub name: String,
     pub debug: bool,
     pub persistence: Persistence,
+    /// `metrics_listen`: where to serve `/metrics`, `/health` and `/ready` (none: no listener).
+    pub metrics_listen: Option<SocketAddr>,
+    /// `memory_log_period_in_sec`: how often Devo's `[GC]` memory line is logged.
+    pub memory_log_period: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -633,8 +638,29 @@ fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
             persistence
         }
     };
+    let metrics_listen = g.string("metrics_listen", cx).and_then(|text| {
+        match text.trim().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                cx.error(
+                    &g.path("metrics_listen"),
+                    format!("`{text}` is not a socket address; write an IP and a port, e.g. `127.0.0.1:9464`"),
+                );
+                None
+            }
+        }
+    });
+    let memory_log_period = g.seconds(
+        "memory_log_period_in_sec",
+        10.0,
+        86400.0,
+        Duration::from_secs(300),
+        cx,
+    );
     g.finish(cx);
     Some(Globals {
+        metrics_listen,
+        memory_log_period,
         sender_stats_period,
         id,
         name,

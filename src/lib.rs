@@ -24,6 +24,8 @@
 //! - [`output`]: file, console (and Devo/syslog) outputs with their confirm contract.
 //! - [`state`]: versioned JSON state per (input id, service), written atomically.
 //! - [`simulator`]: a faithful simulator of the vendor API (tests, benchmark, demo).
+//! - [`metrics`]: Prometheus metrics, `/health` and `/ready` (the optional HTTP listener).
+//! - [`memory`]: Devo's periodic `[GC]` memory line.
 //! - [`app`], [`cli`], [`demo`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
 
 #![forbid(unsafe_code)]
@@ -35,6 +37,8 @@ pub mod demo;
 pub mod event;
 pub mod internal;
 pub mod isolation;
+pub mod memory;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod secret;

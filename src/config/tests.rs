@@ -171,3 +171,37 @@ fn the_shipped_examples_are_valid() {
         }
     }
 }
+
+#[test]
+fn metrics_listen_and_memory_log_period() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.globals.metrics_listen, None);
+    assert_eq!(c.globals.memory_log_period, Duration::from_secs(300));
+    let text = GOOD.replace(
+        "  id: \"pp01\"\n",
+        "  id: \"pp01\"\n  metrics_listen: \"127.0.0.1:9464\"\n  memory_log_period_in_sec: 30\n",
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.globals.metrics_listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert_eq!(c.globals.memory_log_period, Duration::from_secs(30));
+    let text = GOOD.replace(
+        "  id: \"pp01\"\n",
+        "  id: \"pp01\"\n  metrics_listen: \"localhost\"\n  memory_log_period_in_sec: 5\n",
+    );
+    let errors = parse(&text).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("globals.metrics_listen: `localhost` is not a socket address")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("globals.memory_log_period_in_sec:")),
+        "{errors:?}"
+    );
+}

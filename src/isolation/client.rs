@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::config::{KeyPlacement, ServiceConfig};
 use crate::event::{parse_page, Page};
+use crate::metrics::{Outcome, ServiceMetrics};
 use crate::secret::ApiKey;
 
 /// Why an API call failed.
@@ -70,6 +71,7 @@ pub struct ApiClient {
     next_request: Instant,
     pub stats: ClientStats,
     cancel: tokio_util::sync::CancellationToken,
+    metrics: ServiceMetrics,
 }
 
 /// One attempt's failure, before the retry decision.
@@ -77,8 +79,9 @@ enum Attempt {
     Retry {
         reason: String,
         after: Option<Duration>,
+        outcome: Outcome,
     },
-    Fatal(FetchError),
+    Fatal(FetchError, Outcome),
 }
 
 impl ApiClient {
@@ -103,8 +106,14 @@ impl ApiClient {
             min_interval,
             next_request: Instant::now(),
             stats: ClientStats::default(),
+            metrics: ServiceMetrics::detached(cfg.service),
             cancel,
         })
+    }
+
+    /// Counts into `metrics` from now on (a new client counts into a private registry).
+    pub fn set_metrics(&mut self, metrics: ServiceMetrics) {
+        self.metrics = metrics;
     }
 
     /// The setup check: one small job creation. Only authentication and reachability matter.
@@ -144,6 +153,7 @@ impl ApiClient {
             self.sleep(wait).await?;
             wait = (wait * 2).min(self.cfg.job_poll_max);
             self.stats.polls += 1;
+            self.metrics.job_poll();
             page = self
                 .request(from, to, page_size, Some(&job_id), None)
                 .await?;
@@ -212,9 +222,21 @@ impl ApiClient {
                 _ = cancel.cancelled() => return Err(FetchError::Cancelled),
             };
             match outcome {
-                Ok(page) => return Ok(page),
-                Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry { reason, after }) => {
+                Ok(page) => {
+                    self.metrics.request(Outcome::Ok);
+                    self.metrics.events_received(page.events.len());
+                    return Ok(page);
+                }
+                Err(Attempt::Fatal(e, outcome)) => {
+                    self.metrics.request(outcome);
+                    return Err(e);
+                }
+                Err(Attempt::Retry {
+                    reason,
+                    after,
+                    outcome,
+                }) => {
+                    self.metrics.request(outcome);
                     if attempt > self.cfg.max_retries {
                         return Err(FetchError::GaveUp {
                             attempts: attempt,
@@ -222,6 +244,7 @@ impl ApiClient {
                         });
                     }
                     self.stats.retries += 1;
+                    self.metrics.retry();
                     // Full jitter on the upper half, so that two collectors do not retry in step.
                     let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
                     let wait = after.map_or(jittered, |a| {
@@ -241,10 +264,13 @@ impl ApiClient {
 
     async fn attempt(&mut self, params: &[(&str, String)]) -> Result<Page, Attempt> {
         let mut url = url::Url::parse(&self.endpoint).map_err(|e| {
-            Attempt::Fatal(FetchError::Rejected {
-                status: 0,
-                body: e.to_string(),
-            })
+            Attempt::Fatal(
+                FetchError::Rejected {
+                    status: 0,
+                    body: e.to_string(),
+                },
+                Outcome::Rejected,
+            )
         })?;
         {
             let mut q = url.query_pairs_mut();
@@ -280,6 +306,7 @@ impl ApiClient {
             format!("{kind}: {}", self.redact(&detail))
         };
         let resp = req.send().await.map_err(|e| Attempt::Retry {
+            outcome: transport_outcome(&e),
             reason: describe(e.without_url()),
             after: None,
         })?;
@@ -290,37 +317,53 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = read_body(resp).await.map_err(|reason| Attempt::Retry {
-            reason: match reason {
-                BodyError::Transport(e) => describe(e.without_url()),
-                BodyError::TooLarge => {
-                    format!("the response is larger than {MAX_BODY_BYTES} bytes")
-                }
+        let body = read_body(resp).await.map_err(|reason| match reason {
+            BodyError::Transport(e) => Attempt::Retry {
+                outcome: transport_outcome(&e),
+                reason: describe(e.without_url()),
+                after: None,
             },
-            after: None,
+            BodyError::TooLarge => Attempt::Retry {
+                reason: format!("the response is larger than {MAX_BODY_BYTES} bytes"),
+                after: None,
+                outcome: Outcome::Malformed,
+            },
         })?;
         self.stats.bytes += body.len() as u64;
         match status.as_u16() {
             200..=299 => parse_page(body).map_err(|e| Attempt::Retry {
                 reason: format!("bad response: {e}"),
                 after: None,
+                outcome: Outcome::Malformed,
             }),
-            401 | 403 => Err(Attempt::Fatal(FetchError::Auth {
-                masked_key: self.key.masked(),
-                status: status.as_u16(),
-            })),
+            401 | 403 => Err(Attempt::Fatal(
+                FetchError::Auth {
+                    masked_key: self.key.masked(),
+                    status: status.as_u16(),
+                },
+                Outcome::Auth,
+            )),
             429 => Err(Attempt::Retry {
                 reason: "HTTP 429 Too Many Requests".into(),
                 after: retry_after,
+                outcome: Outcome::RateLimited,
             }),
-            408 | 500..=599 => Err(Attempt::Retry {
-                reason: format!("HTTP {}", status.as_u16()),
+            code @ (408 | 500..=599) => Err(Attempt::Retry {
+                reason: format!("HTTP {code}"),
                 after: retry_after,
+                outcome: if code == 408 {
+                    Outcome::Timeout
+                } else {
+                    Outcome::ServerError
+                },
             }),
-            code => Err(Attempt::Fatal(FetchError::Rejected {
-                status: code,
-                body: self.redact(&String::from_utf8_lossy(&body[..body.len().min(300)])),
-            })),
+            code => Err(Attempt::Fatal(
+                FetchError::Rejected {
+                    status: code,
+                    body: self.redact(&String::from_utf8_lossy(&body[..body.len().min(300)])),
+                },
+                Outcome::Rejected,
+            )),
         }
     }
 
@@ -333,6 +376,14 @@ impl ApiClient {
 /// The largest response accepted. A 10,000-event page is about 4 MB; anything near this is a
 /// broken server, and reading it whole could exhaust memory.
 pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
+fn transport_outcome(e: &reqwest::Error) -> Outcome {
+    if e.is_timeout() {
+        Outcome::Timeout
+    } else {
+        Outcome::Transport
+    }
+}
 
 enum BodyError {
     Transport(reqwest::Error),

@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 use crate::config::{InputConfig, ServiceConfig, RETENTION};
 use crate::event::Event;
 use crate::isolation::client::{ApiClient, FetchError};
+use crate::metrics::{Metrics, ServiceMetrics};
 use crate::output::{Output, OutputError};
 use crate::pipeline::window::{plan_cycle, Window, WindowPlanner};
 use crate::state::{correct, ServiceState, StateError, StateStore};
@@ -66,6 +67,7 @@ pub struct Puller {
     needs_reload: bool,
     density: Option<f64>,
     cancel: CancellationToken,
+    metrics: ServiceMetrics,
 }
 
 /// Devo's thread names, used as the `thread` of log lines.
@@ -109,6 +111,7 @@ impl Puller {
         )?;
         let key = StateStore::key(&input.id, svc.service.name());
         let start = svc.start_time.map_or(0, |t| t.timestamp_millis());
+        let metrics = ServiceMetrics::detached(svc.service);
         Ok(Puller {
             state: ServiceState::new(svc.start_time_text.clone(), start),
             svc,
@@ -120,14 +123,38 @@ impl Puller {
             needs_reload: false,
             density: None,
             cancel,
+            metrics,
         })
+    }
+
+    /// Counts into `metrics` (the served registry) instead of a private one.
+    pub fn with_metrics(mut self, metrics: &Arc<Metrics>) -> Puller {
+        self.metrics = metrics.service(self.svc.service);
+        self.client.set_metrics(self.metrics.clone());
+        self
+    }
+
+    /// Writes `state`, counting a failure.
+    fn save(&self, state: &ServiceState) -> Result<(), StateError> {
+        let result = self.store.save(&self.key, state);
+        if result.is_err() {
+            self.metrics.state_write_failed();
+        }
+        result
     }
 
     /// The setup check ("Making sample request to test authentication.").
     pub async fn setup(&mut self) -> Result<(), FetchError> {
         warn!("The token/header/authentication has not been created yet");
         info!("Making sample request to test authentication.");
-        self.client.check_auth().await?;
+        match self.client.check_auth().await {
+            Ok(()) => self.metrics.setup(Ok(())),
+            Err(FetchError::Cancelled) => return Err(FetchError::Cancelled),
+            Err(e) => {
+                self.metrics.setup(Err(e.to_string()));
+                return Err(e);
+            }
+        }
         info!("Authentication successful.");
         info!("Setup for module <IsolationPuller> has been successfully executed");
         Ok(())
@@ -201,11 +228,12 @@ impl Puller {
                 previous.unwrap_or_else(|| "{}".into()),
                 state.summary()
             );
-            self.store.save(&self.key, &state)?;
+            self.save(&state)?;
             info!("Persistence has been updated successfully");
         } else {
             info!("No changes were detected in the persistence");
         }
+        self.metrics.checkpoint(state.cursors.checkpoint);
         self.state = state;
         self.needs_resume = true;
         info!("Finalizing the execution of {thread}");
@@ -322,6 +350,7 @@ impl Puller {
         match result {
             Ok(()) => {
                 info!("The data is up to date!");
+                self.metrics.pull_succeeded(now_ms());
                 Ok(stats)
             }
             Err(e) => {
@@ -391,7 +420,7 @@ impl Puller {
         }
         if range.sweep {
             self.state.cursors.last_sweep = Some(now);
-            self.store.save(&self.key, &self.state)?;
+            self.save(&self.state)?;
         }
         Ok(())
     }
@@ -469,7 +498,7 @@ impl Puller {
             }
         }
         if changed {
-            self.store.save(&self.key, &self.state)?;
+            self.save(&self.state)?;
         }
         self.needs_resume = false;
         Ok(())
@@ -488,6 +517,7 @@ impl Puller {
         let batch: Vec<Event> = plan.deliver.iter().map(|&i| events[i].clone()).collect();
         drop(events);
         stats.duplicates += plan.duplicates as u64;
+        self.metrics.duplicates_filtered(plan.duplicates);
         let table = self.svc.table.clone();
         let mut positions = Vec::new();
         if !batch.is_empty() {
@@ -499,7 +529,16 @@ impl Puller {
                     if confirmed[i] {
                         continue;
                     }
-                    match o.deliver(&table, &batch).await {
+                    let result = o.deliver(&table, &batch).await;
+                    self.metrics.delivery(
+                        o.name(),
+                        &table,
+                        result
+                            .as_ref()
+                            .map(|_| batch.len())
+                            .map_err(|e| e.to_string()),
+                    );
+                    match result {
                         Ok(p) => {
                             confirmed[i] = true;
                             if let Some(p) = p {
@@ -548,10 +587,11 @@ impl Puller {
         c.checkpoint = c.checkpoint.max(w.to);
         let horizon = c.horizon();
         self.state.dedup.prune(horizon);
-        if let Err(e) = self.store.save(&self.key, &self.state) {
+        if let Err(e) = self.save(&self.state) {
             self.needs_reload = true;
             return Err(e.into());
         }
+        self.metrics.checkpoint(self.state.cursors.checkpoint);
         Ok(())
     }
 }

@@ -1,0 +1,467 @@
+//! Prometheus metrics, health and readiness, served by the optional HTTP listener
+//! (`globals.metrics_listen`).
+//!
+//! One [`Metrics`] per process, created in `app::run` and passed explicitly (an `Arc`) to each
+//! service's puller and API client; nothing is global, so tests and `validate` can build pullers
+//! without a registry (they get a private, unserved one). Business code calls one method of
+//! [`ServiceMetrics`] per thing counted, so the counting points stay one line each.
+//!
+//! Labels are few and bounded: `service` (2 values), `output` (the configured names), `table`
+//! (one per service) and `outcome` (the fixed [`Outcome`] set). Counter names get `_total` from
+//! the encoder; units (`_seconds`) are part of the registered name.
+//!
+//! Readiness is kept here too, because it is fed by the same call sites: a service is ready once
+//! its setup (authentication check) passed, an output once its last delivery attempt was
+//! confirmed (or before any attempt: `run` does not probe outputs at start; `validate` does).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Service;
+use crate::time::Millis;
+
+/// The result of one API request attempt.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx with a valid body.
+    Ok,
+    /// 401/403.
+    Auth,
+    /// 429.
+    RateLimited,
+    /// 5xx.
+    ServerError,
+    /// The request or the body timed out, or the server answered 408.
+    Timeout,
+    /// Connection failures, resets, bodies cut off.
+    Transport,
+    /// 2xx whose body is not a valid page, or a body over the size limit.
+    Malformed,
+    /// Any other status (4xx): not retried.
+    Rejected,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Auth => "auth",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::ServerError => "server_error",
+            Outcome::Timeout => "timeout",
+            Outcome::Transport => "transport",
+            Outcome::Malformed => "malformed",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Service {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.name())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: Service,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    service: Service,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutputLabels {
+    output: String,
+    table: String,
+}
+
+type SecondsGauge = Gauge<f64, AtomicU64>;
+
+/// What `/ready` reports.
+#[derive(Debug, Default)]
+struct Readiness {
+    /// Per enabled service: `None` once setup passed, else why not.
+    services: BTreeMap<Service, Option<String>>,
+    /// Per (output, service): `None` when the last delivery was confirmed (or none yet).
+    outputs: BTreeMap<(String, Service), Option<String>>,
+}
+
+/// The process's metric families, health state and registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    received: Family<ServiceLabels, Counter>,
+    duplicates: Family<ServiceLabels, Counter>,
+    delivered: Family<OutputLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    retries: Family<ServiceLabels, Counter>,
+    polls: Family<ServiceLabels, Counter>,
+    confirm_failures: Family<OutputLabels, Counter>,
+    state_write_failures: Family<ServiceLabels, Counter>,
+    checkpoint_lag: Family<ServiceLabels, SecondsGauge>,
+    last_pull: Family<ServiceLabels, SecondsGauge>,
+    /// The checkpoint per service; the lag gauge is computed from it at scrape time, so it keeps
+    /// growing while a service is stuck (a gauge set only on success would freeze instead).
+    checkpoints: Mutex<BTreeMap<Service, Millis>>,
+    readiness: Mutex<Readiness>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Every family, registered under the `isolation_collector` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("isolation_collector");
+        let received = Family::default();
+        registry.register(
+            "received_events",
+            "Events received from the API (every parsed page, the setup check's included).",
+            received.clone(),
+        );
+        let duplicates = Family::default();
+        registry.register(
+            "duplicate_events",
+            "Events dropped by the dedup memory (already delivered).",
+            duplicates.clone(),
+        );
+        let delivered = Family::default();
+        registry.register(
+            "delivered_events",
+            "Events confirmed by an output, per output and table.",
+            delivered.clone(),
+        );
+        let requests = Family::default();
+        registry.register(
+            "api_requests",
+            "API request attempts by outcome.",
+            requests.clone(),
+        );
+        let retries = Family::default();
+        registry.register(
+            "api_retries",
+            "API requests retried after a retryable failure.",
+            retries.clone(),
+        );
+        let polls = Family::default();
+        registry.register(
+            "job_polls",
+            "Polls of an API job that was not complete yet.",
+            polls.clone(),
+        );
+        let confirm_failures = Family::default();
+        registry.register(
+            "output_confirm_failures",
+            "Delivery attempts an output did not confirm (each is retried).",
+            confirm_failures.clone(),
+        );
+        let state_write_failures = Family::default();
+        registry.register(
+            "state_write_failures",
+            "State (checkpoint) writes that failed.",
+            state_write_failures.clone(),
+        );
+        let checkpoint_lag = Family::default();
+        registry.register_with_unit(
+            "checkpoint_lag",
+            "Now minus the service's checkpoint (everything before it is delivered).",
+            Unit::Seconds,
+            checkpoint_lag.clone(),
+        );
+        let last_pull = Family::default();
+        registry.register_with_unit(
+            "last_successful_pull_timestamp",
+            "Unix time of the end of the service's last successful pull cycle.",
+            Unit::Seconds,
+            last_pull.clone(),
+        );
+        Metrics {
+            registry,
+            received,
+            duplicates,
+            delivered,
+            requests,
+            retries,
+            polls,
+            confirm_failures,
+            state_write_failures,
+            checkpoint_lag,
+            last_pull,
+            checkpoints: Mutex::default(),
+            readiness: Mutex::default(),
+        }
+    }
+
+    /// The handle one service's puller and client count through.
+    pub fn service(self: &Arc<Self>, service: Service) -> ServiceMetrics {
+        ServiceMetrics {
+            metrics: self.clone(),
+            service,
+        }
+    }
+
+    /// Marks a service as expected: not ready until its setup passes.
+    pub fn expect_service(&self, service: Service) {
+        lock(&self.readiness)
+            .services
+            .insert(service, Some("setup has not passed yet".into()));
+    }
+
+    /// The OpenMetrics text exposition, with the lag gauges brought up to `now`.
+    pub fn encode(&self, now: Millis) -> String {
+        for (&service, &checkpoint) in lock(&self.checkpoints).iter() {
+            self.checkpoint_lag
+                .get_or_create(&ServiceLabels { service })
+                .set((now - checkpoint) as f64 / 1000.0);
+        }
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// What is not ready, one line each; empty when ready.
+    pub fn not_ready(&self) -> Vec<String> {
+        let r = lock(&self.readiness);
+        let mut problems = Vec::new();
+        for (service, why) in &r.services {
+            if let Some(why) = why {
+                problems.push(format!("service {service}: {why}"));
+            }
+        }
+        for ((output, service), why) in &r.outputs {
+            if let Some(why) = why {
+                problems.push(format!(
+                    "output {output} (service {service}): last delivery failed: {why}"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The data is plain values, valid even if a holder panicked.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One service's view of [`Metrics`]: the counting points of the puller and the API client.
+#[derive(Clone, Debug)]
+pub struct ServiceMetrics {
+    metrics: Arc<Metrics>,
+    service: Service,
+}
+
+impl ServiceMetrics {
+    /// A handle on a private registry that nobody serves (pullers built without metrics).
+    pub fn detached(service: Service) -> ServiceMetrics {
+        Arc::new(Metrics::new()).service(service)
+    }
+
+    fn labels(&self) -> ServiceLabels {
+        ServiceLabels {
+            service: self.service,
+        }
+    }
+
+    pub fn events_received(&self, n: usize) {
+        self.metrics
+            .received
+            .get_or_create(&self.labels())
+            .inc_by(n as u64);
+    }
+
+    pub fn duplicates_filtered(&self, n: usize) {
+        self.metrics
+            .duplicates
+            .get_or_create(&self.labels())
+            .inc_by(n as u64);
+    }
+
+    pub fn request(&self, outcome: Outcome) {
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                service: self.service,
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn retry(&self) {
+        self.metrics.retries.get_or_create(&self.labels()).inc();
+    }
+
+    pub fn job_poll(&self) {
+        self.metrics.polls.get_or_create(&self.labels()).inc();
+    }
+
+    pub fn state_write_failed(&self) {
+        self.metrics
+            .state_write_failures
+            .get_or_create(&self.labels())
+            .inc();
+    }
+
+    /// An output confirmed `n` events (`Ok`), or did not.
+    pub fn delivery(&self, output: &str, table: &str, result: Result<usize, String>) {
+        let labels = OutputLabels {
+            output: output.to_owned(),
+            table: table.to_owned(),
+        };
+        let why = match result {
+            Ok(n) => {
+                self.metrics
+                    .delivered
+                    .get_or_create(&labels)
+                    .inc_by(n as u64);
+                None
+            }
+            Err(e) => {
+                self.metrics.confirm_failures.get_or_create(&labels).inc();
+                Some(e)
+            }
+        };
+        lock(&self.metrics.readiness)
+            .outputs
+            .insert((output.to_owned(), self.service), why);
+    }
+
+    /// The checkpoint moved (or was loaded).
+    pub fn checkpoint(&self, checkpoint: Millis) {
+        lock(&self.metrics.checkpoints).insert(self.service, checkpoint);
+    }
+
+    /// A pull cycle completed at `now`.
+    pub fn pull_succeeded(&self, now: Millis) {
+        self.metrics
+            .last_pull
+            .get_or_create(&self.labels())
+            .set(now as f64 / 1000.0);
+    }
+
+    /// The setup check's result.
+    pub fn setup(&self, result: Result<(), String>) {
+        let why = result.err().map(|e| format!("setup has not passed: {e}"));
+        lock(&self.metrics.readiness)
+            .services
+            .insert(self.service, why);
+    }
+}
+
+// === The listener ===
+
+/// Serves `/metrics`, `/health` and `/ready` on `listener` until `cancel`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready_handler))
+        .with_state(metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+}
+
+async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> Response {
+    let text = metrics.encode(chrono::Utc::now().timestamp_millis());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn ready_handler(State(metrics): State<Arc<Metrics>>) -> Response {
+    let problems = metrics.not_ready();
+    let (status, body) = if problems.is_empty() {
+        (StatusCode::OK, serde_json::json!({"ready": true}))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"ready": false, "not_ready": problems}),
+        )
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_labels_and_lag() {
+        let m = Arc::new(Metrics::new());
+        let s = m.service(Service::UrlIsolation);
+        s.events_received(5);
+        s.request(Outcome::RateLimited);
+        s.delivery("local", "t.a", Ok(3));
+        s.checkpoint(1_000);
+        s.pull_succeeded(2_500);
+        let text = m.encode(11_000);
+        for line in [
+            "isolation_collector_received_events_total{service=\"url_isolation\"} 5",
+            "isolation_collector_api_requests_total{service=\"url_isolation\",outcome=\"rate_limited\"} 1",
+            "isolation_collector_delivered_events_total{output=\"local\",table=\"t.a\"} 3",
+            "isolation_collector_checkpoint_lag_seconds{service=\"url_isolation\"} 10.0",
+            "isolation_collector_last_successful_pull_timestamp_seconds{service=\"url_isolation\"} 2.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn readiness_follows_setup_and_deliveries() {
+        let m = Arc::new(Metrics::new());
+        m.expect_service(Service::UrlIsolation);
+        assert_eq!(m.not_ready().len(), 1);
+        let s = m.service(Service::UrlIsolation);
+        s.setup(Err("API Key 1a2b...9z is not valid.".into()));
+        assert!(m.not_ready()[0].contains("url_isolation: setup has not passed: API Key"));
+        s.setup(Ok(()));
+        assert!(m.not_ready().is_empty());
+        s.delivery("dev", "t", Err("refused".into()));
+        assert!(m.not_ready()[0].starts_with("output dev (service url_isolation)"));
+        s.delivery("dev", "t", Ok(1));
+        assert!(m.not_ready().is_empty());
+    }
+}
