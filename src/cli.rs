@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::telemetry::LogFormat;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "isolation-collector",
@@ -28,11 +30,17 @@ pub enum Command {
         /// Keep the state in memory only.
         #[arg(long)]
         no_save_state: bool,
+        /// Log lines as Devo's text lines or as JSON objects.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Check the config (every problem at once), the outputs and each service's API key.
     Validate {
         #[arg(long, env = "CONFIG_FILE")]
         config: PathBuf,
+        /// Log lines as Devo's text lines or as JSON objects.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Show or reset the persisted state.
     State {
@@ -54,6 +62,9 @@ pub enum Command {
         /// Do not print events to the console (files only).
         #[arg(long)]
         quiet: bool,
+        /// Log lines as Devo's text lines or as JSON objects.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
 }
 

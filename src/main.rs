@@ -57,12 +57,13 @@ async fn real_main(cli: Cli) -> ExitCode {
             config,
             once,
             no_save_state,
+            log_format,
         } => {
             let config = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            telemetry::init(config.globals.debug);
+            telemetry::init(config.globals.debug, log_format);
             app::log_warnings(&config);
             let cancel = CancellationToken::new();
             tokio::spawn(app::shutdown_on_signal(cancel.clone()));
@@ -83,12 +84,12 @@ async fn real_main(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Validate { config } => {
+        Command::Validate { config, log_format } => {
             let config = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            telemetry::init(config.globals.debug);
+            telemetry::init(config.globals.debug, log_format);
             app::log_warnings(&config);
             let ok = app::validate(&config).await;
             if ok {
@@ -149,8 +150,9 @@ async fn real_main(cli: Cli) -> ExitCode {
             dir,
             follow,
             quiet,
+            log_format,
         } => {
-            telemetry::init(false);
+            telemetry::init(false, log_format);
             match demo::run(events, &dir, follow, quiet).await {
                 Ok(ok) => exit(ok),
                 Err(e) => {
