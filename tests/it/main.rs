@@ -21,3 +21,6 @@ mod syslog_tls;
 
 // The collector binary with a devo_platform output into a real mutual-TLS rsyslog, end to end.
 mod devo_e2e;
+
+// The metrics listener against the truth, /health and /ready, and --log-format json.
+mod metrics;

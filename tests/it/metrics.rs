@@ -1,0 +1,270 @@
+//! The metrics listener (`globals.metrics_listen`) against the truth (the simulators' counts and
+//! the delivered files), `/health` and `/ready`, and `--log-format json`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use isolation_collector::simulator::{Dataset, Fault, FaultTarget};
+
+use crate::util::*;
+
+const WEB: &str = "browser_and_email_isolation";
+const URL: &str = "url_isolation";
+
+/// A loopback port nobody listens on (bound then released: a small race, fine for tests).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Adds `metrics_listen` to the env's config; returns the base URL.
+fn listen_on_free_port(env: &TestEnv) -> String {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let text = std::fs::read_to_string(env.config_path()).unwrap().replace(
+        "  name: it\n",
+        &format!("  name: it\n  metrics_listen: \"{addr}\"\n"),
+    );
+    std::fs::write(env.config_path(), text).unwrap();
+    format!("http://{addr}")
+}
+
+fn spawn_daemon(env: &TestEnv, log: &Path) -> tokio::process::Child {
+    collector_command(&["run", "--log-format", "json"], &env.config_path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// GET `url`: (status, body); `None` while nothing answers.
+async fn get(url: &str) -> Option<(u16, String)> {
+    let resp = reqwest::get(url).await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.ok()?))
+}
+
+/// The samples of a text exposition: (name, labels) → value.
+type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+
+fn parse_exposition(text: &str) -> Samples {
+    let mut samples = Samples::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let labels = rest
+                    .trim_end_matches('}')
+                    .split(',')
+                    .map(|kv| {
+                        let (k, v) = kv.split_once('=').unwrap();
+                        (k.to_owned(), v.trim_matches('"').to_owned())
+                    })
+                    .collect();
+                (name, labels)
+            }
+            None => (series, BTreeMap::new()),
+        };
+        samples.insert((name.to_owned(), labels), value.parse().unwrap());
+    }
+    samples
+}
+
+/// The value of one series (0 when absent: counters appear at their first increment).
+fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    samples
+        .get(&(name.to_owned(), labels))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+async fn scrape(base: &str) -> Samples {
+    let (status, text) = get(&format!("{base}/metrics"))
+        .await
+        .expect("/metrics answers");
+    assert_eq!(status, 200, "{text}");
+    parse_exposition(&text)
+}
+
+/// Scrapes until `f` holds (the daemon keeps working between the truth and the scrape).
+async fn scrape_until(base: &str, what: &str, mut f: impl FnMut(&Samples) -> bool) -> Samples {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let samples = scrape(base).await;
+        if f(&samples) {
+            return samples;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not reached within 30 s; last scrape: {samples:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn sigterm_and_wait(child: tokio::process::Child) {
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_match_the_truth_and_health_and_ready_answer() {
+    let env = TestEnv::both(700, |c| c.page_size_cap = Some(200)).await;
+    let base = listen_on_free_port(&env);
+    let log = env.path("daemon.log");
+    let child = spawn_daemon(&env, &log);
+
+    // Everything delivered, and the counters caught up with the truth.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.delivered(WEB_TABLE).len() < env.web.visible_events().len()
+        || env.delivered(URL_TABLE).len() < env.url.visible_events().len()
+    {
+        assert!(Instant::now() < deadline, "nothing delivered in 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.assert_exactly_once();
+    let received = "isolation_collector_received_events_total";
+    let delivered = "isolation_collector_delivered_events_total";
+    let samples = scrape_until(&base, "counters equal the truth", |s| {
+        value(s, received, &[("service", WEB)]) == env.web.stats().events_served as f64
+            && value(s, received, &[("service", URL)]) == env.url.stats().events_served as f64
+            && value(s, delivered, &[("output", "local"), ("table", WEB_TABLE)])
+                == env.delivered(WEB_TABLE).len() as f64
+            && value(s, delivered, &[("output", "local"), ("table", URL_TABLE)])
+                == env.delivered(URL_TABLE).len() as f64
+    })
+    .await;
+    assert!(env.web.stats().events_served >= 700);
+    let requests = "isolation_collector_api_requests_total";
+    for svc in [WEB, URL] {
+        assert!(value(&samples, requests, &[("service", svc), ("outcome", "ok")]) > 0.0);
+        let lag = value(
+            &samples,
+            "isolation_collector_checkpoint_lag_seconds",
+            &[("service", svc)],
+        );
+        assert!(lag > 0.0 && lag < 30.0, "{svc}: lag {lag}");
+        let last = value(
+            &samples,
+            "isolation_collector_last_successful_pull_timestamp_seconds",
+            &[("service", svc)],
+        );
+        let now = chrono::Utc::now().timestamp() as f64;
+        assert!(
+            last > now - 30.0 && last <= now + 1.0,
+            "{svc}: last pull {last}"
+        );
+    }
+    assert_eq!(
+        value(
+            &samples,
+            "isolation_collector_state_write_failures_total",
+            &[("service", WEB)]
+        ),
+        0.0
+    );
+    assert_eq!(
+        get(&format!("{base}/health")).await,
+        Some((200, "ok".to_owned()))
+    );
+    let (status, body) = get(&format!("{base}/ready")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    // A 503 is counted as a server error and retried.
+    let errors_before = value(
+        &samples,
+        requests,
+        &[("service", WEB), ("outcome", "server_error")],
+    );
+    let retries = "isolation_collector_api_retries_total";
+    let retries_before = value(&samples, retries, &[("service", WEB)]);
+    env.web.push_fault(FaultTarget::Any, Fault::Status(503), 1);
+    scrape_until(&base, "the 503 is counted", |s| {
+        value(
+            s,
+            requests,
+            &[("service", WEB), ("outcome", "server_error")],
+        ) > errors_before
+            && value(s, retries, &[("service", WEB)]) > retries_before
+    })
+    .await;
+    let (status, body) = get(&format!("{base}/ready")).await.unwrap();
+    assert_eq!(
+        status, 200,
+        "a retried request leaves the service ready: {body}"
+    );
+
+    sigterm_and_wait(child).await;
+    // --log-format json: every line is an object with the fields, Devo's thread names kept.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut threads = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for field in ["time", "level", "process", "thread", "message"] {
+            assert!(v[field].is_string(), "no {field} in {line}");
+        }
+        threads.push(v["thread"].as_str().unwrap().to_owned());
+    }
+    assert!(text.lines().count() > 10, "{text}");
+    assert!(threads.iter().any(|t| t == "MainThread"));
+    assert!(threads
+        .iter()
+        .any(|t| t == "IsolationPuller(proofpoint_isolation,10001,url_isolation,predefined)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_names_the_service_whose_key_is_refused() {
+    let web = sim_config(Dataset::Web, 100, 1);
+    let mut url = sim_config(Dataset::Url, 100, 2);
+    url.api_key = "ffffffff-0000-4000-8000-000000000000".into();
+    let env = TestEnv::start(web, url).await;
+    let base = listen_on_free_port(&env);
+    let child = spawn_daemon(&env, &env.path("daemon.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        // Until the web service's setup passed, it is named too.
+        if let Some((503, body)) = get(&format!("{base}/ready")).await {
+            if body.contains(URL) && body.contains("not valid") && !body.contains(WEB) {
+                break body;
+            }
+        }
+        assert!(Instant::now() < deadline, "/ready never named only {URL}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ready"], false, "{body}");
+    assert!(!body.contains(KEY), "the key leaked: {body}");
+    assert_eq!(
+        get(&format!("{base}/health")).await,
+        Some((200, "ok".to_owned()))
+    );
+    let samples = scrape(&base).await;
+    assert!(
+        value(
+            &samples,
+            "isolation_collector_api_requests_total",
+            &[("service", URL), ("outcome", "auth")]
+        ) >= 1.0
+    );
+    sigterm_and_wait(child).await;
+}
