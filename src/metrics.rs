@@ -56,6 +56,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Ok,
+        Outcome::Auth,
+        Outcome::RateLimited,
+        Outcome::ServerError,
+        Outcome::Timeout,
+        Outcome::Transport,
+        Outcome::Malformed,
+        Outcome::Rejected,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -227,8 +238,24 @@ impl Metrics {
         }
     }
 
-    /// Marks a service as expected: not ready until its setup passes.
+    /// Marks a service as expected: not ready until its setup passes. Its counters start at 0
+    /// (series that exist from the start make `rate()` and `increase()` alerts work at once).
     pub fn expect_service(&self, service: Service) {
+        let labels = ServiceLabels { service };
+        for family in [
+            &self.received,
+            &self.duplicates,
+            &self.retries,
+            &self.polls,
+            &self.state_write_failures,
+        ] {
+            family.get_or_create(&labels).inc_by(0);
+        }
+        for outcome in Outcome::ALL {
+            self.requests
+                .get_or_create(&RequestLabels { service, outcome })
+                .inc_by(0);
+        }
         lock(&self.readiness)
             .services
             .insert(service, Some("setup has not passed yet".into()));
@@ -459,6 +486,9 @@ mod tests {
         assert!(m.not_ready()[0].contains("url_isolation: setup has not passed: API Key"));
         s.setup(Ok(()));
         assert!(m.not_ready().is_empty());
+        assert!(m.encode(0).contains(
+            "isolation_collector_api_requests_total{service=\"url_isolation\",outcome=\"auth\"} 0\n"
+        ));
         s.delivery("dev", "t", Err("refused".into()));
         assert!(m.not_ready()[0].starts_with("output dev (service url_isolation)"));
         s.delivery("dev", "t", Ok(1));
