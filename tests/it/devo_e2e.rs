@@ -438,3 +438,58 @@ async fn validate_checks_the_devo_receiver() {
     );
     assert!(rs.received().is_empty(), "validate sent records");
 }
+
+/// `internal_messages: true`: the collector's own warnings reach Devo as
+/// `devo.collectors.out.local.warning` records with Devo's JSON shape, beside the events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_messages_reach_devo_as_their_own_table() {
+    let mut env = TestEnv::both(500, |_| {}).await;
+    let (pki, rs) = start_receiver(&env).await;
+    env.outputs_extra = devo_output(&pki, rs.port, &pki.client) + "      internal_messages: true\n";
+    env.write_config();
+    // A 503 makes the client log a retry warning.
+    env.url.push_fault(
+        isolation_collector::simulator::FaultTarget::Page,
+        isolation_collector::simulator::Fault::Status(503),
+        1,
+    );
+    env.run_once_ok().await;
+    env.assert_exactly_once();
+    let text = String::from_utf8(rs.wait_for_lines(1001, Duration::from_secs(10)).await).unwrap();
+    let internal: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&format!(" {HOST} devo.collectors.out.local.warning: ")))
+        .collect();
+    assert!(
+        !internal.is_empty(),
+        "no internal message arrived:\n{}",
+        &text[text.len().saturating_sub(2000)..]
+    );
+    let records: Vec<serde_json::Value> = internal
+        .iter()
+        .map(|l| {
+            let json = l
+                .split_once("devo.collectors.out.local.warning: ")
+                .unwrap()
+                .1;
+            serde_json::from_str(json).unwrap()
+        })
+        .collect();
+    let retry = records
+        .iter()
+        .find(|v| v["msg"].as_str().unwrap_or("").contains("HTTP 503"))
+        .unwrap_or_else(|| panic!("no record of the 503 retry among {records:#?}"));
+    assert_eq!(retry["level"], "WARNING");
+    assert_eq!(retry["service_name"], "url_isolation");
+    assert_eq!(retry["module_name"], "IsolationPuller");
+    assert_eq!(retry["input_name"], "proofpoint_isolation");
+    assert_eq!(retry["collector_name"], "it");
+    assert!(!text.contains(KEY), "the key leaked into Devo");
+    // The events themselves are untouched by this: exactly once per table.
+    let events: Vec<u8> = text
+        .lines()
+        .filter(|l| !l.contains(" devo.collectors.out.local."))
+        .flat_map(|l| format!("{l}\n").into_bytes())
+        .collect();
+    assert_received_exactly_once(&env, &events);
+}
