@@ -155,13 +155,14 @@ pub enum EventError {
     Json(#[from] serde_json::Error),
 }
 
-/// The top-level members of an event, borrowed.
-struct Members<'a>(Vec<(Key<'a>, &'a serde_json::value::RawValue)>);
+/// The members of a JSON object, borrowed, in document order (also used by
+/// [`crate::pipeline::obfuscate`] to edit members without re-serialising the event).
+pub(crate) struct Members<'a>(pub(crate) Vec<(Key<'a>, &'a serde_json::value::RawValue)>);
 
 /// A member name, borrowed from the input unless it had escapes. (serde's own `Cow<str>`
 /// always allocates, which would cost a dozen allocations per event on the hot path.)
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Key<'a>(std::borrow::Cow<'a, str>);
+pub(crate) struct Key<'a>(pub(crate) std::borrow::Cow<'a, str>);
 
 impl<'de> serde::Deserialize<'de> for Key<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

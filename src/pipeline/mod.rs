@@ -1,5 +1,7 @@
-//! The pure parts of the pull pipeline: planning query windows and exactly-once dedup.
-//! Nothing here does I/O, so both are covered by property tests.
+//! The pure parts of the pull pipeline: planning query windows, exactly-once dedup and the
+//! obfuscation of events before delivery. Nothing here does I/O, so all are covered by
+//! property tests.
 
 pub mod dedup;
+pub mod obfuscate;
 pub mod window;

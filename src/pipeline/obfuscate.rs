@@ -1,0 +1,517 @@
+//! Obfuscation of source events (`obfuscation_data`, Devo's "Allowed source events
+//! obfuscation: yes", devo-platform.md §3.6), plus keyed pseudonymisation (`hmac_sha256`).
+//!
+//! Where it sits: the puller plans dedup on the vendor's original events, then obfuscates the
+//! events it is about to deliver, then hands them to every output. No output ever sees an
+//! original value of an obfuscated field, and dedup stays exact because its keys come from the
+//! originals (an HMAC or mask could map two different events to the same bytes).
+//!
+//! How: each rule is a key path (`*` = every key of an object / every item of a list) and an
+//! action. The event stays the vendor's compact JSON bytes: a rule parses the event into
+//! borrowed members ([`crate::event::Members`]), descends along its path, and replaces only the
+//! byte ranges of the values it targets. Key order, unknown fields and the exact bytes of
+//! everything else are kept. (Rejected: `serde_json::Value` re-serialisation, which sorts keys
+//! unless `preserve_order` is enabled crate-wide, and even then rewrites numbers such as `1E3`
+//! and string escapes, costing a map per event.) Events that no rule can touch are not copied.
+//!
+//! Invariants, for privacy: a target that cannot be obfuscated as configured is masked more,
+//! never less (a `value` of the wrong type falls back to the type's default mask; a non-scalar
+//! target of a mask becomes the masked string). Nothing here logs a value of an event: warnings
+//! name the rule only, once per rule and kind; missing paths are counted, logged at DEBUG per
+//! batch.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use bytes::Bytes;
+use hmac::Mac;
+use serde_json::value::RawValue;
+
+use crate::event::{Event, Members};
+
+/// Devo's masked string.
+pub const MASK: &str = "****SANITIZED****";
+
+/// Prefix of HMAC tokens, so that a pseudonym is recognisable as one in Devo queries.
+pub const HMAC_PREFIX: &str = "hmac:";
+
+/// One step of a key path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathSegment {
+    /// A member name; on a list, a decimal index also selects that item.
+    Key(String),
+    /// `*`: every member of an object, every item of a list.
+    Any,
+}
+
+impl PathSegment {
+    /// `"*"` is the wildcard; anything else is a key.
+    pub fn parse(s: &str) -> PathSegment {
+        if s == "*" {
+            PathSegment::Any
+        } else {
+            PathSegment::Key(s.to_owned())
+        }
+    }
+}
+
+/// A key path, shown as Devo writes it: `[user, "*", name]`.
+fn show_path(path: &[PathSegment]) -> String {
+    let items: Vec<String> = path
+        .iter()
+        .map(|s| match s {
+            PathSegment::Any => "\"*\"".to_owned(),
+            PathSegment::Key(k) => k.clone(),
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// What to do with the values a path reaches.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Replace the value: by `value` when it has the target's JSON type, else by the type's
+    /// default (string `****SANITIZED****`, integer -1, float -1.0, boolean false).
+    Mask { value: Option<serde_json::Value> },
+    /// Replace the substrings the regexes match (applied in order) by `replacement`.
+    Patterns {
+        regexes: Vec<regex::Regex>,
+        replacement: String,
+    },
+    /// Replace the value by `hmac:` + hex of the first 16 bytes of HMAC-SHA256(key, value).
+    Hmac { key: HmacKey },
+}
+
+/// A keyed HMAC-SHA256 state. `Debug` never shows the key.
+#[derive(Clone)]
+pub struct HmacKey(hmac::Hmac<sha2::Sha256>);
+
+impl HmacKey {
+    /// Keys the HMAC. The key is hashed into the state once here, not per value.
+    pub fn new(secret: &[u8]) -> HmacKey {
+        // HMAC accepts keys of any length (longer ones are hashed first), so this cannot fail.
+        HmacKey(hmac::Hmac::new_from_slice(secret).expect("HMAC takes keys of any length"))
+    }
+
+    /// The token of `input`: the same input and key always give the same token.
+    ///
+    /// 16 bytes (128 bits) of the 32: half of the output is the shortest truncation RFC 2104
+    /// §5 recommends, and collisions stay negligible (birthday bound ~2^64 distinct values),
+    /// while the 37-character token is half the size in every stored event.
+    pub fn token(&self, input: &[u8]) -> String {
+        let mut mac = self.0.clone();
+        mac.update(input);
+        let tag = mac.finalize().into_bytes();
+        let mut out = String::with_capacity(HMAC_PREFIX.len() + 32);
+        out.push_str(HMAC_PREFIX);
+        out.push_str(&hex::encode(&tag[..16]));
+        out
+    }
+}
+
+impl fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HmacKey(<redacted>)")
+    }
+}
+
+/// One `obfuscation_data` entry.
+#[derive(Clone, Debug)]
+pub struct ObfuscationRule {
+    pub path: Vec<PathSegment>,
+    pub action: Action,
+}
+
+/// Why an event could not be obfuscated. It is then not delivered (see [`Obfuscator::apply_batch`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ObfuscationError {
+    /// Only possible for bytes that did not come through [`crate::event`]; serde_json's
+    /// message holds a position, never content.
+    #[error("the event is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the event is not UTF-8 text")]
+    NotUtf8,
+}
+
+/// Counts of one batch, per rule in config order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObfuscationReport {
+    /// Events changed by at least one rule.
+    pub changed: u64,
+    /// Events that could not be obfuscated and were left out of the batch.
+    pub failed: u64,
+    /// Per rule: values replaced.
+    pub replaced: Vec<u64>,
+    /// Per rule: events in which the path reached nothing.
+    pub missing: Vec<u64>,
+}
+
+const WARNED_TYPE: u8 = 1;
+const WARNED_NON_SCALAR: u8 = 2;
+
+/// The rules of one service, ready to apply.
+#[derive(Debug)]
+pub struct Obfuscator {
+    rules: Vec<Compiled>,
+}
+
+#[derive(Debug)]
+struct Compiled {
+    rule: ObfuscationRule,
+    /// `obfuscation_data[i] [path]`, for log lines (never a value).
+    label: String,
+    /// The JSON literal of the first key, to skip events that cannot contain it unparsed.
+    first_key_literal: Option<String>,
+    /// Which once-per-rule warnings were logged already.
+    warned: AtomicU8,
+}
+
+/// A replacement of `range` (byte offsets in the text being edited) by `text`.
+struct Edit {
+    range: Range<usize>,
+    text: String,
+}
+
+/// What applying one rule to one event found.
+#[derive(Default)]
+struct Found {
+    targets: u64,
+    type_mismatch: bool,
+    non_scalar: bool,
+}
+
+impl Obfuscator {
+    /// The rules apply in order, each to the output of the previous one (as Devo does).
+    pub fn new(rules: Vec<ObfuscationRule>) -> Obfuscator {
+        let rules = rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, rule)| Compiled {
+                label: format!("obfuscation_data[{i}] {}", show_path(&rule.path)),
+                first_key_literal: match rule.path.first() {
+                    Some(PathSegment::Key(k)) => serde_json::to_string(k).ok(),
+                    _ => None,
+                },
+                warned: AtomicU8::new(0),
+                rule,
+            })
+            .collect();
+        Obfuscator { rules }
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The obfuscated copy of `event`. `date_ms` and `key` are the original's: ordering,
+    /// windows and dedup must see what the vendor sent, or a re-read event would not be
+    /// recognised (and two different events whose difference was masked would collapse).
+    ///
+    /// # Errors
+    /// The event's bytes are not JSON text (cannot happen for events from [`crate::event`]).
+    pub fn apply(&self, event: &Event) -> Result<Event, ObfuscationError> {
+        self.apply_counted(event, &mut ObfuscationReport::default())
+    }
+
+    /// Applies the rules to every event of `batch` in place. An event that cannot be
+    /// obfuscated is removed rather than delivered in clear; the caller logs the count.
+    pub fn apply_batch(&self, batch: &mut Vec<Event>) -> ObfuscationReport {
+        let mut report = ObfuscationReport::default();
+        if self.rules.is_empty() {
+            return report;
+        }
+        batch.retain_mut(|event| match self.apply_counted(event, &mut report) {
+            Ok(obfuscated) => {
+                *event = obfuscated;
+                true
+            }
+            Err(_) => {
+                report.failed += 1;
+                false
+            }
+        });
+        report
+    }
+
+    fn apply_counted(
+        &self,
+        event: &Event,
+        report: &mut ObfuscationReport,
+    ) -> Result<Event, ObfuscationError> {
+        report.replaced.resize(self.rules.len(), 0);
+        report.missing.resize(self.rules.len(), 0);
+        let original = std::str::from_utf8(&event.json).map_err(|_| ObfuscationError::NotUtf8)?;
+        let mut current: Option<String> = None;
+        for (i, c) in self.rules.iter().enumerate() {
+            let text = current.as_deref().unwrap_or(original);
+            if let Some(literal) = &c.first_key_literal {
+                // A key can only be present as its literal, or written with escapes (which
+                // need a backslash). Most events of a table share one shape, so this skips
+                // whole parses for rules on rare fields.
+                if !text.contains(literal.as_str()) && !text.contains('\\') {
+                    report.missing[i] += 1;
+                    continue;
+                }
+            }
+            let mut edits = Vec::new();
+            let mut found = Found::default();
+            let base = text.as_ptr() as usize;
+            walk(
+                base,
+                text,
+                &c.rule.path,
+                &c.rule.action,
+                &mut edits,
+                &mut found,
+            )?;
+            if found.targets == 0 {
+                report.missing[i] += 1;
+            }
+            if found.type_mismatch {
+                c.warn_once(WARNED_TYPE, "`value` does not have the JSON type of a value it targets; that value is masked with its type's default instead.");
+            }
+            if found.non_scalar {
+                c.warn_once(WARNED_NON_SCALAR, match c.rule.action {
+                    Action::Mask { .. } => "The path reaches an object or list; it is replaced whole by the masked string.",
+                    Action::Patterns { .. } => "The path reaches an object or list; the patterns are applied to every value inside it.",
+                    Action::Hmac { .. } => "The path reaches an object or list; it is replaced whole by the token of its JSON text.",
+                });
+            }
+            if edits.is_empty() {
+                continue;
+            }
+            report.replaced[i] += edits.len() as u64;
+            current = Some(splice(text, &edits));
+        }
+        let json = match current {
+            Some(text) => {
+                report.changed += 1;
+                Bytes::from(text)
+            }
+            None => event.json.clone(),
+        };
+        Ok(Event {
+            date_ms: event.date_ms,
+            key: event.key,
+            json,
+        })
+    }
+}
+
+impl Compiled {
+    fn warn_once(&self, bit: u8, what: &str) {
+        if self.warned.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+            tracing::warn!("{}: {what} (Logged once.)", self.label);
+        }
+    }
+}
+
+fn splice(text: &str, edits: &[Edit]) -> String {
+    let extra: usize = edits.iter().map(|e| e.text.len()).sum();
+    let mut out = String::with_capacity(text.len() + extra);
+    let mut last = 0;
+    for e in edits {
+        out.push_str(&text[last..e.range.start]);
+        out.push_str(&e.text);
+        last = e.range.end;
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// The byte range of `raw` (a slice of the text starting at `base`) in that text.
+fn range_of(base: usize, raw: &str) -> Range<usize> {
+    let start = raw.as_ptr() as usize - base;
+    start..start + raw.len()
+}
+
+/// Follows `path` from `raw` and records an edit for each value it reaches. All the values one
+/// path reaches sit at the same depth, so their ranges never overlap and come in order.
+fn walk(
+    base: usize,
+    raw: &str,
+    path: &[PathSegment],
+    action: &Action,
+    edits: &mut Vec<Edit>,
+    found: &mut Found,
+) -> Result<(), serde_json::Error> {
+    let Some((segment, rest)) = path.split_first() else {
+        found.targets += 1;
+        return act(base, raw, action, edits, found);
+    };
+    match raw.as_bytes().first() {
+        Some(b'{') => {
+            let Members(members) = serde_json::from_str(raw)?;
+            for (k, v) in members {
+                if matches!(segment, PathSegment::Any)
+                    || matches!(segment, PathSegment::Key(s) if *s == k.0)
+                {
+                    walk(base, v.get(), rest, action, edits, found)?;
+                }
+            }
+        }
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(raw)?;
+            for (i, v) in items.into_iter().enumerate() {
+                let hit = match segment {
+                    PathSegment::Any => true,
+                    PathSegment::Key(s) => s.parse::<usize>().ok() == Some(i),
+                };
+                if hit {
+                    walk(base, v.get(), rest, action, edits, found)?;
+                }
+            }
+        }
+        // A key under a scalar: the path reaches nothing here.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The JSON type of a raw value, with integers told apart from other numbers (Devo masks them
+/// differently).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Null,
+    Bool,
+    Integer,
+    Float,
+    String,
+    Object,
+    Array,
+}
+
+fn kind(raw: &str) -> Kind {
+    match raw.as_bytes().first() {
+        Some(b'n') => Kind::Null,
+        Some(b't' | b'f') => Kind::Bool,
+        Some(b'"') => Kind::String,
+        Some(b'{') => Kind::Object,
+        Some(b'[') => Kind::Array,
+        _ if raw.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) => Kind::Float,
+        _ => Kind::Integer,
+    }
+}
+
+/// Devo's default mask for a scalar kind.
+fn default_mask(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Integer => "-1",
+        Kind::Float => "-1.0",
+        Kind::Bool => "false",
+        _ => "\"****SANITIZED****\"",
+    }
+}
+
+fn same_type(value: &serde_json::Value, kind: Kind) -> bool {
+    matches!(
+        (value, kind),
+        (serde_json::Value::String(_), Kind::String)
+            | (serde_json::Value::Bool(_), Kind::Bool)
+            | (serde_json::Value::Number(_), Kind::Integer | Kind::Float)
+    )
+}
+
+fn quoted(s: &str) -> String {
+    // Serialising a `str` cannot fail.
+    serde_json::to_string(s).unwrap_or_else(|_| default_mask(Kind::String).to_owned())
+}
+
+/// Applies `action` to the value `raw`. `null` is left alone everywhere: it holds nothing.
+fn act(
+    base: usize,
+    raw: &str,
+    action: &Action,
+    edits: &mut Vec<Edit>,
+    found: &mut Found,
+) -> Result<(), serde_json::Error> {
+    let kind = kind(raw);
+    if kind == Kind::Null {
+        return Ok(());
+    }
+    let non_scalar = matches!(kind, Kind::Object | Kind::Array);
+    found.non_scalar |= non_scalar;
+    let text = match action {
+        Action::Mask { .. } if non_scalar => quoted(MASK),
+        Action::Mask { value: Some(v) } if same_type(v, kind) => v.to_string(),
+        Action::Mask { value } => {
+            found.type_mismatch |= value.is_some();
+            default_mask(kind).to_owned()
+        }
+        Action::Hmac { key } => {
+            let token = match kind {
+                Kind::String => key.token(serde_json::from_str::<String>(raw)?.as_bytes()),
+                // Numbers as written, booleans as `true`/`false`, objects and lists as their
+                // compact JSON text.
+                _ => key.token(raw.as_bytes()),
+            };
+            quoted(&token)
+        }
+        Action::Patterns {
+            regexes,
+            replacement,
+        } => match kind {
+            Kind::String => {
+                let s: String = serde_json::from_str(raw)?;
+                let mut out = std::borrow::Cow::Borrowed(s.as_str());
+                for re in regexes {
+                    if let std::borrow::Cow::Owned(o) =
+                        re.replace_all(&out, regex::NoExpand(replacement))
+                    {
+                        out = std::borrow::Cow::Owned(o);
+                    }
+                }
+                match out {
+                    std::borrow::Cow::Borrowed(_) => return Ok(()),
+                    std::borrow::Cow::Owned(o) => quoted(&o),
+                }
+            }
+            Kind::Object | Kind::Array => {
+                // Every value inside, at any depth.
+                let mut inner = Found::default();
+                return walk_all(base, raw, action, edits, &mut inner);
+            }
+            // A partial replacement would change the type: mask the whole value when any
+            // pattern matches its text.
+            _ if regexes.iter().any(|re| re.is_match(raw)) => default_mask(kind).to_owned(),
+            _ => return Ok(()),
+        },
+    };
+    edits.push(Edit {
+        range: range_of(base, raw),
+        text,
+    });
+    Ok(())
+}
+
+/// Applies a patterns action to every scalar inside `raw`.
+fn walk_all(
+    base: usize,
+    raw: &str,
+    action: &Action,
+    edits: &mut Vec<Edit>,
+    found: &mut Found,
+) -> Result<(), serde_json::Error> {
+    match kind(raw) {
+        Kind::Object => {
+            let Members(members) = serde_json::from_str(raw)?;
+            for (_, v) in members {
+                walk_all(base, v.get(), action, edits, found)?;
+            }
+            Ok(())
+        }
+        Kind::Array => {
+            let items: Vec<&RawValue> = serde_json::from_str(raw)?;
+            for v in items {
+                walk_all(base, v.get(), action, edits, found)?;
+            }
+            Ok(())
+        }
+        _ => act(base, raw, action, edits, found),
+    }
+}
+
+#[cfg(test)]
+mod tests;

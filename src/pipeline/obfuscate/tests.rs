@@ -1,0 +1,292 @@
+use super::*;
+
+fn ev(json: &str) -> Event {
+    Event::from_json(Bytes::copy_from_slice(json.as_bytes())).unwrap()
+}
+
+fn path(p: &[&str]) -> Vec<PathSegment> {
+    p.iter().map(|s| PathSegment::parse(s)).collect()
+}
+
+fn mask(p: &[&str]) -> ObfuscationRule {
+    ObfuscationRule {
+        path: path(p),
+        action: Action::Mask { value: None },
+    }
+}
+
+fn mask_with(p: &[&str], value: serde_json::Value) -> ObfuscationRule {
+    ObfuscationRule {
+        path: path(p),
+        action: Action::Mask { value: Some(value) },
+    }
+}
+
+fn patterns(p: &[&str], res: &[&str]) -> ObfuscationRule {
+    ObfuscationRule {
+        path: path(p),
+        action: Action::Patterns {
+            regexes: res.iter().map(|r| regex::Regex::new(r).unwrap()).collect(),
+            replacement: MASK.to_owned(),
+        },
+    }
+}
+
+fn hmac(p: &[&str], secret: &str) -> ObfuscationRule {
+    ObfuscationRule {
+        path: path(p),
+        action: Action::Hmac {
+            key: HmacKey::new(secret.as_bytes()),
+        },
+    }
+}
+
+fn run(rules: Vec<ObfuscationRule>, json: &str) -> String {
+    let out = Obfuscator::new(rules).apply(&ev(json)).unwrap();
+    String::from_utf8(out.json.to_vec()).unwrap()
+}
+
+#[test]
+fn masks_each_json_type_with_devos_defaults() {
+    let json = r#"{"s":"secret","i":42,"f":4.5,"e":1E3,"b":true,"n":null}"#;
+    let rules = ["s", "i", "f", "e", "b", "n"]
+        .iter()
+        .map(|k| mask(&[k]))
+        .collect();
+    assert_eq!(
+        run(rules, json),
+        r#"{"s":"****SANITIZED****","i":-1,"f":-1.0,"e":-1.0,"b":false,"n":null}"#
+    );
+}
+
+#[test]
+fn a_value_of_the_same_type_replaces_and_another_type_falls_back_to_the_mask() {
+    let json = r#"{"s":"secret","i":42,"b":true}"#;
+    let rules = vec![
+        mask_with(&["s"], serde_json::json!("REDACTED")),
+        mask_with(&["i"], serde_json::json!(0)),
+        mask_with(&["b"], serde_json::json!("no")),
+    ];
+    assert_eq!(run(rules, json), r#"{"s":"REDACTED","i":0,"b":false}"#);
+}
+
+#[test]
+fn wildcards_reach_every_key_and_every_list_item() {
+    let json = r#"{"headers":{"a":"x","b":"y"},"users":[{"name":"ann","id":1},{"name":"bob"},{"id":2}],"keep":"k"}"#;
+    let rules = vec![mask(&["headers", "*"]), mask(&["users", "*", "name"])];
+    assert_eq!(
+        run(rules, json),
+        r#"{"headers":{"a":"****SANITIZED****","b":"****SANITIZED****"},"users":[{"name":"****SANITIZED****","id":1},{"name":"****SANITIZED****"},{"id":2}],"keep":"k"}"#
+    );
+    // A decimal key picks one list item.
+    assert_eq!(
+        run(vec![mask(&["l", "1"])], r#"{"l":["a","b","c"]}"#),
+        r#"{"l":["a","****SANITIZED****","c"]}"#
+    );
+}
+
+#[test]
+fn nested_paths_and_missing_paths() {
+    let json = r#"{"user":{"email":"a@b.c","profile":{"phone":"123"}},"x":1}"#;
+    assert_eq!(
+        run(vec![mask(&["user", "profile", "phone"])], json),
+        r#"{"user":{"email":"a@b.c","profile":{"phone":"****SANITIZED****"}},"x":1}"#
+    );
+    // Missing and through-a-scalar paths change nothing and are counted.
+    let o = Obfuscator::new(vec![
+        mask(&["nope"]),
+        mask(&["x", "y"]),
+        mask(&["user", "email"]),
+    ]);
+    let mut batch = vec![ev(json)];
+    let report = o.apply_batch(&mut batch);
+    assert_eq!(report.missing, vec![1, 1, 0]);
+    assert_eq!(report.replaced, vec![0, 0, 1]);
+    assert_eq!(report.changed, 1);
+}
+
+#[test]
+fn events_no_rule_touches_keep_their_bytes() {
+    let e = ev(r#"{"a":"1"}"#);
+    let out = Obfuscator::new(vec![mask(&["b"])]).apply(&e).unwrap();
+    assert_eq!(out, e);
+    // Same buffer, not a copy.
+    assert_eq!(out.json.as_ptr(), e.json.as_ptr());
+}
+
+#[test]
+fn non_scalar_targets_are_masked_whole() {
+    assert_eq!(
+        run(vec![mask(&["u"])], r#"{"u":{"a":1,"b":[true]},"l":[1]}"#),
+        r#"{"u":"****SANITIZED****","l":[1]}"#
+    );
+    // Patterns go inside instead.
+    assert_eq!(
+        run(
+            vec![patterns(&["u"], &["tok=[a-z]+"])],
+            r#"{"u":{"a":"x?tok=abc","b":["tok=zz&y",7]}}"#
+        ),
+        r#"{"u":{"a":"x?****SANITIZED****","b":["****SANITIZED****&y",7]}}"#
+    );
+}
+
+#[test]
+fn patterns_replace_only_what_they_match() {
+    let json = r#"{"url":"https://host.example.com/a?token=s3cr3t&x=1","other":"https://host.example.com/"}"#;
+    let rules = vec![patterns(&["url"], &["https?://[^/]+", "token=[^&]+"])];
+    assert_eq!(
+        run(rules, json),
+        r#"{"url":"****SANITIZED****/a?****SANITIZED****&x=1","other":"https://host.example.com/"}"#
+    );
+    // No match: the event is unchanged. A match in a number masks the number.
+    assert_eq!(
+        run(vec![patterns(&["url"], &["zzz"])], r#"{"url":"abc"}"#),
+        r#"{"url":"abc"}"#
+    );
+    assert_eq!(
+        run(vec![patterns(&["n"], &["^4"])], r#"{"n":42,"m":3.5}"#),
+        r#"{"n":-1,"m":3.5}"#
+    );
+}
+
+#[test]
+fn a_replacement_value_is_taken_literally() {
+    let rule = ObfuscationRule {
+        path: path(&["s"]),
+        action: Action::Patterns {
+            regexes: vec![regex::Regex::new("(b+)").unwrap()],
+            replacement: "<$1>".into(),
+        },
+    };
+    assert_eq!(run(vec![rule], r#"{"s":"abbc"}"#), r#"{"s":"a<$1>c"}"#);
+}
+
+#[test]
+fn escaped_strings_and_keys_are_decoded_before_matching() {
+    // `userName` with an escaped key and an escaped value.
+    let json = r#"{"user\u004eame":"jos\u00e9","q":"a\"b"}"#;
+    let out = run(vec![mask(&["userName"]), patterns(&["q"], &["\""])], json);
+    assert_eq!(
+        out,
+        r#"{"user\u004eame":"****SANITIZED****","q":"a****SANITIZED****b"}"#
+    );
+}
+
+#[test]
+fn hmac_is_deterministic_keyed_and_distinguishes_inputs() {
+    let rules = || vec![hmac(&["userName"], "0123456789abcdef0123456789abcdef")];
+    let a1 = run(rules(), r#"{"userName":"ann@example.com","n":1}"#);
+    let a2 = run(rules(), r#"{"n":2,"userName":"ann@example.com"}"#);
+    let b = run(rules(), r#"{"userName":"bob@example.com","n":1}"#);
+    let token = |s: &str| {
+        let v: serde_json::Value = serde_json::from_str(s).unwrap();
+        v["userName"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(token(&a1), token(&a2));
+    assert_ne!(token(&a1), token(&b));
+    assert!(token(&a1).starts_with("hmac:"));
+    assert_eq!(token(&a1).len(), 5 + 32);
+    assert!(!a1.contains("ann"));
+    // Another key gives another token.
+    let other = run(
+        vec![hmac(&["userName"], "another key, also long enough")],
+        r#"{"userName":"ann@example.com","n":1}"#,
+    );
+    assert_ne!(token(&a1), token(&other));
+    // The token is HMAC-SHA256 truncated to 16 bytes (RFC 4231 test case 2).
+    assert_eq!(
+        HmacKey::new(b"Jefe").token(b"what do ya want for nothing?"),
+        "hmac:5bdcc146bf60754e6a042426089575c7"
+    );
+    // The key never shows in Debug.
+    let rule = hmac(&["x"], "very secret key material!!");
+    assert!(!format!("{rule:?}").contains("very secret"));
+}
+
+#[test]
+fn hmac_of_numbers_and_objects_uses_their_json_text() {
+    let k = "0123456789abcdef0123456789abcdef";
+    let out = run(vec![hmac(&["id"], k)], r#"{"id":1234}"#);
+    let key = HmacKey::new(k.as_bytes());
+    assert_eq!(out, format!(r#"{{"id":"{}"}}"#, key.token(b"1234")));
+    let out = run(vec![hmac(&["o"], k)], r#"{"o":{"a":1}}"#);
+    assert_eq!(out, format!(r#"{{"o":"{}"}}"#, key.token(br#"{"a":1}"#)));
+}
+
+#[test]
+fn key_order_unknown_fields_date_and_dedup_key_are_kept() {
+    let json = r#"{"zeta":1,"userId":"u-1","alpha":{"k":[1,2.50,"x"]},"date":"2025-03-04T10:15:27.412+0000","unknown":1E3}"#;
+    let e = ev(json);
+    let out = Obfuscator::new(vec![mask(&["userId"])]).apply(&e).unwrap();
+    assert_eq!(
+        &out.json[..],
+        br#"{"zeta":1,"userId":"****SANITIZED****","alpha":{"k":[1,2.50,"x"]},"date":"2025-03-04T10:15:27.412+0000","unknown":1E3}"#
+    );
+    assert_eq!(out.date_ms, e.date_ms);
+    assert_eq!(out.key, e.key);
+}
+
+#[test]
+fn rules_apply_in_order_to_the_previous_result() {
+    let json = r#"{"user":{"name":"ann","mail":"ann@x"}}"#;
+    // Masking the whole object after a nested rule: the mask wins, nothing of it is left.
+    let out = run(
+        vec![hmac(&["user", "name"], "0123456789abcdef"), mask(&["user"])],
+        json,
+    );
+    assert_eq!(out, r#"{"user":"****SANITIZED****"}"#);
+}
+
+#[test]
+fn a_batch_drops_what_cannot_be_obfuscated() {
+    let good = ev(r#"{"a":"x"}"#);
+    let bad = Event {
+        date_ms: 0,
+        key: [0; 32],
+        json: Bytes::from_static(br#"{"a":"x"#),
+    };
+    let mut batch = vec![good, bad];
+    let report = Obfuscator::new(vec![mask(&["a"])]).apply_batch(&mut batch);
+    assert_eq!(report.failed, 1);
+    assert_eq!(batch.len(), 1);
+    assert_eq!(&batch[0].json[..], br#"{"a":"****SANITIZED****"}"#);
+}
+
+proptest::proptest! {
+    /// No original `userName` survives, whatever it holds, and everything else is unchanged.
+    /// (Each name holds a character that neither the mask, a token nor the other fields can
+    /// contain, so "not in the output" is exact.)
+    #[test]
+    fn no_original_user_name_is_left(
+        name in "\\PC{0,12}[éß🎉]\\PC{0,12}",
+        other in "[a-z]{1,8}",
+        use_hmac in proptest::bool::ANY,
+    ) {
+        let json = serde_json::json!({"userId": other, "userName": name, "n": 7}).to_string();
+        let rule = if use_hmac { hmac(&["userName"], "0123456789abcdef") } else { mask(&["userName"]) };
+        let out = run(vec![rule.clone()], &json);
+        let escaped = serde_json::to_string(&name).unwrap();
+        proptest::prop_assert!(!out.contains(name.as_str()), "{}", out);
+        proptest::prop_assert!(!out.contains(&escaped[1..escaped.len() - 1]), "{}", out);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let got = v["userName"].as_str().unwrap();
+        if use_hmac {
+            proptest::prop_assert!(got.starts_with(HMAC_PREFIX) && got.len() == 37);
+        } else {
+            proptest::prop_assert_eq!(got, MASK);
+        }
+        // The other members are untouched, in order.
+        proptest::prop_assert!(out.starts_with(&format!(r#"{{"n":7,"userId":"{other}","userName":""#)), "{}", out);
+        // Deterministic.
+        proptest::prop_assert_eq!(run(vec![rule], &json), out);
+    }
+
+    /// Patterns on random text: no match of the pattern is left in the output.
+    #[test]
+    fn no_pattern_match_is_left(text in "[a-z0-9=&:/.]{0,40}") {
+        let json = serde_json::json!({"url": text}).to_string();
+        let out = run(vec![patterns(&["url"], &["[0-9]+"])], &json);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        proptest::prop_assert!(!v["url"].as_str().unwrap().bytes().any(|b| b.is_ascii_digit()));
+    }
+}
