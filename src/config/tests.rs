@@ -3,6 +3,8 @@ use super::*;
 fn env(name: &str) -> Option<String> {
     match name {
         "KEY" => Some("1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c9z".into()),
+        "HMAC_KEY" => Some("hmac-secret-0123456789abcdef".into()),
+        "SHORT_KEY" => Some("short".into()),
         _ => None,
     }
 }
@@ -203,5 +205,159 @@ fn metrics_listen_and_memory_log_period() {
             .iter()
             .any(|e| e.starts_with("globals.memory_log_period_in_sec:")),
         "{errors:?}"
+    );
+}
+
+/// A config whose url_isolation service has the given `obfuscation_data` (YAML, indented by 8).
+fn with_obfuscation(entries: &str) -> String {
+    format!(
+        "globals: {{persistence: {{type: memory}}}}\noutputs: {{c: {{type: console}}}}\ninputs:\n  proofpoint_isolation:\n    id: \"10001\"\n    credentials: {{api_key: \"${{KEY}}\"}}\n    services:\n      url_isolation:\n        obfuscation_data:\n{entries}"
+    )
+}
+
+#[test]
+fn obfuscation_data_is_parsed_into_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hmac.key"),
+        "file-secret-0123456789abcdef\n",
+    )
+    .unwrap();
+    let text = with_obfuscation(
+        r#"        - name: [userName]
+          method: hmac_sha256
+          secret_env: HMAC_KEY
+        - name: [headers, "*"]
+        - name: [user, age]
+          value: 0
+        - name: url
+          string_patterns: ["https?://[^/]+", "token=[^&]+"]
+          value: "<host>"
+        - name: [mail]
+          method: hmac_sha256
+          secret_file: hmac.key
+"#,
+    );
+    let c = Config::parse(&text, dir.path(), &env).unwrap();
+    let rules = &c.input.services[0].obfuscation;
+    assert_eq!(rules.len(), 5);
+    assert_eq!(rules[0].path, vec![PathSegment::Key("userName".into())]);
+    let Action::Hmac { key } = &rules[0].action else {
+        panic!("{:?}", rules[0])
+    };
+    assert_eq!(
+        key.token(b"x"),
+        HmacKey::new(b"hmac-secret-0123456789abcdef").token(b"x")
+    );
+    assert_eq!(
+        rules[1].path,
+        vec![PathSegment::Key("headers".into()), PathSegment::Any]
+    );
+    assert!(matches!(&rules[1].action, Action::Mask { value: None }));
+    assert!(
+        matches!(&rules[2].action, Action::Mask { value: Some(v) } if *v == serde_json::json!(0))
+    );
+    let Action::Patterns {
+        regexes,
+        replacement,
+    } = &rules[3].action
+    else {
+        panic!("{:?}", rules[3])
+    };
+    assert_eq!(regexes.len(), 2);
+    assert_eq!(replacement, "<host>");
+    // The file's trailing newline is not part of the key.
+    let Action::Hmac { key } = &rules[4].action else {
+        panic!("{:?}", rules[4])
+    };
+    assert_eq!(
+        key.token(b"x"),
+        HmacKey::new(b"file-secret-0123456789abcdef").token(b"x")
+    );
+    // No secret in the config's Debug form.
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("hmac-secret") && !debug.contains("file-secret"));
+}
+
+#[test]
+fn obfuscation_problems_are_listed_with_their_paths() {
+    let text = with_obfuscation(
+        r#"        - name: [url]
+          string_patterns: ["(unclosed", "ok", "a*"]
+        - name: [userName]
+          method: hmac_sha256
+          value: "x"
+        - name: [userName]
+          method: hmac_sha256
+        - name: [userName]
+          method: hmac_sha256
+          secret_env: UNSET_VAR
+        - name: [userName]
+          method: hmac_sha256
+          secret_env: SHORT_KEY
+        - name: [userName]
+          method: hmac_sha256
+          secret_file: /nonexistent/hmac.key
+        - name: [userId]
+          secret_env: HMAC_KEY
+        - name: [userId]
+          method: sha1
+        - value: 1
+        - name: []
+        - name: [url]
+          string_patterns: ["x"]
+          value: 3
+        - name: [a]
+          value: {b: 1}
+        - name: [a]
+          secret: "inline"
+        - name: [a]
+          colour: red
+        - just a string
+"#,
+    );
+    let errors = parse(&text).unwrap_err();
+    let p = "inputs.proofpoint_isolation.services.url_isolation.obfuscation_data";
+    let expect = [
+        format!("{p}[0].string_patterns[0]: invalid regex `(unclosed`: unclosed group"),
+        format!("{p}[0].string_patterns[2]: `a*` matches the empty string"),
+        format!("{p}[1].value: cannot be combined with `method: hmac_sha256`"),
+        format!("{p}[1].secret_env: missing"),
+        format!("{p}[2].secret_env: missing"),
+        format!("{p}[3].secret_env: the environment variable `UNSET_VAR` is not set"),
+        format!("{p}[4].secret_env: the HMAC key has 5 byte(s)"),
+        format!("{p}[5].secret_file: cannot read /nonexistent/hmac.key"),
+        format!("{p}[6].secret_env: only used with `method: hmac_sha256`"),
+        format!("{p}[7].method: `sha1` is not supported"),
+        format!("{p}[8].name: missing"),
+        format!("{p}[9].name: must be a non-empty list"),
+        format!("{p}[10].value: with `string_patterns`, `value` is the text"),
+        format!("{p}[11].value: must be a string, number or boolean"),
+        format!("{p}[12].secret: secrets are not accepted inline"),
+        format!("{p}[13].colour: unknown key"),
+        format!("{p}[14]: must be a mapping"),
+    ];
+    for e in &expect {
+        assert!(
+            errors.iter().any(|got| got.starts_with(e.as_str())),
+            "missing {e:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+    // The value of a secret variable never appears in an error.
+    assert!(!errors.join("\n").contains("short"), "{errors:#?}");
+}
+
+#[test]
+fn a_dotted_name_is_one_key_with_a_warning() {
+    let c = parse(&with_obfuscation("        - name: user.email\n")).unwrap();
+    assert_eq!(
+        c.input.services[0].obfuscation[0].path,
+        vec![PathSegment::Key("user.email".into())]
+    );
+    assert!(
+        c.warnings.iter().any(|w| w.contains("[user, email]")),
+        "{:?}",
+        c.warnings
     );
 }

@@ -2,7 +2,8 @@
 //!
 //! A cycle plans its range (`pipeline::window`), and for each window: runs an API job, holds
 //! the window's events (bounded by `max_events_per_window`), sorts them by `date`, drops what the
-//! dedup memory says was delivered, delivers the rest to every output, and only when every
+//! dedup memory says was delivered, obfuscates the rest (`obfuscation_data`), delivers them to
+//! every output, and only when every
 //! output has confirmed, applies the dedup plan, moves the cursors and writes the state
 //! atomically. A failure anywhere before that leaves the state as it was: the window is asked
 //! for again (the API keeps 30 days and is the buffer), and outputs that keep positions (files)
@@ -17,13 +18,14 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{InputConfig, ServiceConfig, RETENTION};
 use crate::event::Event;
 use crate::isolation::client::{ApiClient, FetchError};
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::output::{Output, OutputError};
+use crate::pipeline::obfuscate::Obfuscator;
 use crate::pipeline::window::{plan_cycle, Window, WindowPlanner};
 use crate::state::{correct, ServiceState, StateError, StateStore};
 use crate::time::{format_iso, from_millis, Millis};
@@ -50,6 +52,8 @@ pub struct CycleStats {
     pub sent: u64,
     pub windows: u64,
     pub bytes: u64,
+    /// Events left out because they could not be obfuscated.
+    pub obfuscation_failures: u64,
 }
 
 /// The puller of one service.
@@ -68,6 +72,8 @@ pub struct Puller {
     density: Option<f64>,
     cancel: CancellationToken,
     metrics: ServiceMetrics,
+    /// The service's `obfuscation_data`, applied to each batch before delivery.
+    obfuscator: Obfuscator,
 }
 
 /// Devo's thread names, used as the `thread` of log lines.
@@ -114,6 +120,7 @@ impl Puller {
         let metrics = ServiceMetrics::detached(svc.service);
         Ok(Puller {
             state: ServiceState::new(svc.start_time_text.clone(), start),
+            obfuscator: Obfuscator::new(svc.obfuscation.clone()),
             svc,
             client,
             outputs,
@@ -514,10 +521,32 @@ impl Puller {
         // Stable: events with equal dates keep the server's order.
         events.sort_by_key(|e| e.date_ms);
         let plan = self.state.dedup.plan(&events, w.to);
-        let batch: Vec<Event> = plan.deliver.iter().map(|&i| events[i].clone()).collect();
+        let mut batch: Vec<Event> = plan.deliver.iter().map(|&i| events[i].clone()).collect();
         drop(events);
         stats.duplicates += plan.duplicates as u64;
         self.metrics.duplicates_filtered(plan.duplicates);
+        // Obfuscate after the dedup plan and before any output: the plan (and the dedup memory
+        // it feeds) stays keyed on the vendor's originals, so a re-read is still recognised, and
+        // only events that are about to be delivered cost a rewrite.
+        if !self.obfuscator.is_empty() {
+            let report = self.obfuscator.apply_batch(&mut batch);
+            debug!(
+                "Obfuscated {} of {} event(s); values replaced per rule: {:?}; path not found per rule: {:?}.",
+                report.changed,
+                batch.len() + report.failed as usize,
+                report.replaced,
+                report.missing
+            );
+            if report.failed > 0 {
+                // Never delivered in clear. They count as delivered for dedup, or the window
+                // would fail again on every retry.
+                error!(
+                    "{} event(s) could not be obfuscated and were not delivered (lost) to keep their fields private.",
+                    report.failed
+                );
+                stats.obfuscation_failures += report.failed;
+            }
+        }
         let table = self.svc.table.clone();
         let mut positions = Vec::new();
         if !batch.is_empty() {
