@@ -12,7 +12,8 @@
 //!     setup (auth check) ─► pre_pull (state: load, upgrade, correct, reset)
 //!     every request_period_in_seconds: pipeline::window plans the range and its windows
 //!       isolation::client job (create, poll, pages) ─► event::parse_page (vendor bytes kept)
-//!       ─► sort by date ─► pipeline::dedup (multiset by date + SHA-256) ─► every output::Output
+//!       ─► sort by date ─► pipeline::dedup (multiset by date + SHA-256, on the originals)
+//!       ─► pipeline::obfuscate (obfuscation_data) ─► every output::Output
 //!       ─► all confirmed ─► dedup applied, cursors moved, state::StateStore::save (atomic)
 //! ```
 //!
@@ -20,7 +21,8 @@
 //! - [`config`]: YAML → validated runtime config; `${ENV}` substitution.
 //! - [`isolation`]: the vendor API client and the per-service puller.
 //! - [`event`]: the page parser, the hot path: events stay the vendor's bytes.
-//! - [`pipeline`]: pure logic: window planning and exactly-once dedup (property-tested).
+//! - [`pipeline`]: pure logic: window planning, exactly-once dedup and obfuscation
+//!   (property-tested).
 //! - [`output`]: file, console (and Devo/syslog) outputs with their confirm contract.
 //! - [`state`]: versioned JSON state per (input id, service), written atomically.
 //! - [`simulator`]: a faithful simulator of the vendor API (tests, benchmark, demo).
