@@ -24,5 +24,6 @@ mod devo_e2e;
 
 // The metrics listener against the truth, /health and /ready, and --log-format json.
 mod metrics;
+
 // obfuscation_data end to end: no original value of an obfuscated field in any output or log.
 mod obfuscate;
