@@ -84,6 +84,8 @@ pub struct Config {
 
 #[derive(Clone, Debug)]
 pub struct Globals {
+    /// How long a graceful shutdown may take before the process exits anyway.
+    pub shutdown_grace_period: Duration,
     /// How often the network outputs log Devo's sender statistics lines.
     pub sender_stats_period: Duration,
     pub id: String,
@@ -592,6 +594,13 @@ fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
         );
     }
     let debug = g.boolean("debug", false, cx);
+    let shutdown_grace_period = g.seconds(
+        "shutdown_grace_period_in_seconds",
+        1.0,
+        3600.0,
+        Duration::from_secs(30),
+        cx,
+    );
     let sender_stats_period = g.seconds(
         "sender_stats_period_in_sec",
         60.0,
@@ -669,6 +678,7 @@ fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
     Some(Globals {
         metrics_listen,
         memory_log_period,
+        shutdown_grace_period,
         sender_stats_period,
         id,
         name,

@@ -67,22 +67,31 @@ async fn real_main(cli: Cli) -> ExitCode {
             app::log_warnings(&config);
             let cancel = CancellationToken::new();
             tokio::spawn(app::shutdown_on_signal(cancel.clone()));
-            match app::run(
-                config,
-                app::RunOptions {
-                    once,
-                    no_save_state,
+            let grace = config.globals.shutdown_grace_period;
+            let options = app::RunOptions {
+                once,
+                no_save_state,
+            };
+            let code = tokio::select! {
+                result = app::run(config, options, cancel.clone()) => match result {
+                    Ok(ok) => exit(ok),
+                    Err(e) => {
+                        tracing::error!("{e:#}");
+                        ExitCode::FAILURE
+                    }
                 },
-                cancel,
-            )
-            .await
-            {
-                Ok(ok) => exit(ok),
-                Err(e) => {
-                    tracing::error!("{e:#}");
+                () = app::grace_elapsed(cancel, grace) => {
+                    // Whatever was in flight is abandoned unconfirmed: its window is asked for
+                    // again after the restart, so nothing is lost.
+                    tracing::error!(
+                        "The graceful shutdown did not finish within {} seconds (globals.shutdown_grace_period_in_seconds); exiting now.",
+                        grace.as_secs()
+                    );
                     ExitCode::FAILURE
                 }
-            }
+            };
+            app::log_exit();
+            code
         }
         Command::Validate { config, log_format } => {
             let config = match load(&config) {

@@ -27,3 +27,6 @@ mod metrics;
 
 // obfuscation_data end to end: no original value of an obfuscated field in any output or log.
 mod obfuscate;
+
+// SIGTERM mid-backfill, the grace period, a second signal.
+mod shutdown;

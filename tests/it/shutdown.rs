@@ -1,0 +1,165 @@
+//! Graceful shutdown: SIGTERM mid-backfill stops cleanly with nothing lost or repeated after a
+//! restart; a shutdown that cannot finish is bounded by the grace period; a second signal exits
+//! at once.
+
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().expect("the child runs").to_string();
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_backfill_stops_cleanly_and_a_restart_completes_exactly_once() {
+    let mut env = TestEnv::both(40_000, |c| c.shuffle = true).await;
+    env.service_extra = "page_size: 1000\nmax_events_per_window: 2000".into();
+    env.write_config();
+    let child = collector_command(&["run"], &env.config_path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until delivery is under way, then stop it in the middle.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.delivered(WEB_TABLE).len() < 4_000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&child, "-TERM");
+    let stopped = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "the shutdown took {:?}",
+        stopped.elapsed()
+    );
+    assert!(log.contains("Received the \"SIGTERM\" system signal (code: 15), all the processes will be gracefully stopped"), "{log}");
+    assert!(log.contains("[EXIT] Process \"MainProcess\" completely terminated (elapsed time since the system signal was received: "), "{log}");
+    let partial = env.delivered(WEB_TABLE).len();
+    assert!(
+        partial < env.web.visible_events().len(),
+        "the backfill was not interrupted"
+    );
+    // The restart delivers the rest: nothing lost, nothing twice.
+    env.run_once_ok().await;
+    env.assert_exactly_once();
+}
+
+/// A receiver that accepts connections and never reads nor closes: delivery to it cannot be
+/// confirmed and does not react to cancellation, so only the grace period or a second signal
+/// ends the process.
+async fn black_hole() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (port, task)
+}
+
+async fn stuck_env(grace_secs: u64) -> (TestEnv, tokio::task::JoinHandle<()>) {
+    let (port, hole) = black_hole().await;
+    let mut env = TestEnv::both(200, |_| {}).await;
+    env.outputs_extra = format!(
+        "  relay:\n    type: syslog\n    config:\n      address: 127.0.0.1\n      port: {port}\n      confirm_timeout_in_seconds: 120\n"
+    );
+    env.write_config();
+    let text = std::fs::read_to_string(env.config_path()).unwrap().replace(
+        "  name: it\n",
+        &format!("  name: it\n  shutdown_grace_period_in_seconds: {grace_secs}\n"),
+    );
+    std::fs::write(env.config_path(), text).unwrap();
+    (env, hole)
+}
+
+async fn wait_for_log(path: &std::path::Path, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{needle:?} never appeared in {}",
+        std::fs::read_to_string(path).unwrap_or_default()
+    );
+}
+
+fn spawn_logged(env: &TestEnv) -> (tokio::process::Child, std::path::PathBuf) {
+    let log = env.path("collector.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = collector_command(&["run"], &env.config_path())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_shutdown_is_bounded_by_the_grace_period() {
+    let (env, _hole) = stuck_env(2).await;
+    let (mut child, log) = spawn_logged(&env);
+    wait_for_log(&log, "Pull Started").await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // the batch is on its way to the hole
+    signal(&child, "-TERM");
+    let stopped = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = stopped.elapsed();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "took {took:?}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("did not finish within 2 seconds"), "{text}");
+    // Nothing was confirmed, so nothing was checkpointed: the file output is rewound next time.
+    let state =
+        std::fs::read_to_string(env.path("state/proofpoint_isolation_10001_url_isolation.json"))
+            .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(doc["dedup"].as_array().map(Vec::len), Some(0), "{doc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let (env, _hole) = stuck_env(600).await;
+    let (mut child, log) = spawn_logged(&env);
+    wait_for_log(&log, "Pull Started").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&child, "-TERM");
+    wait_for_log(&log, "all the processes will be gracefully stopped").await;
+    let second = Instant::now();
+    signal(&child, "-INT");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        second.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        second.elapsed()
+    );
+    assert_eq!(status.code(), Some(130));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("Received the \"SIGINT\" system signal again"));
+}
