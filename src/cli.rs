@@ -49,6 +49,24 @@ pub enum Command {
     },
     /// See it work without a vendor key: the built-in API simulator, the collector, and events
     /// written to the console and to files.
+    /// Re-deliver a past range (within the API's 30-day retention) to the outputs, without
+    /// touching the live state. File outputs write to `<directory>/backfill/<table>.jsonl`.
+    Backfill {
+        #[arg(long, env = "CONFIG_FILE")]
+        config: PathBuf,
+        /// browser_and_email_isolation or url_isolation.
+        #[arg(long)]
+        service: String,
+        /// Start of the range (UTC; e.g. 2026-11-20T00:00:00Z or 2026-11-20).
+        #[arg(long)]
+        from: String,
+        /// End of the range (UTC; default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// Log lines as Devo's text lines or as JSON objects.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
     Demo {
         /// Events per service in the simulator.
         #[arg(long, default_value_t = 200)]

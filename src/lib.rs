@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod demo;

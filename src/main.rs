@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use isolation_collector::cli::{Cli, Command, StateAction};
 use isolation_collector::config::{Config, Service};
-use isolation_collector::{app, demo, state::StateStore, telemetry};
+use isolation_collector::{app, backfill, demo, state::StateStore, telemetry};
 use tokio_util::sync::CancellationToken;
 
 const EX_USAGE: u8 = 64;
@@ -153,6 +153,38 @@ async fn real_main(cli: Cli) -> ExitCode {
                 }
             }
             exit(ok)
+        }
+        Command::Backfill {
+            config,
+            service,
+            from,
+            to,
+            log_format,
+        } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let request = match backfill::Request::parse(&config, &service, &from, to.as_deref()) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            telemetry::init(config.globals.debug, log_format);
+            app::log_warnings(&config);
+            let cancel = CancellationToken::new();
+            tokio::spawn(app::shutdown_on_signal(cancel.clone()));
+            let code = match backfill::run(config, request, cancel).await {
+                Ok(ok) => exit(ok),
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+            app::log_exit();
+            code
         }
         Command::Demo {
             events,

@@ -74,7 +74,12 @@ pub struct Puller {
     metrics: ServiceMetrics,
     /// The service's `obfuscation_data`, applied to each batch before delivery.
     obfuscator: Obfuscator,
+    /// A backfill's fixed end (instead of `now - offset`), and its progress callback.
+    backfill: Option<(Millis, Progress)>,
 }
+
+/// Called after each window of a backfill with the window's end and the cycle's totals so far.
+pub type Progress = Box<dyn FnMut(Millis, &CycleStats) + Send>;
 
 /// Devo's thread names, used as the `thread` of log lines.
 pub fn puller_thread(input: &InputConfig, svc: &ServiceConfig) -> String {
@@ -131,7 +136,15 @@ impl Puller {
             density: None,
             cancel,
             metrics,
+            backfill: None,
         })
+    }
+
+    /// Makes this puller a backfill: one cycle from the state's start to `to`, no late-arrival
+    /// sweep, `progress` called after each window.
+    pub fn for_backfill(mut self, to: Millis, progress: Progress) -> Puller {
+        self.backfill = Some((to, progress));
+        self
     }
 
     /// Counts into `metrics` (the served registry) instead of a private one.
@@ -376,11 +389,19 @@ impl Puller {
         requests_before: u64,
     ) -> Result<(), PullError> {
         let now = now_ms();
+        let (end, offset, lookback) = match &self.backfill {
+            Some((to, _)) => (*to, 0, 0),
+            None => (
+                now,
+                self.svc.window_offset.as_millis() as Millis,
+                self.svc.lookback.as_millis() as Millis,
+            ),
+        };
         let Some(range) = plan_cycle(
             &self.state.cursors,
-            now,
-            self.svc.window_offset.as_millis() as Millis,
-            self.svc.lookback.as_millis() as Millis,
+            end,
+            offset,
+            lookback,
             self.svc.sweep_interval.as_millis() as Millis,
         ) else {
             return Ok(());
@@ -414,6 +435,9 @@ impl Puller {
             stats.windows += 1;
             planner.complete(w, received);
             self.density = planner.density();
+            if let Some((_, progress)) = self.backfill.as_mut() {
+                progress(w.to, stats);
+            }
             if planner.next_window().is_some() {
                 let partial = CycleStats {
                     requests: self.client.stats.requests - requests_before,
