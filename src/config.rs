@@ -269,12 +269,16 @@ impl Config {
             ))
         })?;
         let base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
-        Self::parse(&text, &base_dir, &|name| std::env::var(name).ok()).map_err(|problems| {
-            ConfigError {
+        let mut config = Self::parse(&text, &base_dir, &|name| std::env::var(name).ok()).map_err(
+            |problems| ConfigError {
                 file: path.to_owned(),
                 problems,
-            }
-        })
+            },
+        )?;
+        if let Some(w) = inline_key_exposure(&text, path) {
+            config.warnings.push(w);
+        }
+        Ok(config)
     }
 
     /// Parses config text. `base_dir` is the config file's directory (certificate paths resolve
@@ -344,6 +348,34 @@ impl Config {
     pub fn services(&self) -> impl Iterator<Item = &ServiceConfig> {
         self.input.services.iter().filter(|_| self.input.enabled)
     }
+}
+
+/// A warning when the file holds the API key itself (not `${VAR}` nor `api_key_file`) and
+/// other users may read it.
+fn inline_key_exposure(text: &str, path: &Path) -> Option<String> {
+    let raw: Value = serde_yaml_ng::from_str(text).ok()?;
+    let key = raw
+        .get("inputs")?
+        .get("proofpoint_isolation")?
+        .get("credentials")?
+        .get("api_key")?
+        .as_str()?;
+    if key.contains("${") {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        if mode & 0o044 != 0 {
+            return Some(format!(
+                "inputs.proofpoint_isolation.credentials.api_key: the key is written in {} and the file is readable by other users (mode {mode:04o}); run `chmod 600 {}`, or use \"${{ISOLATION_API_KEY}}\" or api_key_file",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+    None
 }
 
 // === The walker ===

@@ -37,6 +37,14 @@ fn main() -> ExitCode {
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    // Devo's rule: a relative config name that is not found resolves under `config/` (the
+    // image runs `--config ${CONFIG_FILE:-config.yaml}` from /devo-collector).
+    let devo_path = std::path::Path::new("config").join(path);
+    let path = if path.is_relative() && !path.exists() && devo_path.is_file() {
+        devo_path.as_path()
+    } else {
+        path
+    };
     Config::load(path).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(EX_USAGE)

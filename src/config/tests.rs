@@ -361,3 +361,28 @@ fn a_dotted_name_is_one_key_with_a_warning() {
         c.warnings
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn an_inline_key_in_a_world_readable_file_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let inline = GOOD.replace("\"${KEY}\"", "\"1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c9z\"");
+    for (text, mode, warned) in [
+        (inline.as_str(), 0o644, true),
+        (inline.as_str(), 0o600, false),
+        (GOOD, 0o644, false),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        // GOOD refers to ${KEY}; give it a value for this process.
+        let c = Config::parse(text, dir.path(), &env).unwrap();
+        let w = super::inline_key_exposure(text, &path);
+        assert_eq!(w.is_some(), warned, "{mode:o}: {w:?}");
+        if let Some(w) = w {
+            assert!(w.contains("chmod 600") && !w.contains("5c9z"), "{w}");
+        }
+        drop(c);
+    }
+}
