@@ -333,6 +333,23 @@ impl Config {
             }
         };
         top.finish(&mut cx);
+        if let Some(input) = &input {
+            // Each service keeps its own committed length of its table's file; two services
+            // writing one file would cut each other's lines when rewinding after a crash.
+            let has_file = outputs
+                .iter()
+                .any(|o| matches!(o.kind, OutputKind::File { .. }));
+            for (i, a) in input.services.iter().enumerate() {
+                if let Some(b) = input.services[i + 1..].iter().find(|b| b.table == a.table) {
+                    if has_file {
+                        cx.error(
+                            &format!("inputs.proofpoint_isolation.services.{}.override_tag", b.service),
+                            format!("`{}` is also the table of {}; with a file output both would write one file; give each service its own table", b.table, a.service),
+                        );
+                    }
+                }
+            }
+        }
         match (globals, input, cx.errors.is_empty()) {
             (Some(globals), Some(input), true) => Ok(Config {
                 globals,

@@ -386,3 +386,21 @@ fn an_inline_key_in_a_world_readable_file_is_warned_about() {
         drop(c);
     }
 }
+
+#[test]
+fn two_services_cannot_share_a_table_file() {
+    let text = GOOD.replace(
+        "        page_size: 500\n",
+        "        page_size: 500\n        override_tag: tap.proofpoint.isolation.browser_and_email\n",
+    );
+    let errors = parse(&text).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.starts_with(
+            "inputs.proofpoint_isolation.services.url_isolation.override_tag: `tap.proofpoint.isolation.browser_and_email` is also the table of browser_and_email_isolation"
+        )),
+        "{errors:#?}"
+    );
+    // Without a file output, two services may feed one Devo table.
+    let text = text.replace("  local: {type: file, config: {directory: out}}\n", "");
+    assert!(parse(&text).is_ok());
+}

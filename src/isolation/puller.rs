@@ -74,6 +74,8 @@ pub struct Puller {
     metrics: ServiceMetrics,
     /// The service's `obfuscation_data`, applied to each batch before delivery.
     obfuscator: Obfuscator,
+    /// Devo's thread name of this puller, which some of Devo's lines repeat in the message.
+    thread: String,
     /// A backfill's fixed end (instead of `now - offset`), and its progress callback.
     backfill: Option<(Millis, Progress)>,
 }
@@ -113,6 +115,7 @@ impl Puller {
         store: Arc<StateStore>,
         cancel: CancellationToken,
     ) -> Result<Puller, reqwest::Error> {
+        let thread = puller_thread(input, &svc);
         let client = ApiClient::new(
             &svc,
             input.api_key.clone(),
@@ -137,6 +140,7 @@ impl Puller {
             cancel,
             metrics,
             backfill: None,
+            thread,
         })
     }
 
@@ -199,8 +203,8 @@ impl Puller {
 
     /// Devo's `pre_pull`: load, upgrade, correct, reset, save if changed.
     pub fn pre_pull(&mut self) -> Result<(), StateError> {
-        let thread = "pre_pull()";
-        info!("Starting the execution of {thread}");
+        // Devo's lines name the puller inside the message too.
+        info!("{} Starting the execution of pre_pull()", self.thread);
         info!("Reading persisted data");
         let now = now_ms();
         let loaded = self.store.load(&self.key)?;
@@ -256,7 +260,7 @@ impl Puller {
         self.metrics.checkpoint(state.cursors.checkpoint);
         self.state = state;
         self.needs_resume = true;
-        info!("Finalizing the execution of {thread}");
+        info!("{} Finalizing the execution of pre_pull()", self.thread);
         Ok(())
     }
 
