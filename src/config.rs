@@ -650,9 +650,10 @@ fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
         Duration::from_secs(30),
         cx,
     );
+    // Devo allows 60..1800; shorter periods are allowed here for tests and debugging.
     let sender_stats_period = g.seconds(
         "sender_stats_period_in_sec",
-        60.0,
+        1.0,
         1800.0,
         Duration::from_secs(300),
         cx,

@@ -171,6 +171,7 @@ where
                 .last()
         });
         let (process, thread) = match thread {
+            Some(t) if t.starts_with("DevoSender") => ("OutputProcess", t),
             Some(t) => ("InputProcess", t),
             None => ("MainProcess", "MainThread".to_owned()),
         };

@@ -493,3 +493,43 @@ async fn internal_messages_reach_devo_as_their_own_table() {
         .collect();
     assert_received_exactly_once(&env, &events);
 }
+
+/// Devo's sender statistics lines, every `sender_stats_period_in_sec`, with true counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_statistics_lines_count_what_was_delivered() {
+    let mut env = TestEnv::both(700, |_| {}).await;
+    let (pki, rs) = start_receiver(&env).await;
+    env.outputs_extra = devo_output(&pki, rs.port, &pki.client);
+    env.write_config();
+    let text = std::fs::read_to_string(env.config_path()).unwrap().replace(
+        "  name: it\n",
+        "  name: it\n  sender_stats_period_in_sec: 1\n",
+    );
+    std::fs::write(env.config_path(), text).unwrap();
+    let (child, log) = spawn_collector(&env, &["run"], "daemon.log");
+    wait_until(
+        Duration::from_secs(20),
+        "all events and a statistics line after them",
+        || {
+            let text = read_log(&log);
+            line_count(&rs.received()) >= 1400
+                && text
+                    .matches("Standard - Total number of messages sent: 1400,")
+                    .count()
+                    > 0
+        },
+    )
+    .await;
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await;
+    let text = read_log(&log);
+    assert!(
+        text.contains("OutputProcess::DevoSenderManagerMonitor(standard_senders,devo) -> Number of available senders: 1, sender manager internal queue size: 0"),
+        "{text}"
+    );
+    assert_received_exactly_once(&env, &rs.received());
+}
