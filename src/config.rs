@@ -523,9 +523,7 @@ impl<'a> Obj<'a> {
         default: Duration,
         cx: &mut Cx,
     ) -> Duration {
-        self.number(key, min, max, false, cx)
-            .map(Duration::from_secs_f64)
-            .unwrap_or(default)
+        self.duration(key, min, max, default, 1.0, cx)
     }
 
     fn minutes(
@@ -536,8 +534,21 @@ impl<'a> Obj<'a> {
         default: Duration,
         cx: &mut Cx,
     ) -> Duration {
+        self.duration(key, min, max, default, 60.0, cx)
+    }
+
+    /// A number of `unit_secs`-second units within `min..=max`, as a duration.
+    fn duration(
+        &mut self,
+        key: &str,
+        min: f64,
+        max: f64,
+        default: Duration,
+        unit_secs: f64,
+        cx: &mut Cx,
+    ) -> Duration {
         self.number(key, min, max, false, cx)
-            .map(|m| Duration::from_secs_f64(m * 60.0))
+            .map(|n| Duration::from_secs_f64(n * unit_secs))
             .unwrap_or(default)
     }
 

@@ -275,49 +275,45 @@ fn is_compact(json: &[u8]) -> bool {
     {
         return true;
     }
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in json {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            return false;
-        }
-    }
-    true
+    let mut scanner = Scanner::default();
+    !json.iter().any(|&b| scanner.is_insignificant(b))
 }
 
 /// Removes insignificant whitespace, keeping everything else byte for byte.
 fn compact(json: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in json {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
+    let mut scanner = Scanner::default();
+    json.iter()
+        .copied()
+        .filter(|&b| !scanner.is_insignificant(b))
+        .collect()
+}
+
+/// Tracks whether a JSON text is inside a string, byte by byte.
+#[derive(Default)]
+struct Scanner {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Scanner {
+    /// Feeds the next byte; true if it is whitespace outside any string (removable).
+    fn is_insignificant(&mut self, b: u8) -> bool {
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
             } else if b == b'\\' {
-                escaped = true;
+                self.escaped = true;
             } else if b == b'"' {
-                in_string = false;
+                self.in_string = false;
             }
+            false
         } else if b == b'"' {
-            in_string = true;
-            out.push(b);
-        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            out.push(b);
+            self.in_string = true;
+            false
+        } else {
+            matches!(b, b' ' | b'\t' | b'\n' | b'\r')
         }
     }
-    out
 }
 
 #[cfg(test)]
