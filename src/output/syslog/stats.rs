@@ -80,9 +80,14 @@ impl StatsHandle {
 
     /// The current counters.
     pub fn snapshot(&self) -> SenderStats {
-        let c = &*self.0;
         // The lock is never held across an await; a poisoned lock still holds valid numbers.
-        let p = c.period.lock().unwrap_or_else(|e| e.into_inner());
+        let p = self.0.period.lock().unwrap_or_else(|e| e.into_inner());
+        self.read(&p)
+    }
+
+    /// The counters, with the period measured from `p`.
+    fn read(&self, p: &Period) -> SenderStats {
+        let c = &*self.0;
         let messages = c.messages.load(Ordering::Relaxed);
         let bytes = c.bytes.load(Ordering::Relaxed);
         SenderStats {
@@ -101,25 +106,12 @@ impl StatsHandle {
     /// Ends the current period at `now` and starts the next one. Returns the counters of the
     /// period that ended (render them with [`render_stats_lines`]).
     pub fn start_period(&self, now: SystemTime) -> SenderStats {
-        let c = &*self.0;
-        let mut p = c.period.lock().unwrap_or_else(|e| e.into_inner());
-        let messages = c.messages.load(Ordering::Relaxed);
-        let bytes = c.bytes.load(Ordering::Relaxed);
-        let ended = SenderStats {
-            messages_total: messages,
-            bytes_total: bytes,
-            batches_total: c.batches.load(Ordering::Relaxed),
-            failures_total: c.failures.load(Ordering::Relaxed),
-            connections_total: c.connections.load(Ordering::Relaxed),
-            busy: Duration::from_nanos(c.busy_nanos.load(Ordering::Relaxed)),
-            period_start: p.start,
-            period_messages: messages.saturating_sub(p.messages_at_start),
-            period_bytes: bytes.saturating_sub(p.bytes_at_start),
-        };
+        let mut p = self.0.period.lock().unwrap_or_else(|e| e.into_inner());
+        let ended = self.read(&p);
         *p = Period {
             start: now,
-            messages_at_start: messages,
-            bytes_at_start: bytes,
+            messages_at_start: ended.messages_total,
+            bytes_at_start: ended.bytes_total,
         };
         ended
     }
