@@ -202,13 +202,15 @@ async fn real_main(cli: Cli) -> ExitCode {
             log_format,
         } => {
             telemetry::init(false, log_format);
-            match demo::run(events, &dir, follow, quiet).await {
+            let code = match demo::run(events, &dir, follow, quiet).await {
                 Ok(ok) => exit(ok),
                 Err(e) => {
                     tracing::error!("{e:#}");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            app::log_exit();
+            code
         }
     }
 }
