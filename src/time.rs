@@ -9,6 +9,25 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 /// Milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;
 
+/// The collector's wall clock: `Utc::now()`, shifted by the test hook below. The puller's
+/// cycle and window times, the state corrections and the setup check read the time here, and
+/// nowhere else.
+///
+/// **Test-only hook:** the environment variable `ISOLATION_COLLECTOR_CLOCK_OFFSET_SECS` (a signed
+/// integer, seconds; read once, at the first call) moves this clock, so that the reliability
+/// tests can run the binary with a clock that jumped forward or back. Leave it unset in
+/// production; an unparsable value is ignored.
+pub fn now() -> DateTime<Utc> {
+    static OFFSET_SECS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let offset = *OFFSET_SECS.get_or_init(|| {
+        std::env::var("ISOLATION_COLLECTOR_CLOCK_OFFSET_SECS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    });
+    Utc::now() + chrono::Duration::seconds(offset)
+}
+
 /// Parses an event `date`: `YYYY-MM-DDTHH:MM:SS[.fraction][Z|±HHMM|±HH:MM|±HH]`, no zone = UTC.
 pub fn parse_event_date(s: &str) -> Option<Millis> {
     let b = s.as_bytes();

@@ -106,6 +106,15 @@ struct Args {
     /// Status word of jobs that are not done.
     #[arg(long, default_value = "PENDING")]
     pending_status: String,
+    /// Pin the end of the generated date range (RFC 3339) instead of start time minus
+    /// `--end-offset-minutes`: the same seed and anchor give the same events in every run.
+    #[arg(long)]
+    anchor: Option<chrono::DateTime<chrono::Utc>>,
+    /// Print the compact JSON of every event (web events, then url events, one per line, each
+    /// prefixed by `web ` or `url `) and exit without listening. With `--anchor`, exactly the
+    /// events a server started with the same flags serves (late arrival aside).
+    #[arg(long)]
+    dump_events: bool,
 }
 
 fn minutes(m: f64) -> Duration {
@@ -149,6 +158,7 @@ impl Args {
         }
         c.job_ttl = Duration::from_secs(self.job_ttl_secs);
         c.pending_status = self.pending_status.clone();
+        c.anchor = self.anchor;
         c
     }
 }
@@ -181,9 +191,27 @@ fn print_stats(out: &mut impl std::io::Write, name: &str, s: &SimStats) -> std::
     )
 }
 
+/// `--dump-events`: every event of both datasets, visible or not yet, then exit.
+async fn dump_events(args: &Args) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for dataset in [Dataset::Web, Dataset::Url] {
+        let far_future = chrono::Utc::now() + chrono::Duration::days(3650);
+        let sim = SimHandle::start(args.config(dataset)).await?;
+        for event in sim.events_visible_at(far_future) {
+            writeln!(out, "{} {event}", dataset.name())?;
+        }
+        sim.shutdown().await;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.dump_events {
+        return dump_events(&args).await;
+    }
     let web_listener = TcpListener::bind(&args.web_listen)
         .await
         .with_context(|| format!("binding {}", args.web_listen))?;

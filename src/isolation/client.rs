@@ -118,7 +118,7 @@ impl ApiClient {
 
     /// The setup check: one small job creation. Only authentication and reachability matter.
     pub async fn check_auth(&mut self) -> Result<(), FetchError> {
-        let to = Utc::now();
+        let to = crate::time::now();
         let from = to - chrono::Duration::minutes(1);
         self.request(from, to, 1, None, None).await.map(|_| ())
     }

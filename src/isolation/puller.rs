@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -99,7 +98,7 @@ pub fn setup_thread(input: &InputConfig, svc: &ServiceConfig) -> String {
 }
 
 fn now_ms() -> Millis {
-    Utc::now().timestamp_millis()
+    crate::time::now().timestamp_millis()
 }
 
 /// The earliest time the API still serves, with a margin for the time a job takes.

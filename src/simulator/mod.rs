@@ -170,6 +170,12 @@ impl SimHandle {
             .visible_events(Utc::now().timestamp_millis(), None)
     }
 
+    /// Like [`SimHandle::visible_events`], as seen at `at` (events that arrive late included
+    /// once `at` is past their arrival): `isolation-sim --dump-events` uses it.
+    pub fn events_visible_at(&self, at: DateTime<Utc>) -> Vec<String> {
+        self.shared.visible_events(at.timestamp_millis(), None)
+    }
+
     /// Like [`SimHandle::visible_events`], restricted to dates in `[from, to]` (inclusive).
     pub fn visible_events_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<String> {
         self.shared.visible_events(

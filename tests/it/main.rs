@@ -30,3 +30,6 @@ mod obfuscate;
 
 // SIGTERM mid-backfill, the grace period, a second signal.
 mod shutdown;
+
+// The fault matrix: 429 storms, 5xx bursts, clock jumps, a full state disk, output outages.
+mod faults;

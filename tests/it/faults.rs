@@ -1,0 +1,370 @@
+//! The fault matrix beyond `collect.rs`: 429 storms, 5xx bursts that outlast a cycle, the
+//! collector's clock jumping forward and back, a full disk under the state directory, and an
+//! output that is down for several daemon cycles. Each ends with the exact multiset delivered.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use isolation_collector::simulator::{Fault, FaultTarget};
+
+use crate::util::*;
+
+const SERVICES: [&str; 2] = ["browser_and_email_isolation", "url_isolation"];
+
+fn state_file(env: &TestEnv, service: &str) -> PathBuf {
+    env.path("state")
+        .join(format!("proofpoint_isolation_10001_{service}.json"))
+}
+
+/// The checkpoint stored in a service's state file.
+fn checkpoint(env: &TestEnv, service: &str) -> DateTime<Utc> {
+    let text = std::fs::read_to_string(state_file(env, service)).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc["checkpoint_in_utc"].as_str().unwrap().parse().unwrap()
+}
+
+/// `run --once` with the collector's clock moved by `offset_secs`.
+async fn run_once_with_clock(env: &TestEnv, offset_secs: i64) -> std::process::Output {
+    let out = collector_command(&["run", "--once"], &env.config_path())
+        .env(
+            "ISOLATION_COLLECTOR_CLOCK_OFFSET_SECS",
+            offset_secs.to_string(),
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "run --once (clock {offset_secs:+} s): {}",
+        describe(&out)
+    );
+    out
+}
+
+/// Adds `n` events dated in `[from, to]` to both simulators, visible from now on.
+fn inject_both(env: &TestEnv, n: usize, from: DateTime<Utc>, to: DateTime<Utc>) {
+    for sim in [&env.web, &env.url] {
+        assert_eq!(sim.inject(n, from, to), n);
+    }
+}
+
+/// The daemon (`run`), its log going to `log`.
+fn spawn_daemon(env: &TestEnv, log: &Path) -> tokio::process::Child {
+    collector_command(&["run"], &env.config_path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Polls `cond` every 100 ms until it holds; panics after `limit`, showing the log.
+async fn wait_for(what: &str, limit: Duration, log: &Path, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        if started.elapsed() > limit {
+            panic!(
+                "timed out waiting for {what}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn count_in(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+fn exactly_once(env: &TestEnv) -> bool {
+    multiset(&env.delivered(WEB_TABLE)) == multiset(&env.web.visible_events())
+        && multiset(&env.delivered(URL_TABLE)) == multiset(&env.url.visible_events())
+}
+
+/// Many 429s (Retry-After: 1) on job creation, polls and pages: each is waited out, within
+/// the retry budget, and the cycle delivers everything once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_is_waited_out_and_loses_nothing() {
+    let env = TestEnv::both(1500, |c| {
+        c.page_size_cap = Some(300);
+        c.pending_polls = 2;
+    })
+    .await;
+    let storm = Fault::TooManyRequests {
+        retry_after_secs: 1,
+    };
+    for sim in [&env.web, &env.url] {
+        // Consecutive answers to the same request (the default budget is 5 retries).
+        sim.push_fault(FaultTarget::Create, storm.clone(), 3);
+        sim.push_fault(FaultTarget::Poll, storm.clone(), 2);
+        sim.push_fault(FaultTarget::Page, storm.clone(), 3);
+        sim.push_fault(FaultTarget::Any, storm.clone(), 2);
+    }
+    let started = Instant::now();
+    let out = env.run_once_ok().await;
+    env.assert_exactly_once();
+    let log = stderr(&out);
+    assert!(log.matches("HTTP 429").count() >= 10, "{log}");
+    // Every Retry-After was honoured: ten 1 s waits per service, in sequence.
+    assert!(started.elapsed() >= Duration::from_secs(10));
+    for sim in [&env.web, &env.url] {
+        assert_eq!(sim.stats().errors_injected, 10);
+    }
+}
+
+/// A 5xx burst longer than one cycle's retries: the daemon's cycle fails without moving the
+/// checkpoint, a later cycle of the same process recovers, and nothing is lost or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_burst_longer_than_a_cycle_is_recovered_by_a_later_cycle() {
+    let mut env = TestEnv::both(1200, |c| c.page_size_cap = Some(400)).await;
+    env.service_extra = "max_retries: 2".into();
+    env.write_config();
+    // Two cycles' worth of attempts (3 each) on the web host, one on the url host.
+    env.web.push_fault(FaultTarget::Any, Fault::Status(503), 6);
+    env.url.push_fault(FaultTarget::Any, Fault::Status(500), 3);
+    let log = env.path("daemon.log");
+    let mut child = spawn_daemon(&env, &log);
+    wait_for("recovery", Duration::from_secs(60), &log, || {
+        exactly_once(&env)
+    })
+    .await;
+    // Let a few more (empty) cycles run: still nothing repeated.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    env.assert_exactly_once();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("kept failing after 3 attempt(s)"), "{text}");
+    assert!(
+        text.contains("HTTP 503") && text.contains("HTTP 500"),
+        "{text}"
+    );
+    assert_eq!(env.web.stats().errors_injected, 6);
+    assert_eq!(env.url.stats().errors_injected, 3);
+}
+
+/// The collector's clock jumps hours ahead (the checkpoint goes into the future), then comes
+/// back: the corrections step brings the checkpoint back to now, and events that appear after
+/// that are delivered exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_jump_forward_then_back_is_corrected_and_loses_nothing() {
+    let env = TestEnv::both(800, |_| {}).await;
+    env.run_once_ok().await;
+    env.assert_exactly_once();
+
+    // New events, then a run whose clock is 3 hours ahead.
+    let now = Utc::now();
+    inject_both(
+        &env,
+        60,
+        now - chrono::Duration::seconds(90),
+        now - chrono::Duration::seconds(5),
+    );
+    run_once_with_clock(&env, 3 * 3600).await;
+    env.assert_exactly_once();
+    for service in SERVICES {
+        assert!(
+            checkpoint(&env, service) > Utc::now() + chrono::Duration::hours(2),
+            "{service}: the checkpoint did not follow the clock into the future"
+        );
+    }
+
+    // The clock is right again: the checkpoint comes back to now.
+    let out = run_once_with_clock(&env, 0).await;
+    let corrected_at = Utc::now();
+    let log = stderr(&out);
+    assert!(log.contains("is in the future"), "{log}");
+    for service in SERVICES {
+        assert!(checkpoint(&env, service) <= corrected_at, "{service}");
+    }
+    env.assert_exactly_once();
+
+    // Events dated after the correction arrive: delivered once, and once only.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    inject_both(
+        &env,
+        70,
+        corrected_at + chrono::Duration::milliseconds(10),
+        Utc::now() - chrono::Duration::milliseconds(100),
+    );
+    env.run_once_ok().await;
+    env.assert_exactly_once();
+    env.run_once_ok().await;
+    env.assert_exactly_once();
+}
+
+/// The clock goes back (less than the late-arrival lookback), then forward again: the
+/// checkpoint is pulled back by the corrections step, the re-read overlap is recognised by
+/// the dedup memory, and events that arrive meanwhile are delivered exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_jump_back_then_forward_repeats_nothing() {
+    let env = TestEnv::both(800, |c| c.identical_fraction = 0.1).await;
+    env.run_once_ok().await;
+    env.assert_exactly_once();
+
+    let out = run_once_with_clock(&env, -20 * 60).await;
+    assert!(
+        stderr(&out).contains("is in the future"),
+        "{}",
+        stderr(&out)
+    );
+    env.assert_exactly_once();
+    for service in SERVICES {
+        assert!(checkpoint(&env, service) < Utc::now() - chrono::Duration::minutes(15));
+    }
+
+    let now = Utc::now();
+    inject_both(
+        &env,
+        50,
+        now - chrono::Duration::seconds(60),
+        now - chrono::Duration::seconds(2),
+    );
+    let out = run_once_with_clock(&env, 0).await;
+    env.assert_exactly_once();
+    assert!(
+        stderr(&out).contains("Number of duplicated events filtered out: "),
+        "{}",
+        stderr(&out)
+    );
+    for service in SERVICES {
+        assert!(checkpoint(&env, service) > now - chrono::Duration::seconds(5));
+    }
+}
+
+/// A tmpfs mounted over a directory, unmounted (and the mount point left empty) on drop.
+struct TinyFs(PathBuf);
+
+impl TinyFs {
+    /// Mounts a 64 KiB tmpfs at `dir` (which must exist). `None` when mounting is not
+    /// allowed (not root).
+    fn mount(dir: &Path) -> Option<TinyFs> {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| TinyFs(dir.to_owned()))
+    }
+
+    /// Writes a filler file until the file system is full.
+    fn fill(&self) {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let chunk = [0u8; 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn unfill(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The disk holding the state is full when a window's checkpoint is written: exit 1 with an
+/// error naming the state file, the checkpoint on disk did not move, and the next run (disk
+/// freed) delivers everything exactly once to the file output (the unconfirmed window's lines
+/// are rewound and written again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_state_stops_the_checkpoint_and_loses_nothing() {
+    let env = TestEnv::both(600, |_| {}).await;
+    env.run_once_ok().await;
+    env.assert_exactly_once();
+    let state_dir = env.path("state");
+    let saved: Vec<(PathBuf, Vec<u8>)> = SERVICES
+        .iter()
+        .map(|s| {
+            let p = state_file(&env, s);
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    let Some(fs) = TinyFs::mount(&state_dir) else {
+        eprintln!("SKIPPED a_full_disk_under_the_state...: cannot mount a tmpfs (not root?)");
+        return;
+    };
+    for (p, bytes) in &saved {
+        std::fs::write(p, bytes).unwrap();
+    }
+    fs.fill();
+
+    let now = Utc::now();
+    inject_both(
+        &env,
+        80,
+        now - chrono::Duration::seconds(60),
+        now - chrono::Duration::seconds(2),
+    );
+    let out = env.collector(&["run", "--once"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let log = stderr(&out);
+    for s in SERVICES {
+        let name = format!("proofpoint_isolation_10001_{s}.json");
+        assert!(
+            log.contains(&name) && log.contains("No space left on device"),
+            "{log}"
+        );
+    }
+    for (p, bytes) in &saved {
+        assert_eq!(&std::fs::read(p).unwrap(), bytes, "{} changed", p.display());
+    }
+
+    fs.unfill();
+    env.run_once_ok().await;
+    env.assert_exactly_once();
+    drop(fs);
+}
+
+/// The file output's directory cannot be created for several daemon cycles (a file stands in
+/// its place); once it can, every event arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_outage_of_several_cycles_loses_and_repeats_nothing() {
+    let env = TestEnv::both(700, |c| c.page_size_cap = Some(250)).await;
+    let out_dir = env.path("out");
+    std::fs::write(&out_dir, b"not a directory").unwrap();
+    let log = env.path("daemon.log");
+    let mut child = spawn_daemon(&env, &log);
+    // Three failed cycles per service.
+    wait_for("six failed cycles", Duration::from_secs(60), &log, || {
+        count_in(&log, "Pull failed") >= 6
+    })
+    .await;
+    // New events arrive during the outage.
+    let now = Utc::now();
+    inject_both(
+        &env,
+        40,
+        now - chrono::Duration::seconds(30),
+        now - chrono::Duration::seconds(1),
+    );
+    std::fs::remove_file(&out_dir).unwrap();
+    wait_for(
+        "delivery after the outage",
+        Duration::from_secs(60),
+        &log,
+        || exactly_once(&env),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    env.assert_exactly_once();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(
+            "delivery failed, the window will be delivered again: output local: creating directory"
+        ),
+        "{text}"
+    );
+}
