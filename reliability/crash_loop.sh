@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Crash loop (not in CI): ITERATIONS backfills of both services into a file output and a
+# mutual-TLS rsyslog (the devo_platform output). In each iteration the collector is `kill -9`ed
+# at random moments and restarted until a run completes; then the file output and what rsyslog
+# stored are compared with the simulator's full event set (`isolation-sim --dump-events` with
+# the same seed and a pinned --anchor), counting missing and duplicated events per output.
+#
+#   bash reliability/crash_loop.sh [ITERATIONS] [EVENTS_PER_DATASET]   # defaults: 50 20000
+#
+# Env: PROFILE=debug|release (default debug), CARGO_TARGET_DIR, KEEP=1 keeps the work dir,
+# KILL_MAX_MS (default 1500): kills land uniformly in 30..KILL_MAX_MS ms after a start.
+# Exit status 1 when any event was missing from any output, or duplicated in the file output.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ITER=${1:-50}
+N=${2:-20000}
+PROFILE=${PROFILE:-debug}
+KILL_MAX_MS=${KILL_MAX_MS:-1500}
+PORT_WEB=${PORT_WEB:-18280}
+PORT_URL=${PORT_URL:-18281}
+PORT_TLS=${PORT_TLS:-18543}
+WINDOW=1500   # max_events_per_window: the bound on one unconfirmed batch
+work=$(mktemp -d)
+sim_pid=; rsyslog_pid=; coll_pid=
+cleanup() {
+  for p in $coll_pid $sim_pid $rsyslog_pid; do kill -9 "$p" 2>/dev/null || true; done
+  [ -n "${KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ "$PROFILE" = release ]; then
+  cargo build --release --quiet --bin isolation-collector --bin isolation-sim
+else
+  cargo build --quiet --bin isolation-collector --bin isolation-sim
+fi
+bin="${CARGO_TARGET_DIR:-target}/$PROFILE"
+
+# Certificates: a CA, a server and a client certificate (as bench/backfill.sh tls).
+c="$work/certs"; mkdir -p "$c"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=crash-ca -keyout "$c/ca.key" -out "$c/ca.crt" 2>/dev/null
+for who in server client; do
+  openssl req -newkey rsa:2048 -nodes -subj /CN=$who -addext "subjectAltName=IP:127.0.0.1" \
+    -keyout "$c/$who.key" -out "$c/$who.csr" 2>/dev/null
+  openssl x509 -req -in "$c/$who.csr" -CA "$c/ca.crt" -CAkey "$c/ca.key" -CAcreateserial -days 2 \
+    -copy_extensions copy -out "$c/$who.crt" 2>/dev/null
+done
+
+rand_ms() { python3 -c "import random; print(random.randint(30, $KILL_MAX_MS))"; }
+
+total_kills=0; total_file_missing=0; total_file_dup=0; total_tls_missing=0; total_tls_dup=0
+max_tls_dup=0; iters_with_tls_dup=0; failed=0
+printf '%-5s %-6s %-8s %-13s %-13s %-13s %-13s\n' iter kills events file_missing file_dup tls_missing tls_dup
+for i in $(seq 1 "$ITER"); do
+  it="$work/it$i"; mkdir -p "$it/rsyslog"
+  anchor=$(date -u -d '-2 min' +%Y-%m-%dT%H:%M:%SZ)
+  sim_args=(--events "$N" --seed "$i" --anchor "$anchor" --span-hours 48 --shuffle
+            --page-size-cap 700 --identical-fraction 0.02 --burst-fraction 0.1)
+  "$bin/isolation-sim" "${sim_args[@]}" --dump-events >"$it/expected"
+  "$bin/isolation-sim" "${sim_args[@]}" --web-listen 127.0.0.1:$PORT_WEB --url-listen 127.0.0.1:$PORT_URL \
+    >"$it/sim.log" 2>&1 &
+  sim_pid=$!
+  cat >"$it/rsyslog.conf" <<CONF
+global(workDirectory="$it/rsyslog" maxMessageSize="1m"
+  defaultNetstreamDriverCAFile="$c/ca.crt" defaultNetstreamDriverCertFile="$c/server.crt"
+  defaultNetstreamDriverKeyFile="$c/server.key")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.Authmode="x509/certvalid")
+template(name="raw" type="string" string="%rawmsg%\n")
+ruleset(name="collect") { action(type="omfile" file="$it/received.log" template="raw") }
+input(type="imtcp" address="127.0.0.1" port="$PORT_TLS" ruleset="collect")
+CONF
+  rsyslogd -n -f "$it/rsyslog.conf" -i "$it/rsyslog.pid" >"$it/rsyslogd.log" 2>&1 &
+  rsyslog_pid=$!
+  for _ in $(seq 1 100); do grep -q '^url:' "$it/sim.log" 2>/dev/null && break; sleep 0.1; done
+  sleep 0.5
+  cat >"$it/config.yaml" <<YAML
+globals:
+  id: crash
+  name: crash
+  persistence: {type: filesystem, config: {directory_name: $it/state}}
+outputs:
+  local: {type: file, config: {directory: $it/out}}
+  devo: {type: devo_platform, config: {address: 127.0.0.1, port: $PORT_TLS, chain: $c/ca.crt, cert: $c/client.crt, key: $c/client.key}}
+inputs:
+  proofpoint_isolation:
+    id: "10001"
+    credentials: {api_key: "00000000-0000-0000-0000-000000000000"}
+    services:
+      browser_and_email_isolation:
+        override_base_url: http://127.0.0.1:$PORT_WEB
+        job_poll_initial_interval_in_seconds: 0.02
+        page_size: 500
+        max_events_per_window: $WINDOW
+      url_isolation:
+        override_base_url: http://127.0.0.1:$PORT_URL
+        job_poll_initial_interval_in_seconds: 0.02
+        page_size: 500
+        max_events_per_window: $WINDOW
+YAML
+  kills=0; done_ok=
+  for _ in $(seq 1 300); do
+    "$bin/isolation-collector" run --once --config "$it/config.yaml" >/dev/null 2>>"$it/run.log" &
+    coll_pid=$!
+    ms=$(rand_ms); sleep "$(awk "BEGIN{print $ms/1000}")"
+    if kill -0 "$coll_pid" 2>/dev/null && kill -9 "$coll_pid" 2>/dev/null; then
+      wait "$coll_pid" 2>/dev/null || true
+      kills=$((kills + 1))
+    else
+      if wait "$coll_pid"; then done_ok=1; coll_pid=; break; fi
+      echo "iteration $i: a run that was not killed failed; see $it/run.log" >&2
+      coll_pid=
+      break
+    fi
+    coll_pid=
+  done
+  if [ -z "$done_ok" ]; then
+    # Let one run finish undisturbed (the kill window may be shorter than a whole backfill).
+    "$bin/isolation-collector" run --once --config "$it/config.yaml" >/dev/null 2>>"$it/run.log" || {
+      echo "iteration $i: the final run failed; see $it/run.log" >&2; failed=1; }
+  fi
+  # rsyslog writes asynchronously: wait until the count settles.
+  prev=-1; while :; do cur=$(wc -l <"$it/received.log" 2>/dev/null || echo 0); [ "$cur" = "$prev" ] && break; prev=$cur; sleep 0.5; done
+  read -r events fm fd tm td < <(python3 - "$it" <<'PY'
+import collections, sys
+it = sys.argv[1]
+tables = {"web": "tap.proofpoint.isolation.browser_and_email", "url": "tap.proofpoint.isolation.url_isolation"}
+want = collections.Counter()
+for line in open(f"{it}/expected"):
+    ds, ev = line.rstrip("\n").split(" ", 1)
+    want[(tables[ds], ev)] += 1
+def diff(got):
+    missing = sum(max(0, n - got[k]) for k, n in want.items())
+    extra = sum(max(0, n - want[k]) for k, n in got.items())
+    return missing, extra
+f = collections.Counter()
+for t in tables.values():
+    try:
+        for line in open(f"{it}/out/{t}.jsonl"):
+            f[(t, line.rstrip("\n"))] += 1
+    except FileNotFoundError:
+        pass
+s = collections.Counter()
+try:
+    for line in open(f"{it}/received.log"):
+        # <14>YYYY-MM-DD HH:MM:SS.mmm HOST TABLE: JSON
+        parts = line.rstrip("\n").split(" ", 4)
+        s[(parts[3].rstrip(":"), parts[4])] += 1
+except FileNotFoundError:
+    pass
+print(sum(want.values()), *diff(f), *diff(s))
+PY
+)
+  printf '%-5s %-6s %-8s %-13s %-13s %-13s %-13s\n' "$i" "$kills" "$events" "$fm" "$fd" "$tm" "$td"
+  total_kills=$((total_kills + kills)); total_file_missing=$((total_file_missing + fm))
+  total_file_dup=$((total_file_dup + fd)); total_tls_missing=$((total_tls_missing + tm))
+  total_tls_dup=$((total_tls_dup + td)); [ "$td" -gt "$max_tls_dup" ] && max_tls_dup=$td
+  [ "$td" -gt 0 ] && iters_with_tls_dup=$((iters_with_tls_dup + 1))
+  if [ "$fm" -ne 0 ] || [ "$fd" -ne 0 ] || [ "$tm" -ne 0 ]; then failed=1; fi
+  # The bound: at most one unconfirmed window (max_events_per_window) per kill, per service.
+  if [ "$td" -gt $((kills * WINDOW * 2)) ]; then echo "iteration $i: TLS duplicates above the bound" >&2; failed=1; fi
+  kill -9 "$sim_pid" "$rsyslog_pid" 2>/dev/null || true
+  wait "$sim_pid" "$rsyslog_pid" 2>/dev/null || true
+  sim_pid=; rsyslog_pid=
+  [ -n "${KEEP:-}" ] || rm -rf "$it/out" "$it/received.log" "$it/expected"
+done
+echo "summary: iterations=$ITER events_per_iteration=$((N * 2)) kill9=$total_kills" \
+  "file: missing=$total_file_missing duplicated=$total_file_dup" \
+  "tls: missing=$total_tls_missing duplicated=$total_tls_dup (max $max_tls_dup in one iteration, $iters_with_tls_dup iteration(s) with any)"
+exit $failed
