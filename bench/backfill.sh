@@ -2,11 +2,13 @@
 # End-to-end backfill benchmark: isolation-sim serves N events (Browser & Email Isolation,
 # spread over 20 days) and `isolation-collector run --once` collects them all, to the file
 # output or (mode `tls`) to a local rsyslog over mutual TLS (the devo_platform output).
-# Prints events/s, CPU seconds, peak RSS, API requests and bytes per event.
+# Prints events/s, CPU seconds, peak RSS, API requests and bytes per event, and a last line
+# `RESULT key=value ...` that bench/run.sh reads.
 #
 #   bash bench/backfill.sh [EVENTS] [file|tls]        # defaults: 1000000 file
 #
-# Not part of CI: it takes about a minute and wants a quiet machine.
+# Binaries come from $CARGO_TARGET_DIR (default target/). Not part of CI: it takes about a
+# minute and wants a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000000}
@@ -18,8 +20,9 @@ sim_pid=; rsyslog_pid=
 trap 'kill $sim_pid $rsyslog_pid 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
 cargo build --release --quiet --bin isolation-collector --bin isolation-sim
+BIN=${CARGO_TARGET_DIR:-target}/release
 
-./target/release/isolation-sim --events "$N" --span-hours 480 --pending-polls 1 \
+"$BIN"/isolation-sim --events "$N" --span-hours 480 --pending-polls 1 \
   --web-listen 127.0.0.1:$PORT_WEB --url-listen 127.0.0.1:$PORT_URL >"$work/sim.log" 2>&1 &
 sim_pid=$!
 for _ in $(seq 1 300); do grep -q '^url:' "$work/sim.log" 2>/dev/null && break; sleep 0.1; done
@@ -71,10 +74,15 @@ inputs:
 YAML
 
 [ "$MODE" = tls ] && export RUST_LOG=info,isolation_collector::output::syslog=debug
-/usr/bin/time -v ./target/release/isolation-collector run --once --config "$work/config.yaml" \
+/usr/bin/time -v "$BIN"/isolation-collector run --once --config "$work/config.yaml" \
   2>"$work/run.log" || { tail -20 "$work/run.log"; exit 1; }
 
 echo "sim CPU (user+sys ticks): $(awk '{print $14+$15}' /proc/$sim_pid/stat)"
+kill -TERM $sim_pid; wait $sim_pid || true; sim_pid=  # it prints its request statistics
+sim_stats=$(grep '^web stats:' "$work/sim.log")
+served_bytes=$(sed -E 's/.* bytes_served=([0-9]+).*/\1/' <<<"$sim_stats")
+served_events=$(sed -E 's/.* events_served=([0-9]+).*/\1/' <<<"$sim_stats")
+sim_requests=$(sed -E 's/.* requests=([0-9]+).*/\1/' <<<"$sim_stats")
 if [ "$MODE" = tls ]; then  # rsyslog writes asynchronously: wait until the count settles
   prev=-1; while :; do cur=$(wc -l <"$delivered"); [ "$cur" = "$prev" ] && break; prev=$cur; sleep 0.5; done
 fi
@@ -86,9 +94,10 @@ rss_kb=$(grep 'Maximum resident set size' "$work/run.log" | awk '{print $NF}')
 stats=$(grep ' -> Statistics for this pull cycle' "$work/run.log" | tail -1)
 requests=$(sed -E 's/.*Number of requests made: ([0-9]+);.*/\1/' <<<"$stats")
 bytes=$(stat -c %s "$delivered")
-python3 - "$N" "$events" "$wall" "$user" "$sys" "$rss_kb" "$requests" "$bytes" "$work/run.log" <<'PY'
+python3 - "$N" "$events" "$wall" "$user" "$sys" "$rss_kb" "$requests" "$bytes" "$work/run.log" \
+  "$served_bytes" "$served_events" "$sim_requests" "$MODE" <<'PY'
 import re, statistics, sys
-n, events, wall, user, sys_, rss, req, size, log = sys.argv[1:]
+n, events, wall, user, sys_, rss, req, size, log, sbytes, sevents, sreq, mode = sys.argv[1:]
 events, wall, cpu = int(events), float(wall), float(user) + float(sys_)
 print(f"events served by the simulator : {int(n):,}")
 print(f"events delivered               : {events:,}")
@@ -98,6 +107,9 @@ print(f"CPU time (user+sys)            : {cpu:.2f} s  ({cpu / events * 1e6:.2f} 
 print(f"peak RSS                       : {int(rss) / 1024:.1f} MiB")
 print(f"API requests                   : {req}")
 print(f"bytes delivered per event      : {int(size) / max(events, 1):.0f}")
+print(f"API bytes downloaded per event : {int(sbytes) / max(events, 1):.0f}  ({int(sevents):,} events served, {sreq} requests seen by the simulator)")
+print(f"RESULT mode={mode} n={n} delivered={events} wall={wall:.3f} cpu={cpu:.3f} rss_kb={rss} "
+      f"requests={req} sim_requests={sreq} bytes_downloaded={sbytes} events_downloaded={sevents}")
 proofs = [float(m.group(1)) for m in re.finditer(r"proof_ms=([0-9.]+)", open(log).read())]
 if proofs:
     proofs.sort()

@@ -115,6 +115,17 @@ struct Args {
     /// events a server started with the same flags serves (late arrival aside).
     #[arg(long)]
     dump_events: bool,
+    /// A live feed: every second, this many new events (per dataset) become visible, dated in
+    /// the last second (see `--live-late-fraction`). 0 = the dataset is fixed at start.
+    #[arg(long, default_value_t = 0.0)]
+    live_rate: f64,
+    /// Fraction of the live events that arrive late: dated uniformly in the last
+    /// `--live-late-minutes` instead of the last second.
+    #[arg(long, default_value_t = 0.0)]
+    live_late_fraction: f64,
+    /// How late the late live events can be, in minutes.
+    #[arg(long, default_value_t = 1.0)]
+    live_late_minutes: f64,
 }
 
 fn minutes(m: f64) -> Duration {
@@ -227,8 +238,39 @@ async fn main() -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
 
+    let (web, url) = (std::sync::Arc::new(web), std::sync::Arc::new(url));
+    let mut feed = None;
+    if args.live_rate > 0.0 {
+        let (rate, late_fraction) = (args.live_rate, args.live_late_fraction.clamp(0.0, 1.0));
+        let late = chrono::Duration::milliseconds((args.live_late_minutes * 60_000.0) as i64);
+        let (web, url) = (web.clone(), url.clone());
+        feed = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let (mut on_time_due, mut late_due) = (0.0_f64, 0.0_f64);
+            loop {
+                tick.tick().await;
+                on_time_due += rate * (1.0 - late_fraction);
+                late_due += rate * late_fraction;
+                let (n_on_time, n_late) = (on_time_due.floor(), late_due.floor());
+                on_time_due -= n_on_time;
+                late_due -= n_late;
+                let now = chrono::Utc::now();
+                for sim in [&web, &url] {
+                    sim.inject(n_on_time as usize, now - chrono::Duration::seconds(1), now);
+                    sim.inject(n_late as usize, now - late, now);
+                }
+            }
+        }));
+    }
+
     shutdown_signal().await?;
 
+    if let Some(feed) = feed {
+        feed.abort();
+        let _ = feed.await;
+    }
+    let web = std::sync::Arc::into_inner(web).context("the live feed still holds the web host")?;
+    let url = std::sync::Arc::into_inner(url).context("the live feed still holds the url host")?;
     let (web_stats, url_stats) = (web.stats(), url.stats());
     web.shutdown().await;
     url.shutdown().await;

@@ -1,0 +1,210 @@
+//! Criterion micro-benchmarks of the collector's hot path, on one 10,000-event page of the
+//! simulator's Browser & Email Isolation dataset (the bytes `isolation-sim` serves).
+//!
+//! ```sh
+//! cargo bench --bench hot_path            # or: bash bench/run.sh (everything, with a summary)
+//! ```
+//!
+//! Every benchmark processes the whole page and reports throughput in events, so the time per
+//! event is the reported time divided by 10,000. Two baselines give the floor the pipeline is
+//! compared with: serde_json parsing the page into borrowed `RawValue`s (validation only), and
+//! serde_json parsing every event into a `serde_json::Value` map (a full parse).
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use isolation_collector::event::{parse_page, Event};
+use isolation_collector::output::syslog::format::RecordFormatter;
+use isolation_collector::pipeline::dedup::DedupMemory;
+use isolation_collector::pipeline::obfuscate::{
+    Action, HmacKey, ObfuscationRule, Obfuscator, PathSegment, MASK,
+};
+use isolation_collector::simulator::{Dataset, SimConfig, SimHandle};
+use serde_json::value::RawValue;
+use sha2::Digest as _;
+
+const PAGE_EVENTS: usize = 10_000;
+
+/// The events of one page, exactly as the simulator serves them, and the page body around them.
+fn page() -> (Vec<String>, Bytes) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let events = rt.block_on(async {
+        let mut cfg = SimConfig::new(Dataset::Web);
+        cfg.events = PAGE_EVENTS;
+        let sim = SimHandle::start(cfg).await.expect("simulator");
+        let events = sim.visible_events();
+        sim.shutdown().await;
+        events
+    });
+    assert_eq!(events.len(), PAGE_EVENTS);
+    let mut body = String::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 100);
+    body.push_str(r#"{"jobId":"bench-job","status":"COMPLETED","total":10000,"data":["#);
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(e);
+    }
+    body.push_str("]}");
+    (events, Bytes::from(body))
+}
+
+#[derive(serde::Deserialize)]
+struct RawPage<'a> {
+    #[serde(borrow)]
+    data: Vec<&'a RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct ValuePage {
+    data: Vec<serde_json::Value>,
+}
+
+fn rules() -> Vec<ObfuscationRule> {
+    let key = |k: &str| vec![PathSegment::Key(k.to_owned())];
+    vec![
+        ObfuscationRule {
+            path: key("userId"),
+            action: Action::Mask { value: None },
+        },
+        ObfuscationRule {
+            path: key("userName"),
+            action: Action::Hmac {
+                key: HmacKey::new(b"0123456789abcdef0123456789abcdef"),
+            },
+        },
+        ObfuscationRule {
+            path: key("url"),
+            action: Action::Patterns {
+                regexes: vec![regex::Regex::new("https?://[^/]+").expect("regex")],
+                replacement: MASK.to_owned(),
+            },
+        },
+    ]
+}
+
+fn hot_path(c: &mut Criterion) {
+    let (event_texts, body) = page();
+    let text = std::str::from_utf8(&body).expect("utf-8").to_owned();
+    let events = parse_page(body.clone()).expect("page").events;
+    let window_end = events.iter().map(|e| e.date_ms).max().unwrap_or(0) + 1;
+    eprintln!(
+        "page: {} events, {} bytes ({} bytes/event)",
+        events.len(),
+        body.len(),
+        body.len() / events.len()
+    );
+
+    let mut g = c.benchmark_group("hot_path");
+    g.throughput(Throughput::Elements(PAGE_EVENTS as u64));
+    g.sample_size(30);
+
+    // Baselines: the cost of parsing the JSON alone.
+    g.bench_function("baseline_serde_rawvalue_page", |b| {
+        b.iter(|| {
+            let p: RawPage<'_> = serde_json::from_str(black_box(&text)).expect("json");
+            black_box(p.data.len())
+        })
+    });
+    g.bench_function("baseline_serde_value_per_event", |b| {
+        b.iter(|| {
+            let p: ValuePage = serde_json::from_str(black_box(&text)).expect("json");
+            black_box(p.data.len())
+        })
+    });
+    g.bench_function("baseline_sha256_event_bytes", |b| {
+        b.iter(|| {
+            for e in &event_texts {
+                black_box(sha2::Sha256::digest(e.as_bytes()));
+            }
+        })
+    });
+
+    // The collector's steps.
+    g.bench_function("parse_page", |b| {
+        b.iter(|| black_box(parse_page(black_box(body.clone())).expect("page")))
+    });
+    let singles: Vec<Bytes> = event_texts.iter().map(|e| Bytes::from(e.clone())).collect();
+    g.bench_function("event_from_json_canonical_hash", |b| {
+        b.iter(|| {
+            for e in &singles {
+                black_box(Event::from_json(e.clone()).expect("event"));
+            }
+        })
+    });
+    g.bench_function("dedup_plan_new_events", |b| {
+        let memory = DedupMemory::new();
+        b.iter(|| black_box(memory.plan(black_box(&events), window_end)))
+    });
+    g.bench_function("dedup_plan_apply_new_events", |b| {
+        b.iter_batched(
+            DedupMemory::new,
+            |mut memory| {
+                let plan = memory.plan(&events, window_end);
+                memory.apply(plan);
+                memory
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("dedup_plan_requery_all_seen", |b| {
+        let mut memory = DedupMemory::new();
+        memory.apply(memory.plan(&events, window_end));
+        b.iter(|| {
+            let plan = memory.plan(black_box(&events), window_end);
+            assert_eq!(plan.deliver.len(), 0);
+            black_box(plan)
+        })
+    });
+    g.bench_function("format_syslog_record", |b| {
+        let mut formatter =
+            RecordFormatter::new("bench-host", "tap.proofpoint.isolation.browser_and_email");
+        let mut out = Vec::with_capacity(body.len() * 2);
+        let now = isolation_collector::output::syslog::format::now_ms();
+        b.iter(|| {
+            out.clear();
+            for e in &events {
+                formatter.write_at(&mut out, now, &e.json);
+            }
+            black_box(out.len())
+        })
+    });
+    let obfuscator = Obfuscator::new(rules());
+    g.bench_function("obfuscate_mask_hmac_pattern", |b| {
+        b.iter_batched(
+            || events.clone(),
+            |mut batch| {
+                let report = obfuscator.apply_batch(&mut batch);
+                black_box((batch, report))
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    // Everything an event goes through in process: parse + hash, dedup, obfuscation-free
+    // record formatting (what the TLS output writes).
+    g.bench_function("pipeline_parse_dedup_format", |b| {
+        let mut formatter =
+            RecordFormatter::new("bench-host", "tap.proofpoint.isolation.browser_and_email");
+        let mut out = Vec::with_capacity(body.len() * 2);
+        let now = isolation_collector::output::syslog::format::now_ms();
+        b.iter(|| {
+            let page = parse_page(body.clone()).expect("page");
+            let mut memory = DedupMemory::new();
+            let plan = memory.plan(&page.events, window_end);
+            out.clear();
+            for &i in &plan.deliver {
+                formatter.write_at(&mut out, now, &page.events[i].json);
+            }
+            memory.apply(plan);
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, hot_path);
+criterion_main!(benches);
