@@ -129,7 +129,7 @@ inputs:
         request_period_in_seconds: 5
         late_arrival_lookback_in_minutes: 2
         late_arrival_sweep_interval_in_minutes: 0.5
-        job_poll_initial_interval_in_seconds: 0.05
+        job_poll_initial_interval_in_seconds: 0.01
 YAML
   "$BIN"/isolation-collector run --config "$w/config.yaml" 2>"$w/run.log" &
   col_pid=$!; pids+=("$col_pid")
