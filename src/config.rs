@@ -406,6 +406,24 @@ struct Cx<'e> {
 }
 
 impl Cx<'_> {
+    /// Reads a file holding a secret (relative paths are relative to the config file), without
+    /// the surrounding whitespace that `echo` or an editor adds. The contents never appear in
+    /// an error.
+    fn read_secret_file(&mut self, path: &str, name: &str) -> Option<Vec<u8>> {
+        let file = if Path::new(name).is_absolute() {
+            PathBuf::from(name)
+        } else {
+            self.base_dir.join(name)
+        };
+        match std::fs::read(&file) {
+            Ok(bytes) => Some(bytes.trim_ascii().to_vec()),
+            Err(err) => {
+                self.error(path, format!("cannot read {}: {err}", file.display()));
+                None
+            }
+        }
+    }
+
     fn error(&mut self, path: &str, msg: String) {
         self.errors.push(format!("{path}: {msg}"));
     }
@@ -1038,23 +1056,9 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
                     None
                 }
                 (Some(k), None) => Some(k),
-                (None, Some(f)) => {
-                    let path = if Path::new(&f).is_absolute() {
-                        PathBuf::from(&f)
-                    } else {
-                        cx.base_dir.join(&f)
-                    };
-                    match std::fs::read_to_string(&path) {
-                        Ok(k) => Some(k.trim().to_owned()),
-                        Err(e) => {
-                            cx.error(
-                                &c.path("api_key_file"),
-                                format!("cannot read {}: {e}", path.display()),
-                            );
-                            None
-                        }
-                    }
-                }
+                (None, Some(f)) => cx
+                    .read_secret_file(&c.path("api_key_file"), &f)
+                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
                 (None, None) => {
                     cx.error(
                         &c.path("api_key"),
@@ -1518,24 +1522,7 @@ fn parse_obfuscation_entry(mut e: Obj<'_>, cx: &mut Cx) -> Option<ObfuscationRul
                         None
                     }
                 },
-                (None, Some(f)) => {
-                    let file = if Path::new(f).is_absolute() {
-                        PathBuf::from(f)
-                    } else {
-                        cx.base_dir.join(f)
-                    };
-                    match std::fs::read(&file) {
-                        // Trailing newlines (from `echo` or editors) are not part of the key.
-                        Ok(bytes) => Some(bytes.trim_ascii().to_vec()),
-                        Err(err) => {
-                            cx.error(
-                                &e.path("secret_file"),
-                                format!("cannot read {}: {err}", file.display()),
-                            );
-                            None
-                        }
-                    }
-                }
+                (None, Some(f)) => cx.read_secret_file(&e.path("secret_file"), f),
             };
             let secret = secret.filter(|s| {
                 // A short key can be guessed from one known (value, token) pair, and then

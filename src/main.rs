@@ -51,6 +51,20 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// The exit code of a command that ran (1 on failure), after Devo's `[EXIT]` line if a signal
+/// stopped it.
+fn finish(result: anyhow::Result<bool>) -> ExitCode {
+    let code = match result {
+        Ok(ok) => exit(ok),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    };
+    app::log_exit();
+    code
+}
+
 fn exit(ok: bool) -> ExitCode {
     if ok {
         ExitCode::SUCCESS
@@ -80,14 +94,8 @@ async fn real_main(cli: Cli) -> ExitCode {
                 once,
                 no_save_state,
             };
-            let code = tokio::select! {
-                result = app::run(config, options, cancel.clone()) => match result {
-                    Ok(ok) => exit(ok),
-                    Err(e) => {
-                        tracing::error!("{e:#}");
-                        ExitCode::FAILURE
-                    }
-                },
+            tokio::select! {
+                result = app::run(config, options, cancel.clone()) => finish(result),
                 () = app::grace_elapsed(cancel, grace) => {
                     // Whatever was in flight is abandoned unconfirmed: its window is asked for
                     // again after the restart, so nothing is lost.
@@ -95,11 +103,9 @@ async fn real_main(cli: Cli) -> ExitCode {
                         "The graceful shutdown did not finish within {} seconds (globals.shutdown_grace_period_in_seconds); exiting now.",
                         grace.as_secs()
                     );
-                    ExitCode::FAILURE
+                    finish(Ok(false))
                 }
-            };
-            app::log_exit();
-            code
+            }
         }
         Command::Validate { config, log_format } => {
             let config = match load(&config) {
@@ -184,15 +190,7 @@ async fn real_main(cli: Cli) -> ExitCode {
             app::log_warnings(&config);
             let cancel = CancellationToken::new();
             tokio::spawn(app::shutdown_on_signal(cancel.clone()));
-            let code = match backfill::run(config, request, cancel).await {
-                Ok(ok) => exit(ok),
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    ExitCode::FAILURE
-                }
-            };
-            app::log_exit();
-            code
+            finish(backfill::run(config, request, cancel).await)
         }
         Command::Demo {
             events,
@@ -202,15 +200,7 @@ async fn real_main(cli: Cli) -> ExitCode {
             log_format,
         } => {
             telemetry::init(false, log_format);
-            let code = match demo::run(events, &dir, follow, quiet).await {
-                Ok(ok) => exit(ok),
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    ExitCode::FAILURE
-                }
-            };
-            app::log_exit();
-            code
+            finish(demo::run(events, &dir, follow, quiet).await)
         }
     }
 }
