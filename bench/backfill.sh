@@ -32,27 +32,12 @@ delivered="$work/out/tap.proofpoint.isolation.browser_and_email.jsonl"
 if [ "$MODE" = tls ]; then
   # A receiver like Devo's: TLS 1.2/1.3 with client certificates checked against our CA.
   PORT_TLS=${PORT_TLS:-18443}
-  c="$work/certs"; mkdir -p "$c" "$work/rsyslog"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca -keyout "$c/ca.key" -out "$c/ca.crt" 2>/dev/null
-  for who in server client; do
-    openssl req -newkey rsa:2048 -nodes -subj /CN=$who -addext "subjectAltName=IP:127.0.0.1" \
-      -keyout "$c/$who.key" -out "$c/$who.csr" 2>/dev/null
-    openssl x509 -req -in "$c/$who.csr" -CA "$c/ca.crt" -CAkey "$c/ca.key" -CAcreateserial -days 2 \
-      -copy_extensions copy -out "$c/$who.crt" 2>/dev/null
-  done
-  cat >"$work/rsyslog.conf" <<CONF
-global(workDirectory="$work/rsyslog" maxMessageSize="1m"
-  defaultNetstreamDriverCAFile="$c/ca.crt" defaultNetstreamDriverCertFile="$c/server.crt"
-  defaultNetstreamDriverKeyFile="$c/server.key")
-module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.Authmode="x509/certvalid")
-template(name="raw" type="string" string="%rawmsg%\n")
-ruleset(name="collect") { action(type="omfile" file="$work/received.log" template="raw") }
-input(type="imtcp" address="127.0.0.1" port="$PORT_TLS" ruleset="collect")
-CONF
-  rsyslogd -n -f "$work/rsyslog.conf" -i "$work/rsyslog.pid" >"$work/rsyslogd.log" 2>&1 &
-  rsyslog_pid=$!
+  c="$work/certs"
+  . bench/tls_receiver.sh
+  make_pki "$c"
+  start_rsyslog "$work" "$c" "$PORT_TLS"
   sleep 1
-  output_yaml="  devo: {type: devo_platform, config: {address: 127.0.0.1, port: $PORT_TLS, chain: $c/ca.crt, cert: $c/client.crt, key: $c/client.key}}"
+  output_yaml=$(devo_output_yaml "$c" "$PORT_TLS")
   delivered="$work/received.log"
 fi
 

@@ -36,14 +36,9 @@ fi
 bin="${CARGO_TARGET_DIR:-target}/$PROFILE"
 
 # Certificates: a CA, a server and a client certificate (as bench/backfill.sh tls).
-c="$work/certs"; mkdir -p "$c"
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=crash-ca -keyout "$c/ca.key" -out "$c/ca.crt" 2>/dev/null
-for who in server client; do
-  openssl req -newkey rsa:2048 -nodes -subj /CN=$who -addext "subjectAltName=IP:127.0.0.1" \
-    -keyout "$c/$who.key" -out "$c/$who.csr" 2>/dev/null
-  openssl x509 -req -in "$c/$who.csr" -CA "$c/ca.crt" -CAkey "$c/ca.key" -CAcreateserial -days 2 \
-    -copy_extensions copy -out "$c/$who.crt" 2>/dev/null
-done
+c="$work/certs"
+. bench/tls_receiver.sh
+make_pki "$c"
 
 rand_ms() { python3 -c "import random; print(random.randint(30, $KILL_MAX_MS))"; }
 
@@ -59,17 +54,7 @@ for i in $(seq 1 "$ITER"); do
   "$bin/isolation-sim" "${sim_args[@]}" --web-listen 127.0.0.1:$PORT_WEB --url-listen 127.0.0.1:$PORT_URL \
     >"$it/sim.log" 2>&1 &
   sim_pid=$!
-  cat >"$it/rsyslog.conf" <<CONF
-global(workDirectory="$it/rsyslog" maxMessageSize="1m"
-  defaultNetstreamDriverCAFile="$c/ca.crt" defaultNetstreamDriverCertFile="$c/server.crt"
-  defaultNetstreamDriverKeyFile="$c/server.key")
-module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.Authmode="x509/certvalid")
-template(name="raw" type="string" string="%rawmsg%\n")
-ruleset(name="collect") { action(type="omfile" file="$it/received.log" template="raw") }
-input(type="imtcp" address="127.0.0.1" port="$PORT_TLS" ruleset="collect")
-CONF
-  rsyslogd -n -f "$it/rsyslog.conf" -i "$it/rsyslog.pid" >"$it/rsyslogd.log" 2>&1 &
-  rsyslog_pid=$!
+  start_rsyslog "$it" "$c" "$PORT_TLS"
   for _ in $(seq 1 100); do grep -q '^url:' "$it/sim.log" 2>/dev/null && break; sleep 0.1; done
   sleep 0.5
   cat >"$it/config.yaml" <<YAML
@@ -79,7 +64,7 @@ globals:
   persistence: {type: filesystem, config: {directory_name: $it/state}}
 outputs:
   local: {type: file, config: {directory: $it/out}}
-  devo: {type: devo_platform, config: {address: 127.0.0.1, port: $PORT_TLS, chain: $c/ca.crt, cert: $c/client.crt, key: $c/client.key}}
+$(devo_output_yaml "$c" "$PORT_TLS")
 inputs:
   proofpoint_isolation:
     id: "10001"
