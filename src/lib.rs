@@ -23,11 +23,14 @@
 //! - [`event`]: the page parser, the hot path: events stay the vendor's bytes.
 //! - [`pipeline`]: pure logic: window planning, exactly-once dedup and obfuscation
 //!   (property-tested).
-//! - [`output`]: file, console (and Devo/syslog) outputs with their confirm contract.
+//! - [`output`]: file, console, Devo and syslog outputs with their confirm contract (the TLS
+//!   output proves delivery by waiting for the receiver to close after our close_notify).
 //! - [`state`]: versioned JSON state per (input id, service), written atomically.
 //! - [`simulator`]: a faithful simulator of the vendor API (tests, benchmark, demo).
 //! - [`metrics`]: Prometheus metrics, `/health` and `/ready` (the optional HTTP listener).
 //! - [`memory`]: Devo's periodic `[GC]` memory line.
+//! - [`internal`]: the collector's own warnings and errors delivered to Devo.
+//! - [`backfill`]: re-delivery of a past range without touching the live state.
 //! - [`app`], [`cli`], [`demo`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
 
 #![forbid(unsafe_code)]
