@@ -99,13 +99,11 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<bool> {
     let store = Arc::new(store_for(&config, options.no_save_state));
-    if let Some(dir) = match &*store {
-        StateStore::Filesystem { directory } => Some(directory),
-        StateStore::Memory(_) => None,
-    } {
-        info!("Persistence: filesystem, directory {}", dir.display());
-    } else {
-        warn!("Persistence: memory only; nothing survives a restart.");
+    match &*store {
+        StateStore::Filesystem { directory } => {
+            info!("Persistence: filesystem, directory {}", directory.display())
+        }
+        StateStore::Memory(_) => warn!("Persistence: memory only; nothing survives a restart."),
     }
     if !config.input.enabled {
         warn!("The \"input\" configuration entry for proofpoint_isolation is not enabled");

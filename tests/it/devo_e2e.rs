@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::rsyslog::{CertFiles, Listen, Pki, Rsyslog};
+use crate::rsyslog::{CertFiles, Pki, Rsyslog};
 use crate::util::*;
 
 const HOST: &str = "collector-host";
@@ -20,15 +20,7 @@ const URL_STATE: &str = "state/proofpoint_isolation_10001_url_isolation.json";
 /// Our PKI and a TLS rsyslog that verifies client certificates against our CA.
 async fn start_receiver(env: &TestEnv) -> (Pki, Rsyslog) {
     let pki = Pki::new(env.dir.path());
-    let rs = Rsyslog::start(
-        &env.dir,
-        "rsyslog",
-        Listen::Tls {
-            ca: pki.ca.pem.clone(),
-            server: pki.server.clone(),
-        },
-    )
-    .await;
+    let rs = Rsyslog::start(&env.dir, "rsyslog", pki.listen_tls()).await;
     (pki, rs)
 }
 

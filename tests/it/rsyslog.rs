@@ -126,6 +126,14 @@ pub struct Pki {
 }
 
 impl Pki {
+    /// A TLS listener that presents our server certificate and verifies clients against our CA.
+    pub fn listen_tls(&self) -> Listen {
+        Listen::Tls {
+            ca: self.ca.pem.clone(),
+            server: self.server.clone(),
+        }
+    }
+
     pub fn new(dir: &Path) -> Pki {
         let ca = Ca::new(dir, "ours");
         let server = ca.server(dir, "server", &["127.0.0.1", "localhost"]);

@@ -107,15 +107,7 @@ fn reason(e: &OutputError) -> String {
 async fn tls_delivers_byte_exact_records_through_output_enum() {
     let tmp = TempDir::new().unwrap();
     let pki = Pki::new(tmp.path());
-    let rs = Rsyslog::start(
-        &tmp,
-        "rs",
-        Listen::Tls {
-            ca: pki.ca.pem.clone(),
-            server: pki.server.clone(),
-        },
-    )
-    .await;
+    let rs = Rsyslog::start(&tmp, "rs", pki.listen_tls()).await;
     let mut out = Output::Syslog(output(config(
         rs.port,
         Some(tls_files(&pki.ca.pem, &pki.client)),
@@ -157,15 +149,7 @@ async fn tls_delivers_byte_exact_records_through_output_enum() {
 async fn foreign_client_cert_is_rejected_then_right_cert_delivers_once() {
     let tmp = TempDir::new().unwrap();
     let pki = Pki::new(tmp.path());
-    let rs = Rsyslog::start(
-        &tmp,
-        "rs",
-        Listen::Tls {
-            ca: pki.ca.pem.clone(),
-            server: pki.server.clone(),
-        },
-    )
-    .await;
+    let rs = Rsyslog::start(&tmp, "rs", pki.listen_tls()).await;
     let batch = events(0, 500);
 
     let mut bad = output(config(
@@ -211,15 +195,7 @@ async fn foreign_client_cert_is_rejected_then_right_cert_delivers_once() {
 async fn receiver_killed_mid_stream_fails_then_redelivery_arrives() {
     let tmp = TempDir::new().unwrap();
     let pki = Pki::new(tmp.path());
-    let mut rs = Rsyslog::start(
-        &tmp,
-        "rs",
-        Listen::Tls {
-            ca: pki.ca.pem.clone(),
-            server: pki.server.clone(),
-        },
-    )
-    .await;
+    let mut rs = Rsyslog::start(&tmp, "rs", pki.listen_tls()).await;
     let mut c = config(rs.port, Some(tls_files(&pki.ca.pem, &pki.client)));
     c.chunk_records = 2_000;
     c.attempts = 2;
@@ -308,15 +284,7 @@ async fn plain_tcp_delivers_byte_exact_records() {
 async fn oversized_record_is_sent_whole() {
     let tmp = TempDir::new().unwrap();
     let pki = Pki::new(tmp.path());
-    let rs = Rsyslog::start(
-        &tmp,
-        "rs",
-        Listen::Tls {
-            ca: pki.ca.pem.clone(),
-            server: pki.server.clone(),
-        },
-    )
-    .await;
+    let rs = Rsyslog::start(&tmp, "rs", pki.listen_tls()).await;
     let mut c = config(rs.port, Some(tls_files(&pki.ca.pem, &pki.client)));
     c.max_record_bytes = 1024;
     let mut out = output(c);
