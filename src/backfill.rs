@@ -93,7 +93,9 @@ pub async fn run(
         .expect("Request::parse checked the service");
     svc.start_time = Some(request.from);
     svc.start_time_text = Some(format_iso(request.from.timestamp_millis()));
+    // One pass over a fixed range: no late-arrival sweep, no lag behind its end.
     svc.lookback = std::time::Duration::ZERO;
+    svc.window_offset = std::time::Duration::ZERO;
     for o in &mut config.outputs {
         if let OutputKind::File { directory } = &mut o.kind {
             *directory = directory.join("backfill");

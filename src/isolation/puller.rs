@@ -143,8 +143,8 @@ impl Puller {
         })
     }
 
-    /// Makes this puller a backfill: one cycle from the state's start to `to`, no late-arrival
-    /// sweep, `progress` called after each window.
+    /// Makes this puller a backfill: cycles end at `to` instead of now, and `progress` is called
+    /// after each window. (The caller's service config has no lookback and no offset.)
     pub fn for_backfill(mut self, to: Millis, progress: Progress) -> Puller {
         self.backfill = Some((to, progress));
         self
@@ -392,19 +392,13 @@ impl Puller {
         requests_before: u64,
     ) -> Result<(), PullError> {
         let now = now_ms();
-        let (end, offset, lookback) = match &self.backfill {
-            Some((to, _)) => (*to, 0, 0),
-            None => (
-                now,
-                self.svc.window_offset.as_millis() as Millis,
-                self.svc.lookback.as_millis() as Millis,
-            ),
-        };
+        // A backfill ends at its own `to` (its config has no offset and no lookback).
+        let end = self.backfill.as_ref().map_or(now, |(to, _)| *to);
         let Some(range) = plan_cycle(
             &self.state.cursors,
             end,
-            offset,
-            lookback,
+            self.svc.window_offset.as_millis() as Millis,
+            self.svc.lookback.as_millis() as Millis,
             self.svc.sweep_interval.as_millis() as Millis,
         ) else {
             return Ok(());
