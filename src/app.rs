@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use crate::config::{Config, OutputConfig, OutputKind, Persistence, ServiceConfig};
+use crate::isolation::connection::ProxyRoute;
 use crate::isolation::puller::{puller_thread, setup_thread, PullError, Puller};
 use crate::metrics::Metrics;
 use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle};
@@ -246,6 +247,7 @@ async fn run_service(
     setup_span: tracing::Span,
 ) -> bool {
     info!("Starting thread");
+    setup_span.in_scope(|| log_connection(&svc));
     if options.once {
         if let Err(e) = puller.setup().instrument(setup_span).await {
             error!("{e}");
@@ -312,6 +314,7 @@ pub async fn validate(config: &Config) -> bool {
     let store = Arc::new(StateStore::memory());
     for svc in config.services() {
         let span = tracing::info_span!("setup", thread = %setup_thread(&config.input, svc));
+        span.in_scope(|| log_connection(svc));
         let result = async {
             let mut puller = Puller::new(
                 &config.input,
@@ -330,6 +333,18 @@ pub async fn validate(config: &Config) -> bool {
         }
     }
     ok
+}
+
+/// Says how a service reaches the API: "via proxy http://host:port (from HTTPS_PROXY)" or
+/// "direct", and which roots it trusts (never proxy credentials).
+fn log_connection(svc: &ServiceConfig) {
+    let c = &svc.connection;
+    info!(
+        "API connection for {}: {}; trusting {}",
+        svc.service,
+        ProxyRoute::describe(c.proxy.as_ref()),
+        c.trust
+    );
 }
 
 /// When the first shutdown signal arrived, for the `[EXIT]` line.

@@ -18,6 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_yaml_ng::{Mapping, Value};
 
+use crate::isolation::connection::{self, ApiConnection};
 use crate::pipeline::obfuscate::{Action, HmacKey, ObfuscationRule, PathSegment, MASK};
 use crate::secret::ApiKey;
 
@@ -190,6 +191,9 @@ pub struct ServiceConfig {
     /// `obfuscation_data`, in config order: applied to every event before any output sees it.
     /// (`Debug` never shows an HMAC secret.)
     pub obfuscation: Vec<ObfuscationRule>,
+    /// The input's `proxy_url`/`ca_file`/`ca_file_only`/`system_trust_store`, with the route
+    /// resolved for this service's `base_url`. (`Debug` never shows proxy credentials.)
+    pub connection: ApiConnection,
 }
 
 impl ServiceConfig {
@@ -224,6 +228,7 @@ impl ServiceConfig {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
             obfuscation: Vec::new(),
+            connection: ApiConnection::default(),
         }
     }
 }
@@ -890,6 +895,30 @@ fn resolve_cert(base_dir: &Path, name: &str) -> PathBuf {
     base_dir.join(p)
 }
 
+/// An output's `ca_file` and `system_trust_store`: roots added to Devo's `chain`.
+struct OutputTrustKeys {
+    ca_file: Option<PathBuf>,
+    system_trust_store: bool,
+}
+
+impl OutputTrustKeys {
+    fn given(&self) -> bool {
+        self.ca_file.is_some() || self.system_trust_store
+    }
+}
+
+fn output_trust_keys(c: &mut Obj<'_>, cx: &mut Cx) -> OutputTrustKeys {
+    if c.get("ca_file_only").is_some() {
+        cx.error(&c.path("ca_file_only"), "is an input setting; an output never trusts built-in roots, only `chain`, `ca_file` and (with system_trust_store: true) the system store; remove it".into());
+    }
+    OutputTrustKeys {
+        ca_file: c
+            .string("ca_file", cx)
+            .map(|f| resolve_cert(&cx.base_dir, &f)),
+        system_trust_store: c.boolean("system_trust_store", false, cx),
+    }
+}
+
 fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<NetworkOutputConfig> {
     c.ignored = DEVO_SENDER_IGNORED;
     let address = c.string("address", cx).or_else(|| c.string("url", cx));
@@ -908,28 +937,32 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
     let key = c.string("key", cx).or_else(|| c.string("key_loc", cx));
     let check_hostname = c.boolean("check_hostname", true, cx);
     let tls_wanted = c.boolean("tls", devo, cx);
-    let tls = match (chain, cert, key) {
-        (Some(chain), Some(cert), Some(key)) => {
+    let roots = output_trust_keys(&mut c, cx);
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) if chain.is_some() || roots.given() => {
             let files = TlsFiles {
-                chain: resolve_cert(&cx.base_dir, &chain),
+                chain: chain.map(|f| resolve_cert(&cx.base_dir, &f)),
+                ca_file: roots.ca_file,
+                system_trust_store: roots.system_trust_store,
                 cert: resolve_cert(&cx.base_dir, &cert),
                 key: resolve_cert(&cx.base_dir, &key),
                 check_hostname,
             };
             for (k, p) in [
-                ("chain", &files.chain),
-                ("cert", &files.cert),
-                ("key", &files.key),
+                ("chain", files.chain.as_ref()),
+                ("ca_file", files.ca_file.as_ref()),
+                ("cert", Some(&files.cert)),
+                ("key", Some(&files.key)),
             ] {
-                if !p.is_file() {
+                if let Some(p) = p.filter(|p| !p.is_file()) {
                     cx.error(&c.path(k), format!("file {} does not exist; put the Devo domain certificates there (bare names are looked up in certs/)", p.display()));
                 }
             }
             Some(files)
         }
-        (None, None, None) if !tls_wanted => None,
+        (None, None) if chain.is_none() && !roots.given() && !tls_wanted => None,
         _ => {
-            cx.error(&c.path("chain"), "TLS needs all three of `chain`, `cert` and `key` (Devo: Administration > Credentials > X.509 Certificates)".into());
+            cx.error(&c.path("chain"), "TLS needs `cert` and `key`, and `chain` (or `ca_file`, or system_trust_store: true) to verify the server (Devo: Administration > Credentials > X.509 Certificates)".into());
             None
         }
     };
@@ -1089,6 +1122,7 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
             (key, placement)
         }
     };
+    let connection = parse_api_connection(&mut i, cx);
     let mut services = Vec::new();
     match i.get("services") {
         None => {
@@ -1140,6 +1174,9 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
             "must be a mapping of service names to settings".into(),
         ),
     }
+    if let Some(connection) = connection {
+        connect_services(&i, connection, &mut services, cx);
+    }
     i.finish(cx);
     Some(InputConfig {
         name: "proofpoint_isolation".into(),
@@ -1150,6 +1187,94 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
         min_request_interval,
         services,
     })
+}
+
+/// The input's connection keys, read before the services (whose base URLs decide the route).
+struct ConnectionKeys {
+    proxy_url: Option<url::Url>,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    trust: String,
+}
+
+/// `proxy_url`, `ca_file`, `ca_file_only`, `system_trust_store` of the input block. `None` if
+/// any is invalid (the errors are recorded).
+fn parse_api_connection(i: &mut Obj<'_>, cx: &mut Cx) -> Option<ConnectionKeys> {
+    let proxy_url = match i.string("proxy_url", cx) {
+        None => Ok(None),
+        Some(text) => connection::parse_proxy_url(&text).map(Some).map_err(|e| {
+            cx.error(&i.path("proxy_url"), e);
+        }),
+    };
+    let ca_file = i
+        .string("ca_file", cx)
+        .map(|f| resolve_cert(&cx.base_dir, &f));
+    let ca_file_only = i.boolean("ca_file_only", false, cx);
+    let system = i.boolean("system_trust_store", false, cx);
+    if ca_file_only && ca_file.is_none() {
+        cx.error(
+            &i.path("ca_file_only"),
+            "is true but `ca_file` is not set; set ca_file to your CA bundle (PEM), or remove ca_file_only".into(),
+        );
+        return None;
+    }
+    if ca_file_only && system {
+        cx.error(&i.path("ca_file_only"), "trusts `ca_file` alone, which contradicts system_trust_store: true; remove one of them".into());
+        return None;
+    }
+    let roots = crate::trust::Roots {
+        builtin: !ca_file_only,
+        system,
+        files: ca_file.iter().map(|p| ("ca_file", p.as_path())).collect(),
+    };
+    let store = crate::trust::root_store(&roots).map_err(|e| {
+        let key = match e {
+            crate::trust::TrustError::SystemStoreEmpty { .. } => "system_trust_store",
+            _ => "ca_file",
+        };
+        cx.error(&i.path(key), e.to_string());
+    });
+    let mut trust: Vec<String> = Vec::new();
+    if !ca_file_only {
+        trust.push("the built-in roots".into());
+    }
+    if system {
+        trust.push("the system trust store".into());
+    }
+    if let Some(f) = &ca_file {
+        trust.push(format!("ca_file {}", f.display()));
+    }
+    Some(ConnectionKeys {
+        proxy_url: proxy_url.ok()?,
+        tls: crate::trust::client_config(store.ok()?),
+        trust: trust.join(" + "),
+    })
+}
+
+/// Gives every service the input's trust and the route to its own base URL.
+fn connect_services(
+    i: &Obj<'_>,
+    keys: ConnectionKeys,
+    services: &mut [ServiceConfig],
+    cx: &mut Cx,
+) {
+    let mut reported = BTreeSet::new();
+    for s in services {
+        match connection::resolve(keys.proxy_url.clone(), &s.base_url, cx.env) {
+            Ok(proxy) => {
+                s.connection = ApiConnection {
+                    proxy,
+                    tls: keys.tls.clone(),
+                    trust: keys.trust.clone(),
+                }
+            }
+            // Both services usually read the same variable: say it once.
+            Err(e) if reported.insert(e.clone()) => cx.error(
+                &i.path("proxy_url"),
+                format!("not set, and {e}; fix the variable or set proxy_url"),
+            ),
+            Err(_) => {}
+        }
+    }
 }
 
 fn parse_service(service: Service, mut s: Obj<'_>, cx: &mut Cx) -> Option<ServiceConfig> {
@@ -1336,6 +1461,8 @@ fn parse_service(service: Service, mut s: Obj<'_>, cx: &mut Cx) -> Option<Servic
         retry_initial,
         retry_max,
         obfuscation,
+        // The input's trust and route, set once all services are read.
+        connection: d.connection,
     })
 }
 
@@ -1555,3 +1682,6 @@ fn parse_obfuscation_entry(mut e: Obj<'_>, cx: &mut Cx) -> Option<ObfuscationRul
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod connection_tests;

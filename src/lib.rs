@@ -26,6 +26,8 @@
 //! - [`output`]: file, console, Devo and syslog outputs with their confirm contract (the TLS
 //!   output proves delivery by waiting for the receiver to close after our close_notify).
 //! - [`state`]: versioned JSON state per (input id, service), written atomically.
+//! - [`trust`]: the roots a TLS connection trusts (built-in, system store, `ca_file`), shared by
+//!   the API client and the network outputs.
 //! - [`simulator`]: a faithful simulator of the vendor API (tests, benchmark, demo).
 //! - [`metrics`]: Prometheus metrics, `/health` and `/ready` (the optional HTTP listener).
 //! - [`memory`]: Devo's periodic `[GC]` memory line.
@@ -52,3 +54,4 @@ pub mod simulator;
 pub mod state;
 pub mod telemetry;
 pub mod time;
+pub mod trust;

@@ -12,6 +12,11 @@
 //! failing fails the job, and the puller tries the window again next cycle. 401/403 is an
 //! authentication error that names the masked key and is not retried. The key travels in the
 //! `Authorization` header by default and never appears in an error or log.
+//!
+//! The connection ([`ApiConnection`]: roots and proxy) comes decided from the config. A server
+//! certificate the roots do not trust, and a proxy asking for credentials, are not retried
+//! either: both need an operator, and the error says what to set. Proxy credentials never
+//! appear in an error: the proxy is named as `scheme://host:port`.
 
 use std::time::Duration;
 
@@ -21,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::config::{KeyPlacement, ServiceConfig};
 use crate::event::{parse_page, Page};
+use crate::isolation::connection::{ApiConnection, ProxyRoute};
 use crate::metrics::{Outcome, ServiceMetrics};
 use crate::secret::ApiKey;
 
@@ -41,6 +47,19 @@ pub enum FetchError {
         status: String,
         waited: Duration,
     },
+    #[error("TLS with {server}{via} failed: {detail}; the server's certificate is not trusted by {trusted}. {fix}")]
+    Certificate {
+        /// `https://host:port` of the API.
+        server: String,
+        /// " (via proxy http://host:port)" or "".
+        via: String,
+        /// rustls' reason, e.g. "invalid peer certificate: UnknownIssuer".
+        detail: String,
+        trusted: String,
+        fix: &'static str,
+    },
+    #[error("the proxy {proxy} refused the request without valid proxy credentials (HTTP {status}); put them in proxy_url (http://${{PROXY_USER}}:${{PROXY_PASSWORD}}@host:port) and check them")]
+    ProxyAuth { proxy: String, status: u16 },
     #[error("cancelled")]
     Cancelled,
 }
@@ -84,6 +103,22 @@ enum Attempt {
     Fatal(FetchError, Outcome),
 }
 
+/// The reqwest client of a service: its timeouts, its roots, and exactly its proxy (the route
+/// was decided from the config and the environment; reqwest must not look again).
+fn http_client(cfg: &ServiceConfig) -> Result<reqwest::Client, reqwest::Error> {
+    let ApiConnection { proxy, tls, .. } = &cfg.connection;
+    let mut builder = reqwest::Client::builder()
+        .timeout(cfg.request_timeout)
+        .connect_timeout(Duration::from_secs(30).min(cfg.request_timeout))
+        .user_agent(concat!("isolation-collector/", env!("CARGO_PKG_VERSION")))
+        .use_preconfigured_tls(rustls::ClientConfig::clone(tls))
+        .no_proxy();
+    if let Some(route) = proxy {
+        builder = builder.proxy(route.to_reqwest()?);
+    }
+    builder.build()
+}
+
 impl ApiClient {
     pub fn new(
         cfg: &ServiceConfig,
@@ -92,11 +127,7 @@ impl ApiClient {
         min_interval: Option<Duration>,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .connect_timeout(Duration::from_secs(30).min(cfg.request_timeout))
-            .user_agent(concat!("isolation-collector/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = http_client(cfg)?;
         Ok(ApiClient {
             http,
             endpoint: cfg.endpoint(),
@@ -287,30 +318,12 @@ impl ApiClient {
         }
         self.stats.requests += 1;
         // reqwest errors can carry the URL, which may hold the key (query placement): strip it.
-        let describe = |e: reqwest::Error| {
-            let kind = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "connection failed"
-            } else if e.is_body() || e.is_decode() {
-                "the response body was cut off"
-            } else {
-                "transport error"
-            };
-            let mut source = std::error::Error::source(&e);
-            let mut detail = String::new();
-            while let Some(s) = source {
-                detail = s.to_string();
-                source = s.source();
-            }
-            format!("{kind}: {}", self.redact(&detail))
-        };
-        let resp = req.send().await.map_err(|e| Attempt::Retry {
-            outcome: transport_outcome(&e),
-            reason: describe(e.without_url()),
-            after: None,
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.transport_failure(e.without_url()))?;
         let status = resp.status();
+        let proxy_refused = self.proxy_refused(&resp);
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -320,7 +333,7 @@ impl ApiClient {
         let body = read_body(resp).await.map_err(|reason| match reason {
             BodyError::Transport(e) => Attempt::Retry {
                 outcome: transport_outcome(&e),
-                reason: describe(e.without_url()),
+                reason: self.describe(&e.without_url()),
                 after: None,
             },
             BodyError::TooLarge => Attempt::Retry {
@@ -336,6 +349,13 @@ impl ApiClient {
                 after: None,
                 outcome: Outcome::Malformed,
             }),
+            code @ (401 | 403 | 407) if proxy_refused => Err(Attempt::Fatal(
+                FetchError::ProxyAuth {
+                    proxy: self.proxy_name(),
+                    status: code,
+                },
+                Outcome::Auth,
+            )),
             401 | 403 => Err(Attempt::Fatal(
                 FetchError::Auth {
                     masked_key: self.key.masked(),
@@ -367,10 +387,147 @@ impl ApiClient {
         }
     }
 
-    /// Removes the key from text that came from elsewhere (a server echoing it, an error).
+    /// Removes the key and the proxy's password from text that came from elsewhere (a server
+    /// echoing it, an error).
     fn redact(&self, text: &str) -> String {
-        text.replace(self.key.expose(), &self.key.masked())
+        let mut text = text.replace(self.key.expose(), &self.key.masked());
+        if let Some(route) = &self.cfg.connection.proxy {
+            for secret in route.secrets() {
+                text = text.replace(&secret, "****");
+            }
+        }
+        text
     }
+
+    /// Whether an answer is the proxy refusing our proxy credentials rather than the API's. Only
+    /// a forwarding proxy (plain-http target) can answer in the API's place: 407, or, as
+    /// tinyproxy does for a wrong password, 401 with its own `Basic` challenge (the API never
+    /// sends one). Through a tunnel (https) every answer is the API's.
+    fn proxy_refused(&self, resp: &reqwest::Response) -> bool {
+        use reqwest::header::{PROXY_AUTHENTICATE, WWW_AUTHENTICATE};
+        if self.cfg.connection.proxy.is_none() || self.cfg.base_url.scheme() != "http" {
+            return false;
+        }
+        let basic_challenge = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("basic"));
+        resp.status().as_u16() == 407
+            || resp.headers().contains_key(PROXY_AUTHENTICATE)
+            || basic_challenge
+    }
+
+    /// The proxy as `scheme://host:port`, or "(none)".
+    fn proxy_name(&self) -> String {
+        self.cfg
+            .connection
+            .proxy
+            .as_ref()
+            .map_or_else(|| "(none)".to_owned(), ProxyRoute::masked)
+    }
+
+    /// A request that got no HTTP answer. An untrusted certificate and a proxy asking for
+    /// credentials are fatal (retrying cannot help); anything else is retried.
+    fn transport_failure(&self, e: reqwest::Error) -> Attempt {
+        if let Some(detail) = certificate_problem(&e) {
+            let fix = if detail.contains("NotValidForName") || detail.contains("not valid for name")
+            {
+                "Check override_base_url; if a proxy inspects TLS, its certificate must name the API host."
+            } else {
+                "If a proxy inspects TLS, set ca_file to your proxy's CA bundle (PEM), or system_trust_store: true if the system trusts it."
+            };
+            return Attempt::Fatal(
+                FetchError::Certificate {
+                    server: self.server_name(),
+                    via: self.via(),
+                    detail: self.redact(&detail),
+                    trusted: self.cfg.connection.trust.clone(),
+                    fix,
+                },
+                Outcome::Transport,
+            );
+        }
+        // hyper-util does not export its tunnel error type; its text is stable
+        // ("proxy authorization required", the answer to CONNECT was 407).
+        if error_chain(&e).any(|s| s.contains("proxy authorization required")) {
+            return Attempt::Fatal(
+                FetchError::ProxyAuth {
+                    proxy: self.proxy_name(),
+                    status: 407,
+                },
+                Outcome::Auth,
+            );
+        }
+        Attempt::Retry {
+            outcome: transport_outcome(&e),
+            reason: self.describe(&e),
+            after: None,
+        }
+    }
+
+    /// A transport error in one line: its kind and its innermost cause, with the proxy named.
+    /// (The caller stripped the URL, which may hold the key with query placement.)
+    fn describe(&self, e: &reqwest::Error) -> String {
+        let kind = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "connection failed"
+        } else if e.is_body() || e.is_decode() {
+            "the response body was cut off"
+        } else {
+            "transport error"
+        };
+        let detail = error_chain(e).last().unwrap_or_default();
+        format!("{kind}{}: {}", self.via(), self.redact(&detail))
+    }
+
+    /// " (via proxy http://host:port)" when a proxy is used.
+    fn via(&self) -> String {
+        match &self.cfg.connection.proxy {
+            Some(route) => format!(" (via proxy {})", route.masked()),
+            None => String::new(),
+        }
+    }
+
+    /// `scheme://host:port` of the API.
+    fn server_name(&self) -> String {
+        let u = &self.cfg.base_url;
+        format!(
+            "{}://{}:{}",
+            u.scheme(),
+            u.host_str().unwrap_or("?"),
+            u.port_or_known_default().unwrap_or(0)
+        )
+    }
+}
+
+/// The messages of an error's causes, outermost first.
+fn error_chain(e: &reqwest::Error) -> impl Iterator<Item = String> + '_ {
+    std::iter::successors(std::error::Error::source(e), |s| s.source()).map(|s| s.to_string())
+}
+
+/// rustls' reason when the server's certificate was refused ("invalid peer certificate:
+/// UnknownIssuer").
+fn certificate_problem(e: &reqwest::Error) -> Option<String> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(err @ rustls::Error::InvalidCertificate(_)) = find_rustls_error(s) {
+            return Some(err.to_string());
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// The TLS connectors wrap rustls' error in one or more `io::Error`s, whose `source()` skips
+/// the wrapped error itself; unwrap them with `get_ref`.
+fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return Some(r);
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    find_rustls_error(inner)
 }
 
 /// The largest response accepted. A 10,000-event page is about 4 MB; anything near this is a

@@ -2,4 +2,5 @@
 //! jobs into delivered, checkpointed windows.
 
 pub mod client;
+pub mod connection;
 pub mod puller;

@@ -12,7 +12,7 @@
 //! * `state.rs`: jobs (snapshot at creation, PENDING polls, pages with opaque tokens).
 //! * `faults.rs`: the fault FIFO and the responses faults produce.
 //! * `params.rs`: query parameters and date formats.
-//! * `server.rs`: axum routes, auth, applying faults.
+//! * `server.rs`: axum routes, auth, applying faults; HTTPS serving ([`SimHandle::start_tls`]).
 //!
 //! # Time
 //! Visibility (late arrival), retention and job TTL use the wall clock (`chrono::Utc::now`),
@@ -78,6 +78,8 @@ pub struct SimStats {
 pub struct SimHandle {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// `http`, or `https` when started with [`SimHandle::start_tls`].
+    scheme: &'static str,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -97,6 +99,29 @@ impl SimHandle {
     /// # Errors
     /// The listener has no local address.
     pub async fn start_on(config: SimConfig, listener: TcpListener) -> std::io::Result<SimHandle> {
+        SimHandle::serve(config, listener, None).await
+    }
+
+    /// Like [`SimHandle::start`], over HTTPS with the certificate chain and key of the PEM files
+    /// `cert` and `key` (tests of the collector's `ca_file` and certificate errors).
+    ///
+    /// # Errors
+    /// Binding failed, or the files are not a usable PEM certificate chain and key.
+    pub async fn start_tls(
+        config: SimConfig,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> std::io::Result<SimHandle> {
+        let tls = server::tls_config(cert, key)?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        SimHandle::serve(config, listener, Some(tls)).await
+    }
+
+    async fn serve(
+        config: SimConfig,
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<SimHandle> {
         let addr = listener.local_addr()?;
         let now_ms = Utc::now().timestamp_millis();
         // Generating a million events takes a moment; keep it off the async worker threads.
@@ -106,7 +131,11 @@ impl SimHandle {
         let shared = Arc::new(shared);
         let app = server::router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let task = tokio::spawn(async move {
+            if let Some(tls) = tls {
+                return server::serve_tls(listener, app, tls, stopped).await;
+            }
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stopped.await;
             });
@@ -117,14 +146,15 @@ impl SimHandle {
         Ok(SimHandle {
             shared,
             addr,
+            scheme,
             stop: Some(stop),
             task: Some(task),
         })
     }
 
-    /// `http://ADDR:PORT`, without a path.
+    /// `http://ADDR:PORT` (or `https://`), without a path.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The full usage-data URL (`base_url() + USAGE_DATA_PATH`).

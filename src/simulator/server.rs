@@ -1,5 +1,5 @@
 //! HTTP layer: routes, authentication, fault application, and turning a [`Reply`] into a
-//! response. The job logic itself is synchronous and lives in `state.rs`.
+//! response; HTTPS serving. The job logic itself is synchronous and lives in `state.rs`.
 
 use std::sync::Arc;
 
@@ -121,4 +121,65 @@ async fn usage_data(
         return faults::truncated(reply.body, reply.content_type);
     }
     into_response(&shared, reply)
+}
+
+/// The TLS server configuration from PEM files: a certificate chain and its key.
+pub(crate) fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::io::Result<Arc<rustls::ServerConfig>> {
+    let invalid = |what: &str, path: &std::path::Path, why: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{what} {}: {why}", path.display()),
+        )
+    };
+    let certs = rustls_pemfile::certs(&mut std::fs::read(cert)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut std::fs::read(key)?.as_slice())?
+        .ok_or_else(|| invalid("key", key, "no PEM private key".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| invalid("certificate", cert, e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
+/// Serves `app` over HTTPS until `stopped`. axum's `serve` speaks plain TCP only, so this is
+/// the accept loop of tokio-rustls with hyper's HTTP/1 connection driver, one task per
+/// connection. A failed handshake (a client that does not trust the certificate) ends only
+/// that connection.
+pub(crate) async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(error) => {
+                    tracing::warn!(%error, "Simulator accept failed.");
+                    // Out of descriptors, say: don't spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = &mut stopped => return,
+        };
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
 }

@@ -49,10 +49,16 @@ fn all_window() -> (String, String) {
     (date(now - chrono::Duration::days(2)), date(now))
 }
 
+/// A client that ignores proxy variables: the simulator is on 127.0.0.1, and a proxy set in
+/// the CI environment must not route these requests.
+fn direct_client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
 impl Client {
     fn new(sim: &SimHandle) -> Client {
         Client {
-            http: reqwest::Client::new(),
+            http: direct_client(),
             url: sim.usage_url(),
         }
     }
@@ -152,7 +158,7 @@ async fn window_counts_match_visible_events_between() {
 #[tokio::test]
 async fn auth_styles_and_failures() {
     let sim = SimHandle::start(cfg(10)).await.expect("start");
-    let http = reqwest::Client::new();
+    let http = direct_client();
     let (from, to) = all_window();
     let q = [("from", from.as_str()), ("to", to.as_str())];
     let ok = http

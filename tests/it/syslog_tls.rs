@@ -33,7 +33,9 @@ fn events(from: usize, n: usize) -> Vec<Event> {
 
 fn tls_files(ca: &Path, client: &CertFiles) -> TlsFiles {
     TlsFiles {
-        chain: ca.to_path_buf(),
+        chain: Some(ca.to_path_buf()),
+        ca_file: None,
+        system_trust_store: false,
         cert: client.cert.clone(),
         key: client.key.clone(),
         check_hostname: true,
@@ -344,7 +346,7 @@ async fn server_verification_and_hostname_check() {
     lax.check().await.unwrap();
 
     // A chain file that does not include the server's CA.
-    files.chain = pki.foreign_ca.pem.clone();
+    files.chain = Some(pki.foreign_ca.pem.clone());
     let mut untrusted = output(config(rs.port, Some(files)));
     let e = untrusted.check().await.unwrap_err();
     assert!(
@@ -382,4 +384,53 @@ async fn bad_tls_files_are_named() {
     let mut c = config(1, None);
     c.require_tls = true;
     assert!(SyslogOutput::new("devo".into(), c).is_err());
+}
+
+/// `ca_file` adds roots to `chain` or stands in for it; the error names every root source.
+#[tokio::test]
+async fn ca_file_adds_to_the_chain_or_replaces_it() {
+    let tmp = TempDir::new().unwrap();
+    let pki = Pki::new(tmp.path());
+    let rs = Rsyslog::start(&tmp, "rs", pki.listen_tls()).await;
+    let base = tls_files(&pki.ca.pem, &pki.client);
+
+    // Devo's chain does not hold the receiver's CA; ca_file does.
+    let added = TlsFiles {
+        chain: Some(pki.foreign_ca.pem.clone()),
+        ca_file: Some(pki.ca.pem.clone()),
+        ..base.clone()
+    };
+    let mut out = output(config(rs.port, Some(added)));
+    let batch = events(0, 3);
+    let from = now_ms();
+    out.deliver(TABLE, &batch).await.unwrap();
+    let to = now_ms();
+    assert_records(&rs.received(), &batch, from, to);
+
+    // No chain at all: ca_file alone.
+    let alone = TlsFiles {
+        chain: None,
+        ca_file: Some(pki.ca.pem.clone()),
+        ..base.clone()
+    };
+    output(config(rs.port, Some(alone))).check().await.unwrap();
+
+    // The system store does not hold our test CA: not trusted, and the error names all sources.
+    let system = TlsFiles {
+        chain: Some(pki.foreign_ca.pem.clone()),
+        ca_file: None,
+        system_trust_store: true,
+        ..base
+    };
+    let e = output(config(rs.port, Some(system)))
+        .check()
+        .await
+        .unwrap_err();
+    let want = format!(
+        "not trusted by the chain file {} + the system trust store",
+        pki.foreign_ca.pem.display()
+    );
+    assert!(reason(&e).contains(&want), "{e}");
+    // Only the first batch ever arrived.
+    assert_records(&rs.received(), &batch, from, to);
 }

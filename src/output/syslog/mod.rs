@@ -45,11 +45,16 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 256 * 1024;
 /// per chunk is negligible, and a failed chunk costs at most 10,000 records of resend.
 pub const DEFAULT_CHUNK_RECORDS: usize = 10_000;
 
-/// TLS files for a syslog output. All three are PEM.
+/// TLS files for a syslog output, all PEM. The server is verified against the roots of `chain`,
+/// `ca_file` and (if set) the system trust store together; at least one must be given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     /// CA certificates that the server's certificate must chain to (Devo's `chain.crt`).
-    pub chain: PathBuf,
+    pub chain: Option<PathBuf>,
+    /// More CA certificates, added to `chain` (the same key as the input's `ca_file`).
+    pub ca_file: Option<PathBuf>,
+    /// Also trust the operating system's trust store.
+    pub system_trust_store: bool,
     /// Our client certificate (optionally followed by intermediates).
     pub cert: PathBuf,
     /// The private key of `cert` (PKCS#8, PKCS#1 or SEC1).
@@ -361,17 +366,10 @@ impl SyslogOutput {
 }
 
 fn load_tls(output: &str, host: &str, files: &TlsFiles) -> Result<TlsSetup, OutputError> {
-    let chain = read_certs(output, &files.chain, "chain")?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in chain {
-        roots.add(cert).map_err(|e| OutputError::Peer {
-            output: output.to_string(),
-            reason: format!(
-                "chain file {}: unusable CA certificate: {e}",
-                files.chain.display()
-            ),
-        })?;
-    }
+    let (roots, trusted) = output_roots(files).map_err(|e| OutputError::Peer {
+        output: output.to_string(),
+        reason: e.to_string(),
+    })?;
     let cert_chain = read_certs(output, &files.cert, "cert")?;
     let key = read_key(output, &files.key)?;
     let config =
@@ -392,8 +390,31 @@ fn load_tls(output: &str, host: &str, files: &TlsFiles) -> Result<TlsSetup, Outp
     Ok(TlsSetup {
         config: std::sync::Arc::new(config),
         server_name,
-        chain_path: files.chain.clone(),
+        trusted,
     })
+}
+
+/// The roots an output verifies its receiver against: `chain` + `ca_file` + (if set) the system
+/// store, never the built-in roots (Devo's own `chain.crt` is the anchor). Also what they are,
+/// for the "not trusted by ..." error.
+pub(crate) fn output_roots(
+    files: &TlsFiles,
+) -> Result<(rustls::RootCertStore, String), crate::trust::TrustError> {
+    let mut roots = crate::trust::Roots::default();
+    let mut names = Vec::new();
+    if let Some(chain) = &files.chain {
+        roots.files.push(("chain", chain.as_path()));
+        names.push(format!("the chain file {}", chain.display()));
+    }
+    if let Some(ca_file) = &files.ca_file {
+        roots.files.push(("ca_file", ca_file.as_path()));
+        names.push(format!("the ca_file {}", ca_file.display()));
+    }
+    if files.system_trust_store {
+        roots.system = true;
+        names.push("the system trust store".to_string());
+    }
+    Ok((crate::trust::root_store(&roots)?, names.join(" + ")))
 }
 
 fn read_pem_file(output: &str, path: &Path, what: &str) -> Result<Vec<u8>, OutputError> {

@@ -17,7 +17,6 @@
 //! batches as sent.
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,13 +56,13 @@ pub enum TransportError {
         /// The timeout.
         after: Duration,
     },
-    /// The server's certificate does not chain to the configured CA file.
-    #[error("{addr}: the server certificate is not trusted by the chain file {chain} ({detail})")]
+    /// The server's certificate does not chain to the configured roots.
+    #[error("{addr}: the server certificate is not trusted by {trusted} ({detail})")]
     ServerNotTrusted {
         /// `host:port`.
         addr: String,
-        /// The CA file we verify against.
-        chain: PathBuf,
+        /// The roots we verify against: "the chain file /p/chain.crt" (+ ca_file, system store).
+        trusted: String,
         /// rustls' reason.
         detail: String,
     },
@@ -166,7 +165,8 @@ pub(crate) struct Connector {
 pub(crate) struct TlsSetup {
     pub config: Arc<ClientConfig>,
     pub server_name: ServerName<'static>,
-    pub chain_path: PathBuf,
+    /// The roots, as [`TransportError::ServerNotTrusted`] names them.
+    pub trusted: String,
 }
 
 impl Connector {
@@ -466,7 +466,7 @@ fn classify(
             },
             other => TransportError::ServerNotTrusted {
                 addr,
-                chain: tls.chain_path.clone(),
+                trusted: tls.trusted.clone(),
                 detail: format!("{other:?}"),
             },
         },
