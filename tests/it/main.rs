@@ -13,6 +13,10 @@ mod crash;
 // The CLI contract: exit codes, validate, state, secrets.
 mod cli;
 
+// A real egress proxy (tinyproxy) and an API over HTTPS with a test CA: proxy_url, HTTPS_PROXY,
+// proxy credentials, ca_file and the certificate error.
+mod proxy;
+
 // A real rsyslog (TLS with client certificates, and plain TCP) started per test.
 mod rsyslog;
 

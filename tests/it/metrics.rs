@@ -41,9 +41,11 @@ fn spawn_daemon(env: &TestEnv, log: &Path) -> tokio::process::Child {
         .unwrap()
 }
 
-/// GET `url`: (status, body); `None` while nothing answers.
+/// GET `url`: (status, body); `None` while nothing answers. (Never through a proxy that the
+/// CI environment may set: the listener is on 127.0.0.1.)
 async fn get(url: &str) -> Option<(u16, String)> {
-    let resp = reqwest::get(url).await.ok()?;
+    let http = reqwest::Client::builder().no_proxy().build().ok()?;
+    let resp = http.get(url).send().await.ok()?;
     let status = resp.status().as_u16();
     Some((status, resp.text().await.ok()?))
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use isolation_collector::simulator::{Dataset, SimConfig, SimHandle};
 
+use crate::rsyslog::CertFiles;
+
 pub const KEY: &str = "1a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c9z";
 pub const WEB_TABLE: &str = "tap.proofpoint.isolation.browser_and_email";
 pub const URL_TABLE: &str = "tap.proofpoint.isolation.url_isolation";
@@ -30,17 +32,37 @@ pub struct TestEnv {
     pub service_extra: String,
     /// Extra YAML for the outputs section (each line indented by 2).
     pub outputs_extra: String,
+    /// Extra YAML lines for the input block (`proxy_url`, `ca_file`...), indented as is.
+    pub input_extra: String,
     pub key: String,
 }
 
 impl TestEnv {
     pub async fn start(web: SimConfig, url: SimConfig) -> TestEnv {
+        let web = SimHandle::start(web).await.unwrap();
+        let url = SimHandle::start(url).await.unwrap();
+        TestEnv::with_sims(web, url)
+    }
+
+    /// Like [`TestEnv::start`], with the simulators serving HTTPS with `server`'s certificate.
+    pub async fn start_tls(web: SimConfig, url: SimConfig, server: &CertFiles) -> TestEnv {
+        let web = SimHandle::start_tls(web, &server.cert, &server.key)
+            .await
+            .unwrap();
+        let url = SimHandle::start_tls(url, &server.cert, &server.key)
+            .await
+            .unwrap();
+        TestEnv::with_sims(web, url)
+    }
+
+    fn with_sims(web: SimHandle, url: SimHandle) -> TestEnv {
         let env = TestEnv {
             dir: tempfile::tempdir().unwrap(),
-            web: SimHandle::start(web).await.unwrap(),
-            url: SimHandle::start(url).await.unwrap(),
+            web,
+            url,
             service_extra: String::new(),
             outputs_extra: String::new(),
+            input_extra: String::new(),
             key: KEY.to_owned(),
         };
         env.write_config();
@@ -76,11 +98,12 @@ impl TestEnv {
             s
         };
         let text = format!(
-            "globals:\n  id: \"t1\"\n  name: it\n  persistence:\n    type: filesystem\n    config:\n      directory_name: {state}\noutputs:\n  local:\n    type: file\n    config:\n      directory: {out}\n{outputs_extra}inputs:\n  proofpoint_isolation:\n    id: \"10001\"\n    credentials:\n      api_key: \"{key}\"\n    services:\n      browser_and_email_isolation:\n{web}      url_isolation:\n{url}",
+            "globals:\n  id: \"t1\"\n  name: it\n  persistence:\n    type: filesystem\n    config:\n      directory_name: {state}\noutputs:\n  local:\n    type: file\n    config:\n      directory: {out}\n{outputs_extra}inputs:\n  proofpoint_isolation:\n    id: \"10001\"\n{input_extra}    credentials:\n      api_key: \"{key}\"\n    services:\n      browser_and_email_isolation:\n{web}      url_isolation:\n{url}",
             state = self.path("state").display(),
             out = self.path("out").display(),
             outputs_extra = self.outputs_extra,
             key = self.key,
+            input_extra = self.input_extra,
             web = service(&self.web.base_url()),
             url = service(&self.url.base_url()),
         );
@@ -89,7 +112,13 @@ impl TestEnv {
 
     /// `isolation-collector <args> --config config.yaml`, to completion.
     pub async fn collector(&self, args: &[&str]) -> Output {
+        self.collector_with_env(args, &[]).await
+    }
+
+    /// Like [`TestEnv::collector`], with these environment variables set for the child.
+    pub async fn collector_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
         let mut cmd = collector_command(args, &self.config_path());
+        cmd.envs(vars.iter().copied());
         tokio::time::timeout(Duration::from_secs(120), cmd.output())
             .await
             .expect("the collector finished within 120 s")
@@ -134,8 +163,25 @@ pub fn collector_command(args: &[&str], config: &Path) -> tokio::process::Comman
         .arg(config)
         .kill_on_drop(true);
     cmd.env_remove("RUST_LOG");
+    // The simulators are on 127.0.0.1: a proxy set in the CI environment must not route the
+    // collector's requests (tests that want a proxy variable set it themselves).
+    for var in PROXY_VARIABLES {
+        cmd.env_remove(var);
+    }
     cmd
 }
+
+/// The variables the collector reads to find a proxy.
+pub const PROXY_VARIABLES: [&str; 8] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
 
 pub fn describe(out: &Output) -> String {
     format!(
