@@ -291,3 +291,44 @@ async fn a_proxy_that_is_down_is_named() {
     assert!(!err.contains("Secret-Pa55"), "{err}");
     assert_eq!(env.web.stats().requests + env.url.stats().requests, 0);
 }
+
+/// A proxy that wants credentials the collector lacks: 407, to the forwarded request (http API)
+/// and to the CONNECT of a tunnel (https API), named as the proxy's refusal, not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_without_credentials_is_named_for_forwarded_and_tunnelled_requests() {
+    let proxy = Tinyproxy::start(Some(("collector", "Pr0xy-pa55word-7e1d"))).await;
+    let want = format!(
+        "the proxy {} refused the request without valid proxy credentials (HTTP 407)",
+        proxy.url()
+    );
+
+    let mut plain = TestEnv::both(10, |_| {}).await;
+    plain.input_extra = format!("    proxy_url: {}\n", proxy.url());
+    plain.write_config();
+    let out = plain.collector(&["run", "--once"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(stderr(&out).contains(&want), "{}", describe(&out));
+    assert!(!stderr(&out).contains("retry"), "{}", describe(&out));
+
+    let tmp = TempDir::new().unwrap();
+    let pki = Pki::new(tmp.path());
+    let web = sim_config(Dataset::Web, 10, 1);
+    let url = sim_config(Dataset::Url, 10, 2);
+    let mut tls = TestEnv::start_tls(web, url, &pki.server).await;
+    tls.input_extra = format!("    ca_file: {}\n", pki.ca.pem.display());
+    tls.write_config();
+    let out = tls
+        .collector_with_env(&["run", "--once"], &[("HTTPS_PROXY", &proxy.url())])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(stderr(&out).contains(&want), "{}", describe(&out));
+    assert!(!stderr(&out).contains("retry"), "{}", describe(&out));
+    for sim in [&plain.web, &plain.url, &tls.web, &tls.url] {
+        assert_eq!(
+            sim.stats().requests,
+            0,
+            "nothing reached {}",
+            sim.base_url()
+        );
+    }
+}
