@@ -474,3 +474,33 @@ async fn inputs_every_devo_key_together_and_a_disabled_input() {
     assert_eq!(run.web.stats().requests + run.url.stats().requests, 0);
     assert!(run.out_files().is_empty());
 }
+
+#[tokio::test]
+async fn bad_devo_values_are_all_listed_and_exit_64() {
+    let run = DevoRun::start(1).await;
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/devo-configs/limits.yaml"),
+    )
+    .unwrap()
+    .replace("period: 1s", "period: \"5x\"")
+    .replace("number_of_requests: 2", "number_of_requests: 0")
+    .replace("name: proofpoint_isolation", "name: \"pp/isolation\"");
+    let path = run.dir.path().join("bad.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = collector_command(&["validate"], &path)
+        .envs(&run.vars)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", describe(&out));
+    let log = stderr(&out);
+    for problem in [
+        "3 problem(s) found",
+        "globals.name: `pp/isolation` may only hold letters, digits, `-` and `_`",
+        "inputs.proofpoint_isolation.requests_limits[0].period: `5x` is not a period",
+        "inputs.proofpoint_isolation.services.url_isolation.requests_limits[0].number_of_requests: must be a whole number from 1 to 9999999, or -1 for no limit, got 0",
+    ] {
+        assert!(log.contains(problem), "missing {problem:?} in {log}");
+    }
+    assert_eq!(run.web.stats().requests + run.url.stats().requests, 0);
+}
