@@ -5,7 +5,7 @@
 # Run:    docker run --rm -v $PWD/config:/devo-collector/config:ro -v $PWD/certs:/devo-collector/certs:ro \
 #           -v $PWD/state:/devo-collector/state -e CONFIG_FILE=config.yaml -e ISOLATION_API_KEY isolation-collector
 
-FROM rust:1.85-bookworm AS build
+FROM rust:1.88-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src

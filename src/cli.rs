@@ -47,8 +47,6 @@ pub enum Command {
         #[command(subcommand)]
         action: StateAction,
     },
-    /// See it work without a vendor key: the built-in API simulator, the collector, and events
-    /// written to the console and to files.
     /// Re-deliver a past range (within the API's 30-day retention) to the outputs, without
     /// touching the live state. File outputs write to `<directory>/backfill/<table>.jsonl`.
     Backfill {
@@ -67,6 +65,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// See it work without a vendor key: the built-in API simulator, the collector, and events
+    /// written to the console and to files (`demo/`). Run it twice: the second run delivers nothing.
     Demo {
         /// Events per service in the simulator.
         #[arg(long, default_value_t = 200)]

@@ -13,12 +13,14 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_yaml_ng::{Mapping, Value};
 
 use crate::isolation::connection::{self, ApiConnection};
+use crate::isolation::limiter::{Limit, RequestLimits, SharedLimits};
 use crate::pipeline::obfuscate::{Action, HmacKey, ObfuscationRule, PathSegment, MASK};
 use crate::secret::ApiKey;
 
@@ -40,11 +42,19 @@ impl Service {
         }
     }
 
-    /// The Devo table its events go to.
+    /// The Devo table its events go to: [`BASE_TAG`] and the service's [`Service::tag_suffix`].
     pub fn table(self) -> &'static str {
         match self {
             Service::BrowserAndEmailIsolation => "tap.proofpoint.isolation.browser_and_email",
             Service::UrlIsolation => "tap.proofpoint.isolation.url_isolation",
+        }
+    }
+
+    /// What the service appends to the base tag (`override_base_tag` replaces the base only).
+    pub fn tag_suffix(self) -> &'static str {
+        match self {
+            Service::BrowserAndEmailIsolation => "browser_and_email",
+            Service::UrlIsolation => "url_isolation",
         }
     }
 
@@ -66,6 +76,9 @@ impl fmt::Display for Service {
         f.write_str(self.name())
     }
 }
+
+/// The base tag of the definitions; each service appends its suffix (`override_base_tag`).
+pub const BASE_TAG: &str = "tap.proofpoint.isolation";
 
 /// The API path the collector appends to a service's base URL.
 pub const API_PATH: &str = "/api/v2/reporting/usage-data";
@@ -159,17 +172,51 @@ pub struct InputConfig {
     pub enabled: bool,
     pub api_key: ApiKey,
     pub key_placement: KeyPlacement,
-    /// Minimum spacing of API requests, from `requests_per_second`.
+    /// Minimum spacing of API requests, from the input's `requests_per_second`; a service's own
+    /// setting wins (see [`InputConfig::request_interval`]).
     pub min_request_interval: Option<Duration>,
+    /// The input's `requests_limits`, as configured.
+    pub requests_limits: Vec<Limit>,
+    /// The input's limiter, built from `requests_limits`: one for all its services, because
+    /// they share one API key (and the vendor's quota is per key). Cloning the config shares it.
+    pub input_limiter: Arc<Mutex<RequestLimits>>,
+    /// `environment`: added to every delivered event as `"@devo_environment"`.
+    pub environment: Option<String>,
     pub services: Vec<ServiceConfig>,
+}
+
+impl InputConfig {
+    /// A service's request spacing: the narrowest level that sets `requests_per_second` wins.
+    pub fn request_interval(&self, svc: &ServiceConfig) -> Option<Duration> {
+        svc.min_request_interval.or(self.min_request_interval)
+    }
+
+    /// Every limiter a service's requests must pass: the input's (shared) and its own.
+    pub fn limits_for(&self, svc: &ServiceConfig) -> SharedLimits {
+        SharedLimits::default()
+            .with("inputs.proofpoint_isolation", self.input_limiter.clone())
+            .with(
+                &format!("services.{}", svc.service),
+                Arc::new(Mutex::new(RequestLimits::new(&svc.requests_limits))),
+            )
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
     pub service: Service,
-    /// The Devo table (`override_tag` or the service's table).
+    /// The Devo table (`override_tag`, else `override_base_tag` + suffix, else the service's).
     pub table: String,
+    /// Devo's "Overriding rule" lines for the `override_*` keys given, logged at start.
+    pub overrides: Vec<String>,
     pub request_period: Duration,
+    /// `use_time_slots_for_retrievals`: daemon cycles start at wall-clock multiples of
+    /// `request_period` (after the first, which starts at once).
+    pub use_time_slots: bool,
+    /// The service's own `requests_per_second`, as a minimum spacing of its requests.
+    pub min_request_interval: Option<Duration>,
+    /// The service's own `requests_limits` (its limiter is built per puller).
+    pub requests_limits: Vec<Limit>,
     /// `start_time_in_utc` as configured (`None`: the API's 30-day retention).
     pub start_time: Option<DateTime<Utc>>,
     /// `start_time_in_utc` exactly as written, stored in state to detect a change.
@@ -211,7 +258,11 @@ impl ServiceConfig {
         ServiceConfig {
             service,
             table: service.table().to_owned(),
+            overrides: Vec::new(),
             request_period: Duration::from_secs(60),
+            use_time_slots: false,
+            min_request_interval: None,
+            requests_limits: Vec::new(),
             start_time: None,
             start_time_text: None,
             window_offset: Duration::ZERO,
@@ -497,6 +548,23 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// A string under `key` or Devo's other name for it (`url` for `address`, `chain_loc` for
+    /// `chain`...); giving both is an error.
+    fn string_or_alias(&mut self, key: &str, alias: &str, cx: &mut Cx) -> Option<String> {
+        match (self.string(key, cx), self.string(alias, cx)) {
+            (Some(k), Some(_)) => {
+                cx.error(
+                    &self.path(alias),
+                    format!(
+                        "give either `{key}` or `{alias}` (Devo's other name for it), not both"
+                    ),
+                );
+                Some(k)
+            }
+            (k, a) => k.or(a),
+        }
+    }
+
     fn boolean(&mut self, key: &str, default: bool, cx: &mut Cx) -> bool {
         let path = self.path(key);
         match self.get(key) {
@@ -589,12 +657,41 @@ impl<'a> Obj<'a> {
             if self.ignored.contains(&name.as_str()) || name.starts_with("queue_") {
                 cx.warn(
                     &path,
-                    "Devo collector setting with no effect here; ignored".into(),
+                    format!(
+                        "Devo collector setting with no effect here; ignored: {}",
+                        ignored_because(&name)
+                    ),
                 );
             } else {
                 cx.error(&path, "unknown key; check its spelling and its place in the file (see examples/config.yaml)".into());
             }
         }
+    }
+}
+
+/// What happens instead of a Devo setting this collector ignores.
+fn ignored_because(key: &str) -> &'static str {
+    match key {
+        k if k.starts_with("queue_") => "there is no internal queue; each window is held in memory (bounded by max_events_per_window) until every output confirmed it",
+        "multiprocessing" => "the collector runs one async task per service in one process",
+        "balanced_output" => "every event goes to every output (Devo's default fan-out)",
+        "generate_collector_details" => "the collector's own details are in its log and at globals.metrics_listen",
+        "devo_sender_threshold_for_using_gzip_in_transport_layer"
+        | "devo_sender_compression_level"
+        | "devo_sender_compression_buffer_in_bytes"
+        | "threshold_for_using_gzip_in_transport_layer"
+        | "compression_level"
+        | "compression_buffer_in_bytes" => "records are sent uncompressed (as Devo 1.8 does with its default threshold)",
+        "type" => "TLS is used when `chain`, `cert` and `key` are given (always for devo_platform)",
+        "connecting_retries" | "connecting_initial_wait_in_seconds" | "connecting_max_wait_in_seconds" => "a failed connection is retried with capped backoff on the next delivery attempt; connect_timeout_in_seconds bounds one attempt",
+        "sending_timeout" | "sending_retries" | "sending_initial_wait_in_seconds" | "sending_max_wait_in_seconds" => "a batch waits confirm_timeout_in_seconds for the receiver; an unconfirmed window is delivered again",
+        "concurrent_connections" => "each service uses one connection per output (Devo 1.8 also uses one)",
+        "period_sender_stats_in_seconds" => "the statistics period is globals.sender_stats_period_in_sec",
+        "activate_final_queue" => "nothing is queued after the output: a window counts as delivered only when the receiver confirmed it",
+        "generate_metrics" => "metrics are served at globals.metrics_listen",
+        "retries" => "as in Devo; request retries follow max_retries",
+        "autoconfig" => "the collector has no auto-configuration",
+        _ => "it has no meaning for this collector",
     }
 }
 
@@ -661,21 +758,40 @@ const DEVO_GLOBALS_IGNORED: &[&str] = &[
     "balanced_output",
 ];
 
+/// Devo's rule for `globals.name` (`^[0-9a-zA-Z-_]+$`): `.`, `#` and spaces become `_` with a
+/// warning; any other character is an error.
+fn devo_name(path: &str, name: String, cx: &mut Cx) -> String {
+    let replaced: String = name
+        .chars()
+        .map(|c| if matches!(c, '.' | '#' | ' ') { '_' } else { c })
+        .collect();
+    if replaced.is_empty()
+        || !replaced
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        cx.error(
+            path,
+            format!("`{name}` may only hold letters, digits, `-` and `_` (`.`, `#` and spaces are replaced by `_`)"),
+        );
+        return name;
+    }
+    if replaced != name {
+        cx.warn(
+            path,
+            format!("`{name}` holds `.`, `#` or spaces, which Devo does not allow in a collector name; using `{replaced}` instead"),
+        );
+    }
+    replaced
+}
+
 fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
     g.ignored = DEVO_GLOBALS_IGNORED;
     let id = g.string("id", cx).unwrap_or_else(|| "unknown".into());
     let name = g
         .string("name", cx)
+        .map(|n| devo_name(&g.path("name"), n, cx))
         .unwrap_or_else(|| "isolation-collector".into());
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        cx.error(
-            &g.path("name"),
-            format!("`{name}` may only hold letters, digits, `-` and `_`"),
-        );
-    }
     let debug = g.boolean("debug", false, cx);
     let shutdown_grace_period = g.seconds(
         "shutdown_grace_period_in_seconds",
@@ -921,7 +1037,7 @@ fn output_trust_keys(c: &mut Obj<'_>, cx: &mut Cx) -> OutputTrustKeys {
 
 fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<NetworkOutputConfig> {
     c.ignored = DEVO_SENDER_IGNORED;
-    let address = c.string("address", cx).or_else(|| c.string("url", cx));
+    let address = c.string_or_alias("address", "url", cx);
     if address.is_none() {
         cx.error(
             &c.path("address"),
@@ -932,9 +1048,9 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
     if port.is_none() && !c.map.contains_key("port") {
         cx.error(&c.path("port"), "missing; Devo listens on 443".into());
     }
-    let chain = c.string("chain", cx).or_else(|| c.string("chain_loc", cx));
-    let cert = c.string("cert", cx).or_else(|| c.string("cert_loc", cx));
-    let key = c.string("key", cx).or_else(|| c.string("key_loc", cx));
+    let chain = c.string_or_alias("chain", "chain_loc", cx);
+    let cert = c.string_or_alias("cert", "cert_loc", cx);
+    let key = c.string_or_alias("key", "key_loc", cx);
     let check_hostname = c.boolean("check_hostname", true, cx);
     let tls_wanted = c.boolean("tls", devo, cx);
     let roots = output_trust_keys(&mut c, cx);
@@ -1047,7 +1163,7 @@ fn parse_inputs(mut inputs: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
 }
 
 fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
-    i.ignored = &["environment", "autoconfig"];
+    i.ignored = &["autoconfig"];
     let id = i.string("id", cx);
     match &id {
         None => cx.error(&i.path("id"), "missing; a unique number of at least 5 digits such as \"10001\" (it names the state files)".into()),
@@ -1063,15 +1179,9 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
             "The \"input\" configuration entry for proofpoint_isolation is not enabled".into(),
         );
     }
-    let min_request_interval = i
-        .number("requests_per_second", 0.001, 1000.0, false, cx)
-        .map(|rps| Duration::from_secs_f64(1.0 / rps));
-    if i.get("requests_limits").is_some() {
-        cx.error(
-            &i.path("requests_limits"),
-            "not supported; use `requests_per_second`".into(),
-        );
-    }
+    let min_request_interval = requests_per_second(&mut i, cx);
+    let requests_limits = requests_limits(&mut i, cx);
+    let environment = i.string("environment", cx);
     let (api_key, key_placement) = match i.map("credentials", cx) {
         None => {
             cx.error(&i.path("credentials"), "missing; add `credentials: {api_key: ...}` (Isolation console: Product Settings > Reporting API)".into());
@@ -1185,6 +1295,9 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
         api_key: api_key?,
         key_placement,
         min_request_interval,
+        input_limiter: Arc::new(Mutex::new(RequestLimits::new(&requests_limits))),
+        requests_limits,
+        environment,
         services,
     })
 }
@@ -1275,6 +1388,103 @@ fn connect_services(
             Err(_) => {}
         }
     }
+}
+
+/// `requests_per_second` (any number above zero, up to 1000) as a minimum request spacing.
+fn requests_per_second(o: &mut Obj<'_>, cx: &mut Cx) -> Option<Duration> {
+    o.number("requests_per_second", 0.001, 1000.0, false, cx)
+        .map(|rps| Duration::from_secs_f64(1.0 / rps))
+}
+
+/// `requests_limits`: Devo's list of `{period: "<n><unit>", number_of_requests}`.
+fn requests_limits(o: &mut Obj<'_>, cx: &mut Cx) -> Vec<Limit> {
+    let path = o.path("requests_limits");
+    let Some(v) = o.get("requests_limits") else {
+        return Vec::new();
+    };
+    let Value::Sequence(entries) = v else {
+        cx.error(
+            &path,
+            "must be a list such as `[{period: 1m, number_of_requests: 60}]`".into(),
+        );
+        return Vec::new();
+    };
+    let mut limits = Vec::new();
+    for (n, entry) in entries.iter().enumerate() {
+        let epath = format!("{path}[{n}]");
+        let Value::Mapping(m) = entry else {
+            cx.error(
+                &epath,
+                "must be a mapping with `period` and `number_of_requests`".into(),
+            );
+            continue;
+        };
+        let mut e = Obj::new(&epath, m);
+        let period = match e.string("period", cx) {
+            None => {
+                cx.error(&e.path("period"), "missing; e.g. \"1m\" (units s, m, h, d, w, M, y)".into());
+                None
+            }
+            Some(text) => parse_period(&text).map(|d| (d, text.clone())).or_else(|| {
+                cx.error(&e.path("period"), format!("`{text}` is not a period; write a whole number and a unit: s, m, h, d, w, M (30 days) or y (365 days), e.g. \"5m\""));
+                None
+            }),
+        };
+        let number = match e.get("number_of_requests") {
+            None => {
+                cx.error(
+                    &e.path("number_of_requests"),
+                    "missing; 1 to 9999999, or -1 for no limit".into(),
+                );
+                None
+            }
+            Some(Value::Number(x)) if x.as_i64() == Some(-1) => Some(None),
+            Some(Value::Number(x)) if x.as_i64().is_some_and(|x| (1..=9_999_999).contains(&x)) => {
+                x.as_i64().map(|x| Some(x as u32))
+            }
+            Some(other) => {
+                cx.error(
+                    &e.path("number_of_requests"),
+                    format!(
+                        "must be a whole number from 1 to 9999999, or -1 for no limit, got {}",
+                        show(other)
+                    ),
+                );
+                None
+            }
+        };
+        e.finish(cx);
+        if let (Some((period, text)), Some(max_requests)) = (period, number) {
+            limits.push(Limit {
+                period,
+                max_requests,
+                text,
+            });
+        }
+    }
+    limits
+}
+
+/// Devo's period text: a whole number and one of s, m, h, d, w, M (taken as 30 days) or y
+/// (365 days).
+pub fn parse_period(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let n: u64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
+        'M' => 30 * 86_400,
+        'y' => 365 * 86_400,
+        _ => return None,
+    };
+    if n == 0 {
+        return None;
+    }
+    n.checked_mul(secs).map(Duration::from_secs)
 }
 
 fn parse_service(service: Service, mut s: Obj<'_>, cx: &mut Cx) -> Option<ServiceConfig> {
@@ -1409,42 +1619,27 @@ fn parse_service(service: Service, mut s: Obj<'_>, cx: &mut Cx) -> Option<Servic
         d.retry_max,
         cx,
     );
-    let table = match s.string("override_tag", cx) {
-        None => d.table.clone(),
-        Some(t)
-            if !t.is_empty()
-                && t.len() <= 1024
-                && !t.chars().any(|c| c.is_whitespace() || c == ':') =>
-        {
-            t
-        }
-        Some(t) => {
-            cx.error(
-                &s.path("override_tag"),
-                format!(
-                    "`{t}` is not a Devo table name (1 to 1024 characters, no spaces or colons)"
-                ),
-            );
-            d.table.clone()
-        }
-    };
+    let (table, overrides) = service_table(service, &mut s, cx);
     let obfuscation = match s.get("obfuscation_data") {
         None => Vec::new(),
         Some(v) => parse_obfuscation(&s.path("obfuscation_data"), v, cx),
     };
-    if s.get("requests_per_second").is_some() {
-        cx.error(
-            &s.path("requests_per_second"),
-            "set `requests_per_second` on the input (inputs.proofpoint_isolation), not per service"
-                .into(),
-        );
+    let min_request_interval = requests_per_second(&mut s, cx);
+    let requests_limits = requests_limits(&mut s, cx);
+    let use_time_slots = s.boolean("use_time_slots_for_retrievals", false, cx);
+    if use_time_slots {
+        cx.warn(&s.path("use_time_slots_for_retrievals"), format!("pull cycles after the first start at wall-clock multiples of request_period_in_seconds ({} s); each cycle still asks for everything up to its start", request_period.as_secs_f64()));
     }
-    s.ignored = &["retries", "use_time_slots_for_retrievals"];
+    s.ignored = &["retries"];
     s.finish(cx);
     Some(ServiceConfig {
         service,
         table,
+        overrides,
         request_period,
+        use_time_slots,
+        min_request_interval,
+        requests_limits,
         start_time,
         start_time_text,
         window_offset,
@@ -1464,6 +1659,55 @@ fn parse_service(service: Service, mut s: Obj<'_>, cx: &mut Cx) -> Option<Servic
         // The input's trust and route, set once all services are read.
         connection: d.connection,
     })
+}
+
+/// A valid Devo table name (or base tag): 1 to 1024 characters, no spaces or colons.
+fn table_name(s: &mut Obj<'_>, key: &str, cx: &mut Cx) -> Option<String> {
+    let t = s.string(key, cx)?;
+    if !t.is_empty() && t.len() <= 1024 && !t.chars().any(|c| c.is_whitespace() || c == ':') {
+        return Some(t);
+    }
+    cx.error(
+        &s.path(key),
+        format!("`{t}` is not a Devo table name (1 to 1024 characters, no spaces or colons)"),
+    );
+    None
+}
+
+/// The service's table: `override_tag` replaces it whole and wins; `override_base_tag` replaces
+/// the base (`tap.proofpoint.isolation`) before the service's suffix. Returns the table and
+/// Devo's "Overriding rule" lines for the log.
+fn service_table(service: Service, s: &mut Obj<'_>, cx: &mut Cx) -> (String, Vec<String>) {
+    let tag = table_name(s, "override_tag", cx);
+    let base = table_name(s, "override_base_tag", cx);
+    let mut overrides = Vec::new();
+    if let Some(b) = &base {
+        overrides.push(format!(
+            "Overriding rule #{} - base_tag: \"{BASE_TAG}\" -> \"{b}\"",
+            overrides.len() + 1
+        ));
+    }
+    if let Some(t) = &tag {
+        overrides.push(format!(
+            "Overriding rule #{} - tag: \"{}\" -> \"{t}\"",
+            overrides.len() + 1,
+            service.table()
+        ));
+        if base.is_some() {
+            cx.warn(
+                &s.path("override_base_tag"),
+                format!(
+                    "has no effect on this service: `override_tag` sets its whole table (`{t}`)"
+                ),
+            );
+        }
+    }
+    let table = match (tag, base) {
+        (Some(t), _) => t,
+        (None, Some(b)) => format!("{}.{}", b.trim_end_matches('.'), service.tag_suffix()),
+        (None, None) => service.table().to_owned(),
+    };
+    (table, overrides)
 }
 
 /// `obfuscation_data`: Devo's entries (`name`, `value`, `string_patterns`) plus `method:

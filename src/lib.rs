@@ -13,16 +13,17 @@
 //!     every request_period_in_seconds: pipeline::window plans the range and its windows
 //!       isolation::client job (create, poll, pages) ─► event::parse_page (vendor bytes kept)
 //!       ─► sort by date ─► pipeline::dedup (multiset by date + SHA-256, on the originals)
-//!       ─► pipeline::obfuscate (obfuscation_data) ─► every output::Output
+//!       ─► pipeline::obfuscate (obfuscation_data) ─► pipeline::environment ─► every output::Output
 //!       ─► all confirmed ─► dedup applied, cursors moved, state::StateStore::save (atomic)
 //! ```
 //!
 //! ## Layout
 //! - [`config`]: YAML → validated runtime config; `${ENV}` substitution.
-//! - [`isolation`]: the vendor API client and the per-service puller.
+//! - [`isolation`]: the vendor API client (with Devo's `requests_limits` limiter) and the
+//!   per-service puller.
 //! - [`event`]: the page parser, the hot path: events stay the vendor's bytes.
-//! - [`pipeline`]: pure logic: window planning, exactly-once dedup and obfuscation
-//!   (property-tested).
+//! - [`pipeline`]: pure logic: window planning, exactly-once dedup, obfuscation and Devo's
+//!   `@devo_environment` field (property-tested).
 //! - [`output`]: file, console, Devo and syslog outputs with their confirm contract (the TLS
 //!   output proves delivery by waiting for the receiver to close after our close_notify).
 //! - [`state`]: versioned JSON state per (input id, service), written atomically.

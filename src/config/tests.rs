@@ -404,3 +404,196 @@ fn two_services_cannot_share_a_table_file() {
     let text = text.replace("  local: {type: file, config: {directory: out}}\n", "");
     assert!(parse(&text).is_ok());
 }
+
+/// A minimal config with `input` lines under the input and `service` lines under url_isolation.
+fn devo_keys(globals: &str, input: &str, service: &str) -> String {
+    let indent = |text: &str, n: usize| {
+        text.lines()
+            .map(|l| format!("{}{l}\n", " ".repeat(n)))
+            .collect::<String>()
+    };
+    format!(
+        "globals:\n  persistence: {{type: memory}}\n{}outputs: {{c: {{type: console}}}}\ninputs:\n  proofpoint_isolation:\n    id: \"10001\"\n    credentials: {{api_key: \"${{KEY}}\"}}\n{}    services:\n      browser_and_email_isolation: {{}}\n      url_isolation:\n{}",
+        indent(globals, 2),
+        indent(input, 4),
+        indent(service, 8)
+    )
+}
+
+#[test]
+fn a_name_with_dots_hashes_or_spaces_is_rewritten_with_a_warning() {
+    let c = parse(&devo_keys("name: \"my.collector #1\"", "", "{}")).unwrap();
+    assert_eq!(c.globals.name, "my_collector__1");
+    assert!(
+        c.warnings.iter().any(|w| w.starts_with("globals.name:")
+            && w.contains("`my.collector #1`")
+            && w.contains("`my_collector__1`")),
+        "{:?}",
+        c.warnings
+    );
+    let errors = parse(&devo_keys("name: \"bad/name\"", "", "{}")).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("globals.name: `bad/name` may only hold"));
+}
+
+#[test]
+fn requests_limits_at_both_levels_and_the_narrowest_requests_per_second() {
+    let c = parse(&devo_keys(
+        "",
+        "requests_per_second: 2\nrequests_limits:\n  - {period: 1s, number_of_requests: 5}\n  - {period: \"1M\", number_of_requests: -1}",
+        "requests_per_second: 0.5\nrequests_limits: [{period: 2h, number_of_requests: 9999999}]",
+    ))
+    .unwrap();
+    let input = &c.input;
+    let limits: Vec<(u64, Option<u32>)> = input
+        .requests_limits
+        .iter()
+        .map(|l| (l.period.as_secs(), l.max_requests))
+        .collect();
+    assert_eq!(limits, [(1, Some(5)), (30 * 86_400, None)]);
+    let (web, url) = (&input.services[0], &input.services[1]);
+    assert_eq!(url.requests_limits[0].period, Duration::from_secs(7_200));
+    assert_eq!(url.requests_limits[0].max_requests, Some(9_999_999));
+    assert_eq!(
+        input.request_interval(web),
+        Some(Duration::from_millis(500))
+    );
+    assert_eq!(input.request_interval(url), Some(Duration::from_secs(2)));
+    // Both services share the input's limiter.
+    assert!(!input.limits_for(web).is_empty());
+}
+
+#[test]
+fn periods_take_devo_units() {
+    for (text, secs) in [
+        ("1s", 1),
+        ("5m", 300),
+        ("2h", 7_200),
+        ("1d", 86_400),
+        ("1w", 604_800),
+        ("1M", 2_592_000),
+        ("1y", 31_536_000),
+    ] {
+        assert_eq!(
+            parse_period(text),
+            Some(Duration::from_secs(secs)),
+            "{text}"
+        );
+    }
+    for bad in ["5x", "0s", "s", "", "1.5m", "-1m", "m5"] {
+        assert_eq!(parse_period(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn bad_limits_are_all_listed() {
+    let errors = parse(&devo_keys(
+        "",
+        "requests_limits:\n  - {period: 5x, number_of_requests: 10}\n  - {period: 1m, number_of_requests: 0}\n  - {number_of_requests: 10000000, extra: 1}",
+        "requests_limits: {period: 1s}\nrequests_per_second: 0\nuse_time_slots_for_retrievals: sometimes",
+    ))
+    .unwrap_err();
+    let i = "inputs.proofpoint_isolation";
+    let s = "inputs.proofpoint_isolation.services.url_isolation";
+    let expect = [
+        format!("{i}.requests_limits[0].period: `5x` is not a period"),
+        format!("{i}.requests_limits[1].number_of_requests: must be a whole number from 1 to 9999999, or -1"),
+        format!("{i}.requests_limits[2].period: missing"),
+        format!("{i}.requests_limits[2].number_of_requests: must be a whole number"),
+        format!("{i}.requests_limits[2].extra: unknown key"),
+        format!("{s}.requests_limits: must be a list"),
+        format!("{s}.requests_per_second: must be a number from 0.001 to 1000"),
+        format!("{s}.use_time_slots_for_retrievals: must be true or false"),
+    ];
+    for e in &expect {
+        assert!(
+            errors.iter().any(|got| got.starts_with(e.as_str())),
+            "missing {e:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+}
+
+#[test]
+fn override_base_tag_keeps_the_suffix_and_override_tag_wins() {
+    let text = devo_keys(
+        "",
+        "",
+        "override_base_tag: my.isolation\nuse_time_slots_for_retrievals: true",
+    )
+    .replace(
+        "browser_and_email_isolation: {}",
+        "browser_and_email_isolation: {override_base_tag: my.isolation, override_tag: my.web}",
+    );
+    let c = parse(&text).unwrap();
+    let (web, url) = (&c.input.services[0], &c.input.services[1]);
+    assert_eq!(url.table, "my.isolation.url_isolation");
+    assert_eq!(web.table, "my.web");
+    assert_eq!(
+        url.overrides,
+        ["Overriding rule #1 - base_tag: \"tap.proofpoint.isolation\" -> \"my.isolation\""]
+    );
+    assert_eq!(web.overrides.len(), 2);
+    assert!(url.use_time_slots);
+    assert!(!web.use_time_slots);
+    let w = |p: &str| c.warnings.iter().any(|w| w.starts_with(p));
+    assert!(w("inputs.proofpoint_isolation.services.browser_and_email_isolation.override_base_tag: has no effect"), "{:?}", c.warnings);
+    assert!(w("inputs.proofpoint_isolation.services.url_isolation.use_time_slots_for_retrievals: pull cycles after the first start at wall-clock multiples"), "{:?}", c.warnings);
+}
+
+#[test]
+fn environment_is_kept_and_ignored_keys_say_what_happens() {
+    let c = parse(&devo_keys(
+        "balanced_output: true",
+        "environment: prod-eu",
+        "retries: 3",
+    ))
+    .unwrap();
+    assert_eq!(c.input.environment.as_deref(), Some("prod-eu"));
+    assert!(c.warnings.iter().any(|w| w.starts_with("globals.balanced_output: Devo collector setting with no effect here; ignored: every event goes to every output")), "{:?}", c.warnings);
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("url_isolation.retries") && w.contains("max_retries")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn devo_output_aliases_and_renamed_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["chain.crt", "c.crt", "c.key"] {
+        std::fs::write(dir.path().join(f), "x").unwrap();
+    }
+    let text = format!(
+        "globals: {{persistence: {{type: memory}}}}\noutputs:\n  a: {{type: relay, config: {{url: collector-eu.devo.io, port: 443, chain_loc: {d}/chain.crt, cert_loc: {d}/c.crt, key_loc: {d}/c.key, sending_timeout: 5, concurrent_connections: 2, type: SSL}}}}\n  b: {{type: sidecar, config: {{address: 127.0.0.1, port: 13000}}}}\n  c: {{type: stdout}}\ninputs:\n  proofpoint_isolation: {{id: \"10001\", credentials: {{api_key: \"${{KEY}}\"}}}}\n",
+        d = dir.path().display()
+    );
+    let c = Config::parse(&text, dir.path(), &env).unwrap();
+    let OutputKind::Network(a) = &c.outputs[0].kind else {
+        panic!("{:?}", c.outputs[0])
+    };
+    assert!(a.devo);
+    assert_eq!(a.address, "collector-eu.devo.io");
+    assert_eq!(a.tls.as_ref().unwrap().key, dir.path().join("c.key"));
+    let OutputKind::Network(b) = &c.outputs[1].kind else {
+        panic!()
+    };
+    assert!(!b.devo && b.tls.is_none());
+    assert!(matches!(c.outputs[2].kind, OutputKind::Console));
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.starts_with("outputs.a.config.sending_timeout")
+                && w.contains("confirm_timeout_in_seconds")),
+        "{:?}",
+        c.warnings
+    );
+    let both = text.replace(
+        "url: collector-eu.devo.io",
+        "url: collector-eu.devo.io, address: collector-us.devo.io",
+    );
+    let errors = Config::parse(&both, dir.path(), &env).unwrap_err();
+    assert_eq!(errors, ["outputs.a.config.url: give either `address` or `url` (Devo's other name for it), not both"]);
+}

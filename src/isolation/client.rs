@@ -17,6 +17,10 @@
 //! certificate the roots do not trust, and a proxy asking for credentials, are not retried
 //! either: both need an operator, and the error says what to set. Proxy credentials never
 //! appear in an error: the proxy is named as `scheme://host:port`.
+//!
+//! Every attempt, retries included, first keeps the `requests_per_second` spacing, then waits
+//! for room in every `requests_limits` level that applies (`limiter.rs`); such waits never fail
+//! a request.
 
 use std::time::Duration;
 
@@ -27,6 +31,7 @@ use tokio::time::Instant;
 use crate::config::{KeyPlacement, ServiceConfig};
 use crate::event::{parse_page, Page};
 use crate::isolation::connection::{ApiConnection, ProxyRoute};
+use crate::isolation::limiter::SharedLimits;
 use crate::metrics::{Outcome, ServiceMetrics};
 use crate::secret::ApiKey;
 
@@ -88,6 +93,8 @@ pub struct ApiClient {
     cfg: ServiceConfig,
     min_interval: Option<Duration>,
     next_request: Instant,
+    /// `requests_limits` of every level that applies; empty: none.
+    limits: SharedLimits,
     pub stats: ClientStats,
     cancel: tokio_util::sync::CancellationToken,
     metrics: ServiceMetrics,
@@ -136,10 +143,17 @@ impl ApiClient {
             cfg: cfg.clone(),
             min_interval,
             next_request: Instant::now(),
+            limits: SharedLimits::default(),
             stats: ClientStats::default(),
             metrics: ServiceMetrics::detached(cfg.service),
             cancel,
         })
+    }
+
+    /// Every request (retries included) waits until each of `limits` has room.
+    pub fn with_limits(mut self, limits: SharedLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Counts into `metrics` from now on (a new client counts into a private registry).
@@ -246,6 +260,13 @@ impl ApiClient {
                     self.sleep(self.next_request - now).await?;
                 }
                 self.next_request = Instant::now() + min;
+            }
+            // After the pacing: the limiter counts the request at the moment it is sent.
+            if !self.limits.is_empty() {
+                tokio::select! {
+                    _ = self.limits.acquire() => {}
+                    _ = self.cancel.cancelled() => return Err(FetchError::Cancelled),
+                }
             }
             let cancel = self.cancel.clone();
             let outcome = tokio::select! {

@@ -24,6 +24,7 @@ use crate::event::Event;
 use crate::isolation::client::{ApiClient, FetchError};
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::output::{Output, OutputError};
+use crate::pipeline::environment::Environment;
 use crate::pipeline::obfuscate::Obfuscator;
 use crate::pipeline::window::{plan_cycle, Window, WindowPlanner};
 use crate::state::{correct, ServiceState, StateError, StateStore};
@@ -73,6 +74,8 @@ pub struct Puller {
     metrics: ServiceMetrics,
     /// The service's `obfuscation_data`, applied to each batch before delivery.
     obfuscator: Obfuscator,
+    /// The input's `environment`, added to each delivered event after obfuscation.
+    environment: Option<Environment>,
     /// Devo's thread name of this puller, which some of Devo's lines repeat in the message.
     thread: String,
     /// A backfill's fixed end (instead of `now - offset`), and its progress callback.
@@ -119,15 +122,17 @@ impl Puller {
             &svc,
             input.api_key.clone(),
             input.key_placement,
-            input.min_request_interval,
+            input.request_interval(&svc),
             cancel.clone(),
-        )?;
+        )?
+        .with_limits(input.limits_for(&svc));
         let key = StateStore::key(&input.id, svc.service.name());
         let start = svc.start_time.map_or(0, |t| t.timestamp_millis());
         let metrics = ServiceMetrics::detached(svc.service);
         Ok(Puller {
             state: ServiceState::new(svc.start_time_text.clone(), start),
             obfuscator: Obfuscator::new(svc.obfuscation.clone()),
+            environment: input.environment.as_deref().map(Environment::new),
             svc,
             client,
             outputs,
@@ -204,6 +209,9 @@ impl Puller {
     pub fn pre_pull(&mut self) -> Result<(), StateError> {
         // Devo's lines name the puller inside the message too.
         info!("{} Starting the execution of pre_pull()", self.thread);
+        for line in &self.svc.overrides {
+            info!("{line}");
+        }
         info!("Reading persisted data");
         let now = now_ms();
         let loaded = self.store.load(&self.key)?;
@@ -297,6 +305,26 @@ impl Puller {
         }
     }
 
+    /// How long to wait after a successful cycle that took `elapsed`: until the next time slot
+    /// (`use_time_slots_for_retrievals`), else the rest of the period.
+    fn wait_after_cycle(&self, elapsed: Duration) -> Duration {
+        if self.svc.use_time_slots {
+            let rest = until_next_slot(now_ms(), self.svc.request_period);
+            info!("Data collection completed. Elapsed time: {:.3} seconds. Waiting for {:.3} second(s) until the next time slot", elapsed.as_secs_f64(), rest.as_secs_f64());
+            return rest;
+        }
+        match self.svc.request_period.checked_sub(elapsed) {
+            Some(rest) => {
+                info!("Data collection completed. Elapsed time: {:.3} seconds. Waiting for {:.3} second(s) until the next one", elapsed.as_secs_f64(), rest.as_secs_f64());
+                rest
+            }
+            None => {
+                info!("Last retrieval took too much time, no wait will be applied in this loop");
+                Duration::ZERO
+            }
+        }
+    }
+
     /// The daemon loop: a cycle every `request_period_in_seconds` until cancelled.
     pub async fn run_forever(&mut self) {
         info!(
@@ -309,17 +337,7 @@ impl Puller {
             let wait = match self.pull().await {
                 Ok(_) => {
                     failures = 0;
-                    let elapsed = started.elapsed();
-                    match self.svc.request_period.checked_sub(elapsed) {
-                        Some(rest) => {
-                            info!("Data collection completed. Elapsed time: {:.3} seconds. Waiting for {:.3} second(s) until the next one", elapsed.as_secs_f64(), rest.as_secs_f64());
-                            rest
-                        }
-                        None => {
-                            info!("Last retrieval took too much time, no wait will be applied in this loop");
-                            Duration::ZERO
-                        }
-                    }
+                    self.wait_after_cycle(started.elapsed())
                 }
                 Err(PullError::Cancelled) => break,
                 Err(e) => {
@@ -568,6 +586,9 @@ impl Puller {
                 stats.obfuscation_failures += report.failed;
             }
         }
+        if let Some(env) = &self.environment {
+            env.apply_batch(&mut batch);
+        }
         let table = self.svc.table.clone();
         let mut positions = Vec::new();
         if !batch.is_empty() {
@@ -646,6 +667,15 @@ impl Puller {
     }
 }
 
+/// `use_time_slots_for_retrievals`: the time from `now` to the next wall-clock multiple of
+/// `period` (counted from the Unix epoch, so slots of 60 s start at :00 of each minute). A cycle
+/// that ran past its slot waits for the next one rather than starting off the grid.
+fn until_next_slot(now: Millis, period: Duration) -> Duration {
+    let period_ms = (period.as_millis() as Millis).max(1);
+    let next = (now.div_euclid(period_ms) + 1) * period_ms;
+    Duration::from_millis((next - now) as u64)
+}
+
 /// Devo's per-pull statistics line (no space after the colon, as in the original).
 pub fn statistics_line(
     partial: bool,
@@ -666,4 +696,21 @@ pub fn statistics_line(
         s.duplicates,
         s.sent,
     )
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[test]
+    fn the_next_slot_is_the_next_multiple_of_the_period() {
+        let p = Duration::from_secs(60);
+        assert_eq!(until_next_slot(120_000, p), p);
+        assert_eq!(until_next_slot(120_001, p), Duration::from_millis(59_999));
+        assert_eq!(until_next_slot(179_999, p), Duration::from_millis(1));
+        assert_eq!(
+            until_next_slot(5_500, Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+    }
 }

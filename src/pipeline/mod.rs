@@ -1,7 +1,8 @@
-//! The pure parts of the pull pipeline: planning query windows, exactly-once dedup and the
-//! obfuscation of events before delivery. Nothing here does I/O, so all are covered by
-//! property tests.
+//! The pure parts of the pull pipeline: planning query windows, exactly-once dedup, the
+//! obfuscation of events before delivery and Devo's `environment` field. Nothing here does I/O,
+//! so all are covered by property tests.
 
 pub mod dedup;
+pub mod environment;
 pub mod obfuscate;
 pub mod window;

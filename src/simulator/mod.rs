@@ -72,6 +72,17 @@ pub struct SimStats {
     pub not_found: u64,
 }
 
+/// One request as the simulator received it (see [`SimHandle::request_log`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// When the request arrived (wall clock).
+    pub at: DateTime<Utc>,
+    /// `Create`, `Poll` or `Page`; `None` when authentication failed.
+    pub kind: Option<FaultTarget>,
+    /// `pageSize` as sent (the setup check asks for 1).
+    pub page_size: Option<u32>,
+}
+
 /// A running simulated host. Dropping it stops the server (in-flight requests finish);
 /// [`SimHandle::shutdown`] also waits for that.
 #[derive(Debug)]
@@ -212,6 +223,16 @@ impl SimHandle {
             Utc::now().timestamp_millis(),
             Some((from.timestamp_millis(), to.timestamp_millis())),
         )
+    }
+
+    /// The latest requests (up to 100,000), oldest first, with their arrival times.
+    pub fn request_log(&self) -> Vec<RequestRecord> {
+        let log = self
+            .shared
+            .request_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        log.iter().copied().collect()
     }
 
     /// The request counters so far.

@@ -14,6 +14,7 @@ use super::config::AuthFailureMode;
 use super::faults::{self, Fault, FaultTarget};
 use super::params::Params;
 use super::state::{Counters, Reply, Shared};
+use super::RequestRecord;
 
 /// The routes of one simulated host: the v2 path with and without a trailing slash, and the
 /// legacy path without `v2` that S5 called.
@@ -81,14 +82,22 @@ async fn usage_data(
     let stats = &shared.stats;
     Counters::add(&stats.requests, 1);
     let params = Params::parse(query.as_deref().unwrap_or(""));
+    let mut record = RequestRecord {
+        at: Utc::now(),
+        kind: None,
+        page_size: params.page_size.as_deref().and_then(|p| p.parse().ok()),
+    };
 
     let key = presented_key(&headers, &params);
     if key.as_deref() != Some(shared.cfg.api_key.as_str()) {
         Counters::add(&stats.auth_failures, 1);
+        shared.log_request(record);
         return auth_failure(shared.cfg.auth_failure, key.as_deref().unwrap_or(""));
     }
 
     let kind = shared.classify(&params);
+    record.kind = Some(kind);
+    shared.log_request(record);
     match kind {
         FaultTarget::Poll => Counters::add(&stats.polls, 1),
         FaultTarget::Page => Counters::add(&stats.page_requests, 1),

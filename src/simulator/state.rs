@@ -23,7 +23,11 @@ use super::config::{RetentionMode, SimConfig, TotalMode};
 use super::dataset::{generate_base, generate_injected, push_json_str, EventRec, Generator, Mix};
 use super::faults::{FaultQueue, FaultTarget};
 use super::params::{parse_date, Params};
-use super::SimStats;
+use super::{RequestRecord, SimStats};
+
+/// How many requests the request log keeps (the oldest go first), so a long-running simulator
+/// does not grow without bound.
+pub(crate) const REQUEST_LOG_LEN: usize = 100_000;
 
 /// Largest accepted `pageSize` (§3).
 pub(crate) const MAX_PAGE_SIZE: i64 = 10_000;
@@ -137,6 +141,8 @@ pub(crate) struct Shared {
     pub cfg: SimConfig,
     pub generator: Generator,
     pub stats: Counters,
+    /// The latest requests, oldest first (at most [`REQUEST_LOG_LEN`]).
+    pub request_log: Mutex<std::collections::VecDeque<RequestRecord>>,
     inner: Mutex<Inner>,
 }
 
@@ -186,6 +192,7 @@ impl Shared {
             cfg,
             generator,
             stats: Counters::default(),
+            request_log: Mutex::default(),
             inner: Mutex::new(inner),
         }
     }
@@ -194,6 +201,18 @@ impl Shared {
     /// way that matters to a test double, so a poisoned lock is used as is.
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a request to the log.
+    pub fn log_request(&self, record: RequestRecord) {
+        let mut log = self
+            .request_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if log.len() >= REQUEST_LOG_LEN {
+            log.pop_front();
+        }
+        log.push_back(record);
     }
 
     pub fn stick_next_jobs(&self, n: u32) {

@@ -259,3 +259,37 @@ async fn backfill_redelivers_a_range_without_touching_the_live_state() {
         assert!(stderr(&out).contains(needle), "{}", stderr(&out));
     }
 }
+
+/// Each subcommand's `--help` starts with its own description (once, `backfill` printed the
+/// demo's and `demo` had none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subcommand_help_describes_that_subcommand() {
+    let expected = [
+        ("run", "Run the collector"),
+        ("validate", "Check the config"),
+        ("state", "Show or reset the persisted state"),
+        ("backfill", "Re-deliver a past range"),
+        ("demo", "See it work without a vendor key"),
+    ];
+    for (command, first_words) in expected {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_isolation-collector"))
+            .args([command, "--help"])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{command} --help: {}", describe(&out));
+        let help = String::from_utf8_lossy(&out.stdout);
+        let first = help.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(first_words),
+            "`{command} --help` starts with {first:?}, not {first_words:?}"
+        );
+        let others = expected.iter().filter(|(c, _)| *c != command);
+        for (_, other_words) in others {
+            assert!(
+                !help.contains(other_words),
+                "`{command} --help` describes another command: {other_words:?}\n{help}"
+            );
+        }
+    }
+}

@@ -37,3 +37,6 @@ mod shutdown;
 
 // The fault matrix: 429 storms, 5xx bursts, clock jumps, a full state disk, output outages.
 mod faults;
+
+// Devo-layout configs with every documented key: accepted, and each key's effect at run time.
+mod devo_keys;

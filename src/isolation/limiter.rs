@@ -1,0 +1,237 @@
+//! Devo's `requests_limits`: "at most N requests per period", for several periods at once.
+//!
+//! A [`RequestLimits`] holds one sliding window per configured limit; a request may start only
+//! when every window has room, and then counts in all of them. Sliding windows, not fixed ones:
+//! a fixed window lets 2×N requests through around a boundary (N at the end of one window, N at
+//! the start of the next), while a user who writes "5 per second" expects no second anywhere
+//! to see more than 5 requests, and that is what the tests measure at the simulator.
+//!
+//! Written here rather than taken from `governor`: GCRA (governor's algorithm) with a burst of N
+//! lets up to 2×N requests into a span of one period, and governor has no way to check several
+//! quotas and consume from all of them atomically. The window is a log of request times grouped
+//! into at most ~1,000 buckets per window (each bucket keeps the time of its *latest* request,
+//! so a bucket expires no earlier than any request in it: the count can only be over-estimated,
+//! never under). That bounds memory for limits such as "9,999,999 per year" while costing at
+//! most 0.1% of a window's length in throughput.
+//!
+//! The clock is injected: the pure core takes `now`, and the async [`SharedLimits::acquire`]
+//! uses `tokio::time::Instant`, which `tokio::time::pause` controls in tests.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// One `requests_limits` entry: `number_of_requests` per `period`; `None`: unlimited (`-1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limit {
+    pub period: Duration,
+    pub max_requests: Option<u32>,
+    /// The period as written (`"1m"`), for log lines.
+    pub text: String,
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.max_requests {
+            Some(n) => write!(f, "{n} request(s) per {}", self.text),
+            None => write!(f, "unlimited per {}", self.text),
+        }
+    }
+}
+
+/// How many buckets a window keeps at most (see the module doc).
+const BUCKETS_PER_WINDOW: u32 = 1000;
+
+/// A sliding window of one limit.
+#[derive(Debug)]
+struct Window {
+    limit: Limit,
+    max: u32,
+    /// Requests closer together than this share a bucket.
+    granularity: Duration,
+    /// (time of the bucket's latest request, requests in it), oldest first.
+    buckets: VecDeque<(Instant, u32)>,
+    count: u32,
+}
+
+impl Window {
+    fn new(limit: Limit, max: u32) -> Window {
+        Window {
+            granularity: limit.period / BUCKETS_PER_WINDOW,
+            limit,
+            max,
+            buckets: VecDeque::new(),
+            count: 0,
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(at, n)) = self.buckets.front() {
+            if at + self.limit.period > now {
+                break;
+            }
+            self.buckets.pop_front();
+            self.count -= n;
+        }
+    }
+
+    /// How long until one more request fits (zero: now).
+    fn wait(&mut self, now: Instant) -> Duration {
+        self.expire(now);
+        if self.count < self.max {
+            return Duration::ZERO;
+        }
+        // Drop buckets, oldest first, until the count is below the maximum.
+        let mut freed = 0;
+        for &(at, n) in &self.buckets {
+            freed += n;
+            if self.count - freed < self.max {
+                return (at + self.limit.period).saturating_duration_since(now);
+            }
+        }
+        self.limit.period
+    }
+
+    fn record(&mut self, now: Instant) {
+        match self.buckets.back_mut() {
+            // A bucket spans at most `granularity`, measured from its latest request, which
+            // moves forward: the bucket then expires with its latest request.
+            Some((at, n)) if now.saturating_duration_since(*at) < self.granularity => {
+                *at = now;
+                *n += 1;
+            }
+            _ => self.buckets.push_back((now, 1)),
+        }
+        self.count += 1;
+    }
+}
+
+/// All the limits of one level (the input or one service). Unlimited entries hold nothing.
+#[derive(Debug, Default)]
+pub struct RequestLimits {
+    windows: Vec<Window>,
+}
+
+impl RequestLimits {
+    pub fn new(limits: &[Limit]) -> RequestLimits {
+        RequestLimits {
+            windows: limits
+                .iter()
+                .filter_map(|l| l.max_requests.map(|max| Window::new(l.clone(), max)))
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+
+    /// How long until a request fits every window, and the limit that makes it wait longest.
+    pub fn wait(&mut self, now: Instant) -> (Duration, Option<Limit>) {
+        let mut longest = (Duration::ZERO, None);
+        for w in &mut self.windows {
+            let d = w.wait(now);
+            if d > longest.0 {
+                longest = (d, Some(w.limit.clone()));
+            }
+        }
+        longest
+    }
+
+    /// Counts a request at `now` in every window.
+    pub fn record(&mut self, now: Instant) {
+        for w in &mut self.windows {
+            w.record(now);
+        }
+    }
+
+    /// Takes a slot if every window has one now; otherwise says how long to wait.
+    pub fn try_acquire(&mut self, now: Instant) -> Result<(), (Duration, Option<Limit>)> {
+        match self.wait(now) {
+            (d, _) if d.is_zero() => {
+                self.record(now);
+                Ok(())
+            }
+            longest => Err(longest),
+        }
+    }
+}
+
+/// Limits of several levels that all hold at once: the input's (shared by its services, which
+/// use one API key) and the service's own.
+#[derive(Clone, Debug, Default)]
+pub struct SharedLimits {
+    /// (level name for the log, limits), narrowest last.
+    levels: Vec<(String, Arc<Mutex<RequestLimits>>)>,
+}
+
+/// Waits at least this long are logged (at INFO, once per wait); shorter ones are pacing.
+pub const LOG_WAIT_THRESHOLD: Duration = Duration::from_secs(1);
+
+impl SharedLimits {
+    /// Adds a level unless it limits nothing.
+    pub fn with(mut self, level: &str, limits: Arc<Mutex<RequestLimits>>) -> SharedLimits {
+        let empty = limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty();
+        if !empty {
+            self.levels.push((level.to_owned(), limits));
+        }
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    /// Takes a slot in every level at once, or says how long to wait and for which limit. The
+    /// locks are taken in level order (input before service), so two services cannot deadlock.
+    fn try_acquire(&self, now: Instant) -> Option<(Duration, Option<Limit>, &str)> {
+        let mut guards: Vec<_> = self
+            .levels
+            .iter()
+            .map(|(_, l)| l.lock().unwrap_or_else(PoisonError::into_inner))
+            .collect();
+        let mut longest = (Duration::ZERO, None, "");
+        for (g, (level, _)) in guards.iter_mut().zip(&self.levels) {
+            let (d, limit) = g.wait(now);
+            if d > longest.0 {
+                longest = (d, limit, level.as_str());
+            }
+        }
+        if longest.0.is_zero() {
+            for g in &mut guards {
+                g.record(now);
+            }
+            return None;
+        }
+        Some(longest)
+    }
+
+    /// Waits until every level has room, then counts the request in all of them. Only the
+    /// locks' own brief holds are shared; the waiting happens unlocked. Never fails: the
+    /// caller's cancellation drops this future.
+    pub async fn acquire(&self) {
+        loop {
+            let Some((wait, limit, level)) = self.try_acquire(Instant::now()) else {
+                return;
+            };
+            if wait >= LOG_WAIT_THRESHOLD {
+                if let Some(limit) = limit {
+                    tracing::info!(
+                        "Request limit reached ({limit}, {level} requests_limits); waiting {:.3} seconds before the next request.",
+                        wait.as_secs_f64()
+                    );
+                }
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
