@@ -73,6 +73,14 @@ fn proxy_url_and_ca_file_apply_to_every_service() {
         );
     }
     assert!(!format!("{c:?}").contains("pw-Secret-42"));
+    // Debug shows the route and the trust, not the TLS configuration's root certificates.
+    let debug = format!("{:?}", c.input.services[0].connection);
+    assert!(
+        debug.starts_with(
+            "ApiConnection { proxy: Some(ProxyRoute(http://proxy.corp:3128, ProxyUrl)), trust: \"the built-in roots + "
+        ) && debug.len() < 300,
+        "{debug}"
+    );
 }
 
 #[test]
