@@ -158,7 +158,7 @@ pub async fn run(
         let span = tracing::info_span!("puller", thread = %puller_thread(&config.input, svc));
         let setup_span = tracing::info_span!("setup", thread = %setup_thread(&config.input, svc));
         let svc = svc.clone();
-        tasks.spawn(run_service(puller, svc, options, setup_span).instrument(span));
+        tasks.spawn(run_service(puller, svc, options, setup_span, cancel.clone()).instrument(span));
     }
     let monitor = (!senders.is_empty() && !options.once).then(|| {
         tokio::spawn(sender_monitor(
@@ -239,11 +239,14 @@ fn sum_stats(a: SenderStats, b: SenderStats) -> SenderStats {
     }
 }
 
+/// One service's task. In the daemon, every wait before pulling starts (the setup retry, the
+/// `pre_pull` retry) ends at once on `cancel`, and a service stopped there stopped cleanly.
 async fn run_service(
     mut puller: Puller,
     svc: ServiceConfig,
     options: RunOptions,
     setup_span: tracing::Span,
+    cancel: CancellationToken,
 ) -> bool {
     info!("Starting thread");
     if options.once {
@@ -281,7 +284,10 @@ async fn run_service(
             Ok(()) => break,
             Err(e) => {
                 error!("{e}. Sleeping 60 sec before retry pre-pull");
-                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                    _ = cancel.cancelled() => return true,
+                }
             }
         }
     }
