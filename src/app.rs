@@ -101,7 +101,10 @@ pub async fn run(
     let store = Arc::new(store_for(&config, options.no_save_state));
     match &*store {
         StateStore::Filesystem { directory } => {
-            info!("Persistence: filesystem, directory {}", directory.display())
+            info!("Persistence: filesystem, directory {}", directory.display());
+            if let Some(w) = crate::state::directory_mode_warning(directory) {
+                warn!("{w}");
+            }
         }
         StateStore::Memory(_) => warn!("Persistence: memory only; nothing survives a restart."),
     }
