@@ -45,8 +45,8 @@ pub fn build_outputs(config: &Config) -> Result<Vec<Output>, OutputError> {
 
 fn build_output(o: &OutputConfig) -> Result<Output, OutputError> {
     Ok(match &o.kind {
-        OutputKind::File { directory } => {
-            Output::File(FileOutput::new(o.name.clone(), directory.clone()))
+        OutputKind::File { directory, mode } => {
+            Output::File(FileOutput::new(o.name.clone(), directory.clone(), *mode))
         }
         OutputKind::Console => Output::Console(ConsoleOutput::new(o.name.clone())),
         OutputKind::Network(n) => {
