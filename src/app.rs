@@ -46,8 +46,8 @@ pub fn build_outputs(config: &Config) -> Result<Vec<Output>, OutputError> {
 
 fn build_output(o: &OutputConfig) -> Result<Output, OutputError> {
     Ok(match &o.kind {
-        OutputKind::File { directory } => {
-            Output::File(FileOutput::new(o.name.clone(), directory.clone()))
+        OutputKind::File { directory, mode } => {
+            Output::File(FileOutput::new(o.name.clone(), directory.clone(), *mode))
         }
         OutputKind::Console => Output::Console(ConsoleOutput::new(o.name.clone())),
         OutputKind::Network(n) => {
@@ -102,7 +102,10 @@ pub async fn run(
     let store = Arc::new(store_for(&config, options.no_save_state));
     match &*store {
         StateStore::Filesystem { directory } => {
-            info!("Persistence: filesystem, directory {}", directory.display())
+            info!("Persistence: filesystem, directory {}", directory.display());
+            if let Some(w) = crate::state::directory_mode_warning(directory) {
+                warn!("{w}");
+            }
         }
         StateStore::Memory(_) => warn!("Persistence: memory only; nothing survives a restart."),
     }
@@ -159,7 +162,7 @@ pub async fn run(
         let span = tracing::info_span!("puller", thread = %puller_thread(&config.input, svc));
         let setup_span = tracing::info_span!("setup", thread = %setup_thread(&config.input, svc));
         let svc = svc.clone();
-        tasks.spawn(run_service(puller, svc, options, setup_span).instrument(span));
+        tasks.spawn(run_service(puller, svc, options, setup_span, cancel.clone()).instrument(span));
     }
     let monitor = (!senders.is_empty() && !options.once).then(|| {
         tokio::spawn(sender_monitor(
@@ -240,11 +243,14 @@ fn sum_stats(a: SenderStats, b: SenderStats) -> SenderStats {
     }
 }
 
+/// One service's task. In the daemon, every wait before pulling starts (the setup retry, the
+/// `pre_pull` retry) ends at once on `cancel`, and a service stopped there stopped cleanly.
 async fn run_service(
     mut puller: Puller,
     svc: ServiceConfig,
     options: RunOptions,
     setup_span: tracing::Span,
+    cancel: CancellationToken,
 ) -> bool {
     info!("Starting thread");
     setup_span.in_scope(|| log_connection(&svc));
@@ -283,7 +289,10 @@ async fn run_service(
             Ok(()) => break,
             Err(e) => {
                 error!("{e}. Sleeping 60 sec before retry pre-pull");
-                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                    _ = cancel.cancelled() => return true,
+                }
             }
         }
     }

@@ -97,7 +97,7 @@ pub async fn run(
     svc.lookback = std::time::Duration::ZERO;
     svc.window_offset = std::time::Duration::ZERO;
     for o in &mut config.outputs {
-        if let OutputKind::File { directory } = &mut o.kind {
+        if let OutputKind::File { directory, .. } = &mut o.kind {
             *directory = directory.join("backfill");
         }
     }

@@ -130,6 +130,8 @@ pub struct OutputConfig {
 pub enum OutputKind {
     File {
         directory: PathBuf,
+        /// The mode of the files it creates (`mode`, default 0640).
+        mode: u32,
     },
     Console,
     /// `devo_platform` (TLS mandatory) or `syslog` (TLS optional).
@@ -887,6 +889,31 @@ fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
     })
 }
 
+/// A file output's `mode`: an octal string such as "0640" (unquoted `0640` is a string too, in
+/// YAML 1.2). A YAML number (`640`) is refused rather than guessed at: decimal or octal? The
+/// collector must be able to read and write its own files. `None` (the error recorded) if
+/// invalid.
+fn file_mode(c: &mut Obj<'_>, cx: &mut Cx) -> Option<u32> {
+    let path = c.path("mode");
+    let Some(value) = c.get("mode") else {
+        return Some(crate::output::file::DEFAULT_MODE);
+    };
+    let fix = "write it as a quoted octal string of permission bits that include owner read and write, e.g. \"0640\" or \"0600\"";
+    let mode = match value {
+        Value::String(s) => u32::from_str_radix(s.trim().trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777 && m & 0o600 == 0o600),
+        _ => None,
+    };
+    if mode.is_none() {
+        cx.error(
+            &path,
+            format!("{} is not a valid file mode; {fix}", show(value)),
+        );
+    }
+    mode
+}
+
 fn parse_outputs(mut o: Obj<'_>, cx: &mut Cx) -> Vec<OutputConfig> {
     let names: Vec<String> = o
         .map
@@ -913,22 +940,27 @@ fn parse_outputs(mut o: Obj<'_>, cx: &mut Cx) -> Vec<OutputConfig> {
         let config_obj = out.map("config", cx);
         let path = out.path.clone();
         let kind = match kind.as_deref() {
-            Some("file") => config_obj
-                .and_then(|mut c| {
-                    let dir = c.string("directory", cx);
-                    c.finish(cx);
-                    dir
-                })
-                .map(|d| OutputKind::File {
-                    directory: PathBuf::from(d),
-                })
-                .or_else(|| {
+            Some("file") => {
+                let (dir, mode) = match config_obj {
+                    Some(mut c) => {
+                        let dir = c.string("directory", cx);
+                        let mode = file_mode(&mut c, cx);
+                        c.finish(cx);
+                        (dir, mode)
+                    }
+                    None => (None, None),
+                };
+                if dir.is_none() {
                     cx.error(
                         &join(&path, "config.directory"),
                         "missing; the file output needs a directory, e.g. `out`".into(),
                     );
-                    None
-                }),
+                }
+                dir.zip(mode).map(|(d, mode)| OutputKind::File {
+                    directory: PathBuf::from(d),
+                    mode,
+                })
+            }
             Some("console" | "stdout") => {
                 if let Some(c) = config_obj {
                     c.finish(cx);

@@ -105,6 +105,13 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    service: Service,
+    /// `obfuscation_data[i] [path]`: bounded by the config.
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutputLabels {
     output: String,
     table: String,
@@ -133,6 +140,7 @@ pub struct Metrics {
     polls: Family<ServiceLabels, Counter>,
     confirm_failures: Family<OutputLabels, Counter>,
     state_write_failures: Family<ServiceLabels, Counter>,
+    obfuscation_fallbacks: Family<RuleLabels, Counter>,
     checkpoint_lag: Family<ServiceLabels, SecondsGauge>,
     last_pull: Family<ServiceLabels, SecondsGauge>,
     /// The checkpoint per service; the lag gauge is computed from it at scrape time, so it keeps
@@ -199,6 +207,12 @@ impl Metrics {
             "State (checkpoint) writes that failed.",
             state_write_failures.clone(),
         );
+        let obfuscation_fallbacks = Family::default();
+        registry.register(
+            "obfuscation_fallbacks",
+            "Events in which an obfuscation rule could not read a value it targets; the value was masked whole with its type's default and the event delivered.",
+            obfuscation_fallbacks.clone(),
+        );
         let checkpoint_lag = Family::default();
         registry.register_with_unit(
             "checkpoint_lag",
@@ -223,6 +237,7 @@ impl Metrics {
             polls,
             confirm_failures,
             state_write_failures,
+            obfuscation_fallbacks,
             checkpoint_lag,
             last_pull,
             checkpoints: Mutex::default(),
@@ -357,6 +372,18 @@ impl ServiceMetrics {
             .inc();
     }
 
+    /// `n` events of a batch had a value `rule` could not read masked whole instead.
+    pub fn obfuscation_fallbacks(&self, rule: &str, n: u64) {
+        let labels = RuleLabels {
+            service: self.service,
+            rule: rule.to_owned(),
+        };
+        self.metrics
+            .obfuscation_fallbacks
+            .get_or_create(&labels)
+            .inc_by(n);
+    }
+
     /// An output confirmed `n` events (`Ok`), or did not.
     pub fn delivery(&self, output: &str, table: &str, result: Result<usize, String>) {
         let labels = OutputLabels {
@@ -464,6 +491,8 @@ mod tests {
         s.delivery("local", "t.a", Ok(3));
         s.checkpoint(1_000);
         s.pull_succeeded(2_500);
+        s.obfuscation_fallbacks("obfuscation_data[0] [userName]", 2);
+        s.obfuscation_fallbacks("obfuscation_data[0] [userName]", 0);
         let text = m.encode(11_000);
         for line in [
             "isolation_collector_received_events_total{service=\"url_isolation\"} 5",
@@ -471,6 +500,7 @@ mod tests {
             "isolation_collector_delivered_events_total{output=\"local\",table=\"t.a\"} 3",
             "isolation_collector_checkpoint_lag_seconds{service=\"url_isolation\"} 10.0",
             "isolation_collector_last_successful_pull_timestamp_seconds{service=\"url_isolation\"} 2.5",
+            "isolation_collector_obfuscation_fallbacks_total{service=\"url_isolation\",rule=\"obfuscation_data[0] [userName]\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }

@@ -3,8 +3,10 @@
 //! Written atomically: a temp file beside the target, `fsync`, `rename`, then `fsync` of the
 //! directory, so that after a crash at any instant the file is either the old state or the new
 //! one. A leftover temp file that parses completely is a newer state whose rename was cut short
-//! (its batch was already confirmed), so it wins; a partial one is discarded. Files are mode 0600:
-//! they hold no secret, but they do hold event dates and hashes.
+//! (its batch was already confirmed), so it wins; a partial one is discarded. Files are mode 0600
+//! and a directory this creates is 0700, both set explicitly so that no umask widens or narrows
+//! them: they hold no secret, but they do hold event dates and hashes. An existing directory
+//! keeps its mode; [`directory_mode_warning`] says when others can read it.
 //!
 //! Loading follows Devo's `pre_pull` steps and log lines: read, default if empty, *upgrade*
 //! older `@persistence_version`s, *corrections* (clamp to the API's retention, undo a checkpoint
@@ -320,6 +322,47 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Creates the state directory, and missing parents, with mode 0700; an existing one is left
+/// as it is.
+fn create_directory(directory: &Path) -> std::io::Result<()> {
+    if directory.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700).create(directory)?;
+        // The mode given to mkdir(2) is narrowed by the umask; set it exactly.
+        std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    builder.create(directory)
+}
+
+/// A warning when an existing state directory lets other users in (group or other bits set).
+/// The mode is not changed: the operator may share the directory on purpose.
+pub fn directory_mode_warning(directory: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(directory).ok()?.permissions().mode() & 0o7777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "The state directory {} has mode {mode:04o}: other users can read the states (event dates and hashes). It is left as it is; `chmod 700 {}` to restrict it (new state directories are created 0700).",
+                directory.display(),
+                directory.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = directory;
+        None
+    }
+}
+
 fn write_atomically(directory: &Path, path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let io = |action: &'static str, p: &Path| {
         let p = p.to_owned();
@@ -329,13 +372,16 @@ fn write_atomically(directory: &Path, path: &Path, bytes: &[u8]) -> Result<(), S
             source,
         }
     };
-    std::fs::create_dir_all(directory).map_err(io("create directory", directory))?;
+    create_directory(directory).map_err(io("create directory", directory))?;
     let tmp = tmp_path(path);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&tmp).map_err(io("create", &tmp))?;
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(io("set the mode of", &tmp))?;
     file.write_all(bytes).map_err(io("write", &tmp))?;
     file.sync_all().map_err(io("fsync", &tmp))?;
     drop(file);
@@ -399,6 +445,20 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+            let mode_of = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode_of(&dir.path().join("state")), 0o700);
+            assert_eq!(directory_mode_warning(&dir.path().join("state")), None);
+            // An existing directory keeps its mode, with a warning when others can enter.
+            let shared = dir.path().join("shared");
+            std::fs::create_dir(&shared).unwrap();
+            std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+            StateStore::filesystem(shared.clone())
+                .save("k", &s)
+                .unwrap();
+            assert_eq!(mode_of(&shared), 0o755);
+            assert!(directory_mode_warning(&shared)
+                .unwrap()
+                .contains("has mode 0755: other users can read the states"));
         }
         assert!(store.reset("k").unwrap());
         assert!(store.load("k").unwrap().is_none());

@@ -597,3 +597,31 @@ fn devo_output_aliases_and_renamed_keys() {
     let errors = Config::parse(&both, dir.path(), &env).unwrap_err();
     assert_eq!(errors, ["outputs.a.config.url: give either `address` or `url` (Devo's other name for it), not both"]);
 }
+
+#[test]
+fn the_file_output_mode_is_a_quoted_octal_string() {
+    let mode_of = |mode: &str| {
+        let text = GOOD.replace(
+            "local: {type: file, config: {directory: out}}",
+            &format!("local: {{type: file, config: {{directory: out{mode}}}}}"),
+        );
+        parse(&text).map(|c| match &c.outputs[0].kind {
+            OutputKind::File { mode, .. } => *mode,
+            other => panic!("{other:?}"),
+        })
+    };
+    assert_eq!(mode_of("").unwrap(), 0o640);
+    assert_eq!(mode_of(", mode: \"0600\"").unwrap(), 0o600);
+    assert_eq!(mode_of(", mode: \"644\"").unwrap(), 0o644);
+    // A leading zero makes it a string in YAML 1.2, so the unquoted form works too.
+    assert_eq!(mode_of(", mode: 0640").unwrap(), 0o640);
+    for bad in ["640", "\"0400\"", "\"0999\"", "\"4755\"", "\"rw-r-----\""] {
+        let errors = mode_of(&format!(", mode: {bad}")).unwrap_err();
+        assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+        assert!(
+            errors[0].starts_with("outputs.local.config.mode: ")
+                && errors[0].contains("quoted octal string"),
+            "{bad}: {errors:?}"
+        );
+    }
+}

@@ -52,7 +52,7 @@ pub struct CycleStats {
     pub sent: u64,
     pub windows: u64,
     pub bytes: u64,
-    /// Events left out because they could not be obfuscated.
+    /// Events left out because they are not JSON text and could not be obfuscated.
     pub obfuscation_failures: u64,
 }
 
@@ -550,6 +550,37 @@ impl Puller {
         Ok(())
     }
 
+    /// Applies `obfuscation_data` to a batch about to be delivered, counting what it did.
+    fn obfuscate(&self, batch: &mut Vec<Event>, stats: &mut CycleStats) {
+        if self.obfuscator.is_empty() {
+            return;
+        }
+        let report = self.obfuscator.apply_batch(batch);
+        debug!(
+            "Obfuscated {} of {} event(s); values replaced per rule: {:?}; path not found per rule: {:?}.",
+            report.changed,
+            batch.len() + report.failed as usize,
+            report.replaced,
+            report.missing
+        );
+        // Values a rule could not read were masked whole and their events delivered; the
+        // obfuscator warns once per rule, the metric counts every event.
+        for (i, &n) in report.fallbacks.iter().enumerate() {
+            self.metrics
+                .obfuscation_fallbacks(self.obfuscator.label(i), n);
+        }
+        if report.failed > 0 {
+            // Bytes that are not JSON text (impossible for events parsed from the API):
+            // nothing can be masked in them, and they are never delivered in clear. They
+            // count as delivered for dedup, or the window would fail again on every retry.
+            error!(
+                "{} event(s) are not JSON text and could not be obfuscated; they were not delivered (lost) to keep their fields private.",
+                report.failed
+            );
+            stats.obfuscation_failures += report.failed;
+        }
+    }
+
     async fn deliver_window(
         &mut self,
         w: Window,
@@ -567,25 +598,7 @@ impl Puller {
         // Obfuscate after the dedup plan and before any output: the plan (and the dedup memory
         // it feeds) stays keyed on the vendor's originals, so a re-read is still recognised, and
         // only events that are about to be delivered cost a rewrite.
-        if !self.obfuscator.is_empty() {
-            let report = self.obfuscator.apply_batch(&mut batch);
-            debug!(
-                "Obfuscated {} of {} event(s); values replaced per rule: {:?}; path not found per rule: {:?}.",
-                report.changed,
-                batch.len() + report.failed as usize,
-                report.replaced,
-                report.missing
-            );
-            if report.failed > 0 {
-                // Never delivered in clear. They count as delivered for dedup, or the window
-                // would fail again on every retry.
-                error!(
-                    "{} event(s) could not be obfuscated and were not delivered (lost) to keep their fields private.",
-                    report.failed
-                );
-                stats.obfuscation_failures += report.failed;
-            }
-        }
+        self.obfuscate(&mut batch, stats);
         if let Some(env) = &self.environment {
             env.apply_batch(&mut batch);
         }

@@ -5,29 +5,62 @@
 //! puller stores with its checkpoint. On resume, bytes past the committed length are the batch a
 //! crash interrupted before its checkpoint: they are cut off, and the batch is written again
 //! whole. So the file holds every event exactly once, even across `kill -9`.
+//!
+//! A write or `fsync` that fails (a full disk, an I/O error) is never confirmed, and it must not
+//! leave its bytes behind either: the retry would append after a partial line and confirm a
+//! length that no longer ends where the file does. So after a failure the handle is dropped (after
+//! a failed `fsync` the page cache no longer says what is on disk), and the file is reopened and
+//! cut back to the last confirmed length, checked by reading the length back, before anything
+//! else is written. If even that fails, the next `deliver` or `resume` tries it again first. A
+//! confirmed batch is therefore exactly the bytes between two confirmed lengths.
+//!
+//! New files are created with the output's `mode` (0640 by default), set explicitly so that the
+//! process umask can neither widen nor narrow it. Existing files keep their mode (an operator
+//! may have chosen it); a different one is warned about once.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::OutputError;
 use crate::event::Event;
 
+/// The mode of new files when the config sets none: owner read/write, group read.
+pub const DEFAULT_MODE: u32 = 0o640;
+
 /// Writes each table to its own JSON Lines file.
 pub struct FileOutput {
     name: String,
     directory: PathBuf,
-    /// Open files by table, with their current length.
-    files: HashMap<String, (File, u64)>,
+    /// The mode of files this output creates.
+    mode: u32,
+    files: HashMap<String, TableFile>,
+    /// Test only: the next batch's write fails after this many bytes, as on a full disk.
+    #[cfg(test)]
+    fail_after: Option<usize>,
+}
+
+/// One table's file.
+struct TableFile {
+    /// `None` after a failure left the file's contents unknown: it is reopened and cut back to
+    /// `len` before the next write.
+    file: Option<File>,
+    /// The length that ends the last confirmed batch (or the length found on opening, before
+    /// any batch). Everything after it is unconfirmed.
+    len: u64,
 }
 
 impl FileOutput {
-    pub fn new(name: String, directory: PathBuf) -> Self {
+    pub fn new(name: String, directory: PathBuf, mode: u32) -> Self {
         Self {
             name,
             directory,
+            mode,
             files: HashMap::new(),
+            #[cfg(test)]
+            fail_after: None,
         }
     }
 
@@ -40,31 +73,109 @@ impl FileOutput {
         directory.join(format!("{table}.jsonl"))
     }
 
-    fn io(&self, action: String) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
-        move |source| OutputError::Io {
+    fn io_error(&self, action: String, source: std::io::Error) -> OutputError {
+        OutputError::Io {
             output: self.name.clone(),
             action,
             source,
         }
     }
 
-    fn open(&mut self, table: &str) -> Result<&mut (File, u64), OutputError> {
+    /// Opens (creating it with the output's mode) a table's file for appending.
+    fn open_file(&self, path: &Path) -> Result<File, OutputError> {
+        std::fs::create_dir_all(&self.directory).map_err(|e| {
+            self.io_error(
+                format!("creating directory {}", self.directory.display()),
+                e,
+            )
+        })?;
+        let opening = |e| self.io_error(format!("opening {}", path.display()), e);
+        let mut options = OpenOptions::new();
+        options.append(true).mode(self.mode);
+        match options.clone().create_new(true).open(path) {
+            Ok(file) => {
+                // The mode given to open(2) is narrowed by the umask; set it exactly.
+                file.set_permissions(std::fs::Permissions::from_mode(self.mode))
+                    .map_err(|e| {
+                        self.io_error(format!("setting the mode of {}", path.display()), e)
+                    })?;
+                Ok(file)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                options.open(path).map_err(opening)
+            }
+            Err(e) => Err(opening(e)),
+        }
+    }
+
+    /// The table's entry, opening the file on first use (its length is then the file's).
+    fn entry(&mut self, table: &str) -> Result<&mut TableFile, OutputError> {
         if !self.files.contains_key(table) {
             let path = Self::path_for(&self.directory, table);
-            std::fs::create_dir_all(&self.directory)
-                .map_err(self.io(format!("creating directory {}", self.directory.display())))?;
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(self.io(format!("opening {}", path.display())))?;
-            let len = file
+            let file = self.open_file(&path)?;
+            let meta = file
                 .metadata()
-                .map_err(self.io(format!("reading {}", path.display())))?
-                .len();
-            self.files.insert(table.to_owned(), (file, len));
+                .map_err(|e| self.io_error(format!("reading {}", path.display()), e))?;
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode != self.mode {
+                tracing::warn!(
+                    output = %self.name,
+                    file = %path.display(),
+                    "The file exists with mode {mode:04o}, not the output's mode {:04o}; it is left as it is (`chmod {:o} {}` to change it).",
+                    self.mode,
+                    self.mode,
+                    path.display()
+                );
+            }
+            let len = meta.len();
+            self.files.insert(
+                table.to_owned(),
+                TableFile {
+                    file: Some(file),
+                    len,
+                },
+            );
         }
         Ok(self.files.get_mut(table).expect("inserted above"))
+    }
+
+    /// Makes the table's file usable after a failure: reopens it and cuts off whatever is past
+    /// the last confirmed length (the remains of the failed write).
+    fn repair(&mut self, table: &str) -> Result<(), OutputError> {
+        if self.entry(table)?.file.is_some() {
+            return Ok(());
+        }
+        let path = Self::path_for(&self.directory, table);
+        let file = self.open_file(&path)?;
+        let entry = self.files.get_mut(table).expect("entry() created it");
+        let result = cut_back(&file, entry.len);
+        match result {
+            Ok(CutBack::Cut(removed)) => {
+                tracing::warn!(
+                    output = %self.name,
+                    file = %path.display(),
+                    "Removed {removed} byte(s) left by a failed write; the batch is written again whole."
+                );
+            }
+            Ok(CutBack::Shorter(actual)) => {
+                tracing::warn!(
+                    output = %self.name,
+                    file = %path.display(),
+                    "The file is shorter than its last confirmed length ({actual} < {} bytes): it was truncated by someone else; appending.",
+                    entry.len
+                );
+                entry.len = actual;
+            }
+            Ok(CutBack::Unchanged) => {}
+            Err(e) => {
+                return Err(self.io_error(
+                    format!("removing a failed write from {}", path.display()),
+                    e,
+                ))
+            }
+        }
+        entry.file = Some(file);
+        Ok(())
     }
 
     /// Cuts off anything written after the committed length (see the module doc).
@@ -73,81 +184,163 @@ impl FileOutput {
         table: &str,
         committed: Option<u64>,
     ) -> Result<Option<u64>, OutputError> {
-        let name = self.name.clone();
         let path = Self::path_for(&self.directory, table);
-        let (file, len) = self.open(table)?;
-        match committed {
-            Some(committed) if *len > committed => {
+        let entry = self.entry(table)?;
+        let Some(committed) = committed else {
+            // Nothing committed yet: the file as it is now is the start. A broken handle is
+            // repaired to the last confirmed length first.
+            self.repair(table)?;
+            return Ok(Some(self.files[table].len));
+        };
+        // The committed length overrides whatever this process believed.
+        entry.len = committed;
+        let Some(file) = entry.file.take() else {
+            self.repair(table)?;
+            return Ok(Some(self.files[table].len));
+        };
+        match cut_back(&file, committed) {
+            Ok(CutBack::Cut(removed)) => tracing::warn!(
+                output = %self.name,
+                file = %path.display(),
+                "Removing {removed} byte(s) written after the last checkpoint; they will be delivered again."
+            ),
+            Ok(CutBack::Shorter(actual)) => {
                 tracing::warn!(
-                    output = %name,
+                    output = %self.name,
                     file = %path.display(),
-                    "Removing {} byte(s) written after the last checkpoint; they will be delivered again.",
-                    *len - committed
+                    "The file is shorter than at the last checkpoint ({actual} < {committed} bytes): it was rotated or truncated by someone else; appending."
                 );
-                file.set_len(committed)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|source| OutputError::Io {
-                        output: name,
-                        action: format!("truncating {}", path.display()),
-                        source,
-                    })?;
-                *len = committed;
+                self.files.get_mut(table).expect("entry() created it").len = actual;
             }
-            Some(committed) if *len < committed => {
-                tracing::warn!(
-                    output = %name,
-                    file = %path.display(),
-                    "The file is shorter than at the last checkpoint ({} < {} bytes): it was rotated or truncated by someone else; appending.",
-                    *len,
-                    committed
-                );
+            Ok(CutBack::Unchanged) => {}
+            Err(e) => {
+                // The handle stays dropped: the next call reopens and cuts again.
+                return Err(self.io_error(format!("truncating {}", path.display()), e));
             }
-            _ => {}
         }
-        Ok(Some(*len))
+        let entry = self.files.get_mut(table).expect("entry() created it");
+        entry.file = Some(file);
+        Ok(Some(entry.len))
     }
 
-    /// Appends the batch and fsyncs it.
+    /// Appends the batch and fsyncs it. On failure, nothing of the batch is left in the file
+    /// (or, if cutting it off failed too, it is cut off before anything else is written).
     pub async fn deliver(
         &mut self,
         table: &str,
         events: &[Event],
     ) -> Result<Option<u64>, OutputError> {
         let path = Self::path_for(&self.directory, table);
-        let name = self.name.clone();
-        let (file, len) = self.open(table)?;
+        self.repair(table)?;
+        #[cfg(test)]
+        let fail_after = self.fail_after.take();
+        let entry = self.files.get_mut(table).expect("repair() opened it");
+        let file = entry.file.as_ref().expect("repair() opened it");
+        let start = entry.len;
         // Synchronous: one sequential write plus fsync, which the puller awaits anyway;
-        // block_in_place keeps the runtime's other tasks going meanwhile. A 1 MiB buffer
-        // rather than the whole batch in one Vec keeps the peak memory flat.
+        // block_in_place keeps the runtime's other tasks going meanwhile.
         let result = tokio::task::block_in_place(|| {
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, &*file);
-            let mut written = 0u64;
-            for event in events {
-                w.write_all(&event.json)?;
-                w.write_all(b"\n")?;
-                written += event.json.len() as u64 + 1;
+            #[cfg(test)]
+            if let Some(limit) = fail_after {
+                let mut w = tests::FailAfter { file, left: limit };
+                return append_batch(&mut w, file, start, events);
             }
-            w.flush()?;
-            drop(w);
-            file.sync_data()?;
-            Ok(written)
+            append_batch(&mut &*file, file, start, events)
         });
-        let written = result.map_err(|source| OutputError::Io {
-            output: name,
-            action: format!("writing {}", path.display()),
-            source,
-        })?;
-        *len += written;
-        Ok(Some(*len))
+        match result {
+            Ok(written) => {
+                entry.len = start + written;
+                Ok(Some(entry.len))
+            }
+            Err(source) => {
+                // The file's contents and the page cache are unknown now: reopen and cut back
+                // at once, so that no partial line stays behind even if the process stops here.
+                entry.file = None;
+                if let Err(e) = tokio::task::block_in_place(|| self.repair(table)) {
+                    tracing::warn!("{e}; retried before the next write.");
+                }
+                Err(self.io_error(format!("writing {}", path.display()), source))
+            }
+        }
     }
 
     /// Checks that the directory can be created and written.
     pub async fn check(&mut self) -> Result<(), OutputError> {
-        std::fs::create_dir_all(&self.directory)
-            .map_err(self.io(format!("creating directory {}", self.directory.display())))?;
+        std::fs::create_dir_all(&self.directory).map_err(|e| {
+            self.io_error(
+                format!("creating directory {}", self.directory.display()),
+                e,
+            )
+        })?;
         let probe = self.directory.join(".isolation-collector-write-test");
         std::fs::write(&probe, b"")
             .and_then(|()| std::fs::remove_file(&probe))
-            .map_err(self.io(format!("writing in {}", self.directory.display())))
+            .map_err(|e| self.io_error(format!("writing in {}", self.directory.display()), e))
     }
 }
+
+/// Writes `events` as lines through `out` (appending to `file`, which is `start` bytes long),
+/// fsyncs, and checks that the file grew by exactly what was written. Returns the byte count.
+fn append_batch(
+    out: &mut dyn Write,
+    file: &File,
+    start: u64,
+    events: &[Event],
+) -> std::io::Result<u64> {
+    // A 1 MiB buffer rather than the whole batch in one Vec keeps the peak memory flat.
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
+    let mut written = 0u64;
+    for event in events {
+        w.write_all(&event.json)?;
+        w.write_all(b"\n")?;
+        written += event.json.len() as u64 + 1;
+    }
+    w.flush()?;
+    drop(w);
+    file.sync_data()?;
+    let len = file.metadata()?.len();
+    if len != start + written {
+        return Err(std::io::Error::other(format!(
+            "the file is {len} bytes after writing {written} bytes to {start}: is another process writing to it?"
+        )));
+    }
+    Ok(written)
+}
+
+/// What [`cut_back`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum CutBack {
+    /// The file ended at the length already.
+    Unchanged,
+    /// This many bytes past the length were removed.
+    Cut(u64),
+    /// The file was shorter than the length (this many bytes); it is not extended.
+    Shorter(u64),
+}
+
+/// Truncates `file` to `len`, syncs, and reads the length back.
+fn cut_back(file: &File, len: u64) -> std::io::Result<CutBack> {
+    let actual = file.metadata()?.len();
+    if actual < len {
+        return Ok(CutBack::Shorter(actual));
+    }
+    if actual > len {
+        file.set_len(len)?;
+    }
+    // Also when nothing was cut: a failed fsync may have left pages unwritten.
+    file.sync_all()?;
+    let now = file.metadata()?.len();
+    if now != len {
+        return Err(std::io::Error::other(format!(
+            "the file is {now} bytes after truncating it to {len}"
+        )));
+    }
+    Ok(if actual > len {
+        CutBack::Cut(actual - len)
+    } else {
+        CutBack::Unchanged
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -19,6 +19,17 @@
 //! target of a mask becomes the masked string). Nothing here logs a value of an event: warnings
 //! name the rule only, once per rule and kind; missing paths are counted, logged at DEBUG per
 //! batch.
+//!
+//! A rule that fails on an event neither drops the event nor lets the value through: the value
+//! it could not read is masked whole with its type's default, the event is delivered, and the
+//! *fallback* is counted per rule and warned about once per rule. What can fail, for events
+//! from [`crate::event`] (valid JSON text whose strings and nested member names are checked
+//! for syntax only): a string holding a lone UTF-16 surrogate escape (`"\ud800"`), which has
+//! no text to hash or match patterns against, and a nested member name holding one, which
+//! stops the path from being followed through that object (the object is then masked whole:
+//! the target is somewhere inside it). Only bytes that are not JSON text at all (never from
+//! [`crate::event`], whose top-level names are decoded) cannot be masked: such an event is
+//! withheld and counted in [`ObfuscationReport::failed`].
 
 use std::fmt;
 use std::ops::Range;
@@ -123,7 +134,8 @@ pub struct ObfuscationRule {
     pub action: Action,
 }
 
-/// Why an event could not be obfuscated. It is then not delivered (see [`Obfuscator::apply_batch`]).
+/// Why an event could not be obfuscated at all. It is then not delivered (see
+/// [`Obfuscator::apply_batch`]); this cannot happen for events from [`crate::event`].
 #[derive(Debug, thiserror::Error)]
 pub enum ObfuscationError {
     /// Only possible for bytes that did not come through [`crate::event`]; serde_json's
@@ -139,8 +151,10 @@ pub enum ObfuscationError {
 pub struct ObfuscationReport {
     /// Events changed by at least one rule.
     pub changed: u64,
-    /// Events that could not be obfuscated and were left out of the batch.
+    /// Events that are not JSON text, left out of the batch (never from [`crate::event`]).
     pub failed: u64,
+    /// Per rule: events in which a value the rule could not read was masked whole instead.
+    pub fallbacks: Vec<u64>,
     /// Per rule: values replaced.
     pub replaced: Vec<u64>,
     /// Per rule: events in which the path reached nothing.
@@ -149,6 +163,7 @@ pub struct ObfuscationReport {
 
 const WARNED_TYPE: u8 = 1;
 const WARNED_NON_SCALAR: u8 = 2;
+const WARNED_FALLBACK: u8 = 4;
 
 /// The rules of one service, ready to apply.
 #[derive(Debug)]
@@ -179,6 +194,8 @@ struct Found {
     targets: u64,
     type_mismatch: bool,
     non_scalar: bool,
+    /// A value could not be read and was masked whole with its type's default.
+    fallback: bool,
 }
 
 impl Obfuscator {
@@ -205,6 +222,11 @@ impl Obfuscator {
         self.rules.is_empty()
     }
 
+    /// The name of rule `i` in logs and metrics: `obfuscation_data[i] [path]` (never a value).
+    pub fn label(&self, i: usize) -> &str {
+        &self.rules[i].label
+    }
+
     /// The obfuscated copy of `event`. `date_ms` and `key` are the original's: ordering,
     /// windows and dedup must see what the vendor sent, or a re-read event would not be
     /// recognised (and two different events whose difference was masked would collapse).
@@ -215,8 +237,9 @@ impl Obfuscator {
         self.apply_counted(event, &mut ObfuscationReport::default())
     }
 
-    /// Applies the rules to every event of `batch` in place. An event that cannot be
-    /// obfuscated is removed rather than delivered in clear; the caller logs the count.
+    /// Applies the rules to every event of `batch` in place. A value a rule cannot read is
+    /// masked whole (counted in `fallbacks`); an event that is not JSON text at all (never one
+    /// from [`crate::event`]) is removed rather than delivered in clear, counted in `failed`.
     pub fn apply_batch(&self, batch: &mut Vec<Event>) -> ObfuscationReport {
         let mut report = ObfuscationReport::default();
         if self.rules.is_empty() {
@@ -242,6 +265,7 @@ impl Obfuscator {
     ) -> Result<Event, ObfuscationError> {
         report.replaced.resize(self.rules.len(), 0);
         report.missing.resize(self.rules.len(), 0);
+        report.fallbacks.resize(self.rules.len(), 0);
         let original = std::str::from_utf8(&event.json).map_err(|_| ObfuscationError::NotUtf8)?;
         let mut current: Option<String> = None;
         for (i, c) in self.rules.iter().enumerate() {
@@ -271,6 +295,10 @@ impl Obfuscator {
             }
             if found.type_mismatch {
                 c.warn_once(WARNED_TYPE, "`value` does not have the JSON type of a value it targets; that value is masked with its type's default instead.");
+            }
+            if found.fallback {
+                report.fallbacks[i] += 1;
+                c.warn_once(WARNED_FALLBACK, "A value it targets could not be read (a string or member name holding an invalid UTF-16 escape); the whole value was masked with its type's default and the event delivered. Such events are counted in isolation_collector_obfuscation_fallbacks_total.");
             }
             if found.non_scalar {
                 c.warn_once(WARNED_NON_SCALAR, match c.rule.action {
@@ -343,7 +371,10 @@ fn walk(
     };
     match raw.as_bytes().first() {
         Some(b'{') => {
-            let Members(members) = serde_json::from_str(raw)?;
+            let members = match serde_json::from_str(raw) {
+                Ok(Members(members)) => members,
+                Err(e) => return mask_unreadable(base, raw, e, edits, found),
+            };
             for (k, v) in members {
                 if matches!(segment, PathSegment::Any)
                     || matches!(segment, PathSegment::Key(s) if *s == k.0)
@@ -353,7 +384,10 @@ fn walk(
             }
         }
         Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(raw)?;
+            let items: Vec<&RawValue> = match serde_json::from_str(raw) {
+                Ok(items) => items,
+                Err(e) => return mask_unreadable(base, raw, e, edits, found),
+            };
             for (i, v) in items.into_iter().enumerate() {
                 let hit = match segment {
                     PathSegment::Any => true,
@@ -368,6 +402,36 @@ fn walk(
         _ => {}
     }
     Ok(())
+}
+
+/// A nested object or list the path cannot be followed through (a member name holding an
+/// invalid escape): the target is somewhere inside, so the whole of it is masked. The event
+/// itself (at `base`) failing to parse is an error: there is nothing to deliver.
+fn mask_unreadable(
+    base: usize,
+    raw: &str,
+    error: serde_json::Error,
+    edits: &mut Vec<Edit>,
+    found: &mut Found,
+) -> Result<(), serde_json::Error> {
+    if raw.as_ptr() as usize == base {
+        return Err(error);
+    }
+    found.targets += 1;
+    found.fallback = true;
+    edits.push(Edit {
+        range: range_of(base, raw),
+        text: quoted(MASK),
+    });
+    Ok(())
+}
+
+/// A string's text, or `None` when it has none (a lone UTF-16 surrogate escape, which JSON's
+/// syntax allows): the caller masks it.
+fn string_text(raw: &str, found: &mut Found) -> Option<String> {
+    let text = serde_json::from_str::<String>(raw).ok();
+    found.fallback |= text.is_none();
+    text
 }
 
 /// The JSON type of a raw value, with integers told apart from other numbers (Devo masks them
@@ -442,7 +506,10 @@ fn act(
         }
         Action::Hmac { key } => {
             let token = match kind {
-                Kind::String => key.token(serde_json::from_str::<String>(raw)?.as_bytes()),
+                Kind::String => match string_text(raw, found) {
+                    Some(text) => key.token(text.as_bytes()),
+                    None => return push_default_mask(base, raw, kind, edits),
+                },
                 // Numbers as written, booleans as `true`/`false`, objects and lists as their
                 // compact JSON text.
                 _ => key.token(raw.as_bytes()),
@@ -454,7 +521,9 @@ fn act(
             replacement,
         } => match kind {
             Kind::String => {
-                let s: String = serde_json::from_str(raw)?;
+                let Some(s) = string_text(raw, found) else {
+                    return push_default_mask(base, raw, kind, edits);
+                };
                 let mut out = std::borrow::Cow::Borrowed(s.as_str());
                 for re in regexes {
                     if let std::borrow::Cow::Owned(o) =
@@ -471,7 +540,9 @@ fn act(
             Kind::Object | Kind::Array => {
                 // Every value inside, at any depth.
                 let mut inner = Found::default();
-                return walk_all(base, raw, action, edits, &mut inner);
+                let result = walk_all(base, raw, action, edits, &mut inner);
+                found.fallback |= inner.fallback;
+                return result;
             }
             // A partial replacement would change the type: mask the whole value when any
             // pattern matches its text.
@@ -486,6 +557,19 @@ fn act(
     Ok(())
 }
 
+fn push_default_mask(
+    base: usize,
+    raw: &str,
+    kind: Kind,
+    edits: &mut Vec<Edit>,
+) -> Result<(), serde_json::Error> {
+    edits.push(Edit {
+        range: range_of(base, raw),
+        text: default_mask(kind).to_owned(),
+    });
+    Ok(())
+}
+
 /// Applies a patterns action to every scalar inside `raw`.
 fn walk_all(
     base: usize,
@@ -496,14 +580,20 @@ fn walk_all(
 ) -> Result<(), serde_json::Error> {
     match kind(raw) {
         Kind::Object => {
-            let Members(members) = serde_json::from_str(raw)?;
+            let members = match serde_json::from_str(raw) {
+                Ok(Members(members)) => members,
+                Err(e) => return mask_unreadable(base, raw, e, edits, found),
+            };
             for (_, v) in members {
                 walk_all(base, v.get(), action, edits, found)?;
             }
             Ok(())
         }
         Kind::Array => {
-            let items: Vec<&RawValue> = serde_json::from_str(raw)?;
+            let items: Vec<&RawValue> = match serde_json::from_str(raw) {
+                Ok(items) => items,
+                Err(e) => return mask_unreadable(base, raw, e, edits, found),
+            };
             for v in items {
                 walk_all(base, v.get(), action, edits, found)?;
             }

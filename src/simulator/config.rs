@@ -102,6 +102,10 @@ pub struct SimConfig {
     pub whitespace: bool,
     /// How `categories` is written.
     pub categories_mode: CategoriesMode,
+    /// The `userName` of this many of the 300 users starts with a lone UTF-16
+    /// surrogate escape (`"\ud800..."`): valid JSON syntax that decodes to no text, which
+    /// obfuscation rules must survive without dropping the event or leaking the value.
+    pub unreadable_user_names: usize,
     /// Late arrival: each event's ingest time is its date plus a uniform random delay in
     /// `[0, late_max_delay]`. A job sees only events ingested by its creation. Zero = no delay.
     pub late_max_delay: Duration,
@@ -162,6 +166,7 @@ impl SimConfig {
             whole_second_fraction: 0.1,
             whitespace: false,
             categories_mode: CategoriesMode::Present,
+            unreadable_user_names: 0,
             late_max_delay: Duration::ZERO,
             late_batch_interval: None,
             pending_polls: 1,

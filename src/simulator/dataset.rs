@@ -310,7 +310,7 @@ impl Generator {
     pub fn new(cfg: &SimConfig) -> Self {
         let salt = cfg.seed ^ dataset_salt(cfg.dataset);
         let mut mix = Mix(salt ^ 0x005E_ED0F_0001);
-        let users = (0..300)
+        let mut users: Vec<(String, String)> = (0..300)
             .map(|_| {
                 let id = format!(
                     "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
@@ -329,6 +329,9 @@ impl Generator {
                 (json_str(&id), json_str(&name))
             })
             .collect();
+        for (_, name) in users.iter_mut().take(cfg.unreadable_user_names) {
+            *name = format!("\"\\ud800{}", &name[1..]);
+        }
         let mut urls: Vec<String> = (0..2000)
             .map(|_| {
                 let path = mix.pick(PATHS);

@@ -293,3 +293,57 @@ async fn every_subcommand_help_describes_that_subcommand() {
         }
     }
 }
+
+/// Modes are set explicitly, so that no umask widens or narrows them: a new state directory is
+/// 0700 and its files 0600, a file output's new files 0640 (or its `mode`), and an existing file
+/// keeps its own mode, with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_files_and_the_state_directory_get_their_modes_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode_of = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    for umask in ["000", "077"] {
+        let mut env = TestEnv::both(20, |_| {}).await;
+        env.outputs_extra = format!(
+            "  private:\n    type: file\n    config:\n      directory: {}\n      mode: \"0600\"\n",
+            env.path("private").display()
+        );
+        env.write_config();
+        let existing = env.path("out").join(format!("{URL_TABLE}.jsonl"));
+        std::fs::create_dir(env.path("out")).unwrap();
+        std::fs::write(&existing, b"").unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        let out = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umask {umask}; exec \"$0\" run --once --config \"$1\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_isolation-collector"))
+            .arg(env.config_path())
+            .env_remove("RUST_LOG")
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "umask {umask}: {}", describe(&out));
+        env.assert_exactly_once();
+        let state = env.path("state");
+        assert_eq!(mode_of(&state), 0o700, "umask {umask}");
+        for service in ["browser_and_email_isolation", "url_isolation"] {
+            let file = state.join(format!("proofpoint_isolation_10001_{service}.json"));
+            assert_eq!(mode_of(&file), 0o600, "umask {umask}");
+        }
+        let file = |dir: &str, table: &str| env.path(dir).join(format!("{table}.jsonl"));
+        assert_eq!(mode_of(&file("out", WEB_TABLE)), 0o640, "umask {umask}");
+        assert_eq!(mode_of(&existing), 0o644, "umask {umask}");
+        for table in [WEB_TABLE, URL_TABLE] {
+            assert_eq!(mode_of(&file("private", table)), 0o600, "umask {umask}");
+        }
+        let log = stderr(&out);
+        assert!(
+            log.contains(
+                "The file exists with mode 0644, not the output's mode 0640; it is left as it is"
+            ),
+            "{log}"
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! The fault matrix beyond `collect.rs`: 429 storms, 5xx bursts that outlast a cycle, the
-//! collector's clock jumping forward and back, a full disk under the state directory, and an
-//! output that is down for several daemon cycles. Each ends with the exact multiset delivered.
+//! collector's clock jumping forward and back, a full disk under the state directory or under
+//! the file output (mid-batch), and an output that is down for several daemon cycles. Each ends with the exact multiset delivered.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -240,22 +240,45 @@ async fn a_clock_jump_back_then_forward_repeats_nothing() {
 struct TinyFs(PathBuf);
 
 impl TinyFs {
-    /// Mounts a 64 KiB tmpfs at `dir` (which must exist). `None` when mounting is not
-    /// allowed (not root).
-    /// Mounts the tiny tmpfs. Fails the test (rather than skipping it) where that is not
-    /// possible: the suite runs as root, as CI does.
+    /// Mounts a 64 KiB tmpfs at `dir` (which must exist).
     fn mount(dir: &Path) -> TinyFs {
+        TinyFs::mount_sized(dir, "64k")
+    }
+
+    /// Mounts a tmpfs of `size` (mount's syntax: `600k`) at `dir`. Fails the test (rather than
+    /// skipping it) where that is not possible: the suite runs as root, as CI does.
+    fn mount_sized(dir: &Path, size: &str) -> TinyFs {
         let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir)
             .output()
             .expect("running mount");
         assert!(
             out.status.success(),
-            "cannot mount a 64 KiB tmpfs to fill the state disk (the tests run as root, as CI does): {}",
+            "cannot mount a {size} tmpfs to fill a disk (the tests run as root, as CI does): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         TinyFs(dir.to_owned())
+    }
+
+    /// Grows (or shrinks) the mounted tmpfs to `size`, keeping its files.
+    fn resize(&self, size: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "cannot resize the tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Writes a filler file until the file system is full.
@@ -370,4 +393,79 @@ async fn an_output_outage_of_several_cycles_loses_and_repeats_nothing() {
         ),
         "{text}"
     );
+}
+
+/// The output disk fills up in the middle of a batch (4,000 events per service on a 600 KiB
+/// tmpfs) and is grown while the daemon is still retrying that batch; the daemon is stopped
+/// and run twice more with `--once`. A failed write must leave no bytes behind, so every
+/// confirmed length is where the file ends: exactly the served events, each once, no partial
+/// line, and the stored positions equal to the file sizes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_output_disk_mid_batch_freed_during_the_retries_loses_and_repeats_nothing() {
+    let env = TestEnv::both(4000, |_| {}).await;
+    let out_dir = env.path("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let fs = TinyFs::mount_sized(&out_dir, "600k");
+    let log = env.path("daemon.log");
+    let mut child = spawn_daemon(&env, &log);
+    // The first failed write; its in-window retries start 0.5 to 1 s later.
+    wait_for("a write to fail", Duration::from_secs(60), &log, || {
+        count_in(&log, "No space left on device") > 0
+    })
+    .await;
+    fs.resize("64m");
+    wait_for(
+        "delivery after growing",
+        Duration::from_secs(60),
+        &log,
+        || exactly_once(&env),
+    )
+    .await;
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    // New events, dated after the daemon's last checkpoint, for the restarts to append.
+    let stopped = Utc::now();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    inject_both(
+        &env,
+        50,
+        stopped + chrono::Duration::milliseconds(10),
+        Utc::now() - chrono::Duration::milliseconds(100),
+    );
+    env.run_once_ok().await;
+    env.run_once_ok().await;
+    env.assert_exactly_once();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("byte(s) left by a failed write; the batch is written again whole."),
+        "{text}"
+    );
+    for (service, table) in SERVICES.iter().zip([WEB_TABLE, URL_TABLE]) {
+        let path = out_dir.join(format!("{table}.jsonl"));
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.last(), Some(&b'\n'), "{table}: a partial last line");
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            serde_json::from_slice::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{table}: a partial line ({e})"));
+        }
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(state_file(&env, service)).unwrap())
+                .unwrap();
+        assert_eq!(
+            state["output_positions"]["local"][table].as_u64(),
+            Some(bytes.len() as u64),
+            "{service}: the stored position is not the end of the file"
+        );
+    }
+    drop(fs);
 }

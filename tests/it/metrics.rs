@@ -23,7 +23,7 @@ fn free_port() -> u16 {
 }
 
 /// Adds `metrics_listen` to the env's config; returns the base URL.
-fn listen_on_free_port(env: &TestEnv) -> String {
+pub(crate) fn listen_on_free_port(env: &TestEnv) -> String {
     let addr = format!("127.0.0.1:{}", free_port());
     let text = std::fs::read_to_string(env.config_path()).unwrap().replace(
         "  name: it\n",
@@ -51,7 +51,7 @@ async fn get(url: &str) -> Option<(u16, String)> {
 }
 
 /// The samples of a text exposition: (name, labels) → value.
-type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+pub(crate) type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
 
 fn parse_exposition(text: &str) -> Samples {
     let mut samples = Samples::new();
@@ -80,7 +80,7 @@ fn parse_exposition(text: &str) -> Samples {
 }
 
 /// The value of one series (0 when absent: counters appear at their first increment).
-fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     let labels = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -100,7 +100,11 @@ async fn scrape(base: &str) -> Samples {
 }
 
 /// Scrapes until `f` holds (the daemon keeps working between the truth and the scrape).
-async fn scrape_until(base: &str, what: &str, mut f: impl FnMut(&Samples) -> bool) -> Samples {
+pub(crate) async fn scrape_until(
+    base: &str,
+    what: &str,
+    mut f: impl FnMut(&Samples) -> bool,
+) -> Samples {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let samples = scrape(base).await;
@@ -115,7 +119,7 @@ async fn scrape_until(base: &str, what: &str, mut f: impl FnMut(&Samples) -> boo
     }
 }
 
-async fn sigterm_and_wait(child: tokio::process::Child) {
+pub(crate) async fn sigterm_and_wait(child: tokio::process::Child) {
     let pid = child.id().unwrap();
     std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

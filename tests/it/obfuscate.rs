@@ -194,3 +194,93 @@ async fn no_original_value_of_an_obfuscated_field_reaches_an_output_or_the_log()
         "the console got events again"
     );
 }
+
+/// `expected`, for an event whose `userName` holds a lone surrogate escape (no text to hash):
+/// that value must arrive masked whole with the string default, the rest as usual.
+fn expected_with_fallback(original: &str, host: &regex::Regex) -> (String, bool) {
+    let unreadable = regex::Regex::new(r#""userName":"\\ud800[^"\\]*""#).unwrap();
+    if !unreadable.is_match(original) {
+        return (expected(original, host), false);
+    }
+    const PLACEHOLDER: &str = "placeholder-user";
+    let readable = unreadable.replace(original, format!(r#""userName":"{PLACEHOLDER}""#));
+    let want = expected(&readable, host).replace(
+        &serde_json::to_string(&token(PLACEHOLDER)).unwrap(),
+        &serde_json::to_string(MASKED).unwrap(),
+    );
+    (want, true)
+}
+
+/// A value a rule cannot read (a `userName` that starts with a lone UTF-16 surrogate escape,
+/// which JSON's syntax allows and the API parser accepts) is neither dropped nor let through:
+/// it is masked whole with the string default, the event is delivered, every such event is
+/// counted in `isolation_collector_obfuscation_fallbacks_total`, and the rule is warned about
+/// once (per service), not once per event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_a_rule_cannot_read_is_masked_delivered_counted_and_warned_once() {
+    use crate::metrics::{listen_on_free_port, scrape_until, sigterm_and_wait, value};
+    let mut env = TestEnv::both(1500, |c| c.unreadable_user_names = 10).await;
+    env.service_extra = obfuscation_config();
+    env.write_config();
+    let base = listen_on_free_port(&env);
+    let log = env.path("daemon.log");
+    let child = collector_command(&["run"], &env.config_path())
+        .env("IT_HMAC_KEY", SECRET)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+
+    let host = regex::Regex::new(HOST).unwrap();
+    let mut fallbacks = BTreeMap::new();
+    for (service, table, sim) in [
+        ("browser_and_email_isolation", WEB_TABLE, &env.web),
+        ("url_isolation", URL_TABLE, &env.url),
+    ] {
+        let served = sim.visible_events();
+        let (want, unreadable): (Vec<String>, Vec<bool>) = served
+            .iter()
+            .map(|e| expected_with_fallback(e, &host))
+            .unzip();
+        let n = unreadable.iter().filter(|u| **u).count();
+        assert!(
+            n >= 10,
+            "{table}: only {n} events with an unreadable userName"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while env.delivered(table).len() < served.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{table}: not delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_same_multiset(&env.delivered(table), &want, table);
+        fallbacks.insert(service, n as f64);
+    }
+    let rule = "obfuscation_data[0] [userName]";
+    scrape_until(&base, "the fallback counters", |s| {
+        fallbacks.iter().all(|(service, n)| {
+            value(
+                s,
+                "isolation_collector_obfuscation_fallbacks_total",
+                &[("service", service), ("rule", rule)],
+            ) == *n
+        })
+    })
+    .await;
+    sigterm_and_wait(child).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("could not be read"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "one per service's rule:\n{text}");
+    assert!(
+        warnings
+            .iter()
+            .all(|l| l.contains(rule) && l.contains(" WARNING ")),
+        "{text}"
+    );
+    assert!(!text.contains("not delivered (lost)"), "{text}");
+}

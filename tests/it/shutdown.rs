@@ -163,3 +163,41 @@ async fn a_second_signal_exits_at_once() {
         .unwrap()
         .contains("Received the \"SIGINT\" system signal again"));
 }
+
+/// SIGTERM while the daemon waits before a start-up retry: it stops within a second, exits 0,
+/// and ends with Devo's [EXIT] line.
+async fn assert_sigterm_stops_a_startup_wait_at_once(env: &TestEnv, waiting: &str) {
+    let (mut child, log) = spawn_logged(env);
+    wait_for_log(&log, waiting).await;
+    signal(&child, "-TERM");
+    let stopped = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = stopped.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(took < Duration::from_secs(1), "took {took:?}\n{text}");
+    assert!(text.contains("[EXIT] Process \"MainProcess\" completely terminated (elapsed time since the system signal was received: "), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_the_pre_pull_retry_exits_0_at_once() {
+    let env = TestEnv::both(50, |_| {}).await;
+    std::fs::create_dir(env.path("state")).unwrap();
+    for service in ["browser_and_email_isolation", "url_isolation"] {
+        let file = format!("state/proofpoint_isolation_10001_{service}.json");
+        std::fs::write(env.path(&file), b"{\"@persistence_version\": 2, \"checkpo").unwrap();
+    }
+    assert_sigterm_stops_a_startup_wait_at_once(&env, "Sleeping 60 sec before retry pre-pull")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_the_auth_retry_exits_0_at_once() {
+    let mut env = TestEnv::both(50, |_| {}).await;
+    env.key = "0a0a0a0a-5e6f-4a8b-9c0d-1e2f3a4b5c00".into();
+    env.write_config();
+    assert_sigterm_stops_a_startup_wait_at_once(&env, "Retrying in 60 seconds.").await;
+}

@@ -252,6 +252,77 @@ fn a_batch_drops_what_cannot_be_obfuscated() {
     assert_eq!(&batch[0].json[..], br#"{"a":"****SANITIZED****"}"#);
 }
 
+/// Collects the log lines emitted while `f` runs.
+fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
+/// Events from the API parser can hold strings with a lone surrogate escape (JSON's syntax
+/// allows it; it decodes to no text), in values and in nested member names.
+#[test]
+fn a_value_a_rule_cannot_read_is_masked_whole_the_event_delivered_and_counted() {
+    let rules = vec![
+        hmac(&["user"], "0123456789abcdef"),
+        patterns(&["url"], &["[0-9]+"]),
+        mask(&["o", "name"]),
+        patterns(&["list"], &["x"]),
+    ];
+    let obf = Obfuscator::new(rules);
+    let unreadable = ev(
+        r#"{"user":"\ud800ann","url":"a\udc00/1","o":{"\ud800k":1,"name":"bob"},"list":[1,"\ud800x",{"y":"x"}],"n":1}"#,
+    );
+    let readable = ev(r#"{"user":"ann","url":"a/1","o":{"name":"bob"},"list":["x"],"n":2}"#);
+    let mut batch = vec![unreadable.clone(), readable, unreadable.clone()];
+    let (report, log) = logged(|| obf.apply_batch(&mut batch));
+    assert_eq!(batch.len(), 3, "an event was dropped");
+    assert_eq!(report.failed, 0);
+    assert_eq!(report.fallbacks, vec![2, 2, 2, 2]);
+    assert_eq!(
+        std::str::from_utf8(&batch[0].json).unwrap(),
+        r#"{"user":"****SANITIZED****","url":"****SANITIZED****","o":"****SANITIZED****","list":[1,"****SANITIZED****",{"y":"****SANITIZED****"}],"n":1}"#
+    );
+    assert_eq!(batch[2].json, batch[0].json);
+    assert_eq!(
+        (batch[0].date_ms, batch[0].key),
+        (unreadable.date_ms, unreadable.key)
+    );
+    let readable_out = std::str::from_utf8(&batch[1].json).unwrap();
+    assert!(
+        readable_out.contains(r#""o":{"name":"****SANITIZED****"}"#),
+        "{readable_out}"
+    );
+    // One warning per rule, whatever the number of events; never a value.
+    for i in 0..4 {
+        let label = obf.label(i);
+        let lines = log
+            .lines()
+            .filter(|l| l.contains(label) && l.contains("could not be read"));
+        assert_eq!(lines.count(), 1, "{label}:\n{log}");
+    }
+    assert!(!log.contains("ann") && !log.contains("bob"), "{log}");
+    let (_, again) = logged(|| obf.apply_batch(&mut vec![unreadable.clone()]));
+    assert!(!again.contains("could not be read"), "{again}");
+}
+
 proptest::proptest! {
     /// No original `userName` survives, whatever it holds, and everything else is unchanged.
     /// (Each name holds a character that neither the mask, a token nor the other fields can
