@@ -19,6 +19,8 @@
 //!
 //! ## Layout
 //! - [`config`]: YAML → validated runtime config; `${ENV}` substitution.
+//! - [`service`]: the domain's two services, their Devo tables and vendor hosts, the API path
+//!   and the 30-day retention.
 //! - [`isolation`]: the vendor API client (with Devo's `requests_limits` limiter) and the
 //!   per-service puller.
 //! - [`event`]: the page parser, the hot path: events stay the vendor's bytes.
@@ -51,6 +53,7 @@ pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod secret;
+pub mod service;
 pub mod simulator;
 pub mod state;
 pub mod telemetry;

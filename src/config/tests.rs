@@ -1,4 +1,5 @@
 use super::*;
+use crate::service::Service;
 
 fn env(name: &str) -> Option<String> {
     match name {
