@@ -1,0 +1,323 @@
+//! A service's keys (`inputs.proofpoint_isolation.services.<name>`): periods, windows, the
+//! vendor host, job polling and retries, its Devo table and its obfuscation rules.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::input::{requests_limits, requests_per_second};
+use super::obfuscation::parse_obfuscation;
+use super::walker::{Cx, Obj};
+use crate::isolation::connection::ApiConnection;
+use crate::isolation::limiter::Limit;
+use crate::pipeline::obfuscate::ObfuscationRule;
+use crate::service::{Service, API_PATH, BASE_TAG};
+
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub service: Service,
+    /// The Devo table (`override_tag`, else `override_base_tag` + suffix, else the service's).
+    pub table: String,
+    /// Devo's "Overriding rule" lines for the `override_*` keys given, logged at start.
+    pub overrides: Vec<String>,
+    pub request_period: Duration,
+    /// `use_time_slots_for_retrievals`: daemon cycles start at wall-clock multiples of
+    /// `request_period` (after the first, which starts at once).
+    pub use_time_slots: bool,
+    /// The service's own `requests_per_second`, as a minimum spacing of its requests.
+    pub min_request_interval: Option<Duration>,
+    /// The service's own `requests_limits` (its limiter is built per puller).
+    pub requests_limits: Vec<Limit>,
+    /// `start_time_in_utc` as configured (`None`: the API's 30-day retention).
+    pub start_time: Option<DateTime<Utc>>,
+    /// `start_time_in_utc` exactly as written, stored in state to detect a change.
+    pub start_time_text: Option<String>,
+    pub window_offset: Duration,
+    pub lookback: Duration,
+    pub sweep_interval: Duration,
+    /// Base URL without trailing slash; [`API_PATH`] is appended.
+    pub base_url: url::Url,
+    pub page_size: u32,
+    pub max_events_per_window: usize,
+    pub request_timeout: Duration,
+    pub job_poll_initial: Duration,
+    pub job_poll_max: Duration,
+    pub job_timeout: Duration,
+    pub max_retries: u32,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// `obfuscation_data`, in config order: applied to every event before any output sees it.
+    /// (`Debug` never shows an HMAC secret.)
+    pub obfuscation: Vec<ObfuscationRule>,
+    /// The input's `proxy_url`/`ca_file`/`ca_file_only`/`system_trust_store`, with the route
+    /// resolved for this service's `base_url`. (`Debug` never shows proxy credentials.)
+    pub connection: ApiConnection,
+}
+
+impl ServiceConfig {
+    /// The full endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!(
+            "{}{}",
+            self.base_url.as_str().trim_end_matches('/'),
+            API_PATH
+        )
+    }
+
+    /// Defaults for a service, as if its config section were empty.
+    pub fn defaults(service: Service) -> ServiceConfig {
+        ServiceConfig {
+            service,
+            table: service.table().to_owned(),
+            overrides: Vec::new(),
+            request_period: Duration::from_secs(60),
+            use_time_slots: false,
+            min_request_interval: None,
+            requests_limits: Vec::new(),
+            start_time: None,
+            start_time_text: None,
+            window_offset: Duration::ZERO,
+            lookback: Duration::from_secs(35 * 60),
+            sweep_interval: Duration::from_secs(15 * 60),
+            base_url: url::Url::parse(service.default_base_url()).expect("constant URL"),
+            page_size: 10_000,
+            max_events_per_window: 50_000,
+            request_timeout: Duration::from_secs(300),
+            job_poll_initial: Duration::from_secs(2),
+            job_poll_max: Duration::from_secs(30),
+            job_timeout: Duration::from_secs(30 * 60),
+            max_retries: 5,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            obfuscation: Vec::new(),
+            connection: ApiConnection::default(),
+        }
+    }
+}
+
+pub(super) fn parse_service(
+    service: Service,
+    mut s: Obj<'_>,
+    cx: &mut Cx,
+) -> Option<ServiceConfig> {
+    let d = ServiceConfig::defaults(service);
+    let request_period = s.seconds(
+        "request_period_in_seconds",
+        1.0,
+        604_800.0,
+        d.request_period,
+        cx,
+    );
+    let start_time_text = s.string("start_time_in_utc", cx);
+    let start_time =
+        start_time_text
+            .as_deref()
+            .and_then(|t| match crate::time::parse_user_time(t) {
+                Some(t) if t > Utc::now() + chrono::Duration::minutes(5) => {
+                    cx.error(
+                        &s.path("start_time_in_utc"),
+                        format!(
+                        "`{t}` is in the future; use a past UTC time such as 2024-06-01T00:00:00Z"
+                    ),
+                    );
+                    None
+                }
+                Some(t) => Some(t),
+                None => {
+                    cx.error(
+                        &s.path("start_time_in_utc"),
+                        format!(
+                            "`{t}` is not a date; use ISO 8601 in UTC such as 2024-06-01T00:00:00Z"
+                        ),
+                    );
+                    None
+                }
+            });
+    let window_offset = s.minutes(
+        "override_query_window_offset_in_minutes",
+        0.0,
+        1440.0,
+        d.window_offset,
+        cx,
+    );
+    let lookback = s.minutes(
+        "late_arrival_lookback_in_minutes",
+        0.0,
+        1440.0,
+        d.lookback,
+        cx,
+    );
+    let sweep_interval = s.minutes(
+        "late_arrival_sweep_interval_in_minutes",
+        0.0167,
+        1440.0,
+        d.sweep_interval,
+        cx,
+    );
+    let base_url = match s.string("override_base_url", cx) {
+        None => d.base_url.clone(),
+        Some(text) => {
+            match url::Url::parse(&text) {
+                Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => {
+                    if !u.username().is_empty() || u.password().is_some() || u.query().is_some() {
+                        cx.error(&s.path("override_base_url"), "must not carry credentials or a query; give scheme, host and port only".into());
+                    }
+                    if u.path().trim_end_matches('/').ends_with("usage-data") {
+                        cx.error(&s.path("override_base_url"), format!("give only scheme, host and port: the collector appends {API_PATH} itself"));
+                    }
+                    if u.scheme() == "http" {
+                        cx.warn(&s.path("override_base_url"), format!("`{text}` is plain http: the API key travels unencrypted; use it only for a local simulator or proxy"));
+                    }
+                    u
+                }
+                _ => {
+                    cx.error(&s.path("override_base_url"), format!("`{text}` is not an http(s) URL with a host, e.g. https://proofpointisolation.com or http://127.0.0.1:8080"));
+                    d.base_url.clone()
+                }
+            }
+        }
+    };
+    let page_size = s
+        .number("page_size", 1.0, 10_000.0, true, cx)
+        .map(|n| n as u32)
+        .unwrap_or(d.page_size);
+    let max_events_per_window = s
+        .number("max_events_per_window", 1.0, 10_000_000.0, true, cx)
+        .map(|n| n as usize)
+        .unwrap_or(d.max_events_per_window);
+    if max_events_per_window < page_size as usize {
+        cx.error(
+            &s.path("max_events_per_window"),
+            format!("({max_events_per_window}) must be at least `page_size` ({page_size})"),
+        );
+    }
+    let request_timeout = s.seconds(
+        "request_timeout_in_seconds",
+        0.1,
+        3600.0,
+        d.request_timeout,
+        cx,
+    );
+    let job_poll_initial = s.seconds(
+        "job_poll_initial_interval_in_seconds",
+        0.001,
+        600.0,
+        d.job_poll_initial,
+        cx,
+    );
+    let job_poll_max = s.seconds(
+        "job_poll_max_interval_in_seconds",
+        0.001,
+        3600.0,
+        d.job_poll_max,
+        cx,
+    );
+    let job_timeout = s.minutes("job_timeout_in_minutes", 0.001, 1440.0, d.job_timeout, cx);
+    let max_retries = s
+        .number("max_retries", 0.0, 100.0, true, cx)
+        .map(|n| n as u32)
+        .unwrap_or(d.max_retries);
+    let retry_initial = s.seconds(
+        "retry_initial_interval_in_seconds",
+        0.001,
+        600.0,
+        d.retry_initial,
+        cx,
+    );
+    let retry_max = s.seconds(
+        "retry_max_interval_in_seconds",
+        0.001,
+        3600.0,
+        d.retry_max,
+        cx,
+    );
+    let (table, overrides) = service_table(service, &mut s, cx);
+    let obfuscation = match s.get("obfuscation_data") {
+        None => Vec::new(),
+        Some(v) => parse_obfuscation(&s.path("obfuscation_data"), v, cx),
+    };
+    let min_request_interval = requests_per_second(&mut s, cx);
+    let requests_limits = requests_limits(&mut s, cx);
+    let use_time_slots = s.boolean("use_time_slots_for_retrievals", false, cx);
+    if use_time_slots {
+        cx.warn(&s.path("use_time_slots_for_retrievals"), format!("pull cycles after the first start at wall-clock multiples of request_period_in_seconds ({} s); each cycle still asks for everything up to its start", request_period.as_secs_f64()));
+    }
+    s.ignored = &["retries"];
+    s.finish(cx);
+    Some(ServiceConfig {
+        service,
+        table,
+        overrides,
+        request_period,
+        use_time_slots,
+        min_request_interval,
+        requests_limits,
+        start_time,
+        start_time_text,
+        window_offset,
+        lookback,
+        sweep_interval,
+        base_url,
+        page_size,
+        max_events_per_window,
+        request_timeout,
+        job_poll_initial,
+        job_poll_max,
+        job_timeout,
+        max_retries,
+        retry_initial,
+        retry_max,
+        obfuscation,
+        // The input's trust and route, set once all services are read.
+        connection: d.connection,
+    })
+}
+
+/// A valid Devo table name (or base tag): 1 to 1024 characters, no spaces or colons.
+fn table_name(s: &mut Obj<'_>, key: &str, cx: &mut Cx) -> Option<String> {
+    let t = s.string(key, cx)?;
+    if !t.is_empty() && t.len() <= 1024 && !t.chars().any(|c| c.is_whitespace() || c == ':') {
+        return Some(t);
+    }
+    cx.error(
+        &s.path(key),
+        format!("`{t}` is not a Devo table name (1 to 1024 characters, no spaces or colons)"),
+    );
+    None
+}
+
+/// The service's table: `override_tag` replaces it whole and wins; `override_base_tag` replaces
+/// the base (`tap.proofpoint.isolation`) before the service's suffix. Returns the table and
+/// Devo's "Overriding rule" lines for the log.
+fn service_table(service: Service, s: &mut Obj<'_>, cx: &mut Cx) -> (String, Vec<String>) {
+    let tag = table_name(s, "override_tag", cx);
+    let base = table_name(s, "override_base_tag", cx);
+    let mut overrides = Vec::new();
+    if let Some(b) = &base {
+        overrides.push(format!(
+            "Overriding rule #{} - base_tag: \"{BASE_TAG}\" -> \"{b}\"",
+            overrides.len() + 1
+        ));
+    }
+    if let Some(t) = &tag {
+        overrides.push(format!(
+            "Overriding rule #{} - tag: \"{}\" -> \"{t}\"",
+            overrides.len() + 1,
+            service.table()
+        ));
+        if base.is_some() {
+            cx.warn(
+                &s.path("override_base_tag"),
+                format!(
+                    "has no effect on this service: `override_tag` sets its whole table (`{t}`)"
+                ),
+            );
+        }
+    }
+    let table = match (tag, base) {
+        (Some(t), _) => t,
+        (None, Some(b)) => format!("{}.{}", b.trim_end_matches('.'), service.tag_suffix()),
+        (None, None) => service.table().to_owned(),
+    };
+    (table, overrides)
+}
