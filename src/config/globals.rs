@@ -90,65 +90,8 @@ pub(super) fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
         Duration::from_secs(300),
         cx,
     );
-    let persistence = match g.map("persistence", cx) {
-        None => {
-            cx.warn(&g.path("persistence"), "not set; state is kept in memory only and a restart collects again from `start_time_in_utc` (set `type: filesystem`)".into());
-            Some(Persistence::Memory)
-        }
-        Some(mut p) => {
-            let kind = p.string("type", cx);
-            let persistence = match kind.as_deref() {
-                Some("filesystem") => {
-                    match p.map("config", cx).map(|mut c| {
-                        let d = c.string("directory_name", cx);
-                        c.finish(cx);
-                        d
-                    }) {
-                        Some(Some(d)) if !d.trim().is_empty() => Some(Persistence::Filesystem {
-                            directory: PathBuf::from(d),
-                        }),
-                        _ => {
-                            cx.error(&p.path("config.directory_name"), "missing; the filesystem persistence needs a directory, e.g. `state`".into());
-                            None
-                        }
-                    }
-                }
-                Some("memory") => {
-                    p.get("config");
-                    Some(Persistence::Memory)
-                }
-                Some(other) => {
-                    cx.error(
-                        &p.path("type"),
-                        format!("`{other}` is not supported; use `filesystem` or `memory`"),
-                    );
-                    None
-                }
-                None => {
-                    cx.error(
-                        &p.path("type"),
-                        "missing; use `filesystem` (with `config.directory_name`) or `memory`"
-                            .into(),
-                    );
-                    None
-                }
-            };
-            p.finish(cx);
-            persistence
-        }
-    };
-    let metrics_listen = g.string("metrics_listen", cx).and_then(|text| {
-        match text.trim().parse::<SocketAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                cx.error(
-                    &g.path("metrics_listen"),
-                    format!("`{text}` is not a socket address; write an IP and a port, e.g. `127.0.0.1:9464`"),
-                );
-                None
-            }
-        }
-    });
+    let persistence = persistence(&mut g, cx);
+    let metrics_listen = metrics_listen(&mut g, cx);
     let memory_log_period = g.seconds(
         "memory_log_period_in_sec",
         10.0,
@@ -167,4 +110,78 @@ pub(super) fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
         debug,
         persistence: persistence?,
     })
+}
+
+/// `persistence`: where the state lives (absent: memory, with a warning).
+fn persistence(g: &mut Obj<'_>, cx: &mut Cx) -> Option<Persistence> {
+    match g.map("persistence", cx) {
+        None => {
+            cx.warn(&g.path("persistence"), "not set; state is kept in memory only and a restart collects again from `start_time_in_utc` (set `type: filesystem`)".into());
+            Some(Persistence::Memory)
+        }
+        Some(mut p) => {
+            let kind = p.string("type", cx);
+            let persistence = persistence_kind(kind.as_deref(), &mut p, cx);
+            p.finish(cx);
+            persistence
+        }
+    }
+}
+
+/// `persistence.type` and what it needs (`config.directory_name` for `filesystem`).
+fn persistence_kind(kind: Option<&str>, p: &mut Obj<'_>, cx: &mut Cx) -> Option<Persistence> {
+    match kind {
+        Some("filesystem") => {
+            match p.map("config", cx).map(|mut c| {
+                let d = c.string("directory_name", cx);
+                c.finish(cx);
+                d
+            }) {
+                Some(Some(d)) if !d.trim().is_empty() => Some(Persistence::Filesystem {
+                    directory: PathBuf::from(d),
+                }),
+                _ => {
+                    cx.error(
+                        &p.path("config.directory_name"),
+                        "missing; the filesystem persistence needs a directory, e.g. `state`"
+                            .into(),
+                    );
+                    None
+                }
+            }
+        }
+        Some("memory") => {
+            p.get("config");
+            Some(Persistence::Memory)
+        }
+        Some(other) => {
+            cx.error(
+                &p.path("type"),
+                format!("`{other}` is not supported; use `filesystem` or `memory`"),
+            );
+            None
+        }
+        None => {
+            cx.error(
+                &p.path("type"),
+                "missing; use `filesystem` (with `config.directory_name`) or `memory`".into(),
+            );
+            None
+        }
+    }
+}
+
+/// `metrics_listen`: an IP and a port.
+fn metrics_listen(g: &mut Obj<'_>, cx: &mut Cx) -> Option<SocketAddr> {
+    let text = g.string("metrics_listen", cx)?;
+    match text.trim().parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            cx.error(
+                &g.path("metrics_listen"),
+                format!("`{text}` is not a socket address; write an IP and a port, e.g. `127.0.0.1:9464`"),
+            );
+            None
+        }
+    }
 }

@@ -92,16 +92,11 @@ pub(super) fn parse_inputs(mut inputs: Obj<'_>, cx: &mut Cx) -> Option<InputConf
     result
 }
 
+/// The `proofpoint_isolation` block, key by key. The connection keys are read before the
+/// services and applied after them: a service's base URL decides its route.
 fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
     i.ignored = &["autoconfig"];
-    let id = i.string("id", cx);
-    match &id {
-        None => cx.error(&i.path("id"), "missing; a unique number of at least 5 digits such as \"10001\" (it names the state files)".into()),
-        Some(id) if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
-            cx.error(&i.path("id"), format!("`{id}` may only hold letters, digits, `-` and `_` (Devo uses 5+ digits)"))
-        }
-        _ => {}
-    }
+    let id = input_id(&mut i, cx);
     let enabled = i.boolean("enabled", true, cx);
     if !enabled {
         cx.warn(
@@ -112,108 +107,9 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
     let min_request_interval = requests_per_second(&mut i, cx);
     let requests_limits = requests_limits(&mut i, cx);
     let environment = i.string("environment", cx);
-    let (api_key, key_placement) = match i.map("credentials", cx) {
-        None => {
-            cx.error(&i.path("credentials"), "missing; add `credentials: {api_key: ...}` (Isolation console: Product Settings > Reporting API)".into());
-            (None, KeyPlacement::BearerHeader)
-        }
-        Some(mut c) => {
-            let inline = c.string("api_key", cx);
-            let file = c.string("api_key_file", cx);
-            let key = match (inline, file) {
-                (Some(_), Some(_)) => {
-                    cx.error(
-                        &c.path("api_key"),
-                        "give either `api_key` or `api_key_file`, not both".into(),
-                    );
-                    None
-                }
-                (Some(k), None) => Some(k),
-                (None, Some(f)) => cx
-                    .read_secret_file(&c.path("api_key_file"), &f)
-                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
-                (None, None) => {
-                    cx.error(
-                        &c.path("api_key"),
-                        "missing; set `api_key` (e.g. \"${ISOLATION_API_KEY}\") or `api_key_file`"
-                            .into(),
-                    );
-                    None
-                }
-            };
-            let key = key.and_then(|k| {
-                let k = k.trim().to_owned();
-                if k.is_empty() || k.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
-                    cx.error(&c.path("api_key"), "is empty or holds spaces or control characters; paste the key from the Isolation console".into());
-                    None
-                } else {
-                    Some(ApiKey::new(k))
-                }
-            });
-            let placement = match c.string("send_key_as", cx).as_deref() {
-                None | Some("bearer_header") => KeyPlacement::BearerHeader,
-                Some("query_parameter") => KeyPlacement::QueryParameter,
-                Some(other) => {
-                    cx.error(&c.path("send_key_as"), format!("`{other}` is not valid; use `bearer_header` (default) or `query_parameter`"));
-                    KeyPlacement::BearerHeader
-                }
-            };
-            c.finish(cx);
-            (key, placement)
-        }
-    };
+    let (api_key, key_placement) = credentials(&mut i, cx);
     let connection = parse_api_connection(&mut i, cx);
-    let mut services = Vec::new();
-    match i.get("services") {
-        None => {
-            services = Service::ALL
-                .iter()
-                .map(|s| ServiceConfig::defaults(*s))
-                .collect()
-        }
-        Some(Value::Mapping(m)) => {
-            let path = i.path("services");
-            let mut seen = BTreeSet::new();
-            for (k, v) in m {
-                let name = k.as_str().map(str::to_owned).unwrap_or_else(|| show(k));
-                let spath = join(&path, &name);
-                let Some(service) = Service::from_name(&name) else {
-                    cx.error(
-                        &spath,
-                        "unknown service; use browser_and_email_isolation or url_isolation".into(),
-                    );
-                    continue;
-                };
-                seen.insert(service);
-                let empty = Mapping::new();
-                let map = match v {
-                    Value::Null => &empty,
-                    Value::Mapping(m) => m,
-                    _ => {
-                        cx.error(
-                            &spath,
-                            "must be a mapping of service settings (or empty)".into(),
-                        );
-                        continue;
-                    }
-                };
-                if let Some(s) = parse_service(service, Obj::new(&spath, map), cx) {
-                    services.push(s);
-                }
-            }
-            if m.is_empty() {
-                cx.error(
-                    &path,
-                    "no service listed; add browser_and_email_isolation and/or url_isolation"
-                        .into(),
-                );
-            }
-        }
-        Some(_) => cx.error(
-            &i.path("services"),
-            "must be a mapping of service names to settings".into(),
-        ),
-    }
+    let mut services = parse_services(&mut i, cx);
     if let Some(connection) = connection {
         connect_services(&i, connection, &mut services, cx);
     }
@@ -230,6 +126,136 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
         environment,
         services,
     })
+}
+
+/// The input's `id` (it names the state files).
+fn input_id(i: &mut Obj<'_>, cx: &mut Cx) -> Option<String> {
+    let id = i.string("id", cx);
+    match &id {
+        None => cx.error(&i.path("id"), "missing; a unique number of at least 5 digits such as \"10001\" (it names the state files)".into()),
+        Some(id) if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
+            cx.error(&i.path("id"), format!("`{id}` may only hold letters, digits, `-` and `_` (Devo uses 5+ digits)"))
+        }
+        _ => {}
+    }
+    id
+}
+
+/// `credentials`: the API key (inline or from `api_key_file`) and where it travels.
+fn credentials(i: &mut Obj<'_>, cx: &mut Cx) -> (Option<ApiKey>, KeyPlacement) {
+    let Some(mut c) = i.map("credentials", cx) else {
+        cx.error(&i.path("credentials"), "missing; add `credentials: {api_key: ...}` (Isolation console: Product Settings > Reporting API)".into());
+        return (None, KeyPlacement::BearerHeader);
+    };
+    let key = api_key(&mut c, cx);
+    let placement = match c.string("send_key_as", cx).as_deref() {
+        None | Some("bearer_header") => KeyPlacement::BearerHeader,
+        Some("query_parameter") => KeyPlacement::QueryParameter,
+        Some(other) => {
+            cx.error(
+                &c.path("send_key_as"),
+                format!(
+                    "`{other}` is not valid; use `bearer_header` (default) or `query_parameter`"
+                ),
+            );
+            KeyPlacement::BearerHeader
+        }
+    };
+    c.finish(cx);
+    (key, placement)
+}
+
+/// `api_key` or `api_key_file` (one of them), trimmed; never shown in an error.
+fn api_key(c: &mut Obj<'_>, cx: &mut Cx) -> Option<ApiKey> {
+    let inline = c.string("api_key", cx);
+    let file = c.string("api_key_file", cx);
+    let key = match (inline, file) {
+        (Some(_), Some(_)) => {
+            cx.error(
+                &c.path("api_key"),
+                "give either `api_key` or `api_key_file`, not both".into(),
+            );
+            None
+        }
+        (Some(k), None) => Some(k),
+        (None, Some(f)) => cx
+            .read_secret_file(&c.path("api_key_file"), &f)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+        (None, None) => {
+            cx.error(
+                &c.path("api_key"),
+                "missing; set `api_key` (e.g. \"${ISOLATION_API_KEY}\") or `api_key_file`".into(),
+            );
+            None
+        }
+    };
+    key.and_then(|k| {
+        let k = k.trim().to_owned();
+        if k.is_empty() || k.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
+            cx.error(&c.path("api_key"), "is empty or holds spaces or control characters; paste the key from the Isolation console".into());
+            None
+        } else {
+            Some(ApiKey::new(k))
+        }
+    })
+}
+
+/// `services`: each listed service with its settings (absent: both, with their defaults).
+fn parse_services(i: &mut Obj<'_>, cx: &mut Cx) -> Vec<ServiceConfig> {
+    let mut services = Vec::new();
+    match i.get("services") {
+        None => {
+            services = Service::ALL
+                .iter()
+                .map(|s| ServiceConfig::defaults(*s))
+                .collect()
+        }
+        Some(Value::Mapping(m)) => {
+            let path = i.path("services");
+            for (k, v) in m {
+                let name = k.as_str().map(str::to_owned).unwrap_or_else(|| show(k));
+                if let Some(s) = listed_service(&join(&path, &name), &name, v, cx) {
+                    services.push(s);
+                }
+            }
+            if m.is_empty() {
+                cx.error(
+                    &path,
+                    "no service listed; add browser_and_email_isolation and/or url_isolation"
+                        .into(),
+                );
+            }
+        }
+        Some(_) => cx.error(
+            &i.path("services"),
+            "must be a mapping of service names to settings".into(),
+        ),
+    }
+    services
+}
+
+/// One entry of `services`: a known service name and its settings (or nothing: its defaults).
+fn listed_service(spath: &str, name: &str, v: &Value, cx: &mut Cx) -> Option<ServiceConfig> {
+    let Some(service) = Service::from_name(name) else {
+        cx.error(
+            spath,
+            "unknown service; use browser_and_email_isolation or url_isolation".into(),
+        );
+        return None;
+    };
+    let empty = Mapping::new();
+    let map = match v {
+        Value::Null => &empty,
+        Value::Mapping(m) => m,
+        _ => {
+            cx.error(
+                spath,
+                "must be a mapping of service settings (or empty)".into(),
+            );
+            return None;
+        }
+    };
+    parse_service(service, Obj::new(spath, map), cx)
 }
 
 /// The input's connection keys, read before the services (whose base URLs decide the route).
@@ -349,50 +375,65 @@ pub(super) fn requests_limits(o: &mut Obj<'_>, cx: &mut Cx) -> Vec<Limit> {
             );
             continue;
         };
-        let mut e = Obj::new(&epath, m);
-        let period = match e.string("period", cx) {
-            None => {
-                cx.error(&e.path("period"), "missing; e.g. \"1m\" (units s, m, h, d, w, M, y)".into());
-                None
-            }
-            Some(text) => parse_period(&text).map(|d| (d, text.clone())).or_else(|| {
-                cx.error(&e.path("period"), format!("`{text}` is not a period; write a whole number and a unit: s, m, h, d, w, M (30 days) or y (365 days), e.g. \"5m\""));
-                None
-            }),
-        };
-        let number = match e.get("number_of_requests") {
-            None => {
-                cx.error(
-                    &e.path("number_of_requests"),
-                    "missing; 1 to 9999999, or -1 for no limit".into(),
-                );
-                None
-            }
-            Some(Value::Number(x)) if x.as_i64() == Some(-1) => Some(None),
-            Some(Value::Number(x)) if x.as_i64().is_some_and(|x| (1..=9_999_999).contains(&x)) => {
-                x.as_i64().map(|x| Some(x as u32))
-            }
-            Some(other) => {
-                cx.error(
-                    &e.path("number_of_requests"),
-                    format!(
-                        "must be a whole number from 1 to 9999999, or -1 for no limit, got {}",
-                        show(other)
-                    ),
-                );
-                None
-            }
-        };
-        e.finish(cx);
-        if let (Some((period, text)), Some(max_requests)) = (period, number) {
-            limits.push(Limit {
-                period,
-                max_requests,
-                text,
-            });
+        if let Some(limit) = requests_limit(Obj::new(&epath, m), cx) {
+            limits.push(limit);
         }
     }
     limits
+}
+
+/// One `requests_limits` entry: `period` and `number_of_requests`.
+fn requests_limit(mut e: Obj<'_>, cx: &mut Cx) -> Option<Limit> {
+    let period = limit_period(&mut e, cx);
+    let number = number_of_requests(&mut e, cx);
+    e.finish(cx);
+    let ((period, text), max_requests) = (period?, number?);
+    Some(Limit {
+        period,
+        max_requests,
+        text,
+    })
+}
+
+/// `period`: Devo's period text, kept as written for the log.
+fn limit_period(e: &mut Obj<'_>, cx: &mut Cx) -> Option<(Duration, String)> {
+    match e.string("period", cx) {
+        None => {
+            cx.error(&e.path("period"), "missing; e.g. \"1m\" (units s, m, h, d, w, M, y)".into());
+            None
+        }
+        Some(text) => parse_period(&text).map(|d| (d, text.clone())).or_else(|| {
+            cx.error(&e.path("period"), format!("`{text}` is not a period; write a whole number and a unit: s, m, h, d, w, M (30 days) or y (365 days), e.g. \"5m\""));
+            None
+        }),
+    }
+}
+
+/// `number_of_requests`: 1 to 9999999, or -1 (`Some(None)`) for no limit.
+fn number_of_requests(e: &mut Obj<'_>, cx: &mut Cx) -> Option<Option<u32>> {
+    match e.get("number_of_requests") {
+        None => {
+            cx.error(
+                &e.path("number_of_requests"),
+                "missing; 1 to 9999999, or -1 for no limit".into(),
+            );
+            None
+        }
+        Some(Value::Number(x)) if x.as_i64() == Some(-1) => Some(None),
+        Some(Value::Number(x)) if x.as_i64().is_some_and(|x| (1..=9_999_999).contains(&x)) => {
+            x.as_i64().map(|x| Some(x as u32))
+        }
+        Some(other) => {
+            cx.error(
+                &e.path("number_of_requests"),
+                format!(
+                    "must be a whole number from 1 to 9999999, or -1 for no limit, got {}",
+                    show(other)
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// Devo's period text: a whole number and one of s, m, h, d, w, M (taken as 30 days) or y

@@ -149,21 +149,7 @@ impl Config {
         };
         top.finish(&mut cx);
         if let Some(input) = &input {
-            // Each service keeps its own committed length of its table's file; two services
-            // writing one file would cut each other's lines when rewinding after a crash.
-            let has_file = outputs
-                .iter()
-                .any(|o| matches!(o.kind, OutputKind::File { .. }));
-            for (i, a) in input.services.iter().enumerate() {
-                if let Some(b) = input.services[i + 1..].iter().find(|b| b.table == a.table) {
-                    if has_file {
-                        cx.error(
-                            &format!("inputs.proofpoint_isolation.services.{}.override_tag", b.service),
-                            format!("`{}` is also the table of {}; with a file output both would write one file; give each service its own table", b.table, a.service),
-                        );
-                    }
-                }
-            }
+            check_shared_tables(&outputs, input, &mut cx);
         }
         match (globals, input, cx.errors.is_empty()) {
             (Some(globals), Some(input), true) => Ok(Config {
@@ -179,6 +165,24 @@ impl Config {
     /// The enabled services.
     pub fn services(&self) -> impl Iterator<Item = &ServiceConfig> {
         self.input.services.iter().filter(|_| self.input.enabled)
+    }
+}
+
+/// The cross-section check: each service keeps its own committed length of its table's file;
+/// two services writing one file would cut each other's lines when rewinding after a crash.
+fn check_shared_tables(outputs: &[OutputConfig], input: &InputConfig, cx: &mut Cx) {
+    let has_file = outputs
+        .iter()
+        .any(|o| matches!(o.kind, OutputKind::File { .. }));
+    for (i, a) in input.services.iter().enumerate() {
+        if let Some(b) = input.services[i + 1..].iter().find(|b| b.table == a.table) {
+            if has_file {
+                cx.error(
+                    &format!("inputs.proofpoint_isolation.services.{}.override_tag", b.service),
+                    format!("`{}` is also the table of {}; with a file output both would write one file; give each service its own table", b.table, a.service),
+                );
+            }
+        }
     }
 }
 

@@ -92,62 +92,7 @@ pub(super) fn parse_outputs(mut o: Obj<'_>, cx: &mut Cx) -> Vec<OutputConfig> {
             );
             continue;
         };
-        let kind = out.string("type", cx);
-        let config_obj = out.map("config", cx);
-        let path = out.path.clone();
-        let kind = match kind.as_deref() {
-            Some("file") => {
-                let (dir, mode) = match config_obj {
-                    Some(mut c) => {
-                        let dir = c.string("directory", cx);
-                        let mode = file_mode(&mut c, cx);
-                        c.finish(cx);
-                        (dir, mode)
-                    }
-                    None => (None, None),
-                };
-                if dir.is_none() {
-                    cx.error(
-                        &join(&path, "config.directory"),
-                        "missing; the file output needs a directory, e.g. `out`".into(),
-                    );
-                }
-                dir.zip(mode).map(|(d, mode)| OutputKind::File {
-                    directory: PathBuf::from(d),
-                    mode,
-                })
-            }
-            Some("console" | "stdout") => {
-                if let Some(c) = config_obj {
-                    c.finish(cx);
-                }
-                Some(OutputKind::Console)
-            }
-            Some(t @ ("devo_platform" | "relay" | "syslog" | "in_house_relay" | "sidecar")) => {
-                let devo = matches!(t, "devo_platform" | "relay");
-                match config_obj {
-                    Some(c) => parse_network_output(c, devo, cx).map(OutputKind::Network),
-                    None => {
-                        cx.error(
-                            &join(&path, "config"),
-                            "missing; needs at least `address` and `port`".into(),
-                        );
-                        None
-                    }
-                }
-            }
-            Some(other) => {
-                cx.error(&join(&path, "type"), format!("`{other}` is not an output type; use devo_platform, syslog, file or console"));
-                None
-            }
-            None => {
-                cx.error(
-                    &join(&path, "type"),
-                    "missing; use devo_platform, syslog, file or console".into(),
-                );
-                None
-            }
-        };
+        let kind = output_kind(&mut out, cx);
         out.finish(cx);
         if let Some(kind) = kind {
             outputs.push(OutputConfig { name, kind });
@@ -155,6 +100,74 @@ pub(super) fn parse_outputs(mut o: Obj<'_>, cx: &mut Cx) -> Vec<OutputConfig> {
     }
     o.finish(cx);
     outputs
+}
+
+/// An output's `type` and its `config`.
+fn output_kind(out: &mut Obj<'_>, cx: &mut Cx) -> Option<OutputKind> {
+    let kind = out.string("type", cx);
+    let config_obj = out.map("config", cx);
+    let path = out.path.clone();
+    match kind.as_deref() {
+        Some("file") => file_output(config_obj, &path, cx),
+        Some("console" | "stdout") => {
+            if let Some(c) = config_obj {
+                c.finish(cx);
+            }
+            Some(OutputKind::Console)
+        }
+        Some(t @ ("devo_platform" | "relay" | "syslog" | "in_house_relay" | "sidecar")) => {
+            let devo = matches!(t, "devo_platform" | "relay");
+            match config_obj {
+                Some(c) => parse_network_output(c, devo, cx).map(OutputKind::Network),
+                None => {
+                    cx.error(
+                        &join(&path, "config"),
+                        "missing; needs at least `address` and `port`".into(),
+                    );
+                    None
+                }
+            }
+        }
+        Some(other) => {
+            cx.error(
+                &join(&path, "type"),
+                format!(
+                    "`{other}` is not an output type; use devo_platform, syslog, file or console"
+                ),
+            );
+            None
+        }
+        None => {
+            cx.error(
+                &join(&path, "type"),
+                "missing; use devo_platform, syslog, file or console".into(),
+            );
+            None
+        }
+    }
+}
+
+/// A `file` output: `config.directory` and the files' `mode`.
+fn file_output(config_obj: Option<Obj<'_>>, path: &str, cx: &mut Cx) -> Option<OutputKind> {
+    let (dir, mode) = match config_obj {
+        Some(mut c) => {
+            let dir = c.string("directory", cx);
+            let mode = file_mode(&mut c, cx);
+            c.finish(cx);
+            (dir, mode)
+        }
+        None => (None, None),
+    };
+    if dir.is_none() {
+        cx.error(
+            &join(path, "config.directory"),
+            "missing; the file output needs a directory, e.g. `out`".into(),
+        );
+    }
+    dir.zip(mode).map(|(d, mode)| OutputKind::File {
+        directory: PathBuf::from(d),
+        mode,
+    })
 }
 
 const DEVO_SENDER_IGNORED: &[&str] = &[
@@ -236,13 +249,57 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
     if port.is_none() && !c.map.contains_key("port") {
         cx.error(&c.path("port"), "missing; Devo listens on 443".into());
     }
+    let tls = tls_files(&mut c, devo, cx);
+    let hostname = c.string("hostname", cx);
+    let internal_messages = c.boolean("internal_messages", false, cx);
+    let max_record_bytes = c
+        .number("max_record_bytes", 1024.0, 64.0 * 1024.0 * 1024.0, true, cx)
+        .map(|n| n as usize)
+        .unwrap_or(256 * 1024);
+    let confirm_timeout = c.seconds(
+        "confirm_timeout_in_seconds",
+        0.1,
+        600.0,
+        Duration::from_secs(30),
+        cx,
+    );
+    let connect_timeout = c.seconds(
+        "connect_timeout_in_seconds",
+        0.1,
+        600.0,
+        Duration::from_secs(10),
+        cx,
+    );
+    if devo {
+        if let Some(a) = &address {
+            warn_unless_devo_address(&c, a, cx);
+        }
+    }
+    c.finish(cx);
+    Some(NetworkOutputConfig {
+        devo,
+        address: address?,
+        port: port?,
+        tls,
+        hostname,
+        max_record_bytes,
+        confirm_timeout,
+        connect_timeout,
+        internal_messages,
+    })
+}
+
+/// The TLS keys of a network output: `chain`, `cert` and `key` (or Devo's `*_loc` names),
+/// `check_hostname`, `tls`, and the extra roots. `None` for plain TCP (a `syslog` output
+/// without any of them); every given file must exist.
+fn tls_files(c: &mut Obj<'_>, devo: bool, cx: &mut Cx) -> Option<TlsFiles> {
     let chain = c.string_or_alias("chain", "chain_loc", cx);
     let cert = c.string_or_alias("cert", "cert_loc", cx);
     let key = c.string_or_alias("key", "key_loc", cx);
     let check_hostname = c.boolean("check_hostname", true, cx);
     let tls_wanted = c.boolean("tls", devo, cx);
-    let roots = output_trust_keys(&mut c, cx);
-    let tls = match (cert, key) {
+    let roots = output_trust_keys(c, cx);
+    match (cert, key) {
         (Some(cert), Some(key)) if chain.is_some() || roots.given() => {
             let files = TlsFiles {
                 chain: chain.map(|f| resolve_cert(&cx.base_dir, &f)),
@@ -269,53 +326,20 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
             cx.error(&c.path("chain"), "TLS needs `cert` and `key`, and `chain` (or `ca_file`, or system_trust_store: true) to verify the server (Devo: Administration > Credentials > X.509 Certificates)".into());
             None
         }
-    };
-    let hostname = c.string("hostname", cx);
-    let internal_messages = c.boolean("internal_messages", false, cx);
-    let max_record_bytes = c
-        .number("max_record_bytes", 1024.0, 64.0 * 1024.0 * 1024.0, true, cx)
-        .map(|n| n as usize)
-        .unwrap_or(256 * 1024);
-    let confirm_timeout = c.seconds(
-        "confirm_timeout_in_seconds",
-        0.1,
-        600.0,
-        Duration::from_secs(30),
-        cx,
-    );
-    let connect_timeout = c.seconds(
-        "connect_timeout_in_seconds",
-        0.1,
-        600.0,
-        Duration::from_secs(10),
-        cx,
-    );
-    if devo {
-        if let Some(a) = &address {
-            if !a.starts_with("collector-")
-                && !a.ends_with(".devo.io")
-                && a != "127.0.0.1"
-                && a != "localhost"
-            {
-                cx.warn(
-                    &c.path("address"),
-                    format!(
-                        "`{a}` is not one of Devo's collector-{{us,eu,ca,ap}}.devo.io addresses"
-                    ),
-                );
-            }
-        }
     }
-    c.finish(cx);
-    Some(NetworkOutputConfig {
-        devo,
-        address: address?,
-        port: port?,
-        tls,
-        hostname,
-        max_record_bytes,
-        confirm_timeout,
-        connect_timeout,
-        internal_messages,
-    })
+}
+
+/// A `devo_platform` address that is none of Devo's collector hosts gets a warning (a typo
+/// would otherwise show only as connection failures).
+fn warn_unless_devo_address(c: &Obj<'_>, a: &str, cx: &mut Cx) {
+    if !a.starts_with("collector-")
+        && !a.ends_with(".devo.io")
+        && a != "127.0.0.1"
+        && a != "localhost"
+    {
+        cx.warn(
+            &c.path("address"),
+            format!("`{a}` is not one of Devo's collector-{{us,eu,ca,ap}}.devo.io addresses"),
+        );
+    }
 }

@@ -95,19 +95,45 @@ impl ServiceConfig {
     }
 }
 
+/// A service's section: each key in turn, starting from the service's defaults (an absent or
+/// invalid key keeps its default; the problem is recorded).
 pub(super) fn parse_service(
     service: Service,
     mut s: Obj<'_>,
     cx: &mut Cx,
 ) -> Option<ServiceConfig> {
-    let d = ServiceConfig::defaults(service);
-    let request_period = s.seconds(
+    let mut c = ServiceConfig::defaults(service);
+    c.request_period = s.seconds(
         "request_period_in_seconds",
         1.0,
         604_800.0,
-        d.request_period,
+        c.request_period,
         cx,
     );
+    (c.start_time_text, c.start_time) = start_time(&mut s, cx);
+    windows(&mut s, &mut c, cx);
+    c.base_url = base_url(&mut s, c.base_url, cx);
+    page_limits(&mut s, &mut c, cx);
+    job_timings(&mut s, &mut c, cx);
+    retries(&mut s, &mut c, cx);
+    (c.table, c.overrides) = service_table(service, &mut s, cx);
+    c.obfuscation = match s.get("obfuscation_data") {
+        None => Vec::new(),
+        Some(v) => parse_obfuscation(&s.path("obfuscation_data"), v, cx),
+    };
+    c.min_request_interval = requests_per_second(&mut s, cx);
+    c.requests_limits = requests_limits(&mut s, cx);
+    c.use_time_slots = use_time_slots(&mut s, c.request_period, cx);
+    s.ignored = &["retries"];
+    s.finish(cx);
+    // `c.connection` keeps its default: the input's trust and route are set once all services
+    // are read.
+    Some(c)
+}
+
+/// `start_time_in_utc`: as written (stored in state to detect a change) and parsed; a time in
+/// the future is refused.
+fn start_time(s: &mut Obj<'_>, cx: &mut Cx) -> (Option<String>, Option<DateTime<Utc>>) {
     let start_time_text = s.string("start_time_in_utc", cx);
     let start_time =
         start_time_text
@@ -133,144 +159,144 @@ pub(super) fn parse_service(
                     None
                 }
             });
-    let window_offset = s.minutes(
+    (start_time_text, start_time)
+}
+
+/// The query window keys: its offset from now, the late-arrival lookback and sweep interval.
+fn windows(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
+    c.window_offset = s.minutes(
         "override_query_window_offset_in_minutes",
         0.0,
         1440.0,
-        d.window_offset,
+        c.window_offset,
         cx,
     );
-    let lookback = s.minutes(
+    c.lookback = s.minutes(
         "late_arrival_lookback_in_minutes",
         0.0,
         1440.0,
-        d.lookback,
+        c.lookback,
         cx,
     );
-    let sweep_interval = s.minutes(
+    c.sweep_interval = s.minutes(
         "late_arrival_sweep_interval_in_minutes",
         0.0167,
         1440.0,
-        d.sweep_interval,
+        c.sweep_interval,
         cx,
     );
-    let base_url = match s.string("override_base_url", cx) {
-        None => d.base_url.clone(),
-        Some(text) => {
-            match url::Url::parse(&text) {
-                Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => {
-                    if !u.username().is_empty() || u.password().is_some() || u.query().is_some() {
-                        cx.error(&s.path("override_base_url"), "must not carry credentials or a query; give scheme, host and port only".into());
-                    }
-                    if u.path().trim_end_matches('/').ends_with("usage-data") {
-                        cx.error(&s.path("override_base_url"), format!("give only scheme, host and port: the collector appends {API_PATH} itself"));
-                    }
-                    if u.scheme() == "http" {
-                        cx.warn(&s.path("override_base_url"), format!("`{text}` is plain http: the API key travels unencrypted; use it only for a local simulator or proxy"));
-                    }
-                    u
-                }
-                _ => {
-                    cx.error(&s.path("override_base_url"), format!("`{text}` is not an http(s) URL with a host, e.g. https://proofpointisolation.com or http://127.0.0.1:8080"));
-                    d.base_url.clone()
-                }
-            }
-        }
+}
+
+/// `override_base_url`: scheme, host and port only (the collector appends [`API_PATH`]);
+/// `default` if absent or invalid.
+fn base_url(s: &mut Obj<'_>, default: url::Url, cx: &mut Cx) -> url::Url {
+    let Some(text) = s.string("override_base_url", cx) else {
+        return default;
     };
-    let page_size = s
+    match url::Url::parse(&text) {
+        Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => {
+            if !u.username().is_empty() || u.password().is_some() || u.query().is_some() {
+                cx.error(
+                    &s.path("override_base_url"),
+                    "must not carry credentials or a query; give scheme, host and port only".into(),
+                );
+            }
+            if u.path().trim_end_matches('/').ends_with("usage-data") {
+                cx.error(
+                    &s.path("override_base_url"),
+                    format!(
+                        "give only scheme, host and port: the collector appends {API_PATH} itself"
+                    ),
+                );
+            }
+            if u.scheme() == "http" {
+                cx.warn(&s.path("override_base_url"), format!("`{text}` is plain http: the API key travels unencrypted; use it only for a local simulator or proxy"));
+            }
+            u
+        }
+        _ => {
+            cx.error(&s.path("override_base_url"), format!("`{text}` is not an http(s) URL with a host, e.g. https://proofpointisolation.com or http://127.0.0.1:8080"));
+            default
+        }
+    }
+}
+
+/// `page_size` and `max_events_per_window`, which must hold at least one page.
+fn page_limits(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
+    c.page_size = s
         .number("page_size", 1.0, 10_000.0, true, cx)
         .map(|n| n as u32)
-        .unwrap_or(d.page_size);
-    let max_events_per_window = s
+        .unwrap_or(c.page_size);
+    c.max_events_per_window = s
         .number("max_events_per_window", 1.0, 10_000_000.0, true, cx)
         .map(|n| n as usize)
-        .unwrap_or(d.max_events_per_window);
-    if max_events_per_window < page_size as usize {
+        .unwrap_or(c.max_events_per_window);
+    if c.max_events_per_window < c.page_size as usize {
         cx.error(
             &s.path("max_events_per_window"),
-            format!("({max_events_per_window}) must be at least `page_size` ({page_size})"),
+            format!(
+                "({}) must be at least `page_size` ({})",
+                c.max_events_per_window, c.page_size
+            ),
         );
     }
-    let request_timeout = s.seconds(
+}
+
+/// The request timeout and the polling of a report job.
+fn job_timings(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
+    c.request_timeout = s.seconds(
         "request_timeout_in_seconds",
         0.1,
         3600.0,
-        d.request_timeout,
+        c.request_timeout,
         cx,
     );
-    let job_poll_initial = s.seconds(
+    c.job_poll_initial = s.seconds(
         "job_poll_initial_interval_in_seconds",
         0.001,
         600.0,
-        d.job_poll_initial,
+        c.job_poll_initial,
         cx,
     );
-    let job_poll_max = s.seconds(
+    c.job_poll_max = s.seconds(
         "job_poll_max_interval_in_seconds",
         0.001,
         3600.0,
-        d.job_poll_max,
+        c.job_poll_max,
         cx,
     );
-    let job_timeout = s.minutes("job_timeout_in_minutes", 0.001, 1440.0, d.job_timeout, cx);
-    let max_retries = s
+    c.job_timeout = s.minutes("job_timeout_in_minutes", 0.001, 1440.0, c.job_timeout, cx);
+}
+
+/// `max_retries` and the backoff between retries.
+fn retries(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
+    c.max_retries = s
         .number("max_retries", 0.0, 100.0, true, cx)
         .map(|n| n as u32)
-        .unwrap_or(d.max_retries);
-    let retry_initial = s.seconds(
+        .unwrap_or(c.max_retries);
+    c.retry_initial = s.seconds(
         "retry_initial_interval_in_seconds",
         0.001,
         600.0,
-        d.retry_initial,
+        c.retry_initial,
         cx,
     );
-    let retry_max = s.seconds(
+    c.retry_max = s.seconds(
         "retry_max_interval_in_seconds",
         0.001,
         3600.0,
-        d.retry_max,
+        c.retry_max,
         cx,
     );
-    let (table, overrides) = service_table(service, &mut s, cx);
-    let obfuscation = match s.get("obfuscation_data") {
-        None => Vec::new(),
-        Some(v) => parse_obfuscation(&s.path("obfuscation_data"), v, cx),
-    };
-    let min_request_interval = requests_per_second(&mut s, cx);
-    let requests_limits = requests_limits(&mut s, cx);
+}
+
+/// `use_time_slots_for_retrievals`, with a warning that says what it changes.
+fn use_time_slots(s: &mut Obj<'_>, request_period: Duration, cx: &mut Cx) -> bool {
     let use_time_slots = s.boolean("use_time_slots_for_retrievals", false, cx);
     if use_time_slots {
         cx.warn(&s.path("use_time_slots_for_retrievals"), format!("pull cycles after the first start at wall-clock multiples of request_period_in_seconds ({} s); each cycle still asks for everything up to its start", request_period.as_secs_f64()));
     }
-    s.ignored = &["retries"];
-    s.finish(cx);
-    Some(ServiceConfig {
-        service,
-        table,
-        overrides,
-        request_period,
-        use_time_slots,
-        min_request_interval,
-        requests_limits,
-        start_time,
-        start_time_text,
-        window_offset,
-        lookback,
-        sweep_interval,
-        base_url,
-        page_size,
-        max_events_per_window,
-        request_timeout,
-        job_poll_initial,
-        job_poll_max,
-        job_timeout,
-        max_retries,
-        retry_initial,
-        retry_max,
-        obfuscation,
-        // The input's trust and route, set once all services are read.
-        connection: d.connection,
-    })
+    use_time_slots
 }
 
 /// A valid Devo table name (or base tag): 1 to 1024 characters, no spaces or colons.
