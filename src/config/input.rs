@@ -9,7 +9,7 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::outputs::resolve_cert;
 use super::services::{parse_service, ServiceConfig};
-use super::walker::{join, show, Cx, Obj};
+use super::walker::{each_mapping, join, show, Cx, Obj};
 use crate::isolation::connection::{self, ApiConnection};
 use crate::isolation::limiter::{Limit, RequestLimits, SharedLimits};
 use crate::secret::ApiKey;
@@ -63,11 +63,7 @@ impl InputConfig {
 }
 
 pub(super) fn parse_inputs(mut inputs: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
-    let names: Vec<String> = inputs
-        .map
-        .keys()
-        .filter_map(|k| k.as_str().map(str::to_owned))
-        .collect();
+    let names = inputs.names();
     let mut result = None;
     for name in names {
         if name != "proofpoint_isolation" {
@@ -358,28 +354,14 @@ pub(super) fn requests_limits(o: &mut Obj<'_>, cx: &mut Cx) -> Vec<Limit> {
     let Some(v) = o.get("requests_limits") else {
         return Vec::new();
     };
-    let Value::Sequence(entries) = v else {
-        cx.error(
-            &path,
-            "must be a list such as `[{period: 1m, number_of_requests: 60}]`".into(),
-        );
-        return Vec::new();
-    };
-    let mut limits = Vec::new();
-    for (n, entry) in entries.iter().enumerate() {
-        let epath = format!("{path}[{n}]");
-        let Value::Mapping(m) = entry else {
-            cx.error(
-                &epath,
-                "must be a mapping with `period` and `number_of_requests`".into(),
-            );
-            continue;
-        };
-        if let Some(limit) = requests_limit(Obj::new(&epath, m), cx) {
-            limits.push(limit);
-        }
-    }
-    limits
+    each_mapping(
+        &path,
+        v,
+        "must be a list such as `[{period: 1m, number_of_requests: 60}]`",
+        "must be a mapping with `period` and `number_of_requests`",
+        cx,
+        requests_limit,
+    )
 }
 
 /// One `requests_limits` entry: `period` and `number_of_requests`.

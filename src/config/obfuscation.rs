@@ -3,35 +3,21 @@
 
 use serde_yaml_ng::Value;
 
-use super::walker::{Cx, Obj};
+use super::walker::{each_mapping, Cx, Obj};
 use crate::pipeline::obfuscate::{Action, HmacKey, ObfuscationRule, PathSegment, MASK};
 
 /// `obfuscation_data`: Devo's entries (`name`, `value`, `string_patterns`) plus `method:
 /// hmac_sha256` with `secret_env` or `secret_file`. Secrets are never accepted inline, so a
 /// config file can be shared or logged without leaking the key that protects the pseudonyms.
 pub(super) fn parse_obfuscation(path: &str, v: &Value, cx: &mut Cx) -> Vec<ObfuscationRule> {
-    let Value::Sequence(entries) = v else {
-        cx.error(
-            path,
-            "must be a list of entries such as `- name: [userName]`".into(),
-        );
-        return Vec::new();
-    };
-    let mut rules = Vec::new();
-    for (i, entry) in entries.iter().enumerate() {
-        let epath = format!("{path}[{i}]");
-        let Value::Mapping(m) = entry else {
-            cx.error(
-                &epath,
-                "must be a mapping with at least `name` (the key path)".into(),
-            );
-            continue;
-        };
-        if let Some(rule) = parse_obfuscation_entry(Obj::new(&epath, m), cx) {
-            rules.push(rule);
-        }
-    }
-    rules
+    each_mapping(
+        path,
+        v,
+        "must be a list of entries such as `- name: [userName]`",
+        "must be a mapping with at least `name` (the key path)",
+        cx,
+        parse_obfuscation_entry,
+    )
 }
 
 /// One entry: the field's key path, then what replaces it (a mask, pattern replacements or an

@@ -71,11 +71,7 @@ fn file_mode(c: &mut Obj<'_>, cx: &mut Cx) -> Option<u32> {
 }
 
 pub(super) fn parse_outputs(mut o: Obj<'_>, cx: &mut Cx) -> Vec<OutputConfig> {
-    let names: Vec<String> = o
-        .map
-        .keys()
-        .filter_map(|k| k.as_str().map(str::to_owned))
-        .collect();
+    let names = o.names();
     if names.is_empty() {
         cx.error(
             &o.path,

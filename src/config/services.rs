@@ -164,27 +164,21 @@ fn start_time(s: &mut Obj<'_>, cx: &mut Cx) -> (Option<String>, Option<DateTime<
 
 /// The query window keys: its offset from now, the late-arrival lookback and sweep interval.
 fn windows(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
-    c.window_offset = s.minutes(
-        "override_query_window_offset_in_minutes",
-        0.0,
-        1440.0,
-        c.window_offset,
-        cx,
-    );
-    c.lookback = s.minutes(
-        "late_arrival_lookback_in_minutes",
-        0.0,
-        1440.0,
-        c.lookback,
-        cx,
-    );
-    c.sweep_interval = s.minutes(
-        "late_arrival_sweep_interval_in_minutes",
-        0.0167,
-        1440.0,
-        c.sweep_interval,
-        cx,
-    );
+    for (key, min, field) in [
+        (
+            "override_query_window_offset_in_minutes",
+            0.0,
+            &mut c.window_offset,
+        ),
+        ("late_arrival_lookback_in_minutes", 0.0, &mut c.lookback),
+        (
+            "late_arrival_sweep_interval_in_minutes",
+            0.0167,
+            &mut c.sweep_interval,
+        ),
+    ] {
+        *field = s.minutes(key, min, 1440.0, *field, cx);
+    }
 }
 
 /// `override_base_url`: scheme, host and port only (the collector appends [`API_PATH`]);
@@ -244,27 +238,28 @@ fn page_limits(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
 
 /// The request timeout and the polling of a report job.
 fn job_timings(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
-    c.request_timeout = s.seconds(
-        "request_timeout_in_seconds",
-        0.1,
-        3600.0,
-        c.request_timeout,
-        cx,
-    );
-    c.job_poll_initial = s.seconds(
-        "job_poll_initial_interval_in_seconds",
-        0.001,
-        600.0,
-        c.job_poll_initial,
-        cx,
-    );
-    c.job_poll_max = s.seconds(
-        "job_poll_max_interval_in_seconds",
-        0.001,
-        3600.0,
-        c.job_poll_max,
-        cx,
-    );
+    for (key, min, max, field) in [
+        (
+            "request_timeout_in_seconds",
+            0.1,
+            3600.0,
+            &mut c.request_timeout,
+        ),
+        (
+            "job_poll_initial_interval_in_seconds",
+            0.001,
+            600.0,
+            &mut c.job_poll_initial,
+        ),
+        (
+            "job_poll_max_interval_in_seconds",
+            0.001,
+            3600.0,
+            &mut c.job_poll_max,
+        ),
+    ] {
+        *field = s.seconds(key, min, max, *field, cx);
+    }
     c.job_timeout = s.minutes("job_timeout_in_minutes", 0.001, 1440.0, c.job_timeout, cx);
 }
 
@@ -274,20 +269,16 @@ fn retries(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
         .number("max_retries", 0.0, 100.0, true, cx)
         .map(|n| n as u32)
         .unwrap_or(c.max_retries);
-    c.retry_initial = s.seconds(
-        "retry_initial_interval_in_seconds",
-        0.001,
-        600.0,
-        c.retry_initial,
-        cx,
-    );
-    c.retry_max = s.seconds(
-        "retry_max_interval_in_seconds",
-        0.001,
-        3600.0,
-        c.retry_max,
-        cx,
-    );
+    for (key, max, field) in [
+        (
+            "retry_initial_interval_in_seconds",
+            600.0,
+            &mut c.retry_initial,
+        ),
+        ("retry_max_interval_in_seconds", 3600.0, &mut c.retry_max),
+    ] {
+        *field = s.seconds(key, 0.001, max, *field, cx);
+    }
 }
 
 /// `use_time_slots_for_retrievals`, with a warning that says what it changes.

@@ -74,6 +74,14 @@ impl<'a> Obj<'a> {
         join(&self.path, key)
     }
 
+    /// The mapping's string keys, in file order (for sections whose keys are names).
+    pub(super) fn names(&self) -> Vec<String> {
+        self.map
+            .keys()
+            .filter_map(|k| k.as_str().map(str::to_owned))
+            .collect()
+    }
+
     pub(super) fn get(&mut self, key: &str) -> Option<&'a Value> {
         self.used.insert(key.to_owned());
         self.map.get(key).filter(|v| !v.is_null())
@@ -234,6 +242,33 @@ impl<'a> Obj<'a> {
             }
         }
     }
+}
+
+/// A list of mappings (`requests_limits`, `obfuscation_data`): each entry read by `parse`, in
+/// order. `not_list` and `not_mapping` say what was expected; a wrong entry is reported and
+/// skipped, and the others are still read.
+pub(super) fn each_mapping<T>(
+    path: &str,
+    v: &Value,
+    not_list: &str,
+    not_mapping: &str,
+    cx: &mut Cx,
+    mut parse: impl FnMut(Obj<'_>, &mut Cx) -> Option<T>,
+) -> Vec<T> {
+    let Value::Sequence(entries) = v else {
+        cx.error(path, not_list.into());
+        return Vec::new();
+    };
+    let mut parsed = Vec::new();
+    for (n, entry) in entries.iter().enumerate() {
+        let epath = format!("{path}[{n}]");
+        let Value::Mapping(m) = entry else {
+            cx.error(&epath, not_mapping.into());
+            continue;
+        };
+        parsed.extend(parse(Obj::new(&epath, m), cx));
+    }
+    parsed
 }
 
 /// What happens instead of a Devo setting this collector ignores.
