@@ -18,7 +18,9 @@
 //! ```
 //!
 //! ## Layout
-//! - [`config`]: YAML → validated runtime config; `${ENV}` substitution.
+//! - [`config`]: YAML → validated runtime config, every problem at once with its key path:
+//!   the walker, `${ENV}` substitution, and one file per section (globals, outputs, input,
+//!   services, obfuscation).
 //! - [`service`]: the domain's two services, their Devo tables and vendor hosts, the API path
 //!   and the 30-day retention.
 //! - [`isolation`]: the vendor API client (with Devo's `requests_limits` limiter) and the
