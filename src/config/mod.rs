@@ -8,6 +8,12 @@
 //! construction (parsed URLs, durations, clamped ranges). Keys that Devo's collector accepts but
 //! that mean nothing here are accepted with a warning, so an existing Devo config works
 //! unchanged; keys nobody knows are errors, because a typo must not silently change behaviour.
+//!
+//! Files: `walker` (the mapping reader that records problems with their key paths), `env`
+//! (`${VAR}` substitution), then one file per section: `globals`, `outputs` (with the network
+//! outputs' TLS files), `input` (credentials, request limits, proxy and trust), `services` and
+//! `obfuscation`. Each section parser reads its keys in order, one small helper per key or
+//! concern; this file holds [`Config`], loading and the check that spans sections.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
