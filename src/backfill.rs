@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
 
 use crate::app::build_outputs;
-use crate::config::{Config, OutputKind, Service, RETENTION};
+use crate::config::{Config, OutputKind};
 use crate::isolation::puller::{puller_thread, CycleStats, Progress, Puller};
+use crate::service::{Service, RETENTION};
 use crate::state::StateStore;
 use crate::time::{format_iso, Millis};
 

@@ -18,7 +18,11 @@
 //! ```
 //!
 //! ## Layout
-//! - [`config`]: YAML → validated runtime config; `${ENV}` substitution.
+//! - [`config`]: YAML → validated runtime config, every problem at once with its key path:
+//!   the walker, `${ENV}` substitution, and one file per section (globals, outputs, input,
+//!   services, obfuscation).
+//! - [`service`]: the domain's two services, their Devo tables and vendor hosts, the API path
+//!   and the 30-day retention.
 //! - [`isolation`]: the vendor API client (with Devo's `requests_limits` limiter) and the
 //!   per-service puller.
 //! - [`event`]: the page parser, the hot path: events stay the vendor's bytes.
@@ -51,6 +55,7 @@ pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod secret;
+pub mod service;
 pub mod simulator;
 pub mod state;
 pub mod telemetry;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use isolation_collector::cli::{Cli, Command, StateAction};
-use isolation_collector::config::{Config, Service};
+use isolation_collector::config::Config;
+use isolation_collector::service::Service;
 use isolation_collector::{app, backfill, demo, state::StateStore, telemetry};
 use tokio_util::sync::CancellationToken;
 

@@ -31,7 +31,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Service;
+use crate::service::Service;
 use crate::time::Millis;
 
 /// The result of one API request attempt.

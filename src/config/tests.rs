@@ -1,4 +1,8 @@
+use std::time::Duration;
+
 use super::*;
+use crate::pipeline::obfuscate::{Action, HmacKey, PathSegment};
+use crate::service::Service;
 
 fn env(name: &str) -> Option<String> {
     match name {

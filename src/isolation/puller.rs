@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{InputConfig, ServiceConfig, RETENTION};
+use crate::config::{InputConfig, ServiceConfig};
 use crate::event::Event;
 use crate::isolation::client::{ApiClient, FetchError};
 use crate::metrics::{Metrics, ServiceMetrics};
@@ -27,6 +27,7 @@ use crate::output::{Output, OutputError};
 use crate::pipeline::environment::Environment;
 use crate::pipeline::obfuscate::Obfuscator;
 use crate::pipeline::window::{plan_cycle, Window, WindowPlanner};
+use crate::service::RETENTION;
 use crate::state::{correct, ServiceState, StateError, StateStore};
 use crate::time::{format_iso, from_millis, Millis};
 

@@ -63,7 +63,7 @@ pub struct TlsFiles {
     pub check_hostname: bool,
 }
 
-/// Configuration of one syslog output (plain data; see `config.rs` for the YAML keys).
+/// Configuration of one syslog output (plain data; see `config/outputs.rs` for the YAML keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyslogOutputConfig {
     /// Host name or IP address of the receiver (e.g. `collector-eu.devo.io`).

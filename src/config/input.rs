@@ -1,0 +1,441 @@
+//! The `inputs.proofpoint_isolation` block: id, credentials, request limits, the connection keys
+//! (proxy and trust, resolved per service) and the list of services.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_yaml_ng::{Mapping, Value};
+
+use super::outputs::resolve_cert;
+use super::services::{parse_service, ServiceConfig};
+use super::walker::{each_mapping, join, show, Cx, Obj};
+use crate::isolation::connection::{self, ApiConnection};
+use crate::isolation::limiter::{Limit, RequestLimits, SharedLimits};
+use crate::secret::ApiKey;
+use crate::service::Service;
+
+/// Where the API key travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyPlacement {
+    /// `Authorization: Bearer <key>` (Proofpoint's own tools; keeps the key out of URLs).
+    BearerHeader,
+    /// `?key=<key>` (older clients). The key is still never logged.
+    QueryParameter,
+}
+
+#[derive(Clone, Debug)]
+pub struct InputConfig {
+    /// `inputs.<name>`: always `proofpoint_isolation`.
+    pub name: String,
+    pub id: String,
+    pub enabled: bool,
+    pub api_key: ApiKey,
+    pub key_placement: KeyPlacement,
+    /// Minimum spacing of API requests, from the input's `requests_per_second`; a service's own
+    /// setting wins (see [`InputConfig::request_interval`]).
+    pub min_request_interval: Option<Duration>,
+    /// The input's `requests_limits`, as configured.
+    pub requests_limits: Vec<Limit>,
+    /// The input's limiter, built from `requests_limits`: one for all its services, because
+    /// they share one API key (and the vendor's quota is per key). Cloning the config shares it.
+    pub input_limiter: Arc<Mutex<RequestLimits>>,
+    /// `environment`: added to every delivered event as `"@devo_environment"`.
+    pub environment: Option<String>,
+    pub services: Vec<ServiceConfig>,
+}
+
+impl InputConfig {
+    /// A service's request spacing: the narrowest level that sets `requests_per_second` wins.
+    pub fn request_interval(&self, svc: &ServiceConfig) -> Option<Duration> {
+        svc.min_request_interval.or(self.min_request_interval)
+    }
+
+    /// Every limiter a service's requests must pass: the input's (shared) and its own.
+    pub fn limits_for(&self, svc: &ServiceConfig) -> SharedLimits {
+        SharedLimits::default()
+            .with("inputs.proofpoint_isolation", self.input_limiter.clone())
+            .with(
+                &format!("services.{}", svc.service),
+                Arc::new(Mutex::new(RequestLimits::new(&svc.requests_limits))),
+            )
+    }
+}
+
+pub(super) fn parse_inputs(mut inputs: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
+    let names = inputs.names();
+    let mut result = None;
+    for name in names {
+        if name != "proofpoint_isolation" {
+            inputs.get(&name);
+            cx.error(
+                &inputs.path(&name),
+                "unknown input; this collector has one input, `proofpoint_isolation`".into(),
+            );
+            continue;
+        }
+        if let Some(input) = inputs.map(&name, cx) {
+            result = parse_input(input, cx);
+        }
+    }
+    if !inputs.map.contains_key("proofpoint_isolation") {
+        cx.error(
+            &inputs.path("proofpoint_isolation"),
+            "missing; add the input with its `id`, `credentials` and `services`".into(),
+        );
+    }
+    inputs.finish(cx);
+    result
+}
+
+/// The `proofpoint_isolation` block, key by key. The connection keys are read before the
+/// services and applied after them: a service's base URL decides its route.
+fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
+    i.ignored = &["autoconfig"];
+    let id = input_id(&mut i, cx);
+    let enabled = i.boolean("enabled", true, cx);
+    if !enabled {
+        cx.warn(
+            &i.path("enabled"),
+            "The \"input\" configuration entry for proofpoint_isolation is not enabled".into(),
+        );
+    }
+    let min_request_interval = requests_per_second(&mut i, cx);
+    let requests_limits = requests_limits(&mut i, cx);
+    let environment = i.string("environment", cx);
+    let (api_key, key_placement) = credentials(&mut i, cx);
+    let connection = parse_api_connection(&mut i, cx);
+    let mut services = parse_services(&mut i, cx);
+    if let Some(connection) = connection {
+        connect_services(&i, connection, &mut services, cx);
+    }
+    i.finish(cx);
+    Some(InputConfig {
+        name: "proofpoint_isolation".into(),
+        id: id?,
+        enabled,
+        api_key: api_key?,
+        key_placement,
+        min_request_interval,
+        input_limiter: Arc::new(Mutex::new(RequestLimits::new(&requests_limits))),
+        requests_limits,
+        environment,
+        services,
+    })
+}
+
+/// The input's `id` (it names the state files).
+fn input_id(i: &mut Obj<'_>, cx: &mut Cx) -> Option<String> {
+    let id = i.string("id", cx);
+    match &id {
+        None => cx.error(&i.path("id"), "missing; a unique number of at least 5 digits such as \"10001\" (it names the state files)".into()),
+        Some(id) if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
+            cx.error(&i.path("id"), format!("`{id}` may only hold letters, digits, `-` and `_` (Devo uses 5+ digits)"))
+        }
+        _ => {}
+    }
+    id
+}
+
+/// `credentials`: the API key (inline or from `api_key_file`) and where it travels.
+fn credentials(i: &mut Obj<'_>, cx: &mut Cx) -> (Option<ApiKey>, KeyPlacement) {
+    let Some(mut c) = i.map("credentials", cx) else {
+        cx.error(&i.path("credentials"), "missing; add `credentials: {api_key: ...}` (Isolation console: Product Settings > Reporting API)".into());
+        return (None, KeyPlacement::BearerHeader);
+    };
+    let key = api_key(&mut c, cx);
+    let placement = match c.string("send_key_as", cx).as_deref() {
+        None | Some("bearer_header") => KeyPlacement::BearerHeader,
+        Some("query_parameter") => KeyPlacement::QueryParameter,
+        Some(other) => {
+            cx.error(
+                &c.path("send_key_as"),
+                format!(
+                    "`{other}` is not valid; use `bearer_header` (default) or `query_parameter`"
+                ),
+            );
+            KeyPlacement::BearerHeader
+        }
+    };
+    c.finish(cx);
+    (key, placement)
+}
+
+/// `api_key` or `api_key_file` (one of them), trimmed; never shown in an error.
+fn api_key(c: &mut Obj<'_>, cx: &mut Cx) -> Option<ApiKey> {
+    let inline = c.string("api_key", cx);
+    let file = c.string("api_key_file", cx);
+    let key = match (inline, file) {
+        (Some(_), Some(_)) => {
+            cx.error(
+                &c.path("api_key"),
+                "give either `api_key` or `api_key_file`, not both".into(),
+            );
+            None
+        }
+        (Some(k), None) => Some(k),
+        (None, Some(f)) => cx
+            .read_secret_file(&c.path("api_key_file"), &f)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+        (None, None) => {
+            cx.error(
+                &c.path("api_key"),
+                "missing; set `api_key` (e.g. \"${ISOLATION_API_KEY}\") or `api_key_file`".into(),
+            );
+            None
+        }
+    };
+    key.and_then(|k| {
+        let k = k.trim().to_owned();
+        if k.is_empty() || k.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
+            cx.error(&c.path("api_key"), "is empty or holds spaces or control characters; paste the key from the Isolation console".into());
+            None
+        } else {
+            Some(ApiKey::new(k))
+        }
+    })
+}
+
+/// `services`: each listed service with its settings (absent: both, with their defaults).
+fn parse_services(i: &mut Obj<'_>, cx: &mut Cx) -> Vec<ServiceConfig> {
+    let mut services = Vec::new();
+    match i.get("services") {
+        None => {
+            services = Service::ALL
+                .iter()
+                .map(|s| ServiceConfig::defaults(*s))
+                .collect()
+        }
+        Some(Value::Mapping(m)) => {
+            let path = i.path("services");
+            for (k, v) in m {
+                let name = k.as_str().map(str::to_owned).unwrap_or_else(|| show(k));
+                if let Some(s) = listed_service(&join(&path, &name), &name, v, cx) {
+                    services.push(s);
+                }
+            }
+            if m.is_empty() {
+                cx.error(
+                    &path,
+                    "no service listed; add browser_and_email_isolation and/or url_isolation"
+                        .into(),
+                );
+            }
+        }
+        Some(_) => cx.error(
+            &i.path("services"),
+            "must be a mapping of service names to settings".into(),
+        ),
+    }
+    services
+}
+
+/// One entry of `services`: a known service name and its settings (or nothing: its defaults).
+fn listed_service(spath: &str, name: &str, v: &Value, cx: &mut Cx) -> Option<ServiceConfig> {
+    let Some(service) = Service::from_name(name) else {
+        cx.error(
+            spath,
+            "unknown service; use browser_and_email_isolation or url_isolation".into(),
+        );
+        return None;
+    };
+    let empty = Mapping::new();
+    let map = match v {
+        Value::Null => &empty,
+        Value::Mapping(m) => m,
+        _ => {
+            cx.error(
+                spath,
+                "must be a mapping of service settings (or empty)".into(),
+            );
+            return None;
+        }
+    };
+    parse_service(service, Obj::new(spath, map), cx)
+}
+
+/// The input's connection keys, read before the services (whose base URLs decide the route).
+struct ConnectionKeys {
+    proxy_url: Option<url::Url>,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    trust: String,
+}
+
+/// `proxy_url`, `ca_file`, `ca_file_only`, `system_trust_store` of the input block. `None` if
+/// any is invalid (the errors are recorded).
+fn parse_api_connection(i: &mut Obj<'_>, cx: &mut Cx) -> Option<ConnectionKeys> {
+    let proxy_url = match i.string("proxy_url", cx) {
+        None => Ok(None),
+        Some(text) => connection::parse_proxy_url(&text).map(Some).map_err(|e| {
+            cx.error(&i.path("proxy_url"), e);
+        }),
+    };
+    let ca_file = i
+        .string("ca_file", cx)
+        .map(|f| resolve_cert(&cx.base_dir, &f));
+    let ca_file_only = i.boolean("ca_file_only", false, cx);
+    let system = i.boolean("system_trust_store", false, cx);
+    if ca_file_only && ca_file.is_none() {
+        cx.error(
+            &i.path("ca_file_only"),
+            "is true but `ca_file` is not set; set ca_file to your CA bundle (PEM), or remove ca_file_only".into(),
+        );
+        return None;
+    }
+    if ca_file_only && system {
+        cx.error(&i.path("ca_file_only"), "trusts `ca_file` alone, which contradicts system_trust_store: true; remove one of them".into());
+        return None;
+    }
+    let roots = crate::trust::Roots {
+        builtin: !ca_file_only,
+        system,
+        files: ca_file.iter().map(|p| ("ca_file", p.as_path())).collect(),
+    };
+    let store = crate::trust::root_store(&roots).map_err(|e| {
+        let key = match e {
+            crate::trust::TrustError::SystemStoreEmpty { .. } => "system_trust_store",
+            _ => "ca_file",
+        };
+        cx.error(&i.path(key), e.to_string());
+    });
+    let mut trust: Vec<String> = Vec::new();
+    if !ca_file_only {
+        trust.push("the built-in roots".into());
+    }
+    if system {
+        trust.push("the system trust store".into());
+    }
+    if let Some(f) = &ca_file {
+        trust.push(format!("ca_file {}", f.display()));
+    }
+    Some(ConnectionKeys {
+        proxy_url: proxy_url.ok()?,
+        tls: crate::trust::client_config(store.ok()?),
+        trust: trust.join(" + "),
+    })
+}
+
+/// Gives every service the input's trust and the route to its own base URL.
+fn connect_services(
+    i: &Obj<'_>,
+    keys: ConnectionKeys,
+    services: &mut [ServiceConfig],
+    cx: &mut Cx,
+) {
+    let mut reported = BTreeSet::new();
+    for s in services {
+        match connection::resolve(keys.proxy_url.clone(), &s.base_url, cx.env) {
+            Ok(proxy) => {
+                s.connection = ApiConnection {
+                    proxy,
+                    tls: keys.tls.clone(),
+                    trust: keys.trust.clone(),
+                }
+            }
+            // Both services usually read the same variable: say it once.
+            Err(e) if reported.insert(e.clone()) => cx.error(
+                &i.path("proxy_url"),
+                format!("not set, and {e}; fix the variable or set proxy_url"),
+            ),
+            Err(_) => {}
+        }
+    }
+}
+
+/// `requests_per_second` (any number above zero, up to 1000) as a minimum request spacing.
+pub(super) fn requests_per_second(o: &mut Obj<'_>, cx: &mut Cx) -> Option<Duration> {
+    o.number("requests_per_second", 0.001, 1000.0, false, cx)
+        .map(|rps| Duration::from_secs_f64(1.0 / rps))
+}
+
+/// `requests_limits`: Devo's list of `{period: "<n><unit>", number_of_requests}`.
+pub(super) fn requests_limits(o: &mut Obj<'_>, cx: &mut Cx) -> Vec<Limit> {
+    let path = o.path("requests_limits");
+    let Some(v) = o.get("requests_limits") else {
+        return Vec::new();
+    };
+    each_mapping(
+        &path,
+        v,
+        "must be a list such as `[{period: 1m, number_of_requests: 60}]`",
+        "must be a mapping with `period` and `number_of_requests`",
+        cx,
+        requests_limit,
+    )
+}
+
+/// One `requests_limits` entry: `period` and `number_of_requests`.
+fn requests_limit(mut e: Obj<'_>, cx: &mut Cx) -> Option<Limit> {
+    let period = limit_period(&mut e, cx);
+    let number = number_of_requests(&mut e, cx);
+    e.finish(cx);
+    let ((period, text), max_requests) = (period?, number?);
+    Some(Limit {
+        period,
+        max_requests,
+        text,
+    })
+}
+
+/// `period`: Devo's period text, kept as written for the log.
+fn limit_period(e: &mut Obj<'_>, cx: &mut Cx) -> Option<(Duration, String)> {
+    match e.string("period", cx) {
+        None => {
+            cx.error(&e.path("period"), "missing; e.g. \"1m\" (units s, m, h, d, w, M, y)".into());
+            None
+        }
+        Some(text) => parse_period(&text).map(|d| (d, text.clone())).or_else(|| {
+            cx.error(&e.path("period"), format!("`{text}` is not a period; write a whole number and a unit: s, m, h, d, w, M (30 days) or y (365 days), e.g. \"5m\""));
+            None
+        }),
+    }
+}
+
+/// `number_of_requests`: 1 to 9999999, or -1 (`Some(None)`) for no limit.
+fn number_of_requests(e: &mut Obj<'_>, cx: &mut Cx) -> Option<Option<u32>> {
+    match e.get("number_of_requests") {
+        None => {
+            cx.error(
+                &e.path("number_of_requests"),
+                "missing; 1 to 9999999, or -1 for no limit".into(),
+            );
+            None
+        }
+        Some(Value::Number(x)) if x.as_i64() == Some(-1) => Some(None),
+        Some(Value::Number(x)) if x.as_i64().is_some_and(|x| (1..=9_999_999).contains(&x)) => {
+            x.as_i64().map(|x| Some(x as u32))
+        }
+        Some(other) => {
+            cx.error(
+                &e.path("number_of_requests"),
+                format!(
+                    "must be a whole number from 1 to 9999999, or -1 for no limit, got {}",
+                    show(other)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Devo's period text: a whole number and one of s, m, h, d, w, M (taken as 30 days) or y
+/// (365 days).
+pub fn parse_period(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let n: u64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
+        'M' => 30 * 86_400,
+        'y' => 365 * 86_400,
+        _ => return None,
+    };
+    if n == 0 {
+        return None;
+    }
+    n.checked_mul(secs).map(Duration::from_secs)
+}

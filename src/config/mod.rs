@@ -1,0 +1,227 @@
+//! Configuration: YAML in Devo's layout (`globals`, `outputs`, `inputs.proofpoint_isolation`),
+//! validated in one pass that reports every problem with its key path.
+//!
+//! The file is read into a YAML tree, `${VAR}` references in string values are substituted, and
+//! the tree is walked by hand rather than through `#[serde(deny_unknown_fields)]`: serde stops at
+//! the first error, and an operator fixing a config wants the whole list at once (linkerd's
+//! parse-all-then-fail). The walk produces a runtime [`Config`] whose values are valid by
+//! construction (parsed URLs, durations, clamped ranges). Keys that Devo's collector accepts but
+//! that mean nothing here are accepted with a warning, so an existing Devo config works
+//! unchanged; keys nobody knows are errors, because a typo must not silently change behaviour.
+//!
+//! Files: `walker` (the mapping reader that records problems with their key paths), `env`
+//! (`${VAR}` substitution), then one file per section: `globals`, `outputs` (with the network
+//! outputs' TLS files), `input` (credentials, request limits, proxy and trust), `services` and
+//! `obfuscation`. Each section parser reads its keys in order, one small helper per key or
+//! concern; this file holds [`Config`], loading and the check that spans sections.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::Value;
+
+mod env;
+mod globals;
+mod input;
+mod obfuscation;
+mod outputs;
+mod services;
+mod walker;
+
+pub use globals::{Globals, Persistence};
+pub use input::{parse_period, InputConfig, KeyPlacement};
+pub use outputs::{NetworkOutputConfig, OutputConfig, OutputKind, TlsFiles};
+pub use services::ServiceConfig;
+
+use env::substitute_env;
+use globals::parse_globals;
+use input::parse_inputs;
+use outputs::parse_outputs;
+use walker::{Cx, Obj};
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub globals: Globals,
+    pub outputs: Vec<OutputConfig>,
+    pub input: InputConfig,
+    /// Warnings found while validating, to be logged once logging is up.
+    pub warnings: Vec<String>,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Error in configuration file {}: {} problem(s) found:",
+            self.file.display(),
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        write!(
+            f,
+            "Fix them and run `isolation-collector validate --config {}` again.",
+            self.file.display()
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, substitutes and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |p: String| ConfigError {
+            file: path.to_owned(),
+            problems: vec![p],
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(format!(
+                "cannot read the file: {e}; pass an existing YAML file with --config"
+            ))
+        })?;
+        let base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
+        let mut config = Self::parse(&text, &base_dir, &|name| std::env::var(name).ok()).map_err(
+            |problems| ConfigError {
+                file: path.to_owned(),
+                problems,
+            },
+        )?;
+        if let Some(w) = inline_key_exposure(&text, path) {
+            config.warnings.push(w);
+        }
+        Ok(config)
+    }
+
+    /// Parses config text. `base_dir` is the config file's directory (certificate paths resolve
+    /// against it); `env` looks up `${VAR}` references.
+    pub fn parse(
+        text: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<String>> {
+        let mut root: Value = match serde_yaml_ng::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return Err(vec![format!("the file is not valid YAML: {e}")]),
+        };
+        let mut cx = Cx {
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            base_dir: base_dir.to_owned(),
+            env,
+        };
+        substitute_env(&mut root, "", env, &mut cx);
+        let Some(root_map) = root.as_mapping() else {
+            return Err(vec![
+                "the file must be a mapping with `globals`, `outputs` and `inputs`".into(),
+            ]);
+        };
+        let mut top = Obj::new("", root_map);
+        let globals = match top.map("globals", &mut cx) {
+            Some(g) => parse_globals(g, &mut cx),
+            None => {
+                cx.error(
+                    "globals",
+                    "missing; add a `globals:` section (at least `persistence`)".into(),
+                );
+                None
+            }
+        };
+        let outputs = match top.map("outputs", &mut cx) {
+            Some(o) => parse_outputs(o, &mut cx),
+            None => {
+                cx.error("outputs", "missing; add at least one output, e.g. `outputs: {local: {type: file, config: {directory: out}}}`".into());
+                Vec::new()
+            }
+        };
+        let input = match top.map("inputs", &mut cx) {
+            Some(i) => parse_inputs(i, &mut cx),
+            None => {
+                cx.error(
+                    "inputs",
+                    "missing; add `inputs: {proofpoint_isolation: {...}}`".into(),
+                );
+                None
+            }
+        };
+        top.finish(&mut cx);
+        if let Some(input) = &input {
+            check_shared_tables(&outputs, input, &mut cx);
+        }
+        match (globals, input, cx.errors.is_empty()) {
+            (Some(globals), Some(input), true) => Ok(Config {
+                globals,
+                outputs,
+                input,
+                warnings: cx.warnings,
+            }),
+            _ => Err(cx.errors),
+        }
+    }
+
+    /// The enabled services.
+    pub fn services(&self) -> impl Iterator<Item = &ServiceConfig> {
+        self.input.services.iter().filter(|_| self.input.enabled)
+    }
+}
+
+/// The cross-section check: each service keeps its own committed length of its table's file;
+/// two services writing one file would cut each other's lines when rewinding after a crash.
+fn check_shared_tables(outputs: &[OutputConfig], input: &InputConfig, cx: &mut Cx) {
+    let has_file = outputs
+        .iter()
+        .any(|o| matches!(o.kind, OutputKind::File { .. }));
+    for (i, a) in input.services.iter().enumerate() {
+        if let Some(b) = input.services[i + 1..].iter().find(|b| b.table == a.table) {
+            if has_file {
+                cx.error(
+                    &format!("inputs.proofpoint_isolation.services.{}.override_tag", b.service),
+                    format!("`{}` is also the table of {}; with a file output both would write one file; give each service its own table", b.table, a.service),
+                );
+            }
+        }
+    }
+}
+
+/// A warning when the file holds the API key itself (not `${VAR}` nor `api_key_file`) and
+/// other users may read it.
+fn inline_key_exposure(text: &str, path: &Path) -> Option<String> {
+    let raw: Value = serde_yaml_ng::from_str(text).ok()?;
+    let key = raw
+        .get("inputs")?
+        .get("proofpoint_isolation")?
+        .get("credentials")?
+        .get("api_key")?
+        .as_str()?;
+    if key.contains("${") {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        if mode & 0o044 != 0 {
+            return Some(format!(
+                "inputs.proofpoint_isolation.credentials.api_key: the key is written in {} and the file is readable by other users (mode {mode:04o}); run `chmod 600 {}`, or use \"${{ISOLATION_API_KEY}}\" or api_key_file",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod connection_tests;

@@ -1,0 +1,341 @@
+//! The `outputs` section: file, console and the network outputs (`devo_platform`, `syslog` and
+//! Devo's other names for them), with their TLS files and the certificate lookup Devo uses.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_yaml_ng::Value;
+
+use super::walker::{join, show, Cx, Obj};
+
+#[derive(Clone, Debug)]
+pub struct OutputConfig {
+    pub name: String,
+    pub kind: OutputKind,
+}
+
+#[derive(Clone, Debug)]
+pub enum OutputKind {
+    File {
+        directory: PathBuf,
+        /// The mode of the files it creates (`mode`, default 0640).
+        mode: u32,
+    },
+    Console,
+    /// `devo_platform` (TLS mandatory) or `syslog` (TLS optional).
+    Network(NetworkOutputConfig),
+}
+
+/// Settings shared by the `devo_platform` and `syslog` outputs.
+#[derive(Clone, Debug)]
+pub struct NetworkOutputConfig {
+    /// True for `devo_platform`/`relay`, false for `syslog`/`in_house_relay`/`sidecar`.
+    pub devo: bool,
+    pub address: String,
+    pub port: u16,
+    pub tls: Option<TlsFiles>,
+    /// Overrides the system hostname in the record header.
+    pub hostname: Option<String>,
+    pub max_record_bytes: usize,
+    pub confirm_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Also deliver the collector's own warnings and errors (`devo.collectors.out.local.*`).
+    pub internal_messages: bool,
+}
+
+pub use crate::output::syslog::TlsFiles;
+
+/// A file output's `mode`: an octal string such as "0640" (unquoted `0640` is a string too, in
+/// YAML 1.2). A YAML number (`640`) is refused rather than guessed at: decimal or octal? The
+/// collector must be able to read and write its own files. `None` (the error recorded) if
+/// invalid.
+fn file_mode(c: &mut Obj<'_>, cx: &mut Cx) -> Option<u32> {
+    let path = c.path("mode");
+    let Some(value) = c.get("mode") else {
+        return Some(crate::output::file::DEFAULT_MODE);
+    };
+    let fix = "write it as a quoted octal string of permission bits that include owner read and write, e.g. \"0640\" or \"0600\"";
+    let mode = match value {
+        Value::String(s) => u32::from_str_radix(s.trim().trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777 && m & 0o600 == 0o600),
+        _ => None,
+    };
+    if mode.is_none() {
+        cx.error(
+            &path,
+            format!("{} is not a valid file mode; {fix}", show(value)),
+        );
+    }
+    mode
+}
+
+pub(super) fn parse_outputs(mut o: Obj<'_>, cx: &mut Cx) -> Vec<OutputConfig> {
+    let names = o.names();
+    if names.is_empty() {
+        cx.error(
+            &o.path,
+            "no output configured; add at least one (devo_platform, syslog, file or console)"
+                .into(),
+        );
+    }
+    let mut outputs = Vec::new();
+    for name in names {
+        let Some(mut out) = o.map(&name, cx) else {
+            cx.error(
+                &o.path(&name),
+                "must be a mapping with `type` and `config`".into(),
+            );
+            continue;
+        };
+        let kind = output_kind(&mut out, cx);
+        out.finish(cx);
+        if let Some(kind) = kind {
+            outputs.push(OutputConfig { name, kind });
+        }
+    }
+    o.finish(cx);
+    outputs
+}
+
+/// An output's `type` and its `config`.
+fn output_kind(out: &mut Obj<'_>, cx: &mut Cx) -> Option<OutputKind> {
+    let kind = out.string("type", cx);
+    let config_obj = out.map("config", cx);
+    let path = out.path.clone();
+    match kind.as_deref() {
+        Some("file") => file_output(config_obj, &path, cx),
+        Some("console" | "stdout") => {
+            if let Some(c) = config_obj {
+                c.finish(cx);
+            }
+            Some(OutputKind::Console)
+        }
+        Some(t @ ("devo_platform" | "relay" | "syslog" | "in_house_relay" | "sidecar")) => {
+            let devo = matches!(t, "devo_platform" | "relay");
+            match config_obj {
+                Some(c) => parse_network_output(c, devo, cx).map(OutputKind::Network),
+                None => {
+                    cx.error(
+                        &join(&path, "config"),
+                        "missing; needs at least `address` and `port`".into(),
+                    );
+                    None
+                }
+            }
+        }
+        Some(other) => {
+            cx.error(
+                &join(&path, "type"),
+                format!(
+                    "`{other}` is not an output type; use devo_platform, syslog, file or console"
+                ),
+            );
+            None
+        }
+        None => {
+            cx.error(
+                &join(&path, "type"),
+                "missing; use devo_platform, syslog, file or console".into(),
+            );
+            None
+        }
+    }
+}
+
+/// A `file` output: `config.directory` and the files' `mode`.
+fn file_output(config_obj: Option<Obj<'_>>, path: &str, cx: &mut Cx) -> Option<OutputKind> {
+    let (dir, mode) = match config_obj {
+        Some(mut c) => {
+            let dir = c.string("directory", cx);
+            let mode = file_mode(&mut c, cx);
+            c.finish(cx);
+            (dir, mode)
+        }
+        None => (None, None),
+    };
+    if dir.is_none() {
+        cx.error(
+            &join(path, "config.directory"),
+            "missing; the file output needs a directory, e.g. `out`".into(),
+        );
+    }
+    dir.zip(mode).map(|(d, mode)| OutputKind::File {
+        directory: PathBuf::from(d),
+        mode,
+    })
+}
+
+const DEVO_SENDER_IGNORED: &[&str] = &[
+    "type",
+    "connecting_retries",
+    "connecting_initial_wait_in_seconds",
+    "connecting_max_wait_in_seconds",
+    "sending_timeout",
+    "sending_retries",
+    "sending_initial_wait_in_seconds",
+    "sending_max_wait_in_seconds",
+    "concurrent_connections",
+    "period_sender_stats_in_seconds",
+    "activate_final_queue",
+    "threshold_for_using_gzip_in_transport_layer",
+    "compression_level",
+    "compression_buffer_in_bytes",
+    "generate_metrics",
+];
+
+/// Resolves a certificate path as Devo does: a bare file name lives in `certs/` (beside the
+/// config file, or in the parent of the config directory: Devo's `/devo-collector/{config,certs}`
+/// layout); a path with a directory is relative to the config file's directory.
+pub(super) fn resolve_cert(base_dir: &Path, name: &str) -> PathBuf {
+    let p = Path::new(name);
+    if p.is_absolute() {
+        return p.to_owned();
+    }
+    if p.components().count() == 1 {
+        let beside = base_dir.join("certs").join(p);
+        if beside.exists() {
+            return beside;
+        }
+        if let Some(parent) = base_dir.parent() {
+            let devo = parent.join("certs").join(p);
+            if devo.exists() {
+                return devo;
+            }
+        }
+        return beside;
+    }
+    base_dir.join(p)
+}
+
+/// An output's `ca_file` and `system_trust_store`: roots added to Devo's `chain`.
+struct OutputTrustKeys {
+    ca_file: Option<PathBuf>,
+    system_trust_store: bool,
+}
+
+impl OutputTrustKeys {
+    fn given(&self) -> bool {
+        self.ca_file.is_some() || self.system_trust_store
+    }
+}
+
+fn output_trust_keys(c: &mut Obj<'_>, cx: &mut Cx) -> OutputTrustKeys {
+    if c.get("ca_file_only").is_some() {
+        cx.error(&c.path("ca_file_only"), "is an input setting; an output never trusts built-in roots, only `chain`, `ca_file` and (with system_trust_store: true) the system store; remove it".into());
+    }
+    OutputTrustKeys {
+        ca_file: c
+            .string("ca_file", cx)
+            .map(|f| resolve_cert(&cx.base_dir, &f)),
+        system_trust_store: c.boolean("system_trust_store", false, cx),
+    }
+}
+
+fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<NetworkOutputConfig> {
+    c.ignored = DEVO_SENDER_IGNORED;
+    let address = c.string_or_alias("address", "url", cx);
+    if address.is_none() {
+        cx.error(
+            &c.path("address"),
+            "missing; e.g. collector-eu.devo.io".into(),
+        );
+    }
+    let port = c.number("port", 1.0, 65535.0, true, cx).map(|p| p as u16);
+    if port.is_none() && !c.map.contains_key("port") {
+        cx.error(&c.path("port"), "missing; Devo listens on 443".into());
+    }
+    let tls = tls_files(&mut c, devo, cx);
+    let hostname = c.string("hostname", cx);
+    let internal_messages = c.boolean("internal_messages", false, cx);
+    let max_record_bytes = c
+        .number("max_record_bytes", 1024.0, 64.0 * 1024.0 * 1024.0, true, cx)
+        .map(|n| n as usize)
+        .unwrap_or(256 * 1024);
+    let confirm_timeout = c.seconds(
+        "confirm_timeout_in_seconds",
+        0.1,
+        600.0,
+        Duration::from_secs(30),
+        cx,
+    );
+    let connect_timeout = c.seconds(
+        "connect_timeout_in_seconds",
+        0.1,
+        600.0,
+        Duration::from_secs(10),
+        cx,
+    );
+    if devo {
+        if let Some(a) = &address {
+            warn_unless_devo_address(&c, a, cx);
+        }
+    }
+    c.finish(cx);
+    Some(NetworkOutputConfig {
+        devo,
+        address: address?,
+        port: port?,
+        tls,
+        hostname,
+        max_record_bytes,
+        confirm_timeout,
+        connect_timeout,
+        internal_messages,
+    })
+}
+
+/// The TLS keys of a network output: `chain`, `cert` and `key` (or Devo's `*_loc` names),
+/// `check_hostname`, `tls`, and the extra roots. `None` for plain TCP (a `syslog` output
+/// without any of them); every given file must exist.
+fn tls_files(c: &mut Obj<'_>, devo: bool, cx: &mut Cx) -> Option<TlsFiles> {
+    let chain = c.string_or_alias("chain", "chain_loc", cx);
+    let cert = c.string_or_alias("cert", "cert_loc", cx);
+    let key = c.string_or_alias("key", "key_loc", cx);
+    let check_hostname = c.boolean("check_hostname", true, cx);
+    let tls_wanted = c.boolean("tls", devo, cx);
+    let roots = output_trust_keys(c, cx);
+    match (cert, key) {
+        (Some(cert), Some(key)) if chain.is_some() || roots.given() => {
+            let files = TlsFiles {
+                chain: chain.map(|f| resolve_cert(&cx.base_dir, &f)),
+                ca_file: roots.ca_file,
+                system_trust_store: roots.system_trust_store,
+                cert: resolve_cert(&cx.base_dir, &cert),
+                key: resolve_cert(&cx.base_dir, &key),
+                check_hostname,
+            };
+            for (k, p) in [
+                ("chain", files.chain.as_ref()),
+                ("ca_file", files.ca_file.as_ref()),
+                ("cert", Some(&files.cert)),
+                ("key", Some(&files.key)),
+            ] {
+                if let Some(p) = p.filter(|p| !p.is_file()) {
+                    cx.error(&c.path(k), format!("file {} does not exist; put the Devo domain certificates there (bare names are looked up in certs/)", p.display()));
+                }
+            }
+            Some(files)
+        }
+        (None, None) if chain.is_none() && !roots.given() && !tls_wanted => None,
+        _ => {
+            cx.error(&c.path("chain"), "TLS needs `cert` and `key`, and `chain` (or `ca_file`, or system_trust_store: true) to verify the server (Devo: Administration > Credentials > X.509 Certificates)".into());
+            None
+        }
+    }
+}
+
+/// A `devo_platform` address that is none of Devo's collector hosts gets a warning (a typo
+/// would otherwise show only as connection failures).
+fn warn_unless_devo_address(c: &Obj<'_>, a: &str, cx: &mut Cx) {
+    if !a.starts_with("collector-")
+        && !a.ends_with(".devo.io")
+        && a != "127.0.0.1"
+        && a != "localhost"
+    {
+        cx.warn(
+            &c.path("address"),
+            format!("`{a}` is not one of Devo's collector-{{us,eu,ca,ap}}.devo.io addresses"),
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! The YAML walker: [`Obj`] reads a mapping key by key with typed getters (each records a
+//! problem with its key path instead of stopping), and [`Cx`] collects the problems and warnings
+//! of the whole file, so that a config with five mistakes is reported once, with five lines.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_yaml_ng::{Mapping, Value};
+
+pub(super) struct Cx<'e> {
+    pub(super) errors: Vec<String>,
+    pub(super) warnings: Vec<String>,
+    pub(super) base_dir: PathBuf,
+    /// Looks up environment variables (`${VAR}`, `secret_env`); injected so tests need none.
+    pub(super) env: &'e dyn Fn(&str) -> Option<String>,
+}
+
+impl Cx<'_> {
+    /// Reads a file holding a secret (relative paths are relative to the config file), without
+    /// the surrounding whitespace that `echo` or an editor adds. The contents never appear in
+    /// an error.
+    pub(super) fn read_secret_file(&mut self, path: &str, name: &str) -> Option<Vec<u8>> {
+        let file = if Path::new(name).is_absolute() {
+            PathBuf::from(name)
+        } else {
+            self.base_dir.join(name)
+        };
+        match std::fs::read(&file) {
+            Ok(bytes) => Some(bytes.trim_ascii().to_vec()),
+            Err(err) => {
+                self.error(path, format!("cannot read {}: {err}", file.display()));
+                None
+            }
+        }
+    }
+
+    pub(super) fn error(&mut self, path: &str, msg: String) {
+        self.errors.push(format!("{path}: {msg}"));
+    }
+    pub(super) fn warn(&mut self, path: &str, msg: String) {
+        self.warnings.push(format!("{path}: {msg}"));
+    }
+}
+
+pub(super) fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// A mapping being read: remembers which keys were used so the rest can be reported.
+pub(super) struct Obj<'a> {
+    pub(super) path: String,
+    pub(super) map: &'a Mapping,
+    pub(super) used: BTreeSet<String>,
+    /// Keys Devo knows that mean nothing here: accepted with a warning.
+    pub(super) ignored: &'static [&'static str],
+}
+
+impl<'a> Obj<'a> {
+    pub(super) fn new(path: &str, map: &'a Mapping) -> Self {
+        Obj {
+            path: path.to_owned(),
+            map,
+            used: BTreeSet::new(),
+            ignored: &[],
+        }
+    }
+
+    pub(super) fn path(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+
+    /// The mapping's string keys, in file order (for sections whose keys are names).
+    pub(super) fn names(&self) -> Vec<String> {
+        self.map
+            .keys()
+            .filter_map(|k| k.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    pub(super) fn get(&mut self, key: &str) -> Option<&'a Value> {
+        self.used.insert(key.to_owned());
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    pub(super) fn map(&mut self, key: &str, cx: &mut Cx) -> Option<Obj<'a>> {
+        let path = self.path(key);
+        match self.get(key)? {
+            Value::Mapping(m) => Some(Obj::new(&path, m)),
+            _ => {
+                cx.error(&path, "must be a mapping of keys to values".into());
+                None
+            }
+        }
+    }
+
+    pub(super) fn string(&mut self, key: &str, cx: &mut Cx) -> Option<String> {
+        let path = self.path(key);
+        match self.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => {
+                cx.error(&path, "must be a string".into());
+                None
+            }
+        }
+    }
+
+    /// A string under `key` or Devo's other name for it (`url` for `address`, `chain_loc` for
+    /// `chain`...); giving both is an error.
+    pub(super) fn string_or_alias(
+        &mut self,
+        key: &str,
+        alias: &str,
+        cx: &mut Cx,
+    ) -> Option<String> {
+        match (self.string(key, cx), self.string(alias, cx)) {
+            (Some(k), Some(_)) => {
+                cx.error(
+                    &self.path(alias),
+                    format!(
+                        "give either `{key}` or `{alias}` (Devo's other name for it), not both"
+                    ),
+                );
+                Some(k)
+            }
+            (k, a) => k.or(a),
+        }
+    }
+
+    pub(super) fn boolean(&mut self, key: &str, default: bool, cx: &mut Cx) -> bool {
+        let path = self.path(key);
+        match self.get(key) {
+            None => default,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
+            Some(_) => {
+                cx.error(&path, "must be true or false".into());
+                default
+            }
+        }
+    }
+
+    /// A number within `range`; `None` if absent or invalid (the error is recorded).
+    pub(super) fn number(
+        &mut self,
+        key: &str,
+        min: f64,
+        max: f64,
+        integer: bool,
+        cx: &mut Cx,
+    ) -> Option<f64> {
+        let path = self.path(key);
+        let v = self.get(key)?;
+        let n = match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        match n {
+            Some(n) if n.is_finite() && (!integer || n.fract() == 0.0) && n >= min && n <= max => {
+                Some(n)
+            }
+            _ => {
+                let kind = if integer {
+                    "a whole number"
+                } else {
+                    "a number"
+                };
+                cx.error(
+                    &path,
+                    format!("must be {kind} from {min} to {max}, got {}", show(v)),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn seconds(
+        &mut self,
+        key: &str,
+        min: f64,
+        max: f64,
+        default: Duration,
+        cx: &mut Cx,
+    ) -> Duration {
+        self.duration(key, min, max, default, 1.0, cx)
+    }
+
+    pub(super) fn minutes(
+        &mut self,
+        key: &str,
+        min: f64,
+        max: f64,
+        default: Duration,
+        cx: &mut Cx,
+    ) -> Duration {
+        self.duration(key, min, max, default, 60.0, cx)
+    }
+
+    /// A number of `unit_secs`-second units within `min..=max`, as a duration.
+    fn duration(
+        &mut self,
+        key: &str,
+        min: f64,
+        max: f64,
+        default: Duration,
+        unit_secs: f64,
+        cx: &mut Cx,
+    ) -> Duration {
+        self.number(key, min, max, false, cx)
+            .map(|n| Duration::from_secs_f64(n * unit_secs))
+            .unwrap_or(default)
+    }
+
+    /// Reports keys nobody read.
+    pub(super) fn finish(self, cx: &mut Cx) {
+        for key in self.map.keys() {
+            let name = match key {
+                Value::String(s) => s.clone(),
+                other => show(other),
+            };
+            if self.used.contains(&name) {
+                continue;
+            }
+            let path = join(&self.path, &name);
+            if self.ignored.contains(&name.as_str()) || name.starts_with("queue_") {
+                cx.warn(
+                    &path,
+                    format!(
+                        "Devo collector setting with no effect here; ignored: {}",
+                        ignored_because(&name)
+                    ),
+                );
+            } else {
+                cx.error(&path, "unknown key; check its spelling and its place in the file (see examples/config.yaml)".into());
+            }
+        }
+    }
+}
+
+/// A list of mappings (`requests_limits`, `obfuscation_data`): each entry read by `parse`, in
+/// order. `not_list` and `not_mapping` say what was expected; a wrong entry is reported and
+/// skipped, and the others are still read.
+pub(super) fn each_mapping<T>(
+    path: &str,
+    v: &Value,
+    not_list: &str,
+    not_mapping: &str,
+    cx: &mut Cx,
+    mut parse: impl FnMut(Obj<'_>, &mut Cx) -> Option<T>,
+) -> Vec<T> {
+    let Value::Sequence(entries) = v else {
+        cx.error(path, not_list.into());
+        return Vec::new();
+    };
+    let mut parsed = Vec::new();
+    for (n, entry) in entries.iter().enumerate() {
+        let epath = format!("{path}[{n}]");
+        let Value::Mapping(m) = entry else {
+            cx.error(&epath, not_mapping.into());
+            continue;
+        };
+        parsed.extend(parse(Obj::new(&epath, m), cx));
+    }
+    parsed
+}
+
+/// What happens instead of a Devo setting this collector ignores.
+fn ignored_because(key: &str) -> &'static str {
+    match key {
+        k if k.starts_with("queue_") => "there is no internal queue; each window is held in memory (bounded by max_events_per_window) until every output confirmed it",
+        "multiprocessing" => "the collector runs one async task per service in one process",
+        "balanced_output" => "every event goes to every output (Devo's default fan-out)",
+        "generate_collector_details" => "the collector's own details are in its log and at globals.metrics_listen",
+        "devo_sender_threshold_for_using_gzip_in_transport_layer"
+        | "devo_sender_compression_level"
+        | "devo_sender_compression_buffer_in_bytes"
+        | "threshold_for_using_gzip_in_transport_layer"
+        | "compression_level"
+        | "compression_buffer_in_bytes" => "records are sent uncompressed (as Devo 1.8 does with its default threshold)",
+        "type" => "TLS is used when `chain`, `cert` and `key` are given (always for devo_platform)",
+        "connecting_retries" | "connecting_initial_wait_in_seconds" | "connecting_max_wait_in_seconds" => "a failed connection is retried with capped backoff on the next delivery attempt; connect_timeout_in_seconds bounds one attempt",
+        "sending_timeout" | "sending_retries" | "sending_initial_wait_in_seconds" | "sending_max_wait_in_seconds" => "a batch waits confirm_timeout_in_seconds for the receiver; an unconfirmed window is delivered again",
+        "concurrent_connections" => "each service uses one connection per output (Devo 1.8 also uses one)",
+        "period_sender_stats_in_seconds" => "the statistics period is globals.sender_stats_period_in_sec",
+        "activate_final_queue" => "nothing is queued after the output: a window counts as delivered only when the receiver confirmed it",
+        "generate_metrics" => "metrics are served at globals.metrics_listen",
+        "retries" => "as in Devo; request retries follow max_retries",
+        "autoconfig" => "the collector has no auto-configuration",
+        _ => "it has no meaning for this collector",
+    }
+}
+
+pub(super) fn show(v: &Value) -> String {
+    serde_yaml_ng::to_string(v)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".into())
+}
