@@ -34,12 +34,14 @@
 //! - [`memory`]: Devo's periodic `[GC]` memory line.
 //! - [`internal`]: the collector's own warnings and errors delivered to Devo.
 //! - [`backfill`]: re-delivery of a past range without touching the live state.
+//! - [`backoff`]: the capped exponential backoff every retry loop waits with.
 //! - [`app`], [`cli`], [`demo`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod backfill;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod demo;
