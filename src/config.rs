@@ -138,24 +138,7 @@ pub enum OutputKind {
     Network(NetworkOutputConfig),
 }
 
-/// Settings shared by the `devo_platform` and `syslog` outputs.
-#[derive(Clone, Debug)]
-pub struct NetworkOutputConfig {
-    /// True for `devo_platform`/`relay`, false for `syslog`/`in_house_relay`/`sidecar`.
-    pub devo: bool,
-    pub address: String,
-    pub port: u16,
-    pub tls: Option<TlsFiles>,
-    /// Overrides the system hostname in the record header.
-    pub hostname: Option<String>,
-    pub max_record_bytes: usize,
-    pub confirm_timeout: Duration,
-    pub connect_timeout: Duration,
-    /// Also deliver the collector's own warnings and errors (`devo.collectors.out.local.*`).
-    pub internal_messages: bool,
-}
-
-pub use crate::output::syslog::TlsFiles;
+pub use crate::output::syslog::{NetworkOutputConfig, TlsFiles};
 
 /// Where the API key travels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -359,11 +359,6 @@ impl Puller {
             }
         }
         info!("Retrieving loop has been interrupted due to a controlled stopping action has been activated");
-        for o in &mut self.outputs {
-            if let Err(e) = o.close().await {
-                warn!("Closing output {}: {e}", o.name());
-            }
-        }
     }
 
     /// One pull cycle: catch up from the cursors to `now - offset`.

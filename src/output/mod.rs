@@ -93,12 +93,4 @@ impl Output {
             Output::Syslog(o) => o.check().await,
         }
     }
-
-    /// Flushes and releases resources.
-    pub async fn close(&mut self) -> Result<(), OutputError> {
-        match self {
-            Output::File(_) | Output::Console(_) => Ok(()),
-            Output::Syslog(o) => o.close().await,
-        }
-    }
 }
