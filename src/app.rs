@@ -18,7 +18,7 @@ use crate::isolation::connection::ProxyRoute;
 use crate::isolation::puller::{puller_thread, setup_thread, PullError, Puller};
 use crate::metrics::Metrics;
 use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle};
-use crate::output::syslog::{SyslogOutput, SyslogOutputConfig};
+use crate::output::syslog::SyslogOutput;
 use crate::output::{console::ConsoleOutput, file::FileOutput, Output, OutputError};
 use crate::state::StateStore;
 
@@ -44,21 +44,15 @@ pub fn build_outputs(config: &Config) -> Result<Vec<Output>, OutputError> {
     config.outputs.iter().map(build_output).collect()
 }
 
+/// Each output builds itself from its configuration.
 fn build_output(o: &OutputConfig) -> Result<Output, OutputError> {
+    let name = o.name.clone();
     Ok(match &o.kind {
         OutputKind::File { directory, mode } => {
-            Output::File(FileOutput::new(o.name.clone(), directory.clone(), *mode))
+            Output::File(FileOutput::new(name, directory.clone(), *mode))
         }
-        OutputKind::Console => Output::Console(ConsoleOutput::new(o.name.clone())),
-        OutputKind::Network(n) => {
-            let mut c = SyslogOutputConfig::new(n.address.clone(), n.port, n.tls.clone());
-            c.require_tls = n.devo;
-            c.hostname = n.hostname.clone();
-            c.max_record_bytes = n.max_record_bytes;
-            c.confirm_timeout = n.confirm_timeout;
-            c.connect_timeout = n.connect_timeout;
-            Output::Syslog(SyslogOutput::new(o.name.clone(), c)?)
-        }
+        OutputKind::Console => Output::Console(ConsoleOutput::new(name)),
+        OutputKind::Network(n) => Output::Syslog(SyslogOutput::from_config(name, n)?),
     })
 }
 

@@ -116,7 +116,8 @@ pub async fn run(
     );
     let span = tracing::info_span!("puller", thread = %puller_thread(&config.input, &svc));
     let mut puller = Puller::new(&config.input, svc, outputs, store, cancel)?
-        .for_backfill(to, progress(from, to));
+        .with_cycle_end(to)
+        .with_progress(progress(from, to));
     async move {
         puller.setup().await?;
         puller.pre_pull()?;

@@ -13,7 +13,8 @@
 //!     every request_period_in_seconds: pipeline::window plans the range and its windows
 //!       isolation::client job (create, poll, pages) ─► event::parse_page (vendor bytes kept)
 //!       ─► sort by date ─► pipeline::dedup (multiset by date + SHA-256, on the originals)
-//!       ─► pipeline::obfuscate (obfuscation_data) ─► pipeline::environment ─► every output::Output
+//!       ─► pipeline::obfuscate (obfuscation_data) ─► pipeline::environment
+//!       ─► output::Outputs (every output; only the unconfirmed are retried)
 //!       ─► all confirmed ─► dedup applied, cursors moved, state::StateStore::save (atomic)
 //! ```
 //!
@@ -38,12 +39,14 @@
 //! - [`memory`]: Devo's periodic `[GC]` memory line.
 //! - [`internal`]: the collector's own warnings and errors delivered to Devo.
 //! - [`backfill`]: re-delivery of a past range without touching the live state.
+//! - [`backoff`]: the capped exponential backoff every retry loop waits with.
 //! - [`app`], [`cli`], [`demo`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod backfill;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod demo;

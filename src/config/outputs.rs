@@ -26,24 +26,7 @@ pub enum OutputKind {
     Network(NetworkOutputConfig),
 }
 
-/// Settings shared by the `devo_platform` and `syslog` outputs.
-#[derive(Clone, Debug)]
-pub struct NetworkOutputConfig {
-    /// True for `devo_platform`/`relay`, false for `syslog`/`in_house_relay`/`sidecar`.
-    pub devo: bool,
-    pub address: String,
-    pub port: u16,
-    pub tls: Option<TlsFiles>,
-    /// Overrides the system hostname in the record header.
-    pub hostname: Option<String>,
-    pub max_record_bytes: usize,
-    pub confirm_timeout: Duration,
-    pub connect_timeout: Duration,
-    /// Also deliver the collector's own warnings and errors (`devo.collectors.out.local.*`).
-    pub internal_messages: bool,
-}
-
-pub use crate::output::syslog::TlsFiles;
+pub use crate::output::syslog::{NetworkOutputConfig, TlsFiles};
 
 /// A file output's `mode`: an octal string such as "0640" (unquoted `0640` is a string too, in
 /// YAML 1.2). A YAML number (`640`) is refused rather than guessed at: decimal or octal? The
@@ -251,7 +234,7 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
     let max_record_bytes = c
         .number("max_record_bytes", 1024.0, 64.0 * 1024.0 * 1024.0, true, cx)
         .map(|n| n as usize)
-        .unwrap_or(256 * 1024);
+        .unwrap_or(crate::output::syslog::DEFAULT_MAX_RECORD_BYTES);
     let confirm_timeout = c.seconds(
         "confirm_timeout_in_seconds",
         0.1,

@@ -28,6 +28,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
+use crate::backoff::{Backoff, Jitter};
 use crate::config::{KeyPlacement, ServiceConfig};
 use crate::event::{parse_page, Page};
 use crate::isolation::connection::{ApiConnection, ProxyRoute};
@@ -79,8 +80,6 @@ impl FetchError {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ClientStats {
     pub requests: u64,
-    pub retries: u64,
-    pub polls: u64,
     pub bytes: u64,
 }
 
@@ -180,7 +179,7 @@ impl ApiClient {
         let mut page = self.request(from, to, page_size, None, None).await?;
         let job_id = page.job_id.clone();
         let started = Instant::now();
-        let mut wait = self.cfg.job_poll_initial;
+        let mut polls = Backoff::new(self.cfg.job_poll_initial, self.cfg.job_poll_max);
         while !page.is_completed() {
             if page.is_failed() {
                 return Err(FetchError::JobFailed {
@@ -195,9 +194,7 @@ impl ApiClient {
                     waited: started.elapsed(),
                 });
             }
-            self.sleep(wait).await?;
-            wait = (wait * 2).min(self.cfg.job_poll_max);
-            self.stats.polls += 1;
+            self.sleep(polls.next_wait()).await?;
             self.metrics.job_poll();
             page = self
                 .request(from, to, page_size, Some(&job_id), None)
@@ -250,7 +247,9 @@ impl ApiClient {
         if let Some(t) = page_token {
             params.push(("pageToken", t.to_owned()));
         }
-        let mut backoff = self.cfg.retry_initial;
+        // Full jitter on the upper half, so that two collectors do not retry in step.
+        let mut backoff =
+            Backoff::new(self.cfg.retry_initial, self.cfg.retry_max).jitter(Jitter::UpperHalf);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -295,20 +294,14 @@ impl ApiClient {
                             last: reason,
                         });
                     }
-                    self.stats.retries += 1;
                     self.metrics.retry();
-                    // Full jitter on the upper half, so that two collectors do not retry in step.
-                    let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
-                    let wait = after.map_or(jittered, |a| {
-                        a.min(Duration::from_secs(600)).max(jittered.min(a))
-                    });
+                    let wait = backoff.next_wait_after(after);
                     tracing::warn!(
                         "Request failed ({reason}); retry {attempt}/{} in {:.3} seconds.",
                         self.cfg.max_retries,
                         wait.as_secs_f64()
                     );
                     self.sleep(wait).await?;
-                    backoff = (backoff * 2).min(self.cfg.retry_max);
                 }
             }
         }

@@ -3,8 +3,8 @@
 //! A cycle plans its range (`pipeline::window`), and for each window: runs an API job, holds
 //! the window's events (bounded by `max_events_per_window`), sorts them by `date`, drops what the
 //! dedup memory says was delivered, obfuscates the rest (`obfuscation_data`), delivers them to
-//! every output, and only when every
-//! output has confirmed, applies the dedup plan, moves the cursors and writes the state
+//! every output ([`Outputs`]: retrying only the unconfirmed), and only when every output has
+//! confirmed, applies the dedup plan, moves the cursors and writes the state
 //! atomically. A failure anywhere before that leaves the state as it was: the window is asked
 //! for again (the API keeps 30 days and is the buffer), and outputs that keep positions (files)
 //! are rewound to the last committed one.
@@ -19,11 +19,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::{InputConfig, ServiceConfig};
 use crate::event::Event;
 use crate::isolation::client::{ApiClient, FetchError};
 use crate::metrics::{Metrics, ServiceMetrics};
-use crate::output::{Output, OutputError};
+use crate::output::{FanOutError, Output, OutputError, Outputs};
 use crate::pipeline::environment::Environment;
 use crate::pipeline::obfuscate::Obfuscator;
 use crate::pipeline::window::{plan_cycle, Window, WindowPlanner};
@@ -44,6 +45,15 @@ pub enum PullError {
     Cancelled,
 }
 
+impl From<FanOutError> for PullError {
+    fn from(e: FanOutError) -> Self {
+        match e {
+            FanOutError::Output(e) => PullError::Output(e),
+            FanOutError::Cancelled => PullError::Cancelled,
+        }
+    }
+}
+
 /// Totals of one cycle, for Devo's statistics line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CycleStats {
@@ -61,7 +71,7 @@ pub struct CycleStats {
 pub struct Puller {
     svc: ServiceConfig,
     client: ApiClient,
-    outputs: Vec<Output>,
+    outputs: Outputs,
     store: Arc<StateStore>,
     key: String,
     state: ServiceState,
@@ -79,11 +89,13 @@ pub struct Puller {
     environment: Option<Environment>,
     /// Devo's thread name of this puller, which some of Devo's lines repeat in the message.
     thread: String,
-    /// A backfill's fixed end (instead of `now - offset`), and its progress callback.
-    backfill: Option<(Millis, Progress)>,
+    /// A fixed end of every cycle instead of now (a backfill's `to`).
+    cycle_end: Option<Millis>,
+    /// Called after each delivered window.
+    progress: Option<Progress>,
 }
 
-/// Called after each window of a backfill with the window's end and the cycle's totals so far.
+/// Called after each delivered window with the window's end and the cycle's totals so far.
 pub type Progress = Box<dyn FnMut(Millis, &CycleStats) + Send>;
 
 /// Devo's thread names, used as the `thread` of log lines.
@@ -131,12 +143,12 @@ impl Puller {
         let start = svc.start_time.map_or(0, |t| t.timestamp_millis());
         let metrics = ServiceMetrics::detached(svc.service);
         Ok(Puller {
+            outputs: Outputs::new(outputs, metrics.clone(), cancel.clone()),
             state: ServiceState::new(svc.start_time_text.clone(), start),
             obfuscator: Obfuscator::new(svc.obfuscation.clone()),
             environment: input.environment.as_deref().map(Environment::new),
             svc,
             client,
-            outputs,
             store,
             key,
             needs_resume: true,
@@ -144,15 +156,22 @@ impl Puller {
             density: None,
             cancel,
             metrics,
-            backfill: None,
+            cycle_end: None,
+            progress: None,
             thread,
         })
     }
 
-    /// Makes this puller a backfill: cycles end at `to` instead of now, and `progress` is called
-    /// after each window. (The caller's service config has no lookback and no offset.)
-    pub fn for_backfill(mut self, to: Millis, progress: Progress) -> Puller {
-        self.backfill = Some((to, progress));
+    /// Cycles end at `to` instead of now (minus the service's offset, which a caller that
+    /// wants exactly `to` sets to zero).
+    pub fn with_cycle_end(mut self, to: Millis) -> Puller {
+        self.cycle_end = Some(to);
+        self
+    }
+
+    /// Calls `progress` after each delivered window.
+    pub fn with_progress(mut self, progress: Progress) -> Puller {
+        self.progress = Some(progress);
         self
     }
 
@@ -160,6 +179,7 @@ impl Puller {
     pub fn with_metrics(mut self, metrics: &Arc<Metrics>) -> Puller {
         self.metrics = metrics.service(self.svc.service);
         self.client.set_metrics(self.metrics.clone());
+        self.outputs.set_metrics(self.metrics.clone());
         self
     }
 
@@ -281,22 +301,23 @@ impl Puller {
     /// must fix; they are logged and retried every period rather than ending the process, so a
     /// key fixed in the console is picked up without a restart.
     pub async fn setup_until_ready(&mut self) -> Result<(), PullError> {
-        let mut wait = Duration::from_secs(5);
+        let mut backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
         loop {
             match self.setup().await {
                 Ok(()) => return Ok(()),
                 Err(FetchError::Cancelled) => return Err(PullError::Cancelled),
                 Err(e) => {
+                    // An auth failure waits a period (the backoff still advances).
+                    let backoff_wait = backoff.next_wait();
                     let wait_now = if e.is_auth() {
                         self.svc.request_period.max(Duration::from_secs(60))
                     } else {
-                        wait
+                        backoff_wait
                     };
                     error!(
                         "Setup failed: {e}. Retrying in {} seconds.",
                         wait_now.as_secs()
                     );
-                    wait = (wait * 2).min(Duration::from_secs(300));
                     tokio::select! {
                         _ = tokio::time::sleep(wait_now) => {}
                         _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
@@ -332,25 +353,23 @@ impl Puller {
             "Starting data collection every {} seconds",
             self.svc.request_period.as_secs()
         );
-        let mut failures = 0u32;
+        // Back off on repeated failures, but never longer than a period: new data keeps arriving
+        // and an output may come back at any moment.
+        let mut failures = Backoff::new(
+            self.svc.retry_initial.saturating_mul(2),
+            self.svc.request_period,
+        );
         loop {
             let started = Instant::now();
             let wait = match self.pull().await {
                 Ok(_) => {
-                    failures = 0;
+                    failures.reset();
                     self.wait_after_cycle(started.elapsed())
                 }
                 Err(PullError::Cancelled) => break,
                 Err(e) => {
-                    failures += 1;
-                    // Back off on repeated failures, but never longer than a period: new data
-                    // keeps arriving and an output may come back at any moment.
-                    let wait = self
-                        .svc
-                        .retry_initial
-                        .saturating_mul(1 << failures.min(16))
-                        .min(self.svc.request_period);
-                    error!("Pull failed: {e}. Retrying collector puller: {failures}/∞. Sleeping {:.3} seconds before next retry", wait.as_secs_f64());
+                    let wait = failures.next_wait();
+                    error!("Pull failed: {e}. Retrying collector puller: {}/∞. Sleeping {:.3} seconds before next retry", failures.attempts(), wait.as_secs_f64());
                     wait
                 }
             };
@@ -360,11 +379,6 @@ impl Puller {
             }
         }
         info!("Retrieving loop has been interrupted due to a controlled stopping action has been activated");
-        for o in &mut self.outputs {
-            if let Err(e) = o.close().await {
-                warn!("Closing output {}: {e}", o.name());
-            }
-        }
     }
 
     /// One pull cycle: catch up from the cursors to `now - offset`.
@@ -411,8 +425,7 @@ impl Puller {
         requests_before: u64,
     ) -> Result<(), PullError> {
         let now = now_ms();
-        // A backfill ends at its own `to` (its config has no offset and no lookback).
-        let end = self.backfill.as_ref().map_or(now, |(to, _)| *to);
+        let end = self.cycle_end.unwrap_or(now);
         let Some(range) = plan_cycle(
             &self.state.cursors,
             end,
@@ -451,7 +464,7 @@ impl Puller {
             stats.windows += 1;
             planner.complete(w, received);
             self.density = planner.density();
-            if let Some((_, progress)) = self.backfill.as_mut() {
+            if let Some(progress) = self.progress.as_mut() {
                 progress(w.to, stats);
             }
             if planner.next_window().is_some() {
@@ -523,32 +536,27 @@ impl Puller {
     }
 
     async fn resume_outputs(&mut self) -> Result<(), PullError> {
-        let table = self.svc.table.clone();
-        let mut changed = false;
-        for o in &mut self.outputs {
-            let committed = self
-                .state
-                .positions
-                .get(o.name())
-                .and_then(|t| t.get(&table))
-                .copied();
-            let position = o.resume(&table, committed).await?;
-            if committed.is_none() {
-                if let Some(p) = position {
-                    self.state
-                        .positions
-                        .entry(o.name().to_owned())
-                        .or_default()
-                        .insert(table.clone(), p);
-                    changed = true;
-                }
-            }
-        }
-        if changed {
+        let table = &self.svc.table;
+        let positions = &self.state.positions;
+        let committed = |output: &str| positions.get(output)?.get(table).copied();
+        let new_positions = self.outputs.resume(table, committed).await?;
+        if !new_positions.is_empty() {
+            self.record_positions(new_positions);
             self.save(&self.state)?;
         }
         self.needs_resume = false;
         Ok(())
+    }
+
+    /// Stores outputs' positions in this service's table, to be saved with the next state.
+    fn record_positions(&mut self, positions: Vec<(String, u64)>) {
+        for (output, p) in positions {
+            self.state
+                .positions
+                .entry(output)
+                .or_default()
+                .insert(self.svc.table.clone(), p);
+        }
     }
 
     /// Applies `obfuscation_data` to a batch about to be delivered, counting what it did.
@@ -603,67 +611,24 @@ impl Puller {
         if let Some(env) = &self.environment {
             env.apply_batch(&mut batch);
         }
-        let table = self.svc.table.clone();
-        let mut positions = Vec::new();
-        if !batch.is_empty() {
-            let mut confirmed = vec![false; self.outputs.len()];
-            let mut attempt = 0u32;
-            loop {
-                let mut last_error = None;
-                for (i, o) in self.outputs.iter_mut().enumerate() {
-                    if confirmed[i] {
-                        continue;
-                    }
-                    let result = o.deliver(&table, &batch).await;
-                    self.metrics.delivery(
-                        o.name(),
-                        &table,
-                        result
-                            .as_ref()
-                            .map(|_| batch.len())
-                            .map_err(|e| e.to_string()),
-                    );
-                    match result {
-                        Ok(p) => {
-                            confirmed[i] = true;
-                            if let Some(p) = p {
-                                positions.push((o.name().to_owned(), p));
-                            }
-                        }
-                        Err(e) => {
-                            warn!(
-                                "Output {} did not confirm {} event(s): {e}",
-                                o.name(),
-                                batch.len()
-                            );
-                            last_error = Some(e);
-                        }
-                    }
-                }
-                let Some(e) = last_error else { break };
-                attempt += 1;
-                if attempt > 3 {
-                    return Err(PullError::Output(e));
-                }
-                let wait = Duration::from_millis(500 << attempt)
-                    .mul_f64(0.5 + rand::random::<f64>() * 0.5);
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
-                }
-            }
-        }
+        let positions = self.outputs.deliver(&self.svc.table, &batch).await?;
         stats.sent += batch.len() as u64;
         // Every output confirmed: commit.
         info!("Updating the persistence");
         self.state.dedup.apply(plan);
-        for (output, p) in positions {
-            self.state
-                .positions
-                .entry(output)
-                .or_default()
-                .insert(table.clone(), p);
+        self.record_positions(positions);
+        self.advance_cursors(w, created);
+        if let Err(e) = self.save(&self.state) {
+            self.needs_reload = true;
+            return Err(e.into());
         }
+        self.metrics.checkpoint(self.state.cursors.checkpoint);
+        Ok(())
+    }
+
+    /// Moves the cursors past the delivered window `w` (whose job was created at `created`) and
+    /// forgets dedup records behind the new horizon.
+    fn advance_cursors(&mut self, w: Window, created: Millis) {
         let c = &mut self.state.cursors;
         if w.from <= c.settled {
             let settled_by_now = created - self.svc.lookback.as_millis() as Millis;
@@ -672,12 +637,6 @@ impl Puller {
         c.checkpoint = c.checkpoint.max(w.to);
         let horizon = c.horizon();
         self.state.dedup.prune(horizon);
-        if let Err(e) = self.save(&self.state) {
-            self.needs_reload = true;
-            return Err(e.into());
-        }
-        self.metrics.checkpoint(self.state.cursors.checkpoint);
-        Ok(())
     }
 }
 

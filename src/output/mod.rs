@@ -11,6 +11,8 @@
 //! Each service task builds its own instances from the configuration, so an output never
 //! needs locking: a file output of the browser service only ever touches the browser table's file.
 //!
+//! [`Outputs`] delivers a batch to all of a service's outputs, retrying only the unconfirmed.
+//!
 //! ## Positions
 //! An output may return a *position* with its confirmation (the file output returns the byte
 //! length of the table file). The puller stores it in the state together with the checkpoint, and
@@ -19,8 +21,11 @@
 //! crash is not duplicated when it is delivered again: exactly-once for files.
 
 pub mod console;
+pub mod fanout;
 pub mod file;
 pub mod syslog;
+
+pub use fanout::{FanOutError, Outputs};
 
 use crate::event::Event;
 
@@ -91,14 +96,6 @@ impl Output {
             Output::File(o) => o.check().await,
             Output::Console(_) => Ok(()),
             Output::Syslog(o) => o.check().await,
-        }
-    }
-
-    /// Flushes and releases resources.
-    pub async fn close(&mut self) -> Result<(), OutputError> {
-        match self {
-            Output::File(_) | Output::Console(_) => Ok(()),
-            Output::Syslog(o) => o.close().await,
         }
     }
 }

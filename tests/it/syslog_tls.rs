@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use isolation_collector::event::Event;
 use isolation_collector::output::syslog::format::{now_ms, write_date};
-use isolation_collector::output::syslog::{SyslogOutput, SyslogOutputConfig, TlsFiles};
+use isolation_collector::output::syslog::{NetworkOutputConfig, SyslogOutput, TlsFiles, Tuning};
 use isolation_collector::output::{Output, OutputError};
 use tempfile::TempDir;
 use tokio::time::Instant;
@@ -42,16 +42,23 @@ fn tls_files(ca: &Path, client: &CertFiles) -> TlsFiles {
     }
 }
 
-fn config(port: u16, tls: Option<TlsFiles>) -> SyslogOutputConfig {
-    let mut c = SyslogOutputConfig::new("127.0.0.1", port, tls);
-    c.hostname = Some(HOST.to_string());
-    c.confirm_timeout = Duration::from_secs(5);
-    c.connect_timeout = Duration::from_secs(5);
-    c
+/// A `syslog` output's configuration (TLS optional) with short timeouts.
+fn config(port: u16, tls: Option<TlsFiles>) -> NetworkOutputConfig {
+    NetworkOutputConfig {
+        devo: false,
+        address: "127.0.0.1".to_string(),
+        port,
+        tls,
+        hostname: Some(HOST.to_string()),
+        max_record_bytes: 256 * 1024,
+        confirm_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+        internal_messages: false,
+    }
 }
 
-fn output(c: SyslogOutputConfig) -> SyslogOutput {
-    SyslogOutput::new("devo".to_string(), c).unwrap()
+fn output(c: NetworkOutputConfig) -> SyslogOutput {
+    SyslogOutput::from_config("devo".to_string(), &c).unwrap()
 }
 
 /// Asserts that `received` is exactly the records of `events`, in order, each with a header date
@@ -144,7 +151,6 @@ async fn tls_delivers_byte_exact_records_through_output_enum() {
     assert_eq!(stats.bytes_total, all.len() as u64);
     assert_eq!(stats.batches_total, 2);
     assert_eq!(stats.failures_total, 0);
-    out.close().await.unwrap();
 }
 
 #[tokio::test]
@@ -198,11 +204,14 @@ async fn receiver_killed_mid_stream_fails_then_redelivery_arrives() {
     let tmp = TempDir::new().unwrap();
     let pki = Pki::new(tmp.path());
     let mut rs = Rsyslog::start(&tmp, "rs", pki.listen_tls()).await;
-    let mut c = config(rs.port, Some(tls_files(&pki.ca.pem, &pki.client)));
-    c.chunk_records = 2_000;
-    c.attempts = 2;
-    c.backoff_initial = Duration::from_millis(100);
-    let mut out = output(c);
+    let c = config(rs.port, Some(tls_files(&pki.ca.pem, &pki.client)));
+    let tuning = Tuning {
+        chunk_records: 2_000,
+        attempts: 2,
+        backoff_initial: Duration::from_millis(100),
+        ..Tuning::default()
+    };
+    let mut out = SyslogOutput::with_tuning("devo".to_string(), &c, tuning).unwrap();
     let batch = events(0, 100_000);
 
     let task = {
@@ -364,26 +373,26 @@ async fn bad_tls_files_are_named() {
     let missing = tmp.path().join("no-such-key.pem");
     let mut files = tls_files(&pki.ca.pem, &pki.client);
     files.key = missing.clone();
-    let e = SyslogOutput::new("devo".into(), config(1, Some(files.clone()))).unwrap_err();
+    let e = SyslogOutput::from_config("devo".into(), &config(1, Some(files.clone()))).unwrap_err();
     let text = reason(&e);
     assert!(text.contains(&missing.display().to_string()), "{text}");
 
     // A certificate file given as the key: named, and its content never shown.
     files.key = pki.client.cert.clone();
-    let e = SyslogOutput::new("devo".into(), config(1, Some(files.clone()))).unwrap_err();
+    let e = SyslogOutput::from_config("devo".into(), &config(1, Some(files.clone()))).unwrap_err();
     let text = reason(&e);
     assert!(text.contains("no PEM PRIVATE KEY"), "{text}");
     assert!(!text.contains("BEGIN"), "{text}");
 
     // Key of another certificate.
     files.key = pki.foreign_client.key.clone();
-    let e = SyslogOutput::new("devo".into(), config(1, Some(files))).unwrap_err();
+    let e = SyslogOutput::from_config("devo".into(), &config(1, Some(files))).unwrap_err();
     assert!(!reason(&e).contains("BEGIN"), "{e}");
 
     // devo_platform without TLS.
     let mut c = config(1, None);
-    c.require_tls = true;
-    assert!(SyslogOutput::new("devo".into(), c).is_err());
+    c.devo = true;
+    assert!(SyslogOutput::from_config("devo".into(), &c).is_err());
 }
 
 /// `ca_file` adds roots to `chain` or stands in for it; the error names every root source.

@@ -20,7 +20,6 @@ pub mod transport;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use rand::Rng;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -29,9 +28,10 @@ use self::format::RecordFormatter;
 use self::stats::{SenderStats, StatsHandle};
 use self::transport::{Connector, TlsSetup, TransportError};
 use super::OutputError;
+use crate::backoff::{Backoff, Jitter};
 use crate::event::Event;
 
-/// Default for [`SyslogOutputConfig::max_record_bytes`]: 256 KiB.
+/// Default for [`NetworkOutputConfig::max_record_bytes`]: 256 KiB.
 ///
 /// Nothing documents a limit for Devo's balancer; Devo's relay caps UDP packets at 32 KiB and
 /// rsyslog's default `maxMessageSize` is 8 KiB. Isolation events are about 0.3 to 2 KiB, so a
@@ -39,7 +39,7 @@ use crate::event::Event;
 /// legitimately large still goes through (devo-platform.md §2.3 recommends this value).
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 256 * 1024;
 
-/// Default for [`SyslogOutputConfig::chunk_records`].
+/// Default for [`Tuning::chunk_records`].
 ///
 /// 10,000 records (about 4 MB) per connection: a few milliseconds of handshake and confirmation
 /// per chunk is negligible, and a failed chunk costs at most 10,000 records of resend.
@@ -63,36 +63,47 @@ pub struct TlsFiles {
     pub check_hostname: bool,
 }
 
-/// Configuration of one syslog output (plain data; see `config/outputs.rs` for the YAML keys).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyslogOutputConfig {
+/// Configuration of one syslog output: the `devo_platform` and `syslog` outputs' keys
+/// (`outputs.<name>.config`). The config layer parses the YAML into it and holds the defaults of
+/// every key; the output builds itself from it ([`SyslogOutput::from_config`]).
+#[derive(Clone, Debug)]
+pub struct NetworkOutputConfig {
+    /// True for `devo_platform`/`relay`, false for `syslog`/`in_house_relay`/`sidecar`. Devo's
+    /// outputs refuse to run without TLS ("Devo Sender is not allowed to run without SSL
+    /// feature").
+    pub devo: bool,
     /// Host name or IP address of the receiver (e.g. `collector-eu.devo.io`).
     pub address: String,
     /// TCP port (443 for Devo).
     pub port: u16,
     /// TLS with a client certificate; `None` means plain TCP.
     pub tls: Option<TlsFiles>,
-    /// Refuse to build without `tls` (true for `devo_platform`: "Devo Sender is not allowed to
-    /// run without SSL feature").
-    pub require_tls: bool,
-    /// HOSTNAME field of the records; `None` means the system's host name.
+    /// Overrides the system hostname in the record header.
     pub hostname: Option<String>,
     /// Records larger than this are reported (warning with table and size) and still sent
     /// whole: never truncated, never split.
     pub max_record_bytes: usize,
-    /// Records per connection; each chunk is confirmed on its own.
-    pub chunk_records: usize,
-    /// Limit for the TCP connect and, separately, the TLS handshake.
-    pub connect_timeout: Duration,
-    /// Limit for any single write making no progress (a receiver that stopped reading).
-    pub write_timeout: Duration,
     /// How long to wait for the receiver's close after ours (the proof of delivery).
     pub confirm_timeout: Duration,
+    /// Limit for the TCP connect and, separately, the TLS handshake.
+    pub connect_timeout: Duration,
+    /// Also deliver the collector's own warnings and errors (`devo.collectors.out.local.*`).
+    pub internal_messages: bool,
+}
+
+/// The sender's settings that no configuration key reaches. [`Tuning::default`] is what the
+/// collector uses; tests and embedders may choose others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuning {
+    /// Records per connection; each chunk is confirmed on its own.
+    pub chunk_records: usize,
+    /// Limit for any single write making no progress (a receiver that stopped reading).
+    pub write_timeout: Duration,
     /// Minimum wait after the TLS handshake for the receiver to reject our certificate before
     /// we write (see `transport`); the actual wait is as long as the handshake took.
     pub tls_settle: Duration,
-    /// Tries per chunk within one `deliver` (at least 1). The puller retries the whole batch
-    /// later with its own backoff.
+    /// Tries per chunk within one `deliver` (at least 1). The outputs fan-out retries the whole
+    /// batch later with its own backoff.
     pub attempts: u32,
     /// Wait before the second try; doubled for each further try, jittered, capped.
     pub backoff_initial: Duration,
@@ -100,20 +111,11 @@ pub struct SyslogOutputConfig {
     pub backoff_max: Duration,
 }
 
-impl SyslogOutputConfig {
-    /// A configuration with the defaults for everything but the receiver.
-    pub fn new(address: impl Into<String>, port: u16, tls: Option<TlsFiles>) -> Self {
-        SyslogOutputConfig {
-            address: address.into(),
-            port,
-            tls,
-            require_tls: false,
-            hostname: None,
-            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
             chunk_records: DEFAULT_CHUNK_RECORDS,
-            connect_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
-            confirm_timeout: Duration::from_secs(10),
             tls_settle: Duration::from_millis(50),
             attempts: 3,
             backoff_initial: Duration::from_millis(500),
@@ -125,6 +127,7 @@ impl SyslogOutputConfig {
 /// A syslog output (Devo or relay). See the module documentation.
 pub struct SyslogOutput {
     name: String,
+    /// The HOSTNAME the records carry.
     hostname: String,
     max_record_bytes: usize,
     chunk_records: usize,
@@ -141,8 +144,8 @@ pub struct SyslogOutput {
 struct Sender {
     connector: Connector,
     attempts: u32,
-    backoff_initial: Duration,
-    backoff_max: Duration,
+    /// The waits between tries of one chunk (a fresh copy per chunk).
+    backoff: Backoff,
 }
 
 impl std::fmt::Debug for SyslogOutput {
@@ -157,18 +160,33 @@ impl std::fmt::Debug for SyslogOutput {
 }
 
 impl SyslogOutput {
-    /// Builds the output: validates the settings and loads the TLS files.
+    /// Builds the output from its configuration: validates the settings and loads the TLS files.
     ///
     /// # Errors
     /// A missing or unreadable TLS file, or one without the expected PEM item, is an
     /// [`OutputError::Io`] naming the file's path (never its content). Invalid settings
     /// (no TLS where required, bad address or hostname) are [`OutputError::Peer`].
-    pub fn new(name: String, config: SyslogOutputConfig) -> Result<SyslogOutput, OutputError> {
+    pub fn from_config(
+        name: String,
+        config: &NetworkOutputConfig,
+    ) -> Result<SyslogOutput, OutputError> {
+        SyslogOutput::with_tuning(name, config, Tuning::default())
+    }
+
+    /// [`SyslogOutput::from_config`] with other [`Tuning`] than the collector's.
+    ///
+    /// # Errors
+    /// As [`SyslogOutput::from_config`].
+    pub fn with_tuning(
+        name: String,
+        config: &NetworkOutputConfig,
+        tuning: Tuning,
+    ) -> Result<SyslogOutput, OutputError> {
         let bad = |reason: String| OutputError::Peer {
             output: name.clone(),
             reason,
         };
-        if config.require_tls && config.tls.is_none() {
+        if config.devo && config.tls.is_none() {
             return Err(bad(
                 "TLS is mandatory for this output: set chain, cert and key".to_string(),
             ));
@@ -198,19 +216,21 @@ impl SyslogOutput {
         Ok(SyslogOutput {
             hostname,
             max_record_bytes: config.max_record_bytes,
-            chunk_records: config.chunk_records.max(1),
+            chunk_records: tuning.chunk_records.max(1),
             sender: Box::new(Sender {
-                attempts: config.attempts.max(1),
-                backoff_initial: config.backoff_initial,
-                backoff_max: config.backoff_max,
+                attempts: tuning.attempts.max(1),
+                // "Equal jitter": retries of several outputs do not synchronise but never come
+                // back immediately.
+                backoff: Backoff::new(tuning.backoff_initial, tuning.backoff_max)
+                    .jitter(Jitter::UpperHalf),
                 connector: Connector {
                     host,
                     port: config.port,
                     tls,
                     connect_timeout: config.connect_timeout,
-                    write_timeout: config.write_timeout,
+                    write_timeout: tuning.write_timeout,
                     confirm_timeout: config.confirm_timeout,
-                    tls_settle: config.tls_settle,
+                    tls_settle: tuning.tls_settle,
                     accepted: Default::default(),
                 },
             }),
@@ -224,11 +244,6 @@ impl SyslogOutput {
     /// The output's name from the configuration.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The HOSTNAME the records carry.
-    pub fn hostname(&self) -> &str {
-        &self.hostname
     }
 
     /// A snapshot of the sender counters.
@@ -299,38 +314,25 @@ impl SyslogOutput {
     }
 
     async fn send_with_retries(&self, data: &[u8]) -> Result<(), TransportError> {
-        let mut attempt = 1;
+        let mut backoff = self.sender.backoff.clone();
         loop {
             self.stats.add_connection();
             match self.sender.connector.send_confirmed(data).await {
                 Ok(()) => return Ok(()),
-                Err(e) if attempt < self.sender.attempts && e.is_retryable() => {
-                    let wait = self.backoff(attempt);
+                Err(e) if backoff.attempts() + 1 < self.sender.attempts && e.is_retryable() => {
+                    let wait = backoff.next_wait();
                     warn!(
                         output = %self.name,
                         error = %e,
-                        attempt,
+                        attempt = backoff.attempts(),
                         wait_ms = wait.as_millis() as u64,
                         "Delivery not confirmed; retrying."
                     );
                     tokio::time::sleep(wait).await;
-                    attempt += 1;
                 }
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// Capped exponential backoff with "equal jitter": half fixed, half random, so retries of
-    /// several outputs do not synchronise but never come back immediately.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .sender
-            .backoff_initial
-            .saturating_mul(1u32 << (attempt - 1).min(16))
-            .min(self.sender.backoff_max);
-        let half = exp / 2;
-        half + half.mul_f64(rand::rng().random_range(0.0..=1.0))
     }
 
     /// Checks that the receiver is usable (`validate`): TCP connect, TLS handshake, then an empty
@@ -350,11 +352,6 @@ impl SyslogOutput {
             }
             Err(e) => Err(self.peer_error(e.to_string())),
         }
-    }
-
-    /// Releases resources (nothing is held between batches).
-    pub async fn close(&mut self) -> Result<(), OutputError> {
-        Ok(())
     }
 
     fn peer_error(&self, reason: String) -> OutputError {
