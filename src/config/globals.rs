@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::walker::{Cx, Obj};
+use super::walker::{Cx, Obj, TimeUnit};
 
 #[derive(Clone, Debug)]
 pub struct Globals {
@@ -75,7 +75,8 @@ pub(super) fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
         .map(|n| devo_name(&g.path("name"), n, cx))
         .unwrap_or_else(|| "isolation-collector".into());
     let debug = g.boolean("debug", false, cx);
-    let shutdown_grace_period = g.seconds(
+    let shutdown_grace_period = g.duration(
+        TimeUnit::Seconds,
         "shutdown_grace_period_in_seconds",
         1.0,
         3600.0,
@@ -83,7 +84,8 @@ pub(super) fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
         cx,
     );
     // Devo allows 60..1800; shorter periods are allowed here for tests and debugging.
-    let sender_stats_period = g.seconds(
+    let sender_stats_period = g.duration(
+        TimeUnit::Seconds,
         "sender_stats_period_in_sec",
         1.0,
         1800.0,
@@ -92,7 +94,8 @@ pub(super) fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
     );
     let persistence = persistence(&mut g, cx);
     let metrics_listen = metrics_listen(&mut g, cx);
-    let memory_log_period = g.seconds(
+    let memory_log_period = g.duration(
+        TimeUnit::Seconds,
         "memory_log_period_in_sec",
         10.0,
         86400.0,

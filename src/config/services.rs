@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::input::{requests_limits, requests_per_second};
 use super::obfuscation::parse_obfuscation;
-use super::walker::{Cx, Obj};
+use super::walker::{Cx, Obj, TimeUnit};
 use crate::isolation::connection::ApiConnection;
 use crate::isolation::limiter::Limit;
 use crate::pipeline::obfuscate::ObfuscationRule;
@@ -103,7 +103,8 @@ pub(super) fn parse_service(
     cx: &mut Cx,
 ) -> Option<ServiceConfig> {
     let mut c = ServiceConfig::defaults(service);
-    c.request_period = s.seconds(
+    c.request_period = s.duration(
+        TimeUnit::Seconds,
         "request_period_in_seconds",
         1.0,
         604_800.0,
@@ -177,7 +178,7 @@ fn windows(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
             &mut c.sweep_interval,
         ),
     ] {
-        *field = s.minutes(key, min, 1440.0, *field, cx);
+        *field = s.duration(TimeUnit::Minutes, key, min, 1440.0, *field, cx);
     }
 }
 
@@ -258,9 +259,16 @@ fn job_timings(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
             &mut c.job_poll_max,
         ),
     ] {
-        *field = s.seconds(key, min, max, *field, cx);
+        *field = s.duration(TimeUnit::Seconds, key, min, max, *field, cx);
     }
-    c.job_timeout = s.minutes("job_timeout_in_minutes", 0.001, 1440.0, c.job_timeout, cx);
+    c.job_timeout = s.duration(
+        TimeUnit::Minutes,
+        "job_timeout_in_minutes",
+        0.001,
+        1440.0,
+        c.job_timeout,
+        cx,
+    );
 }
 
 /// `max_retries` and the backoff between retries.
@@ -277,7 +285,7 @@ fn retries(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
         ),
         ("retry_max_interval_in_seconds", 3600.0, &mut c.retry_max),
     ] {
-        *field = s.seconds(key, 0.001, max, *field, cx);
+        *field = s.duration(TimeUnit::Seconds, key, 0.001, max, *field, cx);
     }
 }
 

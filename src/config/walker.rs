@@ -181,40 +181,19 @@ impl<'a> Obj<'a> {
         }
     }
 
-    pub(super) fn seconds(
+    /// A number of `unit`s within `min..=max`, as a duration (`default` if absent or invalid;
+    /// the error is recorded).
+    pub(super) fn duration(
         &mut self,
+        unit: TimeUnit,
         key: &str,
         min: f64,
         max: f64,
         default: Duration,
-        cx: &mut Cx,
-    ) -> Duration {
-        self.duration(key, min, max, default, 1.0, cx)
-    }
-
-    pub(super) fn minutes(
-        &mut self,
-        key: &str,
-        min: f64,
-        max: f64,
-        default: Duration,
-        cx: &mut Cx,
-    ) -> Duration {
-        self.duration(key, min, max, default, 60.0, cx)
-    }
-
-    /// A number of `unit_secs`-second units within `min..=max`, as a duration.
-    fn duration(
-        &mut self,
-        key: &str,
-        min: f64,
-        max: f64,
-        default: Duration,
-        unit_secs: f64,
         cx: &mut Cx,
     ) -> Duration {
         self.number(key, min, max, false, cx)
-            .map(|n| Duration::from_secs_f64(n * unit_secs))
+            .map(|n| Duration::from_secs_f64(n * unit.seconds()))
             .unwrap_or(default)
     }
 
@@ -301,4 +280,20 @@ pub(super) fn show(v: &Value) -> String {
     serde_yaml_ng::to_string(v)
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "?".into())
+}
+
+/// The unit a duration key is written in (its name says it: `..._in_seconds`, `..._in_minutes`).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum TimeUnit {
+    Seconds,
+    Minutes,
+}
+
+impl TimeUnit {
+    fn seconds(self) -> f64 {
+        match self {
+            TimeUnit::Seconds => 1.0,
+            TimeUnit::Minutes => 60.0,
+        }
+    }
 }
