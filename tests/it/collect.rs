@@ -214,8 +214,15 @@ async fn late_arrivals_within_the_lookback_are_delivered_exactly_once() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let out = env.run_once_ok().await;
     env.assert_exactly_once();
-    // The re-read overlap was recognised as duplicates, not delivered again.
-    assert!(stderr(&out).contains("Number of duplicated events filtered out: "));
+    // The sweep re-read the lookback (the 300 late events at least): every event it received
+    // was recognised as a duplicate, none was sent again.
+    let log = stderr(&out);
+    assert!(log.contains("late-arrival sweep"), "{log}");
+    for service in ["browser_and_email_isolation", "url_isolation"] {
+        let s = the_pull_stats(&log, service);
+        assert!(s.received >= 300, "{service}: {s:?}");
+        assert_eq!((s.duplicates, s.sent), (s.received, 0), "{service}: {s:?}");
+    }
 }
 
 /// Without a lookback, the same late events are missed: the sweep is what finds them.
