@@ -29,10 +29,15 @@ async fn both_services_deliver_every_event_once_and_a_rerun_adds_nothing() {
     let out = env.run_once_ok().await;
     env.assert_exactly_once();
     assert_eq!(env.delivered(WEB_TABLE).len(), first);
-    assert!(
-        stderr(&out).contains("No changes were detected in the persistence")
-            || stderr(&out).contains("Data retrieved from the persistence")
-    );
+    // Each service read its state back and found nothing to correct (one line per service).
+    let log = stderr(&out);
+    for (line, times) in [
+        ("Data retrieved from the persistence: ", 2),
+        ("No changes were detected in the persistence", 2),
+        ("Persistence will be overridden", 0),
+    ] {
+        assert_eq!(log.matches(line).count(), times, "{line:?} in\n{log}");
+    }
 }
 
 /// Quirks of the server's shape: all must give the exact multiset.
