@@ -218,7 +218,7 @@ fn expected_with_fallback(original: &str, host: &regex::Regex) -> (String, bool)
 /// once (per service), not once per event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_a_rule_cannot_read_is_masked_delivered_counted_and_warned_once() {
-    use crate::metrics::{listen_on_free_port, scrape_until, sigterm_and_wait, value};
+    use crate::metrics::{listen_on_free_port, sample, scrape_until, sigterm_and_wait};
     let mut env = TestEnv::both(1500, |c| c.unreadable_user_names = 10).await;
     env.service_extra = obfuscation_config();
     env.write_config();
@@ -261,11 +261,11 @@ async fn a_value_a_rule_cannot_read_is_masked_delivered_counted_and_warned_once(
     let rule = "obfuscation_data[0] [userName]";
     scrape_until(&base, "the fallback counters", |s| {
         fallbacks.iter().all(|(service, n)| {
-            value(
+            sample(
                 s,
                 "isolation_collector_obfuscation_fallbacks_total",
                 &[("service", service), ("rule", rule)],
-            ) == *n
+            ) == Some(*n)
         })
     })
     .await;
