@@ -140,9 +140,63 @@ fn missing_sections_and_bad_yaml() {
 
 #[test]
 fn the_key_never_appears_in_errors() {
-    let text = GOOD.replace("page_size: 500", "page_size: many");
-    let errors = parse(&text).unwrap_err();
-    assert!(!errors.join("\n").contains("5c9z"), "{errors:?}");
+    // Each case makes the config wrong about the key itself, with the key in the text (or in
+    // the variable or file it names). `key_error` must be reported, and no run of 6 characters
+    // of the key may appear in any error: not the key, nor a part of it (the masked form shows
+    // 4 + 2 characters and passes).
+    const KEY: &str = "7f3e9a1c-b2d4-4e6f-8a0b-c1d2e3f4a5b6";
+    const SPACED: &str = "7f3e9a1c-b2d4 4e6f-8a0b-c1d2e3f4a5b6";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("two-keys.txt"), format!("{KEY}\n{KEY}\n")).unwrap();
+    let env = |name: &str| match name {
+        "TAB_KEY" => Some(format!("{}\t{}", &KEY[..18], &KEY[18..])),
+        _ => None,
+    };
+    let key_path = "inputs.proofpoint_isolation.credentials.api_key";
+    let credentials = r#"credentials: {api_key: "${KEY}"}"#;
+    let cases = [
+        // A key pasted with a space in it.
+        (format!(r#"credentials: {{api_key: "{SPACED}"}}"#), key_path),
+        // A key from the environment with a control character in it.
+        (
+            r#"credentials: {api_key: "${TAB_KEY}"}"#.to_owned(),
+            key_path,
+        ),
+        // A file holding two keys (one per line).
+        (
+            "credentials: {api_key_file: two-keys.txt}".to_owned(),
+            key_path,
+        ),
+        // The key inline and a key file.
+        (
+            format!(r#"credentials: {{api_key: "{KEY}", api_key_file: two-keys.txt}}"#),
+            key_path,
+        ),
+        // The key as a list, and under a misspelt name.
+        (format!(r#"credentials: {{api_key: ["{KEY}"]}}"#), key_path),
+        (
+            format!(r#"credentials: {{apikey: "{KEY}"}}"#),
+            "inputs.proofpoint_isolation.credentials.apikey: unknown key",
+        ),
+        // YAML broken inside the key's own line.
+        (
+            format!(r#"credentials: {{api_key: "{KEY}}}"#),
+            "not valid YAML",
+        ),
+    ];
+    for (credentials_line, key_error) in cases {
+        assert!(GOOD.contains(credentials));
+        let text = GOOD.replace(credentials, &credentials_line);
+        let errors = Config::parse(&text, dir.path(), &env).unwrap_err();
+        let all = errors.join("\n");
+        assert!(all.contains(key_error), "{credentials_line}: {errors:#?}");
+        for secret in [KEY, SPACED] {
+            let chars: Vec<char> = secret.chars().collect();
+            for part in chars.windows(6).map(|w| w.iter().collect::<String>()) {
+                assert!(!all.contains(&part), "{part:?} of the key in {errors:#?}");
+            }
+        }
+    }
 }
 
 #[test]

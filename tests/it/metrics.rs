@@ -79,16 +79,23 @@ fn parse_exposition(text: &str) -> Samples {
     samples
 }
 
-/// The value of one series (0 when absent: counters appear at their first increment).
-pub(crate) fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+/// The value of one series; `None` when the exposition has no such series (a counter with
+/// labels appears at its first increment, so a poll may see it missing for a while).
+pub(crate) fn sample(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let labels = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    samples
-        .get(&(name.to_owned(), labels))
-        .copied()
-        .unwrap_or(0.0)
+    samples.get(&(name.to_owned(), labels)).copied()
+}
+
+/// The value of one series that must exist: a missing series fails the test (it is not 0, or
+/// `== 0` would pass for a metric that was renamed or never registered).
+pub(crate) fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+    sample(samples, name, labels).unwrap_or_else(|| {
+        let exposed: Vec<_> = samples.keys().collect();
+        panic!("no series {name} {labels:?}; the exposition has {exposed:#?}")
+    })
 }
 
 async fn scrape(base: &str) -> Samples {
@@ -151,12 +158,13 @@ async fn metrics_match_the_truth_and_health_and_ready_answer() {
     let received = "isolation_collector_received_events_total";
     let delivered = "isolation_collector_delivered_events_total";
     let samples = scrape_until(&base, "counters equal the truth", |s| {
-        value(s, received, &[("service", WEB)]) == env.web.stats().events_served as f64
-            && value(s, received, &[("service", URL)]) == env.url.stats().events_served as f64
-            && value(s, delivered, &[("output", "local"), ("table", WEB_TABLE)])
-                == env.delivered(WEB_TABLE).len() as f64
-            && value(s, delivered, &[("output", "local"), ("table", URL_TABLE)])
-                == env.delivered(URL_TABLE).len() as f64
+        sample(s, received, &[("service", WEB)]) == Some(env.web.stats().events_served as f64)
+            && sample(s, received, &[("service", URL)])
+                == Some(env.url.stats().events_served as f64)
+            && sample(s, delivered, &[("output", "local"), ("table", WEB_TABLE)])
+                == Some(env.delivered(WEB_TABLE).len() as f64)
+            && sample(s, delivered, &[("output", "local"), ("table", URL_TABLE)])
+                == Some(env.delivered(URL_TABLE).len() as f64)
     })
     .await;
     assert!(env.web.stats().events_served >= 700);
@@ -180,14 +188,16 @@ async fn metrics_match_the_truth_and_health_and_ready_answer() {
             "{svc}: last pull {last}"
         );
     }
-    assert_eq!(
-        value(
-            &samples,
-            "isolation_collector_state_write_failures_total",
-            &[("service", WEB)]
-        ),
-        0.0
-    );
+    for svc in [WEB, URL] {
+        assert_eq!(
+            value(
+                &samples,
+                "isolation_collector_state_write_failures_total",
+                &[("service", svc)]
+            ),
+            0.0
+        );
+    }
     assert_eq!(
         get(&format!("{base}/health")).await,
         Some((200, "ok".to_owned()))
@@ -209,8 +219,8 @@ async fn metrics_match_the_truth_and_health_and_ready_answer() {
             s,
             requests,
             &[("service", WEB), ("outcome", "server_error")],
-        ) > errors_before
-            && value(s, retries, &[("service", WEB)]) > retries_before
+        ) == errors_before + 1.0
+            && value(s, retries, &[("service", WEB)]) == retries_before + 1.0
     })
     .await;
     let (status, body) = get(&format!("{base}/ready")).await.unwrap();

@@ -251,3 +251,49 @@ pub fn assert_same_multiset(got: &[String], want: &[String], what: &str) {
         examples.join("\n")
     );
 }
+
+/// The counts of one "Statistics for this pull cycle" line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PullStats {
+    pub requests: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub sent: u64,
+}
+
+/// The final (not `(Partial)`) statistics line of each of `service`'s cycles in `log`, in order.
+/// Tests assert these numbers: the line's wording alone is in every cycle's log.
+pub fn pull_stats(log: &str, service: &str) -> Vec<PullStats> {
+    let thread = format!(",{service},");
+    log.lines()
+        .filter(|l| l.contains(&thread) && l.contains("Statistics for this pull cycle"))
+        .filter(|l| !l.contains("(Partial) "))
+        .map(|l| PullStats {
+            requests: count_after(l, "Number of requests made: "),
+            received: count_after(l, "Number of events received: "),
+            duplicates: count_after(l, "Number of duplicated events filtered out: "),
+            sent: count_after(l, "Number of events generated and sent: "),
+        })
+        .collect()
+}
+
+/// The whole number that follows `label` in `line`; panics (showing the line) if there is none.
+fn count_after(line: &str, label: &str) -> u64 {
+    line.split_once(label)
+        .and_then(|(_, rest)| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no number after {label:?} in {line}"))
+}
+
+/// The one final statistics line of `service` in a `run --once` log.
+pub fn the_pull_stats(log: &str, service: &str) -> PullStats {
+    match pull_stats(log, service)[..] {
+        [one] => one,
+        ref other => panic!(
+            "{service}: {} statistics lines, expected 1:\n{log}",
+            other.len()
+        ),
+    }
+}
