@@ -208,11 +208,19 @@ mod tests {
     async fn only_the_unconfirmed_output_gets_the_batch_again() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut outputs, blocked) = good_and_bad(tmp.path(), CancellationToken::new());
+        let events = batch();
+        // Unblock `bad` only once `good` has its batch (so `bad`'s first try, right after, has
+        // failed) and well inside the first retry wait: a fixed delay raced `good`'s fsync on a
+        // loaded machine, and `bad` then succeeded at once without any retry.
+        let good_file = FileOutput::path_for(&tmp.path().join("good"), TABLE);
+        let good_len = lines(&events).len() as u64;
         let unblock = tokio::spawn(async move {
+            while std::fs::metadata(&good_file).map_or(0, |m| m.len()) < good_len {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
             std::fs::remove_file(blocked).unwrap();
         });
-        let events = batch();
         let started = Instant::now();
         let positions = outputs.deliver(TABLE, &events).await.unwrap();
         unblock.await.unwrap();
