@@ -29,12 +29,14 @@
 //! - [`state`]: versioned JSON state per (input id, service), written atomically.
 //! - [`trust`]: the roots a TLS connection trusts (built-in, system store, `ca_file`), shared by
 //!   the API client and the network outputs.
-//! - [`simulator`]: a faithful simulator of the vendor API (tests, benchmark, demo).
 //! - [`metrics`]: Prometheus metrics, `/health` and `/ready` (the optional HTTP listener).
 //! - [`memory`]: Devo's periodic `[GC]` memory line.
 //! - [`internal`]: the collector's own warnings and errors delivered to Devo.
 //! - [`backfill`]: re-delivery of a past range without touching the live state.
-//! - [`app`], [`cli`], [`demo`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
+//! - [`app`], [`cli`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
+//! - `demo` (the default cargo feature `demo`): the collector against the simulator of the vendor
+//!   API, the workspace crate `isolation-sim` (`crates/isolation-sim`; the tests and benchmarks
+//!   use it too).
 
 #![forbid(unsafe_code)]
 
@@ -42,6 +44,7 @@ pub mod app;
 pub mod backfill;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod event;
 pub mod internal;
@@ -51,7 +54,6 @@ pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod secret;
-pub mod simulator;
 pub mod state;
 pub mod telemetry;
 pub mod time;
