@@ -9,7 +9,10 @@ FROM rust:1.88-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-RUN cargo build --release --locked --bin isolation-collector \
+# The workspace's other member (the API simulator) must be present for cargo to load the
+# workspace; `--no-default-features` leaves it (and the `demo` subcommand) out of the binary.
+COPY crates ./crates
+RUN cargo build --release --locked --no-default-features --bin isolation-collector \
  && strip target/release/isolation-collector
 
 FROM debian:bookworm-slim

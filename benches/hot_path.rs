@@ -2,7 +2,7 @@
 //! simulator's Browser & Email Isolation dataset (the bytes `isolation-sim` serves).
 //!
 //! ```sh
-//! cargo bench --bench hot_path            # or: bash bench/run.sh (everything, with a summary)
+//! cargo bench --bench hot_path            # or: bash scripts/bench/run.sh (everything, with a summary)
 //! ```
 //!
 //! Every benchmark processes the whole page and reports throughput in events, so the time per
@@ -20,7 +20,7 @@ use isolation_collector::pipeline::dedup::DedupMemory;
 use isolation_collector::pipeline::obfuscate::{
     Action, HmacKey, ObfuscationRule, Obfuscator, PathSegment, MASK,
 };
-use isolation_collector::simulator::{Dataset, SimConfig, SimHandle};
+use isolation_sim::{Dataset, SimConfig, SimHandle};
 use serde_json::value::RawValue;
 use sha2::Digest as _;
 

@@ -67,6 +67,8 @@ pub enum Command {
     },
     /// See it work without a vendor key: the built-in API simulator, the collector, and events
     /// written to the console and to files (`demo/`). Run it twice: the second run delivers nothing.
+    // Absent from a build without the default feature `demo` (the Docker image).
+    #[cfg(feature = "demo")]
     Demo {
         /// Events per service in the simulator.
         #[arg(long, default_value_t = 200)]

@@ -16,7 +16,7 @@ use tracing::info;
 
 use crate::app::{self, RunOptions};
 use crate::config::Config;
-use crate::simulator::{Dataset, SimConfig, SimHandle};
+use isolation_sim::{Dataset, SimConfig, SimHandle};
 
 const DEMO_KEY: &str = "00000000-0000-0000-0000-000000000000";
 

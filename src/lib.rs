@@ -34,13 +34,15 @@
 //! - [`state`]: versioned JSON state per (input id, service), written atomically.
 //! - [`trust`]: the roots a TLS connection trusts (built-in, system store, `ca_file`), shared by
 //!   the API client and the network outputs.
-//! - [`simulator`]: a faithful simulator of the vendor API (tests, benchmark, demo).
 //! - [`metrics`]: Prometheus metrics, `/health` and `/ready` (the optional HTTP listener).
 //! - [`memory`]: Devo's periodic `[GC]` memory line.
 //! - [`internal`]: the collector's own warnings and errors delivered to Devo.
 //! - [`backfill`]: re-delivery of a past range without touching the live state.
 //! - [`backoff`]: the capped exponential backoff every retry loop waits with.
-//! - [`app`], [`cli`], [`demo`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
+//! - [`app`], [`cli`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
+//! - `demo` (the default cargo feature `demo`): the collector against the simulator of the vendor
+//!   API, the workspace crate `isolation-sim` (`crates/isolation-sim`; the tests and benchmarks
+//!   use it too).
 
 #![forbid(unsafe_code)]
 
@@ -49,6 +51,7 @@ pub mod backfill;
 pub mod backoff;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod event;
 pub mod internal;
@@ -59,7 +62,6 @@ pub mod output;
 pub mod pipeline;
 pub mod secret;
 pub mod service;
-pub mod simulator;
 pub mod state;
 pub mod telemetry;
 pub mod time;

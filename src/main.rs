@@ -7,7 +7,7 @@ use clap::Parser;
 use isolation_collector::cli::{Cli, Command, StateAction};
 use isolation_collector::config::Config;
 use isolation_collector::service::Service;
-use isolation_collector::{app, backfill, demo, state::StateStore, telemetry};
+use isolation_collector::{app, backfill, state::StateStore, telemetry};
 use tokio_util::sync::CancellationToken;
 
 const EX_USAGE: u8 = 64;
@@ -193,6 +193,7 @@ async fn real_main(cli: Cli) -> ExitCode {
             tokio::spawn(app::shutdown_on_signal(cancel.clone()));
             finish(backfill::run(config, request, cancel).await)
         }
+        #[cfg(feature = "demo")]
         Command::Demo {
             events,
             dir,
@@ -201,7 +202,7 @@ async fn real_main(cli: Cli) -> ExitCode {
             log_format,
         } => {
             telemetry::init(false, log_format);
-            finish(demo::run(events, &dir, follow, quiet).await)
+            finish(isolation_collector::demo::run(events, &dir, follow, quiet).await)
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use isolation_collector::simulator::{Fault, FaultTarget, RequestRecord, SimConfig, TotalMode};
+use isolation_sim::{Fault, FaultTarget, RequestRecord, SimConfig, TotalMode};
 
 use crate::util::*;
 

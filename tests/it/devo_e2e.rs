@@ -441,8 +441,8 @@ async fn internal_messages_reach_devo_as_their_own_table() {
     env.write_config();
     // A 503 makes the client log a retry warning.
     env.url.push_fault(
-        isolation_collector::simulator::FaultTarget::Page,
-        isolation_collector::simulator::Fault::Status(503),
+        isolation_sim::FaultTarget::Page,
+        isolation_sim::Fault::Status(503),
         1,
     );
     env.run_once_ok().await;

@@ -10,7 +10,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use isolation_collector::simulator::{Dataset, FaultTarget, RequestRecord, SimHandle};
+use isolation_sim::{Dataset, FaultTarget, RequestRecord, SimHandle};
 
 use crate::rsyslog::{Listen, Pki, Rsyslog};
 use crate::util::*;

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use isolation_collector::simulator::{Fault, FaultTarget};
+use isolation_sim::{Fault, FaultTarget};
 
 use crate::util::*;
 

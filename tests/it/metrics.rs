@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use isolation_collector::simulator::{Dataset, Fault, FaultTarget};
+use isolation_sim::{Dataset, Fault, FaultTarget};
 
 use crate::util::*;
 

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use isolation_collector::simulator::{Dataset, SimHandle};
+use isolation_sim::{Dataset, SimHandle};
 use tempfile::TempDir;
 
 use crate::rsyslog::{free_port, Pki};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use isolation_collector::simulator::{Dataset, SimConfig, SimHandle};
+use isolation_sim::{Dataset, SimConfig, SimHandle};
 
 use crate::rsyslog::CertFiles;
 

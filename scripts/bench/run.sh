@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The whole benchmark, one command (not part of CI; wants a quiet machine, takes ~30 minutes):
 #
-#   bash bench/run.sh
+#   bash scripts/bench/run.sh
 #
 # 1. Criterion micro-benchmarks of the hot path (benches/hot_path.rs).
-# 2. End-to-end backfills (bench/backfill.sh): isolation-sim with N events, then
+# 2. End-to-end backfills (scripts/bench/backfill.sh): isolation-sim with N events, then
 #    `isolation-collector run --once` to the file output and to a local mutual-TLS rsyslog.
 # 3. The same backfill with iso2web (Proofpoint's community collector, PyPI, in a throwaway
-#    virtualenv) posting to a local webhook receiver (bench/iso2web_wrapper.py).
+#    virtualenv) posting to a local webhook receiver (scripts/bench/iso2web_wrapper.py).
 # 4. Steady state: the collector as a daemon against a live simulator feed with late arrivals,
 #    with iso2web run every period against the same feed.
 # Each end-to-end measurement runs $REPS times; the summary shows medians and is saved with
@@ -16,7 +16,7 @@
 # Knobs (environment): REPS (3), SIZES ("100000 1000000"), ISO_SIZES (same), STEADY_SECS (180),
 # SKIP_MICRO=1, SKIP_STEADY=1, ISO_VENV (/tmp/isoenv), CARGO_TARGET_DIR (target).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN=$CARGO_TARGET_DIR/release
 REPS=${REPS:-3}
@@ -52,7 +52,7 @@ for n in $SIZES; do
   for mode in file tls; do
     for r in $(seq 1 "$REPS"); do
       echo "== collector backfill n=$n mode=$mode run $r/$REPS"
-      PORT_WEB=$PORT_WEB PORT_URL=$PORT_URL bash bench/backfill.sh "$n" "$mode" | tee -a "$OUT/ours.log"
+      PORT_WEB=$PORT_WEB PORT_URL=$PORT_URL bash scripts/bench/backfill.sh "$n" "$mode" | tee -a "$OUT/ours.log"
     done
   done
 done
@@ -66,13 +66,13 @@ start_sim() {  # start_sim LOG ARGS...: the simulator on the bench ports, waits 
 }
 stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 start_receiver() {  # start_receiver COUNT_FILE
-  python3 bench/iso2web_wrapper.py receive $PORT_RECV "$1" &
+  python3 scripts/bench/iso2web_wrapper.py receive $PORT_RECV "$1" &
   recv_pid=$!; pids+=("$recv_pid")
   wait_for "$1" '^0 0'
 }
 
-# 3. iso2web's backfills: same simulator settings as bench/backfill.sh.
-wrapper=$PWD/bench/iso2web_wrapper.py
+# 3. iso2web's backfills: same simulator settings as scripts/bench/backfill.sh.
+wrapper=$PWD/scripts/bench/iso2web_wrapper.py
 for n in $ISO_SIZES; do
   for r in $(seq 1 "$REPS"); do
     echo "== iso2web backfill n=$n run $r/$REPS"
@@ -169,5 +169,5 @@ PY
   rm -rf "$w"
 fi
 
-python3 bench/summary.py "$OUT" | tee "$OUT/summary.txt"
+python3 scripts/bench/summary.py "$OUT" | tee "$OUT/summary.txt"
 echo "raw results: $OUT"

@@ -3,14 +3,14 @@
 # spread over 20 days) and `isolation-collector run --once` collects them all, to the file
 # output or (mode `tls`) to a local rsyslog over mutual TLS (the devo_platform output).
 # Prints events/s, CPU seconds, peak RSS, API requests and bytes per event, and a last line
-# `RESULT key=value ...` that bench/run.sh reads.
+# `RESULT key=value ...` that scripts/bench/run.sh reads.
 #
-#   bash bench/backfill.sh [EVENTS] [file|tls]        # defaults: 1000000 file
+#   bash scripts/bench/backfill.sh [EVENTS] [file|tls]        # defaults: 1000000 file
 #
 # Binaries come from $CARGO_TARGET_DIR (default target/). Not part of CI: it takes about a
 # minute and wants a quiet machine.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 N=${1:-1000000}
 MODE=${2:-file}
 PORT_WEB=${PORT_WEB:-18180}
@@ -33,7 +33,7 @@ if [ "$MODE" = tls ]; then
   # A receiver like Devo's: TLS 1.2/1.3 with client certificates checked against our CA.
   PORT_TLS=${PORT_TLS:-18443}
   c="$work/certs"
-  . bench/tls_receiver.sh
+  . scripts/lib/tls_receiver.sh
   make_pki "$c"
   start_rsyslog "$work" "$c" "$PORT_TLS"
   sleep 1

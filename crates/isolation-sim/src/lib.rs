@@ -19,6 +19,8 @@
 //! because the collector under test compares against the wall clock too. Generated dates are
 //! relative to the start time unless [`SimConfig::anchor`] pins them.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod dataset;
 mod faults;

@@ -1,12 +1,12 @@
 """Runs iso2web (Proofpoint's community collector, from PyPI) against isolation-sim, for the
-side-by-side benchmark in bench/run.sh. Nothing of iso2web is copied here: the installed module
+side-by-side benchmark in scripts/bench/run.sh. Nothing of iso2web is copied here: the installed module
 is imported and only its hard-coded vendor URL is pointed at the simulator.
 
-  python bench/iso2web_wrapper.py receive PORT COUNT_FILE
+  python scripts/bench/iso2web_wrapper.py receive PORT COUNT_FILE
       a webhook receiver: accepts iso2web's POSTs (JSON lists of events), counts the events,
       writes the running count to COUNT_FILE after each post; nothing else is kept.
 
-  /tmp/isoenv/bin/python bench/iso2web_wrapper.py run SIM_BASE_URL CALLBACK_URL API_KEY
+  /tmp/isoenv/bin/python scripts/bench/iso2web_wrapper.py run SIM_BASE_URL CALLBACK_URL API_KEY
       iso2web's `run` (collect_events) with its defaults (pageSize 10000, chunk 10000), in the
       current directory (its checkpoint file lands there), INFO logging to stdout as its CLI
       does; a last line `bench: api_requests=N posts=M` counts its HTTP requests.

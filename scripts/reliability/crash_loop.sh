@@ -5,13 +5,13 @@
 # stored are compared with the simulator's full event set (`isolation-sim --dump-events` with
 # the same seed and a pinned --anchor), counting missing and duplicated events per output.
 #
-#   bash reliability/crash_loop.sh [ITERATIONS] [EVENTS_PER_DATASET]   # defaults: 50 20000
+#   bash scripts/reliability/crash_loop.sh [ITERATIONS] [EVENTS_PER_DATASET]   # defaults: 50 20000
 #
 # Env: PROFILE=debug|release (default debug), CARGO_TARGET_DIR, KEEP=1 keeps the work dir,
 # KILL_MAX_MS (default 1500): kills land uniformly in 30..KILL_MAX_MS ms after a start.
 # Exit status 1 when any event was missing from any output, or duplicated in the file output.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ITER=${1:-50}
 N=${2:-20000}
 PROFILE=${PROFILE:-debug}
@@ -35,9 +35,9 @@ else
 fi
 bin="${CARGO_TARGET_DIR:-target}/$PROFILE"
 
-# Certificates: a CA, a server and a client certificate (as bench/backfill.sh tls).
+# Certificates: a CA, a server and a client certificate (as scripts/bench/backfill.sh tls).
 c="$work/certs"
-. bench/tls_receiver.sh
+. scripts/lib/tls_receiver.sh
 make_pki "$c"
 
 rand_ms() { python3 -c "import random; print(random.randint(30, $KILL_MAX_MS))"; }

@@ -1,5 +1,5 @@
-"""Summary table of a bench/run.sh results directory: medians of the repeated runs, the
-ratios against iso2web and the targets. Usage: python3 bench/summary.py RESULTS_DIR"""
+"""Summary table of a scripts/bench/run.sh results directory: medians of the repeated runs, the
+ratios against iso2web and the targets. Usage: python3 scripts/bench/summary.py RESULTS_DIR"""
 
 import os
 import re

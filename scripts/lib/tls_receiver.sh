@@ -1,4 +1,4 @@
-# Sourced by bench/backfill.sh and reliability/crash_loop.sh: a local receiver like Devo's,
+# Sourced by scripts/bench/backfill.sh and scripts/reliability/crash_loop.sh: a local receiver like Devo's,
 # rsyslog with TLS 1.2/1.3 and client certificates checked against our own CA (x509/certvalid).
 
 # make_pki DIR: a CA (ca.crt) and a server and a client certificate signed by it, for 127.0.0.1.

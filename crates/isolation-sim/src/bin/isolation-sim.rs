@@ -3,14 +3,14 @@
 //! Serves the two datasets on two listeners (Browser & Email Isolation = `web`, URL Isolation =
 //! `url`), prints `web: URL` and `url: URL` on stdout once both listen, runs until SIGINT or
 //! SIGTERM, then prints each listener's request statistics. All behaviour is in
-//! `isolation_collector::simulator`; this file only maps flags to [`SimConfig`].
+//! the `isolation_sim` library; this file only maps flags to [`SimConfig`].
 
 use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use isolation_collector::simulator::{
+use isolation_sim::{
     AuthFailureMode, CategoriesMode, Dataset, RetentionMode, SimConfig, SimHandle, SimStats,
     TotalMode,
 };
