@@ -157,11 +157,13 @@ async fn deliver_one(
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::sync::Arc;
 
     use bytes::Bytes;
     use tokio::time::Instant;
 
     use super::*;
+    use crate::metrics::Metrics;
     use crate::output::file::FileOutput;
     use crate::service::Service;
 
@@ -193,32 +195,43 @@ mod tests {
     }
 
     /// `good` writes into a directory; `bad`'s directory is a regular file until it is removed.
-    fn good_and_bad(tmp: &Path, cancel: CancellationToken) -> (Outputs, std::path::PathBuf) {
+    /// The registry lets a test see when `bad` has failed.
+    fn good_and_bad(
+        tmp: &Path,
+        cancel: CancellationToken,
+    ) -> (Outputs, std::path::PathBuf, Arc<Metrics>) {
         let blocked = tmp.join("bad");
         std::fs::write(&blocked, b"not a directory").unwrap();
         let outputs = vec![
             file_output("good", &tmp.join("good")),
             file_output("bad", &blocked),
         ];
-        let metrics = ServiceMetrics::detached(Service::UrlIsolation);
-        (Outputs::new(outputs, metrics, cancel), blocked)
+        let registry = Arc::new(Metrics::new());
+        let metrics = registry.service(Service::UrlIsolation);
+        (Outputs::new(outputs, metrics, cancel), blocked, registry)
+    }
+
+    /// Whether `output` has failed to confirm at least once, read from the exposition text.
+    fn has_failed(registry: &Metrics, output: &str) -> bool {
+        registry.encode(0).lines().any(|line| {
+            line.contains("output_confirm_failures")
+                && line.contains(&format!("output=\"{output}\""))
+                && !line.ends_with(" 0")
+        })
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn only_the_unconfirmed_output_gets_the_batch_again() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut outputs, blocked) = good_and_bad(tmp.path(), CancellationToken::new());
+        let (mut outputs, blocked, registry) = good_and_bad(tmp.path(), CancellationToken::new());
         let events = batch();
-        // Unblock `bad` only once `good` has its batch (so `bad`'s first try, right after, has
-        // failed) and well inside the first retry wait: a fixed delay raced `good`'s fsync on a
-        // loaded machine, and `bad` then succeeded at once without any retry.
-        let good_file = FileOutput::path_for(&tmp.path().join("good"), TABLE);
-        let good_len = lines(&events).len() as u64;
+        // Unblock `bad` once its first try has failed, so the batch reaches it only by a retry
+        // (a fixed delay raced `good`'s fsync, which can take hundreds of ms, and `bad` then
+        // succeeded at its first try).
         let unblock = tokio::spawn(async move {
-            while std::fs::metadata(&good_file).map_or(0, |m| m.len()) < good_len {
+            while !has_failed(&registry, "bad") {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
             std::fs::remove_file(blocked).unwrap();
         });
         let started = Instant::now();
@@ -246,7 +259,7 @@ mod tests {
     async fn a_shutdown_ends_the_wait_between_tries() {
         let tmp = tempfile::tempdir().unwrap();
         let cancel = CancellationToken::new();
-        let (mut outputs, _blocked) = good_and_bad(tmp.path(), cancel.clone());
+        let (mut outputs, _blocked, _) = good_and_bad(tmp.path(), cancel.clone());
         let stop = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
             cancel.cancel();
@@ -268,7 +281,7 @@ mod tests {
     #[tokio::test]
     async fn an_empty_batch_goes_nowhere() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut outputs, _blocked) = good_and_bad(tmp.path(), CancellationToken::new());
+        let (mut outputs, _blocked, _) = good_and_bad(tmp.path(), CancellationToken::new());
         assert!(outputs.deliver(TABLE, &[]).await.unwrap().is_empty());
         assert!(!tmp.path().join("good").exists());
     }
