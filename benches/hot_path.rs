@@ -164,7 +164,7 @@ fn hot_path(c: &mut Criterion) {
         let mut formatter =
             RecordFormatter::new("bench-host", "tap.proofpoint.isolation.browser_and_email");
         let mut out = Vec::with_capacity(body.len() * 2);
-        let now = isolation_collector::output::syslog::format::now_ms();
+        let now = isolation_collector::clock::SharedClock::system().now_ms();
         b.iter(|| {
             out.clear();
             for e in &events {
@@ -190,7 +190,7 @@ fn hot_path(c: &mut Criterion) {
         let mut formatter =
             RecordFormatter::new("bench-host", "tap.proofpoint.isolation.browser_and_email");
         let mut out = Vec::with_capacity(body.len() * 2);
-        let now = isolation_collector::output::syslog::format::now_ms();
+        let now = isolation_collector::clock::SharedClock::system().now_ms();
         b.iter(|| {
             let page = parse_page(body.clone()).expect("page");
             let mut memory = DedupMemory::new();

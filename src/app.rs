@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
+use crate::clock::SharedClock;
 use crate::config::{Config, OutputConfig, OutputKind, Persistence, ServiceConfig};
 use crate::isolation::connection::ProxyRoute;
 use crate::isolation::puller::{puller_thread, setup_thread, PullError, Puller};
@@ -39,20 +40,26 @@ pub fn store_for(config: &Config, no_save_state: bool) -> StateStore {
     }
 }
 
-/// Builds one instance of every configured output.
-pub fn build_outputs(config: &Config) -> Result<Vec<Output>, OutputError> {
-    config.outputs.iter().map(build_output).collect()
+/// Builds one instance of every configured output; `clock` stamps their records.
+pub fn build_outputs(config: &Config, clock: &SharedClock) -> Result<Vec<Output>, OutputError> {
+    config
+        .outputs
+        .iter()
+        .map(|o| build_output(o, clock))
+        .collect()
 }
 
 /// Each output builds itself from its configuration.
-fn build_output(o: &OutputConfig) -> Result<Output, OutputError> {
+fn build_output(o: &OutputConfig, clock: &SharedClock) -> Result<Output, OutputError> {
     let name = o.name.clone();
     Ok(match &o.kind {
         OutputKind::File { directory, mode } => {
             Output::File(FileOutput::new(name, directory.clone(), *mode))
         }
-        OutputKind::Console => Output::Console(ConsoleOutput::new(name)),
-        OutputKind::Network(n) => Output::Syslog(SyslogOutput::from_config(name, n)?),
+        OutputKind::Console => Output::Console(ConsoleOutput::new(name, clock.clone())),
+        OutputKind::Network(n) => {
+            Output::Syslog(SyslogOutput::from_config(name, n, clock.clone())?)
+        }
     })
 }
 
@@ -60,13 +67,14 @@ fn build_output(o: &OutputConfig) -> Result<Output, OutputError> {
 /// in Devo's words: its own connection per output).
 fn start_internal_messages(
     config: &Config,
+    clock: &SharedClock,
     cancel: &CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, OutputError> {
     let outputs = config
         .outputs
         .iter()
         .filter(|o| matches!(&o.kind, OutputKind::Network(n) if n.internal_messages))
-        .map(build_output)
+        .map(|o| build_output(o, clock))
         .collect::<Result<Vec<_>, _>>()?;
     let identity = crate::internal::Identity {
         collector_name: config.globals.name.clone(),
@@ -86,11 +94,12 @@ pub fn log_warnings(config: &Config) {
     }
 }
 
-/// Runs the collector. Returns whether everything succeeded (`--once`), or whether the daemon
-/// stopped cleanly.
+/// Runs the collector with `clock` as its wall clock. Returns whether everything succeeded
+/// (`--once`), or whether the daemon stopped cleanly.
 pub async fn run(
     config: Config,
     options: RunOptions,
+    clock: SharedClock,
     cancel: CancellationToken,
 ) -> anyhow::Result<bool> {
     let store = Arc::new(store_for(&config, options.no_save_state));
@@ -109,7 +118,7 @@ pub async fn run(
     }
     // Its own token: it must outlive the pullers to deliver their last words.
     let internal_stop = CancellationToken::new();
-    let internal = start_internal_messages(&config, &internal_stop)?;
+    let internal = start_internal_messages(&config, &clock, &internal_stop)?;
     let metrics = Arc::new(Metrics::new());
     // Stops the listener and the memory log when `run` returns (`--once`) or on shutdown.
     let background = cancel.child_token();
@@ -122,9 +131,9 @@ pub async fn run(
             "Serving metrics and health on http://{} (/metrics, /health, /ready)",
             listener.local_addr().unwrap_or(addr)
         );
-        let (metrics, stop) = (metrics.clone(), background.clone());
+        let (metrics, clock, stop) = (metrics.clone(), clock.clone(), background.clone());
         tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(listener, metrics, stop).await {
+            if let Err(e) = crate::metrics::serve(listener, metrics, clock, stop).await {
                 error!("The metrics listener stopped: {e}");
             }
         });
@@ -139,7 +148,7 @@ pub async fn run(
     let mut senders: Vec<(String, StatsHandle)> = Vec::new();
     for svc in config.services() {
         metrics.expect_service(svc.service);
-        let outputs = build_outputs(&config)?;
+        let outputs = build_outputs(&config, &clock)?;
         for o in &outputs {
             if let Output::Syslog(s) = o {
                 senders.push((s.name().to_owned(), s.stats_handle()));
@@ -151,6 +160,7 @@ pub async fn run(
             outputs,
             store.clone(),
             cancel.clone(),
+            clock.clone(),
         )?
         .with_metrics(&metrics);
         let span = tracing::info_span!("puller", thread = %puller_thread(&config.input, svc));
@@ -162,6 +172,7 @@ pub async fn run(
         tokio::spawn(sender_monitor(
             senders,
             config.globals.sender_stats_period,
+            clock,
             cancel.clone(),
         ))
     });
@@ -191,6 +202,7 @@ pub async fn run(
 async fn sender_monitor(
     senders: Vec<(String, StatsHandle)>,
     period: std::time::Duration,
+    clock: SharedClock,
     cancel: CancellationToken,
 ) {
     let mut names: Vec<String> = senders.iter().map(|(n, _)| n.clone()).collect();
@@ -206,7 +218,7 @@ async fn sender_monitor(
             _ = tick.tick() => {}
             _ = cancel.cancelled() => return,
         }
-        let now = std::time::SystemTime::now();
+        let now = std::time::SystemTime::from(clock.now());
         for name in &names {
             let stats = senders
                 .iter()
@@ -295,9 +307,9 @@ async fn run_service(
 }
 
 /// `validate`: outputs reachable, then each enabled service's authentication.
-pub async fn validate(config: &Config) -> bool {
+pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
     let mut ok = true;
-    match build_outputs(config) {
+    match build_outputs(config, clock) {
         Ok(mut outputs) => {
             for o in &mut outputs {
                 match o.check().await {
@@ -325,6 +337,7 @@ pub async fn validate(config: &Config) -> bool {
                 Vec::new(),
                 store.clone(),
                 CancellationToken::new(),
+                clock.clone(),
             )?;
             puller.setup().await.map_err(anyhow::Error::from)
         }

@@ -41,14 +41,20 @@ pub struct InternalMessage {
 static SENDER: OnceLock<mpsc::Sender<InternalMessage>> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-/// Called by the logging layer for WARN and ERROR events.
-pub fn forward(meta: &tracing::Metadata<'_>, level: &'static str, thread: &str, message: &str) {
+/// Called by the logging layer for WARN and ERROR events, with the log line's time.
+pub fn forward(
+    meta: &tracing::Metadata<'_>,
+    time_ms: i64,
+    level: &'static str,
+    thread: &str,
+    message: &str,
+) {
     let Some(tx) = SENDER.get() else { return };
     if meta.target() == SENDER_TARGET {
         return;
     }
     let msg = InternalMessage {
-        time_ms: chrono::Utc::now().timestamp_millis(),
+        time_ms,
         level,
         thread: thread.to_owned(),
         message: message.to_owned(),

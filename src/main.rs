@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use isolation_collector::cli::{Cli, Command, StateAction};
+use isolation_collector::clock::SharedClock;
 use isolation_collector::config::Config;
 use isolation_collector::service::Service;
 use isolation_collector::{app, backfill, state::StateStore, telemetry};
@@ -37,7 +38,7 @@ fn main() -> ExitCode {
     runtime.block_on(real_main(cli))
 }
 
-fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+fn load(path: &std::path::Path, clock: &SharedClock) -> Result<Config, ExitCode> {
     // Devo's rule: a relative config name that is not found resolves under `config/` (the
     // image runs `--config ${CONFIG_FILE:-config.yaml}` from /devo-collector).
     let devo_path = std::path::Path::new("config").join(path);
@@ -46,7 +47,7 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     } else {
         path
     };
-    Config::load(path).map_err(|e| {
+    Config::load(path, clock.now()).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(EX_USAGE)
     })
@@ -75,6 +76,8 @@ fn exit(ok: bool) -> ExitCode {
 }
 
 async fn real_main(cli: Cli) -> ExitCode {
+    // The one wall clock of the process, handed to everything that reads the time of day.
+    let clock = SharedClock::for_process();
     match cli.command {
         Command::Run {
             config,
@@ -82,11 +85,11 @@ async fn real_main(cli: Cli) -> ExitCode {
             no_save_state,
             log_format,
         } => {
-            let config = match load(&config) {
+            let config = match load(&config, &clock) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            telemetry::init(config.globals.debug, log_format);
+            telemetry::init(config.globals.debug, log_format, clock.clone());
             app::log_warnings(&config);
             let cancel = CancellationToken::new();
             tokio::spawn(app::shutdown_on_signal(cancel.clone()));
@@ -96,7 +99,7 @@ async fn real_main(cli: Cli) -> ExitCode {
                 no_save_state,
             };
             tokio::select! {
-                result = app::run(config, options, cancel.clone()) => finish(result),
+                result = app::run(config, options, clock, cancel.clone()) => finish(result),
                 () = app::grace_elapsed(cancel, grace) => {
                     // Whatever was in flight is abandoned unconfirmed: its window is asked for
                     // again after the restart, so nothing is lost.
@@ -109,13 +112,13 @@ async fn real_main(cli: Cli) -> ExitCode {
             }
         }
         Command::Validate { config, log_format } => {
-            let config = match load(&config) {
+            let config = match load(&config, &clock) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            telemetry::init(config.globals.debug, log_format);
+            telemetry::init(config.globals.debug, log_format, clock.clone());
             app::log_warnings(&config);
-            let ok = app::validate(&config).await;
+            let ok = app::validate(&config, &clock).await;
             if ok {
                 tracing::info!("The configuration is valid, the outputs are usable and the API accepted the key.");
             }
@@ -126,7 +129,7 @@ async fn real_main(cli: Cli) -> ExitCode {
                 StateAction::Show { config, service } => (config, service, false),
                 StateAction::Reset { config, service } => (config, service, true),
             };
-            let config = match load(&path) {
+            let config = match load(&path, &clock) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -176,22 +179,24 @@ async fn real_main(cli: Cli) -> ExitCode {
             to,
             log_format,
         } => {
-            let config = match load(&config) {
+            let config = match load(&config, &clock) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let request = match backfill::Request::parse(&config, &service, &from, to.as_deref()) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EX_USAGE);
-                }
-            };
-            telemetry::init(config.globals.debug, log_format);
+            let now = clock.now();
+            let request =
+                match backfill::Request::parse(&config, &service, &from, to.as_deref(), now) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(EX_USAGE);
+                    }
+                };
+            telemetry::init(config.globals.debug, log_format, clock.clone());
             app::log_warnings(&config);
             let cancel = CancellationToken::new();
             tokio::spawn(app::shutdown_on_signal(cancel.clone()));
-            finish(backfill::run(config, request, cancel).await)
+            finish(backfill::run(config, request, clock, cancel).await)
         }
         #[cfg(feature = "demo")]
         Command::Demo {
@@ -201,8 +206,8 @@ async fn real_main(cli: Cli) -> ExitCode {
             quiet,
             log_format,
         } => {
-            telemetry::init(false, log_format);
-            finish(isolation_collector::demo::run(events, &dir, follow, quiet).await)
+            telemetry::init(false, log_format, clock.clone());
+            finish(isolation_collector::demo::run(events, &dir, follow, quiet, clock).await)
         }
     }
 }

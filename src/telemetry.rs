@@ -24,6 +24,8 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use crate::clock::SharedClock;
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -35,8 +37,8 @@ pub enum LogFormat {
 }
 
 /// Installs the global logger. `debug` lowers the level to DEBUG (Devo's `globals.debug`);
-/// `RUST_LOG` overrides both.
-pub fn init(debug: bool, format: LogFormat) {
+/// `RUST_LOG` overrides both. `clock` gives the lines' times.
+pub fn init(debug: bool, format: LogFormat, clock: SharedClock) {
     let default = if debug { "debug" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
@@ -45,7 +47,7 @@ pub fn init(debug: bool, format: LogFormat) {
     });
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(DevoLines { format })
+        .with(DevoLines { format, clock })
         .try_init();
 }
 
@@ -54,6 +56,7 @@ struct ThreadName(String);
 
 struct DevoLines {
     format: LogFormat,
+    clock: SharedClock,
 }
 
 /// An event's fields: the message, the thread (spans), and the rest in order.
@@ -182,7 +185,7 @@ where
             Level::DEBUG => "DEBUG",
             Level::TRACE => "TRACE",
         };
-        let now = chrono::Utc::now();
+        let now = self.clock.now();
         let mut line = match self.format {
             LogFormat::Text => {
                 let time = now.format("%Y-%m-%dT%H:%M:%S%.3f").to_string();
@@ -196,7 +199,8 @@ where
         line.push('\n');
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
         if *event.metadata().level() <= Level::WARN {
-            crate::internal::forward(event.metadata(), level, &thread, &fields.message);
+            let time_ms = now.timestamp_millis();
+            crate::internal::forward(event.metadata(), time_ms, level, &thread, &fields.message);
         }
     }
 }
