@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::input::{requests_limits, requests_per_second};
 use super::obfuscation::parse_obfuscation;
-use super::walker::{Cx, Obj, TimeUnit};
+use super::walker::{Cx, Obj};
 use crate::isolation::connection::ApiConnection;
 use crate::isolation::limiter::Limit;
 use crate::pipeline::obfuscate::ObfuscationRule;
@@ -104,10 +104,8 @@ pub(super) fn parse_service(
 ) -> Option<ServiceConfig> {
     let mut c = ServiceConfig::defaults(service);
     c.request_period = s.duration(
-        TimeUnit::Seconds,
         "request_period_in_seconds",
-        1.0,
-        604_800.0,
+        1.0..=604_800.0,
         c.request_period,
         cx,
     );
@@ -178,7 +176,7 @@ fn windows(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
             &mut c.sweep_interval,
         ),
     ] {
-        *field = s.duration(TimeUnit::Minutes, key, min, 1440.0, *field, cx);
+        *field = s.duration(key, min..=1440.0, *field, cx);
     }
 }
 
@@ -239,36 +237,26 @@ fn page_limits(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
 
 /// The request timeout and the polling of a report job.
 fn job_timings(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
-    for (key, min, max, field) in [
+    for (key, range, field) in [
         (
             "request_timeout_in_seconds",
-            0.1,
-            3600.0,
+            0.1..=3600.0,
             &mut c.request_timeout,
         ),
         (
             "job_poll_initial_interval_in_seconds",
-            0.001,
-            600.0,
+            0.001..=600.0,
             &mut c.job_poll_initial,
         ),
         (
             "job_poll_max_interval_in_seconds",
-            0.001,
-            3600.0,
+            0.001..=3600.0,
             &mut c.job_poll_max,
         ),
+        ("job_timeout_in_minutes", 0.001..=1440.0, &mut c.job_timeout),
     ] {
-        *field = s.duration(TimeUnit::Seconds, key, min, max, *field, cx);
+        *field = s.duration(key, range, *field, cx);
     }
-    c.job_timeout = s.duration(
-        TimeUnit::Minutes,
-        "job_timeout_in_minutes",
-        0.001,
-        1440.0,
-        c.job_timeout,
-        cx,
-    );
 }
 
 /// `max_retries` and the backoff between retries.
@@ -285,7 +273,7 @@ fn retries(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
         ),
         ("retry_max_interval_in_seconds", 3600.0, &mut c.retry_max),
     ] {
-        *field = s.duration(TimeUnit::Seconds, key, 0.001, max, *field, cx);
+        *field = s.duration(key, 0.001..=max, *field, cx);
     }
 }
 
