@@ -99,6 +99,16 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// A mapping the file must have: absent (or not a mapping), it is an error that says
+    /// `missing; {add}`.
+    pub(super) fn required_map(&mut self, key: &str, add: &str, cx: &mut Cx) -> Option<Obj<'a>> {
+        let map = self.map(key, cx);
+        if map.is_none() {
+            cx.error(&self.path(key), format!("missing; {add}"));
+        }
+        map
+    }
+
     pub(super) fn string(&mut self, key: &str, cx: &mut Cx) -> Option<String> {
         let path = self.path(key);
         match self.get(key)? {
