@@ -29,7 +29,7 @@ mod services;
 mod walker;
 
 pub use globals::{Globals, Persistence};
-pub use input::{parse_period, InputConfig, KeyPlacement};
+pub use input::{parse_period, InputConfig, KeyPlacement, RequestPacing};
 pub use outputs::{NetworkOutputConfig, OutputConfig, OutputKind, TlsFiles};
 pub use services::ServiceConfig;
 

@@ -562,14 +562,18 @@ fn requests_limits_at_both_levels_and_the_narrowest_requests_per_second() {
     .unwrap();
     let input = &c.input;
     let limits: Vec<(u64, Option<u32>)> = input
+        .pacing
         .requests_limits
         .iter()
         .map(|l| (l.period.as_secs(), l.max_requests))
         .collect();
     assert_eq!(limits, [(1, Some(5)), (30 * 86_400, None)]);
     let (web, url) = (&input.services[0], &input.services[1]);
-    assert_eq!(url.requests_limits[0].period, Duration::from_secs(7_200));
-    assert_eq!(url.requests_limits[0].max_requests, Some(9_999_999));
+    assert_eq!(
+        url.pacing.requests_limits[0].period,
+        Duration::from_secs(7_200)
+    );
+    assert_eq!(url.pacing.requests_limits[0].max_requests, Some(9_999_999));
     assert_eq!(
         input.request_interval(web),
         Some(Duration::from_millis(500))
