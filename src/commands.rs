@@ -1,6 +1,6 @@
 //! The bodies of the subcommands (`run`, `validate`, `state`, `backfill`, `demo`).
 //!
-//! Each command starts with the same preamble ([`prepare`]: load the config, then start logging
+//! Each command starts with the same preamble (`prepare`: load the config, then start logging
 //! and log the config's warnings). A command that ran returns whether everything succeeded;
 //! problems the operator must fix before anything runs (a bad config, a bad argument) are
 //! printed to standard error and end as [`BadUsage`]. `main` maps both to the exit code.
