@@ -20,7 +20,7 @@ use tracing::{info, Instrument};
 use crate::app::build_outputs;
 use crate::clock::SharedClock;
 use crate::config::{Config, OutputKind};
-use crate::isolation::puller::{puller_thread, CycleStats, Progress, Puller};
+use crate::isolation::puller::{CycleStats, Progress, Puller};
 use crate::service::{Service, RETENTION};
 use crate::state::StateStore;
 use crate::time::{format_iso, Millis};
@@ -116,7 +116,7 @@ pub async fn run(
         format_iso(from),
         format_iso(to)
     );
-    let span = tracing::info_span!("puller", thread = %puller_thread(&config.input, &svc));
+    let span = crate::telemetry::puller_span(&config.input.name, &config.input.id, svc.service);
     let mut puller = Puller::new(&config.input, svc, outputs, store, cancel, clock)?
         .with_cycle_end(to)
         .with_progress(progress(from, to));

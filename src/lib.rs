@@ -40,6 +40,8 @@
 //! - [`backfill`]: re-delivery of a past range without touching the live state.
 //! - [`backoff`]: the capped exponential backoff every retry loop waits with.
 //! - [`clock`]: the injected wall clock, the only place that reads the system time of day.
+//! - [`commands`]: the subcommands' bodies behind the thin `main.rs` (one preamble: load the
+//!   config, start logging).
 //! - [`app`], [`cli`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
 //! - `demo` (the default cargo feature `demo`): the collector against the simulator of the vendor
 //!   API, the workspace crate `isolation-sim` (`crates/isolation-sim`; the tests and benchmarks
@@ -52,6 +54,7 @@ pub mod backfill;
 pub mod backoff;
 pub mod cli;
 pub mod clock;
+pub mod commands;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;

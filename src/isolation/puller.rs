@@ -101,19 +101,14 @@ pub struct Puller {
 /// Called after each delivered window with the window's end and the cycle's totals so far.
 pub type Progress = Box<dyn FnMut(Millis, &CycleStats) + Send>;
 
-/// Devo's thread names, used as the `thread` of log lines.
+/// Devo's thread name of a service's puller, which some of Devo's lines repeat in the message.
 pub fn puller_thread(input: &InputConfig, svc: &ServiceConfig) -> String {
-    format!(
-        "IsolationPuller({},{},{},predefined)",
-        input.name, input.id, svc.service
-    )
-}
-
-pub fn setup_thread(input: &InputConfig, svc: &ServiceConfig) -> String {
-    format!(
-        "IsolationPullerSetup(unknown,{}#{},{}#predefined)",
-        input.name, input.id, svc.service
-    )
+    crate::telemetry::DevoThread::Puller {
+        input: input.name.clone(),
+        input_id: input.id.clone(),
+        service: svc.service.to_string(),
+    }
+    .name()
 }
 
 /// The earliest time the API still serves, with a margin for the time a job takes.
