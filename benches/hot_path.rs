@@ -68,7 +68,7 @@ impl Records {
                 "tap.proofpoint.isolation.browser_and_email",
             ),
             out: Vec::with_capacity(capacity),
-            now: isolation_collector::output::syslog::format::now_ms(),
+            now: isolation_collector::clock::SharedClock::system().now_ms(),
         }
     }
 

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
+use crate::clock::SharedClock;
 use crate::config::{Config, OutputConfig, OutputKind, Persistence, ServiceConfig};
 use crate::isolation::connection::ProxyRoute;
 use crate::isolation::puller::{PullError, Puller};
@@ -44,20 +45,26 @@ pub fn store_for(config: &Config, no_save_state: bool) -> StateStore {
     }
 }
 
-/// Builds one instance of every configured output.
-pub fn build_outputs(config: &Config) -> Result<Vec<Output>, OutputError> {
-    config.outputs.iter().map(build_output).collect()
+/// Builds one instance of every configured output; `clock` stamps their records.
+pub fn build_outputs(config: &Config, clock: &SharedClock) -> Result<Vec<Output>, OutputError> {
+    config
+        .outputs
+        .iter()
+        .map(|o| build_output(o, clock))
+        .collect()
 }
 
 /// Each output builds itself from its configuration.
-fn build_output(o: &OutputConfig) -> Result<Output, OutputError> {
+fn build_output(o: &OutputConfig, clock: &SharedClock) -> Result<Output, OutputError> {
     let name = o.name.clone();
     Ok(match &o.kind {
         OutputKind::File { directory, mode } => {
             Output::File(FileOutput::new(name, directory.clone(), *mode))
         }
-        OutputKind::Console => Output::Console(ConsoleOutput::new(name)),
-        OutputKind::Network(n) => Output::Syslog(SyslogOutput::from_config(name, n)?),
+        OutputKind::Console => Output::Console(ConsoleOutput::new(name, clock.clone())),
+        OutputKind::Network(n) => {
+            Output::Syslog(SyslogOutput::from_config(name, n, clock.clone())?)
+        }
     })
 }
 
@@ -111,12 +118,16 @@ async fn join_all(tasks: &mut JoinSet<()>) {
 
 /// Starts the internal-message sender for the outputs that asked for it (`internal_senders`
 /// in Devo's words: its own connection per output).
-fn start_internal_messages(config: &Config, tasks: &mut Background) -> Result<(), OutputError> {
+fn start_internal_messages(
+    config: &Config,
+    clock: &SharedClock,
+    tasks: &mut Background,
+) -> Result<(), OutputError> {
     let outputs = config
         .outputs
         .iter()
         .filter(|o| matches!(&o.kind, OutputKind::Network(n) if n.internal_messages))
-        .map(build_output)
+        .map(|o| build_output(o, clock))
         .collect::<Result<Vec<_>, _>>()?;
     let identity = crate::internal::Identity {
         collector_name: config.globals.name.clone(),
@@ -134,6 +145,7 @@ async fn start_listener_and_memory_log(
     config: &Config,
     metrics: &Arc<Metrics>,
     options: RunOptions,
+    clock: &SharedClock,
     tasks: &mut Background,
 ) -> anyhow::Result<()> {
     if let Some(addr) = config.globals.metrics_listen {
@@ -144,9 +156,9 @@ async fn start_listener_and_memory_log(
             "Serving metrics and health on http://{} (/metrics, /health, /ready)",
             listener.local_addr().unwrap_or(addr)
         );
-        let (metrics, stop) = (metrics.clone(), tasks.stop.clone());
+        let (metrics, clock, stop) = (metrics.clone(), clock.clone(), tasks.stop.clone());
         tasks.tasks.spawn(async move {
-            if let Err(e) = crate::metrics::serve(listener, metrics, stop).await {
+            if let Err(e) = crate::metrics::serve(listener, metrics, clock, stop).await {
                 error!("The metrics listener stopped: {e}");
             }
         });
@@ -166,11 +178,12 @@ pub fn log_warnings(config: &Config) {
     }
 }
 
-/// Runs the collector. Returns whether everything succeeded (`--once`), or whether the daemon
-/// stopped cleanly.
+/// Runs the collector with `clock` as its wall clock. Returns whether everything succeeded
+/// (`--once`), or whether the daemon stopped cleanly.
 pub async fn run(
     config: Config,
     options: RunOptions,
+    clock: SharedClock,
     cancel: CancellationToken,
 ) -> anyhow::Result<bool> {
     let store = Arc::new(store_for(&config, options.no_save_state));
@@ -188,14 +201,14 @@ pub async fn run(
         return Ok(true);
     }
     let mut background = Background::new(&cancel);
-    start_internal_messages(&config, &mut background)?;
+    start_internal_messages(&config, &clock, &mut background)?;
     let metrics = Arc::new(Metrics::new());
-    start_listener_and_memory_log(&config, &metrics, options, &mut background).await?;
+    start_listener_and_memory_log(&config, &metrics, options, &clock, &mut background).await?;
     let mut services = JoinSet::new();
     let mut senders: Vec<(String, StatsHandle)> = Vec::new();
     for svc in config.services() {
         metrics.expect_service(svc.service);
-        let outputs = build_outputs(&config)?;
+        let outputs = build_outputs(&config, &clock)?;
         for o in &outputs {
             if let Output::Syslog(s) = o {
                 senders.push((s.name().to_owned(), s.stats_handle()));
@@ -207,6 +220,7 @@ pub async fn run(
             outputs,
             store.clone(),
             cancel.clone(),
+            clock.clone(),
         )?
         .with_metrics(&metrics);
         let (input, id) = (&config.input.name, &config.input.id);
@@ -221,7 +235,7 @@ pub async fn run(
         let stop = background.stop.clone();
         background
             .tasks
-            .spawn(sender_monitor(senders, period, stop));
+            .spawn(sender_monitor(senders, period, clock, stop));
     }
     let all_ok = join_services(&mut services).await;
     background.shutdown(BACKGROUND_STOP_BOUND).await;
@@ -249,6 +263,7 @@ async fn join_services(services: &mut JoinSet<bool>) -> bool {
 async fn sender_monitor(
     senders: Vec<(String, StatsHandle)>,
     period: std::time::Duration,
+    clock: SharedClock,
     cancel: CancellationToken,
 ) {
     let mut names: Vec<String> = senders.iter().map(|(n, _)| n.clone()).collect();
@@ -264,7 +279,7 @@ async fn sender_monitor(
             _ = tick.tick() => {}
             _ = cancel.cancelled() => return,
         }
-        let now = std::time::SystemTime::now();
+        let now = std::time::SystemTime::from(clock.now());
         for name in &names {
             let stats = senders
                 .iter()
@@ -353,9 +368,9 @@ async fn run_service(
 }
 
 /// `validate`: outputs reachable, then each enabled service's authentication.
-pub async fn validate(config: &Config) -> bool {
+pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
     let mut ok = true;
-    match build_outputs(config) {
+    match build_outputs(config, clock) {
         Ok(mut outputs) => {
             for o in &mut outputs {
                 match o.check().await {
@@ -383,6 +398,7 @@ pub async fn validate(config: &Config) -> bool {
                 Vec::new(),
                 store.clone(),
                 CancellationToken::new(),
+                clock.clone(),
             )?;
             puller.setup().await.map_err(anyhow::Error::from)
         }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
 
 use crate::app::build_outputs;
+use crate::clock::SharedClock;
 use crate::config::{Config, OutputKind};
 use crate::isolation::puller::{CycleStats, Progress, Puller};
 use crate::service::{Service, RETENTION};
@@ -52,6 +53,7 @@ impl Request {
         service: &str,
         from: &str,
         to: Option<&str>,
+        now: DateTime<Utc>,
     ) -> Result<Request, BackfillError> {
         let service = Service::from_name(service)
             .filter(|s| config.services().any(|c| c.service == *s))
@@ -62,7 +64,6 @@ impl Request {
                 value: value.to_owned(),
             })
         };
-        let now = Utc::now();
         let from = parse("from", from)?;
         let to = match to {
             Some(t) => parse("to", t)?.min(now),
@@ -81,10 +82,11 @@ impl Request {
     }
 }
 
-/// Runs the backfill. Returns whether everything was delivered.
+/// Runs the backfill with `clock` as the wall clock. Returns whether everything was delivered.
 pub async fn run(
     mut config: Config,
     request: Request,
+    clock: SharedClock,
     cancel: CancellationToken,
 ) -> anyhow::Result<bool> {
     let mut svc = config
@@ -102,7 +104,7 @@ pub async fn run(
             *directory = directory.join("backfill");
         }
     }
-    let outputs = build_outputs(&config)?;
+    let outputs = build_outputs(&config, &clock)?;
     let store = Arc::new(StateStore::memory());
     let (from, to) = (
         request.from.timestamp_millis(),
@@ -115,7 +117,7 @@ pub async fn run(
         format_iso(to)
     );
     let span = crate::telemetry::puller_span(&config.input.name, &config.input.id, svc.service);
-    let mut puller = Puller::new(&config.input, svc, outputs, store, cancel)?
+    let mut puller = Puller::new(&config.input, svc, outputs, store, cancel, clock)?
         .with_cycle_end(to)
         .with_progress(progress(from, to));
     async move {

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::service::Service;
 use crate::state::StateStore;
@@ -22,31 +23,35 @@ pub struct BadUsage;
 /// Loads the config at `path`, printing its problems. Devo's rule: a relative config name that
 /// is not found resolves under `config/` (the image runs `--config ${CONFIG_FILE:-config.yaml}`
 /// from /devo-collector).
-fn load(path: &Path) -> Result<Config, BadUsage> {
+fn load(path: &Path, clock: &SharedClock) -> Result<Config, BadUsage> {
     let devo_path = Path::new("config").join(path);
     let path = if path.is_relative() && !path.exists() && devo_path.is_file() {
         devo_path.as_path()
     } else {
         path
     };
-    Config::load(path).map_err(|e| {
+    Config::load(path, clock.now()).map_err(|e| {
         eprintln!("{e}");
         BadUsage
     })
 }
 
-/// Starts logging in `format` and logs the config's warnings.
-fn start_logging(config: &Config, format: LogFormat) {
-    telemetry::init(config.globals.debug, format);
+/// Starts logging in `format`, with `clock`'s times, and logs the config's warnings.
+fn start_logging(config: &Config, format: LogFormat, clock: &SharedClock) {
+    telemetry::init(config.globals.debug, format, clock.clone());
     app::log_warnings(config);
 }
 
 /// The preamble of every command that reads the config: load it, then (with a `log_format`)
 /// start logging.
-fn prepare(path: &Path, log_format: Option<LogFormat>) -> Result<Config, BadUsage> {
-    let config = load(path)?;
+fn prepare(
+    path: &Path,
+    log_format: Option<LogFormat>,
+    clock: &SharedClock,
+) -> Result<Config, BadUsage> {
+    let config = load(path, clock)?;
     if let Some(format) = log_format {
-        start_logging(&config, format);
+        start_logging(&config, format, clock);
     }
     Ok(config)
 }
@@ -75,12 +80,13 @@ pub async fn run(
     path: &Path,
     options: app::RunOptions,
     log_format: LogFormat,
+    clock: SharedClock,
 ) -> Result<bool, BadUsage> {
-    let config = prepare(path, Some(log_format))?;
+    let config = prepare(path, Some(log_format), &clock)?;
     let cancel = cancel_on_signal();
     let grace = config.globals.shutdown_grace_period;
     Ok(tokio::select! {
-        result = app::run(config, options, cancel.clone()) => finish(result),
+        result = app::run(config, options, clock, cancel.clone()) => finish(result),
         () = app::grace_elapsed(cancel, grace) => {
             // Whatever was in flight is abandoned unconfirmed (dropping `app::run` aborts its
             // tasks): its window is asked for again after the restart, so nothing is lost.
@@ -94,9 +100,13 @@ pub async fn run(
 }
 
 /// `validate`: the config, the outputs and each service's API key.
-pub async fn validate(path: &Path, log_format: LogFormat) -> Result<bool, BadUsage> {
-    let config = prepare(path, Some(log_format))?;
-    let ok = app::validate(&config).await;
+pub async fn validate(
+    path: &Path,
+    log_format: LogFormat,
+    clock: &SharedClock,
+) -> Result<bool, BadUsage> {
+    let config = prepare(path, Some(log_format), clock)?;
+    let ok = app::validate(&config, clock).await;
     if ok {
         tracing::info!(
             "The configuration is valid, the outputs are usable and the API accepted the key."
@@ -106,8 +116,13 @@ pub async fn validate(path: &Path, log_format: LogFormat) -> Result<bool, BadUsa
 }
 
 /// `state show` (`reset: false`) or `state reset`, for one service or both. Prints; never logs.
-pub fn state(path: &Path, service: Option<&str>, reset: bool) -> Result<bool, BadUsage> {
-    let config = prepare(path, None)?;
+pub fn state(
+    path: &Path,
+    service: Option<&str>,
+    reset: bool,
+    clock: &SharedClock,
+) -> Result<bool, BadUsage> {
+    let config = prepare(path, None, clock)?;
     let services: Vec<Service> = match service {
         None => Service::ALL.to_vec(),
         Some(name) => vec![Service::from_name(name).ok_or_else(|| {
@@ -158,16 +173,18 @@ pub async fn backfill(
     path: &Path,
     args: BackfillArgs<'_>,
     log_format: LogFormat,
+    clock: SharedClock,
 ) -> Result<bool, BadUsage> {
-    let config = prepare(path, None)?;
-    let request =
-        backfill::Request::parse(&config, args.service, args.from, args.to).map_err(|e| {
+    let config = prepare(path, None, &clock)?;
+    let now = clock.now();
+    let request = backfill::Request::parse(&config, args.service, args.from, args.to, now)
+        .map_err(|e| {
             eprintln!("error: {e}");
             BadUsage
         })?;
-    start_logging(&config, log_format);
+    start_logging(&config, log_format, &clock);
     Ok(finish(
-        backfill::run(config, request, cancel_on_signal()).await,
+        backfill::run(config, request, clock, cancel_on_signal()).await,
     ))
 }
 
@@ -182,7 +199,7 @@ pub struct DemoArgs {
 
 /// `demo`: the collector against the built-in simulator.
 #[cfg(feature = "demo")]
-pub async fn demo(args: DemoArgs, log_format: LogFormat) -> bool {
-    telemetry::init(false, log_format);
-    finish(crate::demo::run(args.events, &args.dir, args.follow, args.quiet).await)
+pub async fn demo(args: DemoArgs, log_format: LogFormat, clock: SharedClock) -> bool {
+    telemetry::init(false, log_format, clock.clone());
+    finish(crate::demo::run(args.events, &args.dir, args.follow, args.quiet, clock).await)
 }

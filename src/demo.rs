@@ -10,17 +10,24 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::app::{self, RunOptions};
+use crate::clock::SharedClock;
 use crate::config::Config;
 use isolation_sim::{Dataset, SimConfig, SimHandle};
 
 const DEMO_KEY: &str = "00000000-0000-0000-0000-000000000000";
 
-pub async fn run(events: usize, dir: &Path, follow: bool, quiet: bool) -> anyhow::Result<bool> {
+/// Runs the demo; `clock` is the collector's wall clock and stamps the published events.
+pub async fn run(
+    events: usize,
+    dir: &Path,
+    follow: bool,
+    quiet: bool,
+    clock: SharedClock,
+) -> anyhow::Result<bool> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let start = |dataset, seed| {
         let mut c = SimConfig::new(dataset);
@@ -53,7 +60,7 @@ pub async fn run(events: usize, dir: &Path, follow: bool, quiet: bool) -> anyhow
         web = service(web.base_url()),
         url = service(url.base_url()),
     );
-    let config = Config::parse(&text, &dir_abs, &|_| None)
+    let config = Config::parse(&text, &dir_abs, &|_| None, clock.now())
         .map_err(|problems| anyhow::anyhow!("demo config: {}", problems.join("; ")))?;
     info!("Demo: simulated Browser & Email Isolation API at {}, URL Isolation API at {}, {events} events each.", web.base_url(), url.base_url());
     info!("Demo: the collector runs with this configuration:\n{text}");
@@ -62,7 +69,7 @@ pub async fn run(events: usize, dir: &Path, follow: bool, quiet: bool) -> anyhow
     if follow {
         // New events every few seconds, a third of them published a minute late.
         let publisher = {
-            let cancel = cancel.clone();
+            let (cancel, clock) = (cancel.clone(), clock.clone());
             async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(3));
                 loop {
@@ -70,7 +77,7 @@ pub async fn run(events: usize, dir: &Path, follow: bool, quiet: bool) -> anyhow
                         _ = tick.tick() => {}
                         _ = cancel.cancelled() => return,
                     }
-                    let now = Utc::now();
+                    let now = clock.now();
                     for sim in [&web, &url] {
                         sim.inject(
                             rand::random_range(1..20),
@@ -92,6 +99,7 @@ pub async fn run(events: usize, dir: &Path, follow: bool, quiet: bool) -> anyhow
                 once: false,
                 no_save_state: false,
             },
+            clock,
             cancel.clone(),
         );
         let (ok, ()) = tokio::join!(collector, publisher);
@@ -103,6 +111,7 @@ pub async fn run(events: usize, dir: &Path, follow: bool, quiet: bool) -> anyhow
             once: true,
             no_save_state: false,
         },
+        clock,
         cancel,
     )
     .await?;

@@ -45,9 +45,11 @@ pub struct InternalMessage {
 static SENDER: OnceLock<mpsc::Sender<InternalMessage>> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-/// Called by the logging layer for WARN and ERROR events, with the thread the line came from.
+/// Called by the logging layer for WARN and ERROR events, with the line's time and the thread
+/// it came from.
 pub fn forward(
     meta: &tracing::Metadata<'_>,
+    time_ms: i64,
     level: &'static str,
     origin: &DevoThread,
     message: &str,
@@ -57,7 +59,7 @@ pub fn forward(
         return;
     }
     let msg = InternalMessage {
-        time_ms: chrono::Utc::now().timestamp_millis(),
+        time_ms,
         level,
         module: origin.module(),
         service: origin.service().to_owned(),

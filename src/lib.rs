@@ -39,6 +39,7 @@
 //! - [`internal`]: the collector's own warnings and errors delivered to Devo.
 //! - [`backfill`]: re-delivery of a past range without touching the live state.
 //! - [`backoff`]: the capped exponential backoff every retry loop waits with.
+//! - [`clock`]: the injected wall clock, the only place that reads the system time of day.
 //! - [`commands`]: the subcommands' bodies behind the thin `main.rs` (one preamble: load the
 //!   config, start logging).
 //! - [`app`], [`cli`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
@@ -52,6 +53,7 @@ pub mod app;
 pub mod backfill;
 pub mod backoff;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 #[cfg(feature = "demo")]

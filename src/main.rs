@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use isolation_collector::app::RunOptions;
 use isolation_collector::cli::{Cli, Command, StateAction};
+use isolation_collector::clock::SharedClock;
 use isolation_collector::commands::{self, BackfillArgs, BadUsage};
 
 const EX_USAGE: u8 = 64;
@@ -32,14 +33,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    // The one wall clock of the process, handed to everything that reads the time of day.
+    let clock = SharedClock::for_process();
+    match runtime.block_on(dispatch(cli.command, clock)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(BadUsage) => ExitCode::from(EX_USAGE),
     }
 }
 
-async fn dispatch(command: Command) -> Result<bool, BadUsage> {
+async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage> {
     match command {
         Command::Run {
             config,
@@ -51,15 +54,17 @@ async fn dispatch(command: Command) -> Result<bool, BadUsage> {
                 once,
                 no_save_state,
             };
-            commands::run(&config, options, log_format).await
+            commands::run(&config, options, log_format, clock).await
         }
-        Command::Validate { config, log_format } => commands::validate(&config, log_format).await,
+        Command::Validate { config, log_format } => {
+            commands::validate(&config, log_format, &clock).await
+        }
         Command::State {
             action: StateAction::Show { config, service },
-        } => commands::state(&config, service.as_deref(), false),
+        } => commands::state(&config, service.as_deref(), false, &clock),
         Command::State {
             action: StateAction::Reset { config, service },
-        } => commands::state(&config, service.as_deref(), true),
+        } => commands::state(&config, service.as_deref(), true, &clock),
         Command::Backfill {
             config,
             service,
@@ -72,7 +77,7 @@ async fn dispatch(command: Command) -> Result<bool, BadUsage> {
                 from: &from,
                 to: to.as_deref(),
             };
-            commands::backfill(&config, args, log_format).await
+            commands::backfill(&config, args, log_format, clock).await
         }
         #[cfg(feature = "demo")]
         Command::Demo {
@@ -88,7 +93,7 @@ async fn dispatch(command: Command) -> Result<bool, BadUsage> {
                 follow,
                 quiet,
             };
-            Ok(commands::demo(args, log_format).await)
+            Ok(commands::demo(args, log_format, clock).await)
         }
     }
 }

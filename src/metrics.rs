@@ -31,6 +31,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::SharedClock;
 use crate::service::Service;
 use crate::time::Millis;
 
@@ -436,10 +437,14 @@ impl ServiceMetrics {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
+    clock: SharedClock,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/metrics", get(metrics_handler))
+        .route(
+            "/metrics",
+            get(move |metrics: State<Arc<Metrics>>| metrics_handler(metrics, clock.clone())),
+        )
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready_handler))
         .with_state(metrics);
@@ -448,8 +453,8 @@ pub async fn serve(
         .await
 }
 
-async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> Response {
-    let text = metrics.encode(chrono::Utc::now().timestamp_millis());
+async fn metrics_handler(State(metrics): State<Arc<Metrics>>, clock: SharedClock) -> Response {
+    let text = metrics.encode(clock.now_ms());
     (
         [(
             header::CONTENT_TYPE,

@@ -385,7 +385,7 @@ fn write_atomically(directory: &Path, path: &Path, bytes: &[u8]) -> Result<(), S
     file.write_all(bytes).map_err(io("write", &tmp))?;
     file.sync_all().map_err(io("fsync", &tmp))?;
     drop(file);
-    if std::env::var_os("ISOLATION_COLLECTOR_CRASH_BEFORE_STATE_RENAME").is_some() {
+    if crash_before_rename_requested() {
         // Test hook: die exactly between the temp-file write and the rename.
         std::process::abort();
     }
@@ -394,6 +394,26 @@ fn write_atomically(directory: &Path, path: &Path, bytes: &[u8]) -> Result<(), S
         .and_then(|d| d.sync_all())
         .map_err(io("fsync", directory))?;
     Ok(())
+}
+
+/// The crash test hook: `ISOLATION_COLLECTOR_CRASH_BEFORE_STATE_RENAME=1` aborts the process
+/// between the temp-file write and the rename. It exists only in a build with the cargo feature
+/// `test-hooks`, which only the tests enable: a release build never reads the variable.
+#[cfg(feature = "test-hooks")]
+fn crash_before_rename_requested() -> bool {
+    crash_hook_armed(std::env::var_os("ISOLATION_COLLECTOR_CRASH_BEFORE_STATE_RENAME").as_deref())
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn crash_before_rename_requested() -> bool {
+    false
+}
+
+/// Whether the crash hook's variable arms it: only a non-empty value does (an empty line left in
+/// an env file must not crash anything).
+#[cfg(feature = "test-hooks")]
+fn crash_hook_armed(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| !v.is_empty())
 }
 
 #[cfg(test)]
@@ -527,5 +547,19 @@ mod tests {
             let (back, _) = decode(&encode(&s), Path::new("x")).unwrap();
             proptest::prop_assert_eq!(back, s);
         }
+    }
+
+    /// Armed only by a non-empty value, and only in a build with `test-hooks` (the tests' build);
+    /// without the feature nothing arms it.
+    #[test]
+    fn the_crash_hook_needs_the_feature_and_a_value() {
+        #[cfg(feature = "test-hooks")]
+        {
+            assert!(crash_hook_armed(Some("1".as_ref())));
+            assert!(!crash_hook_armed(Some("".as_ref())));
+            assert!(!crash_hook_armed(None));
+        }
+        #[cfg(not(feature = "test-hooks"))]
+        assert!(!crash_before_rename_requested());
     }
 }

@@ -28,6 +28,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use crate::clock::SharedClock;
 use crate::service::Service;
 
 /// How log lines are written.
@@ -41,8 +42,8 @@ pub enum LogFormat {
 }
 
 /// Installs the global logger. `debug` lowers the level to DEBUG (Devo's `globals.debug`);
-/// `RUST_LOG` overrides both.
-pub fn init(debug: bool, format: LogFormat) {
+/// `RUST_LOG` overrides both. `clock` gives the lines' times.
+pub fn init(debug: bool, format: LogFormat, clock: SharedClock) {
     let default = if debug { "debug" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
@@ -54,6 +55,7 @@ pub fn init(debug: bool, format: LogFormat) {
         .with(DevoLines {
             format,
             writer: std::io::stderr,
+            clock,
         })
         .try_init();
 }
@@ -206,6 +208,7 @@ impl Visit for SpanFields {
 struct DevoLines<W> {
     format: LogFormat,
     writer: W,
+    clock: SharedClock,
 }
 
 /// An event's fields: the message and the rest in order.
@@ -331,7 +334,7 @@ where
             Level::DEBUG => "DEBUG",
             Level::TRACE => "TRACE",
         };
-        let now = chrono::Utc::now();
+        let now = self.clock.now();
         let mut line = match self.format {
             LogFormat::Text => {
                 let time = now.format("%Y-%m-%dT%H:%M:%S%.3f").to_string();
@@ -345,7 +348,8 @@ where
         line.push('\n');
         let _ = self.writer.make_writer().write_all(line.as_bytes());
         if *event.metadata().level() <= Level::WARN {
-            crate::internal::forward(event.metadata(), level, &origin, &fields.message);
+            let time_ms = now.timestamp_millis();
+            crate::internal::forward(event.metadata(), time_ms, level, &origin, &fields.message);
         }
     }
 }
@@ -375,6 +379,7 @@ mod tests {
         let layer = DevoLines {
             format: LogFormat::Text,
             writer,
+            clock: SharedClock::system(),
         };
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f);
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();

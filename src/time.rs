@@ -3,30 +3,12 @@
 //! Event dates are parsed by hand: it runs once per event on the hot path, and the vendor's one
 //! shape (`2025-03-04T10:15:27.412+0000`) is parsed in a few nanoseconds without allocating.
 //! Other shapes (`Z`, `+00:00`, other offsets, no fraction, up to nanoseconds) are accepted too.
+//! The current time is not read here: it comes from the injected [`crate::clock`].
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
 /// Milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;
-
-/// The collector's wall clock: `Utc::now()`, shifted by the test hook below. The puller's
-/// cycle and window times, the state corrections and the setup check read the time here, and
-/// nowhere else.
-///
-/// **Test-only hook:** the environment variable `ISOLATION_COLLECTOR_CLOCK_OFFSET_SECS` (a signed
-/// integer, seconds; read once, at the first call) moves this clock, so that the reliability
-/// tests can run the binary with a clock that jumped forward or back. Leave it unset in
-/// production; an unparsable value is ignored.
-pub fn now() -> DateTime<Utc> {
-    static OFFSET_SECS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let offset = *OFFSET_SECS.get_or_init(|| {
-        std::env::var("ISOLATION_COLLECTOR_CLOCK_OFFSET_SECS")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    });
-    Utc::now() + chrono::Duration::seconds(offset)
-}
 
 /// Parses an event `date`: `YYYY-MM-DDTHH:MM:SS[.fraction][Z|±HHMM|±HH:MM|±HH]`, no zone = UTC.
 pub fn parse_event_date(s: &str) -> Option<Millis> {

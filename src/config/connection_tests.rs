@@ -41,7 +41,8 @@ fn parse_with(text: &str, dir: &Path, vars: &[(&str, &str)]) -> Result<Config, V
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    Config::parse(text, dir, &env)
+    let now = crate::time::parse_user_time("2026-01-01T00:00:00Z").unwrap();
+    Config::parse(text, dir, &env, now)
 }
 
 #[test]

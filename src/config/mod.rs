@@ -18,6 +18,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use serde_yaml_ng::Value;
 
 mod env;
@@ -84,8 +85,8 @@ const ADD_OUTPUTS: &str =
 const ADD_INPUTS: &str = "add `inputs: {proofpoint_isolation: {...}}`";
 
 impl Config {
-    /// Reads, substitutes and validates a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    /// Reads, substitutes and validates a config file; `now` is the time it is checked against.
+    pub fn load(path: &Path, now: DateTime<Utc>) -> Result<Config, ConfigError> {
         let fail = |p: String| ConfigError {
             file: path.to_owned(),
             problems: vec![p],
@@ -96,12 +97,11 @@ impl Config {
             ))
         })?;
         let base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
-        let mut config = Self::parse(&text, &base_dir, &|name| std::env::var(name).ok()).map_err(
-            |problems| ConfigError {
+        let mut config = Self::parse(&text, &base_dir, &|name| std::env::var(name).ok(), now)
+            .map_err(|problems| ConfigError {
                 file: path.to_owned(),
                 problems,
-            },
-        )?;
+            })?;
         if let Some(w) = inline_key_exposure(&text, path) {
             config.warnings.push(w);
         }
@@ -109,11 +109,13 @@ impl Config {
     }
 
     /// Parses config text. `base_dir` is the config file's directory (certificate paths resolve
-    /// against it); `env` looks up `${VAR}` references.
+    /// against it); `env` looks up `${VAR}` references; `now` is the current time (no start time
+    /// may lie after it).
     pub fn parse(
         text: &str,
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
+        now: DateTime<Utc>,
     ) -> Result<Config, Vec<String>> {
         let mut root: Value = match serde_yaml_ng::from_str(text) {
             Ok(v) => v,
@@ -124,6 +126,7 @@ impl Config {
             warnings: Vec::new(),
             base_dir: base_dir.to_owned(),
             env,
+            now,
         };
         substitute_env(&mut root, "", env, &mut cx);
         let Some(root_map) = root.as_mapping() else {

@@ -134,7 +134,7 @@ fn start_time(s: &mut Obj<'_>, cx: &mut Cx) -> (Option<String>, Option<DateTime<
         start_time_text
             .as_deref()
             .and_then(|t| match crate::time::parse_user_time(t) {
-                Some(t) if t > Utc::now() + chrono::Duration::minutes(5) => {
+                Some(t) if t > cx.now + chrono::Duration::minutes(5) => {
                     cx.error(
                         &s.path("start_time_in_utc"),
                         format!(

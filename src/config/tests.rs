@@ -13,8 +13,13 @@ fn env(name: &str) -> Option<String> {
     }
 }
 
+/// The time the configs are checked at: fixed, after every start time in these tests.
+fn now() -> chrono::DateTime<chrono::Utc> {
+    crate::time::parse_user_time("2026-01-01T00:00:00Z").unwrap()
+}
+
 fn parse(text: &str) -> Result<Config, Vec<String>> {
-    Config::parse(text, Path::new("."), &env)
+    Config::parse(text, Path::new("."), &env, now())
 }
 
 const GOOD: &str = r#"
@@ -245,7 +250,7 @@ fn the_key_never_appears_in_errors() {
     for (credentials_line, key_error) in cases {
         assert!(GOOD.contains(credentials));
         let text = GOOD.replace(credentials, &credentials_line);
-        let errors = Config::parse(&text, dir.path(), &env).unwrap_err();
+        let errors = Config::parse(&text, dir.path(), &env, now()).unwrap_err();
         let all = errors.join("\n");
         assert!(all.contains(key_error), "{credentials_line}: {errors:#?}");
         for secret in [KEY, SPACED] {
@@ -282,7 +287,7 @@ fn the_shipped_examples_are_valid() {
             "ISOLATION_API_KEY" => Some("00000000-0000-0000-0000-000000000000".to_owned()),
             _ => None,
         };
-        if let Err(e) = Config::parse(&text, path.parent().unwrap(), &env) {
+        if let Err(e) = Config::parse(&text, path.parent().unwrap(), &env, now()) {
             // Certificates of the Devo example do not exist here; everything else must be valid.
             let other: Vec<_> = e.iter().filter(|p| !p.contains("does not exist")).collect();
             assert!(other.is_empty(), "{file}: {other:#?}");
@@ -354,7 +359,7 @@ fn obfuscation_data_is_parsed_into_rules() {
           secret_file: hmac.key
 "#,
     );
-    let c = Config::parse(&text, dir.path(), &env).unwrap();
+    let c = Config::parse(&text, dir.path(), &env, now()).unwrap();
     let rules = &c.input.services[0].obfuscation;
     assert_eq!(rules.len(), 5);
     assert_eq!(rules[0].path, vec![PathSegment::Key("userName".into())]);
@@ -493,7 +498,7 @@ fn an_inline_key_in_a_world_readable_file_is_warned_about() {
         std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         // GOOD refers to ${KEY}; give it a value for this process.
-        let c = Config::parse(text, dir.path(), &env).unwrap();
+        let c = Config::parse(text, dir.path(), &env, now()).unwrap();
         let w = super::inline_key_exposure(text, &path);
         assert_eq!(w.is_some(), warned, "{mode:o}: {w:?}");
         if let Some(w) = w {
@@ -690,7 +695,7 @@ fn devo_output_aliases_and_renamed_keys() {
         "globals: {{persistence: {{type: memory}}}}\noutputs:\n  a: {{type: relay, config: {{url: collector-eu.devo.io, port: 443, chain_loc: {d}/chain.crt, cert_loc: {d}/c.crt, key_loc: {d}/c.key, sending_timeout: 5, concurrent_connections: 2, type: SSL}}}}\n  b: {{type: sidecar, config: {{address: 127.0.0.1, port: 13000}}}}\n  c: {{type: stdout}}\ninputs:\n  proofpoint_isolation: {{id: \"10001\", credentials: {{api_key: \"${{KEY}}\"}}}}\n",
         d = dir.path().display()
     );
-    let c = Config::parse(&text, dir.path(), &env).unwrap();
+    let c = Config::parse(&text, dir.path(), &env, now()).unwrap();
     let OutputKind::Network(a) = &c.outputs[0].kind else {
         panic!("{:?}", c.outputs[0])
     };
@@ -714,7 +719,7 @@ fn devo_output_aliases_and_renamed_keys() {
         "url: collector-eu.devo.io",
         "url: collector-eu.devo.io, address: collector-us.devo.io",
     );
-    let errors = Config::parse(&both, dir.path(), &env).unwrap_err();
+    let errors = Config::parse(&both, dir.path(), &env, now()).unwrap_err();
     assert_eq!(errors, ["outputs.a.config.url: give either `address` or `url` (Devo's other name for it), not both"]);
 }
 
@@ -744,4 +749,21 @@ fn the_file_output_mode_is_a_quoted_octal_string() {
             "{bad}: {errors:?}"
         );
     }
+}
+
+/// A start time more than 5 minutes after the injected `now` is refused; one within is kept.
+#[test]
+fn a_start_time_after_now_is_refused() {
+    let at = |start: &str, now: &str| {
+        let text = GOOD.replace("2024-06-01T00:00:00Z", start);
+        let now = crate::time::parse_user_time(now).unwrap();
+        Config::parse(&text, Path::new("."), &env, now)
+    };
+    assert!(at("2024-06-01T00:04:59Z", "2024-06-01T00:00:00Z").is_ok());
+    let errors = at("2024-06-01T00:05:01Z", "2024-06-01T00:00:00Z").unwrap_err();
+    assert_eq!(
+        errors,
+        ["inputs.proofpoint_isolation.services.browser_and_email_isolation.start_time_in_utc: \
+          `2024-06-01 00:05:01 UTC` is in the future; use a past UTC time such as 2024-06-01T00:00:00Z"]
+    );
 }

@@ -15,6 +15,8 @@ pub(super) struct Cx<'e> {
     pub(super) base_dir: PathBuf,
     /// Looks up environment variables (`${VAR}`, `secret_env`); injected so tests need none.
     pub(super) env: &'e dyn Fn(&str) -> Option<String>,
+    /// The time of the check (a `start_time_in_utc` after it is refused); from the injected clock.
+    pub(super) now: chrono::DateTime<chrono::Utc>,
 }
 
 impl Cx<'_> {

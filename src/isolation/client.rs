@@ -160,9 +160,10 @@ impl ApiClient {
         self.metrics = metrics;
     }
 
-    /// The setup check: one small job creation. Only authentication and reachability matter.
-    pub async fn check_auth(&mut self) -> Result<(), FetchError> {
-        let to = crate::time::now();
+    /// The setup check: one small job creation (the minute before `now`). Only authentication
+    /// and reachability matter.
+    pub async fn check_auth(&mut self, now: DateTime<Utc>) -> Result<(), FetchError> {
+        let to = now;
         let from = to - chrono::Duration::minutes(1);
         self.request(from, to, 1, None, None).await.map(|_| ())
     }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
+use crate::clock::SharedClock;
 use crate::config::{InputConfig, ServiceConfig};
 use crate::event::Event;
 use crate::isolation::client::{ApiClient, FetchError};
@@ -93,6 +94,8 @@ pub struct Puller {
     cycle_end: Option<Millis>,
     /// Called after each delivered window.
     progress: Option<Progress>,
+    /// The wall clock (cycle, window, dedup and correction times; the setup check).
+    clock: SharedClock,
 }
 
 /// Called after each delivered window with the window's end and the cycle's totals so far.
@@ -108,10 +111,6 @@ pub fn puller_thread(input: &InputConfig, svc: &ServiceConfig) -> String {
     .name()
 }
 
-fn now_ms() -> Millis {
-    crate::time::now().timestamp_millis()
-}
-
 /// The earliest time the API still serves, with a margin for the time a job takes.
 fn earliest_available(now: Millis) -> Millis {
     now - RETENTION.as_millis() as Millis + 10 * 60_000
@@ -124,6 +123,7 @@ impl Puller {
         outputs: Vec<Output>,
         store: Arc<StateStore>,
         cancel: CancellationToken,
+        clock: SharedClock,
     ) -> Result<Puller, reqwest::Error> {
         let thread = puller_thread(input, &svc);
         let client = ApiClient::new(
@@ -154,6 +154,7 @@ impl Puller {
             cycle_end: None,
             progress: None,
             thread,
+            clock,
         })
     }
 
@@ -191,7 +192,7 @@ impl Puller {
     pub async fn setup(&mut self) -> Result<(), FetchError> {
         warn!("The token/header/authentication has not been created yet");
         info!("Making sample request to test authentication.");
-        match self.client.check_auth().await {
+        match self.client.check_auth(self.clock.now()).await {
             Ok(()) => self.metrics.setup(Ok(())),
             Err(FetchError::Cancelled) => return Err(FetchError::Cancelled),
             Err(e) => {
@@ -229,7 +230,7 @@ impl Puller {
             info!("{line}");
         }
         info!("Reading persisted data");
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let loaded = self.store.load(&self.key)?;
         let mut state = match loaded {
             None => {
@@ -326,7 +327,7 @@ impl Puller {
     /// (`use_time_slots_for_retrievals`), else the rest of the period.
     fn wait_after_cycle(&self, elapsed: Duration) -> Duration {
         if self.svc.use_time_slots {
-            let rest = until_next_slot(now_ms(), self.svc.request_period);
+            let rest = until_next_slot(self.clock.now_ms(), self.svc.request_period);
             info!("Data collection completed. Elapsed time: {:.3} seconds. Waiting for {:.3} second(s) until the next time slot", elapsed.as_secs_f64(), rest.as_secs_f64());
             return rest;
         }
@@ -384,7 +385,7 @@ impl Puller {
             }
             self.needs_reload = false;
         }
-        let pulling_id = now_ms();
+        let pulling_id = self.clock.now_ms();
         info!("Pull Started");
         let before = self.client.stats;
         let mut stats = CycleStats::default();
@@ -401,7 +402,7 @@ impl Puller {
         match result {
             Ok(()) => {
                 info!("The data is up to date!");
-                self.metrics.pull_succeeded(now_ms());
+                self.metrics.pull_succeeded(self.clock.now_ms());
                 Ok(stats)
             }
             Err(e) => {
@@ -419,7 +420,7 @@ impl Puller {
         clock: Instant,
         requests_before: u64,
     ) -> Result<(), PullError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let end = self.cycle_end.unwrap_or(now);
         let Some(range) = plan_cycle(
             &self.state.cursors,
@@ -449,7 +450,7 @@ impl Puller {
             if self.cancel.is_cancelled() {
                 return Err(PullError::Cancelled);
             }
-            let created = now_ms();
+            let created = self.clock.now_ms();
             let Some(events) = self.fetch_window(w, &mut planner).await? else {
                 continue; // too big: the planner shrank it
             };

@@ -5,15 +5,18 @@
 use std::io::Write;
 
 use super::OutputError;
+use crate::clock::SharedClock;
 use crate::event::Event;
 
 pub struct ConsoleOutput {
     name: String,
+    /// Stamps `message_timestamp`.
+    clock: SharedClock,
 }
 
 impl ConsoleOutput {
-    pub fn new(name: String) -> Self {
-        Self { name }
+    pub fn new(name: String, clock: SharedClock) -> Self {
+        Self { name, clock }
     }
 
     pub fn name(&self) -> &str {
@@ -25,9 +28,7 @@ impl ConsoleOutput {
         table: &str,
         events: &[Event],
     ) -> Result<Option<u64>, OutputError> {
-        let now = chrono::Utc::now()
-            .format("%Y-%m-%d %H:%M:%S%.3f")
-            .to_string();
+        let now = self.clock.now().format("%Y-%m-%d %H:%M:%S%.3f").to_string();
         let prefix = format!(
             r#"{{"message_timestamp":"{now}","message_tag":{},"message_content":"#,
             serde_json::Value::from(table)

@@ -1,5 +1,8 @@
 //! The command-line contract: exit codes, `validate`, `state`, secrets never printed.
 
+// Fixtures and checks in real time: the simulator (the vendor) runs on the real clock.
+#![allow(clippy::disallowed_methods)]
+
 use crate::util::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

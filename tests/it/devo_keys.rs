@@ -4,6 +4,9 @@
 //! rewritten, pulls on time slots). The configs take the simulators' URLs, ports, key and
 //! directories from `${VAR}`s, as an operator's config would.
 
+// Fixtures and checks in real time: the simulator (the vendor) runs on the real clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};

@@ -2,6 +2,9 @@
 //! collector's clock jumping forward and back, a full disk under the state directory or under
 //! the file output (mid-batch), and an output that is down for several daemon cycles. Each ends with the exact multiset delivered.
 
+// Fixtures and checks in real time: the simulator (the vendor) runs on the real clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -1,6 +1,9 @@
 //! The metrics listener (`globals.metrics_listen`) against the truth (the simulators' counts and
 //! the delivered files), `/health` and `/ready`, and `--log-format json`.
 
+// Fixtures and checks in real time: the simulator (the vendor) runs on the real clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;

@@ -6,8 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use isolation_collector::clock::SharedClock;
 use isolation_collector::event::Event;
-use isolation_collector::output::syslog::format::{now_ms, write_date};
+use isolation_collector::output::syslog::format::write_date;
 use isolation_collector::output::syslog::{NetworkOutputConfig, SyslogOutput, TlsFiles, Tuning};
 use isolation_collector::output::{Output, OutputError};
 use tempfile::TempDir;
@@ -57,8 +58,13 @@ fn config(port: u16, tls: Option<TlsFiles>) -> NetworkOutputConfig {
     }
 }
 
+/// The real time, in milliseconds: the range the records' header dates must fall in.
+fn now_ms() -> i64 {
+    SharedClock::system().now_ms()
+}
+
 fn output(c: NetworkOutputConfig) -> SyslogOutput {
-    SyslogOutput::from_config("devo".to_string(), &c).unwrap()
+    SyslogOutput::from_config("devo".to_string(), &c, SharedClock::system()).unwrap()
 }
 
 /// Asserts that `received` is exactly the records of `events`, in order, each with a header date
@@ -211,7 +217,8 @@ async fn receiver_killed_mid_stream_fails_then_redelivery_arrives() {
         backoff_initial: Duration::from_millis(100),
         ..Tuning::default()
     };
-    let mut out = SyslogOutput::with_tuning("devo".to_string(), &c, tuning).unwrap();
+    let mut out =
+        SyslogOutput::with_tuning("devo".to_string(), &c, tuning, SharedClock::system()).unwrap();
     let batch = events(0, 100_000);
 
     let task = {
@@ -288,8 +295,13 @@ async fn a_shutdown_request_ends_the_wait_between_tries() {
         backoff_max: Duration::from_secs(60),
         ..Tuning::default()
     };
-    let mut out =
-        SyslogOutput::with_tuning("relay".to_string(), &config(port, None), tuning).unwrap();
+    let mut out = SyslogOutput::with_tuning(
+        "relay".to_string(),
+        &config(port, None),
+        tuning,
+        SharedClock::system(),
+    )
+    .unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
     out.stop_retries_on(cancel.clone());
     let stop = {
@@ -408,26 +420,41 @@ async fn bad_tls_files_are_named() {
     let missing = tmp.path().join("no-such-key.pem");
     let mut files = tls_files(&pki.ca.pem, &pki.client);
     files.key = missing.clone();
-    let e = SyslogOutput::from_config("devo".into(), &config(1, Some(files.clone()))).unwrap_err();
+    let e = SyslogOutput::from_config(
+        "devo".into(),
+        &config(1, Some(files.clone())),
+        SharedClock::system(),
+    )
+    .unwrap_err();
     let text = reason(&e);
     assert!(text.contains(&missing.display().to_string()), "{text}");
 
     // A certificate file given as the key: named, and its content never shown.
     files.key = pki.client.cert.clone();
-    let e = SyslogOutput::from_config("devo".into(), &config(1, Some(files.clone()))).unwrap_err();
+    let e = SyslogOutput::from_config(
+        "devo".into(),
+        &config(1, Some(files.clone())),
+        SharedClock::system(),
+    )
+    .unwrap_err();
     let text = reason(&e);
     assert!(text.contains("no PEM PRIVATE KEY"), "{text}");
     assert!(!text.contains("BEGIN"), "{text}");
 
     // Key of another certificate.
     files.key = pki.foreign_client.key.clone();
-    let e = SyslogOutput::from_config("devo".into(), &config(1, Some(files))).unwrap_err();
+    let e = SyslogOutput::from_config(
+        "devo".into(),
+        &config(1, Some(files)),
+        SharedClock::system(),
+    )
+    .unwrap_err();
     assert!(!reason(&e).contains("BEGIN"), "{e}");
 
     // devo_platform without TLS.
     let mut c = config(1, None);
     c.devo = true;
-    assert!(SyslogOutput::from_config("devo".into(), &c).is_err());
+    assert!(SyslogOutput::from_config("devo".into(), &c, SharedClock::system()).is_err());
 }
 
 /// `ca_file` adds roots to `chain` or stands in for it; the error names every root source.

@@ -30,6 +30,7 @@ use self::stats::{SenderStats, StatsHandle};
 use self::transport::{Connector, TlsSetup, TransportError};
 use super::OutputError;
 use crate::backoff::{Backoff, Jitter};
+use crate::clock::SharedClock;
 use crate::event::Event;
 
 /// Default for [`NetworkOutputConfig::max_record_bytes`]: 256 KiB.
@@ -139,6 +140,8 @@ pub struct SyslogOutput {
     buf: Vec<u8>,
     /// Cached per table: the prefix only changes with the table.
     formatter: Option<(String, RecordFormatter)>,
+    /// Stamps the records' syslog dates and the statistics periods.
+    clock: SharedClock,
 }
 
 /// Where to send and how to retry.
@@ -173,8 +176,9 @@ impl SyslogOutput {
     pub fn from_config(
         name: String,
         config: &NetworkOutputConfig,
+        clock: SharedClock,
     ) -> Result<SyslogOutput, OutputError> {
-        SyslogOutput::with_tuning(name, config, Tuning::default())
+        SyslogOutput::with_tuning(name, config, Tuning::default(), clock)
     }
 
     /// [`SyslogOutput::from_config`] with other [`Tuning`] than the collector's.
@@ -185,6 +189,7 @@ impl SyslogOutput {
         name: String,
         config: &NetworkOutputConfig,
         tuning: Tuning,
+        clock: SharedClock,
     ) -> Result<SyslogOutput, OutputError> {
         let bad = |reason: String| OutputError::Peer {
             output: name.clone(),
@@ -239,10 +244,11 @@ impl SyslogOutput {
                     accepted: Default::default(),
                 },
             }),
-            stats: StatsHandle::new(SystemTime::now()),
+            stats: StatsHandle::new(SystemTime::from(clock.now())),
             buf: Vec::new(),
             formatter: None,
             name,
+            clock,
         })
     }
 
@@ -309,7 +315,7 @@ impl SyslogOutput {
                         "Record larger than max_record_bytes; sending it whole."
                     );
                 }
-                formatter.write(&mut buf, &event.json);
+                formatter.write_at(&mut buf, self.clock.now_ms(), &event.json);
             }
             if let Err(e) = self.send_with_retries(&buf).await {
                 result = Err(self.peer_error(e.to_string()));

@@ -54,12 +54,6 @@ struct Counters {
     period: Mutex<Period>,
 }
 
-impl Default for StatsHandle {
-    fn default() -> Self {
-        StatsHandle::new(SystemTime::now())
-    }
-}
-
 impl StatsHandle {
     /// New zeroed counters whose first period starts at `start`.
     pub fn new(start: SystemTime) -> StatsHandle {
