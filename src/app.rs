@@ -15,7 +15,8 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::config::{Config, OutputConfig, OutputKind, Persistence, ServiceConfig};
 use crate::isolation::connection::ProxyRoute;
-use crate::isolation::puller::{puller_thread, setup_thread, PullError, Puller};
+use crate::isolation::devo_log::{puller_thread, setup_thread};
+use crate::isolation::puller::{PullError, Puller};
 use crate::metrics::Metrics;
 use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle};
 use crate::output::syslog::SyslogOutput;

@@ -19,7 +19,9 @@ use tracing::{info, Instrument};
 
 use crate::app::build_outputs;
 use crate::config::{Config, OutputKind};
-use crate::isolation::puller::{puller_thread, CycleStats, Progress, Puller};
+use crate::isolation::devo_log::puller_thread;
+use crate::isolation::puller::{Progress, Puller};
+use crate::isolation::statistics::CycleStats;
 use crate::service::{Service, RETENTION};
 use crate::state::StateStore;
 use crate::time::{format_iso, Millis};
