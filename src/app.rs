@@ -5,23 +5,27 @@
 //! never stops the other. Shutdown: the first SIGINT/SIGTERM cancels a token that every await
 //! point of the pullers watches; a window in flight is abandoned before its checkpoint (it is
 //! asked for again after the restart), the pullers close their outputs, and `run` returns. A
-//! second signal exits at once.
+//! second signal exits at once. Every task `run` spawns is in a `JoinSet` it owns (the services,
+//! and the `Background` tasks), joined before it returns and aborted if it is dropped: no
+//! task outlives `run`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use crate::config::{Config, OutputConfig, OutputKind, Persistence, ServiceConfig};
 use crate::isolation::connection::ProxyRoute;
-use crate::isolation::devo_log::{puller_thread, setup_thread};
 use crate::isolation::puller::{PullError, Puller};
 use crate::metrics::Metrics;
 use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle};
 use crate::output::syslog::SyslogOutput;
 use crate::output::{console::ConsoleOutput, file::FileOutput, Output, OutputError};
 use crate::state::StateStore;
+use crate::telemetry;
 
 /// How `run` behaves.
 #[derive(Clone, Copy, Debug, Default)]
@@ -57,12 +61,57 @@ fn build_output(o: &OutputConfig) -> Result<Output, OutputError> {
     })
 }
 
+/// How long `run` waits, once its services have stopped, for its background tasks to end
+/// (the internal sender delivering the services' last words) before aborting them.
+const BACKGROUND_STOP_BOUND: Duration = Duration::from_secs(10);
+
+/// The tasks `run` starts besides the services: the metrics listener, the memory log, the
+/// sender monitor (ended by `stop`) and the internal-message sender (ended by `stop_last`, after
+/// the others, so that it delivers their last words too). [`Background::shutdown`] joins them;
+/// dropping the set aborts what is left, so no task outlives `run`, even when the grace period
+/// drops `run` itself.
+struct Background {
+    tasks: JoinSet<()>,
+    stop: CancellationToken,
+    last: JoinSet<()>,
+    stop_last: CancellationToken,
+}
+
+impl Background {
+    /// `stop` is a child of `cancel`: the listener and the logs end on a shutdown request.
+    fn new(cancel: &CancellationToken) -> Background {
+        Background {
+            tasks: JoinSet::new(),
+            stop: cancel.child_token(),
+            last: JoinSet::new(),
+            // Its own token: it must outlive the pullers to deliver their last words.
+            stop_last: CancellationToken::new(),
+        }
+    }
+
+    /// Stops every task and waits for them, at most `bound` in all; aborts the rest.
+    async fn shutdown(mut self, bound: Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        self.stop.cancel();
+        let all_done = tokio::time::timeout_at(deadline, join_all(&mut self.tasks)).await;
+        self.stop_last.cancel();
+        let last_done = tokio::time::timeout_at(deadline, join_all(&mut self.last)).await;
+        if all_done.is_err() || last_done.is_err() {
+            tracing::debug!(
+                "Background tasks still running after {} seconds were aborted.",
+                bound.as_secs()
+            );
+        }
+    }
+}
+
+async fn join_all(tasks: &mut JoinSet<()>) {
+    while tasks.join_next().await.is_some() {}
+}
+
 /// Starts the internal-message sender for the outputs that asked for it (`internal_senders`
 /// in Devo's words: its own connection per output).
-fn start_internal_messages(
-    config: &Config,
-    cancel: &CancellationToken,
-) -> Result<Option<tokio::task::JoinHandle<()>>, OutputError> {
+fn start_internal_messages(config: &Config, tasks: &mut Background) -> Result<(), OutputError> {
     let outputs = config
         .outputs
         .iter()
@@ -73,11 +122,41 @@ fn start_internal_messages(
         collector_name: config.globals.name.clone(),
         input_name: config.input.name.clone(),
     };
-    let handle = crate::internal::start(outputs, identity, cancel.clone());
-    if handle.is_some() {
+    if let Some(sender) = crate::internal::start(outputs, identity, tasks.stop_last.clone()) {
+        tasks.last.spawn(sender);
         info!("Internal messages (warnings and errors) are delivered to Devo as devo.collectors.out.local.*");
     }
-    Ok(handle)
+    Ok(())
+}
+
+/// Starts the metrics listener (`globals.metrics_listen`) and, in the daemon, the memory log.
+async fn start_listener_and_memory_log(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    options: RunOptions,
+    tasks: &mut Background,
+) -> anyhow::Result<()> {
+    if let Some(addr) = config.globals.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("binding the metrics listener (globals.metrics_listen) on {addr}")
+        })?;
+        info!(
+            "Serving metrics and health on http://{} (/metrics, /health, /ready)",
+            listener.local_addr().unwrap_or(addr)
+        );
+        let (metrics, stop) = (metrics.clone(), tasks.stop.clone());
+        tasks.tasks.spawn(async move {
+            if let Err(e) = crate::metrics::serve(listener, metrics, stop).await {
+                error!("The metrics listener stopped: {e}");
+            }
+        });
+    }
+    if !options.once {
+        let stop = tasks.stop.clone();
+        let period = config.globals.memory_log_period;
+        tasks.tasks.spawn(crate::memory::log_every(period, stop));
+    }
+    Ok(())
 }
 
 /// Logs the config's warnings once logging is up.
@@ -108,35 +187,11 @@ pub async fn run(
         warn!("The \"input\" configuration entry for proofpoint_isolation is not enabled");
         return Ok(true);
     }
-    // Its own token: it must outlive the pullers to deliver their last words.
-    let internal_stop = CancellationToken::new();
-    let internal = start_internal_messages(&config, &internal_stop)?;
+    let mut background = Background::new(&cancel);
+    start_internal_messages(&config, &mut background)?;
     let metrics = Arc::new(Metrics::new());
-    // Stops the listener and the memory log when `run` returns (`--once`) or on shutdown.
-    let background = cancel.child_token();
-    let _stop_background = background.clone().drop_guard();
-    if let Some(addr) = config.globals.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-            format!("binding the metrics listener (globals.metrics_listen) on {addr}")
-        })?;
-        info!(
-            "Serving metrics and health on http://{} (/metrics, /health, /ready)",
-            listener.local_addr().unwrap_or(addr)
-        );
-        let (metrics, stop) = (metrics.clone(), background.clone());
-        tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(listener, metrics, stop).await {
-                error!("The metrics listener stopped: {e}");
-            }
-        });
-    }
-    if !options.once {
-        tokio::spawn(crate::memory::log_every(
-            config.globals.memory_log_period,
-            background.clone(),
-        ));
-    }
-    let mut tasks = tokio::task::JoinSet::new();
+    start_listener_and_memory_log(&config, &metrics, options, &mut background).await?;
+    let mut services = JoinSet::new();
     let mut senders: Vec<(String, StatsHandle)> = Vec::new();
     for svc in config.services() {
         metrics.expect_service(svc.service);
@@ -154,20 +209,29 @@ pub async fn run(
             cancel.clone(),
         )?
         .with_metrics(&metrics);
-        let span = tracing::info_span!("puller", thread = %puller_thread(&config.input, svc));
-        let setup_span = tracing::info_span!("setup", thread = %setup_thread(&config.input, svc));
+        let (input, id) = (&config.input.name, &config.input.id);
+        let span = telemetry::puller_span(input, id, svc.service);
+        let setup_span = telemetry::setup_span(input, id, svc.service);
         let svc = svc.clone();
-        tasks.spawn(run_service(puller, svc, options, setup_span, cancel.clone()).instrument(span));
+        services
+            .spawn(run_service(puller, svc, options, setup_span, cancel.clone()).instrument(span));
     }
-    let monitor = (!senders.is_empty() && !options.once).then(|| {
-        tokio::spawn(sender_monitor(
-            senders,
-            config.globals.sender_stats_period,
-            cancel.clone(),
-        ))
-    });
+    if !senders.is_empty() && !options.once {
+        let period = config.globals.sender_stats_period;
+        let stop = background.stop.clone();
+        background
+            .tasks
+            .spawn(sender_monitor(senders, period, stop));
+    }
+    let all_ok = join_services(&mut services).await;
+    background.shutdown(BACKGROUND_STOP_BOUND).await;
+    Ok(all_ok)
+}
+
+/// Waits for every service task; `true` when each succeeded.
+async fn join_services(services: &mut JoinSet<bool>) -> bool {
     let mut all_ok = true;
-    while let Some(result) = tasks.join_next().await {
+    while let Some(result) = services.join_next().await {
         match result {
             Ok(ok) => all_ok &= ok,
             Err(e) => {
@@ -176,14 +240,7 @@ pub async fn run(
             }
         }
     }
-    if let Some(m) = monitor {
-        m.abort();
-    }
-    if let Some(handle) = internal {
-        internal_stop.cancel();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), handle).await;
-    }
-    Ok(all_ok)
+    all_ok
 }
 
 /// Logs Devo's sender statistics (devo-platform.md §3.5) for each network output every
@@ -197,8 +254,8 @@ async fn sender_monitor(
     let mut names: Vec<String> = senders.iter().map(|(n, _)| n.clone()).collect();
     names.dedup();
     for name in &names {
-        let span = tracing::info_span!("monitor", thread = %format!("DevoSenderManagerMonitor(standard_senders,{name})"));
-        span.in_scope(|| info!("Starting thread (every {} seconds)", period.as_secs()));
+        telemetry::monitor_span(name)
+            .in_scope(|| info!("Starting thread (every {} seconds)", period.as_secs()));
     }
     let mut tick = tokio::time::interval(period);
     tick.tick().await;
@@ -215,7 +272,7 @@ async fn sender_monitor(
                 .map(|(_, h)| h.start_period(now))
                 .reduce(sum_stats);
             if let Some(stats) = stats {
-                let span = tracing::info_span!("monitor", thread = %format!("DevoSenderManagerMonitor(standard_senders,{name})"));
+                let span = telemetry::monitor_span(name);
                 for line in render_stats_lines(&stats, now) {
                     span.in_scope(|| info!("{line}"));
                 }
@@ -317,7 +374,7 @@ pub async fn validate(config: &Config) -> bool {
     }
     let store = Arc::new(StateStore::memory());
     for svc in config.services() {
-        let span = tracing::info_span!("setup", thread = %setup_thread(&config.input, svc));
+        let span = telemetry::setup_span(&config.input.name, &config.input.id, svc.service);
         span.in_scope(|| log_connection(svc));
         let result = async {
             let mut puller = Puller::new(
@@ -397,5 +454,92 @@ async fn wait_for_signal() -> (&'static str, i32) {
     {
         let _ = tokio::signal::ctrl_c().await;
         ("SIGINT", 2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task that ends when `stop` fires.
+    async fn stops_on(stop: CancellationToken) {
+        stop.cancelled().await
+    }
+
+    /// A task that ignores cancellation; `alive` is dropped (closed) when the task is dropped.
+    async fn ignores_cancellation(alive: tokio::sync::oneshot::Sender<()>) {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(alive);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_joins_tasks_that_stop_at_once() {
+        let cancel = CancellationToken::new();
+        let mut background = Background::new(&cancel);
+        background.tasks.spawn(stops_on(background.stop.clone()));
+        background
+            .last
+            .spawn(stops_on(background.stop_last.clone()));
+        let started = tokio::time::Instant::now();
+        background.shutdown(BACKGROUND_STOP_BOUND).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_task_stops_only_after_the_others_have() {
+        let cancel = CancellationToken::new();
+        let mut background = Background::new(&cancel);
+        let (said, mut heard) = tokio::sync::mpsc::unbounded_channel();
+        let stop = background.stop.clone();
+        let said_too = said.clone();
+        background.tasks.spawn(async move {
+            stop.cancelled().await;
+            // A last word, after a moment.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = said_too.send("other");
+        });
+        let stop_last = background.stop_last.clone();
+        background.last.spawn(async move {
+            stop_last.cancelled().await;
+            let _ = said.send("last");
+        });
+        background.shutdown(BACKGROUND_STOP_BOUND).await;
+        assert_eq!(heard.recv().await, Some("other"));
+        assert_eq!(heard.recv().await, Some("last"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_ignores_the_stop_is_aborted_at_the_bound() {
+        let cancel = CancellationToken::new();
+        let mut background = Background::new(&cancel);
+        let (alive, dropped) = tokio::sync::oneshot::channel();
+        background.tasks.spawn(ignores_cancellation(alive));
+        let started = tokio::time::Instant::now();
+        background.shutdown(BACKGROUND_STOP_BOUND).await;
+        assert_eq!(started.elapsed(), BACKGROUND_STOP_BOUND);
+        // Aborted, not left running: its future (and the sender it holds) is gone.
+        let gone = tokio::time::timeout(Duration::from_secs(1), dropped).await;
+        assert!(matches!(gone, Ok(Err(_))), "{gone:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_run_aborts_its_background_tasks() {
+        // What happens when the grace period elapses: `run` (and the set) is dropped.
+        let cancel = CancellationToken::new();
+        let mut background = Background::new(&cancel);
+        let (alive, dropped) = tokio::sync::oneshot::channel();
+        background.last.spawn(ignores_cancellation(alive));
+        drop(background);
+        let gone = tokio::time::timeout(Duration::from_secs(1), dropped).await;
+        assert!(matches!(gone, Ok(Err(_))), "{gone:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_request_stops_the_listener_and_logs_but_not_the_internal_sender() {
+        let cancel = CancellationToken::new();
+        let background = Background::new(&cancel);
+        cancel.cancel();
+        assert!(background.stop.is_cancelled());
+        assert!(!background.stop_last.is_cancelled());
     }
 }

@@ -19,7 +19,6 @@ use tracing::{info, Instrument};
 
 use crate::app::build_outputs;
 use crate::config::{Config, OutputKind};
-use crate::isolation::devo_log::puller_thread;
 use crate::isolation::puller::{Progress, Puller};
 use crate::isolation::statistics::CycleStats;
 use crate::service::{Service, RETENTION};
@@ -116,7 +115,7 @@ pub async fn run(
         format_iso(from),
         format_iso(to)
     );
-    let span = tracing::info_span!("puller", thread = %puller_thread(&config.input, &svc));
+    let span = crate::telemetry::puller_span(&config.input.name, &config.input.id, svc.service);
     let mut puller = Puller::new(&config.input, svc, outputs, store, cancel)?
         .with_cycle_end(to)
         .with_progress(progress(from, to));

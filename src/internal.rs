@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::Event;
 use crate::output::Output;
+use crate::telemetry::DevoThread;
 
 /// The `tracing` target of the internal sender's own lines.
 pub const SENDER_TARGET: &str = "isolation_collector::internal_sender";
@@ -34,15 +35,23 @@ const CHANNEL_CAPACITY: usize = 1_000;
 pub struct InternalMessage {
     pub time_ms: i64,
     pub level: &'static str,
-    pub thread: String,
+    /// Devo's `module_name`: the line's thread without its arguments (`IsolationPuller`).
+    pub module: &'static str,
+    /// Devo's `service_name`: the service the line's thread works for (empty when none).
+    pub service: String,
     pub message: String,
 }
 
 static SENDER: OnceLock<mpsc::Sender<InternalMessage>> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-/// Called by the logging layer for WARN and ERROR events.
-pub fn forward(meta: &tracing::Metadata<'_>, level: &'static str, thread: &str, message: &str) {
+/// Called by the logging layer for WARN and ERROR events, with the thread the line came from.
+pub fn forward(
+    meta: &tracing::Metadata<'_>,
+    level: &'static str,
+    origin: &DevoThread,
+    message: &str,
+) {
     let Some(tx) = SENDER.get() else { return };
     if meta.target() == SENDER_TARGET {
         return;
@@ -50,7 +59,8 @@ pub fn forward(meta: &tracing::Metadata<'_>, level: &'static str, thread: &str, 
     let msg = InternalMessage {
         time_ms: chrono::Utc::now().timestamp_millis(),
         level,
-        thread: thread.to_owned(),
+        module: origin.module(),
+        service: origin.service().to_owned(),
         message: message.to_owned(),
     };
     if tx.try_send(msg).is_err() {
@@ -72,21 +82,6 @@ pub fn table_for(level: &str) -> String {
 
 /// The record body of a message.
 pub fn record(identity: &Identity, m: &InternalMessage) -> String {
-    // Threads are Devo's `IsolationPuller(input,id,service,predefined)` or
-    // `IsolationPullerSetup(unknown,input#id,service#predefined)`: the service is the third item.
-    let (module, service) = match m.thread.split_once('(') {
-        Some((module, args)) => {
-            let service = args
-                .split(',')
-                .nth(2)
-                .unwrap_or("")
-                .split('#')
-                .next()
-                .unwrap_or("");
-            (module.to_owned(), service.to_owned())
-        }
-        None => (m.thread.clone(), String::new()),
-    };
     serde_json::json!({
         "msg": m.message,
         "time": crate::time::format_iso(m.time_ms),
@@ -95,19 +90,20 @@ pub fn record(identity: &Identity, m: &InternalMessage) -> String {
         "collector_version": env!("CARGO_PKG_VERSION"),
         "collector_image": std::env::var("COLLECTOR_IMAGE").unwrap_or_default(),
         "input_name": identity.input_name,
-        "service_name": service,
-        "module_name": module,
+        "service_name": m.service,
+        "module_name": m.module,
     })
     .to_string()
 }
 
-/// Starts forwarding to `outputs` (one instance per output with `internal_messages: true`).
-/// Returns the sender task, which ends when `cancel` fires.
+/// Starts capturing for `outputs` (one instance per output with `internal_messages: true`).
+/// Returns the sender, for the caller to spawn where it tracks its tasks; it delivers what is
+/// waiting and ends when `cancel` fires.
 pub fn start(
     outputs: Vec<Output>,
     identity: Identity,
     cancel: CancellationToken,
-) -> Option<tokio::task::JoinHandle<()>> {
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
     if outputs.is_empty() {
         return None;
     }
@@ -115,7 +111,7 @@ pub fn start(
     if SENDER.set(tx).is_err() {
         return None; // already running (one collector per process)
     }
-    Some(tokio::spawn(run(outputs, identity, rx, cancel)))
+    Some(run(outputs, identity, rx, cancel))
 }
 
 async fn run(
@@ -126,7 +122,7 @@ async fn run(
 ) {
     let mut reported_drops = 0;
     loop {
-        let (first, stopping) = tokio::select! {
+        let (first, mut stopping) = tokio::select! {
             m = rx.recv() => match m { Some(m) => (m, false), None => return },
             _ = cancel.cancelled() => match rx.try_recv() {
                 // Stopping: flush what is waiting, then end.
@@ -137,7 +133,10 @@ async fn run(
         // Gather what else is waiting, for one connection per level rather than per message.
         let mut batch = vec![first];
         if !stopping {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = cancel.cancelled() => stopping = true,
+            }
         }
         while let Ok(m) = rx.try_recv() {
             batch.push(m);
@@ -190,18 +189,25 @@ mod tests {
         let m = InternalMessage {
             time_ms: 1_741_083_327_412,
             level: "ERROR",
-            thread: "IsolationPuller(proofpoint_isolation,10001,url_isolation,predefined)".into(),
+            module: "IsolationPuller",
+            service: "url_isolation".into(),
             message: "Pull failed: \"x\"".into(),
         };
         let v: serde_json::Value = serde_json::from_str(&record(&identity, &m)).unwrap();
-        assert_eq!(v["msg"], "Pull failed: \"x\"");
-        assert_eq!(v["time"], "2025-03-04T10:15:27.412Z");
-        assert_eq!(v["service_name"], "url_isolation");
-        assert_eq!(v["module_name"], "IsolationPuller");
-        assert_eq!(v["input_name"], "proofpoint_isolation");
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "msg": "Pull failed: \"x\"",
+                "time": "2025-03-04T10:15:27.412Z",
+                "level": "ERROR",
+                "collector_name": "pp",
+                "collector_version": env!("CARGO_PKG_VERSION"),
+                "collector_image": std::env::var("COLLECTOR_IMAGE").unwrap_or_default(),
+                "input_name": "proofpoint_isolation",
+                "service_name": "url_isolation",
+                "module_name": "IsolationPuller",
+            })
+        );
         assert_eq!(table_for("WARNING"), "devo.collectors.out.local.warning");
-        let setup = InternalMessage { thread: "IsolationPullerSetup(unknown,proofpoint_isolation#10001,browser_and_email_isolation#predefined)".into(), ..m };
-        let v: serde_json::Value = serde_json::from_str(&record(&identity, &setup)).unwrap();
-        assert_eq!(v["service_name"], "browser_and_email_isolation");
     }
 }

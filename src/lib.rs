@@ -41,6 +41,8 @@
 //! - [`internal`]: the collector's own warnings and errors delivered to Devo.
 //! - [`backfill`]: re-delivery of a past range without touching the live state.
 //! - [`backoff`]: the capped exponential backoff every retry loop waits with.
+//! - [`commands`]: the subcommands' bodies behind the thin `main.rs` (one preamble: load the
+//!   config, start logging).
 //! - [`app`], [`cli`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
 //! - `demo` (the default cargo feature `demo`): the collector against the simulator of the vendor
 //!   API, the workspace crate `isolation-sim` (`crates/isolation-sim`; the tests and benchmarks
@@ -54,6 +56,7 @@ pub mod app;
 pub mod backfill;
 pub mod backoff;
 pub mod cli;
+pub mod commands;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -5,8 +5,11 @@
 //! ```
 //!
 //! `%(asctime)s.%(msecs)03d %(levelname)7s %(processName)s::%(threadName)s -> msg`
-//! (devo-platform.md §3.1). The "process" and "thread" come from the innermost span that has a
-//! `thread` field (each service's puller runs in one); other lines are `MainProcess::MainThread`.
+//! (devo-platform.md §3.1). The "process" and "thread" come from the innermost span made by
+//! [`puller_span`], [`setup_span`] or [`monitor_span`] (each service's puller runs in one): such a
+//! span carries its role, input and service (or output) as fields, and this layer builds Devo's
+//! thread name from them ([`DevoThread`]); other lines are `MainProcess::MainThread`. Internal
+//! messages ([`crate::internal`]) get the same fields, never text parsed back.
 //! Structured fields of an event are appended as `key=value`. Lines go to standard error, so
 //! the console output on standard output stays machine-readable.
 //!
@@ -19,10 +22,13 @@ use std::io::Write as _;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::service::Service;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -45,22 +51,167 @@ pub fn init(debug: bool, format: LogFormat) {
     });
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(DevoLines { format })
+        .with(DevoLines {
+            format,
+            writer: std::io::stderr,
+        })
         .try_init();
 }
 
-/// The span field that names a log line's thread.
-struct ThreadName(String);
-
-struct DevoLines {
-    format: LogFormat,
+/// The span of one service's puller (Devo's `IsolationPuller` thread).
+pub fn puller_span(input: &str, input_id: &str, service: Service) -> tracing::Span {
+    tracing::info_span!("puller", role = ROLE_PULLER, input, input_id, service = %service)
 }
 
-/// An event's fields: the message, the thread (spans), and the rest in order.
+/// The span of one service's setup check (Devo's `IsolationPullerSetup` thread).
+pub fn setup_span(input: &str, input_id: &str, service: Service) -> tracing::Span {
+    tracing::info_span!("setup", role = ROLE_SETUP, input, input_id, service = %service)
+}
+
+/// The span of the sender statistics of one network output (Devo's sender manager monitor).
+pub fn monitor_span(output: &str) -> tracing::Span {
+    tracing::info_span!("monitor", role = ROLE_MONITOR, output)
+}
+
+const ROLE_PULLER: &str = "puller";
+const ROLE_SETUP: &str = "setup";
+const ROLE_MONITOR: &str = "monitor";
+
+/// Which of Devo's threads a log line comes from, built from its innermost span's fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DevoThread {
+    /// Outside any role span: `MainProcess::MainThread`.
+    Main,
+    /// A service's puller.
+    Puller {
+        input: String,
+        input_id: String,
+        service: String,
+    },
+    /// A service's setup check.
+    Setup {
+        input: String,
+        input_id: String,
+        service: String,
+    },
+    /// The sender statistics of an output.
+    Monitor { output: String },
+}
+
+impl DevoThread {
+    /// Devo's thread name, as its log lines show it.
+    pub fn name(&self) -> String {
+        match self {
+            DevoThread::Main => "MainThread".to_owned(),
+            DevoThread::Puller {
+                input,
+                input_id,
+                service,
+            } => format!("IsolationPuller({input},{input_id},{service},predefined)"),
+            DevoThread::Setup {
+                input,
+                input_id,
+                service,
+            } => format!("IsolationPullerSetup(unknown,{input}#{input_id},{service}#predefined)"),
+            DevoThread::Monitor { output } => {
+                format!("DevoSenderManagerMonitor(standard_senders,{output})")
+            }
+        }
+    }
+
+    /// Devo's process of the thread.
+    pub fn process(&self) -> &'static str {
+        match self {
+            DevoThread::Main => "MainProcess",
+            DevoThread::Puller { .. } | DevoThread::Setup { .. } => "InputProcess",
+            DevoThread::Monitor { .. } => "OutputProcess",
+        }
+    }
+
+    /// The module of an internal message: the thread name without its arguments.
+    pub fn module(&self) -> &'static str {
+        match self {
+            DevoThread::Main => "MainThread",
+            DevoThread::Puller { .. } => "IsolationPuller",
+            DevoThread::Setup { .. } => "IsolationPullerSetup",
+            DevoThread::Monitor { .. } => "DevoSenderManagerMonitor",
+        }
+    }
+
+    /// The service the thread works for (empty when none).
+    pub fn service(&self) -> &str {
+        match self {
+            DevoThread::Puller { service, .. } | DevoThread::Setup { service, .. } => service,
+            DevoThread::Main | DevoThread::Monitor { .. } => "",
+        }
+    }
+}
+
+/// The fields of a role span, as recorded.
+#[derive(Default)]
+struct SpanFields {
+    role: String,
+    input: String,
+    input_id: String,
+    service: String,
+    output: String,
+}
+
+impl SpanFields {
+    /// The thread of a role span; `None` for any other span.
+    fn thread(self) -> Option<DevoThread> {
+        let SpanFields {
+            role,
+            input,
+            input_id,
+            service,
+            output,
+        } = self;
+        match role.as_str() {
+            ROLE_PULLER => Some(DevoThread::Puller {
+                input,
+                input_id,
+                service,
+            }),
+            ROLE_SETUP => Some(DevoThread::Setup {
+                input,
+                input_id,
+                service,
+            }),
+            ROLE_MONITOR => Some(DevoThread::Monitor { output }),
+            _ => None,
+        }
+    }
+}
+
+impl Visit for SpanFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.record_debug(field, &format_args!("{value}"));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let slot = match field.name() {
+            "role" => &mut self.role,
+            "input" => &mut self.input,
+            "input_id" => &mut self.input_id,
+            "service" => &mut self.service,
+            "output" => &mut self.output,
+            _ => return,
+        };
+        *slot = format!("{value:?}");
+    }
+}
+
+/// The layer that writes Devo's lines to `writer` (standard error, or a buffer in tests).
+struct DevoLines<W> {
+    format: LogFormat,
+    writer: W,
+}
+
+/// An event's fields: the message and the rest in order.
 #[derive(Default)]
 struct Fields {
     message: String,
-    thread: Option<String>,
     rest: Vec<(&'static str, serde_json::Value)>,
 }
 
@@ -69,8 +220,6 @@ impl Fields {
         match (field.name(), value) {
             ("message", serde_json::Value::String(s)) => self.message.push_str(&s),
             ("message", v) => self.message.push_str(&v.to_string()),
-            ("thread", serde_json::Value::String(s)) => self.thread = Some(s),
-            ("thread", v) => self.thread = Some(v.to_string()),
             (name, v) => self.rest.push((name, v)),
         }
     }
@@ -144,9 +293,10 @@ fn json_line(time: &str, level: &str, process: &str, thread: &str, fields: &Fiel
     line
 }
 
-impl<S> Layer<S> for DevoLines
+impl<S, W> Layer<S> for DevoLines<W>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
 {
     fn on_new_span(
         &self,
@@ -154,27 +304,26 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        let mut fields = Fields::default();
+        let mut fields = SpanFields::default();
         attrs.record(&mut fields);
-        if let (Some(thread), Some(span)) = (fields.thread, ctx.span(id)) {
-            span.extensions_mut().insert(ThreadName(thread));
+        if let (Some(thread), Some(span)) = (fields.thread(), ctx.span(id)) {
+            span.extensions_mut().insert(thread);
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let thread = ctx.event_scope(event).and_then(|scope| {
-            scope
-                .from_root()
-                .filter_map(|s| s.extensions().get::<ThreadName>().map(|t| t.0.clone()))
-                .last()
-        });
-        let (process, thread) = match thread {
-            Some(t) if t.starts_with("DevoSender") => ("OutputProcess", t),
-            Some(t) => ("InputProcess", t),
-            None => ("MainProcess", "MainThread".to_owned()),
-        };
+        let origin = ctx
+            .event_scope(event)
+            .and_then(|scope| {
+                scope
+                    .from_root()
+                    .filter_map(|s| s.extensions().get::<DevoThread>().cloned())
+                    .last()
+            })
+            .unwrap_or(DevoThread::Main);
+        let (process, thread) = (origin.process(), origin.name());
         let level = match *event.metadata().level() {
             Level::ERROR => "ERROR",
             Level::WARN => "WARNING",
@@ -194,9 +343,9 @@ where
             }
         };
         line.push('\n');
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        let _ = self.writer.make_writer().write_all(line.as_bytes());
         if *event.metadata().level() <= Level::WARN {
-            crate::internal::forward(event.metadata(), level, &thread, &fields.message);
+            crate::internal::forward(event.metadata(), level, &origin, &fields.message);
         }
     }
 }
@@ -208,13 +357,93 @@ mod tests {
     fn fields() -> Fields {
         Fields {
             message: "Pull \"Started\"\nnext".into(),
-            thread: None,
             rest: vec![
                 ("count", 3.into()),
                 ("error", "refused".into()),
                 ("level", true.into()),
             ],
         }
+    }
+
+    /// The lines a layer wrote, one per string (time stripped: it is the clock's).
+    fn lines_logged_in(f: impl FnOnce()) -> Vec<String> {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let buf = buf.clone();
+            move || SharedBuf(buf.clone())
+        };
+        let layer = DevoLines {
+            format: LogFormat::Text,
+            writer,
+        };
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f);
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| l.split_once(' ').unwrap().1.to_owned())
+            .collect()
+    }
+
+    struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SharedBuf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn role_spans_name_devos_process_and_thread_from_their_fields() {
+        let lines = lines_logged_in(|| {
+            tracing::info!("main");
+            let puller = puller_span("proofpoint_isolation", "10001", Service::UrlIsolation);
+            puller.in_scope(|| {
+                tracing::info!("Pull Started");
+                // The innermost role span wins.
+                setup_span("proofpoint_isolation", "10001", Service::UrlIsolation)
+                    .in_scope(|| tracing::warn!(count = 2, "in setup"));
+                tracing::info_span!("other").in_scope(|| tracing::info!("nested"));
+            });
+            monitor_span("relay").in_scope(|| tracing::info!("stats"));
+        });
+        assert_eq!(
+            lines,
+            [
+                "   INFO MainProcess::MainThread -> main",
+                "   INFO InputProcess::IsolationPuller(proofpoint_isolation,10001,url_isolation,predefined) -> Pull Started",
+                "WARNING InputProcess::IsolationPullerSetup(unknown,proofpoint_isolation#10001,url_isolation#predefined) -> in setup count=2",
+                "   INFO InputProcess::IsolationPuller(proofpoint_isolation,10001,url_isolation,predefined) -> nested",
+                "   INFO OutputProcess::DevoSenderManagerMonitor(standard_senders,relay) -> stats",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_thread_gives_internal_messages_its_module_and_service() {
+        let setup = DevoThread::Setup {
+            input: "proofpoint_isolation".into(),
+            input_id: "10001".into(),
+            service: "browser_and_email_isolation".into(),
+        };
+        assert_eq!(
+            (setup.module(), setup.service()),
+            ("IsolationPullerSetup", "browser_and_email_isolation")
+        );
+        let monitor = DevoThread::Monitor {
+            output: "relay".into(),
+        };
+        assert_eq!(
+            (monitor.module(), monitor.service()),
+            ("DevoSenderManagerMonitor", "")
+        );
+        assert_eq!(
+            (DevoThread::Main.module(), DevoThread::Main.service()),
+            ("MainThread", "")
+        );
     }
 
     #[test]

@@ -41,18 +41,9 @@ if [ "$MODE" = tls ]; then
   delivered="$work/received.log"
 fi
 
+. scripts/lib/collector_config.sh
 cat >"$work/config.yaml" <<YAML
-globals:
-  id: bench
-  name: bench
-  persistence: {type: filesystem, config: {directory_name: $work/state}}
-outputs:
-$output_yaml
-inputs:
-  proofpoint_isolation:
-    id: "10001"
-    credentials: {api_key: "00000000-0000-0000-0000-000000000000"}
-    services:
+$(config_head_yaml bench "$work" "$output_yaml")
       browser_and_email_isolation:
         override_base_url: http://127.0.0.1:$PORT_WEB
         # iso2web polls a pending job again at once; the simulator completes jobs at once, so a

@@ -28,6 +28,7 @@ OUT=${OUT:-$(mktemp -d /tmp/isolation-bench.XXXXXX)}
 mkdir -p "$OUT"
 PORT_WEB=18180 PORT_URL=18181 PORT_RECV=18190
 KEY=00000000-0000-0000-0000-000000000000
+. scripts/lib/collector_config.sh
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -112,17 +113,7 @@ if [ -z "${SKIP_STEADY:-}" ]; then
     --live-rate 20 --live-late-fraction 0.3 --live-late-minutes 1.5
   start_receiver "$w/count"
   cat >"$w/config.yaml" <<YAML
-globals:
-  id: bench
-  name: bench
-  persistence: {type: filesystem, config: {directory_name: $w/state}}
-outputs:
-  local: {type: file, config: {directory: $w/out}}
-inputs:
-  proofpoint_isolation:
-    id: "10001"
-    credentials: {api_key: "$KEY"}
-    services:
+$(config_head_yaml bench "$w" "  local: {type: file, config: {directory: $w/out}}")
       browser_and_email_isolation:
         override_base_url: http://127.0.0.1:$PORT_WEB
         start_time_in_utc: "$(date -u -d '-1 hour' +%Y-%m-%dT%H:%M:%SZ)"

@@ -38,6 +38,7 @@ bin="${CARGO_TARGET_DIR:-target}/$PROFILE"
 # Certificates: a CA, a server and a client certificate (as scripts/bench/backfill.sh tls).
 c="$work/certs"
 . scripts/lib/tls_receiver.sh
+. scripts/lib/collector_config.sh
 make_pki "$c"
 
 rand_ms() { python3 -c "import random; print(random.randint(30, $KILL_MAX_MS))"; }
@@ -57,19 +58,10 @@ for i in $(seq 1 "$ITER"); do
   start_rsyslog "$it" "$c" "$PORT_TLS"
   for _ in $(seq 1 100); do grep -q '^url:' "$it/sim.log" 2>/dev/null && break; sleep 0.1; done
   sleep 0.5
+  outputs="  local: {type: file, config: {directory: $it/out}}
+$(devo_output_yaml "$c" "$PORT_TLS")"
   cat >"$it/config.yaml" <<YAML
-globals:
-  id: crash
-  name: crash
-  persistence: {type: filesystem, config: {directory_name: $it/state}}
-outputs:
-  local: {type: file, config: {directory: $it/out}}
-$(devo_output_yaml "$c" "$PORT_TLS")
-inputs:
-  proofpoint_isolation:
-    id: "10001"
-    credentials: {api_key: "00000000-0000-0000-0000-000000000000"}
-    services:
+$(config_head_yaml crash "$it" "$outputs")
       browser_and_email_isolation:
         override_base_url: http://127.0.0.1:$PORT_WEB
         job_poll_initial_interval_in_seconds: 0.02

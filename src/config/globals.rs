@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::walker::{Cx, Obj, TimeUnit};
+use super::walker::{Cx, Obj};
 
 #[derive(Clone, Debug)]
 pub struct Globals {
@@ -75,33 +75,31 @@ pub(super) fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
         .map(|n| devo_name(&g.path("name"), n, cx))
         .unwrap_or_else(|| "isolation-collector".into());
     let debug = g.boolean("debug", false, cx);
-    let shutdown_grace_period = g.duration(
-        TimeUnit::Seconds,
-        "shutdown_grace_period_in_seconds",
-        1.0,
-        3600.0,
-        Duration::from_secs(30),
-        cx,
-    );
-    // Devo allows 60..1800; shorter periods are allowed here for tests and debugging.
-    let sender_stats_period = g.duration(
-        TimeUnit::Seconds,
-        "sender_stats_period_in_sec",
-        1.0,
-        1800.0,
-        Duration::from_secs(300),
-        cx,
-    );
     let persistence = persistence(&mut g, cx);
     let metrics_listen = metrics_listen(&mut g, cx);
-    let memory_log_period = g.duration(
-        TimeUnit::Seconds,
-        "memory_log_period_in_sec",
-        10.0,
-        86400.0,
-        Duration::from_secs(300),
-        cx,
-    );
+    let mut shutdown_grace_period = Duration::from_secs(30);
+    let mut sender_stats_period = Duration::from_secs(300);
+    let mut memory_log_period = Duration::from_secs(300);
+    for (key, range, field) in [
+        (
+            "shutdown_grace_period_in_seconds",
+            1.0..=3600.0,
+            &mut shutdown_grace_period,
+        ),
+        // Devo allows 60..1800; shorter periods are allowed here for tests and debugging.
+        (
+            "sender_stats_period_in_sec",
+            1.0..=1800.0,
+            &mut sender_stats_period,
+        ),
+        (
+            "memory_log_period_in_sec",
+            10.0..=86400.0,
+            &mut memory_log_period,
+        ),
+    ] {
+        *field = g.duration(key, range, *field, cx);
+    }
     g.finish(cx);
     Some(Globals {
         metrics_listen,

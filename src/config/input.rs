@@ -32,11 +32,9 @@ pub struct InputConfig {
     pub enabled: bool,
     pub api_key: ApiKey,
     pub key_placement: KeyPlacement,
-    /// Minimum spacing of API requests, from the input's `requests_per_second`; a service's own
-    /// setting wins (see [`InputConfig::request_interval`]).
-    pub min_request_interval: Option<Duration>,
-    /// The input's `requests_limits`, as configured.
-    pub requests_limits: Vec<Limit>,
+    /// The input's `requests_per_second` and `requests_limits`, for all its services; a
+    /// service's own `requests_per_second` wins (see [`InputConfig::request_interval`]).
+    pub pacing: RequestPacing,
     /// The input's limiter, built from `requests_limits`: one for all its services, because
     /// they share one API key (and the vendor's quota is per key). Cloning the config shares it.
     pub input_limiter: Arc<Mutex<RequestLimits>>,
@@ -48,7 +46,9 @@ pub struct InputConfig {
 impl InputConfig {
     /// A service's request spacing: the narrowest level that sets `requests_per_second` wins.
     pub fn request_interval(&self, svc: &ServiceConfig) -> Option<Duration> {
-        svc.min_request_interval.or(self.min_request_interval)
+        svc.pacing
+            .min_request_interval
+            .or(self.pacing.min_request_interval)
     }
 
     /// Every limiter a service's requests must pass: the input's (shared) and its own.
@@ -57,7 +57,7 @@ impl InputConfig {
             .with("inputs.proofpoint_isolation", self.input_limiter.clone())
             .with(
                 &format!("services.{}", svc.service),
-                Arc::new(Mutex::new(RequestLimits::new(&svc.requests_limits))),
+                Arc::new(Mutex::new(RequestLimits::new(&svc.pacing.requests_limits))),
             )
     }
 }
@@ -100,8 +100,7 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
             "The \"input\" configuration entry for proofpoint_isolation is not enabled".into(),
         );
     }
-    let min_request_interval = requests_per_second(&mut i, cx);
-    let requests_limits = requests_limits(&mut i, cx);
+    let pacing = request_pacing(&mut i, cx);
     let environment = i.string("environment", cx);
     let (api_key, key_placement) = credentials(&mut i, cx);
     let connection = parse_api_connection(&mut i, cx);
@@ -116,9 +115,8 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
         enabled,
         api_key: api_key?,
         key_placement,
-        min_request_interval,
-        input_limiter: Arc::new(Mutex::new(RequestLimits::new(&requests_limits))),
-        requests_limits,
+        input_limiter: Arc::new(Mutex::new(RequestLimits::new(&pacing.requests_limits))),
+        pacing,
         environment,
         services,
     })
@@ -342,14 +340,32 @@ fn connect_services(
     }
 }
 
+/// The keys that pace API requests, read alike at the input (shared by its services) and at
+/// each service.
+#[derive(Clone, Debug, Default)]
+pub struct RequestPacing {
+    /// Minimum spacing of requests, from `requests_per_second`.
+    pub min_request_interval: Option<Duration>,
+    /// `requests_limits`, as configured.
+    pub requests_limits: Vec<Limit>,
+}
+
+/// `requests_per_second` and `requests_limits` of the mapping `o`.
+pub(super) fn request_pacing(o: &mut Obj<'_>, cx: &mut Cx) -> RequestPacing {
+    RequestPacing {
+        min_request_interval: requests_per_second(o, cx),
+        requests_limits: requests_limits(o, cx),
+    }
+}
+
 /// `requests_per_second` (any number above zero, up to 1000) as a minimum request spacing.
-pub(super) fn requests_per_second(o: &mut Obj<'_>, cx: &mut Cx) -> Option<Duration> {
+fn requests_per_second(o: &mut Obj<'_>, cx: &mut Cx) -> Option<Duration> {
     o.number("requests_per_second", 0.001, 1000.0, false, cx)
         .map(|rps| Duration::from_secs_f64(1.0 / rps))
 }
 
 /// `requests_limits`: Devo's list of `{period: "<n><unit>", number_of_requests}`.
-pub(super) fn requests_limits(o: &mut Obj<'_>, cx: &mut Cx) -> Vec<Limit> {
+fn requests_limits(o: &mut Obj<'_>, cx: &mut Cx) -> Vec<Limit> {
     let path = o.path("requests_limits");
     let Some(v) = o.get("requests_limits") else {
         return Vec::new();

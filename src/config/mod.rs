@@ -29,7 +29,7 @@ mod services;
 mod walker;
 
 pub use globals::{Globals, Persistence};
-pub use input::{parse_period, InputConfig, KeyPlacement};
+pub use input::{parse_period, InputConfig, KeyPlacement, RequestPacing};
 pub use outputs::{NetworkOutputConfig, OutputConfig, OutputKind, TlsFiles};
 pub use services::ServiceConfig;
 
@@ -76,6 +76,12 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+// What the error for a missing top-level section tells the user to add.
+const ADD_GLOBALS: &str = "add a `globals:` section (at least `persistence`)";
+const ADD_OUTPUTS: &str =
+    "add at least one output, e.g. `outputs: {local: {type: file, config: {directory: out}}}`";
+const ADD_INPUTS: &str = "add `inputs: {proofpoint_isolation: {...}}`";
 
 impl Config {
     /// Reads, substitutes and validates a config file.
@@ -126,33 +132,16 @@ impl Config {
             ]);
         };
         let mut top = Obj::new("", root_map);
-        let globals = match top.map("globals", &mut cx) {
-            Some(g) => parse_globals(g, &mut cx),
-            None => {
-                cx.error(
-                    "globals",
-                    "missing; add a `globals:` section (at least `persistence`)".into(),
-                );
-                None
-            }
-        };
-        let outputs = match top.map("outputs", &mut cx) {
-            Some(o) => parse_outputs(o, &mut cx),
-            None => {
-                cx.error("outputs", "missing; add at least one output, e.g. `outputs: {local: {type: file, config: {directory: out}}}`".into());
-                Vec::new()
-            }
-        };
-        let input = match top.map("inputs", &mut cx) {
-            Some(i) => parse_inputs(i, &mut cx),
-            None => {
-                cx.error(
-                    "inputs",
-                    "missing; add `inputs: {proofpoint_isolation: {...}}`".into(),
-                );
-                None
-            }
-        };
+        let globals = top
+            .required_map("globals", ADD_GLOBALS, &mut cx)
+            .and_then(|g| parse_globals(g, &mut cx));
+        let outputs = top
+            .required_map("outputs", ADD_OUTPUTS, &mut cx)
+            .map(|o| parse_outputs(o, &mut cx))
+            .unwrap_or_default();
+        let input = top
+            .required_map("inputs", ADD_INPUTS, &mut cx)
+            .and_then(|i| parse_inputs(i, &mut cx));
         top.finish(&mut cx);
         if let Some(input) = &input {
             check_shared_tables(&outputs, input, &mut cx);

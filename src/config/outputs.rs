@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
-use super::walker::{join, show, Cx, Obj, TimeUnit};
+use super::walker::{join, show, Cx, Obj};
 
 #[derive(Clone, Debug)]
 pub struct OutputConfig {
@@ -235,22 +235,14 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
         .number("max_record_bytes", 1024.0, 64.0 * 1024.0 * 1024.0, true, cx)
         .map(|n| n as usize)
         .unwrap_or(crate::output::syslog::DEFAULT_MAX_RECORD_BYTES);
-    let confirm_timeout = c.duration(
-        TimeUnit::Seconds,
-        "confirm_timeout_in_seconds",
-        0.1,
-        600.0,
-        Duration::from_secs(30),
-        cx,
-    );
-    let connect_timeout = c.duration(
-        TimeUnit::Seconds,
-        "connect_timeout_in_seconds",
-        0.1,
-        600.0,
-        Duration::from_secs(10),
-        cx,
-    );
+    let mut confirm_timeout = Duration::from_secs(30);
+    let mut connect_timeout = Duration::from_secs(10);
+    for (key, field) in [
+        ("confirm_timeout_in_seconds", &mut confirm_timeout),
+        ("connect_timeout_in_seconds", &mut connect_timeout),
+    ] {
+        *field = c.duration(key, 0.1..=600.0, *field, cx);
+    }
     if devo {
         if let Some(a) = &address {
             warn_unless_devo_address(&c, a, cx);

@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::input::{requests_limits, requests_per_second};
+use super::input::{request_pacing, RequestPacing};
 use super::obfuscation::parse_obfuscation;
-use super::walker::{Cx, Obj, TimeUnit};
+use super::walker::{Cx, Obj};
 use crate::isolation::connection::ApiConnection;
-use crate::isolation::limiter::Limit;
 use crate::pipeline::obfuscate::ObfuscationRule;
 use crate::service::{Service, API_PATH, BASE_TAG};
 
@@ -24,10 +23,9 @@ pub struct ServiceConfig {
     /// `use_time_slots_for_retrievals`: daemon cycles start at wall-clock multiples of
     /// `request_period` (after the first, which starts at once).
     pub use_time_slots: bool,
-    /// The service's own `requests_per_second`, as a minimum spacing of its requests.
-    pub min_request_interval: Option<Duration>,
-    /// The service's own `requests_limits` (its limiter is built per puller).
-    pub requests_limits: Vec<Limit>,
+    /// The service's own `requests_per_second` and `requests_limits` (its limiter is built per
+    /// puller).
+    pub pacing: RequestPacing,
     /// `start_time_in_utc` as configured (`None`: the API's 30-day retention).
     pub start_time: Option<DateTime<Utc>>,
     /// `start_time_in_utc` exactly as written, stored in state to detect a change.
@@ -72,8 +70,7 @@ impl ServiceConfig {
             overrides: Vec::new(),
             request_period: Duration::from_secs(60),
             use_time_slots: false,
-            min_request_interval: None,
-            requests_limits: Vec::new(),
+            pacing: RequestPacing::default(),
             start_time: None,
             start_time_text: None,
             window_offset: Duration::ZERO,
@@ -104,10 +101,8 @@ pub(super) fn parse_service(
 ) -> Option<ServiceConfig> {
     let mut c = ServiceConfig::defaults(service);
     c.request_period = s.duration(
-        TimeUnit::Seconds,
         "request_period_in_seconds",
-        1.0,
-        604_800.0,
+        1.0..=604_800.0,
         c.request_period,
         cx,
     );
@@ -122,8 +117,7 @@ pub(super) fn parse_service(
         None => Vec::new(),
         Some(v) => parse_obfuscation(&s.path("obfuscation_data"), v, cx),
     };
-    c.min_request_interval = requests_per_second(&mut s, cx);
-    c.requests_limits = requests_limits(&mut s, cx);
+    c.pacing = request_pacing(&mut s, cx);
     c.use_time_slots = use_time_slots(&mut s, c.request_period, cx);
     s.ignored = &["retries"];
     s.finish(cx);
@@ -178,7 +172,7 @@ fn windows(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
             &mut c.sweep_interval,
         ),
     ] {
-        *field = s.duration(TimeUnit::Minutes, key, min, 1440.0, *field, cx);
+        *field = s.duration(key, min..=1440.0, *field, cx);
     }
 }
 
@@ -239,36 +233,26 @@ fn page_limits(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
 
 /// The request timeout and the polling of a report job.
 fn job_timings(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
-    for (key, min, max, field) in [
+    for (key, range, field) in [
         (
             "request_timeout_in_seconds",
-            0.1,
-            3600.0,
+            0.1..=3600.0,
             &mut c.request_timeout,
         ),
         (
             "job_poll_initial_interval_in_seconds",
-            0.001,
-            600.0,
+            0.001..=600.0,
             &mut c.job_poll_initial,
         ),
         (
             "job_poll_max_interval_in_seconds",
-            0.001,
-            3600.0,
+            0.001..=3600.0,
             &mut c.job_poll_max,
         ),
+        ("job_timeout_in_minutes", 0.001..=1440.0, &mut c.job_timeout),
     ] {
-        *field = s.duration(TimeUnit::Seconds, key, min, max, *field, cx);
+        *field = s.duration(key, range, *field, cx);
     }
-    c.job_timeout = s.duration(
-        TimeUnit::Minutes,
-        "job_timeout_in_minutes",
-        0.001,
-        1440.0,
-        c.job_timeout,
-        cx,
-    );
 }
 
 /// `max_retries` and the backoff between retries.
@@ -285,7 +269,7 @@ fn retries(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
         ),
         ("retry_max_interval_in_seconds", 3600.0, &mut c.retry_max),
     ] {
-        *field = s.duration(TimeUnit::Seconds, key, 0.001, max, *field, cx);
+        *field = s.duration(key, 0.001..=max, *field, cx);
     }
 }
 

@@ -129,6 +129,64 @@ inputs:
     assert_eq!(errors.len(), expect.len(), "{errors:#?}");
 }
 
+/// Every duration key set to 20: the `..._in_minutes` keys must read 20 minutes, the others
+/// 20 seconds (the walker takes the unit from the key's name).
+#[test]
+fn every_duration_key_is_read_in_the_unit_its_name_says() {
+    let c = parse(
+        r#"
+globals:
+  persistence: {type: memory}
+  shutdown_grace_period_in_seconds: 20
+  sender_stats_period_in_sec: 20
+  memory_log_period_in_sec: 20
+outputs:
+  s: {type: syslog, config: {address: 127.0.0.1, port: 514, confirm_timeout_in_seconds: 20, connect_timeout_in_seconds: 20}}
+inputs:
+  proofpoint_isolation:
+    id: "10001"
+    credentials: {api_key: "${KEY}"}
+    services:
+      url_isolation:
+        request_period_in_seconds: 20
+        override_query_window_offset_in_minutes: 20
+        late_arrival_lookback_in_minutes: 20
+        late_arrival_sweep_interval_in_minutes: 20
+        request_timeout_in_seconds: 20
+        job_poll_initial_interval_in_seconds: 20
+        job_poll_max_interval_in_seconds: 20
+        job_timeout_in_minutes: 20
+        retry_initial_interval_in_seconds: 20
+        retry_max_interval_in_seconds: 20
+"#,
+    )
+    .unwrap();
+    let (secs, mins) = (Duration::from_secs(20), Duration::from_secs(20 * 60));
+    let g = &c.globals;
+    let globals = [
+        g.shutdown_grace_period,
+        g.sender_stats_period,
+        g.memory_log_period,
+    ];
+    assert_eq!(globals, [secs; 3]);
+    let OutputKind::Network(n) = &c.outputs[0].kind else {
+        panic!("not a network output: {:?}", c.outputs[0].kind);
+    };
+    assert_eq!([n.confirm_timeout, n.connect_timeout], [secs; 2]);
+    let s = &c.input.services[0];
+    let in_seconds = [
+        s.request_period,
+        s.request_timeout,
+        s.job_poll_initial,
+        s.job_poll_max,
+        s.retry_initial,
+        s.retry_max,
+    ];
+    assert_eq!(in_seconds, [secs; 6]);
+    let in_minutes = [s.window_offset, s.lookback, s.sweep_interval, s.job_timeout];
+    assert_eq!(in_minutes, [mins; 4]);
+}
+
 #[test]
 fn missing_sections_and_bad_yaml() {
     let errors = parse("globals: {}\n").unwrap_err();
@@ -504,14 +562,18 @@ fn requests_limits_at_both_levels_and_the_narrowest_requests_per_second() {
     .unwrap();
     let input = &c.input;
     let limits: Vec<(u64, Option<u32>)> = input
+        .pacing
         .requests_limits
         .iter()
         .map(|l| (l.period.as_secs(), l.max_requests))
         .collect();
     assert_eq!(limits, [(1, Some(5)), (30 * 86_400, None)]);
     let (web, url) = (&input.services[0], &input.services[1]);
-    assert_eq!(url.requests_limits[0].period, Duration::from_secs(7_200));
-    assert_eq!(url.requests_limits[0].max_requests, Some(9_999_999));
+    assert_eq!(
+        url.pacing.requests_limits[0].period,
+        Duration::from_secs(7_200)
+    );
+    assert_eq!(url.pacing.requests_limits[0].max_requests, Some(9_999_999));
     assert_eq!(
         input.request_interval(web),
         Some(Duration::from_millis(500))

@@ -3,6 +3,7 @@
 //! of the whole file, so that a config with five mistakes is reported once, with five lines.
 
 use std::collections::BTreeSet;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -98,6 +99,16 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// A mapping the file must have: absent (or not a mapping), it is an error that says
+    /// `missing; {add}`.
+    pub(super) fn required_map(&mut self, key: &str, add: &str, cx: &mut Cx) -> Option<Obj<'a>> {
+        let map = self.map(key, cx);
+        if map.is_none() {
+            cx.error(&self.path(key), format!("missing; {add}"));
+        }
+        map
+    }
+
     pub(super) fn string(&mut self, key: &str, cx: &mut Cx) -> Option<String> {
         let path = self.path(key);
         match self.get(key)? {
@@ -181,19 +192,17 @@ impl<'a> Obj<'a> {
         }
     }
 
-    /// A number of `unit`s within `min..=max`, as a duration (`default` if absent or invalid;
-    /// the error is recorded).
+    /// A number within `range`, in the unit the key's name says (`..._in_minutes`, else
+    /// seconds), as a duration (`default` if absent or invalid; the error is recorded).
     pub(super) fn duration(
         &mut self,
-        unit: TimeUnit,
         key: &str,
-        min: f64,
-        max: f64,
+        range: RangeInclusive<f64>,
         default: Duration,
         cx: &mut Cx,
     ) -> Duration {
-        self.number(key, min, max, false, cx)
-            .map(|n| Duration::from_secs_f64(n * unit.seconds()))
+        self.number(key, *range.start(), *range.end(), false, cx)
+            .map(|n| Duration::from_secs_f64(n * TimeUnit::of(key).seconds()))
             .unwrap_or(default)
     }
 
@@ -282,14 +291,27 @@ pub(super) fn show(v: &Value) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// The unit a duration key is written in (its name says it: `..._in_seconds`, `..._in_minutes`).
+/// The unit a duration key is written in: its name says it (`..._in_seconds`, `..._in_sec`,
+/// `..._in_minutes`), so the unit is taken from the name and cannot disagree with it.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum TimeUnit {
+enum TimeUnit {
     Seconds,
     Minutes,
 }
 
 impl TimeUnit {
+    fn of(key: &str) -> TimeUnit {
+        if key.ends_with("_in_minutes") {
+            TimeUnit::Minutes
+        } else {
+            debug_assert!(
+                key.ends_with("_in_seconds") || key.ends_with("_in_sec"),
+                "duration key `{key}` does not name its unit"
+            );
+            TimeUnit::Seconds
+        }
+    }
+
     fn seconds(self) -> f64 {
         match self {
             TimeUnit::Seconds => 1.0,

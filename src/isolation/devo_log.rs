@@ -1,5 +1,5 @@
-//! Devo's log wording for the puller: its thread names and the lines Devo's collector writes
-//! around setup, `pre_pull` and the pull loop (devo-platform.md §3.1–3.3).
+//! Devo's log wording for the puller: the lines Devo's collector writes around setup, `pre_pull`
+//! and the pull loop (devo-platform.md §3.2–3.4).
 //!
 //! These lines are a contract, not prose: dashboards, alerts and runbooks written for Devo's
 //! collector match them byte for byte. So they live here, one function per moment, where they can
@@ -16,20 +16,15 @@ use tracing::{error, info, warn};
 
 use crate::config::{InputConfig, ServiceConfig};
 
-/// Devo's thread name of a service's puller (§3.1), the `thread` of its log lines.
+/// Devo's thread name of a service's puller (§3.1), which some of Devo's lines repeat in the
+/// message ([`crate::telemetry::DevoThread`] names the threads of all lines).
 pub fn puller_thread(input: &InputConfig, svc: &ServiceConfig) -> String {
-    format!(
-        "IsolationPuller({},{},{},predefined)",
-        input.name, input.id, svc.service
-    )
-}
-
-/// Devo's thread name of a service's setup (§3.1), the `thread` of its log lines.
-pub fn setup_thread(input: &InputConfig, svc: &ServiceConfig) -> String {
-    format!(
-        "IsolationPullerSetup(unknown,{}#{},{}#predefined)",
-        input.name, input.id, svc.service
-    )
+    crate::telemetry::DevoThread::Puller {
+        input: input.name.clone(),
+        input_id: input.id.clone(),
+        service: svc.service.to_string(),
+    }
+    .name()
 }
 
 /// The setup check starts (§3.2).

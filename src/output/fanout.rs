@@ -44,8 +44,16 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// `metrics` counts every delivery attempt per output; `cancel` ends the waits between tries.
-    pub fn new(outputs: Vec<Output>, metrics: ServiceMetrics, cancel: CancellationToken) -> Self {
+    /// `metrics` counts every delivery attempt per output; `cancel` ends the waits between tries
+    /// (ours and the outputs' own).
+    pub fn new(
+        mut outputs: Vec<Output>,
+        metrics: ServiceMetrics,
+        cancel: CancellationToken,
+    ) -> Self {
+        for o in &mut outputs {
+            o.stop_retries_on(cancel.clone());
+        }
         Outputs {
             outputs,
             metrics,

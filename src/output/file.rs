@@ -147,35 +147,38 @@ impl FileOutput {
         }
         let path = Self::path_for(&self.directory, table);
         let file = self.open_file(&path)?;
-        let entry = self.files.get_mut(table).expect("entry() created it");
-        let result = cut_back(&file, entry.len);
-        match result {
-            Ok(CutBack::Cut(removed)) => {
-                tracing::warn!(
-                    output = %self.name,
-                    file = %path.display(),
-                    "Removed {removed} byte(s) left by a failed write; the batch is written again whole."
-                );
-            }
-            Ok(CutBack::Shorter(actual)) => {
-                tracing::warn!(
-                    output = %self.name,
-                    file = %path.display(),
-                    "The file is shorter than its last confirmed length ({actual} < {} bytes): it was truncated by someone else; appending.",
-                    entry.len
-                );
-                entry.len = actual;
-            }
-            Ok(CutBack::Unchanged) => {}
-            Err(e) => {
-                return Err(self.io_error(
+        let confirmed = self.files[table].len;
+        let len = self
+            .cut_back_warned(&path, &file, confirmed, CutReason::FailedWrite)
+            .map_err(|e| {
+                self.io_error(
                     format!("removing a failed write from {}", path.display()),
                     e,
-                ))
-            }
-        }
+                )
+            })?;
+        let entry = self.files.get_mut(table).expect("entry() created it");
+        entry.len = len;
         entry.file = Some(file);
         Ok(())
+    }
+
+    /// Cuts `file` back to `len` ([`cut_back`]) and warns about what it found there, in the
+    /// words of `reason`; returns the file's length now (shorter than `len` if someone else
+    /// truncated it: it is never extended).
+    fn cut_back_warned(
+        &self,
+        path: &Path,
+        file: &File,
+        len: u64,
+        reason: CutReason,
+    ) -> std::io::Result<u64> {
+        let (message, now) = match cut_back(file, len)? {
+            CutBack::Unchanged => return Ok(len),
+            CutBack::Cut(removed) => (reason.cut(removed), len),
+            CutBack::Shorter(actual) => (reason.shorter(actual, len), actual),
+        };
+        tracing::warn!(output = %self.name, file = %path.display(), "{message}");
+        Ok(now)
     }
 
     /// Cuts off anything written after the committed length (see the module doc).
@@ -198,27 +201,15 @@ impl FileOutput {
             self.repair(table)?;
             return Ok(Some(self.files[table].len));
         };
-        match cut_back(&file, committed) {
-            Ok(CutBack::Cut(removed)) => tracing::warn!(
-                output = %self.name,
-                file = %path.display(),
-                "Removing {removed} byte(s) written after the last checkpoint; they will be delivered again."
-            ),
-            Ok(CutBack::Shorter(actual)) => {
-                tracing::warn!(
-                    output = %self.name,
-                    file = %path.display(),
-                    "The file is shorter than at the last checkpoint ({actual} < {committed} bytes): it was rotated or truncated by someone else; appending."
-                );
-                self.files.get_mut(table).expect("entry() created it").len = actual;
-            }
-            Ok(CutBack::Unchanged) => {}
+        let len = match self.cut_back_warned(&path, &file, committed, CutReason::Checkpoint) {
+            Ok(len) => len,
             Err(e) => {
                 // The handle stays dropped: the next call reopens and cuts again.
                 return Err(self.io_error(format!("truncating {}", path.display()), e));
             }
-        }
+        };
         let entry = self.files.get_mut(table).expect("entry() created it");
+        entry.len = len;
         entry.file = Some(file);
         Ok(Some(entry.len))
     }
@@ -305,6 +296,31 @@ fn append_batch(
         )));
     }
     Ok(written)
+}
+
+/// Why a file is cut back, which decides how the warnings read.
+#[derive(Clone, Copy)]
+enum CutReason {
+    /// A write failed: its remains are removed before the batch is written again.
+    FailedWrite,
+    /// A restart: what was written after the last checkpoint is removed and delivered again.
+    Checkpoint,
+}
+
+impl CutReason {
+    fn cut(self, removed: u64) -> String {
+        match self {
+            CutReason::FailedWrite => format!("Removed {removed} byte(s) left by a failed write; the batch is written again whole."),
+            CutReason::Checkpoint => format!("Removing {removed} byte(s) written after the last checkpoint; they will be delivered again."),
+        }
+    }
+
+    fn shorter(self, actual: u64, len: u64) -> String {
+        match self {
+            CutReason::FailedWrite => format!("The file is shorter than its last confirmed length ({actual} < {len} bytes): it was truncated by someone else; appending."),
+            CutReason::Checkpoint => format!("The file is shorter than at the last checkpoint ({actual} < {len} bytes): it was rotated or truncated by someone else; appending."),
+        }
+    }
 }
 
 /// What [`cut_back`] found.

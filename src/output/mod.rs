@@ -27,6 +27,8 @@ pub mod syslog;
 
 pub use fanout::{FanOutError, Outputs};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::event::Event;
 
 /// An error from an output. Every variant means "not confirmed": the batch is delivered again.
@@ -87,6 +89,14 @@ impl Output {
             Output::File(o) => o.deliver(table, events).await,
             Output::Console(o) => o.deliver(table, events).await,
             Output::Syslog(o) => o.deliver(table, events).await,
+        }
+    }
+
+    /// Waits between an output's own tries end when `cancel` fires (only network outputs
+    /// retry on their own).
+    pub fn stop_retries_on(&mut self, cancel: CancellationToken) {
+        if let Output::Syslog(o) = self {
+            o.stop_retries_on(cancel);
         }
     }
 

@@ -279,17 +279,9 @@ impl Obfuscator {
                     continue;
                 }
             }
-            let mut edits = Vec::new();
-            let mut found = Found::default();
-            let base = text.as_ptr() as usize;
-            walk(
-                base,
-                text,
-                &c.rule.path,
-                &c.rule.action,
-                &mut edits,
-                &mut found,
-            )?;
+            let mut pass = Pass::new(text);
+            pass.walk(text, &c.rule.path, &c.rule.action)?;
+            let Pass { edits, found, .. } = pass;
             if found.targets == 0 {
                 report.missing[i] += 1;
             }
@@ -349,83 +341,6 @@ fn splice(text: &str, edits: &[Edit]) -> String {
     out
 }
 
-/// The byte range of `raw` (a slice of the text starting at `base`) in that text.
-fn range_of(base: usize, raw: &str) -> Range<usize> {
-    let start = raw.as_ptr() as usize - base;
-    start..start + raw.len()
-}
-
-/// Follows `path` from `raw` and records an edit for each value it reaches. All the values one
-/// path reaches sit at the same depth, so their ranges never overlap and come in order.
-fn walk(
-    base: usize,
-    raw: &str,
-    path: &[PathSegment],
-    action: &Action,
-    edits: &mut Vec<Edit>,
-    found: &mut Found,
-) -> Result<(), serde_json::Error> {
-    let Some((segment, rest)) = path.split_first() else {
-        found.targets += 1;
-        return act(base, raw, action, edits, found);
-    };
-    match raw.as_bytes().first() {
-        Some(b'{') => {
-            let members = match serde_json::from_str(raw) {
-                Ok(Members(members)) => members,
-                Err(e) => return mask_unreadable(base, raw, e, edits, found),
-            };
-            for (k, v) in members {
-                if matches!(segment, PathSegment::Any)
-                    || matches!(segment, PathSegment::Key(s) if *s == k.0)
-                {
-                    walk(base, v.get(), rest, action, edits, found)?;
-                }
-            }
-        }
-        Some(b'[') => {
-            let items: Vec<&RawValue> = match serde_json::from_str(raw) {
-                Ok(items) => items,
-                Err(e) => return mask_unreadable(base, raw, e, edits, found),
-            };
-            for (i, v) in items.into_iter().enumerate() {
-                let hit = match segment {
-                    PathSegment::Any => true,
-                    PathSegment::Key(s) => s.parse::<usize>().ok() == Some(i),
-                };
-                if hit {
-                    walk(base, v.get(), rest, action, edits, found)?;
-                }
-            }
-        }
-        // A key under a scalar: the path reaches nothing here.
-        _ => {}
-    }
-    Ok(())
-}
-
-/// A nested object or list the path cannot be followed through (a member name holding an
-/// invalid escape): the target is somewhere inside, so the whole of it is masked. The event
-/// itself (at `base`) failing to parse is an error: there is nothing to deliver.
-fn mask_unreadable(
-    base: usize,
-    raw: &str,
-    error: serde_json::Error,
-    edits: &mut Vec<Edit>,
-    found: &mut Found,
-) -> Result<(), serde_json::Error> {
-    if raw.as_ptr() as usize == base {
-        return Err(error);
-    }
-    found.targets += 1;
-    found.fallback = true;
-    edits.push(Edit {
-        range: range_of(base, raw),
-        text: quoted(MASK),
-    });
-    Ok(())
-}
-
 /// A string's text, or `None` when it has none (a lone UTF-16 surrogate escape, which JSON's
 /// syntax allows): the caller masks it.
 fn string_text(raw: &str, found: &mut Found) -> Option<String> {
@@ -483,123 +398,197 @@ fn quoted(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| default_mask(Kind::String).to_owned())
 }
 
-/// Applies `action` to the value `raw`. `null` is left alone everywhere: it holds nothing.
-fn act(
+/// One rule's pass over one event's text: the edits it records and what it found. The values
+/// it visits are slices of that text, so a value's byte range is its address minus `base`, the
+/// address of the text's first byte.
+struct Pass {
     base: usize,
-    raw: &str,
-    action: &Action,
-    edits: &mut Vec<Edit>,
-    found: &mut Found,
-) -> Result<(), serde_json::Error> {
-    let kind = kind(raw);
-    if kind == Kind::Null {
-        return Ok(());
+    edits: Vec<Edit>,
+    found: Found,
+}
+
+impl Pass {
+    fn new(text: &str) -> Pass {
+        Pass {
+            base: text.as_ptr() as usize,
+            edits: Vec::new(),
+            found: Found::default(),
+        }
     }
-    let non_scalar = matches!(kind, Kind::Object | Kind::Array);
-    found.non_scalar |= non_scalar;
-    let text = match action {
-        Action::Mask { .. } if non_scalar => quoted(MASK),
-        Action::Mask { value: Some(v) } if same_type(v, kind) => v.to_string(),
-        Action::Mask { value } => {
-            found.type_mismatch |= value.is_some();
-            default_mask(kind).to_owned()
-        }
-        Action::Hmac { key } => {
-            let token = match kind {
-                Kind::String => match string_text(raw, found) {
-                    Some(text) => key.token(text.as_bytes()),
-                    None => return push_default_mask(base, raw, kind, edits),
-                },
-                // Numbers as written, booleans as `true`/`false`, objects and lists as their
-                // compact JSON text.
-                _ => key.token(raw.as_bytes()),
-            };
-            quoted(&token)
-        }
-        Action::Patterns {
-            regexes,
-            replacement,
-        } => match kind {
-            Kind::String => {
-                let Some(s) = string_text(raw, found) else {
-                    return push_default_mask(base, raw, kind, edits);
+
+    /// Records that the value `raw` (a slice of the text) is replaced by `text`.
+    fn replace(&mut self, raw: &str, text: String) {
+        let start = raw.as_ptr() as usize - self.base;
+        self.edits.push(Edit {
+            range: start..start + raw.len(),
+            text,
+        });
+    }
+
+    /// Follows `path` from `raw` and records an edit for each value it reaches. All the values
+    /// one path reaches sit at the same depth, so their ranges never overlap and come in order.
+    fn walk(
+        &mut self,
+        raw: &str,
+        path: &[PathSegment],
+        action: &Action,
+    ) -> Result<(), serde_json::Error> {
+        let Some((segment, rest)) = path.split_first() else {
+            self.found.targets += 1;
+            return self.act(raw, action);
+        };
+        match raw.as_bytes().first() {
+            Some(b'{') => {
+                let members = match serde_json::from_str(raw) {
+                    Ok(Members(members)) => members,
+                    Err(e) => return self.mask_unreadable(raw, e),
                 };
-                let mut out = std::borrow::Cow::Borrowed(s.as_str());
-                for re in regexes {
-                    if let std::borrow::Cow::Owned(o) =
-                        re.replace_all(&out, regex::NoExpand(replacement))
+                for (k, v) in members {
+                    if matches!(segment, PathSegment::Any)
+                        || matches!(segment, PathSegment::Key(s) if *s == k.0)
                     {
-                        out = std::borrow::Cow::Owned(o);
+                        self.walk(v.get(), rest, action)?;
                     }
                 }
-                match out {
-                    std::borrow::Cow::Borrowed(_) => return Ok(()),
-                    std::borrow::Cow::Owned(o) => quoted(&o),
+            }
+            Some(b'[') => {
+                let items: Vec<&RawValue> = match serde_json::from_str(raw) {
+                    Ok(items) => items,
+                    Err(e) => return self.mask_unreadable(raw, e),
+                };
+                for (i, v) in items.into_iter().enumerate() {
+                    let hit = match segment {
+                        PathSegment::Any => true,
+                        PathSegment::Key(s) => s.parse::<usize>().ok() == Some(i),
+                    };
+                    if hit {
+                        self.walk(v.get(), rest, action)?;
+                    }
                 }
             }
-            Kind::Object | Kind::Array => {
-                // Every value inside, at any depth.
-                let mut inner = Found::default();
-                let result = walk_all(base, raw, action, edits, &mut inner);
-                found.fallback |= inner.fallback;
-                return result;
-            }
-            // A partial replacement would change the type: mask the whole value when any
-            // pattern matches its text.
-            _ if regexes.iter().any(|re| re.is_match(raw)) => default_mask(kind).to_owned(),
-            _ => return Ok(()),
-        },
-    };
-    edits.push(Edit {
-        range: range_of(base, raw),
-        text,
-    });
-    Ok(())
-}
-
-fn push_default_mask(
-    base: usize,
-    raw: &str,
-    kind: Kind,
-    edits: &mut Vec<Edit>,
-) -> Result<(), serde_json::Error> {
-    edits.push(Edit {
-        range: range_of(base, raw),
-        text: default_mask(kind).to_owned(),
-    });
-    Ok(())
-}
-
-/// Applies a patterns action to every scalar inside `raw`.
-fn walk_all(
-    base: usize,
-    raw: &str,
-    action: &Action,
-    edits: &mut Vec<Edit>,
-    found: &mut Found,
-) -> Result<(), serde_json::Error> {
-    match kind(raw) {
-        Kind::Object => {
-            let members = match serde_json::from_str(raw) {
-                Ok(Members(members)) => members,
-                Err(e) => return mask_unreadable(base, raw, e, edits, found),
-            };
-            for (_, v) in members {
-                walk_all(base, v.get(), action, edits, found)?;
-            }
-            Ok(())
+            // A key under a scalar: the path reaches nothing here.
+            _ => {}
         }
-        Kind::Array => {
-            let items: Vec<&RawValue> = match serde_json::from_str(raw) {
-                Ok(items) => items,
-                Err(e) => return mask_unreadable(base, raw, e, edits, found),
-            };
-            for v in items {
-                walk_all(base, v.get(), action, edits, found)?;
-            }
-            Ok(())
+        Ok(())
+    }
+
+    /// A nested object or list the path cannot be followed through (a member name holding an
+    /// invalid escape): the target is somewhere inside, so the whole of it is masked. The event
+    /// itself (at `base`) failing to parse is an error: there is nothing to deliver.
+    fn mask_unreadable(
+        &mut self,
+        raw: &str,
+        error: serde_json::Error,
+    ) -> Result<(), serde_json::Error> {
+        if raw.as_ptr() as usize == self.base {
+            return Err(error);
         }
-        _ => act(base, raw, action, edits, found),
+        self.found.targets += 1;
+        self.found.fallback = true;
+        self.replace(raw, quoted(MASK));
+        Ok(())
+    }
+
+    /// Masks the value `raw` with its kind's default (a string whose text cannot be read).
+    fn mask_default(&mut self, raw: &str, kind: Kind) -> Result<(), serde_json::Error> {
+        self.replace(raw, default_mask(kind).to_owned());
+        Ok(())
+    }
+
+    /// Applies `action` to the value `raw`. `null` is left alone everywhere: it holds nothing.
+    fn act(&mut self, raw: &str, action: &Action) -> Result<(), serde_json::Error> {
+        let kind = kind(raw);
+        if kind == Kind::Null {
+            return Ok(());
+        }
+        let non_scalar = matches!(kind, Kind::Object | Kind::Array);
+        self.found.non_scalar |= non_scalar;
+        let text = match action {
+            Action::Mask { .. } if non_scalar => quoted(MASK),
+            Action::Mask { value: Some(v) } if same_type(v, kind) => v.to_string(),
+            Action::Mask { value } => {
+                self.found.type_mismatch |= value.is_some();
+                default_mask(kind).to_owned()
+            }
+            Action::Hmac { key } => {
+                let token = match kind {
+                    Kind::String => match string_text(raw, &mut self.found) {
+                        Some(text) => key.token(text.as_bytes()),
+                        None => return self.mask_default(raw, kind),
+                    },
+                    // Numbers as written, booleans as `true`/`false`, objects and lists as
+                    // their compact JSON text.
+                    _ => key.token(raw.as_bytes()),
+                };
+                quoted(&token)
+            }
+            Action::Patterns {
+                regexes,
+                replacement,
+            } => match kind {
+                Kind::String => {
+                    let Some(s) = string_text(raw, &mut self.found) else {
+                        return self.mask_default(raw, kind);
+                    };
+                    let mut out = std::borrow::Cow::Borrowed(s.as_str());
+                    for re in regexes {
+                        if let std::borrow::Cow::Owned(o) =
+                            re.replace_all(&out, regex::NoExpand(replacement))
+                        {
+                            out = std::borrow::Cow::Owned(o);
+                        }
+                    }
+                    match out {
+                        std::borrow::Cow::Borrowed(_) => return Ok(()),
+                        std::borrow::Cow::Owned(o) => quoted(&o),
+                    }
+                }
+                Kind::Object | Kind::Array => {
+                    // Every value inside, at any depth. Those values are not targets of the
+                    // path: of what that walk finds, only a fallback counts for the rule.
+                    let outer = std::mem::take(&mut self.found);
+                    let result = self.walk_all(raw, action);
+                    self.found = Found {
+                        fallback: outer.fallback || self.found.fallback,
+                        ..outer
+                    };
+                    return result;
+                }
+                // A partial replacement would change the type: mask the whole value when any
+                // pattern matches its text.
+                _ if regexes.iter().any(|re| re.is_match(raw)) => default_mask(kind).to_owned(),
+                _ => return Ok(()),
+            },
+        };
+        self.replace(raw, text);
+        Ok(())
+    }
+
+    /// Applies a patterns action to every scalar inside `raw`.
+    fn walk_all(&mut self, raw: &str, action: &Action) -> Result<(), serde_json::Error> {
+        match kind(raw) {
+            Kind::Object => {
+                let members = match serde_json::from_str(raw) {
+                    Ok(Members(members)) => members,
+                    Err(e) => return self.mask_unreadable(raw, e),
+                };
+                for (_, v) in members {
+                    self.walk_all(v.get(), action)?;
+                }
+                Ok(())
+            }
+            Kind::Array => {
+                let items: Vec<&RawValue> = match serde_json::from_str(raw) {
+                    Ok(items) => items,
+                    Err(e) => return self.mask_unreadable(raw, e),
+                };
+                for v in items {
+                    self.walk_all(v.get(), action)?;
+                }
+                Ok(())
+            }
+            _ => self.act(raw, action),
+        }
     }
 }
 

@@ -180,6 +180,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A planner over `0..to` (not a sweep) for pages of 100 events.
+    fn planner_from_zero(to: Millis) -> WindowPlanner {
+        let range = CycleRange {
+            from: 0,
+            to,
+            sweep: false,
+        };
+        WindowPlanner::new(range, 100, None)
+    }
+
     #[test]
     fn live_cycles_start_at_the_checkpoint_and_sweeps_at_settled() {
         let mut c = Cursors::new(0);
@@ -220,12 +230,7 @@ mod tests {
 
     #[test]
     fn a_window_that_is_too_big_is_shrunk() {
-        let range = CycleRange {
-            from: 0,
-            to: 1_000_000,
-            sweep: false,
-        };
-        let mut p = WindowPlanner::new(range, 100, None);
+        let mut p = planner_from_zero(1_000_000);
         let w = p.next_window().unwrap();
         assert_eq!(
             w,
@@ -245,12 +250,7 @@ mod tests {
     /// big, and was abandoned: every other job was wasted.
     #[test]
     fn an_empty_window_grows_the_next_one_gradually() {
-        let range = CycleRange {
-            from: 0,
-            to: 100_000_000,
-            sweep: false,
-        };
-        let mut p = WindowPlanner::new(range, 100, None);
+        let mut p = planner_from_zero(100_000_000);
         let w = p.next_window().unwrap();
         assert!(p.observe_total(w, 10_000));
         let w = p.next_window().unwrap();

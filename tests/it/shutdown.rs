@@ -164,9 +164,9 @@ async fn a_second_signal_exits_at_once() {
         .contains("Received the \"SIGINT\" system signal again"));
 }
 
-/// SIGTERM while the daemon waits before a start-up retry: it stops within a second, exits 0,
+/// SIGTERM while the daemon waits (a start-up retry, a request limit): it stops within a second, exits 0,
 /// and ends with Devo's [EXIT] line.
-async fn assert_sigterm_stops_a_startup_wait_at_once(env: &TestEnv, waiting: &str) {
+async fn assert_sigterm_stops_a_wait_at_once(env: &TestEnv, waiting: &str) {
     let (mut child, log) = spawn_logged(env);
     wait_for_log(&log, waiting).await;
     signal(&child, "-TERM");
@@ -190,8 +190,7 @@ async fn sigterm_during_the_pre_pull_retry_exits_0_at_once() {
         let file = format!("state/proofpoint_isolation_10001_{service}.json");
         std::fs::write(env.path(&file), b"{\"@persistence_version\": 2, \"checkpo").unwrap();
     }
-    assert_sigterm_stops_a_startup_wait_at_once(&env, "Sleeping 60 sec before retry pre-pull")
-        .await;
+    assert_sigterm_stops_a_wait_at_once(&env, "Sleeping 60 sec before retry pre-pull").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,5 +198,68 @@ async fn sigterm_during_the_auth_retry_exits_0_at_once() {
     let mut env = TestEnv::both(50, |_| {}).await;
     env.key = "0a0a0a0a-5e6f-4a8b-9c0d-1e2f3a4b5c00".into();
     env.write_config();
-    assert_sigterm_stops_a_startup_wait_at_once(&env, "Retrying in 60 seconds.").await;
+    assert_sigterm_stops_a_wait_at_once(&env, "Retrying in 60 seconds.").await;
+}
+
+/// Edits config.yaml as written by [`TestEnv::write_config`]: each `(from, to)` replaced.
+fn edit_config(env: &TestEnv, edits: &[(&str, &str)]) {
+    let mut text = std::fs::read_to_string(env.config_path()).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} not in {text}");
+        text = text.replace(from, to);
+    }
+    std::fs::write(env.config_path(), text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_request_limit_wait_exits_0_at_once() {
+    let env = TestEnv::both(50, |_| {}).await;
+    // One request an hour per service: the setup check takes it, the first job waits an hour.
+    edit_config(
+        &env,
+        &[(
+            "        retry_max_interval_in_seconds: 0.1\n",
+            "        retry_max_interval_in_seconds: 0.1\n        requests_limits:\n          - period: 1h\n            number_of_requests: 1\n",
+        )],
+    );
+    assert_sigterm_stops_a_wait_at_once(&env, "Request limit reached (1 request(s) per 1h").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_job_poll_wait_exits_0_at_once() {
+    let env = TestEnv::both(50, |_| {}).await;
+    // The simulator answers PENDING once: the first poll comes after ten minutes.
+    edit_config(
+        &env,
+        &[
+            (
+                "job_poll_initial_interval_in_seconds: 0.01",
+                "job_poll_initial_interval_in_seconds: 600",
+            ),
+            (
+                "job_poll_max_interval_in_seconds: 0.05",
+                "job_poll_max_interval_in_seconds: 600",
+            ),
+        ],
+    );
+    let (mut child, log) = spawn_logged(&env);
+    wait_for_log(&log, "Fetching all url_isolation event(s)").await;
+    wait_for_log(&log, "Fetching all browser_and_email_isolation event(s)").await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // both jobs created, polls waiting
+    signal(&child, "-TERM");
+    let stopped = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = stopped.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(took < Duration::from_secs(1), "took {took:?}\n{text}");
+    // The windows in flight were abandoned: nothing delivered, to be asked for again.
+    assert!(env.delivered(WEB_TABLE).is_empty() && env.delivered(URL_TABLE).is_empty());
+    assert!(
+        text.contains("Retrieving loop has been interrupted due to a controlled stopping action has been activated"),
+        "{text}"
+    );
 }

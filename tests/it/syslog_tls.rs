@@ -277,6 +277,41 @@ async fn receiver_down_is_connection_refused_quickly() {
     assert!(reason(&e).contains("refused"), "{e}");
 }
 
+/// A shutdown request ends the wait between two tries at once: the chunk is given up with the
+/// last failure, after exactly the one try that was under way.
+#[tokio::test]
+async fn a_shutdown_request_ends_the_wait_between_tries() {
+    let port = free_port();
+    let tuning = Tuning {
+        attempts: 5,
+        backoff_initial: Duration::from_secs(60),
+        backoff_max: Duration::from_secs(60),
+        ..Tuning::default()
+    };
+    let mut out =
+        SyslogOutput::with_tuning("relay".to_string(), &config(port, None), tuning).unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    out.stop_retries_on(cancel.clone());
+    let stop = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cancel.cancel();
+        })
+    };
+    let started = Instant::now();
+    let e = out.deliver(TABLE, &events(0, 10)).await.unwrap_err();
+    let took = started.elapsed();
+    stop.await.unwrap();
+    assert!(reason(&e).contains("refused"), "{e}");
+    // Without the cancellation this waits at least 30 s (60 s, jittered into its upper half).
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    assert_eq!(out.stats().connections_total, 1);
+}
+
 #[tokio::test]
 async fn plain_tcp_delivers_byte_exact_records() {
     let tmp = TempDir::new().unwrap();

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use self::format::RecordFormatter;
@@ -146,6 +147,9 @@ struct Sender {
     attempts: u32,
     /// The waits between tries of one chunk (a fresh copy per chunk).
     backoff: Backoff,
+    /// Ends a wait between tries (a shutdown request); never cancelled unless set with
+    /// [`SyslogOutput::stop_retries_on`].
+    stop_retries: CancellationToken,
 }
 
 impl std::fmt::Debug for SyslogOutput {
@@ -223,6 +227,7 @@ impl SyslogOutput {
                 // back immediately.
                 backoff: Backoff::new(tuning.backoff_initial, tuning.backoff_max)
                     .jitter(Jitter::UpperHalf),
+                stop_retries: CancellationToken::new(),
                 connector: Connector {
                     host,
                     port: config.port,
@@ -244,6 +249,14 @@ impl SyslogOutput {
     /// The output's name from the configuration.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A wait between tries of a chunk ends when `cancel` fires: the chunk is given up with
+    /// its last failure (unconfirmed, so its window is delivered again after a restart). A try
+    /// under way is not interrupted: a receiver may already have stored what it was sent, and
+    /// finishing the try lets the window be checkpointed rather than delivered twice.
+    pub fn stop_retries_on(&mut self, cancel: CancellationToken) {
+        self.sender.stop_retries = cancel;
     }
 
     /// A snapshot of the sender counters.
@@ -328,7 +341,10 @@ impl SyslogOutput {
                         wait_ms = wait.as_millis() as u64,
                         "Delivery not confirmed; retrying."
                     );
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.sender.stop_retries.cancelled() => return Err(e),
+                    }
                 }
                 Err(e) => return Err(e),
             }
