@@ -13,7 +13,10 @@
 use std::hint::black_box;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
+};
 use isolation_collector::event::{parse_page, Event};
 use isolation_collector::output::syslog::format::RecordFormatter;
 use isolation_collector::pipeline::dedup::DedupMemory;
@@ -116,6 +119,22 @@ fn rules() -> Vec<ObfuscationRule> {
     ]
 }
 
+/// The page every benchmark processes, in the forms the benchmarks start from.
+struct Page {
+    /// Each event's JSON text, as the simulator serves it.
+    event_texts: Vec<String>,
+    /// The page body around them.
+    body: Bytes,
+    /// The body as text, for the serde_json baselines.
+    text: String,
+    /// The page parsed by the collector.
+    events: Vec<Event>,
+    /// A window end past every event (the expiry of events without a date).
+    window_end: i64,
+}
+
+type Group<'a> = BenchmarkGroup<'a, WallTime>;
+
 fn hot_path(c: &mut Criterion) {
     let (event_texts, body) = page();
     let text = std::str::from_utf8(&body).expect("utf-8").to_owned();
@@ -127,37 +146,59 @@ fn hot_path(c: &mut Criterion) {
         body.len(),
         body.len() / events.len()
     );
+    let page = Page {
+        event_texts,
+        body,
+        text,
+        events,
+        window_end,
+    };
 
     let mut g = c.benchmark_group("hot_path");
     g.throughput(Throughput::Elements(PAGE_EVENTS as u64));
     g.sample_size(30);
+    baselines(&mut g, &page);
+    parse_and_dedup(&mut g, &page);
+    format_and_obfuscate(&mut g, &page);
+    whole_pipeline(&mut g, &page);
+    g.finish();
+}
 
-    // Baselines: the cost of parsing the JSON alone.
+/// Baselines: the cost of parsing the JSON alone.
+fn baselines(g: &mut Group<'_>, page: &Page) {
+    let text = &page.text;
     g.bench_function("baseline_serde_rawvalue_page", |b| {
         b.iter(|| {
-            let p: RawPage<'_> = serde_json::from_str(black_box(&text)).expect("json");
+            let p: RawPage<'_> = serde_json::from_str(black_box(text)).expect("json");
             black_box(p.data.len())
         })
     });
     g.bench_function("baseline_serde_value_per_event", |b| {
         b.iter(|| {
-            let p: ValuePage = serde_json::from_str(black_box(&text)).expect("json");
+            let p: ValuePage = serde_json::from_str(black_box(text)).expect("json");
             black_box(p.data.len())
         })
     });
     g.bench_function("baseline_sha256_event_bytes", |b| {
         b.iter(|| {
-            for e in &event_texts {
+            for e in &page.event_texts {
                 black_box(sha2::Sha256::digest(e.as_bytes()));
             }
         })
     });
+}
 
-    // The collector's steps.
+/// The collector's steps on the way in: parsing, hashing, the dedup plan.
+fn parse_and_dedup(g: &mut Group<'_>, page: &Page) {
+    let (events, window_end) = (&page.events, page.window_end);
     g.bench_function("parse_page", |b| {
-        b.iter(|| black_box(parse_page(black_box(body.clone())).expect("page")))
+        b.iter(|| black_box(parse_page(black_box(page.body.clone())).expect("page")))
     });
-    let singles: Vec<Bytes> = event_texts.iter().map(|e| Bytes::from(e.clone())).collect();
+    let singles: Vec<Bytes> = page
+        .event_texts
+        .iter()
+        .map(|e| Bytes::from(e.clone()))
+        .collect();
     g.bench_function("event_from_json_canonical_hash", |b| {
         b.iter(|| {
             for e in &singles {
@@ -167,13 +208,13 @@ fn hot_path(c: &mut Criterion) {
     });
     g.bench_function("dedup_plan_new_events", |b| {
         let memory = DedupMemory::new();
-        b.iter(|| black_box(memory.plan(black_box(&events), window_end)))
+        b.iter(|| black_box(memory.plan(black_box(events), window_end)))
     });
     g.bench_function("dedup_plan_apply_new_events", |b| {
         b.iter_batched(
             DedupMemory::new,
             |mut memory| {
-                let plan = memory.plan(&events, window_end);
+                let plan = memory.plan(events, window_end);
                 memory.apply(plan);
                 memory
             },
@@ -182,16 +223,21 @@ fn hot_path(c: &mut Criterion) {
     });
     g.bench_function("dedup_plan_requery_all_seen", |b| {
         let mut memory = DedupMemory::new();
-        memory.apply(memory.plan(&events, window_end));
+        memory.apply(memory.plan(events, window_end));
         b.iter(|| {
-            let plan = memory.plan(black_box(&events), window_end);
+            let plan = memory.plan(black_box(events), window_end);
             assert_eq!(plan.deliver.len(), 0);
             black_box(plan)
         })
     });
+}
+
+/// The collector's steps on the way out: the syslog record, obfuscation.
+fn format_and_obfuscate(g: &mut Group<'_>, page: &Page) {
+    let events = &page.events;
     g.bench_function("format_syslog_record", |b| {
-        let mut records = Records::new(body.len() * 2);
-        b.iter(|| black_box(records.format(&events)))
+        let mut records = Records::new(page.body.len() * 2);
+        b.iter(|| black_box(records.format(events)))
     });
     let obfuscator = Obfuscator::new(rules());
     g.bench_function("obfuscate_mask_hmac_pattern", |b| {
@@ -204,20 +250,22 @@ fn hot_path(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
-    // Everything an event goes through in process: parse + hash, dedup, obfuscation-free
-    // record formatting (what the TLS output writes).
+}
+
+/// Everything an event goes through in process: parse + hash, dedup, obfuscation-free record
+/// formatting (what the TLS output writes).
+fn whole_pipeline(g: &mut Group<'_>, page: &Page) {
     g.bench_function("pipeline_parse_dedup_format", |b| {
-        let mut records = Records::new(body.len() * 2);
+        let mut records = Records::new(page.body.len() * 2);
         b.iter(|| {
-            let page = parse_page(body.clone()).expect("page");
+            let parsed = parse_page(page.body.clone()).expect("page");
             let mut memory = DedupMemory::new();
-            let plan = memory.plan(&page.events, window_end);
-            let len = records.format(plan.deliver.iter().map(|&i| &page.events[i]));
+            let plan = memory.plan(&parsed.events, page.window_end);
+            let len = records.format(plan.deliver.iter().map(|&i| &parsed.events[i]));
             memory.apply(plan);
             black_box(len)
         })
     });
-    g.finish();
 }
 
 criterion_group!(benches, hot_path);

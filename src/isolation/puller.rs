@@ -1,16 +1,16 @@
-//! One service's puller: setup, `pre_pull` (state), then pull cycles.
+//! One service's puller: setup, `pre_pull` (the state), then pull cycles: the window loop.
 //!
-//! A cycle plans its range (`pipeline::window`), and for each window: runs an API job, holds
-//! the window's events (bounded by `max_events_per_window`), sorts them by `date`, drops what the
-//! dedup memory says was delivered, obfuscates the rest (`obfuscation_data`), delivers them to
-//! every output ([`Outputs`]: retrying only the unconfirmed), and only when every output has
-//! confirmed, applies the dedup plan, moves the cursors and writes the state
-//! atomically. A failure anywhere before that leaves the state as it was: the window is asked
-//! for again (the API keeps 30 days and is the buffer), and outputs that keep positions (files)
-//! are rewound to the last committed one.
+//! A cycle plans its range (`pipeline::window`), and for each window: fetches it (one API job,
+//! its events held in memory, bounded by `max_events_per_window`), delivers it (sorted by `date`,
+//! minus what the dedup memory says was delivered, obfuscated by `obfuscation_data`, to every
+//! output through [`Outputs`], which retries only the unconfirmed), and only when every output has
+//! confirmed, commits it ([`Checkpoint::commit`]: dedup plan, cursors and positions, one atomic
+//! write). A failure anywhere before that leaves the state as it was: the window is asked for
+//! again (the API keeps 30 days and is the buffer), and outputs that keep positions (files) are
+//! rewound to the last committed one.
 //!
-//! The log lines follow Devo's collector (devo-platform.md §3.2–3.4) so that existing
-//! dashboards and runbooks keep working.
+//! The other jobs live beside it: the state's lifecycle in [`super::checkpoint`], Devo's log
+//! wording in [`super::devo_log`], and Devo's statistics line in [`super::statistics`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,14 +23,16 @@ use crate::backoff::Backoff;
 use crate::clock::SharedClock;
 use crate::config::{InputConfig, ServiceConfig};
 use crate::event::Event;
+use crate::isolation::checkpoint::Checkpoint;
 use crate::isolation::client::{ApiClient, FetchError};
+use crate::isolation::devo_log;
+use crate::isolation::statistics::{CycleReport, CycleStats};
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::output::{FanOutError, Output, OutputError, Outputs};
 use crate::pipeline::environment::Environment;
 use crate::pipeline::obfuscate::Obfuscator;
 use crate::pipeline::window::{plan_cycle, Window, WindowPlanner};
-use crate::service::RETENTION;
-use crate::state::{correct, ServiceState, StateError, StateStore};
+use crate::state::{ServiceState, StateError, StateStore};
 use crate::time::{format_iso, from_millis, Millis};
 
 /// Why a cycle stopped early. The state is unchanged past the last completed window.
@@ -55,32 +57,16 @@ impl From<FanOutError> for PullError {
     }
 }
 
-/// Totals of one cycle, for Devo's statistics line.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CycleStats {
-    pub requests: u64,
-    pub received: u64,
-    pub duplicates: u64,
-    pub sent: u64,
-    pub windows: u64,
-    pub bytes: u64,
-    /// Events left out because they are not JSON text and could not be obfuscated.
-    pub obfuscation_failures: u64,
-}
-
 /// The puller of one service.
 pub struct Puller {
     svc: ServiceConfig,
     client: ApiClient,
     outputs: Outputs,
-    store: Arc<StateStore>,
-    key: String,
-    state: ServiceState,
+    /// The service's state: what was delivered, and where to go on from.
+    checkpoint: Checkpoint,
     /// Outputs must be told the committed positions before the next delivery (after a start or
     /// a failed window).
     needs_resume: bool,
-    /// The state in memory may be ahead of the one on disk (a failed write): reload it.
-    needs_reload: bool,
     density: Option<f64>,
     cancel: CancellationToken,
     metrics: ServiceMetrics,
@@ -101,21 +87,6 @@ pub struct Puller {
 /// Called after each delivered window with the window's end and the cycle's totals so far.
 pub type Progress = Box<dyn FnMut(Millis, &CycleStats) + Send>;
 
-/// Devo's thread name of a service's puller, which some of Devo's lines repeat in the message.
-pub fn puller_thread(input: &InputConfig, svc: &ServiceConfig) -> String {
-    crate::telemetry::DevoThread::Puller {
-        input: input.name.clone(),
-        input_id: input.id.clone(),
-        service: svc.service.to_string(),
-    }
-    .name()
-}
-
-/// The earliest time the API still serves, with a margin for the time a job takes.
-fn earliest_available(now: Millis) -> Millis {
-    now - RETENTION.as_millis() as Millis + 10 * 60_000
-}
-
 impl Puller {
     pub fn new(
         input: &InputConfig,
@@ -125,7 +96,7 @@ impl Puller {
         cancel: CancellationToken,
         clock: SharedClock,
     ) -> Result<Puller, reqwest::Error> {
-        let thread = puller_thread(input, &svc);
+        let thread = devo_log::puller_thread(input, &svc);
         let client = ApiClient::new(
             &svc,
             input.api_key.clone(),
@@ -135,19 +106,15 @@ impl Puller {
         )?
         .with_limits(input.limits_for(&svc));
         let key = StateStore::key(&input.id, svc.service.name());
-        let start = svc.start_time.map_or(0, |t| t.timestamp_millis());
         let metrics = ServiceMetrics::detached(svc.service);
         Ok(Puller {
             outputs: Outputs::new(outputs, metrics.clone(), cancel.clone()),
-            state: ServiceState::new(svc.start_time_text.clone(), start),
+            checkpoint: Checkpoint::new(store, key, &svc, metrics.clone()),
             obfuscator: Obfuscator::new(svc.obfuscation.clone()),
             environment: input.environment.as_deref().map(Environment::new),
             svc,
             client,
-            store,
-            key,
             needs_resume: true,
-            needs_reload: false,
             density: None,
             cancel,
             metrics,
@@ -176,22 +143,13 @@ impl Puller {
         self.metrics = metrics.service(self.svc.service);
         self.client.set_metrics(self.metrics.clone());
         self.outputs.set_metrics(self.metrics.clone());
+        self.checkpoint.set_metrics(self.metrics.clone());
         self
-    }
-
-    /// Writes `state`, counting a failure.
-    fn save(&self, state: &ServiceState) -> Result<(), StateError> {
-        let result = self.store.save(&self.key, state);
-        if result.is_err() {
-            self.metrics.state_write_failed();
-        }
-        result
     }
 
     /// The setup check ("Making sample request to test authentication.").
     pub async fn setup(&mut self) -> Result<(), FetchError> {
-        warn!("The token/header/authentication has not been created yet");
-        info!("Making sample request to test authentication.");
+        devo_log::setup_started();
         match self.client.check_auth(self.clock.now()).await {
             Ok(()) => self.metrics.setup(Ok(())),
             Err(FetchError::Cancelled) => return Err(FetchError::Cancelled),
@@ -200,97 +158,25 @@ impl Puller {
                 return Err(e);
             }
         }
-        info!("Authentication successful.");
-        info!("Setup for module <IsolationPuller> has been successfully executed");
+        devo_log::setup_succeeded();
         Ok(())
     }
 
-    /// The configured start, clamped to the API's retention.
-    fn start_ms(&self, now: Millis) -> Millis {
-        let earliest = earliest_available(now);
-        match self.svc.start_time {
-            None => earliest,
-            Some(t) if t.timestamp_millis() < earliest => {
-                warn!(
-                    "start_time_in_utc {} is older than the API's 30-day retention; starting at {} instead.",
-                    self.svc.start_time_text.as_deref().unwrap_or_default(),
-                    format_iso(earliest)
-                );
-                earliest
-            }
-            Some(t) => t.timestamp_millis(),
-        }
-    }
-
-    /// Devo's `pre_pull`: load, upgrade, correct, reset, save if changed.
+    /// Devo's `pre_pull`: the state's load, upgrade, correct, reset, save if changed.
     pub fn pre_pull(&mut self) -> Result<(), StateError> {
-        // Devo's lines name the puller inside the message too.
-        info!("{} Starting the execution of pre_pull()", self.thread);
+        devo_log::pre_pull_started(&self.thread);
         for line in &self.svc.overrides {
             info!("{line}");
         }
-        info!("Reading persisted data");
-        let now = self.clock.now_ms();
-        let loaded = self.store.load(&self.key)?;
-        let mut state = match loaded {
-            None => {
-                info!("Persistence will be overridden due to the retrieved state is empty");
-                None
-            }
-            Some((state, report)) => {
-                info!("Data retrieved from the persistence: {}", state.summary());
-                info!("Running the persistence upgrade steps");
-                if let Some(v) = report.upgraded_from {
-                    warn!("Upgraded the persistence from @persistence_version {v}; events at the last checkpoint's second may be delivered again once.");
-                }
-                Some((state, report.upgraded_from.is_some()))
-            }
-        };
-        info!("Running the persistence corrections steps");
-        let mut changed = state.as_ref().is_none_or(|(_, upgraded)| *upgraded);
-        if let Some((s, _)) = state.as_mut() {
-            for change in correct(s, now, earliest_available(now)) {
-                warn!("Correction: {change}.");
-                changed = true;
-            }
-        }
-        // The reset step: a different start_time_in_utc restarts the persistence (Devo).
-        info!("Running the persistence corrections steps");
-        if let Some((s, _)) = &state {
-            if s.start_time_in_utc != self.svc.start_time_text {
-                warn!(
-                    "start_time_in_utc changed from {:?} to {:?}: the persistence is restarted and events are collected again from the new start.",
-                    s.start_time_in_utc.as_deref().unwrap_or("default"),
-                    self.svc.start_time_text.as_deref().unwrap_or("default")
-                );
-                state = None;
-                changed = true;
-            }
-        }
-        let previous = state.as_ref().map(|(s, _)| s.summary());
-        let fresh = || ServiceState::new(self.svc.start_time_text.clone(), self.start_ms(now));
-        let state = state.map_or_else(fresh, |(s, _)| s);
-        if changed {
-            warn!(
-                "Some changes have been detected and the persistence needs to be updated. Previous content: {} New content: {}",
-                previous.unwrap_or_else(|| "{}".into()),
-                state.summary()
-            );
-            self.save(&state)?;
-            info!("Persistence has been updated successfully");
-        } else {
-            info!("No changes were detected in the persistence");
-        }
-        self.metrics.checkpoint(state.cursors.checkpoint);
-        self.state = state;
+        self.checkpoint.restore(&self.svc, self.clock.now_ms())?;
         self.needs_resume = true;
-        info!("{} Finalizing the execution of pre_pull()", self.thread);
+        devo_log::pre_pull_finished(&self.thread);
         Ok(())
     }
 
     /// The current state (tests and `state show`).
     pub fn state(&self) -> &ServiceState {
-        &self.state
+        self.checkpoint.state()
     }
 
     /// Runs the setup check until it passes. Authentication failures are errors an operator
@@ -328,16 +214,16 @@ impl Puller {
     fn wait_after_cycle(&self, elapsed: Duration) -> Duration {
         if self.svc.use_time_slots {
             let rest = until_next_slot(self.clock.now_ms(), self.svc.request_period);
-            info!("Data collection completed. Elapsed time: {:.3} seconds. Waiting for {:.3} second(s) until the next time slot", elapsed.as_secs_f64(), rest.as_secs_f64());
+            devo_log::waiting_for_slot(elapsed, rest);
             return rest;
         }
         match self.svc.request_period.checked_sub(elapsed) {
             Some(rest) => {
-                info!("Data collection completed. Elapsed time: {:.3} seconds. Waiting for {:.3} second(s) until the next one", elapsed.as_secs_f64(), rest.as_secs_f64());
+                devo_log::waiting_for_period(elapsed, rest);
                 rest
             }
             None => {
-                info!("Last retrieval took too much time, no wait will be applied in this loop");
+                devo_log::no_wait();
                 Duration::ZERO
             }
         }
@@ -345,10 +231,7 @@ impl Puller {
 
     /// The daemon loop: a cycle every `request_period_in_seconds` until cancelled.
     pub async fn run_forever(&mut self) {
-        info!(
-            "Starting data collection every {} seconds",
-            self.svc.request_period.as_secs()
-        );
+        devo_log::collection_started(self.svc.request_period);
         // Back off on repeated failures, but never longer than a period: new data keeps arriving
         // and an output may come back at any moment.
         let mut failures = Backoff::new(
@@ -365,7 +248,7 @@ impl Puller {
                 Err(PullError::Cancelled) => break,
                 Err(e) => {
                     let wait = failures.next_wait();
-                    error!("Pull failed: {e}. Retrying collector puller: {}/∞. Sleeping {:.3} seconds before next retry", failures.attempts(), wait.as_secs_f64());
+                    devo_log::pull_failed(&e, failures.attempts(), wait);
                     wait
                 }
             };
@@ -374,34 +257,20 @@ impl Puller {
                 _ = self.cancel.cancelled() => break,
             }
         }
-        info!("Retrieving loop has been interrupted due to a controlled stopping action has been activated");
+        devo_log::loop_interrupted();
     }
 
     /// One pull cycle: catch up from the cursors to `now - offset`.
     pub async fn pull(&mut self) -> Result<CycleStats, PullError> {
-        if self.needs_reload {
-            if let Some((s, _)) = self.store.load(&self.key)? {
-                self.state = s;
-            }
-            self.needs_reload = false;
-        }
+        self.checkpoint.reload_if_behind()?;
         let pulling_id = self.clock.now_ms();
-        info!("Pull Started");
-        let before = self.client.stats;
-        let mut stats = CycleStats::default();
-        let clock = Instant::now();
-        let result = self
-            .pull_windows(pulling_id, &mut stats, clock, before.requests)
-            .await;
-        stats.requests = self.client.stats.requests - before.requests;
-        stats.bytes = self.client.stats.bytes - before.bytes;
-        info!(
-            "{}",
-            statistics_line(false, pulling_id, &stats, clock.elapsed())
-        );
+        devo_log::pull_started();
+        let mut report = CycleReport::start(pulling_id, Instant::now(), self.client.stats);
+        let result = self.pull_windows(&mut report).await;
+        let stats = report.finish(self.client.stats);
         match result {
             Ok(()) => {
-                info!("The data is up to date!");
+                devo_log::up_to_date();
                 self.metrics.pull_succeeded(self.clock.now_ms());
                 Ok(stats)
             }
@@ -413,17 +282,12 @@ impl Puller {
         }
     }
 
-    async fn pull_windows(
-        &mut self,
-        pulling_id: Millis,
-        stats: &mut CycleStats,
-        clock: Instant,
-        requests_before: u64,
-    ) -> Result<(), PullError> {
+    /// The window loop: plan the cycle's windows, then fetch, deliver and commit each.
+    async fn pull_windows(&mut self, report: &mut CycleReport) -> Result<(), PullError> {
         let now = self.clock.now_ms();
         let end = self.cycle_end.unwrap_or(now);
         let Some(range) = plan_cycle(
-            &self.state.cursors,
+            &self.checkpoint.state().cursors,
             end,
             self.svc.window_offset.as_millis() as Millis,
             self.svc.lookback.as_millis() as Millis,
@@ -455,28 +319,21 @@ impl Puller {
                 continue; // too big: the planner shrank it
             };
             let received = events.len();
-            self.deliver_window(w, events, created, stats).await?;
-            stats.received += received as u64;
-            stats.windows += 1;
+            self.deliver_window(w, events, created, &mut report.totals)
+                .await?;
+            report.totals.received += received as u64;
+            report.totals.windows += 1;
             planner.complete(w, received);
             self.density = planner.density();
             if let Some(progress) = self.progress.as_mut() {
-                progress(w.to, stats);
+                progress(w.to, &report.totals);
             }
             if planner.next_window().is_some() {
-                let partial = CycleStats {
-                    requests: self.client.stats.requests - requests_before,
-                    ..*stats
-                };
-                info!(
-                    "{}",
-                    statistics_line(true, pulling_id, &partial, clock.elapsed())
-                );
+                report.log_partial(self.client.stats);
             }
         }
         if range.sweep {
-            self.state.cursors.last_sweep = Some(now);
-            self.save(&self.state)?;
+            self.checkpoint.swept(now)?;
         }
         Ok(())
     }
@@ -531,28 +388,17 @@ impl Puller {
         Ok(Some(events))
     }
 
+    /// Tells the outputs the committed positions (those that keep positions rewind to them).
     async fn resume_outputs(&mut self) -> Result<(), PullError> {
         let table = &self.svc.table;
-        let positions = &self.state.positions;
-        let committed = |output: &str| positions.get(output)?.get(table).copied();
+        let checkpoint = &self.checkpoint;
+        let committed = |output: &str| checkpoint.position(output, table);
         let new_positions = self.outputs.resume(table, committed).await?;
         if !new_positions.is_empty() {
-            self.record_positions(new_positions);
-            self.save(&self.state)?;
+            self.checkpoint.save_positions(table, new_positions)?;
         }
         self.needs_resume = false;
         Ok(())
-    }
-
-    /// Stores outputs' positions in this service's table, to be saved with the next state.
-    fn record_positions(&mut self, positions: Vec<(String, u64)>) {
-        for (output, p) in positions {
-            self.state
-                .positions
-                .entry(output)
-                .or_default()
-                .insert(self.svc.table.clone(), p);
-        }
     }
 
     /// Applies `obfuscation_data` to a batch about to be delivered, counting what it did.
@@ -586,6 +432,8 @@ impl Puller {
         }
     }
 
+    /// Delivers window `w`'s `events` (its job created at `created`) to every output, then
+    /// commits it.
     async fn deliver_window(
         &mut self,
         w: Window,
@@ -595,7 +443,7 @@ impl Puller {
     ) -> Result<(), PullError> {
         // Stable: events with equal dates keep the server's order.
         events.sort_by_key(|e| e.date_ms);
-        let plan = self.state.dedup.plan(&events, w.to);
+        let plan = self.checkpoint.state().dedup.plan(&events, w.to);
         let mut batch: Vec<Event> = plan.deliver.iter().map(|&i| events[i].clone()).collect();
         drop(events);
         stats.duplicates += plan.duplicates as u64;
@@ -610,29 +458,9 @@ impl Puller {
         let positions = self.outputs.deliver(&self.svc.table, &batch).await?;
         stats.sent += batch.len() as u64;
         // Every output confirmed: commit.
-        info!("Updating the persistence");
-        self.state.dedup.apply(plan);
-        self.record_positions(positions);
-        self.advance_cursors(w, created);
-        if let Err(e) = self.save(&self.state) {
-            self.needs_reload = true;
-            return Err(e.into());
-        }
-        self.metrics.checkpoint(self.state.cursors.checkpoint);
+        self.checkpoint
+            .commit(w, created, plan, positions, &self.svc)?;
         Ok(())
-    }
-
-    /// Moves the cursors past the delivered window `w` (whose job was created at `created`) and
-    /// forgets dedup records behind the new horizon.
-    fn advance_cursors(&mut self, w: Window, created: Millis) {
-        let c = &mut self.state.cursors;
-        if w.from <= c.settled {
-            let settled_by_now = created - self.svc.lookback.as_millis() as Millis;
-            c.settled = c.settled.max(w.to.min(settled_by_now));
-        }
-        c.checkpoint = c.checkpoint.max(w.to);
-        let horizon = c.horizon();
-        self.state.dedup.prune(horizon);
     }
 }
 
@@ -643,28 +471,6 @@ fn until_next_slot(now: Millis, period: Duration) -> Duration {
     let period_ms = (period.as_millis() as Millis).max(1);
     let next = (now.div_euclid(period_ms) + 1) * period_ms;
     Duration::from_millis((next - now) as u64)
-}
-
-/// Devo's per-pull statistics line (no space after the colon, as in the original).
-pub fn statistics_line(
-    partial: bool,
-    pulling_id: Millis,
-    s: &CycleStats,
-    elapsed: Duration,
-) -> String {
-    let eps = if elapsed.as_secs_f64() > 0.0 {
-        s.sent as f64 / elapsed.as_secs_f64()
-    } else {
-        0.0
-    };
-    format!(
-        "{}Statistics for this pull cycle (@devo_pulling_id={pulling_id}):Number of requests made: {}; Number of events received: {}; Number of duplicated events filtered out: {}; Number of events generated and sent: {}; Average of events per second: {eps:.3}.",
-        if partial { "(Partial) " } else { "" },
-        s.requests,
-        s.received,
-        s.duplicates,
-        s.sent,
-    )
 }
 
 #[cfg(test)]

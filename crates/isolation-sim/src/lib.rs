@@ -20,6 +20,8 @@
 //! relative to the start time unless [`SimConfig::anchor`] pins them.
 
 #![forbid(unsafe_code)]
+// Tests may run long; the 100-line limit (clippy.toml) is for the code they test.
+#![cfg_attr(test, allow(clippy::too_many_lines))]
 
 mod config;
 mod dataset;

@@ -146,6 +146,51 @@ pub(crate) struct Shared {
     inner: Mutex<Inner>,
 }
 
+/// A job creation's validated parameters.
+struct JobRequest {
+    page_size: usize,
+    from: i64,
+    to: i64,
+}
+
+impl Inner {
+    /// A new job's snapshot: the indices of the events dated in `from..to` (`to` inclusive if
+    /// configured) and visible at `now_ms`, in date order, ties in storage order.
+    fn snapshot(&self, cfg: &SimConfig, from: i64, to: i64, now_ms: i64) -> Vec<u32> {
+        let in_window = |e: &EventRec| {
+            e.date_ms >= from
+                && if cfg.to_inclusive {
+                    e.date_ms <= to
+                } else {
+                    e.date_ms < to
+                }
+        };
+        let base = &self.events[..self.base_len];
+        let lo = base.partition_point(|e| e.date_ms < from);
+        let hi = if cfg.to_inclusive {
+            base.partition_point(|e| e.date_ms <= to)
+        } else {
+            base.partition_point(|e| e.date_ms < to)
+        };
+        let mut snapshot: Vec<u32> = (lo..hi.max(lo))
+            .filter(|&i| base[i].ingest_ms <= now_ms)
+            .map(|i| i as u32)
+            .collect();
+        let before = snapshot.len();
+        for (i, e) in self.events.iter().enumerate().skip(self.base_len) {
+            if e.ingest_ms <= now_ms && in_window(e) {
+                snapshot.push(i as u32);
+            }
+        }
+        if snapshot.len() != before {
+            // Injected events are appended out of date order; ties keep storage order.
+            let events = &self.events;
+            snapshot.sort_by_key(|&i| (events[i as usize].date_ms, i));
+        }
+        snapshot
+    }
+}
+
 fn dur_ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
@@ -264,89 +309,21 @@ impl Shared {
 
     fn create(&self, p: &Params, now_ms: i64, force_error: bool) -> Reply {
         let cfg = &self.cfg;
-        let page_size = match &p.page_size {
-            None => cfg.default_page_size.max(1),
-            Some(s) => match s.trim().parse::<i64>() {
-                Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n as usize,
-                Ok(n) if cfg.clamp_page_size => n.clamp(1, MAX_PAGE_SIZE) as usize,
-                _ => {
-                    return Reply::bad(
-                        "pageSize",
-                        format!("must be an integer from 1 to {MAX_PAGE_SIZE}, got {s:?}"),
-                    )
-                }
-            },
+        let JobRequest {
+            page_size,
+            from,
+            to,
+        } = match self.job_request(p, now_ms) {
+            Ok(request) => request,
+            Err(reply) => return reply,
         };
-        let page_size = cfg
-            .page_size_cap
-            .map_or(page_size, |c| page_size.min(c.max(1)));
-        let Some(from_s) = &p.from else {
-            return Reply::bad("from", "is required");
-        };
-        let Some(mut from) = parse_date(from_s) else {
-            return Reply::bad("from", format!("cannot parse {from_s:?} as a date"));
-        };
-        let to = match &p.to {
-            None => now_ms,
-            Some(s) => match parse_date(s) {
-                Some(t) => t,
-                None => return Reply::bad("to", format!("cannot parse {s:?} as a date")),
-            },
-        };
-        if from > to {
-            return Reply::bad("from", format!("{from_s:?} is after 'to'"));
-        }
-        let oldest = now_ms - dur_ms(cfg.retention);
-        if from < oldest {
-            match cfg.retention_mode {
-                RetentionMode::Clamp => from = oldest,
-                RetentionMode::Reject => {
-                    return Reply::bad(
-                        "from",
-                        format!(
-                            "{from_s:?} is older than the {}-day retention",
-                            cfg.retention.as_secs() / 86_400
-                        ),
-                    )
-                }
-            }
-        }
 
         let mut guard = self.lock();
         let inner = &mut *guard;
         let ttl = dur_ms(cfg.job_ttl);
         inner.jobs.retain(|_, j| now_ms - j.created_ms <= ttl);
 
-        let in_window = |e: &EventRec| {
-            e.date_ms >= from
-                && if cfg.to_inclusive {
-                    e.date_ms <= to
-                } else {
-                    e.date_ms < to
-                }
-        };
-        let base = &inner.events[..inner.base_len];
-        let lo = base.partition_point(|e| e.date_ms < from);
-        let hi = if cfg.to_inclusive {
-            base.partition_point(|e| e.date_ms <= to)
-        } else {
-            base.partition_point(|e| e.date_ms < to)
-        };
-        let mut snapshot: Vec<u32> = (lo..hi.max(lo))
-            .filter(|&i| base[i].ingest_ms <= now_ms)
-            .map(|i| i as u32)
-            .collect();
-        let before = snapshot.len();
-        for (i, e) in inner.events.iter().enumerate().skip(inner.base_len) {
-            if e.ingest_ms <= now_ms && in_window(e) {
-                snapshot.push(i as u32);
-            }
-        }
-        if snapshot.len() != before {
-            // Injected events are appended out of date order; ties keep storage order.
-            let events = &inner.events;
-            snapshot.sort_by_key(|&i| (events[i as usize].date_ms, i));
-        }
+        let mut snapshot = inner.snapshot(cfg, from, to, now_ms);
         inner.job_seq += 1;
         if cfg.shuffle {
             Mix(cfg.seed ^ inner.job_seq.wrapping_mul(0x2545_F491_4F6C_DD1D))
@@ -380,6 +357,67 @@ impl Shared {
         } else {
             self.status_only(&id, &cfg.pending_status)
         }
+    }
+
+    /// Validates a job creation's parameters (§3): the page size, then the range, which the
+    /// retention clamps or refuses. `Err` is the 400 reply that names the parameter.
+    fn job_request(&self, p: &Params, now_ms: i64) -> Result<JobRequest, Reply> {
+        let cfg = &self.cfg;
+        let page_size = match &p.page_size {
+            None => cfg.default_page_size.max(1),
+            Some(s) => match s.trim().parse::<i64>() {
+                Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n as usize,
+                Ok(n) if cfg.clamp_page_size => n.clamp(1, MAX_PAGE_SIZE) as usize,
+                _ => {
+                    return Err(Reply::bad(
+                        "pageSize",
+                        format!("must be an integer from 1 to {MAX_PAGE_SIZE}, got {s:?}"),
+                    ))
+                }
+            },
+        };
+        let page_size = cfg
+            .page_size_cap
+            .map_or(page_size, |c| page_size.min(c.max(1)));
+        let Some(from_s) = &p.from else {
+            return Err(Reply::bad("from", "is required"));
+        };
+        let Some(mut from) = parse_date(from_s) else {
+            return Err(Reply::bad(
+                "from",
+                format!("cannot parse {from_s:?} as a date"),
+            ));
+        };
+        let to = match &p.to {
+            None => now_ms,
+            Some(s) => match parse_date(s) {
+                Some(t) => t,
+                None => return Err(Reply::bad("to", format!("cannot parse {s:?} as a date"))),
+            },
+        };
+        if from > to {
+            return Err(Reply::bad("from", format!("{from_s:?} is after 'to'")));
+        }
+        let oldest = now_ms - dur_ms(cfg.retention);
+        if from < oldest {
+            match cfg.retention_mode {
+                RetentionMode::Clamp => from = oldest,
+                RetentionMode::Reject => {
+                    return Err(Reply::bad(
+                        "from",
+                        format!(
+                            "{from_s:?} is older than the {}-day retention",
+                            cfg.retention.as_secs() / 86_400
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(JobRequest {
+            page_size,
+            from,
+            to,
+        })
     }
 
     fn follow_up(&self, id: &str, token: Option<&str>, now_ms: i64, force_error: bool) -> Reply {

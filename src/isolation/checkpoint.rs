@@ -1,0 +1,244 @@
+//! A puller's checkpoint: its service's state (cursors, dedup memory, output positions) in memory
+//! and on disk, through its lifecycle.
+//!
+//! A module of its own because the rules for when the state may move are what make delivery
+//! exactly-once, and they do not depend on how windows are fetched or delivered:
+//! - at start, Devo's `pre_pull` steps ([`Checkpoint::restore`]): load, upgrade, correct, reset
+//!   when `start_time_in_utc` changed, and write the state back if any step changed it;
+//! - after a window that every output confirmed ([`Checkpoint::commit`]): the dedup memory, the
+//!   outputs' positions and the cursors move together, in one atomic write;
+//! - after a failed write, the state in memory is ahead of the one that would survive a crash, so
+//!   the next cycle starts from the one on disk ([`Checkpoint::reload_if_behind`]).
+//!
+//! [`crate::state`] does the storing (format, atomic writes, the correction rules); this module
+//! decides when.
+
+use std::sync::Arc;
+
+use tracing::warn;
+
+use crate::config::ServiceConfig;
+use crate::isolation::devo_log;
+use crate::metrics::ServiceMetrics;
+use crate::pipeline::dedup::DedupPlan;
+use crate::pipeline::window::Window;
+use crate::service::RETENTION;
+use crate::state::{correct, ServiceState, StateError, StateStore};
+use crate::time::{format_iso, Millis};
+
+/// One service's state and where it is stored.
+pub struct Checkpoint {
+    store: Arc<StateStore>,
+    /// The state's key in the store (input id and service).
+    key: String,
+    state: ServiceState,
+    /// The state in memory may be ahead of the one on disk (a failed write): reload it.
+    needs_reload: bool,
+    /// Counts failed writes and shows the committed checkpoint.
+    metrics: ServiceMetrics,
+}
+
+/// The earliest time the API still serves, with a margin for the time a job takes.
+fn earliest_available(now: Millis) -> Millis {
+    now - RETENTION.as_millis() as Millis + 10 * 60_000
+}
+
+impl Checkpoint {
+    /// The checkpoint of `svc` stored under `key`; its state is a fresh one until [`Self::restore`].
+    pub fn new(
+        store: Arc<StateStore>,
+        key: String,
+        svc: &ServiceConfig,
+        metrics: ServiceMetrics,
+    ) -> Checkpoint {
+        let start = svc.start_time.map_or(0, |t| t.timestamp_millis());
+        Checkpoint {
+            store,
+            key,
+            state: ServiceState::new(svc.start_time_text.clone(), start),
+            needs_reload: false,
+            metrics,
+        }
+    }
+
+    /// Counts into `metrics` from now on.
+    pub fn set_metrics(&mut self, metrics: ServiceMetrics) {
+        self.metrics = metrics;
+    }
+
+    /// The state in memory.
+    pub fn state(&self) -> &ServiceState {
+        &self.state
+    }
+
+    /// The position `output` committed for `table`, if any.
+    pub fn position(&self, output: &str, table: &str) -> Option<u64> {
+        self.state.positions.get(output)?.get(table).copied()
+    }
+
+    /// Devo's `pre_pull` persistence steps: load, upgrade, correct, reset, save if changed.
+    pub fn restore(&mut self, svc: &ServiceConfig, now: Millis) -> Result<(), StateError> {
+        devo_log::reading_persisted_data();
+        let (loaded, mut changed) = self.load_upgraded()?;
+        devo_log::corrections_steps();
+        let mut loaded = loaded.map(|mut s| {
+            for change in correct(&mut s, now, earliest_available(now)) {
+                warn!("Correction: {change}.");
+                changed = true;
+            }
+            s
+        });
+        // The reset step: a different start_time_in_utc restarts the persistence (Devo).
+        devo_log::reset_steps();
+        if loaded.as_ref().is_some_and(|s| start_time_changed(s, svc)) {
+            loaded = None;
+            changed = true;
+        }
+        let previous = loaded.as_ref().map(ServiceState::summary);
+        let fresh = || ServiceState::new(svc.start_time_text.clone(), start_ms(svc, now));
+        let state = loaded.unwrap_or_else(fresh);
+        if changed {
+            devo_log::persistence_changed(previous.as_deref().unwrap_or("{}"), &state.summary());
+            self.save_state(&state)?;
+            devo_log::persistence_updated();
+        } else {
+            devo_log::persistence_unchanged();
+        }
+        self.metrics.checkpoint(state.cursors.checkpoint);
+        self.state = state;
+        Ok(())
+    }
+
+    /// The load and upgrade steps: the stored state, if any, and whether it must be written back
+    /// (there was none, or it was upgraded).
+    fn load_upgraded(&self) -> Result<(Option<ServiceState>, bool), StateError> {
+        match self.store.load(&self.key)? {
+            None => {
+                devo_log::persistence_empty();
+                Ok((None, true))
+            }
+            Some((state, report)) => {
+                devo_log::persistence_retrieved(&state.summary());
+                devo_log::upgrade_steps();
+                if let Some(v) = report.upgraded_from {
+                    warn!("Upgraded the persistence from @persistence_version {v}; events at the last checkpoint's second may be delivered again once.");
+                }
+                Ok((Some(state), report.upgraded_from.is_some()))
+            }
+        }
+    }
+
+    /// Starts the next cycle from the state on disk if a write failed since the last one.
+    pub fn reload_if_behind(&mut self) -> Result<(), StateError> {
+        if self.needs_reload {
+            if let Some((s, _)) = self.store.load(&self.key)? {
+                self.state = s;
+            }
+            self.needs_reload = false;
+        }
+        Ok(())
+    }
+
+    /// Writes the positions outputs reported when they resumed.
+    pub fn save_positions(
+        &mut self,
+        table: &str,
+        positions: Vec<(String, u64)>,
+    ) -> Result<(), StateError> {
+        self.record_positions(table, positions);
+        self.save_state(&self.state)
+    }
+
+    /// Writes that a late-arrival sweep ran at `now`.
+    pub fn swept(&mut self, now: Millis) -> Result<(), StateError> {
+        self.state.cursors.last_sweep = Some(now);
+        self.save_state(&self.state)
+    }
+
+    /// Commits window `w` (whose job was created at `created`), which every output confirmed:
+    /// applies its dedup `plan`, records the outputs' `positions`, moves the cursors past it and
+    /// writes the state. If the write fails, the next cycle reloads the state from disk.
+    pub fn commit(
+        &mut self,
+        w: Window,
+        created: Millis,
+        plan: DedupPlan,
+        positions: Vec<(String, u64)>,
+        svc: &ServiceConfig,
+    ) -> Result<(), StateError> {
+        devo_log::updating_persistence();
+        self.state.dedup.apply(plan);
+        self.record_positions(&svc.table, positions);
+        self.advance_cursors(w, created, svc.lookback.as_millis() as Millis);
+        if let Err(e) = self.save_state(&self.state) {
+            self.needs_reload = true;
+            return Err(e);
+        }
+        self.metrics.checkpoint(self.state.cursors.checkpoint);
+        Ok(())
+    }
+
+    /// Stores outputs' positions in `table`, to be saved with the next state.
+    fn record_positions(&mut self, table: &str, positions: Vec<(String, u64)>) {
+        for (output, p) in positions {
+            self.state
+                .positions
+                .entry(output)
+                .or_default()
+                .insert(table.to_owned(), p);
+        }
+    }
+
+    /// Moves the cursors past the delivered window `w` (whose job was created at `created`) and
+    /// forgets dedup records behind the new horizon.
+    fn advance_cursors(&mut self, w: Window, created: Millis, lookback: Millis) {
+        let c = &mut self.state.cursors;
+        if w.from <= c.settled {
+            let settled_by_now = created - lookback;
+            c.settled = c.settled.max(w.to.min(settled_by_now));
+        }
+        c.checkpoint = c.checkpoint.max(w.to);
+        let horizon = c.horizon();
+        self.state.dedup.prune(horizon);
+    }
+
+    /// Writes `state`, counting a failure.
+    fn save_state(&self, state: &ServiceState) -> Result<(), StateError> {
+        let result = self.store.save(&self.key, state);
+        if result.is_err() {
+            self.metrics.state_write_failed();
+        }
+        result
+    }
+}
+
+/// The reset check: whether `state` was created for another `start_time_in_utc` than the
+/// configured one (it then restarts, as Devo's persistence does), saying so if it was.
+fn start_time_changed(state: &ServiceState, svc: &ServiceConfig) -> bool {
+    if state.start_time_in_utc == svc.start_time_text {
+        return false;
+    }
+    warn!(
+        "start_time_in_utc changed from {:?} to {:?}: the persistence is restarted and events are collected again from the new start.",
+        state.start_time_in_utc.as_deref().unwrap_or("default"),
+        svc.start_time_text.as_deref().unwrap_or("default")
+    );
+    true
+}
+
+/// The configured start, clamped to the API's retention.
+fn start_ms(svc: &ServiceConfig, now: Millis) -> Millis {
+    let earliest = earliest_available(now);
+    match svc.start_time {
+        None => earliest,
+        Some(t) if t.timestamp_millis() < earliest => {
+            warn!(
+                "start_time_in_utc {} is older than the API's 30-day retention; starting at {} instead.",
+                svc.start_time_text.as_deref().unwrap_or_default(),
+                format_iso(earliest)
+            );
+            earliest
+        }
+        Some(t) => t.timestamp_millis(),
+    }
+}
