@@ -67,8 +67,10 @@ fn output(c: NetworkOutputConfig) -> SyslogOutput {
     SyslogOutput::from_config("devo".to_string(), &c, SharedClock::system()).unwrap()
 }
 
-/// Asserts that `received` is exactly the records of `events`, in order, each with a header date
-/// between `from_ms` and `to_ms`.
+/// Asserts that `received` is exactly the records of `events`, each once, each with a header date
+/// between `from_ms` and `to_ms`. Records of one chunk arrive in order, but two chunks of a batch
+/// travel on overlapping connections (the pipeline), so the receiver may interleave them: each
+/// record is matched to its event by its JSON, which is unique per test event.
 fn assert_records(received: &[u8], events: &[Event], from_ms: i64, to_ms: i64) {
     let mut lo = Vec::new();
     write_date(&mut lo, from_ms);
@@ -78,9 +80,28 @@ fn assert_records(received: &[u8], events: &[Event], from_ms: i64, to_ms: i64) {
         .split_inclusive(|&b| b == b'\n')
         .collect::<Vec<_>>();
     assert_eq!(lines.len(), events.len(), "number of received records");
-    for (i, (line, event)) in lines.iter().zip(events).enumerate() {
-        assert_record(line, event, &lo, &hi, i);
+    let by_json: std::collections::HashMap<&[u8], usize> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (&e.json[..], i))
+        .collect();
+    let separator = format!(" {TABLE}: ");
+    let mut seen = vec![0u32; events.len()];
+    for (i, line) in lines.iter().enumerate() {
+        let json = line
+            .windows(separator.len())
+            .position(|w| w == separator.as_bytes())
+            .map(|at| &line[at + separator.len()..line.len() - 1]);
+        let Some(&index) = json.and_then(|json| by_json.get(json)) else {
+            panic!(
+                "record {i} is no event's: {}",
+                String::from_utf8_lossy(line)
+            );
+        };
+        seen[index] += 1;
+        assert_record(line, &events[index], &lo, &hi, i);
     }
+    assert!(seen.iter().all(|&n| n == 1), "an event arrived twice");
 }
 
 fn assert_record(line: &[u8], event: &Event, lo: &[u8], hi: &[u8], i: usize) {
@@ -258,7 +279,7 @@ async fn receiver_killed_mid_stream_fails_then_redelivery_arrives() {
         all.starts_with(&before),
         "the receiver's earlier bytes changed"
     );
-    // The redelivery is complete, in order, byte-exact; earlier partial lines are duplicates.
+    // The redelivery is complete, byte-exact; earlier partial lines are duplicates.
     let tail: Vec<u8> = all[before.len()..].to_vec();
     assert_records(&tail, &batch, from, to);
 }
@@ -504,4 +525,115 @@ async fn ca_file_adds_to_the_chain_or_replaces_it() {
     assert!(reason(&e).contains(&want), "{e}");
     // Only the first batch ever arrived.
     assert_records(&rs.received(), &batch, from, to);
+}
+
+/// A plain-TCP stand-in receiver whose answers we control (rsyslog answers each connection as
+/// soon as it has read it, so it cannot show the pipeline's order). It reads each connection to
+/// its end but answers it (closes) only once the *next* connection has been read to its end, and
+/// the last one at once; with `stall_first` it never answers the first. Yields what each
+/// connection carried, in the order of the connections.
+async fn answering_late(
+    connections: usize,
+    stall_first: bool,
+) -> (u16, tokio::task::JoinHandle<Vec<Vec<u8>>>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (mut received, mut held) = (Vec::new(), Vec::new());
+        for i in 0..connections {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut data = Vec::new();
+            socket.read_to_end(&mut data).await.unwrap();
+            received.push(data);
+            held.push(Some(socket));
+            if i > 0 && !(stall_first && i == 1) {
+                held[i - 1] = None; // the earlier connection's answer: our close
+            }
+        }
+        held.last_mut().unwrap().take();
+        if stall_first {
+            tokio::time::sleep(Duration::from_secs(60)).await; // held[0] is never answered
+        }
+        received
+    });
+    (port, task)
+}
+
+fn pipelined_output(port: u16, pipeline: usize) -> SyslogOutput {
+    let c = NetworkOutputConfig {
+        confirm_timeout: Duration::from_secs(1),
+        ..config(port, None)
+    };
+    let tuning = Tuning {
+        chunk_records: 2,
+        pipeline,
+        attempts: 1,
+        ..Tuning::default()
+    };
+    SyslogOutput::with_tuning("relay".to_string(), &c, tuning, SharedClock::system()).unwrap()
+}
+
+/// The next chunk is written on a second connection while the earlier one's proof is pending,
+/// and the batch is confirmed only when every chunk is. Without the pipeline the same receiver
+/// can never confirm: it answers a connection only after the next one arrived.
+#[tokio::test]
+async fn the_next_chunk_is_written_while_the_earlier_proof_is_pending() {
+    let batch = events(0, 6);
+    let (port, receiver) = answering_late(3, false).await;
+    let mut out = pipelined_output(port, 2);
+    out.deliver(TABLE, &batch).await.unwrap();
+    let received = receiver.await.unwrap();
+    for (i, (data, chunk)) in received.iter().zip(batch.chunks(2)).enumerate() {
+        let lines: Vec<&[u8]> = data.split_inclusive(|&b| b == b'\n').collect();
+        assert_eq!(lines.len(), 2, "connection {i}");
+        for (line, event) in lines.iter().zip(chunk) {
+            assert!(
+                line.ends_with(&[&event.json[..], b"\n"].concat()),
+                "connection {i}"
+            );
+        }
+    }
+    let stats = out.stats();
+    assert_eq!(
+        (
+            stats.connections_total,
+            stats.messages_total,
+            stats.batches_total
+        ),
+        (3, 6, 1)
+    );
+
+    let (port, receiver) = answering_late(3, false).await;
+    let mut sequential = pipelined_output(port, 1);
+    let e = sequential.deliver(TABLE, &batch).await.unwrap_err();
+    assert!(
+        reason(&e).contains("waiting for the receiver to confirm"),
+        "{e}"
+    );
+    assert_eq!(sequential.stats().connections_total, 1);
+    receiver.abort();
+}
+
+/// A chunk whose proof fails fails the batch, even when a later chunk was confirmed meanwhile:
+/// chunks count only in order, and the caller sends the whole batch again.
+#[tokio::test]
+async fn a_later_chunk_confirmed_before_an_earlier_failure_does_not_count() {
+    let (port, receiver) = answering_late(2, true).await;
+    let mut out = pipelined_output(port, 2);
+    let e = out.deliver(TABLE, &events(0, 4)).await.unwrap_err();
+    assert!(
+        reason(&e).contains("waiting for the receiver to confirm"),
+        "{e}"
+    );
+    let stats = out.stats();
+    assert_eq!(
+        (
+            stats.connections_total,
+            stats.messages_total,
+            stats.failures_total
+        ),
+        (2, 0, 1)
+    );
+    receiver.abort();
 }

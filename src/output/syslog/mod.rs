@@ -12,6 +12,11 @@
 //! balancer drops idle connections, so the SDK reconnects when a connection is idle for > 30 s
 //! or older than 1 h. A connection per chunk never gets idle or old, so that holds by
 //! construction.
+//!
+//! The chunks of a batch are pipelined ([`Tuning::pipeline`]): once a chunk is written and our
+//! side closed, the next chunk is written on a new connection while the earlier proof is still
+//! pending. Chunks are confirmed in order and the batch only when all are, so what a crash or a
+//! failure may send again is unchanged: the unconfirmed batch.
 
 pub mod format;
 pub mod stats;
@@ -20,7 +25,9 @@ pub mod transport;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -46,6 +53,16 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 256 * 1024;
 /// 10,000 records (about 4 MB) per connection: a few milliseconds of handshake and confirmation
 /// per chunk is negligible, and a failed chunk costs at most 10,000 records of resend.
 pub const DEFAULT_CHUNK_RECORDS: usize = 10_000;
+
+/// Default for [`Tuning::pipeline`]: while one chunk's proof is pending, the next is written.
+pub const DEFAULT_PIPELINE: usize = 2;
+
+/// One chunk's send, as [`SyslogOutput::deliver`]'s pipeline yields it.
+struct SentChunk {
+    result: Result<(), TransportError>,
+    buf: Vec<u8>,
+    records: usize,
+}
 
 /// TLS files for a syslog output, all PEM. The server is verified against the roots of `chain`,
 /// `ca_file` and (if set) the system trust store together; at least one must be given.
@@ -104,6 +121,9 @@ pub struct Tuning {
     /// Minimum wait after the TLS handshake for the receiver to reject our certificate before
     /// we write (see `transport`); the actual wait is as long as the handshake took.
     pub tls_settle: Duration,
+    /// Connections of one batch that may await their proof of delivery at once (at least 1;
+    /// 1 sends chunk after chunk). See [`SyslogOutput::deliver`].
+    pub pipeline: usize,
     /// Tries per chunk within one `deliver` (at least 1). The outputs fan-out retries the whole
     /// batch later with its own backoff.
     pub attempts: u32,
@@ -119,6 +139,7 @@ impl Default for Tuning {
             chunk_records: DEFAULT_CHUNK_RECORDS,
             write_timeout: Duration::from_secs(30),
             tls_settle: Duration::from_millis(50),
+            pipeline: DEFAULT_PIPELINE,
             attempts: 3,
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(5),
@@ -136,8 +157,10 @@ pub struct SyslogOutput {
     /// Boxed to keep `Output` small (clippy::large_enum_variant); used once per chunk.
     sender: Box<Sender>,
     stats: StatsHandle,
-    /// Reused record buffer (one chunk).
-    buf: Vec<u8>,
+    /// Connections that may await their proof of delivery at once (at least 1).
+    pipeline: usize,
+    /// Reused record buffers (one per chunk in flight).
+    bufs: Vec<Vec<u8>>,
     /// Cached per table: the prefix only changes with the table.
     formatter: Option<(String, RecordFormatter)>,
     /// Stamps the records' syslog dates and the statistics periods.
@@ -245,7 +268,8 @@ impl SyslogOutput {
                 },
             }),
             stats: StatsHandle::new(SystemTime::from(clock.now())),
-            buf: Vec::new(),
+            pipeline: tuning.pipeline.max(1),
+            bufs: Vec::new(),
             formatter: None,
             name,
             clock,
@@ -300,43 +324,128 @@ impl SyslogOutput {
             Some((t, f)) if t == table => f,
             _ => RecordFormatter::new(&self.hostname, table),
         };
-        let mut buf = std::mem::take(&mut self.buf);
-        let mut result = Ok(());
-        for chunk in events.chunks(self.chunk_records) {
-            buf.clear();
-            for event in chunk {
-                let len = formatter.record_len(&event.json);
-                if len > self.max_record_bytes {
-                    warn!(
-                        output = %self.name,
-                        table,
-                        bytes = len,
-                        max_record_bytes = self.max_record_bytes,
-                        "Record larger than max_record_bytes; sending it whole."
-                    );
-                }
-                formatter.write_at(&mut buf, self.clock.now_ms(), &event.json);
-            }
-            if let Err(e) = self.send_with_retries(&buf).await {
-                result = Err(self.peer_error(e.to_string()));
-                break;
-            }
-            self.stats
-                .add_confirmed(chunk.len() as u64, buf.len() as u64);
-        }
-        // Keep the allocation for the next batch, but not an outsized one.
-        if buf.capacity() <= 64 * 1024 * 1024 {
-            self.buf = buf;
-        }
+        let mut spare = std::mem::take(&mut self.bufs);
+        let result = self
+            .send_pipelined(table, events, &mut formatter, &mut spare)
+            .await
+            .map_err(|e| self.peer_error(e.to_string()));
+        // Keep the allocations for the next batch, but not outsized ones.
+        spare.retain(|buf| buf.capacity() <= 64 * 1024 * 1024);
+        self.bufs = spare;
         self.formatter = Some((table.to_string(), formatter));
         result
     }
 
-    async fn send_with_retries(&self, data: &[u8]) -> Result<(), TransportError> {
+    /// Sends the chunks of `events` in order, each on its own connection, and confirms them in
+    /// order: `Ok` only when every chunk was proven read.
+    ///
+    /// Pipelined because the proof is a round trip plus the receiver's reading of what is still
+    /// in the socket buffers (tens of milliseconds per chunk with rsyslog): once a chunk is
+    /// written and closed, the next one is formatted and written on another connection while
+    /// the earlier proof is pending, with at most `pipeline` connections awaiting proof. Only
+    /// one connection writes at a time, and a chunk that fails before it is written stops the
+    /// batch before any later chunk is started, so failures count connections as without
+    /// pipelining. The first failure in chunk order fails the batch; later chunks still in
+    /// flight are dropped unconfirmed (the caller retries the whole batch, as before). The
+    /// receiver may store the records of two chunks interleaved: it reads two connections.
+    async fn send_pipelined(
+        &self,
+        table: &str,
+        events: &[Event],
+        formatter: &mut RecordFormatter,
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<(), TransportError> {
+        let mut in_flight = FuturesOrdered::new();
+        for chunk in events.chunks(self.chunk_records) {
+            let mut buf = spare.pop().unwrap_or_default();
+            self.format_chunk(&mut buf, table, chunk, formatter);
+            let (tx, mut written) = oneshot::channel();
+            in_flight.push_back(self.send_chunk(buf, chunk.len(), tx));
+            let was_written = loop {
+                tokio::select! {
+                    biased;
+                    Some(done) = in_flight.next() => spare.push(self.confirmed(done)?),
+                    w = &mut written => break w.is_ok(),
+                }
+            };
+            if !was_written {
+                break; // it failed: its error comes out of the drain below
+            }
+            while in_flight.len() >= self.pipeline {
+                if let Some(done) = in_flight.next().await {
+                    spare.push(self.confirmed(done)?);
+                }
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            spare.push(self.confirmed(done)?);
+        }
+        Ok(())
+    }
+
+    /// Formats `chunk` into `buf` as records of `table`.
+    fn format_chunk(
+        &self,
+        buf: &mut Vec<u8>,
+        table: &str,
+        chunk: &[Event],
+        formatter: &mut RecordFormatter,
+    ) {
+        buf.clear();
+        for event in chunk {
+            let len = formatter.record_len(&event.json);
+            if len > self.max_record_bytes {
+                warn!(
+                    output = %self.name,
+                    table,
+                    bytes = len,
+                    max_record_bytes = self.max_record_bytes,
+                    "Record larger than max_record_bytes; sending it whole."
+                );
+            }
+            formatter.write_at(buf, self.clock.now_ms(), &event.json);
+        }
+    }
+
+    /// Sends one formatted chunk (with retries); yields the outcome, the buffer for reuse and
+    /// the number of records. `written` fires when its bytes are written and only the proof
+    /// is pending.
+    async fn send_chunk(
+        &self,
+        buf: Vec<u8>,
+        records: usize,
+        written: oneshot::Sender<()>,
+    ) -> SentChunk {
+        let result = self.send_with_retries(&buf, Some(written)).await;
+        SentChunk {
+            result,
+            buf,
+            records,
+        }
+    }
+
+    /// Counts a confirmed chunk, or passes its failure on; returns its buffer.
+    fn confirmed(&self, done: SentChunk) -> Result<Vec<u8>, TransportError> {
+        done.result?;
+        self.stats
+            .add_confirmed(done.records as u64, done.buf.len() as u64);
+        Ok(done.buf)
+    }
+
+    async fn send_with_retries(
+        &self,
+        data: &[u8],
+        mut written: Option<oneshot::Sender<()>>,
+    ) -> Result<(), TransportError> {
         let mut backoff = self.sender.backoff.clone();
         loop {
             self.stats.add_connection();
-            match self.sender.connector.send_confirmed(data).await {
+            let sent = self
+                .sender
+                .connector
+                .send_confirmed_signalling(data, &mut written)
+                .await;
+            match sent {
                 Ok(()) => return Ok(()),
                 Err(e) if backoff.attempts() + 1 < self.sender.attempts && e.is_retryable() => {
                     let wait = backoff.next_wait();

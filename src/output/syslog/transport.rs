@@ -26,6 +26,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio::time::{timeout, Instant};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -181,10 +182,21 @@ impl Connector {
     /// Connects, writes `data`, closes our side and waits for the receiver's confirmation.
     /// `Ok` means the receiver read every byte of `data`.
     pub async fn send_confirmed(&self, data: &[u8]) -> Result<(), TransportError> {
+        self.send_confirmed_signalling(data, &mut None).await
+    }
+
+    /// [`Connector::send_confirmed`] that also fires `written` once every byte of `data` is
+    /// written and our side is closed, when only the receiver's proof is still pending: the
+    /// caller may then start the next chunk on another connection (see `SyslogOutput`).
+    pub async fn send_confirmed_signalling(
+        &self,
+        data: &[u8],
+        written: &mut Option<oneshot::Sender<()>>,
+    ) -> Result<(), TransportError> {
         let addr = self.addr();
         let tcp = self.connect_tcp(&addr).await?;
         match &self.tls {
-            None => self.write_and_confirm(tcp, data, &addr).await,
+            None => self.write_and_confirm(tcp, data, &addr, written).await,
             Some(tls) => {
                 use std::sync::atomic::Ordering;
                 let started = Instant::now();
@@ -194,7 +206,7 @@ impl Connector {
                         self.settle(&mut stream, started.elapsed(), tls, &addr)
                             .await?;
                     }
-                    self.write_and_confirm(stream, data, &addr).await
+                    self.write_and_confirm(stream, data, &addr, written).await
                 }
                 .await;
                 self.accepted.store(result.is_ok(), Ordering::Relaxed);
@@ -296,6 +308,7 @@ impl Connector {
         mut stream: S,
         data: &[u8],
         addr: &str,
+        on_written: &mut Option<oneshot::Sender<()>>,
     ) -> Result<(), TransportError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -324,6 +337,10 @@ impl Connector {
                 return Err(better);
             }
             return Err(e.into_transport(addr, tls));
+        }
+        if let Some(on_written) = on_written.take() {
+            // The caller may have stopped listening (it gave the batch up); nothing to do then.
+            let _ = on_written.send(());
         }
 
         let waiting = Instant::now();
