@@ -139,6 +139,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     retries: Family<ServiceLabels, Counter>,
     polls: Family<ServiceLabels, Counter>,
+    job_wait: Family<ServiceLabels, Counter<f64, AtomicU64>>,
     confirm_failures: Family<OutputLabels, Counter>,
     state_write_failures: Family<ServiceLabels, Counter>,
     obfuscation_fallbacks: Family<RuleLabels, Counter>,
@@ -196,6 +197,12 @@ impl Metrics {
             "Polls of an API job that was not complete yet.",
             polls.clone(),
         );
+        let job_wait = Family::default();
+        registry.register(
+            "job_wait_seconds",
+            "Time spent polling API jobs that were not complete yet, with nothing to download or deliver meanwhile.",
+            job_wait.clone(),
+        );
         let confirm_failures = Family::default();
         registry.register(
             "output_confirm_failures",
@@ -236,6 +243,7 @@ impl Metrics {
             requests,
             retries,
             polls,
+            job_wait,
             confirm_failures,
             state_write_failures,
             obfuscation_fallbacks,
@@ -364,6 +372,14 @@ impl ServiceMetrics {
 
     pub fn job_poll(&self) {
         self.metrics.polls.get_or_create(&self.labels()).inc();
+    }
+
+    /// The puller waited `waited` for a job to complete.
+    pub fn job_wait(&self, waited: std::time::Duration) {
+        self.metrics
+            .job_wait
+            .get_or_create(&self.labels())
+            .inc_by(waited.as_secs_f64());
     }
 
     pub fn state_write_failed(&self) {

@@ -7,12 +7,21 @@
 #
 #   bash scripts/bench/backfill.sh [EVENTS] [file|tls]        # defaults: 1000000 file
 #
+# Environment knobs (defaults in brackets): JOB_LATENCY_MS [0] and JOB_LATENCY_MS_PER_10K [0]
+# (a job completes that long after its creation, as the real API's jobs take seconds),
+# PAGE_LATENCY_MS [0], SPAN_HOURS [480], and MAX_CONCURRENT_JOBS [the collector's default].
+# The summary reports the time the collector spent only waiting for jobs.
+#
 # Binaries come from $CARGO_TARGET_DIR (default target/). Not part of CI: it takes about a
 # minute and wants a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-1000000}
 MODE=${2:-file}
+JOB_LATENCY_MS=${JOB_LATENCY_MS:-0}
+JOB_LATENCY_MS_PER_10K=${JOB_LATENCY_MS_PER_10K:-0}
+PAGE_LATENCY_MS=${PAGE_LATENCY_MS:-0}
+SPAN_HOURS=${SPAN_HOURS:-480}
 PORT_WEB=${PORT_WEB:-18180}
 PORT_URL=${PORT_URL:-18181}
 work=$(mktemp -d)
@@ -22,7 +31,9 @@ trap 'kill $sim_pid $rsyslog_pid 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -
 cargo build --release --quiet --bin isolation-collector --bin isolation-sim
 BIN=${CARGO_TARGET_DIR:-target}/release
 
-"$BIN"/isolation-sim --events "$N" --span-hours 480 --pending-polls 1 \
+"$BIN"/isolation-sim --events "$N" --span-hours "$SPAN_HOURS" --pending-polls 1 \
+  --job-latency-ms "$JOB_LATENCY_MS" --job-latency-ms-per-10k "$JOB_LATENCY_MS_PER_10K" \
+  --page-latency-ms "$PAGE_LATENCY_MS" \
   --web-listen 127.0.0.1:$PORT_WEB --url-listen 127.0.0.1:$PORT_URL >"$work/sim.log" 2>&1 &
 sim_pid=$!
 for _ in $(seq 1 300); do grep -q '^url:' "$work/sim.log" 2>/dev/null && break; sleep 0.1; done
@@ -46,12 +57,16 @@ cat >"$work/config.yaml" <<YAML
 $(config_head_yaml bench "$work" "$output_yaml")
       browser_and_email_isolation:
         override_base_url: http://127.0.0.1:$PORT_WEB
-        # iso2web polls a pending job again at once; the simulator completes jobs at once, so a
-        # short first poll makes the comparison fair. (The default, 2 s, suits the real API.)
+        # iso2web polls a pending job again at once; without JOB_LATENCY_MS the simulator's jobs
+        # complete at the first poll, so a short first poll makes the comparison fair. (The
+        # default, 2 s, suits the real API.)
         job_poll_initial_interval_in_seconds: 0.01
+$([ -n "${MAX_CONCURRENT_JOBS:-}" ] && echo "        max_concurrent_jobs: $MAX_CONCURRENT_JOBS")
 YAML
 
-[ "$MODE" = tls ] && export RUST_LOG=info,isolation_collector::output::syslog=debug
+# The puller's debug line "Waited S seconds for API jobs" gives the time spent only waiting.
+export RUST_LOG=info,isolation_collector::isolation::puller=debug
+[ "$MODE" = tls ] && export RUST_LOG=$RUST_LOG,isolation_collector::output::syslog=debug
 /usr/bin/time -v "$BIN"/isolation-collector run --once --config "$work/config.yaml" \
   2>"$work/run.log" || { tail -20 "$work/run.log"; exit 1; }
 
@@ -85,9 +100,12 @@ print(f"CPU time (user+sys)            : {cpu:.2f} s  ({cpu / events * 1e6:.2f} 
 print(f"peak RSS                       : {int(rss) / 1024:.1f} MiB")
 print(f"API requests                   : {req}")
 print(f"bytes delivered per event      : {int(size) / max(events, 1):.0f}")
+job_wait = sum(float(m.group(1)) for m in re.finditer(r"Waited ([0-9.]+) seconds for API jobs", open(log).read()))
+print(f"waiting only for jobs          : {job_wait:.2f} s ({job_wait / wall * 100:.0f}% of the wall time)")
 print(f"API bytes downloaded per event : {int(sbytes) / max(events, 1):.0f}  ({int(sevents):,} events served, {sreq} requests seen by the simulator)")
 print(f"RESULT mode={mode} n={n} delivered={events} wall={wall:.3f} cpu={cpu:.3f} rss_kb={rss} "
-      f"requests={req} sim_requests={sreq} bytes_downloaded={sbytes} events_downloaded={sevents}")
+      f"requests={req} sim_requests={sreq} bytes_downloaded={sbytes} events_downloaded={sevents} "
+      f"job_wait={job_wait:.3f}")
 proofs = [float(m.group(1)) for m in re.finditer(r"proof_ms=([0-9.]+)", open(log).read())]
 if proofs:
     proofs.sort()

@@ -41,6 +41,9 @@ pub struct ServiceConfig {
     pub job_poll_initial: Duration,
     pub job_poll_max: Duration,
     pub job_timeout: Duration,
+    /// `max_concurrent_jobs`: the current window's job plus the jobs created ahead for the
+    /// next windows (`isolation::lookahead`). 1 = one job at a time.
+    pub max_concurrent_jobs: usize,
     pub max_retries: u32,
     pub retry_initial: Duration,
     pub retry_max: Duration,
@@ -83,6 +86,7 @@ impl ServiceConfig {
             job_poll_initial: Duration::from_secs(2),
             job_poll_max: Duration::from_secs(30),
             job_timeout: Duration::from_secs(30 * 60),
+            max_concurrent_jobs: 3,
             max_retries: 5,
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
@@ -231,7 +235,7 @@ fn page_limits(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
     }
 }
 
-/// The request timeout and the polling of a report job.
+/// The request timeout, the polling of a report job, and how many jobs run at once.
 fn job_timings(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
     for (key, range, field) in [
         (
@@ -253,6 +257,10 @@ fn job_timings(s: &mut Obj<'_>, c: &mut ServiceConfig, cx: &mut Cx) {
     ] {
         *field = s.duration(key, range, *field, cx);
     }
+    c.max_concurrent_jobs = s
+        .number("max_concurrent_jobs", 1.0, 16.0, true, cx)
+        .map(|n| n as usize)
+        .unwrap_or(c.max_concurrent_jobs);
 }
 
 /// `max_retries` and the backoff between retries.

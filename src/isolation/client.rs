@@ -74,6 +74,21 @@ impl FetchError {
     pub fn is_auth(&self) -> bool {
         matches!(self, FetchError::Auth { .. })
     }
+
+    /// The job itself is gone: it failed, never completed, or the server no longer knows its
+    /// id (expired: 404, or 400/410 as some servers answer). A new job for the same range can
+    /// succeed.
+    pub fn is_lost_job(&self) -> bool {
+        matches!(
+            self,
+            FetchError::JobFailed { .. }
+                | FetchError::JobTimeout { .. }
+                | FetchError::Rejected {
+                    status: 400 | 404 | 410,
+                    ..
+                }
+        )
+    }
 }
 
 /// Counters of one client, read by the puller for its statistics line.
@@ -81,6 +96,17 @@ impl FetchError {
 pub struct ClientStats {
     pub requests: u64,
     pub bytes: u64,
+}
+
+/// A job created but not yet polled or paged ([`ApiClient::create_job`]).
+#[derive(Debug)]
+pub struct CreatedJob {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    /// The creation's answer: PENDING, or COMPLETED with the first page (its events are held
+    /// until the job's turn).
+    answer: Page,
+    created: Instant,
 }
 
 /// One service's API client.
@@ -95,6 +121,9 @@ pub struct ApiClient {
     /// `requests_limits` of every level that applies; empty: none.
     limits: SharedLimits,
     pub stats: ClientStats,
+    /// Time spent polling jobs that were not complete yet, with nothing else to do (the
+    /// client's lifetime; a cycle reports its own part).
+    pub job_wait: Duration,
     cancel: tokio_util::sync::CancellationToken,
     metrics: ServiceMetrics,
 }
@@ -144,6 +173,7 @@ impl ApiClient {
             next_request: Instant::now(),
             limits: SharedLimits::default(),
             stats: ClientStats::default(),
+            job_wait: Duration::ZERO,
             metrics: ServiceMetrics::detached(cfg.service),
             cancel,
         })
@@ -174,12 +204,48 @@ impl ApiClient {
         &mut self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
+        on_page: impl FnMut(Page) -> bool,
+    ) -> Result<usize, FetchError> {
+        let job = self.create_job(from, to).await?;
+        self.finish_job(job, on_page).await
+    }
+
+    /// Creates a job over `[from, to]` and returns at once: the server works on it while the
+    /// caller does something else ([`ApiClient::finish_job`] polls and pages it later).
+    pub async fn create_job(
+        &mut self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<CreatedJob, FetchError> {
+        let answer = self
+            .request(from, to, self.cfg.page_size, None, None)
+            .await?;
+        Ok(CreatedJob {
+            from,
+            to,
+            answer,
+            created: Instant::now(),
+        })
+    }
+
+    /// Polls `job` until it completes (the first poll comes `job_poll_initial` after its
+    /// creation, at once for a job created long enough ago), then pages it like
+    /// [`ApiClient::run_job`]. The time spent polling counts as job wait.
+    pub async fn finish_job(
+        &mut self,
+        job: CreatedJob,
         mut on_page: impl FnMut(Page) -> bool,
     ) -> Result<usize, FetchError> {
+        let CreatedJob {
+            from,
+            to,
+            answer: mut page,
+            created: started,
+        } = job;
         let page_size = self.cfg.page_size;
-        let mut page = self.request(from, to, page_size, None, None).await?;
         let job_id = page.job_id.clone();
-        let started = Instant::now();
+        let waiting = Instant::now();
+        let mut last_request = started;
         let mut polls = Backoff::new(self.cfg.job_poll_initial, self.cfg.job_poll_max);
         while !page.is_completed() {
             if page.is_failed() {
@@ -195,12 +261,17 @@ impl ApiClient {
                     waited: started.elapsed(),
                 });
             }
-            self.sleep(polls.next_wait()).await?;
+            let wait = polls.next_wait().saturating_sub(last_request.elapsed());
+            self.sleep(wait).await?;
             self.metrics.job_poll();
+            last_request = Instant::now();
             page = self
                 .request(from, to, page_size, Some(&job_id), None)
                 .await?;
         }
+        let waited = waiting.elapsed();
+        self.job_wait += waited;
+        self.metrics.job_wait(waited);
         let mut pages = 0;
         loop {
             pages += 1;

@@ -5,6 +5,7 @@
 //! - [`client`], [`connection`], [`limiter`]: the API client, its route (proxy, TLS) and its
 //!   request limits.
 //! - [`puller`]: one service's window loop: plan a window, fetch it, deliver it, commit it.
+//! - [`lookahead`]: the jobs of the next windows, created while the current one is delivered.
 //! - [`checkpoint`]: the service's state through its lifecycle (Devo's `pre_pull` steps: load,
 //!   upgrade, correct, reset; the commit after each confirmed window).
 //! - [`devo_log`]: Devo's thread names and log lines for setup, `pre_pull` and the loop.
@@ -15,5 +16,6 @@ pub mod client;
 pub mod connection;
 pub mod devo_log;
 pub mod limiter;
+pub mod lookahead;
 pub mod puller;
 pub mod statistics;

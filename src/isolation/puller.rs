@@ -24,8 +24,9 @@ use crate::clock::SharedClock;
 use crate::config::{InputConfig, ServiceConfig};
 use crate::event::Event;
 use crate::isolation::checkpoint::Checkpoint;
-use crate::isolation::client::{ApiClient, FetchError};
+use crate::isolation::client::{ApiClient, CreatedJob, FetchError};
 use crate::isolation::devo_log;
+use crate::isolation::lookahead::{JobAhead, LookAhead};
 use crate::isolation::statistics::{CycleReport, CycleStats};
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::output::{FanOutError, Output, OutputError, Outputs};
@@ -46,6 +47,16 @@ pub enum PullError {
     State(#[from] StateError),
     #[error("stopped by a shutdown request")]
     Cancelled,
+}
+
+impl PullError {
+    /// A failed API call; a cancelled one is [`PullError::Cancelled`].
+    fn from_fetch(e: FetchError) -> PullError {
+        match e {
+            FetchError::Cancelled => PullError::Cancelled,
+            e => PullError::Fetch(e),
+        }
+    }
 }
 
 impl From<FanOutError> for PullError {
@@ -266,8 +277,13 @@ impl Puller {
         let pulling_id = self.clock.now_ms();
         devo_log::pull_started();
         let mut report = CycleReport::start(pulling_id, Instant::now(), self.client.stats);
+        let job_wait_before = self.client.job_wait;
         let result = self.pull_windows(&mut report).await;
         let stats = report.finish(self.client.stats);
+        debug!(
+            "Waited {:.3} seconds for API jobs to complete in this cycle.",
+            (self.client.job_wait - job_wait_before).as_secs_f64()
+        );
         match result {
             Ok(()) => {
                 devo_log::up_to_date();
@@ -310,12 +326,18 @@ impl Puller {
             self.resume_outputs().await?;
         }
         let mut planner = WindowPlanner::new(range, self.svc.max_events_per_window, self.density);
-        while let Some(w) = planner.next_window() {
+        let mut ahead = LookAhead::new(self.svc.max_concurrent_jobs);
+        while let Some(planned) = planner.next_window() {
             if self.cancel.is_cancelled() {
                 return Err(PullError::Cancelled);
             }
-            let created = self.clock.now_ms();
-            let Some(events) = self.fetch_window(w, &mut planner).await? else {
+            let (w, job) = ahead.take(planned);
+            // The next windows' jobs run on the server while this one is polled and delivered.
+            ahead
+                .top_up(w, &planner, &mut self.client, &self.clock)
+                .await
+                .map_err(PullError::from_fetch)?;
+            let Some((events, created)) = self.fetch_window(w, job, &mut planner).await? else {
                 continue; // too big: the planner shrank it
             };
             let received = events.len();
@@ -338,19 +360,56 @@ impl Puller {
         Ok(())
     }
 
-    /// Runs one window's job. `None` if the window is too big and was abandoned.
+    /// Runs window `w`'s job: the one created ahead for it (`job`), or a new one when there is
+    /// none or it failed or expired while it waited. Returns the events and the job's creation
+    /// time; `None` if the window is too big and was abandoned.
     async fn fetch_window(
         &mut self,
         w: Window,
+        job: Option<JobAhead>,
         planner: &mut WindowPlanner,
-    ) -> Result<Option<Vec<Event>>, PullError> {
+    ) -> Result<Option<(Vec<Event>, Millis)>, PullError> {
+        if let Some(JobAhead { created, job, .. }) = job {
+            match self.collect(w, job, planner).await {
+                Err(e) if e.is_lost_job() => warn!(
+                    "The job created ahead for {} to {} is lost ({e}); creating it again.",
+                    format_iso(w.from),
+                    format_iso(w.to)
+                ),
+                result => {
+                    let events = result.map_err(PullError::from_fetch)?;
+                    return Ok(events.map(|events| (events, created)));
+                }
+            }
+        }
+        let created = self.clock.now_ms();
+        let job = self
+            .client
+            .create_job(from_millis(w.from), from_millis(w.to))
+            .await
+            .map_err(PullError::from_fetch)?;
+        let events = self
+            .collect(w, job, planner)
+            .await
+            .map_err(PullError::from_fetch)?;
+        Ok(events.map(|events| (events, created)))
+    }
+
+    /// Polls and pages `job`, the job of window `w`, holding its events. `None` if the window
+    /// is too big and was abandoned.
+    async fn collect(
+        &mut self,
+        w: Window,
+        job: CreatedJob,
+        planner: &mut WindowPlanner,
+    ) -> Result<Option<Vec<Event>>, FetchError> {
         let cap = self.svc.max_events_per_window;
         let mut events: Vec<Event> = Vec::new();
         let mut first = true;
         let mut too_big = false;
         let mut undated = 0;
         self.client
-            .run_job(from_millis(w.from), from_millis(w.to), |page| {
+            .finish_job(job, |page| {
                 if first {
                     first = false;
                     if let Some(total) = page.total {
@@ -369,11 +428,7 @@ impl Puller {
                 }
                 true
             })
-            .await
-            .map_err(|e| match e {
-                FetchError::Cancelled => PullError::Cancelled,
-                e => PullError::Fetch(e),
-            })?;
+            .await?;
         if too_big {
             info!(
                 "The window {} to {} holds more than {cap} events; splitting it.",

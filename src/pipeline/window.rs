@@ -130,7 +130,21 @@ impl WindowPlanner {
 
     /// The next window, or `None` when the range is covered.
     pub fn next_window(&self) -> Option<Window> {
-        let from = match self.done_until {
+        self.window_after(self.done_until)
+    }
+
+    /// The window that would follow `prev` if `prev` completes as planned, with the density
+    /// known now: a job for it can be created ahead. `None` when `prev` reaches the range's end,
+    /// or while the density is unknown (the first window spans the whole range, which is
+    /// likely too big: a window planned after it would be a guess).
+    pub fn window_ahead(&self, prev: Window) -> Option<Window> {
+        self.density?;
+        self.window_after(Some(prev.to))
+    }
+
+    /// The window starting where a window ending at `done_until` leaves off.
+    fn window_after(&self, done_until: Option<Millis>) -> Option<Window> {
+        let from = match done_until {
             None => self.range_from,
             Some(end) if end >= self.to => return None,
             Some(end) => (end - EDGE_OVERLAP).max(self.range_from),

@@ -35,6 +35,9 @@ mod metrics;
 // obfuscation_data end to end: no original value of an obfuscated field in any output or log.
 mod obfuscate;
 
+// Jobs that overlap (max_concurrent_jobs) against jobs that take time: counts and exactly-once.
+mod overlap;
+
 // SIGTERM mid-backfill, the grace period, a second signal.
 mod shutdown;
 

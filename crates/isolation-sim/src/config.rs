@@ -115,6 +115,15 @@ pub struct SimConfig {
     /// Number of PENDING answers to polls after the PENDING create response, before the poll that
     /// answers COMPLETED with the first page. 0 = the first poll completes.
     pub pending_polls: u32,
+    /// A job is ready this long after its creation (plus [`SimConfig::job_latency_per_10k`]);
+    /// polls before then answer PENDING, as the vendor's jobs take seconds. Applies on top of
+    /// `pending_polls` (both must be used up). Zero = ready at once.
+    pub job_latency: Duration,
+    /// Added to [`SimConfig::job_latency`] per 10,000 events in the job's snapshot (larger data
+    /// sets answer more slowly, isolation-api.md §4), pro rata.
+    pub job_latency_per_10k: Duration,
+    /// Every page request (with `pageToken`, or the completing poll) is answered this much later.
+    pub page_latency: Duration,
     /// The create request itself answers COMPLETED with the first page (the one-shot variant, §4).
     pub complete_on_create: bool,
     /// Status word for a job that is not done yet.
@@ -170,6 +179,9 @@ impl SimConfig {
             late_max_delay: Duration::ZERO,
             late_batch_interval: None,
             pending_polls: 1,
+            job_latency: Duration::ZERO,
+            job_latency_per_10k: Duration::ZERO,
+            page_latency: Duration::ZERO,
             complete_on_create: false,
             pending_status: "PENDING".to_string(),
             error_status: "ERROR".to_string(),

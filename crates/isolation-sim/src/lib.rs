@@ -74,6 +74,9 @@ pub struct SimStats {
     pub bad_requests: u64,
     /// Requests for an unknown or expired job.
     pub not_found: u64,
+    /// The most jobs running at once: created, not failed, and their job latency not yet over
+    /// (counted at each creation, the new job included). 0 while jobs have no latency.
+    pub max_running_jobs: u64,
 }
 
 /// One request as the simulator received it (see [`SimHandle::request_log`]).

@@ -95,7 +95,7 @@ async fn usage_data(
         return auth_failure(shared.cfg.auth_failure, key.as_deref().unwrap_or(""));
     }
 
-    let kind = shared.classify(&params);
+    let kind = shared.classify(&params, Utc::now().timestamp_millis());
     record.kind = Some(kind);
     shared.log_request(record);
     match kind {
@@ -121,6 +121,9 @@ async fn usage_data(
         Some(Fault::JobError) => force_error = true,
     }
 
+    if kind == FaultTarget::Page && !shared.cfg.page_latency.is_zero() {
+        tokio::time::sleep(shared.cfg.page_latency).await;
+    }
     let reply = shared.handle(&params, Utc::now().timestamp_millis(), force_error);
     if reply.status == 400 {
         Counters::add(&stats.bad_requests, 1);

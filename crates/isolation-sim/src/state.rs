@@ -45,6 +45,7 @@ pub(crate) struct Counters {
     pub auth_failures: AtomicU64,
     pub bad_requests: AtomicU64,
     pub not_found: AtomicU64,
+    pub max_running_jobs: AtomicU64,
 }
 
 impl Counters {
@@ -65,6 +66,7 @@ impl Counters {
             auth_failures: g(&self.auth_failures),
             bad_requests: g(&self.bad_requests),
             not_found: g(&self.not_found),
+            max_running_jobs: g(&self.max_running_jobs),
         }
     }
 }
@@ -73,6 +75,8 @@ impl Counters {
 #[derive(Debug)]
 struct Job {
     created_ms: i64,
+    /// Polls before this answer PENDING (the job latency, [`SimConfig::job_latency`]).
+    ready_ms: i64,
     /// Indices into `Inner::events`, in serving order.
     snapshot: Vec<u32>,
     page_size: usize,
@@ -195,6 +199,13 @@ fn dur_ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
+/// How long after its creation a job of `events` events is ready: the fixed latency plus the
+/// per-10,000-event part, pro rata.
+fn job_latency_ms(cfg: &SimConfig, events: usize) -> i64 {
+    let per_10k = dur_ms(cfg.job_latency_per_10k).saturating_mul(events as i64) / 10_000;
+    dur_ms(cfg.job_latency).saturating_add(per_10k)
+}
+
 fn random_job_id() -> String {
     let mut r = rand::rng();
     format!(
@@ -286,12 +297,16 @@ impl Shared {
     }
 
     /// Classifies a request for the fault queue (see [`FaultTarget`]).
-    pub fn classify(&self, p: &Params) -> FaultTarget {
+    pub fn classify(&self, p: &Params, now_ms: i64) -> FaultTarget {
         match (&p.job_id, &p.page_token) {
             (None, _) => FaultTarget::Create,
             (Some(_), Some(_)) => FaultTarget::Page,
             (Some(id), None) => match self.lock().jobs.get(id) {
-                Some(j) if !j.failed && !j.stuck && (j.completed || j.polls_left == 0) => {
+                Some(j)
+                    if !j.failed
+                        && !j.stuck
+                        && (j.completed || (j.polls_left == 0 && now_ms >= j.ready_ms)) =>
+                {
                     FaultTarget::Page
                 }
                 _ => FaultTarget::Poll,
@@ -334,11 +349,13 @@ impl Shared {
             inner.stick -= 1;
         }
         let id = random_job_id();
-        let complete_now = cfg.complete_on_create && !stuck && !force_error;
+        let ready_ms = now_ms + job_latency_ms(cfg, snapshot.len());
+        let complete_now = cfg.complete_on_create && ready_ms <= now_ms && !stuck && !force_error;
         inner.jobs.insert(
             id.clone(),
             Job {
                 created_ms: now_ms,
+                ready_ms,
                 snapshot,
                 page_size,
                 polls_left: cfg.pending_polls,
@@ -350,6 +367,14 @@ impl Shared {
             },
         );
         Counters::add(&self.stats.job_creates, 1);
+        let running = inner
+            .jobs
+            .values()
+            .filter(|j| !j.failed && now_ms < j.ready_ms)
+            .count();
+        self.stats
+            .max_running_jobs
+            .fetch_max(running as u64, Ordering::Relaxed);
         if force_error {
             self.status_only(&id, &cfg.error_status)
         } else if complete_now {
@@ -459,6 +484,9 @@ impl Shared {
         if !job.completed {
             if job.polls_left > 0 {
                 job.polls_left -= 1;
+                return self.status_only(id, &cfg.pending_status);
+            }
+            if now_ms < job.ready_ms {
                 return self.status_only(id, &cfg.pending_status);
             }
             job.completed = true;

@@ -656,3 +656,54 @@ async fn batched_late_arrival() {
         assert!(d.timestamp_millis() <= published_until);
     }
 }
+
+#[tokio::test]
+async fn job_latency_counts_from_creation_and_grows_with_the_job() {
+    let mut c = cfg(2000);
+    c.pending_polls = 0;
+    c.job_latency = Duration::from_millis(400);
+    // 2,000 events: a fifth of 1,000 ms more, so the job is ready 600 ms after its creation.
+    c.job_latency_per_10k = Duration::from_millis(1000);
+    c.page_latency = Duration::from_millis(150);
+    let sim = SimHandle::start(c).await.expect("start");
+    let client = Client::new(&sim);
+    let (from, to) = all_window();
+    let base = [("from", from.as_str()), ("to", to.as_str())];
+    let created = tokio::time::Instant::now();
+    let first = client.page(&base).await;
+    assert_eq!(first.status, "PENDING");
+    // Two more jobs while the first runs: three run at once.
+    for _ in 0..2 {
+        assert_eq!(client.page(&base).await.status, "PENDING");
+    }
+    assert_eq!(sim.stats().max_running_jobs, 3);
+    let mut poll = base.to_vec();
+    poll.push(("jobId", &first.job_id));
+    let pending_until = created + Duration::from_millis(450);
+    let mut pending = 0;
+    while tokio::time::Instant::now() < pending_until {
+        assert_eq!(client.page(&poll).await.status, "PENDING");
+        pending += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(pending >= 3, "{pending} polls before 450 ms");
+    tokio::time::sleep_until(created + Duration::from_millis(650)).await;
+    let asked = tokio::time::Instant::now();
+    let done = client.page(&poll).await;
+    assert_eq!(done.status, "COMPLETED");
+    assert_eq!(done.data.as_deref().map(<[_]>::len), Some(2000));
+    // The completing poll is a page: it took the page latency.
+    assert!(asked.elapsed() >= Duration::from_millis(150));
+    assert_eq!(sim.stats().max_running_jobs, 3);
+}
+
+#[tokio::test]
+async fn jobs_without_latency_are_never_counted_running() {
+    let sim = SimHandle::start(cfg(100)).await.expect("start");
+    let client = Client::new(&sim);
+    let (from, to) = all_window();
+    client.fetch(&from, &to, 50).await;
+    client.fetch(&from, &to, 50).await;
+    assert_eq!(sim.stats().job_creates, 2);
+    assert_eq!(sim.stats().max_running_jobs, 0);
+}

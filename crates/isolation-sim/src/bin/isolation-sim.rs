@@ -58,6 +58,15 @@ struct Args {
     /// PENDING answers to polls before the job completes.
     #[arg(long, default_value_t = 1)]
     pending_polls: u32,
+    /// A job is ready this many milliseconds after its creation; polls before answer PENDING.
+    #[arg(long, default_value_t = 0)]
+    job_latency_ms: u64,
+    /// Added to `--job-latency-ms` per 10,000 events in the job (pro rata).
+    #[arg(long, default_value_t = 0)]
+    job_latency_ms_per_10k: u64,
+    /// Every page request is answered this many milliseconds later.
+    #[arg(long, default_value_t = 0)]
+    page_latency_ms: u64,
     /// The create request answers COMPLETED with the first page.
     #[arg(long)]
     complete_on_create: bool,
@@ -141,6 +150,9 @@ impl Args {
         c.span = minutes(self.span_hours * 60.0);
         c.end_offset = minutes(self.end_offset_minutes);
         c.pending_polls = self.pending_polls;
+        c.job_latency = Duration::from_millis(self.job_latency_ms);
+        c.job_latency_per_10k = Duration::from_millis(self.job_latency_ms_per_10k);
+        c.page_latency = Duration::from_millis(self.page_latency_ms);
         c.complete_on_create = self.complete_on_create;
         c.shuffle = self.shuffle;
         c.page_size_cap = self.page_size_cap;
@@ -188,7 +200,8 @@ fn print_stats(out: &mut impl std::io::Write, name: &str, s: &SimStats) -> std::
     writeln!(
         out,
         "{name} stats: requests={} job_creates={} polls={} page_requests={} events_served={} \
-         bytes_served={} errors_injected={} auth_failures={} bad_requests={} not_found={}",
+         bytes_served={} errors_injected={} auth_failures={} bad_requests={} not_found={} \
+         max_running_jobs={}",
         s.requests,
         s.job_creates,
         s.polls,
@@ -198,7 +211,8 @@ fn print_stats(out: &mut impl std::io::Write, name: &str, s: &SimStats) -> std::
         s.errors_injected,
         s.auth_failures,
         s.bad_requests,
-        s.not_found
+        s.not_found,
+        s.max_running_jobs
     )
 }
 
