@@ -211,6 +211,13 @@ fn parse_page_serde(body: &Bytes, text: &str) -> Result<Page, PageError> {
 
 /// Date and dedup key of compact events whose member names have no escapes, from the scanner's
 /// member spans, with one reused buffer for the canonical form (no allocation per event).
+///
+/// The key scheme is unchanged (members sorted by name, each name and value length-prefixed), so
+/// the dedup memory of a state written by an older collector stays valid. Measured on one
+/// 10,000-event simulator page (shared machine, same run): hashing the vendor bytes directly
+/// instead made `parse_page` 0.47 instead of 0.49 of the serde_json reference's time, a
+/// difference inside the run-to-run noise; the sort and this buffer are not where the time goes,
+/// so a new key scheme and its state migration are not worth their risk.
 #[derive(Default)]
 struct CanonicalKeys {
     scratch: Vec<u8>,
