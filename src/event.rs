@@ -236,11 +236,7 @@ impl CanonicalKeys {
         let date_ms = members
             .iter()
             .find(|m| page(&m.key) == b"date")
-            .and_then(|m| {
-                let v = std::str::from_utf8(page(&m.value)).ok()?;
-                crate::time::parse_event_date(v.strip_prefix('"')?.strip_suffix('"')?)
-            })
-            .unwrap_or(UNDATED);
+            .map_or(UNDATED, |m| date_of(page(&m.value)));
         if !members.is_sorted_by(|a, b| page(&a.key) < page(&b.key)) {
             members.sort_unstable_by(|a, b| page(&a.key).cmp(page(&b.key)));
             if members
@@ -252,21 +248,39 @@ impl CanonicalKeys {
                 return Event::from_text(json.clone(), text);
             }
         }
-        self.scratch.clear();
-        for m in members.iter() {
-            for part in [page(&m.key), page(&m.value)] {
-                self.scratch
-                    .extend_from_slice(&(part.len() as u32).to_le_bytes());
-                self.scratch.extend_from_slice(part);
-            }
-        }
-        use sha2::Digest;
-        Ok(Event {
-            date_ms,
-            key: sha2::Sha256::digest(&self.scratch).into(),
-            json,
-        })
+        let sorted = members.iter().map(|m| (page(&m.key), page(&m.value)));
+        let key = canonical_key(sorted, &mut self.scratch);
+        Ok(Event { date_ms, key, json })
     }
+}
+
+/// An event's `date` member (its raw JSON value) in milliseconds, or [`UNDATED`]. A JSON string
+/// without escapes is the common case, parsed without allocating.
+fn date_of(value: &[u8]) -> crate::time::Millis {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| crate::time::parse_event_date(v.strip_prefix('"')?.strip_suffix('"')?))
+        .unwrap_or(UNDATED)
+}
+
+/// The dedup key: SHA-256 of the canonical form, the top-level members sorted by name, each name
+/// and value length-prefixed so that no two different events give the same byte stream. The
+/// vendor's key order and whitespace therefore never change the key. Both parsers call this, so
+/// the scheme (which the state's dedup memory depends on) is written once. `scratch` is reused
+/// between events on the hot path.
+fn canonical_key<'a>(
+    sorted_members: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    scratch: &mut Vec<u8>,
+) -> [u8; 32] {
+    use sha2::Digest;
+    scratch.clear();
+    for (name, value) in sorted_members {
+        for part in [name, value] {
+            scratch.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            scratch.extend_from_slice(part);
+        }
+    }
+    sha2::Sha256::digest(scratch.as_slice()).into()
 }
 
 /// Why one event could not be read.
@@ -363,30 +377,14 @@ impl Event {
         let date_ms = members
             .iter()
             .find(|(k, _)| k.0 == "date")
-            .and_then(|(_, v)| {
-                let s = v.get();
-                // A JSON string without escapes: the common case, parsed without allocating.
-                let inner = s.strip_prefix('"')?.strip_suffix('"')?;
-                crate::time::parse_event_date(inner)
-            })
-            .unwrap_or(UNDATED);
-        // Canonical form: members sorted by key; each key and value length-prefixed so that no
-        // two different events can produce the same byte stream. Key order and whitespace of
-        // the vendor's serialisation therefore never change the key.
+            .map_or(UNDATED, |(_, v)| date_of(v.get().as_bytes()));
         members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut hasher = sha2::Sha256::new();
-        use sha2::Digest;
-        for (k, v) in &members {
-            hasher.update((k.0.len() as u32).to_le_bytes());
-            hasher.update(k.0.as_bytes());
-            hasher.update((v.get().len() as u32).to_le_bytes());
-            hasher.update(v.get().as_bytes());
-        }
-        Ok(Event {
-            date_ms,
-            key: hasher.finalize().into(),
-            json,
-        })
+        let sorted = members
+            .iter()
+            .map(|(k, v)| (k.0.as_bytes(), v.get().as_bytes()));
+        let mut scratch = Vec::with_capacity(text.len() + 8 * members.len());
+        let key = canonical_key(sorted, &mut scratch);
+        Ok(Event { date_ms, key, json })
     }
 }
 
@@ -465,6 +463,23 @@ mod tests {
         );
         assert_eq!(page.events[2].date_ms, UNDATED);
         assert_eq!(page.undated, 1);
+    }
+
+    /// The key scheme is what the states' dedup memory holds: a change would make an upgraded
+    /// collector deliver the remembered overlap again. The expected value was computed apart
+    /// (Python: SHA-256 over the sorted members, each name and value prefixed by its length as
+    /// a little-endian u32), and both parsers, fast and reference, must give it.
+    #[test]
+    fn the_key_scheme_is_pinned_for_every_parser() {
+        let expected = "db50c53004bfabf540cc8f1caf63d545014c9dc77030af26cfc2caa33657a035";
+        let event = r#"{"userId":"u1","date":"2025-03-04T10:15:27.412+0000"}"#;
+        let body = format!(r#"{{"jobId":"j","status":"COMPLETED","data":[{event}]}}"#);
+        let fast = parse_page(Bytes::from(body.clone())).unwrap();
+        let reference = parse_page_reference(Bytes::from(body)).unwrap();
+        let single = Event::from_json(Bytes::from(event)).unwrap();
+        for key in [fast.events[0].key, reference.events[0].key, single.key] {
+            assert_eq!(hex::encode(key), expected);
+        }
     }
 
     #[test]
