@@ -476,11 +476,7 @@ impl Fetching<'_> {
     /// at the bytes per event learnt so far (and to `max_events_per_window`).
     fn size_windows(&self, planner: &mut WindowPlanner) {
         let max = self.svc.max_events_per_window;
-        let cap = match *self.bytes_per_event {
-            Some(bpe) if bpe > 0.0 => ((self.window_bytes() as f64 / bpe) as usize).min(max),
-            _ => max,
-        };
-        planner.set_cap(cap);
+        planner.set_cap(window_cap(self.window_bytes(), max, *self.bytes_per_event));
     }
 
     /// Fetches the planner's next window whole (shrinking windows that turn out too big), or
@@ -570,6 +566,7 @@ impl Fetching<'_> {
         };
         let mut events: Vec<Event> = Vec::new();
         let (mut bytes, mut undated, mut first, mut too_big) = (0u64, 0, true, false);
+        let (window_bytes, max) = (self.window_bytes(), self.svc.max_events_per_window);
         let (budget, bytes_per_event) = (self.budget, &mut *self.bytes_per_event);
         let mut learnt = (0u64, 0usize);
         self.client
@@ -578,6 +575,8 @@ impl Fetching<'_> {
                 learnt = (learnt.0 + page_bytes, learnt.1 + page.events.len());
                 if learnt.1 > 0 {
                     *bytes_per_event = Some(learnt.0 as f64 / learnt.1 as f64);
+                    // The first page already sizes the window: it says the bytes per event.
+                    planner.set_cap(window_cap(window_bytes, max, *bytes_per_event));
                 }
                 bytes += page_bytes;
                 // Taken only if free: a window never waits with bytes in hand. Beyond its
@@ -619,6 +618,19 @@ impl Fetching<'_> {
             warn!("{undated} event(s) from {} to {} have no valid `date`; they are delivered first in their window.", format_iso(w.from), format_iso(w.to));
         }
         Ok(Some((events, held)))
+    }
+}
+
+/// The events a window may hold: those that fit `window_bytes` at `bytes_per_event` (when
+/// known), at most `max_events_per_window`.
+fn window_cap(
+    window_bytes: u64,
+    max_events_per_window: usize,
+    bytes_per_event: Option<f64>,
+) -> usize {
+    match bytes_per_event {
+        Some(bpe) if bpe > 0.0 => ((window_bytes as f64 / bpe) as usize).min(max_events_per_window),
+        _ => max_events_per_window,
     }
 }
 
@@ -755,5 +767,87 @@ mod slot_tests {
             until_next_slot(5_500, Duration::from_secs(2)),
             Duration::from_millis(500)
         );
+    }
+}
+
+#[cfg(test)]
+mod pipeline_tests {
+    use super::*;
+
+    fn events(n: usize) -> Vec<Event> {
+        (0..n)
+            .map(|i| Event::from_json(format!("{{\"i\":{i}}}").into()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_window_holds_what_fits_its_bytes_at_most_max_events_per_window() {
+        assert_eq!(window_cap(4_000_000, 50_000, Some(400.0)), 10_000);
+        assert_eq!(window_cap(40_000_000, 50_000, Some(400.0)), 50_000);
+        assert_eq!(window_cap(4_000_000, 50_000, None), 50_000);
+        assert_eq!(
+            window_cap(100, 50_000, Some(400.0)),
+            0,
+            "the planner makes it 1"
+        );
+    }
+
+    #[test]
+    fn the_plan_filters_the_batch_in_place() {
+        let mut batch = events(6);
+        keep_only(&mut batch, &[0, 2, 5]);
+        let kept: Vec<&[u8]> = batch.iter().map(|e| &e.json[..]).collect();
+        assert_eq!(kept, [&b"{\"i\":0}"[..], b"{\"i\":2}", b"{\"i\":5}"]);
+        let mut all = events(3);
+        keep_only(&mut all, &[0, 1, 2]);
+        assert_eq!(all.len(), 3);
+        keep_only(&mut all, &[]);
+        assert!(all.is_empty());
+    }
+
+    /// The fetch runs while the delivery waits, and its result is returned after the delivery.
+    #[tokio::test]
+    async fn the_next_window_is_fetched_while_the_current_one_is_delivered() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let deliver = async {
+            // Completes only once the fetch has run: they overlap.
+            rx.await.unwrap();
+            Ok(())
+        };
+        let fetch = async {
+            tx.send(()).unwrap();
+            Ok(7)
+        };
+        assert_eq!(deliver_while_fetching(deliver, fetch).await.unwrap(), 7);
+    }
+
+    /// A failed fetch does not stop the delivery: it finishes (and commits) first.
+    #[tokio::test]
+    async fn a_failed_fetch_lets_the_delivery_finish_first() {
+        let mut delivered = false;
+        let deliver = async {
+            tokio::task::yield_now().await;
+            delivered = true;
+            Ok(())
+        };
+        let fetch = async { Err::<(), _>(PullError::Cancelled) };
+        let result = deliver_while_fetching(deliver, fetch).await;
+        assert!(matches!(result, Err(PullError::Cancelled)));
+        assert!(delivered);
+    }
+
+    /// A failed delivery drops the fetch at once (its bytes and job are abandoned) and
+    /// returns the delivery's error.
+    #[tokio::test]
+    async fn a_failed_delivery_abandons_the_fetch() {
+        let deliver = async { Err(PullError::Cancelled) };
+        let fetch = std::future::pending::<Result<(), PullError>>();
+        let result = tokio::time::timeout(
+            Duration::from_secs(5),
+            deliver_while_fetching(deliver, fetch),
+        )
+        .await
+        .expect("the fetch is not waited for");
+        assert!(matches!(result, Err(PullError::Cancelled)));
     }
 }
