@@ -15,7 +15,7 @@ const EX_USAGE: u8 = 64;
 /// glibc gives each thread that allocates an arena of its own and keeps there what a freed
 /// window used, so with both services backfilling the process peaked at 52 MiB while holding
 /// 16 MiB of windows; with one arena it peaked at 27 MiB, at the same CPU time (measured, README
-/// "Memory"). mimalloc was tried instead and kept more (101 MiB).
+/// "Guarantees", Bounded). mimalloc was tried instead and kept more (101 MiB).
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
