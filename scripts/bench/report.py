@@ -8,6 +8,7 @@ docs/performance.md.
 """
 
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -29,6 +30,10 @@ def table(header, rows):
 
 
 def name(g):
+    m = re.fullmatch(r"curve-(\d+)-(?:mcj-)?(.+)", g["group"])
+    if m:
+        side = "iso2web" if m.group(2) == "iso2web" else f"ours, max_concurrent_jobs {m.group(2)}"
+        return f"{side}, job latency {int(m.group(1)) / 1000:g} s"
     return NAMES.get(g["group"], g["group"])
 
 
@@ -78,10 +83,29 @@ def head(res):
     lines += [f"- {res['duration']}" if res["duration"] else "- (duration not recorded)",
               "- Simulator, collector and (for iso2web) the receiver share the machine's cores; each end-to-end "
               "figure is the median of the runs listed. Peak RSS and CPU are the collector process's alone "
-              "(`/usr/bin/time -v`).", "", "## Targets", ""]
+              "(`/usr/bin/time -v`).", ""]
+    if partial(res):
+        lines += [f"**A partial run** ({partial(res)}): the full benchmark (`bash scripts/bench/run.sh`: every part, "
+                  "3 runs per side, 1,000,000 events) replaces these figures.", ""]
+    lines += ["## Targets", ""]
     lines += table(["target", "figure", "met?"],
                    [[t["target"], t["figure"], "yes" if t["met"] else "**no**"] for t in res["targets"]])
     return lines + [""]
+
+
+def partial(res):
+    """Why this run is not the full benchmark, or "" when it is."""
+    text = " ".join(res["machine"])
+    parts = re.search(r"parts: (.*?); REPS=(\d+)", text)
+    missing = [] if not parts else [p for p in "micro callgrind backfill both iso curve steady".split()
+                                    if p not in parts.group(1).split()]
+    why = [f"parts left out: {' '.join(missing)}"] if missing else []
+    if parts and int(parts.group(2)) < 3:
+        why.append(f"{parts.group(2)} run per side")
+    sizes = {g["n"] for g in res["end_to_end"].values() if g["group"] in ("file", "iso")}
+    if sizes and max(sizes) < 1_000_000:
+        why.append(f"at most {max(sizes):,} events")
+    return "; ".join(why)
 
 
 def settings_section(res):
@@ -115,6 +139,11 @@ def micro_section(res):
             ["sha2 (software path, inclusive)", f"{cg['sha2_instructions']:,}", f"{cg['sha2_per_event']:,.0f}"],
             ["all without sha2", f"{cg['instructions'] - cg['sha2_instructions']:,}",
              f"{cg['without_sha2_per_event']:,.0f}"]]) + [""]
+        if cg["top_self"]:
+            lines += ["Where the instructions go (`callgrind_annotate`, each function's own instructions; "
+                      "inlined code counted under the function it was inlined into):", ""]
+            lines += table(["function", "per delivered event", "% of all"],
+                           [[f"`{f[:90]}`", f"{per:,.0f}", f"{pct:.1f}%"] for f, per, pct in cg["top_self"]]) + [""]
     return lines
 
 

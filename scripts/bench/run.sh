@@ -112,6 +112,7 @@ fi
 if has_part callgrind; then
   backfill callgrind "$CALLGRIND_N" file CALLGRIND="$OUT/callgrind.out"
   callgrind_annotate --inclusive=yes --threshold=100 "$OUT/callgrind.out" >"$OUT/callgrind.txt" 2>/dev/null
+  callgrind_annotate "$OUT/callgrind.out" >"$OUT/callgrind-self.txt" 2>/dev/null  # where the time goes
 fi
 
 # 3. Our backfills; the bench shortens the poll interval (0.01 s, see backfill.sh) and shows

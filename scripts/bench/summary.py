@@ -97,9 +97,22 @@ def callgrind(out, e2e):
     sha = [int(m.group(1).replace(",", "")) for m in
            re.finditer(r"^\s*([\d,]+) \([^)]*\)\s+(\S*/sha2-[^:]*:|\S*:\S*sha2::)", table, re.M)]
     ir, sha_ir, events = int(total.group(1).replace(",", "")), max(sha, default=0), run["delivered"]
-    return {"n": run["n"], "delivered": events, "instructions": ir, "sha2_instructions": sha_ir,
+    return {"top_self": top_self(read(out, "callgrind-self.txt"), events),"n": run["n"], "delivered": events, "instructions": ir, "sha2_instructions": sha_ir,
             "per_event": ir / events, "sha2_per_event": sha_ir / events,
             "without_sha2_per_event": (ir - sha_ir) / events}
+
+
+def top_self(text, events, count=12):
+    """The functions with the most instructions of their own: [name, per event, % of all].
+
+    callgrind_annotate prints only the functions above its threshold (99% of the total)."""
+    table = text.split("file:function", 1)[-1].split("\n-----", 2)[1] if "file:function" in text else ""
+    totals = {}  # callgrind_annotate splits a function by the source file of its (inlined) lines
+    for m in re.finditer(r"^\s*([\d,]+) \(\s*([\d.]+)%\)\s+\S*?:(.+?)(?: \[[^\]]*\])?$", table, re.M):
+        ir, pct = totals.get(m.group(3), (0, 0.0))
+        totals[m.group(3)] = (ir + int(m.group(1).replace(",", "")), pct + float(m.group(2)))
+    rows = sorted(([f, ir / events, pct] for f, (ir, pct) in totals.items()), key=lambda r: -r[1])
+    return rows[:count]
 
 
 def curve(e2e):
@@ -189,11 +202,17 @@ def setting_text(s, defaults):
     d = lambda key, cfg: f"{defaults.get(cfg, '?')} (default)" if s.get(key) in (None, "default") else s[key]
     if s.get("mode") == "iso2web":
         return (f"iso2web defaults: page size {s['page_size']}, {s['chunk_size']} events per POST, polls a pending "
-                f"job again at once; job latency {s['job_latency_ms']} ms, pending polls {s['pending_polls']}")
+                f"job again at once; job latency {s['job_latency_ms']} ms, pending polls {s['pending_polls']}, "
+                f"{s.get('span_hours')} h of events")
     return (f"poll interval {d('poll_initial', 'job_poll_initial_interval_in_seconds')} s, page size "
             f"{d('page_size', 'page_size')}, max_events_per_window {d('max_events_per_window', 'max_events_per_window')}, "
             f"max_concurrent_jobs {d('max_concurrent_jobs', 'max_concurrent_jobs')}; job latency {s.get('job_latency_ms')} ms, "
             f"pending polls {s.get('pending_polls')}, {s.get('span_hours')} h of events, services {s.get('services')}")
+
+
+def num(x):
+    """x with two decimals, or "-" where the side does not measure it (NaN)."""
+    return "-" if x != x else f"{x:.2f}"
 
 
 def render(res):
@@ -207,13 +226,14 @@ def render(res):
         lines += [f"callgrind, {cg['n']:,}-event backfill to the file output, {cg['delivered']:,.0f} delivered: "
                   f"{cg['instructions']:,} instructions, {cg['per_event']:,.0f} per event; sha2 (software path under "
                   f"valgrind) {cg['sha2_per_event']:,.0f} per event; without sha2 {cg['without_sha2_per_event']:,.0f} per event", ""]
-    lines.append("End-to-end (medians; ! = not every event delivered in some run):")
+    lines.append("End-to-end (medians; ! = not every event delivered in some run; job wait: ours only, "
+                 "summed over the services of the process):")
     lines.append(f"  {'group':<26} {'events':>9} {'runs':>4} {'wall s':>8} {'events/s':>9} {'CPU us/ev':>9} "
                  f"{'RSS MiB':>8} {'requests':>8} {'dl B/ev':>7} {'job wait s':>10} {'first job s':>11}")
     for k, g in sorted(res["end_to_end"].items(), key=lambda kv: (kv[1]["group"], kv[1]["n"])):
         lines.append(f"  {g['group']:<26} {g['n']:>9,} {g['runs']:>4} {g['wall']:>8.2f}{'' if g['all_delivered'] else '!'} "
                      f"{g['eps']:>9,.0f} {g['cpu_us']:>9.2f} {g['rss_mib']:>8.1f} {g['requests']:>8.0f} "
-                     f"{g['bytes_per_event']:>7.0f} {g['job_wait']:>10.2f} {g['first_job']:>11.2f}")
+                     f"{g['bytes_per_event']:>7.0f} {num(g['job_wait']):>10} {num(g['first_job']):>11}")
     lines += ["", "Settings of each group:"]
     lines += [f"  {g['group']}: {setting_text(g['settings'], res['defaults'])}"
               for _, g in sorted(res["end_to_end"].items()) if g["settings"]]
