@@ -67,9 +67,9 @@ fi
 service_yaml() {  # service_yaml NAME PORT: one service of the config, on its simulator listener
   echo "      $1:"
   echo "        override_base_url: http://127.0.0.1:$2"
-  # With JOB_LATENCY_MS 0 the simulator answers PENDING to the first poll and completes the job
-  # at the second; iso2web polls again at once, so POLL_INITIAL 0.01 s keeps ours from idling
-  # where iso2web does not. The collector's default (2 s, doubling to 30 s) suits the real API,
+  # The simulator's job answers PENDING to PENDING_POLLS polls and until JOB_LATENCY_MS has
+  # passed (with the defaults 1 and 0: PENDING to the first poll, done at the second); iso2web
+  # polls again at once, so POLL_INITIAL 0.01 s keeps ours from idling where iso2web does not. The collector's default (2 s, doubling to 30 s) suits the real API,
   # whose jobs take seconds: POLL_INITIAL=default measures it.
   [ "$POLL_INITIAL" = default ] || echo "        job_poll_initial_interval_in_seconds: $POLL_INITIAL"
   [ -z "${MAX_CONCURRENT_JOBS:-}" ] || echo "        max_concurrent_jobs: $MAX_CONCURRENT_JOBS"
@@ -119,7 +119,6 @@ wall=$(grep 'Elapsed (wall clock)' "$work/run.log" | awk '{print $NF}' | awk -F:
 user=$(grep 'User time' "$work/run.log" | awk '{print $NF}')
 sys=$(grep 'System time' "$work/run.log" | awk '{print $NF}')
 rss_kb=$(grep 'Maximum resident set size' "$work/run.log" | awk '{print $NF}')
-stats=$(grep ' -> Statistics for this pull cycle' "$work/run.log" | tail -1)
 requests=$(grep ' -> Statistics for this pull cycle' "$work/run.log" \
   | sed -E 's/.*Number of requests made: ([0-9]+);.*/\1/' | awk '{s += $1} END {print s}')
 bytes=$(cat $delivered | wc -c)

@@ -17,7 +17,6 @@ import summary  # noqa: E402 (beside this file)
 NAMES = {
     "file": "ours, file",
     "tls": "ours, TLS",
-    "file-default-poll": "ours, file, default poll interval",
     "both": "ours, both services, default config",
     "iso": "iso2web",
     "callgrind": "ours, file, under callgrind",
@@ -112,9 +111,9 @@ def settings_section(res):
     lines = ["## Settings of each side", "",
              "The collector's defaults are what a user runs. The throughput rows (`file`, `tls`, `callgrind`) "
              "change one default: the job poll interval, 0.01 s instead of the default, because the "
-             "simulator's jobs there have no latency (they complete at the second poll) and iso2web polls "
-             "a pending job again at once. The row *default poll interval* shows the default's figure; the "
-             "both-services rows and the latency curve run the default config unchanged.", ""]
+             "simulator's jobs there have no latency (they complete at the first poll) and iso2web polls "
+             "a pending job again at once. The both-services rows and the job latency curve run the default "
+             "config unchanged; the curve's 0 s row is the default's figure for the same events.", ""]
     rows = [[name(g), summary.setting_text(g["settings"], res["defaults"])]
             for g in sorted(res["end_to_end"].values(), key=lambda g: g["group"]) if g["settings"]]
     return lines + table(["run", "settings"], rows) + [""]

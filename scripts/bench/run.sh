@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole benchmark, one command on a fresh machine (not part of CI; wants a quiet machine,
-# takes about 40 minutes on 2 cores, see the README's Benchmark section):
+# takes about 45 minutes on 2 cores, see the README's Benchmark section):
 #
 #   bash scripts/bench/run.sh            # everything; WRITE_DOC=1 also rewrites docs/performance.md
 #
@@ -10,11 +10,11 @@
 #   callgrind `valgrind --tool=callgrind` of `run --once`, a CALLGRIND_N-event backfill to the
 #             file output: instructions per delivered event, SHA-256 (software path) apart.
 #   backfill  backfills of each of SIZES events to the file output and to a local mutual-TLS
-#             rsyslog (scripts/bench/backfill.sh), and the largest size to the file output
-#             with the collector's default poll interval.
+#             rsyslog (scripts/bench/backfill.sh).
 #   both      both services in one process, the collector's default config, BOTH_SIZES events each.
 #   iso       iso2web (Proofpoint's community collector, PyPI, in a virtualenv) at ISO_N events,
-#             posting to a local webhook receiver (scripts/bench/iso2web_wrapper.py).
+#             posting to a local webhook receiver (scripts/bench/iso2web_wrapper.py); with
+#             ISO_N = CURVE_N these runs are also the curve's 0 s row for iso2web.
 #   curve     the job latency curve: LATENCIES (ms) at CURVE_N events over 30 days, ours with
 #             the default config at max_concurrent_jobs default and 16, and iso2web.
 #   steady    the collector as a daemon against a live feed with late arrivals, iso2web every 5 s.
@@ -23,7 +23,7 @@
 # Knobs (environment, defaults in brackets): PARTS ["micro callgrind backfill both iso curve
 # steady"], REPS [3], SIZES ["100000 1000000"], BOTH_SIZES [same], ISO_N [1000000],
 # CURVE_N [1000000], LATENCIES ["0 2000 5000 10000"], CURVE_MCJ ["default 16"],
-# ISO_CURVE_REPS [1: iso2web's runs at the curve's latencies other than TARGET_LATENCY, 5000,
+# CURVE_REPS [1: runs per side at the curve's latencies other than TARGET_LATENCY, 5000,
 # which gets REPS], CALLGRIND_N [100000], STEADY_SECS [120], OUT [a new /tmp/isolation-bench.*],
 # ISO_VENV [/tmp/isoenv], PORT_BASE [18180: simulator web, +1 url, +10 receiver, +20 TLS],
 # WRITE_DOC [unset; 1: write docs/performance.md, else it is written into OUT].
@@ -40,7 +40,7 @@ CURVE_N=${CURVE_N:-1000000}
 LATENCIES=${LATENCIES-"0 2000 5000 10000"}
 CURVE_MCJ=${CURVE_MCJ-"default 16"}
 TARGET_LATENCY=5000
-ISO_CURVE_REPS=${ISO_CURVE_REPS:-1}
+CURVE_REPS=${CURVE_REPS:-1}
 CALLGRIND_N=${CALLGRIND_N:-100000}
 STEADY_SECS=${STEADY_SECS:-120}
 ISO_VENV=${ISO_VENV:-/tmp/isoenv}
@@ -49,6 +49,9 @@ mkdir -p "$OUT"
 PORT_BASE=${PORT_BASE:-18180}
 PORT_WEB=$PORT_BASE PORT_URL=$((PORT_BASE + 1)) PORT_RECV=$((PORT_BASE + 10))
 export PORT_WEB PORT_URL PORT_TLS=$((PORT_BASE + 20)) SKIP_BUILD=1
+# Every backfill's events span 30 days, the API's retention (719 h: the oldest stay inside it
+# while a run starts), and a job completes once its latency has passed (no extra PENDING answer).
+export SPAN_HOURS=719 PENDING_POLLS=0
 KEY=00000000-0000-0000-0000-000000000000
 . scripts/lib/collector_config.sh
 pids=()
@@ -115,23 +118,20 @@ if has_part callgrind; then
   callgrind_annotate "$OUT/callgrind.out" >"$OUT/callgrind-self.txt" 2>/dev/null  # where the time goes
 fi
 
-# 3. Our backfills; the bench shortens the poll interval (0.01 s, see backfill.sh) and shows
-# the default's figure at the largest size.
+# 3. Our backfills; the bench shortens the poll interval (0.01 s, see backfill.sh); the curve's
+# 0 s row is the default's figure.
 if has_part backfill; then
   for n in $SIZES; do
     for mode in file tls; do
       for r in $(seq 1 "$REPS"); do backfill "$mode" "$n" "$mode"; done
     done
   done
-  big=$(tr ' ' '\n' <<<"$SIZES" | sort -n | tail -1)
-  for r in $(seq 1 "$REPS"); do backfill file-default-poll "$big" file POLL_INITIAL=default; done
 fi
 
-# 4. Both services in one process, the default config (nothing changed, not even the poll); the
-# simulator's jobs complete at the first poll.
+# 4. Both services in one process, the default config (nothing changed, not even the poll).
 if has_part both; then
   for n in $BOTH_SIZES; do
-    for r in $(seq 1 "$REPS"); do backfill both "$n" file SERVICES=both POLL_INITIAL=default PENDING_POLLS=0; done
+    for r in $(seq 1 "$REPS"); do backfill both "$n" file SERVICES=both POLL_INITIAL=default; done
   done
 fi
 
@@ -184,24 +184,25 @@ PY
   rm -rf "$w"
 }
 
-# 5. iso2web's backfills: the simulator as scripts/bench/backfill.sh starts it.
+# 5. iso2web's backfills, the simulator as for ours; they are also the curve's 0 s row.
 if has_part iso; then
-  for r in $(seq 1 "$REPS"); do iso2web iso "$ISO_N" 0 480 1; done
+  for r in $(seq 1 "$REPS"); do iso2web iso "$ISO_N" 0 "$SPAN_HOURS" "$PENDING_POLLS"; done
 fi
 
-# 6. The job latency curve: 30 days of events (the API's retention; 719 h so that the oldest
-# stay inside it while the run starts), jobs that complete LATENCY ms after their creation
-# (no PENDING answers beyond that). Ours runs the default config, as a user would.
+# 6. The job latency curve, jobs that complete LATENCY ms after their creation. Ours runs the
+# default config, as a user would (at 0 s: the default poll interval's figure). REPS runs at the
+# target latency, CURVE_REPS elsewhere.
 if has_part curve; then
   for lat in $LATENCIES; do
+    reps=$CURVE_REPS; [ "$lat" = "$TARGET_LATENCY" ] && reps=$REPS
     for mcj in $CURVE_MCJ; do
-      for r in $(seq 1 "$REPS"); do
-        backfill "curve-$lat-mcj-$mcj" "$CURVE_N" file JOB_LATENCY_MS="$lat" SPAN_HOURS=719 PENDING_POLLS=0 \
-          POLL_INITIAL=default $([ "$mcj" = default ] || echo MAX_CONCURRENT_JOBS="$mcj")
+      for r in $(seq 1 "$reps"); do
+        backfill "curve-$lat-mcj-$mcj" "$CURVE_N" file JOB_LATENCY_MS="$lat" POLL_INITIAL=default \
+          $([ "$mcj" = default ] || echo MAX_CONCURRENT_JOBS="$mcj")
       done
     done
-    reps=$ISO_CURVE_REPS; [ "$lat" = "$TARGET_LATENCY" ] && reps=$REPS
-    for r in $(seq 1 "$reps"); do iso2web "curve-$lat-iso2web" "$CURVE_N" "$lat" 719 0; done
+    if [ "$lat" = 0 ] && has_part iso && [ "$ISO_N" = "$CURVE_N" ]; then continue; fi  # done in part 5
+    for r in $(seq 1 "$reps"); do iso2web "curve-$lat-iso2web" "$CURVE_N" "$lat" "$SPAN_HOURS" "$PENDING_POLLS"; done
   done
 fi
 

@@ -122,6 +122,12 @@ def curve(e2e):
         m = re.fullmatch(r"curve-(\d+)-(.+)", g["group"])
         if m:
             rows.setdefault(int(m.group(1)), {})[m.group(2)] = g
+    # run.sh's iso2web runs (part `iso`) are the curve's 0 s row when they have the curve's size.
+    iso = [g for g in e2e.values() if g["group"] == "iso" and g["settings"].get("job_latency_ms") == "0"]
+    sizes = {g["n"] for sides in rows.values() for g in sides.values()}
+    for g in iso:
+        if g["n"] in sizes and 0 in rows:
+            rows[0].setdefault("iso2web", g)
     return dict(sorted(rows.items()))
 
 
