@@ -28,10 +28,11 @@ def table(header, rows):
     return out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def name(g):
+def name(g, defaults):
     m = re.fullmatch(r"curve-(\d+)-(?:mcj-)?(.+)", g["group"])
     if m:
-        side = "iso2web" if m.group(2) == "iso2web" else f"ours, max_concurrent_jobs {m.group(2)}"
+        mcj = f"{defaults.get('max_concurrent_jobs', '?')} (default)" if m.group(2) == "default" else m.group(2)
+        side = "iso2web" if m.group(2) == "iso2web" else f"ours, max_concurrent_jobs {mcj}"
         return f"{side}, job latency {int(m.group(1)) / 1000:g} s"
     return NAMES.get(g["group"], g["group"])
 
@@ -42,10 +43,14 @@ def e2e_rows(res):
         if g["group"] == "callgrind":
             continue  # its seconds are valgrind's
         walls = ", ".join(f"{w:.2f}" for w in g["walls"])
-        rows.append([name(g), f"{g['n']:,}", f"{g['delivered']:,.0f}" + ("" if g["all_delivered"] else " (not all)"),
+        rows.append([name(g, res["defaults"]), f"{g['n']:,}", f"{g['delivered']:,.0f}" + ("" if g["all_delivered"] else " (not all)"),
                      walls, f"{g['wall']:.2f}", f"{g['eps']:,.0f}", f"{g['cpu_us']:.2f}", f"{g['rss_mib']:.1f}",
                      f"{g['requests']:.0f}", f"{g['bytes_per_event']:.0f}"])
     return rows
+
+
+def runs(g):
+    return f"{g['runs']} run" + ("" if g["runs"] == 1 else "s")
 
 
 def curve_section(res):
@@ -62,10 +67,10 @@ def curve_section(res):
     rows = []
     for lat, sides in res["curve"].items():
         d, h, iso = sides.get("mcj-default"), sides.get("mcj-16"), sides.get("iso2web")
-        ours = lambda g: (f"{g['wall']:.1f} (waited {g['job_wait']:.1f}, {g['runs']} runs)" if g else "-")
+        ours = lambda g: (f"{g['wall']:.1f} (waited {g['job_wait']:.1f}, {runs(g)})" if g else "-")
         rows.append([f"{lat / 1000:g} s", f"{d['n']:,}" if d else "-", ours(d), f"{d['first_job']:.1f}" if d else "-",
                      f"{d['avoidable_wait_pct']:.0f}%" if d else "-", ours(h),
-                     f"{iso['wall']:.1f} ({iso['runs']} runs)" if iso else "-",
+                     f"{iso['wall']:.1f} ({runs(iso)})" if iso else "-",
                      f"x{iso['wall'] / d['wall']:.2f}" if d and iso else "-"])
     return lines + table(["job latency", "events", f"ours, mcj {default_mcj}: wall s", "first job s",
                           "waited beyond the first job, % of wall", "ours, mcj 16: wall s", "iso2web: wall s",
@@ -114,7 +119,7 @@ def settings_section(res):
              "simulator's jobs there have no latency (they complete at the first poll) and iso2web polls "
              "a pending job again at once. The both-services rows and the job latency curve run the default "
              "config unchanged; the curve's 0 s row is the default's figure for the same events.", ""]
-    rows = [[name(g), summary.setting_text(g["settings"], res["defaults"])]
+    rows = [[name(g, res["defaults"]), summary.setting_text(g["settings"], res["defaults"])]
             for g in sorted(res["end_to_end"].values(), key=lambda g: g["group"]) if g["settings"]]
     return lines + table(["run", "settings"], rows) + [""]
 
