@@ -189,6 +189,38 @@ fn baselines(g: &mut Group<'_>, page: &Page) {
             }
         })
     });
+    // The same hash over each event's canonical form (members sorted by name, each name and
+    // value length-prefixed: the dedup key's input, built here outside the timing). Beside the
+    // line above, it prices the canonical order's extra bytes; `parse_page` builds this form.
+    let canonical: Vec<Vec<u8>> = page.event_texts.iter().map(|e| canonical_form(e)).collect();
+    for (c, e) in canonical.iter().zip(&page.events) {
+        assert_eq!(
+            <[u8; 32]>::from(sha2::Sha256::digest(c)),
+            e.key,
+            "the key's input"
+        );
+    }
+    g.bench_function("baseline_sha256_canonical_form", |b| {
+        b.iter(|| {
+            for c in &canonical {
+                black_box(sha2::Sha256::digest(c));
+            }
+        })
+    });
+}
+
+/// An event's canonical form as the dedup key hashes it (see `canonical_key` in src/event.rs).
+fn canonical_form(event: &str) -> Vec<u8> {
+    let members: std::collections::BTreeMap<String, &RawValue> =
+        serde_json::from_str(event).expect("event");
+    let mut out = Vec::new();
+    for (name, value) in members {
+        for part in [name.as_bytes(), value.get().as_bytes()] {
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    out
 }
 
 /// The collector's steps on the way in: parsing, hashing, the dedup plan.

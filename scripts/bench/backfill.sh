@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# End-to-end backfill benchmark: isolation-sim serves N events (Browser & Email Isolation,
-# spread over 20 days) and `isolation-collector run --once` collects them all, to the file
-# output or (mode `tls`) to a local rsyslog over mutual TLS (the devo_platform output).
-# Prints events/s, CPU seconds, peak RSS, API requests and bytes per event, and a last line
-# `RESULT key=value ...` that scripts/bench/run.sh reads.
+# End-to-end backfill benchmark: isolation-sim serves N events per dataset (spread over 20
+# days) and `isolation-collector run --once` collects them all, to the file output or (mode
+# `tls`) to a local rsyslog over mutual TLS (the devo_platform output).
+# Prints events/s, CPU seconds, peak RSS, API requests and bytes per event, and the lines
+# `SETTINGS key=value ...` and `RESULT key=value ...` that scripts/bench/summary.py reads.
 #
 #   bash scripts/bench/backfill.sh [EVENTS] [file|tls]        # defaults: 1000000 file
 #
 # Environment knobs (defaults in brackets): JOB_LATENCY_MS [0] and JOB_LATENCY_MS_PER_10K [0]
 # (a job completes that long after its creation, as the real API's jobs take seconds),
-# PAGE_LATENCY_MS [0], SPAN_HOURS [480], and MAX_CONCURRENT_JOBS [the collector's default].
-# The summary reports the time the collector spent only waiting for jobs.
+# PAGE_LATENCY_MS [0], SPAN_HOURS [480], PENDING_POLLS [1: PENDING answers to polls
+# before a job can complete; 0: only the latency decides], MAX_CONCURRENT_JOBS [the collector's default],
+# POLL_INITIAL [0.01: job_poll_initial_interval_in_seconds; `default` leaves the collector's
+# default, 2 s], SERVICES [web: Browser & Email Isolation; `both`: that and URL Isolation in
+# one process, each from its own simulator listener], CALLGRIND [unset; a file name: run the
+# collector under `valgrind --tool=callgrind` writing that profile instead of /usr/bin/time],
+# SKIP_BUILD [unset; 1: use the binaries as built]. The summary reports the time the
+# collector spent only waiting for jobs, and the first job's latency, which no collector can
+# avoid (nothing can be downloaded before a job completes).
 #
 # Binaries come from $CARGO_TARGET_DIR (default target/). Not part of CI: it takes about a
 # minute and wants a quiet machine.
@@ -22,16 +29,17 @@ JOB_LATENCY_MS=${JOB_LATENCY_MS:-0}
 JOB_LATENCY_MS_PER_10K=${JOB_LATENCY_MS_PER_10K:-0}
 PAGE_LATENCY_MS=${PAGE_LATENCY_MS:-0}
 SPAN_HOURS=${SPAN_HOURS:-480}
+PENDING_POLLS=${PENDING_POLLS:-1}
 PORT_WEB=${PORT_WEB:-18180}
 PORT_URL=${PORT_URL:-18181}
 work=$(mktemp -d)
 sim_pid=; rsyslog_pid=
 trap 'kill $sim_pid $rsyslog_pid 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
-cargo build --release --quiet --bin isolation-collector --bin isolation-sim
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin isolation-collector --bin isolation-sim
 BIN=${CARGO_TARGET_DIR:-target}/release
 
-"$BIN"/isolation-sim --events "$N" --span-hours "$SPAN_HOURS" --pending-polls 1 \
+"$BIN"/isolation-sim --events "$N" --span-hours "$SPAN_HOURS" --pending-polls "$PENDING_POLLS" \
   --job-latency-ms "$JOB_LATENCY_MS" --job-latency-ms-per-10k "$JOB_LATENCY_MS_PER_10K" \
   --page-latency-ms "$PAGE_LATENCY_MS" \
   --web-listen 127.0.0.1:$PORT_WEB --url-listen 127.0.0.1:$PORT_URL >"$work/sim.log" 2>&1 &
@@ -39,7 +47,10 @@ sim_pid=$!
 for _ in $(seq 1 300); do grep -q '^url:' "$work/sim.log" 2>/dev/null && break; sleep 0.1; done
 
 output_yaml="  local: {type: file, config: {directory: $work/out}}"
+SERVICES=${SERVICES:-web}
+POLL_INITIAL=${POLL_INITIAL:-0.01}
 delivered="$work/out/tap.proofpoint.isolation.browser_and_email.jsonl"
+[ "$SERVICES" = both ] && delivered="$delivered $work/out/tap.proofpoint.isolation.url_isolation.jsonl"
 if [ "$MODE" = tls ]; then
   # A receiver like Devo's: TLS 1.2/1.3 with client certificates checked against our CA.
   PORT_TLS=${PORT_TLS:-18443}
@@ -53,44 +64,71 @@ if [ "$MODE" = tls ]; then
 fi
 
 . scripts/lib/collector_config.sh
-cat >"$work/config.yaml" <<YAML
-$(config_head_yaml bench "$work" "$output_yaml")
-      browser_and_email_isolation:
-        override_base_url: http://127.0.0.1:$PORT_WEB
-        # iso2web polls a pending job again at once; without JOB_LATENCY_MS the simulator's jobs
-        # complete at the first poll, so a short first poll makes the comparison fair. (The
-        # default, 2 s, suits the real API.)
-        job_poll_initial_interval_in_seconds: 0.01
-$([ -n "${MAX_CONCURRENT_JOBS:-}" ] && echo "        max_concurrent_jobs: $MAX_CONCURRENT_JOBS")
-YAML
+service_yaml() {  # service_yaml NAME PORT: one service of the config, on its simulator listener
+  echo "      $1:"
+  echo "        override_base_url: http://127.0.0.1:$2"
+  # The simulator's job answers PENDING to PENDING_POLLS polls and until JOB_LATENCY_MS has
+  # passed (with the defaults 1 and 0: PENDING to the first poll, done at the second); iso2web
+  # polls again at once, so POLL_INITIAL 0.01 s keeps ours from idling where iso2web does not. The collector's default (2 s, doubling to 30 s) suits the real API,
+  # whose jobs take seconds: POLL_INITIAL=default measures it.
+  [ "$POLL_INITIAL" = default ] || echo "        job_poll_initial_interval_in_seconds: $POLL_INITIAL"
+  [ -z "${MAX_CONCURRENT_JOBS:-}" ] || echo "        max_concurrent_jobs: $MAX_CONCURRENT_JOBS"
+}
+{
+  config_head_yaml bench "$work" "$output_yaml"
+  service_yaml browser_and_email_isolation "$PORT_WEB"
+  [ "$SERVICES" != both ] || service_yaml url_isolation "$PORT_URL"
+} >"$work/config.yaml"
+echo "SETTINGS mode=$MODE n=$N services=$SERVICES span_hours=$SPAN_HOURS pending_polls=$PENDING_POLLS" \
+  "job_latency_ms=$JOB_LATENCY_MS job_latency_ms_per_10k=$JOB_LATENCY_MS_PER_10K page_latency_ms=$PAGE_LATENCY_MS" \
+  "poll_initial=$POLL_INITIAL max_concurrent_jobs=${MAX_CONCURRENT_JOBS:-default} page_size=default" \
+  "max_events_per_window=default callgrind=${CALLGRIND:+yes}"
 
 # The puller's debug line "Waited S seconds for API jobs" gives the time spent only waiting.
 export RUST_LOG=info,isolation_collector::isolation::puller=debug
 [ "$MODE" = tls ] && export RUST_LOG=$RUST_LOG,isolation_collector::output::syslog=debug
-/usr/bin/time -v "$BIN"/isolation-collector run --once --config "$work/config.yaml" \
-  2>"$work/run.log" || { tail -20 "$work/run.log"; exit 1; }
+if [ -n "${CALLGRIND:-}" ]; then
+  # Instruction counts repeat exactly from run to run where seconds do not. Valgrind hides
+  # the CPU's SHA extensions, so sha2 runs its software path here: summary.py counts it apart.
+  # Under valgrind only the instructions mean something: wall and CPU are its, RSS is left 0.
+  t0=$(date +%s%N)
+  valgrind --tool=callgrind --callgrind-out-file="$CALLGRIND" "$BIN"/isolation-collector run --once \
+    --config "$work/config.yaml" 2>"$work/run.log" || { tail -20 "$work/run.log"; exit 1; }
+  ms=$((($(date +%s%N) - t0) / 1000000)); cg_wall=$((ms / 1000)).$(printf %03d $((ms % 1000)))
+  printf 'Elapsed (wall clock) time (h:mm:ss or m:ss): 0:%s\nUser time (seconds): %s\nSystem time (seconds): 0\nMaximum resident set size (kbytes): 0\n' \
+    "$cg_wall" "$cg_wall" >>"$work/run.log"
+else
+  /usr/bin/time -v "$BIN"/isolation-collector run --once --config "$work/config.yaml" \
+    2>"$work/run.log" || { tail -20 "$work/run.log"; exit 1; }
+fi
 
 echo "sim CPU (user+sys ticks): $(awk '{print $14+$15}' /proc/$sim_pid/stat)"
 kill -TERM $sim_pid; wait $sim_pid || true; sim_pid=  # it prints its request statistics
-sim_stats=$(grep '^web stats:' "$work/sim.log")
-served_bytes=$(sed -E 's/.* bytes_served=([0-9]+).*/\1/' <<<"$sim_stats")
-served_events=$(sed -E 's/.* events_served=([0-9]+).*/\1/' <<<"$sim_stats")
-sim_requests=$(sed -E 's/.* requests=([0-9]+).*/\1/' <<<"$sim_stats")
+stats_sum() {  # stats_sum KEY: KEY summed over the datasets the collector asked for
+  grep -E "^($([ "$SERVICES" = both ] && echo 'web|url' || echo web)) stats:" "$work/sim.log" \
+    | sed -E "s/.* $1=([0-9]+).*/\\1/" | awk '{s += $1} END {print s}'
+}
+served_bytes=$(stats_sum bytes_served)
+served_events=$(stats_sum events_served)
+sim_requests=$(stats_sum requests)
 if [ "$MODE" = tls ]; then  # rsyslog writes asynchronously: wait until the count settles
   prev=-1; while :; do cur=$(wc -l <"$delivered"); [ "$cur" = "$prev" ] && break; prev=$cur; sleep 0.5; done
 fi
-events=$(wc -l <"$delivered")
+events=$(cat $delivered | wc -l)
 wall=$(grep 'Elapsed (wall clock)' "$work/run.log" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
 user=$(grep 'User time' "$work/run.log" | awk '{print $NF}')
 sys=$(grep 'System time' "$work/run.log" | awk '{print $NF}')
 rss_kb=$(grep 'Maximum resident set size' "$work/run.log" | awk '{print $NF}')
-stats=$(grep ' -> Statistics for this pull cycle' "$work/run.log" | tail -1)
-requests=$(sed -E 's/.*Number of requests made: ([0-9]+);.*/\1/' <<<"$stats")
-bytes=$(stat -c %s "$delivered")
+requests=$(grep ' -> Statistics for this pull cycle' "$work/run.log" \
+  | sed -E 's/.*Number of requests made: ([0-9]+);.*/\1/' | awk '{s += $1} END {print s}')
+bytes=$(cat $delivered | wc -c)
 python3 - "$N" "$events" "$wall" "$user" "$sys" "$rss_kb" "$requests" "$bytes" "$work/run.log" \
-  "$served_bytes" "$served_events" "$sim_requests" "$MODE" <<'PY'
+  "$served_bytes" "$served_events" "$sim_requests" "$MODE" "$SERVICES" "$JOB_LATENCY_MS" "$JOB_LATENCY_MS_PER_10K" <<'PY'
 import re, statistics, sys
-n, events, wall, user, sys_, rss, req, size, log, sbytes, sevents, sreq, mode = sys.argv[1:]
+n, events, wall, user, sys_, rss, req, size, log, sbytes, sevents, sreq, mode, services, lat, lat10k = sys.argv[1:]
+# The first job's latency: nothing can be downloaded before a job completes, whatever the
+# collector does. Known exactly only without the per-10,000-event part (its size is the window's).
+first_job = float(lat) / 1000 if int(lat10k) == 0 else float("nan")
 events, wall, cpu = int(events), float(wall), float(user) + float(sys_)
 print(f"events served by the simulator : {int(n):,}")
 print(f"events delivered               : {events:,}")
@@ -101,11 +139,12 @@ print(f"peak RSS                       : {int(rss) / 1024:.1f} MiB")
 print(f"API requests                   : {req}")
 print(f"bytes delivered per event      : {int(size) / max(events, 1):.0f}")
 job_wait = sum(float(m.group(1)) for m in re.finditer(r"Waited ([0-9.]+) seconds for API jobs", open(log).read()))
-print(f"waiting only for jobs          : {job_wait:.2f} s ({job_wait / wall * 100:.0f}% of the wall time)")
+print(f"waiting only for jobs          : {job_wait:.2f} s ({job_wait / wall * 100:.0f}% of the wall time; "
+      f"the first job's latency, unavoidable: {first_job:.2f} s)")
 print(f"API bytes downloaded per event : {int(sbytes) / max(events, 1):.0f}  ({int(sevents):,} events served, {sreq} requests seen by the simulator)")
 print(f"RESULT mode={mode} n={n} delivered={events} wall={wall:.3f} cpu={cpu:.3f} rss_kb={rss} "
       f"requests={req} sim_requests={sreq} bytes_downloaded={sbytes} events_downloaded={sevents} "
-      f"job_wait={job_wait:.3f}")
+      f"job_wait={job_wait:.3f} first_job={first_job:.3f} services={services}")
 proofs = [float(m.group(1)) for m in re.finditer(r"proof_ms=([0-9.]+)", open(log).read())]
 if proofs:
     proofs.sort()

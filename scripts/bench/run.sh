@@ -1,62 +1,142 @@
 #!/usr/bin/env bash
-# The whole benchmark, one command (not part of CI; wants a quiet machine, takes ~30 minutes):
+# The whole benchmark, one command on a fresh machine (not part of CI; wants a quiet machine,
+# takes about 45 minutes on 2 cores, see the README's Benchmark section):
 #
-#   bash scripts/bench/run.sh
+#   bash scripts/bench/run.sh            # everything; WRITE_DOC=1 also rewrites docs/performance.md
 #
-# 1. Criterion micro-benchmarks of the hot path (benches/hot_path.rs).
-# 2. End-to-end backfills (scripts/bench/backfill.sh): isolation-sim with N events, then
-#    `isolation-collector run --once` to the file output and to a local mutual-TLS rsyslog.
-# 3. The same backfill with iso2web (Proofpoint's community collector, PyPI, in a throwaway
-#    virtualenv) posting to a local webhook receiver (scripts/bench/iso2web_wrapper.py).
-# 4. Steady state: the collector as a daemon against a live simulator feed with late arrivals,
-#    with iso2web run every period against the same feed.
-# Each end-to-end measurement runs $REPS times; the summary shows medians and is saved with
-# the raw results in $OUT (printed at the end).
+# Every figure and ratio is computed from the runs of this one invocation (summary.py), and
+# docs/performance.md is generated from the results directory (report.py). Parts, in order:
+#   micro     Criterion micro-benchmarks of the hot path (benches/hot_path.rs), per event.
+#   callgrind `valgrind --tool=callgrind` of `run --once`, a CALLGRIND_N-event backfill to the
+#             file output: instructions per delivered event, SHA-256 (software path) apart.
+#   backfill  backfills of each of SIZES events to the file output and to a local mutual-TLS
+#             rsyslog (scripts/bench/backfill.sh).
+#   both      both services in one process, the collector's default config, BOTH_SIZES events each.
+#   iso       iso2web (Proofpoint's community collector, PyPI, in a virtualenv) at ISO_N events,
+#             posting to a local webhook receiver (scripts/bench/iso2web_wrapper.py); with
+#             ISO_N = CURVE_N these runs are also the curve's 0 s row for iso2web.
+#   curve     the job latency curve: LATENCIES (ms) at CURVE_N events over 30 days, ours with
+#             the default config at max_concurrent_jobs default and 16, and iso2web.
+#   steady    the collector as a daemon against a live feed with late arrivals, iso2web every 5 s.
+# Each end-to-end measurement runs REPS times (the curve: see CURVE_REPS); the summary shows
+# medians. Rough minutes per part, estimated from single 1,000,000-event runs on a loaded 2-core
+# machine: micro 4, callgrind 1, backfill 2, both 3, iso 6 (iso2web: ~2 min and ~1.7 GB a run),
+# curve 23 (ours ~1 min a run, iso2web ~2), steady 2.
 #
-# Knobs (environment): REPS (3), SIZES ("100000 1000000"), ISO_SIZES (same), STEADY_SECS (180),
-# SKIP_MICRO=1, SKIP_STEADY=1, ISO_VENV (/tmp/isoenv), CARGO_TARGET_DIR (target).
+# Knobs (environment, defaults in brackets): PARTS ["micro callgrind backfill both iso curve
+# steady"], REPS [3], SIZES ["100000 1000000"], BOTH_SIZES [same], ISO_N [1000000],
+# CURVE_N [1000000], LATENCIES ["0 2000 5000 10000"], CURVE_MCJ ["default 16"],
+# CURVE_REPS [1: runs per side at the curve's latencies other than TARGET_LATENCY, 5000,
+# which gets REPS], CALLGRIND_N [100000], STEADY_SECS [120], OUT [a new /tmp/isolation-bench.*],
+# ISO_VENV [/tmp/isoenv], PORT_BASE [18180: simulator web, +1 url, +10 receiver, +20 TLS],
+# WRITE_DOC [unset; 1: write docs/performance.md, else it is written into OUT].
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN=$CARGO_TARGET_DIR/release
+PARTS=${PARTS-"micro callgrind backfill both iso curve steady"}
 REPS=${REPS:-3}
 SIZES=${SIZES-"100000 1000000"}
-ISO_SIZES=${ISO_SIZES-$SIZES}
-STEADY_SECS=${STEADY_SECS:-180}
+BOTH_SIZES=${BOTH_SIZES-$SIZES}
+ISO_N=${ISO_N:-1000000}
+CURVE_N=${CURVE_N:-1000000}
+LATENCIES=${LATENCIES-"0 2000 5000 10000"}
+CURVE_MCJ=${CURVE_MCJ-"default 16"}
+TARGET_LATENCY=5000
+CURVE_REPS=${CURVE_REPS:-1}
+CALLGRIND_N=${CALLGRIND_N:-100000}
+STEADY_SECS=${STEADY_SECS:-120}
 ISO_VENV=${ISO_VENV:-/tmp/isoenv}
 OUT=${OUT:-$(mktemp -d /tmp/isolation-bench.XXXXXX)}
 mkdir -p "$OUT"
-PORT_WEB=18180 PORT_URL=18181 PORT_RECV=18190
+PORT_BASE=${PORT_BASE:-18180}
+PORT_WEB=$PORT_BASE PORT_URL=$((PORT_BASE + 1)) PORT_RECV=$((PORT_BASE + 10))
+export PORT_WEB PORT_URL PORT_TLS=$((PORT_BASE + 20)) SKIP_BUILD=1
+# Every backfill's events span 30 days, the API's retention (719 h: the oldest stay inside it
+# while a run starts), and a job completes once its latency has passed (no extra PENDING answer).
+export SPAN_HOURS=719 PENDING_POLLS=0
 KEY=00000000-0000-0000-0000-000000000000
 . scripts/lib/collector_config.sh
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
+has_part() { [[ " $PARTS " == *" $1 "* ]]; }
+started=$SECONDS
 
+# What it needs: release binaries, iso2web in a virtualenv, valgrind, rsyslog, GNU time.
 cargo build --release --quiet --bin isolation-collector --bin isolation-sim
-if [ ! -x "$ISO_VENV/bin/iso2web" ]; then
+if { has_part iso || has_part curve || has_part steady; } && [ ! -x "$ISO_VENV/bin/iso2web" ]; then
   python3 -m venv "$ISO_VENV" && "$ISO_VENV/bin/pip" install --quiet iso2web
 fi
+need() {  # need COMMAND PACKAGE: install PACKAGE with apt-get when root, else say what is missing
+  command -v "$1" >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -qq "$2" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }
+  fi
+  command -v "$1" >/dev/null || { echo "run.sh: '$1' is missing: install the '$2' package (as root: apt-get install $2), or leave its part out of PARTS" >&2; exit 1; }
+}
+[ -x /usr/bin/time ] || need /usr/bin/time time
+has_part callgrind && need valgrind valgrind && need callgrind_annotate valgrind
+{ has_part backfill || has_part both; } && need rsyslogd rsyslog
 
 {
-  echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -h | awk '/^Mem:/ {print $2}') RAM"
-  echo "rustc: $(rustc --version); python: $("$ISO_VENV/bin/python" --version); iso2web $("$ISO_VENV/bin/pip" show iso2web | awk '/^Version/ {print $2}')"
+  echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -h | awk '/^Mem:/ {print $2}') RAM, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+  echo "rustc: $(rustc --version); collector: $(git describe --always --dirty 2>/dev/null || echo unknown)"
+  [ -x "$ISO_VENV/bin/python" ] && echo "python: $("$ISO_VENV/bin/python" --version); iso2web $("$ISO_VENV/bin/pip" show iso2web | awk '/^Version/ {print $2}')"
+  command -v valgrind >/dev/null && echo "valgrind: $(valgrind --version)"
+  echo "date: $(date -u +%Y-%m-%dT%H:%MZ); parts: $PARTS; REPS=$REPS"
 } | tee "$OUT/machine.txt"
 
-# 1. Micro-benchmarks.
-if [ -z "${SKIP_MICRO:-}" ]; then
+# backfill GROUP N MODE [VAR=VALUE...]: one run of scripts/bench/backfill.sh, its SETTINGS and
+# RESULT lines tagged with GROUP, appended to ours.log.
+backfill() {
+  local group=$1 n=$2 mode=$3; shift 3
+  echo "== ours: $group n=$n mode=$mode $*"
+  env "$@" bash scripts/bench/backfill.sh "$n" "$mode" | sed -E "s/^(RESULT|SETTINGS) /\1 group=$group /" | tee -a "$OUT/ours.log"
+}
+
+# 1. Micro-benchmarks: Criterion's median per page over the page's elements (its Throughput).
+if has_part micro; then
+  touch "$OUT/.micro-start"
   cargo bench --quiet --bench hot_path 2>&1 | tee "$OUT/criterion.txt"
+  python3 - "$CARGO_TARGET_DIR/criterion/hot_path" "$OUT" <<'PY'
+import json, os, sys
+root, out = sys.argv[1:]
+start = os.path.getmtime(f"{out}/.micro-start")
+rows = {}
+for name in sorted(os.listdir(root)):
+    est, bench = f"{root}/{name}/new/estimates.json", f"{root}/{name}/new/benchmark.json"
+    if not os.path.exists(est) or os.path.getmtime(est) < start:
+        continue  # not run by this invocation
+    elements = (json.load(open(bench)).get("throughput") or {}).get("Elements") or 1
+    rows[name] = json.load(open(est))["median"]["point_estimate"] / 1000 / elements
+json.dump(rows, open(f"{out}/criterion.json", "w"), indent=1)
+PY
 fi
 
-# 2. Our backfills.
-for n in $SIZES; do
-  for mode in file tls; do
-    for r in $(seq 1 "$REPS"); do
-      echo "== collector backfill n=$n mode=$mode run $r/$REPS"
-      PORT_WEB=$PORT_WEB PORT_URL=$PORT_URL bash scripts/bench/backfill.sh "$n" "$mode" | tee -a "$OUT/ours.log"
+# 2. Instruction counts: one run suffices, they repeat exactly.
+if has_part callgrind; then
+  backfill callgrind "$CALLGRIND_N" file CALLGRIND="$OUT/callgrind.out"
+  callgrind_annotate --inclusive=yes --threshold=100 "$OUT/callgrind.out" >"$OUT/callgrind.txt" 2>/dev/null
+  callgrind_annotate "$OUT/callgrind.out" >"$OUT/callgrind-self.txt" 2>/dev/null  # where the time goes
+fi
+
+# 3. Our backfills; the bench shortens the poll interval (0.01 s, see backfill.sh); the curve's
+# 0 s row is the default's figure.
+if has_part backfill; then
+  for n in $SIZES; do
+    for mode in file tls; do
+      for r in $(seq 1 "$REPS"); do backfill "$mode" "$n" "$mode"; done
     done
   done
-done
+fi
+
+# 4. Both services in one process, the default config (nothing changed, not even the poll).
+if has_part both; then
+  for n in $BOTH_SIZES; do
+    for r in $(seq 1 "$REPS"); do backfill both "$n" file SERVICES=both POLL_INITIAL=default; done
+  done
+fi
 
 wait_for() { for _ in $(seq 1 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 start_sim() {  # start_sim LOG ARGS...: the simulator on the bench ports, waits until it listens
@@ -72,20 +152,24 @@ start_receiver() {  # start_receiver COUNT_FILE
   wait_for "$1" '^0 0'
 }
 
-# 3. iso2web's backfills: same simulator settings as scripts/bench/backfill.sh.
+# iso2web GROUP N LATENCY_MS SPAN_HOURS PENDING_POLLS: one iso2web run against the simulator,
+# its SETTINGS and RESULT lines appended to iso2web.log.
 wrapper=$PWD/scripts/bench/iso2web_wrapper.py
-for n in $ISO_SIZES; do
-  for r in $(seq 1 "$REPS"); do
-    echo "== iso2web backfill n=$n run $r/$REPS"
-    w=$(mktemp -d)
-    start_sim "$w/sim.log" --events "$n" --span-hours 480 --pending-polls 1
-    start_receiver "$w/count"
-    (cd "$w" && /usr/bin/time -v "$ISO_VENV/bin/python" "$wrapper" run "http://127.0.0.1:$PORT_WEB" \
-      "http://127.0.0.1:$PORT_RECV/" "$KEY" >"$w/iso2web.out" 2>"$w/time.log") || tail "$w/time.log"
-    stop "$sim_pid"; stop "$recv_pid"
-    python3 - "$n" "$w" <<'PY' | tee -a "$OUT/iso2web.log"
+iso2web() {
+  local group=$1 n=$2 lat=$3 span=$4 pending=$5 w
+  echo "== iso2web: $group n=$n job latency $lat ms"
+  w=$(mktemp -d)
+  start_sim "$w/sim.log" --events "$n" --span-hours "$span" --pending-polls "$pending" --job-latency-ms "$lat"
+  start_receiver "$w/count"
+  (cd "$w" && /usr/bin/time -v "$ISO_VENV/bin/python" "$wrapper" run "http://127.0.0.1:$PORT_WEB" \
+    "http://127.0.0.1:$PORT_RECV/" "$KEY" >"$w/iso2web.out" 2>"$w/time.log") || tail "$w/time.log"
+  stop "$sim_pid"; stop "$recv_pid"
+  echo "SETTINGS group=$group mode=iso2web n=$n services=web span_hours=$span pending_polls=$pending" \
+    "job_latency_ms=$lat job_latency_ms_per_10k=0 page_latency_ms=0 poll_initial=0 page_size=10000 chunk_size=10000" \
+    | tee -a "$OUT/iso2web.log"
+  python3 - "$n" "$w" "$group" "$lat" <<'PY' | tee -a "$OUT/iso2web.log"
 import re, sys
-n, w = sys.argv[1:]
+n, w, group, lat = sys.argv[1:]
 t = open(f"{w}/time.log").read()
 get = lambda k: re.search(re.escape(k) + r".*?: (\S+)$", t, re.M).group(1)
 p = get("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":")
@@ -96,17 +180,39 @@ delivered = int(open(f"{w}/count").read().split()[0])
 s = re.search(r"^web stats: requests=(\d+).* events_served=(\d+) bytes_served=(\d+)", open(f"{w}/sim.log").read(), re.M)
 print(f"iso2web n={n}: delivered {delivered:,} in {wall:.1f} s ({delivered / wall:,.0f} events/s), "
       f"CPU {cpu:.1f} s, peak RSS {rss / 1024:.0f} MiB, {s.group(1)} requests")
-print(f"RESULT mode=iso2web n={n} delivered={delivered} wall={wall:.3f} cpu={cpu:.3f} rss_kb={rss} "
-      f"requests={s.group(1)} sim_requests={s.group(1)} bytes_downloaded={s.group(3)} events_downloaded={s.group(2)}")
+print(f"RESULT group={group} mode=iso2web n={n} delivered={delivered} wall={wall:.3f} cpu={cpu:.3f} rss_kb={rss} "
+      f"requests={s.group(1)} sim_requests={s.group(1)} bytes_downloaded={s.group(3)} events_downloaded={s.group(2)} "
+      f"first_job={int(lat) / 1000:.3f}")
 PY
-    rm -rf "$w"
-  done
-done
+  rm -rf "$w"
+}
 
-# 4. Steady state: a live feed (20 events/s per dataset, 30% of them up to 90 s late) and the
+# 5. iso2web's backfills, the simulator as for ours; they are also the curve's 0 s row.
+if has_part iso; then
+  for r in $(seq 1 "$REPS"); do iso2web iso "$ISO_N" 0 "$SPAN_HOURS" "$PENDING_POLLS"; done
+fi
+
+# 6. The job latency curve, jobs that complete LATENCY ms after their creation. Ours runs the
+# default config, as a user would (at 0 s: the default poll interval's figure). REPS runs at the
+# target latency, CURVE_REPS elsewhere.
+if has_part curve; then
+  for lat in $LATENCIES; do
+    reps=$CURVE_REPS; [ "$lat" = "$TARGET_LATENCY" ] && reps=$REPS
+    for mcj in $CURVE_MCJ; do
+      for r in $(seq 1 "$reps"); do
+        backfill "curve-$lat-mcj-$mcj" "$CURVE_N" file JOB_LATENCY_MS="$lat" POLL_INITIAL=default \
+          $([ "$mcj" = default ] || echo MAX_CONCURRENT_JOBS="$mcj")
+      done
+    done
+    if [ "$lat" = 0 ] && has_part iso && [ "$ISO_N" = "$CURVE_N" ]; then continue; fi  # done in part 5
+    for r in $(seq 1 "$reps"); do iso2web "curve-$lat-iso2web" "$CURVE_N" "$lat" "$SPAN_HOURS" "$PENDING_POLLS"; done
+  done
+fi
+
+# 7. Steady state: a live feed (20 events/s per dataset, 30% of them up to 90 s late) and the
 # collector as a daemon with the late-arrival defaults scaled down (lookback 2 min, sweep every
 # 0.5 min, period 5 s); iso2web runs every 5 s against the same feed, as cron would run it.
-if [ -z "${SKIP_STEADY:-}" ]; then
+if has_part steady; then
   echo "== steady state, $STEADY_SECS s"
   w=$(mktemp -d)
   start_sim "$w/sim.log" --events 1000 --span-hours 1 --end-offset-minutes 0 --pending-polls 1 \
@@ -135,7 +241,8 @@ YAML
   done
   sleep 6  # let the collector finish its cycle
   stop "$col_pid"; stop "$sim_pid"; stop "$recv_pid"
-  python3 - "$w" "$iso_runs" "$STEADY_SECS" <<'PY' | tee "$OUT/steady.log"
+  echo "SETTINGS group=steady secs=$STEADY_SECS live_rate=20 late_fraction=0.3 late_minutes=1.5 period=5 lookback_minutes=2 sweep_minutes=0.5 poll_initial=0.01" >"$OUT/steady.log"
+  python3 - "$w" "$iso_runs" "$STEADY_SECS" <<'PY' | tee -a "$OUT/steady.log"
 import re, sys
 w, iso_runs, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 log = open(f"{w}/run.log").read()
@@ -160,5 +267,8 @@ PY
   rm -rf "$w"
 fi
 
+echo "total bench time: $((SECONDS - started)) s" | tee "$OUT/duration.txt"
 python3 scripts/bench/summary.py "$OUT" | tee "$OUT/summary.txt"
-echo "raw results: $OUT"
+doc=$OUT/performance.md; [ -z "${WRITE_DOC:-}" ] || doc=docs/performance.md
+python3 scripts/bench/report.py "$OUT" >"$doc"
+echo "raw results: $OUT; performance page: $doc"

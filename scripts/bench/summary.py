@@ -1,105 +1,275 @@
-"""Summary table of a scripts/bench/run.sh results directory: medians of the repeated runs, the
-ratios against iso2web and the targets. Usage: python3 scripts/bench/summary.py RESULTS_DIR"""
+"""Every figure of a scripts/bench/run.sh results directory, computed from the runs of that one
+invocation: medians of the repeated runs, the ratios against iso2web, instruction counts, the
+job latency curve and each target, met or not.
 
+  python3 scripts/bench/summary.py RESULTS_DIR     # prints the summary, writes RESULTS_DIR/results.json
+
+scripts/bench/report.py turns results.json into docs/performance.md. The inputs are the lines
+`SETTINGS key=value ...` and `RESULT key=value ...` that scripts/bench/backfill.sh and run.sh
+write (ours.log, iso2web.log, steady.log), criterion.json (µs per element, per benchmark name,
+whatever benches/hot_path.rs measures), callgrind.txt (callgrind_annotate --inclusive=yes) and
+machine.txt. A part that did not run leaves its figures and targets out.
+"""
+
+import json
 import os
 import re
 import statistics
 import sys
 
-out = sys.argv[1]
+TARGET_LATENCY_MS = 5000  # the issue's target row of the job latency curve
 
 
-def read(name):
+def read(out, name):
     path = os.path.join(out, name)
     return open(path).read() if os.path.exists(path) else ""
 
 
-def results(text):
-    rows = []
-    for line in text.splitlines():
-        if line.startswith("RESULT "):
-            rows.append({k: v for k, v in (kv.split("=", 1) for kv in line.split()[1:])})
+def keyed_lines(text, kind):
+    """The `kind key=value ...` lines of text, as dicts."""
+    return [dict(kv.split("=", 1) for kv in line.split()[1:])
+            for line in text.splitlines() if line.startswith(kind + " ")]
+
+
+def readme_defaults():
+    """The collector's defaults as the README's configuration table documents them."""
+    readme = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+    found = {}
+    for line in open(readme).read().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) < 4 or "`" not in cells[1]:
+            continue
+        keys = re.findall(r"`(\w+)`", cells[1])
+        values = [v.strip() for v in cells[2].split("/")]
+        if len(keys) == len(values):
+            found.update({k: v for k, v in zip(keys, values) if k not in found})
+    return found
+
+
+def group_medians(rows):
+    """Medians over the runs of one group (one side, one size, one setting)."""
+    m = lambda f: statistics.median(f(r) for r in rows)
+    n = int(rows[0]["n"]) * (2 if rows[0].get("services") == "both" else 1)
+    return {
+        "n": int(rows[0]["n"]),
+        "runs": len(rows),
+        "delivered": m(lambda r: float(r["delivered"])),
+        "all_delivered": all(int(r["delivered"]) == n for r in rows),
+        "walls": [float(r["wall"]) for r in rows],
+        "wall": m(lambda r: float(r["wall"])),
+        "eps": m(lambda r: float(r["delivered"]) / float(r["wall"])),
+        "cpu_us": m(lambda r: float(r["cpu"]) / max(float(r["delivered"]), 1) * 1e6),
+        "rss_mib": m(lambda r: float(r["rss_kb"]) / 1024),
+        "requests": m(lambda r: float(r["sim_requests"])),
+        "bytes_per_event": m(lambda r: float(r["bytes_downloaded"]) / max(float(r["delivered"]), 1)),
+        "job_wait": m(lambda r: float(r.get("job_wait", "nan"))),
+        "first_job": m(lambda r: float(r.get("first_job", "nan"))),
+        "avoidable_wait_pct": m(lambda r: (float(r.get("job_wait", "nan")) - float(r.get("first_job", "nan")))
+                                / float(r["wall"]) * 100),
+        "wait_pct": m(lambda r: float(r.get("job_wait", "nan")) / float(r["wall"]) * 100),
+    }
+
+
+def end_to_end(out):
+    """Groups of runs keyed by `group/n`, each with its settings and medians."""
+    results = keyed_lines(read(out, "ours.log") + read(out, "iso2web.log"), "RESULT")
+    settings = {}
+    for s in keyed_lines(read(out, "ours.log") + read(out, "iso2web.log"), "SETTINGS"):
+        settings.setdefault(f"{s['group']}/{s['n']}", s)
+    groups = {}
+    for row in results:
+        groups.setdefault(f"{row['group']}/{row['n']}", []).append(row)
+    return {k: dict(group_medians(rows), group=k.split("/")[0], settings=settings.get(k, {}))
+            for k, rows in groups.items()}
+
+
+def callgrind(out, e2e):
+    """Instructions per delivered event, with sha2 (its software path under valgrind) apart."""
+    text = read(out, "callgrind.txt")
+    total = re.search(r"^\s*([\d,]+) \([^)]*\)\s+PROGRAM TOTALS", text, re.M)
+    run = next((g for g in e2e.values() if g["group"] == "callgrind"), None)
+    if not total or not run:
+        return None
+    # The function table only (the annotated source below it repeats counts per call site).
+    table = text.split("file:function", 1)[-1].split("\n-----", 2)[1] if "file:function" in text else ""
+    # Inclusive counts: the outermost function of sha2's code (its crate's files, or inlined
+    # under its name) holds every call of the hash.
+    sha = [int(m.group(1).replace(",", "")) for m in
+           re.finditer(r"^\s*([\d,]+) \([^)]*\)\s+(\S*/sha2-[^:]*:|\S*:\S*sha2::)", table, re.M)]
+    ir, sha_ir, events = int(total.group(1).replace(",", "")), max(sha, default=0), run["delivered"]
+    return {"top_self": top_self(read(out, "callgrind-self.txt"), events),"n": run["n"], "delivered": events, "instructions": ir, "sha2_instructions": sha_ir,
+            "per_event": ir / events, "sha2_per_event": sha_ir / events,
+            "without_sha2_per_event": (ir - sha_ir) / events}
+
+
+def top_self(text, events, count=12):
+    """The functions with the most instructions of their own: [name, per event, % of all].
+
+    callgrind_annotate prints only the functions above its threshold (99% of the total)."""
+    table = text.split("file:function", 1)[-1].split("\n-----", 2)[1] if "file:function" in text else ""
+    totals = {}  # callgrind_annotate splits a function by the source file of its (inlined) lines
+    for m in re.finditer(r"^\s*([\d,]+) \(\s*([\d.]+)%\)\s+\S*?:(.+?)(?: \[[^\]]*\])?$", table, re.M):
+        ir, pct = totals.get(m.group(3), (0, 0.0))
+        totals[m.group(3)] = (ir + int(m.group(1).replace(",", "")), pct + float(m.group(2)))
+    rows = sorted(([f, ir / events, pct] for f, (ir, pct) in totals.items()), key=lambda r: -r[1])
+    return rows[:count]
+
+
+def curve(e2e):
+    """The job latency curve: {latency_ms: {side: medians}}, sides `mcj-default`, `mcj-16`, `iso2web`."""
+    rows = {}
+    for g in e2e.values():
+        m = re.fullmatch(r"curve-(\d+)-(.+)", g["group"])
+        if m:
+            rows.setdefault(int(m.group(1)), {})[m.group(2)] = g
+    # run.sh's iso2web runs (part `iso`) are the curve's 0 s row when they have the curve's size.
+    iso = [g for g in e2e.values() if g["group"] == "iso" and g["settings"].get("job_latency_ms") == "0"]
+    sizes = {g["n"] for sides in rows.values() for g in sides.values()}
+    for g in iso:
+        if g["n"] in sizes and 0 in rows:
+            rows[0].setdefault("iso2web", g)
+    return dict(sorted(rows.items()))
+
+
+def largest(e2e, group):
+    sizes = [g for g in e2e.values() if g["group"] == group]
+    return max(sizes, key=lambda g: g["n"]) if sizes else None
+
+
+def target(rows, name, met, figure):
+    rows.append({"target": name, "met": bool(met), "figure": figure})
+
+
+def targets(res):
+    """Each target of issue 10 that this run measured: met or not, and the figure."""
+    e2e, micro, rows = res["end_to_end"], res["micro"], []
+    big_file, big_tls = largest(e2e, "file"), largest(e2e, "tls")
+    if big_file:
+        cg = res["callgrind"]
+        beside = (f" (callgrind, {cg['n']:,} events: {cg['per_event']:,.0f} instructions per event, "
+                  f"{cg['without_sha2_per_event']:,.0f} without sha2's software path)") if cg else ""
+        target(rows, f"CPU per delivered event <= 1.0 us (file output, {big_file['n']:,} events)",
+               big_file["cpu_us"] <= 1.0, f"{big_file['cpu_us']:.2f} us{beside}")
+    if "parse_page" in micro:
+        target(rows, "parse_page <= 0.6 us per event (Criterion)", micro["parse_page"] <= 0.6,
+               f"{micro['parse_page']:.3f} us")
+    both = sorted((g for g in e2e.values() if g["group"] == "both"), key=lambda g: g["n"])
+    for g in both:
+        target(rows, f"peak RSS <= 32 MiB, both services, default config, {g['n']:,} events each",
+               g["rss_mib"] <= 32, f"{g['rss_mib']:.1f} MiB")
+    if len(both) >= 2:
+        lo, hi = both[0]["rss_mib"], both[-1]["rss_mib"]
+        target(rows, f"peak RSS at {both[0]['n']:,} and {both[-1]['n']:,} within 10%",
+               abs(hi - lo) <= 0.1 * min(lo, hi), f"{lo:.1f} and {hi:.1f} MiB ({(hi / lo - 1) * 100:+.0f}%)")
+    if big_file and big_tls and big_tls["n"] == big_file["n"]:
+        pct = big_tls["eps"] / big_file["eps"] * 100
+        target(rows, f"TLS throughput >= 80% of the file output's ({big_tls['n']:,} events)", pct >= 80,
+               f"{pct:.0f}% ({big_tls['eps']:,.0f} vs {big_file['eps']:,.0f} events/s)")
+    row = res["curve"].get(TARGET_LATENCY_MS, {})
+    ours, iso = row.get("mcj-default"), row.get("iso2web")
+    if ours:
+        target(rows, f"job latency {TARGET_LATENCY_MS / 1000:g} s: time only waiting for jobs, beyond the first "
+               f"job's unavoidable {ours['first_job']:.1f} s, <= 10% of wall (default max_concurrent_jobs)",
+               ours["avoidable_wait_pct"] <= 10,
+               f"{ours['avoidable_wait_pct']:.0f}% ({ours['job_wait']:.1f} s waited in all, "
+               f"{ours['wait_pct']:.0f}% of {ours['wall']:.1f} s)")
+    if ours and iso:
+        target(rows, f"job latency {TARGET_LATENCY_MS / 1000:g} s: ours no slower than iso2web ({ours['n']:,} events)",
+               ours["wall"] <= iso["wall"], f"{ours['wall']:.1f} s vs {iso['wall']:.1f} s")
     return rows
 
 
-UNIT = {"ps": 1e-6, "ns": 1e-3, "µs": 1.0, "us": 1.0, "ms": 1e3, "s": 1e6}
-micro = {}
-for m in re.finditer(r"hot_path/(\S+)\s+time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", read("criterion.txt")):
-    micro[m.group(1)] = float(m.group(2)) * UNIT[m.group(3)] / 10_000  # µs per event
-if micro:
-    print("Micro-benchmarks (one 10,000-event page, Criterion median; µs per event):")
-    for name, us in micro.items():
-        print(f"  {name:<36} {us:8.3f} µs/event")
-    print()
-
-groups = {}
-for row in results(read("ours.log")) + results(read("iso2web.log")):
-    groups.setdefault((row["mode"], int(row["n"])), []).append(row)
-
-med = {}
-print("End-to-end backfill (median of the runs):")
-print(f"  {'collector':<10} {'events':>9} {'runs':>4} {'delivered':>9} {'wall s':>8} {'events/s':>10} "
-      f"{'CPU s/1M ev':>11} {'peak RSS MiB':>12} {'requests':>8} {'bytes dl/ev':>11}")
-for (mode, n), rows in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-    m = lambda k: statistics.median(float(r[k]) for r in rows)
-    delivered = m("delivered")
-    d = {
-        "delivered": delivered,
-        "all_delivered": all(int(r["delivered"]) == n for r in rows),
-        "wall": m("wall"),
-        "eps": statistics.median(float(r["delivered"]) / float(r["wall"]) for r in rows),
-        "cpu_per_m": statistics.median(float(r["cpu"]) / float(r["delivered"]) * 1e6 for r in rows),
-        "rss": m("rss_kb") / 1024,
-        "requests": m("sim_requests"),
-        "bytes": statistics.median(float(r["bytes_downloaded"]) / float(r["delivered"]) for r in rows),
+def compute(out):
+    res = {
+        "machine": read(out, "machine.txt").strip().splitlines(),
+        "duration": read(out, "duration.txt").strip(),
+        "defaults": readme_defaults(),
+        "micro": json.loads(read(out, "criterion.json") or "{}"),
+        "end_to_end": end_to_end(out),
     }
-    med[(mode, n)] = d
-    name = {"file": "ours/file", "tls": "ours/tls"}.get(mode, mode)
-    print(f"  {name:<10} {n:>9,} {len(rows):>4} {int(delivered):>9,}{'' if d['all_delivered'] else '!'} "
-          f"{d['wall']:>8.2f} {d['eps']:>10,.0f} {d['cpu_per_m']:>11.2f} "
-          f"{d['rss']:>12.1f} {int(d['requests']):>8} {d['bytes']:>11.0f}")
-print()
+    res["callgrind"] = callgrind(out, res["end_to_end"])
+    res["curve"] = curve(res["end_to_end"])
+    res["iso_ratios"] = iso_ratios(res["end_to_end"])
+    steady = keyed_lines(read(out, "steady.log"), "RESULT")
+    res["steady"] = dict(steady[0], **keyed_lines(read(out, "steady.log"), "SETTINGS")[0]) if steady else None
+    res["targets"] = targets(res)
+    return res
 
-print("Ours over iso2web (same N, same simulator):")
-for (mode, n), d in sorted(med.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-    theirs = med.get(("iso2web", n))
-    if mode == "iso2web" or not theirs:
-        continue
-    print(f"  {mode:<5} n={n:>9,}: throughput x{d['eps'] / theirs['eps']:.1f}, peak RSS x{d['rss'] / theirs['rss']:.3f} "
-          f"(1/{theirs['rss'] / d['rss']:.1f}), CPU per event x{d['cpu_per_m'] / theirs['cpu_per_m']:.3f} "
-          f"(1/{theirs['cpu_per_m'] / d['cpu_per_m']:.0f})")
-print()
 
-steady = results(read("steady.log"))
-if steady:
-    s = steady[0]
-    sent = max(int(s["sent"]), 1)
-    print(f"Steady state ({s['secs']} s live feed, lookback 2 min, sweep 0.5 min, period 5 s):")
-    print(f"  ours:    {int(s['requests']) / sent:.4f} API requests and {int(s['downloaded']) / sent:.2f} events downloaded "
-          f"per delivered event; {s['collector_total']} delivered in total")
-    print(f"  iso2web: {s['iso_runs']} runs, {s['iso_requests']} API requests, {s['iso_delivered']} delivered in total "
-          f"(late events before its checkpoint are skipped)")
-    print()
+def iso_ratios(e2e):
+    """Ours over iso2web at the same size and simulator settings (iso2web's group `iso`)."""
+    ratios = []
+    for iso in (g for g in e2e.values() if g["group"] == "iso"):
+        for ours in (g for g in e2e.values() if g["group"] in ("file", "tls") and g["n"] == iso["n"]):
+            ratios.append({"side": ours["group"], "n": iso["n"], "throughput": ours["eps"] / iso["eps"],
+                           "cpu_per_event": ours["cpu_us"] / iso["cpu_us"], "rss": ours["rss_mib"] / iso["rss_mib"]})
+    return ratios
 
-print("Targets:")
-big = max((n for (mode, n) in med if mode == "iso2web"), default=None)
-for mode in ("file", "tls"):
-    ours, theirs = med.get((mode, 1_000_000)), med.get(("iso2web", 1_000_000))
-    if ours and theirs:
-        x = ours["eps"] / theirs["eps"]
-        r = ours["rss"] / theirs["rss"]
-        print(f"  [{'met' if x >= 20 else 'NOT met'}] {mode}: throughput >= 20x iso2web at 1M: x{x:.1f}")
-        print(f"  [{'met' if r <= 0.2 else 'NOT met'}] {mode}: peak RSS <= 1/5 of iso2web at 1M: 1/{1 / r:.1f}")
-sizes = sorted({n for (mode, n) in med if mode == "file"})
-if len(sizes) >= 2:
-    a, b = med[("file", sizes[0])]["rss"], med[("file", sizes[-1])]["rss"]
-    print(f"  [{'met' if b <= a * 1.25 else 'NOT met'}] peak RSS independent of N: {a:.1f} MiB at {sizes[0]:,}, "
-          f"{b:.1f} MiB at {sizes[-1]:,}")
-if micro and ("file", 1_000_000) in med:
-    cpu = med[("file", 1_000_000)]["cpu_per_m"]
-    value, raw = micro.get("baseline_serde_value_per_event"), micro.get("baseline_serde_rawvalue_page")
-    if value:
-        print(f"  [{'met' if cpu <= 3 * value else 'NOT met'}] CPU per event <= 3x parsing its JSON "
-              f"(serde_json::Value, {value:.2f} µs): {cpu:.2f} µs = x{cpu / value:.2f}")
-    if raw:
-        print(f"         against the validation-only parse (RawValue, {raw:.2f} µs): x{cpu / raw:.1f}")
+
+def setting_text(s, defaults):
+    """One side's settings, a default named as such with its value."""
+    d = lambda key, cfg: f"{defaults.get(cfg, '?')} (default)" if s.get(key) in (None, "default") else s[key]
+    if s.get("mode") == "iso2web":
+        return (f"iso2web defaults: page size {s['page_size']}, {s['chunk_size']} events per POST, polls a pending "
+                f"job again at once; job latency {s['job_latency_ms']} ms, pending polls {s['pending_polls']}, "
+                f"{s.get('span_hours')} h of events")
+    return (f"poll interval {d('poll_initial', 'job_poll_initial_interval_in_seconds')} s, page size "
+            f"{d('page_size', 'page_size')}, max_events_per_window {d('max_events_per_window', 'max_events_per_window')}, "
+            f"max_concurrent_jobs {d('max_concurrent_jobs', 'max_concurrent_jobs')}; job latency {s.get('job_latency_ms')} ms, "
+            f"pending polls {s.get('pending_polls')}, {s.get('span_hours')} h of events, services {s.get('services')}")
+
+
+def num(x):
+    """x with two decimals, or "-" where the side does not measure it (NaN)."""
+    return "-" if x != x else f"{x:.2f}"
+
+
+def render(res):
+    lines = [*res["machine"], res["duration"], ""]
+    if res["micro"]:
+        lines.append("Micro-benchmarks (Criterion median, us per event):")
+        lines += [f"  {name:<40} {us:8.3f}" for name, us in sorted(res["micro"].items())]
+        lines.append("")
+    cg = res["callgrind"]
+    if cg:
+        lines += [f"callgrind, {cg['n']:,}-event backfill to the file output, {cg['delivered']:,.0f} delivered: "
+                  f"{cg['instructions']:,} instructions, {cg['per_event']:,.0f} per event; sha2 (software path under "
+                  f"valgrind) {cg['sha2_per_event']:,.0f} per event; without sha2 {cg['without_sha2_per_event']:,.0f} per event", ""]
+    lines.append("End-to-end (medians; ! = not every event delivered in some run; job wait: ours only, "
+                 "summed over the services of the process):")
+    lines.append(f"  {'group':<26} {'events':>9} {'runs':>4} {'wall s':>8} {'events/s':>9} {'CPU us/ev':>9} "
+                 f"{'RSS MiB':>8} {'requests':>8} {'dl B/ev':>7} {'job wait s':>10} {'first job s':>11}")
+    for k, g in sorted(res["end_to_end"].items(), key=lambda kv: (kv[1]["group"], kv[1]["n"])):
+        lines.append(f"  {g['group']:<26} {g['n']:>9,} {g['runs']:>4} {g['wall']:>8.2f}{'' if g['all_delivered'] else '!'} "
+                     f"{g['eps']:>9,.0f} {g['cpu_us']:>9.2f} {g['rss_mib']:>8.1f} {g['requests']:>8.0f} "
+                     f"{g['bytes_per_event']:>7.0f} {num(g['job_wait']):>10} {num(g['first_job']):>11}")
+    lines += ["", "Settings of each group:"]
+    lines += [f"  {g['group']}: {setting_text(g['settings'], res['defaults'])}"
+              for _, g in sorted(res["end_to_end"].items()) if g["settings"]]
+    if res["curve"]:
+        lines += ["", "Job latency curve (median wall s; ours: time only waiting for jobs / the first job's latency):"]
+        for lat, sides in res["curve"].items():
+            cells = []
+            for side, g in sorted(sides.items()):
+                wait = "" if side == "iso2web" else f" (waited {g['job_wait']:.1f} / first {g['first_job']:.1f})"
+                cells.append(f"{side} {g['wall']:.1f}{'' if g['all_delivered'] else '!'}{wait} [{g['runs']} runs]")
+            lines.append(f"  {lat / 1000:>4g} s: " + "; ".join(cells))
+    lines += ["", "Ours over iso2web (same size and simulator settings):"]
+    lines += [f"  {r['side']:<4} {r['n']:>9,}: throughput x{r['throughput']:.1f}, CPU per event x{r['cpu_per_event']:.3f}, "
+              f"peak RSS x{r['rss']:.3f}" for r in res["iso_ratios"]]
+    if res["steady"]:
+        s = res["steady"]
+        sent = max(int(s["sent"]), 1)
+        lines += ["", f"Steady state ({s['secs']} s): ours {int(s['requests']) / sent:.4f} API requests and "
+                  f"{int(s['downloaded']) / sent:.2f} events downloaded per delivered event, {s['collector_total']} delivered; "
+                  f"iso2web {s['iso_runs']} runs, {s['iso_requests']} requests, {s['iso_delivered']} delivered"]
+    lines += ["", "Targets:"]
+    lines += [f"  [{'met' if t['met'] else 'NOT met'}] {t['target']}: {t['figure']}" for t in res["targets"]]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    out = sys.argv[1]
+    res = compute(out)
+    json.dump(res, open(os.path.join(out, "results.json"), "w"), indent=1)
+    print(render(res))

@@ -278,22 +278,43 @@ fn append_batch(
     start: u64,
     events: &[Event],
 ) -> std::io::Result<u64> {
-    // A 1 MiB buffer rather than the whole batch in one Vec keeps the peak memory flat.
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
-    let mut written = 0u64;
-    for event in events {
-        w.write_all(&event.json)?;
-        w.write_all(b"\n")?;
-        written += event.json.len() as u64 + 1;
-    }
-    w.flush()?;
-    drop(w);
+    let written = write_lines(out, events)?;
     file.sync_data()?;
     let len = file.metadata()?.len();
     if len != start + written {
         return Err(std::io::Error::other(format!(
             "the file is {len} bytes after writing {written} bytes to {start}: is another process writing to it?"
         )));
+    }
+    Ok(written)
+}
+
+/// Slices per `writev`: Linux's `IOV_MAX`.
+const SLICES_PER_WRITE: usize = 1024;
+
+/// Writes every event and a newline after it, straight from the events' bytes with `writev`
+/// (a few hundred events a call). A `BufWriter` copied the whole batch once more on its way to
+/// the kernel; this keeps no copy, and memory stays flat (one small vector of slices).
+fn write_lines(out: &mut dyn Write, events: &[Event]) -> std::io::Result<u64> {
+    use std::io::IoSlice;
+    let mut slices = Vec::with_capacity(SLICES_PER_WRITE.min(2 * events.len()));
+    let mut written = 0u64;
+    for chunk in events.chunks(SLICES_PER_WRITE / 2) {
+        slices.clear();
+        for event in chunk {
+            slices.push(IoSlice::new(&event.json));
+            slices.push(IoSlice::new(b"\n"));
+            written += event.json.len() as u64 + 1;
+        }
+        let mut rest = slices.as_mut_slice();
+        while !rest.is_empty() {
+            match out.write_vectored(rest) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok(written)
 }

@@ -145,3 +145,52 @@ async fn new_files_get_the_mode_exactly_and_existing_ones_keep_theirs() {
     out.deliver("t.b", &events("b", 1)).await.unwrap();
     assert_eq!(mode_of(&existing), 0o600);
 }
+
+/// Takes at most `max` bytes a call, across slice boundaries, as a kernel may on a short write.
+struct Short {
+    out: Vec<u8>,
+    max: usize,
+    calls: usize,
+}
+
+impl Write for Short {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_vectored(&[std::io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        self.calls += 1;
+        let mut n = 0;
+        for b in bufs {
+            let take = b.len().min(self.max - n);
+            self.out.extend_from_slice(&b[..take]);
+            n += take;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The vectored write gives every line once and whole, across chunks of slices and short
+/// writes that end in the middle of an event or between an event and its newline.
+#[test]
+fn lines_are_written_whole_across_short_vectored_writes() {
+    let batch = events("v", 1_300); // three chunks of slices (512 events each at most)
+    let want = lines(&batch);
+    for max in [1, 7, 61, 62, 4_096, usize::MAX] {
+        let mut w = Short {
+            out: Vec::new(),
+            max,
+            calls: 0,
+        };
+        let written = write_lines(&mut w, &batch).unwrap();
+        assert_eq!(written, want.len() as u64, "max {max}");
+        assert_eq!(String::from_utf8(w.out).unwrap(), want, "max {max}");
+        if max == usize::MAX {
+            assert_eq!(w.calls, 3, "one call per chunk of 512 events");
+        }
+    }
+}
