@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle};
 use crate::output::syslog::SyslogOutput;
 use crate::output::{console::ConsoleOutput, file::FileOutput, Output, OutputError};
+use crate::pipeline::budget::WindowBudget;
 use crate::state::StateStore;
 use crate::telemetry;
 
@@ -206,6 +207,11 @@ pub async fn run(
     start_listener_and_memory_log(&config, &metrics, options, &clock, &mut background).await?;
     let mut services = JoinSet::new();
     let mut senders: Vec<(String, StatsHandle)> = Vec::new();
+    // One window memory budget for every service of the process.
+    let budget = WindowBudget::new(
+        config.globals.window_memory_budget,
+        config.services().count(),
+    );
     for svc in config.services() {
         metrics.expect_service(svc.service);
         let outputs = build_outputs(&config, &clock)?;
@@ -222,6 +228,7 @@ pub async fn run(
             cancel.clone(),
             clock.clone(),
         )?
+        .with_budget(budget.clone())
         .with_metrics(&metrics);
         let (input, id) = (&config.input.name, &config.input.id);
         let span = telemetry::puller_span(input, id, svc.service);

@@ -22,6 +22,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, OutputKind};
 use crate::isolation::puller::{Progress, Puller};
 use crate::isolation::statistics::CycleStats;
+use crate::pipeline::budget::WindowBudget;
 use crate::service::{Service, RETENTION};
 use crate::state::StateStore;
 use crate::time::{format_iso, Millis};
@@ -118,7 +119,9 @@ pub async fn run(
         format_iso(to)
     );
     let span = crate::telemetry::puller_span(&config.input.name, &config.input.id, svc.service);
+    let budget = WindowBudget::new(config.globals.window_memory_budget, 1);
     let mut puller = Puller::new(&config.input, svc, outputs, store, cancel, clock)?
+        .with_budget(budget)
         .with_cycle_end(to)
         .with_progress(progress(from, to));
     async move {

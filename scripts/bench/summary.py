@@ -43,6 +43,10 @@ def readme_defaults():
         values = [v.strip() for v in cells[2].split("/")]
         if len(keys) == len(values):
             found.update({k: v for k, v in zip(keys, values) if k not in found})
+    # A `globals` key documented in prose: "`window_memory_budget_in_mb` (default 16, ...".
+    budget = re.search(r"`window_memory_budget_in_mb` \(default (\d+)", open(readme).read())
+    if budget:
+        found["window_memory_budget_in_mb"] = budget.group(1)
     return found
 
 
@@ -215,7 +219,8 @@ def setting_text(s, defaults):
                 f"{s.get('span_hours')} h of events")
     return (f"poll interval {d('poll_initial', 'job_poll_initial_interval_in_seconds')} s, page size "
             f"{d('page_size', 'page_size')}, max_events_per_window {d('max_events_per_window', 'max_events_per_window')}, "
-            f"max_concurrent_jobs {d('max_concurrent_jobs', 'max_concurrent_jobs')}; job latency {s.get('job_latency_ms')} ms, "
+            f"max_concurrent_jobs {d('max_concurrent_jobs', 'max_concurrent_jobs')}, window memory budget "
+            f"{defaults.get('window_memory_budget_in_mb', '?')} MiB (default); job latency {s.get('job_latency_ms')} ms, "
             f"pending polls {s.get('pending_polls')}, {s.get('span_hours')} h of events, services {s.get('services')}")
 
 

@@ -21,7 +21,14 @@ pub struct Globals {
     pub metrics_listen: Option<SocketAddr>,
     /// `memory_log_period_in_sec`: how often Devo's `[GC]` memory line is logged.
     pub memory_log_period: Duration,
+    /// `window_memory_budget_in_mb`: the bytes of events all services together hold in their
+    /// windows (see `pipeline::budget`).
+    pub window_memory_budget: u64,
 }
+
+/// `window_memory_budget_in_mb` when not set, in MiB: with both services backfilling, the
+/// process stays under 32 MiB of peak RSS (docs/performance.md).
+pub const DEFAULT_WINDOW_MEMORY_BUDGET_MB: u64 = 16;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Persistence {
@@ -100,8 +107,14 @@ pub(super) fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
     ] {
         *field = g.duration(key, range, *field, cx);
     }
+    let window_memory_budget = g
+        .number("window_memory_budget_in_mb", 1.0, 65_536.0, true, cx)
+        .map_or(DEFAULT_WINDOW_MEMORY_BUDGET_MB, |mb| mb as u64)
+        * 1024
+        * 1024;
     g.finish(cx);
     Some(Globals {
+        window_memory_budget,
         metrics_listen,
         memory_log_period,
         shutdown_grace_period,

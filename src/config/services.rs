@@ -86,7 +86,7 @@ impl ServiceConfig {
             job_poll_initial: Duration::from_secs(2),
             job_poll_max: Duration::from_secs(30),
             job_timeout: Duration::from_secs(30 * 60),
-            max_concurrent_jobs: 3,
+            max_concurrent_jobs: 8,
             max_retries: 5,
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),

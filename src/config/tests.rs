@@ -329,6 +329,30 @@ fn metrics_listen_and_memory_log_period() {
     );
 }
 
+#[test]
+fn window_memory_budget_in_mb() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.globals.window_memory_budget, 16 * 1024 * 1024);
+    let with = |value: &str| {
+        GOOD.replace(
+            "  id: \"pp01\"\n",
+            &format!("  id: \"pp01\"\n  window_memory_budget_in_mb: {value}\n"),
+        )
+    };
+    let c = parse(&with("64")).unwrap();
+    assert_eq!(c.globals.window_memory_budget, 64 * 1024 * 1024);
+    for bad in ["0", "1.5", "\"lots\"", "70000"] {
+        let errors = parse(&with(bad)).unwrap_err();
+        assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "globals.window_memory_budget_in_mb: must be a whole number from 1 to 65536"
+            ),
+            "{bad}: {errors:?}"
+        );
+    }
+}
+
 /// A config whose url_isolation service has the given `obfuscation_data` (YAML, indented by 8).
 fn with_obfuscation(entries: &str) -> String {
     format!(

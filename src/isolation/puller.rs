@@ -1,7 +1,8 @@
 //! One service's puller: setup, `pre_pull` (the state), then pull cycles: the window loop.
 //!
 //! A cycle plans its range (`pipeline::window`), and for each window: fetches it (one API job,
-//! its events held in memory, bounded by `max_events_per_window`), delivers it (sorted by `date`,
+//! its events held in memory, sized to the service's share of the window memory budget,
+//! `pipeline::budget`, and at most `max_events_per_window`), delivers it (sorted by `date`,
 //! minus what the dedup memory says was delivered, obfuscated by `obfuscation_data`, to every
 //! output through [`Outputs`], which retries only the unconfirmed), and only when every output has
 //! confirmed, commits it ([`Checkpoint::commit`]: dedup plan, cursors and positions, one atomic
@@ -9,9 +10,14 @@
 //! again (the API keeps 30 days and is the buffer), and outputs that keep positions (files) are
 //! rewound to the last committed one.
 //!
+//! The next window is fetched while the current one is delivered (a TLS output waits for its
+//! delivery proof meanwhile), so two windows are in hand at once; its events are delivered only
+//! after the current window is committed, so windows still commit strictly in order.
+//!
 //! The other jobs live beside it: the state's lifecycle in [`super::checkpoint`], Devo's log
 //! wording in [`super::devo_log`], and Devo's statistics line in [`super::statistics`].
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +27,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::clock::SharedClock;
-use crate::config::{InputConfig, ServiceConfig};
+use crate::config::{InputConfig, ServiceConfig, DEFAULT_WINDOW_MEMORY_BUDGET_MB};
 use crate::event::Event;
 use crate::isolation::checkpoint::Checkpoint;
 use crate::isolation::client::{ApiClient, CreatedJob, FetchError};
@@ -30,6 +36,7 @@ use crate::isolation::lookahead::{JobAhead, LookAhead};
 use crate::isolation::statistics::{CycleReport, CycleStats};
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::output::{FanOutError, Output, OutputError, Outputs};
+use crate::pipeline::budget::{Reservation, WindowBudget};
 use crate::pipeline::environment::Environment;
 use crate::pipeline::obfuscate::Obfuscator;
 use crate::pipeline::window::{plan_cycle, Window, WindowPlanner};
@@ -93,6 +100,10 @@ pub struct Puller {
     progress: Option<Progress>,
     /// The wall clock (cycle, window, dedup and correction times; the setup check).
     clock: SharedClock,
+    /// The window memory budget this service shares with the others of the process.
+    budget: WindowBudget,
+    /// Bytes per event held in a window, learnt from the pages (sizes windows to the budget).
+    bytes_per_event: Option<f64>,
 }
 
 /// Called after each delivered window with the window's end and the cycle's totals so far.
@@ -133,7 +144,15 @@ impl Puller {
             progress: None,
             thread,
             clock,
+            budget: WindowBudget::new(DEFAULT_WINDOW_MEMORY_BUDGET_MB * 1024 * 1024, 1),
+            bytes_per_event: None,
         })
+    }
+
+    /// Shares `budget` (the process's window memory budget) instead of a default one of its own.
+    pub fn with_budget(mut self, budget: WindowBudget) -> Puller {
+        self.budget = budget;
+        self
     }
 
     /// Cycles end at `to` instead of now (minus the service's offset, which a caller that
@@ -298,7 +317,8 @@ impl Puller {
         }
     }
 
-    /// The window loop: plan the cycle's windows, then fetch, deliver and commit each.
+    /// The window loop: plan the cycle's windows, then fetch, deliver and commit each; the next
+    /// window is fetched while the current one is delivered ([`deliver_while_fetching`]).
     async fn pull_windows(&mut self, report: &mut CycleReport) -> Result<(), PullError> {
         let now = self.clock.now_ms();
         let end = self.cycle_end.unwrap_or(now);
@@ -327,31 +347,24 @@ impl Puller {
         }
         let mut planner = WindowPlanner::new(range, self.svc.max_events_per_window, self.density);
         let mut ahead = LookAhead::new(self.svc.max_concurrent_jobs);
-        while let Some(planned) = planner.next_window() {
-            if self.cancel.is_cancelled() {
-                return Err(PullError::Cancelled);
-            }
-            let (w, job) = ahead.take(planned);
-            // The next windows' jobs run on the server while this one is polled and delivered.
-            ahead
-                .top_up(w, &planner, &mut self.client, &self.clock)
-                .await
-                .map_err(PullError::from_fetch)?;
-            let Some((events, created)) = self.fetch_window(w, job, &mut planner).await? else {
-                continue; // too big: the planner shrank it
-            };
-            let received = events.len();
-            self.deliver_window(w, events, created, &mut report.totals)
-                .await?;
+        let (mut fetching, mut delivering) = self.split();
+        fetching.size_windows(&mut planner);
+        let mut next = fetching.next_window(&mut planner, &mut ahead).await?;
+        while let Some(current) = next {
+            let (w, received) = (current.window, current.events.len());
+            // Window w + 1's events stay in hand until w is committed; both count in the budget.
+            next = deliver_while_fetching(
+                delivering.deliver_window(current, &mut report.totals),
+                fetching.next_window(&mut planner, &mut ahead),
+            )
+            .await?;
             report.totals.received += received as u64;
             report.totals.windows += 1;
-            planner.complete(w, received);
-            self.density = planner.density();
-            if let Some(progress) = self.progress.as_mut() {
+            if let Some(progress) = delivering.progress.as_mut() {
                 progress(w.to, &report.totals);
             }
-            if planner.next_window().is_some() {
-                report.log_partial(self.client.stats);
+            if next.is_some() {
+                report.log_partial(fetching.client.stats);
             }
         }
         if range.sweep {
@@ -360,15 +373,148 @@ impl Puller {
         Ok(())
     }
 
+    /// The puller's parts that fetch windows and those that deliver them, borrowed apart so
+    /// that both run at once.
+    fn split(&mut self) -> (Fetching<'_>, Delivering<'_>) {
+        let fetching = Fetching {
+            svc: &self.svc,
+            client: &mut self.client,
+            clock: &self.clock,
+            cancel: &self.cancel,
+            budget: &self.budget,
+            bytes_per_event: &mut self.bytes_per_event,
+            density: &mut self.density,
+        };
+        let delivering = Delivering {
+            svc: &self.svc,
+            outputs: &mut self.outputs,
+            checkpoint: &mut self.checkpoint,
+            obfuscator: &self.obfuscator,
+            environment: self.environment.as_ref(),
+            metrics: &self.metrics,
+            progress: &mut self.progress,
+        };
+        (fetching, delivering)
+    }
+
+    /// Tells the outputs the committed positions (those that keep positions rewind to them).
+    async fn resume_outputs(&mut self) -> Result<(), PullError> {
+        let table = &self.svc.table;
+        let checkpoint = &self.checkpoint;
+        let committed = |output: &str| checkpoint.position(output, table);
+        let new_positions = self.outputs.resume(table, committed).await?;
+        if !new_positions.is_empty() {
+            self.checkpoint.save_positions(table, new_positions)?;
+        }
+        self.needs_resume = false;
+        Ok(())
+    }
+}
+
+/// The bytes an event holds in a window: its vendor bytes and its own struct.
+fn held_bytes(e: &Event) -> u64 {
+    (e.json.len() + std::mem::size_of::<Event>()) as u64
+}
+
+/// Delivers and commits the current window (`deliver`) while the next one is fetched (`fetch`),
+/// and returns the fetched one. Commits stay in order: the next window's events are only in
+/// hand here and are delivered by the caller after this returns. If the delivery fails, the
+/// fetch is dropped (its job abandoned, its bytes released) and the delivery's error returned;
+/// if the fetch fails, the delivery still finishes and commits first, as when the windows ran
+/// one after the other.
+async fn deliver_while_fetching<T>(
+    deliver: impl Future<Output = Result<(), PullError>>,
+    fetch: impl Future<Output = Result<T, PullError>>,
+) -> Result<T, PullError> {
+    tokio::pin!(deliver, fetch);
+    let mut fetched = None;
+    loop {
+        tokio::select! {
+            delivered = &mut deliver => {
+                delivered?;
+                return match fetched {
+                    Some(fetched) => fetched,
+                    None => fetch.await,
+                };
+            }
+            result = &mut fetch, if fetched.is_none() => fetched = Some(result),
+        }
+    }
+}
+
+/// A window whose events are all in hand, waiting for its delivery.
+struct Fetched {
+    window: Window,
+    events: Vec<Event>,
+    /// When its job was created (the dedup plan and `settled` use it).
+    created: Millis,
+    /// Its bytes in the window memory budget, released when it is dropped (delivered or not).
+    _held: Reservation,
+}
+
+/// What fetching windows needs of the puller.
+struct Fetching<'a> {
+    svc: &'a ServiceConfig,
+    client: &'a mut ApiClient,
+    clock: &'a SharedClock,
+    cancel: &'a CancellationToken,
+    budget: &'a WindowBudget,
+    /// Bytes per event held (vendor bytes and struct), learnt from the pages so far.
+    bytes_per_event: &'a mut Option<f64>,
+    /// The planner's density, kept for the next cycle.
+    density: &'a mut Option<f64>,
+}
+
+impl Fetching<'_> {
+    /// The bytes one window may hold: half the service's share of the budget, as two windows
+    /// are in hand at once (one delivered, the next fetched).
+    fn window_bytes(&self) -> u64 {
+        self.budget.share() / 2
+    }
+
+    /// Caps the planner's windows to the events that fit [`window_bytes`](Self::window_bytes)
+    /// at the bytes per event learnt so far (and to `max_events_per_window`).
+    fn size_windows(&self, planner: &mut WindowPlanner) {
+        let max = self.svc.max_events_per_window;
+        planner.set_cap(window_cap(self.window_bytes(), max, *self.bytes_per_event));
+    }
+
+    /// Fetches the planner's next window whole (shrinking windows that turn out too big), or
+    /// `None` when the cycle's range is covered.
+    async fn next_window(
+        &mut self,
+        planner: &mut WindowPlanner,
+        ahead: &mut LookAhead,
+    ) -> Result<Option<Fetched>, PullError> {
+        while let Some(planned) = planner.next_window() {
+            if self.cancel.is_cancelled() {
+                return Err(PullError::Cancelled);
+            }
+            let (w, job) = ahead.take(planned);
+            // The next windows' jobs run on the server while this one is polled and delivered.
+            ahead
+                .top_up(w, planner, self.client, self.clock)
+                .await
+                .map_err(PullError::from_fetch)?;
+            if let Some(fetched) = self.fetch_window(w, job, planner).await? {
+                planner.complete(w, fetched.events.len());
+                *self.density = planner.density();
+                return Ok(Some(fetched));
+            }
+            // Too big: the planner shrank it.
+        }
+        Ok(None)
+    }
+
     /// Runs window `w`'s job: the one created ahead for it (`job`), or a new one when there is
-    /// none or it failed or expired while it waited. Returns the events and the job's creation
-    /// time; `None` if the window is too big and was abandoned.
+    /// none or it failed or expired while it waited. `None` if the window is too big and was
+    /// abandoned.
     async fn fetch_window(
         &mut self,
         w: Window,
         job: Option<JobAhead>,
         planner: &mut WindowPlanner,
-    ) -> Result<Option<(Vec<Event>, Millis)>, PullError> {
+    ) -> Result<Option<Fetched>, PullError> {
         if let Some(JobAhead { created, job, .. }) = job {
             match self.collect(w, job, planner).await {
                 Err(e) if e.is_lost_job() => warn!(
@@ -376,10 +522,7 @@ impl Puller {
                     format_iso(w.from),
                     format_iso(w.to)
                 ),
-                result => {
-                    let events = result.map_err(PullError::from_fetch)?;
-                    return Ok(events.map(|events| (events, created)));
-                }
+                result => return Ok(fetched(w, created, result.map_err(PullError::from_fetch)?)),
             }
         }
         let created = self.clock.now_ms();
@@ -388,28 +531,60 @@ impl Puller {
             .create_job(from_millis(w.from), from_millis(w.to))
             .await
             .map_err(PullError::from_fetch)?;
-        let events = self
+        let collected = self
             .collect(w, job, planner)
             .await
             .map_err(PullError::from_fetch)?;
-        Ok(events.map(|events| (events, created)))
+        Ok(fetched(w, created, collected))
     }
 
-    /// Polls and pages `job`, the job of window `w`, holding its events. `None` if the window
-    /// is too big and was abandoned.
+    /// The bytes to ask the budget for before window `w`'s pages arrive: what the density and
+    /// the bytes per event learnt so far expect, with a margin, at most a window's bytes.
+    fn expected_bytes(&self, w: Window, planner: &WindowPlanner) -> u64 {
+        let limit = self.window_bytes();
+        match (planner.density(), *self.bytes_per_event) {
+            (Some(d), Some(bpe)) => {
+                let expected = d * (w.to - w.from).max(1) as f64 * bpe * 1.25;
+                (expected as u64).clamp(1, limit)
+            }
+            _ => limit,
+        }
+    }
+
+    /// Polls and pages `job`, the job of window `w`, holding its events and their bytes in the
+    /// budget. `None` if the window is too big and was abandoned.
     async fn collect(
         &mut self,
         w: Window,
         job: CreatedJob,
         planner: &mut WindowPlanner,
-    ) -> Result<Option<Vec<Event>>, FetchError> {
-        let cap = self.svc.max_events_per_window;
+    ) -> Result<Option<(Vec<Event>, Reservation)>, FetchError> {
+        // Waits with nothing else of this window in hand (see pipeline::budget).
+        let mut held = tokio::select! {
+            held = self.budget.reserve(self.expected_bytes(w, planner)) => held,
+            _ = self.cancel.cancelled() => return Err(FetchError::Cancelled),
+        };
         let mut events: Vec<Event> = Vec::new();
-        let mut first = true;
-        let mut too_big = false;
-        let mut undated = 0;
+        let (mut bytes, mut undated, mut first, mut too_big) = (0u64, 0, true, false);
+        let (window_bytes, max) = (self.window_bytes(), self.svc.max_events_per_window);
+        let (budget, bytes_per_event) = (self.budget, &mut *self.bytes_per_event);
+        let mut learnt = (0u64, 0usize);
         self.client
             .finish_job(job, |page| {
+                let page_bytes: u64 = page.events.iter().map(held_bytes).sum();
+                learnt = (learnt.0 + page_bytes, learnt.1 + page.events.len());
+                if learnt.1 > 0 {
+                    *bytes_per_event = Some(learnt.0 as f64 / learnt.1 as f64);
+                    // The first page already sizes the window: it says the bytes per event.
+                    planner.set_cap(window_cap(window_bytes, max, *bytes_per_event));
+                }
+                bytes += page_bytes;
+                // Taken only if free: a window never waits with bytes in hand. Beyond its
+                // reservation it is bounded by the planner's cap, checked below.
+                if bytes > held.bytes() {
+                    held.grow(budget, bytes - held.bytes());
+                }
+                let cap = planner.cap();
                 if first {
                     first = false;
                     if let Some(total) = page.total {
@@ -429,33 +604,62 @@ impl Puller {
                 true
             })
             .await?;
+        self.size_windows(planner);
         if too_big {
             info!(
-                "The window {} to {} holds more than {cap} events; splitting it.",
+                "The window {} to {} holds more than {} events; splitting it.",
                 format_iso(w.from),
-                format_iso(w.to)
+                format_iso(w.to),
+                planner.cap()
             );
             return Ok(None);
         }
         if undated > 0 {
             warn!("{undated} event(s) from {} to {} have no valid `date`; they are delivered first in their window.", format_iso(w.from), format_iso(w.to));
         }
-        Ok(Some(events))
+        Ok(Some((events, held)))
     }
+}
 
-    /// Tells the outputs the committed positions (those that keep positions rewind to them).
-    async fn resume_outputs(&mut self) -> Result<(), PullError> {
-        let table = &self.svc.table;
-        let checkpoint = &self.checkpoint;
-        let committed = |output: &str| checkpoint.position(output, table);
-        let new_positions = self.outputs.resume(table, committed).await?;
-        if !new_positions.is_empty() {
-            self.checkpoint.save_positions(table, new_positions)?;
-        }
-        self.needs_resume = false;
-        Ok(())
+/// The events a window may hold: those that fit `window_bytes` at `bytes_per_event` (when
+/// known), at most `max_events_per_window`.
+fn window_cap(
+    window_bytes: u64,
+    max_events_per_window: usize,
+    bytes_per_event: Option<f64>,
+) -> usize {
+    match bytes_per_event {
+        Some(bpe) if bpe > 0.0 => ((window_bytes as f64 / bpe) as usize).min(max_events_per_window),
+        _ => max_events_per_window,
     }
+}
 
+/// A collected window as [`Fetched`].
+fn fetched(
+    window: Window,
+    created: Millis,
+    collected: Option<(Vec<Event>, Reservation)>,
+) -> Option<Fetched> {
+    collected.map(|(events, held)| Fetched {
+        window,
+        events,
+        created,
+        _held: held,
+    })
+}
+
+/// What delivering and committing windows needs of the puller.
+struct Delivering<'a> {
+    svc: &'a ServiceConfig,
+    outputs: &'a mut Outputs,
+    checkpoint: &'a mut Checkpoint,
+    obfuscator: &'a Obfuscator,
+    environment: Option<&'a Environment>,
+    metrics: &'a ServiceMetrics,
+    progress: &'a mut Option<Progress>,
+}
+
+impl Delivering<'_> {
     /// Applies `obfuscation_data` to a batch about to be delivered, counting what it did.
     fn obfuscate(&self, batch: &mut Vec<Event>, stats: &mut CycleStats) {
         if self.obfuscator.is_empty() {
@@ -487,36 +691,57 @@ impl Puller {
         }
     }
 
-    /// Delivers window `w`'s `events` (its job created at `created`) to every output, then
-    /// commits it.
+    /// Delivers a fetched window to every output, then commits it. Its bytes are released when
+    /// it is dropped here, delivered or not.
     async fn deliver_window(
         &mut self,
-        w: Window,
-        mut events: Vec<Event>,
-        created: Millis,
+        fetched: Fetched,
         stats: &mut CycleStats,
     ) -> Result<(), PullError> {
+        let Fetched {
+            window: w,
+            events: mut batch,
+            created,
+            _held,
+        } = fetched;
         // Stable: events with equal dates keep the server's order.
-        events.sort_by_key(|e| e.date_ms);
-        let plan = self.checkpoint.state().dedup.plan(&events, w.to);
-        let mut batch: Vec<Event> = plan.deliver.iter().map(|&i| events[i].clone()).collect();
-        drop(events);
+        batch.sort_by_key(|e| e.date_ms);
+        let plan = self.checkpoint.state().dedup.plan(&batch, w.to);
+        keep_only(&mut batch, &plan.deliver);
         stats.duplicates += plan.duplicates as u64;
         self.metrics.duplicates_filtered(plan.duplicates);
         // Obfuscate after the dedup plan and before any output: the plan (and the dedup memory
         // it feeds) stays keyed on the vendor's originals, so a re-read is still recognised, and
         // only events that are about to be delivered cost a rewrite.
         self.obfuscate(&mut batch, stats);
-        if let Some(env) = &self.environment {
+        if let Some(env) = self.environment {
             env.apply_batch(&mut batch);
         }
         let positions = self.outputs.deliver(&self.svc.table, &batch).await?;
         stats.sent += batch.len() as u64;
         // Every output confirmed: commit.
         self.checkpoint
-            .commit(w, created, plan, positions, &self.svc)?;
+            .commit(w, created, plan, positions, self.svc)?;
         Ok(())
     }
+}
+
+/// Keeps the events at `indices` (ascending, as the dedup plan lists them), in place: no copy
+/// of the batch.
+fn keep_only(events: &mut Vec<Event>, indices: &[usize]) {
+    if indices.len() == events.len() {
+        return; // the plan delivers every event (indices are distinct and ascending)
+    }
+    let mut wanted = indices.iter().copied().peekable();
+    let mut i = 0;
+    events.retain(|_| {
+        let keep = wanted.peek() == Some(&i);
+        if keep {
+            wanted.next();
+        }
+        i += 1;
+        keep
+    });
 }
 
 /// `use_time_slots_for_retrievals`: the time from `now` to the next wall-clock multiple of
@@ -542,5 +767,87 @@ mod slot_tests {
             until_next_slot(5_500, Duration::from_secs(2)),
             Duration::from_millis(500)
         );
+    }
+}
+
+#[cfg(test)]
+mod pipeline_tests {
+    use super::*;
+
+    fn events(n: usize) -> Vec<Event> {
+        (0..n)
+            .map(|i| Event::from_json(format!("{{\"i\":{i}}}").into()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_window_holds_what_fits_its_bytes_at_most_max_events_per_window() {
+        assert_eq!(window_cap(4_000_000, 50_000, Some(400.0)), 10_000);
+        assert_eq!(window_cap(40_000_000, 50_000, Some(400.0)), 50_000);
+        assert_eq!(window_cap(4_000_000, 50_000, None), 50_000);
+        assert_eq!(
+            window_cap(100, 50_000, Some(400.0)),
+            0,
+            "the planner makes it 1"
+        );
+    }
+
+    #[test]
+    fn the_plan_filters_the_batch_in_place() {
+        let mut batch = events(6);
+        keep_only(&mut batch, &[0, 2, 5]);
+        let kept: Vec<&[u8]> = batch.iter().map(|e| &e.json[..]).collect();
+        assert_eq!(kept, [&b"{\"i\":0}"[..], b"{\"i\":2}", b"{\"i\":5}"]);
+        let mut all = events(3);
+        keep_only(&mut all, &[0, 1, 2]);
+        assert_eq!(all.len(), 3);
+        keep_only(&mut all, &[]);
+        assert!(all.is_empty());
+    }
+
+    /// The fetch runs while the delivery waits, and its result is returned after the delivery.
+    #[tokio::test]
+    async fn the_next_window_is_fetched_while_the_current_one_is_delivered() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let deliver = async {
+            // Completes only once the fetch has run: they overlap.
+            rx.await.unwrap();
+            Ok(())
+        };
+        let fetch = async {
+            tx.send(()).unwrap();
+            Ok(7)
+        };
+        assert_eq!(deliver_while_fetching(deliver, fetch).await.unwrap(), 7);
+    }
+
+    /// A failed fetch does not stop the delivery: it finishes (and commits) first.
+    #[tokio::test]
+    async fn a_failed_fetch_lets_the_delivery_finish_first() {
+        let mut delivered = false;
+        let deliver = async {
+            tokio::task::yield_now().await;
+            delivered = true;
+            Ok(())
+        };
+        let fetch = async { Err::<(), _>(PullError::Cancelled) };
+        let result = deliver_while_fetching(deliver, fetch).await;
+        assert!(matches!(result, Err(PullError::Cancelled)));
+        assert!(delivered);
+    }
+
+    /// A failed delivery drops the fetch at once (its bytes and job are abandoned) and
+    /// returns the delivery's error.
+    #[tokio::test]
+    async fn a_failed_delivery_abandons_the_fetch() {
+        let deliver = async { Err(PullError::Cancelled) };
+        let fetch = std::future::pending::<Result<(), PullError>>();
+        let result = tokio::time::timeout(
+            Duration::from_secs(5),
+            deliver_while_fetching(deliver, fetch),
+        )
+        .await
+        .expect("the fetch is not waited for");
+        assert!(matches!(result, Err(PullError::Cancelled)));
     }
 }

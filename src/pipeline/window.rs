@@ -22,9 +22,11 @@
 //! Each window's query starts [`EDGE_OVERLAP`] before the previous one ended. Whether the API
 //! treats `from`/`to` as inclusive is unknown (isolation-api.md §3), and some servers truncate
 //! to the second; the overlap makes either reading safe, and dedup absorbs the repeat.
-//! A window's events are held in memory (to be sorted), so the planner keeps each window under
-//! `max_events_per_window`: it learns the event density from the jobs' `total`s and shrinks a
-//! window that turned out too big before any of it is delivered.
+//! A window's events are held in memory (to be sorted), so the planner keeps each window under a
+//! cap of events: `max_events_per_window`, or fewer when the service's share of the window
+//! memory budget (`pipeline::budget`) holds fewer at the bytes per event seen so far (the
+//! puller sets it with [`WindowPlanner::set_cap`]). It learns the event density from the jobs'
+//! `total`s and shrinks a window that turned out too big before any of it is delivered.
 
 use crate::time::Millis;
 
@@ -123,6 +125,17 @@ impl WindowPlanner {
         }
     }
 
+    /// The most events a window may hold from now on (at least one; the memory budget's share
+    /// divided by the bytes per event, capped by `max_events_per_window`).
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap.max(1);
+    }
+
+    /// The most events a window may hold.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
     /// The density learnt so far, to seed the next cycle's planner.
     pub fn density(&self) -> Option<f64> {
         self.density
@@ -168,7 +181,8 @@ impl WindowPlanner {
         total as usize > self.cap && span > MIN_SPAN
     }
 
-    /// The window was delivered and checkpointed.
+    /// The window's events are all in hand (it is delivered while the next one is fetched; if
+    /// its delivery fails, the cycle ends and the next cycle plans from the checkpoint).
     pub fn complete(&mut self, w: Window, events: usize) {
         self.learn(events as u64, (w.to - w.from).max(1));
         self.done_until = Some(w.to);
@@ -277,6 +291,25 @@ mod tests {
             "{next:?} after a span of {span}"
         );
         assert!(next.to - next.from > span, "{next:?}");
+    }
+
+    /// A smaller cap (a memory budget's share) makes the windows narrower at the same density,
+    /// and a window over the new cap is split.
+    #[test]
+    fn a_smaller_cap_sizes_the_next_windows_to_it() {
+        let mut p = planner_from_zero(10_000_000);
+        let w = p.next_window().unwrap();
+        assert!(p.observe_total(w, 100_000)); // 0.01 events/ms
+        let w = p.next_window().unwrap();
+        assert_eq!(w.to - w.from, 8_000); // 80% of 100 events
+        p.set_cap(50);
+        assert_eq!(p.cap(), 50);
+        let w = p.next_window().unwrap();
+        assert_eq!(w.to - w.from, 4_000);
+        assert!(p.observe_total(w, 60));
+        assert!(!p.observe_total(w, 50));
+        p.set_cap(0);
+        assert_eq!(p.cap(), 1, "a window holds at least one event");
     }
 
     proptest! {

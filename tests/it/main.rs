@@ -41,6 +41,10 @@ mod overlap;
 // SIGTERM mid-backfill, the grace period, a second signal.
 mod shutdown;
 
+// The window memory budget shared by both services, and the next window fetched ahead: exactly
+// once under a small budget, across kill -9 and SIGTERM.
+mod budget;
+
 // The fault matrix: 429 storms, 5xx bursts, clock jumps, a full state disk, output outages.
 mod faults;
 
