@@ -119,8 +119,10 @@ def settings_section(res):
              "simulator's jobs there have no latency (they complete at the first poll) and iso2web polls "
              "a pending job again at once. The both-services rows and the job latency curve run the default "
              "config unchanged; the curve's 0 s row is the default's figure for the same events.", ""]
+    # A group's settings are the same at every size: one row per distinct pair.
     rows = [[name(g, res["defaults"]), summary.setting_text(g["settings"], res["defaults"])]
             for g in sorted(res["end_to_end"].values(), key=lambda g: g["group"]) if g["settings"]]
+    rows = [list(r) for r in dict.fromkeys(tuple(r) for r in rows)]
     return lines + table(["run", "settings"], rows) + [""]
 
 

@@ -249,8 +249,9 @@ def render(res):
                      f"{g['eps']:>9,.0f} {g['cpu_us']:>9.2f} {g['rss_mib']:>8.1f} {g['requests']:>8.0f} "
                      f"{g['bytes_per_event']:>7.0f} {num(g['job_wait']):>10} {num(g['first_job']):>11}")
     lines += ["", "Settings of each group:"]
-    lines += [f"  {g['group']}: {setting_text(g['settings'], res['defaults'])}"
-              for _, g in sorted(res["end_to_end"].items()) if g["settings"]]
+    # A group's settings are the same at every size: one line per distinct pair.
+    lines += list(dict.fromkeys(f"  {g['group']}: {setting_text(g['settings'], res['defaults'])}"
+                                for _, g in sorted(res["end_to_end"].items()) if g["settings"]))
     if res["curve"]:
         lines += ["", "Job latency curve (median wall s; ours: time only waiting for jobs / the first job's latency):"]
         for lat, sides in res["curve"].items():
