@@ -8,8 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-
 use crate::util::*;
 
 /// Sets `globals.window_memory_budget_in_mb` in the environment's config.
@@ -72,36 +70,7 @@ async fn kill_9_while_a_window_is_fetched_ahead_loses_and_repeats_nothing() {
     env.service_extra = "page_size: 500".into();
     env.write_config();
     with_budget_mb(&env, 2);
-    let mut rng = rand::rng();
-    let (mut kills, mut completed) = (0, false);
-    for attempt in 0..60u64 {
-        let mut child = collector_command(&["run", "--once"], &env.config_path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let after = Duration::from_millis(rng.random_range(50..500 + 50 * attempt));
-        match tokio::time::timeout(after, child.wait()).await {
-            Ok(status) => {
-                assert!(
-                    status.unwrap().success(),
-                    "a run that was not killed failed"
-                );
-                completed = true;
-                break;
-            }
-            Err(_) => {
-                child.start_kill().unwrap(); // SIGKILL
-                child.wait().await.unwrap();
-                kills += 1;
-            }
-        }
-    }
-    assert!(completed, "no run completed after {kills} kills");
-    assert!(
-        kills >= 3,
-        "the backfill finished too fast to be interrupted ({kills} kills)"
-    );
+    kill_9_until_a_run_completes(&env, 50, 500).await;
     env.assert_exactly_once();
 }
 
@@ -125,12 +94,7 @@ async fn sigterm_while_a_window_is_fetched_ahead_exits_0_and_loses_nothing() {
     while env.delivered(WEB_TABLE).len() < 600 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid = child.id().expect("the child runs").to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    signal(&child, "-TERM");
     let stopped = Instant::now();
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await

@@ -2,10 +2,6 @@
 //! completes. The file output must hold every event exactly once: the checkpoint moves only
 //! after the fsynced write, and the file is rewound to its committed length on restart.
 
-use std::time::Duration;
-
-use rand::Rng;
-
 use crate::util::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,39 +14,7 @@ async fn kill_9_at_random_points_loses_and_repeats_nothing() {
     .await;
     env.service_extra = "page_size: 1000\nmax_events_per_window: 3000".into();
     env.write_config();
-    let mut rng = rand::rng();
-    let mut kills = 0;
-    let mut completed = false;
-    for attempt in 0..60u64 {
-        let mut child = collector_command(&["run", "--once"], &env.config_path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Random kill points; later attempts may live longer, so that a machine slowed down by
-        // other work still lets a run complete instead of killing every one during its start-up.
-        let after = Duration::from_millis(rng.random_range(20..400 + 50 * attempt));
-        match tokio::time::timeout(after, child.wait()).await {
-            Ok(status) => {
-                assert!(
-                    status.unwrap().success(),
-                    "a run that was not killed failed"
-                );
-                completed = true;
-                break;
-            }
-            Err(_) => {
-                child.start_kill().unwrap(); // SIGKILL
-                child.wait().await.unwrap();
-                kills += 1;
-            }
-        }
-    }
-    assert!(completed, "no run completed after {kills} kills");
-    assert!(
-        kills >= 3,
-        "the backfill finished too fast to be interrupted ({kills} kills)"
-    );
+    let kills = kill_9_until_a_run_completes(&env, 20, 400).await;
     env.assert_exactly_once();
     eprintln!("crash test: {kills} kill -9 before a run completed; 0 missing, 0 duplicated");
 }

@@ -6,15 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-fn signal(child: &tokio::process::Child, sig: &str) {
-    let pid = child.id().expect("the child runs").to_string();
-    let status = std::process::Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_backfill_stops_cleanly_and_a_restart_completes_exactly_once() {
     let mut env = TestEnv::both(40_000, |c| c.shuffle = true).await;

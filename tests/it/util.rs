@@ -183,6 +183,58 @@ pub const PROXY_VARIABLES: [&str; 8] = [
     "no_proxy",
 ];
 
+/// Sends `sig` (for example `-TERM`) to a running child with kill(1).
+pub fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().expect("the child runs").to_string();
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Runs `run --once` and kills it with SIGKILL after a random time, again and again, until a
+/// run completes; returns how many runs were killed. The kill point is drawn from
+/// `first_ms..spread_ms + 50 * attempt` ms: later attempts may live longer, so that a machine
+/// slowed down by other work still lets a run complete instead of killing every one during its
+/// start-up. Asserts that a run completed (successfully) within 60 attempts and that at least
+/// three were killed (the backfill did not finish too fast to be interrupted).
+pub async fn kill_9_until_a_run_completes(env: &TestEnv, first_ms: u64, spread_ms: u64) -> u32 {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let mut kills = 0;
+    let mut completed = false;
+    for attempt in 0..60u64 {
+        let mut child = collector_command(&["run", "--once"], &env.config_path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let after = Duration::from_millis(rng.random_range(first_ms..spread_ms + 50 * attempt));
+        match tokio::time::timeout(after, child.wait()).await {
+            Ok(status) => {
+                assert!(
+                    status.unwrap().success(),
+                    "a run that was not killed failed"
+                );
+                completed = true;
+                break;
+            }
+            Err(_) => {
+                child.start_kill().unwrap(); // SIGKILL
+                child.wait().await.unwrap();
+                kills += 1;
+            }
+        }
+    }
+    assert!(completed, "no run completed after {kills} kills");
+    assert!(
+        kills >= 3,
+        "the backfill finished too fast to be interrupted ({kills} kills)"
+    );
+    kills
+}
+
 pub fn describe(out: &Output) -> String {
     format!(
         "status {:?}\n--- stderr ---\n{}",
