@@ -604,7 +604,6 @@ impl Fetching<'_> {
                 true
             })
             .await?;
-        self.size_windows(planner);
         if too_big {
             info!(
                 "The window {} to {} holds more than {} events; splitting it.",
