@@ -306,6 +306,7 @@ fn write_lines(out: &mut dyn Write, events: &[Event]) -> std::io::Result<u64> {
             slices.push(IoSlice::new(b"\n"));
             written += event.json.len() as u64 + 1;
         }
+        // `Write::write_all_vectored` is not stable yet: this is its loop.
         let mut rest = slices.as_mut_slice();
         while !rest.is_empty() {
             match out.write_vectored(rest) {
