@@ -20,6 +20,9 @@ mod cli;
 // proxy credentials, ca_file and the certificate error.
 mod proxy;
 
+// A real redis-server (append-only, fsync always) started per test on a free port.
+mod redis_server;
+
 // A real rsyslog (TLS with client certificates, and plain TCP) started per test.
 mod rsyslog;
 
