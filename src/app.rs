@@ -22,6 +22,7 @@ use crate::config::{Config, OutputConfig, OutputKind, Persistence, ServiceConfig
 use crate::isolation::connection::ProxyRoute;
 use crate::isolation::puller::{PullError, Puller};
 use crate::metrics::Metrics;
+use crate::output::http::{hec::SplunkHecOutput, HttpOutput};
 use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle};
 use crate::output::syslog::SyslogOutput;
 use crate::output::{console::ConsoleOutput, file::FileOutput, Output, OutputError};
@@ -65,6 +66,10 @@ fn build_output(o: &OutputConfig, clock: &SharedClock) -> Result<Output, OutputE
         OutputKind::Console => Output::Console(ConsoleOutput::new(name, clock.clone())),
         OutputKind::Network(n) => {
             Output::Syslog(SyslogOutput::from_config(name, n, clock.clone())?)
+        }
+        OutputKind::Http(h) => Output::Http(Box::new(HttpOutput::from_config(name, h)?)),
+        OutputKind::SplunkHec(h) => {
+            Output::SplunkHec(Box::new(SplunkHecOutput::from_config(name, h)?))
         }
     })
 }

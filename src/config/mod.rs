@@ -23,6 +23,7 @@ use serde_yaml_ng::Value;
 
 mod env;
 mod globals;
+mod http_outputs;
 mod input;
 mod obfuscation;
 mod outputs;

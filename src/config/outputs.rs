@@ -24,6 +24,10 @@ pub enum OutputKind {
     Console,
     /// `devo_platform` (TLS mandatory) or `syslog` (TLS optional).
     Network(NetworkOutputConfig),
+    /// `http`: a webhook (iso2web's body by default). Boxed: the variants stay small.
+    Http(Box<crate::output::http::HttpOutputConfig>),
+    /// `splunk_hec`: Splunk's HTTP Event Collector with indexer acknowledgement.
+    SplunkHec(Box<crate::output::http::hec::HecOutputConfig>),
 }
 
 pub use crate::output::syslog::{NetworkOutputConfig, TlsFiles};
@@ -107,11 +111,25 @@ fn output_kind(out: &mut Obj<'_>, cx: &mut Cx) -> Option<OutputKind> {
                 }
             }
         }
+        Some(t @ ("http" | "splunk_hec")) => {
+            let Some(c) = config_obj else {
+                cx.error(
+                    &join(&path, "config"),
+                    "missing; needs at least `url`".into(),
+                );
+                return None;
+            };
+            if t == "http" {
+                super::http_outputs::http_output(c, cx).map(|h| OutputKind::Http(Box::new(h)))
+            } else {
+                super::http_outputs::hec_output(c, cx).map(|h| OutputKind::SplunkHec(Box::new(h)))
+            }
+        }
         Some(other) => {
             cx.error(
                 &join(&path, "type"),
                 format!(
-                    "`{other}` is not an output type; use devo_platform, syslog, file or console"
+                    "`{other}` is not an output type; use devo_platform, syslog, http, splunk_hec, file or console"
                 ),
             );
             None
@@ -119,7 +137,7 @@ fn output_kind(out: &mut Obj<'_>, cx: &mut Cx) -> Option<OutputKind> {
         None => {
             cx.error(
                 &join(&path, "type"),
-                "missing; use devo_platform, syslog, file or console".into(),
+                "missing; use devo_platform, syslog, http, splunk_hec, file or console".into(),
             );
             None
         }

@@ -23,6 +23,7 @@
 pub mod console;
 pub mod fanout;
 pub mod file;
+pub mod http;
 pub mod syslog;
 
 pub use fanout::{FanOutError, Outputs};
@@ -52,6 +53,9 @@ pub enum Output {
     File(file::FileOutput),
     Console(console::ConsoleOutput),
     Syslog(syslog::SyslogOutput),
+    /// Boxed, as the syslog output's sender is: `Output` stays small.
+    Http(Box<http::HttpOutput>),
+    SplunkHec(Box<http::hec::SplunkHecOutput>),
 }
 
 impl Output {
@@ -61,6 +65,8 @@ impl Output {
             Output::File(o) => o.name(),
             Output::Console(o) => o.name(),
             Output::Syslog(o) => o.name(),
+            Output::Http(o) => o.name(),
+            Output::SplunkHec(o) => o.name(),
         }
     }
 
@@ -74,7 +80,7 @@ impl Output {
         match self {
             Output::File(o) => o.resume(table, committed).await,
             Output::Console(_) => Ok(None),
-            Output::Syslog(_) => Ok(None),
+            Output::Syslog(_) | Output::Http(_) | Output::SplunkHec(_) => Ok(None),
         }
     }
 
@@ -89,14 +95,19 @@ impl Output {
             Output::File(o) => o.deliver(table, events).await,
             Output::Console(o) => o.deliver(table, events).await,
             Output::Syslog(o) => o.deliver(table, events).await,
+            Output::Http(o) => o.deliver(table, events).await,
+            Output::SplunkHec(o) => o.deliver(table, events).await,
         }
     }
 
     /// Waits between an output's own tries end when `cancel` fires (only network outputs
     /// retry on their own).
     pub fn stop_retries_on(&mut self, cancel: CancellationToken) {
-        if let Output::Syslog(o) = self {
-            o.stop_retries_on(cancel);
+        match self {
+            Output::Syslog(o) => o.stop_retries_on(cancel),
+            Output::Http(o) => o.stop_retries_on(cancel),
+            Output::SplunkHec(o) => o.stop_retries_on(cancel),
+            Output::File(_) | Output::Console(_) => {}
         }
     }
 
@@ -106,6 +117,8 @@ impl Output {
             Output::File(o) => o.check().await,
             Output::Console(_) => Ok(()),
             Output::Syslog(o) => o.check().await,
+            Output::Http(o) => o.check().await,
+            Output::SplunkHec(o) => o.check().await,
         }
     }
 }

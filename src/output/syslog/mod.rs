@@ -561,7 +561,7 @@ fn invalid(output: &str, path: &Path, what: &str, why: String) -> OutputError {
     }
 }
 
-fn read_certs(
+pub(crate) fn read_certs(
     output: &str,
     path: &Path,
     what: &str,
@@ -581,7 +581,7 @@ fn read_certs(
     Ok(certs)
 }
 
-fn read_key(output: &str, path: &Path) -> Result<PrivateKeyDer<'static>, OutputError> {
+pub(crate) fn read_key(output: &str, path: &Path) -> Result<PrivateKeyDer<'static>, OutputError> {
     let pem = read_pem_file(output, path, "key")?;
     // The error text of rustls-pemfile never contains key bytes.
     match rustls_pemfile::private_key(&mut pem.as_slice()) {

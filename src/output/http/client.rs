@@ -1,0 +1,537 @@
+//! The HTTP side shared by the `http` (webhook) and `splunk_hec` outputs: the reqwest client
+//! (TLS verified against the configured roots, optional client certificate, no redirects), the
+//! cutting of a batch into requests, and one request's retries.
+//!
+//! ## What a response means
+//! - 2xx: the request is confirmed (for HEC with acknowledgement, only accepted: see `hec`).
+//! - 429 and 5xx, and transport failures (refused, reset, timeout): retried with a jittered
+//!   backoff, waiting at least the server's `Retry-After` (seconds), [`RequestTuning::attempts`]
+//!   tries in all; then the batch fails (the outputs fan-out and the next cycle retry it).
+//! - 413: the request is split in halves, each sent on its own ([`post_batch`]); a single event
+//!   refused as too large fails the batch, naming its size.
+//! - 3xx: a failure naming the new location. Following it would turn a POST into a GET for
+//!   301/302/303 (reqwest and python-requests both do) and confirm a batch nobody received.
+//! - Any other 4xx: the batch fails with the status and the start of the body.
+//!
+//! Secrets: header values are marked sensitive, and errors carry the URL without its query
+//! ([`shown_url`]): a webhook URL may hold a token there.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::backoff::{Backoff, Jitter};
+use crate::event::Event;
+use crate::output::OutputError;
+
+/// Bytes of a response body quoted in an error.
+const BODY_EXCERPT: usize = 200;
+
+/// Largest response body read (HEC answers are tiny; a webhook's is ignored beyond its status).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// TLS settings of an HTTP output; the keys mean what they mean for `devo_platform`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpTls {
+    /// CA certificates the server must chain to (`chain`).
+    pub chain: Option<PathBuf>,
+    /// More CA certificates (`ca_file`).
+    pub ca_file: Option<PathBuf>,
+    /// Also trust the operating system's store (`system_trust_store`).
+    pub system_trust_store: bool,
+    /// Client certificate and key (`cert`, `key`), both or neither.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl HttpTls {
+    /// Whether any root was configured; without one the built-in Mozilla roots are used (a
+    /// webhook or Splunk Cloud has a public certificate), unlike the syslog outputs.
+    fn has_roots(&self) -> bool {
+        self.chain.is_some() || self.ca_file.is_some() || self.system_trust_store
+    }
+}
+
+/// Request body compression (`compression`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+}
+
+/// The settings both HTTP outputs share.
+#[derive(Clone, Debug)]
+pub struct HttpClientConfig {
+    pub url: url::Url,
+    pub tls: HttpTls,
+    /// Limit for one request, answer included (`request_timeout_in_seconds`, default 60 as
+    /// iso2web's `--timeout`).
+    pub request_timeout: Duration,
+    /// Limit for the TCP connect and TLS handshake (`connect_timeout_in_seconds`).
+    pub connect_timeout: Duration,
+    pub compression: Compression,
+    /// Events per request at most (`max_events_per_request`).
+    pub max_events_per_request: usize,
+    /// Uncompressed body bytes per request at most (`max_body_bytes`); a single larger event
+    /// is sent alone.
+    pub max_body_bytes: usize,
+}
+
+/// Defaults of [`HttpClientConfig`].
+pub const DEFAULT_MAX_EVENTS_PER_REQUEST: usize = 10_000;
+/// 100 MB: Splunk's default `max_content_length` (limits.conf, `[http_input]`) is 800 MB, and
+/// webhook receivers vary; a 413 splits a request anyway.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 100 * 1024 * 1024;
+
+/// Retry settings no configuration key reaches (tests may choose others).
+#[derive(Clone, Debug)]
+pub struct RequestTuning {
+    /// Tries per request within one delivery (at least 1).
+    pub attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RequestTuning {
+    fn default() -> Self {
+        RequestTuning {
+            attempts: 4,
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The URL as it may be shown: scheme, host, port and path, never the query or user info.
+pub fn shown_url(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(p) => format!("{}://{host}:{p}{}", url.scheme(), url.path()),
+        None => format!("{}://{host}{}", url.scheme(), url.path()),
+    }
+}
+
+/// Builds the client: roots from `chain` + `ca_file` + system store, or the built-in roots
+/// when none is given; the client certificate if set; no proxy and no redirects.
+pub fn build_client(output: &str, cfg: &HttpClientConfig) -> Result<reqwest::Client, OutputError> {
+    let peer = |reason: String| OutputError::Peer {
+        output: output.to_owned(),
+        reason,
+    };
+    let mut roots = crate::trust::Roots {
+        builtin: !cfg.tls.has_roots(),
+        system: cfg.tls.system_trust_store,
+        files: Vec::new(),
+    };
+    if let Some(chain) = &cfg.tls.chain {
+        roots.files.push(("chain", chain.as_path()));
+    }
+    if let Some(ca) = &cfg.tls.ca_file {
+        roots.files.push(("ca_file", ca.as_path()));
+    }
+    let store = crate::trust::root_store(&roots).map_err(|e| peer(e.to_string()))?;
+    let tls = match &cfg.tls.client {
+        None => crate::trust::client_config(store),
+        Some((cert, key)) => {
+            let chain = crate::output::syslog::read_certs(output, cert, "cert")?;
+            let key_der = crate::output::syslog::read_key(output, key)?;
+            let c = crate::output::syslog::transport::client_config(store, chain, key_der, true)
+                .map_err(|e| {
+                    peer(format!(
+                        "TLS setup with cert {} and key {}: {e}",
+                        cert.display(),
+                        key.display()
+                    ))
+                })?;
+            Arc::new(c)
+        }
+    };
+    reqwest::Client::builder()
+        .timeout(cfg.request_timeout)
+        .connect_timeout(cfg.connect_timeout)
+        .user_agent(concat!("isolation-collector/", env!("CARGO_PKG_VERSION")))
+        .use_preconfigured_tls(rustls::ClientConfig::clone(&tls))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| peer(format!("HTTP client setup: {e}")))
+}
+
+/// A 2xx answer: its status and (the start of) its body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+/// How one request ended after its retries.
+#[derive(Debug)]
+pub enum Sent {
+    Accepted(Answer),
+    /// 413: the caller splits.
+    TooLarge,
+}
+
+/// One request's failure, before the retry decision.
+#[derive(Debug)]
+pub struct Failure {
+    pub reason: String,
+    pub retryable: bool,
+    pub retry_after: Option<Duration>,
+}
+
+/// Where and how to POST; shared by the outputs.
+pub struct Poster {
+    pub output: String,
+    pub client: reqwest::Client,
+    pub tuning: RequestTuning,
+    /// Ends a wait between tries (a shutdown request).
+    pub stop_retries: CancellationToken,
+    /// Explains a 401/403 for this kind of receiver.
+    pub auth_hint: &'static str,
+}
+
+impl Poster {
+    pub fn peer_error(&self, reason: String) -> OutputError {
+        OutputError::Peer {
+            output: self.output.clone(),
+            reason,
+        }
+    }
+
+    /// POSTs `body` to `url` with `headers`, retrying 429, 5xx and transport failures.
+    ///
+    /// # Errors
+    /// [`OutputError::Peer`] with the last failure (status and the start of the body).
+    pub async fn post(
+        &self,
+        url: &url::Url,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Sent, OutputError> {
+        let mut backoff = Backoff::new(self.tuning.backoff_initial, self.tuning.backoff_max)
+            .jitter(Jitter::UpperHalf);
+        loop {
+            let failure = match self.post_once(url, headers, body.clone()).await {
+                Ok(sent) => return Ok(sent),
+                Err(f) => f,
+            };
+            if !failure.retryable || backoff.attempts() + 1 >= self.tuning.attempts.max(1) {
+                return Err(self.peer_error(failure.reason));
+            }
+            let wait = backoff.next_wait_after(failure.retry_after);
+            warn!(
+                output = %self.output,
+                error = %failure.reason,
+                attempt = backoff.attempts(),
+                wait_ms = wait.as_millis() as u64,
+                "Request not confirmed; retrying."
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stop_retries.cancelled() => return Err(self.peer_error(failure.reason)),
+            }
+        }
+    }
+
+    async fn post_once(
+        &self,
+        url: &url::Url,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Sent, Failure> {
+        let request = self
+            .client
+            .post(url.clone())
+            .headers(headers.clone())
+            .body(body);
+        let (status, body, retry_after, location) = exchange(url, request).await?;
+        classify(
+            &shown_url(url),
+            status,
+            body,
+            retry_after,
+            location,
+            self.auth_hint,
+        )
+    }
+}
+
+/// A response: status, body (its start), `Retry-After`, `Location`.
+type Exchanged = (StatusCode, Bytes, Option<Duration>, Option<String>);
+
+/// Sends `request` and reads its answer; a transport failure is retryable.
+pub async fn exchange(
+    url: &url::Url,
+    request: reqwest::RequestBuilder,
+) -> Result<Exchanged, Failure> {
+    let shown = shown_url(url);
+    let resp = request
+        .send()
+        .await
+        .map_err(|e| transport_failure(&shown, &e.without_url()))?;
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = read_answer(resp)
+        .await
+        .map_err(|e| transport_failure(&shown, &e.without_url()))?;
+    Ok((status, body, retry_after, location))
+}
+
+/// What a status means (see the module documentation).
+fn classify(
+    shown: &str,
+    status: StatusCode,
+    body: Bytes,
+    retry_after: Option<Duration>,
+    location: Option<String>,
+    auth_hint: &str,
+) -> Result<Sent, Failure> {
+    let excerpt = body_excerpt(&body);
+    let fail = |reason: String, retryable: bool| Failure {
+        reason,
+        retryable,
+        retry_after,
+    };
+    match status.as_u16() {
+        200..=299 => Ok(Sent::Accepted(Answer { status, body })),
+        413 => Ok(Sent::TooLarge),
+        429 | 500..=599 => Err(fail(format!("{shown} answered {status}: {excerpt}"), true)),
+        300..=399 => Err(fail(
+            format!(
+                "{shown} answered {status} (redirect to {}); set url to the final address: a \
+                 redirected POST may arrive as a GET without the events",
+                location.as_deref().map_or("?".into(), redact_query)
+            ),
+            false,
+        )),
+        401 | 403 => Err(fail(
+            format!("{shown} refused the credentials ({status}: {excerpt}); {auth_hint}"),
+            false,
+        )),
+        _ => Err(fail(format!("{shown} answered {status}: {excerpt}"), false)),
+    }
+}
+
+/// A location without its query.
+fn redact_query(location: &str) -> String {
+    location.split('?').next().unwrap_or("").to_owned()
+}
+
+fn transport_failure(shown: &str, e: &reqwest::Error) -> Failure {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    // The chain of sources names TLS problems (unknown issuer, bad name) precisely.
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    Failure {
+        reason: format!("{shown}: {kind}: {detail}"),
+        retryable: true,
+        retry_after: None,
+    }
+}
+
+async fn read_answer(mut resp: reqwest::Response) -> Result<Bytes, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = MAX_ANSWER_BYTES.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if room <= chunk.len() {
+            break;
+        }
+    }
+    Ok(Bytes::from(body))
+}
+
+/// The start of a body for an error: lossy UTF-8, one line, at most [`BODY_EXCERPT`] bytes.
+pub fn body_excerpt(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(BODY_EXCERPT)];
+    let text: String = String::from_utf8_lossy(cut)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let text = text.trim();
+    match (text.is_empty(), body.len() > BODY_EXCERPT) {
+        (true, _) => "(empty body)".to_owned(),
+        (false, true) => format!("{text}..."),
+        (false, false) => text.to_owned(),
+    }
+}
+
+/// The content headers of a body: its type and, if compressed, its encoding.
+pub fn content_headers(headers: &mut HeaderMap, content_type: &'static str, c: Compression) {
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if c == Compression::Gzip {
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+}
+
+/// The body as sent: as is, or gzipped.
+pub fn compress(body: Vec<u8>, c: Compression) -> Bytes {
+    match c {
+        Compression::None => Bytes::from(body),
+        Compression::Gzip => {
+            use std::io::Write as _;
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 8),
+                flate2::Compression::fast(),
+            );
+            enc.write_all(&body).expect("writing to a Vec cannot fail");
+            Bytes::from(enc.finish().expect("writing to a Vec cannot fail"))
+        }
+    }
+}
+
+/// Cuts `events` into ranges of at most `max_events` events and (estimated by `event_bytes`)
+/// `max_bytes` body bytes; an event larger than `max_bytes` gets a range of its own.
+pub fn cut_requests(
+    events: &[Event],
+    max_events: usize,
+    max_bytes: usize,
+    event_bytes: impl Fn(&Event) -> usize,
+) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, e) in events.iter().enumerate() {
+        let n = event_bytes(e);
+        if i > start && (i - start >= max_events.max(1) || bytes + n > max_bytes) {
+            ranges.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += n;
+    }
+    if start < events.len() {
+        ranges.push(start..events.len());
+    }
+    ranges
+}
+
+/// Sends the requests of `ranges` in order, splitting a range in halves on 413. `send` posts
+/// one range (building its body) and reports what came back; `accepted` takes each 2xx answer
+/// with its range.
+///
+/// # Errors
+/// The first failure; a single event refused with 413.
+pub async fn post_batch<S, Fut>(
+    mut ranges: Vec<Range<usize>>,
+    poster: &Poster,
+    mut send: S,
+    mut accepted: impl FnMut(Range<usize>, Answer) -> Result<(), OutputError>,
+) -> Result<(), OutputError>
+where
+    S: FnMut(Range<usize>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Sent, usize), OutputError>>,
+{
+    ranges.reverse(); // a stack: the next range is last
+    while let Some(r) = ranges.pop() {
+        match send(r.clone()).await? {
+            (Sent::Accepted(answer), _) => accepted(r, answer)?,
+            (Sent::TooLarge, bytes) if r.len() <= 1 => {
+                return Err(poster.peer_error(format!(
+                    "the receiver refused a single event of {bytes} body bytes as too large \
+                     (413); raise its request size limit"
+                )));
+            }
+            (Sent::TooLarge, bytes) => {
+                let mid = r.start + r.len() / 2;
+                warn!(
+                    output = %poster.output,
+                    events = r.len(),
+                    bytes,
+                    "The receiver refused a request as too large (413); sending it in halves."
+                );
+                ranges.push(mid..r.end);
+                ranges.push(r.start..mid);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(len: usize) -> Event {
+        Event {
+            date_ms: 0,
+            key: [0; 32],
+            json: Bytes::from(vec![b'x'; len]),
+        }
+    }
+
+    #[test]
+    fn requests_are_cut_by_count_and_by_bytes() {
+        let events: Vec<Event> = [10, 10, 10, 50, 10, 10].into_iter().map(ev).collect();
+        let len = |e: &Event| e.json.len();
+        assert_eq!(cut_requests(&events, 2, 1000, len), [0..2, 2..4, 4..6]);
+        // 30 bytes fit, the 50-byte event is alone (over the limit by itself).
+        assert_eq!(cut_requests(&events, 100, 30, len), [0..3, 3..4, 4..6]);
+        assert!(cut_requests(&[], 2, 10, len).is_empty());
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        let b = Bytes::from_static(b"{\"text\":\"Server is busy\",\"code\":9}");
+        let c = |s: u16| {
+            classify(
+                "u",
+                StatusCode::from_u16(s).unwrap(),
+                b.clone(),
+                None,
+                None,
+                "hint",
+            )
+        };
+        assert!(matches!(c(200), Ok(Sent::Accepted(_))));
+        assert!(matches!(c(204), Ok(Sent::Accepted(_))));
+        assert!(matches!(c(413), Ok(Sent::TooLarge)));
+        for s in [429, 500, 503] {
+            let f = c(s).unwrap_err();
+            assert!(f.retryable, "{s}");
+            assert!(f.reason.contains("Server is busy"), "{}", f.reason);
+        }
+        for s in [301, 400, 401, 404] {
+            assert!(!c(s).unwrap_err().retryable, "{s}");
+        }
+        assert!(c(403).unwrap_err().reason.ends_with("; hint"));
+    }
+
+    #[test]
+    fn shown_urls_hide_query_and_user_info() {
+        let u = url::Url::parse("https://user:pw@hook.example:8443/in?token=s3cret").unwrap();
+        assert_eq!(shown_url(&u), "https://hook.example:8443/in");
+        assert_eq!(redact_query("/next?sig=abc"), "/next");
+        assert_eq!(body_excerpt(b""), "(empty body)");
+        assert_eq!(body_excerpt(&[b'a'; 300]).len(), BODY_EXCERPT + 3);
+    }
+}
