@@ -53,3 +53,9 @@ mod faults;
 
 // Devo-layout configs with every documented key: accepted, and each key's effect at run time.
 mod devo_keys;
+
+// Receivers for the HTTP outputs: a webhook and a stand-in for Splunk's HTTP Event Collector.
+mod http_receivers;
+
+// The http (webhook) and splunk_hec outputs end to end: 5xx, 429, 413, tokens, acknowledgements.
+mod http_outputs;

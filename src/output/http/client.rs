@@ -196,6 +196,8 @@ pub struct Poster {
     pub stop_retries: CancellationToken,
     /// Explains a 401/403 for this kind of receiver.
     pub auth_hint: &'static str,
+    /// Shows a refusal's body in an error ([`body_excerpt`], or HEC's text and code).
+    pub describe_body: fn(&[u8]) -> String,
 }
 
 impl Poster {
@@ -253,14 +255,8 @@ impl Poster {
             .headers(headers.clone())
             .body(body);
         let (status, body, retry_after, location) = exchange(url, request).await?;
-        classify(
-            &shown_url(url),
-            status,
-            body,
-            retry_after,
-            location,
-            self.auth_hint,
-        )
+        let shown = shown_url(url);
+        classify(&shown, status, &body, retry_after, location, self)
     }
 }
 
@@ -299,19 +295,23 @@ pub async fn exchange(
 fn classify(
     shown: &str,
     status: StatusCode,
-    body: Bytes,
+    body: &Bytes,
     retry_after: Option<Duration>,
     location: Option<String>,
-    auth_hint: &str,
+    poster: &Poster,
 ) -> Result<Sent, Failure> {
-    let excerpt = body_excerpt(&body);
+    let auth_hint = poster.auth_hint;
+    let excerpt = (poster.describe_body)(body);
     let fail = |reason: String, retryable: bool| Failure {
         reason,
         retryable,
         retry_after,
     };
     match status.as_u16() {
-        200..=299 => Ok(Sent::Accepted(Answer { status, body })),
+        200..=299 => Ok(Sent::Accepted(Answer {
+            status,
+            body: body.clone(),
+        })),
         413 => Ok(Sent::TooLarge),
         429 | 500..=599 => Err(fail(format!("{shown} answered {status}: {excerpt}"), true)),
         300..=399 => Err(fail(
@@ -502,15 +502,17 @@ mod tests {
     #[test]
     fn statuses_are_classified() {
         let b = Bytes::from_static(b"{\"text\":\"Server is busy\",\"code\":9}");
+        let poster = Poster {
+            output: "o".into(),
+            client: reqwest::Client::new(),
+            tuning: RequestTuning::default(),
+            stop_retries: CancellationToken::new(),
+            auth_hint: "hint",
+            describe_body: body_excerpt,
+        };
         let c = |s: u16| {
-            classify(
-                "u",
-                StatusCode::from_u16(s).unwrap(),
-                b.clone(),
-                None,
-                None,
-                "hint",
-            )
+            let status = StatusCode::from_u16(s).unwrap();
+            classify("u", status, &b, None, None, &poster)
         };
         assert!(matches!(c(200), Ok(Sent::Accepted(_))));
         assert!(matches!(c(204), Ok(Sent::Accepted(_))));

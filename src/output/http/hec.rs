@@ -164,6 +164,7 @@ impl SplunkHecOutput {
                 tuning,
                 stop_retries: CancellationToken::new(),
                 auth_hint: "check `token` (or `token_file`): Splunk answers code 4 for an unknown token, 1 for a disabled one",
+                describe_body: describe_answer,
             },
             event_url: endpoint(&base, "event"),
             ack_url: endpoint(&base, "ack"),
@@ -397,6 +398,13 @@ impl SplunkHecOutput {
         }
         Ok(())
     }
+}
+
+/// A refusal's body as Splunk's text and code ("Invalid token (code 4)"), else its start.
+fn describe_answer(body: &[u8]) -> String {
+    EventAnswer::parse(body)
+        .filter(|a| a.text.is_some())
+        .map_or_else(|| body_excerpt(body), |a| a.describe())
 }
 
 /// The HEC body of `events`: one object per event, each on its own line.

@@ -121,6 +121,7 @@ impl HttpOutput {
                 tuning,
                 stop_retries: CancellationToken::new(),
                 auth_hint: "check the `headers` of this output (their values come from the config, `${VAR}` or `*_file`)",
+                describe_body: client::body_excerpt,
             },
             url: config.client.url.clone(),
             headers,

@@ -1,0 +1,349 @@
+//! The `http` (webhook) and `splunk_hec` outputs through the collector binary, into the
+//! receivers of `http_receivers`: exactly the served multiset of events, through 5xx, 429 with
+//! Retry-After, 413 splits, refused tokens and acknowledgements that come late or never.
+
+use std::time::Duration;
+
+use isolation_sim::Dataset;
+
+use crate::http_receivers::{Receiver, Scripted};
+use crate::util::*;
+
+const HEC_TOKEN: &str = "5f0c8a2e-1b7d-4c3a-9e6f-2d4b8a1c7e90";
+const HOOK_AUTH: &str = "Bearer hook-s3cret-value";
+
+/// Every event the simulators serve, both services together.
+fn served(env: &TestEnv) -> Vec<String> {
+    let mut all = env.web.visible_events();
+    all.extend(env.url.visible_events());
+    all
+}
+
+fn webhook_output(hook: &Receiver, extra: &str) -> String {
+    let mut s = format!(
+        "  hook:\n    type: http\n    config:\n      url: {}\n      headers: {{Authorization: \"${{HOOK_AUTH}}\"}}\n",
+        hook.url("/hook?token=query-s3cret")
+    );
+    for line in extra.lines() {
+        s.push_str(&format!("      {line}\n"));
+    }
+    s
+}
+
+fn hec_output(hec: &Receiver, token: &str, extra: &str) -> String {
+    let mut s = format!(
+        "  splunk:\n    type: splunk_hec\n    config:\n      url: {}\n      token: \"{token}\"\n      index: proofpoint\n",
+        hec.url("")
+    );
+    for line in extra.lines() {
+        s.push_str(&format!("      {line}\n"));
+    }
+    s
+}
+
+async fn run_once(env: &TestEnv) -> std::process::Output {
+    env.collector_with_env(&["run", "--once"], &[("HOOK_AUTH", HOOK_AUTH)])
+        .await
+}
+
+fn assert_no_secret(log: &str) {
+    for secret in [HEC_TOKEN, "hook-s3cret", "query-s3cret"] {
+        assert!(!log.contains(secret), "{secret} in\n{log}");
+    }
+}
+
+/// A 500, then a 429 with `Retry-After: 1`, and a receiver that refuses bodies over 200 KB
+/// (413): the requests are retried and split, and the webhook holds every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_gets_every_event_once_through_5xx_429_and_413() {
+    // One service only: the two would interleave their requests.
+    let mut env = TestEnv::start(
+        sim_config(Dataset::Web, 2500, 1),
+        sim_config(Dataset::Url, 0, 2),
+    )
+    .await;
+    let hook = Receiver::start("", false).await;
+    hook.script([
+        Scripted::Status(500, "boom", None),
+        Scripted::Status(429, "slow down", Some(1)),
+    ]);
+    hook.set_max_body_bytes(Some(200_000));
+    env.outputs_extra = webhook_output(&hook, "");
+    env.write_config();
+    let out = run_once(&env).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_same_multiset(&hook.hook_events(), &served(&env), "webhook");
+    env.assert_exactly_once();
+
+    let seen = hook.seen();
+    let statuses: Vec<u16> = seen.iter().map(|s| s.status).collect();
+    let not_413: Vec<u16> = statuses.iter().copied().filter(|s| *s != 413).collect();
+    assert_eq!(not_413[..3], [500, 429, 200], "{statuses:?}");
+    assert!(statuses.contains(&413), "{statuses:?}");
+    // The request after the 429 waited its Retry-After.
+    let after = statuses.iter().position(|s| *s == 429).unwrap();
+    let waited = seen[after + 1].at - seen[after].at;
+    assert!(waited >= Duration::from_secs(1), "{waited:?}");
+    for s in &seen {
+        assert_eq!(s.headers["authorization"], HOOK_AUTH);
+        assert_eq!(s.headers["content-type"], "application/json");
+    }
+    let log = stderr(&out);
+    assert!(
+        log.contains("answered 500 Internal Server Error: boom"),
+        "{log}"
+    );
+    assert!(log.contains("sending it in halves"), "{log}");
+    assert_no_secret(&log);
+}
+
+/// ndjson bodies, gzipped, at most 100 events per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_takes_gzipped_ndjson_in_requests_of_the_configured_size() {
+    let mut env = TestEnv::both(700, |_| {}).await;
+    let hook = Receiver::start("", false).await;
+    env.outputs_extra = webhook_output(
+        &hook,
+        "format: ndjson\ncompression: gzip\nmax_events_per_request: 100",
+    );
+    env.write_config();
+    let out = run_once(&env).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_same_multiset(&hook.hook_events(), &served(&env), "webhook");
+    let seen = hook.seen();
+    assert!(seen.len() >= 14, "{} requests", seen.len());
+    for s in &seen {
+        assert!(s.events <= 100, "{} events in one request", s.events);
+        assert_eq!(s.headers["content-encoding"], "gzip");
+        assert_eq!(s.headers["content-type"], "application/x-ndjson");
+    }
+}
+
+/// A 400 fails the window with the status and the start of the body; once the receiver takes
+/// the events again, the next run delivers all of them, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4xx_fails_the_window_with_its_status_and_body_and_nothing_is_lost() {
+    let mut env = TestEnv::both(300, |_| {}).await;
+    let hook = Receiver::start("", false).await;
+    hook.script((0..8).map(|_| Scripted::Status(400, "field `user` is required", None)));
+    env.outputs_extra = webhook_output(&hook, "");
+    env.write_config();
+    let out = run_once(&env).await;
+    let log = stderr(&out);
+    assert!(
+        log.contains("answered 400 Bad Request: field `user` is required"),
+        "{log}"
+    );
+    assert!(hook.hook_events().is_empty());
+    assert_no_secret(&log);
+    // 2 services × 4 tries (the first and DELIVERY_RETRIES), each refused once: no retry of a 400.
+    assert_eq!(hook.seen().len(), 8);
+
+    let out = run_once(&env).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_same_multiset(&hook.hook_events(), &served(&env), "webhook");
+}
+
+/// `validate` posts an empty batch with the headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_checks_the_webhook() {
+    let mut env = TestEnv::both(10, |_| {}).await;
+    let hook = Receiver::start("", false).await;
+    env.outputs_extra = webhook_output(&hook, "");
+    env.write_config();
+    let out = env
+        .collector_with_env(&["validate"], &[("HOOK_AUTH", HOOK_AUTH)])
+        .await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stderr(&out).contains("Output hook is usable."));
+    assert_eq!(hook.seen().len(), 1);
+    assert_eq!(hook.seen()[0].headers["authorization"], HOOK_AUTH);
+
+    hook.script([Scripted::Status(401, "who are you", None)]);
+    let out = env
+        .collector_with_env(&["validate"], &[("HOOK_AUTH", HOOK_AUTH)])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains(
+            "refused the credentials (401 Unauthorized: who are you); check the `headers`"
+        ),
+        "{log}"
+    );
+    assert_no_secret(&log);
+}
+
+/// The date of a served event line, in epoch milliseconds (the collector's own parser).
+fn date_ms(event: &str) -> i64 {
+    let v: serde_json::Value = serde_json::from_str(event).unwrap();
+    isolation_collector::time::parse_event_date(v["date"].as_str().unwrap()).unwrap()
+}
+
+/// A busy HEC (503, code 9), then an acknowledgement that comes 1.5 s late: every event is
+/// indexed once, with its date as `time` and the per-service sourcetype.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hec_indexes_every_event_once_through_busy_and_late_acks() {
+    let mut env = TestEnv::both(1500, |_| {}).await;
+    let hec = Receiver::start(HEC_TOKEN, true).await;
+    hec.script([
+        Scripted::Status(503, r#"{"text":"Server is busy","code":9}"#, None),
+        Scripted::AckLate(Duration::from_millis(1500)),
+    ]);
+    env.outputs_extra = hec_output(&hec, "${HEC_TOKEN}", "max_events_per_request: 500");
+    env.write_config();
+    let out = env
+        .collector_with_env(&["run", "--once"], &[("HEC_TOKEN", HEC_TOKEN)])
+        .await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let indexed = hec.indexed();
+    let events: Vec<String> = indexed
+        .iter()
+        .map(|e| e.event.as_ref().unwrap().get().to_owned())
+        .collect();
+    assert_same_multiset(&events, &served(&env), "HEC");
+    let web: std::collections::BTreeSet<String> = env.web.visible_events().into_iter().collect();
+    for (e, text) in indexed.iter().zip(&events) {
+        let (table, sourcetype) = if web.contains(text) {
+            (WEB_TABLE, "proofpoint:isolation:browser_and_email")
+        } else {
+            (URL_TABLE, "proofpoint:isolation:url_isolation")
+        };
+        assert_eq!(e.sourcetype.as_deref(), Some(sourcetype));
+        assert_eq!(e.source.as_deref(), Some(table));
+        assert_eq!(e.index.as_deref(), Some("proofpoint"));
+        assert!(e.host.is_some());
+        let time = e.time.as_ref().unwrap().get();
+        let ms = date_ms(text);
+        assert_eq!(
+            time,
+            format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+        );
+    }
+    let seen = hec.seen();
+    assert_eq!(seen[0].status, 503);
+    assert!(seen.iter().any(|s| s.path.ends_with("/ack")));
+    // One channel per output instance (one per service), a UUID, on every request.
+    let channels: std::collections::BTreeSet<&str> = seen
+        .iter()
+        .map(|s| s.headers["x-splunk-request-channel"].to_str().unwrap())
+        .collect();
+    assert_eq!(channels.len(), 2, "{channels:?}");
+    assert_no_secret(&stderr(&out));
+}
+
+/// An acknowledgement that never comes fails the window after ack_timeout_in_seconds; the
+/// retry delivers. Events of the unacknowledged request that were lost are delivered once;
+/// events that were indexed anyway appear twice, and only those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_that_never_comes_is_retried_without_loss() {
+    for indexed_anyway in [false, true] {
+        let mut env = TestEnv::both(800, |_| {}).await;
+        let hec = Receiver::start(HEC_TOKEN, true).await;
+        hec.script([Scripted::AckNever {
+            indexed: indexed_anyway,
+        }]);
+        env.outputs_extra = hec_output(&hec, HEC_TOKEN, "ack_timeout_in_seconds: 1");
+        env.write_config();
+        let out = run_once(&env).await;
+        assert!(out.status.success(), "{}", describe(&out));
+        let log = stderr(&out);
+        assert!(
+            log.contains("Splunk did not acknowledge 1 request(s) (ackId 0) within 1 s"),
+            "{log}"
+        );
+        let events: Vec<String> = hec
+            .indexed()
+            .iter()
+            .map(|e| e.event.as_ref().unwrap().get().to_owned())
+            .collect();
+        let mut want = served(&env);
+        if indexed_anyway {
+            // The first accepted request was indexed without its ack, first of all.
+            let first = hec
+                .seen()
+                .iter()
+                .find(|s| s.path.ends_with("/event") && s.status == 200)
+                .unwrap()
+                .events;
+            assert!(first > 0);
+            want.extend(events[..first].iter().cloned());
+        }
+        assert_same_multiset(
+            &events,
+            &want,
+            &format!("HEC, indexed anyway: {indexed_anyway}"),
+        );
+    }
+}
+
+/// A wrong token: `validate` says so and exits 1; `run` delivers nothing and names the cause.
+/// The right token passes the health, token and acknowledgement checks; an unhealthy HEC fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_refused_with_a_clear_error_and_validate_checks_hec() {
+    let mut env = TestEnv::both(100, |_| {}).await;
+    let hec = Receiver::start(HEC_TOKEN, true).await;
+    env.outputs_extra = hec_output(&hec, "0000-wrong-token-0000", "");
+    env.write_config();
+    let out = env.collector(&["validate"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains(
+            "Splunk refused the token (403 Forbidden: Invalid token (code 4)); check `token`"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("0000-wrong-token-0000"), "{log}");
+    let out = env.collector(&["run", "--once"]).await;
+    let log = stderr(&out);
+    assert!(
+        log.contains(
+            "refused the credentials (403 Forbidden: Invalid token (code 4)); check `token`"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("0000-wrong-token-0000"), "{log}");
+    assert!(hec.indexed().is_empty());
+
+    env.outputs_extra = hec_output(&hec, HEC_TOKEN, "");
+    env.write_config();
+    let out = env.collector(&["validate"]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stderr(&out).contains("Output splunk is usable."));
+    hec.set_unhealthy(true);
+    let out = env.collector(&["validate"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("HEC health check http://"),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// A token without indexer acknowledgement while use_ack is true: validate says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_ack_against_a_token_without_ack_is_explained() {
+    let mut env = TestEnv::both(10, |_| {}).await;
+    let hec = Receiver::start(HEC_TOKEN, false).await;
+    env.outputs_extra = hec_output(&hec, HEC_TOKEN, "");
+    env.write_config();
+    let out = env.collector(&["validate"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("ACK is disabled (code 14)); enable indexer acknowledgement on the token, or set use_ack: false"),
+        "{}",
+        describe(&out)
+    );
+    // use_ack: false works against it (a 200 confirms).
+    env.outputs_extra = hec_output(&hec, HEC_TOKEN, "use_ack: false");
+    env.write_config();
+    let out = env.collector(&["run", "--once"]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let events: Vec<String> = hec
+        .indexed()
+        .iter()
+        .map(|e| e.event.as_ref().unwrap().get().to_owned())
+        .collect();
+    assert_same_multiset(&events, &served(&env), "HEC without ack");
+}
