@@ -32,7 +32,8 @@
 //! - [`pipeline`]: pure logic: window planning, exactly-once dedup, obfuscation and Devo's
 //!   `@devo_environment` field (property-tested).
 //! - [`output`]: file, console, Devo and syslog outputs with their confirm contract (the TLS
-//!   output proves delivery by waiting for the receiver to close after our close_notify).
+//!   output proves delivery by waiting for the receiver to close after our close_notify), and the
+//!   HTTP outputs (a webhook's 2xx, Splunk HEC's indexer acknowledgement).
 //! - [`state`]: versioned JSON state per (input id, service), written atomically.
 //! - [`trust`]: the roots a TLS connection trusts (built-in, system store, `ca_file`), shared by
 //!   the API client and the network outputs.

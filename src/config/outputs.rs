@@ -1,5 +1,6 @@
 //! The `outputs` section: file, console and the network outputs (`devo_platform`, `syslog` and
-//! Devo's other names for them), with their TLS files and the certificate lookup Devo uses.
+//! Devo's other names for them), with their TLS files and the certificate lookup Devo uses. The
+//! HTTP outputs' keys are read in `http_outputs`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -62,7 +63,7 @@ pub(super) fn parse_outputs(mut o: Obj<'_>, cx: &mut Cx) -> Vec<OutputConfig> {
     if names.is_empty() {
         cx.error(
             &o.path,
-            "no output configured; add at least one (devo_platform, syslog, file or console)"
+            "no output configured; add at least one (devo_platform, syslog, http, splunk_hec, file or console)"
                 .into(),
         );
     }

@@ -280,11 +280,16 @@ inputs:
 
 #[test]
 fn the_shipped_examples_are_valid() {
-    for file in ["examples/config.yaml", "examples/quickstart.yaml"] {
+    for file in [
+        "examples/config.yaml",
+        "examples/quickstart.yaml",
+        "examples/http-outputs.yaml",
+    ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
         let text = std::fs::read_to_string(&path).unwrap();
         let env = |name: &str| match name {
             "ISOLATION_API_KEY" => Some("00000000-0000-0000-0000-000000000000".to_owned()),
+            "WEBHOOK_AUTH" | "SPLUNK_HEC_TOKEN" => Some("secret".to_owned()),
             _ => None,
         };
         if let Err(e) = Config::parse(&text, path.parent().unwrap(), &env, now()) {

@@ -3,7 +3,8 @@
 //! Every event goes to every output (Devo's fan-out). An output *confirms* a batch by returning
 //! `Ok` from [`Output::deliver`]; the puller advances its checkpoint only after every output has
 //! confirmed, so a confirmation must mean the events are durable at the peer (fsynced file, a TLS
-//! peer that provably read everything), not merely handed to the kernel.
+//! peer that provably read everything, a webhook's 2xx, Splunk's indexer acknowledgement), not
+//! merely handed to the kernel.
 //!
 //! Outputs are an enum rather than trait objects: the set is closed, dispatch is a `match`, and
 //! `async fn` works without boxing.
