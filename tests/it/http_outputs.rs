@@ -347,3 +347,45 @@ async fn use_ack_against_a_token_without_ack_is_explained() {
         .collect();
     assert_same_multiset(&events, &served(&env), "HEC without ack");
 }
+
+/// HTTPS with mutual TLS: the receiver's CA as `ca_file` and our client certificate deliver;
+/// without `ca_file` the server is not trusted, and without `cert`/`key` the receiver refuses
+/// the handshake; both are named, and nothing is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_delivers_and_its_failures_are_named() {
+    let mut env = TestEnv::both(200, |_| {}).await;
+    let pki = crate::rsyslog::Pki::new(env.dir.path());
+    let hook = Receiver::start_tls("", false, &pki.server, Some(&pki.ca.pem)).await;
+    let tls = format!(
+        "ca_file: {}\ncert: {}\nkey: {}",
+        pki.ca.pem.display(),
+        pki.client.cert.display(),
+        pki.client.key.display()
+    );
+    let no_client_cert = format!("ca_file: {}", pki.ca.pem.display());
+    let cases = [
+        ("", "the server certificate is not trusted (UnknownIssuer); give the CA that issued it as `ca_file`"),
+        (no_client_cert.as_str(), "the receiver rejected our client certificate, or wants one (TLS alert CertificateRequired); check `cert` and `key`"),
+    ];
+    for (extra, error) in cases {
+        env.outputs_extra = webhook_output(&hook, extra);
+        env.write_config();
+        let out = env
+            .collector_with_env(&["validate"], &[("HOOK_AUTH", HOOK_AUTH)])
+            .await;
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        let log = stderr(&out);
+        assert!(log.contains(error), "{error:?} in\n{log}");
+        assert_no_secret(&log);
+    }
+    assert!(hook.hook_events().is_empty());
+    env.outputs_extra = webhook_output(&hook, &tls);
+    env.write_config();
+    let out = run_once(&env).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_same_multiset(
+        &hook.hook_events(),
+        &served(&env),
+        "webhook over mutual TLS",
+    );
+}

@@ -29,6 +29,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Read as _;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,8 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+
+use crate::rsyslog::CertFiles;
 
 /// What the next event request gets instead of the normal answer.
 #[derive(Clone, Debug)]
@@ -103,6 +106,7 @@ type Shared = Arc<Mutex<Inner>>;
 /// A running receiver (webhook at `/hook`, HEC under `/services/collector`).
 pub struct Receiver {
     pub addr: SocketAddr,
+    scheme: &'static str,
     state: Shared,
     task: tokio::task::JoinHandle<()>,
 }
@@ -121,22 +125,41 @@ impl Receiver {
             ack_enabled: ack,
             ..Inner::default()
         }));
-        let app = Router::new()
-            .route("/hook", post(hook))
-            .route("/services/collector/event", post(hec_event))
-            .route("/services/collector/ack", post(hec_ack))
-            .route("/services/collector/health", get(hec_health))
-            .with_state(state.clone());
+        let app = router(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Receiver { addr, state, task }
+        Receiver {
+            addr,
+            scheme: "http",
+            state,
+            task,
+        }
+    }
+
+    /// Like [`Receiver::start`], over HTTPS with `server`'s certificate; with `client_ca`, a
+    /// client certificate issued by it is required (mutual TLS).
+    pub async fn start_tls(
+        token: &str,
+        ack: bool,
+        server: &CertFiles,
+        client_ca: Option<&Path>,
+    ) -> Receiver {
+        let mut r = Receiver::start(token, ack).await;
+        r.task.abort();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        r.addr = listener.local_addr().unwrap();
+        r.scheme = "https";
+        let tls = server_tls(server, client_ca);
+        let app = router(r.state.clone());
+        r.task = tokio::spawn(serve_tls(listener, app, tls));
+        r
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
@@ -165,6 +188,67 @@ impl Receiver {
         let mut s = self.state.lock().unwrap();
         flush_due(&mut s);
         s.indexed.clone()
+    }
+}
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/hook", post(hook))
+        .route("/services/collector/event", post(hec_event))
+        .route("/services/collector/ack", post(hec_ack))
+        .route("/services/collector/health", get(hec_health))
+        .with_state(state)
+}
+
+/// The server's TLS: its certificate, and client certificates of `client_ca` required if set.
+fn server_tls(server: &CertFiles, client_ca: Option<&Path>) -> Arc<rustls::ServerConfig> {
+    let pem = |p: &Path| std::fs::read(p).unwrap();
+    let certs = rustls_pemfile::certs(&mut pem(&server.cert).as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut pem(&server.key).as_slice())
+        .unwrap()
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pemfile::certs(&mut pem(ca).as_slice()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    Arc::new(builder.with_single_cert(certs, key).unwrap())
+}
+
+/// tokio-rustls' accept loop with hyper's HTTP/1 driver (axum's `serve` is plain TCP only), as
+/// the API simulator does; a failed handshake ends only its connection.
+async fn serve_tls(listener: tokio::net::TcpListener, app: Router, tls: Arc<rustls::ServerConfig>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
     }
 }
 

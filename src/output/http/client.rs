@@ -336,14 +336,7 @@ fn redact_query(location: &str) -> String {
 }
 
 fn transport_failure(shown: &str, e: &reqwest::Error) -> Failure {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    // The chain of sources names TLS problems (unknown issuer, bad name) precisely.
+    // The chain of sources says what happened (refused, reset, the TLS error).
     let mut detail = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -351,11 +344,71 @@ fn transport_failure(shown: &str, e: &reqwest::Error) -> Failure {
         detail.push_str(&s.to_string());
         source = s.source();
     }
+    if let Some(reason) = tls_problem(&detail) {
+        // A certificate problem does not go away by retrying.
+        return Failure {
+            reason: format!("{shown}: {reason}"),
+            retryable: false,
+            retry_after: None,
+        };
+    }
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
     Failure {
         reason: format!("{shown}: {kind}: {detail}"),
         retryable: true,
         retry_after: None,
     }
+}
+
+/// A certificate problem in an error chain's text, said with its fix; `None` for others.
+///
+/// Read from rustls' messages ("invalid peer certificate: UnknownIssuer", "received fatal
+/// alert: CertificateRequired") because hyper and reqwest box the rustls error on its way up,
+/// where a downcast no longer reaches it. The TLS tests pin these texts.
+fn tls_problem(detail: &str) -> Option<String> {
+    let after = |marker: &str| {
+        detail.find(marker).map(|i| {
+            detail[i + marker.len()..]
+                .split([':', ' ', ')'])
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+    };
+    if let Some(what) = after("invalid peer certificate: ") {
+        if what.starts_with("NotValidForName") {
+            return Some(format!(
+                "the server certificate is not valid for this host name ({what}); fix `url`"
+            ));
+        }
+        return Some(format!(
+            "the server certificate is not trusted ({what}); give the CA that issued it as \
+             `ca_file` (or `chain`): without either only the built-in Mozilla roots are trusted"
+        ));
+    }
+    let alert = after("received fatal alert: ")?;
+    let client_cert = [
+        "CertificateRequired",
+        "BadCertificate",
+        "UnknownCA",
+        "CertificateUnknown",
+        "AccessDenied",
+        "UnsupportedCertificate",
+        "CertificateExpired",
+        "CertificateRevoked",
+    ];
+    client_cert.contains(&alert.as_str()).then(|| {
+        format!(
+            "the receiver rejected our client certificate, or wants one (TLS alert {alert}); \
+             check `cert` and `key`"
+        )
+    })
 }
 
 async fn read_answer(mut resp: reqwest::Response) -> Result<Bytes, reqwest::Error> {
@@ -526,6 +579,21 @@ mod tests {
             assert!(!c(s).unwrap_err().retryable, "{s}");
         }
         assert!(c(403).unwrap_err().reason.ends_with("; hint"));
+    }
+
+    #[test]
+    fn certificate_problems_are_named_with_their_fix() {
+        let untrusted =
+            tls_problem("client error (Connect): invalid peer certificate: UnknownIssuer");
+        assert!(untrusted
+            .unwrap()
+            .contains("not trusted (UnknownIssuer); give the CA"));
+        let name = tls_problem("x: invalid peer certificate: NotValidForNameContext { .. }");
+        assert!(name.unwrap().contains("not valid for this host name"));
+        let alert = tls_problem("x: received fatal alert: UnknownCA");
+        assert!(alert.unwrap().contains("rejected our client certificate"));
+        assert_eq!(tls_problem("x: received fatal alert: DecodeError"), None);
+        assert_eq!(tls_problem("connection refused"), None);
     }
 
     #[test]
