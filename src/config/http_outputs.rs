@@ -269,6 +269,13 @@ mod tests {
         assert_eq!((s.use_ack, s.ack_timeout.as_secs()), (true, 120));
         assert_eq!(s.index.as_deref(), Some("proofpoint"));
         assert!(!format!("{s:?}").contains("0000-aaaa"));
+        let hook = parse(
+            "  h: {type: http, config: {url: \"https://h.example/in?sig=s3cret\", headers: {A: \"${HOOK_TOKEN}\"}}}\n",
+            dir.path(),
+        )
+        .unwrap();
+        let shown = format!("{:?}", hook.outputs);
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]

@@ -66,8 +66,8 @@ pub enum Compression {
     Gzip,
 }
 
-/// The settings both HTTP outputs share.
-#[derive(Clone, Debug)]
+/// The settings both HTTP outputs share. `Debug` shows the URL without its query.
+#[derive(Clone)]
 pub struct HttpClientConfig {
     pub url: url::Url,
     pub tls: HttpTls,
@@ -82,6 +82,18 @@ pub struct HttpClientConfig {
     /// Uncompressed body bytes per request at most (`max_body_bytes`); a single larger event
     /// is sent alone.
     pub max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for HttpClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClientConfig")
+            .field("url", &shown_url(&self.url))
+            .field("tls", &self.tls)
+            .field("compression", &self.compression)
+            .field("max_events_per_request", &self.max_events_per_request)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Defaults of [`HttpClientConfig`].
