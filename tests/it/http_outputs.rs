@@ -389,3 +389,131 @@ async fn mutual_tls_delivers_and_its_failures_are_named() {
         "webhook over mutual TLS",
     );
 }
+
+/// The HEC stand-in itself answers as Splunk documents (the outputs' tests rely on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hec_stand_in_answers_as_splunk_documents() {
+    let hec = Receiver::start(HEC_TOKEN, true).await;
+    let http = reqwest::Client::new();
+    let channel = "0f3c1d2e-4b5a-4c6d-8e7f-9a0b1c2d3e4f";
+    let post = |path: &str, auth: Option<&str>, channel: Option<&str>, body: &'static str| {
+        let mut r = http.post(hec.url(path)).body(body);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        if let Some(c) = channel {
+            r = r.header("x-splunk-request-channel", c);
+        }
+        async move {
+            let resp = r.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let token = format!("Splunk {HEC_TOKEN}");
+    let ok = Some(token.as_str());
+    let event = "/services/collector/event";
+    // (what came back, what Splunk documents)
+    type Case<'a> = ((u16, String), (u16, &'a str));
+    let cases: Vec<Case> = vec![
+        (
+            post(event, None, Some(channel), "{\"event\":1}").await,
+            (401, r#"{"text":"Token is required","code":2}"#),
+        ),
+        (
+            post(event, Some("Bearer x"), Some(channel), "{\"event\":1}").await,
+            (401, r#"{"text":"Invalid authorization","code":3}"#),
+        ),
+        (
+            post(event, Some("Splunk nope"), Some(channel), "{\"event\":1}").await,
+            (403, r#"{"text":"Invalid token","code":4}"#),
+        ),
+        (
+            post(event, ok, Some(channel), " ").await,
+            (400, r#"{"text":"No data","code":5}"#),
+        ),
+        (
+            post(event, ok, Some(channel), "{\"event\":1}{\"time\":2}").await,
+            (
+                400,
+                r#"{"text":"Event field is required","code":12,"invalid-event-number":1}"#,
+            ),
+        ),
+        (
+            post(event, ok, Some(channel), "{\"event\":").await,
+            (
+                400,
+                r#"{"text":"Invalid data format","code":6,"invalid-event-number":0}"#,
+            ),
+        ),
+        (
+            post(event, ok, None, "{\"event\":1}").await,
+            (400, r#"{"text":"Data channel is missing","code":10}"#),
+        ),
+        (
+            post(event, ok, Some("not-a-guid"), "{\"event\":1}").await,
+            (400, r#"{"text":"Invalid data channel","code":11}"#),
+        ),
+        (
+            post(
+                event,
+                ok,
+                Some(channel),
+                "{\"event\":1}\n{\"event\":{\"a\":2}}",
+            )
+            .await,
+            (200, r#"{"text":"Success","code":0,"ackId":0}"#),
+        ),
+        // Reported true once, then released.
+        (
+            post(
+                "/services/collector/ack",
+                ok,
+                Some(channel),
+                "{\"acks\":[0,5]}",
+            )
+            .await,
+            (200, r#"{"acks":{"0":true,"5":false}}"#),
+        ),
+        (
+            post(
+                "/services/collector/ack",
+                ok,
+                Some(channel),
+                "{\"acks\":[0]}",
+            )
+            .await,
+            (200, r#"{"acks":{"0":false}}"#),
+        ),
+    ];
+    for (got, (status, body)) in cases {
+        assert_eq!(got, (status, body.to_owned()));
+    }
+    let events: Vec<String> = hec
+        .indexed()
+        .iter()
+        .map(|e| e.event.as_ref().unwrap().get().to_owned())
+        .collect();
+    assert_eq!(events, ["1", "{\"a\":2}"], "refused requests index nothing");
+    let health = http
+        .get(hec.url("/services/collector/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        health.text().await.unwrap(),
+        r#"{"text":"HEC is healthy","code":17}"#
+    );
+    let no_ack = Receiver::start(HEC_TOKEN, false).await;
+    let resp = http
+        .post(no_ack.url("/services/collector/ack"))
+        .header("authorization", &token)
+        .header("x-splunk-request-channel", channel)
+        .body("{\"acks\":[0]}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (resp.status().as_u16(), resp.text().await.unwrap()),
+        (400, r#"{"text":"ACK is disabled","code":14}"#.to_owned())
+    );
+}
