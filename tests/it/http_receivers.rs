@@ -428,13 +428,12 @@ async fn hec_event(
     body: Bytes,
 ) -> Response {
     let text = body_text(&headers, &body);
+    // Parsed outside the lock (and once); answered in Splunk's order of checks below.
+    let parsed = parse_events(&text);
+    let n = parsed.as_ref().map_or(0, Vec::len);
     let mut s = state.lock().unwrap();
-    let resp = hec_event_answer(&mut s, &query, &headers, &text);
-    let n = if resp.status().is_success() {
-        parse_events(&text).map_or(0, |e| e.len())
-    } else {
-        0
-    };
+    let resp = hec_event_answer(&mut s, &query, &headers, text.len(), parsed);
+    let n = if resp.status().is_success() { n } else { 0 };
     record(
         &mut s,
         "/services/collector/event",
@@ -449,7 +448,8 @@ fn hec_event_answer(
     s: &mut Inner,
     query: &BTreeMap<String, String>,
     headers: &HeaderMap,
-    text: &[u8],
+    body_len: usize,
+    parsed: Result<Vec<Indexed>, Response>,
 ) -> Response {
     if let Err(r) = check_token(s, headers) {
         return r;
@@ -458,12 +458,12 @@ fn hec_event_answer(
         Ok(c) => c,
         Err(r) => return r,
     };
-    if let Some(max) = s.max_body_bytes.filter(|m| text.len() > *m) {
+    if let Some(max) = s.max_body_bytes.filter(|m| body_len > *m) {
         return hec_error(
             413,
             &format!(
                 "Content-Length of {} too large (maximum is {max})",
-                text.len()
+                body_len
             ),
             27,
         );
@@ -471,7 +471,7 @@ fn hec_event_answer(
     if let Some(resp) = scripted_status(s) {
         return resp;
     }
-    let events = match parse_events(text) {
+    let events = match parsed {
         Ok(e) => e,
         Err(r) => return r,
     };
