@@ -517,3 +517,80 @@ async fn the_hec_stand_in_answers_as_splunk_documents() {
         (400, r#"{"text":"ACK is disabled","code":14}"#.to_owned())
     );
 }
+
+/// The value of one sample line of the exposition (`name{labels} value`), 0 if absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The HEC output counts in the families every output has: events confirmed per table (equal to
+/// what Splunk indexed) and the delivery attempts it did not confirm (one missing ack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hec_output_counts_in_the_same_metric_families() {
+    let mut env = TestEnv::both(400, |_| {}).await;
+    let hec = Receiver::start(HEC_TOKEN, true).await;
+    hec.script([Scripted::AckNever { indexed: false }]);
+    env.outputs_extra = hec_output(&hec, HEC_TOKEN, "ack_timeout_in_seconds: 1");
+    env.write_config();
+    let base = crate::metrics::listen_on_free_port(&env);
+    let log = env.path("daemon.log");
+    let mut child = collector_command(&["run"], &env.config_path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let want = served(&env).len() as f64;
+    let series = |name: &str, table: &str| {
+        format!("isolation_collector_{name}{{output=\"splunk\",table=\"{table}\"}}")
+    };
+    let started = std::time::Instant::now();
+    let text = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no full delivery in 60 s:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(resp) = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let text = resp.text().await.unwrap();
+        let delivered: f64 = [WEB_TABLE, URL_TABLE]
+            .iter()
+            .map(|t| sample(&text, &series("delivered_events_total", t)))
+            .sum();
+        if delivered >= want {
+            break text;
+        }
+    };
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert_eq!(
+        sample(&text, &series("delivered_events_total", WEB_TABLE)),
+        env.web.visible_events().len() as f64
+    );
+    assert_eq!(
+        sample(&text, &series("delivered_events_total", URL_TABLE)),
+        env.url.visible_events().len() as f64
+    );
+    let failures: f64 = [WEB_TABLE, URL_TABLE]
+        .iter()
+        .map(|t| sample(&text, &series("output_confirm_failures_total", t)))
+        .sum();
+    assert_eq!(failures, 1.0, "{text}");
+    let events: Vec<String> = hec
+        .indexed()
+        .iter()
+        .map(|e| e.event.as_ref().unwrap().get().to_owned())
+        .collect();
+    assert_same_multiset(&events, &served(&env), "HEC");
+}
