@@ -29,7 +29,7 @@ mod outputs;
 mod services;
 mod walker;
 
-pub use globals::{Globals, Persistence, DEFAULT_WINDOW_MEMORY_BUDGET_MB};
+pub use globals::{Globals, Persistence, RedisConfig, DEFAULT_WINDOW_MEMORY_BUDGET_MB};
 pub use input::{parse_period, InputConfig, KeyPlacement, RequestPacing};
 pub use outputs::{NetworkOutputConfig, OutputConfig, OutputKind, TlsFiles};
 pub use services::ServiceConfig;
