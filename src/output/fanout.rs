@@ -66,6 +66,14 @@ impl Outputs {
         self.metrics = metrics;
     }
 
+    /// Ends the waits between tries on `cancel` from now on (a lease's tenure).
+    pub fn set_cancel(&mut self, cancel: CancellationToken) {
+        for o in &mut self.outputs {
+            o.stop_retries_on(cancel.clone());
+        }
+        self.cancel = cancel;
+    }
+
     /// Tells every output the position committed for it in `table` (`committed(name)`), and
     /// returns the positions of outputs that had none committed and now report one: the caller
     /// records them.
