@@ -795,3 +795,110 @@ async fn redis_down_at_start_is_waited_for_and_then_collection_starts() {
         );
     }
 }
+
+/// Sends `sig` to the rsyslogd started as `Rsyslog::start(&env.dir, name, ..)` (its pid file).
+fn signal_rsyslog(env: &TestEnv, name: &str, sig: &str) {
+    let pid = std::fs::read_to_string(env.path(&format!("{name}/rsyslogd.pid"))).unwrap();
+    let status = std::process::Command::new("kill")
+        .args([sig, pid.trim()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A holder that loses its lease in the middle of a delivery to several outputs: a holds both
+/// services and delivers each window to a syslog receiver first, then to the shared file. The
+/// receiver stops reading (SIGSTOP), so a waits inside a delivery for the receiver's proof,
+/// past its check of the lease and before the file's turn; then a is SIGSTOPped past the TTL,
+/// b takes over (the receiver reads again) and commits windows to the file, and a is
+/// SIGCONTed: the receiver's proof of a's batch is waiting for it. The shared file must still
+/// hold every event exactly once: a must not append its stale batch to the file, nor cut the
+/// file back to where it believed it ended (which would remove b's committed windows).
+///
+/// Known defect, hence ignored (run it with `-- --ignored`): a's file output appends the stale
+/// batch, finds the file longer than it expected ("is another process writing to it?") and
+/// cuts it back to its own last length ("Removed N byte(s) left by a failed write"), which
+/// deletes the windows b had committed (a run on 2026-12-02: 1,549 of 8,000 events missing
+/// from one table, 417 there twice: b's later retries append after the cut). The lease is
+/// checked once before a window's delivery, not before each output's turn, and the file
+/// output trusts its own idea of the file's length over what another writer put there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known defect: a holder that loses its lease mid-delivery cuts the new holder's lines from a shared file output"]
+async fn a_holder_paused_between_two_outputs_leaves_the_shared_file_exact() {
+    let mut ha = Ha::new(
+        8_000,
+        |c| {
+            c.shuffle = true;
+            c.page_latency = ms(60);
+        },
+        "page_size: 250\nmax_events_per_window: 500",
+        2,
+    )
+    .await;
+    let rs = Rsyslog::start(&ha.env.dir, "rsyslog", Listen::Tcp).await;
+    // The fan-out delivers to the outputs in the config's order: the receiver first.
+    edit_config(
+        &ha.env,
+        "outputs:\n",
+        &format!(
+            "outputs:\n  relay:\n    type: syslog\n    config:\n      address: 127.0.0.1\n      port: {}\n      confirm_timeout_in_seconds: 120\n",
+            rs.port
+        ),
+    );
+    ha.replicas[0].start();
+    for s in SERVICES {
+        ha.holder(s).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ha.delivered(WEB) < 1000 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing delivered:\n{}",
+            ha.logs()
+        );
+        tokio::time::sleep(ms(20)).await;
+    }
+    signal_rsyslog(&ha.env, "rsyslog", "-STOP");
+    tokio::time::sleep(ms(800)).await; // a's next window waits for the receiver's proof
+    let stuck_at = ha.delivered(WEB);
+    ha.replicas[0].signal("-STOP");
+    assert!(
+        stuck_at < ha.expected[WEB].len(),
+        "the backfill ended first"
+    );
+    ha.replicas[1].start();
+    for s in SERVICES {
+        assert_eq!(ha.holder(s).await, 1);
+    }
+    signal_rsyslog(&ha.env, "rsyslog", "-CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ha.delivered(WEB) < (stuck_at + 1500).min(ha.expected[WEB].len()) {
+        assert!(
+            Instant::now() < deadline,
+            "b delivered nothing:\n{}",
+            ha.logs()
+        );
+        tokio::time::sleep(ms(20)).await;
+    }
+    ha.replicas[0].signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&ha.replicas[0].log(), "Lost the lease of ") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "a did not notice:\n{}",
+            ha.logs()
+        );
+        tokio::time::sleep(ms(20)).await;
+    }
+    // b goes on until everything is delivered; if a cut the file, b never notices, so wait
+    // for b's idle cycles rather than for the line count, and let the multiset say what is off.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !ha.complete()
+        && count(&ha.replicas[1].log(), "The data is up to date!") < 4
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(ms(50)).await;
+    }
+    ha.stop_all().await;
+    ha.env.assert_exactly_once();
+}
