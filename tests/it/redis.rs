@@ -331,3 +331,129 @@ async fn wait_for(mut done: impl FnMut() -> bool) {
     }
     panic!("not reached within 60 s");
 }
+
+/// `run --once` waits for a held lease at most its TTL and 5 s, then fails naming the holder.
+#[tokio::test]
+async fn run_once_gives_up_on_a_held_lease_naming_the_holder() {
+    let env = TestEnv::both(10, |_| {}).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(&tmp, "redis").await;
+    use_redis(&env, &redis, 1);
+    redis.cli(&[
+        "SET",
+        &key("url_isolation", "lease"),
+        "other-host:7:cafe",
+        "PX",
+        "60000",
+    ]);
+    let started = std::time::Instant::now();
+    let out = env.collector(&["run", "--once"]).await;
+    let waited = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains("The lease of url_isolation is still held by other-host:7:cafe after 6 s"),
+        "{log}"
+    );
+    assert!(waited >= Duration::from_secs(6), "{waited:?}");
+    // The other service ran, and released its lease.
+    assert!(
+        log.contains("Released the lease of browser_and_email_isolation."),
+        "{log}"
+    );
+    assert_eq!(env.delivered(URL_TABLE).len(), 0);
+    assert_eq!(
+        env.delivered(WEB_TABLE).len(),
+        env.web.visible_events().len()
+    );
+}
+
+/// GET `url`: (status, body); `None` while nothing answers.
+async fn get(url: &str) -> Option<(u16, String)> {
+    let http = reqwest::Client::builder().no_proxy().build().ok()?;
+    let resp = http.get(url).send().await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.ok()?))
+}
+
+/// Polls `url` until its answer satisfies `done`; returns it.
+async fn wait_for_answer(url: &str, done: impl Fn(u16, &str) -> bool) -> String {
+    for _ in 0..600 {
+        if let Some((status, body)) = get(url).await {
+            if done(status, &body) {
+                return body;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} did not answer as expected within 60 s");
+}
+
+/// Redis goes away while a daemon runs: the outage is logged once (not per retry) and its end
+/// once, `/ready` is 503 naming it and `persistence_up` is 0 meanwhile; afterwards the leases are
+/// held again and nothing was lost or delivered twice.
+#[tokio::test]
+async fn a_redis_outage_is_logged_once_and_shown_in_ready_and_metrics() {
+    let env = TestEnv::both(300, |_| {}).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start(&tmp, "redis").await;
+    use_redis(&env, &redis, 2);
+    let base = crate::metrics::listen_on_free_port(&env);
+    let log_path = env.path("daemon.log");
+    let mut child = collector_command(&["run"], &env.config_path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .spawn()
+        .unwrap();
+    let both_held = |status: u16, body: &str| {
+        status == 200 && body.contains(r#""held":["browser_and_email_isolation","url_isolation"]"#)
+    };
+    let ready = wait_for_answer(&format!("{base}/ready"), both_held).await;
+    assert!(ready.contains(r#""standby":[]"#), "{ready}");
+    wait_for(|| env.delivered(URL_TABLE).len() == env.url.visible_events().len()).await;
+    redis.kill();
+    let unreachable = format!("persistence: Redis at {} is unreachable", redis.address());
+    wait_for_answer(&format!("{base}/ready"), |status, body| {
+        status == 503 && body.contains(&unreachable)
+    })
+    .await;
+    let metrics = wait_for_answer(&format!("{base}/metrics"), |_, _| true).await;
+    assert!(
+        metrics.contains("\nisolation_collector_persistence_up 0\n"),
+        "{metrics}"
+    );
+    // Longer than the TTL: many retries, one line.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis.restart().await;
+    wait_for_answer(&format!("{base}/ready"), both_held).await;
+    let metrics = wait_for_answer(&format!("{base}/metrics"), |_, _| true).await;
+    assert!(
+        metrics.contains("\nisolation_collector_persistence_up 1\n"),
+        "{metrics}"
+    );
+    signal(&child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the daemon stopped within 30 s")
+        .unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(status.success(), "{status:?}\n{log}");
+    let address = redis.address();
+    assert_eq!(
+        log.matches(&format!("Redis at {address} is unreachable: "))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("; pulling is paused until it answers."),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches(&format!("Redis at {address} answers again after "))
+            .count(),
+        1,
+        "{log}"
+    );
+    env.assert_exactly_once();
+}
