@@ -457,3 +457,82 @@ async fn a_redis_outage_is_logged_once_and_shown_in_ready_and_metrics() {
     );
     env.assert_exactly_once();
 }
+
+/// The lease scripts and the fenced write, on the store itself: one holder at a time, renewal
+/// and release only by the holder, writes only under one's own lease, expiry after the TTL, and
+/// `state reset` refused under a held lease.
+#[tokio::test]
+async fn the_lease_scripts_let_only_the_holder_write() {
+    use isolation_collector::config::RedisConfig;
+    use isolation_collector::state::redis::{LeaseReply, RedisStore};
+    use isolation_collector::state::{ServiceState, StateError};
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(&tmp, "redis").await;
+    let config = RedisConfig {
+        host: "127.0.0.1".into(),
+        port: redis.port,
+        password: None,
+        username: None,
+        db: 0,
+        tls: false,
+        ca: None,
+        key_prefix: "t:".into(),
+        lease_ttl: Duration::from_secs(2),
+    };
+    let store = RedisStore::new(&config).unwrap();
+    let k = "proofpoint_isolation_1_url_isolation";
+    let reply = |done: bool, holder: &str| LeaseReply {
+        done,
+        holder: holder.into(),
+    };
+    let (a, b) = ("host-a:1:01", "host-b:2:02");
+    assert_eq!(store.take(k, a).await.unwrap(), reply(true, a));
+    assert_eq!(store.take(k, b).await.unwrap(), reply(false, a));
+    assert_eq!(
+        store.take(k, a).await.unwrap(),
+        reply(true, a),
+        "taking one's own lease renews it"
+    );
+    assert_eq!(store.renew(k, b).await.unwrap(), reply(false, a));
+    assert_eq!(store.renew(k, a).await.unwrap(), reply(true, a));
+    let pttl: i64 = redis
+        .cli(&[
+            "--raw",
+            "PTTL",
+            "t:{proofpoint_isolation_1_url_isolation}:lease",
+        ])
+        .parse()
+        .unwrap();
+    assert!((1000..=2000).contains(&pttl), "{pttl}");
+    let mut first = ServiceState::new(None, 1_000);
+    first.cursors.checkpoint = 5_000;
+    let second = ServiceState::new(None, 9_000);
+    store.save(k, &first, Some(a)).await.unwrap();
+    let refused = store.save(k, &second, Some(b)).await.unwrap_err();
+    assert!(
+        matches!(&refused, StateError::LeaseLost { holder } if holder == a),
+        "{refused:?}"
+    );
+    assert!(store
+        .save(k, &second, None)
+        .await
+        .unwrap_err()
+        .is_lease_lost());
+    assert_eq!(store.load(k).await.unwrap().unwrap().0, first);
+    assert_eq!(store.release(k, b).await.unwrap(), reply(false, a));
+    assert_eq!(store.release(k, a).await.unwrap(), reply(true, a));
+    assert_eq!(store.take(k, b).await.unwrap(), reply(true, b));
+    // A former holder woken after the takeover: its write is refused, naming the new holder.
+    let refused = store.save(k, &second, Some(a)).await.unwrap_err();
+    assert_eq!(refused.to_string(), format!("the lease is held by {b}"));
+    // Unrenewed, the lease expires after its TTL; renewing it then is refused.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(store.renew(k, b).await.unwrap(), reply(false, ""));
+    // `state reset` takes the lease: refused while another holds it.
+    store.take(k, a).await.unwrap();
+    assert!(store.reset(k).await.unwrap_err().to_string().contains(a));
+    store.release(k, a).await.unwrap();
+    assert!(store.reset(k).await.unwrap());
+    assert!(!store.reset(k).await.unwrap());
+    assert!(store.load(k).await.unwrap().is_none());
+}
