@@ -536,3 +536,110 @@ async fn the_lease_scripts_let_only_the_holder_write() {
     assert!(!store.reset(k).await.unwrap());
     assert!(store.load(k).await.unwrap().is_none());
 }
+
+/// A redis-server listening only with TLS (`server`'s certificate); killed when dropped.
+struct TlsRedis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl TlsRedis {
+    async fn start(
+        dir: &std::path::Path,
+        server: &crate::rsyslog::CertFiles,
+        ca: &std::path::Path,
+    ) -> TlsRedis {
+        let port = crate::rsyslog::free_port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--tls-cert-file")
+            .arg(&server.cert)
+            .arg("--tls-key-file")
+            .arg(&server.key)
+            .arg("--tls-ca-cert-file")
+            .arg(ca)
+            .args([
+                "--tls-auth-clients",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        for _ in 0..400 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return TlsRedis { port, child };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server with TLS did not listen on {port}");
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tls: true` with `ca`: the server's certificate is verified against that CA only; a Redis
+/// whose certificate another CA signed is refused.
+#[tokio::test]
+async fn tls_with_a_private_ca() {
+    let env = TestEnv::both(200, |_| {}).await;
+    let pki = crate::rsyslog::Pki::new(env.dir.path());
+    let redis = TlsRedis::start(env.dir.path(), &pki.server, &pki.ca.pem).await;
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    let filesystem = format!(
+        "  persistence:\n    type: filesystem\n    config:\n      directory_name: {}\n",
+        env.path("state").display()
+    );
+    let tls = |ca: &std::path::Path| {
+        format!(
+            "  persistence:\n    type: redis\n    config:\n      host: 127.0.0.1\n      port: {}\n      tls: true\n      ca: {}\n      lease_ttl_in_seconds: 3\n",
+            redis.port,
+            ca.display()
+        )
+    };
+    std::fs::write(
+        env.config_path(),
+        text.replace(&filesystem, &tls(&pki.ca.pem)),
+    )
+    .unwrap();
+    let out = env.collector(&["validate"]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    env.run_once_ok().await;
+    env.assert_exactly_once();
+    env.run_once_ok().await;
+    env.assert_exactly_once();
+    // Another CA: the certificate is not trusted.
+    std::fs::write(
+        env.config_path(),
+        text.replace(&filesystem, &tls(&pki.foreign_ca.pem)),
+    )
+    .unwrap();
+    let out = env.collector(&["validate"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        printed(&out).contains(&format!(
+            "Redis at 127.0.0.1:{} refused the connection: invalid peer certificate: UnknownIssuer; check globals.persistence.config.tls and ca",
+            redis.port
+        )),
+        "{}",
+        printed(&out)
+    );
+}
