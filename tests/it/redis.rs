@@ -579,9 +579,11 @@ impl TlsRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server runs");
+        // Owned at once: dropped (killed and reaped) on every path below.
+        let redis = TlsRedis { port, child };
         for _ in 0..400 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return TlsRedis { port, child };
+                return redis;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
