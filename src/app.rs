@@ -462,6 +462,10 @@ impl ServiceTask {
                 );
                 return false;
             }
+            Err(TakeError::Store(e)) => {
+                error!("Cannot take the lease of {}: {e}", self.svc.service);
+                return false;
+            }
         };
         self.puller.start_tenure(tenure.gate(), tenure.token());
         let ok = self.pull_once().await;

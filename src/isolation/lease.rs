@@ -44,6 +44,8 @@ pub enum TakeError {
     Cancelled,
     /// `run --once`: another process held it for the whole wait.
     HeldBy { holder: String, waited: Duration },
+    /// `run --once`: Redis did not answer (or refused us) for the whole wait.
+    Store(StateError),
 }
 
 impl Lease {

@@ -423,6 +423,9 @@ impl RedisStore {
             Some("check globals.persistence.config.password (or password_file) and username, and that the user may run GET, SET, DEL, PEXPIRE, EVAL and EVALSHA")
         } else if e.to_string().contains("DB index") {
             Some("check globals.persistence.config.db (the server's `databases` setting bounds it)")
+        } else if e.to_string().contains("certificate") {
+            // A certificate the CA does not vouch for does not fix itself: not an outage.
+            Some("check globals.persistence.config.tls and ca (the CA that signed the server's certificate, and the host name it names)")
         } else {
             None
         };
