@@ -1,7 +1,7 @@
 """High-availability figures (issue 11) for docs/reliability.md, driven by scripts/bench/ha.sh,
 which builds the release binaries and starts Redis, the simulator and rsyslog for each part:
 
-  python3 scripts/bench/ha.py takeover WORK MODE ROUNDS   # MODE kill9 or term
+  python3 scripts/bench/ha.py takeover WORK MODE ROUNDS   # MODE kill9, kill9fast or term
   python3 scripts/bench/ha.py ops WORK IDLE_CYCLES
   python3 scripts/bench/ha.py summary OUT                  # the figures, from OUT/ha.log
 
@@ -171,7 +171,7 @@ def takeover(work, mode, rounds):
         other = replicas[1 - h]
         kill_offsets.append(received_bytes(work))
         t0 = time.monotonic()
-        replicas[h].signal(signal.SIGKILL if mode == "kill9" else signal.SIGTERM)
+        replicas[h].signal(signal.SIGKILL if mode.startswith("kill9") else signal.SIGTERM)
         wait_for("the takeover", other.holds, step=0.02)
         took = time.monotonic() - t0
         code = replicas[h].wait()
@@ -301,7 +301,7 @@ def summary(out):
     settings = [line.strip() for line in open(f"{out}/ha.log") if line.startswith("SETTINGS ")]
     for s in settings:
         print(s)
-    for mode, label in (("kill9", "kill -9"), ("term", "SIGTERM")):
+    for mode, label in (("kill9", "kill -9"), ("kill9fast", "kill -9, fast API"), ("term", "SIGTERM")):
         times = sorted(float(r["seconds"]) for r in rows if r.get("part") == "takeover" and r["mode"] == mode)
         if times:
             mid = sum(int(r["mid_backfill"]) for r in rows if r.get("part") == "takeover" and r["mode"] == mode)

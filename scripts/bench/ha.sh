@@ -11,13 +11,16 @@
 #   kill9   takeover time after `kill -9` of the lease holder (KILLS rounds), from the kill to the
 #           other replica's /metrics saying it holds the lease (polled every 20 ms), and the
 #           records re-sent on the TLS output per takeover (records beyond each event's count);
+#   kill9fast  the same against a fast API (HA_FAST_N events, pages of HA_FAST_PAGE_LATENCY_MS),
+#           where a larger share of a window's time is its delivery, so that kills land in it;
 #   term    the same after SIGTERM (TERMS rounds): the holder releases the lease as it leaves;
 #   ops     Redis operations (INFO commandstats) per window during a backfill, per idle pull
 #           cycle (request period 1 s), and per second of a standby replica.
 # scripts/bench/ha.py drives the replicas and prints the figures; the summary goes to
 # OUT/ha-summary.txt and is what docs/reliability.md quotes.
 #
-# Knobs (environment, defaults in brackets): HA_PARTS ["kill9 term ops"], KILLS [20], TERMS [10],
+# Knobs (environment, defaults in brackets): HA_PARTS ["kill9 kill9fast term ops"], KILLS [20
+# per kill9 part], TERMS [10], HA_FAST_N [1500000], HA_FAST_PAGE_LATENCY_MS [100],
 # HA_TTL [5: lease_ttl_in_seconds of the takeover parts; the product default, 30, is used by
 # `ops`], HA_N [300000 events], HA_PAGE_LATENCY_MS [1000: each 10,000-event page takes a second,
 # as a slow API would, so that the backfill outlasts the rounds], IDLE_CYCLES [20], OUT [a new
@@ -27,12 +30,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 export BIN=$CARGO_TARGET_DIR/release
-HA_PARTS=${HA_PARTS-"kill9 term ops"}
+HA_PARTS=${HA_PARTS-"kill9 kill9fast term ops"}
 KILLS=${KILLS:-20}
 TERMS=${TERMS:-10}
 HA_TTL=${HA_TTL:-5}
 HA_N=${HA_N:-300000}
 HA_PAGE_LATENCY_MS=${HA_PAGE_LATENCY_MS:-1000}
+HA_FAST_N=${HA_FAST_N:-1500000}
+HA_FAST_PAGE_LATENCY_MS=${HA_FAST_PAGE_LATENCY_MS:-100}
 IDLE_CYCLES=${IDLE_CYCLES:-20}
 OUT=${OUT:-$(mktemp -d /tmp/isolation-bench-ha.XXXXXX)}
 mkdir -p "$OUT"
@@ -122,10 +127,12 @@ end_session() { cleanup; wait 2>/dev/null || true; pids=(); }
 for part in $HA_PARTS; do
   w="$OUT/$part"
   case $part in
-    kill9|term)
+    kill9|kill9fast|term)
       rounds=$KILLS; [ "$part" = term ] && rounds=$TERMS
-      echo "SETTINGS part=$part rounds=$rounds lease_ttl=$HA_TTL events=$HA_N page_latency_ms=$HA_PAGE_LATENCY_MS output=devo_platform(rsyslog,mTLS) poll=20ms" | tee -a "$OUT/ha.log"
-      session "$w" "$HA_TTL" tls --events "$HA_N" --page-latency-ms "$HA_PAGE_LATENCY_MS" --shuffle
+      n=$HA_N latency=$HA_PAGE_LATENCY_MS
+      [ "$part" = kill9fast ] && n=$HA_FAST_N latency=$HA_FAST_PAGE_LATENCY_MS
+      echo "SETTINGS part=$part rounds=$rounds lease_ttl=$HA_TTL events=$n page_latency_ms=$latency output=devo_platform(rsyslog,mTLS) poll=20ms" | tee -a "$OUT/ha.log"
+      session "$w" "$HA_TTL" tls --events "$n" --page-latency-ms "$latency" --shuffle
       python3 scripts/bench/ha.py takeover "$w" "$part" "$rounds" | tee -a "$OUT/ha.log"
       ;;
     ops)
