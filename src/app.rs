@@ -4,13 +4,14 @@
 //! the two services are independent: one failing (bad key for one host, an outage of one API)
 //! never stops the other. With Redis persistence a service pulls only while this process holds
 //! its lease ([`crate::isolation::lease`]): after setup it stands by until it takes the lease,
-//! pre_pulls, pulls, and goes back to standby if the lease is lost. Shutdown: the first SIGINT/SIGTERM cancels a token that every await
-//! point of the pullers watches; a window in flight is abandoned before its checkpoint (it is
-//! asked for again after the restart), the pullers close their outputs, each held lease is
-//! released at once, and `run` returns. A
-//! second signal exits at once. Every task `run` spawns is in a `JoinSet` it owns (the services,
-//! and the `Background` tasks), joined before it returns and aborted if it is dropped: no
-//! task outlives `run`.
+//! pre_pulls, pulls, and goes back to standby if the lease is lost.
+//!
+//! Shutdown: the first SIGINT/SIGTERM cancels a token that every await point of the pullers
+//! watches; a window in flight is abandoned before its checkpoint (it is asked for again after
+//! the restart), the pullers close their outputs, each held lease is released at once, and `run`
+//! returns. A second signal exits at once. Every task `run` spawns is in a `JoinSet` it owns (the
+//! services, and the `Background` tasks), joined before it returns and aborted if it is dropped:
+//! no task outlives `run`.
 
 use std::sync::Arc;
 use std::time::Duration;
