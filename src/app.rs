@@ -370,7 +370,9 @@ struct ServiceTask {
 
 /// Why a tenure ended.
 enum Stopped {
-    Shutdown,
+    /// A shutdown, or the end of `--once`: release the lease.
+    Done,
+    /// The lease was lost (why): stand by.
     LeaseLost(String),
 }
 
@@ -400,7 +402,7 @@ impl ServiceTask {
                 Err(_) => return true,
             };
             match self.run_tenure(&tenure).await {
-                Stopped::Shutdown => {
+                Stopped::Done => {
                     self.lease.release(tenure).await;
                     return true;
                 }
@@ -438,13 +440,13 @@ impl ServiceTask {
 
     fn why_stopped(&self, tenure: &Tenure, lost: Option<StateError>) -> Stopped {
         if self.cancel.is_cancelled() {
-            return Stopped::Shutdown;
+            return Stopped::Done;
         }
         match (tenure.lost(), lost) {
             (Some(reason), _) => Stopped::LeaseLost(reason),
             (None, Some(e)) => Stopped::LeaseLost(e.to_string()),
-            // The tenure ends only with a shutdown or a loss.
-            (None, None) => Stopped::Shutdown,
+            // The daemon's tenure ends only with a shutdown or a loss; `--once`'s at its end.
+            (None, None) => Stopped::Done,
         }
     }
 
@@ -473,12 +475,12 @@ impl ServiceTask {
         };
         self.puller.start_tenure(tenure.gate(), tenure.token());
         let ok = self.pull_once().await;
-        match tenure.lost() {
-            Some(reason) => {
+        match self.why_stopped(&tenure, None) {
+            Stopped::LeaseLost(reason) => {
                 self.lease.lost(tenure, &reason);
                 false
             }
-            None => {
+            Stopped::Done => {
                 self.lease.release(tenure).await;
                 ok
             }

@@ -261,7 +261,7 @@ impl LeaseGate {
     /// clock, else after a successful renewal. An error means: deliver nothing now.
     pub async fn before_delivery(&self) -> Result<(), StateError> {
         let Some(held) = &self.0 else { return Ok(()) };
-        if held.stop.is_cancelled() {
+        if lock(&held.lost).is_some() {
             return Err(StateError::LeaseLost {
                 holder: String::new(),
             });
