@@ -5,8 +5,8 @@
 //! outputs ask before each output's turn of each window delivery. The gate keeps a local validity
 //! clock: the lease is valid until the TTL after the last successful take or renewal was *sent*
 //! (a tokio `Instant`, monotonic, which keeps counting while the process is stopped by SIGSTOP).
-//! A delivery needs more than TTL/3 left; otherwise the gate renews first, and refuses the
-//! delivery if that fails. So a holder paused past its TTL delivers, after waking, at most the
+//! A delivery needs more than TTL/3 left (and Redis not known to be down); otherwise the gate
+//! renews first, and refuses the delivery if that fails. So a holder paused past its TTL delivers, after waking, at most the
 //! one output's batch it was in the middle of: the next output's turn finds the clock run out,
 //! and its renewal and its fenced write are refused.
 //!
@@ -259,7 +259,8 @@ impl LeaseGate {
     }
 
     /// Waits until a delivery may start: at once while more than TTL/3 is left on the lease's
-    /// clock, else after a successful renewal. An error means: deliver nothing now.
+    /// clock and Redis answered its last operation, else after a successful renewal. An error
+    /// means: deliver nothing now.
     pub async fn before_delivery(&self) -> Result<(), StateError> {
         let Some(held) = &self.0 else { return Ok(()) };
         if lock(&held.lost).is_some() {
@@ -268,7 +269,10 @@ impl LeaseGate {
             });
         }
         let until = *lock(&held.valid_until);
-        if may_deliver(until, Instant::now(), held.ttl) {
+        // While Redis is known to be unreachable, no checkpoint could be stored: the renewal
+        // first, which is also the probe that ends the outage.
+        let down = held.store.redis().is_some_and(|r| r.is_down());
+        if may_deliver(until, Instant::now(), held.ttl) && !down {
             return Ok(());
         }
         held.renew().await
