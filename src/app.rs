@@ -2,12 +2,16 @@
 //!
 //! Each enabled service runs as its own task with its own API client and output instances, so
 //! the two services are independent: one failing (bad key for one host, an outage of one API)
-//! never stops the other. Shutdown: the first SIGINT/SIGTERM cancels a token that every await
-//! point of the pullers watches; a window in flight is abandoned before its checkpoint (it is
-//! asked for again after the restart), the pullers close their outputs, and `run` returns. A
-//! second signal exits at once. Every task `run` spawns is in a `JoinSet` it owns (the services,
-//! and the `Background` tasks), joined before it returns and aborted if it is dropped: no
-//! task outlives `run`.
+//! never stops the other. With Redis persistence a service pulls only while this process holds
+//! its lease ([`crate::isolation::lease`]): after setup it stands by until it takes the lease,
+//! pre_pulls, pulls, and goes back to standby if the lease is lost.
+//!
+//! Shutdown: the first SIGINT/SIGTERM cancels a token that every await point of the pullers
+//! watches; a window in flight is abandoned before its checkpoint (it is asked for again after
+//! the restart), the pullers close their outputs, each held lease is released at once, and `run`
+//! returns. A second signal exits at once. Every task `run` spawns is in a `JoinSet` it owns (the
+//! services, and the `Background` tasks), joined before it returns and aborted if it is dropped:
+//! no task outlives `run`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -366,7 +370,9 @@ struct ServiceTask {
 
 /// Why a tenure ended.
 enum Stopped {
-    Shutdown,
+    /// A shutdown, or the end of `--once`: release the lease.
+    Done,
+    /// The lease was lost (why): stand by.
     LeaseLost(String),
 }
 
@@ -396,7 +402,7 @@ impl ServiceTask {
                 Err(_) => return true,
             };
             match self.run_tenure(&tenure).await {
-                Stopped::Shutdown => {
+                Stopped::Done => {
                     self.lease.release(tenure).await;
                     return true;
                 }
@@ -434,13 +440,13 @@ impl ServiceTask {
 
     fn why_stopped(&self, tenure: &Tenure, lost: Option<StateError>) -> Stopped {
         if self.cancel.is_cancelled() {
-            return Stopped::Shutdown;
+            return Stopped::Done;
         }
         match (tenure.lost(), lost) {
             (Some(reason), _) => Stopped::LeaseLost(reason),
             (None, Some(e)) => Stopped::LeaseLost(e.to_string()),
-            // The tenure ends only with a shutdown or a loss.
-            (None, None) => Stopped::Shutdown,
+            // The daemon's tenure ends only with a shutdown or a loss; `--once`'s at its end.
+            (None, None) => Stopped::Done,
         }
     }
 
@@ -469,12 +475,12 @@ impl ServiceTask {
         };
         self.puller.start_tenure(tenure.gate(), tenure.token());
         let ok = self.pull_once().await;
-        match tenure.lost() {
-            Some(reason) => {
+        match self.why_stopped(&tenure, None) {
+            Stopped::LeaseLost(reason) => {
                 self.lease.lost(tenure, &reason);
                 false
             }
-            None => {
+            Stopped::Done => {
                 self.lease.release(tenure).await;
                 ok
             }

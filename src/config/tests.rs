@@ -532,6 +532,34 @@ fn an_inline_key_in_a_world_readable_file_is_warned_about() {
     }
 }
 
+#[cfg(unix)]
+#[test]
+fn an_inline_redis_password_in_a_world_readable_file_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let redis = |password: &str| {
+        with_persistence(&format!(
+            "    type: redis\n    config: {{host: localhost, password: \"{password}\"}}"
+        ))
+    };
+    let inline = redis("inline-Redis-pw-9876");
+    let from_env = redis("${HMAC_KEY}");
+    for (text, mode, warned) in [
+        (inline.as_str(), 0o644, true),
+        (inline.as_str(), 0o600, false),
+        (from_env.as_str(), 0o644, false),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let w = super::inline_redis_password_exposure(text, &path);
+        assert_eq!(w.is_some(), warned, "{mode:o}: {w:?}");
+        if let Some(w) = w {
+            assert!(w.contains("chmod 600") && !w.contains("9876"), "{w}");
+        }
+    }
+}
+
 #[test]
 fn two_services_cannot_share_a_table_file() {
     let text = GOOD.replace(

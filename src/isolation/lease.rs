@@ -2,12 +2,13 @@
 //!
 //! [`Lease::take_until_held`] stands by until this process holds the service's lease in Redis,
 //! and starts a [`Tenure`]: a renewal every TTL/3 in its own task, and a [`LeaseGate`] that the
-//! puller asks before each window delivery. The gate keeps a local validity clock: the lease is
-//! valid until the TTL after the last successful take or renewal was *sent* (a tokio `Instant`,
-//! monotonic, which keeps counting while the process is stopped by SIGSTOP). A delivery needs
-//! more than TTL/3 left; otherwise the gate renews first, and refuses the delivery if that fails.
-//! So a holder paused past its TTL delivers, after waking, at most the batch it was in the middle
-//! of: its next delivery finds the clock run out, its renewal and its fenced write are refused.
+//! outputs ask before each output's turn of each window delivery. The gate keeps a local validity
+//! clock: the lease is valid until the TTL after the last successful take or renewal was *sent*
+//! (a tokio `Instant`, monotonic, which keeps counting while the process is stopped by SIGSTOP).
+//! A delivery needs more than TTL/3 left (and Redis not known to be down); otherwise the gate
+//! renews first, and refuses the delivery if that fails. So a holder paused past its TTL delivers, after waking, at most the
+//! one output's batch it was in the middle of: the next output's turn finds the clock run out,
+//! and its renewal and its fenced write are refused.
 //!
 //! A refused renewal or write ends the tenure: the gate's token is cancelled, which stops the
 //! puller at its next await point (the window in flight is abandoned, nothing committed), and the
@@ -258,16 +259,20 @@ impl LeaseGate {
     }
 
     /// Waits until a delivery may start: at once while more than TTL/3 is left on the lease's
-    /// clock, else after a successful renewal. An error means: deliver nothing now.
+    /// clock and Redis answered its last operation, else after a successful renewal. An error
+    /// means: deliver nothing now.
     pub async fn before_delivery(&self) -> Result<(), StateError> {
         let Some(held) = &self.0 else { return Ok(()) };
-        if held.stop.is_cancelled() {
+        if lock(&held.lost).is_some() {
             return Err(StateError::LeaseLost {
                 holder: String::new(),
             });
         }
         let until = *lock(&held.valid_until);
-        if may_deliver(until, Instant::now(), held.ttl) {
+        // While Redis is known to be unreachable, no checkpoint could be stored: the renewal
+        // first, which is also the probe that ends the outage.
+        let down = held.store.redis().is_some_and(|r| r.is_down());
+        if may_deliver(until, Instant::now(), held.ttl) && !down {
             return Ok(());
         }
         held.renew().await
@@ -314,7 +319,7 @@ impl Tenure {
         }
     }
 
-    /// The gate the puller asks before each delivery.
+    /// The gate the outputs ask before each delivery.
     pub fn gate(&self) -> LeaseGate {
         LeaseGate(self.held.clone())
     }

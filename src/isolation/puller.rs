@@ -75,6 +75,7 @@ impl From<FanOutError> for PullError {
         match e {
             FanOutError::Output(e) => PullError::Output(e),
             FanOutError::Cancelled => PullError::Cancelled,
+            FanOutError::Lease(e) => PullError::State(e),
         }
     }
 }
@@ -108,7 +109,8 @@ pub struct Puller {
     budget: WindowBudget,
     /// Bytes per event held in a window, learnt from the pages (sizes windows to the budget).
     bytes_per_event: Option<f64>,
-    /// Asked before each window delivery: the lease must be held (always open without leases).
+    /// The lease's gate (always open without leases), asked by the outputs before each turn; a
+    /// fenced write's refusal is recorded in it.
     gate: LeaseGate,
 }
 
@@ -162,6 +164,7 @@ impl Puller {
     pub fn start_tenure(&mut self, gate: LeaseGate, cancel: CancellationToken) {
         self.client.set_cancel(cancel.clone());
         self.outputs.set_cancel(cancel.clone());
+        self.outputs.set_gate(gate.clone());
         self.checkpoint.set_fence(gate.token());
         self.cancel = cancel;
         self.gate = gate;
@@ -426,7 +429,6 @@ impl Puller {
             environment: self.environment.as_ref(),
             metrics: &self.metrics,
             progress: &mut self.progress,
-            gate: &self.gate,
         };
         (fetching, delivering)
     }
@@ -690,7 +692,6 @@ struct Delivering<'a> {
     environment: Option<&'a Environment>,
     metrics: &'a ServiceMetrics,
     progress: &'a mut Option<Progress>,
-    gate: &'a LeaseGate,
 }
 
 impl Delivering<'_> {
@@ -751,8 +752,8 @@ impl Delivering<'_> {
         if let Some(env) = self.environment {
             env.apply_batch(&mut batch);
         }
-        // Nothing is delivered without a lease that outlasts the delivery (see `lease`).
-        self.gate.before_delivery().await?;
+        // Nothing is delivered without a lease that outlasts the delivery: the gate is asked
+        // before each output's turn (see `lease` and `Outputs::deliver`).
         let positions = self.outputs.deliver(&self.svc.table, &batch).await?;
         stats.sent += batch.len() as u64;
         // Every output confirmed: commit.

@@ -6,6 +6,12 @@
 //! [`DELIVERY_RETRIES`] retries the batch is given up (the caller delivers the window again in
 //! its next cycle). The waits between tries end at once on a shutdown request.
 //!
+//! With Redis persistence, each output's turn (each try) starts only after the service's lease
+//! gate allows it ([`LeaseGate::before_delivery`]): a holder paused in the middle of a batch
+//! (between two outputs, or between tries) and woken after another process took over stops
+//! there, instead of writing its stale batch into the next output (a file shared with the new
+//! holder would be cut back to the old holder's idea of its length).
+//!
 //! Before the first batch after a start, or after a failed one, [`Outputs::resume`] hands each
 //! output its committed position (see the [module documentation](super)).
 
@@ -17,7 +23,9 @@ use tracing::warn;
 use super::{Output, OutputError};
 use crate::backoff::{Backoff, Jitter};
 use crate::event::Event;
+use crate::isolation::lease::LeaseGate;
 use crate::metrics::ServiceMetrics;
+use crate::state::StateError;
 
 /// Rounds of delivery to the unconfirmed outputs after the first, within one `deliver`.
 pub const DELIVERY_RETRIES: u32 = 3;
@@ -34,6 +42,9 @@ pub enum FanOutError {
     /// A shutdown request ended a wait between tries.
     #[error("stopped by a shutdown request")]
     Cancelled,
+    /// The lease gate refused the next output's turn (lost, or Redis unreachable).
+    #[error(transparent)]
+    Lease(StateError),
 }
 
 /// The outputs of one service task, delivered to as one.
@@ -41,6 +52,8 @@ pub struct Outputs {
     outputs: Vec<Output>,
     metrics: ServiceMetrics,
     cancel: CancellationToken,
+    /// Asked before each output's turn (always open without leases).
+    gate: LeaseGate,
 }
 
 impl Outputs {
@@ -58,7 +71,13 @@ impl Outputs {
             outputs,
             metrics,
             cancel,
+            gate: LeaseGate::open(),
         }
+    }
+
+    /// Asks `gate` before each output's turn from now on (a lease's tenure).
+    pub fn set_gate(&mut self, gate: LeaseGate) {
+        self.gate = gate;
     }
 
     /// Counts into `metrics` from now on.
@@ -102,7 +121,8 @@ impl Outputs {
     ///
     /// # Errors
     /// [`FanOutError::Output`] with the last failure when an output still has not confirmed
-    /// after [`DELIVERY_RETRIES`] retries; [`FanOutError::Cancelled`] on a shutdown request.
+    /// after [`DELIVERY_RETRIES`] retries; [`FanOutError::Cancelled`] on a shutdown request;
+    /// [`FanOutError::Lease`] when the lease gate refuses an output's turn.
     pub async fn deliver(
         &mut self,
         table: &str,
@@ -122,6 +142,10 @@ impl Outputs {
                 if *done {
                     continue;
                 }
+                self.gate
+                    .before_delivery()
+                    .await
+                    .map_err(FanOutError::Lease)?;
                 match deliver_one(o, &self.metrics, table, batch).await {
                     Ok(p) => {
                         *done = true;

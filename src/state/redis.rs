@@ -218,6 +218,12 @@ impl RedisStore {
         let _ = self.metrics.set(metrics);
     }
 
+    /// Whether the last operation found Redis unreachable (tracked in `run`, see
+    /// [`Self::report_to`]).
+    pub fn is_down(&self) -> bool {
+        lock(&self.down_since).is_some()
+    }
+
     fn unreachable_line(&self) -> String {
         format!("Redis at {} is unreachable", self.address)
     }
