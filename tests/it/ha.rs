@@ -813,17 +813,11 @@ fn signal_rsyslog(env: &TestEnv, name: &str, sig: &str) {
 /// b takes over (the receiver reads again) and commits windows to the file, and a is
 /// SIGCONTed: the receiver's proof of a's batch is waiting for it. The shared file must still
 /// hold every event exactly once: a must not append its stale batch to the file, nor cut the
-/// file back to where it believed it ended (which would remove b's committed windows).
-///
-/// Known defect, hence ignored (run it with `-- --ignored`): a's file output appends the stale
-/// batch, finds the file longer than it expected ("is another process writing to it?") and
-/// cuts it back to its own last length ("Removed N byte(s) left by a failed write"), which
-/// deletes the windows b had committed (a run on 2026-12-02: 1,549 of 8,000 events missing
-/// from one table, 417 there twice: b's later retries append after the cut). The lease is
-/// checked once before a window's delivery, not before each output's turn, and the file
-/// output trusts its own idea of the file's length over what another writer put there.
+/// file back to where it believed it ended (which would remove b's committed windows). It
+/// holds because the lease gate is asked before each output's turn, not once per window: a
+/// stops before the file. (Before that, a appended its batch, found the file longer than it
+/// expected and cut it back to its own length: 1,549 of 8,000 events of one table lost.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known defect: a holder that loses its lease mid-delivery cuts the new holder's lines from a shared file output"]
 async fn a_holder_paused_between_two_outputs_leaves_the_shared_file_exact() {
     let mut ha = Ha::new(
         8_000,
