@@ -121,7 +121,7 @@ end_session() { cleanup; wait 2>/dev/null || true; pids=(); }
 
 {
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
-  echo "collector: $(git describe --always --dirty 2>/dev/null || echo unknown); $(redis-server --version | cut -d' ' -f1-3); date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "tree: $(git describe --always --dirty 2>/dev/null || echo unknown); binary: built $(date -u -r "$BIN/isolation-collector" +%Y-%m-%dT%H:%MZ), sha256 $(sha256sum "$BIN/isolation-collector" | cut -c1-12); $(redis-server --version | cut -d' ' -f1-3); date: $(date -u +%Y-%m-%dT%H:%MZ)"
 } | tee "$OUT/ha-machine.txt"
 : >"$OUT/ha.log"
 for part in $HA_PARTS; do
