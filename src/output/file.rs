@@ -35,17 +35,21 @@
 //!   is the lease holder's (the state is fenced), and the gate is asked first: this is the one
 //!   cut of another writer's bytes that is allowed, and what makes the holder end exact.
 //!
-//! How a takeover ends: B's next batch finds A's bytes past its own length and fails, so the
-//! window fails; B's resume cuts to B's committed length (removing A's bytes and B's confirmed
-//! but uncommitted lines) and B delivers those again. A, once awake, writes no further `writev`
-//! after B's lines (the length check before it sees them), does not cut, and its gate refuses its
-//! next turn. A stale holder can therefore leave bytes of its one batch, which B's resume
-//! removes, but never removes a line. What remains are the microseconds between a check and the
-//! call it guards: `fstat` then `writev` (one `writev` of A's lands after B's lines: removed by
-//! B's resume as above), `fstat` then `ftruncate` when cutting back a failed write, and the gate
-//! then `ftruncate` in a resume. A holder paused exactly there and woken after a takeover cuts
-//! B's lines past its own length. Closing that needs a lock shared by the replicas, which a
-//! stopped holder would keep held; a replica's pause would then stop the other: left open.
+//! How a takeover ends: B's next batch finds A's bytes past its own length and fails (after
+//! the fan-out's retries), so the window fails; B's resume cuts to B's committed length
+//! (removing A's bytes and B's confirmed but uncommitted lines) and B delivers those again: the
+//! file ends exact. A, once awake, writes no further `writev` after B's lines (the length check
+//! before it sees them; only if B's lines happen to end exactly where A's own would does A's
+//! rest follow them, and B's resume removes it the same way), cuts nothing, and its gate refuses
+//! its next turn and its next resume. A stale holder can therefore leave bytes of its one batch,
+//! which B's resume removes, but never removes a committed line, except in the microseconds
+//! between a check and the call it guards: `fstat` then `ftruncate` when cutting back a failed
+//! write (B's lines past A's batch start would go), and the gate then `ftruncate` in a resume
+//! (B's lines past A's committed length would go). (`fstat` then `writev` only lets one `writev`
+//! of A's land after B's lines, removed by B's resume.) The resume cannot instead refuse to cut
+//! bytes it did not write: B must cut A's bytes, and locally B and a stale A look alike; only
+//! the lease tells them apart, hence the gate. Closing the last microseconds needs a lock
+//! shared by the replicas, which a stopped holder would keep, stopping the other: left open.
 //!
 //! New files are created with the output's `mode` (0640 by default), set explicitly so that the
 //! process umask can neither widen nor narrow it. Existing files keep their mode (an operator
