@@ -39,6 +39,8 @@ pub(super) struct Interfere {
     max: usize,
     calls: usize,
     foreign: Option<Vec<u8>>,
+    /// The other process first cuts the file to this length (a new holder's resume).
+    cut_to: Option<u64>,
     then_fail: bool,
 }
 
@@ -50,6 +52,7 @@ impl Interfere {
             max: usize::MAX,
             calls,
             foreign: Some(foreign.as_bytes().to_vec()),
+            cut_to: None,
             then_fail: false,
         }
     }
@@ -60,6 +63,9 @@ impl Interfere {
     fn append_foreign(&mut self) -> std::io::Result<()> {
         if let Some(foreign) = self.foreign.take() {
             let mut other = OpenOptions::new().append(true).open(&self.path)?;
+            if let Some(len) = self.cut_to {
+                other.set_len(len)?;
+            }
             other.write_all(&foreign)?;
             other.sync_all()?;
         }
@@ -419,4 +425,28 @@ async fn a_file_truncated_between_batches_is_appended_to() {
     let len = out.deliver(TABLE, &b).await.unwrap().unwrap();
     assert_contents(dir.path(), &(lines(&b)));
     assert_eq!(len, lines(&b).len() as u64);
+}
+
+/// A new holder's resume cut the file (to its committed length, before this batch's start)
+/// and appended its lines while this output was between two `writev` calls: the file is
+/// shorter than this output's writes make it, so it stops and cuts nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_cut_and_appended_to_by_another_process_during_a_batch_is_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = output(dir.path());
+    // Its lines end past this batch's start (5 lines) and before this output's bytes' end.
+    let (a, b, other) = (events("a", 5), events("b", 1_300), events("B", 4));
+    out.deliver(TABLE, &a).await.unwrap();
+    let committed = lines(&a[..2]).len() as u64;
+    let mut w = Interfere::new(dir.path(), 1, &lines(&other));
+    w.cut_to = Some(committed);
+    out.interfere = Some(w);
+    let err = out.deliver(TABLE, &b).await.unwrap_err();
+    let msg = err.to_string();
+    let want = format!(
+        "another process cut {} while this one wrote; not cutting anything",
+        FileOutput::path_for(dir.path(), TABLE).display()
+    );
+    assert!(msg.contains(&want), "{msg}");
+    assert_contents(dir.path(), &(lines(&a[..2]) + &lines(&other)));
 }
