@@ -13,7 +13,9 @@
 //! holder would be cut back to the old holder's idea of its length).
 //!
 //! Before the first batch after a start, or after a failed one, [`Outputs::resume`] hands each
-//! output its committed position (see the [module documentation](super)).
+//! output its committed position (see the [module documentation](super)). It asks the gate
+//! before each output too: a file output cuts its file back to the committed length there, and
+//! only the holder's committed length may cut bytes another replica wrote (see `file`).
 
 use std::time::Duration;
 
@@ -98,14 +100,20 @@ impl Outputs {
     /// records them.
     ///
     /// # Errors
-    /// The first output that cannot resume (e.g. a file it cannot cut back).
+    /// [`FanOutError::Output`] for the first output that cannot resume (e.g. a file it cannot
+    /// cut back); [`FanOutError::Lease`] when the lease gate refuses an output's turn.
     pub async fn resume(
         &mut self,
         table: &str,
         committed: impl Fn(&str) -> Option<u64>,
-    ) -> Result<Vec<(String, u64)>, OutputError> {
+    ) -> Result<Vec<(String, u64)>, FanOutError> {
         let mut new_positions = Vec::new();
         for o in &mut self.outputs {
+            // A resume may cut a shared file: only the lease's holder may do that.
+            self.gate
+                .before_delivery()
+                .await
+                .map_err(FanOutError::Lease)?;
             let stored = committed(o.name());
             let position = o.resume(table, stored).await?;
             if let (None, Some(p)) = (stored, position) {

@@ -645,3 +645,59 @@ async fn tls_with_a_private_ca() {
         printed(&out)
     );
 }
+
+/// A former holder's remains in the shared file output after the holder's lines (its copy of
+/// two lines and a partial one, as a holder woken mid-batch after a takeover leaves them),
+/// appended while the holder runs. The holder does not write its next batch after them and
+/// does not cut them there: the batch fails naming the problem, and the holder's resume cuts
+/// the file to its committed length (exactly those bytes), then delivers: every event once.
+#[tokio::test]
+async fn a_former_holders_bytes_in_the_shared_file_are_cut_by_the_holders_resume() {
+    let env = TestEnv::both(300, |_| {}).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(&tmp, "redis").await;
+    use_redis(&env, &redis, 3);
+    let log_path = env.path("daemon.log");
+    let mut child = collector_command(&["run"], &env.config_path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .spawn()
+        .unwrap();
+    wait_for(|| env.delivered(URL_TABLE).len() == env.url.visible_events().len()).await;
+    let delivered = env.delivered(URL_TABLE);
+    let stale = format!("{}\n{}\n{{\"partial", delivered[0], delivered[1]);
+    let path = env.path("out").join(format!("{URL_TABLE}.jsonl"));
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, stale.as_bytes()).unwrap();
+    // The simulator dates its events by the wall clock: so do the injected ones.
+    #[allow(clippy::disallowed_methods)]
+    let now = chrono::Utc::now();
+    let (from, to) = (
+        now - chrono::Duration::seconds(30),
+        now - chrono::Duration::seconds(1),
+    );
+    assert_eq!(env.url.inject(20, from, to), 20);
+    wait_for(|| env.delivered(URL_TABLE).len() == env.url.visible_events().len()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal(&child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the daemon stopped within 30 s")
+        .unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(status.success(), "{status:?}\n{log}");
+    env.assert_exactly_once();
+    let refused = format!(
+        "another process appended to {} while this one wrote; not cutting anything",
+        path.display()
+    );
+    assert!(log.contains(&refused), "{log}");
+    let cut = format!(
+        "Removing {} byte(s) written after the last checkpoint",
+        stale.len()
+    );
+    assert_eq!(log.matches(&cut).count(), 1, "{log}");
+}
