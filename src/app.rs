@@ -2,12 +2,16 @@
 //!
 //! Each enabled service runs as its own task with its own API client and output instances, so
 //! the two services are independent: one failing (bad key for one host, an outage of one API)
-//! never stops the other. Shutdown: the first SIGINT/SIGTERM cancels a token that every await
-//! point of the pullers watches; a window in flight is abandoned before its checkpoint (it is
-//! asked for again after the restart), the pullers close their outputs, and `run` returns. A
-//! second signal exits at once. Every task `run` spawns is in a `JoinSet` it owns (the services,
-//! and the `Background` tasks), joined before it returns and aborted if it is dropped: no
-//! task outlives `run`.
+//! never stops the other. With Redis persistence a service pulls only while this process holds
+//! its lease ([`crate::isolation::lease`]): after setup it stands by until it takes the lease,
+//! pre_pulls, pulls, and goes back to standby if the lease is lost.
+//!
+//! Shutdown: the first SIGINT/SIGTERM cancels a token that every await point of the pullers
+//! watches; a window in flight is abandoned before its checkpoint (it is asked for again after
+//! the restart), the pullers close their outputs, each held lease is released at once, and `run`
+//! returns. A second signal exits at once. Every task `run` spawns is in a `JoinSet` it owns (the
+//! services, and the `Background` tasks), joined before it returns and aborted if it is dropped:
+//! no task outlives `run`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +24,7 @@ use tracing::{error, info, warn, Instrument};
 use crate::clock::SharedClock;
 use crate::config::{Config, OutputConfig, OutputKind, Persistence, ServiceConfig};
 use crate::isolation::connection::ProxyRoute;
+use crate::isolation::lease::{Lease, TakeError, Tenure};
 use crate::isolation::puller::{PullError, Puller};
 use crate::metrics::Metrics;
 use crate::output::http::{hec::SplunkHecOutput, HttpOutput};
@@ -27,7 +32,8 @@ use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle}
 use crate::output::syslog::SyslogOutput;
 use crate::output::{console::ConsoleOutput, file::FileOutput, Output, OutputError};
 use crate::pipeline::budget::WindowBudget;
-use crate::state::StateStore;
+use crate::state::redis::RedisStore;
+use crate::state::{StateError, StateStore};
 use crate::telemetry;
 
 /// How `run` behaves.
@@ -39,12 +45,40 @@ pub struct RunOptions {
     pub no_save_state: bool,
 }
 
-/// Builds the state store of a config.
-pub fn store_for(config: &Config, no_save_state: bool) -> StateStore {
-    match (&config.globals.persistence, no_save_state) {
+/// Builds the state store of a config (it connects to Redis at its first operation).
+pub fn store_for(config: &Config, no_save_state: bool) -> Result<StateStore, StateError> {
+    Ok(match (&config.globals.persistence, no_save_state) {
         (Persistence::Filesystem { directory }, false) => StateStore::filesystem(directory.clone()),
+        (Persistence::Redis(r), false) => StateStore::Redis(Box::new(RedisStore::new(r)?)),
         _ => StateStore::memory(),
+    })
+}
+
+/// Says where the state lives. With Redis, checks it answers: a refusal (credentials, database)
+/// is fatal; an outage is not (logged once by the store; pulling waits for it).
+async fn open_store(store: &StateStore, metrics: &Arc<Metrics>) -> Result<(), StateError> {
+    match store {
+        StateStore::Filesystem { directory } => {
+            info!("Persistence: filesystem, directory {}", directory.display());
+            if let Some(w) = crate::state::directory_mode_warning(directory) {
+                warn!("{w}");
+            }
+        }
+        StateStore::Memory(_) => warn!("Persistence: memory only; nothing survives a restart."),
+        StateStore::Redis(r) => {
+            info!(
+                "Persistence: Redis at {}, lease_ttl_in_seconds {}",
+                r.address(),
+                r.ttl().as_secs_f64()
+            );
+            r.report_to(metrics.clone());
+            match r.check().await {
+                Err(e) if !e.is_unavailable() => return Err(e),
+                _ => {}
+            }
+        }
     }
+    Ok(())
 }
 
 /// Builds one instance of every configured output; `clock` stamps their records.
@@ -192,23 +226,19 @@ pub async fn run(
     clock: SharedClock,
     cancel: CancellationToken,
 ) -> anyhow::Result<bool> {
-    let store = Arc::new(store_for(&config, options.no_save_state));
-    match &*store {
-        StateStore::Filesystem { directory } => {
-            info!("Persistence: filesystem, directory {}", directory.display());
-            if let Some(w) = crate::state::directory_mode_warning(directory) {
-                warn!("{w}");
-            }
-        }
-        StateStore::Memory(_) => warn!("Persistence: memory only; nothing survives a restart."),
-    }
+    let store = Arc::new(store_for(&config, options.no_save_state)?);
+    let metrics = match &*store {
+        StateStore::Redis(_) => Metrics::new().with_leases(),
+        _ => Metrics::new(),
+    };
+    let metrics = Arc::new(metrics);
+    open_store(&store, &metrics).await?;
     if !config.input.enabled {
         warn!("The \"input\" configuration entry for proofpoint_isolation is not enabled");
         return Ok(true);
     }
     let mut background = Background::new(&cancel);
     start_internal_messages(&config, &clock, &mut background)?;
-    let metrics = Arc::new(Metrics::new());
     start_listener_and_memory_log(&config, &metrics, options, &clock, &mut background).await?;
     let mut services = JoinSet::new();
     let mut senders: Vec<(String, StatsHandle)> = Vec::new();
@@ -238,9 +268,21 @@ pub async fn run(
         let (input, id) = (&config.input.name, &config.input.id);
         let span = telemetry::puller_span(input, id, svc.service);
         let setup_span = telemetry::setup_span(input, id, svc.service);
+        let lease = Lease::new(
+            store.clone(),
+            StateStore::key(id, svc.service.name()),
+            svc.service,
+            metrics.service(svc.service),
+        );
         let svc = svc.clone();
-        services
-            .spawn(run_service(puller, svc, options, setup_span, cancel.clone()).instrument(span));
+        let task = ServiceTask {
+            puller,
+            svc,
+            lease,
+            options,
+            cancel: cancel.clone(),
+        };
+        services.spawn(task.run(setup_span).instrument(span));
     }
     if !senders.is_empty() && !options.once {
         let period = config.globals.sender_stats_period;
@@ -322,61 +364,157 @@ fn sum_stats(a: SenderStats, b: SenderStats) -> SenderStats {
     }
 }
 
-/// One service's task. In the daemon, every wait before pulling starts (the setup retry, the
-/// `pre_pull` retry) ends at once on `cancel`, and a service stopped there stopped cleanly.
-async fn run_service(
-    mut puller: Puller,
+/// One service's task: its puller, and the lease it pulls under.
+struct ServiceTask {
+    puller: Puller,
     svc: ServiceConfig,
+    lease: Lease,
     options: RunOptions,
-    setup_span: tracing::Span,
     cancel: CancellationToken,
-) -> bool {
-    info!("Starting thread");
-    setup_span.in_scope(|| log_connection(&svc));
-    if options.once {
-        if let Err(e) = puller.setup().instrument(setup_span).await {
+}
+
+/// Why a tenure ended.
+enum Stopped {
+    /// A shutdown, or the end of `--once`: release the lease.
+    Done,
+    /// The lease was lost (why): stand by.
+    LeaseLost(String),
+}
+
+impl ServiceTask {
+    /// Runs the service: `--once`, or the daemon. In the daemon, every wait before pulling
+    /// starts (the setup retry, the standby, the `pre_pull` retry) ends at once on `cancel`, and
+    /// a service stopped there stopped cleanly.
+    async fn run(mut self, setup_span: tracing::Span) -> bool {
+        info!("Starting thread");
+        setup_span.in_scope(|| log_connection(&self.svc));
+        if self.options.once {
+            return self.run_once(setup_span).await;
+        }
+        warn!("Waiting until setup will be executed");
+        if self
+            .puller
+            .setup_until_ready()
+            .instrument(setup_span)
+            .await
+            .is_err()
+        {
+            return true;
+        }
+        loop {
+            let tenure = match self.lease.take_until_held(&self.cancel, None).await {
+                Ok(tenure) => tenure,
+                Err(_) => return true,
+            };
+            match self.run_tenure(&tenure).await {
+                Stopped::Done => {
+                    self.lease.release(tenure).await;
+                    return true;
+                }
+                Stopped::LeaseLost(reason) => self.lease.lost(tenure, &reason),
+            }
+        }
+    }
+
+    /// Pulls while `tenure` lasts: `pre_pull` (the state is read again for each tenure, so
+    /// outputs resume from its committed positions), then the pull cycles.
+    async fn run_tenure(&mut self, tenure: &Tenure) -> Stopped {
+        self.puller.start_tenure(tenure.gate(), tenure.token());
+        let mut outage =
+            crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+        loop {
+            let wait = match self.puller.pre_pull().await {
+                Ok(()) => break,
+                Err(e) if e.is_lease_lost() => return Stopped::LeaseLost(e.to_string()),
+                // Logged once by the store.
+                Err(e) if e.is_unavailable() => outage.next_wait(),
+                Err(e) => {
+                    error!("{e}. Sleeping 60 sec before retry pre-pull");
+                    Duration::from_secs(60)
+                }
+            };
+            let stop = tenure.token();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => return self.why_stopped(tenure, None),
+            }
+        }
+        let lost = self.puller.run_forever().await;
+        self.why_stopped(tenure, lost)
+    }
+
+    fn why_stopped(&self, tenure: &Tenure, lost: Option<StateError>) -> Stopped {
+        if self.cancel.is_cancelled() {
+            return Stopped::Done;
+        }
+        match (tenure.lost(), lost) {
+            (Some(reason), _) => Stopped::LeaseLost(reason),
+            (None, Some(e)) => Stopped::LeaseLost(e.to_string()),
+            // The daemon's tenure ends only with a shutdown or a loss; `--once`'s at its end.
+            (None, None) => Stopped::Done,
+        }
+    }
+
+    /// `run --once`: setup, the lease (waiting at most its TTL and 5 s), one catch-up cycle.
+    async fn run_once(&mut self, setup_span: tracing::Span) -> bool {
+        if let Err(e) = self.puller.setup().instrument(setup_span).await {
             error!("{e}");
             return false;
         }
-        if let Err(e) = puller.pre_pull() {
+        let limit = self.lease_wait_limit();
+        let tenure = match self.lease.take_until_held(&self.cancel, limit).await {
+            Ok(tenure) => tenure,
+            Err(TakeError::Cancelled) => return false,
+            Err(TakeError::HeldBy { holder, waited }) => {
+                error!(
+                    "The lease of {} is still held by {holder} after {:.0} s: another collector pulls this service; stop it, or let it run",
+                    self.svc.service,
+                    waited.as_secs_f64()
+                );
+                return false;
+            }
+            Err(TakeError::Store(e)) => {
+                error!("Cannot take the lease of {}: {e}", self.svc.service);
+                return false;
+            }
+        };
+        self.puller.start_tenure(tenure.gate(), tenure.token());
+        let ok = self.pull_once().await;
+        match self.why_stopped(&tenure, None) {
+            Stopped::LeaseLost(reason) => {
+                self.lease.lost(tenure, &reason);
+                false
+            }
+            Stopped::Done => {
+                self.lease.release(tenure).await;
+                ok
+            }
+        }
+    }
+
+    /// How long `--once` waits for the lease: its TTL and 5 s (none without leases).
+    fn lease_wait_limit(&self) -> Option<Duration> {
+        self.lease.ttl().map(|ttl| ttl + Duration::from_secs(5))
+    }
+
+    /// `pre_pull` and one pull cycle.
+    async fn pull_once(&mut self) -> bool {
+        if let Err(e) = self.puller.pre_pull().await {
             error!("{e}");
             return false;
         }
-        return match puller.pull().await {
+        match self.puller.pull().await {
             Ok(_) => true,
             Err(PullError::Cancelled) => {
                 warn!("Retrieving loop has been interrupted due to a controlled stopping action has been activated");
                 false
             }
             Err(e) => {
-                error!("Pull failed for {}: {e}", svc.service);
+                error!("Pull failed for {}: {e}", self.svc.service);
                 false
-            }
-        };
-    }
-    warn!("Waiting until setup will be executed");
-    if puller
-        .setup_until_ready()
-        .instrument(setup_span)
-        .await
-        .is_err()
-    {
-        return true;
-    }
-    loop {
-        match puller.pre_pull() {
-            Ok(()) => break,
-            Err(e) => {
-                error!("{e}. Sleeping 60 sec before retry pre-pull");
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
-                    _ = cancel.cancelled() => return true,
-                }
             }
         }
     }
-    puller.run_forever().await;
-    true
 }
 
 /// `validate`: outputs reachable, then each enabled service's authentication.
@@ -399,6 +537,7 @@ pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
             ok = false;
         }
     }
+    ok &= validate_persistence(config).await;
     let store = Arc::new(StateStore::memory());
     for svc in config.services() {
         let span = telemetry::setup_span(&config.input.name, &config.input.id, svc.service);
@@ -422,6 +561,30 @@ pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
         }
     }
     ok
+}
+
+/// `validate`: with Redis persistence, that it answers and accepts the credentials (connect,
+/// `AUTH`, `SELECT` the database, `PING`).
+async fn validate_persistence(config: &Config) -> bool {
+    let Persistence::Redis(r) = &config.globals.persistence else {
+        return true;
+    };
+    match RedisStore::new(r) {
+        Ok(store) => match store.check().await {
+            Ok(()) => {
+                info!("Redis at {} answers.", store.address());
+                true
+            }
+            Err(e) => {
+                error!("Persistence: {e}");
+                false
+            }
+        },
+        Err(e) => {
+            error!("Persistence: {e}");
+            false
+        }
+    }
 }
 
 /// Says how a service reaches the API: "via proxy http://host:port (from HTTPS_PROXY)" or

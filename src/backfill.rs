@@ -126,7 +126,7 @@ pub async fn run(
         .with_progress(progress(from, to));
     async move {
         puller.setup().await?;
-        puller.pre_pull()?;
+        puller.pre_pull().await?;
         let stats = puller.pull().await?;
         info!(
             "Backfill complete: {} event(s) delivered, {} duplicate(s) filtered.",

@@ -105,4 +105,31 @@ pub enum StateAction {
         #[arg(long)]
         service: Option<String>,
     },
+    /// Copy each enabled service's state between a state directory and the config's Redis
+    /// (migration: stop the collector, copy, start it on the other persistence).
+    Copy {
+        #[arg(long, env = "CONFIG_FILE")]
+        config: PathBuf,
+        /// Where the states are read: filesystem or redis.
+        #[arg(long, value_enum)]
+        from: StoreKind,
+        /// Where they are written: redis or filesystem.
+        #[arg(long, value_enum)]
+        to: StoreKind,
+        /// The filesystem side's state directory.
+        #[arg(long, default_value = "state")]
+        directory: PathBuf,
+        /// Overwrite a state the target already holds.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// The two sides of `state copy`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A state directory (`--directory`).
+    Filesystem,
+    /// The config's `globals.persistence` (type redis).
+    Redis,
 }

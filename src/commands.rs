@@ -5,13 +5,16 @@
 //! problems the operator must fix before anything runs (a bad config, a bad argument) are
 //! printed to standard error and end as [`BadUsage`]. `main` maps both to the exit code.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::cli::StoreKind;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::config::Persistence;
 use crate::service::Service;
+use crate::state::redis::{lease_token, RedisStore};
 use crate::state::StateStore;
 use crate::telemetry::{self, LogFormat};
 use crate::{app, backfill};
@@ -116,7 +119,7 @@ pub async fn validate(
 }
 
 /// `state show` (`reset: false`) or `state reset`, for one service or both. Prints; never logs.
-pub fn state(
+pub async fn state(
     path: &Path,
     service: Option<&str>,
     reset: bool,
@@ -132,22 +135,23 @@ pub fn state(
             BadUsage
         })?],
     };
-    let store = app::store_for(&config, false);
+    let store = app::store_for(&config, false).map_err(|e| {
+        eprintln!("error: {e}");
+        BadUsage
+    })?;
     let mut ok = true;
     for s in services {
         let key = StateStore::key(&config.input.id, s.name());
-        let location = store
-            .path(&key)
-            .map_or("memory".to_owned(), |p| p.display().to_string());
+        let location = store.location(&key);
         let result = if reset {
-            store.reset(&key).map(|existed| match existed {
+            store.reset(&key).await.map(|existed| match existed {
                 true => println!(
                     "{s}: state deleted ({location}); the next run starts from start_time_in_utc"
                 ),
                 false => println!("{s}: no state ({location})"),
             })
         } else {
-            store.load(&key).map(|loaded| match loaded {
+            store.load(&key).await.map(|loaded| match loaded {
                 Some((state, _)) => println!("{s} ({location}): {}", state.summary()),
                 None => println!("{s}: no state ({location})"),
             })
@@ -158,6 +162,112 @@ pub fn state(
         }
     }
     Ok(ok)
+}
+
+/// The arguments of `state copy`.
+pub struct CopyArgs {
+    pub from: StoreKind,
+    pub to: StoreKind,
+    /// The filesystem side.
+    pub directory: PathBuf,
+    pub force: bool,
+}
+
+/// `state copy`: each enabled service's state from one store to the other (filesystem and the
+/// config's Redis), under the service's lease, so that a running collector's state is never
+/// overwritten; an existing target state only with `--force`. Prints; never logs.
+pub async fn state_copy(
+    path: &Path,
+    args: CopyArgs,
+    clock: &SharedClock,
+) -> Result<bool, BadUsage> {
+    let config = prepare(path, None, clock)?;
+    let usage = |e: String| {
+        eprintln!("error: {e}");
+        BadUsage
+    };
+    if args.from == args.to {
+        return Err(usage(
+            "--from and --to must differ: one is filesystem, the other redis".into(),
+        ));
+    }
+    let Persistence::Redis(r) = &config.globals.persistence else {
+        return Err(usage(format!(
+            "{}: globals.persistence.type must be redis for `state copy` (it copies between --directory and that Redis)",
+            path.display()
+        )));
+    };
+    let redis = StateStore::Redis(Box::new(
+        RedisStore::new(r).map_err(|e| usage(e.to_string()))?,
+    ));
+    let files = StateStore::filesystem(args.directory.clone());
+    let (from, to) = match args.from {
+        StoreKind::Filesystem => (&files, &redis),
+        StoreKind::Redis => (&redis, &files),
+    };
+    let mut ok = true;
+    for svc in config.services() {
+        let key = StateStore::key(&config.input.id, svc.service.name());
+        match copy_one(&redis, from, to, &key, args.force).await {
+            Ok(line) => println!("{}: {line}", svc.service),
+            Err(e) => {
+                eprintln!("{}: {e}", svc.service);
+                ok = false;
+            }
+        }
+    }
+    Ok(ok)
+}
+
+/// Copies the state of `key` from `from` to `to` while holding its lease in `redis`.
+async fn copy_one(
+    redis: &StateStore,
+    from: &StateStore,
+    to: &StateStore,
+    key: &str,
+    force: bool,
+) -> Result<String, String> {
+    let lease = redis.redis().expect("the Redis side");
+    let token = lease_token();
+    let taken = lease.take(key, &token).await.map_err(|e| e.to_string())?;
+    if !taken.done {
+        return Err(format!(
+            "not copied: the lease is held by {}, a collector that pulls this service; stop it first (or wait lease_ttl_in_seconds after it died)",
+            taken.holder
+        ));
+    }
+    let copied = copy_held(from, to, key, force, &token).await;
+    let released = lease.release(key, &token).await;
+    let line = copied?;
+    released.map_err(|e| {
+        format!(
+            "copied, but the lease was not released ({e}); it expires after lease_ttl_in_seconds"
+        )
+    })?;
+    Ok(line)
+}
+
+/// [`copy_one`]'s copy, the lease held by `token`.
+async fn copy_held(
+    from: &StateStore,
+    to: &StateStore,
+    key: &str,
+    force: bool,
+    token: &str,
+) -> Result<String, String> {
+    let (from_at, to_at) = (from.location(key), to.location(key));
+    let Some((state, _)) = from.load(key).await.map_err(|e| e.to_string())? else {
+        return Ok(format!("no state in {from_at}; nothing copied"));
+    };
+    if !force && to.load(key).await.map_err(|e| e.to_string())?.is_some() {
+        return Err(format!(
+            "not copied: {to_at} already holds a state; add --force to overwrite it"
+        ));
+    }
+    to.save(key, &state, Some(token))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(format!("copied {from_at} -> {to_at}: {}", state.summary()))
 }
 
 /// The arguments of `backfill`.

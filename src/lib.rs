@@ -9,14 +9,15 @@
 //! ```text
 //! config.yaml ─► config::Config (all problems at once) ─► app::run
 //!   per enabled service (own task): isolation::puller::Puller (the window loop)
-//!     setup (auth check) ─► pre_pull (isolation::checkpoint: load, upgrade, correct, reset)
+//!     setup (auth check) ─► with Redis: isolation::lease (stand by until the lease is held)
+//!     ─► pre_pull (isolation::checkpoint: load, upgrade, correct, reset)
 //!     every request_period_in_seconds: pipeline::window plans the range and its windows
 //!       isolation::client job (create, poll, pages) ─► event::parse_page (vendor bytes kept)
 //!       ─► sort by date ─► pipeline::dedup (multiset by date + SHA-256, on the originals)
 //!       ─► pipeline::obfuscate (obfuscation_data) ─► pipeline::environment
 //!       ─► output::Outputs (every output; only the unconfirmed are retried)
 //!       ─► all confirmed ─► isolation::checkpoint commits: dedup applied, cursors moved,
-//!          state::StateStore::save (atomic)
+//!          state::StateStore::save (atomic; in Redis fenced by the lease)
 //! ```
 //!
 //! ## Layout
@@ -27,6 +28,7 @@
 //!   and the 30-day retention.
 //! - [`isolation`]: the vendor API client (with Devo's `requests_limits` limiter) and the
 //!   per-service puller (the window loop), with beside it the state's lifecycle (`checkpoint`),
+//!   the Redis lease a service is pulled under (`lease`),
 //!   Devo's log wording (`devo_log`) and Devo's statistics line (`statistics`).
 //! - [`event`]: the page parser, the hot path: events stay the vendor's bytes.
 //! - [`pipeline`]: pure logic: window planning, exactly-once dedup, obfuscation and Devo's
@@ -34,7 +36,8 @@
 //! - [`output`]: file, console, Devo and syslog outputs with their confirm contract (the TLS
 //!   output proves delivery by waiting for the receiver to close after our close_notify), and the
 //!   HTTP outputs (a webhook's 2xx, Splunk HEC's indexer acknowledgement).
-//! - [`state`]: versioned JSON state per (input id, service), written atomically.
+//! - [`state`]: versioned JSON state per (input id, service), written atomically: files in a
+//!   directory, or keys in a Redis whose every write is fenced by the service's lease.
 //! - [`trust`]: the roots a TLS connection trusts (built-in, system store, `ca_file`), shared by
 //!   the API client and the network outputs.
 //! - [`metrics`]: Prometheus metrics, `/health` and `/ready` (the optional HTTP listener).

@@ -84,10 +84,28 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage
         }
         Command::State {
             action: StateAction::Show { config, service },
-        } => commands::state(&config, service.as_deref(), false, &clock),
+        } => commands::state(&config, service.as_deref(), false, &clock).await,
         Command::State {
             action: StateAction::Reset { config, service },
-        } => commands::state(&config, service.as_deref(), true, &clock),
+        } => commands::state(&config, service.as_deref(), true, &clock).await,
+        Command::State {
+            action:
+                StateAction::Copy {
+                    config,
+                    from,
+                    to,
+                    directory,
+                    force,
+                },
+        } => {
+            let args = commands::CopyArgs {
+                from,
+                to,
+                directory,
+                force,
+            };
+            commands::state_copy(&config, args, &clock).await
+        }
         Command::Backfill {
             config,
             service,

@@ -127,6 +127,10 @@ struct Readiness {
     services: BTreeMap<Service, Option<String>>,
     /// Per (output, service): `None` when the last delivery was confirmed (or none yet).
     outputs: BTreeMap<(String, Service), Option<String>>,
+    /// With Redis persistence: `Some(problem)` while it is unreachable.
+    persistence: Option<String>,
+    /// With Redis persistence: whether this process holds each service's lease.
+    leases: Option<BTreeMap<Service, bool>>,
 }
 
 /// The process's metric families, health state and registry.
@@ -145,6 +149,10 @@ pub struct Metrics {
     obfuscation_fallbacks: Family<RuleLabels, Counter>,
     checkpoint_lag: Family<ServiceLabels, SecondsGauge>,
     last_pull: Family<ServiceLabels, SecondsGauge>,
+    /// Registered only with Redis persistence ([`Metrics::with_leases`]).
+    lease_held: Family<ServiceLabels, Gauge>,
+    lease_lost: Family<ServiceLabels, Counter>,
+    persistence_up: Gauge,
     /// The checkpoint per service; the lag gauge is computed from it at scrape time, so it keeps
     /// growing while a service is stuck (a gauge set only on success would freeze instead).
     checkpoints: Mutex<BTreeMap<Service, Millis>>,
@@ -249,9 +257,56 @@ impl Metrics {
             obfuscation_fallbacks,
             checkpoint_lag,
             last_pull,
+            lease_held: Family::default(),
+            lease_lost: Family::default(),
+            persistence_up: Gauge::default(),
             checkpoints: Mutex::default(),
             readiness: Mutex::default(),
         }
+    }
+
+    /// Registers the lease and persistence families (Redis persistence only) and shows leases in
+    /// `/ready`.
+    pub fn with_leases(mut self) -> Metrics {
+        self.registry.register(
+            "lease_held",
+            "1 while this process holds the service's lease (and pulls it), 0 while it stands by.",
+            self.lease_held.clone(),
+        );
+        self.registry.register(
+            "lease_lost",
+            "Leases lost while pulling (refused renewal or fenced write): the service stopped and stood by.",
+            self.lease_lost.clone(),
+        );
+        self.registry.register(
+            "persistence_up",
+            "1 if Redis answered the last operation, 0 if it was unreachable.",
+            self.persistence_up.clone(),
+        );
+        self.persistence_up.set(1);
+        lock(&self.readiness).leases = Some(BTreeMap::new());
+        self
+    }
+
+    /// Whether the persistence answered (`Ok`) or why not.
+    pub fn persistence(&self, result: Result<(), String>) {
+        self.persistence_up.set(i64::from(result.is_ok()));
+        lock(&self.readiness).persistence = result.err();
+    }
+
+    /// The services whose lease this process holds and those it stands by for, or `None`
+    /// without leases.
+    pub fn leases(&self) -> Option<(Vec<Service>, Vec<Service>)> {
+        let r = lock(&self.readiness);
+        let leases = r.leases.as_ref()?;
+        let pick = |held: bool| {
+            leases
+                .iter()
+                .filter(|(_, &h)| h == held)
+                .map(|(&s, _)| s)
+                .collect()
+        };
+        Some((pick(true), pick(false)))
     }
 
     /// The handle one service's puller and client count through.
@@ -272,8 +327,13 @@ impl Metrics {
             &self.retries,
             &self.polls,
             &self.state_write_failures,
+            &self.lease_lost,
         ] {
             family.get_or_create(&labels).inc_by(0);
+        }
+        self.lease_held.get_or_create(&labels).set(0);
+        if let Some(leases) = lock(&self.readiness).leases.as_mut() {
+            leases.insert(service, false);
         }
         for outcome in Outcome::ALL {
             self.requests
@@ -302,6 +362,9 @@ impl Metrics {
     pub fn not_ready(&self) -> Vec<String> {
         let r = lock(&self.readiness);
         let mut problems = Vec::new();
+        if let Some(why) = &r.persistence {
+            problems.push(format!("persistence: {why}"));
+        }
         for (service, why) in &r.services {
             if let Some(why) = why {
                 problems.push(format!("service {service}: {why}"));
@@ -438,6 +501,22 @@ impl ServiceMetrics {
             .set(now as f64 / 1000.0);
     }
 
+    /// This process took (`true`) or no longer holds (`false`) the service's lease.
+    pub fn lease_held(&self, held: bool) {
+        self.metrics
+            .lease_held
+            .get_or_create(&self.labels())
+            .set(i64::from(held));
+        if let Some(leases) = lock(&self.metrics.readiness).leases.as_mut() {
+            leases.insert(self.service, held);
+        }
+    }
+
+    /// The lease was lost while pulling.
+    pub fn lease_lost(&self) {
+        self.metrics.lease_lost.get_or_create(&self.labels()).inc();
+    }
+
     /// The setup check's result.
     pub fn setup(&self, result: Result<(), String>) {
         let why = result.err().map(|e| format!("setup has not passed: {e}"));
@@ -482,8 +561,20 @@ async fn metrics_handler(State(metrics): State<Arc<Metrics>>, clock: SharedClock
 }
 
 async fn ready_handler(State(metrics): State<Arc<Metrics>>) -> Response {
+    let (status, body) = ready_body(&metrics);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `/ready`'s status and JSON body; with leases, which services this process holds and which it
+/// stands by for (standing by is not a problem: the other replica pulls them).
+fn ready_body(metrics: &Metrics) -> (StatusCode, serde_json::Value) {
     let problems = metrics.not_ready();
-    let (status, body) = if problems.is_empty() {
+    let (status, mut body) = if problems.is_empty() {
         (StatusCode::OK, serde_json::json!({"ready": true}))
     } else {
         (
@@ -491,12 +582,11 @@ async fn ready_handler(State(metrics): State<Arc<Metrics>>) -> Response {
             serde_json::json!({"ready": false, "not_ready": problems}),
         )
     };
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    if let Some((held, standby)) = metrics.leases() {
+        let names = |s: Vec<Service>| s.iter().map(|s| s.name()).collect::<Vec<_>>();
+        body["leases"] = serde_json::json!({"held": names(held), "standby": names(standby)});
+    }
+    (status, body)
 }
 
 #[cfg(test)]
@@ -544,5 +634,49 @@ mod tests {
         assert!(m.not_ready()[0].starts_with("output dev (service url_isolation)"));
         s.delivery("dev", "t", Ok(1));
         assert!(m.not_ready().is_empty());
+        assert_eq!(ready_body(&m).1, serde_json::json!({"ready": true}));
+        assert!(!m.encode(0).contains("lease"));
+    }
+
+    #[test]
+    fn leases_and_persistence_with_redis() {
+        let m = Arc::new(Metrics::new().with_leases());
+        m.expect_service(Service::UrlIsolation);
+        m.expect_service(Service::BrowserAndEmailIsolation);
+        let (url, browser) = (
+            m.service(Service::UrlIsolation),
+            m.service(Service::BrowserAndEmailIsolation),
+        );
+        url.setup(Ok(()));
+        browser.setup(Ok(()));
+        url.lease_held(true);
+        let (status, body) = ready_body(&m);
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            serde_json::json!({"ready": true, "leases": {"held": ["url_isolation"], "standby": ["browser_and_email_isolation"]}})
+        );
+        url.lease_held(false);
+        url.lease_lost();
+        m.persistence(Err("Redis at 127.0.0.1:1 is unreachable".into()));
+        let (status, body) = ready_body(&m);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body["not_ready"],
+            serde_json::json!(["persistence: Redis at 127.0.0.1:1 is unreachable"])
+        );
+        let text = m.encode(0);
+        for line in [
+            "isolation_collector_lease_held{service=\"url_isolation\"} 0",
+            "isolation_collector_lease_lost_total{service=\"url_isolation\"} 1",
+            "isolation_collector_lease_lost_total{service=\"browser_and_email_isolation\"} 0",
+            "isolation_collector_persistence_up 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+        m.persistence(Ok(()));
+        assert!(m
+            .encode(0)
+            .contains("isolation_collector_persistence_up 1\n"));
     }
 }

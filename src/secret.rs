@@ -1,4 +1,5 @@
-//! The API key, kept out of every log line, error message, URL and state file.
+//! Secrets (the API key, the Redis password), kept out of every log line, error message, URL
+//! and state file.
 
 use std::fmt;
 
@@ -46,6 +47,35 @@ impl fmt::Display for ApiKey {
     }
 }
 
+/// Any other secret (the Redis password): `Debug` and `Display` print only `****`, whatever
+/// its length (unlike the API key, whose masked form helps tell keys apart, a password's
+/// characters help nobody).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: String) -> Self {
+        Self(secret)
+    }
+
+    /// The secret itself, for the one place that sends it (the Redis `AUTH`).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("****")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +86,12 @@ mod tests {
         assert_eq!(key.masked(), "1a2b...9z");
         assert_eq!(format!("{key:?} {key}"), "ApiKey(1a2b...9z) 1a2b...9z");
         assert_eq!(mask("short"), "****");
+    }
+
+    #[test]
+    fn other_secrets_never_show() {
+        let s = Secret::new("a-rather-long-redis-password".into());
+        assert_eq!(format!("{s:?} {s}"), "Secret(****) ****");
+        assert_eq!(s.expose(), "a-rather-long-redis-password");
     }
 }

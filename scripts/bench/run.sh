@@ -18,13 +18,16 @@
 #   curve     the job latency curve: LATENCIES (ms) at CURVE_N events over 30 days, ours with
 #             the default config at max_concurrent_jobs default and 16, and iso2web.
 #   steady    the collector as a daemon against a live feed with late arrivals, iso2web every 5 s.
+#   ha        high availability on Redis (scripts/bench/ha.sh, its knobs there): takeover times
+#             after kill -9 and SIGTERM, records re-sent per takeover, Redis operations per
+#             cycle; its summary is OUT/ha/ha-summary.txt, quoted in docs/reliability.md.
 # Each end-to-end measurement runs REPS times (the curve: see CURVE_REPS); the summary shows
 # medians. Rough minutes per part, estimated from single 1,000,000-event runs on a loaded 2-core
 # machine: micro 4, callgrind 1, backfill 2, both 3, iso 6 (iso2web: ~2 min and ~1.7 GB a run),
 # curve 23 (ours ~1 min a run, iso2web ~2), steady 2.
 #
 # Knobs (environment, defaults in brackets): PARTS ["micro callgrind backfill both iso curve
-# steady"], REPS [3], SIZES ["100000 1000000"], BOTH_SIZES [same], ISO_N [1000000],
+# steady ha"], REPS [3], SIZES ["100000 1000000"], BOTH_SIZES [same], ISO_N [1000000],
 # CURVE_N [1000000], LATENCIES ["0 2000 5000 10000"], CURVE_MCJ ["default 16"],
 # CURVE_REPS [1: runs per side at the curve's latencies other than TARGET_LATENCY, 5000,
 # which gets REPS], CALLGRIND_N [100000], STEADY_SECS [120], OUT [a new /tmp/isolation-bench.*],
@@ -34,7 +37,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN=$CARGO_TARGET_DIR/release
-PARTS=${PARTS-"micro callgrind backfill both iso curve steady"}
+PARTS=${PARTS-"micro callgrind backfill both iso curve steady ha"}
 REPS=${REPS:-3}
 SIZES=${SIZES-"100000 1000000"}
 BOTH_SIZES=${BOTH_SIZES-$SIZES}
@@ -277,6 +280,11 @@ print(f"RESULT mode=steady secs={secs} requests={req} downloaded={recv} duplicat
       f"collector_total={delivered_file} iso_runs={iso_runs} iso_requests={iso_requests} iso_delivered={iso_delivered}")
 PY
   rm -rf "$w"
+fi
+
+# 8. High availability: its own script (also run alone), on the binaries built above.
+if has_part ha; then
+  OUT="$OUT/ha" SKIP_BUILD=1 bash scripts/bench/ha.sh
 fi
 
 echo "total bench time: $((SECONDS - started)) s" | tee "$OUT/duration.txt"

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::walker::{Cx, Obj};
+use crate::secret::Secret;
 
 #[derive(Clone, Debug)]
 pub struct Globals {
@@ -36,7 +37,43 @@ pub enum Persistence {
     Filesystem { directory: PathBuf },
     /// Nothing survives a restart (`--no-save-state`, or `type: memory`).
     Memory,
+    /// One key per (input id, service) in a Redis, with leases (Devo's `type: redis`).
+    Redis(RedisConfig),
 }
+
+/// `persistence.type: redis`: Devo's `host`, `port`, `password` and `db`, and ours.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub host: String,
+    pub port: u16,
+    /// `password` or the contents of `password_file`; shown only as `****`.
+    pub password: Option<Secret>,
+    /// A Redis 6 ACL user (`AUTH username password`).
+    pub username: Option<String>,
+    pub db: i64,
+    /// `rediss`: TLS, verified against the system's roots, or against `ca` only.
+    pub tls: bool,
+    /// A PEM file of the CA to trust (TLS only), resolved against the config's directory.
+    pub ca: Option<PathBuf>,
+    /// Put before every key (`<prefix>{proofpoint_isolation_<id>_<service>}:state`).
+    pub key_prefix: String,
+    /// How long a lease lives without being renewed.
+    pub lease_ttl: Duration,
+}
+
+impl RedisConfig {
+    /// `host:port`, the only way the server is named in logs and errors.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `key_prefix` when not set.
+pub const DEFAULT_KEY_PREFIX: &str = "isolation-collector:";
 
 const DEVO_GLOBALS_IGNORED: &[&str] = &[
     "multiprocessing",
@@ -168,21 +205,127 @@ fn persistence_kind(kind: Option<&str>, p: &mut Obj<'_>, cx: &mut Cx) -> Option<
             p.get("config");
             Some(Persistence::Memory)
         }
+        Some("redis") => {
+            let c = p.required_map(
+                "config",
+                "the redis persistence needs at least `host` (e.g. `config: {host: redis, port: 6379}`)",
+                cx,
+            )?;
+            redis_config(c, cx).map(Persistence::Redis)
+        }
         Some(other) => {
             cx.error(
                 &p.path("type"),
-                format!("`{other}` is not supported; use `filesystem` or `memory`"),
+                format!("`{other}` is not supported; use `filesystem`, `redis` or `memory`"),
             );
             None
         }
         None => {
             cx.error(
                 &p.path("type"),
-                "missing; use `filesystem` (with `config.directory_name`) or `memory`".into(),
+                "missing; use `filesystem` (with `config.directory_name`), `redis` (with `config.host`) or `memory`".into(),
             );
             None
         }
     }
+}
+
+/// `persistence.config` of `type: redis`. Every bad value is its own error (recorded in `cx`,
+/// which fails the config); the password never appears in one.
+fn redis_config(mut c: Obj<'_>, cx: &mut Cx) -> Option<RedisConfig> {
+    let host = c.string("host", cx).unwrap_or_else(|| "localhost".into());
+    if host.trim().is_empty() || host.contains(char::is_whitespace) {
+        cx.error(
+            &c.path("host"),
+            format!("`{host}` is not a host name; write the Redis server's name or IP, e.g. `127.0.0.1`"),
+        );
+    }
+    let port = c.number("port", 1.0, 65535.0, true, cx).map(|n| n as u16);
+    let password = redis_password(&mut c, cx);
+    let username = c.string("username", cx).filter(|u| !u.is_empty());
+    let db = c
+        .number("db", 0.0, i32::MAX as f64, true, cx)
+        .map(|n| n as i64);
+    let tls = c.boolean("tls", false, cx);
+    let ca = c.string("ca", cx).map(|name| {
+        let path = PathBuf::from(&name);
+        if path.is_absolute() {
+            path
+        } else {
+            cx.base_dir.join(path)
+        }
+    });
+    if let Some(ca) = &ca {
+        if !tls {
+            cx.error(
+                &c.path("ca"),
+                "is only used with `tls: true`; set `tls: true` or remove `ca`".into(),
+            );
+        } else if let Err(e) = std::fs::read(ca) {
+            cx.error(&c.path("ca"), format!("cannot read {}: {e}; give the PEM file of the CA that signed the Redis server's certificate", ca.display()));
+        }
+    }
+    let key_prefix = c
+        .string("key_prefix", cx)
+        .unwrap_or_else(|| DEFAULT_KEY_PREFIX.into());
+    if key_prefix.contains(['{', '}']) {
+        cx.error(
+            &c.path("key_prefix"),
+            format!("`{key_prefix}` holds `{{` or `}}`, which would change the keys' Redis Cluster hash tag; remove them"),
+        );
+    }
+    let ttl = c.number("lease_ttl_in_seconds", 1.0, 3600.0, false, cx);
+    c.finish(cx);
+    // A bad value was recorded in `cx`, which fails the whole config.
+    Some(RedisConfig {
+        host,
+        port: port.unwrap_or(6379),
+        password,
+        username,
+        db: db.unwrap_or(0),
+        tls,
+        ca,
+        key_prefix,
+        lease_ttl: ttl.map_or(Duration::from_secs(30), Duration::from_secs_f64),
+    })
+}
+
+/// `password` or `password_file` (one of them, or neither); never shown in an error.
+fn redis_password(c: &mut Obj<'_>, cx: &mut Cx) -> Option<Secret> {
+    let inline = c.string("password", cx);
+    let file = c.string("password_file", cx);
+    let password = match (inline, file) {
+        (Some(_), Some(_)) => {
+            cx.error(
+                &c.path("password"),
+                "give either `password` or `password_file`, not both".into(),
+            );
+            return None;
+        }
+        (Some(p), None) => p,
+        (None, Some(f)) => {
+            let bytes = cx.read_secret_file(&c.path("password_file"), &f)?;
+            match String::from_utf8(bytes) {
+                Ok(p) => p,
+                Err(_) => {
+                    cx.error(
+                        &c.path("password_file"),
+                        format!("{f} is not UTF-8 text; it must hold the password alone"),
+                    );
+                    return None;
+                }
+            }
+        }
+        (None, None) => return None,
+    };
+    if password.is_empty() {
+        cx.error(
+            &c.path("password"),
+            "is empty; remove it (no password) or set it, e.g. \"${REDIS_PASSWORD}\"".into(),
+        );
+        return None;
+    }
+    Some(Secret::new(password))
 }
 
 /// `metrics_listen`: an IP and a port.

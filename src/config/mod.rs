@@ -30,7 +30,7 @@ mod outputs;
 mod services;
 mod walker;
 
-pub use globals::{Globals, Persistence, DEFAULT_WINDOW_MEMORY_BUDGET_MB};
+pub use globals::{Globals, Persistence, RedisConfig, DEFAULT_WINDOW_MEMORY_BUDGET_MB};
 pub use input::{parse_period, InputConfig, KeyPlacement, RequestPacing};
 pub use outputs::{NetworkOutputConfig, OutputConfig, OutputKind, TlsFiles};
 pub use services::ServiceConfig;
@@ -104,6 +104,9 @@ impl Config {
                 problems,
             })?;
         if let Some(w) = inline_key_exposure(&text, path) {
+            config.warnings.push(w);
+        }
+        if let Some(w) = inline_redis_password_exposure(&text, path) {
             config.warnings.push(w);
         }
         Ok(config)
@@ -187,6 +190,38 @@ fn check_shared_tables(outputs: &[OutputConfig], input: &InputConfig, cx: &mut C
 
 /// A warning when the file holds the API key itself (not `${VAR}` nor `api_key_file`) and
 /// other users may read it.
+/// A warning when the file holds the Redis password itself (not `${VAR}` nor `password_file`)
+/// and other users may read it.
+fn inline_redis_password_exposure(text: &str, path: &Path) -> Option<String> {
+    let raw: Value = serde_yaml_ng::from_str(text).ok()?;
+    let persistence = raw.get("globals")?.get("persistence")?;
+    let password = persistence.get("config")?.get("password")?.as_str()?;
+    if persistence.get("type")?.as_str()? != "redis" || password.contains("${") {
+        return None;
+    }
+    let mode = mode_readable_by_others(path)?;
+    Some(format!(
+        "globals.persistence.config.password: the Redis password is written in {} and the file is readable by other users (mode {mode:04o}); run `chmod 600 {}`, or use \"${{REDIS_PASSWORD}}\" or password_file",
+        path.display(),
+        path.display()
+    ))
+}
+
+/// The file's mode if users other than its owner may read it.
+fn mode_readable_by_others(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o044 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 fn inline_key_exposure(text: &str, path: &Path) -> Option<String> {
     let raw: Value = serde_yaml_ng::from_str(text).ok()?;
     let key = raw
@@ -198,19 +233,12 @@ fn inline_key_exposure(text: &str, path: &Path) -> Option<String> {
     if key.contains("${") {
         return None;
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-        if mode & 0o044 != 0 {
-            return Some(format!(
-                "inputs.proofpoint_isolation.credentials.api_key: the key is written in {} and the file is readable by other users (mode {mode:04o}); run `chmod 600 {}`, or use \"${{ISOLATION_API_KEY}}\" or api_key_file",
-                path.display(),
-                path.display()
-            ));
-        }
-    }
-    None
+    let mode = mode_readable_by_others(path)?;
+    Some(format!(
+        "inputs.proofpoint_isolation.credentials.api_key: the key is written in {} and the file is readable by other users (mode {mode:04o}); run `chmod 600 {}`, or use \"${{ISOLATION_API_KEY}}\" or api_key_file",
+        path.display(),
+        path.display()
+    ))
 }
 
 #[cfg(test)]

@@ -537,6 +537,34 @@ fn an_inline_key_in_a_world_readable_file_is_warned_about() {
     }
 }
 
+#[cfg(unix)]
+#[test]
+fn an_inline_redis_password_in_a_world_readable_file_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let redis = |password: &str| {
+        with_persistence(&format!(
+            "    type: redis\n    config: {{host: localhost, password: \"{password}\"}}"
+        ))
+    };
+    let inline = redis("inline-Redis-pw-9876");
+    let from_env = redis("${HMAC_KEY}");
+    for (text, mode, warned) in [
+        (inline.as_str(), 0o644, true),
+        (inline.as_str(), 0o600, false),
+        (from_env.as_str(), 0o644, false),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let w = super::inline_redis_password_exposure(text, &path);
+        assert_eq!(w.is_some(), warned, "{mode:o}: {w:?}");
+        if let Some(w) = w {
+            assert!(w.contains("chmod 600") && !w.contains("9876"), "{w}");
+        }
+    }
+}
+
 #[test]
 fn two_services_cannot_share_a_table_file() {
     let text = GOOD.replace(
@@ -795,4 +823,110 @@ fn a_start_time_after_now_is_refused() {
         ["inputs.proofpoint_isolation.services.browser_and_email_isolation.start_time_in_utc: \
           `2024-06-01 00:05:01 UTC` is in the future; use a past UTC time such as 2024-06-01T00:00:00Z"]
     );
+}
+
+fn with_persistence(persistence: &str) -> String {
+    format!("globals:\n  persistence:\n{persistence}\noutputs: {{c: {{type: console}}}}\ninputs:\n  proofpoint_isolation: {{id: \"10001\", credentials: {{api_key: \"${{KEY}}\"}}}}\n")
+}
+
+#[test]
+fn redis_persistence_keys_and_defaults() {
+    let c = parse(&with_persistence(
+        "    type: redis\n    config: {host: redis.internal}",
+    ))
+    .unwrap();
+    let Persistence::Redis(r) = &c.globals.persistence else {
+        panic!("{:?}", c.globals.persistence)
+    };
+    assert_eq!(
+        *r,
+        RedisConfig {
+            host: "redis.internal".into(),
+            port: 6379,
+            password: None,
+            username: None,
+            db: 0,
+            tls: false,
+            ca: None,
+            key_prefix: "isolation-collector:".into(),
+            lease_ttl: Duration::from_secs(30),
+        }
+    );
+    assert_eq!(r.address(), "redis.internal:6379");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "pem").unwrap();
+    std::fs::write(dir.path().join("pw"), "from-a-file\n").unwrap();
+    let text = with_persistence(
+        "    type: redis\n    config: {host: 10.0.0.5, port: 6380, password_file: pw, username: collector, db: 3, tls: true, ca: ca.pem, key_prefix: \"pp:\", lease_ttl_in_seconds: 2.5}",
+    );
+    let c = Config::parse(&text, dir.path(), &env, now()).unwrap();
+    let Persistence::Redis(r) = &c.globals.persistence else {
+        panic!()
+    };
+    assert_eq!(r.password.as_ref().unwrap().expose(), "from-a-file");
+    assert_eq!(
+        (
+            r.port,
+            r.username.as_deref(),
+            r.db,
+            r.tls,
+            r.key_prefix.as_str()
+        ),
+        (6380, Some("collector"), 3, true, "pp:")
+    );
+    assert_eq!(r.ca.as_deref(), Some(dir.path().join("ca.pem").as_path()));
+    assert_eq!(r.lease_ttl, Duration::from_millis(2500));
+    // Devo's own block: host, port, password and db; the password never in Debug output.
+    let c = parse(&with_persistence(
+        "    type: redis\n    config: {host: localhost, port: 6379, password: \"${HMAC_KEY}\", db: 0}",
+    ))
+    .unwrap();
+    let shown = format!("{:?}", c.globals);
+    assert!(!shown.contains("hmac-secret"), "{shown}");
+    assert!(shown.contains("Secret(****)"), "{shown}");
+}
+
+#[test]
+fn every_bad_redis_value_is_its_own_error_without_the_password() {
+    let text = with_persistence(
+        "    type: redis\n    config: {host: \"bad host\", port: 70000, password: \"${HMAC_KEY}\", password_file: /nonexistent, db: -1, tls: maybe, ca: ca.pem, key_prefix: \"a{b}\", lease_ttl_in_seconds: 0, sentinel: x}",
+    );
+    let errors = parse(&text).unwrap_err();
+    for (path, needle) in [
+        ("globals.persistence.config.host", "is not a host name"),
+        ("globals.persistence.config.port", "from 1 to 65535"),
+        ("globals.persistence.config.password", "not both"),
+        ("globals.persistence.config.db", "from 0 to"),
+        ("globals.persistence.config.tls", "true or false"),
+        (
+            "globals.persistence.config.ca",
+            "only used with `tls: true`",
+        ),
+        ("globals.persistence.config.key_prefix", "hash tag"),
+        (
+            "globals.persistence.config.lease_ttl_in_seconds",
+            "from 1 to 3600",
+        ),
+        ("globals.persistence.config.sentinel", "unknown key"),
+    ] {
+        let matching: Vec<_> = errors
+            .iter()
+            .filter(|e| e.starts_with(&format!("{path}: ")))
+            .collect();
+        assert_eq!(matching.len(), 1, "{path}: {errors:#?}");
+        assert!(matching[0].contains(needle), "{path}: {errors:#?}");
+    }
+    assert_eq!(errors.len(), 9, "{errors:#?}");
+    assert!(!errors.join("\n").contains("hmac-secret"), "{errors:#?}");
+    let errors = parse(&with_persistence("    type: redis")).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("globals.persistence.config: missing"),
+        "{errors:#?}"
+    );
+    let errors = parse(&with_persistence(
+        "    type: redis\n    config: {password: \"\", lease_ttl_in_seconds: 3601}",
+    ))
+    .unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
 }

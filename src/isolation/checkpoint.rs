@@ -11,7 +11,8 @@
 //!   the next cycle starts from the one on disk ([`Checkpoint::reload_if_behind`]).
 //!
 //! [`crate::state`] does the storing (format, atomic writes, the correction rules); this module
-//! decides when.
+//! decides when. With Redis, every write carries the token of the service's lease (its
+//! *fence*, [`Checkpoint::set_fence`]) and is refused once another process holds the lease.
 
 use std::sync::Arc;
 
@@ -36,6 +37,8 @@ pub struct Checkpoint {
     needs_reload: bool,
     /// Counts failed writes and shows the committed checkpoint.
     metrics: ServiceMetrics,
+    /// The token of the lease this process holds for the service (Redis: writes are fenced).
+    fence: Option<String>,
 }
 
 /// The earliest time the API still serves, with a margin for the time a job takes.
@@ -58,7 +61,13 @@ impl Checkpoint {
             state: ServiceState::new(svc.start_time_text.clone(), start),
             needs_reload: false,
             metrics,
+            fence: None,
         }
+    }
+
+    /// Fences every write from now on with `token`, the lease of this tenure.
+    pub fn set_fence(&mut self, token: Option<String>) {
+        self.fence = token;
     }
 
     /// Counts into `metrics` from now on.
@@ -77,9 +86,9 @@ impl Checkpoint {
     }
 
     /// Devo's `pre_pull` persistence steps: load, upgrade, correct, reset, save if changed.
-    pub fn restore(&mut self, svc: &ServiceConfig, now: Millis) -> Result<(), StateError> {
+    pub async fn restore(&mut self, svc: &ServiceConfig, now: Millis) -> Result<(), StateError> {
         devo_log::reading_persisted_data();
-        let (loaded, mut changed) = self.load_upgraded()?;
+        let (loaded, mut changed) = self.load_upgraded().await?;
         devo_log::corrections_steps();
         let mut loaded = loaded.map(|mut s| {
             for change in correct(&mut s, now, earliest_available(now)) {
@@ -99,7 +108,7 @@ impl Checkpoint {
         let state = loaded.unwrap_or_else(fresh);
         if changed {
             devo_log::persistence_changed(previous.as_deref().unwrap_or("{}"), &state.summary());
-            self.save_state(&state)?;
+            self.save_state(&state).await?;
             devo_log::persistence_updated();
         } else {
             devo_log::persistence_unchanged();
@@ -111,8 +120,8 @@ impl Checkpoint {
 
     /// The load and upgrade steps: the stored state, if any, and whether it must be written back
     /// (there was none, or it was upgraded).
-    fn load_upgraded(&self) -> Result<(Option<ServiceState>, bool), StateError> {
-        match self.store.load(&self.key)? {
+    async fn load_upgraded(&self) -> Result<(Option<ServiceState>, bool), StateError> {
+        match self.store.load(&self.key).await? {
             None => {
                 devo_log::persistence_empty();
                 Ok((None, true))
@@ -129,9 +138,9 @@ impl Checkpoint {
     }
 
     /// Starts the next cycle from the state on disk if a write failed since the last one.
-    pub fn reload_if_behind(&mut self) -> Result<(), StateError> {
+    pub async fn reload_if_behind(&mut self) -> Result<(), StateError> {
         if self.needs_reload {
-            if let Some((s, _)) = self.store.load(&self.key)? {
+            if let Some((s, _)) = self.store.load(&self.key).await? {
                 self.state = s;
             }
             self.needs_reload = false;
@@ -140,25 +149,25 @@ impl Checkpoint {
     }
 
     /// Writes the positions outputs reported when they resumed.
-    pub fn save_positions(
+    pub async fn save_positions(
         &mut self,
         table: &str,
         positions: Vec<(String, u64)>,
     ) -> Result<(), StateError> {
         self.record_positions(table, positions);
-        self.save_state(&self.state)
+        self.save_state(&self.state).await
     }
 
     /// Writes that a late-arrival sweep ran at `now`.
-    pub fn swept(&mut self, now: Millis) -> Result<(), StateError> {
+    pub async fn swept(&mut self, now: Millis) -> Result<(), StateError> {
         self.state.cursors.last_sweep = Some(now);
-        self.save_state(&self.state)
+        self.save_state(&self.state).await
     }
 
     /// Commits window `w` (whose job was created at `created`), which every output confirmed:
     /// applies its dedup `plan`, records the outputs' `positions`, moves the cursors past it and
     /// writes the state. If the write fails, the next cycle reloads the state from disk.
-    pub fn commit(
+    pub async fn commit(
         &mut self,
         w: Window,
         created: Millis,
@@ -170,7 +179,7 @@ impl Checkpoint {
         self.state.dedup.apply(plan);
         self.record_positions(&svc.table, positions);
         self.advance_cursors(w, created, svc.lookback.as_millis() as Millis);
-        if let Err(e) = self.save_state(&self.state) {
+        if let Err(e) = self.save_state(&self.state).await {
             self.needs_reload = true;
             return Err(e);
         }
@@ -203,8 +212,11 @@ impl Checkpoint {
     }
 
     /// Writes `state`, counting a failure.
-    fn save_state(&self, state: &ServiceState) -> Result<(), StateError> {
-        let result = self.store.save(&self.key, state);
+    async fn save_state(&self, state: &ServiceState) -> Result<(), StateError> {
+        let result = self
+            .store
+            .save(&self.key, state, self.fence.as_deref())
+            .await;
         if result.is_err() {
             self.metrics.state_write_failed();
         }

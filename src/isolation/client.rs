@@ -190,6 +190,11 @@ impl ApiClient {
         self.metrics = metrics;
     }
 
+    /// Ends its waits on `cancel` from now on (a lease's tenure).
+    pub fn set_cancel(&mut self, cancel: tokio_util::sync::CancellationToken) {
+        self.cancel = cancel;
+    }
+
     /// The setup check: one small job creation (the minute before `now`). Only authentication
     /// and reachability matter.
     pub async fn check_auth(&mut self, now: DateTime<Utc>) -> Result<(), FetchError> {

@@ -8,6 +8,8 @@
 //! - [`lookahead`]: the jobs of the next windows, created while the current one is delivered.
 //! - [`checkpoint`]: the service's state through its lifecycle (Devo's `pre_pull` steps: load,
 //!   upgrade, correct, reset; the commit after each confirmed window).
+//! - [`lease`]: with Redis, the service's lease: standby, renewal, and the gate before each
+//!   delivery.
 //! - [`devo_log`]: Devo's thread names and log lines for setup, `pre_pull` and the loop.
 //! - [`statistics`]: a cycle's totals and Devo's per-pull statistics line.
 
@@ -15,6 +17,7 @@ pub mod checkpoint;
 pub mod client;
 pub mod connection;
 pub mod devo_log;
+pub mod lease;
 pub mod limiter;
 pub mod lookahead;
 pub mod puller;

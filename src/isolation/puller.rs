@@ -32,6 +32,7 @@ use crate::event::Event;
 use crate::isolation::checkpoint::Checkpoint;
 use crate::isolation::client::{ApiClient, CreatedJob, FetchError};
 use crate::isolation::devo_log;
+use crate::isolation::lease::LeaseGate;
 use crate::isolation::lookahead::{JobAhead, LookAhead};
 use crate::isolation::statistics::{CycleReport, CycleStats};
 use crate::metrics::{Metrics, ServiceMetrics};
@@ -42,6 +43,9 @@ use crate::pipeline::obfuscate::Obfuscator;
 use crate::pipeline::window::{plan_cycle, Window, WindowPlanner};
 use crate::state::{ServiceState, StateError, StateStore};
 use crate::time::{format_iso, from_millis, Millis};
+
+/// The longest wait between pull cycles while Redis is unreachable.
+const PERSISTENCE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Why a cycle stopped early. The state is unchanged past the last completed window.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +75,7 @@ impl From<FanOutError> for PullError {
         match e {
             FanOutError::Output(e) => PullError::Output(e),
             FanOutError::Cancelled => PullError::Cancelled,
+            FanOutError::Lease(e) => PullError::State(e),
         }
     }
 }
@@ -104,6 +109,9 @@ pub struct Puller {
     budget: WindowBudget,
     /// Bytes per event held in a window, learnt from the pages (sizes windows to the budget).
     bytes_per_event: Option<f64>,
+    /// The lease's gate (always open without leases), asked by the outputs before each turn; a
+    /// fenced write's refusal is recorded in it.
+    gate: LeaseGate,
 }
 
 /// Called after each delivered window with the window's end and the cycle's totals so far.
@@ -146,7 +154,20 @@ impl Puller {
             clock,
             budget: WindowBudget::new(DEFAULT_WINDOW_MEMORY_BUDGET_MB * 1024 * 1024, 1),
             bytes_per_event: None,
+            gate: LeaseGate::open(),
         })
+    }
+
+    /// Pulls under a lease's tenure from now on: `cancel` (the tenure's token) stops it, `gate`
+    /// is asked before each delivery, and every state write is fenced by the lease's token.
+    /// Call [`Self::pre_pull`] next: the state is read again for each tenure.
+    pub fn start_tenure(&mut self, gate: LeaseGate, cancel: CancellationToken) {
+        self.client.set_cancel(cancel.clone());
+        self.outputs.set_cancel(cancel.clone());
+        self.outputs.set_gate(gate.clone());
+        self.checkpoint.set_fence(gate.token());
+        self.cancel = cancel;
+        self.gate = gate;
     }
 
     /// Shares `budget` (the process's window memory budget) instead of a default one of its own.
@@ -193,12 +214,14 @@ impl Puller {
     }
 
     /// Devo's `pre_pull`: the state's load, upgrade, correct, reset, save if changed.
-    pub fn pre_pull(&mut self) -> Result<(), StateError> {
+    pub async fn pre_pull(&mut self) -> Result<(), StateError> {
         devo_log::pre_pull_started(&self.thread);
         for line in &self.svc.overrides {
             info!("{line}");
         }
-        self.checkpoint.restore(&self.svc, self.clock.now_ms())?;
+        self.checkpoint
+            .restore(&self.svc, self.clock.now_ms())
+            .await?;
         self.needs_resume = true;
         devo_log::pre_pull_finished(&self.thread);
         Ok(())
@@ -259,8 +282,9 @@ impl Puller {
         }
     }
 
-    /// The daemon loop: a cycle every `request_period_in_seconds` until cancelled.
-    pub async fn run_forever(&mut self) {
+    /// The daemon loop: a cycle every `request_period_in_seconds` until cancelled, or until the
+    /// lease is lost (returned: the caller stands by).
+    pub async fn run_forever(&mut self) -> Option<StateError> {
         devo_log::collection_started(self.svc.request_period);
         // Back off on repeated failures, but never longer than a period: new data keeps arriving
         // and an output may come back at any moment.
@@ -268,14 +292,25 @@ impl Puller {
             self.svc.retry_initial.saturating_mul(2),
             self.svc.request_period,
         );
+        // An unreachable Redis is retried within seconds, so that pulling resumes soon after it
+        // answers again (its outage is logged once by the store, not per retry).
+        let mut outage = Backoff::new(Duration::from_millis(500), PERSISTENCE_RETRY_MAX);
+        let mut lost = None;
         loop {
             let started = Instant::now();
             let wait = match self.pull().await {
                 Ok(_) => {
                     failures.reset();
+                    outage.reset();
                     self.wait_after_cycle(started.elapsed())
                 }
                 Err(PullError::Cancelled) => break,
+                Err(PullError::State(e)) if e.is_lease_lost() => {
+                    self.gate.refused(&e);
+                    lost = Some(e);
+                    break;
+                }
+                Err(PullError::State(e)) if e.is_unavailable() => outage.next_wait(),
                 Err(e) => {
                     let wait = failures.next_wait();
                     devo_log::pull_failed(&e, failures.attempts(), wait);
@@ -288,11 +323,12 @@ impl Puller {
             }
         }
         devo_log::loop_interrupted();
+        lost
     }
 
     /// One pull cycle: catch up from the cursors to `now - offset`.
     pub async fn pull(&mut self) -> Result<CycleStats, PullError> {
-        self.checkpoint.reload_if_behind()?;
+        self.checkpoint.reload_if_behind().await?;
         let pulling_id = self.clock.now_ms();
         devo_log::pull_started();
         let mut report = CycleReport::start(pulling_id, Instant::now(), self.client.stats);
@@ -368,7 +404,7 @@ impl Puller {
             }
         }
         if range.sweep {
-            self.checkpoint.swept(now)?;
+            self.checkpoint.swept(now).await?;
         }
         Ok(())
     }
@@ -404,7 +440,7 @@ impl Puller {
         let committed = |output: &str| checkpoint.position(output, table);
         let new_positions = self.outputs.resume(table, committed).await?;
         if !new_positions.is_empty() {
-            self.checkpoint.save_positions(table, new_positions)?;
+            self.checkpoint.save_positions(table, new_positions).await?;
         }
         self.needs_resume = false;
         Ok(())
@@ -716,11 +752,14 @@ impl Delivering<'_> {
         if let Some(env) = self.environment {
             env.apply_batch(&mut batch);
         }
+        // Nothing is delivered without a lease that outlasts the delivery: the gate is asked
+        // before each output's turn (see `lease` and `Outputs::deliver`).
         let positions = self.outputs.deliver(&self.svc.table, &batch).await?;
         stats.sent += batch.len() as u64;
         // Every output confirmed: commit.
         self.checkpoint
-            .commit(w, created, plan, positions, self.svc)?;
+            .commit(w, created, plan, positions, self.svc)
+            .await?;
         Ok(())
     }
 }

@@ -6,8 +6,16 @@
 //! [`DELIVERY_RETRIES`] retries the batch is given up (the caller delivers the window again in
 //! its next cycle). The waits between tries end at once on a shutdown request.
 //!
+//! With Redis persistence, each output's turn (each try) starts only after the service's lease
+//! gate allows it ([`LeaseGate::before_delivery`]): a holder paused in the middle of a batch
+//! (between two outputs, or between tries) and woken after another process took over stops
+//! there, instead of writing its stale batch into the next output (a file shared with the new
+//! holder would be cut back to the old holder's idea of its length).
+//!
 //! Before the first batch after a start, or after a failed one, [`Outputs::resume`] hands each
-//! output its committed position (see the [module documentation](super)).
+//! output its committed position (see the [module documentation](super)). It asks the gate
+//! before each output too: a file output cuts its file back to the committed length there, and
+//! only the holder's committed length may cut bytes another replica wrote (see `file`).
 
 use std::time::Duration;
 
@@ -17,7 +25,9 @@ use tracing::warn;
 use super::{Output, OutputError};
 use crate::backoff::{Backoff, Jitter};
 use crate::event::Event;
+use crate::isolation::lease::LeaseGate;
 use crate::metrics::ServiceMetrics;
+use crate::state::StateError;
 
 /// Rounds of delivery to the unconfirmed outputs after the first, within one `deliver`.
 pub const DELIVERY_RETRIES: u32 = 3;
@@ -34,6 +44,9 @@ pub enum FanOutError {
     /// A shutdown request ended a wait between tries.
     #[error("stopped by a shutdown request")]
     Cancelled,
+    /// The lease gate refused the next output's turn (lost, or Redis unreachable).
+    #[error(transparent)]
+    Lease(StateError),
 }
 
 /// The outputs of one service task, delivered to as one.
@@ -41,6 +54,8 @@ pub struct Outputs {
     outputs: Vec<Output>,
     metrics: ServiceMetrics,
     cancel: CancellationToken,
+    /// Asked before each output's turn (always open without leases).
+    gate: LeaseGate,
 }
 
 impl Outputs {
@@ -58,7 +73,13 @@ impl Outputs {
             outputs,
             metrics,
             cancel,
+            gate: LeaseGate::open(),
         }
+    }
+
+    /// Asks `gate` before each output's turn from now on (a lease's tenure).
+    pub fn set_gate(&mut self, gate: LeaseGate) {
+        self.gate = gate;
     }
 
     /// Counts into `metrics` from now on.
@@ -66,19 +87,33 @@ impl Outputs {
         self.metrics = metrics;
     }
 
+    /// Ends the waits between tries on `cancel` from now on (a lease's tenure).
+    pub fn set_cancel(&mut self, cancel: CancellationToken) {
+        for o in &mut self.outputs {
+            o.stop_retries_on(cancel.clone());
+        }
+        self.cancel = cancel;
+    }
+
     /// Tells every output the position committed for it in `table` (`committed(name)`), and
     /// returns the positions of outputs that had none committed and now report one: the caller
     /// records them.
     ///
     /// # Errors
-    /// The first output that cannot resume (e.g. a file it cannot cut back).
+    /// [`FanOutError::Output`] for the first output that cannot resume (e.g. a file it cannot
+    /// cut back); [`FanOutError::Lease`] when the lease gate refuses an output's turn.
     pub async fn resume(
         &mut self,
         table: &str,
         committed: impl Fn(&str) -> Option<u64>,
-    ) -> Result<Vec<(String, u64)>, OutputError> {
+    ) -> Result<Vec<(String, u64)>, FanOutError> {
         let mut new_positions = Vec::new();
         for o in &mut self.outputs {
+            // A resume may cut a shared file: only the lease's holder may do that.
+            self.gate
+                .before_delivery()
+                .await
+                .map_err(FanOutError::Lease)?;
             let stored = committed(o.name());
             let position = o.resume(table, stored).await?;
             if let (None, Some(p)) = (stored, position) {
@@ -94,7 +129,8 @@ impl Outputs {
     ///
     /// # Errors
     /// [`FanOutError::Output`] with the last failure when an output still has not confirmed
-    /// after [`DELIVERY_RETRIES`] retries; [`FanOutError::Cancelled`] on a shutdown request.
+    /// after [`DELIVERY_RETRIES`] retries; [`FanOutError::Cancelled`] on a shutdown request;
+    /// [`FanOutError::Lease`] when the lease gate refuses an output's turn.
     pub async fn deliver(
         &mut self,
         table: &str,
@@ -114,6 +150,10 @@ impl Outputs {
                 if *done {
                     continue;
                 }
+                self.gate
+                    .before_delivery()
+                    .await
+                    .map_err(FanOutError::Lease)?;
                 match deliver_one(o, &self.metrics, table, batch).await {
                     Ok(p) => {
                         *done = true;

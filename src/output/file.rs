@@ -14,6 +14,43 @@
 //! else is written. If even that fails, the next `deliver` or `resume` tries it again first. A
 //! confirmed batch is therefore exactly the bytes between two confirmed lengths.
 //!
+//! ## Another writer: two replicas on one shared directory
+//!
+//! With Redis persistence, replicas may share the directory (a network volume). The lease makes
+//! one of them the holder, and the fan-out asks its gate before each output's turn and each
+//! resume. But a former holder A, paused past its lease (SIGSTOP, a stalled VM) in the middle of
+//! a batch here, wakes inside the batch: between two `writev` calls, or between a check and a
+//! write or a cut. Meanwhile B took over, cut the file back to its committed length and appended
+//! committed lines. So this output cuts only bytes it can show it wrote itself:
+//! - Before a batch, and before each `writev` of it (512 lines), the file's length must be what
+//!   this output's writes make it: the confirmed length plus the bytes its own calls reported
+//!   written in this batch. Longer means another process appended: nothing more is written,
+//!   nothing is cut, the batch fails naming the problem, and so does every later batch until a
+//!   resume. Shorter in the middle of a batch means someone cut the file: the batch fails and
+//!   nothing is cut either. Shorter before a batch is a truncated or rotated file: the batch is
+//!   appended to what is there.
+//! - After a failed write or `fsync`, the file is cut back to the batch's start only if it is
+//!   not longer than that start plus the bytes this output's calls reported written.
+//! - [`FileOutput::resume`] cuts to the committed length whatever it finds. The committed length
+//!   is the lease holder's (the state is fenced), and the gate is asked first: this is the one
+//!   cut of another writer's bytes that is allowed, and what makes the holder end exact.
+//!
+//! How a takeover ends: B's next batch finds A's bytes past its own length and fails (after
+//! the fan-out's retries), so the window fails; B's resume cuts to B's committed length
+//! (removing A's bytes and B's confirmed but uncommitted lines) and B delivers those again: the
+//! file ends exact. A, once awake, writes no further `writev` after B's lines (the length check
+//! before it sees them; only if B's lines happen to end exactly where A's own would does A's
+//! rest follow them, and B's resume removes it the same way), cuts nothing, and its gate refuses
+//! its next turn and its next resume. A stale holder can therefore leave bytes of its one batch,
+//! which B's resume removes, but never removes a committed line, except in the microseconds
+//! between a check and the call it guards: `fstat` then `ftruncate` when cutting back a failed
+//! write (B's lines past A's batch start would go), and the gate then `ftruncate` in a resume
+//! (B's lines past A's committed length would go). (`fstat` then `writev` only lets one `writev`
+//! of A's land after B's lines, removed by B's resume.) The resume cannot instead refuse to cut
+//! bytes it did not write: B must cut A's bytes, and locally B and a stale A look alike; only
+//! the lease tells them apart, hence the gate. Closing the last microseconds needs a lock
+//! shared by the replicas, which a stopped holder would keep, stopping the other: left open.
+//!
 //! New files are created with the output's `mode` (0640 by default), set explicitly so that the
 //! process umask can neither widen nor narrow it. Existing files keep their mode (an operator
 //! may have chosen it); a different one is warned about once.
@@ -40,6 +77,10 @@ pub struct FileOutput {
     /// Test only: the next batch's write fails after this many bytes, as on a full disk.
     #[cfg(test)]
     fail_after: Option<usize>,
+    /// Test only: the next batch's writes go through this (another process's writes between
+    /// them).
+    #[cfg(test)]
+    interfere: Option<tests::Interfere>,
 }
 
 /// One table's file.
@@ -50,6 +91,18 @@ struct TableFile {
     /// The length that ends the last confirmed batch (or the length found on opening, before
     /// any batch). Everything after it is unconfirmed.
     len: u64,
+    /// The end of what this output wrote itself (`len` plus a failed batch's bytes): a cut back
+    /// after a failure removes nothing if the file is longer, as another process appended.
+    own_end: u64,
+}
+
+/// Why a batch was not confirmed.
+enum BatchError {
+    /// This process's write, `fsync` or length read failed.
+    Io(std::io::Error),
+    /// The file is `len` bytes where this output's own writes make it `own_end`: another
+    /// process appended to it or cut it during the batch.
+    Foreign { len: u64, own_end: u64 },
 }
 
 impl FileOutput {
@@ -61,6 +114,8 @@ impl FileOutput {
             files: HashMap::new(),
             #[cfg(test)]
             fail_after: None,
+            #[cfg(test)]
+            interfere: None,
         }
     }
 
@@ -133,6 +188,7 @@ impl FileOutput {
                 TableFile {
                     file: Some(file),
                     len,
+                    own_end: len,
                 },
             );
         }
@@ -140,24 +196,38 @@ impl FileOutput {
     }
 
     /// Makes the table's file usable after a failure: reopens it and cuts off whatever is past
-    /// the last confirmed length (the remains of the failed write).
+    /// the last confirmed length (the remains of the failed write), unless the file is longer
+    /// than this output's own writes made it (another process appended: nothing is cut, and the
+    /// next batch fails on those bytes until a resume cuts to the committed length).
     fn repair(&mut self, table: &str) -> Result<(), OutputError> {
         if self.entry(table)?.file.is_some() {
             return Ok(());
         }
         let path = Self::path_for(&self.directory, table);
         let file = self.open_file(&path)?;
-        let confirmed = self.files[table].len;
-        let len = self
-            .cut_back_warned(&path, &file, confirmed, CutReason::FailedWrite)
-            .map_err(|e| {
-                self.io_error(
-                    format!("removing a failed write from {}", path.display()),
-                    e,
-                )
-            })?;
+        let TableFile {
+            len: confirmed,
+            own_end,
+            ..
+        } = self.files[table];
+        let found = file
+            .metadata()
+            .map_err(|e| self.io_error(format!("reading {}", path.display()), e))?
+            .len();
+        let len = if found > own_end {
+            confirmed
+        } else {
+            self.cut_back_warned(&path, &file, confirmed, CutReason::FailedWrite)
+                .map_err(|e| {
+                    self.io_error(
+                        format!("removing a failed write from {}", path.display()),
+                        e,
+                    )
+                })?
+        };
         let entry = self.files.get_mut(table).expect("entry() created it");
         entry.len = len;
+        entry.own_end = len;
         entry.file = Some(file);
         Ok(())
     }
@@ -195,8 +265,10 @@ impl FileOutput {
             self.repair(table)?;
             return Ok(Some(self.files[table].len));
         };
-        // The committed length overrides whatever this process believed.
+        // The committed length overrides whatever this process believed, and it may cut what
+        // another process appended (see the module doc).
         entry.len = committed;
+        entry.own_end = u64::MAX;
         let Some(file) = entry.file.take() else {
             self.repair(table)?;
             return Ok(Some(self.files[table].len));
@@ -210,12 +282,14 @@ impl FileOutput {
         };
         let entry = self.files.get_mut(table).expect("entry() created it");
         entry.len = len;
+        entry.own_end = len;
         entry.file = Some(file);
         Ok(Some(entry.len))
     }
 
     /// Appends the batch and fsyncs it. On failure, nothing of the batch is left in the file
-    /// (or, if cutting it off failed too, it is cut off before anything else is written).
+    /// (or, if cutting it off failed too, it is cut off before anything else is written), unless
+    /// another process appended meanwhile: then nothing is cut (see the module doc).
     pub async fn deliver(
         &mut self,
         table: &str,
@@ -223,35 +297,95 @@ impl FileOutput {
     ) -> Result<Option<u64>, OutputError> {
         let path = Self::path_for(&self.directory, table);
         self.repair(table)?;
+        let start = self.length_before_batch(table, &path)?;
         #[cfg(test)]
-        let fail_after = self.fail_after.take();
+        let (fail_after, interfere) = (self.fail_after.take(), self.interfere.take());
         let entry = self.files.get_mut(table).expect("repair() opened it");
         let file = entry.file.as_ref().expect("repair() opened it");
-        let start = entry.len;
+        // The bytes this output's own write calls reported written, also when the batch fails.
+        let mut own = 0;
         // Synchronous: one sequential write plus fsync, which the puller awaits anyway;
         // block_in_place keeps the runtime's other tasks going meanwhile.
         let result = tokio::task::block_in_place(|| {
             #[cfg(test)]
             if let Some(limit) = fail_after {
                 let mut w = tests::FailAfter { file, left: limit };
-                return append_batch(&mut w, file, start, events);
+                return append_batch(&mut w, file, start, events, &mut own);
             }
-            append_batch(&mut &*file, file, start, events)
+            #[cfg(test)]
+            if let Some(mut w) = interfere {
+                w.file = Some(file.try_clone().expect("a second handle"));
+                return append_batch(&mut w, file, start, events, &mut own);
+            }
+            append_batch(&mut &*file, file, start, events, &mut own)
         });
-        match result {
-            Ok(written) => {
-                entry.len = start + written;
-                Ok(Some(entry.len))
+        let error = match result {
+            Ok(()) => {
+                entry.len = start + own;
+                entry.own_end = entry.len;
+                return Ok(Some(entry.len));
             }
-            Err(source) => {
-                // The file's contents and the page cache are unknown now: reopen and cut back
-                // at once, so that no partial line stays behind even if the process stops here.
-                entry.file = None;
-                if let Err(e) = tokio::task::block_in_place(|| self.repair(table)) {
-                    tracing::warn!("{e}; retried before the next write.");
+            Err(BatchError::Io(source)) => match file.metadata() {
+                // Longer than this output's writes make it: another process appended.
+                Ok(m) if m.len() > start + own => {
+                    entry.own_end = start;
+                    Self::foreign_error(&self.name, &path, m.len(), start + own)
                 }
-                Err(self.io_error(format!("writing {}", path.display()), source))
+                _ => {
+                    entry.own_end = start + own;
+                    self.io_error(format!("writing {}", path.display()), source)
+                }
+            },
+            Err(BatchError::Foreign { len, own_end }) => {
+                // Nothing of this output's past `start` is cut: it cannot tell its bytes apart.
+                entry.own_end = start;
+                Self::foreign_error(&self.name, &path, len, own_end)
             }
+        };
+        // The file's contents and the page cache are unknown now: reopen and cut back at once
+        // (what this output can show it wrote), so that no partial line stays behind even if
+        // the process stops here.
+        self.files.get_mut(table).expect("opened above").file = None;
+        if let Err(e) = tokio::task::block_in_place(|| self.repair(table)) {
+            tracing::warn!("{e}; retried before the next write.");
+        }
+        Err(error)
+    }
+
+    /// The length a batch starts at: the confirmed one. A file that is longer has bytes another
+    /// process appended, which this output never writes after (the batch fails until a resume
+    /// cuts to the committed length); a shorter one was truncated or rotated: appended to.
+    fn length_before_batch(&mut self, table: &str, path: &Path) -> Result<u64, OutputError> {
+        let entry = &self.files[table];
+        let file = entry.file.as_ref().expect("repair() opened it");
+        let found = file
+            .metadata()
+            .map_err(|e| self.io_error(format!("reading {}", path.display()), e))?
+            .len();
+        if found > entry.len {
+            return Err(Self::foreign_error(&self.name, path, found, entry.len));
+        }
+        if found < entry.len {
+            let message = CutReason::FailedWrite.shorter(found, entry.len);
+            tracing::warn!(output = %self.name, file = %path.display(), "{message}");
+            let entry = self.files.get_mut(table).expect("looked up above");
+            entry.len = found;
+            entry.own_end = found;
+        }
+        Ok(found)
+    }
+
+    /// The error of a batch that found the file at `len` bytes where this output's own writes
+    /// make it `own_end`.
+    fn foreign_error(output: &str, path: &Path, len: u64, own_end: u64) -> OutputError {
+        let what = if len > own_end { "appended to" } else { "cut" };
+        OutputError::Io {
+            output: output.to_owned(),
+            action: format!("writing {}", path.display()),
+            source: std::io::Error::other(format!(
+                "another process {what} {} while this one wrote; not cutting anything; if two collectors share this directory check that they use the same Redis persistence (the file is {len} bytes, this output's writes make it {own_end})",
+                path.display()
+            )),
         }
     }
 
@@ -271,53 +405,70 @@ impl FileOutput {
 }
 
 /// Writes `events` as lines through `out` (appending to `file`, which is `start` bytes long),
-/// fsyncs, and checks that the file grew by exactly what was written. Returns the byte count.
+/// fsyncs, and checks that the file grew by exactly what was written. `own` counts the bytes
+/// the write calls reported written (on failure too). The length is also checked before each
+/// `writev` (an `fstat`): a batch stops as soon as another process changed the file.
 fn append_batch(
     out: &mut dyn Write,
     file: &File,
     start: u64,
     events: &[Event],
-) -> std::io::Result<u64> {
-    let written = write_lines(out, events)?;
-    file.sync_data()?;
-    let len = file.metadata()?.len();
-    if len != start + written {
-        return Err(std::io::Error::other(format!(
-            "the file is {len} bytes after writing {written} bytes to {start}: is another process writing to it?"
-        )));
-    }
-    Ok(written)
+    own: &mut u64,
+) -> Result<(), BatchError> {
+    let check = |own: u64| {
+        let len = file.metadata().map_err(BatchError::Io)?.len();
+        if len == start + own {
+            Ok(())
+        } else {
+            Err(BatchError::Foreign {
+                len,
+                own_end: start + own,
+            })
+        }
+    };
+    write_lines(out, events, own, check)?;
+    file.sync_data().map_err(BatchError::Io)?;
+    check(*own)
 }
 
 /// Slices per `writev`: Linux's `IOV_MAX`.
 const SLICES_PER_WRITE: usize = 1024;
 
 /// Writes every event and a newline after it, straight from the events' bytes with `writev`
-/// (a few hundred events a call). A `BufWriter` copied the whole batch once more on its way to
-/// the kernel; this keeps no copy, and memory stays flat (one small vector of slices).
-fn write_lines(out: &mut dyn Write, events: &[Event]) -> std::io::Result<u64> {
+/// (a few hundred events a call), adding to `written` what each call reports written, and
+/// calling `check(written)` before each chunk of events. A `BufWriter` copied the whole batch
+/// once more on its way to the kernel; this keeps no copy, and memory stays flat (one small
+/// vector of slices).
+fn write_lines(
+    out: &mut dyn Write,
+    events: &[Event],
+    written: &mut u64,
+    check: impl Fn(u64) -> Result<(), BatchError>,
+) -> Result<(), BatchError> {
     use std::io::IoSlice;
     let mut slices = Vec::with_capacity(SLICES_PER_WRITE.min(2 * events.len()));
-    let mut written = 0u64;
     for chunk in events.chunks(SLICES_PER_WRITE / 2) {
+        check(*written)?;
         slices.clear();
         for event in chunk {
             slices.push(IoSlice::new(&event.json));
             slices.push(IoSlice::new(b"\n"));
-            written += event.json.len() as u64 + 1;
         }
         // `Write::write_all_vectored` is not stable yet: this is its loop.
         let mut rest = slices.as_mut_slice();
         while !rest.is_empty() {
             match out.write_vectored(rest) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                Ok(0) => return Err(BatchError::Io(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    *written += n as u64;
+                    IoSlice::advance_slices(&mut rest, n);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(BatchError::Io(e)),
             }
         }
     }
-    Ok(written)
+    Ok(())
 }
 
 /// Why a file is cut back, which decides how the warnings read.

@@ -23,6 +23,14 @@ mod proxy;
 // A real redis-server (append-only, fsync always) started per test on a free port.
 mod redis_server;
 
+// Redis persistence: exactly once with the state in Redis, state show/reset/copy, validate
+// against a Redis down or refusing the password, a holder whose lease another token took.
+mod redis;
+
+// High availability on Redis: two collector daemons with one config and a shared file output;
+// kill -9, SIGSTOP and SIGTERM of the lease holder, Redis killed mid-window and down at start.
+mod ha;
+
 // A real rsyslog (TLS with client certificates, and plain TCP) started per test.
 mod rsyslog;
 

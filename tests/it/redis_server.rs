@@ -36,10 +36,21 @@ impl RedisServer {
         name: &str,
         password: Option<&str>,
     ) -> RedisServer {
+        RedisServer::start_on_port(tmp, name, password, free_port()).await
+    }
+
+    /// Starts a Redis on `port`: a test that starts the collector before Redis reserves the
+    /// port first (see [`persistence_yaml`]).
+    pub async fn start_on_port(
+        tmp: &TempDir,
+        name: &str,
+        password: Option<&str>,
+        port: u16,
+    ) -> RedisServer {
         let dir = tmp.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let mut r = RedisServer {
-            port: free_port(),
+            port,
             password: password.map(str::to_owned),
             dir,
             child: None,
@@ -56,14 +67,7 @@ impl RedisServer {
     /// The `globals.persistence` block (indented for `globals:`) pointing at this server, with
     /// `lease_ttl_in_seconds: ttl` and any `extra` lines of `config:` (indented by the caller).
     pub fn persistence_yaml(&self, ttl: u32, extra: &str) -> String {
-        let password = self
-            .password
-            .as_ref()
-            .map_or(String::new(), |p| format!("      password: \"{p}\"\n"));
-        format!(
-            "  persistence:\n    type: redis\n    config:\n      host: 127.0.0.1\n      port: {}\n{password}      db: 0\n      lease_ttl_in_seconds: {ttl}\n{extra}",
-            self.port
-        )
+        persistence_yaml(self.port, self.password.as_deref(), ttl, extra)
     }
 
     async fn spawn(&mut self) {
@@ -138,6 +142,31 @@ impl RedisServer {
         assert!(out.status.success(), "redis-cli {args:?} failed");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
+
+    /// `GET key` as the stored bytes (`redis-cli --raw`); `None` for a missing key.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--raw"]);
+        if let Some(p) = &self.password {
+            cmd.env("REDISCLI_AUTH", p);
+        }
+        let out = cmd.args(["GET", key]).output().expect("redis-cli runs");
+        assert!(out.status.success(), "redis-cli GET {key} failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // --raw prints the value and a newline, and only the newline for a missing key.
+        let value = text.strip_suffix('\n').unwrap_or(&text);
+        (!value.is_empty()).then(|| value.to_owned())
+    }
+}
+
+/// The `globals.persistence` block (indented for `globals:`) for a Redis on `port` (running or
+/// not yet), with `lease_ttl_in_seconds: ttl` and any `extra` lines of `config:` (indented by
+/// the caller).
+pub fn persistence_yaml(port: u16, password: Option<&str>, ttl: u32, extra: &str) -> String {
+    let password = password.map_or(String::new(), |p| format!("      password: \"{p}\"\n"));
+    format!(
+        "  persistence:\n    type: redis\n    config:\n      host: 127.0.0.1\n      port: {port}\n{password}      db: 0\n      lease_ttl_in_seconds: {ttl}\n{extra}"
+    )
 }
 
 impl Drop for RedisServer {

@@ -34,6 +34,9 @@ pub struct TestEnv {
     pub outputs_extra: String,
     /// Extra YAML lines for the input block (`proxy_url`, `ca_file`...), indented as is.
     pub input_extra: String,
+    /// The `persistence:` block of `globals` (indented by 2) instead of the filesystem one, for
+    /// example `RedisServer::persistence_yaml`.
+    pub persistence: Option<String>,
     pub key: String,
 }
 
@@ -63,6 +66,7 @@ impl TestEnv {
             service_extra: String::new(),
             outputs_extra: String::new(),
             input_extra: String::new(),
+            persistence: None,
             key: KEY.to_owned(),
         };
         env.write_config();
@@ -97,9 +101,14 @@ impl TestEnv {
             }
             s
         };
+        let persistence = self.persistence.clone().unwrap_or_else(|| {
+            format!(
+                "  persistence:\n    type: filesystem\n    config:\n      directory_name: {}\n",
+                self.path("state").display()
+            )
+        });
         let text = format!(
-            "globals:\n  id: \"t1\"\n  name: it\n  persistence:\n    type: filesystem\n    config:\n      directory_name: {state}\noutputs:\n  local:\n    type: file\n    config:\n      directory: {out}\n{outputs_extra}inputs:\n  proofpoint_isolation:\n    id: \"10001\"\n{input_extra}    credentials:\n      api_key: \"{key}\"\n    services:\n      browser_and_email_isolation:\n{web}      url_isolation:\n{url}",
-            state = self.path("state").display(),
+            "globals:\n  id: \"t1\"\n  name: it\n{persistence}outputs:\n  local:\n    type: file\n    config:\n      directory: {out}\n{outputs_extra}inputs:\n  proofpoint_isolation:\n    id: \"10001\"\n{input_extra}    credentials:\n      api_key: \"{key}\"\n    services:\n      browser_and_email_isolation:\n{web}      url_isolation:\n{url}",
             out = self.path("out").display(),
             outputs_extra = self.outputs_extra,
             key = self.key,

@@ -1,5 +1,6 @@
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 
 use bytes::Bytes;
 
@@ -24,6 +25,84 @@ impl Write for FailAfter<'_> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         (&*self.file).flush()
+    }
+}
+
+/// Writes through to the file, each call taking at most `max` bytes. "Another process" appends
+/// `foreign` through its own handle once: right after the `calls`-th call returned (between
+/// two calls), or with `calls` 0 inside the first call before its bytes (between the length
+/// check and the write). Then, if `then_fail`, the next call fails as a full disk does.
+pub(super) struct Interfere {
+    /// The output's handle, set by `deliver`.
+    pub(super) file: Option<File>,
+    path: PathBuf,
+    max: usize,
+    calls: usize,
+    foreign: Option<Vec<u8>>,
+    /// The other process first cuts the file to this length (a new holder's resume).
+    cut_to: Option<u64>,
+    then_fail: bool,
+}
+
+impl Interfere {
+    fn new(dir: &Path, calls: usize, foreign: &str) -> Interfere {
+        Interfere {
+            file: None,
+            path: FileOutput::path_for(dir, TABLE),
+            max: usize::MAX,
+            calls,
+            foreign: Some(foreign.as_bytes().to_vec()),
+            cut_to: None,
+            then_fail: false,
+        }
+    }
+}
+
+impl Interfere {
+    /// The other process's write (once).
+    fn append_foreign(&mut self) -> std::io::Result<()> {
+        if let Some(foreign) = self.foreign.take() {
+            let mut other = OpenOptions::new().append(true).open(&self.path)?;
+            if let Some(len) = self.cut_to {
+                other.set_len(len)?;
+            }
+            other.write_all(&foreign)?;
+            other.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for Interfere {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_vectored(&[std::io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        if self.calls == 0 {
+            self.append_foreign()?;
+            if self.then_fail {
+                return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+        }
+        let file = self.file.as_ref().expect("set by deliver");
+        let mut n = 0;
+        for b in bufs {
+            let take = b.len().min(self.max - n);
+            n += (&*file).write(&b[..take])?;
+            if n == self.max || take < b.len() {
+                break;
+            }
+        }
+        self.calls = self.calls.saturating_sub(1);
+        if self.calls == 0 {
+            self.append_foreign()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -104,7 +183,9 @@ async fn a_handle_dropped_after_a_failure_is_cut_back_before_the_next_write() {
         .unwrap()
         .write_all(br#"{"id":"partial"#)
         .unwrap();
-    out.files.get_mut(TABLE).unwrap().file = None;
+    let entry = out.files.get_mut(TABLE).unwrap();
+    entry.file = None;
+    entry.own_end = entry.len + br#"{"id":"partial"#.len() as u64; // the failed write's bytes
 
     let len = out.deliver(TABLE, &b).await.unwrap().unwrap();
     let want = lines(&a) + &lines(&b);
@@ -186,11 +267,186 @@ fn lines_are_written_whole_across_short_vectored_writes() {
             max,
             calls: 0,
         };
-        let written = write_lines(&mut w, &batch).unwrap();
+        let mut written = 0;
+        write_lines(&mut w, &batch, &mut written, |_| Ok(())).unwrap_or_else(|_| panic!());
         assert_eq!(written, want.len() as u64, "max {max}");
         assert_eq!(String::from_utf8(w.out).unwrap(), want, "max {max}");
         if max == usize::MAX {
             assert_eq!(w.calls, 3, "one call per chunk of 512 events");
         }
     }
+}
+
+/// Asserts the file's contents, printing where they differ (the files are long).
+fn assert_contents(dir: &Path, want: &str) {
+    let found = contents(dir);
+    if found != want {
+        let at = found
+            .bytes()
+            .zip(want.bytes())
+            .take_while(|(f, w)| f == w)
+            .count();
+        panic!(
+            "the file is {} bytes, want {}; from byte {at}: {:?} instead of {:?}",
+            found.len(),
+            want.len(),
+            &found[at..(at + 80).min(found.len())],
+            &want[at..(at + 80).min(want.len())]
+        );
+    }
+}
+
+/// Asserts that `err` is the "another process appended" error naming the file.
+fn assert_foreign(err: &OutputError, dir: &Path) {
+    let msg = err.to_string();
+    let path = FileOutput::path_for(dir, TABLE);
+    let want = format!(
+        "another process appended to {} while this one wrote; not cutting anything; if two collectors share this directory check that they use the same Redis persistence",
+        path.display()
+    );
+    assert!(msg.contains(&want), "{msg}");
+}
+
+/// A former holder woken between two `writev` calls of a big batch, after another replica
+/// appended: it writes nothing more and cuts nothing (neither the other's bytes nor the lines
+/// before them); the next batch fails the same way until a resume to the committed length
+/// (the holder's cut) removes everything past it; then the batch is written whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_process_appending_between_two_writes_is_never_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = output(dir.path());
+    let (a, b, other) = (events("a", 5), events("b", 1_300), events("B", 3));
+    let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap();
+
+    out.interfere = Some(Interfere::new(dir.path(), 1, &lines(&other)));
+    let err = out.deliver(TABLE, &b).await.unwrap_err();
+    assert_foreign(&err, dir.path());
+    // One writev (512 events), the other's lines, nothing after them, nothing cut.
+    let found = lines(&a) + &lines(&b[..512]) + &lines(&other);
+    assert_contents(dir.path(), &found);
+
+    // A healthy handle does not append after another process's bytes either.
+    let err = out.deliver(TABLE, &b).await.unwrap_err();
+    assert_foreign(&err, dir.path());
+    assert_contents(dir.path(), &found);
+
+    assert_eq!(out.resume(TABLE, Some(len_a)).await.unwrap(), Some(len_a));
+    assert_contents(dir.path(), &(lines(&a)));
+    let len = out.deliver(TABLE, &b).await.unwrap().unwrap();
+    let want = lines(&a) + &lines(&b);
+    assert_contents(dir.path(), &want);
+    assert_eq!(len, want.len() as u64);
+}
+
+/// A write that fails (a full disk) after another process appended: the file is longer than
+/// this output's own bytes, so it cuts nothing and says why, instead of the disk error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_write_after_another_process_appended_cuts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = output(dir.path());
+    let (a, b, other) = (events("a", 5), events("b", 20), events("B", 2));
+    let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap();
+
+    // Short writes of 100 bytes: one lands, the other process appends, the next call fails.
+    let mut w = Interfere::new(dir.path(), 1, &lines(&other));
+    (w.max, w.then_fail) = (100, true);
+    out.interfere = Some(w);
+    let err = out.deliver(TABLE, &b).await.unwrap_err();
+    assert_foreign(&err, dir.path());
+    let b_lines = lines(&b);
+    let found = lines(&a) + &b_lines[..100] + &lines(&other);
+    assert_contents(dir.path(), &found);
+
+    // The holder's cut, then the batch whole.
+    assert_eq!(out.resume(TABLE, Some(len_a)).await.unwrap(), Some(len_a));
+    out.deliver(TABLE, &b).await.unwrap();
+    assert_contents(dir.path(), &(lines(&a) + &b_lines));
+}
+
+/// Another process appends between the length check and the write (the write lands after
+/// its bytes): the check after the write finds the file longer than this output's bytes make
+/// it and cuts nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_process_appending_between_the_check_and_the_write_is_never_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = output(dir.path());
+    let (a, b, other) = (events("a", 5), events("b", 20), events("B", 2));
+    let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap();
+
+    out.interfere = Some(Interfere::new(dir.path(), 0, &lines(&other)));
+    let err = out.deliver(TABLE, &b).await.unwrap_err();
+    assert_foreign(&err, dir.path());
+    assert_contents(dir.path(), &(lines(&a) + &lines(&other) + &lines(&b)));
+    assert_eq!(out.resume(TABLE, Some(len_a)).await.unwrap(), Some(len_a));
+    assert_contents(dir.path(), &(lines(&a)));
+}
+
+/// Bytes another process appended since this output's last confirmed write (the new holder
+/// finding a former holder's batch after its own lines): the batch is not written after them,
+/// nothing is cut; the resume to the committed length removes them and the batch follows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_is_not_appended_after_bytes_another_process_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = output(dir.path());
+    let (a, b, stale) = (events("a", 5), events("b", 7), events("b", 3));
+    let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap();
+    let path = FileOutput::path_for(dir.path(), TABLE);
+    let mut other = OpenOptions::new().append(true).open(&path).unwrap();
+    other.write_all(lines(&stale).as_bytes()).unwrap();
+    other.write_all(br#"{"id":"partial"#).unwrap();
+
+    let err = out.deliver(TABLE, &b).await.unwrap_err();
+    assert_foreign(&err, dir.path());
+    let found = lines(&a) + &lines(&stale) + r#"{"id":"partial"#;
+    assert_contents(dir.path(), &found);
+
+    assert_eq!(out.resume(TABLE, Some(len_a)).await.unwrap(), Some(len_a));
+    let len = out.deliver(TABLE, &b).await.unwrap().unwrap();
+    let want = lines(&a) + &lines(&b);
+    assert_contents(dir.path(), &want);
+    assert_eq!(len, want.len() as u64);
+}
+
+/// A file truncated (or rotated by copytruncate) between two batches is appended to, and the
+/// confirmed length is the new file's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_truncated_between_batches_is_appended_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = output(dir.path());
+    let (a, b) = (events("a", 5), events("b", 7));
+    out.deliver(TABLE, &a).await.unwrap();
+    let path = FileOutput::path_for(dir.path(), TABLE);
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let len = out.deliver(TABLE, &b).await.unwrap().unwrap();
+    assert_contents(dir.path(), &(lines(&b)));
+    assert_eq!(len, lines(&b).len() as u64);
+}
+
+/// A new holder's resume cut the file (to its committed length, before this batch's start)
+/// and appended its lines while this output was between two `writev` calls: the file is
+/// shorter than this output's writes make it, so it stops and cuts nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_cut_and_appended_to_by_another_process_during_a_batch_is_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = output(dir.path());
+    // Its lines end past this batch's start (5 lines) and before this output's bytes' end.
+    let (a, b, other) = (events("a", 5), events("b", 1_300), events("B", 4));
+    out.deliver(TABLE, &a).await.unwrap();
+    let committed = lines(&a[..2]).len() as u64;
+    let mut w = Interfere::new(dir.path(), 1, &lines(&other));
+    w.cut_to = Some(committed);
+    out.interfere = Some(w);
+    let err = out.deliver(TABLE, &b).await.unwrap_err();
+    let msg = err.to_string();
+    let want = format!(
+        "another process cut {} while this one wrote; not cutting anything",
+        FileOutput::path_for(dir.path(), TABLE).display()
+    );
+    assert!(msg.contains(&want), "{msg}");
+    assert_contents(dir.path(), &(lines(&a[..2]) + &lines(&other)));
 }

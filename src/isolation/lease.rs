@@ -1,0 +1,430 @@
+//! A service's lease: at most one process pulls a service at a time (Redis persistence).
+//!
+//! [`Lease::take_until_held`] stands by until this process holds the service's lease in Redis,
+//! and starts a [`Tenure`]: a renewal every TTL/3 in its own task, and a [`LeaseGate`] that the
+//! outputs ask before each output's turn of each window delivery. The gate keeps a local validity
+//! clock: the lease is valid until the TTL after the last successful take or renewal was *sent*
+//! (a tokio `Instant`, monotonic, which keeps counting while the process is stopped by SIGSTOP).
+//! A delivery needs more than TTL/3 left (and Redis not known to be down); otherwise the gate
+//! renews first, and refuses the delivery if that fails. So a holder paused past its TTL delivers, after waking, at most the
+//! one output's batch it was in the middle of: the next output's turn finds the clock run out,
+//! and its renewal and its fenced write are refused.
+//!
+//! A refused renewal or write ends the tenure: the gate's token is cancelled, which stops the
+//! puller at its next await point (the window in flight is abandoned, nothing committed), and the
+//! service goes back to standby. A shutdown ends it too, and the lease is released at once so
+//! that the other replica takes over within its standby retry rather than after the TTL.
+//!
+//! Filesystem and memory stores have no leases: the gate is always open and taking never waits.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::metrics::ServiceMetrics;
+use crate::service::Service;
+use crate::state::redis::lease_token;
+use crate::state::{holder_name, StateError, StateStore};
+
+/// The lease of one service, from which tenures are taken.
+pub struct Lease {
+    store: Arc<StateStore>,
+    /// The state's key (input id and service).
+    key: String,
+    service: Service,
+    metrics: ServiceMetrics,
+}
+
+/// Why taking the lease gave up.
+#[derive(Debug)]
+pub enum TakeError {
+    /// A shutdown request came first.
+    Cancelled,
+    /// `run --once`: another process held it for the whole wait.
+    HeldBy { holder: String, waited: Duration },
+    /// `run --once`: Redis did not answer (or refused us) for the whole wait.
+    Store(StateError),
+}
+
+impl Lease {
+    pub fn new(
+        store: Arc<StateStore>,
+        key: String,
+        service: Service,
+        metrics: ServiceMetrics,
+    ) -> Lease {
+        Lease {
+            store,
+            key,
+            service,
+            metrics,
+        }
+    }
+
+    /// Whether the store has leases at all (Redis).
+    pub fn is_shared(&self) -> bool {
+        self.store.redis().is_some()
+    }
+
+    /// The lease's TTL, if the store has leases.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.store.redis().map(|r| r.ttl())
+    }
+
+    /// Takes the lease, retrying every clamp(TTL/10, 0.1 s, 1 s) while another process holds it
+    /// or Redis is unreachable, until `cancel`, or for at most `limit`. Says once per standby
+    /// period who holds it.
+    pub async fn take_until_held(
+        &self,
+        cancel: &CancellationToken,
+        limit: Option<Duration>,
+    ) -> Result<Tenure, TakeError> {
+        let Some(redis) = self.store.redis() else {
+            return Ok(Tenure::unshared(cancel));
+        };
+        let ttl = redis.ttl();
+        let started = Instant::now();
+        let mut said: Option<String> = None;
+        loop {
+            let token = lease_token();
+            let sent = Instant::now();
+            match redis.take(&self.key, &token).await {
+                Ok(r) if r.done => {
+                    info!("Holding the lease of {} as {token}; pulling.", self.service);
+                    self.metrics.lease_held(true);
+                    let held = Held::new(
+                        self.store.clone(),
+                        self.key.clone(),
+                        token,
+                        ttl,
+                        sent,
+                        cancel,
+                    );
+                    return Ok(Tenure::start(held));
+                }
+                Ok(r) => {
+                    if limit.is_some_and(|l| started.elapsed() >= l) {
+                        return Err(TakeError::HeldBy {
+                            holder: r.holder,
+                            waited: started.elapsed(),
+                        });
+                    }
+                    if said.as_deref() != Some(r.holder.as_str()) {
+                        info!(
+                            "The lease of {} is held by {}; standing by.",
+                            self.service, r.holder
+                        );
+                        said = Some(r.holder);
+                    }
+                }
+                // An outage is logged by the store, once; a refusal (credentials) here, once.
+                Err(e) if e.is_unavailable() => {}
+                Err(e) => {
+                    let line = e.to_string();
+                    if said.as_deref() != Some(line.as_str()) {
+                        error!("Cannot take the lease of {}: {line}", self.service);
+                        said = Some(line);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(standby_retry(ttl)) => {}
+                _ = cancel.cancelled() => return Err(TakeError::Cancelled),
+            }
+        }
+    }
+
+    /// Ends `tenure` after a shutdown: stops its renewal and releases the lease at once.
+    pub async fn release(&self, tenure: Tenure) {
+        let Some(held) = tenure.end() else { return };
+        self.metrics.lease_held(false);
+        let Some(redis) = self.store.redis() else {
+            return;
+        };
+        match redis.release(&self.key, &held.token).await {
+            Ok(r) if r.done => info!("Released the lease of {}.", self.service),
+            Ok(r) => info!(
+                "The lease of {} was no longer ours to release (held by {}).",
+                self.service,
+                holder_name(&r.holder)
+            ),
+            Err(e) => warn!(
+                "Could not release the lease of {} ({e}); it expires after lease_ttl_in_seconds.",
+                self.service
+            ),
+        }
+    }
+
+    /// Ends `tenure` after the lease was lost for `reason`: says so, counts it, stands by.
+    pub fn lost(&self, tenure: Tenure, reason: &str) {
+        tenure.end();
+        self.metrics.lease_held(false);
+        self.metrics.lease_lost();
+        warn!(
+            "Lost the lease of {}: {reason}; stopped pulling it and standing by.",
+            self.service
+        );
+    }
+}
+
+/// How often a standby process tries to take the lease: clamp(TTL/10, 0.1 s, 1 s).
+pub fn standby_retry(ttl: Duration) -> Duration {
+    (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// Whether a lease valid until `valid_until` (by the local clock) may cover a delivery at `now`:
+/// more than a third of `ttl` must be left.
+pub fn may_deliver(valid_until: Instant, now: Instant, ttl: Duration) -> bool {
+    valid_until.saturating_duration_since(now) > ttl / 3
+}
+
+/// The lease as held by this process in one tenure.
+struct Held {
+    store: Arc<StateStore>,
+    key: String,
+    token: String,
+    ttl: Duration,
+    /// Valid until then by the local monotonic clock (the TTL after the last successful take or
+    /// renewal was sent).
+    valid_until: Mutex<Instant>,
+    /// Cancelled when the tenure ends: the lease was lost, or a shutdown (a child of its token).
+    stop: CancellationToken,
+    /// Why the lease was lost, if it was.
+    lost: Mutex<Option<String>>,
+}
+
+impl Held {
+    fn new(
+        store: Arc<StateStore>,
+        key: String,
+        token: String,
+        ttl: Duration,
+        sent: Instant,
+        cancel: &CancellationToken,
+    ) -> Held {
+        Held {
+            store,
+            key,
+            token,
+            ttl,
+            valid_until: Mutex::new(sent + ttl),
+            stop: cancel.child_token(),
+            lost: Mutex::new(None),
+        }
+    }
+
+    /// Renews the lease; a refusal ends the tenure.
+    async fn renew(&self) -> Result<(), StateError> {
+        let redis = self.store.redis().expect("a held lease is in Redis");
+        let sent = Instant::now();
+        let r = redis.renew(&self.key, &self.token).await?;
+        if r.done {
+            let mut until = lock(&self.valid_until);
+            *until = (*until).max(sent + self.ttl);
+            return Ok(());
+        }
+        self.lose(format!(
+            "the renewal was refused, the lease is held by {}",
+            holder_name(&r.holder)
+        ));
+        Err(StateError::LeaseLost { holder: r.holder })
+    }
+
+    fn lose(&self, reason: String) {
+        lock(&self.lost).get_or_insert(reason);
+        self.stop.cancel();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the puller asks before each window delivery; always open without leases.
+#[derive(Clone, Default)]
+pub struct LeaseGate(Option<Arc<Held>>);
+
+impl LeaseGate {
+    /// The gate of no lease: always open (filesystem and memory stores, backfill, validate).
+    pub fn open() -> LeaseGate {
+        LeaseGate(None)
+    }
+
+    /// The lease's token, which fences the tenure's writes.
+    pub fn token(&self) -> Option<String> {
+        self.0.as_ref().map(|h| h.token.clone())
+    }
+
+    /// Waits until a delivery may start: at once while more than TTL/3 is left on the lease's
+    /// clock and Redis answered its last operation, else after a successful renewal. An error
+    /// means: deliver nothing now.
+    pub async fn before_delivery(&self) -> Result<(), StateError> {
+        let Some(held) = &self.0 else { return Ok(()) };
+        if lock(&held.lost).is_some() {
+            return Err(StateError::LeaseLost {
+                holder: String::new(),
+            });
+        }
+        let until = *lock(&held.valid_until);
+        // While Redis is known to be unreachable, no checkpoint could be stored: the renewal
+        // first, which is also the probe that ends the outage.
+        let down = held.store.redis().is_some_and(|r| r.is_down());
+        if may_deliver(until, Instant::now(), held.ttl) && !down {
+            return Ok(());
+        }
+        held.renew().await
+    }
+
+    /// Records a fenced write's refusal: the tenure ends.
+    pub fn refused(&self, e: &StateError) {
+        if let (Some(held), StateError::LeaseLost { holder }) = (&self.0, e) {
+            held.lose(format!(
+                "a state write was refused, the lease is held by {}",
+                holder_name(holder)
+            ));
+        }
+    }
+}
+
+/// One tenure: from taking the lease to losing or releasing it.
+pub struct Tenure {
+    held: Option<Arc<Held>>,
+    /// The tenure's token: cancelled when it ends (loss or shutdown).
+    stop: CancellationToken,
+    renewal: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Tenure {
+    /// The tenure of a store without leases: it ends only with a shutdown.
+    fn unshared(cancel: &CancellationToken) -> Tenure {
+        Tenure {
+            held: None,
+            stop: cancel.child_token(),
+            renewal: None,
+        }
+    }
+
+    /// Starts renewing `held` every TTL/3.
+    fn start(held: Held) -> Tenure {
+        let held = Arc::new(held);
+        let stop = held.stop.clone();
+        let renewal = tokio::spawn(renew_every(held.clone()));
+        Tenure {
+            held: Some(held),
+            stop,
+            renewal: Some(renewal),
+        }
+    }
+
+    /// The gate the outputs ask before each delivery.
+    pub fn gate(&self) -> LeaseGate {
+        LeaseGate(self.held.clone())
+    }
+
+    /// Cancelled when the tenure ends: the puller's token for it.
+    pub fn token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Why the lease was lost, if it was.
+    pub fn lost(&self) -> Option<String> {
+        self.held.as_ref().and_then(|h| lock(&h.lost).clone())
+    }
+
+    /// Stops the renewal; the held lease, if any.
+    fn end(mut self) -> Option<Arc<Held>> {
+        self.stop.cancel();
+        if let Some(r) = self.renewal.take() {
+            r.abort();
+        }
+        self.held.take()
+    }
+}
+
+impl Drop for Tenure {
+    fn drop(&mut self) {
+        if let Some(r) = self.renewal.take() {
+            r.abort();
+        }
+    }
+}
+
+/// The renewal task: every TTL/3 (sooner after a failure), until the tenure ends.
+async fn renew_every(held: Arc<Held>) {
+    let mut wait = held.ttl / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = held.stop.cancelled() => return,
+        }
+        wait = match held.renew().await {
+            Ok(()) => held.ttl / 3,
+            Err(StateError::LeaseLost { .. }) => return,
+            // Unreachable (logged by the store): try again soon; the gate stops deliveries
+            // once the lease's clock runs low.
+            Err(_) => standby_retry(held.ttl),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_standby_retry_is_a_tenth_of_the_ttl_within_bounds() {
+        assert_eq!(
+            standby_retry(Duration::from_secs(30)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            standby_retry(Duration::from_secs(3)),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            standby_retry(Duration::from_secs(1)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            standby_retry(Duration::from_millis(500)),
+            Duration::from_millis(100)
+        );
+    }
+
+    /// A delivery needs more than a third of the TTL left on the local clock.
+    #[test]
+    fn the_gate_needs_a_third_of_the_ttl_left() {
+        let ttl = Duration::from_secs(30);
+        let sent = Instant::now();
+        let until = sent + ttl;
+        assert!(may_deliver(until, sent, ttl));
+        assert!(may_deliver(until, sent + Duration::from_secs(19), ttl));
+        assert!(!may_deliver(until, sent + Duration::from_secs(20), ttl));
+        assert!(!may_deliver(until, sent + Duration::from_secs(29), ttl));
+        // Woken long after the TTL (SIGSTOP): nothing left.
+        assert!(!may_deliver(until, sent + Duration::from_secs(300), ttl));
+    }
+
+    /// Without leases the gate is always open and a tenure ends only with a shutdown.
+    #[tokio::test]
+    async fn without_leases_the_gate_is_open() {
+        let cancel = CancellationToken::new();
+        let lease = Lease::new(
+            Arc::new(StateStore::memory()),
+            "k".into(),
+            Service::UrlIsolation,
+            ServiceMetrics::detached(Service::UrlIsolation),
+        );
+        assert!(!lease.is_shared());
+        let tenure = lease.take_until_held(&cancel, None).await.unwrap();
+        assert!(tenure.gate().before_delivery().await.is_ok());
+        assert_eq!(tenure.gate().token(), None);
+        assert!(!tenure.token().is_cancelled());
+        cancel.cancel();
+        assert!(tenure.token().is_cancelled());
+        assert_eq!(tenure.lost(), None);
+    }
+}

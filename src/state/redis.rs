@@ -1,0 +1,502 @@
+//! The Redis store (Devo's `persistence: {type: redis}`), with the leases that make one process
+//! at a time the writer of a service's state.
+//!
+//! Keys, with a hash tag so that a Redis Cluster keeps both keys of a service in one slot:
+//! `<key_prefix>{proofpoint_isolation_<id>_<service>}:state` holds the same JSON document as a
+//! state file, and `...:lease` the token of the process that holds the lease
+//! (`<hostname>:<pid>:<random hex>`), with a TTL.
+//!
+//! Every operation that depends on the lease is one Lua script, so that Redis runs the check and
+//! the change as one operation: taking, renewing and releasing the lease, and the **fenced
+//! write**, which stores a state only if the lease's token is still the caller's. A holder
+//! paused past its TTL (SIGSTOP, a stalled VM) and woken after another took over has its writes
+//! refused ([`StateError::LeaseLost`]) instead of moving the state back.
+//!
+//! Outages: an operation that cannot reach Redis fails at once with
+//! [`StateError::Unavailable`] (short connect and response timeouts, no retry inside); the
+//! callers retry with their own backoff. The first failure of an outage is logged, and the first
+//! success after it; `/ready` and `isolation_collector_persistence_up` follow it.
+//!
+//! The connection: one multiplexed connection, made again after any error. The crate's
+//! `ConnectionManager` reconnects by itself, but retries inside a command with its own backoff,
+//! which would hide an outage from the lease's clock and from the log for a while; an operation
+//! that fails fast is what the lease gate needs.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr, RedisConnectionInfo, Script};
+use tokio::time::Instant;
+use tracing::{error, info};
+
+use super::{decode, encode, LoadReport, ServiceState, StateError};
+use crate::config::RedisConfig;
+use crate::metrics::Metrics;
+
+/// `take`: the lease if it is free (or already ours: then its TTL is renewed).
+const TAKE: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {1, ARGV[1]}
+elseif current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, current}
+end
+return {0, current}
+";
+
+/// `renew`: a new TTL, only for the holder.
+const RENEW: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, current}
+end
+return {0, current or ''}
+";
+
+/// `release`: deletes the lease, only for the holder.
+const RELEASE: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return {1, current}
+end
+return {0, current or ''}
+";
+
+/// The fenced write: stores the state (KEYS[2]) only while the lease (KEYS[1]) is the caller's.
+const WRITE: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2])
+  return {1, current}
+end
+return {0, current or ''}
+";
+
+/// The fenced delete (`state reset`): deletes the state only while the lease is the caller's.
+const DELETE: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  return {1 + redis.call('DEL', KEYS[2]), current}
+end
+return {0, current or ''}
+";
+
+/// Whether a lease operation was done, and who holds the lease (empty: nobody).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseReply {
+    pub done: bool,
+    pub holder: String,
+}
+
+/// The answer of a lease script: `{1 | 0, holder}`.
+fn reply((done, holder): (i64, String)) -> LeaseReply {
+    LeaseReply {
+        done: done != 0,
+        holder,
+    }
+}
+
+/// A Redis holding the states and leases.
+pub struct RedisStore {
+    client: Client,
+    /// The connection in use; `None` after an error (the next operation connects again).
+    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// Connect and response timeouts: short, so that an outage is seen within the lease's TTL.
+    timeout: Duration,
+    address: String,
+    prefix: String,
+    ttl: Duration,
+    /// Since when Redis has not answered (`None`: it answered the last operation).
+    down_since: Mutex<Option<Instant>>,
+    /// Shows the outages (`persistence_up`, `/ready`) once `run` has a registry.
+    metrics: OnceLock<Arc<Metrics>>,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    take: Script,
+    renew: Script,
+    release: Script,
+    write: Script,
+    delete: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the connection info: it holds the password.
+        f.debug_struct("RedisStore")
+            .field("address", &self.address)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// A store for `config`; connects at the first operation. Fails only on a bad CA file.
+    pub fn new(config: &RedisConfig) -> Result<RedisStore, StateError> {
+        let address = config.address();
+        let mut settings = RedisConnectionInfo::default().set_db(config.db);
+        if let Some(user) = &config.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = &config.password {
+            settings = settings.set_password(password.expose());
+        }
+        let addr = if config.tls {
+            ConnectionAddr::TcpTls {
+                host: config.host.clone(),
+                port: config.port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(config.host.clone(), config.port)
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info(addr)
+            .map(|i| i.set_redis_settings(settings));
+        let client = match (&config.ca, info) {
+            (_, Err(e)) => Err(e),
+            (None, Ok(info)) => Client::open(info),
+            (Some(ca), Ok(info)) => {
+                let pem = std::fs::read(ca).map_err(|e| StateError::Refused {
+                    address: address.clone(),
+                    reason: format!("cannot read {}: {e}", ca.display()),
+                    fix: "check globals.persistence.config.ca",
+                })?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                Client::build_with_tls(info, certificates)
+            }
+        }
+        .map_err(|e| StateError::Refused {
+            address: address.clone(),
+            reason: e.to_string(),
+            fix: "check globals.persistence.config (host, tls and ca)",
+        })?;
+        Ok(RedisStore {
+            client,
+            connection: tokio::sync::Mutex::new(None),
+            timeout: (config.lease_ttl / 3)
+                .clamp(Duration::from_millis(250), Duration::from_secs(2)),
+            address,
+            prefix: config.key_prefix.clone(),
+            ttl: config.lease_ttl,
+            down_since: Mutex::new(None),
+            metrics: OnceLock::new(),
+            scripts: Scripts {
+                take: Script::new(TAKE),
+                renew: Script::new(RENEW),
+                release: Script::new(RELEASE),
+                write: Script::new(WRITE),
+                delete: Script::new(DELETE),
+            },
+        })
+    }
+
+    /// `host:port`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The lease's TTL (`lease_ttl_in_seconds`).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Reports outages into `metrics` from now on.
+    pub fn report_to(&self, metrics: Arc<Metrics>) {
+        let up = lock(&self.down_since).is_none();
+        metrics.persistence(up.then_some(()).ok_or_else(|| self.unreachable_line()));
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Whether the last operation found Redis unreachable (tracked in `run`, see
+    /// [`Self::report_to`]).
+    pub fn is_down(&self) -> bool {
+        lock(&self.down_since).is_some()
+    }
+
+    fn unreachable_line(&self) -> String {
+        format!("Redis at {} is unreachable", self.address)
+    }
+
+    /// The key of `key`'s state.
+    pub fn state_key(&self, key: &str) -> String {
+        format!("{}{{{key}}}:state", self.prefix)
+    }
+
+    /// The key of `key`'s lease.
+    pub fn lease_key(&self, key: &str) -> String {
+        format!("{}{{{key}}}:lease", self.prefix)
+    }
+
+    /// Where the state of `key` is kept, for messages.
+    pub fn location(&self, key: &str) -> String {
+        format!("Redis {} key {}", self.address, self.state_key(key))
+    }
+
+    /// Connects, authenticates, selects the database and pings (`validate`, and `run` at start).
+    pub async fn check(&self) -> Result<(), StateError> {
+        self.call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+            .await
+            .map(drop)
+    }
+
+    /// Loads the state of `key`.
+    pub async fn load(&self, key: &str) -> Result<Option<(ServiceState, LoadReport)>, StateError> {
+        let state_key = self.state_key(key);
+        let bytes: Option<Vec<u8>> = self
+            .call(
+                |mut c| async move { redis::cmd("GET").arg(&state_key).query_async(&mut c).await },
+            )
+            .await?;
+        bytes.map(|b| decode(&b, &self.location(key))).transpose()
+    }
+
+    /// The fenced write: stores `state` only while `lease` holds the lease of `key`.
+    pub async fn save(
+        &self,
+        key: &str,
+        state: &ServiceState,
+        lease: Option<&str>,
+    ) -> Result<(), StateError> {
+        let Some(token) = lease else {
+            // Every write to Redis is fenced; a caller without a lease holds none.
+            return Err(StateError::LeaseLost {
+                holder: String::new(),
+            });
+        };
+        let r = self
+            .script(
+                &self.scripts.write,
+                key,
+                Some(key),
+                &[token.as_bytes(), &encode(state)],
+            )
+            .await?;
+        match r.done {
+            true => Ok(()),
+            false => Err(StateError::LeaseLost { holder: r.holder }),
+        }
+    }
+
+    /// Deletes the state of `key` under a lease of its own (refused while a collector holds it).
+    pub async fn reset(&self, key: &str) -> Result<bool, StateError> {
+        let token = lease_token();
+        let taken = self.take(key, &token).await?;
+        if !taken.done {
+            return Err(StateError::LeaseLost {
+                holder: taken.holder,
+            });
+        }
+        let deleted = self
+            .script_raw(&self.scripts.delete, key, Some(key), &[token.as_bytes()])
+            .await;
+        let released = self.release(key, &token).await;
+        let (outcome, holder) = deleted?;
+        released?;
+        match outcome {
+            0 => Err(StateError::LeaseLost { holder }),
+            n => Ok(n == 2),
+        }
+    }
+
+    /// Takes the lease of `key` for `token`, for the TTL.
+    pub async fn take(&self, key: &str, token: &str) -> Result<LeaseReply, StateError> {
+        let ttl = self.ttl_ms();
+        self.script(
+            &self.scripts.take,
+            key,
+            None,
+            &[token.as_bytes(), ttl.as_bytes()],
+        )
+        .await
+    }
+
+    /// Renews the lease of `key` for another TTL, if `token` holds it.
+    pub async fn renew(&self, key: &str, token: &str) -> Result<LeaseReply, StateError> {
+        let ttl = self.ttl_ms();
+        self.script(
+            &self.scripts.renew,
+            key,
+            None,
+            &[token.as_bytes(), ttl.as_bytes()],
+        )
+        .await
+    }
+
+    /// Releases the lease of `key`, if `token` holds it.
+    pub async fn release(&self, key: &str, token: &str) -> Result<LeaseReply, StateError> {
+        self.script(&self.scripts.release, key, None, &[token.as_bytes()])
+            .await
+    }
+
+    fn ttl_ms(&self) -> String {
+        self.ttl.as_millis().max(1).to_string()
+    }
+
+    /// Runs a lease script on `key`'s lease (KEYS[1]) and, with `state`, its state (KEYS[2]).
+    async fn script(
+        &self,
+        script: &Script,
+        key: &str,
+        state: Option<&str>,
+        args: &[&[u8]],
+    ) -> Result<LeaseReply, StateError> {
+        self.script_raw(script, key, state, args).await.map(reply)
+    }
+
+    /// [`Self::script`]'s reply as Redis gave it: `{outcome, holder}`.
+    async fn script_raw(
+        &self,
+        script: &Script,
+        key: &str,
+        state: Option<&str>,
+        args: &[&[u8]],
+    ) -> Result<(i64, String), StateError> {
+        let lease_key = self.lease_key(key);
+        let state_key = state.map(|k| self.state_key(k));
+        self.call(|mut c| async move {
+            let mut invocation = script.key(lease_key);
+            if let Some(state_key) = state_key {
+                invocation.key(state_key);
+            }
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            invocation.invoke_async(&mut c).await
+        })
+        .await
+    }
+
+    /// The connection in use, or a new one.
+    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let mut slot = self.connection.lock().await;
+        if let Some(c) = &*slot {
+            return Ok(c.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs one operation on the connection, classifying a failure and following the outage.
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, StateError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let result = match self.connection().await {
+            Ok(c) => op(c).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(v) => {
+                self.answered();
+                Ok(v)
+            }
+            Err(e) => {
+                // Whatever went wrong, the next operation starts on a fresh connection.
+                *self.connection.lock().await = None;
+                let e = self.classify(&e);
+                if e.is_unavailable() {
+                    self.unreachable(&e);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A refusal an operator must fix, or an outage to wait out.
+    fn classify(&self, e: &redis::RedisError) -> StateError {
+        let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
+        let fix = if auth {
+            Some("check globals.persistence.config.password (or password_file) and username, and that the user may run GET, SET, DEL, PEXPIRE, EVAL and EVALSHA")
+        } else if e.to_string().contains("DB index") {
+            Some("check globals.persistence.config.db (the server's `databases` setting bounds it)")
+        } else if e.to_string().contains("certificate") {
+            // A certificate the CA does not vouch for does not fix itself: not an outage.
+            Some("check globals.persistence.config.tls and ca (the CA that signed the server's certificate, and the host name it names)")
+        } else {
+            None
+        };
+        match fix {
+            Some(fix) => StateError::Refused {
+                address: self.address.clone(),
+                reason: e.to_string(),
+                fix,
+            },
+            None => StateError::Unavailable {
+                address: self.address.clone(),
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// An operation failed for want of Redis: the outage's first failure is logged (in `run`,
+    /// once it reports to a registry; the other commands print their errors themselves).
+    fn unreachable(&self, e: &StateError) {
+        let Some(metrics) = self.metrics.get() else {
+            return;
+        };
+        let mut down = lock(&self.down_since);
+        if down.is_none() {
+            *down = Some(Instant::now());
+            let reason = match e {
+                StateError::Unavailable { reason, .. } => reason.as_str(),
+                _ => "",
+            };
+            error!(
+                "Redis at {} is unreachable: {reason}; pulling is paused until it answers.",
+                self.address
+            );
+            metrics.persistence(Err(self.unreachable_line()));
+        }
+    }
+
+    /// An operation succeeded: the end of an outage is logged.
+    fn answered(&self) {
+        let mut down = lock(&self.down_since);
+        if let Some(since) = down.take() {
+            info!(
+                "Redis at {} answers again after {:.1} s; pulling resumes.",
+                self.address,
+                since.elapsed().as_secs_f64()
+            );
+        }
+        if let Some(m) = self.metrics.get() {
+            m.persistence(Ok(()));
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A new lease token: `<hostname>:<pid>:<random hex>`, which names the holder in logs (the
+/// host and process) and tells two tenures of one process apart (the random part).
+pub fn lease_token() -> String {
+    let host = gethostname::gethostname();
+    format!(
+        "{}:{}:{:016x}",
+        host.to_string_lossy(),
+        std::process::id(),
+        rand::random::<u64>()
+    )
+}
