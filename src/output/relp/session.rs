@@ -185,6 +185,12 @@ impl Session {
             return Ok(None);
         };
         let answer = match command {
+            // `close` is answered by an rsp without data (librelp); any other rsp has a status.
+            "rsp" if data.is_empty() => Answer::Rsp {
+                txnr,
+                code: 0,
+                text: "(no status)".to_string(),
+            },
             "rsp" => {
                 let (code, text) = frame::rsp_status(data).ok_or_else(|| {
                     self.protocol(format!(
