@@ -1,7 +1,7 @@
 //! The collector binary with a `relp` output into a real rsyslog `imrelp` over mutual TLS
-//! (`tls.authMode="name"`: our CA, our client name), next to the file output that serves as the reference. What
-//! rsyslog received is parsed strictly (`<14>DATE collector-host TABLE: JSON`, the syslog
-//! output's records) and compared, per table, with the events the simulators serve.
+//! (`tls.authMode="name"`: our CA and our client's name), next to the file output that serves
+//! as the reference. What rsyslog received is parsed strictly (`<14>DATE collector-host TABLE:
+//! JSON`, the syslog output's records) and compared, per table, with the served events.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -467,3 +467,127 @@ fn batch_id(table: &str, events: &[Event]) -> [u8; 32] {
     }
     h.finalize().into()
 }
+
+/// The unit of confirmation, against a small in-process RELP responder: rsyslog cannot be made
+/// to acknowledge exactly the first k records of a batch and then drop the connection (the
+/// integration tests in tests/it/relp.rs run against the real rsyslog).
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Accepts one connection, answers `open`, acknowledges the first `ack` syslog commands
+    /// (recording their data) and then, if `then_close`, drops the connection; else it keeps
+    /// acknowledging.
+    async fn responder(
+        listener: TcpListener,
+        ack: usize,
+        then_close: bool,
+        got: Arc<Mutex<Vec<String>>>,
+    ) {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut acked = 0;
+        loop {
+            while let Ok(Some((f, n))) = frame::parse(&buf) {
+                let (txnr, command, data) = (f.txnr, f.command.to_string(), f.data.to_vec());
+                buf.drain(..n);
+                let mut out = Vec::new();
+                match command.as_str() {
+                    "open" => frame::encode(&mut out, txnr, "rsp", b"200 OK\ncommands=syslog"),
+                    "syslog" if acked < ack || !then_close => {
+                        got.lock().unwrap().push(String::from_utf8(data).unwrap());
+                        acked += 1;
+                        frame::encode(&mut out, txnr, "rsp", b"200 OK");
+                    }
+                    _ => return, // drop the connection with the rest unanswered
+                }
+                s.write_all(&out).await.unwrap();
+            }
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    fn output(port: u16) -> RelpOutput {
+        let config = RelpOutputConfig {
+            network: NetworkOutputConfig {
+                devo: false,
+                address: "127.0.0.1".into(),
+                port,
+                tls: None,
+                hostname: Some("h".into()),
+                max_record_bytes: 1 << 20,
+                confirm_timeout: Duration::from_secs(5),
+                connect_timeout: Duration::from_secs(5),
+                internal_messages: false,
+            },
+            window_size: 4,
+        };
+        RelpOutput::from_config("r".into(), &config, SharedClock::system()).unwrap()
+    }
+
+    fn events(n: usize) -> Vec<Event> {
+        (0..n)
+            .map(|i| Event {
+                date_ms: i as i64,
+                key: [i as u8; 32],
+                json: Bytes::from(format!(r#"{{"id":{i}}}"#)),
+            })
+            .collect()
+    }
+
+    fn bodies(got: &Mutex<Vec<String>>) -> Vec<String> {
+        got.lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.rsplit_once(": ").unwrap().1.to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_retried_batch_sends_only_the_records_not_yet_acknowledged() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let first = Arc::new(Mutex::new(Vec::new()));
+        // Acknowledges 5 of 10, then the receiver is gone (nothing listens any more).
+        let server = tokio::spawn(responder(listener, 5, true, first.clone()));
+        let mut out = output(port);
+        let batch = events(10);
+        let err = out.deliver("t.a", &batch).await.unwrap_err().to_string();
+        server.await.unwrap();
+        assert!(err.contains("cannot connect"), "{err}");
+        assert_eq!(
+            bodies(&first),
+            (0..5)
+                .map(|i| format!(r#"{{"id":{i}}}"#))
+                .collect::<Vec<_>>()
+        );
+
+        // The receiver is back; the fan-out hands the same batch again.
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let second = Arc::new(Mutex::new(Vec::new()));
+        let server = tokio::spawn(responder(listener, 0, false, second.clone()));
+        out.deliver("t.a", &batch).await.unwrap();
+        assert_eq!(
+            bodies(&second),
+            (5..10)
+                .map(|i| format!(r#"{{"id":{i}}}"#))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(out.stats().messages_total, 10);
+        // Another batch is sent whole.
+        out.deliver("t.a", &events(3)).await.unwrap();
+        assert_eq!(bodies(&second).len(), 8);
+        drop(out);
+        server.await.unwrap();
+    }
+}
