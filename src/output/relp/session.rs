@@ -120,6 +120,15 @@ impl Session {
         written.map_err(RelpError::from)
     }
 
+    /// The next answer already read (none is waited for).
+    pub fn buffered_answer(&mut self) -> Result<Option<Answer>, RelpError> {
+        let Some((answer, used)) = self.parsed()? else {
+            return Ok(None);
+        };
+        self.read_buf.drain(..used);
+        Ok(Some(answer))
+    }
+
     /// Reads the next frame from the receiver and turns it into an [`Answer`]. `waiting_for`
     /// names the command whose answer is awaited (for the errors).
     pub async fn answer(
