@@ -258,6 +258,12 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
 /// `window_size`.
 fn parse_relp_output(mut c: Obj<'_>, cx: &mut Cx) -> Option<crate::output::relp::RelpOutputConfig> {
     let network = network_keys(&mut c, false, true, cx);
+    if network.as_ref().is_some_and(|n| n.internal_messages) {
+        cx.error(
+            &c.path("internal_messages"),
+            "is not supported by relp outputs (only devo_platform and syslog outputs carry the collector's own messages); remove it".into(),
+        );
+    }
     let window_size = c
         .number("window_size", 1.0, 100_000.0, true, cx)
         .map_or(crate::output::relp::DEFAULT_WINDOW_SIZE, |n| n as usize);
@@ -418,7 +424,7 @@ mod relp_tests {
     fn relp_without_tls_files_says_what_to_set() {
         let dir = tempfile::tempdir().unwrap();
         let errors = parse(
-            "  r: {type: relp, config: {address: a, port: 2514, window_size: 0}}\n  s: {type: relp}\n",
+            "  r: {type: relp, config: {address: a, port: 2514, window_size: 0}}\n  s: {type: relp}\n  t: {type: relp, config: {address: a, port: 1, tls: false, internal_messages: true}}\n",
             dir.path(),
         )
         .unwrap_err();
@@ -427,6 +433,7 @@ mod relp_tests {
             "outputs.r.config.chain: TLS needs `cert` and `key`",
             "outputs.r.config.window_size:",
             "outputs.s.config: missing; needs at least `address`",
+            "outputs.t.config.internal_messages: is not supported by relp",
         ] {
             assert!(all.contains(needle), "{needle:?} in\n{all}");
         }
