@@ -105,6 +105,9 @@ fn build_output(o: &OutputConfig, clock: &SharedClock) -> Result<Output, OutputE
         OutputKind::SplunkHec(h) => {
             Output::SplunkHec(Box::new(SplunkHecOutput::from_config(name, h)?))
         }
+        OutputKind::Relp(r) => Output::Relp(Box::new(
+            crate::output::relp::RelpOutput::from_config(name, r, clock.clone())?,
+        )),
     })
 }
 
@@ -253,6 +256,9 @@ pub async fn run(
         for o in &outputs {
             if let Output::Syslog(s) = o {
                 senders.push((s.name().to_owned(), s.stats_handle()));
+            }
+            if let Output::Relp(r) = o {
+                senders.push((r.name().to_owned(), r.stats_handle()));
             }
         }
         let puller = Puller::new(

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end backfill benchmark: isolation-sim serves N events per dataset (spread over 20
 # days) and `isolation-collector run --once` collects them all, to the file output or (mode
-# `tls`) to a local rsyslog over mutual TLS (the devo_platform output).
+# `tls`) to a local rsyslog over mutual TLS (the devo_platform output), or (mode `relp`) to a
+# local rsyslog imrelp over mutual TLS (the relp output).
 # Prints events/s, CPU seconds, peak RSS, API requests and bytes per event, and the lines
 # `SETTINGS key=value ...` and `RESULT key=value ...` that scripts/bench/summary.py reads.
 #
-#   bash scripts/bench/backfill.sh [EVENTS] [file|tls]        # defaults: 1000000 file
+#   bash scripts/bench/backfill.sh [EVENTS] [file|tls|relp]       # defaults: 1000000 file
 #
 # Environment knobs (defaults in brackets): JOB_LATENCY_MS [0] and JOB_LATENCY_MS_PER_10K [0]
 # (a job completes that long after its creation, as the real API's jobs take seconds),
@@ -61,6 +62,15 @@ if [ "$MODE" = tls ]; then
   sleep 1
   output_yaml=$(devo_output_yaml "$c" "$PORT_TLS")
   delivered="$work/received.log"
+elif [ "$MODE" = relp ]; then
+  PORT_TLS=${PORT_TLS:-18443}
+  c="$work/certs"
+  . scripts/lib/tls_receiver.sh
+  make_pki "$c"
+  start_rsyslog_relp "$work" "$c" "$PORT_TLS"
+  sleep 1
+  output_yaml=$(relp_output_yaml "$c" "$PORT_TLS")
+  delivered="$work/received.log"
 fi
 
 . scripts/lib/collector_config.sh
@@ -111,7 +121,7 @@ stats_sum() {  # stats_sum KEY: KEY summed over the datasets the collector asked
 served_bytes=$(stats_sum bytes_served)
 served_events=$(stats_sum events_served)
 sim_requests=$(stats_sum requests)
-if [ "$MODE" = tls ]; then  # rsyslog writes asynchronously: wait until the count settles
+if [ "$MODE" = tls ] || [ "$MODE" = relp ]; then  # rsyslog writes asynchronously: wait until the count settles
   prev=-1; while :; do cur=$(wc -l <"$delivered"); [ "$cur" = "$prev" ] && break; prev=$cur; sleep 0.5; done
 fi
 events=$(cat $delivered | wc -l)

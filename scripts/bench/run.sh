@@ -11,6 +11,10 @@
 #             file output: instructions per delivered event, SHA-256 (software path) apart.
 #   backfill  backfills of each of SIZES events to the file output and to a local mutual-TLS
 #             rsyslog (scripts/bench/backfill.sh).
+#   relp      the relp output against the TLS syslog output: RELP_N-event backfills to a local
+#             rsyslog over mutual TLS, imtcp (devo_platform) and imrelp (relp) interleaved; and
+#             RELP_CRASH_ITER iterations of scripts/reliability/crash_loop.sh (events re-sent
+#             per kill -9, both outputs in the same runs).
 #   both      both services in one process, the collector's default config, BOTH_SIZES events each.
 #   iso       iso2web (Proofpoint's community collector, PyPI, in a virtualenv) at ISO_N events,
 #             posting to a local webhook receiver (scripts/bench/iso2web_wrapper.py); with
@@ -26,8 +30,9 @@
 # machine: micro 4, callgrind 1, backfill 2, both 3, iso 6 (iso2web: ~2 min and ~1.7 GB a run),
 # curve 23 (ours ~1 min a run, iso2web ~2), steady 2.
 #
-# Knobs (environment, defaults in brackets): PARTS ["micro callgrind backfill both iso curve
-# steady ha"], REPS [3], SIZES ["100000 1000000"], BOTH_SIZES [same], ISO_N [1000000],
+# Knobs (environment, defaults in brackets): PARTS ["micro callgrind backfill relp both iso curve
+# steady ha"], REPS [3], RELP_N [100000], RELP_CRASH_ITER [5: crash-loop iterations for relp],
+# SIZES ["100000 1000000"], BOTH_SIZES [same], ISO_N [1000000],
 # CURVE_N [1000000], LATENCIES ["0 2000 5000 10000"], CURVE_MCJ ["default 16"],
 # CURVE_REPS [1: runs per side at the curve's latencies other than TARGET_LATENCY, 5000,
 # which gets REPS], CALLGRIND_N [100000], STEADY_SECS [120], OUT [a new /tmp/isolation-bench.*],
@@ -37,7 +42,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN=$CARGO_TARGET_DIR/release
-PARTS=${PARTS-"micro callgrind backfill both iso curve steady ha"}
+PARTS=${PARTS-"micro callgrind backfill relp both iso curve steady ha"}
+RELP_N=${RELP_N:-100000}
+RELP_CRASH_ITER=${RELP_CRASH_ITER:-5}
 REPS=${REPS:-3}
 SIZES=${SIZES-"100000 1000000"}
 BOTH_SIZES=${BOTH_SIZES-$SIZES}
@@ -91,7 +98,10 @@ need() {  # need COMMAND PACKAGE: install PACKAGE with apt-get when root, else s
 }
 [ -x /usr/bin/time ] || need /usr/bin/time time
 has_part callgrind && need valgrind valgrind && need callgrind_annotate valgrind
-{ has_part backfill || has_part both; } && need rsyslogd rsyslog
+{ has_part backfill || has_part both || has_part relp; } && need rsyslogd rsyslog
+if has_part relp && ! ls /usr/lib/*/rsyslog/imrelp.so >/dev/null 2>&1; then
+  echo "run.sh: rsyslog's imrelp is missing: apt-get install rsyslog-relp, or leave relp out of PARTS" >&2; exit 1
+fi
 
 {
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -h | awk '/^Mem:/ {print $2}') RAM, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
@@ -144,6 +154,20 @@ if has_part backfill; then
       for r in $(seq 1 "$REPS"); do backfill "$mode" "$n" "$mode"; done
     done
   done
+fi
+
+# 3b. RELP against TLS syslog, same events, same rsyslog, interleaved (tls relp tls relp ...):
+# the TLS syslog output proves delivery per connection, the relp output per record.
+if has_part relp; then
+  for r in $(seq 1 "$REPS"); do
+    backfill relp-vs-tls "$RELP_N" tls
+    backfill relp "$RELP_N" relp
+  done
+  # Events re-sent per crash, both outputs in the same runs: the crash loop kills the collector
+  # (kill -9) at random moments of backfills into both receivers and counts what each stored.
+  PROFILE=release PORT_WEB=$PORT_WEB PORT_URL=$PORT_URL PORT_TLS=$((PORT_BASE + 30)) \
+    PORT_RELP=$((PORT_BASE + 31)) bash scripts/reliability/crash_loop.sh "$RELP_CRASH_ITER" 20000 \
+    | tee "$OUT/relp-crash.log"
 fi
 
 # 4. Both services in one process, the default config (nothing changed, not even the poll).

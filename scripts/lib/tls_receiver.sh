@@ -32,6 +32,29 @@ CONF
   rsyslog_pid=$!
 }
 
+# start_rsyslog_relp WORKDIR CERTDIR PORT: like start_rsyslog, but rsyslog's imrelp (RELP over
+# TLS; tls.authMode "name" checks the client certificate against our CA and its name `client`).
+# Queues as start_rsyslog's (rsyslog's defaults), so that the two receivers compare.
+start_rsyslog_relp() {
+  local w=$1 c=$2 port=$3
+  mkdir -p "$w/rsyslog"
+  cat >"$w/rsyslog.conf" <<CONF
+global(workDirectory="$w/rsyslog" maxMessageSize="1m")
+module(load="imrelp")
+template(name="raw" type="string" string="%rawmsg%\n")
+ruleset(name="collect") { action(type="omfile" file="$w/received.log" template="raw") }
+input(type="imrelp" address="127.0.0.1" port="$port" ruleset="collect" tls="on" tls.caCert="$c/ca.crt"
+  tls.myCert="$c/server.crt" tls.myPrivKey="$c/server.key" tls.authMode="name" tls.permittedPeer=["client"])
+CONF
+  rsyslogd -n -f "$w/rsyslog.conf" -i "$w/rsyslog.pid" >"$w/rsyslogd.log" 2>&1 &
+  rsyslog_pid=$!
+}
+
+# relp_output_yaml CERTDIR PORT: the collector's relp output for that receiver.
+relp_output_yaml() {
+  echo "  relp: {type: relp, config: {address: 127.0.0.1, port: $2, chain: $1/ca.crt, cert: $1/client.crt, key: $1/client.key}}"
+}
+
 # devo_output_yaml CERTDIR PORT: the collector's devo_platform output for that receiver.
 devo_output_yaml() {
   echo "  devo: {type: devo_platform, config: {address: 127.0.0.1, port: $2, chain: $1/ca.crt, cert: $1/client.crt, key: $1/client.key}}"

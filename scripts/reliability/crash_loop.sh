@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Crash loop (not in CI): ITERATIONS backfills of both services into a file output and a
-# mutual-TLS rsyslog (the devo_platform output). In each iteration the collector is `kill -9`ed
+# Crash loop (not in CI): ITERATIONS backfills of both services into a file output, a
+# mutual-TLS rsyslog (the devo_platform output) and a second rsyslog with imrelp over mutual TLS
+# (the relp output). In each iteration the collector is `kill -9`ed
 # at random moments and restarted until a run completes; then the file output and what rsyslog
 # stored are compared with the simulator's full event set (`isolation-sim --dump-events` with
 # the same seed and a pinned --anchor), counting missing and duplicated events per output.
@@ -19,11 +20,12 @@ KILL_MAX_MS=${KILL_MAX_MS:-1500}
 PORT_WEB=${PORT_WEB:-18280}
 PORT_URL=${PORT_URL:-18281}
 PORT_TLS=${PORT_TLS:-18543}
+PORT_RELP=${PORT_RELP:-18544}
 WINDOW=1500   # max_events_per_window: the bound on one unconfirmed batch
 work=$(mktemp -d)
-sim_pid=; rsyslog_pid=; coll_pid=
+sim_pid=; rsyslog_pid=; relp_pid=; coll_pid=
 cleanup() {
-  for p in $coll_pid $sim_pid $rsyslog_pid; do kill -9 "$p" 2>/dev/null || true; done
+  for p in $coll_pid $sim_pid $rsyslog_pid $relp_pid; do kill -9 "$p" 2>/dev/null || true; done
   [ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -44,8 +46,8 @@ make_pki "$c"
 rand_ms() { python3 -c "import random; print(random.randint(30, $KILL_MAX_MS))"; }
 
 total_kills=0; total_file_missing=0; total_file_dup=0; total_tls_missing=0; total_tls_dup=0
-max_tls_dup=0; iters_with_tls_dup=0; failed=0
-printf '%-5s %-6s %-8s %-13s %-13s %-13s %-13s\n' iter kills events file_missing file_dup tls_missing tls_dup
+max_tls_dup=0; iters_with_tls_dup=0; failed=0; total_relp_missing=0; total_relp_dup=0; max_relp_dup=0
+printf '%-5s %-6s %-8s %-13s %-13s %-13s %-13s %-13s %-13s\n' iter kills events file_missing file_dup tls_missing tls_dup relp_missing relp_dup
 for i in $(seq 1 "$ITER"); do
   it="$work/it$i"; mkdir -p "$it/rsyslog"
   anchor=$(date -u -d '-2 min' +%Y-%m-%dT%H:%M:%SZ)
@@ -55,11 +57,14 @@ for i in $(seq 1 "$ITER"); do
   "$bin/isolation-sim" "${sim_args[@]}" --web-listen 127.0.0.1:$PORT_WEB --url-listen 127.0.0.1:$PORT_URL \
     >"$it/sim.log" 2>&1 &
   sim_pid=$!
+  start_rsyslog_relp "$it/relp" "$c" "$PORT_RELP"
+  relp_pid=$rsyslog_pid
   start_rsyslog "$it" "$c" "$PORT_TLS"
   for _ in $(seq 1 100); do grep -q '^url:' "$it/sim.log" 2>/dev/null && break; sleep 0.1; done
   sleep 0.5
   outputs="  local: {type: file, config: {directory: $it/out}}
-$(devo_output_yaml "$c" "$PORT_TLS")"
+$(devo_output_yaml "$c" "$PORT_TLS")
+$(relp_output_yaml "$c" "$PORT_RELP")"
   cat >"$it/config.yaml" <<YAML
 $(config_head_yaml crash "$it" "$outputs")
       browser_and_email_isolation:
@@ -95,8 +100,8 @@ YAML
       echo "iteration $i: the final run failed; see $it/run.log" >&2; failed=1; }
   fi
   # rsyslog writes asynchronously: wait until the count settles.
-  prev=-1; while :; do cur=$(wc -l <"$it/received.log" 2>/dev/null || echo 0); [ "$cur" = "$prev" ] && break; prev=$cur; sleep 0.5; done
-  read -r events fm fd tm td < <(python3 - "$it" <<'PY'
+  prev=-1; while :; do cur=$(cat "$it/received.log" "$it/relp/received.log" 2>/dev/null | wc -l); [ "$cur" = "$prev" ] && break; prev=$cur; sleep 0.5; done
+  read -r events fm fd tm td rm rd < <(python3 - "$it" <<'PY'
 import collections, sys
 it = sys.argv[1]
 tables = {"web": "tap.proofpoint.isolation.browser_and_email", "url": "tap.proofpoint.isolation.url_isolation"}
@@ -115,18 +120,25 @@ for t in tables.values():
             f[(t, line.rstrip("\n"))] += 1
     except FileNotFoundError:
         pass
-s = collections.Counter()
-try:
-    for line in open(f"{it}/received.log"):
-        # <14>YYYY-MM-DD HH:MM:SS.mmm HOST TABLE: JSON
-        parts = line.rstrip("\n").split(" ", 4)
-        s[(parts[3].rstrip(":"), parts[4])] += 1
-except FileNotFoundError:
-    pass
-print(sum(want.values()), *diff(f), *diff(s))
+def received(path):
+    s = collections.Counter()
+    try:
+        for line in open(path):
+            # <14>YYYY-MM-DD HH:MM:SS.mmm HOST TABLE: JSON
+            parts = line.rstrip("\n").split(" ", 4)
+            s[(parts[3].rstrip(":"), parts[4])] += 1
+    except FileNotFoundError:
+        pass
+    return s
+print(sum(want.values()), *diff(f), *diff(received(f"{it}/received.log")),
+      *diff(received(f"{it}/relp/received.log")))
 PY
 )
-  printf '%-5s %-6s %-8s %-13s %-13s %-13s %-13s\n' "$i" "$kills" "$events" "$fm" "$fd" "$tm" "$td"
+  printf '%-5s %-6s %-8s %-13s %-13s %-13s %-13s %-13s %-13s\n' "$i" "$kills" "$events" "$fm" "$fd" "$tm" "$td" "$rm" "$rd"
+  total_relp_missing=$((total_relp_missing + rm)); total_relp_dup=$((total_relp_dup + rd))
+  [ "$rd" -gt "$max_relp_dup" ] && max_relp_dup=$rd
+  [ "$rm" -ne 0 ] && failed=1
+  if [ "$rd" -gt $((kills * WINDOW * 2)) ]; then echo "iteration $i: RELP duplicates above the bound" >&2; failed=1; fi
   total_kills=$((total_kills + kills)); total_file_missing=$((total_file_missing + fm))
   total_file_dup=$((total_file_dup + fd)); total_tls_missing=$((total_tls_missing + tm))
   total_tls_dup=$((total_tls_dup + td)); [ "$td" -gt "$max_tls_dup" ] && max_tls_dup=$td
@@ -134,12 +146,13 @@ PY
   if [ "$fm" -ne 0 ] || [ "$fd" -ne 0 ] || [ "$tm" -ne 0 ]; then failed=1; fi
   # The bound: at most one unconfirmed window (max_events_per_window) per kill, per service.
   if [ "$td" -gt $((kills * WINDOW * 2)) ]; then echo "iteration $i: TLS duplicates above the bound" >&2; failed=1; fi
-  kill -9 "$sim_pid" "$rsyslog_pid" 2>/dev/null || true
-  wait "$sim_pid" "$rsyslog_pid" 2>/dev/null || true
-  sim_pid=; rsyslog_pid=
-  [ -n "${KEEP:-}" ] || rm -rf "$it/out" "$it/received.log" "$it/expected"
+  kill -9 "$sim_pid" "$rsyslog_pid" "$relp_pid" 2>/dev/null || true
+  wait "$sim_pid" "$rsyslog_pid" "$relp_pid" 2>/dev/null || true
+  sim_pid=; rsyslog_pid=; relp_pid=
+  [ -n "${KEEP:-}" ] || rm -rf "$it/out" "$it/received.log" "$it/relp/received.log" "$it/expected"
 done
 echo "summary: iterations=$ITER events_per_iteration=$((N * 2)) kill9=$total_kills" \
   "file: missing=$total_file_missing duplicated=$total_file_dup" \
-  "tls: missing=$total_tls_missing duplicated=$total_tls_dup (max $max_tls_dup in one iteration, $iters_with_tls_dup iteration(s) with any)"
+  "tls: missing=$total_tls_missing duplicated=$total_tls_dup (max $max_tls_dup in one iteration, $iters_with_tls_dup iteration(s) with any)" \
+  "relp: missing=$total_relp_missing duplicated=$total_relp_dup (max $max_relp_dup in one iteration)"
 exit $failed

@@ -29,6 +29,8 @@ pub enum OutputKind {
     Http(Box<crate::output::http::HttpOutputConfig>),
     /// `splunk_hec`: Splunk's HTTP Event Collector with indexer acknowledgement.
     SplunkHec(Box<crate::output::http::hec::HecOutputConfig>),
+    /// `relp`: rsyslog's imrelp, every record acknowledged.
+    Relp(Box<crate::output::relp::RelpOutputConfig>),
 }
 
 pub use crate::output::syslog::{NetworkOutputConfig, TlsFiles};
@@ -63,7 +65,7 @@ pub(super) fn parse_outputs(mut o: Obj<'_>, cx: &mut Cx) -> Vec<OutputConfig> {
     if names.is_empty() {
         cx.error(
             &o.path,
-            "no output configured; add at least one (devo_platform, syslog, http, splunk_hec, file or console)"
+            "no output configured; add at least one (devo_platform, syslog, relp, http, splunk_hec, file or console)"
                 .into(),
         );
     }
@@ -112,6 +114,16 @@ fn output_kind(out: &mut Obj<'_>, cx: &mut Cx) -> Option<OutputKind> {
                 }
             }
         }
+        Some("relp") => match config_obj {
+            Some(c) => parse_relp_output(c, cx).map(|r| OutputKind::Relp(Box::new(r))),
+            None => {
+                cx.error(
+                    &join(&path, "config"),
+                    "missing; needs at least `address`, `port`, and `chain`, `cert`, `key` (or tls: false)".into(),
+                );
+                None
+            }
+        },
         Some(t @ ("http" | "splunk_hec")) => {
             let Some(c) = config_obj else {
                 cx.error(
@@ -130,7 +142,7 @@ fn output_kind(out: &mut Obj<'_>, cx: &mut Cx) -> Option<OutputKind> {
             cx.error(
                 &join(&path, "type"),
                 format!(
-                    "`{other}` is not an output type; use devo_platform, syslog, http, splunk_hec, file or console"
+                    "`{other}` is not an output type; use devo_platform, syslog, relp, http, splunk_hec, file or console"
                 ),
             );
             None
@@ -138,7 +150,8 @@ fn output_kind(out: &mut Obj<'_>, cx: &mut Cx) -> Option<OutputKind> {
         None => {
             cx.error(
                 &join(&path, "type"),
-                "missing; use devo_platform, syslog, http, splunk_hec, file or console".into(),
+                "missing; use devo_platform, syslog, relp, http, splunk_hec, file or console"
+                    .into(),
             );
             None
         }
@@ -236,6 +249,39 @@ fn output_trust_keys(c: &mut Obj<'_>, cx: &mut Cx) -> OutputTrustKeys {
 
 fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<NetworkOutputConfig> {
     c.ignored = DEVO_SENDER_IGNORED;
+    let network = network_keys(&mut c, devo, devo, cx);
+    c.finish(cx);
+    network
+}
+
+/// A `relp` output: the network keys with TLS on by default (`tls: false` for plain TCP), and
+/// `window_size`.
+fn parse_relp_output(mut c: Obj<'_>, cx: &mut Cx) -> Option<crate::output::relp::RelpOutputConfig> {
+    let network = network_keys(&mut c, false, true, cx);
+    if network.as_ref().is_some_and(|n| n.internal_messages) {
+        cx.error(
+            &c.path("internal_messages"),
+            "is not supported by relp outputs (only devo_platform and syslog outputs carry the collector's own messages); remove it".into(),
+        );
+    }
+    let window_size = c
+        .number("window_size", 1.0, 100_000.0, true, cx)
+        .map_or(crate::output::relp::DEFAULT_WINDOW_SIZE, |n| n as usize);
+    c.finish(cx);
+    Some(crate::output::relp::RelpOutputConfig {
+        network: network?,
+        window_size,
+    })
+}
+
+/// The keys a network output shares: address, port, TLS files, hostname, record size, timeouts.
+/// `tls_default`: whether TLS is on unless `tls: false` (always for Devo's outputs and `relp`).
+fn network_keys(
+    c: &mut Obj<'_>,
+    devo: bool,
+    tls_default: bool,
+    cx: &mut Cx,
+) -> Option<NetworkOutputConfig> {
     let address = c.string_or_alias("address", "url", cx);
     if address.is_none() {
         cx.error(
@@ -247,7 +293,7 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
     if port.is_none() && !c.map.contains_key("port") {
         cx.error(&c.path("port"), "missing; Devo listens on 443".into());
     }
-    let tls = tls_files(&mut c, devo, cx);
+    let tls = tls_files(c, tls_default, cx);
     let hostname = c.string("hostname", cx);
     let internal_messages = c.boolean("internal_messages", false, cx);
     let max_record_bytes = c
@@ -264,10 +310,9 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
     }
     if devo {
         if let Some(a) = &address {
-            warn_unless_devo_address(&c, a, cx);
+            warn_unless_devo_address(c, a, cx);
         }
     }
-    c.finish(cx);
     Some(NetworkOutputConfig {
         devo,
         address: address?,
@@ -284,12 +329,12 @@ fn parse_network_output(mut c: Obj<'_>, devo: bool, cx: &mut Cx) -> Option<Netwo
 /// The TLS keys of a network output: `chain`, `cert` and `key` (or Devo's `*_loc` names),
 /// `check_hostname`, `tls`, and the extra roots. `None` for plain TCP (a `syslog` output
 /// without any of them); every given file must exist.
-fn tls_files(c: &mut Obj<'_>, devo: bool, cx: &mut Cx) -> Option<TlsFiles> {
+fn tls_files(c: &mut Obj<'_>, tls_default: bool, cx: &mut Cx) -> Option<TlsFiles> {
     let chain = c.string_or_alias("chain", "chain_loc", cx);
     let cert = c.string_or_alias("cert", "cert_loc", cx);
     let key = c.string_or_alias("key", "key_loc", cx);
     let check_hostname = c.boolean("check_hostname", true, cx);
-    let tls_wanted = c.boolean("tls", devo, cx);
+    let tls_wanted = c.boolean("tls", tls_default, cx);
     let roots = output_trust_keys(c, cx);
     match (cert, key) {
         (Some(cert), Some(key)) if chain.is_some() || roots.given() => {
@@ -333,5 +378,64 @@ fn warn_unless_devo_address(c: &Obj<'_>, a: &str, cx: &mut Cx) {
             &c.path("address"),
             format!("`{a}` is not one of Devo's collector-{{us,eu,ca,ap}}.devo.io addresses"),
         );
+    }
+}
+
+#[cfg(test)]
+mod relp_tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn parse(outputs: &str, dir: &Path) -> Result<Config, Vec<String>> {
+        let text = format!(
+            "globals: {{id: t, name: t, persistence: {{type: memory}}}}\noutputs:\n{outputs}inputs:\n  proofpoint_isolation:\n    id: 1\n    credentials: {{api_key: \"1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c9z\"}}\n"
+        );
+        let now = crate::time::parse_user_time("2026-01-01T00:00:00Z").unwrap();
+        Config::parse(&text, dir, &|_: &str| None, now)
+    }
+
+    #[test]
+    fn relp_outputs_take_the_devo_tls_keys_and_a_window() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("certs")).unwrap();
+        for f in ["chain.crt", "c.crt", "c.key"] {
+            std::fs::write(dir.path().join("certs").join(f), "x").unwrap();
+        }
+        let c = parse(
+            "  r:\n    type: relp\n    config: {address: relay.example, port: 2514, chain: chain.crt, cert: c.crt, key: c.key}\n  p:\n    type: relp\n    config: {address: 10.0.0.1, port: 20514, tls: false, window_size: 16}\n",
+            dir.path(),
+        )
+        .unwrap();
+        let OutputKind::Relp(r) = &c.outputs[0].kind else {
+            panic!("{:?}", c.outputs[0].kind)
+        };
+        assert_eq!(r.window_size, crate::output::relp::DEFAULT_WINDOW_SIZE);
+        let tls = r.network.tls.as_ref().unwrap();
+        assert_eq!(tls.cert, dir.path().join("certs/c.crt"));
+        assert!(tls.check_hostname);
+        let OutputKind::Relp(p) = &c.outputs[1].kind else {
+            panic!("{:?}", c.outputs[1].kind)
+        };
+        assert_eq!((p.window_size, p.network.port), (16, 20514));
+        assert!(p.network.tls.is_none());
+    }
+
+    #[test]
+    fn relp_without_tls_files_says_what_to_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let errors = parse(
+            "  r: {type: relp, config: {address: a, port: 2514, window_size: 0}}\n  s: {type: relp}\n  t: {type: relp, config: {address: a, port: 1, tls: false, internal_messages: true}}\n",
+            dir.path(),
+        )
+        .unwrap_err();
+        let all = errors.join("\n");
+        for needle in [
+            "outputs.r.config.chain: TLS needs `cert` and `key`",
+            "outputs.r.config.window_size:",
+            "outputs.s.config: missing; needs at least `address`",
+            "outputs.t.config.internal_messages: is not supported by relp",
+        ] {
+            assert!(all.contains(needle), "{needle:?} in\n{all}");
+        }
     }
 }

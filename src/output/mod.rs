@@ -3,7 +3,7 @@
 //! Every event goes to every output (Devo's fan-out). An output *confirms* a batch by returning
 //! `Ok` from [`Output::deliver`]; the puller advances its checkpoint only after every output has
 //! confirmed, so a confirmation must mean the events are durable at the peer (fsynced file, a TLS
-//! peer that provably read everything, a webhook's 2xx, Splunk's indexer acknowledgement), not
+//! peer that provably read everything, RELP's `rsp 200` per record, a webhook's 2xx, Splunk's indexer acknowledgement), not
 //! merely handed to the kernel.
 //!
 //! Outputs are an enum rather than trait objects: the set is closed, dispatch is a `match`, and
@@ -25,6 +25,7 @@ pub mod console;
 pub mod fanout;
 pub mod file;
 pub mod http;
+pub mod relp;
 pub mod syslog;
 
 pub use fanout::{FanOutError, Outputs};
@@ -57,6 +58,7 @@ pub enum Output {
     /// Boxed, as the syslog output's sender is: `Output` stays small.
     Http(Box<http::HttpOutput>),
     SplunkHec(Box<http::hec::SplunkHecOutput>),
+    Relp(Box<relp::RelpOutput>),
 }
 
 impl Output {
@@ -68,6 +70,7 @@ impl Output {
             Output::Syslog(o) => o.name(),
             Output::Http(o) => o.name(),
             Output::SplunkHec(o) => o.name(),
+            Output::Relp(o) => o.name(),
         }
     }
 
@@ -81,7 +84,9 @@ impl Output {
         match self {
             Output::File(o) => o.resume(table, committed).await,
             Output::Console(_) => Ok(None),
-            Output::Syslog(_) | Output::Http(_) | Output::SplunkHec(_) => Ok(None),
+            Output::Syslog(_) | Output::Http(_) | Output::SplunkHec(_) | Output::Relp(_) => {
+                Ok(None)
+            }
         }
     }
 
@@ -98,6 +103,7 @@ impl Output {
             Output::Syslog(o) => o.deliver(table, events).await,
             Output::Http(o) => o.deliver(table, events).await,
             Output::SplunkHec(o) => o.deliver(table, events).await,
+            Output::Relp(o) => o.deliver(table, events).await,
         }
     }
 
@@ -108,6 +114,7 @@ impl Output {
             Output::Syslog(o) => o.stop_retries_on(cancel),
             Output::Http(o) => o.stop_retries_on(cancel),
             Output::SplunkHec(o) => o.stop_retries_on(cancel),
+            Output::Relp(o) => o.stop_retries_on(cancel),
             Output::File(_) | Output::Console(_) => {}
         }
     }
@@ -120,6 +127,7 @@ impl Output {
             Output::Syslog(o) => o.check().await,
             Output::Http(o) => o.check().await,
             Output::SplunkHec(o) => o.check().await,
+            Output::Relp(o) => o.check().await,
         }
     }
 }

@@ -40,7 +40,7 @@ fn devo_output(pki: &Pki, port: u16, client: &CertFiles) -> String {
 
 /// Parses received records strictly: `<14>YYYY-MM-DD HH:MM:SS.mmm collector-host TABLE: JSON`,
 /// one per line, every line complete. Returns the JSON bodies per table.
-fn parse_records(received: &[u8]) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn parse_records(received: &[u8]) -> BTreeMap<String, Vec<String>> {
     let text = std::str::from_utf8(received).expect("received records are UTF-8");
     assert!(
         text.is_empty() || text.ends_with('\n'),
@@ -95,7 +95,7 @@ fn assert_received_exactly_once(env: &TestEnv, received: &[u8]) {
     }
 }
 
-fn line_count(bytes: &[u8]) -> usize {
+pub(crate) fn line_count(bytes: &[u8]) -> usize {
     bytes.iter().filter(|&&b| b == b'\n').count()
 }
 
@@ -124,7 +124,7 @@ fn earliest_event(events: &[String]) -> chrono::DateTime<chrono::Utc> {
 /// Asserts that no service checkpointed any event: the state exists (the first cycle writes
 /// the file output's committed position before fetching) and its checkpoint is before every
 /// event.
-fn assert_not_advanced(env: &TestEnv) {
+pub(crate) fn assert_not_advanced(env: &TestEnv) {
     let [web, url] = checkpoints(env);
     for (c, sim, what) in [(web, &env.web, "web"), (url, &env.url, "url")] {
         let c = c.unwrap_or_else(|| panic!("{what}: no state file"));
@@ -137,7 +137,11 @@ fn assert_not_advanced(env: &TestEnv) {
 }
 
 /// Spawns the collector with its log going to a file that can be read while it runs.
-fn spawn_collector(env: &TestEnv, args: &[&str], log: &str) -> (tokio::process::Child, PathBuf) {
+pub(crate) fn spawn_collector(
+    env: &TestEnv,
+    args: &[&str],
+    log: &str,
+) -> (tokio::process::Child, PathBuf) {
     let path = env.path(log);
     let file = std::fs::File::create(&path).unwrap();
     let child = collector_command(args, &env.config_path())
@@ -148,12 +152,12 @@ fn spawn_collector(env: &TestEnv, args: &[&str], log: &str) -> (tokio::process::
     (child, path)
 }
 
-fn read_log(path: &PathBuf) -> String {
+pub(crate) fn read_log(path: &PathBuf) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Waits (polling) until `f` holds, or panics with `what` after `limit`.
-async fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !f() {
         assert!(

@@ -40,6 +40,10 @@ mod syslog_tls;
 // The collector binary with a devo_platform output into a real mutual-TLS rsyslog, end to end.
 mod devo_e2e;
 
+// The relp output into a real rsyslog imrelp over mutual TLS: exact multisets, a rejected
+// certificate, a receiver killed mid-batch, the kill -9 crash bound.
+mod relp;
+
 // The metrics listener against the truth, /health and /ready, and --log-format json.
 mod metrics;
 

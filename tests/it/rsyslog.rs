@@ -12,7 +12,7 @@
 //! before rsyslog reads the next bytes from the connection.
 //!
 //! rsyslog and its GnuTLS driver are required: without them the tests fail (never skip) and
-//! say `apt-get install rsyslog rsyslog-gnutls`.
+//! say `apt-get install rsyslog rsyslog-gnutls`; the `relp` tests need imrelp (`rsyslog-relp`).
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,6 +27,7 @@ use rcgen::{
 use tempfile::TempDir;
 
 const INSTALL_HINT: &str = "apt-get install rsyslog rsyslog-gnutls";
+const RELP_INSTALL_HINT: &str = "apt-get install rsyslog rsyslog-relp";
 
 /// A certificate authority that can issue server and client certificates.
 pub struct Ca {
@@ -127,6 +128,15 @@ pub struct Pki {
 
 impl Pki {
     /// A TLS listener that presents our server certificate and verifies clients against our CA.
+    /// An imrelp listener over TLS that presents our server certificate and verifies clients
+    /// against our CA.
+    pub fn listen_relp_tls(&self) -> Listen {
+        Listen::RelpTls {
+            ca: self.ca.pem.clone(),
+            server: self.server.clone(),
+        }
+    }
+
     pub fn listen_tls(&self) -> Listen {
         Listen::Tls {
             ca: self.ca.pem.clone(),
@@ -157,6 +167,10 @@ pub enum Listen {
     Tcp,
     /// TLS with client certificates verified against `ca` (`x509/certvalid`).
     Tls { ca: PathBuf, server: CertFiles },
+    /// imrelp over TLS, client certificates verified against `ca` and named `isolation-collector`
+    /// (`tls.authMode="name"`). Not `certvalid`: librelp 1.11 with GnuTLS then accepts a client
+    /// certificate of any CA (checked by hand with a self-signed one).
+    RelpTls { ca: PathBuf, server: CertFiles },
 }
 
 /// A running (or killed) rsyslogd.
@@ -193,6 +207,11 @@ fn require_rsyslog() {
 }
 
 fn require_gtls() {
+    require_module("lmnsd_gtls.so", INSTALL_HINT);
+}
+
+/// rsyslog's module `file` (e.g. `imrelp.so`) must be installed.
+fn require_module(file: &str, hint: &str) {
     let dirs = [
         "/usr/lib/x86_64-linux-gnu/rsyslog",
         "/usr/lib/aarch64-linux-gnu/rsyslog",
@@ -200,14 +219,8 @@ fn require_gtls() {
         "/usr/lib64/rsyslog",
         "/usr/local/lib/rsyslog",
     ];
-    if !dirs
-        .iter()
-        .any(|d| Path::new(d).join("lmnsd_gtls.so").exists())
-    {
-        panic!(
-            "rsyslog's GnuTLS stream driver (lmnsd_gtls.so) not found in {dirs:?}; install it \
-             with `{INSTALL_HINT}`"
-        );
+    if !dirs.iter().any(|d| Path::new(d).join(file).exists()) {
+        panic!("rsyslog's module {file} not found in {dirs:?}; install it with `{hint}`");
     }
 }
 
@@ -218,6 +231,9 @@ impl Rsyslog {
         require_rsyslog();
         if matches!(listen, Listen::Tls { .. }) {
             require_gtls();
+        }
+        if matches!(listen, Listen::RelpTls { .. }) {
+            require_module("imrelp.so", RELP_INSTALL_HINT);
         }
         let dir = tmp.path().join(name);
         fs::create_dir_all(dir.join("work")).unwrap();
@@ -331,7 +347,18 @@ impl Drop for Rsyslog {
 
 /// The rsyslog configuration for one receiver.
 pub fn config_text(dir: &Path, port: u16, out: &Path, listen: &Listen) -> String {
+    let mut input =
+        format!(r#"input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="collect")"#);
     let (global_tls, module) = match listen {
+        Listen::RelpTls { ca, server } => {
+            input = format!(
+                r#"input(type="imrelp" address="127.0.0.1" port="{port}" ruleset="collect" tls="on" tls.caCert="{}" tls.myCert="{}" tls.myPrivKey="{}" tls.authMode="name" tls.permittedPeer=["isolation-collector"])"#,
+                ca.display(),
+                server.cert.display(),
+                server.key.display()
+            );
+            (String::new(), r#"module(load="imrelp")"#.to_string())
+        }
         Listen::Tcp => (String::new(), r#"module(load="imtcp")"#.to_string()),
         Listen::Tls { ca, server } => (
             format!(
@@ -356,7 +383,7 @@ template(name="raw" type="string" string="%rawmsg%\n")
 ruleset(name="collect" queue.type="Direct") {{
   action(type="omfile" file="{out}" template="raw" asyncWriting="off" flushOnTXEnd="on")
 }}
-input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="collect")
+{input}
 "#,
         work = dir.join("work").display(),
         out = out.display(),

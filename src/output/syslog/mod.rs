@@ -493,7 +493,11 @@ impl SyslogOutput {
     }
 }
 
-fn load_tls(output: &str, host: &str, files: &TlsFiles) -> Result<TlsSetup, OutputError> {
+pub(crate) fn load_tls(
+    output: &str,
+    host: &str,
+    files: &TlsFiles,
+) -> Result<TlsSetup, OutputError> {
     let (roots, trusted) = output_roots(files).map_err(|e| OutputError::Peer {
         output: output.to_string(),
         reason: e.to_string(),

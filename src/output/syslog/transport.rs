@@ -161,6 +161,11 @@ pub(crate) struct Connector {
     pub accepted: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// A connected byte stream, plain TCP or TLS.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 /// Loaded TLS material.
 #[derive(Clone)]
 pub(crate) struct TlsSetup {
@@ -213,6 +218,17 @@ impl Connector {
                 result
             }
         }
+    }
+
+    /// Connects (and with TLS, handshakes) and hands the stream over: for outputs that talk on
+    /// a long-lived connection (RELP) rather than proving delivery by the close.
+    pub(crate) async fn open_stream(&self) -> Result<Box<dyn Stream>, TransportError> {
+        let addr = self.addr();
+        let tcp = self.connect_tcp(&addr).await?;
+        Ok(match &self.tls {
+            None => Box::new(tcp),
+            Some(tls) => Box::new(self.handshake(tcp, tls, &addr).await?),
+        })
     }
 
     async fn connect_tcp(&self, addr: &str) -> Result<TcpStream, TransportError> {
@@ -442,7 +458,7 @@ impl StepError {
 
 /// Turns an I/O error from tokio-rustls (which carries a `rustls::Error` inside) into the cause
 /// an operator can act on.
-fn classify(
+pub(crate) fn classify(
     err: io::Error,
     addr: &str,
     stage: &'static str,
