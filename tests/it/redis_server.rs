@@ -3,7 +3,6 @@
 //! a restart keep everything a client was told was written, as a production Redis with AOF does.
 //!
 //! Used by the high-availability tests (Redis persistence, leases, failover).
-#![allow(dead_code)] // The HA tests that use every helper land with issue 11.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
