@@ -646,6 +646,17 @@ async fn tls_with_a_private_ca() {
     );
 }
 
+/// The length of `table`'s file that the output `local` committed, per the url_isolation state in
+/// Redis (0 before the first commit).
+fn committed_length(redis: &RedisServer, table: &str) -> u64 {
+    let key = "isolation-collector:{proofpoint_isolation_10001_url_isolation}:state";
+    redis
+        .get(key)
+        .and_then(|doc| serde_json::from_str::<serde_json::Value>(&doc).ok())
+        .and_then(|v| v["output_positions"]["local"][table].as_u64())
+        .unwrap_or(0)
+}
+
 /// A former holder's remains in the shared file output after the holder's lines (its copy of
 /// two lines and a partial one, as a holder woken mid-batch after a takeover leaves them),
 /// appended while the holder runs. The holder does not write its next batch after them and
@@ -664,9 +675,13 @@ async fn a_former_holders_bytes_in_the_shared_file_are_cut_by_the_holders_resume
         .spawn()
         .unwrap();
     wait_for(|| env.delivered(URL_TABLE).len() == env.url.visible_events().len()).await;
+    let path = env.path("out").join(format!("{URL_TABLE}.jsonl"));
+    // The former holder's bytes come after the holder's last *committed* window: wait until the
+    // state in Redis holds the file's whole length (lines on disk are not yet committed).
+    wait_for(|| committed_length(&redis, URL_TABLE) == std::fs::metadata(&path).unwrap().len())
+        .await;
     let delivered = env.delivered(URL_TABLE);
     let stale = format!("{}\n{}\n{{\"partial", delivered[0], delivered[1]);
-    let path = env.path("out").join(format!("{URL_TABLE}.jsonl"));
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
