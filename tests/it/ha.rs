@@ -581,6 +581,23 @@ async fn a_paused_holder_is_fenced_and_resends_at_most_one_batch() {
     eprintln!("paused holder test: records re-sent per service: {extras:?} (bound {WINDOW})");
 }
 
+/// Waits (at most 10 s) until every replica has logged the end of a Redis outage.
+async fn wait_until_each_logged_the_outage_end(ha: &Ha) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ha
+        .replicas
+        .iter()
+        .any(|r| outages(&r.log(), &ha.redis).1 == 0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no end of the outage logged:\n{}",
+            ha.logs()
+        );
+        tokio::time::sleep(ms(50)).await;
+    }
+}
+
 /// The outage lines of the contract, counted in a log.
 fn outages(log: &str, redis: &RedisServer) -> (usize, usize) {
     let at = format!("Redis at {} ", redis.address());
@@ -628,19 +645,7 @@ async fn redis_killed_while_a_window_is_in_flight_loses_and_repeats_nothing() {
     ha.redis.restart().await;
     ha.wait_until_complete(Duration::from_secs(40)).await;
     // Each process tried Redis during the outage (the holder to renew, the other to take).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ha
-        .replicas
-        .iter()
-        .any(|r| outages(&r.log(), &ha.redis).1 == 0)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no end of the outage logged:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(50)).await;
-    }
+    wait_until_each_logged_the_outage_end(&ha).await;
     ha.stop_all().await;
     ha.env.assert_exactly_once();
     for r in &ha.replicas {
@@ -763,19 +768,7 @@ async fn redis_down_at_start_is_waited_for_and_then_collection_starts() {
         replicas,
     };
     ha.wait_until_complete(Duration::from_secs(30)).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ha
-        .replicas
-        .iter()
-        .any(|r| outages(&r.log(), &ha.redis).1 == 0)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no end of the outage:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(50)).await;
-    }
+    wait_until_each_logged_the_outage_end(&ha).await;
     let text = ha.replicas[0].scrape().await.unwrap();
     assert_eq!(
         metric(&text, "isolation_collector_persistence_up"),
