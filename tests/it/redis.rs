@@ -27,6 +27,16 @@ fn key(service: &str, kind: &str) -> String {
     format!("isolation-collector:{{proofpoint_isolation_10001_{service}}}:{kind}")
 }
 
+/// `run` as a daemon, its log into the file `log_path` (a pipe nobody reads while the daemon
+/// runs could fill and block it).
+fn spawn_daemon(env: &TestEnv, log_path: &std::path::Path) -> tokio::process::Child {
+    collector_command(&["run"], &env.config_path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(log_path).unwrap()))
+        .spawn()
+        .unwrap()
+}
+
 /// Everything a command printed.
 fn printed(out: &std::process::Output) -> String {
     format!(
@@ -246,13 +256,8 @@ async fn a_holder_whose_lease_was_taken_stops_writing_and_stands_by() {
     let tmp = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(&tmp, "redis").await;
     use_redis(&env, &redis, 2);
-    // The log goes to a file: a pipe nobody reads while the daemon runs could fill and block it.
     let log_path = env.path("daemon.log");
-    let mut child = collector_command(&["run"], &env.config_path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-        .spawn()
-        .unwrap();
+    let mut child = spawn_daemon(&env, &log_path);
     let lease = key("url_isolation", "lease");
     let state = key("url_isolation", "state");
     wait_for(|| env.delivered(URL_TABLE).len() == env.url.visible_events().len()).await;
@@ -400,11 +405,7 @@ async fn a_redis_outage_is_logged_once_and_shown_in_ready_and_metrics() {
     use_redis(&env, &redis, 2);
     let base = crate::metrics::listen_on_free_port(&env);
     let log_path = env.path("daemon.log");
-    let mut child = collector_command(&["run"], &env.config_path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-        .spawn()
-        .unwrap();
+    let mut child = spawn_daemon(&env, &log_path);
     let both_held = |status: u16, body: &str| {
         status == 200 && body.contains(r#""held":["browser_and_email_isolation","url_isolation"]"#)
     };
@@ -649,9 +650,8 @@ async fn tls_with_a_private_ca() {
 /// The length of `table`'s file that the output `local` committed, per the url_isolation state in
 /// Redis (0 before the first commit).
 fn committed_length(redis: &RedisServer, table: &str) -> u64 {
-    let key = "isolation-collector:{proofpoint_isolation_10001_url_isolation}:state";
     redis
-        .get(key)
+        .get(&key("url_isolation", "state"))
         .and_then(|doc| serde_json::from_str::<serde_json::Value>(&doc).ok())
         .and_then(|v| v["output_positions"]["local"][table].as_u64())
         .unwrap_or(0)
@@ -669,11 +669,7 @@ async fn a_former_holders_bytes_in_the_shared_file_are_cut_by_the_holders_resume
     let redis = RedisServer::start(&tmp, "redis").await;
     use_redis(&env, &redis, 3);
     let log_path = env.path("daemon.log");
-    let mut child = collector_command(&["run"], &env.config_path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-        .spawn()
-        .unwrap();
+    let mut child = spawn_daemon(&env, &log_path);
     wait_for(|| env.delivered(URL_TABLE).len() == env.url.visible_events().len()).await;
     let path = env.path("out").join(format!("{URL_TABLE}.jsonl"));
     // The former holder's bytes come after the holder's last *committed* window: wait until the
