@@ -44,6 +44,8 @@
 //! - [`memory`]: Devo's periodic `[GC]` memory line.
 //! - [`internal`]: the collector's own warnings and errors delivered to Devo.
 //! - [`backfill`]: re-delivery of a past range without touching the live state.
+//! - [`reload`]: reload without restart: SIGHUP and `--watch-config` ask for one; what it
+//!   changes per tenant (the plan) and which `globals` keys need a restart.
 //! - [`backoff`]: the capped exponential backoff every retry loop waits with.
 //! - [`clock`]: the injected wall clock, the only place that reads the system time of day.
 //! - [`commands`]: the subcommands' bodies behind the thin `main.rs` (one preamble: load the
@@ -73,6 +75,7 @@ pub mod memory;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;
+pub mod reload;
 pub mod secret;
 pub mod service;
 pub mod state;

@@ -1,0 +1,299 @@
+//! `run --watch-config`: polls the configuration's bytes and asks for a reload when they changed
+//! and have settled.
+//!
+//! What is watched: the config file and, when it names an `inputs_dir`, every `*.yml`/`*.yaml`
+//! file in that directory (the files the config reads its tenants from). Each poll hashes their
+//! names and bytes into one [`Digest`]; modification times are not trusted alone, since a copy
+//! that keeps them (`cp -p`, `rsync -t`), a write within the same clock tick, or a Kubernetes
+//! ConfigMap's symlink swap can change the bytes and not the time. Reading a thousand small
+//! tenant files every two seconds costs a few milliseconds on a blocking thread.
+//!
+//! A change is acted upon once two polls in a row saw the same new bytes ([`Settle`]), so an
+//! editor or a generator caught half-way through writing does not start a reload of a
+//! half-written file (which could parse, with fewer tenants). A reload therefore starts two to
+//! four seconds after the last write. Writing to a temporary file and renaming it over the old
+//! one is still the safe way to change a config that a daemon reads.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_yaml_ng::Value;
+use sha2::{Digest as _, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::{Cause, Trigger};
+
+/// How often `--watch-config` reads the configuration.
+pub const WATCH_PERIOD: Duration = Duration::from_secs(2);
+
+/// The hash of everything `--watch-config` watches.
+pub type Digest = [u8; 32];
+
+/// Hashes the config file at `config` and the tenant files of its `inputs_dir`. An unreadable
+/// file hashes as its error, so that a file that disappears or comes back is a change too.
+pub fn digest(config: &Path) -> Digest {
+    let mut hash = Sha256::new();
+    match std::fs::read(config) {
+        Ok(bytes) => {
+            add_file(&mut hash, b"config", &bytes);
+            if let Some(dir) = inputs_dir(&bytes, config) {
+                add_dir(&mut hash, &dir);
+            }
+        }
+        Err(e) => add_file(
+            &mut hash,
+            b"config unreadable",
+            e.kind().to_string().as_bytes(),
+        ),
+    }
+    hash.finalize().into()
+}
+
+/// One named part of the digest, length-prefixed so that no two sequences of parts collide.
+fn add_file(hash: &mut Sha256, name: &[u8], bytes: &[u8]) {
+    for part in [name, bytes] {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+}
+
+/// The directory's `*.yml`/`*.yaml` files, in name order, each with its name and bytes.
+fn add_dir(hash: &mut Sha256, dir: &Path) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            return add_file(
+                hash,
+                b"inputs_dir unreadable",
+                e.kind().to_string().as_bytes(),
+            );
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
+        .collect();
+    files.sort();
+    for file in files {
+        let name = file.file_name().unwrap_or_default().as_encoded_bytes();
+        match std::fs::read(&file) {
+            Ok(bytes) => add_file(hash, name, &bytes),
+            Err(e) => add_file(hash, name, e.kind().to_string().as_bytes()),
+        }
+    }
+}
+
+/// The `inputs_dir` the config text names, relative to the config file's directory. Its
+/// `${VAR}` and `${VAR:-default}` references are substituted as the config's loader does, so
+/// that the watcher watches the directory the config reads.
+fn inputs_dir(text: &[u8], config: &Path) -> Option<PathBuf> {
+    let root: Value = serde_yaml_ng::from_slice(text).ok()?;
+    let raw = root.get("inputs_dir")?.as_str()?;
+    let dir = PathBuf::from(substitute(raw)?);
+    Some(match config.parent() {
+        Some(base) if dir.is_relative() => base.join(dir),
+        _ => dir,
+    })
+}
+
+/// `raw` with its environment references replaced; `None` when one is unclosed or unset without
+/// a default (the config's loader refuses it; there is then nothing to watch).
+fn substitute(raw: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = raw;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let (expr, after) = rest[start + 2..].split_once('}')?;
+        let (name, default) = match expr.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (expr, None),
+        };
+        let value = std::env::var(name).ok().filter(|v| !v.is_empty());
+        out.push_str(&value.or(default.map(str::to_owned))?);
+        rest = after;
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// Tells a settled change from bytes still being written: a digest counts once two polls in a
+/// row saw it and it differs from the one last acted upon.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Settle {
+    acted_upon: Digest,
+    last_seen: Digest,
+}
+
+impl Settle {
+    /// Starts from the digest of the configuration the daemon runs.
+    pub(super) fn new(running: Digest) -> Settle {
+        Settle {
+            acted_upon: running,
+            last_seen: running,
+        }
+    }
+
+    /// Records one poll's digest; `true` when it is a settled change (acted upon from now on).
+    pub(super) fn observe(&mut self, now: Digest) -> bool {
+        let settled = now == self.last_seen && now != self.acted_upon;
+        self.last_seen = now;
+        if settled {
+            self.acted_upon = now;
+        }
+        settled
+    }
+}
+
+/// Polls the configuration at `config` every `period` until `stop`, asking `trigger` for a
+/// reload at each settled change. `running` is the digest taken before the running
+/// configuration was loaded, so that a change made while it loaded is not missed.
+pub async fn watch(
+    config: PathBuf,
+    running: Digest,
+    period: Duration,
+    trigger: Trigger,
+    stop: CancellationToken,
+) {
+    let mut settle = Settle::new(running);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let path = config.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || digest(&path)).await else {
+            return;
+        };
+        if settle.observe(now) {
+            trigger.request(Cause::FileChanged);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn new_bytes_with_the_old_modification_time_are_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        write(&config, "globals: {name: a}\n");
+        let mtime = std::fs::metadata(&config).unwrap().modified().unwrap();
+        let before = digest(&config);
+        assert_eq!(digest(&config), before, "unchanged bytes, same digest");
+        write(&config, "globals: {name: b}\n");
+        std::fs::File::options()
+            .write(true)
+            .open(&config)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(&config).unwrap().modified().unwrap(),
+            mtime
+        );
+        assert_ne!(digest(&config), before);
+    }
+
+    #[test]
+    fn the_tenant_files_of_inputs_dir_are_watched_and_other_files_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        let tenants = dir.path().join("tenants.d");
+        std::fs::create_dir(&tenants).unwrap();
+        write(&config, "globals: {}\ninputs_dir: tenants.d\n");
+        write(&tenants.join("acme.yaml"), "id: 1\n");
+        let before = digest(&config);
+        write(&tenants.join("notes.txt"), "not a tenant");
+        write(&tenants.join(".acme.yaml.swp"), "an editor's");
+        assert_eq!(digest(&config), before);
+        write(&tenants.join("acme.yaml"), "id: 2\n");
+        let changed = digest(&config);
+        assert_ne!(changed, before);
+        write(&tenants.join("beta.yml"), "id: 3\n");
+        assert_ne!(digest(&config), changed);
+        std::fs::remove_file(tenants.join("beta.yml")).unwrap();
+        assert_eq!(digest(&config), changed, "the same files, the same digest");
+    }
+
+    #[test]
+    fn a_missing_config_has_a_digest_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        write(&config, "globals: {}\n");
+        let present = digest(&config);
+        std::fs::remove_file(&config).unwrap();
+        let missing = digest(&config);
+        assert_ne!(missing, present);
+        write(&config, "globals: {}\n");
+        assert_eq!(digest(&config), present);
+    }
+
+    #[test]
+    fn inputs_dir_substitutes_the_environment_and_resolves_against_the_config() {
+        let config = Path::new("/etc/collector/config.yaml");
+        let dir = |text: &str| inputs_dir(text.as_bytes(), config);
+        assert_eq!(
+            dir("inputs_dir: tenants.d"),
+            Some(PathBuf::from("/etc/collector/tenants.d"))
+        );
+        assert_eq!(dir("inputs_dir: /srv/t"), Some(PathBuf::from("/srv/t")));
+        assert_eq!(
+            dir("inputs_dir: \"${RELOAD_TEST_UNSET_VARIABLE:-t.d}\""),
+            Some(PathBuf::from("/etc/collector/t.d"))
+        );
+        assert_eq!(dir("inputs_dir: \"${RELOAD_TEST_UNSET_VARIABLE}\""), None);
+        assert_eq!(dir("inputs: {}"), None);
+    }
+
+    #[test]
+    fn a_change_counts_once_two_polls_saw_it() {
+        let (running, half, whole) = ([0; 32], [1; 32], [2; 32]);
+        let mut settle = Settle::new(running);
+        assert!(!settle.observe(running));
+        // Caught half-way through a write, then complete: only the complete bytes count.
+        assert!(!settle.observe(half));
+        assert!(!settle.observe(whole));
+        assert!(settle.observe(whole));
+        // Acted upon: no second reload for the same bytes.
+        assert!(!settle.observe(whole));
+        // Back to the old bytes: that is a change too.
+        assert!(!settle.observe(running));
+        assert!(settle.observe(running));
+    }
+
+    #[tokio::test]
+    async fn watch_asks_for_one_reload_per_settled_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        write(&config, "globals: {name: a}\n");
+        let (trigger, mut requests) = super::super::channel();
+        let stop = CancellationToken::new();
+        let period = Duration::from_millis(20);
+        let task = tokio::spawn(watch(
+            config.clone(),
+            digest(&config),
+            period,
+            trigger,
+            stop.clone(),
+        ));
+        write(&config, "globals: {name: b}\n");
+        let got = tokio::time::timeout(Duration::from_secs(10), requests.next()).await;
+        assert_eq!(got, Ok(Some(Cause::FileChanged)));
+        // Nothing more changed: no second request within many polls.
+        let again = tokio::time::timeout(period * 10, requests.next()).await;
+        assert!(again.is_err(), "{again:?}");
+        stop.cancel();
+        task.await.unwrap();
+        // The watcher held the last trigger: the queue is closed.
+        assert_eq!(requests.next().await, None);
+    }
+}
