@@ -226,6 +226,7 @@ pub fn log_warnings(config: &Config) {
 pub async fn run(
     config: Config,
     options: RunOptions,
+    _reloads: Option<crate::reload::Source>,
     clock: SharedClock,
     cancel: CancellationToken,
 ) -> anyhow::Result<bool> {

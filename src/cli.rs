@@ -19,7 +19,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the collector (a daemon unless --once).
+    /// Run the collector (a daemon unless --once). SIGHUP reloads the config in the daemon.
     Run {
         /// The YAML config file (Devo's layout).
         #[arg(long, env = "CONFIG_FILE")]
@@ -30,6 +30,10 @@ pub enum Command {
         /// Keep the state in memory only.
         #[arg(long)]
         no_save_state: bool,
+        /// Reload the config when it changes (the file and its inputs_dir, read every 2 s), as
+        /// SIGHUP does.
+        #[arg(long, conflicts_with = "once")]
+        watch_config: bool,
         /// Log lines as Devo's text lines or as JSON objects.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,

@@ -17,7 +17,7 @@ use crate::service::Service;
 use crate::state::redis::{lease_token, RedisStore};
 use crate::state::StateStore;
 use crate::telemetry::{self, LogFormat};
-use crate::{app, backfill};
+use crate::{app, backfill, reload};
 
 /// A bad config or argument, already printed to standard error: nothing ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,16 +27,20 @@ pub struct BadUsage;
 /// is not found resolves under `config/` (the image runs `--config ${CONFIG_FILE:-config.yaml}`
 /// from /devo-collector).
 fn load(path: &Path, clock: &SharedClock) -> Result<Config, BadUsage> {
-    let devo_path = Path::new("config").join(path);
-    let path = if path.is_relative() && !path.exists() && devo_path.is_file() {
-        devo_path.as_path()
-    } else {
-        path
-    };
-    Config::load(path, clock.now()).map_err(|e| {
+    Config::load(&resolve(path), clock.now()).map_err(|e| {
         eprintln!("{e}");
         BadUsage
     })
+}
+
+/// The file a config name means (Devo's rule, see [`load`]).
+fn resolve(path: &Path) -> PathBuf {
+    let devo_path = Path::new("config").join(path);
+    if path.is_relative() && !path.exists() && devo_path.is_file() {
+        devo_path
+    } else {
+        path.to_owned()
+    }
 }
 
 /// Starts logging in `format`, with `clock`'s times, and logs the config's warnings.
@@ -67,6 +71,16 @@ fn cancel_on_signal() -> CancellationToken {
     cancel
 }
 
+/// The daemon's reload source; its SIGHUP listener lives as long as the process.
+fn start_reloads(path: PathBuf, watch_config: bool) -> Result<reload::Source, BadUsage> {
+    let (source, hangups) = reload::source(path, watch_config).map_err(|e| {
+        eprintln!("error: cannot install the SIGHUP handler (reload): {e}");
+        BadUsage
+    })?;
+    tokio::spawn(hangups);
+    Ok(source)
+}
+
 /// Whether a command that ran succeeded, after Devo's `[EXIT]` line if a signal stopped it.
 fn finish(result: anyhow::Result<bool>) -> bool {
     let ok = result.unwrap_or_else(|e| {
@@ -78,18 +92,26 @@ fn finish(result: anyhow::Result<bool>) -> bool {
 }
 
 /// `run`: the daemon (or one catch-up cycle with `once`), its shutdown bounded by
-/// `globals.shutdown_grace_period_in_seconds`.
+/// `globals.shutdown_grace_period_in_seconds`. The daemon reloads its config on SIGHUP, and
+/// with `watch_config` when the config's files change.
 pub async fn run(
     path: &Path,
     options: app::RunOptions,
+    watch_config: bool,
     log_format: LogFormat,
     clock: SharedClock,
 ) -> Result<bool, BadUsage> {
-    let config = prepare(path, Some(log_format), &clock)?;
+    let path = resolve(path);
+    // Before the load: a SIGHUP from then on asks for a reload instead of ending the process.
+    let reloads = match options.once {
+        true => None,
+        false => Some(start_reloads(path.clone(), watch_config)?),
+    };
+    let config = prepare(&path, Some(log_format), &clock)?;
     let cancel = cancel_on_signal();
     let grace = config.globals.shutdown_grace_period;
     Ok(tokio::select! {
-        result = app::run(config, options, clock, cancel.clone()) => finish(result),
+        result = app::run(config, options, reloads, clock, cancel.clone()) => finish(result),
         () = app::grace_elapsed(cancel, grace) => {
             // Whatever was in flight is abandoned unconfirmed (dropping `app::run` aborts its
             // tasks): its window is asked for again after the restart, so nothing is lost.

@@ -45,11 +45,11 @@ pub async fn run(
     };
     if follow {
         let publisher = publish_new_and_late_events([&web, &url], clock.clone(), cancel.clone());
-        let collector = app::run(config, options, clock, cancel);
+        let collector = app::run(config, options, None, clock, cancel);
         let (ok, ()) = tokio::join!(collector, publisher);
         return ok;
     }
-    let ok = app::run(config, options, clock, cancel).await?;
+    let ok = app::run(config, options, None, clock, cancel).await?;
     report_output_files(&dir_abs);
     info!("Demo: run it again and nothing is delivered twice; `--follow` keeps it running with new and late events.");
     Ok(ok)

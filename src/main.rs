@@ -71,13 +71,14 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage
             config,
             once,
             no_save_state,
+            watch_config,
             log_format,
         } => {
             let options = RunOptions {
                 once,
                 no_save_state,
             };
-            commands::run(&config, options, log_format, clock).await
+            commands::run(&config, options, watch_config, log_format, clock).await
         }
         Command::Validate { config, log_format } => {
             commands::validate(&config, log_format, &clock).await

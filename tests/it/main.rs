@@ -56,6 +56,10 @@ mod overlap;
 // SIGTERM mid-backfill, the grace period, a second signal.
 mod shutdown;
 
+// Reload without restart: SIGHUP and --watch-config adding, removing and changing tenants of a
+// running daemon, an invalid config refused; exact file output per tenant afterwards.
+mod reload;
+
 // The window memory budget shared by both services, and the next window fetched ahead: exactly
 // once under a small budget, across kill -9 and SIGTERM.
 mod budget;

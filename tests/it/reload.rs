@@ -1,0 +1,377 @@
+//! Reload without restart: the daemon with several tenants against the simulators, its config
+//! changed under it and reloaded by SIGHUP or `--watch-config`; each tenant's file output
+//! (`out/<id>/<table>.jsonl`) checked exactly afterwards.
+
+// Fixtures in real time: the simulator (the vendor) runs on the real clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::util::*;
+
+/// One tenant's block in the list form: both services on the test simulators, polled fast.
+/// `extra` lines go into each service section.
+fn tenant(env: &TestEnv, id: &str, extra: &str) -> String {
+    let service = |name: &str, base: &str| {
+        let mut s = format!(
+            "      {name}:\n        override_base_url: {base}\n        request_period_in_seconds: 1\n        job_poll_initial_interval_in_seconds: 0.01\n        job_poll_max_interval_in_seconds: 0.05\n        retry_initial_interval_in_seconds: 0.01\n        retry_max_interval_in_seconds: 0.1\n"
+        );
+        for line in extra.lines() {
+            s.push_str(&format!("        {}\n", line.trim()));
+        }
+        s
+    };
+    format!(
+        "  - id: \"{id}\"\n    credentials:\n      api_key: \"{KEY}\"\n    services:\n{}{}",
+        service("browser_and_email_isolation", &env.web.base_url()),
+        service("url_isolation", &env.url.base_url()),
+    )
+}
+
+/// The config's globals and outputs, before its inputs.
+fn head(env: &TestEnv) -> String {
+    format!(
+        "globals:\n  id: \"t1\"\n  name: it\n  persistence:\n    type: filesystem\n    config:\n      directory_name: {state}\noutputs:\n  local:\n    type: file\n    config:\n      directory: {out}\n",
+        state = env.path("state").display(),
+        out = env.path("out").display(),
+    )
+}
+
+/// Writes config.yaml with these tenant blocks (the list form), by renaming a complete file
+/// over it, as an operator's tooling should.
+fn write_tenants(env: &TestEnv, blocks: &[String]) {
+    let text = format!(
+        "{}inputs:\n  proofpoint_isolation:\n{}",
+        head(env),
+        blocks.concat()
+    );
+    replace_file(&env.config_path(), &text);
+}
+
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A tenant's delivered lines of a table.
+fn delivered(env: &TestEnv, id: &str, table: &str) -> Vec<String> {
+    read_lines(&env.path("out").join(id).join(format!("{table}.jsonl")))
+}
+
+/// Whether both of a tenant's files hold exactly what the simulators show now.
+fn exact(env: &TestEnv, id: &str) -> bool {
+    let same = |table, sim: &isolation_sim::SimHandle| {
+        multiset(&delivered(env, id, table)) == multiset(&sim.visible_events())
+    };
+    same(WEB_TABLE, &env.web) && same(URL_TABLE, &env.url)
+}
+
+/// Asserts (with what is missing or extra) that a tenant's files are exact.
+fn assert_exact(env: &TestEnv, id: &str) {
+    for (table, sim) in [(WEB_TABLE, &env.web), (URL_TABLE, &env.url)] {
+        assert_same_multiset(
+            &delivered(env, id, table),
+            &sim.visible_events(),
+            &format!("tenant {id}, {table}"),
+        );
+    }
+}
+
+/// Waits (at most 60 s) until every tenant in `ids` is exact, then asserts it.
+async fn wait_exact(env: &TestEnv, ids: &[&str], log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ids.iter().all(|id| exact(env, id)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in ids {
+        if !exact(env, id) {
+            eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        assert_exact(env, id);
+    }
+}
+
+/// New events on both simulators, dated in the next seconds: the daemon's next cycles fetch
+/// them (each tenant its own copy).
+fn new_events(env: &TestEnv, count: usize) {
+    let now = Utc::now();
+    for sim in [&env.web, &env.url] {
+        sim.inject(
+            count,
+            now + chrono::Duration::milliseconds(200),
+            now + chrono::Duration::seconds(2),
+        );
+    }
+}
+
+/// The daemon, `run` with `args`, its log in collector.log.
+fn spawn_daemon(env: &TestEnv, args: &[&str]) -> (tokio::process::Child, PathBuf) {
+    let log = env.path("collector.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    let child = collector_command(&all, &env.config_path())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
+fn log_text(log: &std::path::Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Waits (at most 60 s) until `needle` appears `times` times in the log.
+async fn wait_for_log(log: &std::path::Path, needle: &str, times: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log_text(log).matches(needle).count() < times {
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not {times} time(s) in\n{}",
+            log_text(log)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The log lines of one tenant (its services' threads name its id) that contain `needle`.
+fn tenant_lines(log: &str, id: &str, needle: &str) -> usize {
+    let thread = format!("(proofpoint_isolation,{id},");
+    log.lines()
+        .filter(|l| l.contains(&thread) && l.contains(needle))
+        .count()
+}
+
+/// SIGTERM, and a clean exit.
+async fn stop(mut child: tokio::process::Child, log: &std::path::Path) {
+    signal(&child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the daemon stopped within 30 s")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{}", log_text(log));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_and_removes_tenants_mid_run_and_leaves_the_others_untouched() {
+    let env = TestEnv::both(1500, |_| {}).await;
+    let (a, b, c) = ("20001", "20002", "20003");
+    write_tenants(&env, &[tenant(&env, a, ""), tenant(&env, b, "")]);
+    let (child, log) = spawn_daemon(&env, &[]);
+    wait_exact(&env, &[a, b], &log).await;
+    new_events(&env, 200);
+    // B goes, C comes, A stays: while the new events are being fetched.
+    write_tenants(&env, &[tenant(&env, a, ""), tenant(&env, c, "")]);
+    signal(&child, "-HUP");
+    wait_for_log(
+        &log,
+        "Configuration reloaded: 1 added, 1 removed, 0 restarted, 1 unchanged",
+        1,
+    )
+    .await;
+    let b_at_stop: Vec<_> = [WEB_TABLE, URL_TABLE].map(|t| delivered(&env, b, t)).into();
+    new_events(&env, 200);
+    wait_exact(&env, &[a, c], &log).await;
+    let text = log_text(&log);
+    assert!(
+        text.contains("Received the \"SIGHUP\" system signal (code: 1)"),
+        "{text}"
+    );
+    // A was not touched: one setup and one thread per service, no gap, nothing twice (exact).
+    for needle in [
+        "Making sample request to test authentication.",
+        "Starting thread",
+    ] {
+        assert_eq!(tenant_lines(&text, a, needle), 2, "{needle:?} in\n{text}");
+        assert_eq!(tenant_lines(&text, c, needle), 2, "{needle:?} in\n{text}");
+    }
+    // B stopped as on shutdown: what it delivered is part of the truth, once, and it wrote
+    // nothing after its stop.
+    for (table, sim, at_stop) in [
+        (WEB_TABLE, &env.web, &b_at_stop[0]),
+        (URL_TABLE, &env.url, &b_at_stop[1]),
+    ] {
+        let (got, truth) = (delivered(&env, b, table), sim.visible_events());
+        let (got_set, truth_set) = (multiset(&got), multiset(&truth));
+        for (line, n) in &got_set {
+            assert!(
+                truth_set.get(line).copied().unwrap_or(0) >= *n,
+                "tenant {b}, {table}: {line} delivered {n} time(s)"
+            );
+        }
+        assert_eq!(&got, at_stop, "tenant {b} wrote after its stop");
+    }
+    // B back: it resumes from its committed state (a tail it wrote unconfirmed is cut), and
+    // ends exact like the others.
+    write_tenants(
+        &env,
+        &[
+            tenant(&env, a, ""),
+            tenant(&env, c, ""),
+            tenant(&env, b, ""),
+        ],
+    );
+    signal(&child, "-HUP");
+    wait_for_log(
+        &log,
+        "Configuration reloaded: 1 added, 0 removed, 0 restarted, 2 unchanged",
+        1,
+    )
+    .await;
+    wait_exact(&env, &[a, b, c], &log).await;
+    stop(child, &log).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_reload_is_refused_and_an_invalid_block_keeps_its_tenant_running() {
+    let env = TestEnv::both(800, |_| {}).await;
+    let (a, b) = ("20001", "20002");
+    write_tenants(&env, &[tenant(&env, a, "")]);
+    let (child, log) = spawn_daemon(&env, &[]);
+    wait_exact(&env, &[a], &log).await;
+    // A problem outside the input blocks: the whole new config is refused.
+    let bad = format!(
+        "{}inputs:\n  proofpoint_isolation:\n{}{}",
+        head(&env).replace("outputs:\n", "  bogus_global_key: 1\noutputs:\n"),
+        tenant(&env, a, ""),
+        tenant(&env, b, ""),
+    );
+    replace_file(&env.config_path(), &bad);
+    signal(&child, "-HUP");
+    wait_for_log(&log, "Configuration reload refused: ", 1).await;
+    let text = log_text(&log);
+    assert!(
+        text.contains("problem(s); the running configuration stays"),
+        "{text}"
+    );
+    assert!(text.contains("bogus_global_key"), "{text}");
+    assert!(!text.contains("Configuration reloaded"), "{text}");
+    // Still running, still delivering; B was not started.
+    new_events(&env, 100);
+    wait_exact(&env, &[a], &log).await;
+    assert!(delivered(&env, b, WEB_TABLE).is_empty());
+
+    // A's new block has a problem, B's is fine: B starts, A keeps running on its old block.
+    write_tenants(
+        &env,
+        &[tenant(&env, a, "bogus_service_key: 1"), tenant(&env, b, "")],
+    );
+    signal(&child, "-HUP");
+    wait_for_log(
+        &log,
+        "Configuration reloaded: 1 added, 0 removed, 0 restarted, 1 unchanged (1 of them on its previous configuration: 20001)",
+        1,
+    )
+    .await;
+    new_events(&env, 100);
+    wait_exact(&env, &[a, b], &log).await;
+    let text = log_text(&log);
+    assert!(text.contains("bogus_service_key"), "{text}");
+    assert_eq!(
+        tenant_lines(&text, a, "Making sample request to test authentication."),
+        2,
+        "{text}"
+    );
+    stop(child, &log).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_config_picks_up_a_changed_file() {
+    let env = TestEnv::both(500, |_| {}).await;
+    let (a, b) = ("20001", "20002");
+    write_tenants(&env, &[tenant(&env, a, "")]);
+    let (child, log) = spawn_daemon(&env, &["--watch-config"]);
+    wait_exact(&env, &[a], &log).await;
+    write_tenants(&env, &[tenant(&env, a, ""), tenant(&env, b, "")]);
+    wait_for_log(
+        &log,
+        "Configuration reloaded: 1 added, 0 removed, 0 restarted, 1 unchanged",
+        1,
+    )
+    .await;
+    wait_exact(&env, &[a, b], &log).await;
+    let text = log_text(&log);
+    assert!(text.contains("(--watch-config)"), "{text}");
+    stop(child, &log).await;
+}
+
+/// Waits (at most 60 s) until `done` holds.
+async fn wait_until(what: &str, log: &std::path::Path, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} after 60 s; log:\n{}",
+            log_text(log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_start_time_resets_that_tenant_and_another_change_resumes() {
+    let env = TestEnv::both(600, |_| {}).await;
+    let (a, b) = ("20001", "20002");
+    let start = |days| {
+        let at = (Utc::now() - chrono::Duration::days(days)).format("%Y-%m-%dT%H:%M:%SZ");
+        format!("start_time_in_utc: \"{at}\"")
+    };
+    let a_two_days = tenant(&env, a, &start(2));
+    write_tenants(&env, &[a_two_days, tenant(&env, b, "")]);
+    let (child, log) = spawn_daemon(&env, &[]);
+    wait_exact(&env, &[a, b], &log).await;
+    // A's start moves (Devo's rule: its state restarts, everything comes again); B changes a
+    // setting that keeps its state (it resumes: nothing again).
+    write_tenants(
+        &env,
+        &[
+            tenant(&env, a, &start(3)),
+            tenant(&env, b, "page_size: 500"),
+        ],
+    );
+    signal(&child, "-HUP");
+    wait_for_log(
+        &log,
+        "Configuration reloaded: 0 added, 0 removed, 2 restarted, 0 unchanged",
+        1,
+    )
+    .await;
+    let twice = |sim: &isolation_sim::SimHandle| {
+        let mut all = sim.visible_events();
+        all.extend(sim.visible_events());
+        all
+    };
+    wait_until("tenant A delivered everything again", &log, || {
+        delivered(&env, a, WEB_TABLE).len() == 2 * env.web.visible_events().len()
+            && delivered(&env, a, URL_TABLE).len() == 2 * env.url.visible_events().len()
+    })
+    .await;
+    assert_same_multiset(&delivered(&env, a, WEB_TABLE), &twice(&env.web), "A web");
+    assert_same_multiset(&delivered(&env, a, URL_TABLE), &twice(&env.url), "A url");
+    new_events(&env, 50);
+    wait_exact(&env, &[b], &log).await;
+    let text = log_text(&log);
+    assert_eq!(
+        tenant_lines(&text, a, "start_time_in_utc changed"),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        tenant_lines(&text, b, "start_time_in_utc changed"),
+        0,
+        "{text}"
+    );
+    // Both restarted: a second setup per service.
+    for id in [a, b] {
+        assert_eq!(
+            tenant_lines(&text, id, "Making sample request to test authentication."),
+            4,
+            "{text}"
+        );
+    }
+    stop(child, &log).await;
+}
