@@ -1,7 +1,8 @@
 //! Wiring: builds the store, outputs and pullers from a [`Config`] and runs them.
 //!
 //! Each input of the config is a tenant ([`tenant`]): [`run`] starts every valid one with
-//! [`start_tenant`] and joins them. Each enabled service of a tenant runs as its own task
+//! [`start_tenant`] and, in the daemon, hands them to the [`supervisor`], which applies each
+//! reload (SIGHUP, `--watch-config`; [`crate::reload`]) until the shutdown, then joins them. Each enabled service of a tenant runs as its own task
 //! ([`service_task`]) with its own API client and output instances, so services and tenants are
 //! independent: one failing (bad key for one host, an outage of one API) never stops another.
 //! With Redis persistence a service pulls only while this process holds its lease.
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 mod service_task;
+mod supervisor;
 mod tenant;
 
 pub use tenant::{start_tenant, SenderRegistry, Shared, TenantHandle};
@@ -39,6 +41,7 @@ use crate::state::redis::RedisStore;
 use crate::state::{StateError, StateStore};
 use crate::telemetry;
 use service_task::log_connection;
+use supervisor::Supervisor;
 
 /// How `run` behaves.
 #[derive(Clone, Copy, Debug, Default)]
@@ -229,7 +232,7 @@ pub fn log_warnings(config: &Config) {
 pub async fn run(
     config: Config,
     options: RunOptions,
-    _reloads: Option<crate::reload::Source>,
+    mut reloads: Option<crate::reload::Source>,
     clock: SharedClock,
     cancel: CancellationToken,
 ) -> anyhow::Result<bool> {
@@ -259,10 +262,6 @@ pub async fn run(
         options,
         senders: SenderRegistry::default(),
     };
-    let mut tenants = Vec::new();
-    for input in config.inputs.iter().filter(|i| i.enabled) {
-        tenants.push(start_tenant(input, &shared, &cancel)?);
-    }
     if !options.once {
         let period = config.globals.sender_stats_period;
         let stop = background.stop.clone();
@@ -271,12 +270,31 @@ pub async fn run(
             .tasks
             .spawn(sender_monitor(senders, period, clock, stop));
     }
-    let mut all_ok = true;
-    for tenant in &mut tenants {
-        all_ok &= tenant.join().await;
+    if let Some(source) = reloads.as_mut() {
+        start_watcher(source, &mut background);
     }
+    let supervisor = Supervisor::start(&config, shared, &cancel)?;
+    let all_ok = supervisor.run(reloads).await;
     background.shutdown(BACKGROUND_STOP_BOUND).await;
     Ok(all_ok)
+}
+
+/// With `--watch-config`, the watcher of the config's files (a background task).
+fn start_watcher(source: &mut crate::reload::Source, background: &mut Background) {
+    if let Some((trigger, running)) = source.watch.take() {
+        info!(
+            "Watching {} (and its inputs_dir) for changes every {} seconds (--watch-config)",
+            source.path.display(),
+            crate::reload::WATCH_PERIOD.as_secs()
+        );
+        background.tasks.spawn(crate::reload::watch(
+            source.path.clone(),
+            running,
+            crate::reload::WATCH_PERIOD,
+            trigger,
+            background.stop.clone(),
+        ));
+    }
 }
 
 /// Logs Devo's sender statistics (devo-platform.md §3.5) for each network output every

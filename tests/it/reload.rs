@@ -138,11 +138,16 @@ async fn wait_for_log(log: &std::path::Path, needle: &str, times: usize) {
     }
 }
 
-/// The log lines of one tenant (its services' threads name its id) that contain `needle`.
+/// The log lines of one tenant that contain `needle`: its pullers' threads
+/// (`IsolationPuller(proofpoint_isolation,<id>,...)`) and its setup threads
+/// (`IsolationPullerSetup(unknown,proofpoint_isolation#<id>,...)`) name its id.
 fn tenant_lines(log: &str, id: &str, needle: &str) -> usize {
-    let thread = format!("(proofpoint_isolation,{id},");
+    let (puller, setup) = (
+        format!("(proofpoint_isolation,{id},"),
+        format!(",proofpoint_isolation#{id},"),
+    );
     log.lines()
-        .filter(|l| l.contains(&thread) && l.contains(needle))
+        .filter(|l| (l.contains(&puller) || l.contains(&setup)) && l.contains(needle))
         .count()
 }
 
@@ -158,14 +163,19 @@ async fn stop(mut child: tokio::process::Child, log: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_adds_and_removes_tenants_mid_run_and_leaves_the_others_untouched() {
-    let env = TestEnv::both(1500, |_| {}).await;
+    // A backfill of many small windows with slow pages: the reload comes while A and B are
+    // in the middle of it.
+    let env = TestEnv::both(4000, |c| c.page_latency = Duration::from_millis(10)).await;
+    let small = "page_size: 100\nmax_events_per_window: 400";
     let (a, b, c) = ("20001", "20002", "20003");
-    write_tenants(&env, &[tenant(&env, a, ""), tenant(&env, b, "")]);
+    write_tenants(&env, &[tenant(&env, a, small), tenant(&env, b, small)]);
     let (child, log) = spawn_daemon(&env, &[]);
-    wait_exact(&env, &[a, b], &log).await;
-    new_events(&env, 200);
-    // B goes, C comes, A stays: while the new events are being fetched.
-    write_tenants(&env, &[tenant(&env, a, ""), tenant(&env, c, "")]);
+    wait_until("A's backfill under way", &log, || {
+        delivered(&env, a, WEB_TABLE).len() >= 400
+    })
+    .await;
+    // B goes, C comes, A stays.
+    write_tenants(&env, &[tenant(&env, a, small), tenant(&env, c, small)]);
     signal(&child, "-HUP");
     wait_for_log(
         &log,
@@ -210,9 +220,9 @@ async fn sighup_adds_and_removes_tenants_mid_run_and_leaves_the_others_untouched
     write_tenants(
         &env,
         &[
-            tenant(&env, a, ""),
-            tenant(&env, c, ""),
-            tenant(&env, b, ""),
+            tenant(&env, a, small),
+            tenant(&env, c, small),
+            tenant(&env, b, small),
         ],
     );
     signal(&child, "-HUP");

@@ -1,0 +1,205 @@
+//! The daemon's tenants over its life: started from the config, then changed by reloads.
+//!
+//! [`crate::reload`] says what asks for a reload (SIGHUP, `--watch-config`) and computes its
+//! plan; the [`Supervisor`] applies it. It holds every running tenant's [`TenantHandle`] with
+//! the input block it was started from, and waits for a reload request or the shutdown. A
+//! reload loads and validates the file again (`Config::load`, as at start); a refused one
+//! changes nothing. An accepted one first stops the removed and changed tenants, concurrently
+//! (each finishes or abandons its window in flight as on shutdown, and releases its leases),
+//! then starts the changed and added ones from their new blocks. The other tenants are not
+//! touched: their tasks go on, windows in flight included. Reloads never overlap: a request
+//! that arrives meanwhile is applied after this one, from the newest files.
+//!
+//! What the process holds for its whole life stays as it was started: the state store, the
+//! metrics listener, the budgets and the internal-message sender. A changed `globals` key is
+//! logged as needing a restart.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::tenant::{start_tenant, Shared, TenantHandle};
+use crate::config::{Config, InputConfig};
+use crate::reload::{self, Cause, ReloadPlan};
+
+/// The running tenants and what a reload needs to change them.
+pub(super) struct Supervisor {
+    shared: Shared,
+    cancel: CancellationToken,
+    /// Every valid input of the running configuration, by id (a disabled one has no tasks).
+    tenants: BTreeMap<String, Tenant>,
+    /// Whether every tenant stopped by a reload stopped cleanly.
+    stopped_ok: bool,
+}
+
+/// A running tenant and the block it was started from (started again if its new block fails
+/// to start).
+struct Tenant {
+    input: InputConfig,
+    handle: TenantHandle,
+}
+
+impl Supervisor {
+    /// Starts every valid input of `config`.
+    pub(super) fn start(
+        config: &Config,
+        shared: Shared,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Supervisor> {
+        let mut supervisor = Supervisor {
+            shared,
+            cancel: cancel.clone(),
+            tenants: BTreeMap::new(),
+            stopped_ok: true,
+        };
+        for input in &config.inputs {
+            let handle = start_tenant(input, &supervisor.shared, cancel)?;
+            supervisor.insert(input, handle);
+        }
+        Ok(supervisor)
+    }
+
+    fn insert(&mut self, input: &InputConfig, handle: TenantHandle) {
+        let tenant = Tenant {
+            input: input.clone(),
+            handle,
+        };
+        self.tenants.insert(input.id.clone(), tenant);
+    }
+
+    /// Applies each reload `requests` brings until the shutdown (without a source, only waits
+    /// for it), then waits for every tenant. `true` when every tenant stopped cleanly.
+    pub(super) async fn run(mut self, source: Option<reload::Source>) -> bool {
+        if let Some(mut source) = source {
+            let mut text = read_text(&source.path);
+            loop {
+                let cause = tokio::select! {
+                    () = self.cancel.cancelled() => break,
+                    request = source.requests.next() => request,
+                };
+                let Some(cause) = cause else { break };
+                if let Some(new_text) = self.reload(&source.path, &text, cause).await {
+                    text = new_text;
+                }
+            }
+        }
+        self.join().await
+    }
+
+    /// Waits for every tenant (the end of `--once`, or of a shutdown).
+    pub(super) async fn join(mut self) -> bool {
+        let mut all_ok = self.stopped_ok;
+        for tenant in self.tenants.values_mut() {
+            all_ok &= tenant.handle.join().await;
+        }
+        all_ok
+    }
+
+    /// One reload of the file at `path` (`text`: the running configuration's). Returns the new
+    /// text when the reload was applied.
+    async fn reload(&mut self, path: &Path, text: &str, cause: Cause) -> Option<String> {
+        info!(
+            "Reading the configuration again from {} ({})",
+            path.display(),
+            cause.describe()
+        );
+        let new_text = read_text(path);
+        let config = match Config::load(path, self.shared.clock.now()) {
+            Ok(config) => config,
+            Err(e) => {
+                reload::log_refused(&e.problems);
+                return None;
+            }
+        };
+        super::log_warnings(&config);
+        for key in reload::changed_globals(text, &new_text) {
+            warn!("Configuration reload: {key} changed; it takes effect at the next restart, the running value stays");
+        }
+        log_invalid_inputs(&config);
+        let plan = self.plan(&config);
+        self.apply(&plan, &config).await;
+        info!("{}", plan.summary());
+        Some(new_text)
+    }
+
+    /// What the new configuration changes, per input id.
+    fn plan(&self, config: &Config) -> ReloadPlan {
+        let running = self
+            .tenants
+            .iter()
+            .map(|(id, t)| (id.clone(), t.handle.fingerprint))
+            .collect();
+        let plan = reload::plan(
+            &running,
+            config.inputs.iter().map(|i| (i.id.as_str(), i.fingerprint)),
+            config.invalid_inputs.iter().filter_map(|i| i.id.as_deref()),
+        );
+        for id in &plan.kept_old {
+            warn!("Input {id}: its new block has problems (logged above); it keeps running on its previous configuration");
+        }
+        plan
+    }
+
+    /// Stops what the plan stops (all at once), then starts what it starts.
+    async fn apply(&mut self, plan: &ReloadPlan, config: &Config) {
+        let stopping: Vec<Tenant> = plan
+            .to_stop()
+            .filter_map(|id| self.tenants.remove(id))
+            .collect();
+        let mut previous = BTreeMap::new();
+        let stops = stopping.into_iter().map(|t| {
+            previous.insert(t.input.id.clone(), t.input);
+            let id = t.handle.id.clone();
+            async move { (id, t.handle.stop().await) }
+        });
+        for (id, ok) in futures_util::future::join_all(stops).await {
+            if !ok {
+                error!("Input {id}: a service did not stop cleanly");
+                self.stopped_ok = false;
+            }
+        }
+        for id in plan.to_start() {
+            let Some(input) = config.input(id) else {
+                continue;
+            };
+            self.start_or_fall_back(input, previous.remove(id));
+        }
+    }
+
+    /// Starts `input`; if that fails, starts the block it replaced (`previous`) again.
+    fn start_or_fall_back(&mut self, input: &InputConfig, previous: Option<InputConfig>) {
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        let e = match start_tenant(input, &self.shared, &self.cancel) {
+            Ok(handle) => return self.insert(input, handle),
+            Err(e) => e,
+        };
+        error!("Input {}: cannot start it: {e:#}", input.id);
+        let Some(previous) = previous else { return };
+        match start_tenant(&previous, &self.shared, &self.cancel) {
+            Ok(handle) => {
+                warn!("Input {}: started again on its previous configuration", input.id);
+                self.insert(&previous, handle);
+            }
+            Err(e) => error!("Input {}: cannot start its previous configuration either: {e:#}; it stays stopped until a reload", input.id),
+        }
+    }
+}
+
+/// The config file's text; empty when unreadable (the load then fails and says why).
+fn read_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Each problem of each invalid input, under its id: it is not started (a running tenant of
+/// that id keeps its previous block).
+fn log_invalid_inputs(config: &Config) {
+    for invalid in &config.invalid_inputs {
+        for p in &invalid.problems {
+            error!("Configuration reload: {p}");
+        }
+    }
+}
