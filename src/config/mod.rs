@@ -161,10 +161,7 @@ impl Config {
             .unwrap_or_default();
         let digest =
             tenants::outputs_digest(root_map.get("outputs"), &cx.files_read[read_before..]);
-        let blocks = top
-            .required_map("inputs", ADD_INPUTS, &mut cx)
-            .map(|i| tenants::input_blocks(i, taken, &mut cx))
-            .unwrap_or_default();
+        let blocks = input_sections(&mut top, taken, &mut cx);
         top.finish(&mut cx);
         let layout = tenants::Layout {
             global: tenants::GlobalOutputs {
@@ -207,9 +204,33 @@ impl Config {
     }
 }
 
+/// The input blocks of `inputs` (`taken` from it before the substitution) and of `inputs_dir`;
+/// `inputs` may be absent when `inputs_dir` is given.
+fn input_sections(
+    top: &mut Obj<'_>,
+    taken: Option<Value>,
+    cx: &mut Cx,
+) -> Vec<(Origin, tenants::Block)> {
+    let dir = top.string("inputs_dir", cx);
+    let mut blocks = match &dir {
+        None => top.required_map("inputs", ADD_INPUTS, cx),
+        Some(_) => top.map("inputs", cx),
+    }
+    .map(|i| tenants::input_blocks(i, taken, dir.is_none(), cx))
+    .unwrap_or_default();
+    if let Some(dir) = dir {
+        let from_dir = tenants::dir_blocks(&top.path("inputs_dir"), &dir, cx);
+        if from_dir.is_empty() && blocks.is_empty() {
+            cx.error(&top.path("inputs_dir"), format!("`{dir}` holds no input file; add one `<name>.yaml` per tenant, each holding one input block"));
+        }
+        blocks.extend(from_dir);
+    }
+    blocks
+}
+
 /// Reads every block (valid ones, invalid ones), then checks that no two share an id.
 fn read_blocks(
-    blocks: Vec<(Origin, Value)>,
+    blocks: Vec<(Origin, tenants::Block)>,
     layout: &tenants::Layout<'_>,
     cx: &mut Cx,
 ) -> (Vec<InputConfig>, Vec<InvalidInput>) {
@@ -291,3 +312,6 @@ mod tests;
 
 #[cfg(test)]
 mod connection_tests;
+
+#[cfg(test)]
+mod tenants_tests;
