@@ -12,23 +12,35 @@ use chrono::Utc;
 
 use crate::util::*;
 
-/// One tenant's block in the list form: both services on the test simulators, polled fast.
-/// `extra` lines go into each service section.
-fn tenant(env: &TestEnv, id: &str, extra: &str) -> String {
+/// One tenant's input block (as a file of `inputs_dir` holds it): both services on the test
+/// simulators, polled fast. `extra` lines go into each service section.
+fn block(env: &TestEnv, id: &str, extra: &str) -> String {
     let service = |name: &str, base: &str| {
         let mut s = format!(
-            "      {name}:\n        override_base_url: {base}\n        request_period_in_seconds: 1\n        job_poll_initial_interval_in_seconds: 0.01\n        job_poll_max_interval_in_seconds: 0.05\n        retry_initial_interval_in_seconds: 0.01\n        retry_max_interval_in_seconds: 0.1\n"
+            "  {name}:\n    override_base_url: {base}\n    request_period_in_seconds: 1\n    job_poll_initial_interval_in_seconds: 0.01\n    job_poll_max_interval_in_seconds: 0.05\n    retry_initial_interval_in_seconds: 0.01\n    retry_max_interval_in_seconds: 0.1\n"
         );
         for line in extra.lines() {
-            s.push_str(&format!("        {}\n", line.trim()));
+            s.push_str(&format!("    {}\n", line.trim()));
         }
         s
     };
     format!(
-        "  - id: \"{id}\"\n    credentials:\n      api_key: \"{KEY}\"\n    services:\n{}{}",
+        "id: \"{id}\"\ncredentials:\n  api_key: \"{KEY}\"\nservices:\n{}{}",
         service("browser_and_email_isolation", &env.web.base_url()),
         service("url_isolation", &env.url.base_url()),
     )
+}
+
+/// [`block`] as an element of the list `inputs.proofpoint_isolation`.
+fn tenant(env: &TestEnv, id: &str, extra: &str) -> String {
+    block(env, id, extra)
+        .lines()
+        .enumerate()
+        .map(|(i, line)| match i {
+            0 => format!("  - {line}\n"),
+            _ => format!("    {line}\n"),
+        })
+        .collect()
 }
 
 /// The config's globals and outputs, before its inputs.
@@ -306,6 +318,48 @@ async fn watch_config_picks_up_a_changed_file() {
     wait_exact(&env, &[a, b], &log).await;
     let text = log_text(&log);
     assert!(text.contains("(--watch-config)"), "{text}");
+    stop(child, &log).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_config_follows_the_files_of_inputs_dir() {
+    let env = TestEnv::both(500, |_| {}).await;
+    let (a, b) = ("20001", "20002");
+    let dir = env.path("tenants.d");
+    std::fs::create_dir(&dir).unwrap();
+    replace_file(&dir.join("a.yaml"), &block(&env, a, ""));
+    let config = format!("{}inputs_dir: tenants.d\n", head(&env));
+    replace_file(&env.config_path(), &config);
+    let (child, log) = spawn_daemon(&env, &["--watch-config"]);
+    wait_exact(&env, &[a], &log).await;
+    // A tenant file comes: its tenant starts. The config file itself did not change.
+    replace_file(&dir.join("b.yaml"), &block(&env, b, ""));
+    wait_for_log(
+        &log,
+        "Configuration reloaded: 1 added, 0 removed, 0 restarted, 1 unchanged",
+        1,
+    )
+    .await;
+    new_events(&env, 50);
+    wait_exact(&env, &[a, b], &log).await;
+    // A tenant file goes: its tenant stops; the other goes on.
+    std::fs::remove_file(dir.join("a.yaml")).unwrap();
+    wait_for_log(
+        &log,
+        "Configuration reloaded: 0 added, 1 removed, 0 restarted, 1 unchanged",
+        1,
+    )
+    .await;
+    new_events(&env, 50);
+    wait_exact(&env, &[b], &log).await;
+    assert_eq!(
+        tenant_lines(
+            &log_text(&log),
+            b,
+            "Making sample request to test authentication."
+        ),
+        2
+    );
     stop(child, &log).await;
 }
 
