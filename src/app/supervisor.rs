@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::tenant::{start_tenant, Shared, TenantHandle};
-use crate::config::{Config, InputConfig};
+use crate::config::{Config, InputConfig, OutputKind};
 use crate::reload::{self, Cause, ReloadPlan};
 
 /// The running tenants and what a reload needs to change them.
@@ -114,14 +114,22 @@ impl Supervisor {
             }
         };
         super::log_warnings(&config);
-        for key in reload::changed_globals(text, &new_text) {
-            warn!("Configuration reload: {key} changed; it takes effect at the next restart, the running value stays");
-        }
+        log_changed_sections(text, &new_text, &config);
         log_invalid_inputs(&config);
         let plan = self.plan(&config);
         self.apply(&plan, &config).await;
+        self.shared.budget.set_sharers(self.services());
         info!("{}", plan.summary());
         Some(new_text)
+    }
+
+    /// How many services run now (the window budget's sharers).
+    fn services(&self) -> usize {
+        self.tenants
+            .values()
+            .filter(|t| t.input.enabled)
+            .map(|t| t.input.services.len())
+            .sum()
     }
 
     /// What the new configuration changes, per input id.
@@ -192,6 +200,25 @@ impl Supervisor {
 /// The config file's text; empty when unreadable (the load then fails and says why).
 fn read_text(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// What a reload does not apply, and what it applies through the tenants: a changed `globals`
+/// key waits for a restart; a changed global output restarts the inputs that use it (their
+/// fingerprints changed), but the internal messages keep going out as the process started.
+fn log_changed_sections(old_text: &str, new_text: &str, config: &Config) {
+    for key in reload::changed_keys(old_text, new_text, "globals") {
+        warn!("Configuration reload: {key} changed; it takes effect at the next restart, the running value stays");
+    }
+    for key in reload::changed_keys(old_text, new_text, "outputs") {
+        info!("Configuration reload: {key} changed; the inputs that use it restart with it");
+        let name = key.trim_start_matches("outputs.");
+        let carries_internal = config.outputs.iter().any(|o| {
+            o.name == name && matches!(&o.kind, OutputKind::Network(n) if n.internal_messages)
+        });
+        if carries_internal {
+            warn!("Configuration reload: {key} carries the internal messages; they keep its previous settings until the next restart");
+        }
+    }
 }
 
 /// Each problem of each invalid input, under its id: it is not started (a running tenant of

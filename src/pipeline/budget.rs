@@ -19,6 +19,7 @@
 //! Why it is fair: the semaphore serves waiters in order (FIFO), so a big request is not
 //! starved by small ones, and each service's windows are sized to an equal share.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -32,8 +33,9 @@ pub struct WindowBudget {
     semaphore: Arc<Semaphore>,
     /// The whole budget, in [`UNIT`]s.
     units: u32,
-    /// How many services share it.
-    sharers: usize,
+    /// How many services share it; a reload that adds or removes tenants changes it
+    /// ([`WindowBudget::set_sharers`]), and every handle sees the new count at its next window.
+    sharers: Arc<AtomicUsize>,
 }
 
 /// Bytes held from a [`WindowBudget`] for one window; released when dropped.
@@ -49,13 +51,18 @@ impl WindowBudget {
         WindowBudget {
             semaphore: Arc::new(Semaphore::new(units as usize)),
             units,
-            sharers: sharers.max(1),
+            sharers: Arc::new(AtomicUsize::new(sharers.max(1))),
         }
     }
 
     /// The bytes one service may hold at once: an equal share of the budget.
     pub fn share(&self) -> u64 {
-        self.units as u64 * UNIT / self.sharers as u64
+        self.units as u64 * UNIT / self.sharers.load(Ordering::Relaxed) as u64
+    }
+
+    /// Shares the budget among `sharers` services from now on (a reload changed the tenants).
+    pub fn set_sharers(&self, sharers: usize) {
+        self.sharers.store(sharers.max(1), Ordering::Relaxed);
     }
 
     /// The bytes free now (tests and debugging).
@@ -125,6 +132,16 @@ mod tests {
         assert_eq!(WindowBudget::new(24 * MIB, 2).share(), 12 * MIB);
         assert_eq!(WindowBudget::new(24 * MIB, 3).share(), 8 * MIB);
         assert_eq!(WindowBudget::new(24 * MIB, 0).share(), 24 * MIB);
+    }
+
+    #[test]
+    fn every_handle_sees_a_new_number_of_sharers() {
+        let budget = WindowBudget::new(24 * MIB, 2);
+        let held_by_a_service = budget.clone();
+        budget.set_sharers(6);
+        assert_eq!(held_by_a_service.share(), 4 * MIB);
+        budget.set_sharers(0);
+        assert_eq!(held_by_a_service.share(), 24 * MIB);
     }
 
     #[tokio::test]

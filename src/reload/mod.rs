@@ -12,7 +12,7 @@
 //! [`plan`] compares the running tenants' fingerprints with the new valid inputs, per input id:
 //! added ones start, removed ones stop, changed ones restart, unchanged ones are not touched,
 //! and a running tenant whose new block is invalid keeps running on its old block.
-//! [`changed_globals`] names the `globals` keys that changed: they take effect at the next
+//! [`changed_keys`] names the `globals` keys that changed: they take effect at the next
 //! restart only (the store, the listener and the budgets live as long as the process).
 //!
 //! This module is pure logic and plumbing; the supervisor that applies a plan is in `app`.
@@ -20,7 +20,7 @@
 mod plan;
 mod watch;
 
-pub use plan::{changed_globals, plan, Fingerprint, ReloadPlan};
+pub use plan::{changed_keys, plan, Fingerprint, ReloadPlan};
 pub use watch::{digest, watch, Digest, WATCH_PERIOD};
 
 use std::path::PathBuf;

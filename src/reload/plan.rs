@@ -1,5 +1,5 @@
 //! The pure part of a reload: which tenants start, stop, restart or stay, and which `globals`
-//! keys changed.
+//! and `outputs` keys changed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -89,25 +89,25 @@ impl ReloadPlan {
     }
 }
 
-/// The `globals` keys whose values differ between two config texts (`globals.<key>`, in key
-/// order), as written: `${VAR}` references are compared unsubstituted, which is the same thing
-/// within one process (its environment does not change). Empty when either text is not YAML
-/// (the reload then fails on it anyway).
-pub fn changed_globals(old_text: &str, new_text: &str) -> Vec<String> {
-    let section = |text: &str| -> Option<BTreeMap<String, Value>> {
+/// The keys of a top-level `section` (`globals`, `outputs`) whose values differ between two
+/// config texts, as `<section>.<key>` in key order. Compared as written: `${VAR}` references
+/// unsubstituted, which within one process is the same thing (its environment does not change).
+/// Empty when either text is not YAML (the reload then fails on it anyway).
+pub fn changed_keys(old_text: &str, new_text: &str, section: &str) -> Vec<String> {
+    let read = |text: &str| -> Option<BTreeMap<String, Value>> {
         let root: Value = serde_yaml_ng::from_str(text).ok()?;
-        let globals = match root.get("globals") {
+        let entries = match root.get(section) {
             Some(Value::Mapping(m)) => m.clone(),
             _ => Default::default(),
         };
         Some(
-            globals
+            entries
                 .into_iter()
                 .map(|(k, v)| (key_text(&k), v))
                 .collect(),
         )
     };
-    let (Some(old), Some(new)) = (section(old_text), section(new_text)) else {
+    let (Some(old), Some(new)) = (read(old_text), read(new_text)) else {
         return Vec::new();
     };
     old.keys()
@@ -115,7 +115,7 @@ pub fn changed_globals(old_text: &str, new_text: &str) -> Vec<String> {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .filter(|k| old.get(*k) != new.get(*k))
-        .map(|k| format!("globals.{k}"))
+        .map(|k| format!("{section}.{k}"))
         .collect()
 }
 
@@ -205,26 +205,27 @@ mod tests {
     }
 
     #[test]
-    fn changed_globals_names_each_key_that_differs() {
+    fn changed_keys_names_each_key_that_differs() {
         let old =
             "globals:\n  name: x\n  debug: false\n  metrics_listen: 127.0.0.1:9000\noutputs: {}\n";
         let new = "globals:\n  debug: true\n  name: x   # a comment changes nothing\n  memory_log_period_in_sec: 60\noutputs: {a: 1}\n";
         assert_eq!(
-            changed_globals(old, new),
+            changed_keys(old, new, "globals"),
             [
                 "globals.debug",
                 "globals.memory_log_period_in_sec",
                 "globals.metrics_listen"
             ]
         );
-        assert!(changed_globals(old, old).is_empty());
-        assert!(changed_globals(old, "globals: [unclosed").is_empty());
+        assert!(changed_keys(old, old, "globals").is_empty());
+        assert_eq!(changed_keys(old, new, "outputs"), ["outputs.a"]);
+        assert!(changed_keys(old, "globals: [unclosed", "globals").is_empty());
     }
 
     #[test]
     fn a_nested_change_names_its_top_key() {
         let old = "globals:\n  persistence:\n    type: redis\n    config: {host: a}\n";
         let new = "globals:\n  persistence:\n    type: redis\n    config: {host: b}\n";
-        assert_eq!(changed_globals(old, new), ["globals.persistence"]);
+        assert_eq!(changed_keys(old, new, "globals"), ["globals.persistence"]);
     }
 }
