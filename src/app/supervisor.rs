@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -106,10 +107,10 @@ impl Supervisor {
             cause.describe()
         );
         let new_text = read_text(path);
-        let config = match Config::load(path, self.shared.clock.now()) {
+        let config = match load(path, self.shared.clock.now()).await {
             Ok(config) => config,
-            Err(e) => {
-                reload::log_refused(&e.problems);
+            Err(problems) => {
+                reload::log_refused(&problems);
                 return None;
             }
         };
@@ -152,6 +153,15 @@ impl Supervisor {
 
     /// Stops what the plan stops (all at once), then starts what it starts.
     async fn apply(&mut self, plan: &ReloadPlan, config: &Config) {
+        for id in &plan.removed {
+            info!("Input {id}: no longer in the configuration; stopping it");
+        }
+        for id in &plan.restarted {
+            info!("Input {id}: its configuration changed; restarting it");
+        }
+        for id in &plan.added {
+            info!("Input {id}: new in the configuration; starting it");
+        }
         let stopping: Vec<Tenant> = plan
             .to_stop()
             .filter_map(|id| self.tenants.remove(id))
@@ -194,6 +204,16 @@ impl Supervisor {
             }
             Err(e) => error!("Input {}: cannot start its previous configuration either: {e:#}; it stays stopped until a reload", input.id),
         }
+    }
+}
+
+/// `Config::load` on a blocking thread: with an `inputs_dir` of many tenants (and their key
+/// files) it reads many files, and the tenants' tasks share the runtime's threads.
+async fn load(path: &Path, now: DateTime<Utc>) -> Result<Config, Vec<String>> {
+    let path = path.to_owned();
+    match tokio::task::spawn_blocking(move || Config::load(&path, now)).await {
+        Ok(loaded) => loaded.map_err(|e| e.problems),
+        Err(e) => Err(vec![format!("reading the configuration failed: {e}")]),
     }
 }
 
