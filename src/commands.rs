@@ -71,14 +71,19 @@ fn cancel_on_signal() -> CancellationToken {
     cancel
 }
 
-/// The daemon's reload source; its SIGHUP listener lives as long as the process.
-fn start_reloads(path: PathBuf, watch_config: bool) -> Result<reload::Source, BadUsage> {
-    let (source, hangups) = reload::source(path, watch_config).map_err(|e| {
-        eprintln!("error: cannot install the SIGHUP handler (reload): {e}");
-        BadUsage
-    })?;
-    tokio::spawn(hangups);
-    Ok(source)
+/// The daemon's reload source; its SIGHUP listener lives as long as the process. Without a
+/// SIGHUP handler (the system refused one) the daemon runs without reloads, saying so.
+fn start_reloads(path: PathBuf, watch_config: bool) -> Option<reload::Source> {
+    match reload::source(path, watch_config) {
+        Ok((source, hangups)) => {
+            tokio::spawn(hangups);
+            Some(source)
+        }
+        Err(e) => {
+            eprintln!("warning: cannot install the SIGHUP handler ({e}); the configuration will not be reloaded");
+            None
+        }
+    }
 }
 
 /// Whether a command that ran succeeded, after Devo's `[EXIT]` line if a signal stopped it.
@@ -105,7 +110,7 @@ pub async fn run(
     // Before the load: a SIGHUP from then on asks for a reload instead of ending the process.
     let reloads = match options.once {
         true => None,
-        false => Some(start_reloads(path.clone(), watch_config)?),
+        false => start_reloads(path.clone(), watch_config),
     };
     let config = prepare(&path, Some(log_format), &clock)?;
     let cancel = cancel_on_signal();
