@@ -34,6 +34,10 @@ pub enum Command {
         /// SIGHUP does.
         #[arg(long, conflicts_with = "once")]
         watch_config: bool,
+        /// Refuse to start (exit 64) when any input block of the config is invalid; without it,
+        /// the valid inputs start and each invalid one's problems are logged.
+        #[arg(long)]
+        strict: bool,
         /// Log lines as Devo's text lines or as JSON objects.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,

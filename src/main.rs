@@ -72,11 +72,13 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage
             once,
             no_save_state,
             watch_config,
+            strict,
             log_format,
         } => {
             let options = RunOptions {
                 once,
                 no_save_state,
+                strict,
             };
             commands::run(&config, options, watch_config, log_format, clock).await
         }

@@ -114,9 +114,18 @@ impl Supervisor {
                 return None;
             }
         };
+        if self.shared.options.strict && !config.invalid_inputs.is_empty() {
+            let problems = config
+                .invalid_inputs
+                .iter()
+                .flat_map(|i| i.problems.clone());
+            reload::log_refused(&problems.collect::<Vec<_>>());
+            warn!("run --strict: a configuration with an invalid input is refused; fix it, or run without --strict");
+            return None;
+        }
         super::log_warnings(&config);
         log_changed_sections(text, &new_text, &config);
-        log_invalid_inputs(&config);
+        self.log_invalid_inputs(&config);
         let plan = self.plan(&config);
         self.apply(&plan, &config).await;
         self.shared.budget.set_sharers(self.services());
@@ -140,15 +149,35 @@ impl Supervisor {
             .iter()
             .map(|(id, t)| (id.clone(), t.handle.fingerprint))
             .collect();
-        let plan = reload::plan(
+        reload::plan(
             &running,
             config.inputs.iter().map(|i| (i.id.as_str(), i.fingerprint)),
             config.invalid_inputs.iter().filter_map(|i| i.id.as_deref()),
-        );
-        for id in &plan.kept_old {
-            warn!("Input {id}: its new block has problems (logged above); it keeps running on its previous configuration");
+        )
+    }
+
+    /// Each invalid input of a new configuration with its problems, under its id, and what
+    /// becomes of it: not started, or, if it runs, kept running on its previous block.
+    fn log_invalid_inputs(&self, config: &Config) {
+        for bad in &config.invalid_inputs {
+            let id = bad.id.as_deref().unwrap_or("without a valid id");
+            let fate = match bad
+                .id
+                .as_deref()
+                .is_some_and(|id| self.tenants.contains_key(id))
+            {
+                true => "it keeps running on its previous configuration",
+                false => "it is not started",
+            };
+            error!(
+                "Input {id} ({}): {} problem(s) in its new configuration block; {fate}",
+                bad.source,
+                bad.problems.len()
+            );
+            for p in &bad.problems {
+                error!("Configuration of input {id}: {p}");
+            }
         }
-        plan
     }
 
     /// Stops what the plan stops (all at once), then starts what it starts.
@@ -237,16 +266,6 @@ fn log_changed_sections(old_text: &str, new_text: &str, config: &Config) {
         });
         if carries_internal {
             warn!("Configuration reload: {key} carries the internal messages; they keep its previous settings until the next restart");
-        }
-    }
-}
-
-/// Each problem of each invalid input, under its id: it is not started (a running tenant of
-/// that id keeps its previous block).
-fn log_invalid_inputs(config: &Config) {
-    for invalid in &config.invalid_inputs {
-        for p in &invalid.problems {
-            error!("Configuration reload: {p}");
         }
     }
 }

@@ -91,6 +91,7 @@ pub struct TenantHandle {
     cancel: CancellationToken,
     tasks: JoinSet<bool>,
     senders: SenderRegistry,
+    metrics: Arc<Metrics>,
 }
 
 impl TenantHandle {
@@ -100,6 +101,7 @@ impl TenantHandle {
         self.cancel.cancel();
         let ok = self.join().await;
         self.senders.forget(&self.id);
+        self.metrics.forget_input(&self.id);
         ok
     }
 
@@ -133,6 +135,7 @@ pub fn start_tenant(
         cancel: process_cancel.child_token(),
         tasks: JoinSet::new(),
         senders: shared.senders.clone(),
+        metrics: shared.metrics.clone(),
     };
     if input.enabled {
         for svc in &input.services {
@@ -153,7 +156,7 @@ fn service_task(
     shared: &Shared,
     cancel: &CancellationToken,
 ) -> anyhow::Result<ServiceTask> {
-    shared.metrics.expect_service(svc.service);
+    shared.metrics.expect_service(&input.id, svc.service);
     let outputs = build_outputs(&input.outputs, &shared.clock)?;
     for o in &outputs {
         match o {
@@ -180,7 +183,7 @@ fn service_task(
         shared.store.clone(),
         StateStore::key(&input.id, svc.service.name()),
         svc.service,
-        shared.metrics.service(svc.service),
+        shared.metrics.service(&input.id, svc.service),
     );
     Ok(ServiceTask {
         puller,

@@ -88,6 +88,39 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The problems of a config's invalid inputs, each input's under its id (`validate`,
+/// `run --strict`).
+pub struct InputProblems<'a> {
+    file: &'a Path,
+    invalid: &'a [InvalidInput],
+}
+
+impl fmt::Display for InputProblems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count: usize = self.invalid.iter().map(|i| i.problems.len()).sum();
+        writeln!(
+            f,
+            "Error in configuration file {}: {count} problem(s) found in {} input(s):",
+            self.file.display(),
+            self.invalid.len()
+        )?;
+        for bad in self.invalid {
+            match &bad.id {
+                Some(id) => writeln!(f, "  input {id} ({}):", bad.source)?,
+                None => writeln!(f, "  input without a valid id ({}):", bad.source)?,
+            }
+            for p in &bad.problems {
+                writeln!(f, "    - {p}")?;
+            }
+        }
+        write!(
+            f,
+            "Fix them and run `isolation-collector validate --config {}` again.",
+            self.file.display()
+        )
+    }
+}
+
 // What the error for a missing top-level section tells the user to add.
 const ADD_GLOBALS: &str = "add a `globals:` section (at least `persistence`)";
 const ADD_OUTPUTS: &str =
@@ -196,6 +229,14 @@ impl Config {
             .iter()
             .filter(|i| i.enabled)
             .flat_map(|i| i.services.iter().map(move |s| (i, s)))
+    }
+
+    /// The problems of the invalid inputs, for a message (`file` is the config file).
+    pub fn input_problems<'a>(&'a self, file: &'a Path) -> InputProblems<'a> {
+        InputProblems {
+            file,
+            invalid: &self.invalid_inputs,
+        }
     }
 
     /// The valid input with this id.

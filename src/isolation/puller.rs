@@ -82,6 +82,8 @@ impl From<FanOutError> for PullError {
 
 /// The puller of one service.
 pub struct Puller {
+    /// The id of the input (tenant) this service belongs to: its metrics' `input` label.
+    input_id: String,
     svc: ServiceConfig,
     client: ApiClient,
     outputs: Outputs,
@@ -142,6 +144,7 @@ impl Puller {
             checkpoint: Checkpoint::new(store, key, &svc, metrics.clone()),
             obfuscator: Obfuscator::new(svc.obfuscation.clone()),
             environment: input.environment.as_deref().map(Environment::new),
+            input_id: input.id.clone(),
             svc,
             client,
             needs_resume: true,
@@ -191,7 +194,7 @@ impl Puller {
 
     /// Counts into `metrics` (the served registry) instead of a private one.
     pub fn with_metrics(mut self, metrics: &Arc<Metrics>) -> Puller {
-        self.metrics = metrics.service(self.svc.service);
+        self.metrics = metrics.service(&self.input_id, self.svc.service);
         self.client.set_metrics(self.metrics.clone());
         self.outputs.set_metrics(self.metrics.clone());
         self.checkpoint.set_metrics(self.metrics.clone());

@@ -302,6 +302,30 @@ async fn an_invalid_reload_is_refused_and_an_invalid_block_keeps_its_tenant_runn
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_strict_an_invalid_block_refuses_the_reload() {
+    let env = TestEnv::both(300, |_| {}).await;
+    let (a, b) = ("20001", "20002");
+    write_tenants(&env, &[tenant(&env, a, "")]);
+    let (child, log) = spawn_daemon(&env, &["--strict"]);
+    wait_exact(&env, &[a], &log).await;
+    write_tenants(
+        &env,
+        &[tenant(&env, a, ""), tenant(&env, b, "bogus_service_key: 1")],
+    );
+    signal(&child, "-HUP");
+    wait_for_log(&log, "Configuration reload refused: 2 problem(s)", 1).await;
+    new_events(&env, 50);
+    wait_exact(&env, &[a], &log).await;
+    let text = log_text(&log);
+    assert!(
+        text.contains("run --strict: a configuration with an invalid input is refused"),
+        "{text}"
+    );
+    assert_eq!(tenant_lines(&text, b, "Starting thread"), 0, "{text}");
+    stop(child, &log).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_config_picks_up_a_changed_file() {
     let env = TestEnv::both(500, |_| {}).await;
     let (a, b) = ("20001", "20002");
