@@ -1,8 +1,9 @@
 //! `run --watch-config`: polls the configuration's bytes and asks for a reload when they changed
 //! and have settled.
 //!
-//! What is watched: the config file and, when it names an `inputs_dir`, every `*.yml`/`*.yaml`
-//! file in that directory (the files the config reads its tenants from). Each poll hashes their
+//! What is watched: the config file, every `*.yml`/`*.yaml` file of its `inputs_dir` (the files
+//! the config reads its tenants from), and the files these name under a `*_file` key (keys,
+//! passwords, tokens, obfuscation secrets, CA bundles: a rotated key is a changed tenant). Each poll hashes their
 //! names and bytes into one [`Digest`]; modification times are not trusted alone, since a copy
 //! that keeps them (`cp -p`, `rsync -t`), a write within the same clock tick, or a Kubernetes
 //! ConfigMap's symlink swap can change the bytes and not the time. Reading a thousand small
@@ -29,15 +30,18 @@ pub const WATCH_PERIOD: Duration = Duration::from_secs(2);
 /// The hash of everything `--watch-config` watches.
 pub type Digest = [u8; 32];
 
-/// Hashes the config file at `config` and the tenant files of its `inputs_dir`. An unreadable
+/// Hashes the config file at `config`, the tenant files of its `inputs_dir` and the files they
+/// name. An unreadable
 /// file hashes as its error, so that a file that disappears or comes back is a change too.
 pub fn digest(config: &Path) -> Digest {
     let mut hash = Sha256::new();
+    let base = config.parent().unwrap_or(Path::new(""));
     match std::fs::read(config) {
         Ok(bytes) => {
             add_file(&mut hash, b"config", &bytes);
+            add_named_files(&mut hash, &bytes, base);
             if let Some(dir) = inputs_dir(&bytes, config) {
-                add_dir(&mut hash, &dir);
+                add_dir(&mut hash, &dir, base);
             }
         }
         Err(e) => add_file(
@@ -57,8 +61,45 @@ fn add_file(hash: &mut Sha256, name: &[u8], bytes: &[u8]) {
     }
 }
 
-/// The directory's `*.yml`/`*.yaml` files, in name order, each with its name and bytes.
-fn add_dir(hash: &mut Sha256, dir: &Path) {
+/// The files a config text names under a `*_file` key (`api_key_file`, `password_file`,
+/// `secret_file`, `token_file`, `ca_file`), relative to `base`: a key or secret rotated in
+/// its file changes the fingerprint of the inputs that read it, so it is a change to reload.
+fn add_named_files(hash: &mut Sha256, text: &[u8], base: &Path) {
+    let Ok(root) = serde_yaml_ng::from_slice::<Value>(text) else {
+        return;
+    };
+    let mut named = Vec::new();
+    collect_named_files(&root, &mut named);
+    for written in named {
+        let Some(path) = substitute(&written).map(PathBuf::from) else {
+            continue;
+        };
+        match std::fs::read(base.join(path)) {
+            Ok(bytes) => add_file(hash, written.as_bytes(), &bytes),
+            Err(e) => add_file(hash, written.as_bytes(), e.kind().to_string().as_bytes()),
+        }
+    }
+}
+
+/// Every string value under a key ending in `_file`, anywhere in the tree, in document order.
+fn collect_named_files(value: &Value, named: &mut Vec<String>) {
+    match value {
+        Value::Mapping(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v.as_str()) {
+                    (Some(key), Some(file)) if key.ends_with("_file") => named.push(file.into()),
+                    _ => collect_named_files(v, named),
+                }
+            }
+        }
+        Value::Sequence(items) => items.iter().for_each(|v| collect_named_files(v, named)),
+        _ => {}
+    }
+}
+
+/// The directory's `*.yml`/`*.yaml` files, in name order, each with its name and bytes and the
+/// files it names (relative to `base`, the config file's directory).
+fn add_dir(hash: &mut Sha256, dir: &Path, base: &Path) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
@@ -77,7 +118,10 @@ fn add_dir(hash: &mut Sha256, dir: &Path) {
     for file in files {
         let name = file.file_name().unwrap_or_default().as_encoded_bytes();
         match std::fs::read(&file) {
-            Ok(bytes) => add_file(hash, name, &bytes),
+            Ok(bytes) => {
+                add_file(hash, name, &bytes);
+                add_named_files(hash, &bytes, base);
+            }
             Err(e) => add_file(hash, name, e.kind().to_string().as_bytes()),
         }
     }
@@ -222,6 +266,31 @@ mod tests {
         assert_ne!(digest(&config), changed);
         std::fs::remove_file(tenants.join("beta.yml")).unwrap();
         assert_eq!(digest(&config), changed, "the same files, the same digest");
+    }
+
+    #[test]
+    fn a_rotated_key_file_is_a_change_in_the_config_or_a_tenant_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::create_dir(dir.path().join("tenants.d")).unwrap();
+        write(
+            &config,
+            "globals: {persistence: {config: {password_file: redis.pw}}}\ninputs_dir: tenants.d\n",
+        );
+        write(&dir.path().join("redis.pw"), "one");
+        write(
+            &dir.path().join("tenants.d/a.yaml"),
+            "id: 1\ncredentials: {api_key_file: keys/a.key}\n",
+        );
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        write(&dir.path().join("keys/a.key"), "key one");
+        let before = digest(&config);
+        assert_eq!(digest(&config), before);
+        write(&dir.path().join("keys/a.key"), "key two");
+        let rotated = digest(&config);
+        assert_ne!(rotated, before);
+        write(&dir.path().join("redis.pw"), "two");
+        assert_ne!(digest(&config), rotated);
     }
 
     #[test]
