@@ -387,6 +387,42 @@ async fn watch_config_follows_the_files_of_inputs_dir() {
     stop(child, &log).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_config_restarts_a_tenant_whose_key_file_changed() {
+    const WRONG_KEY: &str = "0a0a0a0a-5e6f-4a8b-9c0d-1e2f3a4b5c00";
+    let env = TestEnv::both(300, |_| {}).await;
+    let (a, b) = ("20001", "20002");
+    let key_file = env.path("a.key");
+    replace_file(&key_file, KEY);
+    let a_block = tenant(&env, a, "").replace(
+        &format!("api_key: \"{KEY}\""),
+        &format!("api_key_file: {}", key_file.display()),
+    );
+    write_tenants(&env, &[a_block, tenant(&env, b, "")]);
+    let (child, log) = spawn_daemon(&env, &["--watch-config"]);
+    wait_exact(&env, &[a, b], &log).await;
+    // The key rotated in its file, to one the API refuses: A restarts with it (and fails its
+    // setup, retrying), B is not touched. Then to the right one again: A resumes from its state.
+    replace_file(&key_file, WRONG_KEY);
+    let reloaded = "Configuration reloaded: 0 added, 0 removed, 1 restarted, 1 unchanged";
+    wait_for_log(&log, reloaded, 1).await;
+    wait_until("A refused", &log, || {
+        tenant_lines(&log_text(&log), a, "is not valid") >= 1
+    })
+    .await;
+    replace_file(&key_file, KEY);
+    wait_for_log(&log, reloaded, 2).await;
+    new_events(&env, 50);
+    wait_exact(&env, &[a, b], &log).await;
+    let text = log_text(&log);
+    let setups = |id| tenant_lines(&text, id, "Making sample request to test authentication.");
+    assert_eq!((setups(a), setups(b)), (6, 2), "{text}");
+    for key in [KEY, WRONG_KEY] {
+        assert!(!text.contains(key), "a key leaked into the log");
+    }
+    stop(child, &log).await;
+}
+
 /// Waits (at most 60 s) until `done` holds.
 async fn wait_until(what: &str, log: &std::path::Path, done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
