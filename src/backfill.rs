@@ -30,6 +30,10 @@ use crate::time::{format_iso, Millis};
 /// Why a backfill cannot start (exit 64).
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
+    #[error("the config has several inputs ({0}); name one with --input <id>")]
+    WhichInput(String),
+    #[error("--input `{0}` is not the id of a valid input of this config")]
+    UnknownInput(String),
     #[error("--service `{0}` is not an enabled service of this config; use browser_and_email_isolation or url_isolation")]
     UnknownService(String),
     #[error("--{which} `{value}` is not a date; use ISO 8601 in UTC such as 2026-11-20T00:00:00Z")]
@@ -44,6 +48,8 @@ pub enum BackfillError {
 
 /// The validated request.
 pub struct Request {
+    /// The input's id.
+    pub input: String,
     pub service: Service,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
@@ -52,14 +58,26 @@ pub struct Request {
 impl Request {
     pub fn parse(
         config: &Config,
+        input: Option<&str>,
         service: &str,
         from: &str,
         to: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Request, BackfillError> {
+        let input = match (input, config.inputs.as_slice()) {
+            (Some(id), _) => config
+                .input(id)
+                .ok_or_else(|| BackfillError::UnknownInput(id.to_owned()))?,
+            (None, [only]) => only,
+            (None, all) => {
+                let ids: Vec<&str> = all.iter().map(|i| i.id.as_str()).collect();
+                return Err(BackfillError::WhichInput(ids.join(", ")));
+            }
+        };
         let service = Service::from_name(service)
-            .filter(|s| config.services().any(|(_, c)| c.service == *s))
+            .filter(|s| input.enabled && input.services.iter().any(|c| c.service == *s))
             .ok_or_else(|| BackfillError::UnknownService(service.to_owned()))?;
+        let input = input.id.clone();
         let parse = |which, value: &str| {
             crate::time::parse_user_time(value).ok_or_else(|| BackfillError::BadTime {
                 which,
@@ -80,7 +98,12 @@ impl Request {
         if from < now - chrono::Duration::from_std(RETENTION).expect("30 days fit") {
             return Err(BackfillError::TooOld(from.to_rfc3339()));
         }
-        Ok(Request { service, from, to })
+        Ok(Request {
+            input,
+            service,
+            from,
+            to,
+        })
     }
 }
 
@@ -93,8 +116,8 @@ pub async fn run(
 ) -> anyhow::Result<bool> {
     let (input, svc) = config
         .services()
-        .find(|(_, s)| s.service == request.service)
-        .expect("Request::parse checked the service");
+        .find(|(i, s)| i.id == request.input && s.service == request.service)
+        .expect("Request::parse checked the input and the service");
     let (mut input, mut svc) = (input.clone(), svc.clone());
     svc.start_time = Some(request.from);
     svc.start_time_text = Some(format_iso(request.from.timestamp_millis()));

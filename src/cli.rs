@@ -63,6 +63,9 @@ pub enum Command {
         /// browser_and_email_isolation or url_isolation.
         #[arg(long)]
         service: String,
+        /// The input (its `id`); needed when the config has several.
+        #[arg(long)]
+        input: Option<String>,
         /// Start of the range (UTC; e.g. 2026-11-20T00:00:00Z or 2026-11-20).
         #[arg(long)]
         from: String,
@@ -105,6 +108,9 @@ pub enum StateAction {
         /// Only this service (browser_and_email_isolation or url_isolation).
         #[arg(long)]
         service: Option<String>,
+        /// Only this input (its `id`); default: every input of the config.
+        #[arg(long)]
+        input: Option<String>,
     },
     /// Delete each service's state: the next run starts again from start_time_in_utc.
     Reset {
@@ -112,6 +118,9 @@ pub enum StateAction {
         config: PathBuf,
         #[arg(long)]
         service: Option<String>,
+        /// Only this input (its `id`); default: every input of the config.
+        #[arg(long)]
+        input: Option<String>,
     },
     /// Copy each enabled service's state between a state directory and the config's Redis
     /// (migration: stop the collector, copy, start it on the other persistence).

@@ -124,7 +124,9 @@ pub async fn run(
     app::log_invalid_inputs(&config);
     let cancel = cancel_on_signal();
     let grace = config.globals.shutdown_grace_period;
-    Ok(tokio::select! {
+    // `--once` with an input left out did not deliver everything.
+    let all_inputs = config.invalid_inputs.is_empty() || !options.once;
+    let ran = tokio::select! {
         result = app::run(config, options, reloads, clock, cancel.clone()) => finish(result),
         () = app::grace_elapsed(cancel, grace) => {
             // Whatever was in flight is abandoned unconfirmed (dropping `app::run` aborts its
@@ -135,7 +137,8 @@ pub async fn run(
             );
             finish(Ok(false))
         }
-    })
+    };
+    Ok(ran && all_inputs)
 }
 
 /// `validate`: the config, the outputs and each service's API key.
@@ -163,15 +166,24 @@ pub async fn validate(
     Ok(ok)
 }
 
-/// `state show` (`reset: false`) or `state reset`, for one service or both. Prints; never logs.
+/// Which states `state show` and `state reset` act on: one service or both, one input or all.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StateFilter<'a> {
+    pub service: Option<&'a str>,
+    pub input: Option<&'a str>,
+}
+
+/// `state show` (`reset: false`) or `state reset`, for one service or both, of one input or
+/// every input of the config. Prints; never logs.
 pub async fn state(
     path: &Path,
-    service: Option<&str>,
+    only: StateFilter<'_>,
     reset: bool,
     clock: &SharedClock,
 ) -> Result<bool, BadUsage> {
     let config = prepare(path, None, clock)?;
-    let services: Vec<Service> = match service {
+    let inputs = chosen_inputs(&config, only.input)?;
+    let services: Vec<Service> = match only.service {
         None => Service::ALL.to_vec(),
         Some(name) => vec![Service::from_name(name).ok_or_else(|| {
             eprintln!(
@@ -185,7 +197,7 @@ pub async fn state(
         BadUsage
     })?;
     let mut ok = true;
-    for input in &config.inputs {
+    for input in inputs {
         for &s in &services {
             let key = StateStore::key(&input.id, s.name());
             let name = state_label(&config, &input.id, s);
@@ -193,6 +205,27 @@ pub async fn state(
         }
     }
     Ok(ok)
+}
+
+/// The inputs `--input` names (one id), or every valid input of the config.
+fn chosen_inputs<'a>(
+    config: &'a Config,
+    id: Option<&str>,
+) -> Result<Vec<&'a crate::config::InputConfig>, BadUsage> {
+    let Some(id) = id else {
+        return Ok(config.inputs.iter().collect());
+    };
+    match config.input(id) {
+        Some(input) => Ok(vec![input]),
+        None => {
+            let ids: Vec<&str> = config.inputs.iter().map(|i| i.id.as_str()).collect();
+            eprintln!(
+                "error: --input `{id}` is not the id of a valid input of this config; its inputs are {}",
+                ids.join(", ")
+            );
+            Err(BadUsage)
+        }
+    }
 }
 
 /// How `state` names a service: with several inputs, `<input id> <service>`.
@@ -336,6 +369,8 @@ async fn copy_held(
 /// The arguments of `backfill`.
 pub struct BackfillArgs<'a> {
     pub service: &'a str,
+    /// The input's id (`None`: the config's only input).
+    pub input: Option<&'a str>,
     pub from: &'a str,
     pub to: Option<&'a str>,
 }
@@ -350,11 +385,12 @@ pub async fn backfill(
 ) -> Result<bool, BadUsage> {
     let config = prepare(path, None, &clock)?;
     let now = clock.now();
-    let request = backfill::Request::parse(&config, args.service, args.from, args.to, now)
-        .map_err(|e| {
-            eprintln!("error: {e}");
-            BadUsage
-        })?;
+    let request =
+        backfill::Request::parse(&config, args.input, args.service, args.from, args.to, now)
+            .map_err(|e| {
+                eprintln!("error: {e}");
+                BadUsage
+            })?;
     start_logging(&config, log_format, &clock);
     Ok(finish(
         backfill::run(config, request, clock, cancel_on_signal()).await,

@@ -86,11 +86,33 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage
             commands::validate(&config, log_format, &clock).await
         }
         Command::State {
-            action: StateAction::Show { config, service },
-        } => commands::state(&config, service.as_deref(), false, &clock).await,
+            action:
+                StateAction::Show {
+                    config,
+                    service,
+                    input,
+                },
+        } => {
+            let only = commands::StateFilter {
+                service: service.as_deref(),
+                input: input.as_deref(),
+            };
+            commands::state(&config, only, false, &clock).await
+        }
         Command::State {
-            action: StateAction::Reset { config, service },
-        } => commands::state(&config, service.as_deref(), true, &clock).await,
+            action:
+                StateAction::Reset {
+                    config,
+                    service,
+                    input,
+                },
+        } => {
+            let only = commands::StateFilter {
+                service: service.as_deref(),
+                input: input.as_deref(),
+            };
+            commands::state(&config, only, true, &clock).await
+        }
         Command::State {
             action:
                 StateAction::Copy {
@@ -112,12 +134,14 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage
         Command::Backfill {
             config,
             service,
+            input,
             from,
             to,
             log_format,
         } => {
             let args = BackfillArgs {
                 service: &service,
+                input: input.as_deref(),
                 from: &from,
                 to: to.as_deref(),
             };

@@ -31,6 +31,7 @@ pub use tenant::{start_tenant, SenderRegistry, Shared, TenantHandle};
 
 use crate::clock::SharedClock;
 use crate::config::{Config, OutputConfig, OutputKind, Persistence};
+use crate::isolation::job_cap::JobCap;
 use crate::isolation::puller::Puller;
 use crate::metrics::Metrics;
 use crate::output::http::{hec::SplunkHecOutput, HttpOutput};
@@ -278,6 +279,7 @@ pub async fn run(
             config.globals.window_memory_budget,
             config.services().count(),
         ),
+        jobs: JobCap::new(config.globals.max_concurrent_jobs),
         options,
         senders: SenderRegistry::default(),
     };

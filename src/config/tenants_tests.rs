@@ -299,3 +299,18 @@ fn fingerprints_are_equal_for_an_unchanged_block_and_differ_for_a_changed_one() 
     assert_ne!(paged[0], rotated[0]);
     assert_eq!(paged[1..], rotated[1..]);
 }
+
+#[test]
+fn globals_max_concurrent_jobs_is_the_process_wide_job_cap() {
+    let c = parse(&with_inputs(TWO_TENANTS)).unwrap();
+    assert_eq!(c.globals.max_concurrent_jobs, 64);
+    let set =
+        with_inputs(TWO_TENANTS).replace("globals:\n", "globals:\n  max_concurrent_jobs: 500\n");
+    assert_eq!(parse(&set).unwrap().globals.max_concurrent_jobs, 500);
+    let bad =
+        with_inputs(TWO_TENANTS).replace("globals:\n", "globals:\n  max_concurrent_jobs: 0\n");
+    assert_eq!(
+        parse(&bad).unwrap_err(),
+        ["globals.max_concurrent_jobs: must be a whole number from 1 to 4096, got 0"]
+    );
+}

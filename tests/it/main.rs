@@ -47,6 +47,10 @@ mod relp;
 // The metrics listener against the truth, /health and /ready, and --log-format json.
 mod metrics;
 
+// Several tenants in one process: a refused key does not stop the others, validate and
+// --strict with invalid input blocks.
+mod tenants;
+
 // obfuscation_data end to end: no original value of an obfuscated field in any output or log.
 mod obfuscate;
 

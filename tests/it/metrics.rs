@@ -113,9 +113,19 @@ async fn scrape(base: &str) -> Samples {
 pub(crate) async fn scrape_until(
     base: &str,
     what: &str,
+    f: impl FnMut(&Samples) -> bool,
+) -> Samples {
+    scrape_until_within(base, what, Duration::from_secs(30), f).await
+}
+
+/// [`scrape_until`] with a limit of its own.
+pub(crate) async fn scrape_until_within(
+    base: &str,
+    what: &str,
+    limit: Duration,
     mut f: impl FnMut(&Samples) -> bool,
 ) -> Samples {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + limit;
     loop {
         let samples = scrape(base).await;
         if f(&samples) {
@@ -123,7 +133,7 @@ pub(crate) async fn scrape_until(
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: not reached within 30 s; last scrape: {samples:#?}"
+            "{what}: not reached within {limit:?}; last scrape: {samples:#?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
