@@ -25,7 +25,8 @@ use crate::clock::SharedClock;
 use crate::config::{Config, OutputConfig, OutputKind, Persistence, ServiceConfig};
 use crate::isolation::connection::ProxyRoute;
 use crate::isolation::lease::{Lease, TakeError, Tenure};
-use crate::isolation::puller::{PullError, Puller};
+use crate::isolation::puller::{Ended, PullError, Puller};
+use crate::isolation::shard::{self, Shard};
 use crate::metrics::Metrics;
 use crate::output::http::{hec::SplunkHecOutput, HttpOutput};
 use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle};
@@ -243,6 +244,7 @@ pub async fn run(
     let mut background = Background::new(&cancel);
     start_internal_messages(&config, &clock, &mut background)?;
     start_listener_and_memory_log(&config, &metrics, options, &clock, &mut background).await?;
+    let shard = start_sharding(&config, &store, &metrics, options, &mut background).await;
     let mut services = JoinSet::new();
     let mut senders: Vec<(String, StatsHandle)> = Vec::new();
     // One window memory budget for every service of the process.
@@ -274,12 +276,15 @@ pub async fn run(
         let (input, id) = (&config.input.name, &config.input.id);
         let span = telemetry::puller_span(input, id, svc.service);
         let setup_span = telemetry::setup_span(input, id, svc.service);
-        let lease = Lease::new(
+        let mut lease = Lease::new(
             store.clone(),
             StateStore::key(id, svc.service.name()),
             svc.service,
             metrics.service(svc.service),
         );
+        if let Some(shard) = &shard {
+            lease = lease.with_shard(shard.clone());
+        }
         let svc = svc.clone();
         let task = ServiceTask {
             puller,
@@ -300,6 +305,34 @@ pub async fn run(
     let all_ok = join_services(&mut services).await;
     background.shutdown(BACKGROUND_STOP_BOUND).await;
     Ok(all_ok)
+}
+
+/// With Redis persistence, the daemon shares the leases with the other replicas
+/// ([`crate::isolation::shard`]): a first heartbeat now (so that the first takes already know
+/// the replicas; an outage is not fatal), then one every TTL/3 until the shutdown request.
+async fn start_sharding(
+    config: &Config,
+    store: &Arc<StateStore>,
+    metrics: &Arc<Metrics>,
+    options: RunOptions,
+    background: &mut Background,
+) -> Option<Arc<Shard>> {
+    let redis = store.redis().filter(|_| !options.once)?;
+    let replica = crate::state::redis::replica_name();
+    let shard = Shard::new(replica, config.services().count(), redis.ttl());
+    shard.beat(redis).await;
+    metrics.replicas(shard.live(), shard.fair_share());
+    info!(
+        "Sharing the leases with the other replicas as {}: {} live, the fair share is {} of {} service(s).",
+        shard.replica(),
+        shard.live(),
+        shard.fair_share(),
+        config.services().count()
+    );
+    let stop = background.stop.clone();
+    let beats = shard::beat_every(shard.clone(), store.clone(), metrics.clone(), stop);
+    background.tasks.spawn(beats);
+    Some(shard)
 }
 
 /// Waits for every service task; `true` when each succeeded.
@@ -383,6 +416,8 @@ struct ServiceTask {
 enum Stopped {
     /// A shutdown, or the end of `--once`: release the lease.
     Done,
+    /// The coordinator asked for the lease, and the window in flight is committed: hand it over.
+    HandOver,
     /// The lease was lost (why): stand by.
     LeaseLost(String),
 }
@@ -417,6 +452,7 @@ impl ServiceTask {
                     self.lease.release(tenure).await;
                     return true;
                 }
+                Stopped::HandOver => self.lease.hand_over(tenure).await,
                 Stopped::LeaseLost(reason) => self.lease.lost(tenure, &reason),
             }
         }
@@ -445,8 +481,11 @@ impl ServiceTask {
                 _ = stop.cancelled() => return self.why_stopped(tenure, None),
             }
         }
-        let lost = self.puller.run_forever().await;
-        self.why_stopped(tenure, lost)
+        match self.puller.run_forever().await {
+            Ended::HandOver => Stopped::HandOver,
+            Ended::Cancelled => self.why_stopped(tenure, None),
+            Ended::LeaseLost(e) => self.why_stopped(tenure, Some(e)),
+        }
     }
 
     fn why_stopped(&self, tenure: &Tenure, lost: Option<StateError>) -> Stopped {
@@ -491,7 +530,8 @@ impl ServiceTask {
                 self.lease.lost(tenure, &reason);
                 false
             }
-            Stopped::Done => {
+            // `--once` has no coordinator: it takes every lease it may.
+            Stopped::Done | Stopped::HandOver => {
                 self.lease.release(tenure).await;
                 ok
             }
