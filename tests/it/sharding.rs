@@ -390,6 +390,7 @@ async fn three_replicas_share_twelve_tenants_and_reshare_them_after_a_kill() {
     let (mut b, mut c) = (d.replica("b"), d.replica("c"));
     b.start();
     c.start();
+    let joined = Instant::now();
     assert!(
         d.delivered_in_all() < 2 * TENANTS * EVENTS,
         "the backfill ended before the others joined: make it longer"
@@ -398,7 +399,8 @@ async fn three_replicas_share_twelve_tenants_and_reshare_them_after_a_kill() {
     // Usually the middle of the backfill (how far it got depends on the machine's load).
     let at_spread = d.delivered_in_all();
     eprintln!(
-        "three replicas: {held:?}; {at_spread} of {} events delivered then",
+        "three replicas: {held:?} {:.1} s after the two joined; {at_spread} of {} events delivered then",
+        joined.elapsed().as_secs_f64(),
         2 * TENANTS * EVENTS
     );
     assert!(
@@ -419,12 +421,16 @@ async fn three_replicas_share_twelve_tenants_and_reshare_them_after_a_kill() {
         Some(3.0)
     );
     a.kill_9().await;
+    let killed = Instant::now();
     let held = wait_for_held(&d.redis, &[&b, &c], 11, 13, Duration::from_secs(30)).await;
-    eprintln!("after the kill: {held:?}");
+    let took = killed.elapsed().as_secs_f64();
+    eprintln!("after the kill: {held:?} {took:.1} s after it (lease_ttl 3 s)");
     let mut e = d.replica("e");
     e.start();
+    let started = Instant::now();
     let held = wait_for_held(&d.redis, &[&b, &c, &e], 7, 9, Duration::from_secs(30)).await;
-    eprintln!("with the replacement: {held:?}");
+    let took = started.elapsed().as_secs_f64();
+    eprintln!("with the replacement: {held:?} {took:.1} s after it started");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !d.complete() {
         assert!(
