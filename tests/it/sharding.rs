@@ -403,11 +403,16 @@ async fn three_replicas_share_twelve_tenants_and_reshare_them_after_a_kill() {
         joined.elapsed().as_secs_f64(),
         2 * TENANTS * EVENTS
     );
+    // Handed over at window boundaries: never by cancelling the puller, never lost.
+    let a_log = a.log();
     assert!(
-        a.log().contains("Handed the lease of "),
+        a_log.contains("Handed the lease of "),
         "{}",
-        tail(&a.log(), 30)
+        tail(&a_log, 30)
     );
+    for line in ["Retrieving loop has been interrupted", "Lost the lease of "] {
+        assert!(!a_log.contains(line), "{line}:\n{}", tail(&a_log, 30));
+    }
     let (_, ready) = b.ready().await.expect("b answers");
     let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
     assert_eq!(
@@ -443,6 +448,13 @@ async fn three_replicas_share_twelve_tenants_and_reshare_them_after_a_kill() {
         r.stop().await;
     }
     d.assert_exactly_once();
+    for r in [&b, &c, &e] {
+        assert!(
+            !r.log().contains("Lost the lease of "),
+            "{}",
+            tail(&r.log(), 30)
+        );
+    }
     let handed: usize = [&a, &b, &c, &e]
         .iter()
         .map(|r| r.log().matches("Handed the lease of ").count())
