@@ -142,6 +142,15 @@ struct Readiness {
     persistence: Option<String>,
     /// With Redis persistence: whether this process holds each (input, service)'s lease.
     leases: Option<BTreeMap<ServiceId, bool>>,
+    /// With Redis persistence, once the replicas' heartbeats ran: (live replicas, fair share).
+    replicas: Option<(usize, usize)>,
+}
+
+/// The sharding gauges (`crate::isolation::shard`).
+#[derive(Debug, Default)]
+struct ShardingGauges {
+    replicas_live: Gauge,
+    fair_share: Gauge,
 }
 
 /// The process's metric families, health state and registry.
@@ -164,6 +173,8 @@ pub struct Metrics {
     lease_held: Family<ServiceLabels, Gauge>,
     lease_lost: Family<ServiceLabels, Counter>,
     persistence_up: Gauge,
+    /// Registered only with Redis persistence, fed by the replicas' heartbeats.
+    sharding: ShardingGauges,
     /// The checkpoint per service; the lag gauge is computed from it at scrape time, so it keeps
     /// growing while a service is stuck (a gauge set only on success would freeze instead).
     checkpoints: Mutex<BTreeMap<ServiceId, Millis>>,
@@ -271,6 +282,7 @@ impl Metrics {
             lease_held: Family::default(),
             lease_lost: Family::default(),
             persistence_up: Gauge::default(),
+            sharding: ShardingGauges::default(),
             checkpoints: Mutex::default(),
             readiness: Mutex::default(),
         }
@@ -294,9 +306,26 @@ impl Metrics {
             "1 if Redis answered the last operation, 0 if it was unreachable.",
             self.persistence_up.clone(),
         );
+        self.registry.register(
+            "replicas_live",
+            "Replicas with a live heartbeat in Redis, this one included (they share the leases).",
+            self.sharding.replicas_live.clone(),
+        );
+        self.registry.register(
+            "fair_share",
+            "The most leases this replica takes: ceil(services / live replicas) + 1.",
+            self.sharding.fair_share.clone(),
+        );
         self.persistence_up.set(1);
         lock(&self.readiness).leases = Some(BTreeMap::new());
         self
+    }
+
+    /// The replicas' heartbeats say `live` replicas share the leases, `fair_share` each at most.
+    pub fn replicas(&self, live: usize, fair_share: usize) {
+        self.sharding.replicas_live.set(live as i64);
+        self.sharding.fair_share.set(fair_share as i64);
+        lock(&self.readiness).replicas = Some((live, fair_share));
     }
 
     /// Whether the persistence answered (`Ok`) or why not.
@@ -637,6 +666,9 @@ fn ready_body(metrics: &Metrics) -> (StatusCode, serde_json::Value) {
         };
         body["leases"] = serde_json::json!({"held": names(held), "standby": names(standby)});
     }
+    if let Some((live, fair_share)) = lock(&metrics.readiness).replicas {
+        body["replicas"] = serde_json::json!({"live": live, "fair_share": fair_share});
+    }
     (status, body)
 }
 
@@ -729,5 +761,17 @@ mod tests {
         assert!(m
             .encode(0)
             .contains("isolation_collector_persistence_up 1\n"));
+        m.replicas(3, 9);
+        assert_eq!(
+            ready_body(&m).1["replicas"],
+            serde_json::json!({"live": 3, "fair_share": 9})
+        );
+        let text = m.encode(0);
+        for line in [
+            "isolation_collector_replicas_live 3",
+            "isolation_collector_fair_share 9",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
     }
 }

@@ -33,6 +33,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, OutputConfig, OutputKind, Persistence};
 use crate::isolation::job_cap::JobCap;
 use crate::isolation::puller::Puller;
+use crate::isolation::shard::{self, Shard};
 use crate::metrics::Metrics;
 use crate::output::http::{hec::SplunkHecOutput, HttpOutput};
 use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle};
@@ -270,9 +271,11 @@ pub async fn run(
     let mut background = Background::new(&cancel);
     start_internal_messages(&config, &clock, &mut background)?;
     start_listener_and_memory_log(&config, &metrics, options, &clock, &mut background).await?;
+    let shard = start_sharding(&config, &store, &metrics, options, &mut background).await;
     let shared = Shared {
         store,
         metrics,
+        shard,
         clock: clock.clone(),
         // One window memory budget for every service of the process.
         budget: WindowBudget::new(
@@ -316,6 +319,33 @@ fn start_watcher(source: &mut crate::reload::Source, background: &mut Background
             background.stop.clone(),
         ));
     }
+}
+
+/// With Redis persistence, the daemon shares the leases with the other replicas
+/// ([`crate::isolation::shard`]): a first heartbeat now (so that the first takes already know
+/// the replicas; an outage is not fatal), then one every TTL/3 until the shutdown request.
+async fn start_sharding(
+    config: &Config,
+    store: &Arc<StateStore>,
+    metrics: &Arc<Metrics>,
+    options: RunOptions,
+    background: &mut Background,
+) -> Option<Arc<Shard>> {
+    let redis = store.redis().filter(|_| !options.once)?;
+    let services = config.services().count();
+    let shard = Shard::new(crate::state::redis::replica_name(), services, redis.ttl());
+    shard.beat(redis).await;
+    metrics.replicas(shard.live(), shard.fair_share());
+    info!(
+        "Sharing the leases with the other replicas as {}: {} live, the fair share is {} of {services} service(s).",
+        shard.replica(),
+        shard.live(),
+        shard.fair_share(),
+    );
+    let stop = background.stop.clone();
+    let beats = shard::beat_every(shard.clone(), store.clone(), metrics.clone(), stop);
+    background.tasks.spawn(beats);
+    Some(shard)
 }
 
 /// Logs Devo's sender statistics (devo-platform.md §3.5) for each network output every

@@ -1,7 +1,9 @@
 //! One service's task ([`ServiceTask`]): its setup, then the lease loop. With Redis persistence
 //! a service pulls only while this process holds its lease ([`crate::isolation::lease`]): after
 //! setup it stands by until it takes the lease, pre_pulls, pulls, and goes back to standby if the
-//! lease is lost. Its `cancel` is its tenant's token: a tenant stopped (shutdown, or a reload
+//! lease is lost. With a sharding coordinator it takes the lease only within this replica's fair
+//! share, and hands it over at a window boundary when the coordinator asks
+//! ([`crate::isolation::shard`]). Its `cancel` is its tenant's token: a tenant stopped (shutdown, or a reload
 //! that removes or changes it) ends the tenure like a shutdown, and the lease is released.
 
 use std::time::Duration;
@@ -13,7 +15,7 @@ use super::RunOptions;
 use crate::config::ServiceConfig;
 use crate::isolation::connection::ProxyRoute;
 use crate::isolation::lease::{Lease, TakeError, Tenure};
-use crate::isolation::puller::{PullError, Puller};
+use crate::isolation::puller::{Ended, PullError, Puller};
 use crate::state::StateError;
 
 /// One service's task: its puller, and the lease it pulls under.
@@ -29,6 +31,8 @@ pub(super) struct ServiceTask {
 enum Stopped {
     /// A shutdown, or the end of `--once`: release the lease.
     Done,
+    /// The coordinator asked for the lease, and the window in flight is committed: hand it over.
+    HandOver,
     /// The lease was lost (why): stand by.
     LeaseLost(String),
 }
@@ -63,6 +67,7 @@ impl ServiceTask {
                     self.lease.release(tenure).await;
                     return true;
                 }
+                Stopped::HandOver => self.lease.hand_over(tenure).await,
                 Stopped::LeaseLost(reason) => self.lease.lost(tenure, &reason),
             }
         }
@@ -91,8 +96,11 @@ impl ServiceTask {
                 _ = stop.cancelled() => return self.why_stopped(tenure, None),
             }
         }
-        let lost = self.puller.run_forever().await;
-        self.why_stopped(tenure, lost)
+        match self.puller.run_forever().await {
+            Ended::HandOver => Stopped::HandOver,
+            Ended::Cancelled => self.why_stopped(tenure, None),
+            Ended::LeaseLost(e) => self.why_stopped(tenure, Some(e)),
+        }
     }
 
     fn why_stopped(&self, tenure: &Tenure, lost: Option<StateError>) -> Stopped {
@@ -137,7 +145,8 @@ impl ServiceTask {
                 self.lease.lost(tenure, &reason);
                 false
             }
-            Stopped::Done => {
+            // `--once` has no coordinator: it takes every lease it may.
+            Stopped::Done | Stopped::HandOver => {
                 self.lease.release(tenure).await;
                 ok
             }

@@ -128,12 +128,18 @@ impl Supervisor {
         self.log_invalid_inputs(&config);
         let plan = self.plan(&config);
         self.apply(&plan, &config).await;
-        self.shared.budget.set_sharers(self.services());
+        let services = self.services();
+        self.shared.budget.set_sharers(services);
+        if let Some(shard) = &self.shared.shard {
+            // The fair share follows the services the replicas now share.
+            shard.set_services(services);
+        }
         info!("{}", plan.summary());
         Some(new_text)
     }
 
-    /// How many services run now (the window budget's sharers).
+    /// How many services run now (the window budget's sharers; with sharding, the services
+    /// the replicas share).
     fn services(&self) -> usize {
         self.tenants
             .values()

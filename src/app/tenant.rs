@@ -2,8 +2,8 @@
 //! token.
 //!
 //! What every tenant of the process shares is in [`Shared`]: the state store, the metrics, the
-//! clock, the window memory budget, the job cap, the run options and the registry of sender
-//! statistics.
+//! sharding coordinator (the daemon on Redis), the clock, the window memory budget, the job cap,
+//! the run options and the registry of sender statistics.
 //! Everything else is the tenant's own: each service has its own API client (its own retries,
 //! backoff and request limits; the input's limiter is shared by its services, because the
 //! vendor's quota is per key), its own output instances and its own lease. A tenant whose key is
@@ -27,6 +27,7 @@ use crate::config::{InputConfig, ServiceConfig};
 use crate::isolation::job_cap::JobCap;
 use crate::isolation::lease::Lease;
 use crate::isolation::puller::Puller;
+use crate::isolation::shard::Shard;
 use crate::metrics::Metrics;
 use crate::output::syslog::stats::StatsHandle;
 use crate::output::Output;
@@ -38,6 +39,9 @@ use crate::telemetry;
 pub struct Shared {
     pub(super) store: Arc<StateStore>,
     pub(super) metrics: Arc<Metrics>,
+    /// With Redis persistence (the daemon): the coordinator of this replica's share of the
+    /// leases ([`crate::isolation::shard`]).
+    pub(super) shard: Option<Arc<Shard>>,
     pub(super) clock: SharedClock,
     /// The window memory budget of the process.
     pub(super) budget: WindowBudget,
@@ -184,12 +188,15 @@ fn service_task(
     .with_budget(shared.budget.clone())
     .with_job_cap(shared.jobs.clone())
     .with_metrics(&shared.metrics);
-    let lease = Lease::new(
+    let mut lease = Lease::new(
         shared.store.clone(),
         StateStore::key(&input.id, svc.service.name()),
         svc.service,
         shared.metrics.service(&input.id, svc.service),
     );
+    if let Some(shard) = &shared.shard {
+        lease = lease.with_shard(shard.clone());
+    }
     Ok(ServiceTask {
         puller,
         svc: svc.clone(),

@@ -15,6 +15,11 @@
 //! service goes back to standby. A shutdown ends it too, and the lease is released at once so
 //! that the other replica takes over within its standby retry rather than after the TTL.
 //!
+//! With a [`Shard`] (the daemon on Redis), the service asks the process's coordinator before each
+//! try, so that the replicas share the leases out ([`super::shard`]); when the coordinator asks
+//! for the lease to be handed over, the puller stops at its next window boundary
+//! ([`LeaseGate::hand_over_requested`]) and [`Lease::hand_over`] releases it.
+//!
 //! Filesystem and memory stores have no leases: the gate is always open and taking never waits.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::isolation::shard::{Claim, Shard};
 use crate::metrics::ServiceMetrics;
 use crate::service::Service;
 use crate::state::redis::lease_token;
@@ -36,6 +42,8 @@ pub struct Lease {
     key: String,
     service: Service,
     metrics: ServiceMetrics,
+    /// The process's coordinator of the replicas' shares (the daemon on Redis).
+    shard: Option<Arc<Shard>>,
 }
 
 /// Why taking the lease gave up.
@@ -61,7 +69,14 @@ impl Lease {
             key,
             service,
             metrics,
+            shard: None,
         }
+    }
+
+    /// Takes the lease only within this replica's share of `shard`, and hands it over when asked.
+    pub fn with_shard(mut self, shard: Arc<Shard>) -> Lease {
+        self.shard = Some(shard);
+        self
     }
 
     /// Whether the store has leases at all (Redis).
@@ -89,6 +104,19 @@ impl Lease {
         let started = Instant::now();
         let mut said: Option<String> = None;
         loop {
+            let claim = match &self.shard {
+                Some(shard) => match shard.claim(&self.key) {
+                    Some(claim) => Some(claim),
+                    // This replica holds its share: the lease is left to the others.
+                    None => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(standby_retry(ttl)) => continue,
+                            _ = cancel.cancelled() => return Err(TakeError::Cancelled),
+                        }
+                    }
+                },
+                None => None,
+            };
             let token = lease_token();
             let sent = Instant::now();
             match redis.take(&self.key, &token).await {
@@ -103,7 +131,7 @@ impl Lease {
                         sent,
                         cancel,
                     );
-                    return Ok(Tenure::start(held));
+                    return Ok(Tenure::start(held, claim));
                 }
                 Ok(r) => {
                     if limit.is_some_and(|l| started.elapsed() >= l) {
@@ -130,6 +158,8 @@ impl Lease {
                     }
                 }
             }
+            // Not taken: no longer counted while standing by.
+            drop(claim);
             tokio::select! {
                 _ = tokio::time::sleep(standby_retry(ttl)) => {}
                 _ = cancel.cancelled() => return Err(TakeError::Cancelled),
@@ -155,6 +185,35 @@ impl Lease {
                 "Could not release the lease of {} ({e}); it expires after lease_ttl_in_seconds.",
                 self.service
             ),
+        }
+    }
+
+    /// Ends `tenure` at a window boundary, as the coordinator asked: releases the lease for
+    /// another replica to take (the state is committed: it resumes exactly there).
+    pub async fn hand_over(&self, mut tenure: Tenure) {
+        let claim = tenure.claim.take();
+        let Some(held) = tenure.end() else { return };
+        self.metrics.lease_held(false);
+        let Some(redis) = self.store.redis() else {
+            return;
+        };
+        match redis.release(&self.key, &held.token).await {
+            Ok(r) if r.done => info!(
+                "Handed the lease of {} over: released it at a window boundary for another replica to take.",
+                self.service
+            ),
+            Ok(r) => info!(
+                "The lease of {} was no longer ours to hand over (held by {}).",
+                self.service,
+                holder_name(&r.holder)
+            ),
+            Err(e) => warn!(
+                "Could not release the lease of {} to hand it over ({e}); it expires after lease_ttl_in_seconds.",
+                self.service
+            ),
+        }
+        if let Some(claim) = claim {
+            claim.handed_over();
         }
     }
 
@@ -192,6 +251,8 @@ struct Held {
     valid_until: Mutex<Instant>,
     /// Cancelled when the tenure ends: the lease was lost, or a shutdown (a child of its token).
     stop: CancellationToken,
+    /// Cancelled when the coordinator asks for the lease to be handed over (never without one).
+    hand_over: CancellationToken,
     /// Why the lease was lost, if it was.
     lost: Mutex<Option<String>>,
 }
@@ -212,6 +273,7 @@ impl Held {
             ttl,
             valid_until: Mutex::new(sent + ttl),
             stop: cancel.child_token(),
+            hand_over: CancellationToken::new(),
             lost: Mutex::new(None),
         }
     }
@@ -278,6 +340,20 @@ impl LeaseGate {
         held.renew().await
     }
 
+    /// Whether the coordinator asked for the lease to be handed over: the puller stops at its
+    /// next window boundary.
+    pub fn hand_over_requested(&self) -> bool {
+        self.0.as_ref().is_some_and(|h| h.hand_over.is_cancelled())
+    }
+
+    /// Resolves when the coordinator asks for the lease to be handed over (never without one).
+    pub async fn hand_over_wanted(&self) {
+        match &self.0 {
+            Some(held) => held.hand_over.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Records a fenced write's refusal: the tenure ends.
     pub fn refused(&self, e: &StateError) {
         if let (Some(held), StateError::LeaseLost { holder }) = (&self.0, e) {
@@ -295,6 +371,8 @@ pub struct Tenure {
     /// The tenure's token: cancelled when it ends (loss or shutdown).
     stop: CancellationToken,
     renewal: Option<tokio::task::JoinHandle<()>>,
+    /// This replica's claim on the lease (with a coordinator): counted as held until dropped.
+    claim: Option<Claim>,
 }
 
 impl Tenure {
@@ -304,11 +382,16 @@ impl Tenure {
             held: None,
             stop: cancel.child_token(),
             renewal: None,
+            claim: None,
         }
     }
 
-    /// Starts renewing `held` every TTL/3.
-    fn start(held: Held) -> Tenure {
+    /// Starts renewing `held` every TTL/3; `claim` (with a coordinator) is this replica's.
+    fn start(mut held: Held, claim: Option<Claim>) -> Tenure {
+        if let Some(claim) = &claim {
+            claim.taken();
+            held.hand_over = claim.hand_over();
+        }
         let held = Arc::new(held);
         let stop = held.stop.clone();
         let renewal = tokio::spawn(renew_every(held.clone()));
@@ -316,6 +399,7 @@ impl Tenure {
             held: Some(held),
             stop,
             renewal: Some(renewal),
+            claim,
         }
     }
 

@@ -11,6 +11,7 @@
 //!   upgrade, correct, reset; the commit after each confirmed window).
 //! - [`lease`]: with Redis, the service's lease: standby, renewal, and the gate before each
 //!   delivery.
+//! - [`shard`]: with Redis, the replicas' heartbeats and the fair share of leases each takes.
 //! - [`devo_log`]: Devo's thread names and log lines for setup, `pre_pull` and the loop.
 //! - [`statistics`]: a cycle's totals and Devo's per-pull statistics line.
 
@@ -23,4 +24,5 @@ pub mod lease;
 pub mod limiter;
 pub mod lookahead;
 pub mod puller;
+pub mod shard;
 pub mod statistics;

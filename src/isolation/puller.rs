@@ -59,6 +59,21 @@ pub enum PullError {
     State(#[from] StateError),
     #[error("stopped by a shutdown request")]
     Cancelled,
+    /// The lease is to be handed over (sharding): stopped after a committed window.
+    #[error("stopped at a window boundary to hand the lease over")]
+    HandingOver,
+}
+
+/// Why [`Puller::run_forever`] returned.
+#[derive(Debug)]
+pub enum Ended {
+    /// A shutdown request (the tenure's token).
+    Cancelled,
+    /// The lease was lost (the caller stands by).
+    LeaseLost(StateError),
+    /// The coordinator asked for the lease to be handed over, and the last window in flight is
+    /// committed (the caller releases the lease).
+    HandOver,
 }
 
 impl PullError {
@@ -295,9 +310,9 @@ impl Puller {
         }
     }
 
-    /// The daemon loop: a cycle every `request_period_in_seconds` until cancelled, or until the
-    /// lease is lost (returned: the caller stands by).
-    pub async fn run_forever(&mut self) -> Option<StateError> {
+    /// The daemon loop: a cycle every `request_period_in_seconds` until cancelled, until the
+    /// lease is lost, or until it is to be handed over (at a window boundary, or between cycles).
+    pub async fn run_forever(&mut self) -> Ended {
         devo_log::collection_started(self.svc.request_period);
         // Back off on repeated failures, but never longer than a period: new data keeps arriving
         // and an output may come back at any moment.
@@ -308,8 +323,8 @@ impl Puller {
         // An unreachable Redis is retried within seconds, so that pulling resumes soon after it
         // answers again (its outage is logged once by the store, not per retry).
         let mut outage = Backoff::new(Duration::from_millis(500), PERSISTENCE_RETRY_MAX);
-        let mut lost = None;
-        loop {
+        let gate = self.gate.clone();
+        let ended = loop {
             let started = Instant::now();
             let wait = match self.pull().await {
                 Ok(_) => {
@@ -317,11 +332,11 @@ impl Puller {
                     outage.reset();
                     self.wait_after_cycle(started.elapsed())
                 }
-                Err(PullError::Cancelled) => break,
+                Err(PullError::Cancelled) => break Ended::Cancelled,
+                Err(PullError::HandingOver) => break Ended::HandOver,
                 Err(PullError::State(e)) if e.is_lease_lost() => {
                     self.gate.refused(&e);
-                    lost = Some(e);
-                    break;
+                    break Ended::LeaseLost(e);
                 }
                 Err(PullError::State(e)) if e.is_unavailable() => outage.next_wait(),
                 Err(e) => {
@@ -332,11 +347,14 @@ impl Puller {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.cancel.cancelled() => break,
+                _ = self.cancel.cancelled() => break Ended::Cancelled,
+                _ = gate.hand_over_wanted() => break Ended::HandOver,
             }
+        };
+        if !matches!(ended, Ended::HandOver) {
+            devo_log::loop_interrupted();
         }
-        devo_log::loop_interrupted();
-        lost
+        ended
     }
 
     /// One pull cycle: catch up from the cursors to `now - offset`.
@@ -396,21 +414,34 @@ impl Puller {
         }
         let mut planner = WindowPlanner::new(range, self.svc.max_events_per_window, self.density);
         let mut ahead = LookAhead::new(self.svc.max_concurrent_jobs);
+        let gate = self.gate.clone();
         let (mut fetching, mut delivering) = self.split();
         fetching.size_windows(&mut planner);
         let mut next = fetching.next_window(&mut planner, &mut ahead).await?;
         while let Some(current) = next {
             let (w, received) = (current.window, current.events.len());
+            // A hand-over waits for a window boundary: this window, in hand already, is
+            // delivered and committed, and nothing after it is fetched.
+            let handing_over = gate.hand_over_requested();
+            let fetch_next = async {
+                match handing_over {
+                    true => Ok(None),
+                    false => fetching.next_window(&mut planner, &mut ahead).await,
+                }
+            };
             // Window w + 1's events stay in hand until w is committed; both count in the budget.
             next = deliver_while_fetching(
                 delivering.deliver_window(current, &mut report.totals),
-                fetching.next_window(&mut planner, &mut ahead),
+                fetch_next,
             )
             .await?;
             report.totals.received += received as u64;
             report.totals.windows += 1;
             if let Some(progress) = delivering.progress.as_mut() {
                 progress(w.to, &report.totals);
+            }
+            if handing_over {
+                return Err(PullError::HandingOver);
             }
             if next.is_some() {
                 report.log_partial(fetching.client.stats);

@@ -6,6 +6,10 @@
 //! state file, and `...:lease` the token of the process that holds the lease
 //! (`<hostname>:<pid>:<random hex>`), with a TTL.
 //!
+//! One more key is shared by every service: `<key_prefix>proofpoint_isolation:replicas`, a hash
+//! of the replicas' heartbeats (replica id -> expiry by Redis's clock and the number of leases it
+//! holds), from which the replicas share the leases out (`crate::isolation::shard`).
+//!
 //! Every operation that depends on the lease is one Lua script, so that Redis runs the check and
 //! the change as one operation: taking, renewing and releasing the lease, and the **fenced
 //! write**, which stores a state only if the lease's token is still the caller's. A holder
@@ -87,6 +91,32 @@ end
 return {0, current or ''}
 ";
 
+/// The replica heartbeat (sharding, `crate::isolation::shard`): KEYS[1] is a hash of replica id
+/// -> `<expiry ms> <leases held>`. Writes the caller's (ARGV[1]) with an expiry of TTL ms
+/// (ARGV[2]) from now by the server's clock (one clock for every replica, not theirs), with its
+/// held count (ARGV[3]); prunes the expired; returns the live ones as `{id, held, ...}`. The hash
+/// itself expires a TTL after the last heartbeat, so a deployment that is gone leaves nothing.
+const HEARTBEAT: &str = r"
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d %d', now + ttl, tonumber(ARGV[3])))
+local all = redis.call('HGETALL', KEYS[1])
+local live = {}
+for i = 1, #all, 2 do
+  local expiry, held = string.match(all[i + 1], '^(%d+) (%d+)$')
+  if expiry == nil or tonumber(expiry) <= now then
+    redis.call('HDEL', KEYS[1], all[i])
+  else
+    live[#live + 1] = all[i]
+    live[#live + 1] = held
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return live
+";
+
 /// Whether a lease operation was done, and who holds the lease (empty: nobody).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseReply {
@@ -125,6 +155,7 @@ struct Scripts {
     release: Script,
     write: Script,
     delete: Script,
+    heartbeat: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -197,6 +228,7 @@ impl RedisStore {
                 release: Script::new(RELEASE),
                 write: Script::new(WRITE),
                 delete: Script::new(DELETE),
+                heartbeat: Script::new(HEARTBEAT),
             },
         })
     }
@@ -236,6 +268,11 @@ impl RedisStore {
     /// The key of `key`'s lease.
     pub fn lease_key(&self, key: &str) -> String {
         format!("{}{{{key}}}:lease", self.prefix)
+    }
+
+    /// The key of the replicas' heartbeats (sharding).
+    pub fn replicas_key(&self) -> String {
+        format!("{}proofpoint_isolation:replicas", self.prefix)
     }
 
     /// Where the state of `key` is kept, for messages.
@@ -339,6 +376,46 @@ impl RedisStore {
             .await
     }
 
+    /// Writes `replica`'s heartbeat (live for the TTL by Redis's clock, holding `held` leases)
+    /// and returns every live replica with its held count, this one included.
+    pub async fn heartbeat(
+        &self,
+        replica: &str,
+        held: usize,
+    ) -> Result<Vec<(String, usize)>, StateError> {
+        let (key, ttl, held) = (self.replicas_key(), self.ttl_ms(), held.to_string());
+        let script = &self.scripts.heartbeat;
+        let flat: Vec<String> = self
+            .call(|mut c| async move {
+                script
+                    .key(key)
+                    .arg(replica)
+                    .arg(ttl)
+                    .arg(held)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(flat
+            .chunks_exact(2)
+            .map(|pair| (pair[0].clone(), pair[1].parse().unwrap_or(0)))
+            .collect())
+    }
+
+    /// Removes `replica`'s heartbeat (a clean stop): the others count it gone at once.
+    pub async fn depart(&self, replica: &str) -> Result<(), StateError> {
+        let key = self.replicas_key();
+        self.call(|mut c| async move {
+            redis::cmd("HDEL")
+                .arg(key)
+                .arg(replica)
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
     fn ttl_ms(&self) -> String {
         self.ttl.as_millis().max(1).to_string()
     }
@@ -426,7 +503,7 @@ impl RedisStore {
         let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
         let fix = if auth {
-            Some("check globals.persistence.config.password (or password_file) and username, and that the user may run GET, SET, DEL, PEXPIRE, EVAL and EVALSHA")
+            Some("check globals.persistence.config.password (or password_file) and username, and that the user may run GET, SET, DEL, PEXPIRE, HSET, HGETALL, HDEL, TIME, EVAL and EVALSHA")
         } else if e.to_string().contains("DB index") {
             Some("check globals.persistence.config.db (the server's `databases` setting bounds it)")
         } else if e.to_string().contains("certificate") {
@@ -489,14 +566,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// This process's name among the replicas (sharding): `<hostname>:<pid>`, as its lease tokens
+/// start.
+pub fn replica_name() -> String {
+    let host = gethostname::gethostname();
+    format!("{}:{}", host.to_string_lossy(), std::process::id())
+}
+
 /// A new lease token: `<hostname>:<pid>:<random hex>`, which names the holder in logs (the
 /// host and process) and tells two tenures of one process apart (the random part).
 pub fn lease_token() -> String {
-    let host = gethostname::gethostname();
-    format!(
-        "{}:{}:{:016x}",
-        host.to_string_lossy(),
-        std::process::id(),
-        rand::random::<u64>()
-    )
+    format!("{}:{:016x}", replica_name(), rand::random::<u64>())
 }

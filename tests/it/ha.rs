@@ -48,9 +48,9 @@ fn redis_key(service: &str, what: &str) -> String {
     format!("isolation-collector:{{proofpoint_isolation_10001_{service}}}:{what}")
 }
 
-/// One collector daemon of the pair; it can be killed and started again (each run logs to its
-/// own file).
-struct Replica {
+/// One collector daemon of the pair (or of the three replicas of `sharding`); it can be killed and
+/// started again (each run logs to its own file).
+pub(crate) struct Replica {
     name: &'static str,
     config: PathBuf,
     logs: PathBuf,
@@ -62,17 +62,26 @@ struct Replica {
 
 impl Replica {
     fn new(env: &TestEnv, name: &'static str) -> Replica {
+        Replica::of(name, &env.config_path(), env.dir.path())
+    }
+
+    /// A replica running `config`, logging into `logs/<name>-<run>.log`.
+    pub(crate) fn of(
+        name: &'static str,
+        config: &std::path::Path,
+        logs: &std::path::Path,
+    ) -> Replica {
         Replica {
             name,
-            config: env.config_path(),
-            logs: env.dir.path().to_owned(),
+            config: config.to_owned(),
+            logs: logs.to_owned(),
             metrics: format!("127.0.0.1:{}", free_port()),
             child: None,
             runs: 0,
         }
     }
 
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         assert!(self.child.is_none(), "{} runs already", self.name);
         self.runs += 1;
         let log = std::fs::File::create(self.log_path()).unwrap();
@@ -90,7 +99,7 @@ impl Replica {
     }
 
     /// The log of the current (or last) run.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
@@ -98,11 +107,16 @@ impl Replica {
         self.child.as_ref().expect("the replica runs")
     }
 
+    /// The process id of the running replica (its lease tokens are `<host>:<pid>:<random>`).
+    pub(crate) fn pid(&self) -> u32 {
+        self.running().id().expect("the replica runs")
+    }
+
     fn signal(&self, sig: &str) {
         signal(self.running(), sig);
     }
 
-    async fn kill_9(&mut self) {
+    pub(crate) async fn kill_9(&mut self) {
         let mut child = self.child.take().expect("the replica runs");
         child.start_kill().unwrap();
         child.wait().await.unwrap();
@@ -118,7 +132,7 @@ impl Replica {
     }
 
     /// SIGTERM, and asserts exit 0.
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         if self.child.is_none() {
             return;
         }
@@ -128,7 +142,7 @@ impl Replica {
     }
 
     /// The exposition of its metrics; `None` while nothing answers (dead, paused, starting).
-    async fn scrape(&self) -> Option<String> {
+    pub(crate) async fn scrape(&self) -> Option<String> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(ms(500))
@@ -153,7 +167,7 @@ impl Replica {
     }
 
     /// `GET /ready`: (status, body); `None` while nothing answers.
-    async fn ready(&self) -> Option<(u16, String)> {
+    pub(crate) async fn ready(&self) -> Option<(u16, String)> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(ms(500))
@@ -170,7 +184,7 @@ impl Replica {
 }
 
 /// The value of one series (`name{labels}` exactly as exposed) in a text exposition.
-fn metric(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.rsplit_once(' ').filter(|(s, _)| *s == series))

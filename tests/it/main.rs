@@ -31,6 +31,10 @@ mod redis;
 // kill -9, SIGSTOP and SIGTERM of the lease holder, Redis killed mid-window and down at start.
 mod ha;
 
+// Sharding on Redis: three replicas share twelve tenants' leases evenly, and again after one is
+// killed and replaced; every tenant's file output exact.
+mod sharding;
+
 // A real rsyslog (TLS with client certificates, and plain TCP) started per test.
 mod rsyslog;
 
