@@ -11,8 +11,10 @@
 //! that arrives meanwhile is applied after this one, from the newest files.
 //!
 //! What the process holds for its whole life stays as it was started: the state store, the
-//! metrics listener, the budgets and the internal-message sender. A changed `globals` key is
-//! logged as needing a restart.
+//! metrics listener, the budgets' sizes and the internal-message sender. A changed `globals` key
+//! is logged as needing a restart. What follows the tenants is updated after each reload: the
+//! window budget is shared among the services now running, and with sharding the replicas'
+//! fair share counts them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,8 +72,9 @@ impl Supervisor {
         self.tenants.insert(input.id.clone(), tenant);
     }
 
-    /// Applies each reload `requests` brings until the shutdown (without a source, only waits
-    /// for it), then waits for every tenant. `true` when every tenant stopped cleanly.
+    /// Applies each reload request of `source` until the shutdown (without a source, `--once`
+    /// or the demo, only waits for the tenants), then waits for every tenant. `true` when every
+    /// tenant stopped cleanly (and, with `--once`, delivered everything).
     pub(super) async fn run(mut self, source: Option<reload::Source>) -> bool {
         if let Some(mut source) = source {
             let mut text = read_text(&source.path);
@@ -90,7 +93,7 @@ impl Supervisor {
     }
 
     /// Waits for every tenant (the end of `--once`, or of a shutdown).
-    pub(super) async fn join(mut self) -> bool {
+    async fn join(mut self) -> bool {
         let mut all_ok = self.stopped_ok;
         for tenant in self.tenants.values_mut() {
             all_ok &= tenant.handle.join().await;
