@@ -9,8 +9,9 @@
 //! Labels are few and bounded: `input` (the input ids of the config: one per tenant), `service`
 //! (2 values), `output` (the configured names), `table` (one per service) and `outcome` (the
 //! fixed [`Outcome`] set). Every per-service family has `input` before `service`, so the series
-//! grow linearly with the tenants: about 30 per (input, service) plus 2 per (input, output,
-//! table) (the README's metrics section has the count). Counter names get `_total` from the
+//! grow linearly with the tenants: 16 per (input, service) (18 with Redis persistence), plus 2
+//! per (input, output, table) and one per obfuscation rule that fell back (the README's metrics
+//! section has the count). Counter names get `_total` from the
 //! encoder; units (`_seconds`) are part of the registered name.
 //!
 //! Readiness is kept here too, because it is fed by the same call sites: a service is ready once
