@@ -7,7 +7,9 @@
 //!
 //! ## Data flow
 //! ```text
-//! config.yaml ─► config::Config (all problems at once) ─► app::run
+//! config.yaml ─► config::Config (all problems at once; one InputConfig per tenant) ─► app::run
+//!   per valid input (a tenant, app::tenant: its own cancel token; shared: store, metrics,
+//!   window budget, job cap)
 //!   per enabled service (own task): isolation::puller::Puller (the window loop)
 //!     setup (auth check) ─► with Redis: isolation::lease (stand by until the lease is held)
 //!     ─► pre_pull (isolation::checkpoint: load, upgrade, correct, reset)
@@ -22,8 +24,8 @@
 //!
 //! ## Layout
 //! - [`config`]: YAML → validated runtime config, every problem at once with its key path:
-//!   the walker, `${ENV}` substitution, and one file per section (globals, outputs, input,
-//!   services, obfuscation).
+//!   the walker, `${ENV}` substitution, one file per section (globals, outputs, input,
+//!   services, obfuscation), and the input blocks of several tenants (`tenants`).
 //! - [`service`]: the domain's two services, their Devo tables and vendor hosts, the API path
 //!   and the 30-day retention.
 //! - [`isolation`]: the vendor API client (with Devo's `requests_limits` limiter) and the

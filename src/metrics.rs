@@ -9,15 +9,16 @@
 //! Labels are few and bounded: `input` (the input ids of the config: one per tenant), `service`
 //! (2 values), `output` (the configured names), `table` (one per service) and `outcome` (the
 //! fixed [`Outcome`] set). Every per-service family has `input` before `service`, so the series
-//! grow linearly with the tenants: about 30 per (input, service) plus 2 per (input, output,
-//! table) (the README's metrics section has the count). Counter names get `_total` from the
+//! grow linearly with the tenants: 16 per (input, service) (18 with Redis persistence), plus 2
+//! per (input, output, table) and one per obfuscation rule that fell back (the README's metrics
+//! section has the count). Counter names get `_total` from the
 //! encoder; units (`_seconds`) are part of the registered name.
 //!
 //! Readiness is kept here too, because it is fed by the same call sites: a service is ready once
 //! its setup (authentication check) passed, an output once its last delivery attempt was
 //! confirmed (or before any attempt: `run` does not probe outputs at start; `validate` does).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -179,6 +180,10 @@ pub struct Metrics {
     /// growing while a service is stuck (a gauge set only on success would freeze instead).
     checkpoints: Mutex<BTreeMap<ServiceId, Millis>>,
     readiness: Mutex<Readiness>,
+    /// The label sets of the families whose labels are not only (input, service): what
+    /// [`Metrics::forget_input`] must remove.
+    output_series: Mutex<HashSet<OutputLabels>>,
+    rule_series: Mutex<HashSet<RuleLabels>>,
 }
 
 impl Default for Metrics {
@@ -285,6 +290,8 @@ impl Metrics {
             sharding: ShardingGauges::default(),
             checkpoints: Mutex::default(),
             readiness: Mutex::default(),
+            output_series: Mutex::default(),
+            rule_series: Mutex::default(),
         }
     }
 
@@ -394,8 +401,10 @@ impl Metrics {
             .insert(id, Some("setup has not passed yet".into()));
     }
 
-    /// Forgets a stopped tenant's readiness and lease entries (a reload removed or restarted
-    /// it): `/ready` is about what runs. Its counters stay (Prometheus counters never go back).
+    /// Forgets a stopped tenant (a reload removed or restarted it): its readiness and lease
+    /// entries (`/ready` is about what runs) and its series (the exposition does not keep
+    /// growing with tenants that are gone; a restarted tenant's counters start again at 0,
+    /// which `rate()` reads as a reset).
     pub fn forget_input(&self, input: &str) {
         let mut r = lock(&self.readiness);
         r.services.retain(|(i, _), _| i != input);
@@ -405,6 +414,53 @@ impl Metrics {
         }
         drop(r);
         lock(&self.checkpoints).retain(|(i, _), _| i != input);
+        for service in Service::ALL {
+            self.forget_service_series(input, service);
+        }
+        lock(&self.output_series).retain(|l| {
+            let keep = l.input != input;
+            if !keep {
+                self.delivered.remove(l);
+                self.confirm_failures.remove(l);
+            }
+            keep
+        });
+        lock(&self.rule_series).retain(|l| {
+            let keep = l.input != input;
+            if !keep {
+                self.obfuscation_fallbacks.remove(l);
+            }
+            keep
+        });
+    }
+
+    /// Removes the (input, service) series of every per-service family.
+    fn forget_service_series(&self, input: &str, service: Service) {
+        let labels = ServiceLabels {
+            input: input.to_owned(),
+            service,
+        };
+        for family in [
+            &self.received,
+            &self.duplicates,
+            &self.retries,
+            &self.polls,
+            &self.state_write_failures,
+            &self.lease_lost,
+        ] {
+            family.remove(&labels);
+        }
+        self.job_wait.remove(&labels);
+        self.checkpoint_lag.remove(&labels);
+        self.last_pull.remove(&labels);
+        self.lease_held.remove(&labels);
+        for outcome in Outcome::ALL {
+            self.requests.remove(&RequestLabels {
+                input: input.to_owned(),
+                service,
+                outcome,
+            });
+        }
     }
 
     /// The OpenMetrics text exposition, with the lag gauges brought up to `now`.
@@ -536,6 +592,7 @@ impl ServiceMetrics {
             .obfuscation_fallbacks
             .get_or_create(&labels)
             .inc_by(n);
+        lock(&self.metrics.rule_series).insert(labels);
     }
 
     /// An output confirmed `n` events (`Ok`), or did not.
@@ -545,6 +602,9 @@ impl ServiceMetrics {
             output: output.to_owned(),
             table: table.to_owned(),
         };
+        if !lock(&self.metrics.output_series).contains(&labels) {
+            lock(&self.metrics.output_series).insert(labels.clone());
+        }
         let why = match result {
             Ok(n) => {
                 self.metrics
@@ -773,5 +833,41 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_forgotten_input_leaves_ready_and_the_exposition() {
+        let m = Arc::new(Metrics::new().with_leases());
+        for input in ["10001", "10002"] {
+            m.expect_service(input, Service::UrlIsolation);
+            let s = m.service(input, Service::UrlIsolation);
+            s.delivery("local", "t", Err("refused".into()));
+            s.checkpoint(1_000);
+            s.obfuscation_fallbacks("obfuscation_data[0] [userName]", 1);
+        }
+        assert_eq!(m.not_ready().len(), 4);
+        m.forget_input("10002");
+        let problems = m.not_ready();
+        assert_eq!(problems.len(), 2);
+        assert!(problems.iter().all(|p| p.contains("10001")), "{problems:?}");
+        let text = m.encode(2_000);
+        assert!(!text.contains("10002"), "{text}");
+        for family in [
+            "received_events_total",
+            "api_requests_total",
+            "checkpoint_lag_seconds",
+            "output_confirm_failures_total",
+            "obfuscation_fallbacks_total",
+            "lease_held",
+        ] {
+            assert!(
+                text.contains(&format!("isolation_collector_{family}{{input=\"10001\"")),
+                "{family}: {text}"
+            );
+        }
+        assert_eq!(
+            m.leases().unwrap().1,
+            [("10001".to_owned(), Service::UrlIsolation)]
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! Wiring: builds the store, outputs and pullers from a [`Config`] and runs them.
 //!
-//! Each input of the config is a tenant ([`tenant`]): [`run`] starts every valid one with
-//! [`start_tenant`] under the [`supervisor`], which in the daemon applies each reload (SIGHUP,
+//! Each input of the config is a tenant (`tenant`): [`run`] starts every valid one with
+//! [`start_tenant`] under the `supervisor`, which in the daemon applies each reload (SIGHUP,
 //! `--watch-config`; [`crate::reload`]) until the shutdown, then joins them. Each enabled
-//! service of a tenant runs as its own task ([`service_task`]) with its own API client and
+//! service of a tenant runs as its own task (`service_task`) with its own API client and
 //! output instances, so services and tenants are independent: one failing (bad key for one
 //! host, an outage of one API) never stops another.
 //! With Redis persistence a service pulls only while this process holds its lease.

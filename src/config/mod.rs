@@ -331,18 +331,26 @@ fn mode_readable_by_others(path: &Path) -> Option<u32> {
 
 fn inline_key_exposure(text: &str, path: &Path) -> Option<String> {
     let raw: Value = serde_yaml_ng::from_str(text).ok()?;
-    let key = raw
-        .get("inputs")?
-        .get("proofpoint_isolation")?
-        .get("credentials")?
-        .get("api_key")?
-        .as_str()?;
-    if key.contains("${") {
-        return None;
-    }
+    let section = raw.get("inputs")?.get("proofpoint_isolation")?;
+    let inline = |block: &Value| {
+        block
+            .get("credentials")
+            .and_then(|c| c.get("api_key"))
+            .and_then(Value::as_str)
+            .is_some_and(|key| !key.contains("${"))
+    };
+    // Devo's single block, or the first listed block that holds its key.
+    let place = match section {
+        Value::Sequence(blocks) => blocks
+            .iter()
+            .position(inline)
+            .map(|n| format!("inputs.proofpoint_isolation[{n}]"))?,
+        block if inline(block) => "inputs.proofpoint_isolation".to_owned(),
+        _ => return None,
+    };
     let mode = mode_readable_by_others(path)?;
     Some(format!(
-        "inputs.proofpoint_isolation.credentials.api_key: the key is written in {} and the file is readable by other users (mode {mode:04o}); run `chmod 600 {}`, or use \"${{ISOLATION_API_KEY}}\" or api_key_file",
+        "{place}.credentials.api_key: the key is written in {} and the file is readable by other users (mode {mode:04o}); run `chmod 600 {}`, or use \"${{ISOLATION_API_KEY}}\" or api_key_file",
         path.display(),
         path.display()
     ))

@@ -314,3 +314,24 @@ fn globals_max_concurrent_jobs_is_the_process_wide_job_cap() {
         ["globals.max_concurrent_jobs: must be a whole number from 1 to 4096, got 0"]
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_key_written_in_a_listed_block_of_a_readable_file_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let text = with_inputs(
+        "    - id: 10001\n      credentials: {api_key: \"${NO_SUCH_VAR_10001:-aaaaaaaaaaaaaaaaaaaa}\"}\n    - id: 10002\n      credentials: {api_key: bbbbbbbbbbbbbbbbbbbb}\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = Config::load(&path, now()).unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w.starts_with(
+            "inputs.proofpoint_isolation[1].credentials.api_key: the key is written in"
+        )),
+        "{:?}",
+        c.warnings
+    );
+}

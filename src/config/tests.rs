@@ -284,20 +284,37 @@ fn the_shipped_examples_are_valid() {
         "examples/config.yaml",
         "examples/quickstart.yaml",
         "examples/http-outputs.yaml",
+        "examples/multi-tenant.yaml",
     ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
         let text = std::fs::read_to_string(&path).unwrap();
         let env = |name: &str| match name {
-            "ISOLATION_API_KEY" => Some("00000000-0000-0000-0000-000000000000".to_owned()),
+            n if n.ends_with("API_KEY") => Some("00000000-0000-0000-0000-000000000000".to_owned()),
             "WEBHOOK_AUTH" | "SPLUNK_HEC_TOKEN" => Some("secret".to_owned()),
             _ => None,
         };
-        if let Err(e) = Config::parse(&text, path.parent().unwrap(), &env, now()) {
-            // Certificates of the Devo example do not exist here; everything else must be valid.
-            let other: Vec<_> = e.iter().filter(|p| !p.contains("does not exist")).collect();
-            assert!(other.is_empty(), "{file}: {other:#?}");
+        match Config::parse(&text, path.parent().unwrap(), &env, now()) {
+            // Every block of every example is valid.
+            Ok(c) => assert!(
+                c.invalid_inputs.is_empty(),
+                "{file}: {:#?}",
+                c.invalid_inputs
+            ),
+            Err(e) => {
+                // Certificates of the Devo example do not exist here; everything else must be
+                // valid.
+                let other: Vec<_> = e.iter().filter(|p| !p.contains("does not exist")).collect();
+                assert!(other.is_empty(), "{file}: {other:#?}");
+            }
         }
     }
+    // The multi-tenant example: two listed tenants and the two files of tenants.d/.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/multi-tenant.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let env = |_: &str| Some("00000000-0000-0000-0000-000000000000".to_owned());
+    let c = Config::parse(&text, path.parent().unwrap(), &env, now()).unwrap();
+    let ids: Vec<&str> = c.inputs.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["10001", "10002", "20001", "20002"]);
 }
 
 #[test]
