@@ -58,7 +58,8 @@ mod tenants;
 // obfuscation_data end to end: no original value of an obfuscated field in any output or log.
 mod obfuscate;
 
-// Jobs that overlap (max_concurrent_jobs) against jobs that take time: counts and exactly-once.
+// Jobs that overlap (max_concurrent_jobs) against jobs that take time: counts and exactly-once;
+// the process-wide cap (globals.max_concurrent_jobs) across services.
 mod overlap;
 
 // SIGTERM mid-backfill, the grace period, a second signal.

@@ -91,3 +91,23 @@ async fn a_job_that_expires_ahead_of_its_turn_is_created_again() {
     let not_found = env.web.stats().not_found + env.url.stats().not_found;
     assert_eq!(not_found as usize, lost, "{log}");
 }
+
+/// `globals.max_concurrent_jobs` caps the jobs of all services together: with a cap of 1, each
+/// service (which alone would run its default eight) runs one job at a time, the two services
+/// take turns, and the windows split on the way (the first whole-range job is too big) never
+/// leave a service waiting with a permit in hand: both finish, every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_wide_job_cap_holds_across_services_and_both_finish() {
+    let mut env = TestEnv::both(1500, slow_jobs).await;
+    env.service_extra = SMALL_WINDOWS.to_owned();
+    env.write_config();
+    let text = std::fs::read_to_string(env.config_path())
+        .unwrap()
+        .replace("  name: it\n", "  name: it\n  max_concurrent_jobs: 1\n");
+    std::fs::write(env.config_path(), text).unwrap();
+    env.run_once_ok().await;
+    env.assert_exactly_once();
+    for sim in [&env.web, &env.url] {
+        assert_eq!(sim.stats().max_running_jobs, 1, "{:?}", sim.stats());
+    }
+}
