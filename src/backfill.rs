@@ -58,7 +58,7 @@ impl Request {
         now: DateTime<Utc>,
     ) -> Result<Request, BackfillError> {
         let service = Service::from_name(service)
-            .filter(|s| config.services().any(|c| c.service == *s))
+            .filter(|s| config.services().any(|(_, c)| c.service == *s))
             .ok_or_else(|| BackfillError::UnknownService(service.to_owned()))?;
         let parse = |which, value: &str| {
             crate::time::parse_user_time(value).ok_or_else(|| BackfillError::BadTime {
@@ -86,27 +86,27 @@ impl Request {
 
 /// Runs the backfill with `clock` as the wall clock. Returns whether everything was delivered.
 pub async fn run(
-    mut config: Config,
+    config: Config,
     request: Request,
     clock: SharedClock,
     cancel: CancellationToken,
 ) -> anyhow::Result<bool> {
-    let mut svc = config
+    let (input, svc) = config
         .services()
-        .find(|s| s.service == request.service)
-        .cloned()
+        .find(|(_, s)| s.service == request.service)
         .expect("Request::parse checked the service");
+    let (mut input, mut svc) = (input.clone(), svc.clone());
     svc.start_time = Some(request.from);
     svc.start_time_text = Some(format_iso(request.from.timestamp_millis()));
     // One pass over a fixed range: no late-arrival sweep, no lag behind its end.
     svc.lookback = std::time::Duration::ZERO;
     svc.window_offset = std::time::Duration::ZERO;
-    for o in &mut config.outputs {
+    for o in &mut input.outputs {
         if let OutputKind::File { directory, .. } = &mut o.kind {
             *directory = directory.join("backfill");
         }
     }
-    let outputs = build_outputs(&config, &clock)?;
+    let outputs = build_outputs(&input.outputs, &clock)?;
     let store = Arc::new(StateStore::memory());
     let (from, to) = (
         request.from.timestamp_millis(),
@@ -118,9 +118,9 @@ pub async fn run(
         format_iso(from),
         format_iso(to)
     );
-    let span = crate::telemetry::puller_span(&config.input.name, &config.input.id, svc.service);
+    let span = crate::telemetry::puller_span(&input.name, &input.id, svc.service);
     let budget = WindowBudget::new(config.globals.window_memory_budget, 1);
-    let mut puller = Puller::new(&config.input, svc, outputs, store, cancel, clock)?
+    let mut puller = Puller::new(&input, svc, outputs, store, cancel, clock)?
         .with_budget(budget)
         .with_cycle_end(to)
         .with_progress(progress(from, to));

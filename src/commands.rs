@@ -140,28 +140,45 @@ pub async fn state(
         BadUsage
     })?;
     let mut ok = true;
-    for s in services {
-        let key = StateStore::key(&config.input.id, s.name());
-        let location = store.location(&key);
-        let result = if reset {
-            store.reset(&key).await.map(|existed| match existed {
-                true => println!(
-                    "{s}: state deleted ({location}); the next run starts from start_time_in_utc"
-                ),
-                false => println!("{s}: no state ({location})"),
-            })
-        } else {
-            store.load(&key).await.map(|loaded| match loaded {
-                Some((state, _)) => println!("{s} ({location}): {}", state.summary()),
-                None => println!("{s}: no state ({location})"),
-            })
-        };
-        if let Err(e) = result {
-            eprintln!("{s}: {e}");
-            ok = false;
+    for input in &config.inputs {
+        for &s in &services {
+            let key = StateStore::key(&input.id, s.name());
+            let name = state_label(&config, &input.id, s);
+            ok &= state_one(&store, &key, &name, reset).await;
         }
     }
     Ok(ok)
+}
+
+/// How `state` names a service: with several inputs, `<input id> <service>`.
+fn state_label(config: &Config, input_id: &str, service: Service) -> String {
+    if config.multi_tenant {
+        format!("{input_id} {service}")
+    } else {
+        service.to_string()
+    }
+}
+
+/// `state show` or `state reset` of one key, printed as `name`.
+async fn state_one(store: &StateStore, key: &str, name: &str, reset: bool) -> bool {
+    let location = store.location(key);
+    let result = if reset {
+        store.reset(key).await.map(|existed| match existed {
+            true => println!(
+                "{name}: state deleted ({location}); the next run starts from start_time_in_utc"
+            ),
+            false => println!("{name}: no state ({location})"),
+        })
+    } else {
+        store.load(key).await.map(|loaded| match loaded {
+            Some((state, _)) => println!("{name} ({location}): {}", state.summary()),
+            None => println!("{name}: no state ({location})"),
+        })
+    };
+    if let Err(e) = &result {
+        eprintln!("{name}: {e}");
+    }
+    result.is_ok()
 }
 
 /// The arguments of `state copy`.
@@ -206,12 +223,13 @@ pub async fn state_copy(
         StoreKind::Redis => (&redis, &files),
     };
     let mut ok = true;
-    for svc in config.services() {
-        let key = StateStore::key(&config.input.id, svc.service.name());
+    for (input, svc) in config.services() {
+        let key = StateStore::key(&input.id, svc.service.name());
+        let name = state_label(&config, &input.id, svc.service);
         match copy_one(&redis, from, to, &key, args.force).await {
-            Ok(line) => println!("{}: {line}", svc.service),
+            Ok(line) => println!("{name}: {line}"),
             Err(e) => {
-                eprintln!("{}: {e}", svc.service);
+                eprintln!("{name}: {e}");
                 ok = false;
             }
         }

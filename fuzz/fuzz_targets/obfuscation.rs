@@ -63,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    let rules = config.input.services[0].obfuscation.clone();
+    let rules = config.inputs[0].services[0].obfuscation.clone();
     let obfuscator = isolation_collector::pipeline::obfuscate::Obfuscator::new(rules);
     let page = isolation_collector::event::parse_page(bytes::Bytes::from_static(PAGE.as_bytes()))
         .expect("the sample page parses");

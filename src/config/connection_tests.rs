@@ -61,7 +61,7 @@ fn proxy_url_and_ca_file_apply_to_every_service() {
         ("HTTPS_PROXY", "http://ignored:1"),
     ];
     let c = parse_with(&text, dir.path(), &vars).unwrap();
-    for s in &c.input.services {
+    for s in &c.inputs[0].services {
         let route = s.connection.proxy.as_ref().unwrap();
         assert_eq!(route.masked(), "http://proxy.corp:3128");
         assert_eq!(route.source, ProxySource::ProxyUrl);
@@ -75,7 +75,7 @@ fn proxy_url_and_ca_file_apply_to_every_service() {
     }
     assert!(!format!("{c:?}").contains("pw-Secret-42"));
     // Debug shows the route and the trust, not the TLS configuration's root certificates.
-    let debug = format!("{:?}", c.input.services[0].connection);
+    let debug = format!("{:?}", c.inputs[0].services[0].connection);
     assert!(
         debug.starts_with(
             "ApiConnection { proxy: Some(ProxyRoute(http://proxy.corp:3128, ProxyUrl)), trust: \"the built-in roots + "
@@ -92,13 +92,13 @@ fn without_proxy_url_the_environment_decides_per_service() {
         ("NO_PROXY", "127.0.0.1,localhost"),
     ];
     let c = parse_with(&config("", ""), dir.path(), &vars).unwrap();
-    let web = &c.input.services[0];
+    let web = &c.inputs[0].services[0];
     let route = web.connection.proxy.as_ref().unwrap();
     assert_eq!(route.source, ProxySource::Env("HTTPS_PROXY"));
     assert_eq!(route.masked(), "http://proxy.corp:3128");
     assert_eq!(web.connection.trust, "the built-in roots");
     // url_isolation is http://127.0.0.1:8081: no HTTP_PROXY, and NO_PROXY names it anyway.
-    assert_eq!(c.input.services[1].connection.proxy, None);
+    assert_eq!(c.inputs[0].services[1].connection.proxy, None);
 }
 
 #[test]
@@ -110,7 +110,7 @@ fn ca_file_only_trusts_the_file_alone() {
         "",
     );
     let c = parse_with(&text, dir.path(), &[]).unwrap();
-    let s = &c.input.services[0];
+    let s = &c.inputs[0].services[0];
     assert_eq!(s.connection.trust, format!("ca_file {}", ca.display()));
     assert_eq!(s.connection.proxy, None);
 }

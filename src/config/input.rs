@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::outputs::resolve_cert;
+use super::outputs::{parse_outputs, resolve_cert, OutputConfig, OutputKind};
 use super::services::{parse_service, ServiceConfig};
 use super::walker::{each_mapping, join, show, Cx, Obj};
 use crate::isolation::connection::{self, ApiConnection};
@@ -41,6 +41,12 @@ pub struct InputConfig {
     /// `environment`: added to every delivered event as `"@devo_environment"`.
     pub environment: Option<String>,
     pub services: Vec<ServiceConfig>,
+    /// The outputs this input delivers to: the block's own `outputs`, or the global ones; with
+    /// several tenants, file outputs write under `<directory>/<id>/`.
+    pub outputs: Vec<OutputConfig>,
+    /// sha256 of everything that defines this input (see `config::tenants`): a reload leaves
+    /// an input whose fingerprint is unchanged untouched.
+    pub fingerprint: [u8; 32],
 }
 
 impl InputConfig {
@@ -62,35 +68,15 @@ impl InputConfig {
     }
 }
 
-pub(super) fn parse_inputs(mut inputs: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
-    let names = inputs.names();
-    let mut result = None;
-    for name in names {
-        if name != "proofpoint_isolation" {
-            inputs.get(&name);
-            cx.error(
-                &inputs.path(&name),
-                "unknown input; this collector has one input, `proofpoint_isolation`".into(),
-            );
-            continue;
-        }
-        if let Some(input) = inputs.map(&name, cx) {
-            result = parse_input(input, cx);
-        }
-    }
-    if !inputs.map.contains_key("proofpoint_isolation") {
-        cx.error(
-            &inputs.path("proofpoint_isolation"),
-            "missing; add the input with its `id`, `credentials` and `services`".into(),
-        );
-    }
-    inputs.finish(cx);
-    result
-}
-
-/// The `proofpoint_isolation` block, key by key. The connection keys are read before the
-/// services and applied after them: a service's base URL decides its route.
-fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
+/// One `proofpoint_isolation` block, key by key (paths relative to the block: see
+/// `tenants`). The connection keys are read before the services and applied after them: a
+/// service's base URL decides its route. `global_outputs` are the outputs unless the block has
+/// its own `outputs`.
+pub(super) fn parse_input(
+    mut i: Obj<'_>,
+    global_outputs: &[OutputConfig],
+    cx: &mut Cx,
+) -> Option<InputConfig> {
     i.ignored = &["autoconfig"];
     let id = input_id(&mut i, cx);
     let enabled = i.boolean("enabled", true, cx);
@@ -108,6 +94,11 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
     if let Some(connection) = connection {
         connect_services(&i, connection, &mut services, cx);
     }
+    let outputs = match i.map("outputs", cx) {
+        Some(own) => parse_outputs(own, cx),
+        None => global_outputs.to_vec(),
+    };
+    check_shared_tables(&outputs, &services, cx);
     i.finish(cx);
     Some(InputConfig {
         name: "proofpoint_isolation".into(),
@@ -119,7 +110,27 @@ fn parse_input(mut i: Obj<'_>, cx: &mut Cx) -> Option<InputConfig> {
         pacing,
         environment,
         services,
+        outputs,
+        fingerprint: [0; 32],
     })
+}
+
+/// Each service keeps its own committed length of its table's file; two services writing one
+/// file would cut each other's lines when rewinding after a crash.
+fn check_shared_tables(outputs: &[OutputConfig], services: &[ServiceConfig], cx: &mut Cx) {
+    let has_file = outputs
+        .iter()
+        .any(|o| matches!(o.kind, OutputKind::File { .. }));
+    for (i, a) in services.iter().enumerate() {
+        if let Some(b) = services[i + 1..].iter().find(|b| b.table == a.table) {
+            if has_file {
+                cx.error(
+                    &format!("services.{}.override_tag", b.service),
+                    format!("`{}` is also the table of {}; with a file output both would write one file; give each service its own table", b.table, a.service),
+                );
+            }
+        }
+    }
 }
 
 /// The input's `id` (it names the state files).

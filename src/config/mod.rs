@@ -28,25 +28,34 @@ mod input;
 mod obfuscation;
 mod outputs;
 mod services;
+mod tenants;
 mod walker;
 
 pub use globals::{Globals, Persistence, RedisConfig, DEFAULT_WINDOW_MEMORY_BUDGET_MB};
 pub use input::{parse_period, InputConfig, KeyPlacement, RequestPacing};
 pub use outputs::{NetworkOutputConfig, OutputConfig, OutputKind, TlsFiles};
 pub use services::ServiceConfig;
+pub use tenants::InvalidInput;
 
 use env::substitute_env;
 use globals::parse_globals;
-use input::parse_inputs;
 use outputs::parse_outputs;
+use tenants::Origin;
 use walker::{Cx, Obj};
 
 /// The whole, validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub globals: Globals,
+    /// The global outputs, as written (each input has its effective ones).
     pub outputs: Vec<OutputConfig>,
-    pub input: InputConfig,
+    /// The valid inputs, in file order.
+    pub inputs: Vec<InputConfig>,
+    /// The input blocks with problems: `run` starts the others (`--strict` refuses).
+    pub invalid_inputs: Vec<InvalidInput>,
+    /// Several tenants (the list form): each input's file outputs write under
+    /// `<directory>/<id>/`. Devo's single block keeps `<directory>/<table>.jsonl`.
+    pub multi_tenant: bool,
     /// Warnings found while validating, to be logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -114,7 +123,8 @@ impl Config {
 
     /// Parses config text. `base_dir` is the config file's directory (certificate paths resolve
     /// against it); `env` looks up `${VAR}` references; `now` is the current time (no start time
-    /// may lie after it).
+    /// may lie after it). Problems outside the input blocks, or no valid input, fail the whole
+    /// config; a block with problems is kept in [`Config::invalid_inputs`].
     pub fn parse(
         text: &str,
         base_dir: &Path,
@@ -131,7 +141,9 @@ impl Config {
             base_dir: base_dir.to_owned(),
             env,
             now,
+            files_read: Vec::new(),
         };
+        let taken = tenants::take_blocks(&mut root);
         substitute_env(&mut root, "", env, &mut cx);
         let Some(root_map) = root.as_mapping() else {
             return Err(vec![
@@ -142,50 +154,83 @@ impl Config {
         let globals = top
             .required_map("globals", ADD_GLOBALS, &mut cx)
             .and_then(|g| parse_globals(g, &mut cx));
+        let read_before = cx.files_read.len();
         let outputs = top
             .required_map("outputs", ADD_OUTPUTS, &mut cx)
             .map(|o| parse_outputs(o, &mut cx))
             .unwrap_or_default();
-        let input = top
+        let digest =
+            tenants::outputs_digest(root_map.get("outputs"), &cx.files_read[read_before..]);
+        let blocks = top
             .required_map("inputs", ADD_INPUTS, &mut cx)
-            .and_then(|i| parse_inputs(i, &mut cx));
+            .map(|i| tenants::input_blocks(i, taken, &mut cx))
+            .unwrap_or_default();
         top.finish(&mut cx);
-        if let Some(input) = &input {
-            check_shared_tables(&outputs, input, &mut cx);
-        }
-        match (globals, input, cx.errors.is_empty()) {
-            (Some(globals), Some(input), true) => Ok(Config {
+        let layout = tenants::Layout {
+            global: tenants::GlobalOutputs {
+                outputs: &outputs,
+                digest,
+            },
+            multi_tenant: blocks.iter().any(|(o, _)| !matches!(o, Origin::Single)),
+        };
+        let (inputs, invalid_inputs) = read_blocks(blocks, &layout, &mut cx);
+        let multi_tenant = layout.multi_tenant;
+        match globals {
+            Some(globals) if cx.errors.is_empty() && !inputs.is_empty() => Ok(Config {
                 globals,
                 outputs,
-                input,
+                inputs,
+                invalid_inputs,
+                multi_tenant,
                 warnings: cx.warnings,
             }),
-            _ => Err(cx.errors),
+            // The whole config fails: every problem, the blocks' too.
+            _ => Err(cx
+                .errors
+                .into_iter()
+                .chain(invalid_inputs.into_iter().flat_map(|i| i.problems))
+                .collect()),
         }
     }
 
-    /// The enabled services.
-    pub fn services(&self) -> impl Iterator<Item = &ServiceConfig> {
-        self.input.services.iter().filter(|_| self.input.enabled)
+    /// The enabled services of the valid inputs, each with its input.
+    pub fn services(&self) -> impl Iterator<Item = (&InputConfig, &ServiceConfig)> {
+        self.inputs
+            .iter()
+            .filter(|i| i.enabled)
+            .flat_map(|i| i.services.iter().map(move |s| (i, s)))
+    }
+
+    /// The valid input with this id.
+    pub fn input(&self, id: &str) -> Option<&InputConfig> {
+        self.inputs.iter().find(|i| i.id == id)
     }
 }
 
-/// The cross-section check: each service keeps its own committed length of its table's file;
-/// two services writing one file would cut each other's lines when rewinding after a crash.
-fn check_shared_tables(outputs: &[OutputConfig], input: &InputConfig, cx: &mut Cx) {
-    let has_file = outputs
-        .iter()
-        .any(|o| matches!(o.kind, OutputKind::File { .. }));
-    for (i, a) in input.services.iter().enumerate() {
-        if let Some(b) = input.services[i + 1..].iter().find(|b| b.table == a.table) {
-            if has_file {
-                cx.error(
-                    &format!("inputs.proofpoint_isolation.services.{}.override_tag", b.service),
-                    format!("`{}` is also the table of {}; with a file output both would write one file; give each service its own table", b.table, a.service),
-                );
+/// Reads every block (valid ones, invalid ones), then checks that no two share an id.
+fn read_blocks(
+    blocks: Vec<(Origin, Value)>,
+    layout: &tenants::Layout<'_>,
+    cx: &mut Cx,
+) -> (Vec<InputConfig>, Vec<InvalidInput>) {
+    let (mut inputs, mut invalid) = (Vec::new(), Vec::new());
+    let mut ids = Vec::new();
+    for (origin, block) in blocks {
+        match tenants::read_block(&origin, block, layout, cx) {
+            Ok(input) => {
+                ids.push((input.id.clone(), origin.source()));
+                inputs.push(input);
+            }
+            Err(bad) => {
+                if let Some(id) = &bad.id {
+                    ids.push((id.clone(), origin.source()));
+                }
+                invalid.push(bad);
             }
         }
     }
+    tenants::check_duplicate_ids(ids.iter().map(|(id, s)| (id.as_str(), s.clone())), cx);
+    (inputs, invalid)
 }
 
 /// A warning when the file holds the API key itself (not `${VAR}` nor `api_key_file`) and

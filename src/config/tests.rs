@@ -47,9 +47,9 @@ inputs:
 #[test]
 fn a_devo_style_config_loads() {
     let c = parse(GOOD).unwrap();
-    assert_eq!(c.input.id, "10001");
+    assert_eq!(c.inputs[0].id, "10001");
     assert_eq!(
-        c.input.api_key.expose(),
+        c.inputs[0].api_key.expose(),
         "1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c9z"
     );
     assert_eq!(
@@ -59,15 +59,15 @@ fn a_devo_style_config_loads() {
         }
     );
     assert_eq!(c.outputs.len(), 2);
-    assert_eq!(c.input.services.len(), 2);
-    let web = &c.input.services[0];
+    assert_eq!(c.inputs[0].services.len(), 2);
+    let web = &c.inputs[0].services[0];
     assert_eq!(web.service, Service::BrowserAndEmailIsolation);
     assert_eq!(web.request_period, Duration::from_secs(300));
     assert_eq!(
         web.endpoint(),
         "https://proofpointisolation.com/api/v2/reporting/usage-data"
     );
-    let url = &c.input.services[1];
+    let url = &c.inputs[0].services[1];
     assert_eq!(
         url.endpoint(),
         "http://127.0.0.1:8081/api/v2/reporting/usage-data"
@@ -178,7 +178,7 @@ inputs:
         panic!("not a network output: {:?}", c.outputs[0].kind);
     };
     assert_eq!([n.confirm_timeout, n.connect_timeout], [secs; 2]);
-    let s = &c.input.services[0];
+    let s = &c.inputs[0].services[0];
     let in_seconds = [
         s.request_period,
         s.request_timeout,
@@ -273,8 +273,8 @@ inputs:
     credentials: {api_key: "${NOPE:-abcdefabcdefabcdef}"}
 "#;
     let c = parse(text).unwrap();
-    assert_eq!(c.input.api_key.expose(), "abcdefabcdefabcdef");
-    assert_eq!(c.input.services.len(), 2);
+    assert_eq!(c.inputs[0].api_key.expose(), "abcdefabcdefabcdef");
+    assert_eq!(c.inputs[0].services.len(), 2);
     assert_eq!(c.globals.persistence, Persistence::Memory);
 }
 
@@ -389,7 +389,7 @@ fn obfuscation_data_is_parsed_into_rules() {
 "#,
     );
     let c = Config::parse(&text, dir.path(), &env, now()).unwrap();
-    let rules = &c.input.services[0].obfuscation;
+    let rules = &c.inputs[0].services[0].obfuscation;
     assert_eq!(rules.len(), 5);
     assert_eq!(rules[0].path, vec![PathSegment::Key("userName".into())]);
     let Action::Hmac { key } = &rules[0].action else {
@@ -502,7 +502,7 @@ fn obfuscation_problems_are_listed_with_their_paths() {
 fn a_dotted_name_is_one_key_with_a_warning() {
     let c = parse(&with_obfuscation("        - name: user.email\n")).unwrap();
     assert_eq!(
-        c.input.services[0].obfuscation[0].path,
+        c.inputs[0].services[0].obfuscation[0].path,
         vec![PathSegment::Key("user.email".into())]
     );
     assert!(
@@ -622,7 +622,7 @@ fn requests_limits_at_both_levels_and_the_narrowest_requests_per_second() {
         "requests_per_second: 0.5\nrequests_limits: [{period: 2h, number_of_requests: 9999999}]",
     ))
     .unwrap();
-    let input = &c.input;
+    let input = &c.inputs[0];
     let limits: Vec<(u64, Option<u32>)> = input
         .pacing
         .requests_limits
@@ -708,7 +708,7 @@ fn override_base_tag_keeps_the_suffix_and_override_tag_wins() {
         "browser_and_email_isolation: {override_base_tag: my.isolation, override_tag: my.web}",
     );
     let c = parse(&text).unwrap();
-    let (web, url) = (&c.input.services[0], &c.input.services[1]);
+    let (web, url) = (&c.inputs[0].services[0], &c.inputs[0].services[1]);
     assert_eq!(url.table, "my.isolation.url_isolation");
     assert_eq!(web.table, "my.web");
     assert_eq!(
@@ -731,7 +731,7 @@ fn environment_is_kept_and_ignored_keys_say_what_happens() {
         "retries: 3",
     ))
     .unwrap();
-    assert_eq!(c.input.environment.as_deref(), Some("prod-eu"));
+    assert_eq!(c.inputs[0].environment.as_deref(), Some("prod-eu"));
     assert!(c.warnings.iter().any(|w| w.starts_with("globals.balanced_output: Devo collector setting with no effect here; ignored: every event goes to every output")), "{:?}", c.warnings);
     assert!(
         c.warnings
@@ -929,4 +929,52 @@ fn every_bad_redis_value_is_its_own_error_without_the_password() {
     ))
     .unwrap_err();
     assert_eq!(errors.len(), 2, "{errors:#?}");
+}
+
+/// GOOD's globals and outputs with the inputs `list` (YAML lines under `proofpoint_isolation:`).
+fn with_inputs(list: &str) -> String {
+    let head = &GOOD[..GOOD.find("inputs:").unwrap()];
+    format!("{head}inputs:\n  proofpoint_isolation:\n{list}")
+}
+
+const TWO_TENANTS: &str = r#"
+    - id: 10001
+      credentials: {api_key: "${KEY}"}
+    - id: 10002
+      credentials: {api_key: "${HMAC_KEY}"}
+      services: {url_isolation: {}}
+"#;
+
+#[test]
+fn a_list_of_input_blocks_loads_one_tenant_per_block() {
+    let c = parse(&with_inputs(TWO_TENANTS)).unwrap();
+    assert!(c.multi_tenant);
+    let ids: Vec<&str> = c.inputs.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["10001", "10002"]);
+    let services: Vec<(&str, Service)> = c
+        .services()
+        .map(|(i, s)| (i.id.as_str(), s.service))
+        .collect();
+    assert_eq!(
+        services,
+        [
+            ("10001", Service::BrowserAndEmailIsolation),
+            ("10001", Service::UrlIsolation),
+            ("10002", Service::UrlIsolation)
+        ]
+    );
+    // Each tenant's file output writes under its own directory.
+    let dirs: Vec<_> = c
+        .inputs
+        .iter()
+        .flat_map(|i| &i.outputs)
+        .filter_map(|o| match &o.kind {
+            OutputKind::File { directory, .. } => Some(directory.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        dirs,
+        [PathBuf::from("out/10001"), PathBuf::from("out/10002")]
+    );
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_yaml_ng::{Mapping, Value};
+use sha2::{Digest, Sha256};
 
 pub(super) struct Cx<'e> {
     pub(super) errors: Vec<String>,
@@ -17,6 +18,9 @@ pub(super) struct Cx<'e> {
     pub(super) env: &'e dyn Fn(&str) -> Option<String>,
     /// The time of the check (a `start_time_in_utc` after it is refused); from the injected clock.
     pub(super) now: chrono::DateTime<chrono::Utc>,
+    /// The sha256 of each secret file read, in order: an input's fingerprint covers the files
+    /// its block reads (a rotated key file restarts that input on reload).
+    pub(super) files_read: Vec<[u8; 32]>,
 }
 
 impl Cx<'_> {
@@ -30,7 +34,11 @@ impl Cx<'_> {
             self.base_dir.join(name)
         };
         match std::fs::read(&file) {
-            Ok(bytes) => Some(bytes.trim_ascii().to_vec()),
+            Ok(bytes) => {
+                let bytes = bytes.trim_ascii().to_vec();
+                self.files_read.push(Sha256::digest(&bytes).into());
+                Some(bytes)
+            }
             Err(err) => {
                 self.error(path, format!("cannot read {}: {err}", file.display()));
                 None

@@ -1,17 +1,17 @@
 //! Wiring: builds the store, outputs and pullers from a [`Config`] and runs them.
 //!
-//! Each enabled service runs as its own task with its own API client and output instances, so
-//! the two services are independent: one failing (bad key for one host, an outage of one API)
-//! never stops the other. With Redis persistence a service pulls only while this process holds
-//! its lease ([`crate::isolation::lease`]): after setup it stands by until it takes the lease,
-//! pre_pulls, pulls, and goes back to standby if the lease is lost.
+//! Each input of the config is a tenant ([`tenant`]): [`run`] starts every valid one with
+//! [`start_tenant`] and joins them. Each enabled service of a tenant runs as its own task
+//! ([`service_task`]) with its own API client and output instances, so services and tenants are
+//! independent: one failing (bad key for one host, an outage of one API) never stops another.
+//! With Redis persistence a service pulls only while this process holds its lease.
 //!
 //! Shutdown: the first SIGINT/SIGTERM cancels a token that every await point of the pullers
 //! watches; a window in flight is abandoned before its checkpoint (it is asked for again after
 //! the restart), the pullers close their outputs, each held lease is released at once, and `run`
-//! returns. A second signal exits at once. Every task `run` spawns is in a `JoinSet` it owns (the
-//! services, and the `Background` tasks), joined before it returns and aborted if it is dropped:
-//! no task outlives `run`.
+//! returns. A second signal exits at once. Every task `run` spawns is in a `JoinSet` it owns (each
+//! tenant's services, and the `Background` tasks), joined before it returns and aborted if it is
+//! dropped: no task outlives `run`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +21,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
+mod service_task;
+mod tenant;
+
+pub use tenant::{start_tenant, SenderRegistry, Shared, TenantHandle};
+
 use crate::clock::SharedClock;
-use crate::config::{Config, OutputConfig, OutputKind, Persistence, ServiceConfig};
-use crate::isolation::connection::ProxyRoute;
-use crate::isolation::lease::{Lease, TakeError, Tenure};
-use crate::isolation::puller::{PullError, Puller};
+use crate::config::{Config, OutputConfig, OutputKind, Persistence};
+use crate::isolation::puller::Puller;
 use crate::metrics::Metrics;
 use crate::output::http::{hec::SplunkHecOutput, HttpOutput};
 use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle};
@@ -35,6 +38,7 @@ use crate::pipeline::budget::WindowBudget;
 use crate::state::redis::RedisStore;
 use crate::state::{StateError, StateStore};
 use crate::telemetry;
+use service_task::log_connection;
 
 /// How `run` behaves.
 #[derive(Clone, Copy, Debug, Default)]
@@ -81,13 +85,12 @@ async fn open_store(store: &StateStore, metrics: &Arc<Metrics>) -> Result<(), St
     Ok(())
 }
 
-/// Builds one instance of every configured output; `clock` stamps their records.
-pub fn build_outputs(config: &Config, clock: &SharedClock) -> Result<Vec<Output>, OutputError> {
-    config
-        .outputs
-        .iter()
-        .map(|o| build_output(o, clock))
-        .collect()
+/// Builds one instance of each of `outputs`; `clock` stamps their records.
+pub fn build_outputs(
+    outputs: &[OutputConfig],
+    clock: &SharedClock,
+) -> Result<Vec<Output>, OutputError> {
+    outputs.iter().map(|o| build_output(o, clock)).collect()
 }
 
 /// Each output builds itself from its configuration.
@@ -174,7 +177,7 @@ fn start_internal_messages(
         .collect::<Result<Vec<_>, _>>()?;
     let identity = crate::internal::Identity {
         collector_name: config.globals.name.clone(),
-        input_name: config.input.name.clone(),
+        input_name: "proofpoint_isolation".into(),
     };
     if let Some(sender) = crate::internal::start(outputs, identity, tasks.stop_last.clone()) {
         tasks.last.spawn(sender);
@@ -236,102 +239,57 @@ pub async fn run(
     };
     let metrics = Arc::new(metrics);
     open_store(&store, &metrics).await?;
-    if !config.input.enabled {
+    if config.services().next().is_none() {
         warn!("The \"input\" configuration entry for proofpoint_isolation is not enabled");
         return Ok(true);
     }
     let mut background = Background::new(&cancel);
     start_internal_messages(&config, &clock, &mut background)?;
     start_listener_and_memory_log(&config, &metrics, options, &clock, &mut background).await?;
-    let mut services = JoinSet::new();
-    let mut senders: Vec<(String, StatsHandle)> = Vec::new();
-    // One window memory budget for every service of the process.
-    let budget = WindowBudget::new(
-        config.globals.window_memory_budget,
-        config.services().count(),
-    );
-    for svc in config.services() {
-        metrics.expect_service(svc.service);
-        let outputs = build_outputs(&config, &clock)?;
-        for o in &outputs {
-            if let Output::Syslog(s) = o {
-                senders.push((s.name().to_owned(), s.stats_handle()));
-            }
-            if let Output::Relp(r) = o {
-                senders.push((r.name().to_owned(), r.stats_handle()));
-            }
-        }
-        let puller = Puller::new(
-            &config.input,
-            svc.clone(),
-            outputs,
-            store.clone(),
-            cancel.clone(),
-            clock.clone(),
-        )?
-        .with_budget(budget.clone())
-        .with_metrics(&metrics);
-        let (input, id) = (&config.input.name, &config.input.id);
-        let span = telemetry::puller_span(input, id, svc.service);
-        let setup_span = telemetry::setup_span(input, id, svc.service);
-        let lease = Lease::new(
-            store.clone(),
-            StateStore::key(id, svc.service.name()),
-            svc.service,
-            metrics.service(svc.service),
-        );
-        let svc = svc.clone();
-        let task = ServiceTask {
-            puller,
-            svc,
-            lease,
-            options,
-            cancel: cancel.clone(),
-        };
-        services.spawn(task.run(setup_span).instrument(span));
+    let shared = Shared {
+        store,
+        metrics,
+        clock: clock.clone(),
+        // One window memory budget for every service of the process.
+        budget: WindowBudget::new(
+            config.globals.window_memory_budget,
+            config.services().count(),
+        ),
+        options,
+        senders: SenderRegistry::default(),
+    };
+    let mut tenants = Vec::new();
+    for input in config.inputs.iter().filter(|i| i.enabled) {
+        tenants.push(start_tenant(input, &shared, &cancel)?);
     }
-    if !senders.is_empty() && !options.once {
+    if !options.once {
         let period = config.globals.sender_stats_period;
         let stop = background.stop.clone();
+        let senders = shared.senders.clone();
         background
             .tasks
             .spawn(sender_monitor(senders, period, clock, stop));
     }
-    let all_ok = join_services(&mut services).await;
+    let mut all_ok = true;
+    for tenant in &mut tenants {
+        all_ok &= tenant.join().await;
+    }
     background.shutdown(BACKGROUND_STOP_BOUND).await;
     Ok(all_ok)
 }
 
-/// Waits for every service task; `true` when each succeeded.
-async fn join_services(services: &mut JoinSet<bool>) -> bool {
-    let mut all_ok = true;
-    while let Some(result) = services.join_next().await {
-        match result {
-            Ok(ok) => all_ok &= ok,
-            Err(e) => {
-                error!("A service task failed: {e}");
-                all_ok = false;
-            }
-        }
-    }
-    all_ok
-}
-
 /// Logs Devo's sender statistics (devo-platform.md §3.5) for each network output every
 /// `sender_stats_period_in_sec`. Each service has its own connection to an output; the lines
-/// sum them, so they read as Devo's one sender manager per output.
+/// sum them, so they read as Devo's one sender manager per output. The outputs are read from
+/// the registry each period: tenants come and go.
 async fn sender_monitor(
-    senders: Vec<(String, StatsHandle)>,
+    senders: SenderRegistry,
     period: std::time::Duration,
     clock: SharedClock,
     cancel: CancellationToken,
 ) {
-    let mut names: Vec<String> = senders.iter().map(|(n, _)| n.clone()).collect();
-    names.dedup();
-    for name in &names {
-        telemetry::monitor_span(name)
-            .in_scope(|| info!("Starting thread (every {} seconds)", period.as_secs()));
-    }
+    let mut names: Vec<String> = Vec::new();
+    note_new_outputs(&senders.snapshot(), &mut names, period);
     let mut tick = tokio::time::interval(period);
     tick.tick().await;
     loop {
@@ -339,9 +297,11 @@ async fn sender_monitor(
             _ = tick.tick() => {}
             _ = cancel.cancelled() => return,
         }
+        let current = senders.snapshot();
+        note_new_outputs(&current, &mut names, period);
         let now = std::time::SystemTime::from(clock.now());
         for name in &names {
-            let stats = senders
+            let stats = current
                 .iter()
                 .filter(|(n, _)| n == name)
                 .map(|(_, h)| h.start_period(now))
@@ -352,6 +312,21 @@ async fn sender_monitor(
                     span.in_scope(|| info!("{line}"));
                 }
             }
+        }
+    }
+}
+
+/// Devo's start line of a sender monitor, for each output name not seen before.
+fn note_new_outputs(
+    current: &[(String, StatsHandle)],
+    names: &mut Vec<String>,
+    period: std::time::Duration,
+) {
+    for (name, _) in current {
+        if !names.contains(name) {
+            telemetry::monitor_span(name)
+                .in_scope(|| info!("Starting thread (every {} seconds)", period.as_secs()));
+            names.push(name.clone());
         }
     }
 }
@@ -370,187 +345,20 @@ fn sum_stats(a: SenderStats, b: SenderStats) -> SenderStats {
     }
 }
 
-/// One service's task: its puller, and the lease it pulls under.
-struct ServiceTask {
-    puller: Puller,
-    svc: ServiceConfig,
-    lease: Lease,
-    options: RunOptions,
-    cancel: CancellationToken,
-}
-
-/// Why a tenure ended.
-enum Stopped {
-    /// A shutdown, or the end of `--once`: release the lease.
-    Done,
-    /// The lease was lost (why): stand by.
-    LeaseLost(String),
-}
-
-impl ServiceTask {
-    /// Runs the service: `--once`, or the daemon. In the daemon, every wait before pulling
-    /// starts (the setup retry, the standby, the `pre_pull` retry) ends at once on `cancel`, and
-    /// a service stopped there stopped cleanly.
-    async fn run(mut self, setup_span: tracing::Span) -> bool {
-        info!("Starting thread");
-        setup_span.in_scope(|| log_connection(&self.svc));
-        if self.options.once {
-            return self.run_once(setup_span).await;
-        }
-        warn!("Waiting until setup will be executed");
-        if self
-            .puller
-            .setup_until_ready()
-            .instrument(setup_span)
-            .await
-            .is_err()
-        {
-            return true;
-        }
-        loop {
-            let tenure = match self.lease.take_until_held(&self.cancel, None).await {
-                Ok(tenure) => tenure,
-                Err(_) => return true,
-            };
-            match self.run_tenure(&tenure).await {
-                Stopped::Done => {
-                    self.lease.release(tenure).await;
-                    return true;
-                }
-                Stopped::LeaseLost(reason) => self.lease.lost(tenure, &reason),
-            }
-        }
-    }
-
-    /// Pulls while `tenure` lasts: `pre_pull` (the state is read again for each tenure, so
-    /// outputs resume from its committed positions), then the pull cycles.
-    async fn run_tenure(&mut self, tenure: &Tenure) -> Stopped {
-        self.puller.start_tenure(tenure.gate(), tenure.token());
-        let mut outage =
-            crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
-        loop {
-            let wait = match self.puller.pre_pull().await {
-                Ok(()) => break,
-                Err(e) if e.is_lease_lost() => return Stopped::LeaseLost(e.to_string()),
-                // Logged once by the store.
-                Err(e) if e.is_unavailable() => outage.next_wait(),
-                Err(e) => {
-                    error!("{e}. Sleeping 60 sec before retry pre-pull");
-                    Duration::from_secs(60)
-                }
-            };
-            let stop = tenure.token();
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.cancelled() => return self.why_stopped(tenure, None),
-            }
-        }
-        let lost = self.puller.run_forever().await;
-        self.why_stopped(tenure, lost)
-    }
-
-    fn why_stopped(&self, tenure: &Tenure, lost: Option<StateError>) -> Stopped {
-        if self.cancel.is_cancelled() {
-            return Stopped::Done;
-        }
-        match (tenure.lost(), lost) {
-            (Some(reason), _) => Stopped::LeaseLost(reason),
-            (None, Some(e)) => Stopped::LeaseLost(e.to_string()),
-            // The daemon's tenure ends only with a shutdown or a loss; `--once`'s at its end.
-            (None, None) => Stopped::Done,
-        }
-    }
-
-    /// `run --once`: setup, the lease (waiting at most its TTL and 5 s), one catch-up cycle.
-    async fn run_once(&mut self, setup_span: tracing::Span) -> bool {
-        if let Err(e) = self.puller.setup().instrument(setup_span).await {
-            error!("{e}");
-            return false;
-        }
-        let limit = self.lease_wait_limit();
-        let tenure = match self.lease.take_until_held(&self.cancel, limit).await {
-            Ok(tenure) => tenure,
-            Err(TakeError::Cancelled) => return false,
-            Err(TakeError::HeldBy { holder, waited }) => {
-                error!(
-                    "The lease of {} is still held by {holder} after {:.0} s: another collector pulls this service; stop it, or let it run",
-                    self.svc.service,
-                    waited.as_secs_f64()
-                );
-                return false;
-            }
-            Err(TakeError::Store(e)) => {
-                error!("Cannot take the lease of {}: {e}", self.svc.service);
-                return false;
-            }
-        };
-        self.puller.start_tenure(tenure.gate(), tenure.token());
-        let ok = self.pull_once().await;
-        match self.why_stopped(&tenure, None) {
-            Stopped::LeaseLost(reason) => {
-                self.lease.lost(tenure, &reason);
-                false
-            }
-            Stopped::Done => {
-                self.lease.release(tenure).await;
-                ok
-            }
-        }
-    }
-
-    /// How long `--once` waits for the lease: its TTL and 5 s (none without leases).
-    fn lease_wait_limit(&self) -> Option<Duration> {
-        self.lease.ttl().map(|ttl| ttl + Duration::from_secs(5))
-    }
-
-    /// `pre_pull` and one pull cycle.
-    async fn pull_once(&mut self) -> bool {
-        if let Err(e) = self.puller.pre_pull().await {
-            error!("{e}");
-            return false;
-        }
-        match self.puller.pull().await {
-            Ok(_) => true,
-            Err(PullError::Cancelled) => {
-                warn!("Retrieving loop has been interrupted due to a controlled stopping action has been activated");
-                false
-            }
-            Err(e) => {
-                error!("Pull failed for {}: {e}", self.svc.service);
-                false
-            }
-        }
-    }
-}
-
-/// `validate`: outputs reachable, then each enabled service's authentication.
+/// `validate`: each input's outputs reachable, then each enabled service's authentication.
 pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
     let mut ok = true;
-    match build_outputs(config, clock) {
-        Ok(mut outputs) => {
-            for o in &mut outputs {
-                match o.check().await {
-                    Ok(()) => info!("Output {} is usable.", o.name()),
-                    Err(e) => {
-                        error!("{e}");
-                        ok = false;
-                    }
-                }
-            }
-        }
-        Err(e) => {
-            error!("{e}");
-            ok = false;
-        }
+    for input in &config.inputs {
+        ok &= validate_outputs(&input.outputs, clock).await;
     }
     ok &= validate_persistence(config).await;
     let store = Arc::new(StateStore::memory());
-    for svc in config.services() {
-        let span = telemetry::setup_span(&config.input.name, &config.input.id, svc.service);
+    for (input, svc) in config.services() {
+        let span = telemetry::setup_span(&input.name, &input.id, svc.service);
         span.in_scope(|| log_connection(svc));
         let result = async {
             let mut puller = Puller::new(
-                &config.input,
+                input,
                 svc.clone(),
                 Vec::new(),
                 store.clone(),
@@ -564,6 +372,28 @@ pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
         if let Err(e) = result {
             error!("Service {}: {e:#}", svc.service);
             ok = false;
+        }
+    }
+    ok
+}
+
+/// `validate`: that each of `outputs` is usable.
+async fn validate_outputs(outputs: &[OutputConfig], clock: &SharedClock) -> bool {
+    let mut outputs = match build_outputs(outputs, clock) {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            error!("{e}");
+            return false;
+        }
+    };
+    let mut ok = true;
+    for o in &mut outputs {
+        match o.check().await {
+            Ok(()) => info!("Output {} is usable.", o.name()),
+            Err(e) => {
+                error!("{e}");
+                ok = false;
+            }
         }
     }
     ok
@@ -591,18 +421,6 @@ async fn validate_persistence(config: &Config) -> bool {
             false
         }
     }
-}
-
-/// Says how a service reaches the API: "via proxy http://host:port (from HTTPS_PROXY)" or
-/// "direct", and which roots it trusts (never proxy credentials).
-fn log_connection(svc: &ServiceConfig) {
-    let c = &svc.connection;
-    info!(
-        "API connection for {}: {}; trusting {}",
-        svc.service,
-        ProxyRoute::describe(c.proxy.as_ref()),
-        c.trust
-    );
 }
 
 /// When the first shutdown signal arrived, for the `[EXIT]` line.

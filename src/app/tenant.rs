@@ -1,0 +1,192 @@
+//! Tenants at run time: one input block of the config, its services' tasks, and its own cancel
+//! token.
+//!
+//! What every tenant of the process shares is in [`Shared`]: the state store, the metrics, the
+//! clock, the window memory budget, the run options and the registry of sender statistics.
+//! Everything else is the tenant's own: each service has its own API client (its own retries,
+//! backoff and request limits; the input's limiter is shared by its services, because the
+//! vendor's quota is per key), its own output instances and its own lease. A tenant whose key is
+//! refused, or whose API fails for hours, only keeps its own tasks busy.
+//!
+//! [`start_tenant`] spawns the tenant's service tasks under a child of the process's token;
+//! [`TenantHandle::stop`] cancels that child alone (a window in flight is finished or abandoned as
+//! on shutdown, the leases are released) and joins the tasks, so a reload can stop one tenant
+//! while the others go on.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, Instrument};
+
+use super::service_task::ServiceTask;
+use super::{build_outputs, RunOptions};
+use crate::clock::SharedClock;
+use crate::config::{InputConfig, ServiceConfig};
+use crate::isolation::lease::Lease;
+use crate::isolation::puller::Puller;
+use crate::metrics::Metrics;
+use crate::output::syslog::stats::StatsHandle;
+use crate::output::Output;
+use crate::pipeline::budget::WindowBudget;
+use crate::state::StateStore;
+use crate::telemetry;
+
+/// What every tenant of the process shares.
+pub struct Shared {
+    pub(super) store: Arc<StateStore>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) clock: SharedClock,
+    /// The window memory budget of the process.
+    pub(super) budget: WindowBudget,
+    pub(super) options: RunOptions,
+    /// The network outputs' sender statistics, summed per output name by the sender monitor.
+    pub(super) senders: SenderRegistry,
+}
+
+/// The sender statistics of every running tenant's network outputs, by tenant.
+#[derive(Clone, Debug, Default)]
+pub struct SenderRegistry(Arc<Mutex<Vec<Registered>>>);
+
+#[derive(Clone, Debug)]
+struct Registered {
+    tenant: String,
+    output: String,
+    stats: StatsHandle,
+}
+
+impl SenderRegistry {
+    /// Adds one output instance of `tenant`.
+    fn register(&self, tenant: &str, output: &str, stats: StatsHandle) {
+        self.lock().push(Registered {
+            tenant: tenant.to_owned(),
+            output: output.to_owned(),
+            stats,
+        });
+    }
+
+    /// Drops a stopped tenant's outputs.
+    fn forget(&self, tenant: &str) {
+        self.lock().retain(|r| r.tenant != tenant);
+    }
+
+    /// Every registered output instance now, as (output name, statistics).
+    pub(super) fn snapshot(&self) -> Vec<(String, StatsHandle)> {
+        self.lock()
+            .iter()
+            .map(|r| (r.output.clone(), r.stats.clone()))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Registered>> {
+        // Held only to copy or edit the list; a panic there leaves a valid list.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running tenant: its services' tasks and its own cancel token (a child of the process's).
+pub struct TenantHandle {
+    pub id: String,
+    pub fingerprint: [u8; 32],
+    cancel: CancellationToken,
+    tasks: JoinSet<bool>,
+    senders: SenderRegistry,
+}
+
+impl TenantHandle {
+    /// Stops the tenant: each service's window in flight is finished or abandoned as on
+    /// shutdown, and its lease released. Returns whether every service stopped cleanly.
+    pub async fn stop(mut self) -> bool {
+        self.cancel.cancel();
+        let ok = self.join().await;
+        self.senders.forget(&self.id);
+        ok
+    }
+
+    /// Waits for every service task (the end of `--once`, or of a shutdown); `true` when each
+    /// succeeded.
+    pub async fn join(&mut self) -> bool {
+        let mut all_ok = true;
+        while let Some(result) = self.tasks.join_next().await {
+            match result {
+                Ok(ok) => all_ok &= ok,
+                Err(e) => {
+                    error!("A service task of input {} failed: {e}", self.id);
+                    all_ok = false;
+                }
+            }
+        }
+        all_ok
+    }
+}
+
+/// Starts the enabled services of `input`, each as its own task, under a child of
+/// `process_cancel`.
+pub fn start_tenant(
+    input: &InputConfig,
+    shared: &Shared,
+    process_cancel: &CancellationToken,
+) -> anyhow::Result<TenantHandle> {
+    let mut handle = TenantHandle {
+        id: input.id.clone(),
+        fingerprint: input.fingerprint,
+        cancel: process_cancel.child_token(),
+        tasks: JoinSet::new(),
+        senders: shared.senders.clone(),
+    };
+    if input.enabled {
+        for svc in &input.services {
+            let task = service_task(input, svc, shared, &handle.cancel)?;
+            let (name, id) = (&input.name, &input.id);
+            let span = telemetry::puller_span(name, id, svc.service);
+            let setup_span = telemetry::setup_span(name, id, svc.service);
+            handle.tasks.spawn(task.run(setup_span).instrument(span));
+        }
+    }
+    Ok(handle)
+}
+
+/// Builds one service's task: its outputs, its puller and its lease.
+fn service_task(
+    input: &InputConfig,
+    svc: &ServiceConfig,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) -> anyhow::Result<ServiceTask> {
+    shared.metrics.expect_service(svc.service);
+    let outputs = build_outputs(&input.outputs, &shared.clock)?;
+    for o in &outputs {
+        match o {
+            Output::Syslog(s) => shared
+                .senders
+                .register(&input.id, s.name(), s.stats_handle()),
+            Output::Relp(r) => shared
+                .senders
+                .register(&input.id, r.name(), r.stats_handle()),
+            _ => {}
+        }
+    }
+    let puller = Puller::new(
+        input,
+        svc.clone(),
+        outputs,
+        shared.store.clone(),
+        cancel.clone(),
+        shared.clock.clone(),
+    )?
+    .with_budget(shared.budget.clone())
+    .with_metrics(&shared.metrics);
+    let lease = Lease::new(
+        shared.store.clone(),
+        StateStore::key(&input.id, svc.service.name()),
+        svc.service,
+        shared.metrics.service(svc.service),
+    );
+    Ok(ServiceTask {
+        puller,
+        svc: svc.clone(),
+        lease,
+        options: shared.options,
+        cancel: cancel.clone(),
+    })
+}

@@ -1,0 +1,262 @@
+//! The input blocks of a config, one per tenant: Devo's single `inputs.proofpoint_isolation`
+//! mapping, or a list of blocks of the same form.
+//!
+//! Each block is read on its own ([`read_block`]): its `${VAR}` substitution and its keys are
+//! checked in a window of the shared [`Cx`], and the problems found there are taken out of the
+//! config's problems and kept with the block. A block with problems is an [`InvalidInput`]: the
+//! others still run (`run --strict` refuses instead). Every problem of a list element names the
+//! element and its id (`inputs.proofpoint_isolation[2] (id 10003).credentials.api_key: ...`);
+//! Devo's single block keeps its paths (`inputs.proofpoint_isolation.credentials.api_key: ...`).
+//!
+//! What the block decides is summed up in its fingerprint (sha256 of the block after
+//! substitution, its effective outputs and the secret files it reads): a reload compares
+//! fingerprints to tell a changed tenant from an untouched one.
+
+use serde_yaml_ng::Value;
+use sha2::{Digest, Sha256};
+
+use super::env::substitute_env;
+use super::input::{parse_input, InputConfig};
+use super::outputs::{OutputConfig, OutputKind};
+use super::walker::{Cx, Obj};
+
+/// An input block with problems: `run` starts the other inputs and reports this one.
+#[derive(Clone, Debug)]
+pub struct InvalidInput {
+    /// The block's `id`, when it has a readable one.
+    pub id: Option<String>,
+    /// Where the block is: `inputs.proofpoint_isolation[2]`.
+    pub source: String,
+    /// Every problem, each naming the block and its id.
+    pub problems: Vec<String>,
+}
+
+/// Where a block is written, which every one of its problems names.
+#[derive(Clone, Debug)]
+pub(super) enum Origin {
+    /// Devo's single block.
+    Single,
+    /// The n-th element of the list.
+    ListItem(usize),
+}
+
+impl Origin {
+    /// The block's place in the file.
+    pub(super) fn source(&self) -> String {
+        match self {
+            Origin::Single => "inputs.proofpoint_isolation".into(),
+            Origin::ListItem(n) => format!("inputs.proofpoint_isolation[{n}]"),
+        }
+    }
+
+    /// The block's place and id, as its problems start.
+    fn scope(&self, id: Option<&str>) -> String {
+        match (self, id) {
+            (Origin::Single, _) | (_, None) => self.source(),
+            (_, Some(id)) => format!("{} (id {id})", self.source()),
+        }
+    }
+
+    /// A problem found in the block (`<key path>: <what>`, the key path relative to the block),
+    /// named with the block's `scope`.
+    fn locate(scope: &str, problem: &str) -> String {
+        match problem.strip_prefix(": ") {
+            // The block itself.
+            Some(what) => format!("{scope}: {what}"),
+            None => format!("{scope}.{problem}"),
+        }
+    }
+}
+
+/// The global outputs, as every block that does not override them gets them.
+pub(super) struct GlobalOutputs<'a> {
+    pub(super) outputs: &'a [OutputConfig],
+    /// What defines them, for the fingerprints: the section after substitution, and the
+    /// secret files it reads.
+    pub(super) digest: [u8; 32],
+}
+
+/// How the blocks of one config are read.
+pub(super) struct Layout<'a> {
+    pub(super) global: GlobalOutputs<'a>,
+    /// Several tenants (list form): each input's file outputs write under `<directory>/<id>/`.
+    pub(super) multi_tenant: bool,
+}
+
+/// Reads one block. Its problems are taken out of `cx` (its warnings stay there, named).
+pub(super) fn read_block(
+    origin: &Origin,
+    mut block: Value,
+    layout: &Layout<'_>,
+    cx: &mut Cx,
+) -> Result<InputConfig, InvalidInput> {
+    let (errors, warnings, files) = (cx.errors.len(), cx.warnings.len(), cx.files_read.len());
+    let env = cx.env;
+    substitute_env(&mut block, "", env, cx);
+    let input = match block.as_mapping() {
+        Some(m) => parse_input(Obj::new("", m), layout.global.outputs, cx),
+        None => {
+            cx.error(
+                "",
+                "must be a mapping with `id`, `credentials` and `services`".into(),
+            );
+            None
+        }
+    };
+    let id = match &input {
+        Some(i) => Some(i.id.clone()),
+        None => raw_id(&block),
+    };
+    let scope = origin.scope(id.as_deref());
+    let problems: Vec<String> = cx
+        .errors
+        .drain(errors..)
+        .map(|p| Origin::locate(&scope, &p))
+        .collect();
+    for w in &mut cx.warnings[warnings..] {
+        *w = Origin::locate(&scope, w);
+    }
+    let secrets: Vec<[u8; 32]> = cx.files_read.drain(files..).collect();
+    match input {
+        Some(mut input) if problems.is_empty() => {
+            let own_outputs = block.get("outputs").is_some_and(|o| !o.is_null());
+            if layout.multi_tenant {
+                per_tenant_directories(&mut input.outputs, &input.id);
+            }
+            input.fingerprint = fingerprint(&block, own_outputs, layout, &secrets);
+            Ok(input)
+        }
+        _ => Err(InvalidInput {
+            id,
+            source: origin.source(),
+            problems,
+        }),
+    }
+}
+
+/// The block's `id` as written, to name a block whose problems kept it from being read.
+fn raw_id(block: &Value) -> Option<String> {
+    match block.get("id")? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// With several tenants, each one's file outputs write under `<directory>/<id>/`: two tenants
+/// have the same tables, and each service keeps the committed length of its own file.
+fn per_tenant_directories(outputs: &mut [OutputConfig], id: &str) {
+    for o in outputs {
+        if let OutputKind::File { directory, .. } = &mut o.kind {
+            *directory = directory.join(id);
+        }
+    }
+}
+
+/// sha256 of what defines a tenant: its block after substitution, its effective outputs (the
+/// block's own are in the block; else the global ones), the layout, and the secret files it
+/// reads (their digests: the key bytes never leave the parser).
+fn fingerprint(
+    block: &Value,
+    own_outputs: bool,
+    layout: &Layout<'_>,
+    secrets: &[[u8; 32]],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(
+        serde_yaml_ng::to_string(block)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    h.update([u8::from(own_outputs), u8::from(layout.multi_tenant)]);
+    if !own_outputs {
+        h.update(layout.global.digest);
+    }
+    for s in secrets {
+        h.update(s);
+    }
+    h.finalize().into()
+}
+
+/// The digest of the global outputs: their section after substitution and the secret files
+/// they read.
+pub(super) fn outputs_digest(section: Option<&Value>, secrets: &[[u8; 32]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    if let Some(section) = section {
+        h.update(
+            serde_yaml_ng::to_string(section)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+    }
+    for s in secrets {
+        h.update(s);
+    }
+    h.finalize().into()
+}
+
+/// Two inputs with one id would share their state and their metrics: a config error naming
+/// both places.
+pub(super) fn check_duplicate_ids<'a>(ids: impl Iterator<Item = (&'a str, String)>, cx: &mut Cx) {
+    let mut seen: Vec<(&str, String)> = Vec::new();
+    for (id, source) in ids {
+        match seen.iter().find(|(s, _)| *s == id) {
+            Some((_, first)) => cx.error(
+                &format!("{source} (id {id})"),
+                format!("{first} has the same id; give each input its own id (it names the input's state, metrics and file output directory)"),
+            ),
+            None => seen.push((id, source)),
+        }
+    }
+}
+
+/// Takes `inputs.proofpoint_isolation` out of the tree before the global `${VAR}` substitution:
+/// each block is substituted on its own, so that its problems stay its own.
+pub(super) fn take_blocks(root: &mut Value) -> Option<Value> {
+    let section = root.get_mut("inputs")?.get_mut("proofpoint_isolation")?;
+    Some(std::mem::take(section))
+}
+
+/// The `inputs` section: its one known input, and the blocks `taken` from it (a mapping: Devo's
+/// single block; a list: one block per tenant).
+pub(super) fn input_blocks(
+    mut inputs: Obj<'_>,
+    taken: Option<Value>,
+    cx: &mut Cx,
+) -> Vec<(Origin, Value)> {
+    for name in inputs.names() {
+        if name != "proofpoint_isolation" {
+            inputs.get(&name);
+            cx.error(
+                &inputs.path(&name),
+                "unknown input; this collector has one kind of input, `proofpoint_isolation` (a block, or a list of blocks for several tenants)".into(),
+            );
+        }
+    }
+    inputs.get("proofpoint_isolation");
+    let path = inputs.path("proofpoint_isolation");
+    inputs.finish(cx);
+    match taken {
+        Some(block @ Value::Mapping(_)) => vec![(Origin::Single, block)],
+        Some(Value::Sequence(list)) if list.is_empty() => {
+            cx.error(&path, "the list is empty; add at least one input block with its `id`, `credentials` and `services`".into());
+            Vec::new()
+        }
+        Some(Value::Sequence(list)) => list
+            .into_iter()
+            .enumerate()
+            .map(|(n, block)| (Origin::ListItem(n), block))
+            .collect(),
+        None | Some(Value::Null) => {
+            cx.error(
+                &path,
+                "missing; add the input with its `id`, `credentials` and `services`".into(),
+            );
+            Vec::new()
+        }
+        Some(_) => {
+            cx.error(&path, "must be an input block (a mapping with `id`, `credentials` and `services`) or a list of them, one per tenant".into());
+            Vec::new()
+        }
+    }
+}
