@@ -65,7 +65,7 @@ sim_pid=$!; pids+=("$sim_pid")
 for _ in $(seq 1 300); do grep -q '^keys:' "$w/sim.log" 2>/dev/null && break; sleep 0.1; done
 grep -q '^keys:' "$w/sim.log" || { cat "$w/sim.log"; exit 1; }
 python3 scripts/bench/tenants.py config "$w" "$TENANTS" "$TENANTS_FORM" "$PORT_WEB" "$PORT_URL"
-"$BIN"/isolation-collector validate --config "$w/config.yaml" >/dev/null
+"$BIN"/isolation-collector validate --config "$w/config.yaml" >"$w/validate.log" 2>&1 || { tail -20 "$w/validate.log"; exit 1; }
 
 echo "SETTINGS part=tenants tenants=$TENANTS events=$TENANT_EVENTS form=$TENANTS_FORM idle_secs=$IDLE_SECS" \
   "period=60 poll_initial=2 output=file sim_pending_polls=0" | tee "$OUT/tenants.log"
