@@ -30,6 +30,10 @@ pub enum Command {
         /// Keep the state in memory only.
         #[arg(long)]
         no_save_state: bool,
+        /// Refuse to start (exit 64) when any input block of the config is invalid; without it,
+        /// the valid inputs start and each invalid one's problems are logged.
+        #[arg(long)]
+        strict: bool,
         /// Log lines as Devo's text lines or as JSON objects.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,

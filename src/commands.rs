@@ -85,7 +85,16 @@ pub async fn run(
     log_format: LogFormat,
     clock: SharedClock,
 ) -> Result<bool, BadUsage> {
-    let config = prepare(path, Some(log_format), &clock)?;
+    let config = load(path, &clock)?;
+    if options.strict && !config.invalid_inputs.is_empty() {
+        eprintln!(
+            "{}\nrun --strict starts nothing while an input is invalid; fix them, or run without --strict to start the valid inputs.",
+            config.input_problems(path)
+        );
+        return Err(BadUsage);
+    }
+    start_logging(&config, log_format, &clock);
+    app::log_invalid_inputs(&config);
     let cancel = cancel_on_signal();
     let grace = config.globals.shutdown_grace_period;
     Ok(tokio::select! {
@@ -108,8 +117,17 @@ pub async fn validate(
     log_format: LogFormat,
     clock: &SharedClock,
 ) -> Result<bool, BadUsage> {
-    let config = prepare(path, Some(log_format), clock)?;
+    let config = load(path, clock)?;
+    // Every tenant's config problems first, each under its input id; then the checks of the
+    // valid inputs, which run anyway so that one pass reports everything.
+    if !config.invalid_inputs.is_empty() {
+        eprintln!("{}", config.input_problems(path));
+    }
+    start_logging(&config, log_format, clock);
     let ok = app::validate(&config, clock).await;
+    if !config.invalid_inputs.is_empty() {
+        return Err(BadUsage);
+    }
     if ok {
         tracing::info!(
             "The configuration is valid, the outputs are usable and the API accepted the key."

@@ -42,6 +42,7 @@ pub async fn run(
     let options = RunOptions {
         once: !follow,
         no_save_state: false,
+        strict: true,
     };
     if follow {
         let publisher = publish_new_and_late_events([&web, &url], clock.clone(), cancel.clone());

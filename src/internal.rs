@@ -3,7 +3,8 @@
 //!
 //! Each record goes to the table `devo.collectors.out.local.<level>` (`warning`, `error`) with
 //! Devo's JSON shape: `{msg, time, level, collector_name, collector_version, collector_image,
-//! input_name, service_name, module_name}`.
+//! input_name, service_name, module_name}`, and `input_id`: the id of the input (tenant) whose
+//! service logged it (empty for the process's own lines), since one process carries many.
 //!
 //! The logging layer hands messages to a bounded channel with `try_send`: logging never waits
 //! for the network, and when the channel is full (Devo unreachable for long) messages are
@@ -39,6 +40,8 @@ pub struct InternalMessage {
     pub module: &'static str,
     /// Devo's `service_name`: the service the line's thread works for (empty when none).
     pub service: String,
+    /// The input id of that service (empty when none).
+    pub input_id: String,
     pub message: String,
 }
 
@@ -63,6 +66,7 @@ pub fn forward(
         level,
         module: origin.module(),
         service: origin.service().to_owned(),
+        input_id: origin.input_id().to_owned(),
         message: message.to_owned(),
     };
     if tx.try_send(msg).is_err() {
@@ -92,6 +96,7 @@ pub fn record(identity: &Identity, m: &InternalMessage) -> String {
         "collector_version": env!("CARGO_PKG_VERSION"),
         "collector_image": std::env::var("COLLECTOR_IMAGE").unwrap_or_default(),
         "input_name": identity.input_name,
+        "input_id": m.input_id,
         "service_name": m.service,
         "module_name": m.module,
     })
@@ -193,6 +198,7 @@ mod tests {
             level: "ERROR",
             module: "IsolationPuller",
             service: "url_isolation".into(),
+            input_id: "10001".into(),
             message: "Pull failed: \"x\"".into(),
         };
         let v: serde_json::Value = serde_json::from_str(&record(&identity, &m)).unwrap();
@@ -206,6 +212,7 @@ mod tests {
                 "collector_version": env!("CARGO_PKG_VERSION"),
                 "collector_image": std::env::var("COLLECTOR_IMAGE").unwrap_or_default(),
                 "input_name": "proofpoint_isolation",
+                "input_id": "10001",
                 "service_name": "url_isolation",
                 "module_name": "IsolationPuller",
             })

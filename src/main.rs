@@ -71,11 +71,13 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage
             config,
             once,
             no_save_state,
+            strict,
             log_format,
         } => {
             let options = RunOptions {
                 once,
                 no_save_state,
+                strict,
             };
             commands::run(&config, options, log_format, clock).await
         }

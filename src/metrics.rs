@@ -6,9 +6,12 @@
 //! without a registry (they get a private, unserved one). Business code calls one method of
 //! [`ServiceMetrics`] per thing counted, so the counting points stay one line each.
 //!
-//! Labels are few and bounded: `service` (2 values), `output` (the configured names), `table`
-//! (one per service) and `outcome` (the fixed [`Outcome`] set). Counter names get `_total` from
-//! the encoder; units (`_seconds`) are part of the registered name.
+//! Labels are few and bounded: `input` (the input ids of the config: one per tenant), `service`
+//! (2 values), `output` (the configured names), `table` (one per service) and `outcome` (the
+//! fixed [`Outcome`] set). Every per-service family has `input` before `service`, so the series
+//! grow linearly with the tenants: about 30 per (input, service) plus 2 per (input, output,
+//! table) (the README's metrics section has the count). Counter names get `_total` from the
+//! encoder; units (`_seconds`) are part of the registered name.
 //!
 //! Readiness is kept here too, because it is fed by the same call sites: a service is ready once
 //! its setup (authentication check) passed, an output once its last delivery attempt was
@@ -96,17 +99,21 @@ impl EncodeLabelValue for Service {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabels {
+    /// The input id (the tenant).
+    input: String,
     service: Service,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
+    input: String,
     service: Service,
     outcome: Outcome,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuleLabels {
+    input: String,
     service: Service,
     /// `obfuscation_data[i] [path]`: bounded by the config.
     rule: String,
@@ -114,23 +121,27 @@ struct RuleLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutputLabels {
+    input: String,
     output: String,
     table: String,
 }
+
+/// One service of one input: what the per-service state is kept by.
+type ServiceId = (String, Service);
 
 type SecondsGauge = Gauge<f64, AtomicU64>;
 
 /// What `/ready` reports.
 #[derive(Debug, Default)]
 struct Readiness {
-    /// Per enabled service: `None` once setup passed, else why not.
-    services: BTreeMap<Service, Option<String>>,
-    /// Per (output, service): `None` when the last delivery was confirmed (or none yet).
-    outputs: BTreeMap<(String, Service), Option<String>>,
+    /// Per enabled (input, service): `None` once setup passed, else why not.
+    services: BTreeMap<ServiceId, Option<String>>,
+    /// Per (input, service, output): `None` when the last delivery was confirmed (or none yet).
+    outputs: BTreeMap<(ServiceId, String), Option<String>>,
     /// With Redis persistence: `Some(problem)` while it is unreachable.
     persistence: Option<String>,
-    /// With Redis persistence: whether this process holds each service's lease.
-    leases: Option<BTreeMap<Service, bool>>,
+    /// With Redis persistence: whether this process holds each (input, service)'s lease.
+    leases: Option<BTreeMap<ServiceId, bool>>,
 }
 
 /// The process's metric families, health state and registry.
@@ -155,7 +166,7 @@ pub struct Metrics {
     persistence_up: Gauge,
     /// The checkpoint per service; the lag gauge is computed from it at scrape time, so it keeps
     /// growing while a service is stuck (a gauge set only on success would freeze instead).
-    checkpoints: Mutex<BTreeMap<Service, Millis>>,
+    checkpoints: Mutex<BTreeMap<ServiceId, Millis>>,
     readiness: Mutex<Readiness>,
 }
 
@@ -294,33 +305,39 @@ impl Metrics {
         lock(&self.readiness).persistence = result.err();
     }
 
-    /// The services whose lease this process holds and those it stands by for, or `None`
-    /// without leases.
-    pub fn leases(&self) -> Option<(Vec<Service>, Vec<Service>)> {
+    /// The (input id, service) pairs whose lease this process holds and those it stands by
+    /// for, or `None` without leases.
+    pub fn leases(&self) -> Option<(Vec<ServiceId>, Vec<ServiceId>)> {
         let r = lock(&self.readiness);
         let leases = r.leases.as_ref()?;
         let pick = |held: bool| {
             leases
                 .iter()
                 .filter(|(_, &h)| h == held)
-                .map(|(&s, _)| s)
+                .map(|(s, _)| s.clone())
                 .collect()
         };
         Some((pick(true), pick(false)))
     }
 
-    /// The handle one service's puller and client count through.
-    pub fn service(self: &Arc<Self>, service: Service) -> ServiceMetrics {
+    /// The handle one service of input `input` counts through (its puller, client, lease).
+    pub fn service(self: &Arc<Self>, input: &str, service: Service) -> ServiceMetrics {
         ServiceMetrics {
             metrics: self.clone(),
+            input: input.to_owned(),
             service,
         }
     }
 
-    /// Marks a service as expected: not ready until its setup passes. Its counters start at 0
-    /// (series that exist from the start make `rate()` and `increase()` alerts work at once).
-    pub fn expect_service(&self, service: Service) {
-        let labels = ServiceLabels { service };
+    /// Marks a service of input `input` as expected: not ready until its setup passes. Its
+    /// counters start at 0 (series that exist from the start make `rate()` and `increase()`
+    /// alerts work at once).
+    pub fn expect_service(&self, input: &str, service: Service) {
+        let labels = ServiceLabels {
+            input: input.to_owned(),
+            service,
+        };
+        let id: ServiceId = (input.to_owned(), service);
         for family in [
             &self.received,
             &self.duplicates,
@@ -333,23 +350,43 @@ impl Metrics {
         }
         self.lease_held.get_or_create(&labels).set(0);
         if let Some(leases) = lock(&self.readiness).leases.as_mut() {
-            leases.insert(service, false);
+            leases.insert(id.clone(), false);
         }
         for outcome in Outcome::ALL {
-            self.requests
-                .get_or_create(&RequestLabels { service, outcome })
-                .inc_by(0);
+            let labels = RequestLabels {
+                input: input.to_owned(),
+                service,
+                outcome,
+            };
+            self.requests.get_or_create(&labels).inc_by(0);
         }
         lock(&self.readiness)
             .services
-            .insert(service, Some("setup has not passed yet".into()));
+            .insert(id, Some("setup has not passed yet".into()));
+    }
+
+    /// Forgets a stopped tenant's readiness and lease entries (a reload removed or restarted
+    /// it): `/ready` is about what runs. Its counters stay (Prometheus counters never go back).
+    pub fn forget_input(&self, input: &str) {
+        let mut r = lock(&self.readiness);
+        r.services.retain(|(i, _), _| i != input);
+        r.outputs.retain(|((i, _), _), _| i != input);
+        if let Some(leases) = r.leases.as_mut() {
+            leases.retain(|(i, _), _| i != input);
+        }
+        drop(r);
+        lock(&self.checkpoints).retain(|(i, _), _| i != input);
     }
 
     /// The OpenMetrics text exposition, with the lag gauges brought up to `now`.
     pub fn encode(&self, now: Millis) -> String {
-        for (&service, &checkpoint) in lock(&self.checkpoints).iter() {
+        for ((input, service), &checkpoint) in lock(&self.checkpoints).iter() {
+            let labels = ServiceLabels {
+                input: input.clone(),
+                service: *service,
+            };
             self.checkpoint_lag
-                .get_or_create(&ServiceLabels { service })
+                .get_or_create(&labels)
                 .set((now - checkpoint) as f64 / 1000.0);
         }
         let mut text = String::new();
@@ -365,15 +402,15 @@ impl Metrics {
         if let Some(why) = &r.persistence {
             problems.push(format!("persistence: {why}"));
         }
-        for (service, why) in &r.services {
+        for ((input, service), why) in &r.services {
             if let Some(why) = why {
-                problems.push(format!("service {service}: {why}"));
+                problems.push(format!("input {input} service {service}: {why}"));
             }
         }
-        for ((output, service), why) in &r.outputs {
+        for (((input, service), output), why) in &r.outputs {
             if let Some(why) = why {
                 problems.push(format!(
-                    "output {output} (service {service}): last delivery failed: {why}"
+                    "output {output} (input {input} service {service}): last delivery failed: {why}"
                 ));
             }
         }
@@ -390,19 +427,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Clone, Debug)]
 pub struct ServiceMetrics {
     metrics: Arc<Metrics>,
+    input: String,
     service: Service,
 }
 
 impl ServiceMetrics {
     /// A handle on a private registry that nobody serves (pullers built without metrics).
     pub fn detached(service: Service) -> ServiceMetrics {
-        Arc::new(Metrics::new()).service(service)
+        Arc::new(Metrics::new()).service("", service)
     }
 
     fn labels(&self) -> ServiceLabels {
         ServiceLabels {
+            input: self.input.clone(),
             service: self.service,
         }
+    }
+
+    fn id(&self) -> ServiceId {
+        (self.input.clone(), self.service)
     }
 
     pub fn events_received(&self, n: usize) {
@@ -423,6 +466,7 @@ impl ServiceMetrics {
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
+                input: self.input.clone(),
                 service: self.service,
                 outcome,
             })
@@ -455,6 +499,7 @@ impl ServiceMetrics {
     /// `n` events of a batch had a value `rule` could not read masked whole instead.
     pub fn obfuscation_fallbacks(&self, rule: &str, n: u64) {
         let labels = RuleLabels {
+            input: self.input.clone(),
             service: self.service,
             rule: rule.to_owned(),
         };
@@ -467,6 +512,7 @@ impl ServiceMetrics {
     /// An output confirmed `n` events (`Ok`), or did not.
     pub fn delivery(&self, output: &str, table: &str, result: Result<usize, String>) {
         let labels = OutputLabels {
+            input: self.input.clone(),
             output: output.to_owned(),
             table: table.to_owned(),
         };
@@ -485,12 +531,12 @@ impl ServiceMetrics {
         };
         lock(&self.metrics.readiness)
             .outputs
-            .insert((output.to_owned(), self.service), why);
+            .insert((self.id(), output.to_owned()), why);
     }
 
     /// The checkpoint moved (or was loaded).
     pub fn checkpoint(&self, checkpoint: Millis) {
-        lock(&self.metrics.checkpoints).insert(self.service, checkpoint);
+        lock(&self.metrics.checkpoints).insert(self.id(), checkpoint);
     }
 
     /// A pull cycle completed at `now`.
@@ -508,7 +554,7 @@ impl ServiceMetrics {
             .get_or_create(&self.labels())
             .set(i64::from(held));
         if let Some(leases) = lock(&self.metrics.readiness).leases.as_mut() {
-            leases.insert(self.service, held);
+            leases.insert(self.id(), held);
         }
     }
 
@@ -522,7 +568,7 @@ impl ServiceMetrics {
         let why = result.err().map(|e| format!("setup has not passed: {e}"));
         lock(&self.metrics.readiness)
             .services
-            .insert(self.service, why);
+            .insert(self.id(), why);
     }
 }
 
@@ -571,7 +617,8 @@ async fn ready_handler(State(metrics): State<Arc<Metrics>>) -> Response {
 }
 
 /// `/ready`'s status and JSON body; with leases, which services this process holds and which it
-/// stands by for (standing by is not a problem: the other replica pulls them).
+/// stands by for, each as `<input id>/<service>` (standing by is not a problem: the other
+/// replica pulls them).
 fn ready_body(metrics: &Metrics) -> (StatusCode, serde_json::Value) {
     let problems = metrics.not_ready();
     let (status, mut body) = if problems.is_empty() {
@@ -583,7 +630,11 @@ fn ready_body(metrics: &Metrics) -> (StatusCode, serde_json::Value) {
         )
     };
     if let Some((held, standby)) = metrics.leases() {
-        let names = |s: Vec<Service>| s.iter().map(|s| s.name()).collect::<Vec<_>>();
+        let names = |s: Vec<ServiceId>| {
+            s.iter()
+                .map(|(input, service)| format!("{input}/{service}"))
+                .collect::<Vec<_>>()
+        };
         body["leases"] = serde_json::json!({"held": names(held), "standby": names(standby)});
     }
     (status, body)
@@ -596,7 +647,7 @@ mod tests {
     #[test]
     fn names_labels_and_lag() {
         let m = Arc::new(Metrics::new());
-        let s = m.service(Service::UrlIsolation);
+        let s = m.service("10001", Service::UrlIsolation);
         s.events_received(5);
         s.request(Outcome::RateLimited);
         s.delivery("local", "t.a", Ok(3));
@@ -606,12 +657,12 @@ mod tests {
         s.obfuscation_fallbacks("obfuscation_data[0] [userName]", 0);
         let text = m.encode(11_000);
         for line in [
-            "isolation_collector_received_events_total{service=\"url_isolation\"} 5",
-            "isolation_collector_api_requests_total{service=\"url_isolation\",outcome=\"rate_limited\"} 1",
-            "isolation_collector_delivered_events_total{output=\"local\",table=\"t.a\"} 3",
-            "isolation_collector_checkpoint_lag_seconds{service=\"url_isolation\"} 10.0",
-            "isolation_collector_last_successful_pull_timestamp_seconds{service=\"url_isolation\"} 2.5",
-            "isolation_collector_obfuscation_fallbacks_total{service=\"url_isolation\",rule=\"obfuscation_data[0] [userName]\"} 2",
+            "isolation_collector_received_events_total{input=\"10001\",service=\"url_isolation\"} 5",
+            "isolation_collector_api_requests_total{input=\"10001\",service=\"url_isolation\",outcome=\"rate_limited\"} 1",
+            "isolation_collector_delivered_events_total{input=\"10001\",output=\"local\",table=\"t.a\"} 3",
+            "isolation_collector_checkpoint_lag_seconds{input=\"10001\",service=\"url_isolation\"} 10.0",
+            "isolation_collector_last_successful_pull_timestamp_seconds{input=\"10001\",service=\"url_isolation\"} 2.5",
+            "isolation_collector_obfuscation_fallbacks_total{input=\"10001\",service=\"url_isolation\",rule=\"obfuscation_data[0] [userName]\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
@@ -620,18 +671,18 @@ mod tests {
     #[test]
     fn readiness_follows_setup_and_deliveries() {
         let m = Arc::new(Metrics::new());
-        m.expect_service(Service::UrlIsolation);
+        m.expect_service("10001", Service::UrlIsolation);
         assert_eq!(m.not_ready().len(), 1);
-        let s = m.service(Service::UrlIsolation);
+        let s = m.service("10001", Service::UrlIsolation);
         s.setup(Err("API Key 1a2b...9z is not valid.".into()));
         assert!(m.not_ready()[0].contains("url_isolation: setup has not passed: API Key"));
         s.setup(Ok(()));
         assert!(m.not_ready().is_empty());
         assert!(m.encode(0).contains(
-            "isolation_collector_api_requests_total{service=\"url_isolation\",outcome=\"auth\"} 0\n"
+            "isolation_collector_api_requests_total{input=\"10001\",service=\"url_isolation\",outcome=\"auth\"} 0\n"
         ));
         s.delivery("dev", "t", Err("refused".into()));
-        assert!(m.not_ready()[0].starts_with("output dev (service url_isolation)"));
+        assert!(m.not_ready()[0].starts_with("output dev (input 10001 service url_isolation)"));
         s.delivery("dev", "t", Ok(1));
         assert!(m.not_ready().is_empty());
         assert_eq!(ready_body(&m).1, serde_json::json!({"ready": true}));
@@ -641,11 +692,11 @@ mod tests {
     #[test]
     fn leases_and_persistence_with_redis() {
         let m = Arc::new(Metrics::new().with_leases());
-        m.expect_service(Service::UrlIsolation);
-        m.expect_service(Service::BrowserAndEmailIsolation);
+        m.expect_service("10001", Service::UrlIsolation);
+        m.expect_service("10001", Service::BrowserAndEmailIsolation);
         let (url, browser) = (
-            m.service(Service::UrlIsolation),
-            m.service(Service::BrowserAndEmailIsolation),
+            m.service("10001", Service::UrlIsolation),
+            m.service("10001", Service::BrowserAndEmailIsolation),
         );
         url.setup(Ok(()));
         browser.setup(Ok(()));
@@ -654,7 +705,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             body,
-            serde_json::json!({"ready": true, "leases": {"held": ["url_isolation"], "standby": ["browser_and_email_isolation"]}})
+            serde_json::json!({"ready": true, "leases": {"held": ["10001/url_isolation"], "standby": ["10001/browser_and_email_isolation"]}})
         );
         url.lease_held(false);
         url.lease_lost();
@@ -667,9 +718,9 @@ mod tests {
         );
         let text = m.encode(0);
         for line in [
-            "isolation_collector_lease_held{service=\"url_isolation\"} 0",
-            "isolation_collector_lease_lost_total{service=\"url_isolation\"} 1",
-            "isolation_collector_lease_lost_total{service=\"browser_and_email_isolation\"} 0",
+            "isolation_collector_lease_held{input=\"10001\",service=\"url_isolation\"} 0",
+            "isolation_collector_lease_lost_total{input=\"10001\",service=\"url_isolation\"} 1",
+            "isolation_collector_lease_lost_total{input=\"10001\",service=\"browser_and_email_isolation\"} 0",
             "isolation_collector_persistence_up 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");

@@ -140,6 +140,14 @@ impl DevoThread {
         }
     }
 
+    /// The input id of the service the thread works for (empty when none).
+    pub fn input_id(&self) -> &str {
+        match self {
+            DevoThread::Puller { input_id, .. } | DevoThread::Setup { input_id, .. } => input_id,
+            DevoThread::Main | DevoThread::Monitor { .. } => "",
+        }
+    }
+
     /// The service the thread works for (empty when none).
     pub fn service(&self) -> &str {
         match self {

@@ -28,6 +28,7 @@ pub use tenant::{start_tenant, SenderRegistry, Shared, TenantHandle};
 
 use crate::clock::SharedClock;
 use crate::config::{Config, OutputConfig, OutputKind, Persistence};
+use crate::isolation::job_cap::JobCap;
 use crate::isolation::puller::Puller;
 use crate::metrics::Metrics;
 use crate::output::http::{hec::SplunkHecOutput, HttpOutput};
@@ -47,6 +48,9 @@ pub struct RunOptions {
     pub once: bool,
     /// Keep the state in memory only (`--no-save-state`).
     pub no_save_state: bool,
+    /// `--strict`: refuse to start (exit 64) when any input block is invalid, instead of
+    /// starting the valid ones.
+    pub strict: bool,
 }
 
 /// Builds the state store of a config (it connects to Redis at its first operation).
@@ -224,6 +228,21 @@ pub fn log_warnings(config: &Config) {
     }
 }
 
+/// Logs each invalid input's problems (errors, with its id): `run` starts the other inputs.
+pub fn log_invalid_inputs(config: &Config) {
+    for bad in &config.invalid_inputs {
+        let id = bad.id.as_deref().unwrap_or("without a valid id");
+        error!(
+            "Input {id} ({}) is not started: {} problem(s) in its configuration block; the other inputs run",
+            bad.source,
+            bad.problems.len()
+        );
+        for p in &bad.problems {
+            error!("Configuration of input {id}: {p}");
+        }
+    }
+}
+
 /// Runs the collector with `clock` as its wall clock. Returns whether everything succeeded
 /// (`--once`), or whether the daemon stopped cleanly.
 pub async fn run(
@@ -255,6 +274,7 @@ pub async fn run(
             config.globals.window_memory_budget,
             config.services().count(),
         ),
+        jobs: JobCap::new(config.globals.max_concurrent_jobs),
         options,
         senders: SenderRegistry::default(),
     };
@@ -345,11 +365,16 @@ fn sum_stats(a: SenderStats, b: SenderStats) -> SenderStats {
     }
 }
 
-/// `validate`: each input's outputs reachable, then each enabled service's authentication.
+/// `validate`: the outputs each valid input uses reachable, then each enabled service's
+/// authentication. With several inputs, each line names the input(s) it is about.
 pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
     let mut ok = true;
-    for input in &config.inputs {
-        ok &= validate_outputs(&input.outputs, clock).await;
+    for (outputs, ids) in distinct_outputs(config) {
+        let whose = match config.multi_tenant {
+            true => format!(" (input {})", ids.join(", ")),
+            false => String::new(),
+        };
+        ok &= validate_outputs(outputs, &whose, clock).await;
     }
     ok &= validate_persistence(config).await;
     let store = Arc::new(StateStore::memory());
@@ -367,31 +392,52 @@ pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
             )?;
             puller.setup().await.map_err(anyhow::Error::from)
         }
-        .instrument(span)
+        .instrument(span.clone())
         .await;
         if let Err(e) = result {
-            error!("Service {}: {e:#}", svc.service);
+            span.in_scope(|| error!("Input {}, service {}: {e:#}", input.id, svc.service));
             ok = false;
         }
     }
     ok
 }
 
-/// `validate`: that each of `outputs` is usable.
-async fn validate_outputs(outputs: &[OutputConfig], clock: &SharedClock) -> bool {
+/// Each distinct set of outputs of the valid inputs, with the ids of the inputs that use it (the
+/// global outputs are checked once, not once per tenant).
+fn distinct_outputs(config: &Config) -> Vec<(&[OutputConfig], Vec<&str>)> {
+    let mut sets: Vec<(&[OutputConfig], String, Vec<&str>)> = Vec::new();
+    for input in &config.inputs {
+        // Per-tenant file directories aside, a set is the same when it reads the same.
+        let mut same = input.outputs.clone();
+        for o in &mut same {
+            if let (OutputKind::File { directory, .. }, true) = (&mut o.kind, config.multi_tenant) {
+                directory.pop();
+            }
+        }
+        let key = format!("{same:?}");
+        match sets.iter_mut().find(|(_, k, _)| *k == key) {
+            Some((_, _, ids)) => ids.push(&input.id),
+            None => sets.push((&input.outputs, key, vec![&input.id])),
+        }
+    }
+    sets.into_iter().map(|(o, _, ids)| (o, ids)).collect()
+}
+
+/// `validate`: that each of `outputs` is usable; `whose` names the inputs using them.
+async fn validate_outputs(outputs: &[OutputConfig], whose: &str, clock: &SharedClock) -> bool {
     let mut outputs = match build_outputs(outputs, clock) {
         Ok(outputs) => outputs,
         Err(e) => {
-            error!("{e}");
+            error!("{e}{whose}");
             return false;
         }
     };
     let mut ok = true;
     for o in &mut outputs {
         match o.check().await {
-            Ok(()) => info!("Output {} is usable.", o.name()),
+            Ok(()) => info!("Output {} is usable{whose}.", o.name()),
             Err(e) => {
-                error!("{e}");
+                error!("{e}{whose}");
                 ok = false;
             }
         }

@@ -2,7 +2,8 @@
 //! token.
 //!
 //! What every tenant of the process shares is in [`Shared`]: the state store, the metrics, the
-//! clock, the window memory budget, the run options and the registry of sender statistics.
+//! clock, the window memory budget, the job cap, the run options and the registry of sender
+//! statistics.
 //! Everything else is the tenant's own: each service has its own API client (its own retries,
 //! backoff and request limits; the input's limiter is shared by its services, because the
 //! vendor's quota is per key), its own output instances and its own lease. A tenant whose key is
@@ -23,6 +24,7 @@ use super::service_task::ServiceTask;
 use super::{build_outputs, RunOptions};
 use crate::clock::SharedClock;
 use crate::config::{InputConfig, ServiceConfig};
+use crate::isolation::job_cap::JobCap;
 use crate::isolation::lease::Lease;
 use crate::isolation::puller::Puller;
 use crate::metrics::Metrics;
@@ -39,6 +41,8 @@ pub struct Shared {
     pub(super) clock: SharedClock,
     /// The window memory budget of the process.
     pub(super) budget: WindowBudget,
+    /// The process's cap on API jobs alive at once (`globals.max_concurrent_jobs`).
+    pub(super) jobs: JobCap,
     pub(super) options: RunOptions,
     /// The network outputs' sender statistics, summed per output name by the sender monitor.
     pub(super) senders: SenderRegistry,
@@ -91,6 +95,7 @@ pub struct TenantHandle {
     cancel: CancellationToken,
     tasks: JoinSet<bool>,
     senders: SenderRegistry,
+    metrics: Arc<Metrics>,
 }
 
 impl TenantHandle {
@@ -100,6 +105,7 @@ impl TenantHandle {
         self.cancel.cancel();
         let ok = self.join().await;
         self.senders.forget(&self.id);
+        self.metrics.forget_input(&self.id);
         ok
     }
 
@@ -133,6 +139,7 @@ pub fn start_tenant(
         cancel: process_cancel.child_token(),
         tasks: JoinSet::new(),
         senders: shared.senders.clone(),
+        metrics: shared.metrics.clone(),
     };
     if input.enabled {
         for svc in &input.services {
@@ -153,7 +160,7 @@ fn service_task(
     shared: &Shared,
     cancel: &CancellationToken,
 ) -> anyhow::Result<ServiceTask> {
-    shared.metrics.expect_service(svc.service);
+    shared.metrics.expect_service(&input.id, svc.service);
     let outputs = build_outputs(&input.outputs, &shared.clock)?;
     for o in &outputs {
         match o {
@@ -175,12 +182,13 @@ fn service_task(
         shared.clock.clone(),
     )?
     .with_budget(shared.budget.clone())
+    .with_job_cap(shared.jobs.clone())
     .with_metrics(&shared.metrics);
     let lease = Lease::new(
         shared.store.clone(),
         StateStore::key(&input.id, svc.service.name()),
         svc.service,
-        shared.metrics.service(svc.service),
+        shared.metrics.service(&input.id, svc.service),
     );
     Ok(ServiceTask {
         puller,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::walker::{Cx, Obj};
+use crate::isolation::job_cap::DEFAULT_MAX_CONCURRENT_JOBS;
 use crate::secret::Secret;
 
 #[derive(Clone, Debug)]
@@ -25,6 +26,9 @@ pub struct Globals {
     /// `window_memory_budget_in_mb`: the bytes of events all services together hold in their
     /// windows (see `pipeline::budget`).
     pub window_memory_budget: u64,
+    /// `max_concurrent_jobs`: the API jobs all services of all inputs together run at once
+    /// (`isolation::job_cap`).
+    pub max_concurrent_jobs: usize,
 }
 
 /// `window_memory_budget_in_mb` when not set, in MiB: with both services backfilling, the
@@ -149,9 +153,13 @@ pub(super) fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
         .map_or(DEFAULT_WINDOW_MEMORY_BUDGET_MB, |mb| mb as u64)
         * 1024
         * 1024;
+    let max_concurrent_jobs = g
+        .number("max_concurrent_jobs", 1.0, 4096.0, true, cx)
+        .map_or(DEFAULT_MAX_CONCURRENT_JOBS, |n| n as usize);
     g.finish(cx);
     Some(Globals {
         window_memory_budget,
+        max_concurrent_jobs,
         metrics_listen,
         memory_log_period,
         shutdown_grace_period,

@@ -88,6 +88,39 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The problems of a config's invalid inputs, each input's under its id (`validate`,
+/// `run --strict`).
+pub struct InputProblems<'a> {
+    file: &'a Path,
+    invalid: &'a [InvalidInput],
+}
+
+impl fmt::Display for InputProblems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count: usize = self.invalid.iter().map(|i| i.problems.len()).sum();
+        writeln!(
+            f,
+            "Error in configuration file {}: {count} problem(s) found in {} input(s):",
+            self.file.display(),
+            self.invalid.len()
+        )?;
+        for bad in self.invalid {
+            match &bad.id {
+                Some(id) => writeln!(f, "  input {id} ({}):", bad.source)?,
+                None => writeln!(f, "  input without a valid id ({}):", bad.source)?,
+            }
+            for p in &bad.problems {
+                writeln!(f, "    - {p}")?;
+            }
+        }
+        write!(
+            f,
+            "Fix them and run `isolation-collector validate --config {}` again.",
+            self.file.display()
+        )
+    }
+}
+
 // What the error for a missing top-level section tells the user to add.
 const ADD_GLOBALS: &str = "add a `globals:` section (at least `persistence`)";
 const ADD_OUTPUTS: &str =
@@ -161,10 +194,7 @@ impl Config {
             .unwrap_or_default();
         let digest =
             tenants::outputs_digest(root_map.get("outputs"), &cx.files_read[read_before..]);
-        let blocks = top
-            .required_map("inputs", ADD_INPUTS, &mut cx)
-            .map(|i| tenants::input_blocks(i, taken, &mut cx))
-            .unwrap_or_default();
+        let blocks = input_sections(&mut top, taken, &mut cx);
         top.finish(&mut cx);
         let layout = tenants::Layout {
             global: tenants::GlobalOutputs {
@@ -201,15 +231,47 @@ impl Config {
             .flat_map(|i| i.services.iter().map(move |s| (i, s)))
     }
 
+    /// The problems of the invalid inputs, for a message (`file` is the config file).
+    pub fn input_problems<'a>(&'a self, file: &'a Path) -> InputProblems<'a> {
+        InputProblems {
+            file,
+            invalid: &self.invalid_inputs,
+        }
+    }
+
     /// The valid input with this id.
     pub fn input(&self, id: &str) -> Option<&InputConfig> {
         self.inputs.iter().find(|i| i.id == id)
     }
 }
 
+/// The input blocks of `inputs` (`taken` from it before the substitution) and of `inputs_dir`;
+/// `inputs` may be absent when `inputs_dir` is given.
+fn input_sections(
+    top: &mut Obj<'_>,
+    taken: Option<Value>,
+    cx: &mut Cx,
+) -> Vec<(Origin, tenants::Block)> {
+    let dir = top.string("inputs_dir", cx);
+    let mut blocks = match &dir {
+        None => top.required_map("inputs", ADD_INPUTS, cx),
+        Some(_) => top.map("inputs", cx),
+    }
+    .map(|i| tenants::input_blocks(i, taken, dir.is_none(), cx))
+    .unwrap_or_default();
+    if let Some(dir) = dir {
+        let from_dir = tenants::dir_blocks(&top.path("inputs_dir"), &dir, cx);
+        if from_dir.is_empty() && blocks.is_empty() {
+            cx.error(&top.path("inputs_dir"), format!("`{dir}` holds no input file; add one `<name>.yaml` per tenant, each holding one input block"));
+        }
+        blocks.extend(from_dir);
+    }
+    blocks
+}
+
 /// Reads every block (valid ones, invalid ones), then checks that no two share an id.
 fn read_blocks(
-    blocks: Vec<(Origin, Value)>,
+    blocks: Vec<(Origin, tenants::Block)>,
     layout: &tenants::Layout<'_>,
     cx: &mut Cx,
 ) -> (Vec<InputConfig>, Vec<InvalidInput>) {
@@ -291,3 +353,6 @@ mod tests;
 
 #[cfg(test)]
 mod connection_tests;
+
+#[cfg(test)]
+mod tenants_tests;

@@ -1,16 +1,20 @@
 //! The input blocks of a config, one per tenant: Devo's single `inputs.proofpoint_isolation`
-//! mapping, or a list of blocks of the same form.
+//! mapping, a list of blocks of the same form, and one block per `*.yml`/`*.yaml` file of
+//! `inputs_dir` (sorted by file name; operators generate them).
 //!
 //! Each block is read on its own ([`read_block`]): its `${VAR}` substitution and its keys are
 //! checked in a window of the shared [`Cx`], and the problems found there are taken out of the
 //! config's problems and kept with the block. A block with problems is an [`InvalidInput`]: the
 //! others still run (`run --strict` refuses instead). Every problem of a list element names the
 //! element and its id (`inputs.proofpoint_isolation[2] (id 10003).credentials.api_key: ...`);
+//! a file's problems name the file and the id (`tenants.d/acme.yaml (id 10003): credentials...`);
 //! Devo's single block keeps its paths (`inputs.proofpoint_isolation.credentials.api_key: ...`).
 //!
 //! What the block decides is summed up in its fingerprint (sha256 of the block after
 //! substitution, its effective outputs and the secret files it reads): a reload compares
 //! fingerprints to tell a changed tenant from an untouched one.
+
+use std::path::Path;
 
 use serde_yaml_ng::Value;
 use sha2::{Digest, Sha256};
@@ -31,6 +35,9 @@ pub struct InvalidInput {
     pub problems: Vec<String>,
 }
 
+/// An input block as read from the file, or why a file of `inputs_dir` holds none.
+pub(super) type Block = Result<Value, String>;
+
 /// Where a block is written, which every one of its problems names.
 #[derive(Clone, Debug)]
 pub(super) enum Origin {
@@ -38,6 +45,8 @@ pub(super) enum Origin {
     Single,
     /// The n-th element of the list.
     ListItem(usize),
+    /// A file of `inputs_dir`, as the config names it (`tenants.d/acme.yaml`).
+    File(String),
 }
 
 impl Origin {
@@ -46,6 +55,7 @@ impl Origin {
         match self {
             Origin::Single => "inputs.proofpoint_isolation".into(),
             Origin::ListItem(n) => format!("inputs.proofpoint_isolation[{n}]"),
+            Origin::File(name) => name.clone(),
         }
     }
 
@@ -59,11 +69,13 @@ impl Origin {
 
     /// A problem found in the block (`<key path>: <what>`, the key path relative to the block),
     /// named with the block's `scope`.
-    fn locate(scope: &str, problem: &str) -> String {
-        match problem.strip_prefix(": ") {
+    fn locate(&self, scope: &str, problem: &str) -> String {
+        match (problem.strip_prefix(": "), self) {
             // The block itself.
-            Some(what) => format!("{scope}: {what}"),
-            None => format!("{scope}.{problem}"),
+            (Some(what), _) => format!("{scope}: {what}"),
+            // A file's keys start at its top: `tenants.d/acme.yaml (id 10003): credentials...`.
+            (None, Origin::File(_)) => format!("{scope}: {problem}"),
+            (None, _) => format!("{scope}.{problem}"),
         }
     }
 }
@@ -86,19 +98,24 @@ pub(super) struct Layout<'a> {
 /// Reads one block. Its problems are taken out of `cx` (its warnings stay there, named).
 pub(super) fn read_block(
     origin: &Origin,
-    mut block: Value,
+    block: Block,
     layout: &Layout<'_>,
     cx: &mut Cx,
 ) -> Result<InputConfig, InvalidInput> {
     let (errors, warnings, files) = (cx.errors.len(), cx.warnings.len(), cx.files_read.len());
     let env = cx.env;
+    let mut block = block.unwrap_or_else(|why| {
+        cx.error("", why);
+        Value::Null
+    });
     substitute_env(&mut block, "", env, cx);
     let input = match block.as_mapping() {
         Some(m) => parse_input(Obj::new("", m), layout.global.outputs, cx),
+        None if cx.errors.len() > errors => None,
         None => {
             cx.error(
                 "",
-                "must be a mapping with `id`, `credentials` and `services`".into(),
+                "must be an input block: a mapping with `id`, `credentials` and `services`".into(),
             );
             None
         }
@@ -111,10 +128,10 @@ pub(super) fn read_block(
     let problems: Vec<String> = cx
         .errors
         .drain(errors..)
-        .map(|p| Origin::locate(&scope, &p))
+        .map(|p| origin.locate(&scope, &p))
         .collect();
     for w in &mut cx.warnings[warnings..] {
-        *w = Origin::locate(&scope, w);
+        *w = origin.locate(&scope, w);
     }
     let secrets: Vec<[u8; 32]> = cx.files_read.drain(files..).collect();
     match input {
@@ -222,8 +239,9 @@ pub(super) fn take_blocks(root: &mut Value) -> Option<Value> {
 pub(super) fn input_blocks(
     mut inputs: Obj<'_>,
     taken: Option<Value>,
+    required: bool,
     cx: &mut Cx,
-) -> Vec<(Origin, Value)> {
+) -> Vec<(Origin, Block)> {
     for name in inputs.names() {
         if name != "proofpoint_isolation" {
             inputs.get(&name);
@@ -237,7 +255,7 @@ pub(super) fn input_blocks(
     let path = inputs.path("proofpoint_isolation");
     inputs.finish(cx);
     match taken {
-        Some(block @ Value::Mapping(_)) => vec![(Origin::Single, block)],
+        Some(block @ Value::Mapping(_)) => vec![(Origin::Single, Ok(block))],
         Some(Value::Sequence(list)) if list.is_empty() => {
             cx.error(&path, "the list is empty; add at least one input block with its `id`, `credentials` and `services`".into());
             Vec::new()
@@ -245,12 +263,13 @@ pub(super) fn input_blocks(
         Some(Value::Sequence(list)) => list
             .into_iter()
             .enumerate()
-            .map(|(n, block)| (Origin::ListItem(n), block))
+            .map(|(n, block)| (Origin::ListItem(n), Ok(block)))
             .collect(),
+        None | Some(Value::Null) if !required => Vec::new(),
         None | Some(Value::Null) => {
             cx.error(
                 &path,
-                "missing; add the input with its `id`, `credentials` and `services`".into(),
+                "missing; add the input with its `id`, `credentials` and `services` (or give `inputs_dir`)".into(),
             );
             Vec::new()
         }
@@ -259,4 +278,41 @@ pub(super) fn input_blocks(
             Vec::new()
         }
     }
+}
+
+/// The blocks of `inputs_dir` (relative to the config's directory): one per `*.yml`/`*.yaml`
+/// file, sorted by file name. A file that cannot be read or is not YAML is a block with that
+/// problem (its input is invalid, the others still run); a directory that cannot be listed is
+/// a config error.
+pub(super) fn dir_blocks(dir_key: &str, written: &str, cx: &mut Cx) -> Vec<(Origin, Block)> {
+    let dir = cx.base_dir.join(written);
+    let mut files: Vec<_> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_file()
+                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
+            })
+            .collect(),
+        Err(e) => {
+            cx.error(dir_key, format!("cannot list {}: {e}; give a directory of input block files (one `*.yaml` per tenant), relative to the config file", dir.display()));
+            return Vec::new();
+        }
+    };
+    files.sort();
+    files
+        .into_iter()
+        .map(|file| {
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            let origin = Origin::File(Path::new(written).join(&*name).display().to_string());
+            (origin, read_block_file(&file))
+        })
+        .collect()
+}
+
+/// One file of `inputs_dir` as a YAML value, or why it is not one.
+fn read_block_file(file: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot be read: {e}"))?;
+    serde_yaml_ng::from_str::<Value>(&text).map_err(|e| format!("is not valid YAML: {e}"))
 }

@@ -14,11 +14,16 @@
 //! ended, which is where the first job ahead takes over. So no job is dropped while it may
 //! still run on the server, and `max_concurrent_jobs` bounds the jobs running at once.
 //! Nothing is lost: no event of a job is delivered before its turn.
+//!
+//! Each job ahead holds a permit of the process's job cap (`isolation::job_cap`), taken only if
+//! free: with the cap in use elsewhere, fewer jobs run ahead. The current window may take the
+//! last job ahead's permit back ([`LookAhead::give_back_last`]) rather than wait holding it.
 
 use std::collections::VecDeque;
 
 use crate::clock::SharedClock;
 use crate::isolation::client::{ApiClient, CreatedJob, FetchError};
+use crate::isolation::job_cap::{JobCap, JobPermit};
 use crate::pipeline::window::{Window, WindowPlanner};
 use crate::time::{from_millis, Millis};
 
@@ -32,6 +37,8 @@ pub struct JobAhead {
     /// The end of the window it follows: the window before it must end here.
     follows: Millis,
     pub job: CreatedJob,
+    /// Its place under the process's job cap, until it is downloaded.
+    pub permit: JobPermit,
 }
 
 /// The jobs created ahead of the current window, in window order.
@@ -76,18 +83,29 @@ impl LookAhead {
         }
     }
 
+    /// Drops the last job ahead and returns its permit, for the current window (which must
+    /// not wait for a permit while its service holds some). Its window gets a job at its turn.
+    pub fn give_back_last(&mut self) -> Option<JobPermit> {
+        self.jobs.pop_back().map(|ahead| ahead.permit)
+    }
+
     /// Creates jobs for the windows after `current` until `max_concurrent_jobs - 1` wait ahead
-    /// (fewer near the range's end, none while the planner does not know the density yet).
+    /// (fewer near the range's end, none while the planner does not know the density yet, and
+    /// only while `cap` has a permit free).
     pub async fn top_up(
         &mut self,
         current: Window,
         planner: &WindowPlanner,
         client: &mut ApiClient,
         clock: &SharedClock,
+        cap: &JobCap,
     ) -> Result<(), FetchError> {
         while self.jobs.len() + 1 < self.limit {
             let prev = self.jobs.back().map_or(current, |ahead| ahead.window);
             let Some(window) = planner.window_ahead(prev) else {
+                break;
+            };
+            let Some(permit) = cap.try_acquire() else {
                 break;
             };
             let created = clock.now_ms();
@@ -99,6 +117,7 @@ impl LookAhead {
                 created,
                 follows: prev.to,
                 job,
+                permit,
             });
         }
         Ok(())

@@ -6,6 +6,7 @@
 //!   request limits.
 //! - [`puller`]: one service's window loop: plan a window, fetch it, deliver it, commit it.
 //! - [`lookahead`]: the jobs of the next windows, created while the current one is delivered.
+//! - [`job_cap`]: the process-wide cap on API jobs alive at once, shared fairly by the tenants.
 //! - [`checkpoint`]: the service's state through its lifecycle (Devo's `pre_pull` steps: load,
 //!   upgrade, correct, reset; the commit after each confirmed window).
 //! - [`lease`]: with Redis, the service's lease: standby, renewal, and the gate before each
@@ -17,6 +18,7 @@ pub mod checkpoint;
 pub mod client;
 pub mod connection;
 pub mod devo_log;
+pub mod job_cap;
 pub mod lease;
 pub mod limiter;
 pub mod lookahead;

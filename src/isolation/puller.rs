@@ -32,6 +32,7 @@ use crate::event::Event;
 use crate::isolation::checkpoint::Checkpoint;
 use crate::isolation::client::{ApiClient, CreatedJob, FetchError};
 use crate::isolation::devo_log;
+use crate::isolation::job_cap::{JobCap, JobPermit};
 use crate::isolation::lease::LeaseGate;
 use crate::isolation::lookahead::{JobAhead, LookAhead};
 use crate::isolation::statistics::{CycleReport, CycleStats};
@@ -82,6 +83,8 @@ impl From<FanOutError> for PullError {
 
 /// The puller of one service.
 pub struct Puller {
+    /// The id of the input (tenant) this service belongs to: its metrics' `input` label.
+    input_id: String,
     svc: ServiceConfig,
     client: ApiClient,
     outputs: Outputs,
@@ -107,6 +110,8 @@ pub struct Puller {
     clock: SharedClock,
     /// The window memory budget this service shares with the others of the process.
     budget: WindowBudget,
+    /// The cap on API jobs alive at once this service shares with the others of the process.
+    jobs: JobCap,
     /// Bytes per event held in a window, learnt from the pages (sizes windows to the budget).
     bytes_per_event: Option<f64>,
     /// The lease's gate (always open without leases), asked by the outputs before each turn; a
@@ -142,6 +147,7 @@ impl Puller {
             checkpoint: Checkpoint::new(store, key, &svc, metrics.clone()),
             obfuscator: Obfuscator::new(svc.obfuscation.clone()),
             environment: input.environment.as_deref().map(Environment::new),
+            input_id: input.id.clone(),
             svc,
             client,
             needs_resume: true,
@@ -153,6 +159,7 @@ impl Puller {
             thread,
             clock,
             budget: WindowBudget::new(DEFAULT_WINDOW_MEMORY_BUDGET_MB * 1024 * 1024, 1),
+            jobs: JobCap::default(),
             bytes_per_event: None,
             gate: LeaseGate::open(),
         })
@@ -176,6 +183,12 @@ impl Puller {
         self
     }
 
+    /// Shares `jobs` (the process's job cap) instead of a cap of its own.
+    pub fn with_job_cap(mut self, jobs: JobCap) -> Puller {
+        self.jobs = jobs;
+        self
+    }
+
     /// Cycles end at `to` instead of now (minus the service's offset, which a caller that
     /// wants exactly `to` sets to zero).
     pub fn with_cycle_end(mut self, to: Millis) -> Puller {
@@ -191,7 +204,7 @@ impl Puller {
 
     /// Counts into `metrics` (the served registry) instead of a private one.
     pub fn with_metrics(mut self, metrics: &Arc<Metrics>) -> Puller {
-        self.metrics = metrics.service(self.svc.service);
+        self.metrics = metrics.service(&self.input_id, self.svc.service);
         self.client.set_metrics(self.metrics.clone());
         self.outputs.set_metrics(self.metrics.clone());
         self.checkpoint.set_metrics(self.metrics.clone());
@@ -418,6 +431,7 @@ impl Puller {
             clock: &self.clock,
             cancel: &self.cancel,
             budget: &self.budget,
+            jobs: &self.jobs,
             bytes_per_event: &mut self.bytes_per_event,
             density: &mut self.density,
         };
@@ -478,6 +492,13 @@ async fn deliver_while_fetching<T>(
     }
 }
 
+/// The current window's job: one created ahead for it (with its permit), or the permit to
+/// create it under.
+enum WindowJob {
+    Ahead(JobAhead),
+    New(JobPermit),
+}
+
 /// A window whose events are all in hand, waiting for its delivery.
 struct Fetched {
     window: Window,
@@ -495,6 +516,7 @@ struct Fetching<'a> {
     clock: &'a SharedClock,
     cancel: &'a CancellationToken,
     budget: &'a WindowBudget,
+    jobs: &'a JobCap,
     /// Bytes per event held (vendor bytes and struct), learnt from the pages so far.
     bytes_per_event: &'a mut Option<f64>,
     /// The planner's density, kept for the next cycle.
@@ -527,9 +549,13 @@ impl Fetching<'_> {
                 return Err(PullError::Cancelled);
             }
             let (w, job) = ahead.take(planned);
+            let job = match job {
+                Some(job) => WindowJob::Ahead(job),
+                None => WindowJob::New(self.job_permit(ahead).await?),
+            };
             // The next windows' jobs run on the server while this one is polled and delivered.
             ahead
-                .top_up(w, planner, self.client, self.clock)
+                .top_up(w, planner, self.client, self.clock, self.jobs)
                 .await
                 .map_err(PullError::from_fetch)?;
             if let Some(fetched) = self.fetch_window(w, job, planner).await? {
@@ -542,25 +568,48 @@ impl Fetching<'_> {
         Ok(None)
     }
 
-    /// Runs window `w`'s job: the one created ahead for it (`job`), or a new one when there is
-    /// none or it failed or expired while it waited. `None` if the window is too big and was
-    /// abandoned.
+    /// The job cap's permit for the current window's job: a free one, else one of this
+    /// service's jobs ahead gives its own back, else it waits its turn (holding none).
+    async fn job_permit(&self, ahead: &mut LookAhead) -> Result<JobPermit, PullError> {
+        if let Some(permit) = self.jobs.try_acquire().or_else(|| ahead.give_back_last()) {
+            return Ok(permit);
+        }
+        tokio::select! {
+            permit = self.jobs.acquire() => Ok(permit),
+            _ = self.cancel.cancelled() => Err(PullError::Cancelled),
+        }
+    }
+
+    /// Runs window `w`'s job: the one created ahead for it, or a new one when there is none or
+    /// it failed or expired while it waited. The job's permit is held until it is downloaded.
+    /// `None` if the window is too big and was abandoned.
     async fn fetch_window(
         &mut self,
         w: Window,
-        job: Option<JobAhead>,
+        job: WindowJob,
         planner: &mut WindowPlanner,
     ) -> Result<Option<Fetched>, PullError> {
-        if let Some(JobAhead { created, job, .. }) = job {
-            match self.collect(w, job, planner).await {
-                Err(e) if e.is_lost_job() => warn!(
-                    "The job created ahead for {} to {} is lost ({e}); creating it again.",
-                    format_iso(w.from),
-                    format_iso(w.to)
-                ),
-                result => return Ok(fetched(w, created, result.map_err(PullError::from_fetch)?)),
+        let _permit = match job {
+            WindowJob::New(permit) => permit,
+            WindowJob::Ahead(JobAhead {
+                created,
+                job,
+                permit,
+                ..
+            }) => {
+                match self.collect(w, job, planner).await {
+                    Err(e) if e.is_lost_job() => warn!(
+                        "The job created ahead for {} to {} is lost ({e}); creating it again.",
+                        format_iso(w.from),
+                        format_iso(w.to)
+                    ),
+                    result => {
+                        return Ok(fetched(w, created, result.map_err(PullError::from_fetch)?))
+                    }
+                }
+                permit
             }
-        }
+        };
         let created = self.clock.now_ms();
         let job = self
             .client

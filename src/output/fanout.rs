@@ -255,7 +255,7 @@ mod tests {
             file_output("bad", &blocked),
         ];
         let registry = Arc::new(Metrics::new());
-        let metrics = registry.service(Service::UrlIsolation);
+        let metrics = registry.service("10001", Service::UrlIsolation);
         (Outputs::new(outputs, metrics, cancel), blocked, registry)
     }
 

@@ -17,7 +17,9 @@
 //! budget: it waits until everything else is released and then goes through alone.
 //!
 //! Why it is fair: the semaphore serves waiters in order (FIFO), so a big request is not
-//! starved by small ones, and each service's windows are sized to an equal share.
+//! starved by small ones, and each service's windows are sized to an equal share (at least
+//! [`SHARE_FLOOR`]: with hundreds of tenants the shares add up to more than the budget, and the
+//! services whose windows do not fit at the moment wait their turn).
 
 use std::sync::Arc;
 
@@ -25,6 +27,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The unit of the semaphore's permits (it counts in `u32` per request).
 const UNIT: u64 = 1024;
+
+/// The least bytes a service's share may fall to, however many services share the budget.
+pub const SHARE_FLOOR: u64 = 1024 * 1024;
 
 /// The budget of a process; cloned handles share it.
 #[derive(Clone, Debug)]
@@ -53,9 +58,13 @@ impl WindowBudget {
         }
     }
 
-    /// The bytes one service may hold at once: an equal share of the budget.
+    /// The bytes one service may hold at once: an equal share of the budget, but not less than
+    /// [`SHARE_FLOOR`] (nor more than the whole budget). With many tenants an equal share would
+    /// shrink to windows of a few events; the floor keeps windows useful, and the semaphore
+    /// still bounds the total: beyond it, services wait their turn.
     pub fn share(&self) -> u64 {
-        self.units as u64 * UNIT / self.sharers as u64
+        let whole = self.units as u64 * UNIT;
+        (whole / self.sharers as u64).max(SHARE_FLOOR.min(whole))
     }
 
     /// The bytes free now (tests and debugging).
@@ -117,6 +126,15 @@ fn units_for(bytes: u64) -> u32 {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_share_does_not_fall_below_the_floor_with_many_tenants() {
+        assert_eq!(WindowBudget::new(16 << 20, 2).share(), 8 << 20);
+        // 1,000 tenants x 2 services: an equal share would be 8 KiB.
+        assert_eq!(WindowBudget::new(16 << 20, 2000).share(), SHARE_FLOOR);
+        // Never more than the whole budget.
+        assert_eq!(WindowBudget::new(512 << 10, 2000).share(), 512 << 10);
+    }
 
     const MIB: u64 = 1024 * 1024;
 

@@ -479,6 +479,7 @@ async fn internal_messages_reach_devo_as_their_own_table() {
     assert_eq!(retry["service_name"], "url_isolation");
     assert_eq!(retry["module_name"], "IsolationPuller");
     assert_eq!(retry["input_name"], "proofpoint_isolation");
+    assert_eq!(retry["input_id"], INPUT_ID);
     assert_eq!(retry["collector_name"], "it");
     assert!(!text.contains(KEY), "the key leaked into Devo");
     // The events themselves are untouched by this: exactly once per table.

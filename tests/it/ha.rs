@@ -144,7 +144,8 @@ impl Replica {
 
     /// Whether its metrics say it holds `service`'s lease.
     async fn holds(&self, service: &str) -> bool {
-        let series = format!("isolation_collector_lease_held{{service=\"{service}\"}}");
+        let series =
+            format!("isolation_collector_lease_held{{input=\"10001\",service=\"{service}\"}}");
         match self.scrape().await {
             Some(text) => metric(&text, &series) == Some(1.0),
             None => false,
@@ -556,8 +557,9 @@ async fn a_paused_holder_is_fenced_and_resends_at_most_one_batch() {
             "{a_log}"
         );
         let text = ha.replicas[0].scrape().await.expect("a answers again");
-        let held = format!("isolation_collector_lease_held{{service=\"{s}\"}}");
-        let lost = format!("isolation_collector_lease_lost_total{{service=\"{s}\"}}");
+        let held = format!("isolation_collector_lease_held{{input=\"10001\",service=\"{s}\"}}");
+        let lost =
+            format!("isolation_collector_lease_lost_total{{input=\"10001\",service=\"{s}\"}}");
         assert_eq!(metric(&text, &held), Some(0.0), "{text}");
         assert_eq!(metric(&text, &lost), Some(1.0), "{text}");
         assert_eq!(

@@ -543,7 +543,7 @@ async fn the_hec_output_counts_in_the_same_metric_families() {
         .unwrap();
     let want = served(&env).len() as f64;
     let series = |name: &str, table: &str| {
-        format!("isolation_collector_{name}{{output=\"splunk\",table=\"{table}\"}}")
+        format!("isolation_collector_{name}{{input=\"10001\",output=\"splunk\",table=\"{table}\"}}")
     };
     let started = std::time::Instant::now();
     let text = loop {

@@ -161,29 +161,50 @@ async fn metrics_match_the_truth_and_health_and_ready_answer() {
     let received = "isolation_collector_received_events_total";
     let delivered = "isolation_collector_delivered_events_total";
     let samples = scrape_until(&base, "counters equal the truth", |s| {
-        sample(s, received, &[("service", WEB)]) == Some(env.web.stats().events_served as f64)
-            && sample(s, received, &[("service", URL)])
+        sample(s, received, &[("input", INPUT_ID), ("service", WEB)])
+            == Some(env.web.stats().events_served as f64)
+            && sample(s, received, &[("input", INPUT_ID), ("service", URL)])
                 == Some(env.url.stats().events_served as f64)
-            && sample(s, delivered, &[("output", "local"), ("table", WEB_TABLE)])
-                == Some(env.delivered(WEB_TABLE).len() as f64)
-            && sample(s, delivered, &[("output", "local"), ("table", URL_TABLE)])
-                == Some(env.delivered(URL_TABLE).len() as f64)
+            && sample(
+                s,
+                delivered,
+                &[
+                    ("input", INPUT_ID),
+                    ("output", "local"),
+                    ("table", WEB_TABLE),
+                ],
+            ) == Some(env.delivered(WEB_TABLE).len() as f64)
+            && sample(
+                s,
+                delivered,
+                &[
+                    ("input", INPUT_ID),
+                    ("output", "local"),
+                    ("table", URL_TABLE),
+                ],
+            ) == Some(env.delivered(URL_TABLE).len() as f64)
     })
     .await;
     assert!(env.web.stats().events_served >= 700);
     let requests = "isolation_collector_api_requests_total";
     for svc in [WEB, URL] {
-        assert!(value(&samples, requests, &[("service", svc), ("outcome", "ok")]) > 0.0);
+        assert!(
+            value(
+                &samples,
+                requests,
+                &[("input", INPUT_ID), ("service", svc), ("outcome", "ok")]
+            ) > 0.0
+        );
         let lag = value(
             &samples,
             "isolation_collector_checkpoint_lag_seconds",
-            &[("service", svc)],
+            &[("input", INPUT_ID), ("service", svc)],
         );
         assert!(lag > 0.0 && lag < 30.0, "{svc}: lag {lag}");
         let last = value(
             &samples,
             "isolation_collector_last_successful_pull_timestamp_seconds",
-            &[("service", svc)],
+            &[("input", INPUT_ID), ("service", svc)],
         );
         let now = chrono::Utc::now().timestamp() as f64;
         assert!(
@@ -196,7 +217,7 @@ async fn metrics_match_the_truth_and_health_and_ready_answer() {
             value(
                 &samples,
                 "isolation_collector_state_write_failures_total",
-                &[("service", svc)]
+                &[("input", INPUT_ID), ("service", svc)]
             ),
             0.0
         );
@@ -212,18 +233,26 @@ async fn metrics_match_the_truth_and_health_and_ready_answer() {
     let errors_before = value(
         &samples,
         requests,
-        &[("service", WEB), ("outcome", "server_error")],
+        &[
+            ("input", INPUT_ID),
+            ("service", WEB),
+            ("outcome", "server_error"),
+        ],
     );
     let retries = "isolation_collector_api_retries_total";
-    let retries_before = value(&samples, retries, &[("service", WEB)]);
+    let retries_before = value(&samples, retries, &[("input", INPUT_ID), ("service", WEB)]);
     env.web.push_fault(FaultTarget::Any, Fault::Status(503), 1);
     scrape_until(&base, "the 503 is counted", |s| {
         value(
             s,
             requests,
-            &[("service", WEB), ("outcome", "server_error")],
+            &[
+                ("input", INPUT_ID),
+                ("service", WEB),
+                ("outcome", "server_error"),
+            ],
         ) == errors_before + 1.0
-            && value(s, retries, &[("service", WEB)]) == retries_before + 1.0
+            && value(s, retries, &[("input", INPUT_ID), ("service", WEB)]) == retries_before + 1.0
     })
     .await;
     let (status, body) = get(&format!("{base}/ready")).await.unwrap();
@@ -282,7 +311,7 @@ async fn ready_names_the_service_whose_key_is_refused() {
         value(
             &samples,
             "isolation_collector_api_requests_total",
-            &[("service", URL), ("outcome", "auth")]
+            &[("input", INPUT_ID), ("service", URL), ("outcome", "auth")]
         ) >= 1.0
     );
     sigterm_and_wait(child).await;

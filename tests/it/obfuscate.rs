@@ -331,7 +331,7 @@ async fn a_value_a_rule_cannot_read_is_masked_delivered_counted_and_warned_once(
             sample(
                 s,
                 "isolation_collector_obfuscation_fallbacks_total",
-                &[("service", service), ("rule", rule)],
+                &[("input", INPUT_ID), ("service", service), ("rule", rule)],
             ) == Some(*n)
         })
     })

@@ -407,7 +407,9 @@ async fn a_redis_outage_is_logged_once_and_shown_in_ready_and_metrics() {
     let log_path = env.path("daemon.log");
     let mut child = spawn_daemon(&env, &log_path);
     let both_held = |status: u16, body: &str| {
-        status == 200 && body.contains(r#""held":["browser_and_email_isolation","url_isolation"]"#)
+        status == 200
+            && body
+                .contains(r#""held":["10001/browser_and_email_isolation","10001/url_isolation"]"#)
     };
     let ready = wait_for_answer(&format!("{base}/ready"), both_held).await;
     assert!(ready.contains(r#""standby":[]"#), "{ready}");

@@ -10,6 +10,8 @@ use isolation_sim::{Dataset, SimConfig, SimHandle};
 
 use crate::rsyslog::CertFiles;
 
+/// The id of the input block `TestEnv` writes (its metrics' `input` label).
+pub const INPUT_ID: &str = "10001";
 pub const KEY: &str = "1a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c9z";
 pub const WEB_TABLE: &str = "tap.proofpoint.isolation.browser_and_email";
 pub const URL_TABLE: &str = "tap.proofpoint.isolation.url_isolation";
