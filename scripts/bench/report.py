@@ -5,6 +5,12 @@ comes from that directory (through summary.py's computation); only the prose is 
 
 run.sh calls it at the end: into RESULTS_DIR/performance.md, or with WRITE_DOC=1 into
 docs/performance.md.
+
+  python3 scripts/bench/report.py --splice docs/performance.md RESULTS_DIR
+
+rewrites only the many-tenant section ("## 1,000 tenants ...") of the page from a results
+directory of scripts/bench/tenants.sh (which does so with WRITE_DOC=1): that part runs alone in
+minutes, where the whole benchmark takes more than half an hour. The section names its own run.
 """
 
 import os
@@ -232,11 +238,74 @@ def steady_section(res):
          [f"iso2web ({s['iso_runs']} runs, {s['iso_requests']} requests)", "-", "-", s["iso_delivered"]]]) + [""]
 
 
+TENANTS_HEADING = re.compile(r"^## [\d,]+ tenants", re.M)
+
+
+def tenants_section(res):
+    t = res.get("tenants")
+    if not t:
+        return []
+    met = "met" if t["peak_rss_mb"] < summary.TENANTS_RSS_TARGET_MB else "**not met**"
+    lines = [f"## {t['tenants']:,} tenants in one process", "",
+             f"`scripts/bench/tenants.sh`: one `isolation-collector run` (the daemon, a hook-free release build) with "
+             f"{t['tenants']:,} inputs of 2 services each ({t['services']:,} services; config form `{t['form']}`: "
+             "`inputs_dir` with one file per tenant, or `list`) against `isolation-sim` in multi-key mode: every "
+             f"tenant its own key, and per service its own {t['events_per_service']:,} events over 24 hours. Every other "
+             f"setting is the collector's default (among them the request period, {t['period']} s, and the job poll "
+             "interval, 2 s), output the file output, one directory per tenant. What was measured:", "",
+             "- *peak RSS*: the kernel's high-water mark of the process's resident memory (`VmHWM` in "
+             "`/proc/PID/status`), read when every tenant was up to date and again at the end; *idle RSS* is "
+             "`VmRSS` at the end of the idle period;",
+             "- *up to date*: from the process's start until each of its files held the bytes of all its "
+             "tenant's events (file sizes polled every 0.5 s);",
+             "- *CPU per idle pull cycle per service*: once every service had logged its first complete pull "
+             "cycle (no new events after that), the process's user + system CPU (`/proc/PID/stat`) over the "
+             "idle period divided by the pull cycles completed in it (the statistics lines, one per service "
+             "and cycle: create a job, poll it, read its empty page, commit the state);",
+             "- *delivered*: after SIGTERM, every file compared with its tenant's events as multisets "
+             "(`isolation-sim --dump-events` with the same flags).", ""]
+    lines += ["Run: " + ("; ".join(t["machine"]) or "(machine not recorded)"), ""]
+    lines += table(["figure", "value"], [
+        ["peak RSS (target < 200 MB)", f"{t['peak_rss_mib']:.1f} MiB ({t['peak_rss_mb']:.0f} MB): {met}"],
+        ["peak RSS when every tenant was up to date", f"{t['catch_up_rss_mib']:.1f} MiB"],
+        ["RSS when idle", f"{t['idle_rss_mib']:.1f} MiB"],
+        ["time until every tenant is up to date", f"{t['catch_up_s']:.1f} s ({t['events']:,} events; "
+                                                   f"CPU {t['catch_up_cpu_s']:.1f} s)"],
+        ["CPU per idle pull cycle per service", f"{t['cpu_per_cycle_ms']:.3f} ms ({t['idle_cycles']:,} cycles "
+                                                 f"in {t['idle_secs']:.0f} s, {t['idle_cpu_s']:.2f} s CPU: "
+                                                 f"{t['idle_core_pct']:.2f}% of one core)"],
+        ["tenant files exact", f"{t['exact_files']:,} of {t['files']:,} (missing {t['missing']}, duplicated "
+                               f"{t['duplicated']}, unknown {t['unknown']})"],
+        ["simulator", f"{t['sim_requests']:,} requests, {t['auth_failures']} refused keys"],
+    ]) + [""]
+    return lines
+
+
+def splice(doc, out):
+    """Replaces the many-tenant section of `doc` (or adds it before the raw summary)."""
+    res = {"tenants": summary.tenants(out)}
+    if not res["tenants"]:
+        sys.exit(f"report.py: no many-tenant results in {out}")
+    section = "\n".join(tenants_section(res)) + "\n"  # it ends with an empty line
+    text = open(doc).read()
+    start = TENANTS_HEADING.search(text)
+    if start:
+        end = text.find("\n## ", start.end())
+        text = text[:start.start()] + section + (text[end + 1:] if end >= 0 else "")
+    else:
+        at = text.find("## Raw summary")
+        text = text[:at] + section + text[at:] if at >= 0 else text + "\n" + section
+    open(doc, "w").write(text)
+
+
 def main():
+    if sys.argv[1] == "--splice":
+        splice(sys.argv[2], sys.argv[3])
+        return
     out = sys.argv[1]
     res = summary.compute(out)
     lines = head(res) + settings_section(res) + micro_section(res) + e2e_section(res) + curve_section(res)
-    lines += relp_section(res, out) + steady_section(res)
+    lines += relp_section(res, out) + steady_section(res) + tenants_section(res)
     lines += ["## Raw summary (scripts/bench/summary.py)", "", "```", summary.render(res), "```"]
     print("\n".join(lines))
 

@@ -25,13 +25,17 @@
 #   ha        high availability on Redis (scripts/bench/ha.sh, its knobs there): takeover times
 #             after kill -9 and SIGTERM, records re-sent per takeover, Redis operations per
 #             cycle; its summary is OUT/ha/ha-summary.txt, quoted in docs/reliability.md.
+#   tenants   1,000 tenants x 2 services in one collector process against the simulator's
+#             multi-key mode (scripts/bench/tenants.sh, its knobs there): peak RSS, time until
+#             every tenant is up to date, CPU per idle pull cycle per service, exact delivery per
+#             tenant; results in OUT/tenants, in docs/performance.md's "1,000 tenants" section.
 # Each end-to-end measurement runs REPS times (the curve: see CURVE_REPS); the summary shows
 # medians. Rough minutes per part, estimated from single 1,000,000-event runs on a loaded 2-core
 # machine: micro 4, callgrind 1, backfill 2, both 3, iso 6 (iso2web: ~2 min and ~1.7 GB a run),
-# curve 23 (ours ~1 min a run, iso2web ~2), steady 2.
+# curve 23 (ours ~1 min a run, iso2web ~2), steady 2, tenants 6.
 #
 # Knobs (environment, defaults in brackets): PARTS ["micro callgrind backfill relp both iso curve
-# steady ha"], REPS [3], RELP_N [100000], RELP_CRASH_ITER [5: crash-loop iterations for relp],
+# steady ha tenants"], REPS [3], RELP_N [100000], RELP_CRASH_ITER [5: crash-loop iterations for relp],
 # SIZES ["100000 1000000"], BOTH_SIZES [same], ISO_N [1000000],
 # CURVE_N [1000000], LATENCIES ["0 2000 5000 10000"], CURVE_MCJ ["default 16"],
 # CURVE_REPS [1: runs per side at the curve's latencies other than TARGET_LATENCY, 5000,
@@ -42,7 +46,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN=$CARGO_TARGET_DIR/release
-PARTS=${PARTS-"micro callgrind backfill relp both iso curve steady ha"}
+PARTS=${PARTS-"micro callgrind backfill relp both iso curve steady ha tenants"}
 RELP_N=${RELP_N:-100000}
 RELP_CRASH_ITER=${RELP_CRASH_ITER:-5}
 REPS=${REPS:-3}
@@ -309,6 +313,11 @@ fi
 # 8. High availability: its own script (also run alone), on the binaries built above.
 if has_part ha; then
   OUT="$OUT/ha" SKIP_BUILD=1 bash scripts/bench/ha.sh
+fi
+
+# 9. Many tenants in one process: its own script (also run alone), on the binaries built above.
+if has_part tenants; then
+  OUT="$OUT/tenants" SKIP_BUILD=1 WRITE_DOC= bash scripts/bench/tenants.sh
 fi
 
 echo "total bench time: $((SECONDS - started)) s" | tee "$OUT/duration.txt"

@@ -6,7 +6,8 @@ job latency curve and each target, met or not.
 
 scripts/bench/report.py turns results.json into docs/performance.md. The inputs are the lines
 `SETTINGS key=value ...` and `RESULT key=value ...` that scripts/bench/backfill.sh and run.sh
-write (ours.log, iso2web.log, steady.log), criterion.json (µs per element, per benchmark name,
+write (ours.log, iso2web.log, steady.log), the many-tenant part's tenants/tenants.log
+(scripts/bench/tenants.sh; its figures computed by tenants.py), criterion.json (µs per element, per benchmark name,
 whatever benches/hot_path.rs measures), callgrind.txt (callgrind_annotate --inclusive=yes) and
 machine.txt. A part that did not run leaves its figures and targets out.
 """
@@ -17,7 +18,11 @@ import re
 import statistics
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tenants as tenants_part  # noqa: E402 (beside this file)
+
 TARGET_LATENCY_MS = 5000  # the issue's target row of the job latency curve
+TENANTS_RSS_TARGET_MB = 200  # issue 12: peak RSS of 1,000 tenants x 2 services in one process
 
 
 def read(out, name):
@@ -180,6 +185,12 @@ def targets(res):
     if ours and iso:
         target(rows, f"job latency {TARGET_LATENCY_MS / 1000:g} s: ours no slower than iso2web ({ours['n']:,} events)",
                ours["wall"] <= iso["wall"], f"{ours['wall']:.1f} s vs {iso['wall']:.1f} s")
+    t = res.get("tenants")
+    if t:
+        target(rows, f"peak RSS < {TENANTS_RSS_TARGET_MB} MB, {t['tenants']:,} tenants x 2 services in one process",
+               t["peak_rss_mb"] < TENANTS_RSS_TARGET_MB, f"{t['peak_rss_mb']:.0f} MB ({t['peak_rss_mib']:.1f} MiB)")
+        target(rows, f"every tenant's events delivered exactly ({t['tenants']:,} tenants x 2 services)",
+               t["exact_files"] == t["files"], f"{t['exact_files']:,} of {t['files']:,} files exact")
     return rows
 
 
@@ -196,8 +207,19 @@ def compute(out):
     res["iso_ratios"] = iso_ratios(res["end_to_end"])
     steady = keyed_lines(read(out, "steady.log"), "RESULT")
     res["steady"] = dict(steady[0], **keyed_lines(read(out, "steady.log"), "SETTINGS")[0]) if steady else None
+    res["tenants"] = tenants(out)
     res["targets"] = targets(res)
     return res
+
+
+def tenants(out):
+    """The many-tenant part's figures (run.sh writes them into OUT/tenants, tenants.sh alone into
+    its own OUT), or None when it did not run."""
+    for d in (os.path.join(out, "tenants"), out):
+        rows = tenants_part.read_results(d)
+        if rows and {"catchup", "idle", "exact", "settings"} <= rows.keys():
+            return tenants_part.figures(rows)
+    return None
 
 
 def iso_ratios(e2e):
@@ -269,6 +291,9 @@ def render(res):
         lines += ["", f"Steady state ({s['secs']} s): ours {int(s['requests']) / sent:.4f} API requests and "
                   f"{int(s['downloaded']) / sent:.2f} events downloaded per delivered event, {s['collector_total']} delivered; "
                   f"iso2web {s['iso_runs']} runs, {s['iso_requests']} requests, {s['iso_delivered']} delivered"]
+    if res.get("tenants"):
+        lines += ["", "Many tenants in one process (scripts/bench/tenants.sh):"]
+        lines += [f"  {line}" for line in tenants_part.render(res["tenants"]).splitlines()]
     lines += ["", "Targets:"]
     lines += [f"  [{'met' if t['met'] else 'NOT met'}] {t['target']}: {t['figure']}" for t in res["targets"]]
     return "\n".join(lines)

@@ -146,6 +146,10 @@ fn http_client(cfg: &ServiceConfig) -> Result<reqwest::Client, reqwest::Error> {
         .timeout(cfg.request_timeout)
         .connect_timeout(Duration::from_secs(30).min(cfg.request_timeout))
         .user_agent(concat!("isolation-collector/", env!("CARGO_PKG_VERSION")))
+        // A connection left idle between cycles keeps its read buffer (tens of KB, grown to the
+        // pages read): drop it once a cycle's polls are over rather than after reqwest's 90 s,
+        // which outlasts the default 60 s period (and many servers' own keep-alive timeout).
+        .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
         .use_preconfigured_tls(rustls::ClientConfig::clone(tls))
         .no_proxy();
     if let Some(route) = proxy {
@@ -620,6 +624,10 @@ fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a
     let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
     find_rustls_error(inner)
 }
+
+/// How long an API connection may stay idle in the client's pool: long enough for the job polls
+/// of one cycle (2 s, doubling), shorter than the gap between cycles at the default 60 s period.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The largest response accepted. A 10,000-event page is about 4 MB; anything near this is a
 /// broken server, and reading it whole could exhaust memory.

@@ -69,15 +69,73 @@ pub enum RetentionMode {
     Reject,
 }
 
+/// The keys of multi-key mode: `{prefix}0001` to `{prefix}{count}`, the number zero-padded to
+/// four digits (or to the width of `count` when it has more), so `tenant-0001` .. `tenant-1000`.
+///
+/// Each key is one tenant: its dataset has [`SimConfig::events`] events drawn with its own seed
+/// ([`KeySet::seed_of`]: the host's seed mixed with the key's bytes), so two keys never serve the
+/// same events and a key serves the same events in every run with the same seed and anchor. A
+/// key's dataset is generated on its first authenticated request (a thousand tenants cost only
+/// what they use); a job belongs to the key that created it (another key gets 404 for it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySet {
+    /// Text before the number.
+    pub prefix: String,
+    /// How many keys (at least 1).
+    pub count: u32,
+}
+
+impl KeySet {
+    /// Digits of the number part.
+    fn width(&self) -> usize {
+        self.count.to_string().len().max(4)
+    }
+
+    /// The key of tenant `index` (0-based): `index` 0 is `{prefix}0001`.
+    pub fn key(&self, index: u32) -> String {
+        format!("{}{:0width$}", self.prefix, index + 1, width = self.width())
+    }
+
+    /// Every key, in order.
+    pub fn keys(&self) -> impl Iterator<Item = String> + '_ {
+        (0..self.count).map(|i| self.key(i))
+    }
+
+    /// The tenant index of `key`, or `None` when it is not one of the set (wrong prefix, wrong
+    /// width, out of range).
+    pub fn index_of(&self, key: &str) -> Option<u32> {
+        let digits = key.strip_prefix(self.prefix.as_str())?;
+        if digits.len() != self.width() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n: u32 = digits.parse().ok()?;
+        (1..=self.count).contains(&n).then(|| n - 1)
+    }
+
+    /// The dataset seed of `key` under the host's `seed`: FNV-1a of the key's bytes, mixed
+    /// with the seed (so `--seed` still varies every tenant's events).
+    pub fn seed_of(seed: u64, key: &str) -> u64 {
+        let fnv = key.bytes().fold(0xCBF2_9CE4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
+        });
+        seed ^ fnv.rotate_left(17)
+    }
+}
+
 /// All knobs of one simulated host. Build with [`SimConfig::new`] (or `Default`, which is the
 /// [`Dataset::Web`] host) and change fields directly.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     /// Which host this is.
     pub dataset: Dataset,
-    /// The one accepted API key (`Authorization: Bearer` or `?key=`).
+    /// The one accepted API key (`Authorization: Bearer` or `?key=`); ignored when
+    /// [`SimConfig::keys`] is set.
     pub api_key: String,
-    /// Number of events generated at start.
+    /// Multi-key mode: the host accepts every key of this set instead of `api_key`, each with a
+    /// dataset and jobs of its own (one tenant per key). `None` = single-key mode.
+    pub keys: Option<KeySet>,
+    /// Number of events generated at start (in multi-key mode: per key, when the key is first
+    /// used).
     pub events: usize,
     /// Seed for every random choice in the dataset (dates, contents, shuffles). Same seed, same
     /// events.
@@ -165,6 +223,7 @@ impl SimConfig {
         SimConfig {
             dataset,
             api_key: "00000000-0000-0000-0000-000000000000".to_string(),
+            keys: None,
             events: 1000,
             seed: 1,
             end_offset: Duration::from_secs(5 * 60),

@@ -488,10 +488,11 @@ impl Lateness {
     }
 }
 
-/// Generates the start-up events, sorted by date, ending at `end_ms`.
-pub(crate) fn generate_base(cfg: &SimConfig, end_ms: i64) -> Vec<EventRec> {
+/// Generates the start-up events of one key (`seed`: the host's in single-key mode), sorted by
+/// date, ending at `end_ms`.
+pub(crate) fn generate_base(cfg: &SimConfig, seed: u64, end_ms: i64) -> Vec<EventRec> {
     let lateness = Lateness::new(cfg);
-    let mut mix = Mix(cfg.seed ^ dataset_salt(cfg.dataset));
+    let mut mix = Mix(seed ^ dataset_salt(cfg.dataset));
     let span = ms(cfg.span).max(0);
     let start = end_ms - span;
     let mut dates: Vec<i64> = (0..cfg.events)
@@ -562,7 +563,7 @@ mod tests {
             let mut cfg = SimConfig::new(dataset);
             cfg.events = 3000;
             let g = Generator::new(&cfg);
-            let recs = generate_base(&cfg, 1_741_083_327_412);
+            let recs = generate_base(&cfg, cfg.seed, 1_741_083_327_412);
             assert!(recs.windows(2).all(|w| w[0].date_ms <= w[1].date_ms));
             let mut saw_policy = false;
             for r in &recs {

@@ -5,11 +5,19 @@
 //! on its own port and plays one vendor host. Behaviour follows isolation-api.md §10; every point
 //! the vendor documentation leaves open is a knob in [`SimConfig`].
 //!
+//! A host serves one key (single-key mode, [`SimConfig::api_key`]) or, in multi-key mode
+//! ([`SimConfig::keys`]), many: each key is a tenant with its own small dataset and its own jobs,
+//! so that one host can play the API of a thousand customers (the collector's many-tenant
+//! benchmark). The fault queue and the counters stay per host. The methods that read or add
+//! events without a key ([`SimHandle::visible_events`], [`SimHandle::inject`], ...) act on the
+//! first key's tenant; [`SimHandle::events_of_key_visible_at`] names the key.
+//!
 //! # Layout
 //! * `config.rs`: [`SimConfig`] and its enums (the knobs).
 //! * `dataset.rs`: deterministic event generation; events are stored as 24-byte records and
 //!   serialised on demand, so 1,000,000 events per dataset fit in memory.
-//! * `state.rs`: jobs (snapshot at creation, PENDING polls, pages with opaque tokens).
+//! * `state.rs`: tenants (one per key: events and jobs), jobs (snapshot at creation, PENDING
+//!   polls, pages with opaque tokens).
 //! * `faults.rs`: the fault FIFO and the responses faults produce.
 //! * `params.rs`: query parameters and date formats.
 //! * `server.rs`: axum routes, auth, applying faults; HTTPS serving ([`SimHandle::start_tls`]).
@@ -42,7 +50,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{AuthFailureMode, CategoriesMode, Dataset, RetentionMode, SimConfig, TotalMode};
+pub use config::{
+    AuthFailureMode, CategoriesMode, Dataset, KeySet, RetentionMode, SimConfig, TotalMode,
+};
 pub use faults::{Fault, FaultTarget};
 pub use params::format_param_date;
 
@@ -206,8 +216,8 @@ impl SimHandle {
     /// arrivals): new jobs see them, existing jobs do not. Returns `count`.
     pub fn inject(&self, count: usize, from: DateTime<Utc>, to: DateTime<Utc>) -> usize {
         let now = Utc::now().timestamp_millis();
-        self.shared
-            .inject(count, from.timestamp_millis(), to.timestamp_millis(), now)
+        let (from, to) = (from.timestamp_millis(), to.timestamp_millis());
+        self.shared.inject(0, count, from, to, now)
     }
 
     /// Compact JSON of every event visible now, whatever its date: exactly the bytes the server
@@ -215,18 +225,30 @@ impl SimHandle {
     /// then injected events in injection order.
     pub fn visible_events(&self) -> Vec<String> {
         self.shared
-            .visible_events(Utc::now().timestamp_millis(), None)
+            .visible_events(0, Utc::now().timestamp_millis(), None)
     }
 
     /// Like [`SimHandle::visible_events`], as seen at `at` (events that arrive late included
     /// once `at` is past their arrival): `isolation-sim --dump-events` uses it.
     pub fn events_visible_at(&self, at: DateTime<Utc>) -> Vec<String> {
-        self.shared.visible_events(at.timestamp_millis(), None)
+        self.shared.visible_events(0, at.timestamp_millis(), None)
+    }
+
+    /// Like [`SimHandle::events_visible_at`], for the tenant of `key` (either mode); `None`
+    /// when the host does not accept `key`. The key's dataset is generated if no request has
+    /// used it yet (it is the same either way).
+    pub fn events_of_key_visible_at(&self, key: &str, at: DateTime<Utc>) -> Option<Vec<String>> {
+        let tenant = self.shared.tenant_of(Some(key))?;
+        Some(
+            self.shared
+                .visible_events(tenant, at.timestamp_millis(), None),
+        )
     }
 
     /// Like [`SimHandle::visible_events`], restricted to dates in `[from, to]` (inclusive).
     pub fn visible_events_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<String> {
         self.shared.visible_events(
+            0,
             Utc::now().timestamp_millis(),
             Some((from.timestamp_millis(), to.timestamp_millis())),
         )

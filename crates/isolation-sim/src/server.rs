@@ -1,4 +1,4 @@
-//! HTTP layer: routes, authentication, fault application, and turning a [`Reply`] into a
+//! HTTP layer: routes, authentication (which key, so which tenant), fault application, and turning a [`Reply`] into a
 //! response; HTTPS serving. The job logic itself is synchronous and lives in `state.rs`.
 
 use std::sync::Arc;
@@ -89,13 +89,13 @@ async fn usage_data(
     };
 
     let key = presented_key(&headers, &params);
-    if key.as_deref() != Some(shared.cfg.api_key.as_str()) {
+    let Some(tenant) = shared.tenant_of(key.as_deref()) else {
         Counters::add(&stats.auth_failures, 1);
         shared.log_request(record);
         return auth_failure(shared.cfg.auth_failure, key.as_deref().unwrap_or(""));
-    }
+    };
 
-    let kind = shared.classify(&params, Utc::now().timestamp_millis());
+    let kind = shared.classify(tenant, &params, Utc::now().timestamp_millis());
     record.kind = Some(kind);
     shared.log_request(record);
     match kind {
@@ -124,7 +124,7 @@ async fn usage_data(
     if kind == FaultTarget::Page && !shared.cfg.page_latency.is_zero() {
         tokio::time::sleep(shared.cfg.page_latency).await;
     }
-    let reply = shared.handle(&params, Utc::now().timestamp_millis(), force_error);
+    let reply = shared.handle(tenant, &params, Utc::now().timestamp_millis(), force_error);
     if reply.status == 400 {
         Counters::add(&stats.bad_requests, 1);
     }

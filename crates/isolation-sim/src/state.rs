@@ -1,14 +1,18 @@
 //! The simulator's shared state and the job protocol (isolation-api.md §4, §5, §10).
 //!
-//! Everything mutable lives in one [`Inner`] behind a `std::sync::Mutex`. The lock is never held
+//! Everything mutable lives in one [`Inner`] behind a `std::sync::Mutex`. Events and jobs belong
+//! to a [`Tenant`], one per accepted key: single-key mode has one (index 0, generated at start);
+//! multi-key mode ([`SimConfig::keys`]) generates a key's tenant on the key's first
+//! authenticated request, so a thousand keys cost what the keys in use cost. The lock is never held
 //! across an `.await`: the HTTP layer (`server.rs`) does its waiting (fault delays) before it
 //! calls [`Shared::handle`], which is synchronous. A page is serialised under the lock; that
 //! costs a few milliseconds for 10,000 events and keeps the code simple (the collector talks to
 //! one host sequentially, so there is no contention to speak of).
 //!
 //! Invariants:
-//! * `events` is only appended to, so the `u32` indices in a job's snapshot stay valid; the
+//! * A tenant's `events` is only appended to, so the `u32` indices in a job's snapshot stay valid; the
 //!   first `base_len` events are sorted by date; `events.len()` stays below `u32::MAX`.
+//! * A job belongs to the tenant that created it: another key's requests do not find it.
 //! * A job's snapshot and page size are fixed at creation; later `from`/`to`/`pageSize`
 //!   parameters are ignored.
 //! * Page `k` (`k >= 1`) is reachable only through the token issued on page `k - 1`.
@@ -19,7 +23,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rand::Rng;
 
-use super::config::{RetentionMode, SimConfig, TotalMode};
+use super::config::{KeySet, RetentionMode, SimConfig, TotalMode};
 use super::dataset::{generate_base, generate_injected, push_json_str, EventRec, Generator, Mix};
 use super::faults::{FaultQueue, FaultTarget};
 use super::params::{parse_date, Params};
@@ -77,7 +81,7 @@ struct Job {
     created_ms: i64,
     /// Polls before this answer PENDING (the job latency, [`SimConfig::job_latency`]).
     ready_ms: i64,
-    /// Indices into `Inner::events`, in serving order.
+    /// Indices into its tenant's `events`, in serving order.
     snapshot: Vec<u32>,
     page_size: usize,
     /// PENDING answers still to give to polls.
@@ -93,16 +97,40 @@ struct Job {
     token_of_page: HashMap<usize, String>,
 }
 
-/// Mutable state.
+/// One key's data: its events and its jobs.
 #[derive(Debug)]
-pub(crate) struct Inner {
+struct Tenant {
+    /// Seed of its events and of its shuffles.
+    seed: u64,
     events: Vec<EventRec>,
     base_len: usize,
     jobs: HashMap<String, Job>,
-    pub faults: FaultQueue,
-    stick: u32,
     job_seq: u64,
     inject_mix: Mix,
+}
+
+impl Tenant {
+    /// The tenant's dataset under `seed`, ending at `end_ms`.
+    fn generate(cfg: &SimConfig, seed: u64, end_ms: i64) -> Tenant {
+        let events = generate_base(cfg, seed, end_ms);
+        Tenant {
+            seed,
+            base_len: events.len(),
+            events,
+            jobs: HashMap::new(),
+            job_seq: 0,
+            inject_mix: Mix(seed ^ 0x1A7E_A881_7A15),
+        }
+    }
+}
+
+/// Mutable state.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    /// Tenant index (see [`Shared::tenant_of`]) -> its data, generated on first use.
+    tenants: HashMap<u32, Tenant>,
+    pub faults: FaultQueue,
+    stick: u32,
 }
 
 /// An answer, before it becomes an HTTP response (so that faults can mangle it).
@@ -143,6 +171,8 @@ impl Reply {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub cfg: SimConfig,
+    /// The end of every tenant's generated date range (epoch ms).
+    end_ms: i64,
     pub generator: Generator,
     pub stats: Counters,
     /// The latest requests, oldest first (at most [`REQUEST_LOG_LEN`]).
@@ -157,7 +187,7 @@ struct JobRequest {
     to: i64,
 }
 
-impl Inner {
+impl Tenant {
     /// A new job's snapshot: the indices of the events dated in `from..to` (`to` inclusive if
     /// configured) and visible at `now_ms`, in date order, ties in storage order.
     fn snapshot(&self, cfg: &SimConfig, from: i64, to: i64, now_ms: i64) -> Vec<u32> {
@@ -227,30 +257,58 @@ fn random_token() -> String {
 }
 
 impl Shared {
-    /// Generates the dataset; `now_ms` is the start time.
+    /// Generates the dataset (single-key mode; multi-key mode generates each key's dataset on
+    /// its first use); `now_ms` is the start time.
     pub fn new(cfg: SimConfig, now_ms: i64) -> Shared {
         let end_ms = match cfg.anchor {
             Some(a) => a.timestamp_millis(),
             None => now_ms - dur_ms(cfg.end_offset),
         };
-        let events = generate_base(&cfg, end_ms);
+        let mut tenants = HashMap::new();
+        if cfg.keys.is_none() {
+            tenants.insert(0, Tenant::generate(&cfg, cfg.seed, end_ms));
+        }
         let generator = Generator::new(&cfg);
         let inner = Inner {
-            base_len: events.len(),
-            events,
-            jobs: HashMap::new(),
+            tenants,
             faults: FaultQueue::default(),
             stick: 0,
-            job_seq: 0,
-            inject_mix: Mix(cfg.seed ^ 0x1A7E_A881_7A15),
         };
         Shared {
             cfg,
+            end_ms,
             generator,
             stats: Counters::default(),
             request_log: Mutex::default(),
             inner: Mutex::new(inner),
         }
+    }
+
+    /// The tenant index of a presented key: 0 for the key of single-key mode, the key's index
+    /// in multi-key mode; `None` for any other key (or none).
+    pub fn tenant_of(&self, key: Option<&str>) -> Option<u32> {
+        let key = key?;
+        match &self.cfg.keys {
+            None => (key == self.cfg.api_key).then_some(0),
+            Some(keys) => keys.index_of(key),
+        }
+    }
+
+    /// The tenant `index` (a value of [`Shared::tenant_of`]), generated if it is not yet.
+    fn tenant<'a>(&self, inner: &'a mut Inner, index: u32) -> &'a mut Tenant {
+        inner.tenants.entry(index).or_insert_with(|| {
+            let seed = match &self.cfg.keys {
+                None => self.cfg.seed,
+                Some(keys) => KeySet::seed_of(self.cfg.seed, &keys.key(index)),
+            };
+            Tenant::generate(&self.cfg, seed, self.end_ms)
+        })
+    }
+
+    /// How many tenants have their dataset (tests of the lazy generation).
+    #[cfg(test)]
+    pub fn tenants_generated(&self) -> usize {
+        self.lock().tenants.len()
     }
 
     /// Locks the state. A panic while the lock was held cannot leave `Inner` half-updated in a
@@ -276,18 +334,25 @@ impl Shared {
         inner.stick = inner.stick.saturating_add(n);
     }
 
-    pub fn inject(&self, count: usize, from_ms: i64, to_ms: i64, now_ms: i64) -> usize {
+    /// Adds late events to tenant `index`.
+    pub fn inject(&self, index: u32, count: usize, from_ms: i64, to_ms: i64, now_ms: i64) -> usize {
         let mut inner = self.lock();
-        let recs = generate_injected(count, from_ms, to_ms, now_ms, &mut inner.inject_mix);
-        inner.events.extend(recs);
+        let tenant = self.tenant(&mut inner, index);
+        let recs = generate_injected(count, from_ms, to_ms, now_ms, &mut tenant.inject_mix);
+        tenant.events.extend(recs);
         count
     }
 
-    /// Compact JSON of the events visible at `now_ms` with a date in `range` (inclusive), in
-    /// storage order.
-    pub fn visible_events(&self, now_ms: i64, range: Option<(i64, i64)>) -> Vec<String> {
-        let inner = self.lock();
-        inner
+    /// Compact JSON of tenant `index`'s events visible at `now_ms` with a date in `range`
+    /// (inclusive), in storage order.
+    pub fn visible_events(
+        &self,
+        index: u32,
+        now_ms: i64,
+        range: Option<(i64, i64)>,
+    ) -> Vec<String> {
+        let mut inner = self.lock();
+        self.tenant(&mut inner, index)
             .events
             .iter()
             .filter(|e| e.ingest_ms <= now_ms)
@@ -296,12 +361,12 @@ impl Shared {
             .collect()
     }
 
-    /// Classifies a request for the fault queue (see [`FaultTarget`]).
-    pub fn classify(&self, p: &Params, now_ms: i64) -> FaultTarget {
+    /// Classifies a request of tenant `index` for the fault queue (see [`FaultTarget`]).
+    pub fn classify(&self, index: u32, p: &Params, now_ms: i64) -> FaultTarget {
         match (&p.job_id, &p.page_token) {
             (None, _) => FaultTarget::Create,
             (Some(_), Some(_)) => FaultTarget::Page,
-            (Some(id), None) => match self.lock().jobs.get(id) {
+            (Some(id), None) => match self.tenant(&mut self.lock(), index).jobs.get(id) {
                 Some(j)
                     if !j.failed
                         && !j.stuck
@@ -314,15 +379,19 @@ impl Shared {
         }
     }
 
-    /// Answers one authenticated request. `force_error` fails the job (fault `JobError`).
-    pub fn handle(&self, p: &Params, now_ms: i64, force_error: bool) -> Reply {
+    /// Answers one authenticated request of tenant `index`. `force_error` fails the job (fault
+    /// `JobError`).
+    pub fn handle(&self, index: u32, p: &Params, now_ms: i64, force_error: bool) -> Reply {
         match &p.job_id {
-            None => self.create(p, now_ms, force_error),
-            Some(id) => self.follow_up(id, p.page_token.as_deref(), now_ms, force_error),
+            None => self.create(index, p, now_ms, force_error),
+            Some(id) => {
+                let token = p.page_token.as_deref();
+                self.follow_up(index, id, token, now_ms, force_error)
+            }
         }
     }
 
-    fn create(&self, p: &Params, now_ms: i64, force_error: bool) -> Reply {
+    fn create(&self, index: u32, p: &Params, now_ms: i64, force_error: bool) -> Reply {
         let cfg = &self.cfg;
         let JobRequest {
             page_size,
@@ -334,19 +403,19 @@ impl Shared {
         };
 
         let mut guard = self.lock();
-        let inner = &mut *guard;
+        let stuck = guard.stick > 0;
+        if stuck {
+            guard.stick -= 1;
+        }
+        let inner = self.tenant(&mut guard, index);
         let ttl = dur_ms(cfg.job_ttl);
         inner.jobs.retain(|_, j| now_ms - j.created_ms <= ttl);
 
         let mut snapshot = inner.snapshot(cfg, from, to, now_ms);
         inner.job_seq += 1;
         if cfg.shuffle {
-            Mix(cfg.seed ^ inner.job_seq.wrapping_mul(0x2545_F491_4F6C_DD1D))
+            Mix(inner.seed ^ inner.job_seq.wrapping_mul(0x2545_F491_4F6C_DD1D))
                 .shuffle(&mut snapshot);
-        }
-        let stuck = inner.stick > 0;
-        if stuck {
-            inner.stick -= 1;
         }
         let id = random_job_id();
         let ready_ms = now_ms + job_latency_ms(cfg, snapshot.len());
@@ -445,10 +514,17 @@ impl Shared {
         })
     }
 
-    fn follow_up(&self, id: &str, token: Option<&str>, now_ms: i64, force_error: bool) -> Reply {
+    fn follow_up(
+        &self,
+        index: u32,
+        id: &str,
+        token: Option<&str>,
+        now_ms: i64,
+        force_error: bool,
+    ) -> Reply {
         let cfg = &self.cfg;
         let mut guard = self.lock();
-        let inner = &mut *guard;
+        let inner = self.tenant(&mut guard, index);
         let expired = match inner.jobs.get(id) {
             None => true,
             Some(j) => now_ms - j.created_ms > dur_ms(cfg.job_ttl),
@@ -505,8 +581,8 @@ impl Shared {
     }
 
     /// Serialises page `k` of job `id`, issuing the next page's token if there is one.
-    fn page(&self, inner: &mut Inner, id: &str, k: usize) -> Reply {
-        let Inner { events, jobs, .. } = inner;
+    fn page(&self, inner: &mut Tenant, id: &str, k: usize) -> Reply {
+        let Tenant { events, jobs, .. } = inner;
         let Some(job) = jobs.get_mut(id) else {
             return Reply::text(404, format!("Job {id} not found or expired."));
         };

@@ -24,6 +24,7 @@ struct Page {
 struct Client {
     http: reqwest::Client,
     url: String,
+    key: String,
 }
 
 /// Everything one job served.
@@ -57,16 +58,22 @@ fn direct_client() -> reqwest::Client {
 
 impl Client {
     fn new(sim: &SimHandle) -> Client {
+        Client::with_key(sim, KEY)
+    }
+
+    /// A client that presents `key` (multi-key mode).
+    fn with_key(sim: &SimHandle, key: &str) -> Client {
         Client {
             http: direct_client(),
             url: sim.usage_url(),
+            key: key.to_string(),
         }
     }
 
     async fn get(&self, query: &[(&str, &str)]) -> reqwest::Response {
         self.http
             .get(&self.url)
-            .bearer_auth(KEY)
+            .bearer_auth(&self.key)
             .query(query)
             .send()
             .await
@@ -706,4 +713,144 @@ async fn jobs_without_latency_are_never_counted_running() {
     client.fetch(&from, &to, 50).await;
     assert_eq!(sim.stats().job_creates, 2);
     assert_eq!(sim.stats().max_running_jobs, 0);
+}
+
+fn keyed_cfg(dataset: Dataset, prefix: &str, count: u32, events: usize) -> SimConfig {
+    let mut c = SimConfig::new(dataset);
+    c.keys = Some(KeySet {
+        prefix: prefix.to_string(),
+        count,
+    });
+    c.events = events;
+    c
+}
+
+#[test]
+fn key_set_names_and_parses_its_keys() {
+    let keys = KeySet {
+        prefix: "t-".into(),
+        count: 1000,
+    };
+    assert_eq!(keys.key(0), "t-0001");
+    assert_eq!(keys.key(999), "t-1000");
+    assert_eq!(keys.keys().count(), 1000);
+    assert_eq!(keys.index_of("t-0001"), Some(0));
+    assert_eq!(keys.index_of("t-1000"), Some(999));
+    for wrong in [
+        "t-0000", "t-1001", "t-001", "t-00001", "u-0001", "t-+001", "t-", "",
+    ] {
+        assert_eq!(keys.index_of(wrong), None, "{wrong}");
+    }
+    let wide = KeySet {
+        prefix: String::new(),
+        count: 12_345,
+    };
+    assert_eq!(wide.key(0), "00001");
+    assert_eq!(wide.index_of("12345"), Some(12_344));
+    assert_eq!(wide.index_of("0001"), None);
+    let seeds: std::collections::HashSet<u64> =
+        keys.keys().map(|k| KeySet::seed_of(1, &k)).collect();
+    assert_eq!(seeds.len(), 1000, "every key has a seed of its own");
+    assert_ne!(KeySet::seed_of(1, "t-0001"), KeySet::seed_of(2, "t-0001"));
+}
+
+#[tokio::test]
+async fn multi_key_mode_serves_each_key_its_own_dataset() {
+    let sim = SimHandle::start(keyed_cfg(Dataset::Web, "t-", 3, 40))
+        .await
+        .expect("start");
+    let (from, to) = all_window();
+    let mut seen = std::collections::HashSet::new();
+    for key in ["t-0001", "t-0002", "t-0003"] {
+        let got = Client::with_key(&sim, key).fetch(&from, &to, 15).await;
+        assert_eq!(got.events.len(), 40, "{key}");
+        let want = sim
+            .events_of_key_visible_at(key, Utc::now())
+            .expect("an accepted key");
+        assert_eq!(got.events, want, "{key}");
+        // Identical copies (identical_fraction) repeat within a key, never across keys.
+        let own: std::collections::HashSet<String> = got.events.into_iter().collect();
+        assert!(
+            own.is_disjoint(&seen),
+            "{key} shares events with another key"
+        );
+        seen.extend(own);
+    }
+    let stats = sim.stats();
+    assert_eq!((stats.job_creates, stats.events_served), (3, 120));
+    assert_eq!(stats.auth_failures, 0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn multi_key_mode_refuses_other_keys() {
+    let sim = SimHandle::start(keyed_cfg(Dataset::Url, "t-", 3, 10))
+        .await
+        .expect("start");
+    let (from, to) = all_window();
+    for key in [KEY, "t-0004", "t-0000", "t-1", "T-0001"] {
+        let resp = Client::with_key(&sim, key)
+            .get(&[("from", &from), ("to", &to)])
+            .await;
+        assert_eq!(resp.status(), 403, "{key}");
+        let body = resp.text().await.expect("body");
+        assert_eq!(body, format!("API Key {key} is not valid."));
+    }
+    assert_eq!(sim.stats().auth_failures, 5);
+    assert!(sim.events_of_key_visible_at(KEY, Utc::now()).is_none());
+    assert_eq!(
+        sim.shared.tenants_generated(),
+        0,
+        "refused keys generate nothing"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_job_belongs_to_the_key_that_created_it() {
+    let sim = SimHandle::start(keyed_cfg(Dataset::Web, "t-", 2, 10))
+        .await
+        .expect("start");
+    let (from, to) = all_window();
+    let owner = Client::with_key(&sim, "t-0001");
+    let created = owner.page(&[("from", &from), ("to", &to)]).await;
+    let other = Client::with_key(&sim, "t-0002");
+    let resp = other.get(&[("jobId", &created.job_id)]).await;
+    assert_eq!(resp.status(), 404);
+    let polled = owner.page(&[("jobId", &created.job_id)]).await;
+    assert_eq!(polled.status, "PENDING", "the owner's job is intact");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn multi_key_datasets_are_generated_on_first_use_and_reproducible() {
+    let anchor = Utc::now() - chrono::Duration::hours(1);
+    let mut c = keyed_cfg(Dataset::Web, "k", 1000, 200);
+    c.anchor = Some(anchor);
+    let sim = SimHandle::start(c.clone()).await.expect("start");
+    assert_eq!(sim.shared.tenants_generated(), 0);
+    let (from, to) = all_window();
+    Client::with_key(&sim, "k0500")
+        .fetch(&from, &to, 10_000)
+        .await;
+    assert_eq!(sim.shared.tenants_generated(), 1);
+    // The same seed and anchor give each key the same events in another run, whichever key
+    // is used first; another seed gives others.
+    let again = SimHandle::start(c.clone()).await.expect("start");
+    let first = |s: &SimHandle, key: &str| s.events_of_key_visible_at(key, Utc::now()).unwrap();
+    assert_eq!(first(&again, "k0001"), first(&sim, "k0001"));
+    assert_eq!(first(&again, "k0500"), first(&sim, "k0500"));
+    c.seed = 2;
+    let other_seed = SimHandle::start(c).await.expect("start");
+    assert_ne!(first(&other_seed, "k0500"), first(&sim, "k0500"));
+}
+
+#[tokio::test]
+async fn single_key_mode_names_its_key_too() {
+    let sim = SimHandle::start(cfg(30)).await.expect("start");
+    let events = sim.events_of_key_visible_at(KEY, Utc::now());
+    assert_eq!(events, Some(sim.visible_events()));
+    assert!(sim
+        .events_of_key_visible_at("key-0001", Utc::now())
+        .is_none());
 }

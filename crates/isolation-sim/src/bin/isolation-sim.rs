@@ -4,6 +4,11 @@
 //! `url`), prints `web: URL` and `url: URL` on stdout once both listen, runs until SIGINT or
 //! SIGTERM, then prints each listener's request statistics. All behaviour is in
 //! the `isolation_sim` library; this file only maps flags to [`SimConfig`].
+//!
+//! Multi-key mode (`--keys N`, `--key-prefix P`): both listeners accept the keys `P0001` to
+//! `PN` (zero-padded to 4 digits, or to N's width when wider; see [`KeySet`]) instead of
+//! `--api-key`, each key a tenant with its own `--events` events per dataset and its own jobs;
+//! a third line `keys: P0001..PN` follows `url: URL` on stdout.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -11,8 +16,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use isolation_sim::{
-    AuthFailureMode, CategoriesMode, Dataset, RetentionMode, SimConfig, SimHandle, SimStats,
-    TotalMode,
+    AuthFailureMode, CategoriesMode, Dataset, KeySet, RetentionMode, SimConfig, SimHandle,
+    SimStats, TotalMode,
 };
 use tokio::net::TcpListener;
 
@@ -40,7 +45,7 @@ struct Args {
     /// Listen address of the URL Isolation dataset.
     #[arg(long, default_value = "127.0.0.1:8081")]
     url_listen: String,
-    /// Events generated per dataset.
+    /// Events generated per dataset (with `--keys`: per key and dataset).
     #[arg(long, default_value_t = 1000)]
     events: usize,
     /// Seed of the generated data (the url dataset uses a different stream of the same seed).
@@ -55,6 +60,13 @@ struct Args {
     /// The accepted API key.
     #[arg(long, default_value = "00000000-0000-0000-0000-000000000000")]
     api_key: String,
+    /// Multi-key mode: accept the N keys `<key-prefix>0001` .. `<key-prefix>N` instead of
+    /// `--api-key`, each with its own dataset (seeded from the key) and its own jobs.
+    #[arg(long, conflicts_with = "api_key", value_parser = clap::value_parser!(u32).range(1..))]
+    keys: Option<u32>,
+    /// Text before each key's number in multi-key mode.
+    #[arg(long, default_value = "key-", requires = "keys")]
+    key_prefix: String,
     /// PENDING answers to polls before the job completes.
     #[arg(long, default_value_t = 1)]
     pending_polls: u32,
@@ -120,8 +132,9 @@ struct Args {
     #[arg(long)]
     anchor: Option<chrono::DateTime<chrono::Utc>>,
     /// Print the compact JSON of every event (web events, then url events, one per line, each
-    /// prefixed by `web ` or `url `) and exit without listening. With `--anchor`, exactly the
-    /// events a server started with the same flags serves (late arrival aside).
+    /// prefixed by `web ` or `url `; with `--keys`, by `web KEY ` or `url KEY `, key by key)
+    /// and exit without listening. With `--anchor`, exactly the events a server started with
+    /// the same flags serves (late arrival aside).
     #[arg(long)]
     dump_events: bool,
     /// A live feed: every second, this many new events (per dataset) become visible, dated in
@@ -142,9 +155,17 @@ fn minutes(m: f64) -> Duration {
 }
 
 impl Args {
+    fn key_set(&self) -> Option<KeySet> {
+        self.keys.map(|count| KeySet {
+            prefix: self.key_prefix.clone(),
+            count,
+        })
+    }
+
     fn config(&self, dataset: Dataset) -> SimConfig {
         let mut c = SimConfig::new(dataset);
         c.api_key = self.api_key.clone();
+        c.keys = self.key_set();
         c.events = self.events;
         c.seed = self.seed;
         c.span = minutes(self.span_hours * 60.0);
@@ -219,11 +240,24 @@ fn print_stats(out: &mut impl std::io::Write, name: &str, s: &SimStats) -> std::
 /// `--dump-events`: every event of both datasets, visible or not yet, then exit.
 async fn dump_events(args: &Args) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let far_future = chrono::Utc::now() + chrono::Duration::days(3650);
     for dataset in [Dataset::Web, Dataset::Url] {
-        let far_future = chrono::Utc::now() + chrono::Duration::days(3650);
         let sim = SimHandle::start(args.config(dataset)).await?;
-        for event in sim.events_visible_at(far_future) {
-            writeln!(out, "{} {event}", dataset.name())?;
+        let name = dataset.name();
+        match args.key_set() {
+            None => {
+                for event in sim.events_visible_at(far_future) {
+                    writeln!(out, "{name} {event}")?;
+                }
+            }
+            Some(keys) => {
+                for key in keys.keys() {
+                    let events = sim.events_of_key_visible_at(&key, far_future);
+                    for event in events.context("a key of the set is accepted")? {
+                        writeln!(out, "{name} {key} {event}")?;
+                    }
+                }
+            }
         }
         sim.shutdown().await;
     }
@@ -249,6 +283,10 @@ async fn main() -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "web: {}", web.base_url())?;
     writeln!(out, "url: {}", url.base_url())?;
+    if let Some(keys) = args.key_set() {
+        let last = keys.key(keys.count - 1);
+        writeln!(out, "keys: {}..{last}", keys.key(0))?;
+    }
     out.flush()?;
     drop(out);
 
