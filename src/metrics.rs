@@ -374,14 +374,7 @@ impl Metrics {
             service,
         };
         let id: ServiceId = (input.to_owned(), service);
-        for family in [
-            &self.received,
-            &self.duplicates,
-            &self.retries,
-            &self.polls,
-            &self.state_write_failures,
-            &self.lease_lost,
-        ] {
+        for family in self.service_counters() {
             family.get_or_create(&labels).inc_by(0);
         }
         self.lease_held.get_or_create(&labels).set(0);
@@ -399,6 +392,19 @@ impl Metrics {
         lock(&self.readiness)
             .services
             .insert(id, Some("setup has not passed yet".into()));
+    }
+
+    /// The per-service counters that start at 0 for an expected service and go with a
+    /// forgotten one: one list, so that a family added to one also goes with the other.
+    fn service_counters(&self) -> [&Family<ServiceLabels, Counter>; 6] {
+        [
+            &self.received,
+            &self.duplicates,
+            &self.retries,
+            &self.polls,
+            &self.state_write_failures,
+            &self.lease_lost,
+        ]
     }
 
     /// Forgets a stopped tenant (a reload removed or restarted it): its readiness and lease
@@ -440,14 +446,7 @@ impl Metrics {
             input: input.to_owned(),
             service,
         };
-        for family in [
-            &self.received,
-            &self.duplicates,
-            &self.retries,
-            &self.polls,
-            &self.state_write_failures,
-            &self.lease_lost,
-        ] {
+        for family in self.service_counters() {
             family.remove(&labels);
         }
         self.job_wait.remove(&labels);
