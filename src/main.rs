@@ -65,6 +65,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// `state show` (`reset: false`) or `state reset`, narrowed by `--service` and `--input`.
+async fn state(
+    config: &std::path::Path,
+    service: Option<String>,
+    input: Option<String>,
+    reset: bool,
+    clock: &SharedClock,
+) -> Result<bool, BadUsage> {
+    let only = commands::StateFilter {
+        service: service.as_deref(),
+        input: input.as_deref(),
+    };
+    commands::state(config, only, reset, clock).await
+}
+
 async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage> {
     match command {
         Command::Run {
@@ -92,13 +107,7 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage
                     service,
                     input,
                 },
-        } => {
-            let only = commands::StateFilter {
-                service: service.as_deref(),
-                input: input.as_deref(),
-            };
-            commands::state(&config, only, false, &clock).await
-        }
+        } => state(&config, service, input, false, &clock).await,
         Command::State {
             action:
                 StateAction::Reset {
@@ -106,13 +115,7 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage
                     service,
                     input,
                 },
-        } => {
-            let only = commands::StateFilter {
-                service: service.as_deref(),
-                input: input.as_deref(),
-            };
-            commands::state(&config, only, true, &clock).await
-        }
+        } => state(&config, service, input, true, &clock).await,
         Command::State {
             action:
                 StateAction::Copy {
