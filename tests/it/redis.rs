@@ -466,22 +466,11 @@ async fn a_redis_outage_is_logged_once_and_shown_in_ready_and_metrics() {
 /// `state reset` refused under a held lease.
 #[tokio::test]
 async fn the_lease_scripts_let_only_the_holder_write() {
-    use isolation_collector::config::RedisConfig;
     use isolation_collector::state::redis::{LeaseReply, RedisStore};
     use isolation_collector::state::{ServiceState, StateError};
     let tmp = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(&tmp, "redis").await;
-    let config = RedisConfig {
-        host: "127.0.0.1".into(),
-        port: redis.port,
-        password: None,
-        username: None,
-        db: 0,
-        tls: false,
-        ca: None,
-        key_prefix: "t:".into(),
-        lease_ttl: Duration::from_secs(2),
-    };
+    let config = redis.config("t:", Duration::from_secs(2));
     let store = RedisStore::new(&config).unwrap();
     let k = "proofpoint_isolation_1_url_isolation";
     let reply = |done: bool, holder: &str| LeaseReply {

@@ -59,6 +59,25 @@ impl RedisServer {
     }
 
     /// `host:port`.
+    /// The in-process store's config for this server: no password, database 0, plain TCP.
+    pub fn config(
+        &self,
+        key_prefix: &str,
+        lease_ttl: Duration,
+    ) -> isolation_collector::config::RedisConfig {
+        isolation_collector::config::RedisConfig {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            password: None,
+            username: None,
+            db: 0,
+            tls: false,
+            ca: None,
+            key_prefix: key_prefix.into(),
+            lease_ttl,
+        }
+    }
+
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

@@ -35,20 +35,6 @@ const SERVICES: usize = TENANTS * 2;
 /// Events per dataset in the collector test: every tenant reads both.
 const EVENTS: usize = 3000;
 
-fn redis_config(redis: &RedisServer, ttl: Duration) -> RedisConfig {
-    RedisConfig {
-        host: "127.0.0.1".into(),
-        port: redis.port,
-        password: None,
-        username: None,
-        db: 0,
-        tls: false,
-        ca: None,
-        key_prefix: "sharding-test:".into(),
-        lease_ttl: ttl,
-    }
-}
-
 /// The 24 state keys of twelve tenants.
 fn keys() -> Vec<(String, Service)> {
     (0..TENANTS)
@@ -180,7 +166,7 @@ fn heartbeats(redis: &RedisServer) -> BTreeSet<String> {
 async fn three_coordinators_share_24_leases_and_reshare_them() {
     let tmp = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(&tmp, "redis").await;
-    let config = redis_config(&redis, Duration::from_millis(1500));
+    let config = redis.config("sharding-test:", Duration::from_millis(1500));
     let a = InProcess::start("a", &config).await;
     // Alone at first: it takes everything (its fair share is 25).
     let held = wait_for_spread(&[&a], &redis, SERVICES, SERVICES).await;
