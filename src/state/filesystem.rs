@@ -125,7 +125,11 @@ pub fn directory_mode_warning(directory: &Path) -> Option<String> {
     }
 }
 
-fn write_atomically(directory: &Path, path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+pub(super) fn write_atomically(
+    directory: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), StateError> {
     let io = |action: &'static str, p: &Path| {
         let p = p.to_owned();
         move |source| StateError::Io {

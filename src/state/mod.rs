@@ -9,6 +9,7 @@
 //! from a clock that ran ahead), and *reset* when the configured `start_time_in_utc` changed
 //! (Devo's "Restart the persistence").
 
+pub mod dead_letter;
 pub mod filesystem;
 pub mod redis;
 

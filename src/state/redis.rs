@@ -91,6 +91,38 @@ end
 return {0, current or ''}
 ";
 
+/// The fenced dead-letter write (`super::dead_letter`): KEYS[2] is the service's dead-letter
+/// hash; ARGV[2..] are id, letter pairs, each stored only if its id is new (HSETNX), and only
+/// while the lease (KEYS[1]) is the caller's (ARGV[1]). Returns {count stored, holder}.
+const SET_ASIDE: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then
+  return {-1, current or ''}
+end
+local new = 0
+for i = 2, #ARGV, 2 do
+  new = new + redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+return {new, current}
+";
+
+/// The fenced dead-letter discard: removes the fields ARGV[2..] of KEYS[2] (all of them with
+/// none given) while the lease (KEYS[1]) is the caller's (ARGV[1]).
+const DISCARD: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then
+  return {-1, current or ''}
+end
+if #ARGV == 1 then
+  return {redis.call('HLEN', KEYS[2]) * redis.call('DEL', KEYS[2]), current}
+end
+local gone = 0
+for i = 2, #ARGV do
+  gone = gone + redis.call('HDEL', KEYS[2], ARGV[i])
+end
+return {gone, current}
+";
+
 /// The replica heartbeat (sharding, `crate::isolation::shard`): KEYS[1] is a hash of replica id
 /// -> `<expiry ms> <leases held>`. Writes the caller's (ARGV[1]) with an expiry of TTL ms
 /// (ARGV[2]) from now by the server's clock (one clock for every replica, not theirs), with its
@@ -156,6 +188,8 @@ struct Scripts {
     write: Script,
     delete: Script,
     heartbeat: Script,
+    set_aside: Script,
+    discard: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -229,6 +263,8 @@ impl RedisStore {
                 write: Script::new(WRITE),
                 delete: Script::new(DELETE),
                 heartbeat: Script::new(HEARTBEAT),
+                set_aside: Script::new(SET_ASIDE),
+                discard: Script::new(DISCARD),
             },
         })
     }
@@ -268,6 +304,85 @@ impl RedisStore {
     /// The key of `key`'s lease.
     pub fn lease_key(&self, key: &str) -> String {
         format!("{}{{{key}}}:lease", self.prefix)
+    }
+
+    /// The key of `key`'s dead letters (a hash: letter id -> letter JSON).
+    pub fn dead_letters_key(&self, key: &str) -> String {
+        format!("{}{{{key}}}:dead_letters", self.prefix)
+    }
+
+    /// Stores each of `letters` whose id is new, while `lease` holds `key`'s lease.
+    pub async fn set_aside(
+        &self,
+        key: &str,
+        letters: &[super::dead_letter::DeadLetter],
+        lease: Option<&str>,
+    ) -> Result<usize, StateError> {
+        let mut args: Vec<Vec<u8>> = vec![lease.unwrap_or_default().as_bytes().to_vec()];
+        for l in letters {
+            args.push(l.id.as_bytes().to_vec());
+            args.push(serde_json::to_vec(l).expect("a letter serialises"));
+        }
+        self.letters_script(&self.scripts.set_aside, key, &args)
+            .await
+    }
+
+    /// Every dead letter of `key`, oldest first.
+    pub async fn dead_letters(
+        &self,
+        key: &str,
+    ) -> Result<Vec<super::dead_letter::DeadLetter>, StateError> {
+        let hash = self.dead_letters_key(key);
+        let values: Vec<Vec<u8>> = self
+            .call(|mut c| async move { redis::cmd("HVALS").arg(hash).query_async(&mut c).await })
+            .await?;
+        let mut letters: Vec<super::dead_letter::DeadLetter> = values
+            .iter()
+            .filter_map(|v| serde_json::from_slice(v).ok())
+            .collect();
+        letters.sort_by(|a, b| (a.set_aside_at, &a.id).cmp(&(b.set_aside_at, &b.id)));
+        Ok(letters)
+    }
+
+    /// Removes the letters `ids` of `key` (all with `None`), while `lease` holds its lease.
+    pub async fn discard_dead_letters(
+        &self,
+        key: &str,
+        ids: Option<&[String]>,
+        lease: Option<&str>,
+    ) -> Result<usize, StateError> {
+        let mut args: Vec<Vec<u8>> = vec![lease.unwrap_or_default().as_bytes().to_vec()];
+        args.extend(
+            ids.unwrap_or_default()
+                .iter()
+                .map(|id| id.as_bytes().to_vec()),
+        );
+        if ids.is_some_and(<[String]>::is_empty) {
+            return Ok(0);
+        }
+        self.letters_script(&self.scripts.discard, key, &args).await
+    }
+
+    /// Runs a fenced dead-letter script: KEYS are the lease and the letters' hash.
+    async fn letters_script(
+        &self,
+        script: &Script,
+        key: &str,
+        args: &[Vec<u8>],
+    ) -> Result<usize, StateError> {
+        let lease_key = self.lease_key(key);
+        let hash = self.dead_letters_key(key);
+        let (n, holder): (i64, String) = self
+            .call(|mut c| async move {
+                let mut invocation = script.key(lease_key);
+                invocation.key(hash);
+                for arg in args {
+                    invocation.arg(arg.as_slice());
+                }
+                invocation.invoke_async(&mut c).await
+            })
+            .await?;
+        usize::try_from(n).map_err(|_| StateError::LeaseLost { holder })
     }
 
     /// The key of the replicas' heartbeats (sharding).
