@@ -271,7 +271,13 @@ mod tests {
         let store = StateStore::filesystem(dir.path().to_owned());
         let a = letter(b"{\"a\":\"\xff\"}");
         let b = letter(b"{\"b\":1}");
-        assert_eq!(store.set_aside("k", std::slice::from_ref(&a), None).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .set_aside("k", std::slice::from_ref(&a), None)
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(
             store
                 .set_aside("k", &[a.clone(), b.clone()], None)
@@ -296,7 +302,13 @@ mod tests {
         let store = StateStore::filesystem(dir.path().to_owned());
         std::fs::write(path(dir.path(), "k"), b"{\"id\":\"abc").unwrap();
         let a = letter(b"x");
-        assert_eq!(store.set_aside("k", std::slice::from_ref(&a), None).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .set_aside("k", std::slice::from_ref(&a), None)
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(store.dead_letters("k").await.unwrap(), vec![a]);
     }
 }
