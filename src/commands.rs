@@ -196,6 +196,18 @@ pub async fn state(
         eprintln!("error: {e}");
         BadUsage
     })?;
+    // A reset deletes states a running collector uses: only with the directory's lock (a
+    // `show` only reads).
+    let _lock = match reset {
+        true => match store.lock() {
+            Ok(lock) => lock,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(false);
+            }
+        },
+        false => None,
+    };
     let mut ok = true;
     for input in inputs {
         for &s in &services {
@@ -296,6 +308,14 @@ pub async fn state_copy(
         RedisStore::new(r).map_err(|e| usage(e.to_string()))?,
     ));
     let files = StateStore::filesystem(args.directory.clone());
+    // No collector may use the directory meanwhile (Redis's side is fenced by the leases).
+    let _lock = match files.lock() {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(false);
+        }
+    };
     let (from, to) = match args.from {
         StoreKind::Filesystem => (&files, &redis),
         StoreKind::Redis => (&redis, &files),

@@ -258,6 +258,8 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<bool> {
     let store = Arc::new(store_for(&config, options.no_save_state)?);
+    // Held until the process ends: one process per filesystem state.
+    let _state_lock = store.lock()?;
     let metrics = match &*store {
         StateStore::Redis(_) => Metrics::new().with_leases(),
         _ => Metrics::new(),

@@ -290,15 +290,24 @@ fn use_time_slots(s: &mut Obj<'_>, request_period: Duration, cx: &mut Cx) -> boo
     use_time_slots
 }
 
-/// A valid Devo table name (or base tag): 1 to 1024 characters, no spaces or colons.
+/// A valid Devo table name (or base tag): 1 to 1024 characters, no spaces or colons, and no
+/// `/` or NUL: the file output writes `<directory>/<table>.jsonl`, and a `/` (`../x`, an
+/// absolute `/etc/x`) would put that file outside its directory.
 fn table_name(s: &mut Obj<'_>, key: &str, cx: &mut Cx) -> Option<String> {
     let t = s.string(key, cx)?;
-    if !t.is_empty() && t.len() <= 1024 && !t.chars().any(|c| c.is_whitespace() || c == ':') {
+    let problem = if t.is_empty()
+        || t.len() > 1024
+        || t.chars().any(|c| c.is_whitespace() || c == ':')
+    {
+        "1 to 1024 characters, no spaces or colons"
+    } else if t.contains(['/', '\0']) {
+        "no `/` or NUL: the file output names its file after the table, and those would put it outside the file output's directory; write dot-separated words such as `my.isolation.web`"
+    } else {
         return Some(t);
-    }
+    };
     cx.error(
         &s.path(key),
-        format!("`{t}` is not a Devo table name (1 to 1024 characters, no spaces or colons)"),
+        format!("`{t}` is not a Devo table name ({problem})"),
     );
     None
 }

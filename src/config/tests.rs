@@ -947,3 +947,60 @@ fn every_bad_redis_value_is_its_own_error_without_the_password() {
     .unwrap_err();
     assert_eq!(errors.len(), 2, "{errors:#?}");
 }
+
+/// A table name is a file name under the file output's directory: one with a `/` or a NUL
+/// (`../x`, an absolute `override_tag`) would write outside it. Each is an error naming its
+/// key, listed with every other problem.
+#[test]
+fn table_names_that_would_leave_the_output_directory_are_refused() {
+    let text = GOOD
+        .replace(
+            "        request_period_in_seconds: 300\n",
+            "        request_period_in_seconds: 300\n        override_tag: \"../x\"\n",
+        )
+        .replace(
+            "        page_size: 500\n",
+            "        page_size: 500\n        override_base_tag: /etc/isolation\n        override_tag: \"a\\0b\"\n",
+        );
+    let errors = parse(&text).unwrap_err();
+    for (key, shown) in [
+        ("browser_and_email_isolation.override_tag", "`../x`"),
+        ("url_isolation.override_base_tag", "`/etc/isolation`"),
+        ("url_isolation.override_tag", "`a\0b`"),
+    ] {
+        let prefix =
+            format!("inputs.proofpoint_isolation.services.{key}: {shown} is not a Devo table name");
+        assert!(
+            errors.iter().any(
+                |e| e.starts_with(&prefix) && e.contains("outside the file output's directory")
+            ),
+            "{prefix:?} in {errors:#?}"
+        );
+    }
+    // Dots alone stay within the directory (`a..b.jsonl`): Devo tags are dotted.
+    let text = GOOD.replace(
+        "        page_size: 500\n",
+        "        page_size: 500\n        override_tag: my..tag\n",
+    );
+    assert!(parse(&text).is_ok());
+}
+
+/// Two file outputs of one input on one directory would write the same files and cut each
+/// other's lines on resume: an error at the second one's directory, however it is spelled.
+#[test]
+fn two_file_outputs_on_one_directory_are_refused() {
+    let text = GOOD.replace(
+        "  screen: {type: console}\n",
+        "  screen: {type: console}\n  copy: {type: file, config: {directory: ./out/}}\n",
+    );
+    let errors = parse(&text).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.starts_with(
+            "outputs.copy.config.directory: `./out/` is also the directory of file output `local`"
+        ) && e.contains("give each file output its own directory")),
+        "{errors:#?}"
+    );
+    // Another directory is fine.
+    let text = text.replace("./out/", "out/copy");
+    assert!(parse(&text).is_ok(), "{:?}", parse(&text).err());
+}

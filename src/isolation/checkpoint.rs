@@ -21,6 +21,7 @@ use tracing::warn;
 use crate::config::ServiceConfig;
 use crate::isolation::devo_log;
 use crate::metrics::ServiceMetrics;
+use crate::output::Position;
 use crate::pipeline::dedup::DedupPlan;
 use crate::pipeline::window::Window;
 use crate::service::RETENTION;
@@ -81,8 +82,8 @@ impl Checkpoint {
     }
 
     /// The position `output` committed for `table`, if any.
-    pub fn position(&self, output: &str, table: &str) -> Option<u64> {
-        self.state.positions.get(output)?.get(table).copied()
+    pub fn position(&self, output: &str, table: &str) -> Option<Position> {
+        self.state.positions.get(output)?.get(table).cloned()
     }
 
     /// Devo's `pre_pull` persistence steps: load, upgrade, correct, reset, save if changed.
@@ -129,8 +130,10 @@ impl Checkpoint {
             Some((state, report)) => {
                 devo_log::persistence_retrieved(&state.summary());
                 devo_log::upgrade_steps();
-                if let Some(v) = report.upgraded_from {
-                    warn!("Upgraded the persistence from @persistence_version {v}; events at the last checkpoint's second may be delivered again once.");
+                match report.upgraded_from {
+                    Some(1) => warn!("Upgraded the persistence from @persistence_version 1; events at the last checkpoint's second may be delivered again once."),
+                    Some(v) => warn!("Upgraded the persistence from @persistence_version {v}; each file output's position learns which file it is of at its next start (nothing is delivered again)."),
+                    None => {}
                 }
                 Ok((Some(state), report.upgraded_from.is_some()))
             }
@@ -152,7 +155,7 @@ impl Checkpoint {
     pub async fn save_positions(
         &mut self,
         table: &str,
-        positions: Vec<(String, u64)>,
+        positions: Vec<(String, Position)>,
     ) -> Result<(), StateError> {
         self.record_positions(table, positions);
         self.save_state(&self.state).await
@@ -172,7 +175,7 @@ impl Checkpoint {
         w: Window,
         created: Millis,
         plan: DedupPlan,
-        positions: Vec<(String, u64)>,
+        positions: Vec<(String, Position)>,
         svc: &ServiceConfig,
     ) -> Result<(), StateError> {
         devo_log::updating_persistence();
@@ -188,7 +191,7 @@ impl Checkpoint {
     }
 
     /// Stores outputs' positions in `table`, to be saved with the next state.
-    fn record_positions(&mut self, table: &str, positions: Vec<(String, u64)>) {
+    fn record_positions(&mut self, table: &str, positions: Vec<(String, Position)>) {
         for (output, p) in positions {
             self.state
                 .positions

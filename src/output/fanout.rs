@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{Output, OutputError};
+use super::{Output, OutputError, Position};
 use crate::backoff::{Backoff, Jitter};
 use crate::event::Event;
 use crate::isolation::lease::LeaseGate;
@@ -96,7 +96,8 @@ impl Outputs {
     }
 
     /// Tells every output the position committed for it in `table` (`committed(name)`), and
-    /// returns the positions of outputs that had none committed and now report one: the caller
+    /// returns the positions of outputs that had none committed, or did not apply the one
+    /// committed (a file output's position of another file), and now report one: the caller
     /// records them.
     ///
     /// # Errors
@@ -105,8 +106,8 @@ impl Outputs {
     pub async fn resume(
         &mut self,
         table: &str,
-        committed: impl Fn(&str) -> Option<u64>,
-    ) -> Result<Vec<(String, u64)>, FanOutError> {
+        committed: impl Fn(&str) -> Option<Position>,
+    ) -> Result<Vec<(String, Position)>, FanOutError> {
         let mut new_positions = Vec::new();
         for o in &mut self.outputs {
             // A resume may cut a shared file: only the lease's holder may do that.
@@ -115,8 +116,9 @@ impl Outputs {
                 .await
                 .map_err(FanOutError::Lease)?;
             let stored = committed(o.name());
-            let position = o.resume(table, stored).await?;
-            if let (None, Some(p)) = (stored, position) {
+            let position = o.resume(table, stored.clone()).await?;
+            // None stored, or one the output did not apply (another file's): record its own.
+            if let Some(p) = position.filter(|p| stored.as_ref() != Some(p)) {
                 new_positions.push((o.name().to_owned(), p));
             }
         }
@@ -135,7 +137,7 @@ impl Outputs {
         &mut self,
         table: &str,
         batch: &[Event],
-    ) -> Result<Vec<(String, u64)>, FanOutError> {
+    ) -> Result<Vec<(String, Position)>, FanOutError> {
         let mut positions = Vec::new();
         if batch.is_empty() {
             return Ok(positions);
@@ -182,7 +184,7 @@ async fn deliver_one(
     metrics: &ServiceMetrics,
     table: &str,
     batch: &[Event],
-) -> Result<Option<u64>, OutputError> {
+) -> Result<Option<Position>, OutputError> {
     let result = o.deliver(table, batch).await;
     metrics.delivery(
         o.name(),
@@ -294,8 +296,10 @@ mod tests {
         );
         let expected = lines(&events);
         let len = expected.len() as u64;
+        let lengths: Vec<(String, u64)> =
+            positions.into_iter().map(|(o, p)| (o, p.length)).collect();
         assert_eq!(
-            positions,
+            lengths,
             [("good".to_string(), len), ("bad".to_string(), len)]
         );
         // Written once each: the confirmed output was not given the batch again.

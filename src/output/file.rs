@@ -6,6 +6,30 @@
 //! crash interrupted before its checkpoint: they are cut off, and the batch is written again
 //! whole. So the file holds every event exactly once, even across `kill -9`.
 //!
+//! ## Which file a position is of
+//!
+//! A committed length is only meaningful for the file it was taken from. The directory may
+//! change between runs (A, then B, then A again), the layout may switch between the single
+//! input's `<directory>/<table>.jsonl` and the tenants' `<directory>/<input id>/<table>.jsonl`,
+//! a file may be rotated away and a new one created at its path: cutting the file found now to
+//! a length taken from another file would remove its lines. So a position carries its file's
+//! [`FileIdentity`] (canonical path, device and inode, as opened), and [`FileOutput::resume`]
+//! applies it only to the file with that same identity. A position of another file is ignored,
+//! said in a warning that names both files: nothing is cut, the file as it is now is the
+//! start, and its own position is recorded. (Should the process have stopped between a write
+//! and its checkpoint, that batch can then appear twice in this file: a bounded repeat, where
+//! applying the wrong length would lose the whole file.)
+//!
+//! A position from a state written before `@persistence_version` 3 names no file. It is applied
+//! to the file this output writes now, as the build that wrote it did, but only where it ends a
+//! line of that file (or the file is not longer than it): a length that cuts inside a line is
+//! not this file's, and is ignored as above. The next commit stores the identity.
+//!
+//! With no position to apply, the file's last line may still be partial (a writer stopped in
+//! the middle of a line, whose record was never committed): new records must not be glued to
+//! it, so it is cut back to its last newline, and the warning says how many bytes of which
+//! file went. An uncommitted partial record is never valid data.
+//!
 //! A write or `fsync` that fails (a full disk, an I/O error) is never confirmed, and it must not
 //! leave its bytes behind either: the retry would append after a partial line and confirm a
 //! length that no longer ends where the file does. So after a failure the handle is dropped (after
@@ -58,11 +82,30 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::OutputError;
+use super::{OutputError, Position};
 use crate::event::Event;
+
+/// Which file a position is of: the same path, device and inode.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileIdentity {
+    /// The canonical path (symbolic links and `..` resolved) when the file was opened.
+    pub path: String,
+    pub device: u64,
+    pub inode: u64,
+}
+
+impl std::fmt::Display for FileIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (device {}, inode {})",
+            self.path, self.device, self.inode
+        )
+    }
+}
 
 /// The mode of new files when the config sets none: owner read/write, group read.
 pub const DEFAULT_MODE: u32 = 0o640;
@@ -94,6 +137,8 @@ struct TableFile {
     /// The end of what this output wrote itself (`len` plus a failed batch's bytes): a cut back
     /// after a failure removes nothing if the file is longer, as another process appended.
     own_end: u64,
+    /// The file `file` is (or was, when it was last opened).
+    identity: FileIdentity,
 }
 
 /// Why a batch was not confirmed.
@@ -146,7 +191,8 @@ impl FileOutput {
         })?;
         let opening = |e| self.io_error(format!("opening {}", path.display()), e);
         let mut options = OpenOptions::new();
-        options.append(true).mode(self.mode);
+        // Readable too: a resume reads the bytes around a position (a line's end).
+        options.read(true).append(true).mode(self.mode);
         match options.clone().create_new(true).open(path) {
             Ok(file) => {
                 // The mode given to open(2) is narrowed by the umask; set it exactly.
@@ -183,16 +229,37 @@ impl FileOutput {
                 );
             }
             let len = meta.len();
+            let identity = self.identity(&path, &meta)?;
             self.files.insert(
                 table.to_owned(),
                 TableFile {
                     file: Some(file),
                     len,
                     own_end: len,
+                    identity,
                 },
             );
         }
         Ok(self.files.get_mut(table).expect("inserted above"))
+    }
+
+    /// The identity of the file just opened at `path`, whose metadata is `meta`.
+    fn identity(&self, path: &Path, meta: &std::fs::Metadata) -> Result<FileIdentity, OutputError> {
+        let canonical = std::fs::canonicalize(path)
+            .map_err(|e| self.io_error(format!("resolving the path of {}", path.display()), e))?;
+        Ok(FileIdentity {
+            path: canonical.to_string_lossy().into_owned(),
+            device: meta.dev(),
+            inode: meta.ino(),
+        })
+    }
+
+    /// The position that ends at `length` in the table's file.
+    fn position(&self, table: &str, length: u64) -> Position {
+        Position {
+            length,
+            file: Some(self.files[table].identity.clone()),
+        }
     }
 
     /// Makes the table's file usable after a failure: reopens it and cuts off whatever is past
@@ -203,13 +270,31 @@ impl FileOutput {
         if self.entry(table)?.file.is_some() {
             return Ok(());
         }
+        self.reopen(table)?;
+        self.cut_failed_write(table)
+    }
+
+    /// Opens the table's file again after a failure dropped its handle; cuts nothing.
+    fn reopen(&mut self, table: &str) -> Result<(), OutputError> {
         let path = Self::path_for(&self.directory, table);
         let file = self.open_file(&path)?;
-        let TableFile {
-            len: confirmed,
-            own_end,
-            ..
-        } = self.files[table];
+        let meta = file
+            .metadata()
+            .map_err(|e| self.io_error(format!("reading {}", path.display()), e))?;
+        let identity = self.identity(&path, &meta)?;
+        let entry = self.files.get_mut(table).expect("entry() created it");
+        entry.file = Some(file);
+        entry.identity = identity;
+        Ok(())
+    }
+
+    /// The second half of [`FileOutput::repair`], on a reopened handle: cuts the remains of a
+    /// failed write. If that fails, the handle is dropped again (the next call retries).
+    fn cut_failed_write(&mut self, table: &str) -> Result<(), OutputError> {
+        let path = Self::path_for(&self.directory, table);
+        let entry = self.files.get_mut(table).expect("entry() created it");
+        let file = entry.file.take().expect("reopen() opened it");
+        let (confirmed, own_end) = (entry.len, entry.own_end);
         let found = file
             .metadata()
             .map_err(|e| self.io_error(format!("reading {}", path.display()), e))?
@@ -251,28 +336,34 @@ impl FileOutput {
         Ok(now)
     }
 
-    /// Cuts off anything written after the committed length (see the module doc).
+    /// Cuts off anything written after the committed length, if the position is this file's;
+    /// without one (or with another file's), cuts a partial last line (see the module doc).
+    /// Returns the position the file is at now.
     pub async fn resume(
         &mut self,
         table: &str,
-        committed: Option<u64>,
-    ) -> Result<Option<u64>, OutputError> {
+        committed: Option<Position>,
+    ) -> Result<Option<Position>, OutputError> {
         let path = Self::path_for(&self.directory, table);
-        let entry = self.entry(table)?;
-        let Some(committed) = committed else {
-            // Nothing committed yet: the file as it is now is the start. A broken handle is
-            // repaired to the last confirmed length first.
-            self.repair(table)?;
-            return Ok(Some(self.files[table].len));
+        // A broken handle is opened again, and cut once it is known what to cut to: the
+        // position must be of the file open now.
+        let broken = self.entry(table)?.file.is_none();
+        if broken {
+            self.reopen(table)?;
+        }
+        let Some(committed) = committed.and_then(|p| self.applicable(table, &path, p)) else {
+            if broken {
+                self.cut_failed_write(table)?;
+            }
+            self.cut_partial_line(table, &path)?;
+            return Ok(Some(self.position(table, self.files[table].len)));
         };
         // The committed length overrides whatever this process believed, and it may cut what
         // another process appended (see the module doc).
+        let entry = self.files.get_mut(table).expect("opened above");
         entry.len = committed;
         entry.own_end = u64::MAX;
-        let Some(file) = entry.file.take() else {
-            self.repair(table)?;
-            return Ok(Some(self.files[table].len));
-        };
+        let file = entry.file.take().expect("opened above");
         let len = match self.cut_back_warned(&path, &file, committed, CutReason::Checkpoint) {
             Ok(len) => len,
             Err(e) => {
@@ -280,11 +371,64 @@ impl FileOutput {
                 return Err(self.io_error(format!("truncating {}", path.display()), e));
             }
         };
-        let entry = self.files.get_mut(table).expect("entry() created it");
+        let entry = self.files.get_mut(table).expect("opened above");
         entry.len = len;
         entry.own_end = len;
         entry.file = Some(file);
-        Ok(Some(entry.len))
+        Ok(Some(self.position(table, len)))
+    }
+
+    /// The committed length to cut the table's file to, if `committed` is this file's: the
+    /// same identity, or (a position from before identities) a length that ends a line of it.
+    /// Otherwise `None`, with a warning naming both files.
+    fn applicable(&self, table: &str, path: &Path, committed: Position) -> Option<u64> {
+        let entry = &self.files[table];
+        let found = &entry.identity;
+        let why = match &committed.file {
+            Some(file) if file == found => return Some(committed.length),
+            Some(file) => format!("was committed for another file, {file}"),
+            None => match ends_a_line(entry.file.as_ref()?, committed.length) {
+                Ok(true) => return Some(committed.length),
+                Ok(false) => "names no file (it was stored before positions named their file) and does not end a line of this one".to_owned(),
+                Err(e) => format!("names no file and cannot be checked against this one ({e})"),
+            },
+        };
+        tracing::warn!(
+            output = %self.name,
+            file = %path.display(),
+            "The position stored for {table} ({} bytes) {why}, not for {found}: it is not applied. Nothing is cut; {} as it is now is where delivery continues.",
+            committed.length,
+            path.display()
+        );
+        None
+    }
+
+    /// With no position to apply: cuts the file back to its last newline, so that new records
+    /// are not glued to a partial line a writer left, and says what went.
+    fn cut_partial_line(&mut self, table: &str, path: &Path) -> Result<(), OutputError> {
+        let entry = &self.files[table];
+        let file = entry.file.as_ref().expect("opened above");
+        let reading = |e| self.io_error(format!("reading {}", path.display()), e);
+        let len = file.metadata().map_err(reading)?.len();
+        let keep = complete_lines_length(file, len).map_err(reading)?;
+        if keep == len {
+            return Ok(());
+        }
+        let cut = cut_back(file, keep).map_err(|e| {
+            self.io_error(format!("cutting a partial line from {}", path.display()), e)
+        })?;
+        tracing::warn!(
+            output = %self.name,
+            file = %path.display(),
+            "Removed a partial last line ({} bytes) from {}: no committed position covers it (a writer stopped in the middle of a line); new records start on a line of their own.",
+            len - keep,
+            path.display()
+        );
+        debug_assert_eq!(cut, CutBack::Cut(len - keep));
+        let entry = self.files.get_mut(table).expect("opened above");
+        entry.len = keep;
+        entry.own_end = keep;
+        Ok(())
     }
 
     /// Appends the batch and fsyncs it. On failure, nothing of the batch is left in the file
@@ -294,7 +438,7 @@ impl FileOutput {
         &mut self,
         table: &str,
         events: &[Event],
-    ) -> Result<Option<u64>, OutputError> {
+    ) -> Result<Option<Position>, OutputError> {
         let path = Self::path_for(&self.directory, table);
         self.repair(table)?;
         let start = self.length_before_batch(table, &path)?;
@@ -323,7 +467,8 @@ impl FileOutput {
             Ok(()) => {
                 entry.len = start + own;
                 entry.own_end = entry.len;
-                return Ok(Some(entry.len));
+                let length = entry.len;
+                return Ok(Some(self.position(table, length)));
             }
             Err(BatchError::Io(source)) => match file.metadata() {
                 // Longer than this output's writes make it: another process appended.
@@ -505,6 +650,35 @@ enum CutBack {
     Cut(u64),
     /// The file was shorter than the length (this many bytes); it is not extended.
     Shorter(u64),
+}
+
+/// Whether `length` ends a line of `file` (the byte before it is a newline), or is at or past
+/// its end (nothing of the file would be cut).
+fn ends_a_line(file: &File, length: u64) -> std::io::Result<bool> {
+    if length == 0 || length >= file.metadata()?.len() {
+        return Ok(true);
+    }
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, length - 1)?;
+    Ok(byte[0] == b'\n')
+}
+
+/// The length of `file` (`len` bytes) up to and including its last newline: 0 if it has none.
+/// Read backwards in blocks, so a complete file costs one small read.
+fn complete_lines_length(file: &File, len: u64) -> std::io::Result<u64> {
+    const BLOCK: u64 = 64 * 1024;
+    let mut buf = vec![0u8; BLOCK as usize];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let block = &mut buf[..(end - start) as usize];
+        file.read_exact_at(block, start)?;
+        if let Some(i) = block.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// Truncates `file` to `len`, syncs, and reads the length back.

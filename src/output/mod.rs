@@ -15,11 +15,13 @@
 //! [`Outputs`] delivers a batch to all of a service's outputs, retrying only the unconfirmed.
 //!
 //! ## Positions
-//! An output may return a *position* with its confirmation (the file output returns the byte
-//! length of the table file). The puller stores it in the state together with the checkpoint, and
-//! hands it back to [`Output::resume`] after a restart. The file output truncates anything written
-//! after the last committed position, so the batch that was written but not checkpointed before a
-//! crash is not duplicated when it is delivered again: exactly-once for files.
+//! An output may return a [`Position`] with its confirmation (the file output returns the byte
+//! length of the table file, and which file that is). The puller stores it in the state together
+//! with the checkpoint, and hands it back to [`Output::resume`] after a restart. The file output
+//! truncates anything written after the last committed position, so the batch that was written
+//! but not checkpointed before a crash is not duplicated when it is delivered again:
+//! exactly-once for files. A position taken from another file is never applied (see
+//! [`file`]'s module doc).
 
 pub mod console;
 pub mod fanout;
@@ -33,6 +35,24 @@ pub use fanout::{FanOutError, Outputs};
 use tokio_util::sync::CancellationToken;
 
 use crate::event::Event;
+
+/// How far an output has written a table: stored with the checkpoint, handed back on resume.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    /// The file output's committed byte length of the table's file.
+    pub length: u64,
+    /// The file that length is of. `None` in a state written before `@persistence_version` 3
+    /// (and for outputs that keep no file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<file::FileIdentity>,
+}
+
+impl Position {
+    /// A length that names no file.
+    pub fn of_length(length: u64) -> Self {
+        Position { length, file: None }
+    }
+}
 
 /// An error from an output. Every variant means "not confirmed": the batch is delivered again.
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +99,8 @@ impl Output {
     pub async fn resume(
         &mut self,
         table: &str,
-        committed: Option<u64>,
-    ) -> Result<Option<u64>, OutputError> {
+        committed: Option<Position>,
+    ) -> Result<Option<Position>, OutputError> {
         match self {
             Output::File(o) => o.resume(table, committed).await,
             Output::Console(_) => Ok(None),
@@ -96,15 +116,16 @@ impl Output {
         &mut self,
         table: &str,
         events: &[Event],
-    ) -> Result<Option<u64>, OutputError> {
-        match self {
-            Output::File(o) => o.deliver(table, events).await,
+    ) -> Result<Option<Position>, OutputError> {
+        let length = match self {
+            Output::File(o) => return o.deliver(table, events).await,
             Output::Console(o) => o.deliver(table, events).await,
             Output::Syslog(o) => o.deliver(table, events).await,
             Output::Http(o) => o.deliver(table, events).await,
             Output::SplunkHec(o) => o.deliver(table, events).await,
             Output::Relp(o) => o.deliver(table, events).await,
-        }
+        };
+        length.map(|l| l.map(Position::of_length))
     }
 
     /// Waits between an output's own tries end when `cancel` fires (only network outputs

@@ -8,6 +8,13 @@
 //! them: they hold no secret, but they do hold event dates and hashes. An existing directory
 //! keeps its mode; [`directory_mode_warning`] says when others can read it.
 //!
+//! One process at a time: [`lock`] takes an exclusive `flock` on `collector.lock` in the
+//! directory, held for the process's life (the kernel drops it when the process ends, however it
+//! ends), with the holder's pid written in the file for the next one's error. Two processes on
+//! one state (a `run --once` beside the daemon) would both read the same checkpoint and deliver
+//! the same windows, and each would cut the other's file lines on resume. `state show` reads
+//! without the lock; `run`, `demo`, `state reset` and `state copy` take it.
+//!
 //! Synchronous: a state is a few kilobytes, and the caller (one service's task) has nothing to
 //! do until its write is durable.
 
@@ -51,6 +58,57 @@ pub fn load(directory: &Path, key: &str) -> Result<Option<(ServiceState, LoadRep
             source,
         }),
     }
+}
+
+/// The lock file in a state directory.
+pub const LOCK_FILE: &str = "collector.lock";
+
+/// An exclusive lock on a state directory; released when dropped (or the process ends).
+#[derive(Debug)]
+pub struct DirectoryLock {
+    _file: std::fs::File,
+}
+
+/// Takes the exclusive lock on `directory` (created, mode 0700, if missing), without waiting:
+/// [`StateError::Locked`], naming the holder's pid, when another process holds it.
+pub fn lock(directory: &Path) -> Result<DirectoryLock, StateError> {
+    use rustix::fs::{flock, FlockOperation};
+    use std::io::{Read, Seek};
+    let path = directory.join(LOCK_FILE);
+    let io = |action: &'static str| {
+        let path = path.clone();
+        move |source| StateError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    create_directory(directory).map_err(|source| StateError::Io {
+        action: "create directory",
+        path: directory.to_owned(),
+        source,
+    })?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).map_err(io("open"))?;
+    if let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        if e != rustix::io::Errno::WOULDBLOCK {
+            return Err(io("lock")(e.into()));
+        }
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        return Err(StateError::Locked {
+            directory: directory.to_owned(),
+            holder: holder.trim().parse().ok(),
+        });
+    }
+    file.set_len(0).map_err(io("write"))?;
+    file.rewind().map_err(io("write"))?;
+    writeln!(file, "{}", std::process::id()).map_err(io("write"))?;
+    file.sync_all().map_err(io("fsync"))?;
+    Ok(DirectoryLock { _file: file })
 }
 
 /// How a state file is named in errors.

@@ -8,6 +8,15 @@
 //! older `@persistence_version`s, *corrections* (clamp to the API's retention, undo a checkpoint
 //! from a clock that ran ahead), and *reset* when the configured `start_time_in_utc` changed
 //! (Devo's "Restart the persistence").
+//!
+//! Versions: 1 is Devo's document; 2 added the dedup memory and the outputs' positions (a file
+//! output's committed byte length, by output name and table); 3 gives each position the file it
+//! is of (its canonical path, device and inode), because a length applied to another file cuts
+//! that file's lines. A version-2 position is read as a length of no known file: the file
+//! output applies it to the file it writes now (what version 2 did), and only where it ends a
+//! line of that file (see [`crate::output::file`]). A build that understands only version 2
+//! refuses a version-3 document ("newer than this build understands") instead of cutting a file
+//! with it.
 
 pub mod dead_letter;
 pub mod filesystem;
@@ -18,12 +27,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::output::Position;
 use crate::pipeline::dedup::{DedupMemory, DedupRecord};
 use crate::pipeline::window::Cursors;
 use crate::time::{format_iso, parse_user_time, Millis};
 
 /// The version this build writes.
-pub const PERSISTENCE_VERSION: u32 = 2;
+pub const PERSISTENCE_VERSION: u32 = 3;
 
 /// The state of one service.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,8 +42,8 @@ pub struct ServiceState {
     pub start_time_in_utc: Option<String>,
     pub cursors: Cursors,
     pub dedup: DedupMemory,
-    /// Committed positions by output name, then table (file output: byte length).
-    pub positions: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Committed positions by output name, then table (file output: byte length and file).
+    pub positions: BTreeMap<String, BTreeMap<String, Position>>,
 }
 
 impl ServiceState {
@@ -55,15 +65,29 @@ impl ServiceState {
             format_iso(self.cursors.settled),
             self.cursors.last_sweep.map_or("None".to_owned(), |t| format!("'{}'", format_iso(t))),
             self.dedup.len(),
-            self.positions,
+            self.position_lengths(),
             PERSISTENCE_VERSION,
         )
     }
 }
 
-/// The document on disk (version 2).
+impl ServiceState {
+    /// The positions' lengths, by output and table (the summary's `output_positions`).
+    fn position_lengths(&self) -> BTreeMap<&str, BTreeMap<&str, u64>> {
+        self.positions
+            .iter()
+            .map(|(output, tables)| {
+                let lengths = tables.iter().map(|(t, p)| (t.as_str(), p.length));
+                (output.as_str(), lengths.collect())
+            })
+            .collect()
+    }
+}
+
+/// The document on disk: version 3 with `P` = [`Position`], version 2 with `P` = `u64` (a
+/// length of no known file).
 #[derive(Serialize, Deserialize)]
-struct DocV2 {
+struct Doc<P> {
     #[serde(rename = "@persistence_version")]
     version: u32,
     start_time_in_utc: Option<String>,
@@ -74,8 +98,8 @@ struct DocV2 {
     /// `[date_ms | null, sha256 hex, copies, expires_ms]`
     #[serde(default)]
     dedup: Vec<DedupRecord>,
-    #[serde(default)]
-    output_positions: BTreeMap<String, BTreeMap<String, u64>>,
+    #[serde(default = "BTreeMap::new")]
+    output_positions: BTreeMap<String, BTreeMap<String, P>>,
 }
 
 /// Why a state document could not be used.
@@ -99,6 +123,13 @@ pub enum StateError {
         address: String,
         reason: String,
         fix: &'static str,
+    },
+    /// Another process holds the filesystem state directory's lock ([`filesystem::lock`]).
+    #[error("the state directory {} is in use by another collector (pid {}); two processes on one state would deliver the same events twice. Stop that process first (a daemon catches up by itself: no `run --once` is needed beside it), or give this one its own globals.persistence.config.directory_name", directory.display(), holder.map_or("unknown".to_owned(), |p| p.to_string()))]
+    Locked {
+        directory: PathBuf,
+        /// The holder's pid, as it wrote it in the lock file.
+        holder: Option<u32>,
     },
     /// A fenced write or a renewal was refused: another process holds the service's lease.
     #[error("the lease is held by {}", holder_name(holder))]
@@ -128,7 +159,7 @@ pub fn holder_name(holder: &str) -> &str {
 
 /// Encodes a state as the current document version.
 pub fn encode(state: &ServiceState) -> Vec<u8> {
-    let doc = DocV2 {
+    let doc = Doc {
         version: PERSISTENCE_VERSION,
         start_time_in_utc: state.start_time_in_utc.clone(),
         checkpoint_in_utc: format_iso(state.cursors.checkpoint),
@@ -188,26 +219,54 @@ pub fn decode(bytes: &[u8], location: &str) -> Result<(ServiceState, LoadReport)
             };
             Ok((state, LoadReport { upgraded_from: Some(1) }))
         }
+        // Version 2: the same document, each position a bare length.
         2 => {
-            let doc: DocV2 = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
-            let (dedup, bad) = DedupMemory::from_records(&doc.dedup);
-            if bad > 0 {
-                return Err(invalid(format!("{bad} dedup record(s) are malformed")));
-            }
-            let state = ServiceState {
-                start_time_in_utc: doc.start_time_in_utc,
-                cursors: Cursors {
-                    checkpoint: time(&doc.checkpoint_in_utc)?,
-                    settled: time(&doc.settled_until_in_utc)?,
-                    last_sweep: doc.last_sweep_in_utc.as_deref().map(time).transpose()?,
-                },
-                dedup,
-                positions: doc.output_positions,
-            };
-            Ok((state, LoadReport::default()))
+            let doc: Doc<u64> = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+            let state = from_doc(doc, Position::of_length, &invalid)?;
+            Ok((state, LoadReport { upgraded_from: Some(2) }))
+        }
+        3 => {
+            let doc: Doc<Position> =
+                serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+            Ok((from_doc(doc, |p| p, &invalid)?, LoadReport::default()))
         }
         v => Err(invalid(format!("@persistence_version {v} is newer than this build understands ({PERSISTENCE_VERSION}); upgrade the collector"))),
     }
+}
+
+/// The state a version 2 or 3 document holds, its positions read by `position`.
+fn from_doc<P>(
+    doc: Doc<P>,
+    position: impl Fn(P) -> Position,
+    invalid: &dyn Fn(String) -> StateError,
+) -> Result<ServiceState, StateError> {
+    let time = |s: &str| {
+        parse_user_time(s)
+            .map(|t| t.timestamp_millis())
+            .ok_or_else(|| invalid(format!("`{s}` is not a time")))
+    };
+    let (dedup, bad) = DedupMemory::from_records(&doc.dedup);
+    if bad > 0 {
+        return Err(invalid(format!("{bad} dedup record(s) are malformed")));
+    }
+    let positions = doc
+        .output_positions
+        .into_iter()
+        .map(|(output, tables)| {
+            let tables = tables.into_iter().map(|(t, p)| (t, position(p)));
+            (output, tables.collect())
+        })
+        .collect();
+    Ok(ServiceState {
+        start_time_in_utc: doc.start_time_in_utc,
+        cursors: Cursors {
+            checkpoint: time(&doc.checkpoint_in_utc)?,
+            settled: time(&doc.settled_until_in_utc)?,
+            last_sweep: doc.last_sweep_in_utc.as_deref().map(time).transpose()?,
+        },
+        dedup,
+        positions,
+    })
 }
 
 /// The corrections step. Returns what was changed, for the log.
@@ -323,6 +382,16 @@ impl StateStore {
         }
     }
 
+    /// Takes the filesystem store's directory lock, held until the returned guard is dropped
+    /// (see [`filesystem`]); `None` for the other stores (Redis has leases, memory is this
+    /// process's own).
+    pub fn lock(&self) -> Result<Option<filesystem::DirectoryLock>, StateError> {
+        match self {
+            StateStore::Filesystem { directory } => filesystem::lock(directory).map(Some),
+            StateStore::Memory(_) | StateStore::Redis(_) => Ok(None),
+        }
+    }
+
     /// Deletes a state (`state reset`). Returns whether there was one. In Redis it takes the
     /// lease for the deletion, so a running collector's state is never deleted under it.
     pub async fn reset(&self, key: &str) -> Result<bool, StateError> {
@@ -361,11 +430,37 @@ mod tests {
         ];
         let plan = s.dedup.plan(&events, 0);
         s.dedup.apply(plan);
-        s.positions
-            .entry("local".into())
-            .or_default()
-            .insert("t".into(), 42);
+        s.positions.entry("local".into()).or_default().insert(
+            "t".into(),
+            Position {
+                length: 42,
+                file: Some(crate::output::file::FileIdentity {
+                    path: "/srv/out/t.jsonl".into(),
+                    device: 2049,
+                    inode: 1_234_567,
+                }),
+            },
+        );
         s
+    }
+
+    /// A version-2 document's positions are bare lengths: they are read as lengths of no known
+    /// file, and the document counts as upgraded (it is written back as version 3).
+    #[test]
+    fn version_2_positions_are_lengths_of_no_known_file() {
+        let v2 = br#"{"@persistence_version": 2, "start_time_in_utc": null, "checkpoint_in_utc": "2024-06-02T00:00:00Z", "settled_until_in_utc": "2024-06-02T00:00:00Z", "output_positions": {"local": {"t": 5997}}}"#;
+        let (s, report) = decode(v2, "x").unwrap();
+        assert_eq!(report.upgraded_from, Some(2));
+        assert_eq!(s.positions["local"]["t"], Position::of_length(5997));
+        let v3: serde_json::Value = serde_json::from_slice(&encode(&sample())).unwrap();
+        assert_eq!(v3["@persistence_version"], 3);
+        assert_eq!(
+            v3["output_positions"]["local"]["t"],
+            serde_json::json!({"length": 42, "file": {"path": "/srv/out/t.jsonl", "device": 2049, "inode": 1_234_567}})
+        );
+        assert!(sample()
+            .summary()
+            .contains("'output_positions': {\"local\": {\"t\": 42}}"));
     }
 
     #[test]
@@ -401,6 +496,30 @@ mod tests {
         }
         assert!(filesystem::reset(&store, "k").unwrap());
         assert!(filesystem::load(&store, "k").unwrap().is_none());
+    }
+
+    /// A second lock on one directory is refused naming the holder's pid; after the first is
+    /// dropped the directory can be locked again.
+    #[test]
+    fn one_process_at_a_time_holds_a_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::filesystem(dir.path().join("state"));
+        let held = store.lock().unwrap().expect("a filesystem store locks");
+        // flock locks belong to the open file: a second open in this process is refused too.
+        let e = store.lock().unwrap_err();
+        let pid = std::process::id();
+        assert!(
+            matches!(e, StateError::Locked { holder: Some(p), .. } if p == pid),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains(&format!("is in use by another collector (pid {pid})")),
+            "{e}"
+        );
+        drop(held);
+        assert!(store.lock().unwrap().is_some());
+        assert!(StateStore::memory().lock().unwrap().is_none());
     }
 
     #[test]

@@ -103,7 +103,7 @@ async fn state_show_reset_and_restart_of_the_persistence() {
     let state_file = env.path("state/proofpoint_isolation_10001_url_isolation.json");
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
-    assert_eq!(doc["@persistence_version"], 2);
+    assert_eq!(doc["@persistence_version"], 3);
 
     // Changing start_time_in_utc restarts the persistence: everything is collected again.
     let start = (chrono::Utc::now() - chrono::Duration::days(2))

@@ -476,7 +476,7 @@ async fn a_full_output_disk_mid_batch_freed_during_the_retries_loses_and_repeats
             serde_json::from_str(&std::fs::read_to_string(state_file(&env, service)).unwrap())
                 .unwrap();
         assert_eq!(
-            state["output_positions"]["local"][table].as_u64(),
+            state["output_positions"]["local"][table]["length"].as_u64(),
             Some(bytes.len() as u64),
             "{service}: the stored position is not the end of the file"
         );

@@ -13,6 +13,10 @@ mod collect;
 // kill -9 during a backfill, and a crash between the state write and its rename.
 mod crash;
 
+// Files and state: a position applies only to its own file, a partial last line is cut, one
+// process per state directory.
+mod file_identity;
+
 // The CLI contract: exit codes, validate, state, secrets.
 mod cli;
 

@@ -66,7 +66,7 @@ async fn one_process_on_redis_collects_both_services_exactly_once() {
         );
         // The state is the document of a state file; the lease was released.
         let state = redis.cli(&["--raw", "GET", &key(service, "state")]);
-        assert!(state.contains("\"@persistence_version\": 2"), "{state}");
+        assert!(state.contains("\"@persistence_version\": 3"), "{state}");
         assert_eq!(
             redis.cli(&["EXISTS", &key(service, "lease")]),
             "(integer) 0"
@@ -644,7 +644,7 @@ fn committed_length(redis: &RedisServer, table: &str) -> u64 {
     redis
         .get(&key("url_isolation", "state"))
         .and_then(|doc| serde_json::from_str::<serde_json::Value>(&doc).ok())
-        .and_then(|v| v["output_positions"]["local"][table].as_u64())
+        .and_then(|v| v["output_positions"]["local"][table]["length"].as_u64())
         .unwrap_or(0)
 }
 

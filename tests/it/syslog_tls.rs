@@ -10,7 +10,7 @@ use isolation_collector::clock::SharedClock;
 use isolation_collector::event::Event;
 use isolation_collector::output::syslog::format::write_date;
 use isolation_collector::output::syslog::{NetworkOutputConfig, SyslogOutput, TlsFiles, Tuning};
-use isolation_collector::output::{Output, OutputError};
+use isolation_collector::output::{Output, OutputError, Position};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
@@ -149,7 +149,12 @@ async fn tls_delivers_byte_exact_records_through_output_enum() {
         Some(tls_files(&pki.ca.pem, &pki.client)),
     )));
     out.check().await.unwrap();
-    assert_eq!(out.resume(TABLE, Some(7)).await.unwrap(), None);
+    assert_eq!(
+        out.resume(TABLE, Some(Position::of_length(7)))
+            .await
+            .unwrap(),
+        None
+    );
 
     let batch = events(0, 1000);
     let from = now_ms();

@@ -136,12 +136,20 @@ fn output(dir: &Path) -> FileOutput {
     FileOutput::new("local".into(), dir.to_owned(), DEFAULT_MODE)
 }
 
+/// Resumes `out` from `len` bytes of the table's file it has at its path (the position it
+/// commits), returning the length it resumed at.
+async fn resume_at(out: &mut FileOutput, len: u64) -> u64 {
+    out.entry(TABLE).unwrap();
+    let at = out.position(TABLE, len);
+    out.resume(TABLE, Some(at)).await.unwrap().unwrap().length
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_failing_midway_leaves_nothing_and_the_retry_confirms_the_exact_length() {
     let dir = tempfile::tempdir().unwrap();
     let mut out = output(dir.path());
     let (a, b) = (events("a", 50), events("b", 80));
-    let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap();
+    let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap().length;
     assert_eq!(len_a, lines(&a).len() as u64);
 
     // The disk fills in the middle of a line of the second batch.
@@ -155,17 +163,14 @@ async fn a_write_failing_midway_leaves_nothing_and_the_retry_confirms_the_exact_
     );
 
     // The retry writes the batch whole, and the confirmed length is the file's.
-    let len_b = out.deliver(TABLE, &b).await.unwrap().unwrap();
+    let len_b = out.deliver(TABLE, &b).await.unwrap().unwrap().length;
     let want = lines(&a) + &lines(&b);
     assert_eq!(contents(dir.path()), want);
     assert_eq!(len_b, want.len() as u64);
 
     // A resume from that confirmed length cuts nothing.
     let mut restarted = output(dir.path());
-    assert_eq!(
-        restarted.resume(TABLE, Some(len_b)).await.unwrap(),
-        Some(len_b)
-    );
+    assert_eq!(resume_at(&mut restarted, len_b).await, len_b);
     assert_eq!(contents(dir.path()), want);
 }
 
@@ -187,7 +192,7 @@ async fn a_handle_dropped_after_a_failure_is_cut_back_before_the_next_write() {
     entry.file = None;
     entry.own_end = entry.len + br#"{"id":"partial"#.len() as u64; // the failed write's bytes
 
-    let len = out.deliver(TABLE, &b).await.unwrap().unwrap();
+    let len = out.deliver(TABLE, &b).await.unwrap().unwrap().length;
     let want = lines(&a) + &lines(&b);
     assert_eq!(contents(dir.path()), want);
     assert_eq!(len, want.len() as u64);
@@ -198,15 +203,12 @@ async fn resume_cuts_to_the_committed_length_even_with_a_broken_handle() {
     let dir = tempfile::tempdir().unwrap();
     let mut out = output(dir.path());
     let (a, b) = (events("a", 5), events("b", 7));
-    let committed = out.deliver(TABLE, &a).await.unwrap().unwrap();
+    let committed = out.deliver(TABLE, &a).await.unwrap().unwrap().length;
     out.deliver(TABLE, &b).await.unwrap(); // confirmed by this output, never checkpointed
     out.files.get_mut(TABLE).unwrap().file = None;
-    assert_eq!(
-        out.resume(TABLE, Some(committed)).await.unwrap(),
-        Some(committed)
-    );
+    assert_eq!(resume_at(&mut out, committed).await, committed);
     assert_eq!(contents(dir.path()), lines(&a));
-    let len = out.deliver(TABLE, &b).await.unwrap().unwrap();
+    let len = out.deliver(TABLE, &b).await.unwrap().unwrap().length;
     assert_eq!(len, (lines(&a) + &lines(&b)).len() as u64);
 }
 
@@ -316,7 +318,7 @@ async fn another_process_appending_between_two_writes_is_never_cut() {
     let dir = tempfile::tempdir().unwrap();
     let mut out = output(dir.path());
     let (a, b, other) = (events("a", 5), events("b", 1_300), events("B", 3));
-    let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap();
+    let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap().length;
 
     out.interfere = Some(Interfere::new(dir.path(), 1, &lines(&other)));
     let err = out.deliver(TABLE, &b).await.unwrap_err();
@@ -330,9 +332,9 @@ async fn another_process_appending_between_two_writes_is_never_cut() {
     assert_foreign(&err, dir.path());
     assert_contents(dir.path(), &found);
 
-    assert_eq!(out.resume(TABLE, Some(len_a)).await.unwrap(), Some(len_a));
+    assert_eq!(resume_at(&mut out, len_a).await, len_a);
     assert_contents(dir.path(), &(lines(&a)));
-    let len = out.deliver(TABLE, &b).await.unwrap().unwrap();
+    let len = out.deliver(TABLE, &b).await.unwrap().unwrap().length;
     let want = lines(&a) + &lines(&b);
     assert_contents(dir.path(), &want);
     assert_eq!(len, want.len() as u64);
@@ -345,7 +347,7 @@ async fn a_failed_write_after_another_process_appended_cuts_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut out = output(dir.path());
     let (a, b, other) = (events("a", 5), events("b", 20), events("B", 2));
-    let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap();
+    let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap().length;
 
     // Short writes of 100 bytes: one lands, the other process appends, the next call fails.
     let mut w = Interfere::new(dir.path(), 1, &lines(&other));
@@ -358,7 +360,7 @@ async fn a_failed_write_after_another_process_appended_cuts_nothing() {
     assert_contents(dir.path(), &found);
 
     // The holder's cut, then the batch whole.
-    assert_eq!(out.resume(TABLE, Some(len_a)).await.unwrap(), Some(len_a));
+    assert_eq!(resume_at(&mut out, len_a).await, len_a);
     out.deliver(TABLE, &b).await.unwrap();
     assert_contents(dir.path(), &(lines(&a) + &b_lines));
 }
@@ -371,13 +373,13 @@ async fn another_process_appending_between_the_check_and_the_write_is_never_cut(
     let dir = tempfile::tempdir().unwrap();
     let mut out = output(dir.path());
     let (a, b, other) = (events("a", 5), events("b", 20), events("B", 2));
-    let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap();
+    let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap().length;
 
     out.interfere = Some(Interfere::new(dir.path(), 0, &lines(&other)));
     let err = out.deliver(TABLE, &b).await.unwrap_err();
     assert_foreign(&err, dir.path());
     assert_contents(dir.path(), &(lines(&a) + &lines(&other) + &lines(&b)));
-    assert_eq!(out.resume(TABLE, Some(len_a)).await.unwrap(), Some(len_a));
+    assert_eq!(resume_at(&mut out, len_a).await, len_a);
     assert_contents(dir.path(), &(lines(&a)));
 }
 
@@ -389,7 +391,7 @@ async fn a_batch_is_not_appended_after_bytes_another_process_wrote() {
     let dir = tempfile::tempdir().unwrap();
     let mut out = output(dir.path());
     let (a, b, stale) = (events("a", 5), events("b", 7), events("b", 3));
-    let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap();
+    let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap().length;
     let path = FileOutput::path_for(dir.path(), TABLE);
     let mut other = OpenOptions::new().append(true).open(&path).unwrap();
     other.write_all(lines(&stale).as_bytes()).unwrap();
@@ -400,8 +402,8 @@ async fn a_batch_is_not_appended_after_bytes_another_process_wrote() {
     let found = lines(&a) + &lines(&stale) + r#"{"id":"partial"#;
     assert_contents(dir.path(), &found);
 
-    assert_eq!(out.resume(TABLE, Some(len_a)).await.unwrap(), Some(len_a));
-    let len = out.deliver(TABLE, &b).await.unwrap().unwrap();
+    assert_eq!(resume_at(&mut out, len_a).await, len_a);
+    let len = out.deliver(TABLE, &b).await.unwrap().unwrap().length;
     let want = lines(&a) + &lines(&b);
     assert_contents(dir.path(), &want);
     assert_eq!(len, want.len() as u64);
@@ -422,7 +424,7 @@ async fn a_file_truncated_between_batches_is_appended_to() {
         .unwrap()
         .set_len(0)
         .unwrap();
-    let len = out.deliver(TABLE, &b).await.unwrap().unwrap();
+    let len = out.deliver(TABLE, &b).await.unwrap().unwrap().length;
     assert_contents(dir.path(), &(lines(&b)));
     assert_eq!(len, lines(&b).len() as u64);
 }
@@ -449,4 +451,127 @@ async fn a_file_cut_and_appended_to_by_another_process_during_a_batch_is_not_cut
     );
     assert!(msg.contains(&want), "{msg}");
     assert_contents(dir.path(), &(lines(&a[..2]) + &lines(&other)));
+}
+
+/// A position committed for the file of another directory (A, then B) is not applied to B,
+/// and B's own position is not applied to A when the output goes back: each file keeps every
+/// line. Then a file rotated away and replaced at the same path: the old file's position is
+/// not applied to the new one either.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_position_of_another_file_is_never_applied() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b, c) = (events("a", 50), events("b", 3), events("c", 4));
+    let at_a = output(dir_a.path())
+        .deliver(TABLE, &a)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut to_b = output(dir_b.path());
+    let resumed = to_b
+        .resume(TABLE, Some(at_a.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resumed.length, 0, "B is a new file: its own position");
+    assert_ne!(resumed.file, at_a.file);
+    let at_b = to_b.deliver(TABLE, &b).await.unwrap().unwrap();
+    assert_eq!(at_b.length, lines(&b).len() as u64);
+
+    let mut back_to_a = output(dir_a.path());
+    let resumed = back_to_a.resume(TABLE, Some(at_b)).await.unwrap().unwrap();
+    assert_eq!(resumed, at_a, "A as it is, with its own identity");
+    back_to_a.deliver(TABLE, &c).await.unwrap();
+    assert_eq!(contents(dir_a.path()), lines(&a) + &lines(&c));
+    assert_eq!(contents(dir_b.path()), lines(&b));
+
+    // Rotated: the file moves away, a longer one takes its path.
+    let at_rotated = output(dir_b.path())
+        .deliver(TABLE, &c)
+        .await
+        .unwrap()
+        .unwrap();
+    let path = FileOutput::path_for(dir_b.path(), TABLE);
+    std::fs::rename(&path, dir_b.path().join("rotated")).unwrap();
+    std::fs::write(&path, lines(&a)).unwrap();
+    let mut after = output(dir_b.path());
+    let resumed = after
+        .resume(TABLE, Some(at_rotated))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resumed.length, lines(&a).len() as u64);
+    assert_eq!(contents(dir_b.path()), lines(&a));
+}
+
+/// A position from a state before identities (a bare length) is applied to the file at the
+/// path where it ends a line, and ignored where it would cut inside one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_position_without_a_file_is_applied_only_at_a_line_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (events("a", 5), events("b", 7));
+    let mut out = output(dir.path());
+    let committed = out.deliver(TABLE, &a).await.unwrap().unwrap().length;
+    out.deliver(TABLE, &b).await.unwrap();
+    let inside_a_line = Position::of_length(committed - 3);
+    let kept = output(dir.path())
+        .resume(TABLE, Some(inside_a_line))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.length, (lines(&a) + &lines(&b)).len() as u64);
+    assert_eq!(contents(dir.path()), lines(&a) + &lines(&b));
+    let mut restarted = output(dir.path());
+    let at = restarted
+        .resume(TABLE, Some(Position::of_length(committed)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(at.length, committed);
+    assert!(at.file.is_some(), "the identity is filled in");
+    assert_eq!(contents(dir.path()), lines(&a));
+}
+
+/// No committed position and a file ending in a partial line: the line is cut back to the
+/// last newline before anything is appended, and a file of complete lines is left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_position_a_partial_last_line_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = FileOutput::path_for(dir.path(), TABLE);
+    let (a, b) = (events("a", 3), events("b", 2));
+    std::fs::write(&path, lines(&a) + r#"{"id":"cut sh"#).unwrap();
+    let mut out = output(dir.path());
+    let at = out.resume(TABLE, None).await.unwrap().unwrap();
+    assert_eq!(at.length, lines(&a).len() as u64);
+    out.deliver(TABLE, &b).await.unwrap();
+    assert_eq!(contents(dir.path()), lines(&a) + &lines(&b));
+    // No newline at all: the whole file is one partial record.
+    std::fs::write(&path, r#"{"id":"#).unwrap();
+    let at = output(dir.path())
+        .resume(TABLE, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((at.length, contents(dir.path())), (0, String::new()));
+    // Complete lines: nothing is cut.
+    std::fs::write(&path, lines(&a)).unwrap();
+    let at = output(dir.path())
+        .resume(TABLE, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(at.length, lines(&a).len() as u64);
+}
+
+#[test]
+fn the_last_newline_is_found_across_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let mut text = "x".repeat(10).to_string() + "\n";
+    text.push_str(&"y".repeat(200_000));
+    std::fs::write(&path, &text).unwrap();
+    let file = File::open(&path).unwrap();
+    assert_eq!(complete_lines_length(&file, text.len() as u64).unwrap(), 11);
+    assert!(ends_a_line(&file, 11).unwrap());
+    assert!(!ends_a_line(&file, 12).unwrap());
+    assert!(ends_a_line(&file, text.len() as u64).unwrap());
 }
