@@ -414,20 +414,27 @@ impl FileOutput {
         if keep == len {
             return Ok(());
         }
-        let cut = cut_back(file, keep).map_err(|e| {
-            self.io_error(format!("cutting a partial line from {}", path.display()), e)
-        })?;
-        tracing::warn!(
-            output = %self.name,
-            file = %path.display(),
-            "Removed a partial last line ({} bytes) from {}: no committed position covers it (a writer stopped in the middle of a line); new records start on a line of their own.",
-            len - keep,
-            path.display()
-        );
-        debug_assert_eq!(cut, CutBack::Cut(len - keep));
+        let now = match cut_back(file, keep) {
+            // Someone truncated it meanwhile: nothing of it was cut here.
+            Ok(CutBack::Shorter(actual)) => actual,
+            Ok(_) => keep,
+            Err(e) => {
+                let action = format!("cutting a partial line from {}", path.display());
+                return Err(self.io_error(action, e));
+            }
+        };
+        if now == keep {
+            tracing::warn!(
+                output = %self.name,
+                file = %path.display(),
+                "Removed a partial last line ({} bytes) from {}: no committed position covers it (a writer stopped in the middle of a line); new records start on a line of their own.",
+                len - keep,
+                path.display()
+            );
+        }
         let entry = self.files.get_mut(table).expect("opened above");
-        entry.len = keep;
-        entry.own_end = keep;
+        entry.len = now;
+        entry.own_end = now;
         Ok(())
     }
 
