@@ -14,7 +14,8 @@
 //! a file may be rotated away and a new one created at its path: cutting the file found now to
 //! a length taken from another file would remove its lines. So a position carries its file's
 //! [`FileIdentity`] (canonical path, device and inode, as opened), and [`FileOutput::resume`]
-//! applies it only to the file with that same identity. A position of another file is ignored,
+//! applies it only to the same file: the same path and inode (not the device, which a network
+//! filesystem numbers per mount: replicas sharing a directory must mount it at one path). A position of another file is ignored,
 //! said in a warning that names both files: nothing is cut, the file as it is now is the
 //! start, and its own position is recorded. (Should the process have stopped between a write
 //! and its checkpoint, that batch can then appear twice in this file: a bounded repeat, where
@@ -95,6 +96,17 @@ pub struct FileIdentity {
     pub path: String,
     pub device: u64,
     pub inode: u64,
+}
+
+impl FileIdentity {
+    /// Whether `other` is the same file: the same canonical path and inode. The device is not
+    /// compared: a network filesystem numbers its devices per mount, so a replica on another
+    /// host sees the file of a shared directory under another device number (and a lease
+    /// holder's resume must still cut the former holder's bytes there). A file rotated away and
+    /// replaced has another inode; another directory or layout, another path.
+    pub fn is_same_file(&self, other: &FileIdentity) -> bool {
+        self.path == other.path && self.inode == other.inode
+    }
 }
 
 impl std::fmt::Display for FileIdentity {
@@ -385,7 +397,7 @@ impl FileOutput {
         let entry = &self.files[table];
         let found = &entry.identity;
         let why = match &committed.file {
-            Some(file) if file == found => return Some(committed.length),
+            Some(file) if file.is_same_file(found) => return Some(committed.length),
             Some(file) => format!("was committed for another file, {file}"),
             None => match ends_a_line(entry.file.as_ref()?, committed.length) {
                 Ok(true) => return Some(committed.length),

@@ -575,3 +575,18 @@ fn the_last_newline_is_found_across_blocks() {
     assert!(!ends_a_line(&file, 12).unwrap());
     assert!(ends_a_line(&file, text.len() as u64).unwrap());
 }
+
+/// The same path and inode are the same file, whatever device number this host gives a shared
+/// (network) filesystem; another inode or another path is another file.
+#[test]
+fn a_file_is_its_path_and_inode() {
+    let at = |path: &str, device, inode| FileIdentity {
+        path: path.into(),
+        device,
+        inode,
+    };
+    let file = at("/srv/out/t.jsonl", 2049, 77);
+    assert!(file.is_same_file(&at("/srv/out/t.jsonl", 51, 77)));
+    assert!(!file.is_same_file(&at("/srv/out/t.jsonl", 2049, 78)));
+    assert!(!file.is_same_file(&at("/srv/out/10001/t.jsonl", 2049, 77)));
+}
