@@ -34,7 +34,7 @@ use crate::event::{parse_page, Page};
 use crate::isolation::connection::{ApiConnection, ProxyRoute};
 use crate::isolation::limiter::SharedLimits;
 use crate::metrics::{Outcome, ServiceMetrics};
-use crate::secret::ApiKey;
+use crate::secret::{redact_then_cut, ApiKey};
 
 /// Why an API call failed.
 #[derive(Debug, thiserror::Error)]
@@ -475,11 +475,18 @@ impl ApiClient {
             code => Err(Attempt::Fatal(
                 FetchError::Rejected {
                     status: code,
-                    body: self.redact(&String::from_utf8_lossy(&body[..body.len().min(300)])),
+                    body: self.quote(&body),
                 },
                 Outcome::Rejected,
             )),
         }
+    }
+
+    /// An error body, fit for an error message: redacted whole, then cut to
+    /// [`QUOTED_BODY_BYTES`] (cut first, a key straddling the cut would leak in part).
+    fn quote(&self, body: &[u8]) -> String {
+        let text = self.redact(&String::from_utf8_lossy(body));
+        redact_then_cut(&text, &[], QUOTED_BODY_BYTES)
     }
 
     /// Removes the key and the proxy's password from text that came from elsewhere (a server
@@ -624,6 +631,9 @@ fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a
     let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
     find_rustls_error(inner)
 }
+
+/// How much of an API error body an error quotes.
+const QUOTED_BODY_BYTES: usize = 300;
 
 /// How long an API connection may stay idle in the client's pool: long enough for the job polls
 /// of one cycle (2 s, doubling), shorter than the gap between cycles at the default 60 s period.

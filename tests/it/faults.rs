@@ -483,3 +483,30 @@ async fn a_full_output_disk_mid_batch_freed_during_the_retries_loses_and_repeats
     }
     drop(fs);
 }
+
+/// An API error body that quotes the key across byte 300, where the quoted body is cut (issue 20
+/// §5): neither the key nor any part of it reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_body_quoting_the_key_across_the_cut_never_shows_it() {
+    let env = TestEnv::both(100, |_| {}).await;
+    let body = format!("{}key {KEY} is not allowed here", "x".repeat(286));
+    assert_eq!(body.find(KEY), Some(290), "the key straddles byte 300");
+    for sim in [&env.web, &env.url] {
+        let refusal = Fault::Refuse {
+            status: 422,
+            body: body.clone(),
+        };
+        sim.push_fault(FaultTarget::Any, refusal, 1);
+    }
+    let out = env.collector(&["run", "--once"]).await;
+    let log = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    assert!(log.contains("HTTP 422"), "the refusal is reported: {log}");
+    // Any 8 characters of the key in a row (the masked form shows 4 and 2).
+    for piece in KEY.as_bytes().windows(8) {
+        let piece = std::str::from_utf8(piece).unwrap();
+        assert!(
+            !log.contains(piece),
+            "{piece:?} of the key is in the log:\n{log}"
+        );
+    }
+}
