@@ -33,8 +33,11 @@ use crate::config::{KeyPlacement, ServiceConfig};
 use crate::event::{parse_page, Page};
 use crate::isolation::connection::{ApiConnection, ProxyRoute};
 use crate::isolation::limiter::SharedLimits;
-use crate::metrics::{Outcome, ServiceMetrics};
+use crate::metrics::{JobFault, Outcome, ServiceMetrics};
 use crate::secret::{redact_then_cut, ApiKey};
+
+mod job_pages;
+use job_pages::{JobPages, Sorted};
 
 /// Why an API call failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +69,8 @@ pub enum FetchError {
     },
     #[error("the proxy {proxy} refused the request without valid proxy credentials (HTTP {status}); put them in proxy_url (http://${{PROXY_USER}}:${{PROXY_PASSWORD}}@host:port) and check them")]
     ProxyAuth { proxy: String, status: u16 },
+    #[error("job {job_id} {detail}: the API is looping; the job is given up and the window asked for again with a new job after a backoff (if this persists, report it to Proofpoint support)")]
+    PageLoop { job_id: String, detail: String },
     #[error("cancelled")]
     Cancelled,
 }
@@ -243,7 +248,7 @@ impl ApiClient {
     pub async fn finish_job(
         &mut self,
         job: CreatedJob,
-        mut on_page: impl FnMut(Page) -> bool,
+        on_page: impl FnMut(Page) -> bool,
     ) -> Result<usize, FetchError> {
         let CreatedJob {
             from,
@@ -281,24 +286,59 @@ impl ApiClient {
         let waited = waiting.elapsed();
         self.job_wait += waited;
         self.metrics.job_wait(waited);
-        let mut pages = 0;
+        self.page_job(from, to, &job_id, page, on_page).await
+    }
+
+    /// Requests a completed job's pages, from `page` (its first) on, handing each to `on_page`,
+    /// unless the job loops or repeats a page ([`JobPages`]). Returns the number of pages.
+    async fn page_job(
+        &mut self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        job_id: &str,
+        mut page: Page,
+        mut on_page: impl FnMut(Page) -> bool,
+    ) -> Result<usize, FetchError> {
+        let page_size = self.cfg.page_size;
+        let mut pages = JobPages::new(job_id);
         loop {
-            pages += 1;
             let token = page.page_token.take();
-            if !on_page(page) {
-                return Ok(pages);
+            if let Err(e) = pages.check(&page, token.as_deref()) {
+                self.metrics.job_fault(JobFault::PageTokenLoop);
+                return Err(e);
             }
-            let Some(token) = token else { return Ok(pages) };
+            let handed_on = match pages.sort(page) {
+                Sorted::New(page) => on_page(page),
+                Sorted::Held => true,
+                Sorted::Dropped => {
+                    self.metrics.job_fault(JobFault::RepeatedPage);
+                    true
+                }
+            };
+            if !handed_on {
+                return Ok(pages.count());
+            }
+            let Some(token) = token else { break };
             page = self
-                .request(from, to, page_size, Some(&job_id), Some(&token))
+                .request(from, to, page_size, Some(job_id), Some(&token))
                 .await?;
             if page.is_failed() {
                 return Err(FetchError::JobFailed {
-                    job_id,
+                    job_id: job_id.to_owned(),
                     status: page.status,
                 });
             }
         }
+        let (genuine, dropped) = pages.finish();
+        for _ in 0..dropped {
+            self.metrics.job_fault(JobFault::RepeatedPage);
+        }
+        for page in genuine {
+            if !on_page(page) {
+                break;
+            }
+        }
+        Ok(pages.count())
     }
 
     async fn sleep(&self, d: Duration) -> Result<(), FetchError> {
