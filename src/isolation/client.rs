@@ -71,6 +71,14 @@ pub enum FetchError {
     ProxyAuth { proxy: String, status: u16 },
     #[error("job {job_id} {detail}: the API is looping; the job is given up and the window asked for again with a new job after a backoff (if this persists, report it to Proofpoint support)")]
     PageLoop { job_id: String, detail: String },
+    #[error("the window {from} to {to} is the narrowest the collector makes and holds more than this service's share of the window memory budget ({share} bytes): given up after holding {held} bytes in {events} events, none delivered; raise globals.window_memory_budget_in_mb (each service gets an equal share of it, at least 1 MiB)")]
+    WindowOverBudget {
+        from: String,
+        to: String,
+        share: u64,
+        held: u64,
+        events: usize,
+    },
     #[error("cancelled")]
     Cancelled,
 }
@@ -192,6 +200,11 @@ impl ApiClient {
     pub fn with_limits(mut self, limits: SharedLimits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Counts a job (or a window) given up for `kind`.
+    pub fn job_fault(&self, kind: JobFault) {
+        self.metrics.job_fault(kind);
     }
 
     /// Counts into `metrics` from now on (a new client counts into a private registry).
