@@ -299,12 +299,6 @@ impl Metrics {
             "Events in which an obfuscation rule could not read a value it targets; the value was masked whole with its type's default and the event delivered.",
             obfuscation_fallbacks.clone(),
         );
-        let job_faults = Family::default();
-        registry.register(
-            "api_job_faults",
-            "API jobs (or windows) given up for a fault of the API's answers, by kind; a repeated page is dropped and its job goes on.",
-            job_faults.clone(),
-        );
         let checkpoint_lag = Family::default();
         registry.register_with_unit(
             "checkpoint_lag",
@@ -312,14 +306,10 @@ impl Metrics {
             Unit::Seconds,
             checkpoint_lag.clone(),
         );
-        let last_pull = Family::default();
-        registry.register_with_unit(
-            "last_successful_pull_timestamp",
-            "Unix time of the end of the service's last successful pull cycle.",
-            Unit::Seconds,
-            last_pull.clone(),
-        );
         Metrics {
+            // Both before `registry` moves in.
+            job_faults: register_job_faults(&mut registry),
+            last_pull: register_last_pull(&mut registry),
             registry,
             received,
             duplicates,
@@ -331,9 +321,7 @@ impl Metrics {
             confirm_failures,
             state_write_failures,
             obfuscation_fallbacks,
-            job_faults,
             checkpoint_lag,
-            last_pull,
             lease_held: Family::default(),
             lease_lost: Family::default(),
             persistence_up: Gauge::default(),
@@ -557,6 +545,30 @@ impl Metrics {
         }
         problems
     }
+}
+
+/// `last_successful_pull_timestamp_seconds{input, service}` (kept out of [`Metrics::new`], which
+/// is long).
+fn register_last_pull(registry: &mut Registry) -> Family<ServiceLabels, SecondsGauge> {
+    let last_pull = Family::default();
+    registry.register_with_unit(
+        "last_successful_pull_timestamp",
+        "Unix time of the end of the service's last successful pull cycle.",
+        Unit::Seconds,
+        last_pull.clone(),
+    );
+    last_pull
+}
+
+/// `api_job_faults_total{input, service, kind}` (kept out of [`Metrics::new`], which is long).
+fn register_job_faults(registry: &mut Registry) -> Family<JobFaultLabels, Counter> {
+    let job_faults = Family::default();
+    registry.register(
+        "api_job_faults",
+        "API jobs (or windows) given up for a fault of the API's answers, by kind; a repeated page is dropped and its job goes on.",
+        job_faults.clone(),
+    );
+    job_faults
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
