@@ -10,8 +10,8 @@
 //! (2 values), `output` (the configured names), `table` (one per service) and `outcome` (the
 //! fixed [`Outcome`] set). Every per-service family has `input` before `service`, so the series
 //! grow linearly with the tenants: 16 per (input, service) (18 with Redis persistence), plus 2
-//! per (input, output, table) and one per obfuscation rule that fell back (the README's metrics
-//! section has the count). Counter names get `_total` from the
+//! per (input, output, table), one per obfuscation rule that fell back and one per kind of
+//! [`JobFault`] that occurred (the README's metrics section has the count). Counter names get `_total` from the
 //! encoder; units (`_seconds`) are part of the registered name.
 //!
 //! Readiness is kept here too, because it is fed by the same call sites: a service is ready once
@@ -92,6 +92,41 @@ impl EncodeLabelValue for Outcome {
     }
 }
 
+/// What was wrong with an API job, or with a window, that made the collector give it up.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum JobFault {
+    /// The job handed back a `pageToken` it had handed back before, or far more pages than
+    /// its `total` can fill.
+    PageTokenLoop,
+    /// A page equal to an earlier page of the same job, dropped (the job goes on).
+    RepeatedPage,
+    /// A window at its narrowest span held more than the service's share of the window memory
+    /// budget.
+    WindowOverBudget,
+}
+
+impl JobFault {
+    pub const ALL: [JobFault; 3] = [
+        JobFault::PageTokenLoop,
+        JobFault::RepeatedPage,
+        JobFault::WindowOverBudget,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobFault::PageTokenLoop => "page_token_loop",
+            JobFault::RepeatedPage => "repeated_page",
+            JobFault::WindowOverBudget => "window_over_budget",
+        }
+    }
+}
+
+impl EncodeLabelValue for JobFault {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
 impl EncodeLabelValue for Service {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
         encoder.write_str(self.name())
@@ -110,6 +145,13 @@ struct RequestLabels {
     input: String,
     service: Service,
     outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobFaultLabels {
+    input: String,
+    service: Service,
+    kind: JobFault,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -168,6 +210,7 @@ pub struct Metrics {
     confirm_failures: Family<OutputLabels, Counter>,
     state_write_failures: Family<ServiceLabels, Counter>,
     obfuscation_fallbacks: Family<RuleLabels, Counter>,
+    job_faults: Family<JobFaultLabels, Counter>,
     checkpoint_lag: Family<ServiceLabels, SecondsGauge>,
     last_pull: Family<ServiceLabels, SecondsGauge>,
     /// Registered only with Redis persistence ([`Metrics::with_leases`]).
@@ -263,14 +306,10 @@ impl Metrics {
             Unit::Seconds,
             checkpoint_lag.clone(),
         );
-        let last_pull = Family::default();
-        registry.register_with_unit(
-            "last_successful_pull_timestamp",
-            "Unix time of the end of the service's last successful pull cycle.",
-            Unit::Seconds,
-            last_pull.clone(),
-        );
         Metrics {
+            // Both before `registry` moves in.
+            job_faults: register_job_faults(&mut registry),
+            last_pull: register_last_pull(&mut registry),
             registry,
             received,
             duplicates,
@@ -283,7 +322,6 @@ impl Metrics {
             state_write_failures,
             obfuscation_fallbacks,
             checkpoint_lag,
-            last_pull,
             lease_held: Family::default(),
             lease_lost: Family::default(),
             persistence_up: Gauge::default(),
@@ -460,6 +498,13 @@ impl Metrics {
                 outcome,
             });
         }
+        for kind in JobFault::ALL {
+            self.job_faults.remove(&JobFaultLabels {
+                input: input.to_owned(),
+                service,
+                kind,
+            });
+        }
     }
 
     /// The OpenMetrics text exposition, with the lag gauges brought up to `now`.
@@ -500,6 +545,30 @@ impl Metrics {
         }
         problems
     }
+}
+
+/// `last_successful_pull_timestamp_seconds{input, service}` (kept out of [`Metrics::new`], which
+/// is long).
+fn register_last_pull(registry: &mut Registry) -> Family<ServiceLabels, SecondsGauge> {
+    let last_pull = Family::default();
+    registry.register_with_unit(
+        "last_successful_pull_timestamp",
+        "Unix time of the end of the service's last successful pull cycle.",
+        Unit::Seconds,
+        last_pull.clone(),
+    );
+    last_pull
+}
+
+/// `api_job_faults_total{input, service, kind}` (kept out of [`Metrics::new`], which is long).
+fn register_job_faults(registry: &mut Registry) -> Family<JobFaultLabels, Counter> {
+    let job_faults = Family::default();
+    registry.register(
+        "api_job_faults",
+        "API jobs (or windows) given up for a fault of the API's answers, by kind; a repeated page is dropped and its job goes on.",
+        job_faults.clone(),
+    );
+    job_faults
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -571,6 +640,18 @@ impl ServiceMetrics {
             .job_wait
             .get_or_create(&self.labels())
             .inc_by(waited.as_secs_f64());
+    }
+
+    /// An API job (or a window) was given up, or a page dropped, for `kind`.
+    pub fn job_fault(&self, kind: JobFault) {
+        self.metrics
+            .job_faults
+            .get_or_create(&JobFaultLabels {
+                input: self.input.clone(),
+                service: self.service,
+                kind,
+            })
+            .inc();
     }
 
     pub fn state_write_failed(&self) {
@@ -746,6 +827,7 @@ mod tests {
         s.pull_succeeded(2_500);
         s.obfuscation_fallbacks("obfuscation_data[0] [userName]", 2);
         s.obfuscation_fallbacks("obfuscation_data[0] [userName]", 0);
+        s.job_fault(JobFault::PageTokenLoop);
         let text = m.encode(11_000);
         for line in [
             "isolation_collector_received_events_total{input=\"10001\",service=\"url_isolation\"} 5",
@@ -754,6 +836,7 @@ mod tests {
             "isolation_collector_checkpoint_lag_seconds{input=\"10001\",service=\"url_isolation\"} 10.0",
             "isolation_collector_last_successful_pull_timestamp_seconds{input=\"10001\",service=\"url_isolation\"} 2.5",
             "isolation_collector_obfuscation_fallbacks_total{input=\"10001\",service=\"url_isolation\",rule=\"obfuscation_data[0] [userName]\"} 2",
+            "isolation_collector_api_job_faults_total{input=\"10001\",service=\"url_isolation\",kind=\"page_token_loop\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
@@ -843,6 +926,7 @@ mod tests {
             s.delivery("local", "t", Err("refused".into()));
             s.checkpoint(1_000);
             s.obfuscation_fallbacks("obfuscation_data[0] [userName]", 1);
+            s.job_fault(JobFault::RepeatedPage);
         }
         assert_eq!(m.not_ready().len(), 4);
         m.forget_input("10002");
@@ -857,6 +941,7 @@ mod tests {
             "checkpoint_lag_seconds",
             "output_confirm_failures_total",
             "obfuscation_fallbacks_total",
+            "api_job_faults_total",
             "lease_held",
         ] {
             assert!(

@@ -76,6 +76,24 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Text that came from elsewhere (an error body), fit to quote in a log line or an error:
+/// every secret replaced by `****`, *then* cut to at most `max` bytes on a character boundary.
+/// In that order: a secret straddling the cut would otherwise survive the replacement in part.
+pub fn redact_then_cut(body: &str, secrets: &[&str], max: usize) -> String {
+    let mut text = body.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret, "****");
+    }
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +104,16 @@ mod tests {
         assert_eq!(key.masked(), "1a2b...9z");
         assert_eq!(format!("{key:?} {key}"), "ApiKey(1a2b...9z) 1a2b...9z");
         assert_eq!(mask("short"), "****");
+    }
+
+    #[test]
+    fn a_secret_straddling_the_cut_is_removed_whole() {
+        let key = "1a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c9z";
+        let body = format!("{}{key} is not valid", "x".repeat(290));
+        let quoted = redact_then_cut(&body, &[key, ""], 300);
+        assert_eq!(quoted, format!("{}**** is no", "x".repeat(290)));
+        // Cut on a character boundary: "é" is two bytes, and byte 3 falls inside the second.
+        assert_eq!(redact_then_cut("ééé", &[], 3), "é");
     }
 
     #[test]

@@ -33,8 +33,11 @@ use crate::config::{KeyPlacement, ServiceConfig};
 use crate::event::{parse_page, Page};
 use crate::isolation::connection::{ApiConnection, ProxyRoute};
 use crate::isolation::limiter::SharedLimits;
-use crate::metrics::{Outcome, ServiceMetrics};
-use crate::secret::ApiKey;
+use crate::metrics::{JobFault, Outcome, ServiceMetrics};
+use crate::secret::{redact_then_cut, ApiKey};
+
+mod job_pages;
+use job_pages::{JobPages, Sorted};
 
 /// Why an API call failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +69,16 @@ pub enum FetchError {
     },
     #[error("the proxy {proxy} refused the request without valid proxy credentials (HTTP {status}); put them in proxy_url (http://${{PROXY_USER}}:${{PROXY_PASSWORD}}@host:port) and check them")]
     ProxyAuth { proxy: String, status: u16 },
+    #[error("job {job_id} {detail}: the API is looping; the job is given up and the window asked for again with a new job after a backoff (if this persists, report it to Proofpoint support)")]
+    PageLoop { job_id: String, detail: String },
+    #[error("the window {from} to {to} is the narrowest the collector makes and holds more than this service's share of the window memory budget ({share} bytes): given up after holding {held} bytes in {events} events, none delivered; raise globals.window_memory_budget_in_mb (each service gets an equal share of it, at least 1 MiB)")]
+    WindowOverBudget {
+        from: String,
+        to: String,
+        share: u64,
+        held: u64,
+        events: usize,
+    },
     #[error("cancelled")]
     Cancelled,
 }
@@ -189,6 +202,11 @@ impl ApiClient {
         self
     }
 
+    /// Counts a job (or a window) given up for `kind`.
+    pub fn job_fault(&self, kind: JobFault) {
+        self.metrics.job_fault(kind);
+    }
+
     /// Counts into `metrics` from now on (a new client counts into a private registry).
     pub fn set_metrics(&mut self, metrics: ServiceMetrics) {
         self.metrics = metrics;
@@ -243,7 +261,7 @@ impl ApiClient {
     pub async fn finish_job(
         &mut self,
         job: CreatedJob,
-        mut on_page: impl FnMut(Page) -> bool,
+        on_page: impl FnMut(Page) -> bool,
     ) -> Result<usize, FetchError> {
         let CreatedJob {
             from,
@@ -281,24 +299,59 @@ impl ApiClient {
         let waited = waiting.elapsed();
         self.job_wait += waited;
         self.metrics.job_wait(waited);
-        let mut pages = 0;
+        self.page_job(from, to, &job_id, page, on_page).await
+    }
+
+    /// Requests a completed job's pages, from `page` (its first) on, handing each to `on_page`,
+    /// unless the job loops or repeats a page ([`JobPages`]). Returns the number of pages.
+    async fn page_job(
+        &mut self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        job_id: &str,
+        mut page: Page,
+        mut on_page: impl FnMut(Page) -> bool,
+    ) -> Result<usize, FetchError> {
+        let page_size = self.cfg.page_size;
+        let mut pages = JobPages::new(job_id);
         loop {
-            pages += 1;
             let token = page.page_token.take();
-            if !on_page(page) {
-                return Ok(pages);
+            if let Err(e) = pages.check(&page, token.as_deref()) {
+                self.metrics.job_fault(JobFault::PageTokenLoop);
+                return Err(e);
             }
-            let Some(token) = token else { return Ok(pages) };
+            let handed_on = match pages.sort(page) {
+                Sorted::New(page) => on_page(page),
+                Sorted::Held => true,
+                Sorted::Dropped => {
+                    self.metrics.job_fault(JobFault::RepeatedPage);
+                    true
+                }
+            };
+            if !handed_on {
+                return Ok(pages.count());
+            }
+            let Some(token) = token else { break };
             page = self
-                .request(from, to, page_size, Some(&job_id), Some(&token))
+                .request(from, to, page_size, Some(job_id), Some(&token))
                 .await?;
             if page.is_failed() {
                 return Err(FetchError::JobFailed {
-                    job_id,
+                    job_id: job_id.to_owned(),
                     status: page.status,
                 });
             }
         }
+        let (genuine, dropped) = pages.finish();
+        for _ in 0..dropped {
+            self.metrics.job_fault(JobFault::RepeatedPage);
+        }
+        for page in genuine {
+            if !on_page(page) {
+                break;
+            }
+        }
+        Ok(pages.count())
     }
 
     async fn sleep(&self, d: Duration) -> Result<(), FetchError> {
@@ -475,11 +528,18 @@ impl ApiClient {
             code => Err(Attempt::Fatal(
                 FetchError::Rejected {
                     status: code,
-                    body: self.redact(&String::from_utf8_lossy(&body[..body.len().min(300)])),
+                    body: self.quote(&body),
                 },
                 Outcome::Rejected,
             )),
         }
+    }
+
+    /// An error body, fit for an error message: redacted whole, then cut to
+    /// [`QUOTED_BODY_BYTES`] (cut first, a key straddling the cut would leak in part).
+    fn quote(&self, body: &[u8]) -> String {
+        let text = self.redact(&String::from_utf8_lossy(body));
+        redact_then_cut(&text, &[], QUOTED_BODY_BYTES)
     }
 
     /// Removes the key and the proxy's password from text that came from elsewhere (a server
@@ -624,6 +684,9 @@ fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a
     let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
     find_rustls_error(inner)
 }
+
+/// How much of an API error body an error quotes.
+const QUOTED_BODY_BYTES: usize = 300;
 
 /// How long an API connection may stay idle in the client's pool: long enough for the job polls
 /// of one cycle (2 s, doubling), shorter than the gap between cycles at the default 60 s period.

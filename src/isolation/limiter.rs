@@ -9,10 +9,14 @@
 //! Written here rather than taken from `governor`: GCRA (governor's algorithm) with a burst of N
 //! lets up to 2×N requests into a span of one period, and governor has no way to check several
 //! quotas and consume from all of them atomically. The window is a log of request times grouped
-//! into at most ~1,000 buckets per window (each bucket keeps the time of its *latest* request,
-//! so a bucket expires no earlier than any request in it: the count can only be over-estimated,
-//! never under). That bounds memory for limits such as "9,999,999 per year" while costing at
-//! most 0.1% of a window's length in throughput.
+//! into at most ~1,000 buckets per window. A bucket takes the requests of one span of
+//! `period / 1000` measured from its *first* request, so it closes, and a new one opens, at
+//! least every thousandth of the period, however close the requests come; it expires with its
+//! *latest* request, so no earlier than any request in it: the count can only be
+//! over-estimated, by at most one bucket's span, never under. That bounds memory for limits
+//! such as "9,999,999 per year" while costing at most 0.1% of a window's length in throughput.
+//! (A bucket measured from its latest request would chain for as long as requests came closer
+//! than its span and never close: nothing would ever leave the window.)
 //!
 //! The clock is injected: the pure core takes `now`, and the async [`SharedLimits::acquire`]
 //! uses `tokio::time::Instant`, which `tokio::time::pause` controls in tests.
@@ -45,15 +49,24 @@ impl fmt::Display for Limit {
 /// How many buckets a window keeps at most (see the module doc).
 const BUCKETS_PER_WINDOW: u32 = 1000;
 
+/// Requests counted together: those within a window's granularity of `first`.
+#[derive(Debug)]
+struct Bucket {
+    first: Instant,
+    /// The bucket leaves the window one period after this.
+    latest: Instant,
+    requests: u32,
+}
+
 /// A sliding window of one limit.
 #[derive(Debug)]
 struct Window {
     limit: Limit,
     max: u32,
-    /// Requests closer together than this share a bucket.
+    /// A bucket takes the requests of this span from its first one.
     granularity: Duration,
-    /// (time of the bucket's latest request, requests in it), oldest first.
-    buckets: VecDeque<(Instant, u32)>,
+    /// Oldest first.
+    buckets: VecDeque<Bucket>,
     count: u32,
 }
 
@@ -69,12 +82,12 @@ impl Window {
     }
 
     fn expire(&mut self, now: Instant) {
-        while let Some(&(at, n)) = self.buckets.front() {
-            if at + self.limit.period > now {
+        while let Some(b) = self.buckets.front() {
+            if b.latest + self.limit.period > now {
                 break;
             }
+            self.count -= b.requests;
             self.buckets.pop_front();
-            self.count -= n;
         }
     }
 
@@ -86,10 +99,10 @@ impl Window {
         }
         // Drop buckets, oldest first, until the count is below the maximum.
         let mut freed = 0;
-        for &(at, n) in &self.buckets {
-            freed += n;
+        for b in &self.buckets {
+            freed += b.requests;
             if self.count - freed < self.max {
-                return (at + self.limit.period).saturating_duration_since(now);
+                return (b.latest + self.limit.period).saturating_duration_since(now);
             }
         }
         self.limit.period
@@ -97,13 +110,16 @@ impl Window {
 
     fn record(&mut self, now: Instant) {
         match self.buckets.back_mut() {
-            // A bucket spans at most `granularity`, measured from its latest request, which
-            // moves forward: the bucket then expires with its latest request.
-            Some((at, n)) if now.saturating_duration_since(*at) < self.granularity => {
-                *at = now;
-                *n += 1;
+            // Measured from the bucket's first request, which never moves: the bucket closes.
+            Some(b) if now.saturating_duration_since(b.first) < self.granularity => {
+                b.latest = now;
+                b.requests += 1;
             }
-            _ => self.buckets.push_back((now, 1)),
+            _ => self.buckets.push_back(Bucket {
+                first: now,
+                latest: now,
+                requests: 1,
+            }),
         }
         self.count += 1;
     }

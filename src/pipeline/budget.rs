@@ -173,7 +173,9 @@ mod tests {
         assert_eq!(budget.available(), 10 * MIB);
     }
 
-    #[tokio::test]
+    // Paused time: the sleep below returns only once every other task has run as far as it
+    // can, so the check after it cannot pass merely because a task was not scheduled yet.
+    #[tokio::test(start_paused = true)]
     async fn a_window_bigger_than_the_budget_waits_for_all_of_it_and_runs_alone() {
         let budget = WindowBudget::new(4 * MIB, 2);
         let small = budget.reserve(MIB).await;
@@ -207,7 +209,9 @@ mod tests {
 
     /// Fair (FIFO): a big request that waits is served before smaller ones that came later, so
     /// a service with a big window is not starved by another's stream of small ones.
-    #[tokio::test]
+    // Paused time: the sleep below returns only once every other task has run as far as it
+    // can, so the check after it cannot pass merely because a task was not scheduled yet.
+    #[tokio::test(start_paused = true)]
     async fn waiters_are_served_in_order() {
         let budget = WindowBudget::new(4 * MIB, 2);
         let held = budget.reserve(3 * MIB).await;

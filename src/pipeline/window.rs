@@ -34,7 +34,8 @@ use crate::time::Millis;
 pub const EDGE_OVERLAP: Millis = 1_000;
 
 /// The narrowest window the planner makes (wider than the overlap, so every window makes
-/// progress); a burst denser than the cap within it is taken whole.
+/// progress); a burst denser than the cap within it is taken whole, up to the service's share
+/// of the window memory budget (beyond it, the puller gives the window up: `puller/fetching.rs`).
 pub const MIN_SPAN: Millis = 2 * EDGE_OVERLAP;
 
 /// The persisted cursors of a service.
@@ -179,6 +180,11 @@ impl WindowPlanner {
         let span = (w.to - w.from).max(1);
         self.learn(total, span);
         total as usize > self.cap && span > MIN_SPAN
+    }
+
+    /// Whether `w` is as narrow as windows get: too many events in it cannot be split off.
+    pub fn is_narrowest(&self, w: Window) -> bool {
+        w.to - w.from <= MIN_SPAN
     }
 
     /// The window's events are all in hand (it is delivered while the next one is fetched; if

@@ -113,3 +113,48 @@ async fn sigterm_while_a_window_is_fetched_ahead_exits_0_and_loses_nothing() {
     env.run_once_ok().await;
     env.assert_exactly_once();
 }
+
+/// A window at its narrowest span that holds more than the service's share of the budget
+/// (issue 20 §2): 12,000 web events share one millisecond, about 5 MB under a 1 MiB budget
+/// (whose share per service is its floor, 1 MiB). It cannot be split, so it is given up with an error that names the
+/// setting to raise, and nothing of it is delivered; the url service, within its share, goes on.
+/// With the budget raised, every event is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_that_cannot_shrink_never_holds_more_than_the_budget() {
+    let mut env = TestEnv::both(12_000, |c| {
+        if c.dataset == isolation_sim::Dataset::Web {
+            c.burst_fraction = 1.0;
+        } else {
+            c.events = 1_000;
+        }
+    })
+    .await;
+    env.service_extra = "page_size: 500".into();
+    env.write_config();
+    with_budget_mb(&env, 1);
+    let out = env.collector(&["run", "--once"]).await;
+    let log = stderr(&out);
+    assert!(
+        log.contains("raise globals.window_memory_budget_in_mb"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(env.delivered(WEB_TABLE).len(), 0, "{log}");
+    assert_same_multiset(
+        &env.delivered(URL_TABLE),
+        &env.url.visible_events(),
+        URL_TABLE,
+    );
+    // Given up within one page of its share: 1 MiB plus 500 events of about 420 bytes.
+    let held: u64 = log
+        .split("after holding ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("no figure in the log: {log}"));
+    assert!(held <= 1024 * 1024 + 500 * 600, "held {held} bytes");
+    env.write_config();
+    with_budget_mb(&env, 64);
+    env.run_once_ok().await;
+    env.assert_exactly_once();
+}

@@ -483,3 +483,97 @@ async fn a_full_output_disk_mid_batch_freed_during_the_retries_loses_and_repeats
     }
     drop(fs);
 }
+
+/// An API error body that quotes the key across byte 300, where the quoted body is cut (issue 20
+/// §5): neither the key nor any part of it reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_body_quoting_the_key_across_the_cut_never_shows_it() {
+    let env = TestEnv::both(100, |_| {}).await;
+    let body = format!("{}key {KEY} is not allowed here", "x".repeat(286));
+    assert_eq!(body.find(KEY), Some(290), "the key straddles byte 300");
+    for sim in [&env.web, &env.url] {
+        let refusal = Fault::Refuse {
+            status: 422,
+            body: body.clone(),
+        };
+        sim.push_fault(FaultTarget::Any, refusal, 1);
+    }
+    let out = env.collector(&["run", "--once"]).await;
+    let log = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    assert!(log.contains("HTTP 422"), "the refusal is reported: {log}");
+    // Any 8 characters of the key in a row (the masked form shows 4 and 2).
+    for piece in KEY.as_bytes().windows(8) {
+        let piece = std::str::from_utf8(piece).unwrap();
+        assert!(
+            !log.contains(piece),
+            "{piece:?} of the key is in the log:\n{log}"
+        );
+    }
+}
+
+/// Jobs caught in a page-token loop (issue 20 §2): the API hands back the token that asked for
+/// the page, with empty pages (web) or the same page again (url). Each looping job is given up at
+/// the repeated token and a new one is created after a backoff; once the jobs page normally
+/// again, every event is delivered once. Today one looping job runs forever, at full speed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_token_loop_is_given_up_and_bounded_and_loses_nothing() {
+    let mut env = TestEnv::both(2_000, |c| {
+        // The setup check's job, then two windows' jobs.
+        c.token_loop_jobs = 3;
+        c.token_loop = match c.dataset {
+            isolation_sim::Dataset::Web => isolation_sim::TokenLoop::EmptyPages,
+            isolation_sim::Dataset::Url => isolation_sim::TokenLoop::SamePage,
+        };
+    })
+    .await;
+    env.service_extra = "page_size: 500".into();
+    env.write_config();
+    let log = env.path("daemon.log");
+    let mut child = spawn_daemon(&env, &log);
+    let started = Instant::now();
+    while !exactly_once(&env) && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A few more cycles: nothing repeated, and the requests stay few.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let requests = [env.web.stats().requests, env.url.stats().requests];
+    let text = std::fs::read_to_string(&log).unwrap();
+    eprintln!(
+        "requests seen by the simulators (web, url): {requests:?} in {:?}",
+        started.elapsed()
+    );
+    // About 4 per looping job, 3 to 6 per normal job, at most two cycles a second.
+    assert!(
+        requests.iter().all(|&r| r < 300),
+        "the simulators saw {requests:?} requests in {:?}",
+        started.elapsed()
+    );
+    env.assert_exactly_once();
+    assert!(
+        text.contains("handed back the pageToken of an earlier page"),
+        "{text}"
+    );
+}
+
+/// A page served twice inside one job (issue 20 §2): the copy is dropped, whether the job says
+/// its `total` (web) or not (url), and nothing else is: every event once, identical twins
+/// included (1 in 10 events is a byte-identical copy of the one before it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_served_twice_in_a_job_is_delivered_once() {
+    let mut env = TestEnv::both(3_000, |c| {
+        c.repeat_page = Some(1);
+        c.identical_fraction = 0.1;
+        if c.dataset == isolation_sim::Dataset::Url {
+            c.total_mode = isolation_sim::TotalMode::Absent;
+        }
+    })
+    .await;
+    env.service_extra = "page_size: 400".into();
+    env.write_config();
+    let out = env.run_once_ok().await;
+    env.assert_exactly_once();
+    let log = stderr(&out);
+    assert!(log.contains("is a repeat of page"), "{log}");
+}

@@ -51,6 +51,16 @@ pub enum CategoriesMode {
     Empty,
 }
 
+/// What a job caught in a page-token loop ([`SimConfig::token_loop_jobs`]) serves on every
+/// page after the first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenLoop {
+    /// `"data": []`: the job runs forever and holds nothing.
+    EmptyPages,
+    /// The second page again and again: the job runs forever and fills the client's memory.
+    SamePage,
+}
+
 /// The answer to a wrong or missing API key (§7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthFailureMode {
@@ -208,6 +218,16 @@ pub struct SimConfig {
     /// Each page after the first starts with the last `repeat_across_pages` events of the page
     /// before it (duplicates within one job, §10).
     pub repeat_across_pages: usize,
+    /// Page `k` (0-based) of every job with more than `k` pages is served twice: page `k`'s
+    /// token leads to a copy of it (same events, a token of its own), whose token leads to
+    /// page `k + 1`. `None` = never.
+    pub repeat_page: Option<usize>,
+    /// The first this many jobs created are caught in a page-token loop: every page after the
+    /// first hands back the very token that asked for it (what it serves: [`Self::token_loop`]).
+    /// Later jobs page normally. 0 = none.
+    pub token_loop_jobs: u32,
+    /// What a looping job serves.
+    pub token_loop: TokenLoop,
     /// How far back `from` may go.
     pub retention: Duration,
     /// What to do with a `from` older than `retention`.
@@ -253,6 +273,9 @@ impl SimConfig {
             clamp_page_size: false,
             shuffle: false,
             repeat_across_pages: 0,
+            repeat_page: None,
+            token_loop_jobs: 0,
+            token_loop: TokenLoop::EmptyPages,
             retention: Duration::from_secs(30 * 24 * 3600),
             retention_mode: RetentionMode::Clamp,
             auth_failure: AuthFailureMode::Forbidden403Text,

@@ -54,6 +54,14 @@ pub enum Fault {
     Malformed,
     /// Wait this long before answering (slow first byte), then answer normally.
     Delay(Duration),
+    /// Answer with this status (a 4xx the client does not retry) and this `text/plain` body,
+    /// for example one that echoes the request's key, as some servers quote what they refuse.
+    Refuse {
+        /// HTTP status.
+        status: u16,
+        /// The body, as is.
+        body: String,
+    },
     /// Answer with the job's status `ERROR`. The job stays failed: later requests for it get
     /// `ERROR` too, as a failed job would.
     JobError,
@@ -93,6 +101,12 @@ pub(crate) fn status_response(code: u16) -> Response {
         status.as_u16(),
         status.canonical_reason().unwrap_or("Error")
     );
+    (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+/// The response for [`Fault::Refuse`].
+pub(crate) fn refusal(code: u16, body: String) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
     (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
 }
 

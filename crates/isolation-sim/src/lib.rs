@@ -51,7 +51,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    AuthFailureMode, CategoriesMode, Dataset, KeySet, RetentionMode, SimConfig, TotalMode,
+    AuthFailureMode, CategoriesMode, Dataset, KeySet, RetentionMode, SimConfig, TokenLoop,
+    TotalMode,
 };
 pub use faults::{Fault, FaultTarget};
 pub use params::format_param_date;

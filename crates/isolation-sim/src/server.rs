@@ -117,6 +117,7 @@ async fn usage_data(
             return faults::too_many_requests(retry_after_secs)
         }
         Some(Fault::Malformed) => return faults::malformed(params.job_id.as_deref()),
+        Some(Fault::Refuse { status, body }) => return faults::refusal(status, body),
         Some(Fault::Truncate) => truncate = true,
         Some(Fault::JobError) => force_error = true,
     }

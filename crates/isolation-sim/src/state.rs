@@ -23,7 +23,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rand::Rng;
 
-use super::config::{KeySet, RetentionMode, SimConfig, TotalMode};
+use super::config::{KeySet, RetentionMode, SimConfig, TokenLoop, TotalMode};
 use super::dataset::{generate_base, generate_injected, push_json_str, EventRec, Generator, Mix};
 use super::faults::{FaultQueue, FaultTarget};
 use super::params::{parse_date, Params};
@@ -90,6 +90,8 @@ struct Job {
     stuck: bool,
     /// Answers ERROR forever ([`super::Fault::JobError`]).
     failed: bool,
+    /// Caught in a page-token loop ([`SimConfig::token_loop_jobs`]).
+    looping: bool,
     completed: bool,
     /// Issued token -> page index.
     tokens: HashMap<String, usize>,
@@ -131,6 +133,8 @@ pub(crate) struct Inner {
     tenants: HashMap<u32, Tenant>,
     pub faults: FaultQueue,
     stick: u32,
+    /// Jobs still to be caught in a page-token loop.
+    token_loops: u32,
 }
 
 /// An answer, before it becomes an HTTP response (so that faults can mangle it).
@@ -273,6 +277,7 @@ impl Shared {
             tenants,
             faults: FaultQueue::default(),
             stick: 0,
+            token_loops: cfg.token_loop_jobs,
         };
         Shared {
             cfg,
@@ -407,6 +412,8 @@ impl Shared {
         if stuck {
             guard.stick -= 1;
         }
+        let looping = guard.token_loops > 0;
+        guard.token_loops = guard.token_loops.saturating_sub(1);
         let inner = self.tenant(&mut guard, index);
         let ttl = dur_ms(cfg.job_ttl);
         inner.jobs.retain(|_, j| now_ms - j.created_ms <= ttl);
@@ -430,6 +437,7 @@ impl Shared {
                 polls_left: cfg.pending_polls,
                 stuck,
                 failed: force_error,
+                looping,
                 completed: complete_now,
                 tokens: HashMap::new(),
                 token_of_page: HashMap::new(),
@@ -580,7 +588,8 @@ impl Shared {
         Reply::json(body, 0)
     }
 
-    /// Serialises page `k` of job `id`, issuing the next page's token if there is one.
+    /// Serialises page `k` of job `id` (`k` counts the pages served, a repeated one included),
+    /// issuing the next page's token if there is one.
     fn page(&self, inner: &mut Tenant, id: &str, k: usize) -> Reply {
         let Tenant { events, jobs, .. } = inner;
         let Some(job) = jobs.get_mut(id) else {
@@ -588,14 +597,28 @@ impl Shared {
         };
         let n = job.snapshot.len();
         let ps = job.page_size.max(1);
-        let new_start = (k * ps).min(n);
-        let end = (new_start + ps).min(n);
-        let repeat = if k > 0 {
+        // With a page served twice, the pages after it are one further along.
+        let (real, repeated_next) = match self.cfg.repeat_page {
+            Some(r) if k > r => (k - 1, false),
+            Some(r) => (k, k == r && r * ps < n),
+            None => (k, false),
+        };
+        let looping = job.looping && k > 0;
+        let new_start = (real * ps).min(n);
+        let end = if looping && self.cfg.token_loop == TokenLoop::EmptyPages {
+            new_start
+        } else {
+            (new_start + ps).min(n)
+        };
+        let repeat = if real > 0 {
             self.cfg.repeat_across_pages.min(ps - 1)
         } else {
             0
         };
-        let start = new_start.saturating_sub(repeat);
+        let start = new_start.saturating_sub(repeat).min(end);
+        // A looping job hands back the token that asked for this page.
+        let next = if looping { k } else { k + 1 };
+        let has_next = looping || end < n || repeated_next;
         let pretty = self.cfg.whitespace;
 
         let mut body = String::with_capacity((end - start) * 420 + 200);
@@ -607,13 +630,13 @@ impl Shared {
             TotalMode::String => body.push_str(&format!(",\"total\":\"{n}\"")),
             TotalMode::Absent => {}
         }
-        if end < n {
+        if has_next {
             let token = job
                 .token_of_page
-                .entry(k + 1)
+                .entry(next)
                 .or_insert_with(random_token)
                 .clone();
-            job.tokens.insert(token.clone(), k + 1);
+            job.tokens.insert(token.clone(), next);
             body.push_str(",\"pageToken\":");
             push_json_str(&mut body, &token);
         }

@@ -595,6 +595,62 @@ async fn repeat_across_pages_duplicates_page_edges() {
 }
 
 #[tokio::test]
+async fn repeat_page_serves_one_page_twice() {
+    let mut c = cfg(250);
+    c.repeat_page = Some(1);
+    c.pending_polls = 0;
+    let sim = SimHandle::start(c).await.expect("start");
+    let (from, to) = all_window();
+    let got = Client::new(&sim).fetch(&from, &to, 100).await;
+    let sizes: Vec<usize> = got
+        .pages
+        .iter()
+        .map(|p| p.data.as_ref().map_or(0, Vec::len))
+        .collect();
+    assert_eq!(sizes, [100, 100, 100, 50]);
+    assert_eq!(got.events[100..200], got.events[200..300]);
+    let mut once = got.events.clone();
+    once.drain(200..300);
+    assert_eq!(once, sim.visible_events());
+}
+
+#[tokio::test]
+async fn the_first_jobs_loop_on_one_token_and_later_ones_page_normally() {
+    for mode in [TokenLoop::EmptyPages, TokenLoop::SamePage] {
+        let mut c = cfg(250);
+        c.token_loop_jobs = 1;
+        c.token_loop = mode;
+        c.pending_polls = 0;
+        let sim = SimHandle::start(c).await.expect("start");
+        let client = Client::new(&sim);
+        let (from, to) = all_window();
+        let base = [
+            ("from", from.as_str()),
+            ("to", to.as_str()),
+            ("pageSize", "100"),
+        ];
+        let created = client.page(&base).await;
+        let mut q = base.to_vec();
+        q.push(("jobId", &created.job_id));
+        let first = client.page(&q).await;
+        let token = first.page_token.clone().expect("a second page");
+        q.push(("pageToken", &token));
+        for _ in 0..3 {
+            let again = client.page(&q).await;
+            assert_eq!(again.page_token.as_ref(), Some(&token), "{mode:?}");
+            let expected = if mode == TokenLoop::EmptyPages {
+                0
+            } else {
+                100
+            };
+            assert_eq!(again.data.map_or(0, |d| d.len()), expected, "{mode:?}");
+        }
+        let got = client.fetch(&from, &to, 100).await;
+        assert_eq!(got.events, sim.visible_events(), "{mode:?}");
+    }
+}
+
+#[tokio::test]
 async fn expired_and_unknown_jobs() {
     let mut c = cfg(10);
     c.job_ttl = Duration::from_millis(200);

@@ -94,16 +94,86 @@ fn several_limits_all_hold() {
     assert_eq!(ms, [0, 0, 0, 1_000, 10_000, 10_000]);
 }
 
+/// A huge limit keeps at most ~1,000 buckets, and still forgets what left the window: after
+/// two hours of a request every 10 ms, an hour's window counts the last hour's requests only.
 #[test]
-fn a_huge_limit_keeps_few_buckets() {
+fn a_huge_limit_keeps_few_buckets_and_forgets_the_old_ones() {
     let mut l = RequestLimits::new(&[limit(3_600_000, Some(9_999_999))]);
     let base = Instant::now();
-    for i in 0..100_000u64 {
+    let requests = 720_000u64;
+    for i in 0..requests {
         l.record(base + Duration::from_millis(i * 10));
     }
+    let last = base + Duration::from_millis((requests - 1) * 10);
+    assert_eq!(l.wait(last).0, Duration::ZERO);
     let w = &l.windows[0];
-    assert_eq!(w.count, 100_000);
     assert!(w.buckets.len() <= 1_001, "{} buckets", w.buckets.len());
+    // 360,000 requests in the last hour, over-estimated by at most one bucket (3.6 s: 360).
+    assert!(
+        (360_000..=360_360).contains(&w.count),
+        "the window counts {} requests for the last hour's 360,000",
+        w.count
+    );
+}
+
+/// Regression (issue 20 §5): requests closer together than a bucket's width used to chain into
+/// one bucket that never closed, so nothing ever left the window: once it held the limit, the
+/// next request waited a whole period from the newest one, although the last period had seen
+/// far fewer. Here 5,000 per 1,000 s (buckets of 1 s) and a request every 0.5 s: at most 2,000
+/// in any period, so no request may wait longer than one bucket's width, for over an hour.
+#[tokio::test(start_paused = true)]
+async fn steady_requests_below_the_limit_never_wait_long() {
+    let own = RequestLimits::new(&[limit(1_000_000, Some(5_000))]);
+    let limits = SharedLimits::default().with("service", Arc::new(Mutex::new(own)));
+    let started = Instant::now();
+    let (mut worst, mut waited_at) = (Duration::ZERO, 0);
+    for i in 0..8_000 {
+        let asked = Instant::now();
+        limits.acquire().await;
+        if asked.elapsed() > worst {
+            (worst, waited_at) = (asked.elapsed(), i);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        worst <= Duration::from_secs(1),
+        "request {waited_at} waited {worst:?} below the limit"
+    );
+    assert!(started.elapsed() <= Duration::from_secs(4_001));
+}
+
+/// After a burst that fills the window, requests are granted again as soon as the burst leaves
+/// it, and steady traffic below the limit goes on without waits after that.
+#[tokio::test(start_paused = true)]
+async fn the_window_is_live_again_after_saturation() {
+    let own = RequestLimits::new(&[limit(1_000_000, Some(3_000))]);
+    let limits = SharedLimits::default().with("service", Arc::new(Mutex::new(own)));
+    let started = Instant::now();
+    for _ in 0..3_000 {
+        limits.acquire().await;
+    }
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "the burst fits the limit"
+    );
+    limits.acquire().await;
+    let live_again = started.elapsed();
+    assert!(
+        live_again <= Duration::from_secs(1_001),
+        "the first request after the burst waited {live_again:?}"
+    );
+    let mut worst = Duration::ZERO;
+    for _ in 0..6_000 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let asked = Instant::now();
+        limits.acquire().await;
+        worst = worst.max(asked.elapsed());
+    }
+    assert!(
+        worst <= Duration::from_secs(1),
+        "a request waited {worst:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -12,6 +12,7 @@ use crate::event::Event;
 use crate::isolation::client::{ApiClient, CreatedJob, FetchError};
 use crate::isolation::job_cap::{JobCap, JobPermit};
 use crate::isolation::lookahead::{JobAhead, LookAhead};
+use crate::metrics::JobFault;
 use crate::pipeline::budget::{Reservation, WindowBudget};
 use crate::pipeline::window::{Window, WindowPlanner};
 use crate::time::{format_iso, from_millis, Millis};
@@ -175,6 +176,8 @@ impl Fetching<'_> {
         };
         let mut events: Vec<Event> = Vec::new();
         let (mut bytes, mut undated, mut first, mut too_big) = (0u64, 0, true, false);
+        // A window that cannot be split holds at most this (and the page that crossed it).
+        let (share, mut over_budget) = (self.budget.share(), false);
         let (window_bytes, max) = (self.window_bytes(), self.svc.max_events_per_window);
         let (budget, bytes_per_event) = (self.budget, &mut *self.bytes_per_event);
         let mut learnt = (0u64, 0usize);
@@ -210,9 +213,23 @@ impl Fetching<'_> {
                     too_big = true;
                     return false;
                 }
+                if bytes > share && planner.is_narrowest(w) {
+                    over_budget = true;
+                    return false;
+                }
                 true
             })
             .await?;
+        if over_budget {
+            self.client.job_fault(JobFault::WindowOverBudget);
+            return Err(FetchError::WindowOverBudget {
+                from: format_iso(w.from),
+                to: format_iso(w.to),
+                share,
+                held: bytes,
+                events: events.len(),
+            });
+        }
         if too_big {
             info!(
                 "The window {} to {} holds more than {} events; splitting it.",
