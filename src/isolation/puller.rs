@@ -600,6 +600,8 @@ impl Delivering<'_> {
         self.checkpoint
             .commit(w, created, plan, positions, self.svc)
             .await?;
+        // Committed: no output is spared these events any more (see `output::confirmed`).
+        self.outputs.committed(&batch, w.to);
         Ok(())
     }
 }

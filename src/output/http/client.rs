@@ -500,31 +500,44 @@ pub fn cut_requests(
     ranges
 }
 
+/// A batch's requests stopped by a failure: the error, and how many events (a prefix of the
+/// batch) the requests before it got a 2xx for.
+#[derive(Debug)]
+pub struct Stopped {
+    pub error: OutputError,
+    pub accepted: usize,
+}
+
 /// Sends the requests of `ranges` in order, splitting a range in halves on 413. `send` posts
 /// one range (building its body) and reports what came back; `accepted` takes each 2xx answer
 /// with its range.
 ///
 /// # Errors
-/// The first failure; a single event refused with 413.
+/// The first failure (a single event refused with 413 too), with the prefix of events accepted
+/// before it: the ranges go in order, so every event before the failed range was accepted.
 pub async fn post_batch<S, Fut>(
     mut ranges: Vec<Range<usize>>,
     poster: &Poster,
     mut send: S,
     mut accepted: impl FnMut(Range<usize>, Answer) -> Result<(), OutputError>,
-) -> Result<(), OutputError>
+) -> Result<(), Stopped>
 where
     S: FnMut(Range<usize>) -> Fut,
     Fut: std::future::Future<Output = Result<(Sent, usize), OutputError>>,
 {
     ranges.reverse(); // a stack: the next range is last
     while let Some(r) = ranges.pop() {
-        match send(r.clone()).await? {
-            (Sent::Accepted(answer), _) => accepted(r, answer)?,
+        let stopped = |error| Stopped {
+            error,
+            accepted: r.start,
+        };
+        match send(r.clone()).await.map_err(stopped)? {
+            (Sent::Accepted(answer), _) => accepted(r.clone(), answer).map_err(stopped)?,
             (Sent::TooLarge, bytes) if r.len() <= 1 => {
-                return Err(poster.peer_error(format!(
+                return Err(stopped(poster.peer_error(format!(
                     "the receiver refused a single event of {bytes} body bytes as too large \
                      (413); raise its request size limit"
-                )));
+                ))));
             }
             (Sent::TooLarge, bytes) => {
                 let mid = r.start + r.len() / 2;
