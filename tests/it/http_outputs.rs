@@ -9,17 +9,17 @@ use isolation_sim::Dataset;
 use crate::http_receivers::{Receiver, Scripted};
 use crate::util::*;
 
-const HEC_TOKEN: &str = "5f0c8a2e-1b7d-4c3a-9e6f-2d4b8a1c7e90";
-const HOOK_AUTH: &str = "Bearer hook-s3cret-value";
+pub(crate) const HEC_TOKEN: &str = "5f0c8a2e-1b7d-4c3a-9e6f-2d4b8a1c7e90";
+pub(crate) const HOOK_AUTH: &str = "Bearer hook-s3cret-value";
 
 /// Every event the simulators serve, both services together.
-fn served(env: &TestEnv) -> Vec<String> {
+pub(crate) fn served(env: &TestEnv) -> Vec<String> {
     let mut all = env.web.visible_events();
     all.extend(env.url.visible_events());
     all
 }
 
-fn webhook_output(hook: &Receiver, extra: &str) -> String {
+pub(crate) fn webhook_output(hook: &Receiver, extra: &str) -> String {
     let mut s = format!(
         "  hook:\n    type: http\n    config:\n      url: {}\n      headers: {{Authorization: \"${{HOOK_AUTH}}\"}}\n",
         hook.url("/hook?token=query-s3cret")
@@ -30,7 +30,7 @@ fn webhook_output(hook: &Receiver, extra: &str) -> String {
     s
 }
 
-fn hec_output(hec: &Receiver, token: &str, extra: &str) -> String {
+pub(crate) fn hec_output(hec: &Receiver, token: &str, extra: &str) -> String {
     let mut s = format!(
         "  splunk:\n    type: splunk_hec\n    config:\n      url: {}\n      token: \"{token}\"\n      index: proofpoint\n",
         hec.url("")
@@ -46,7 +46,7 @@ async fn run_once(env: &TestEnv) -> std::process::Output {
         .await
 }
 
-fn assert_no_secret(log: &str) {
+pub(crate) fn assert_no_secret(log: &str) {
     for secret in [HEC_TOKEN, "hook-s3cret", "query-s3cret"] {
         assert!(!log.contains(secret), "{secret} in\n{log}");
     }
