@@ -8,7 +8,7 @@ use std::time::Duration;
 use isolation_sim::Dataset;
 
 use crate::devo_e2e::{parse_records, read_log, spawn_collector, wait_until};
-use crate::http_outputs::{hec_output, served, HEC_TOKEN};
+use crate::http_outputs::{hec_output, served, webhook_output, HEC_TOKEN, HOOK_AUTH};
 use crate::http_receivers::{Receiver, Scripted};
 use crate::relp::{duplicates, relp_output, start_receiver};
 use crate::util::*;
@@ -112,4 +112,35 @@ async fn hec_with_acknowledgement_off_for_the_token_stops_without_duplicates() {
         "set use_ack: false for outputs.splunk, or turn indexer acknowledgement on for the token";
     assert_eq!(log.matches("Output stopped:").count(), 2, "{log}");
     assert!(log.contains(fix), "{log}");
+}
+
+/// A receiver that echoes its credentials in a 500's body, once whole and once straddling the
+/// excerpt's cut (200 bytes): the log shows neither, nor any start of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_echoed_in_error_bodies_are_redacted_before_the_cut() {
+    let mut env = TestEnv::start(
+        sim_config(Dataset::Web, 200, 1),
+        sim_config(Dataset::Url, 0, 2),
+    )
+    .await;
+    let echo = |secret: &str| -> &'static str {
+        let head = format!("echo: {secret} ");
+        let pad = "x".repeat(195 - head.len());
+        format!("{head}{pad}{secret} and more").leak()
+    };
+    let hec = Receiver::start(HEC_TOKEN, true).await;
+    hec.script([Scripted::Status(500, echo(HEC_TOKEN), None)]);
+    let hook = Receiver::start("", false).await;
+    hook.script([Scripted::Status(500, echo("hook-s3cret-value"), None)]);
+    env.outputs_extra = hec_output(&hec, HEC_TOKEN, "") + &webhook_output(&hook, "");
+    env.write_config();
+    let out = env
+        .collector_with_env(&["run", "--once"], &[("HOOK_AUTH", HOOK_AUTH)])
+        .await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let log = stderr(&out);
+    assert!(log.contains("answered 500"), "{log}");
+    for start in [&HEC_TOKEN[..5], "hook-"] {
+        assert!(!log.contains(start), "{start} in\n{log}");
+    }
 }

@@ -121,6 +121,27 @@ impl Default for RequestTuning {
     }
 }
 
+/// The secrets of `url` (its password and query values) and `values` (a token, header values:
+/// whole, and each word of eight characters or more, as `Bearer <token>` may be echoed as the
+/// token alone), for [`Poster::secrets`].
+pub fn secrets_of(url: &url::Url, values: &[&str]) -> Vec<String> {
+    let mut secrets: Vec<String> = url.password().map(str::to_owned).into_iter().collect();
+    secrets.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
+    for value in values {
+        secrets.push((*value).to_owned());
+        secrets.extend(
+            value
+                .split_whitespace()
+                .filter(|w| w.len() >= 8)
+                .map(str::to_owned),
+        );
+    }
+    // Longest first: a secret inside a longer one must not break the longer one's match.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.retain(|s| !s.is_empty());
+    secrets
+}
+
 /// The URL as it may be shown: scheme, host, port and path, never the query or user info.
 pub fn shown_url(url: &url::Url) -> String {
     let host = url.host_str().unwrap_or("");
@@ -210,9 +231,18 @@ pub struct Poster {
     pub auth_hint: &'static str,
     /// Shows a refusal's body in an error ([`body_excerpt`], or HEC's text and code).
     pub describe_body: fn(&[u8]) -> String,
+    /// The output's secrets (token, header values, URL credentials), removed from every answer
+    /// before it is quoted ([`Poster::excerpt`]).
+    pub secrets: Vec<String>,
 }
 
 impl Poster {
+    /// The start of an answer's body for an error: the secrets removed first, then cut
+    /// ([`body_excerpt`]), so that a secret straddling the cut cannot show its start.
+    pub fn excerpt(&self, body: &[u8]) -> String {
+        body_excerpt(&crate::secret::redact(body, &self.secrets))
+    }
+
     pub fn peer_error(&self, reason: String) -> OutputError {
         OutputError::Peer {
             output: self.output.clone(),
@@ -313,7 +343,7 @@ fn classify(
     poster: &Poster,
 ) -> Result<Sent, Failure> {
     let auth_hint = poster.auth_hint;
-    let excerpt = (poster.describe_body)(body);
+    let excerpt = (poster.describe_body)(&crate::secret::redact(body, &poster.secrets));
     let fail = |reason: String, retryable: bool| Failure {
         reason,
         retryable,
@@ -587,6 +617,7 @@ mod tests {
             stop_retries: CancellationToken::new(),
             auth_hint: "hint",
             describe_body: body_excerpt,
+            secrets: Vec::new(),
         };
         let c = |s: u16| {
             let status = StatusCode::from_u16(s).unwrap();

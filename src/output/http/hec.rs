@@ -39,12 +39,13 @@ use tracing::{debug, error, warn};
 
 use super::client::{
     body_excerpt, build_client, compress, content_headers, cut_requests, exchange, post_batch,
-    shown_url, HttpClientConfig, Poster, RequestTuning, Sent,
+    secrets_of, shown_url, HttpClientConfig, Poster, RequestTuning, Sent,
 };
 use super::hec_answer::{ack_query, acknowledged, EventAnswer};
 use crate::backoff::Backoff;
 use crate::event::{Event, UNDATED};
 use crate::output::OutputError;
+use crate::secret::redact;
 
 /// The channel header of indexer acknowledgement.
 const CHANNEL_HEADER: &str = "x-splunk-request-channel";
@@ -178,6 +179,7 @@ impl SplunkHecOutput {
                 stop_retries: CancellationToken::new(),
                 auth_hint: "check `token` (or `token_file`): Splunk answers code 4 for an unknown token, 1 for a disabled one",
                 describe_body: describe_answer,
+                secrets: secrets_of(&config.client.url, &[&config.token]),
             },
             event_url: endpoint(&base, "event"),
             ack_url: endpoint(&base, "ack"),
@@ -317,7 +319,7 @@ impl SplunkHecOutput {
             "HEC accepted the events but sent no ackId ({}): indexer acknowledgement is off for \
              this token; set use_ack: false for outputs.{}, or turn indexer acknowledgement on \
              for the token, then reload; this output sends nothing until then",
-            body_excerpt(body),
+            self.poster.excerpt(body),
             self.name()
         ))
     }
@@ -383,7 +385,7 @@ impl SplunkHecOutput {
                     None => {
                         return Err(self.poster.peer_error(format!(
                             "unexpected answer to the acknowledgement query: {}",
-                            body_excerpt(&a.body)
+                            self.poster.excerpt(&a.body)
                         )))
                     }
                 },
@@ -415,7 +417,7 @@ impl SplunkHecOutput {
             return Err(self.poster.peer_error(format!(
                 "HEC health check {}: {status}: {}",
                 shown_url(&self.health_url),
-                body_excerpt(&body)
+                self.poster.excerpt(&body)
             )));
         }
         let request = self
@@ -426,7 +428,7 @@ impl SplunkHecOutput {
         let (status, body, ..) = exchange(&self.event_url, request)
             .await
             .map_err(|f| self.poster.peer_error(f.reason))?;
-        let answer = EventAnswer::parse(&body).unwrap_or_default();
+        let answer = EventAnswer::parse(&redact(&body, &self.poster.secrets)).unwrap_or_default();
         match (status.as_u16(), answer.code) {
             (400, Some(5)) | (200, _) => {}
             (401 | 403, _) => {
@@ -440,7 +442,7 @@ impl SplunkHecOutput {
                 return Err(self.poster.peer_error(format!(
                     "{} answered an empty request with {status}: {}",
                     shown_url(&self.event_url),
-                    body_excerpt(&body)
+                    self.poster.excerpt(&body)
                 )))
             }
         }
@@ -455,7 +457,8 @@ impl SplunkHecOutput {
                 .await
                 .map_err(|f| self.poster.peer_error(f.reason))?;
             if !status.is_success() {
-                let answer = EventAnswer::parse(&body).unwrap_or_default();
+                let answer =
+                    EventAnswer::parse(&redact(&body, &self.poster.secrets)).unwrap_or_default();
                 return Err(self.poster.peer_error(format!(
                     "use_ack is true but the acknowledgement query failed ({status}: {}); enable \
                      indexer acknowledgement on the token, or set use_ack: false",

@@ -123,6 +123,14 @@ impl HttpOutput {
                 stop_retries: CancellationToken::new(),
                 auth_hint: "check the `headers` of this output (their values come from the config, `${VAR}` or `*_file`)",
                 describe_body: client::body_excerpt,
+                secrets: client::secrets_of(
+                    &config.client.url,
+                    &config
+                        .headers
+                        .iter()
+                        .filter_map(|h| h.value.to_str().ok())
+                        .collect::<Vec<_>>(),
+                ),
             },
             url: config.client.url.clone(),
             headers,
