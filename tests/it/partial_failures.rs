@@ -144,3 +144,41 @@ async fn secrets_echoed_in_error_bodies_are_redacted_before_the_cut() {
         assert!(!log.contains(start), "{start} in\n{log}");
     }
 }
+
+/// SIGTERM one second into a slow HEC acknowledgement (3 s), then a restart: the started ack
+/// wait finishes within the grace period and the window commits, so the restart sends nothing
+/// Splunk already indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_ack_wait_lets_it_finish_and_nothing_is_indexed_twice() {
+    let mut env = TestEnv::start(
+        sim_config(Dataset::Web, 2000, 1),
+        sim_config(Dataset::Url, 0, 2),
+    )
+    .await;
+    let hec = Receiver::start(HEC_TOKEN, true).await;
+    hec.script([Scripted::AckLate(Duration::from_secs(3))]);
+    env.outputs_extra = hec_output(&hec, HEC_TOKEN, "");
+    env.write_config();
+    let (mut child, log) = spawn_collector(&env, &["run"], "run.log");
+    wait_until(Duration::from_secs(30), "HEC got the first request", || {
+        hec.seen().iter().any(|s| s.path.ends_with("/event"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    signal(&child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the collector stopped within the grace period")
+        .unwrap();
+    assert!(status.success(), "{}", read_log(&log));
+
+    env.run_once_ok().await;
+    // Splunk indexes the first request when its acknowledgement is due, whoever waits for it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events: Vec<String> = hec
+        .indexed()
+        .iter()
+        .map(|e| e.event.as_ref().unwrap().get().to_owned())
+        .collect();
+    assert_same_multiset(&events, &served(&env), "HEC after SIGTERM and a restart");
+}

@@ -22,6 +22,10 @@
 //! their acknowledgements first, for the same reason. Without `use_ack` a 200 confirms (HEC's
 //! own "at most once" gap remains).
 //!
+//! A shutdown request or a reload does not end a started acknowledgement wait: the events
+//! are at Splunk, and abandoning the wait would send them again after the restart. The wait
+//! ends within `ack_timeout_in_seconds`, and the shutdown within its grace period.
+//!
 //! A 2xx without `ackId` while `use_ack` is on means the token has acknowledgement off: a
 //! configuration error. Splunk indexed that request, and would index every re-sent copy, so the
 //! output stops: the error (with its fix) is logged once, every later delivery is refused
@@ -366,13 +370,10 @@ impl SplunkHecOutput {
                     self.config.ack_timeout.as_secs_f64()
                 )));
             }
-            let wait = backoff.next_wait().min(deadline - now);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.poster.stop_retries.cancelled() => {
-                    return Err(self.poster.peer_error("stopped while waiting for Splunk's acknowledgements".into()));
-                }
-            }
+            // Not ended by a shutdown request: Splunk has the events, and an abandoned wait
+            // sends them again after the restart. The wait is bounded by `ack_timeout`, and
+            // the shutdown by its grace period, as a started TLS delivery is.
+            tokio::time::sleep(backoff.next_wait().min(deadline - now)).await;
             let ids: Vec<u64> = open.keys().copied().collect();
             let body = ack_query(&ids).into();
             match self.poster.post(&self.ack_url, &headers, body).await? {
