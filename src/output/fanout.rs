@@ -16,7 +16,9 @@
 //! ([`OutputError::Partly`]), and it is remembered too. An output that keeps positions (the
 //! file output) is rewound to its committed position by [`Outputs::resume`] after a failed
 //! window, which erases what it wrote: its memory is dropped there, and it gets the whole
-//! window again.
+//! window again. The memory is dropped too when the state is read again (a new tenure) or a
+//! commit's write failed (it may have landed): a memory of committed events could hide a late
+//! twin from an output.
 //!
 //! With Redis persistence, each output's turn (each try) starts only after the service's lease
 //! gate allows it ([`LeaseGate::before_delivery`]): a holder paused in the middle of a batch
@@ -206,6 +208,14 @@ impl Outputs {
             .zip(&self.confirmed)
             .filter_map(|(o, memory)| Some((o.name().to_owned(), memory.position()?)))
             .collect()
+    }
+
+    /// Forgets what every output confirmed: the state was read again, or its last write may
+    /// or may not have landed.
+    pub fn forget_all(&mut self) {
+        for memory in &mut self.confirmed {
+            memory.clear();
+        }
     }
 
     /// The window ending at `window_end` was committed with `batch` delivered: every output
