@@ -243,7 +243,8 @@ async fn deliver_one(
             .map(|_| batch.len())
             .map_err(|e| e.to_string()),
     );
-    if let Err(e) = &result {
+    // A stopped output logged its error once already; its refusals are not news.
+    if let (Err(e), None) = (&result, o.stopped()) {
         warn!(
             "Output {} did not confirm {} event(s): {e}",
             o.name(),

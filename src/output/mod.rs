@@ -140,6 +140,15 @@ impl Output {
         }
     }
 
+    /// The configuration error that stopped the output, if one did (it then refuses every
+    /// delivery without sending; logged once, where it was found).
+    pub fn stopped(&self) -> Option<&str> {
+        match self {
+            Output::SplunkHec(o) => o.stopped(),
+            _ => None,
+        }
+    }
+
     /// Whether [`Output::resume`] rewinds the output to its committed position, erasing what it
     /// confirmed of an uncommitted window (the file output).
     pub fn keeps_positions(&self) -> bool {

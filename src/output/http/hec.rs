@@ -287,9 +287,9 @@ impl SplunkHecOutput {
                         Ok(())
                     }
                     None => {
-                        let error = this.ack_off_error(&answer.body);
-                        no_ack_id = Some((r, error.to_string()));
-                        Err(error)
+                        let reason = this.ack_off(&answer.body);
+                        no_ack_id = Some((r, reason.clone()));
+                        Err(this.poster.peer_error(reason))
                     }
                 }
             },
@@ -316,23 +316,23 @@ impl SplunkHecOutput {
         Ok(None)
     }
 
-    /// The error of a 2xx without `ackId` with `use_ack`: indexer acknowledgement is off for
-    /// the token, a configuration error.
-    fn ack_off_error(&self, body: &[u8]) -> OutputError {
-        self.poster.peer_error(format!(
+    /// What a 2xx without `ackId` with `use_ack` means: indexer acknowledgement is off for the
+    /// token, a configuration error.
+    fn ack_off(&self, body: &[u8]) -> String {
+        format!(
             "HEC accepted the events but sent no ackId ({}): indexer acknowledgement is off for \
              this token; set use_ack: false for outputs.{}, or turn indexer acknowledgement on \
              for the token, then reload; this output sends nothing until then",
             self.poster.excerpt(body),
             self.name()
-        ))
+        )
     }
 
     /// Stops the output for a configuration error (`reason`, logged once): every later
     /// delivery is refused without sending. The first `indexed` events of the batch were
     /// accepted (2xx) and are reported confirmed, so they are never sent again.
     fn stop(&mut self, reason: String, indexed: usize) -> OutputError {
-        error!(output = %self.name(), "Output stopped: {reason}");
+        error!("Output {} stopped: {reason}", self.name());
         self.stopped = Some(format!("stopped: {reason}"));
         self.poster
             .peer_error(reason)
