@@ -94,6 +94,31 @@ pub fn redact_then_cut(body: &str, secrets: &[&str], max: usize) -> String {
     text
 }
 
+/// `text` with every occurrence of each of `secrets` replaced by `****`: for text that came
+/// from elsewhere (a receiver echoing a token in its error body). Redact the whole text before
+/// cutting an excerpt of it: a secret cut in two is no longer found, and its start would show.
+pub fn redact(text: &[u8], secrets: &[String]) -> Vec<u8> {
+    let mut text = text.to_vec();
+    for secret in secrets.iter().map(String::as_bytes) {
+        if secret.is_empty() || text.len() < secret.len() {
+            continue;
+        }
+        let mut out = Vec::with_capacity(text.len());
+        let mut i = 0;
+        while i < text.len() {
+            if text[i..].starts_with(secret) {
+                out.extend_from_slice(b"****");
+                i += secret.len();
+            } else {
+                out.push(text[i]);
+                i += 1;
+            }
+        }
+        text = out;
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +146,15 @@ mod tests {
         let s = Secret::new("a-rather-long-redis-password".into());
         assert_eq!(format!("{s:?} {s}"), "Secret(****) ****");
         assert_eq!(s.expose(), "a-rather-long-redis-password");
+    }
+
+    #[test]
+    fn redact_replaces_every_occurrence_of_every_secret() {
+        let secrets = ["tok3n".to_owned(), String::new(), "pw".to_owned()];
+        assert_eq!(
+            redact(b"a tok3n, tok3n pw!", &secrets),
+            b"a ****, **** ****!"
+        );
+        assert_eq!(redact(b"tok", &secrets), b"tok");
     }
 }

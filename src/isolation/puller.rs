@@ -256,6 +256,9 @@ impl Puller {
             .restore(&self.svc, self.clock.now_ms())
             .await?;
         self.needs_resume = true;
+        // The state was read again (a new tenure, maybe after another replica's): what the
+        // outputs confirmed before may have been committed by someone else.
+        self.outputs.forget_all();
         devo_log::pre_pull_finished(&self.thread);
         Ok(())
     }
@@ -597,9 +600,19 @@ impl Delivering<'_> {
         let positions = self.outputs.deliver(&self.svc.table, &batch).await?;
         stats.sent += batch.len() as u64;
         // Every output confirmed: commit.
-        self.checkpoint
+        let committed = self
+            .checkpoint
             .commit(w, created, plan, positions, self.svc)
-            .await?;
+            .await;
+        match committed {
+            // Committed: no output is spared these events any more (see `output::confirmed`).
+            Ok(()) => self.outputs.committed(&batch, w.to),
+            // Whether the write landed is unknown (the next cycle reloads the state): what the
+            // outputs confirmed may be committed already, and a memory of it could then hide a
+            // late twin from them. Forgotten: the window may reach every output again.
+            Err(_) => self.outputs.forget_all(),
+        }
+        committed?;
         Ok(())
     }
 }

@@ -6,6 +6,20 @@
 //! [`DELIVERY_RETRIES`] retries the batch is given up (the caller delivers the window again in
 //! its next cycle). The waits between tries end at once on a shutdown request.
 //!
+//! What each output confirmed is remembered beyond one call ([`Confirmed`]), by event identity,
+//! until the caller reports the window committed ([`Outputs::committed`]): when the window is
+//! delivered again in a later cycle (re-fetched, maybe with other bounds and late events), an
+//! output gets only the events it has not confirmed, so a healthy Devo output next to a webhook
+//! that is down for an hour gets each event once, not once per cycle. An output that confirmed
+//! a part of a batch before failing (requests of a split webhook batch, syslog chunks whose
+//! proof arrived, RELP records with their `rsp 200`) reports that part
+//! ([`OutputError::Partly`]), and it is remembered too. An output that keeps positions (the
+//! file output) is rewound to its committed position by [`Outputs::resume`] after a failed
+//! window, which erases what it wrote: its memory is dropped there, and it gets the whole
+//! window again. The memory is dropped too when the state is read again (a new tenure) or a
+//! commit's write failed (it may have landed): a memory of committed events could hide a late
+//! twin from an output.
+//!
 //! With Redis persistence, each output's turn (each try) starts only after the service's lease
 //! gate allows it ([`LeaseGate::before_delivery`]): a holder paused in the middle of a batch
 //! (between two outputs, or between tries) and woken after another process took over stops
@@ -22,12 +36,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::confirmed::Confirmed;
 use super::{Output, OutputError, Position};
 use crate::backoff::{Backoff, Jitter};
 use crate::event::Event;
 use crate::isolation::lease::LeaseGate;
 use crate::metrics::ServiceMetrics;
 use crate::state::StateError;
+use crate::time::Millis;
 
 /// Rounds of delivery to the unconfirmed outputs after the first, within one `deliver`.
 pub const DELIVERY_RETRIES: u32 = 3;
@@ -52,6 +68,8 @@ pub enum FanOutError {
 /// The outputs of one service task, delivered to as one.
 pub struct Outputs {
     outputs: Vec<Output>,
+    /// Per output (same order): what it confirmed of the uncommitted window(s).
+    confirmed: Vec<Confirmed>,
     metrics: ServiceMetrics,
     cancel: CancellationToken,
     /// Asked before each output's turn (always open without leases).
@@ -70,6 +88,7 @@ impl Outputs {
             o.stop_retries_on(cancel.clone());
         }
         Outputs {
+            confirmed: outputs.iter().map(|_| Confirmed::default()).collect(),
             outputs,
             metrics,
             cancel,
@@ -109,7 +128,7 @@ impl Outputs {
         committed: impl Fn(&str) -> Option<Position>,
     ) -> Result<Vec<(String, Position)>, FanOutError> {
         let mut new_positions = Vec::new();
-        for o in &mut self.outputs {
+        for (o, memory) in self.outputs.iter_mut().zip(&mut self.confirmed) {
             // A resume may cut a shared file: only the lease's holder may do that.
             self.gate
                 .before_delivery()
@@ -117,6 +136,10 @@ impl Outputs {
                 .map_err(FanOutError::Lease)?;
             let stored = committed(o.name());
             let position = o.resume(table, stored.clone()).await?;
+            if o.keeps_positions() {
+                // Rewound: what it confirmed since the commit is gone from it.
+                memory.clear();
+            }
             // None stored, or one the output did not apply (another file's): record its own.
             if let Some(p) = position.filter(|p| stored.as_ref() != Some(p)) {
                 new_positions.push((o.name().to_owned(), p));
@@ -125,9 +148,10 @@ impl Outputs {
         Ok(new_positions)
     }
 
-    /// Delivers `batch` (events of `table`, sorted by date) to every output, retrying only the
-    /// ones that did not confirm. Returns the positions the outputs confirmed with, by output
-    /// name, for the caller to store with its checkpoint. An empty batch is delivered nowhere.
+    /// Delivers `batch` (events of `table`, sorted by date) to every output, each getting only
+    /// the events it has not confirmed since the last commit, and retrying only the ones that
+    /// did not confirm. Returns the positions the outputs confirmed with, by output name, for the
+    /// caller to store with its checkpoint. An empty batch is delivered nowhere.
     ///
     /// # Errors
     /// [`FanOutError::Output`] with the last failure when an output still has not confirmed
@@ -138,34 +162,36 @@ impl Outputs {
         table: &str,
         batch: &[Event],
     ) -> Result<Vec<(String, Position)>, FanOutError> {
-        let mut positions = Vec::new();
         if batch.is_empty() {
-            return Ok(positions);
+            return Ok(Vec::new());
         }
-        let mut confirmed = vec![false; self.outputs.len()];
         // Waits of 1, 2 and 4 s, each jittered into its upper half.
         let mut backoff =
             Backoff::new(FIRST_RETRY_WAIT, FIRST_RETRY_WAIT * 4).jitter(Jitter::UpperHalf);
         loop {
             let mut last_error = None;
-            for (o, done) in self.outputs.iter_mut().zip(&mut confirmed) {
-                if *done {
+            for (o, memory) in self.outputs.iter_mut().zip(&mut self.confirmed) {
+                let pending = memory.pending(batch);
+                if pending.is_empty() {
                     continue;
                 }
                 self.gate
                     .before_delivery()
                     .await
                     .map_err(FanOutError::Lease)?;
-                match deliver_one(o, &self.metrics, table, batch).await {
-                    Ok(p) => {
-                        *done = true;
-                        positions.extend(p.map(|p| (o.name().to_owned(), p)));
+                match deliver_one(o, &self.metrics, table, &pending).await {
+                    Ok(position) => {
+                        memory.record(&pending);
+                        memory.set_position(position);
                     }
-                    Err(e) => last_error = Some(e),
+                    Err(e) => {
+                        memory.record(e.confirmed().iter().map(|&i| &pending[i]));
+                        last_error = Some(e);
+                    }
                 }
             }
             let Some(e) = last_error else {
-                return Ok(positions);
+                return Ok(self.positions());
             };
             if backoff.attempts() >= DELIVERY_RETRIES {
                 return Err(e.into());
@@ -174,6 +200,31 @@ impl Outputs {
                 _ = tokio::time::sleep(backoff.next_wait()) => {}
                 _ = self.cancel.cancelled() => return Err(FanOutError::Cancelled),
             }
+        }
+    }
+
+    /// The positions the outputs confirmed the uncommitted window with.
+    fn positions(&self) -> Vec<(String, Position)> {
+        self.outputs
+            .iter()
+            .zip(&self.confirmed)
+            .filter_map(|(o, memory)| Some((o.name().to_owned(), memory.position()?)))
+            .collect()
+    }
+
+    /// Forgets what every output confirmed: the state was read again, or its last write may
+    /// or may not have landed.
+    pub fn forget_all(&mut self) {
+        for memory in &mut self.confirmed {
+            memory.clear();
+        }
+    }
+
+    /// The window ending at `window_end` was committed with `batch` delivered: every output
+    /// forgets what it confirmed of it.
+    pub fn committed(&mut self, batch: &[Event], window_end: Millis) {
+        for memory in &mut self.confirmed {
+            memory.committed(batch, window_end);
         }
     }
 }
@@ -194,7 +245,8 @@ async fn deliver_one(
             .map(|_| batch.len())
             .map_err(|e| e.to_string()),
     );
-    if let Err(e) = &result {
+    // A stopped output logged its error once already; its refusals are not news.
+    if let (Err(e), None) = (&result, o.stopped()) {
         warn!(
             "Output {} did not confirm {} event(s): {e}",
             o.name(),
@@ -305,6 +357,47 @@ mod tests {
         // Written once each: the confirmed output was not given the batch again.
         assert_eq!(contents(&tmp.path().join("good")), expected);
         assert_eq!(contents(&tmp.path().join("bad")), expected);
+    }
+
+    /// A window that failed because one output is down is delivered again in the next cycle:
+    /// the output that confirmed it does not get it again, a late event reaches both, and a
+    /// commit makes the memory forget.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_output_that_confirmed_is_not_given_the_events_again_in_the_next_cycle() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A shutdown requested already ends the first round's wait: the window fails at once.
+        let stopped = CancellationToken::new();
+        stopped.cancel();
+        let (mut outputs, blocked, _) = good_and_bad(tmp.path(), stopped);
+        let events = batch();
+        let first = outputs.deliver(TABLE, &events).await;
+        assert!(matches!(first, Err(FanOutError::Cancelled)), "{first:?}");
+        outputs.set_cancel(CancellationToken::new());
+
+        // The next cycle: `bad` is back, and the re-fetched window has a late event.
+        std::fs::remove_file(blocked).unwrap();
+        let mut refetched = events.clone();
+        refetched.push(Event {
+            date_ms: 9,
+            key: [9; 32],
+            json: Bytes::from_static(br#"{"id":9}"#),
+        });
+        let positions = outputs.deliver(TABLE, &refetched).await.unwrap();
+        let expected = lines(&refetched);
+        assert_eq!(contents(&tmp.path().join("good")), expected);
+        assert_eq!(contents(&tmp.path().join("bad")), expected);
+        let len = expected.len() as u64;
+        let lengths: Vec<_> = positions
+            .iter()
+            .map(|(o, p)| (o.as_str(), p.length))
+            .collect();
+        assert_eq!(lengths, [("good", len), ("bad", len)]);
+
+        // Committed: the same events (a sweep's re-read, say) are new to every output again.
+        outputs.committed(&refetched, 10);
+        outputs.deliver(TABLE, &events[..1]).await.unwrap();
+        let again = expected.clone() + &lines(&events[..1]);
+        assert_eq!(contents(&tmp.path().join("good")), again);
     }
 
     #[tokio::test(flavor = "multi_thread")]

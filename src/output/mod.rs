@@ -12,7 +12,11 @@
 //! Each service task builds its own instances from the configuration, so an output never
 //! needs locking: a file output of the browser service only ever touches the browser table's file.
 //!
-//! [`Outputs`] delivers a batch to all of a service's outputs, retrying only the unconfirmed.
+//! [`Outputs`] delivers a batch to all of a service's outputs, retrying only the unconfirmed,
+//! and remembers per output what it confirmed until the window commits ([`confirmed`]): an
+//! output that confirmed an event is not given it again while another output is down, across
+//! cycles. An output that confirmed a part of a batch before failing says which part
+//! ([`OutputError::Partly`]), so that part is not sent again either.
 //!
 //! ## Positions
 //! An output may return a [`Position`] with its confirmation (the file output returns the byte
@@ -23,6 +27,7 @@
 //! exactly-once for files. A position taken from another file is never applied (see
 //! [`file`]'s module doc).
 
+pub mod confirmed;
 pub mod console;
 pub mod fanout;
 pub mod file;
@@ -68,6 +73,34 @@ pub enum OutputError {
     /// A network peer failed, refused or did not confirm.
     #[error("output {output}: {reason}")]
     Peer { output: String, reason: String },
+    /// `error` ended the batch after the peer confirmed the events at `confirmed` (indices into
+    /// the batch, ascending): those are not given to this output again (see `confirmed`).
+    #[error("{error}")]
+    Partly {
+        confirmed: Vec<usize>,
+        error: Box<OutputError>,
+    },
+}
+
+impl OutputError {
+    /// This error, after the peer confirmed the events at `confirmed` (no change if none).
+    pub fn after_confirming(self, confirmed: Vec<usize>) -> OutputError {
+        if confirmed.is_empty() {
+            return self;
+        }
+        OutputError::Partly {
+            confirmed,
+            error: Box::new(self),
+        }
+    }
+
+    /// Indices of the batch's events the peer confirmed before the failure.
+    pub fn confirmed(&self) -> &[usize] {
+        match self {
+            OutputError::Partly { confirmed, .. } => confirmed,
+            _ => &[],
+        }
+    }
 }
 
 /// One configured output instance.
@@ -126,6 +159,21 @@ impl Output {
             Output::Relp(o) => o.deliver(table, events).await,
         };
         length.map(|l| l.map(Position::of_length))
+    }
+
+    /// The configuration error that stopped the output, if one did (it then refuses every
+    /// delivery without sending; logged once, where it was found).
+    pub fn stopped(&self) -> Option<&str> {
+        match self {
+            Output::SplunkHec(o) => o.stopped(),
+            _ => None,
+        }
+    }
+
+    /// Whether [`Output::resume`] rewinds the output to its committed position, erasing what it
+    /// confirmed of an uncommitted window (the file output).
+    pub fn keeps_positions(&self) -> bool {
+        matches!(self, Output::File(_))
     }
 
     /// Waits between an output's own tries end when `cancel` fires (only network outputs

@@ -54,6 +54,8 @@ pub enum Scripted {
     AckLate(Duration),
     /// Accepted with an ackId that never turns true; the events are indexed (`true`) or lost.
     AckNever { indexed: bool },
+    /// The normal answer (to script a failure of a later request).
+    Normal,
 }
 
 /// One request as the receiver saw it.
@@ -92,6 +94,8 @@ struct Inner {
     unhealthy: bool,
     /// Requests with a larger (uncompressed) body get 413.
     max_body_bytes: Option<usize>,
+    /// Until then, every webhook request gets 503 (a receiver that is down).
+    down_until: Option<Instant>,
     script: VecDeque<Scripted>,
     seen: Vec<Seen>,
     /// HEC: indexed events; webhook: received events (as raw JSON text).
@@ -168,6 +172,11 @@ impl Receiver {
 
     pub fn set_max_body_bytes(&self, n: Option<usize>) {
         self.state.lock().unwrap().max_body_bytes = n;
+    }
+
+    /// The webhook answers every request with 503 for `period` from now.
+    pub fn set_down_for(&self, period: Duration) {
+        self.state.lock().unwrap().down_until = Some(Instant::now() + period);
     }
 
     pub fn set_unhealthy(&self, unhealthy: bool) {
@@ -306,6 +315,10 @@ fn body_text(headers: &HeaderMap, body: &Bytes) -> Vec<u8> {
 
 /// A scripted status, if the script says so (consumed).
 fn scripted_status(s: &mut Inner) -> Option<Response> {
+    if matches!(s.script.front(), Some(Scripted::Normal)) {
+        s.script.pop_front();
+        return None;
+    }
     if !matches!(s.script.front(), Some(Scripted::Status(..))) {
         return None;
     }
@@ -330,6 +343,10 @@ async fn hook(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
             format!("body over {max} bytes"),
         )
             .into_response();
+    }
+    if s.down_until.is_some_and(|t| Instant::now() < t) {
+        record(&mut s, "/hook", 503, 0, &headers);
+        return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
     }
     if let Some(resp) = scripted_status(&mut s) {
         record(&mut s, "/hook", resp.status().as_u16(), 0, &headers);
@@ -499,7 +516,7 @@ fn hec_event_answer(
             }
         }
         Some(Scripted::Status(..)) => unreachable!("taken above"),
-        None => PendingAck {
+        None | Some(Scripted::Normal) => PendingAck {
             events,
             ready_at: Some(Instant::now()),
             index: true,

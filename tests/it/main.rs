@@ -88,3 +88,6 @@ mod http_receivers;
 
 // The http (webhook) and splunk_hec outputs end to end: 5xx, 429, 413, tokens, acknowledgements.
 mod http_outputs;
+
+// Partial failures of the outputs: one down, one request refused, HEC misconfigured.
+mod partial_failures;

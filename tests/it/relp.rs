@@ -17,14 +17,14 @@ use crate::util::*;
 /// The window the tests configure (librelp's default).
 const RELP_WINDOW: usize = 128;
 
-async fn start_receiver(env: &TestEnv) -> (Pki, Rsyslog) {
+pub(crate) async fn start_receiver(env: &TestEnv) -> (Pki, Rsyslog) {
     let pki = Pki::new(env.dir.path());
     let rs = Rsyslog::start(&env.dir, "rsyslog-relp", pki.listen_relp_tls()).await;
     (pki, rs)
 }
 
 /// The `relp` output section (for `TestEnv::outputs_extra`).
-fn relp_output(pki: &Pki, port: u16, client: &CertFiles) -> String {
+pub(crate) fn relp_output(pki: &Pki, port: u16, client: &CertFiles) -> String {
     format!(
         "  relp:\n    type: relp\n    config:\n      address: 127.0.0.1\n      port: {port}\n      \
          chain: {chain}\n      cert: {cert}\n      key: {key}\n      hostname: collector-host\n      \
@@ -38,7 +38,7 @@ fn relp_output(pki: &Pki, port: u16, client: &CertFiles) -> String {
 
 /// Asserts that every served event arrived at least once and nothing unserved arrived; returns
 /// the number of extra copies per table.
-fn duplicates(env: &TestEnv, mut tables: BTreeMap<String, Vec<String>>) -> [usize; 2] {
+pub(crate) fn duplicates(env: &TestEnv, mut tables: BTreeMap<String, Vec<String>>) -> [usize; 2] {
     [(WEB_TABLE, &env.web), (URL_TABLE, &env.url)].map(|(table, sim)| {
         let want = sim.visible_events();
         let got = tables.remove(table).unwrap_or_default();

@@ -121,6 +121,27 @@ impl Default for RequestTuning {
     }
 }
 
+/// The secrets of `url` (its password and query values) and `values` (a token, header values:
+/// whole, and each word of eight characters or more, as `Bearer <token>` may be echoed as the
+/// token alone), for [`Poster::secrets`].
+pub fn secrets_of(url: &url::Url, values: &[&str]) -> Vec<String> {
+    let mut secrets: Vec<String> = url.password().map(str::to_owned).into_iter().collect();
+    secrets.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
+    for value in values {
+        secrets.push((*value).to_owned());
+        secrets.extend(
+            value
+                .split_whitespace()
+                .filter(|w| w.len() >= 8)
+                .map(str::to_owned),
+        );
+    }
+    // Longest first: a secret inside a longer one must not break the longer one's match.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.retain(|s| !s.is_empty());
+    secrets
+}
+
 /// The URL as it may be shown: scheme, host, port and path, never the query or user info.
 pub fn shown_url(url: &url::Url) -> String {
     let host = url.host_str().unwrap_or("");
@@ -210,9 +231,18 @@ pub struct Poster {
     pub auth_hint: &'static str,
     /// Shows a refusal's body in an error ([`body_excerpt`], or HEC's text and code).
     pub describe_body: fn(&[u8]) -> String,
+    /// The output's secrets (token, header values, URL credentials), removed from every answer
+    /// before it is quoted ([`Poster::excerpt`]).
+    pub secrets: Vec<String>,
 }
 
 impl Poster {
+    /// The start of an answer's body for an error: the secrets removed first, then cut
+    /// ([`body_excerpt`]), so that a secret straddling the cut cannot show its start.
+    pub fn excerpt(&self, body: &[u8]) -> String {
+        body_excerpt(&crate::secret::redact(body, &self.secrets))
+    }
+
     pub fn peer_error(&self, reason: String) -> OutputError {
         OutputError::Peer {
             output: self.output.clone(),
@@ -313,7 +343,7 @@ fn classify(
     poster: &Poster,
 ) -> Result<Sent, Failure> {
     let auth_hint = poster.auth_hint;
-    let excerpt = (poster.describe_body)(body);
+    let excerpt = (poster.describe_body)(&crate::secret::redact(body, &poster.secrets));
     let fail = |reason: String, retryable: bool| Failure {
         reason,
         retryable,
@@ -500,31 +530,44 @@ pub fn cut_requests(
     ranges
 }
 
+/// A batch's requests stopped by a failure: the error, and how many events (a prefix of the
+/// batch) the requests before it got a 2xx for.
+#[derive(Debug)]
+pub struct Stopped {
+    pub error: OutputError,
+    pub accepted: usize,
+}
+
 /// Sends the requests of `ranges` in order, splitting a range in halves on 413. `send` posts
 /// one range (building its body) and reports what came back; `accepted` takes each 2xx answer
 /// with its range.
 ///
 /// # Errors
-/// The first failure; a single event refused with 413.
+/// The first failure (a single event refused with 413 too), with the prefix of events accepted
+/// before it: the ranges go in order, so every event before the failed range was accepted.
 pub async fn post_batch<S, Fut>(
     mut ranges: Vec<Range<usize>>,
     poster: &Poster,
     mut send: S,
     mut accepted: impl FnMut(Range<usize>, Answer) -> Result<(), OutputError>,
-) -> Result<(), OutputError>
+) -> Result<(), Stopped>
 where
     S: FnMut(Range<usize>) -> Fut,
     Fut: std::future::Future<Output = Result<(Sent, usize), OutputError>>,
 {
     ranges.reverse(); // a stack: the next range is last
     while let Some(r) = ranges.pop() {
-        match send(r.clone()).await? {
-            (Sent::Accepted(answer), _) => accepted(r, answer)?,
+        let stopped = |error| Stopped {
+            error,
+            accepted: r.start,
+        };
+        match send(r.clone()).await.map_err(stopped)? {
+            (Sent::Accepted(answer), _) => accepted(r.clone(), answer).map_err(stopped)?,
             (Sent::TooLarge, bytes) if r.len() <= 1 => {
-                return Err(poster.peer_error(format!(
+                return Err(stopped(poster.peer_error(format!(
                     "the receiver refused a single event of {bytes} body bytes as too large \
                      (413); raise its request size limit"
-                )));
+                ))));
             }
             (Sent::TooLarge, bytes) => {
                 let mid = r.start + r.len() / 2;
@@ -574,6 +617,7 @@ mod tests {
             stop_retries: CancellationToken::new(),
             auth_hint: "hint",
             describe_body: body_excerpt,
+            secrets: Vec::new(),
         };
         let c = |s: u16| {
             let status = StatusCode::from_u16(s).unwrap();

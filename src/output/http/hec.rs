@@ -15,26 +15,41 @@
 //! UUID per output instance, i.e. per output and service) and its answer an `ackId`. After the
 //! last request of a batch the output polls `/services/collector/ack` with the open ids until
 //! every one is `true`; only then is the batch confirmed. An id still open after
-//! `ack_timeout_in_seconds` fails the batch: it is sent again whole (new ids), so events of
-//! requests that were indexed but whose acknowledgement never came are duplicated, and no event
-//! is lost. Without `use_ack` a 200 confirms (HEC's own "at most once" gap remains).
+//! `ack_timeout_in_seconds` fails the batch: the requests whose ids were acknowledged are
+//! reported confirmed ([`OutputError::Partly`]) and not sent again; the others are sent again
+//! (new ids), so events of requests that were indexed but whose acknowledgement never came are
+//! duplicated, and no event is lost. A request refused after others were accepted waits for
+//! their acknowledgements first, for the same reason. Without `use_ack` a 200 confirms (HEC's
+//! own "at most once" gap remains).
+//!
+//! A shutdown request or a reload does not end a started acknowledgement wait: the events
+//! are at Splunk, and abandoning the wait would send them again after the restart. The wait
+//! ends within `ack_timeout_in_seconds`, and the shutdown within its grace period.
+//!
+//! A 2xx without `ackId` while `use_ack` is on means the token has acknowledgement off: a
+//! configuration error. Splunk indexed that request, and would index every re-sent copy, so the
+//! output stops: the error (with its fix) is logged once, every later delivery is refused
+//! without sending, and the service stalls, without duplicates, until the configuration is
+//! fixed and reloaded.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::client::{
     body_excerpt, build_client, compress, content_headers, cut_requests, exchange, post_batch,
-    shown_url, HttpClientConfig, Poster, RequestTuning, Sent,
+    secrets_of, shown_url, HttpClientConfig, Poster, RequestTuning, Sent,
 };
 use super::hec_answer::{ack_query, acknowledged, EventAnswer};
 use crate::backoff::Backoff;
 use crate::event::{Event, UNDATED};
 use crate::output::OutputError;
+use crate::secret::redact;
 
 /// The channel header of indexer acknowledgement.
 const CHANNEL_HEADER: &str = "x-splunk-request-channel";
@@ -119,6 +134,9 @@ pub struct SplunkHecOutput {
     host: String,
     /// The metadata members of the last table's events (`,"host":…,"event":`).
     fields: Option<(String, String)>,
+    /// Set by a configuration error found while delivering (acknowledgement off for the token
+    /// with `use_ack`): the output then refuses every delivery without sending.
+    stopped: Option<String>,
 }
 
 impl SplunkHecOutput {
@@ -165,6 +183,7 @@ impl SplunkHecOutput {
                 stop_retries: CancellationToken::new(),
                 auth_hint: "check `token` (or `token_file`): Splunk answers code 4 for an unknown token, 1 for a disabled one",
                 describe_body: describe_answer,
+                secrets: secrets_of(&config.client.url, &[&config.token]),
             },
             event_url: endpoint(&base, "event"),
             ack_url: endpoint(&base, "ack"),
@@ -176,6 +195,7 @@ impl SplunkHecOutput {
                 .unwrap_or_else(crate::output::syslog::format::system_hostname),
             config: config.clone(),
             fields: None,
+            stopped: None,
         })
     }
 
@@ -217,13 +237,20 @@ impl SplunkHecOutput {
     /// Sends `events` of `table`, then (with `use_ack`) waits for every acknowledgement.
     ///
     /// # Errors
-    /// [`OutputError::Peer`]: a refused request (status and Splunk's text), or acknowledgements
-    /// missing after `ack_timeout_in_seconds`.
+    /// [`OutputError::Peer`]: a refused request (status and Splunk's text), acknowledgements
+    /// missing after `ack_timeout_in_seconds`, or the output stopped for a configuration error
+    /// (a 2xx without `ackId` with `use_ack`). When a request failed after others were
+    /// accepted (and, with `use_ack`, acknowledged), the error is [`OutputError::Partly`] with
+    /// their events.
     pub async fn deliver(
         &mut self,
         table: &str,
         events: &[Event],
     ) -> Result<Option<u64>, OutputError> {
+        if let Some(reason) = &self.stopped {
+            // Never sent again: Splunk indexed what it got, and would index it again.
+            return Err(self.poster.peer_error(reason.clone()));
+        }
         let fields = self.fields_for(table);
         let c = &self.config.client;
         let ranges = cut_requests(events, c.max_events_per_request, c.max_body_bytes, |e| {
@@ -231,8 +258,10 @@ impl SplunkHecOutput {
         });
         let this = &*self;
         let fields = fields.as_str();
-        let mut open = BTreeSet::new();
-        post_batch(
+        // Per open ackId, the events of its request.
+        let mut open = BTreeMap::new();
+        let mut no_ack_id = None;
+        let posted = post_batch(
             ranges,
             &self.poster,
             |r| async move {
@@ -248,33 +277,80 @@ impl SplunkHecOutput {
                 let sent = this.poster.post(&this.event_url, &headers, body).await?;
                 Ok((sent, bytes))
             },
-            |_, answer| {
+            |r, answer| {
                 if !this.config.use_ack {
                     return Ok(());
                 }
                 match EventAnswer::parse(&answer.body).and_then(|a| a.ack_id) {
                     Some(id) => {
-                        open.insert(id);
+                        open.insert(id, r);
                         Ok(())
                     }
-                    None => Err(this.poster.peer_error(format!(
-                        "HEC accepted the events but sent no ackId ({}): indexer \
-                         acknowledgement is off for this token; enable it on the token, or set \
-                         use_ack: false",
-                        body_excerpt(&answer.body)
-                    ))),
+                    None => {
+                        let reason = this.ack_off(&answer.body);
+                        no_ack_id = Some((r, reason.clone()));
+                        Err(this.poster.peer_error(reason))
+                    }
                 }
             },
         )
-        .await?;
+        .await;
+        if let Some((r, reason)) = no_ack_id {
+            return Err(self.stop(reason, r.end));
+        }
+        let mut confirmed = Vec::new();
+        let stopped = match posted {
+            Ok(()) => None,
+            Err(s) if !self.config.use_ack => {
+                return Err(s.error.after_confirming((0..s.accepted).collect()))
+            }
+            Err(s) => Some(s.error),
+        };
         if self.config.use_ack {
-            self.wait_for_acks(open).await?;
+            let acks = self.wait_for_acks(&mut open, &mut confirmed).await;
+            if let Some(error) = stopped.or(acks.err()) {
+                confirmed.sort_unstable();
+                return Err(error.after_confirming(confirmed));
+            }
         }
         Ok(None)
     }
 
-    /// Polls `/services/collector/ack` until every id in `open` is acknowledged.
-    async fn wait_for_acks(&self, mut open: BTreeSet<u64>) -> Result<(), OutputError> {
+    /// What a 2xx without `ackId` with `use_ack` means: indexer acknowledgement is off for the
+    /// token, a configuration error.
+    fn ack_off(&self, body: &[u8]) -> String {
+        format!(
+            "HEC accepted the events but sent no ackId ({}): indexer acknowledgement is off for \
+             this token; set use_ack: false for outputs.{}, or turn indexer acknowledgement on \
+             for the token, then reload; this output sends nothing until then",
+            self.poster.excerpt(body),
+            self.name()
+        )
+    }
+
+    /// Stops the output for a configuration error (`reason`, logged once): every later
+    /// delivery is refused without sending. The first `indexed` events of the batch were
+    /// accepted (2xx) and are reported confirmed, so they are never sent again.
+    fn stop(&mut self, reason: String, indexed: usize) -> OutputError {
+        error!("Output {} stopped: {reason}", self.name());
+        self.stopped = Some(format!("stopped: {reason}"));
+        self.poster
+            .peer_error(reason)
+            .after_confirming((0..indexed).collect())
+    }
+
+    /// The configuration error that stopped this output, if any (shown by `/ready`).
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.as_deref()
+    }
+
+    /// Polls `/services/collector/ack` until every id in `open` is acknowledged, moving the
+    /// events of each acknowledged request into `confirmed`.
+    async fn wait_for_acks(
+        &self,
+        open: &mut BTreeMap<u64, Range<usize>>,
+        confirmed: &mut Vec<usize>,
+    ) -> Result<(), OutputError> {
         let started = Instant::now();
         let deadline = started + self.config.ack_timeout;
         let mut backoff = Backoff::new(ACK_POLL_FIRST, ACK_POLL_MAX);
@@ -287,33 +363,30 @@ impl SplunkHecOutput {
                     "Splunk did not acknowledge {} request(s) (ackId {}) within {} s \
                      (ack_timeout_in_seconds); the batch is sent again",
                     open.len(),
-                    open.iter()
+                    open.keys()
                         .map(u64::to_string)
                         .collect::<Vec<_>>()
                         .join(", "),
                     self.config.ack_timeout.as_secs_f64()
                 )));
             }
-            let wait = backoff.next_wait().min(deadline - now);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.poster.stop_retries.cancelled() => {
-                    return Err(self.poster.peer_error("stopped while waiting for Splunk's acknowledgements".into()));
-                }
-            }
-            let ids: Vec<u64> = open.iter().copied().collect();
+            // Not ended by a shutdown request: Splunk has the events, and an abandoned wait
+            // sends them again after the restart. The wait is bounded by `ack_timeout`, and
+            // the shutdown by its grace period, as a started TLS delivery is.
+            tokio::time::sleep(backoff.next_wait().min(deadline - now)).await;
+            let ids: Vec<u64> = open.keys().copied().collect();
             let body = ack_query(&ids).into();
             match self.poster.post(&self.ack_url, &headers, body).await? {
                 Sent::Accepted(a) => match acknowledged(&a.body) {
                     Some(done) => {
                         for id in done {
-                            open.remove(&id);
+                            confirmed.extend(open.remove(&id).into_iter().flatten());
                         }
                     }
                     None => {
                         return Err(self.poster.peer_error(format!(
                             "unexpected answer to the acknowledgement query: {}",
-                            body_excerpt(&a.body)
+                            self.poster.excerpt(&a.body)
                         )))
                     }
                 },
@@ -345,7 +418,7 @@ impl SplunkHecOutput {
             return Err(self.poster.peer_error(format!(
                 "HEC health check {}: {status}: {}",
                 shown_url(&self.health_url),
-                body_excerpt(&body)
+                self.poster.excerpt(&body)
             )));
         }
         let request = self
@@ -356,7 +429,7 @@ impl SplunkHecOutput {
         let (status, body, ..) = exchange(&self.event_url, request)
             .await
             .map_err(|f| self.poster.peer_error(f.reason))?;
-        let answer = EventAnswer::parse(&body).unwrap_or_default();
+        let answer = EventAnswer::parse(&redact(&body, &self.poster.secrets)).unwrap_or_default();
         match (status.as_u16(), answer.code) {
             (400, Some(5)) | (200, _) => {}
             (401 | 403, _) => {
@@ -370,7 +443,7 @@ impl SplunkHecOutput {
                 return Err(self.poster.peer_error(format!(
                     "{} answered an empty request with {status}: {}",
                     shown_url(&self.event_url),
-                    body_excerpt(&body)
+                    self.poster.excerpt(&body)
                 )))
             }
         }
@@ -385,7 +458,8 @@ impl SplunkHecOutput {
                 .await
                 .map_err(|f| self.poster.peer_error(f.reason))?;
             if !status.is_success() {
-                let answer = EventAnswer::parse(&body).unwrap_or_default();
+                let answer =
+                    EventAnswer::parse(&redact(&body, &self.poster.secrets)).unwrap_or_default();
                 return Err(self.poster.peer_error(format!(
                     "use_ack is true but the acknowledgement query failed ({status}: {}); enable \
                      indexer acknowledgement on the token, or set use_ack: false",

@@ -10,7 +10,8 @@
 //!
 //! A batch is confirmed when every request of it got a 2xx ([`client`] for the other answers).
 //! The requests of a batch go one after the other; a failed request fails the batch, and the
-//! batch is delivered again whole (the requests before it too: at-least-once).
+//! requests before it are reported confirmed ([`OutputError::Partly`]): the fan-out does not
+//! send their events to this output again.
 
 pub mod client;
 pub mod hec;
@@ -122,6 +123,14 @@ impl HttpOutput {
                 stop_retries: CancellationToken::new(),
                 auth_hint: "check the `headers` of this output (their values come from the config, `${VAR}` or `*_file`)",
                 describe_body: client::body_excerpt,
+                secrets: client::secrets_of(
+                    &config.client.url,
+                    &config
+                        .headers
+                        .iter()
+                        .filter_map(|h| h.value.to_str().ok())
+                        .collect::<Vec<_>>(),
+                ),
             },
             url: config.client.url.clone(),
             headers,
@@ -169,7 +178,8 @@ impl HttpOutput {
             },
             |_, _| Ok(()),
         )
-        .await?;
+        .await
+        .map_err(|s| s.error.after_confirming((0..s.accepted).collect()))?;
         Ok(None)
     }
 
