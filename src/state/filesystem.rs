@@ -104,10 +104,19 @@ pub fn lock(directory: &Path) -> Result<DirectoryLock, StateError> {
             holder: holder.trim().parse().ok(),
         });
     }
-    file.set_len(0).map_err(io("write"))?;
-    file.rewind().map_err(io("write"))?;
-    writeln!(file, "{}", std::process::id()).map_err(io("write"))?;
-    file.sync_all().map_err(io("fsync"))?;
+    // The pid only names the holder in the next process's error: the lock is the flock. A
+    // full disk must not stop the collector here; its state writes say what is wrong.
+    let named = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .and_then(|()| file.sync_all());
+    if let Err(e) = named {
+        tracing::warn!(
+            "Holding the lock on {}, but its pid could not be written ({e}): another process will be refused without the holder's pid.",
+            path.display()
+        );
+    }
     Ok(DirectoryLock { _file: file })
 }
 
