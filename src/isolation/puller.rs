@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::clock::SharedClock;
@@ -47,6 +47,7 @@ use crate::pipeline::budget::WindowBudget;
 use crate::pipeline::environment::Environment;
 use crate::pipeline::obfuscate::Obfuscator;
 use crate::pipeline::window::{plan_cycle, WindowPlanner};
+use crate::state::dead_letter::DeadLetter;
 use crate::state::{ServiceState, StateError, StateStore};
 use crate::time::{format_iso, Millis};
 
@@ -424,7 +425,8 @@ impl Puller {
         fetching.size_windows(&mut planner);
         let mut next = fetching.next_window(&mut planner, &mut ahead).await?;
         while let Some(current) = next {
-            let (w, received) = (current.window, current.events.len());
+            let received = current.events.len() + current.unreadable.len();
+            let w = current.window;
             // A hand-over waits for a window boundary: this window, in hand already, is
             // delivered and committed, and nothing after it is fetched.
             let handing_over = gate.hand_over_requested();
@@ -566,6 +568,28 @@ impl Delivering<'_> {
         }
     }
 
+    /// Sets a window's unreadable events aside (before it commits, so that a crash loses none),
+    /// and counts and logs each once.
+    async fn set_aside_unreadable(
+        &mut self,
+        letters: Vec<DeadLetter>,
+        stats: &mut CycleStats,
+    ) -> Result<(), PullError> {
+        stats.dead_lettered += letters.len() as u64;
+        let new = self.checkpoint.set_aside(letters).await?;
+        if !new.is_empty() {
+            self.metrics
+                .dead_lettered(&self.svc.table, None, new.len() as u64);
+        }
+        for letter in &new {
+            warn!(
+                "An event of {} cannot be read ({}, {}); it was set aside with its raw bytes instead of delivered, and the service goes on. `state show` lists it (id {}), `state dead-letters --export FILE` writes its raw bytes, and `state discard` removes it once handled.",
+                letter.table, letter.position, letter.reason, letter.id
+            );
+        }
+        Ok(())
+    }
+
     /// Delivers a fetched window to every output, then commits it. Its bytes are released when
     /// it is dropped here, delivered or not.
     async fn deliver_window(
@@ -576,9 +600,11 @@ impl Delivering<'_> {
         let Fetched {
             window: w,
             events: mut batch,
+            unreadable,
             created,
             _held,
         } = fetched;
+        self.set_aside_unreadable(unreadable, stats).await?;
         // Stable: events with equal dates keep the server's order.
         batch.sort_by_key(|e| e.date_ms);
         let plan = self.checkpoint.state().dedup.plan(&batch, w.to);

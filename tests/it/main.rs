@@ -84,3 +84,7 @@ mod http_receivers;
 
 // The http (webhook) and splunk_hec outputs end to end: 5xx, 429, 413, tokens, acknowledgements.
 mod http_outputs;
+
+// Events that cannot be read (issue 20 §3): set aside in the dead-letter store with their raw
+// bytes, every other event delivered once; `state show` lists them, `state discard` removes them.
+mod dead_letters;

@@ -8,12 +8,13 @@ use tracing::{info, warn};
 use super::PullError;
 use crate::clock::SharedClock;
 use crate::config::ServiceConfig;
-use crate::event::Event;
+use crate::event::{Event, Page};
 use crate::isolation::client::{ApiClient, CreatedJob, FetchError};
 use crate::isolation::job_cap::{JobCap, JobPermit};
 use crate::isolation::lookahead::{JobAhead, LookAhead};
 use crate::pipeline::budget::{Reservation, WindowBudget};
 use crate::pipeline::window::{Window, WindowPlanner};
+use crate::state::dead_letter::DeadLetter;
 use crate::time::{format_iso, from_millis, Millis};
 
 /// The current window's job: one created ahead for it (with its permit), or the permit to
@@ -27,6 +28,8 @@ enum WindowJob {
 pub(super) struct Fetched {
     pub(super) window: Window,
     pub(super) events: Vec<Event>,
+    /// Its events that could not be read, to be set aside before it commits.
+    pub(super) unreadable: Vec<DeadLetter>,
     /// When its job was created (the dedup plan and `settled` use it).
     pub(super) created: Millis,
     /// Its bytes in the window memory budget, released when it is dropped (delivered or not).
@@ -167,13 +170,14 @@ impl Fetching<'_> {
         w: Window,
         job: CreatedJob,
         planner: &mut WindowPlanner,
-    ) -> Result<Option<(Vec<Event>, Reservation)>, FetchError> {
+    ) -> Result<Option<Collected>, FetchError> {
         // Waits with nothing else of this window in hand (see pipeline::budget).
         let mut held = tokio::select! {
             held = self.budget.reserve(self.expected_bytes(w, planner)) => held,
             _ = self.cancel.cancelled() => return Err(FetchError::Cancelled),
         };
         let mut events: Vec<Event> = Vec::new();
+        let mut unreadable = Unreadable::new(self.svc, self.clock);
         let (mut bytes, mut undated, mut first, mut too_big) = (0u64, 0, true, false);
         let (window_bytes, max) = (self.window_bytes(), self.svc.max_events_per_window);
         let (budget, bytes_per_event) = (self.budget, &mut *self.bytes_per_event);
@@ -205,6 +209,7 @@ impl Fetching<'_> {
                     }
                 }
                 undated += page.undated;
+                unreadable.add(&page);
                 events.extend(page.events);
                 if events.len() > cap && planner.observe_total(w, events.len() as u64) {
                     too_big = true;
@@ -225,7 +230,44 @@ impl Fetching<'_> {
         if undated > 0 {
             warn!("{undated} event(s) from {} to {} have no valid `date`; they are delivered first in their window.", format_iso(w.from), format_iso(w.to));
         }
-        Ok(Some((events, held)))
+        Ok(Some((events, unreadable.letters, held)))
+    }
+}
+
+/// A collected window: its events, its unreadable events' letters, its bytes in the budget.
+type Collected = (Vec<Event>, Vec<DeadLetter>, Reservation);
+
+/// The letters of a window's unreadable events, each with its position (job, page, index).
+struct Unreadable<'a> {
+    table: &'a str,
+    clock: &'a SharedClock,
+    pages: usize,
+    letters: Vec<DeadLetter>,
+}
+
+impl<'a> Unreadable<'a> {
+    fn new(svc: &'a ServiceConfig, clock: &'a SharedClock) -> Self {
+        Unreadable {
+            table: &svc.table,
+            clock,
+            pages: 0,
+            letters: Vec::new(),
+        }
+    }
+
+    /// Takes the next page's unreadable events.
+    fn add(&mut self, page: &Page) {
+        self.pages += 1;
+        for u in &page.unreadable {
+            self.letters.push(DeadLetter::new(
+                self.table,
+                None,
+                format!("cannot be read: {}", u.reason),
+                format!("job {} page {} event {}", page.job_id, self.pages, u.index),
+                &u.raw,
+                self.clock.now_ms(),
+            ));
+        }
     }
 }
 
@@ -246,11 +288,12 @@ pub(super) fn window_cap(
 fn fetched(
     window: Window,
     created: Millis,
-    collected: Option<(Vec<Event>, Reservation)>,
+    collected: Option<Collected>,
 ) -> Option<Fetched> {
-    collected.map(|(events, held)| Fetched {
+    collected.map(|(events, unreadable, held)| Fetched {
         window,
         events,
+        unreadable,
         created,
         _held: held,
     })

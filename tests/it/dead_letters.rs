@@ -1,0 +1,117 @@
+//! Events that cannot be read (issue 20 §3). One event with a byte that is not UTF-8 used to
+//! refuse its whole page, every time: the service stalled until the API's retention deleted
+//! the data. Now that event is set aside in the dead-letter store with its exact bytes, and
+//! every other event of the page is delivered, once.
+
+// Fixtures and checks in real time: the simulator (the vendor) runs on the real clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::metrics::{listen_on_free_port, sample, scrape_until, sigterm_and_wait, spawn_daemon};
+use crate::util::*;
+
+const WEB: &str = "browser_and_email_isolation";
+const URL: &str = "url_isolation";
+const DEAD_LETTERED: &str = "isolation_collector_events_dead_lettered_total";
+
+/// Every letter of the state directory, by table: (id, raw bytes, output, position).
+fn letters(env: &TestEnv) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let mut by_table: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for entry in std::fs::read_dir(env.path("state")).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".dead_letters.jsonl") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            if line.is_empty() {
+                continue;
+            }
+            let letter: serde_json::Value = serde_json::from_str(line).unwrap();
+            let table = letter["table"].as_str().unwrap().to_owned();
+            by_table.entry(table).or_default().push(letter);
+        }
+    }
+    by_table
+}
+
+/// The raw bytes of `letters`, sorted.
+fn raw_bytes(letters: &[serde_json::Value]) -> Vec<Vec<u8>> {
+    let mut raw: Vec<Vec<u8>> = letters
+        .iter()
+        .map(|l| hex::decode(l["raw_hex"].as_str().unwrap()).unwrap())
+        .collect();
+    raw.sort();
+    raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_with_a_stray_byte_are_set_aside_and_every_other_event_is_delivered_once() {
+    let env = TestEnv::both(4000, |c| {
+        c.non_utf8_events = 3;
+        // Valid JSON deeper than serde_json builds values: an event like any other.
+        c.deep_events = 2;
+        c.page_size_cap = Some(500);
+    })
+    .await;
+    let base = listen_on_free_port(&env);
+    let log = env.path("daemon.log");
+    let child = spawn_daemon(&env, &log);
+    let want = env.web.visible_events().len() + env.url.visible_events().len();
+    assert_eq!(want, 2 * (4000 - 3));
+    let started = Instant::now();
+    loop {
+        let got = env.delivered(WEB_TABLE).len() + env.delivered(URL_TABLE).len();
+        if got >= want {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{got} of {want} events delivered in 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    scrape_until(&base, "3 events dead-lettered per service", |s| {
+        [(WEB, WEB_TABLE), (URL, URL_TABLE)].iter().all(|(svc, table)| {
+            let labels = [
+                ("input", INPUT_ID),
+                ("service", *svc),
+                ("table", *table),
+                ("output", "none"),
+            ];
+            sample(s, DEAD_LETTERED, &labels) == Some(3.0)
+        })
+    })
+    .await;
+    sigterm_and_wait(child).await;
+    env.assert_exactly_once();
+
+    // The store holds the three of each service, with the bytes the vendor sent.
+    let stored = letters(&env);
+    for (table, sim) in [(WEB_TABLE, &env.web), (URL_TABLE, &env.url)] {
+        let kept = &stored[table];
+        assert_eq!(raw_bytes(kept), {
+            let mut want = sim.unreadable_events();
+            want.sort();
+            want
+        });
+        assert_eq!(kept.len(), 3);
+        for letter in kept {
+            assert!(letter["output"].is_null(), "{letter}");
+            let position = letter["position"].as_str().unwrap();
+            assert!(position.starts_with("job ") && position.contains(" page "));
+        }
+    }
+    // Each logged once, with its id and position.
+    let text = std::fs::read_to_string(&log).unwrap();
+    for letter in stored.values().flatten() {
+        let id = letter["id"].as_str().unwrap();
+        assert_eq!(text.matches(id).count(), 1, "{id} in\n{text}");
+    }
+
+    // The checkpoint advanced: a second run delivers nothing again and sets nothing new aside.
+    env.run_once_ok().await;
+    env.assert_exactly_once();
+    assert_eq!(letters(&env), stored);
+}
