@@ -118,6 +118,40 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage
         } => state(&config, service, input, true, &clock).await,
         Command::State {
             action:
+                StateAction::DeadLetters {
+                    config,
+                    service,
+                    input,
+                    json,
+                    export,
+                },
+        } => {
+            let only = commands::StateFilter {
+                service: service.as_deref(),
+                input: input.as_deref(),
+            };
+            let args = commands::dead_letters::ListArgs { json, export };
+            commands::dead_letters::list(&config, only, args, &clock).await
+        }
+        Command::State {
+            action:
+                StateAction::Discard {
+                    config,
+                    service,
+                    input,
+                    ids,
+                    all,
+                },
+        } => {
+            let only = commands::StateFilter {
+                service: Some(&service),
+                input: input.as_deref(),
+            };
+            let ids = (!all).then_some(ids);
+            commands::dead_letters::discard(&config, only, ids, &clock).await
+        }
+        Command::State {
+            action:
                 StateAction::Copy {
                     config,
                     from,

@@ -114,4 +114,81 @@ async fn events_with_a_stray_byte_are_set_aside_and_every_other_event_is_deliver
     env.run_once_ok().await;
     env.assert_exactly_once();
     assert_eq!(letters(&env), stored);
+
+    the_commands_list_export_and_discard_them(&env, &stored).await;
+}
+
+/// `state show` and `state dead-letters` list the letters, `--export` writes their exact
+/// bytes, `state discard` removes the ones named, then all.
+async fn the_commands_list_export_and_discard_them(
+    env: &TestEnv,
+    stored: &BTreeMap<String, Vec<serde_json::Value>>,
+) {
+    let ok = |out: &std::process::Output| {
+        assert!(out.status.success(), "{}", describe(out));
+        String::from_utf8(out.stdout.clone()).unwrap()
+    };
+    let shown = ok(&env.collector(&["state", "show"]).await);
+    for letter in stored.values().flatten() {
+        let id = letter["id"].as_str().unwrap();
+        let line = shown.lines().find(|l| l.contains(id)).expect(id);
+        assert!(line.contains(letter["position"].as_str().unwrap()), "{line}");
+        assert!(line.contains("output none (unreadable)"), "{line}");
+    }
+    assert_eq!(shown.matches("3 event(s) set aside").count(), 2, "{shown}");
+
+    let export = env.path("url-letters.bin");
+    let listed = ok(&env
+        .collector(&[
+            "state",
+            "dead-letters",
+            "--service",
+            URL,
+            "--json",
+            "--export",
+            export.to_str().unwrap(),
+        ])
+        .await);
+    let listed: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let url_letters = &stored[URL_TABLE];
+    let listed_letters: Vec<serde_json::Value> =
+        listed.iter().map(|l| l["letter"].clone()).collect();
+    assert_eq!(raw_bytes(&listed_letters), raw_bytes(url_letters));
+    let mut exported: Vec<Vec<u8>> = std::fs::read(&export)
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    exported.sort();
+    assert_eq!(exported, raw_bytes(url_letters));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&export).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let first = url_letters[0]["id"].as_str().unwrap();
+    let out = env
+        .collector(&["state", "discard", "--service", URL, "--id", first])
+        .await;
+    assert!(ok(&out).contains("1 dead letter(s) discarded"));
+    let left = letters(env);
+    assert_eq!(left[URL_TABLE].len(), 2);
+    assert!(left[URL_TABLE].iter().all(|l| l["id"] != first));
+    assert_eq!(left[WEB_TABLE], stored[WEB_TABLE]);
+    // An id that is not there is an error, not a silent success.
+    let out = env
+        .collector(&["state", "discard", "--service", URL, "--id", first])
+        .await;
+    assert!(!out.status.success(), "{}", describe(&out));
+    let out = env
+        .collector(&["state", "discard", "--service", WEB, "--all"])
+        .await;
+    assert!(ok(&out).contains("3 dead letter(s) discarded"));
+    assert!(!letters(env).contains_key(WEB_TABLE));
 }
