@@ -192,3 +192,65 @@ async fn the_commands_list_export_and_discard_them(
     assert!(ok(&out).contains("3 dead letter(s) discarded"));
     assert!(!letters(env).contains_key(WEB_TABLE));
 }
+
+/// The Redis side of the store, against a real redis-server: a letter is stored once by id,
+/// only under the service's lease; listed; discarded by id or all, under the lease too
+/// (`state discard` takes it, refused while a collector holds it, naming the holder).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_keeps_letters_once_under_the_lease() {
+    use isolation_collector::state::dead_letter::DeadLetter;
+    use isolation_collector::state::redis::RedisStore;
+    use isolation_collector::state::StateStore;
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = crate::redis_server::RedisServer::start(&tmp, "redis").await;
+    let config = redis.config("t:", Duration::from_secs(30));
+    let store = StateStore::Redis(Box::new(RedisStore::new(&config).unwrap()));
+    let r = store.redis().unwrap();
+    let k = "proofpoint_isolation_1_url_isolation";
+    let letter = |raw: &[u8]| {
+        DeadLetter::new(
+            URL_TABLE,
+            None,
+            "cannot be read: not UTF-8 text".into(),
+            "job j page 1 event 2".into(),
+            raw,
+            1_000,
+        )
+    };
+    let (a, b) = (letter(b"{\"u\":\"\xff\"}"), letter(b"{\"v\":\"\xfe\"}"));
+    let holder = "host-a:1:01";
+    assert!(r.take(k, holder).await.unwrap().done);
+
+    // Without the lease, or with another token: refused, nothing stored.
+    let refused = store
+        .set_aside(k, std::slice::from_ref(&a), Some("host-b:2:02"))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains(holder), "{refused}");
+    assert!(store.set_aside(k, std::slice::from_ref(&a), None).await.is_err());
+    assert_eq!(store.dead_letters(k).await.unwrap(), vec![]);
+
+    // Under the lease: stored once by id, listed with their bytes.
+    let lease = Some(holder);
+    assert_eq!(store.set_aside(k, std::slice::from_ref(&a), lease).await.unwrap(), 1);
+    assert_eq!(store.set_aside(k, &[a.clone(), b.clone()], lease).await.unwrap(), 1);
+    let kept = store.dead_letters(k).await.unwrap();
+    assert_eq!(kept.len(), 2);
+    assert!(kept.contains(&a) && kept.contains(&b));
+    assert_eq!(kept.iter().find(|l| l.id == a.id).unwrap().raw(), b"{\"u\":\"\xff\"}");
+
+    // Discarding without the lease is refused; `state discard`'s way is refused while the
+    // holder runs, naming it.
+    assert!(store.discard_dead_letters(k, None, None).await.is_err());
+    let refused = store.discard_dead_letters_now(k, None).await.unwrap_err();
+    assert!(refused.to_string().contains(holder), "{refused}");
+    assert_eq!(store.dead_letters(k).await.unwrap().len(), 2);
+    let ids = [a.id.clone()];
+    assert_eq!(store.discard_dead_letters(k, Some(&ids), lease).await.unwrap(), 1);
+    assert_eq!(store.dead_letters(k).await.unwrap(), vec![b.clone()]);
+    assert!(r.release(k, holder).await.unwrap().done);
+    assert_eq!(store.discard_dead_letters_now(k, None).await.unwrap(), 1);
+    assert_eq!(store.dead_letters(k).await.unwrap(), vec![]);
+    // The command released the lease it took.
+    assert!(r.take(k, holder).await.unwrap().done);
+}
