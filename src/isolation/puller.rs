@@ -46,7 +46,7 @@ use crate::output::{FanOutError, Output, OutputError, Outputs};
 use crate::pipeline::budget::WindowBudget;
 use crate::pipeline::environment::Environment;
 use crate::pipeline::obfuscate::Obfuscator;
-use crate::pipeline::window::{plan_cycle, WindowPlanner};
+use crate::pipeline::window::{plan_cycle, Window, WindowPlanner};
 use crate::state::dead_letter::DeadLetter;
 use crate::state::{ServiceState, StateError, StateStore};
 use crate::time::{format_iso, Millis};
@@ -481,6 +481,7 @@ impl Puller {
             environment: self.environment.as_ref(),
             metrics: &self.metrics,
             progress: &mut self.progress,
+            clock: &self.clock,
         };
         (fetching, delivering)
     }
@@ -534,13 +535,16 @@ struct Delivering<'a> {
     environment: Option<&'a Environment>,
     metrics: &'a ServiceMetrics,
     progress: &'a mut Option<Progress>,
+    clock: &'a SharedClock,
 }
 
 impl Delivering<'_> {
     /// Applies `obfuscation_data` to a batch about to be delivered, counting what it did.
-    fn obfuscate(&self, batch: &mut Vec<Event>, stats: &mut CycleStats) {
+    /// Returns the letters of the events it withheld (not JSON text: nothing can be masked in
+    /// them), to be set aside.
+    fn obfuscate(&self, w: Window, batch: &mut Vec<Event>, stats: &mut CycleStats) -> Vec<DeadLetter> {
         if self.obfuscator.is_empty() {
-            return;
+            return Vec::new();
         }
         let report = self.obfuscator.apply_batch(batch);
         debug!(
@@ -558,14 +562,25 @@ impl Delivering<'_> {
         }
         if report.failed > 0 {
             // Bytes that are not JSON text (impossible for events parsed from the API):
-            // nothing can be masked in them, and they are never delivered in clear. They
-            // count as delivered for dedup, or the window would fail again on every retry.
+            // nothing can be masked in them, and they are never delivered in clear. They are
+            // set aside with the vendor's bytes (the dead-letter store is the state's, mode
+            // 0600) and count as delivered for dedup, or the window would fail on every retry.
             error!(
-                "{} event(s) are not JSON text and could not be obfuscated; they were not delivered (lost) to keep their fields private.",
+                "{} event(s) are not JSON text and could not be obfuscated; they were set aside in the dead-letter store instead of delivered, to keep their fields private.",
                 report.failed
             );
             stats.obfuscation_failures += report.failed;
         }
+        let position = format!("window {} to {}", format_iso(w.from), format_iso(w.to));
+        let now = self.clock.now_ms();
+        report
+            .withheld
+            .into_iter()
+            .map(|(event, why)| {
+                let reason = format!("cannot be obfuscated: {why}");
+                DeadLetter::new(&self.svc.table, None, reason, position.clone(), &event.json, now)
+            })
+            .collect()
     }
 
     /// Sets a window's unreadable events aside (before it commits, so that a crash loses none),
@@ -614,7 +629,8 @@ impl Delivering<'_> {
         // Obfuscate after the dedup plan and before any output: the plan (and the dedup memory
         // it feeds) stays keyed on the vendor's originals, so a re-read is still recognised, and
         // only events that are about to be delivered cost a rewrite.
-        self.obfuscate(&mut batch, stats);
+        let withheld = self.obfuscate(w, &mut batch, stats);
+        self.set_aside_unreadable(withheld, stats).await?;
         if let Some(env) = self.environment {
             env.apply_batch(&mut batch);
         }

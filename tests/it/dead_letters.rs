@@ -254,3 +254,23 @@ async fn the_redis_store_keeps_letters_once_under_the_lease() {
     // The command released the lease it took.
     assert!(r.take(k, holder).await.unwrap().done);
 }
+
+/// No event vanishes: each one received in a cycle is delivered, set aside, or dropped as a
+/// known copy (the cycle's statistics line: received = sent + duplicates + set aside).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_received_is_delivered_set_aside_or_a_known_copy() {
+    let env = TestEnv::both(1000, |c| {
+        c.non_utf8_events = 3;
+        c.page_size_cap = Some(300);
+    })
+    .await;
+    let out = env.run_once_ok().await;
+    let log = stderr(&out);
+    for (svc, sim) in [(WEB, &env.web), (URL, &env.url)] {
+        let s = the_pull_stats(&log, svc);
+        assert_eq!(s.received, sim.stats().events_served, "{svc}: {s:?}");
+        assert_eq!(s.received, s.sent + s.duplicates + 3, "{svc}: {s:?}");
+        assert_eq!(s.sent, 997, "{svc}: {s:?}");
+    }
+    env.assert_exactly_once();
+}
