@@ -152,7 +152,12 @@ pub enum StateAction {
         #[arg(long)]
         input: Option<String>,
         /// The letters to remove (ids from `state dead-letters`).
-        #[arg(long = "id", value_name = "ID", required_unless_present = "all", conflicts_with = "all")]
+        #[arg(
+            long = "id",
+            value_name = "ID",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
         ids: Vec<String>,
         /// Every letter of the service.
         #[arg(long)]

@@ -196,7 +196,10 @@ pub async fn state(
 }
 
 /// The (state key, name to print) of each service `only` chooses.
-fn chosen_services(config: &Config, only: StateFilter<'_>) -> Result<Vec<(String, String)>, BadUsage> {
+fn chosen_services(
+    config: &Config,
+    only: StateFilter<'_>,
+) -> Result<Vec<(String, String)>, BadUsage> {
     let inputs = chosen_inputs(config, only.input)?;
     let services: Vec<Service> = match only.service {
         None => Service::ALL.to_vec(),

@@ -677,7 +677,8 @@ mod tests {
     }
 
     fn page_of(bad: &[u8]) -> Vec<u8> {
-        let mut body = br#"{"jobId":"j","status":"COMPLETED","pageToken":"t","data":[{"a":1},"#.to_vec();
+        let mut body =
+            br#"{"jobId":"j","status":"COMPLETED","pageToken":"t","data":[{"a":1},"#.to_vec();
         body.extend_from_slice(bad);
         body.extend_from_slice(br#",{"date":"2025-03-04T10:15:27.412+0000","b":"\u00e9"}]}"#);
         body
@@ -702,7 +703,8 @@ mod tests {
     /// at any depth, by both parsers, with no recursion on the stack.
     #[test]
     fn an_event_nested_deeper_than_serde_builds_values_is_still_an_event() {
-        let nested = |depth: usize| format!(r#"{{"n":{}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+        let nested =
+            |depth: usize| format!(r#"{{"n":{}{}}}"#, "[".repeat(depth), "]".repeat(depth));
         for depth in [99, 110, 130, 100_000] {
             let body = page_of(nested(depth).as_bytes());
             let page = parse_page(Bytes::from(body.clone())).unwrap();
@@ -775,7 +777,9 @@ mod tests {
             assert_agree(&PAGE.as_bytes()[..end]);
         }
         for at in 0..PAGE.len() {
-            for byte in [b'"', b'\\', b'}', b']', b',', b':', b'x', b'1', b' ', 0x01, 0xff, 0xc3] {
+            for byte in [
+                b'"', b'\\', b'}', b']', b',', b':', b'x', b'1', b' ', 0x01, 0xff, 0xc3,
+            ] {
                 let mut body = PAGE.as_bytes().to_vec();
                 body[at] = byte;
                 assert_agree(&body);
@@ -858,7 +862,8 @@ mod tests {
             r#"{{"jobId":"j","status":"COMPLETED","data":[{}]}}"#,
             events.join(",")
         );
-        let fast = parse_page_fast(&Bytes::from(body.clone()), Some(&body)).expect("scanner accepts it");
+        let fast =
+            parse_page_fast(&Bytes::from(body.clone()), Some(&body)).expect("scanner accepts it");
         let reference = parse_page_reference(Bytes::from(body)).unwrap();
         assert_eq!(fast.events.len(), events.len());
         assert_eq!(fast.events, reference.events);

@@ -177,7 +177,7 @@ pub struct Metrics {
     confirm_failures: Family<OutputLabels, Counter>,
     state_write_failures: Family<ServiceLabels, Counter>,
     obfuscation_fallbacks: Family<RuleLabels, Counter>,
-    dead_lettered: Family<DeadLetterLabels, Counter>,
+    dead_letters: DeadLetterSeries,
     checkpoint_lag: Family<ServiceLabels, SecondsGauge>,
     last_pull: Family<ServiceLabels, SecondsGauge>,
     /// Registered only with Redis persistence ([`Metrics::with_leases`]).
@@ -194,7 +194,53 @@ pub struct Metrics {
     /// [`Metrics::forget_input`] must remove.
     output_series: Mutex<HashSet<OutputLabels>>,
     rule_series: Mutex<HashSet<RuleLabels>>,
-    dead_letter_series: Mutex<HashSet<DeadLetterLabels>>,
+}
+
+/// The per-service time gauges: `checkpoint_lag_seconds` and
+/// `last_successful_pull_timestamp_seconds`.
+fn register_time_gauges(
+    registry: &mut Registry,
+) -> (
+    Family<ServiceLabels, SecondsGauge>,
+    Family<ServiceLabels, SecondsGauge>,
+) {
+    let checkpoint_lag = Family::default();
+    registry.register_with_unit(
+        "checkpoint_lag",
+        "Now minus the service's checkpoint (everything before it is delivered).",
+        Unit::Seconds,
+        checkpoint_lag.clone(),
+    );
+    let last_pull = Family::default();
+    registry.register_with_unit(
+        "last_successful_pull_timestamp",
+        "Unix time of the end of the service's last successful pull cycle.",
+        Unit::Seconds,
+        last_pull.clone(),
+    );
+    (checkpoint_lag, last_pull)
+}
+
+/// `events_dead_lettered_total` and its label sets (what [`Metrics::forget_input`] removes).
+#[derive(Debug)]
+struct DeadLetterSeries {
+    family: Family<DeadLetterLabels, Counter>,
+    series: Mutex<HashSet<DeadLetterLabels>>,
+}
+
+impl DeadLetterSeries {
+    fn registered(registry: &mut Registry) -> DeadLetterSeries {
+        let family = Family::default();
+        registry.register(
+            "events_dead_lettered",
+            "Events set aside in the dead-letter store instead of delivered: output=\"none\" for events that could not be read (every output lacks them), else the one output that refused them for good. `state dead-letters` lists them.",
+            family.clone(),
+        );
+        DeadLetterSeries {
+            family,
+            series: Mutex::default(),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -267,26 +313,8 @@ impl Metrics {
             "Events in which an obfuscation rule could not read a value it targets; the value was masked whole with its type's default and the event delivered.",
             obfuscation_fallbacks.clone(),
         );
-        let dead_lettered = Family::default();
-        registry.register(
-            "events_dead_lettered",
-            "Events set aside in the dead-letter store instead of delivered: output=\"none\" for events that could not be read (every output lacks them), else the one output that refused them for good. `state dead-letters` lists them.",
-            dead_lettered.clone(),
-        );
-        let checkpoint_lag = Family::default();
-        registry.register_with_unit(
-            "checkpoint_lag",
-            "Now minus the service's checkpoint (everything before it is delivered).",
-            Unit::Seconds,
-            checkpoint_lag.clone(),
-        );
-        let last_pull = Family::default();
-        registry.register_with_unit(
-            "last_successful_pull_timestamp",
-            "Unix time of the end of the service's last successful pull cycle.",
-            Unit::Seconds,
-            last_pull.clone(),
-        );
+        let dead_letters = DeadLetterSeries::registered(&mut registry);
+        let (checkpoint_lag, last_pull) = register_time_gauges(&mut registry);
         Metrics {
             registry,
             received,
@@ -299,7 +327,7 @@ impl Metrics {
             confirm_failures,
             state_write_failures,
             obfuscation_fallbacks,
-            dead_lettered,
+            dead_letters,
             checkpoint_lag,
             last_pull,
             lease_held: Family::default(),
@@ -310,7 +338,6 @@ impl Metrics {
             readiness: Mutex::default(),
             output_series: Mutex::default(),
             rule_series: Mutex::default(),
-            dead_letter_series: Mutex::default(),
         }
     }
 
@@ -457,10 +484,10 @@ impl Metrics {
             }
             keep
         });
-        lock(&self.dead_letter_series).retain(|l| {
+        lock(&self.dead_letters.series).retain(|l| {
             let keep = l.input != input;
             if !keep {
-                self.dead_lettered.remove(l);
+                self.dead_letters.family.remove(l);
             }
             keep
         });
@@ -629,8 +656,9 @@ impl ServiceMetrics {
             table: table.to_owned(),
             output: output.unwrap_or("none").to_owned(),
         };
-        self.metrics.dead_lettered.get_or_create(&labels).inc_by(n);
-        lock(&self.metrics.dead_letter_series).insert(labels);
+        let dead_letters = &self.metrics.dead_letters;
+        dead_letters.family.get_or_create(&labels).inc_by(n);
+        lock(&dead_letters.series).insert(labels);
     }
 
     /// An output confirmed `n` events (`Ok`), or did not.

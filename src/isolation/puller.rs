@@ -542,7 +542,12 @@ impl Delivering<'_> {
     /// Applies `obfuscation_data` to a batch about to be delivered, counting what it did.
     /// Returns the letters of the events it withheld (not JSON text: nothing can be masked in
     /// them), to be set aside.
-    fn obfuscate(&self, w: Window, batch: &mut Vec<Event>, stats: &mut CycleStats) -> Vec<DeadLetter> {
+    fn obfuscate(
+        &self,
+        w: Window,
+        batch: &mut Vec<Event>,
+        stats: &mut CycleStats,
+    ) -> Vec<DeadLetter> {
         if self.obfuscator.is_empty() {
             return Vec::new();
         }
@@ -578,7 +583,14 @@ impl Delivering<'_> {
             .into_iter()
             .map(|(event, why)| {
                 let reason = format!("cannot be obfuscated: {why}");
-                DeadLetter::new(&self.svc.table, None, reason, position.clone(), &event.json, now)
+                DeadLetter::new(
+                    &self.svc.table,
+                    None,
+                    reason,
+                    position.clone(),
+                    &event.json,
+                    now,
+                )
             })
             .collect()
     }

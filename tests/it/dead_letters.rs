@@ -73,15 +73,17 @@ async fn events_with_a_stray_byte_are_set_aside_and_every_other_event_is_deliver
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     scrape_until(&base, "3 events dead-lettered per service", |s| {
-        [(WEB, WEB_TABLE), (URL, URL_TABLE)].iter().all(|(svc, table)| {
-            let labels = [
-                ("input", INPUT_ID),
-                ("service", *svc),
-                ("table", *table),
-                ("output", "none"),
-            ];
-            sample(s, DEAD_LETTERED, &labels) == Some(3.0)
-        })
+        [(WEB, WEB_TABLE), (URL, URL_TABLE)]
+            .iter()
+            .all(|(svc, table)| {
+                let labels = [
+                    ("input", INPUT_ID),
+                    ("service", *svc),
+                    ("table", *table),
+                    ("output", "none"),
+                ];
+                sample(s, DEAD_LETTERED, &labels) == Some(3.0)
+            })
     })
     .await;
     sigterm_and_wait(child).await;
@@ -132,7 +134,10 @@ async fn the_commands_list_export_and_discard_them(
     for letter in stored.values().flatten() {
         let id = letter["id"].as_str().unwrap();
         let line = shown.lines().find(|l| l.contains(id)).expect(id);
-        assert!(line.contains(letter["position"].as_str().unwrap()), "{line}");
+        assert!(
+            line.contains(letter["position"].as_str().unwrap()),
+            "{line}"
+        );
         assert!(line.contains("output none (unreadable)"), "{line}");
     }
     assert_eq!(shown.matches("3 event(s) set aside").count(), 2, "{shown}");
@@ -227,17 +232,35 @@ async fn the_redis_store_keeps_letters_once_under_the_lease() {
         .await
         .unwrap_err();
     assert!(refused.to_string().contains(holder), "{refused}");
-    assert!(store.set_aside(k, std::slice::from_ref(&a), None).await.is_err());
+    assert!(store
+        .set_aside(k, std::slice::from_ref(&a), None)
+        .await
+        .is_err());
     assert_eq!(store.dead_letters(k).await.unwrap(), vec![]);
 
     // Under the lease: stored once by id, listed with their bytes.
     let lease = Some(holder);
-    assert_eq!(store.set_aside(k, std::slice::from_ref(&a), lease).await.unwrap(), 1);
-    assert_eq!(store.set_aside(k, &[a.clone(), b.clone()], lease).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .set_aside(k, std::slice::from_ref(&a), lease)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .set_aside(k, &[a.clone(), b.clone()], lease)
+            .await
+            .unwrap(),
+        1
+    );
     let kept = store.dead_letters(k).await.unwrap();
     assert_eq!(kept.len(), 2);
     assert!(kept.contains(&a) && kept.contains(&b));
-    assert_eq!(kept.iter().find(|l| l.id == a.id).unwrap().raw(), b"{\"u\":\"\xff\"}");
+    assert_eq!(
+        kept.iter().find(|l| l.id == a.id).unwrap().raw(),
+        b"{\"u\":\"\xff\"}"
+    );
 
     // Discarding without the lease is refused; `state discard`'s way is refused while the
     // holder runs, naming it.
@@ -246,7 +269,13 @@ async fn the_redis_store_keeps_letters_once_under_the_lease() {
     assert!(refused.to_string().contains(holder), "{refused}");
     assert_eq!(store.dead_letters(k).await.unwrap().len(), 2);
     let ids = [a.id.clone()];
-    assert_eq!(store.discard_dead_letters(k, Some(&ids), lease).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .discard_dead_letters(k, Some(&ids), lease)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(store.dead_letters(k).await.unwrap(), vec![b.clone()]);
     assert!(r.release(k, holder).await.unwrap().done);
     assert_eq!(store.discard_dead_letters_now(k, None).await.unwrap(), 1);

@@ -142,7 +142,8 @@ pub const DEEP_NESTING: usize = 130;
 /// The spoiled events of a day of `n`: evenly spread, the deep ones just after the others.
 fn spoiled(cfg: &SimConfig, n: usize) -> HashMap<u32, Spoil> {
     let spread = |count: usize, offset: usize| {
-        (0..count).map(move |k| ((k + 1) * n / (count + 1) + offset).min(n.saturating_sub(1)) as u32)
+        (0..count)
+            .map(move |k| ((k + 1) * n / (count + 1) + offset).min(n.saturating_sub(1)) as u32)
     };
     let mut spoiled: HashMap<u32, Spoil> = spread(cfg.deep_events, 1)
         .map(|i| (i, Spoil::Deep))
@@ -152,7 +153,13 @@ fn spoiled(cfg: &SimConfig, n: usize) -> HashMap<u32, Spoil> {
 }
 
 /// Appends event `rec` as served: spoiled as `spoil` says.
-fn write_served(generator: &Generator, out: &mut Vec<u8>, rec: &EventRec, pretty: bool, spoil: Option<Spoil>) {
+fn write_served(
+    generator: &Generator,
+    out: &mut Vec<u8>,
+    rec: &EventRec,
+    pretty: bool,
+    spoil: Option<Spoil>,
+) {
     let mut json = String::with_capacity(480);
     generator.write_event(&mut json, rec, pretty);
     match spoil {
@@ -430,10 +437,18 @@ impl Shared {
         let mut unreadable: Vec<(u32, Vec<u8>)> = tenant
             .spoiled
             .iter()
-            .filter(|&(&i, &spoil)| spoil == Spoil::NotUtf8 && tenant.events[i as usize].ingest_ms <= now_ms)
+            .filter(|&(&i, &spoil)| {
+                spoil == Spoil::NotUtf8 && tenant.events[i as usize].ingest_ms <= now_ms
+            })
             .map(|(&i, &spoil)| {
                 let mut served = Vec::new();
-                write_served(&self.generator, &mut served, &tenant.events[i as usize], false, Some(spoil));
+                write_served(
+                    &self.generator,
+                    &mut served,
+                    &tenant.events[i as usize],
+                    false,
+                    Some(spoil),
+                );
                 (i, served)
             })
             .collect();
@@ -723,7 +738,13 @@ impl Shared {
         let mut reply = Reply::json(body, (end - start) as u64);
         for &(at, idx, spoil) in spoilt.iter().rev() {
             let mut served = Vec::new();
-            write_served(&self.generator, &mut served, &events[idx as usize], pretty, Some(spoil));
+            write_served(
+                &self.generator,
+                &mut served,
+                &events[idx as usize],
+                pretty,
+                Some(spoil),
+            );
             reply.body.splice(at..at, served);
         }
         reply

@@ -20,7 +20,7 @@ use crate::time::{format_iso, from_millis, Millis};
 /// The current window's job: one created ahead for it (with its permit), or the permit to
 /// create it under.
 enum WindowJob {
-    Ahead(JobAhead),
+    Ahead(Box<JobAhead>),
     New(JobPermit),
 }
 
@@ -77,7 +77,7 @@ impl Fetching<'_> {
             }
             let (w, job) = ahead.take(planned);
             let job = match job {
-                Some(job) => WindowJob::Ahead(job),
+                Some(job) => WindowJob::Ahead(Box::new(job)),
                 None => WindowJob::New(self.job_permit(ahead).await?),
             };
             // The next windows' jobs run on the server while this one is polled and delivered.
@@ -118,12 +118,13 @@ impl Fetching<'_> {
     ) -> Result<Option<Fetched>, PullError> {
         let _permit = match job {
             WindowJob::New(permit) => permit,
-            WindowJob::Ahead(JobAhead {
-                created,
-                job,
-                permit,
-                ..
-            }) => {
+            WindowJob::Ahead(ahead) => {
+                let JobAhead {
+                    created,
+                    job,
+                    permit,
+                    ..
+                } = *ahead;
                 match self.collect(w, job, planner).await {
                     Err(e) if e.is_lost_job() => warn!(
                         "The job created ahead for {} to {} is lost ({e}); creating it again.",
@@ -285,11 +286,7 @@ pub(super) fn window_cap(
 }
 
 /// A collected window as [`Fetched`].
-fn fetched(
-    window: Window,
-    created: Millis,
-    collected: Option<Collected>,
-) -> Option<Fetched> {
+fn fetched(window: Window, created: Millis, collected: Option<Collected>) -> Option<Fetched> {
     collected.map(|(events, unreadable, held)| Fetched {
         window,
         events,
