@@ -64,6 +64,10 @@ async fn events_with_a_stray_byte_are_set_aside_and_every_other_event_is_deliver
     loop {
         let got = env.delivered(WEB_TABLE).len() + env.delivered(URL_TABLE).len();
         if got >= want {
+            eprintln!(
+                "{got} events delivered {:?} after the start",
+                started.elapsed()
+            );
             break;
         }
         assert!(
