@@ -122,6 +122,47 @@ pub enum StateAction {
         #[arg(long)]
         input: Option<String>,
     },
+    /// List the events set aside (dead letters) instead of delivered, with their id, table,
+    /// output, position and reason.
+    DeadLetters {
+        #[arg(long, env = "CONFIG_FILE")]
+        config: PathBuf,
+        /// Only this service (browser_and_email_isolation or url_isolation).
+        #[arg(long)]
+        service: Option<String>,
+        /// Only this input (its `id`); default: every input of the config.
+        #[arg(long)]
+        input: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Also write each letter's raw bytes (the vendor's, unobfuscated) to FILE, one per
+        /// line; the file is created with mode 0600.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+    },
+    /// Remove dead letters once handled (with Redis under the service's lease).
+    Discard {
+        #[arg(long, env = "CONFIG_FILE")]
+        config: PathBuf,
+        /// The service whose letters go.
+        #[arg(long)]
+        service: String,
+        /// Only this input (its `id`); default: every input of the config.
+        #[arg(long)]
+        input: Option<String>,
+        /// The letters to remove (ids from `state dead-letters`).
+        #[arg(
+            long = "id",
+            value_name = "ID",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        ids: Vec<String>,
+        /// Every letter of the service.
+        #[arg(long)]
+        all: bool,
+    },
     /// Copy each enabled service's state between a state directory and the config's Redis
     /// (migration: stop the collector, copy, start it on the other persistence).
     Copy {

@@ -19,6 +19,8 @@ use crate::state::StateStore;
 use crate::telemetry::{self, LogFormat};
 use crate::{app, backfill, reload};
 
+pub mod dead_letters;
+
 /// A bad config or argument, already printed to standard error: nothing ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadUsage;
@@ -182,16 +184,6 @@ pub async fn state(
     clock: &SharedClock,
 ) -> Result<bool, BadUsage> {
     let config = prepare(path, None, clock)?;
-    let inputs = chosen_inputs(&config, only.input)?;
-    let services: Vec<Service> = match only.service {
-        None => Service::ALL.to_vec(),
-        Some(name) => vec![Service::from_name(name).ok_or_else(|| {
-            eprintln!(
-                "error: unknown service `{name}`; use browser_and_email_isolation or url_isolation"
-            );
-            BadUsage
-        })?],
-    };
     let store = app::store_for(&config, false).map_err(|e| {
         eprintln!("error: {e}");
         BadUsage
@@ -209,14 +201,36 @@ pub async fn state(
         false => None,
     };
     let mut ok = true;
-    for input in inputs {
-        for &s in &services {
-            let key = StateStore::key(&input.id, s.name());
-            let name = state_label(&config, &input.id, s);
-            ok &= state_one(&store, &key, &name, reset).await;
-        }
+    for (key, name) in chosen_services(&config, only)? {
+        ok &= state_one(&store, &key, &name, reset).await;
     }
     Ok(ok)
+}
+
+/// The (state key, name to print) of each service `only` chooses.
+fn chosen_services(
+    config: &Config,
+    only: StateFilter<'_>,
+) -> Result<Vec<(String, String)>, BadUsage> {
+    let inputs = chosen_inputs(config, only.input)?;
+    let services: Vec<Service> = match only.service {
+        None => Service::ALL.to_vec(),
+        Some(name) => vec![Service::from_name(name).ok_or_else(|| {
+            eprintln!(
+                "error: unknown service `{name}`; use browser_and_email_isolation or url_isolation"
+            );
+            BadUsage
+        })?],
+    };
+    Ok(inputs
+        .iter()
+        .flat_map(|input| {
+            services.iter().map(|&s| {
+                let key = StateStore::key(&input.id, s.name());
+                (key, state_label(config, &input.id, s))
+            })
+        })
+        .collect())
 }
 
 /// The inputs `--input` names (one id), or every valid input of the config.
@@ -260,10 +274,13 @@ async fn state_one(store: &StateStore, key: &str, name: &str, reset: bool) -> bo
             false => println!("{name}: no state ({location})"),
         })
     } else {
-        store.load(key).await.map(|loaded| match loaded {
+        match store.load(key).await.map(|loaded| match loaded {
             Some((state, _)) => println!("{name} ({location}): {}", state.summary()),
             None => println!("{name}: no state ({location})"),
-        })
+        }) {
+            Ok(()) => dead_letters::show(store, key).await,
+            Err(e) => Err(e),
+        }
     };
     if let Err(e) = &result {
         eprintln!("{name}: {e}");

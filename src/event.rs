@@ -37,23 +37,30 @@ pub struct Event {
 }
 
 /// Why a page could not be used. Every variant is retried by the caller (a truncated or
-/// malformed body is as likely a transport fault as a server bug).
+/// malformed body is as likely a transport fault as a server bug). One element of `data` that
+/// cannot be read is not a page error: it is set aside ([`Page::unreadable`]).
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
     #[error("the response is not valid JSON ({0}); it may have been truncated")]
     Json(#[source] serde_json::Error),
-    #[error("the response is not UTF-8 text")]
+    #[error("a member of the response's envelope (`jobId`, `status`, `pageToken` or `total`) is not UTF-8 text")]
     NotUtf8,
     #[error("the response has no `{0}` member")]
     Missing(&'static str),
-    #[error("`data[{index}]` is not a JSON object")]
-    NotAnObject { index: usize },
-    #[error("`data[{index}]` is not valid JSON: {source}")]
-    BadEvent {
-        index: usize,
-        #[source]
-        source: serde_json::Error,
-    },
+}
+
+/// An element of a page's `data` that cannot be read as an event: bytes that are not UTF-8,
+/// nesting deeper than serde_json's recursion limit (128), or a JSON value that is not an
+/// object. The rest of the page is still delivered; this one is set aside with its raw bytes
+/// (see [`crate::state::dead_letter`]), as retrying the page would give the same bytes for ever.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    /// Its index in `data`.
+    pub index: usize,
+    /// Its bytes as the vendor sent them, from its first to its last byte.
+    pub raw: Bytes,
+    /// What is wrong with it.
+    pub reason: String,
 }
 
 /// A decoded response of the usage-data endpoint.
@@ -69,6 +76,8 @@ pub struct Page {
     pub events: Vec<Event>,
     /// How many of `events` had a missing or unparseable `date`.
     pub undated: usize,
+    /// The elements of `data` that are not readable events, in server order (not in `events`).
+    pub unreadable: Vec<Unreadable>,
 }
 
 impl Page {
@@ -119,43 +128,65 @@ fn scalar_text(raw: Option<&str>) -> Option<String> {
 ///
 /// One pass over the body ([`scan`]) finds the envelope, every event and its members; only
 /// what the scanner does not accept (malformed or truncated bodies, and a few rare shapes) goes
-/// to serde_json, which gives the page or the error.
+/// to serde_json, which gives the page or the error. An event that cannot be read costs that
+/// event, not the page ([`Page::unreadable`]).
 pub fn parse_page(body: Bytes) -> Result<Page, PageError> {
     // Validate UTF-8 once for the whole body (a vectorised check); the scanner and serde_json
-    // then work on text known to be UTF-8.
-    let text = std::str::from_utf8(&body).map_err(|_| PageError::NotUtf8)?;
+    // then work on text known to be UTF-8. When it fails, the scanner (which needs no UTF-8:
+    // it only looks at ASCII structure) still finds every event's span, and each event is
+    // checked alone, so one stray byte costs one event, not the page.
+    let text = std::str::from_utf8(&body).ok();
     match parse_page_fast(&body, text) {
         Some(page) => Ok(page),
-        None => parse_page_serde(&body, text),
+        None => parse_page_reference(body),
     }
 }
 
-/// The one-pass parse; `None` when the scanner does not accept the body.
-fn parse_page_fast(body: &Bytes, text: &str) -> Option<Page> {
+/// The one-pass parse; `None` when the scanner does not accept the body. `text` is the body
+/// when it is UTF-8 (else each event is checked alone).
+fn parse_page_fast(body: &Bytes, text: Option<&str>) -> Option<Page> {
     let mut members = Vec::with_capacity(32);
     let mut keys = CanonicalKeys::default();
     let mut events = Vec::with_capacity(body.len() / 256);
+    let mut unreadable = Vec::new();
     let mut undated = 0;
-    let mut failed = false;
+    let mut index = 0;
     let envelope = scan::scan_page(body, &mut members, |found| {
         let json = body.slice(found.span.clone());
-        let event = if found.unusual {
-            Event::from_text(json, &text[found.span])
-        } else {
-            keys.event(json, found.span.start, found.members)
+        let event = match (found.unusual, text) {
+            (false, Some(_)) => keys.event(json, found.span.start, found.members),
+            (true, Some(text)) => Event::from_text(json, &text[found.span.clone()]),
+            (unusual, None) => match std::str::from_utf8(&body[found.span.clone()]) {
+                Err(_) => Err(EventError::NotUtf8),
+                Ok(_) if !unusual => keys.event(json, found.span.start, found.members),
+                Ok(text) => Event::from_text(json, text),
+            },
         };
         match event {
             Ok(event) => {
                 undated += usize::from(event.date_ms == UNDATED);
                 events.push(event);
             }
-            Err(_) => failed = true, // serde_json will name the problem
+            Err(e) => unreadable.push(Unreadable {
+                index,
+                raw: body.slice(found.span),
+                reason: e.to_string(),
+            }),
         }
+        index += 1;
     })?;
-    if failed {
-        return None;
+    let scalars = [
+        &envelope.job_id,
+        &envelope.status,
+        &envelope.page_token,
+        &envelope.total,
+    ];
+    if text.is_none() && scalars.into_iter().any(|r| not_utf8(body, r.clone())) {
+        return None; // serde_json's path names the problem
     }
-    let field = |r: Option<std::ops::Range<usize>>| scalar_text(r.map(|r| &text[r]));
+    let field = |r: Option<std::ops::Range<usize>>| {
+        scalar_text(r.and_then(|r| std::str::from_utf8(&body[r]).ok()))
+    };
     Some(Page {
         job_id: field(envelope.job_id)?,
         status: field(envelope.status)?,
@@ -163,20 +194,57 @@ fn parse_page_fast(body: &Bytes, text: &str) -> Option<Page> {
         total: field(envelope.total).and_then(|t| t.trim().parse().ok()),
         events,
         undated,
+        unreadable,
     })
+}
+
+/// Whether the bytes at `range` (when there is one) are not UTF-8.
+fn not_utf8(body: &[u8], range: Option<std::ops::Range<usize>>) -> bool {
+    range.is_some_and(|r| std::str::from_utf8(&body[r]).is_err())
 }
 
 /// [`parse_page`] by serde_json alone: the reference the one-pass scanner must agree with (the
 /// property tests and the fuzz target compare the two; the benchmark shows what it costs).
 pub fn parse_page_reference(body: Bytes) -> Result<Page, PageError> {
-    let text = std::str::from_utf8(&body).map_err(|_| PageError::NotUtf8)?;
-    parse_page_serde(&body, text)
+    match std::str::from_utf8(&body) {
+        Ok(text) => parse_page_serde(&body, text),
+        Err(_) => parse_page_serde(&body, &utf8_twin(&body)),
+    }
+}
+
+/// `body` with every byte of an invalid UTF-8 sequence replaced by `?`: the same length and
+/// the same JSON structure (such bytes are valid JSON only inside strings, as `?` is; and an
+/// ASCII byte is never part of an invalid sequence), so serde_json finds the spans, which then
+/// index the original bytes.
+fn utf8_twin(body: &[u8]) -> String {
+    let mut twin = String::with_capacity(body.len());
+    for chunk in body.utf8_chunks() {
+        twin.push_str(chunk.valid());
+        twin.extend(std::iter::repeat_n('?', chunk.invalid().len()));
+    }
+    twin
 }
 
 /// The serde_json parse: the envelope into raw values, then every event into its members. Slower
 /// (two passes, an allocation per event), it is the one that explains what is wrong with a body.
+/// `text` is `body`, or its [`utf8_twin`] when `body` is not UTF-8 (an event whose own bytes
+/// are not UTF-8 is then unreadable, and so is the page if a scalar of its envelope is not).
 fn parse_page_serde(body: &Bytes, text: &str) -> Result<Page, PageError> {
     let envelope: Envelope<'_> = serde_json::from_str(text).map_err(PageError::Json)?;
+    let base = text.as_ptr() as usize;
+    let span = |raw: &serde_json::value::RawValue| {
+        let start = raw.get().as_ptr() as usize - base;
+        start..start + raw.get().len()
+    };
+    let scalars = [
+        envelope.job_id,
+        envelope.status,
+        envelope.page_token,
+        envelope.total,
+    ];
+    if scalars.iter().any(|raw| not_utf8(body, raw.map(span))) {
+        return Err(PageError::NotUtf8);
+    }
     let field = |raw: Option<&serde_json::value::RawValue>| scalar_text(raw.map(|r| r.get()));
     let job_id = field(envelope.job_id).ok_or(PageError::Missing("jobId"))?;
     let status = field(envelope.status).ok_or(PageError::Missing("status"))?;
@@ -184,20 +252,26 @@ fn parse_page_serde(body: &Bytes, text: &str) -> Result<Page, PageError> {
     let total = field(envelope.total).and_then(|t| t.trim().parse().ok());
     let raw_events = envelope.data.unwrap_or_default();
     let mut events = Vec::with_capacity(raw_events.len());
+    let mut unreadable = Vec::new();
     let mut undated = 0;
-    let base = body.as_ptr() as usize;
     for (index, raw) in raw_events.into_iter().enumerate() {
-        let text = raw.get();
-        let start = text.as_ptr() as usize - base;
-        let json = body.slice(start..start + text.len());
-        let event = Event::from_text(json, text).map_err(|e| match e {
-            EventError::NotAnObject | EventError::NotUtf8 => PageError::NotAnObject { index },
-            EventError::Json(source) => PageError::BadEvent { index, source },
-        })?;
-        if event.date_ms == UNDATED {
-            undated += 1;
+        let span = span(raw);
+        let json = body.slice(span.clone());
+        let event = match std::str::from_utf8(&json) {
+            Ok(_) => Event::from_text(json.clone(), &text[span]),
+            Err(_) => Err(EventError::NotUtf8),
+        };
+        match event {
+            Ok(event) => {
+                undated += usize::from(event.date_ms == UNDATED);
+                events.push(event);
+            }
+            Err(e) => unreadable.push(Unreadable {
+                index,
+                raw: json,
+                reason: e.to_string(),
+            }),
         }
-        events.push(event);
     }
     Ok(Page {
         job_id,
@@ -206,6 +280,7 @@ fn parse_page_serde(body: &Bytes, text: &str) -> Result<Page, PageError> {
         total,
         events,
         undated,
+        unreadable,
     })
 }
 
@@ -572,7 +647,8 @@ mod tests {
             &br#"{"jobId":"j","status":"COMPLETED","data":[{"a":1}"#[..],
             br#"{"status":"PENDING"}"#,
             br#"{"jobId":"j"}"#,
-            br#"{"jobId":"j","status":"COMPLETED","data":[1]}"#,
+            // A stray byte is one event's problem, but a body cut short is the page's.
+            b"{\"jobId\":\"j\",\"status\":\"COMPLETED\",\"data\":[{\"a\":\"\xff\"},{\"b\"",
             b"<html>502</html>",
             b"",
         ] {
@@ -581,6 +657,88 @@ mod tests {
                 "{body:?}"
             );
         }
+    }
+
+    /// A page with an unreadable event at index 1 of 3, both parsers: the other two are
+    /// events, the unreadable one keeps its exact bytes.
+    fn assert_one_unreadable(body: &[u8], raw: &[u8], reason: &str) {
+        for page in [
+            parse_page(Bytes::copy_from_slice(body)),
+            parse_page_reference(Bytes::copy_from_slice(body)),
+        ] {
+            let page = page.expect("one unreadable event costs that event, not the page");
+            assert_eq!(page.events.len(), 2, "{page:?}");
+            assert_eq!(page.unreadable.len(), 1, "{page:?}");
+            let u = &page.unreadable[0];
+            assert_eq!((u.index, &u.raw[..]), (1, raw));
+            assert!(u.reason.contains(reason), "{}", u.reason);
+        }
+        assert_agree(body);
+    }
+
+    fn page_of(bad: &[u8]) -> Vec<u8> {
+        let mut body =
+            br#"{"jobId":"j","status":"COMPLETED","pageToken":"t","data":[{"a":1},"#.to_vec();
+        body.extend_from_slice(bad);
+        body.extend_from_slice(br#",{"date":"2025-03-04T10:15:27.412+0000","b":"\u00e9"}]}"#);
+        body
+    }
+
+    #[test]
+    fn an_event_with_a_stray_byte_is_set_aside_and_the_page_delivered() {
+        for bad in [
+            &b"{\"userName\":\"ren\xe9\",\"a\":2}"[..],
+            b"{\"userName\":\"\xff\"}",
+            b"{\"a\":[\"\xc3\"]}",
+            b"{\"x\xff\":1}",
+            b"{ \"pretty\" : \"\xf0\x9f\" }",
+        ] {
+            assert_one_unreadable(&page_of(bad), bad, "not UTF-8");
+        }
+    }
+
+    /// Nesting is no reason to refuse an event: serde_json's recursion limit (128) applies to
+    /// values it builds, and the collector builds none below an event's top-level members (they
+    /// stay raw), so a deep event is valid JSON that every output can carry. It is delivered,
+    /// at any depth, by both parsers, with no recursion on the stack.
+    #[test]
+    fn an_event_nested_deeper_than_serde_builds_values_is_still_an_event() {
+        let nested =
+            |depth: usize| format!(r#"{{"n":{}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+        for depth in [99, 110, 130, 100_000] {
+            let body = page_of(nested(depth).as_bytes());
+            let page = parse_page(Bytes::from(body.clone())).unwrap();
+            assert_eq!((page.events.len(), page.unreadable.len()), (3, 0));
+            assert_eq!(&page.events[1].json[..], nested(depth).as_bytes());
+            assert_agree(&body);
+        }
+        // With a stray byte elsewhere in the page too (no UTF-8 text for the scanner).
+        let mut body = page_of(nested(130).as_bytes());
+        body.splice(body.len() - 4..body.len() - 4, *b"\xff");
+        let page = parse_page(Bytes::from(body.clone())).unwrap();
+        assert_eq!((page.events.len(), page.unreadable.len()), (2, 1));
+        assert_agree(&body);
+    }
+
+    #[test]
+    fn a_value_that_is_not_an_object_is_set_aside() {
+        assert_one_unreadable(&page_of(b"[1,2]"), b"[1,2]", "not a JSON object");
+        assert_one_unreadable(&page_of(b"\"x\xff\""), b"\"x\xff\"", "UTF-8");
+    }
+
+    /// A stray byte in the envelope is no event's: the page is refused (and retried), never
+    /// read as the job's end.
+    #[test]
+    fn a_stray_byte_in_the_envelope_refuses_the_page() {
+        let body = page_of(b"{}");
+        let at = body.windows(3).position(|w| w == b"\"t\"").unwrap() + 1;
+        let mut bad = body.clone();
+        bad.insert(at, 0xff);
+        assert!(matches!(
+            parse_page(Bytes::from(bad.clone())),
+            Err(PageError::NotUtf8)
+        ));
+        assert_agree(&bad);
     }
 
     #[test]
@@ -607,7 +765,7 @@ mod tests {
     #[test]
     fn the_scanner_takes_ordinary_pages_in_one_pass() {
         let body = Bytes::from_static(PAGE.as_bytes());
-        let fast = parse_page_fast(&body, PAGE).expect("the scanner accepts the page");
+        let fast = parse_page_fast(&body, Some(PAGE)).expect("the scanner accepts the page");
         let reference = parse_page_reference(body).unwrap();
         assert_eq!(format!("{fast:?}"), format!("{reference:?}"));
         assert_eq!(fast.events.len(), 3);
@@ -619,7 +777,9 @@ mod tests {
             assert_agree(&PAGE.as_bytes()[..end]);
         }
         for at in 0..PAGE.len() {
-            for byte in [b'"', b'\\', b'}', b']', b',', b':', b'x', b'1', b' ', 0x01] {
+            for byte in [
+                b'"', b'\\', b'}', b']', b',', b':', b'x', b'1', b' ', 0x01, 0xff, 0xc3,
+            ] {
                 let mut body = PAGE.as_bytes().to_vec();
                 body[at] = byte;
                 assert_agree(&body);
@@ -702,7 +862,8 @@ mod tests {
             r#"{{"jobId":"j","status":"COMPLETED","data":[{}]}}"#,
             events.join(",")
         );
-        let fast = parse_page_fast(&Bytes::from(body.clone()), &body).expect("scanner accepts it");
+        let fast =
+            parse_page_fast(&Bytes::from(body.clone()), Some(&body)).expect("scanner accepts it");
         let reference = parse_page_reference(Bytes::from(body)).unwrap();
         assert_eq!(fast.events.len(), events.len());
         assert_eq!(fast.events, reference.events);

@@ -80,6 +80,41 @@ async fn state(
     commands::state(config, only, reset, clock).await
 }
 
+/// `state dead-letters` and `state discard`.
+async fn dead_letters(action: StateAction, clock: &SharedClock) -> Result<bool, BadUsage> {
+    match action {
+        StateAction::DeadLetters {
+            config,
+            service,
+            input,
+            json,
+            export,
+        } => {
+            let only = commands::StateFilter {
+                service: service.as_deref(),
+                input: input.as_deref(),
+            };
+            let args = commands::dead_letters::ListArgs { json, export };
+            commands::dead_letters::list(&config, only, args, clock).await
+        }
+        StateAction::Discard {
+            config,
+            service,
+            input,
+            ids,
+            all,
+        } => {
+            let only = commands::StateFilter {
+                service: Some(&service),
+                input: input.as_deref(),
+            };
+            let ids = (!all).then_some(ids);
+            commands::dead_letters::discard(&config, only, ids, clock).await
+        }
+        _ => unreachable!("dispatch passes only dead-letter actions"),
+    }
+}
+
 async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage> {
     match command {
         Command::Run {
@@ -116,6 +151,9 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage
                     input,
                 },
         } => state(&config, service, input, true, &clock).await,
+        Command::State {
+            action: action @ (StateAction::DeadLetters { .. } | StateAction::Discard { .. }),
+        } => dead_letters(action, &clock).await,
         Command::State {
             action:
                 StateAction::Copy {

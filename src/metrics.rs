@@ -163,6 +163,15 @@ struct RuleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeadLetterLabels {
+    input: String,
+    service: Service,
+    table: String,
+    /// The output that refused the event, or `none` for an event that could not be read.
+    output: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutputLabels {
     input: String,
     output: String,
@@ -211,6 +220,7 @@ pub struct Metrics {
     state_write_failures: Family<ServiceLabels, Counter>,
     obfuscation_fallbacks: Family<RuleLabels, Counter>,
     job_faults: Family<JobFaultLabels, Counter>,
+    dead_letters: DeadLetterSeries,
     checkpoint_lag: Family<ServiceLabels, SecondsGauge>,
     last_pull: Family<ServiceLabels, SecondsGauge>,
     /// Registered only with Redis persistence ([`Metrics::with_leases`]).
@@ -227,6 +237,53 @@ pub struct Metrics {
     /// [`Metrics::forget_input`] must remove.
     output_series: Mutex<HashSet<OutputLabels>>,
     rule_series: Mutex<HashSet<RuleLabels>>,
+}
+
+/// The per-service time gauges: `checkpoint_lag_seconds` and
+/// `last_successful_pull_timestamp_seconds`.
+fn register_time_gauges(
+    registry: &mut Registry,
+) -> (
+    Family<ServiceLabels, SecondsGauge>,
+    Family<ServiceLabels, SecondsGauge>,
+) {
+    let checkpoint_lag = Family::default();
+    registry.register_with_unit(
+        "checkpoint_lag",
+        "Now minus the service's checkpoint (everything before it is delivered).",
+        Unit::Seconds,
+        checkpoint_lag.clone(),
+    );
+    let last_pull = Family::default();
+    registry.register_with_unit(
+        "last_successful_pull_timestamp",
+        "Unix time of the end of the service's last successful pull cycle.",
+        Unit::Seconds,
+        last_pull.clone(),
+    );
+    (checkpoint_lag, last_pull)
+}
+
+/// `events_dead_lettered_total` and its label sets (what [`Metrics::forget_input`] removes).
+#[derive(Debug)]
+struct DeadLetterSeries {
+    family: Family<DeadLetterLabels, Counter>,
+    series: Mutex<HashSet<DeadLetterLabels>>,
+}
+
+impl DeadLetterSeries {
+    fn registered(registry: &mut Registry) -> DeadLetterSeries {
+        let family = Family::default();
+        registry.register(
+            "events_dead_lettered",
+            "Events set aside in the dead-letter store instead of delivered: output=\"none\" for events that could not be read (every output lacks them), else the one output that refused them for good. `state dead-letters` lists them.",
+            family.clone(),
+        );
+        DeadLetterSeries {
+            family,
+            series: Mutex::default(),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -299,17 +356,11 @@ impl Metrics {
             "Events in which an obfuscation rule could not read a value it targets; the value was masked whole with its type's default and the event delivered.",
             obfuscation_fallbacks.clone(),
         );
-        let checkpoint_lag = Family::default();
-        registry.register_with_unit(
-            "checkpoint_lag",
-            "Now minus the service's checkpoint (everything before it is delivered).",
-            Unit::Seconds,
-            checkpoint_lag.clone(),
-        );
+        let dead_letters = DeadLetterSeries::registered(&mut registry);
+        let (checkpoint_lag, last_pull) = register_time_gauges(&mut registry);
         Metrics {
             // Both before `registry` moves in.
             job_faults: register_job_faults(&mut registry),
-            last_pull: register_last_pull(&mut registry),
             registry,
             received,
             duplicates,
@@ -321,7 +372,9 @@ impl Metrics {
             confirm_failures,
             state_write_failures,
             obfuscation_fallbacks,
+            dead_letters,
             checkpoint_lag,
+            last_pull,
             lease_held: Family::default(),
             lease_lost: Family::default(),
             persistence_up: Gauge::default(),
@@ -476,6 +529,13 @@ impl Metrics {
             }
             keep
         });
+        lock(&self.dead_letters.series).retain(|l| {
+            let keep = l.input != input;
+            if !keep {
+                self.dead_letters.family.remove(l);
+            }
+            keep
+        });
     }
 
     /// Removes the (input, service) series of every per-service family.
@@ -545,19 +605,6 @@ impl Metrics {
         }
         problems
     }
-}
-
-/// `last_successful_pull_timestamp_seconds{input, service}` (kept out of [`Metrics::new`], which
-/// is long).
-fn register_last_pull(registry: &mut Registry) -> Family<ServiceLabels, SecondsGauge> {
-    let last_pull = Family::default();
-    registry.register_with_unit(
-        "last_successful_pull_timestamp",
-        "Unix time of the end of the service's last successful pull cycle.",
-        Unit::Seconds,
-        last_pull.clone(),
-    );
-    last_pull
 }
 
 /// `api_job_faults_total{input, service, kind}` (kept out of [`Metrics::new`], which is long).
@@ -673,6 +720,20 @@ impl ServiceMetrics {
             .get_or_create(&labels)
             .inc_by(n);
         lock(&self.metrics.rule_series).insert(labels);
+    }
+
+    /// `n` events of `table` were set aside in the dead-letter store: refused for good by
+    /// `output`, or (`None`) unreadable.
+    pub fn dead_lettered(&self, table: &str, output: Option<&str>, n: u64) {
+        let labels = DeadLetterLabels {
+            input: self.input.clone(),
+            service: self.service,
+            table: table.to_owned(),
+            output: output.unwrap_or("none").to_owned(),
+        };
+        let dead_letters = &self.metrics.dead_letters;
+        dead_letters.family.get_or_create(&labels).inc_by(n);
+        lock(&dead_letters.series).insert(labels);
     }
 
     /// An output confirmed `n` events (`Ok`), or did not.
@@ -828,6 +889,8 @@ mod tests {
         s.obfuscation_fallbacks("obfuscation_data[0] [userName]", 2);
         s.obfuscation_fallbacks("obfuscation_data[0] [userName]", 0);
         s.job_fault(JobFault::PageTokenLoop);
+        s.dead_lettered("t.a", None, 3);
+        s.dead_lettered("t.a", Some("hec"), 1);
         let text = m.encode(11_000);
         for line in [
             "isolation_collector_received_events_total{input=\"10001\",service=\"url_isolation\"} 5",
@@ -837,6 +900,8 @@ mod tests {
             "isolation_collector_last_successful_pull_timestamp_seconds{input=\"10001\",service=\"url_isolation\"} 2.5",
             "isolation_collector_obfuscation_fallbacks_total{input=\"10001\",service=\"url_isolation\",rule=\"obfuscation_data[0] [userName]\"} 2",
             "isolation_collector_api_job_faults_total{input=\"10001\",service=\"url_isolation\",kind=\"page_token_loop\"} 1",
+            "isolation_collector_events_dead_lettered_total{input=\"10001\",service=\"url_isolation\",table=\"t.a\",output=\"none\"} 3",
+            "isolation_collector_events_dead_lettered_total{input=\"10001\",service=\"url_isolation\",table=\"t.a\",output=\"hec\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
@@ -927,6 +992,7 @@ mod tests {
             s.checkpoint(1_000);
             s.obfuscation_fallbacks("obfuscation_data[0] [userName]", 1);
             s.job_fault(JobFault::RepeatedPage);
+            s.dead_lettered("t", None, 1);
         }
         assert_eq!(m.not_ready().len(), 4);
         m.forget_input("10002");
@@ -942,6 +1008,7 @@ mod tests {
             "output_confirm_failures_total",
             "obfuscation_fallbacks_total",
             "api_job_faults_total",
+            "events_dead_lettered_total",
             "lease_held",
         ] {
             assert!(

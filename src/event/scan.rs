@@ -10,10 +10,17 @@
 //!
 //! It is deliberately *stricter* than serde_json, never laxer: anything it does not accept
 //! (malformed or truncated JSON, a duplicate envelope member, an element of `data` that is not an
-//! object, a lone surrogate escape, nesting deeper than [`MAX_DEPTH`]) makes it return `None`,
-//! and [`super::parse_page`] then runs the serde_json parser, which gives the page or the same
-//! clear [`super::PageError`] as before. Correctness is serde_json's; speed is this module's. The
-//! property test `fast_path_agrees_with_serde` in `super::tests` checks both give the same page.
+//! object, a lone surrogate escape, nesting deeper than [`MAX_DEPTH`] in the envelope) makes it
+//! return `None`, and [`super::parse_page`] then runs the serde_json parser, which gives the
+//! page or the same clear [`super::PageError`] as before. Correctness is serde_json's; speed is
+//! this module's. The property test `fast_path_agrees_with_serde` in `super::tests` checks both
+//! give the same page.
+//!
+//! It needs no UTF-8: it only looks at ASCII bytes, and any byte from 0x80 up is plain string
+//! content to it, so it finds the events of a body with a stray byte; the caller checks each
+//! event's bytes. An event nested deeper than [`MAX_DEPTH`] is found by its brackets alone and
+//! reported as unusual: serde_json then reads that event alone, with its own limit (128), so an
+//! event too deep for it costs that event, not the page.
 
 use std::ops::Range;
 
@@ -58,7 +65,11 @@ pub(super) fn scan_page(
     members: &mut Vec<Member>,
     mut on_event: impl FnMut(EventSpan<'_>),
 ) -> Option<Envelope> {
-    let mut s = Scanner { b: body, i: 0 };
+    let mut s = Scanner {
+        b: body,
+        i: 0,
+        too_deep: false,
+    };
     let mut envelope = Envelope::default();
     let mut seen_data = false;
     s.ws();
@@ -117,6 +128,8 @@ struct Str {
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
+    /// The last `None` came from nesting deeper than [`MAX_DEPTH`] (not from a syntax error).
+    too_deep: bool,
 }
 
 /// Eight copies of a byte.
@@ -178,7 +191,15 @@ impl Scanner<'_> {
         }
         loop {
             let start = self.i;
-            let unusual = self.event(members)?;
+            let unusual = match self.event(members) {
+                Some(unusual) => unusual,
+                None if std::mem::take(&mut self.too_deep) => {
+                    self.i = start;
+                    self.skip_nested()?;
+                    true // serde_json reads it alone, with its own depth limit
+                }
+                None => return None,
+            };
             on_event(EventSpan {
                 span: start..self.i,
                 members,
@@ -245,6 +266,7 @@ impl Scanner<'_> {
     /// An object (`keyed`) or array, after its opening bracket is seen.
     fn container(&mut self, depth: usize, close: u8, keyed: bool) -> Option<bool> {
         if depth > MAX_DEPTH {
+            self.too_deep = true;
             return None;
         }
         self.i += 1;
@@ -266,6 +288,31 @@ impl Scanner<'_> {
             }
             self.expect(b',')?;
             spaced |= self.ws();
+        }
+    }
+
+    /// Skips a container by its brackets alone (strings still read as strings, so a bracket
+    /// inside one does not count), without checking what is between them; the scanner is at
+    /// its opening bracket. For an event deeper than [`MAX_DEPTH`], which serde_json then reads.
+    fn skip_nested(&mut self) -> Option<()> {
+        let mut depth = 0usize;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.string()?;
+                    continue;
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth = depth.checked_sub(1)?;
+                    if depth == 0 {
+                        self.i += 1;
+                        return Some(());
+                    }
+                }
+                _ => {}
+            }
+            self.i += 1;
         }
     }
 

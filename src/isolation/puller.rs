@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::clock::SharedClock;
@@ -46,7 +46,8 @@ use crate::output::{FanOutError, Output, OutputError, Outputs};
 use crate::pipeline::budget::WindowBudget;
 use crate::pipeline::environment::Environment;
 use crate::pipeline::obfuscate::Obfuscator;
-use crate::pipeline::window::{plan_cycle, WindowPlanner};
+use crate::pipeline::window::{plan_cycle, Window, WindowPlanner};
+use crate::state::dead_letter::DeadLetter;
 use crate::state::{ServiceState, StateError, StateStore};
 use crate::time::{format_iso, Millis};
 
@@ -427,7 +428,8 @@ impl Puller {
         fetching.size_windows(&mut planner);
         let mut next = fetching.next_window(&mut planner, &mut ahead).await?;
         while let Some(current) = next {
-            let (w, received) = (current.window, current.events.len());
+            let received = current.events.len() + current.unreadable.len();
+            let w = current.window;
             // A hand-over waits for a window boundary: this window, in hand already, is
             // delivered and committed, and nothing after it is fetched.
             let handing_over = gate.hand_over_requested();
@@ -482,6 +484,7 @@ impl Puller {
             environment: self.environment.as_ref(),
             metrics: &self.metrics,
             progress: &mut self.progress,
+            clock: &self.clock,
         };
         (fetching, delivering)
     }
@@ -535,13 +538,21 @@ struct Delivering<'a> {
     environment: Option<&'a Environment>,
     metrics: &'a ServiceMetrics,
     progress: &'a mut Option<Progress>,
+    clock: &'a SharedClock,
 }
 
 impl Delivering<'_> {
     /// Applies `obfuscation_data` to a batch about to be delivered, counting what it did.
-    fn obfuscate(&self, batch: &mut Vec<Event>, stats: &mut CycleStats) {
+    /// Returns the letters of the events it withheld (not JSON text: nothing can be masked in
+    /// them), to be set aside.
+    fn obfuscate(
+        &self,
+        w: Window,
+        batch: &mut Vec<Event>,
+        stats: &mut CycleStats,
+    ) -> Vec<DeadLetter> {
         if self.obfuscator.is_empty() {
-            return;
+            return Vec::new();
         }
         let report = self.obfuscator.apply_batch(batch);
         debug!(
@@ -559,14 +570,54 @@ impl Delivering<'_> {
         }
         if report.failed > 0 {
             // Bytes that are not JSON text (impossible for events parsed from the API):
-            // nothing can be masked in them, and they are never delivered in clear. They
-            // count as delivered for dedup, or the window would fail again on every retry.
+            // nothing can be masked in them, and they are never delivered in clear. They are
+            // set aside with the vendor's bytes (the dead-letter store is the state's, mode
+            // 0600) and count as delivered for dedup, or the window would fail on every retry.
             error!(
-                "{} event(s) are not JSON text and could not be obfuscated; they were not delivered (lost) to keep their fields private.",
+                "{} event(s) are not JSON text and could not be obfuscated; they were set aside in the dead-letter store instead of delivered, to keep their fields private.",
                 report.failed
             );
             stats.obfuscation_failures += report.failed;
         }
+        let position = format!("window {} to {}", format_iso(w.from), format_iso(w.to));
+        let now = self.clock.now_ms();
+        report
+            .withheld
+            .into_iter()
+            .map(|(event, why)| {
+                let reason = format!("cannot be obfuscated: {why}");
+                DeadLetter::new(
+                    &self.svc.table,
+                    None,
+                    reason,
+                    position.clone(),
+                    &event.json,
+                    now,
+                )
+            })
+            .collect()
+    }
+
+    /// Sets a window's unreadable events aside (before it commits, so that a crash loses none),
+    /// and counts and logs each once.
+    async fn set_aside_unreadable(
+        &mut self,
+        letters: Vec<DeadLetter>,
+        stats: &mut CycleStats,
+    ) -> Result<(), PullError> {
+        stats.dead_lettered += letters.len() as u64;
+        let new = self.checkpoint.set_aside(letters).await?;
+        if !new.is_empty() {
+            self.metrics
+                .dead_lettered(&self.svc.table, None, new.len() as u64);
+        }
+        for letter in &new {
+            warn!(
+                "An event of {} cannot be read ({}, {}); it was set aside with its raw bytes instead of delivered, and the service goes on. `state show` lists it (id {}), `state dead-letters --export FILE` writes its raw bytes, and `state discard` removes it once handled.",
+                letter.table, letter.position, letter.reason, letter.id
+            );
+        }
+        Ok(())
     }
 
     /// Delivers a fetched window to every output, then commits it. Its bytes are released when
@@ -579,9 +630,11 @@ impl Delivering<'_> {
         let Fetched {
             window: w,
             events: mut batch,
+            unreadable,
             created,
             _held,
         } = fetched;
+        self.set_aside_unreadable(unreadable, stats).await?;
         // Stable: events with equal dates keep the server's order.
         batch.sort_by_key(|e| e.date_ms);
         let plan = self.checkpoint.state().dedup.plan(&batch, w.to);
@@ -591,7 +644,8 @@ impl Delivering<'_> {
         // Obfuscate after the dedup plan and before any output: the plan (and the dedup memory
         // it feeds) stays keyed on the vendor's originals, so a re-read is still recognised, and
         // only events that are about to be delivered cost a rewrite.
-        self.obfuscate(&mut batch, stats);
+        let withheld = self.obfuscate(w, &mut batch, stats);
+        self.set_aside_unreadable(withheld, stats).await?;
         if let Some(env) = self.environment {
             env.apply_batch(&mut batch);
         }

@@ -24,6 +24,9 @@ pub struct CycleStats {
     pub bytes: u64,
     /// Events left out because they are not JSON text and could not be obfuscated.
     pub obfuscation_failures: u64,
+    /// Events set aside in the dead-letter store (unreadable), counted each time their window
+    /// is delivered: received = sent + duplicates + dead-lettered, per window.
+    pub dead_lettered: u64,
 }
 
 /// The statistics of one running cycle: its totals so far, and what its lines need besides them.

@@ -29,7 +29,9 @@
 //! stops the path from being followed through that object (the object is then masked whole:
 //! the target is somewhere inside it). Only bytes that are not JSON text at all (never from
 //! [`crate::event`], whose top-level names are decoded) cannot be masked: such an event is
-//! withheld and counted in [`ObfuscationReport::failed`].
+//! withheld, counted in [`ObfuscationReport::failed`] and handed back in
+//! [`ObfuscationReport::withheld`], for the dead-letter store: never delivered in clear, never
+//! lost without a trace.
 
 use std::fmt;
 use std::ops::Range;
@@ -153,6 +155,8 @@ pub struct ObfuscationReport {
     pub changed: u64,
     /// Events that are not JSON text, left out of the batch (never from [`crate::event`]).
     pub failed: u64,
+    /// Those events as they came, each with why it could not be obfuscated.
+    pub withheld: Vec<(Event, String)>,
     /// Per rule: events in which a value the rule could not read was masked whole instead.
     pub fallbacks: Vec<u64>,
     /// Per rule: values replaced.
@@ -250,8 +254,9 @@ impl Obfuscator {
                 *event = obfuscated;
                 true
             }
-            Err(_) => {
+            Err(e) => {
                 report.failed += 1;
+                report.withheld.push((event.clone(), e.to_string()));
                 false
             }
         });

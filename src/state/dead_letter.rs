@@ -134,6 +134,34 @@ impl StateStore {
     }
 }
 
+impl StateStore {
+    /// [`discard_dead_letters`](Self::discard_dead_letters) for a command run beside the
+    /// collectors: with Redis it takes the service's lease for the time of the removal (as
+    /// `state reset` does), so that it never races a collector that holds it (the error names
+    /// the holder).
+    pub async fn discard_dead_letters_now(
+        &self,
+        key: &str,
+        ids: Option<&[String]>,
+    ) -> Result<usize, StateError> {
+        let StateStore::Redis(r) = self else {
+            return self.discard_dead_letters(key, ids, None).await;
+        };
+        let token = super::redis::lease_token();
+        let taken = r.take(key, &token).await?;
+        if !taken.done {
+            return Err(StateError::LeaseLost {
+                holder: taken.holder,
+            });
+        }
+        let discarded = r.discard_dead_letters(key, ids, Some(&token)).await;
+        let released = r.release(key, &token).await;
+        let n = discarded?;
+        released?;
+        Ok(n)
+    }
+}
+
 /// The memory store's letters live beside its states, for the life of the process (a `--no-save-state`
 /// run or a backfill has nowhere durable to put them; the letters are still logged).
 type MemoryLetters = std::sync::Mutex<BTreeMap<String, Vec<DeadLetter>>>;

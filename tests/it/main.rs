@@ -91,3 +91,6 @@ mod http_outputs;
 
 // Partial failures of the outputs: one down, one request refused, HEC misconfigured.
 mod partial_failures;
+// Events that cannot be read (issue 20 §3): set aside in the dead-letter store with their raw
+// bytes, every other event delivered once; `state show` lists them, `state discard` removes them.
+mod dead_letters;

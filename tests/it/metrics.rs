@@ -36,7 +36,7 @@ pub(crate) fn listen_on_free_port(env: &TestEnv) -> String {
     format!("http://{addr}")
 }
 
-fn spawn_daemon(env: &TestEnv, log: &Path) -> tokio::process::Child {
+pub(crate) fn spawn_daemon(env: &TestEnv, log: &Path) -> tokio::process::Child {
     collector_command(&["run", "--log-format", "json"], &env.config_path())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())

@@ -174,6 +174,18 @@ pub struct SimConfig {
     /// surrogate escape (`"\ud800..."`): valid JSON syntax that decodes to no text, which
     /// obfuscation rules must survive without dropping the event or leaking the value.
     pub unreadable_user_names: usize,
+    /// This many events of the day (spread evenly over it) are served with a stray byte that
+    /// is not UTF-8 (0xFF) at the start of their `userId` value: one unreadable event in an
+    /// otherwise valid page. [`SimHandle::unreadable_events`] gives their exact bytes, and
+    /// [`SimHandle::visible_events`] leaves them out.
+    ///
+    /// [`SimHandle::unreadable_events`]: crate::SimHandle::unreadable_events
+    /// [`SimHandle::visible_events`]: crate::SimHandle::visible_events
+    pub non_utf8_events: usize,
+    /// This many events (spread evenly, next to those of `non_utf8_events`) carry one more
+    /// member, `"nested"`, an array nested [`DEEP_NESTING`](crate::DEEP_NESTING) deep: valid
+    /// JSON, deeper than serde_json's recursion limit (128) for the values it builds.
+    pub deep_events: usize,
     /// Late arrival: each event's ingest time is its date plus a uniform random delay in
     /// `[0, late_max_delay]`. A job sees only events ingested by its creation. Zero = no delay.
     pub late_max_delay: Duration,
@@ -255,6 +267,8 @@ impl SimConfig {
             whitespace: false,
             categories_mode: CategoriesMode::Present,
             unreadable_user_names: 0,
+            non_utf8_events: 0,
+            deep_events: 0,
             late_max_delay: Duration::ZERO,
             late_batch_interval: None,
             pending_polls: 1,

@@ -140,7 +140,7 @@ pub(crate) fn malformed(job_id: Option<&str>) -> Response {
 
 /// The response for [`Fault::Truncate`]: announces `body.len()` bytes, sends half, then fails
 /// the body so that hyper closes the connection.
-pub(crate) fn truncated(body: String, content_type: &'static str) -> Response {
+pub(crate) fn truncated(body: Vec<u8>, content_type: &'static str) -> Response {
     let full_len = body.len();
     let mut bytes = Bytes::from(body);
     let half = bytes.split_to(full_len / 2);

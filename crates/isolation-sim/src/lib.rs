@@ -56,6 +56,7 @@ pub use config::{
 };
 pub use faults::{Fault, FaultTarget};
 pub use params::format_param_date;
+pub use state::DEEP_NESTING;
 
 use state::Shared;
 
@@ -223,10 +224,18 @@ impl SimHandle {
 
     /// Compact JSON of every event visible now, whatever its date: exactly the bytes the server
     /// sends (in compact form when the `whitespace` knob is on). Base events come in date order,
-    /// then injected events in injection order.
+    /// then injected events in injection order. Events served with a byte that is not UTF-8
+    /// (knob `non_utf8_events`) are left out: [`SimHandle::unreadable_events`] has them.
     pub fn visible_events(&self) -> Vec<String> {
         self.shared
             .visible_events(0, Utc::now().timestamp_millis(), None)
+    }
+
+    /// The exact bytes of the visible events served with a stray byte that is not UTF-8 (knob
+    /// `non_utf8_events`), in storage order; [`SimHandle::visible_events`] leaves them out.
+    pub fn unreadable_events(&self) -> Vec<Vec<u8>> {
+        self.shared
+            .unreadable_events(0, Utc::now().timestamp_millis())
     }
 
     /// Like [`SimHandle::visible_events`], as seen at `at` (events that arrive late included

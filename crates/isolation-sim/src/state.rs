@@ -106,6 +106,8 @@ struct Tenant {
     seed: u64,
     events: Vec<EventRec>,
     base_len: usize,
+    /// The events served spoiled (knobs `non_utf8_events` and `deep_events`), by index.
+    spoiled: HashMap<u32, Spoil>,
     jobs: HashMap<String, Job>,
     job_seq: u64,
     inject_mix: Mix,
@@ -117,11 +119,67 @@ impl Tenant {
         let events = generate_base(cfg, seed, end_ms);
         Tenant {
             seed,
+            spoiled: spoiled(cfg, events.len()),
             base_len: events.len(),
             events,
             jobs: HashMap::new(),
             job_seq: 0,
             inject_mix: Mix(seed ^ 0x1A7E_A881_7A15),
+        }
+    }
+}
+
+/// How an event is spoiled when it is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Spoil {
+    /// A stray 0xFF byte: not UTF-8.
+    NotUtf8,
+    /// A member nested [`DEEP_NESTING`] deep.
+    Deep,
+}
+
+/// How deep the `nested` member of a `deep_events` event is.
+pub const DEEP_NESTING: usize = 130;
+
+/// The spoiled events of a day of `n`: evenly spread, the deep ones just after the others.
+fn spoiled(cfg: &SimConfig, n: usize) -> HashMap<u32, Spoil> {
+    let spread = |count: usize, offset: usize| {
+        (0..count)
+            .map(move |k| ((k + 1) * n / (count + 1) + offset).min(n.saturating_sub(1)) as u32)
+    };
+    let mut spoiled: HashMap<u32, Spoil> = spread(cfg.deep_events, 1)
+        .map(|i| (i, Spoil::Deep))
+        .collect();
+    spoiled.extend(spread(cfg.non_utf8_events, 0).map(|i| (i, Spoil::NotUtf8)));
+    spoiled
+}
+
+/// Appends event `rec` as served: spoiled as `spoil` says.
+fn write_served(
+    generator: &Generator,
+    out: &mut Vec<u8>,
+    rec: &EventRec,
+    pretty: bool,
+    spoil: Option<Spoil>,
+) {
+    let mut json = String::with_capacity(480);
+    generator.write_event(&mut json, rec, pretty);
+    match spoil {
+        None => out.extend_from_slice(json.as_bytes()),
+        Some(Spoil::NotUtf8) => {
+            // After the third quote: the first byte of the first member's value.
+            let at = json.match_indices('"').nth(2).map_or(0, |(i, _)| i + 1);
+            out.extend_from_slice(&json.as_bytes()[..at]);
+            out.push(0xFF);
+            out.extend_from_slice(&json.as_bytes()[at..]);
+        }
+        Some(Spoil::Deep) => {
+            let close = json.rfind('}').unwrap_or(json.len());
+            out.extend_from_slice(&json.as_bytes()[..close]);
+            out.extend_from_slice(b",\"nested\":");
+            out.extend(std::iter::repeat_n(b'[', DEEP_NESTING));
+            out.extend(std::iter::repeat_n(b']', DEEP_NESTING));
+            out.extend_from_slice(&json.as_bytes()[close..]);
         }
     }
 }
@@ -142,7 +200,7 @@ pub(crate) struct Inner {
 pub(crate) struct Reply {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: String,
+    pub body: Vec<u8>,
     /// Events in `body`.
     pub events: u64,
 }
@@ -152,7 +210,7 @@ impl Reply {
         Reply {
             status: 200,
             content_type: "application/json",
-            body,
+            body: body.into_bytes(),
             events,
         }
     }
@@ -161,7 +219,7 @@ impl Reply {
         Reply {
             status,
             content_type: "text/plain",
-            body,
+            body: body.into_bytes(),
             events: 0,
         }
     }
@@ -357,13 +415,50 @@ impl Shared {
         range: Option<(i64, i64)>,
     ) -> Vec<String> {
         let mut inner = self.lock();
-        self.tenant(&mut inner, index)
+        let tenant = self.tenant(&mut inner, index);
+        tenant
             .events
             .iter()
-            .filter(|e| e.ingest_ms <= now_ms)
-            .filter(|e| range.is_none_or(|(f, t)| e.date_ms >= f && e.date_ms <= t))
-            .map(|e| self.generator.event_json(e))
+            .enumerate()
+            .filter(|(i, _)| tenant.spoiled.get(&(*i as u32)) != Some(&Spoil::NotUtf8))
+            .filter(|(_, e)| e.ingest_ms <= now_ms)
+            .filter(|(_, e)| range.is_none_or(|(f, t)| e.date_ms >= f && e.date_ms <= t))
+            .map(|(i, e)| match tenant.spoiled.get(&(i as u32)) {
+                Some(&spoil) => {
+                    let mut served = Vec::new();
+                    write_served(&self.generator, &mut served, e, false, Some(spoil));
+                    String::from_utf8(served).expect("a deep event is UTF-8")
+                }
+                None => self.generator.event_json(e),
+            })
             .collect()
+    }
+
+    /// The exact bytes (compact) of tenant `index`'s events served with a stray byte that is
+    /// not UTF-8 (knob `non_utf8_events`), visible at `now_ms`, in storage order.
+    pub fn unreadable_events(&self, index: u32, now_ms: i64) -> Vec<Vec<u8>> {
+        let mut inner = self.lock();
+        let tenant = self.tenant(&mut inner, index);
+        let mut unreadable: Vec<(u32, Vec<u8>)> = tenant
+            .spoiled
+            .iter()
+            .filter(|&(&i, &spoil)| {
+                spoil == Spoil::NotUtf8 && tenant.events[i as usize].ingest_ms <= now_ms
+            })
+            .map(|(&i, &spoil)| {
+                let mut served = Vec::new();
+                write_served(
+                    &self.generator,
+                    &mut served,
+                    &tenant.events[i as usize],
+                    false,
+                    Some(spoil),
+                );
+                (i, served)
+            })
+            .collect();
+        unreadable.sort();
+        unreadable.into_iter().map(|(_, bytes)| bytes).collect()
     }
 
     /// Classifies a request of tenant `index` for the fault queue (see [`FaultTarget`]).
@@ -591,7 +686,12 @@ impl Shared {
     /// Serialises page `k` of job `id` (`k` counts the pages served, a repeated one included),
     /// issuing the next page's token if there is one.
     fn page(&self, inner: &mut Tenant, id: &str, k: usize) -> Reply {
-        let Tenant { events, jobs, .. } = inner;
+        let Tenant {
+            events,
+            jobs,
+            spoiled,
+            ..
+        } = inner;
         let Some(job) = jobs.get_mut(id) else {
             return Reply::text(404, format!("Job {id} not found or expired."));
         };
@@ -622,6 +722,7 @@ impl Shared {
         let pretty = self.cfg.whitespace;
 
         let mut body = String::with_capacity((end - start) * 420 + 200);
+        let mut spoilt = Vec::new();
         body.push_str("{\"jobId\":");
         push_json_str(&mut body, id);
         body.push_str(",\"status\":\"COMPLETED\"");
@@ -648,10 +749,27 @@ impl Shared {
             if pretty {
                 body.push('\n');
             }
-            self.generator
-                .write_event(&mut body, &events[idx as usize], pretty);
+            match spoiled.get(&idx) {
+                // Written after the text (they may not be UTF-8), at this place.
+                Some(&spoil) => spoilt.push((body.len(), idx, spoil)),
+                None => self
+                    .generator
+                    .write_event(&mut body, &events[idx as usize], pretty),
+            }
         }
         body.push_str("]}");
-        Reply::json(body, (end - start) as u64)
+        let mut reply = Reply::json(body, (end - start) as u64);
+        for &(at, idx, spoil) in spoilt.iter().rev() {
+            let mut served = Vec::new();
+            write_served(
+                &self.generator,
+                &mut served,
+                &events[idx as usize],
+                pretty,
+                Some(spoil),
+            );
+            reply.body.splice(at..at, served);
+        }
+        reply
     }
 }

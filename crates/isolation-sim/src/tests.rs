@@ -910,3 +910,38 @@ async fn single_key_mode_names_its_key_too() {
         .events_of_key_visible_at("key-0001", Utc::now())
         .is_none());
 }
+
+/// `non_utf8_events` serves that many events with a stray 0xFF byte (exactly the bytes
+/// `unreadable_events` gives, left out of `visible_events`); `deep_events` that many with a
+/// member nested `DEEP_NESTING` deep (valid JSON, in `visible_events` as served).
+#[tokio::test]
+async fn spoiled_events_are_served_as_their_knobs_say() {
+    let mut c = cfg(200);
+    c.non_utf8_events = 3;
+    c.deep_events = 2;
+    c.complete_on_create = true;
+    let sim = SimHandle::start(c).await.unwrap();
+    let (from, to) = all_window();
+    let resp = Client::new(&sim)
+        .get(&[("from", &from), ("to", &to), ("pageSize", "10000")])
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.bytes().await.unwrap().to_vec();
+    assert!(std::str::from_utf8(&body).is_err());
+    assert_eq!(body.iter().filter(|&&b| b == 0xFF).count(), 3);
+    let unreadable = sim.unreadable_events();
+    assert_eq!(unreadable.len(), 3);
+    for raw in &unreadable {
+        assert!(body.windows(raw.len()).any(|w| w == raw.as_slice()));
+        assert!(std::str::from_utf8(raw).is_err());
+    }
+    let visible = sim.visible_events();
+    assert_eq!(visible.len(), 197);
+    let nested = format!("\"nested\":{}", "[".repeat(DEEP_NESTING));
+    let deep: Vec<&String> = visible.iter().filter(|e| e.contains(&nested)).collect();
+    assert_eq!(deep.len(), 2);
+    for e in deep {
+        assert!(body.windows(e.len()).any(|w| w == e.as_bytes()));
+    }
+    sim.shutdown().await;
+}

@@ -212,6 +212,7 @@ mod tests {
                 })
                 .collect(),
             undated: 0,
+            unreadable: Vec::new(),
         }
     }
 

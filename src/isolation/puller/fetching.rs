@@ -8,19 +8,20 @@ use tracing::{info, warn};
 use super::PullError;
 use crate::clock::SharedClock;
 use crate::config::ServiceConfig;
-use crate::event::Event;
+use crate::event::{Event, Page};
 use crate::isolation::client::{ApiClient, CreatedJob, FetchError};
 use crate::isolation::job_cap::{JobCap, JobPermit};
 use crate::isolation::lookahead::{JobAhead, LookAhead};
 use crate::metrics::JobFault;
 use crate::pipeline::budget::{Reservation, WindowBudget};
 use crate::pipeline::window::{Window, WindowPlanner};
+use crate::state::dead_letter::DeadLetter;
 use crate::time::{format_iso, from_millis, Millis};
 
 /// The current window's job: one created ahead for it (with its permit), or the permit to
 /// create it under.
 enum WindowJob {
-    Ahead(JobAhead),
+    Ahead(Box<JobAhead>),
     New(JobPermit),
 }
 
@@ -28,6 +29,8 @@ enum WindowJob {
 pub(super) struct Fetched {
     pub(super) window: Window,
     pub(super) events: Vec<Event>,
+    /// Its events that could not be read, to be set aside before it commits.
+    pub(super) unreadable: Vec<DeadLetter>,
     /// When its job was created (the dedup plan and `settled` use it).
     pub(super) created: Millis,
     /// Its bytes in the window memory budget, released when it is dropped (delivered or not).
@@ -75,7 +78,7 @@ impl Fetching<'_> {
             }
             let (w, job) = ahead.take(planned);
             let job = match job {
-                Some(job) => WindowJob::Ahead(job),
+                Some(job) => WindowJob::Ahead(Box::new(job)),
                 None => WindowJob::New(self.job_permit(ahead).await?),
             };
             // The next windows' jobs run on the server while this one is polled and delivered.
@@ -116,12 +119,13 @@ impl Fetching<'_> {
     ) -> Result<Option<Fetched>, PullError> {
         let _permit = match job {
             WindowJob::New(permit) => permit,
-            WindowJob::Ahead(JobAhead {
-                created,
-                job,
-                permit,
-                ..
-            }) => {
+            WindowJob::Ahead(ahead) => {
+                let JobAhead {
+                    created,
+                    job,
+                    permit,
+                    ..
+                } = *ahead;
                 match self.collect(w, job, planner).await {
                     Err(e) if e.is_lost_job() => warn!(
                         "The job created ahead for {} to {} is lost ({e}); creating it again.",
@@ -168,13 +172,14 @@ impl Fetching<'_> {
         w: Window,
         job: CreatedJob,
         planner: &mut WindowPlanner,
-    ) -> Result<Option<(Vec<Event>, Reservation)>, FetchError> {
+    ) -> Result<Option<Collected>, FetchError> {
         // Waits with nothing else of this window in hand (see pipeline::budget).
         let mut held = tokio::select! {
             held = self.budget.reserve(self.expected_bytes(w, planner)) => held,
             _ = self.cancel.cancelled() => return Err(FetchError::Cancelled),
         };
         let mut events: Vec<Event> = Vec::new();
+        let mut unreadable = Unreadable::new(self.svc, self.clock);
         let (mut bytes, mut undated, mut first, mut too_big) = (0u64, 0, true, false);
         // A window that cannot be split holds at most this (and the page that crossed it).
         let (share, mut over_budget) = (self.budget.share(), false);
@@ -208,6 +213,7 @@ impl Fetching<'_> {
                     }
                 }
                 undated += page.undated;
+                unreadable.add(&page);
                 events.extend(page.events);
                 if events.len() > cap && planner.observe_total(w, events.len() as u64) {
                     too_big = true;
@@ -242,7 +248,44 @@ impl Fetching<'_> {
         if undated > 0 {
             warn!("{undated} event(s) from {} to {} have no valid `date`; they are delivered first in their window.", format_iso(w.from), format_iso(w.to));
         }
-        Ok(Some((events, held)))
+        Ok(Some((events, unreadable.letters, held)))
+    }
+}
+
+/// A collected window: its events, its unreadable events' letters, its bytes in the budget.
+type Collected = (Vec<Event>, Vec<DeadLetter>, Reservation);
+
+/// The letters of a window's unreadable events, each with its position (job, page, index).
+struct Unreadable<'a> {
+    table: &'a str,
+    clock: &'a SharedClock,
+    pages: usize,
+    letters: Vec<DeadLetter>,
+}
+
+impl<'a> Unreadable<'a> {
+    fn new(svc: &'a ServiceConfig, clock: &'a SharedClock) -> Self {
+        Unreadable {
+            table: &svc.table,
+            clock,
+            pages: 0,
+            letters: Vec::new(),
+        }
+    }
+
+    /// Takes the next page's unreadable events.
+    fn add(&mut self, page: &Page) {
+        self.pages += 1;
+        for u in &page.unreadable {
+            self.letters.push(DeadLetter::new(
+                self.table,
+                None,
+                format!("cannot be read: {}", u.reason),
+                format!("job {} page {} event {}", page.job_id, self.pages, u.index),
+                &u.raw,
+                self.clock.now_ms(),
+            ));
+        }
     }
 }
 
@@ -260,14 +303,11 @@ pub(super) fn window_cap(
 }
 
 /// A collected window as [`Fetched`].
-fn fetched(
-    window: Window,
-    created: Millis,
-    collected: Option<(Vec<Event>, Reservation)>,
-) -> Option<Fetched> {
-    collected.map(|(events, held)| Fetched {
+fn fetched(window: Window, created: Millis, collected: Option<Collected>) -> Option<Fetched> {
+    collected.map(|(events, unreadable, held)| Fetched {
         window,
         events,
+        unreadable,
         created,
         _held: held,
     })

@@ -361,3 +361,21 @@ proptest::proptest! {
         proptest::prop_assert!(!v["url"].as_str().unwrap().bytes().any(|b| b.is_ascii_digit()));
     }
 }
+
+/// An event that is not JSON text (never one from `crate::event`) is never delivered in clear,
+/// and never lost without a trace: it leaves the batch and comes back in `withheld`, with its
+/// bytes, for the dead-letter store.
+#[test]
+fn an_event_that_is_not_json_text_is_withheld_with_its_bytes() {
+    let o = Obfuscator::new(vec![mask(&["userName"])]);
+    let good = ev(r#"{"userName":"bob","x":1}"#);
+    let mut bad = good.clone();
+    bad.json = Bytes::from_static(b"{\"userName\":\"b\xffb\"");
+    let mut batch = vec![good, bad.clone()];
+    let report = o.apply_batch(&mut batch);
+    assert_eq!(batch.len(), 1);
+    assert_eq!(report.failed, 1);
+    assert_eq!(report.withheld.len(), 1);
+    assert_eq!(report.withheld[0].0, bad);
+    assert_eq!(report.withheld[0].1, "the event is not UTF-8 text");
+}

@@ -1,0 +1,172 @@
+//! `state dead-letters` and `state discard`: the events set aside instead of delivered (see
+//! [`crate::state::dead_letter`]), listed for people (`state show` too), as JSON lines, or
+//! exported as the vendor's raw bytes; and removed once an operator has handled them.
+//!
+//! Why no replay of an unreadable event: its bytes are not text, and any repair (replacing the
+//! bad bytes with U+FFFD, say) would deliver something the vendor never sent, indistinguishable
+//! downstream from a real event. A SOC can trust the raw bytes, exported with `--export`, and
+//! decide; the letter stays until `state discard` removes it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{chosen_services, prepare, BadUsage, StateFilter};
+use crate::app;
+use crate::clock::SharedClock;
+use crate::state::dead_letter::DeadLetter;
+use crate::state::{StateError, StateStore};
+use crate::time::format_iso;
+
+/// What `state dead-letters` prints or writes.
+pub struct ListArgs {
+    /// One JSON object per line instead of text.
+    pub json: bool,
+    /// Also write each letter's raw bytes to this file, one letter per line (created with mode
+    /// 0600: the bytes are the vendor's, unobfuscated).
+    pub export: Option<PathBuf>,
+}
+
+/// Prints the letters of `key` under `state show`'s line for it.
+pub(super) async fn show(store: &StateStore, key: &str) -> Result<(), StateError> {
+    let letters = store.dead_letters(key).await?;
+    if letters.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "  {} event(s) set aside (dead letters; `state dead-letters --export FILE` writes their raw bytes, `state discard` removes them):",
+        letters.len()
+    );
+    for l in &letters {
+        println!("    {}", describe(l));
+    }
+    Ok(())
+}
+
+/// One letter for people: id, time, table, output, position and reason.
+fn describe(l: &DeadLetter) -> String {
+    format!(
+        "{} set aside {} table {} output {}: {}: {}",
+        l.id,
+        format_iso(l.set_aside_at),
+        l.table,
+        l.output.as_deref().unwrap_or("none (unreadable)"),
+        l.position,
+        l.reason
+    )
+}
+
+/// `state dead-letters`: the letters of the chosen services. Prints; never logs.
+pub async fn list(
+    path: &Path,
+    only: StateFilter<'_>,
+    args: ListArgs,
+    clock: &SharedClock,
+) -> Result<bool, BadUsage> {
+    let config = prepare(path, None, clock)?;
+    let store = app::store_for(&config, false).map_err(|e| {
+        eprintln!("error: {e}");
+        BadUsage
+    })?;
+    let mut export = match &args.export {
+        Some(file) => Some(create_private(file).map_err(|e| {
+            eprintln!("error: cannot create {}: {e}", file.display());
+            BadUsage
+        })?),
+        None => None,
+    };
+    let mut ok = true;
+    for (key, name) in chosen_services(&config, only)? {
+        let letters = match store.dead_letters(&key).await {
+            Ok(letters) => letters,
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                ok = false;
+                continue;
+            }
+        };
+        if !args.json {
+            println!("{name}: {} event(s) set aside", letters.len());
+        }
+        for l in &letters {
+            match args.json {
+                true => println!("{}", serde_json::json!({"service": name, "letter": l})),
+                false => println!("  {}", describe(l)),
+            }
+            if let Some(file) = export.as_mut() {
+                ok &= write_raw(file, l, args.export.as_deref());
+            }
+        }
+    }
+    Ok(ok)
+}
+
+/// A new file readable by its owner only.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+fn write_raw(file: &mut std::fs::File, l: &DeadLetter, path: Option<&Path>) -> bool {
+    let mut raw = l.raw();
+    raw.push(b'\n');
+    match file.write_all(&raw) {
+        Ok(()) => true,
+        Err(e) => {
+            let path = path.map(Path::display);
+            eprintln!("error: writing {}: {e}", path.expect("an export path"));
+            false
+        }
+    }
+}
+
+/// `state discard`: removes the letters `ids` (every letter with `None`) of the chosen
+/// services; with Redis under each service's lease, as `state reset`. Prints; never logs.
+pub async fn discard(
+    path: &Path,
+    only: StateFilter<'_>,
+    ids: Option<Vec<String>>,
+    clock: &SharedClock,
+) -> Result<bool, BadUsage> {
+    let config = prepare(path, None, clock)?;
+    let store = app::store_for(&config, false).map_err(|e| {
+        eprintln!("error: {e}");
+        BadUsage
+    })?;
+    // The daemon appends letters to the same files: rewrite them only under the directory's
+    // lock (Redis: each service's lease, taken by `discard_dead_letters_now`).
+    let _lock = match store.lock() {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(false);
+        }
+    };
+    let mut ok = true;
+    let mut removed = 0;
+    for (key, name) in chosen_services(&config, only)? {
+        match store.discard_dead_letters_now(&key, ids.as_deref()).await {
+            Ok(n) => {
+                println!("{name}: {n} dead letter(s) discarded");
+                removed += n;
+            }
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                ok = false;
+            }
+        }
+    }
+    if let Some(ids) = &ids {
+        if removed < ids.len() {
+            eprintln!(
+                "error: {} of the {} id(s) given are not dead letters of the chosen service(s); `state dead-letters` lists them",
+                ids.len() - removed,
+                ids.len()
+            );
+            ok = false;
+        }
+    }
+    Ok(ok)
+}
