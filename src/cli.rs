@@ -163,6 +163,29 @@ pub enum StateAction {
         #[arg(long)]
         all: bool,
     },
+    /// Deliver dead letters that one output refused to that output again (once its receiver
+    /// is fixed), and discard each one it confirms.
+    Replay {
+        #[arg(long, env = "CONFIG_FILE")]
+        config: PathBuf,
+        /// The service whose letters are replayed.
+        #[arg(long)]
+        service: String,
+        /// Only this input (its `id`); default: every input of the config.
+        #[arg(long)]
+        input: Option<String>,
+        /// The letters to replay (ids from `state dead-letters`).
+        #[arg(
+            long = "id",
+            value_name = "ID",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        ids: Vec<String>,
+        /// Every letter of the service.
+        #[arg(long)]
+        all: bool,
+    },
     /// Copy each enabled service's state between a state directory and the config's Redis
     /// (migration: stop the collector, copy, start it on the other persistence).
     Copy {

@@ -111,6 +111,20 @@ async fn dead_letters(action: StateAction, clock: &SharedClock) -> Result<bool, 
             let ids = (!all).then_some(ids);
             commands::dead_letters::discard(&config, only, ids, clock).await
         }
+        StateAction::Replay {
+            config,
+            service,
+            input,
+            ids,
+            all,
+        } => {
+            let only = commands::StateFilter {
+                service: Some(&service),
+                input: input.as_deref(),
+            };
+            let ids = (!all).then_some(ids);
+            commands::dead_letters::replay(&config, only, ids, clock).await
+        }
         _ => unreachable!("dispatch passes only dead-letter actions"),
     }
 }
@@ -152,7 +166,10 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage
                 },
         } => state(&config, service, input, true, &clock).await,
         Command::State {
-            action: action @ (StateAction::DeadLetters { .. } | StateAction::Discard { .. }),
+            action:
+                action @ (StateAction::DeadLetters { .. }
+                | StateAction::Discard { .. }
+                | StateAction::Replay { .. }),
         } => dead_letters(action, &clock).await,
         Command::State {
             action:

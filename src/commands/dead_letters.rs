@@ -1,6 +1,7 @@
-//! `state dead-letters` and `state discard`: the events set aside instead of delivered (see
-//! [`crate::state::dead_letter`]), listed for people (`state show` too), as JSON lines, or
-//! exported as the vendor's raw bytes; and removed once an operator has handled them.
+//! `state dead-letters`, `state replay` and `state discard`: the events set aside instead of
+//! delivered (see [`crate::state::dead_letter`]), listed for people (`state show` too), as JSON
+//! lines, or exported as the vendor's raw bytes; delivered again to the one output that refused
+//! them (once its receiver is fixed); and removed once an operator has handled them.
 //!
 //! Why no replay of an unreadable event: its bytes are not text, and any repair (replacing the
 //! bad bytes with U+FFFD, say) would deliver something the vendor never sent, indistinguishable
@@ -10,9 +11,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
 use super::{chosen_services, prepare, BadUsage, StateFilter};
 use crate::app;
 use crate::clock::SharedClock;
+use crate::config::{Config, InputConfig, OutputConfig, OutputKind};
+use crate::event::{Event, UNDATED};
+use crate::service::Service;
 use crate::state::dead_letter::DeadLetter;
 use crate::state::{StateError, StateStore};
 use crate::time::format_iso;
@@ -169,4 +176,149 @@ pub async fn discard(
         }
     }
     Ok(ok)
+}
+
+/// `state replay`: delivers each chosen letter that one output refused (`output: Some(name)`)
+/// to that output alone, and discards it once the output confirmed it; the other outputs have
+/// the event already. A letter the output refuses again stays. Unreadable letters are not
+/// replayed (see the module doc). Prints; never logs.
+pub async fn replay(
+    path: &Path,
+    only: StateFilter<'_>,
+    ids: Option<Vec<String>>,
+    clock: &SharedClock,
+) -> Result<bool, BadUsage> {
+    let config = prepare(path, None, clock)?;
+    let store = app::store_for(&config, false).map_err(|e| {
+        eprintln!("error: {e}");
+        BadUsage
+    })?;
+    // Discarding a replayed letter rewrites the letters' file: under the directory's lock.
+    let _lock = match store.lock() {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(false);
+        }
+    };
+    let mut ok = true;
+    let mut matched = 0;
+    for (input, key, name) in chosen_inputs_and_keys(&config, only)? {
+        let letters = match store.dead_letters(&key).await {
+            Ok(letters) => letters,
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                ok = false;
+                continue;
+            }
+        };
+        let wanted = letters
+            .iter()
+            .filter(|l| ids.as_ref().is_none_or(|ids| ids.contains(&l.id)));
+        for letter in wanted {
+            matched += 1;
+            ok &= replay_one(&store, &key, &name, &input.outputs, letter, clock).await;
+        }
+    }
+    if let Some(ids) = &ids {
+        if matched < ids.len() {
+            eprintln!(
+                "error: {} of the {} id(s) given are not dead letters of the chosen service(s); `state dead-letters` lists them",
+                ids.len() - matched,
+                ids.len()
+            );
+            ok = false;
+        }
+    }
+    Ok(ok)
+}
+
+/// The chosen inputs with each chosen service's state key and printed name.
+fn chosen_inputs_and_keys<'a>(
+    config: &'a Config,
+    only: StateFilter<'_>,
+) -> Result<Vec<(&'a InputConfig, String, String)>, BadUsage> {
+    chosen_services(config, only)?; // reports an unknown service or input
+    let services: Vec<Service> = Service::ALL
+        .into_iter()
+        .filter(|s| only.service.is_none_or(|name| name == s.name()))
+        .collect();
+    let mut chosen = Vec::new();
+    for input in super::chosen_inputs(config, only.input)? {
+        for &s in &services {
+            let key = StateStore::key(&input.id, s.name());
+            chosen.push((input, key, super::state_label(config, &input.id, s)));
+        }
+    }
+    Ok(chosen)
+}
+
+/// Replays one letter and discards it once delivered; prints what happened.
+async fn replay_one(
+    store: &StateStore,
+    key: &str,
+    name: &str,
+    outputs: &[OutputConfig],
+    letter: &DeadLetter,
+    clock: &SharedClock,
+) -> bool {
+    let delivered = deliver_letter(outputs, letter, clock).await;
+    let result = match delivered {
+        Ok(output) => store
+            .discard_dead_letters_now(key, Some(std::slice::from_ref(&letter.id)))
+            .await
+            .map(|_| output)
+            .map_err(|e| {
+                format!("delivered, but not discarded ({e}); `state discard --id` removes it")
+            }),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(output) => {
+            println!("{name}: {} delivered to {output} and discarded", letter.id);
+            true
+        }
+        Err(e) => {
+            eprintln!("{name}: {} not replayed: {e}", letter.id);
+            false
+        }
+    }
+}
+
+/// Delivers a letter's bytes to the output that refused them; returns that output's name.
+async fn deliver_letter(
+    outputs: &[OutputConfig],
+    letter: &DeadLetter,
+    clock: &SharedClock,
+) -> Result<String, String> {
+    let Some(name) = &letter.output else {
+        return Err("it could not be read, and is never delivered as an event; `state dead-letters --export FILE` writes its raw bytes".to_owned());
+    };
+    let Some(config) = outputs.iter().find(|o| &o.name == name) else {
+        return Err(format!(
+            "output {name} is no longer in this input's configuration"
+        ));
+    };
+    if matches!(config.kind, OutputKind::File { .. }) {
+        // A file output's bytes past its committed length are cut at its next resume.
+        return Err(format!(
+            "output {name} is a file output, which takes records only from the collector's windows"
+        ));
+    }
+    let mut outputs =
+        app::build_outputs(std::slice::from_ref(config), clock).map_err(|e| e.to_string())?;
+    let output = outputs
+        .first_mut()
+        .expect("one output built from one config");
+    let raw = letter.raw();
+    let event = Event {
+        date_ms: UNDATED,
+        key: Sha256::digest(&raw).into(),
+        json: Bytes::from(raw),
+    };
+    output
+        .deliver(&letter.table, &[event])
+        .await
+        .map(|_| name.clone())
+        .map_err(|e| e.to_string())
 }
