@@ -458,7 +458,9 @@ impl SyslogOutput {
             Ok(()) => {
                 self.stats
                     .add_confirmed(done.records as u64, done.buf.len() as u64);
-                proofs.confirmed.extend(done.start..done.start + done.records);
+                proofs
+                    .confirmed
+                    .extend(done.start..done.start + done.records);
             }
             Err(e) => {
                 proofs.failure.get_or_insert(e);
