@@ -168,7 +168,7 @@ async fn sigterm_during_an_ack_wait_lets_it_finish_and_nothing_is_indexed_twice(
     env.write_config();
     let (mut child, log) = spawn_collector(&env, &["run"], "run.log");
     wait_until(Duration::from_secs(30), "HEC got the first request", || {
-        hec.seen().iter().any(|s| s.path.ends_with("/event"))
+        hec.deliveries().iter().any(|s| s.path.ends_with("/event"))
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -188,4 +188,40 @@ async fn sigterm_during_an_ack_wait_lets_it_finish_and_nothing_is_indexed_twice(
         .map(|e| e.event.as_ref().unwrap().get().to_owned())
         .collect();
     assert_same_multiset(&events, &served(&env), "HEC after SIGTERM and a restart");
+}
+
+/// `run` checks every output once at start, as `validate` does, and names a bad one before it
+/// fetches anything: a HEC whose token is refused, beside the file output. The check's line
+/// (the output, the problem and the fix) comes before the first "Fetching all" line, and the
+/// file output still gets every event. With `--strict` the failed check refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_names_a_refused_output_before_it_fetches_and_the_others_go_on() {
+    let mut env = TestEnv::both(200, |_| {}).await;
+    let hec = Receiver::start(HEC_TOKEN, true).await;
+    env.outputs_extra = hec_output(&hec, "0000-wrong-token-0000", "");
+    env.write_config();
+    let refused = "output splunk: Splunk refused the token (403 Forbidden: Invalid token (code 4)); check `token`";
+
+    let out = env.collector(&["run", "--once", "--strict"]).await;
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(log.contains(refused), "{log}");
+    assert!(
+        !log.contains("Fetching all"),
+        "run --strict went on:\n{log}"
+    );
+    assert!(env.delivered(URL_TABLE).is_empty());
+
+    let out = env.collector(&["run", "--once"]).await;
+    let log = stderr(&out);
+    let lines: Vec<&str> = log.lines().collect();
+    let check = lines.iter().position(|l| l.contains(refused));
+    let fetch = lines.iter().position(|l| l.contains("Fetching all"));
+    assert!(
+        matches!((check, fetch), (Some(c), Some(f)) if c < f),
+        "the refused output (line {check:?}) is not named before the first fetch (line {fetch:?}):\n{log}"
+    );
+    assert!(!log.contains("0000-wrong-token-0000"), "{log}");
+    assert!(hec.indexed().is_empty());
+    env.assert_exactly_once();
 }
