@@ -6,7 +6,8 @@
 //! service of a tenant runs as its own task (`service_task`) with its own API client and
 //! output instances, so services and tenants are independent: one failing (bad key for one
 //! host, an outage of one API) never stops another.
-//! With Redis persistence a service pulls only while this process holds its lease.
+//! With Redis persistence a service pulls only while this process holds its lease. Before any
+//! tenant starts, `start_check` checks every output once and names the ones that fail.
 //!
 //! Shutdown: the first SIGINT/SIGTERM cancels a token that every await point of the pullers
 //! watches; a window in flight is abandoned before its checkpoint (it is asked for again after
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 mod service_task;
+mod start_check;
 mod supervisor;
 mod tenant;
 
@@ -54,7 +56,7 @@ pub struct RunOptions {
     /// Keep the state in memory only (`--no-save-state`).
     pub no_save_state: bool,
     /// `--strict`: refuse to start (exit 64) when any input block is invalid, instead of
-    /// starting the valid ones.
+    /// starting the valid ones, and (exit 1) when an output fails its check at start.
     pub strict: bool,
 }
 
@@ -269,6 +271,15 @@ pub async fn run(
     if config.services().next().is_none() {
         warn!("The \"input\" configuration entry for proofpoint_isolation is not enabled");
         return Ok(true);
+    }
+    let Some(failed) = start_check::check_outputs(&config, &clock, &cancel).await else {
+        return Ok(true); // a shutdown request during the check: nothing was started
+    };
+    if options.strict && !failed.is_empty() {
+        anyhow::bail!(
+            "run --strict starts nothing while an output fails its check ({}); fix it, or run without --strict to start and retry it",
+            failed.join(", ")
+        );
     }
     let mut background = Background::new(&cancel);
     start_internal_messages(&config, &clock, &mut background)?;

@@ -18,7 +18,7 @@ const WEB_STATE: &str = "state/proofpoint_isolation_10001_browser_and_email_isol
 const URL_STATE: &str = "state/proofpoint_isolation_10001_url_isolation.json";
 
 /// Our PKI and a TLS rsyslog that verifies client certificates against our CA.
-async fn start_receiver(env: &TestEnv) -> (Pki, Rsyslog) {
+pub(crate) async fn start_receiver(env: &TestEnv) -> (Pki, Rsyslog) {
     let pki = Pki::new(env.dir.path());
     let rs = Rsyslog::start(&env.dir, "rsyslog", pki.listen_tls()).await;
     (pki, rs)
@@ -26,7 +26,7 @@ async fn start_receiver(env: &TestEnv) -> (Pki, Rsyslog) {
 
 /// The `devo_platform` output section (for `TestEnv::outputs_extra`). The server certificate
 /// names 127.0.0.1, so the host name check stays on.
-fn devo_output(pki: &Pki, port: u16, client: &CertFiles) -> String {
+pub(crate) fn devo_output(pki: &Pki, port: u16, client: &CertFiles) -> String {
     format!(
         "  devo:\n    type: devo_platform\n    config:\n      address: 127.0.0.1\n      \
          port: {port}\n      chain: {chain}\n      cert: {cert}\n      key: {key}\n      \

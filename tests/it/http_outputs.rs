@@ -75,7 +75,10 @@ async fn the_webhook_gets_every_event_once_through_5xx_429_and_413() {
     assert_same_multiset(&hook.hook_events(), &served(&env), "webhook");
     env.assert_exactly_once();
 
-    let seen = hook.seen();
+    // The deliveries: `run` checked the webhook first with an empty batch, which the script
+    // does not answer.
+    let seen = hook.deliveries();
+    assert_eq!(hook.seen().len(), seen.len() + 1, "one check at start");
     let statuses: Vec<u16> = seen.iter().map(|s| s.status).collect();
     let not_413: Vec<u16> = statuses.iter().copied().filter(|s| *s != 413).collect();
     assert_eq!(not_413[..3], [500, 429, 200], "{statuses:?}");
@@ -136,8 +139,9 @@ async fn a_4xx_fails_the_window_with_its_status_and_body_and_nothing_is_lost() {
     );
     assert!(hook.hook_events().is_empty());
     assert_no_secret(&log);
-    // 2 services × 4 tries (the first and DELIVERY_RETRIES), each refused once: no retry of a 400.
-    assert_eq!(hook.seen().len(), 8);
+    // 2 services × 4 tries (the first and DELIVERY_RETRIES), each refused once: no retry of a 400
+    // (besides `run`'s one check at start, with an empty batch).
+    assert_eq!(hook.deliveries().len(), 8);
 
     let out = run_once(&env).await;
     assert!(out.status.success(), "{}", describe(&out));
@@ -159,7 +163,7 @@ async fn validate_checks_the_webhook() {
     assert_eq!(hook.seen().len(), 1);
     assert_eq!(hook.seen()[0].headers["authorization"], HOOK_AUTH);
 
-    hook.script([Scripted::Status(401, "who are you", None)]);
+    hook.script_checks([Scripted::Status(401, "who are you", None)]);
     let out = env
         .collector_with_env(&["validate"], &[("HOOK_AUTH", HOOK_AUTH)])
         .await;
@@ -220,7 +224,9 @@ async fn hec_indexes_every_event_once_through_busy_and_late_acks() {
             format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
         );
     }
-    let seen = hec.seen();
+    // The deliveries: `run`'s check at start (health, an empty request, an empty ack query) is
+    // another output instance, on its own channel.
+    let seen = hec.deliveries();
     assert_eq!(seen[0].status, 503);
     assert!(seen.iter().any(|s| s.path.ends_with("/ack")));
     // One channel per output instance (one per service), a UUID, on every request.

@@ -66,6 +66,9 @@ pub struct Seen {
     pub events: usize,
     pub at: Instant,
     pub headers: HeaderMap,
+    /// The request carried no event and asked for no acknowledgement: a check (`validate`'s,
+    /// or `run`'s at start), not a delivery.
+    pub check: bool,
 }
 
 /// One indexed HEC event: its metadata and the `event` member's bytes.
@@ -96,7 +99,10 @@ struct Inner {
     max_body_bytes: Option<usize>,
     /// Until then, every webhook request gets 503 (a receiver that is down).
     down_until: Option<Instant>,
+    /// Answers to deliveries (requests that carry events, and acknowledgement queries).
     script: VecDeque<Scripted>,
+    /// Answers to checks (see [`Seen::check`]).
+    check_script: VecDeque<Scripted>,
     seen: Vec<Seen>,
     /// HEC: indexed events; webhook: received events (as raw JSON text).
     indexed: Vec<Indexed>,
@@ -166,8 +172,19 @@ impl Receiver {
         format!("{}://{}{path}", self.scheme, self.addr)
     }
 
+    /// Scripts the answers to the next deliveries; checks do not take them.
     pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
         self.state.lock().unwrap().script.extend(answers);
+    }
+
+    /// Scripts the answers to the next checks (requests without events; see [`Seen::check`]).
+    pub fn script_checks(&self, answers: impl IntoIterator<Item = Scripted>) {
+        self.state.lock().unwrap().check_script.extend(answers);
+    }
+
+    /// The deliveries seen: every request but the checks.
+    pub fn deliveries(&self) -> Vec<Seen> {
+        self.seen().into_iter().filter(|s| !s.check).collect()
     }
 
     pub fn set_max_body_bytes(&self, n: Option<usize>) {
@@ -289,13 +306,20 @@ fn hec_answer(code: u16, text: &str, hec_code: u32, rest: &str) -> Response {
         .into_response()
 }
 
-fn record(s: &mut Inner, path: &str, status: u16, events: usize, headers: &HeaderMap) {
+fn record(
+    s: &mut Inner,
+    (path, check): (&str, bool),
+    status: u16,
+    events: usize,
+    headers: &HeaderMap,
+) {
     s.seen.push(Seen {
         path: path.to_owned(),
         status,
         events,
         at: Instant::now(),
         headers: headers.clone(),
+        check,
     });
 }
 
@@ -313,16 +337,20 @@ fn body_text(headers: &HeaderMap, body: &Bytes) -> Vec<u8> {
     out
 }
 
-/// A scripted status, if the script says so (consumed).
-fn scripted_status(s: &mut Inner) -> Option<Response> {
-    if matches!(s.script.front(), Some(Scripted::Normal)) {
-        s.script.pop_front();
+/// A scripted status, if the script says so (consumed): from the checks' script for a check.
+fn scripted_status(s: &mut Inner, check: bool) -> Option<Response> {
+    let script = match check {
+        true => &mut s.check_script,
+        false => &mut s.script,
+    };
+    if matches!(script.front(), Some(Scripted::Normal)) {
+        script.pop_front();
         return None;
     }
-    if !matches!(s.script.front(), Some(Scripted::Status(..))) {
+    if !matches!(script.front(), Some(Scripted::Status(..))) {
         return None;
     }
-    let Some(Scripted::Status(code, body, retry_after)) = s.script.pop_front() else {
+    let Some(Scripted::Status(code, body, retry_after)) = script.pop_front() else {
         unreachable!()
     };
     let mut resp = (status_of(code), body.to_owned()).into_response();
@@ -335,9 +363,11 @@ fn scripted_status(s: &mut Inner) -> Option<Response> {
 
 async fn hook(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let text = body_text(&headers, &body);
+    // An empty batch (`[]`, or no ndjson line): a check.
+    let at = ("/hook", text.iter().all(|b| b"[] \t\r\n".contains(b)));
     let mut s = state.lock().unwrap();
     if let Some(max) = s.max_body_bytes.filter(|m| text.len() > *m) {
-        record(&mut s, "/hook", 413, 0, &headers);
+        record(&mut s, at, 413, 0, &headers);
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("body over {max} bytes"),
@@ -345,11 +375,11 @@ async fn hook(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
             .into_response();
     }
     if s.down_until.is_some_and(|t| Instant::now() < t) {
-        record(&mut s, "/hook", 503, 0, &headers);
+        record(&mut s, at, 503, 0, &headers);
         return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
     }
-    if let Some(resp) = scripted_status(&mut s) {
-        record(&mut s, "/hook", resp.status().as_u16(), 0, &headers);
+    if let Some(resp) = scripted_status(&mut s, at.1) {
+        record(&mut s, at, resp.status().as_u16(), 0, &headers);
         return resp;
     }
     let ndjson = headers
@@ -370,12 +400,12 @@ async fn hook(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         match serde_json::from_slice::<Vec<&RawValue>>(&text) {
             Ok(v) => v.into_iter().map(|r| r.get().to_owned()).collect(),
             Err(e) => {
-                record(&mut s, "/hook", 400, 0, &headers);
+                record(&mut s, at, 400, 0, &headers);
                 return (StatusCode::BAD_REQUEST, format!("not a JSON array: {e}")).into_response();
             }
         }
     };
-    record(&mut s, "/hook", 200, events.len(), &headers);
+    record(&mut s, at, 200, events.len(), &headers);
     s.hook_events.extend(events);
     (StatusCode::OK, "ok").into_response()
 }
@@ -448,12 +478,13 @@ async fn hec_event(
     // Parsed outside the lock (and once); answered in Splunk's order of checks below.
     let parsed = parse_events(&text);
     let n = parsed.as_ref().map_or(0, Vec::len);
+    let check = text.iter().all(u8::is_ascii_whitespace);
     let mut s = state.lock().unwrap();
-    let resp = hec_event_answer(&mut s, &query, &headers, text.len(), parsed);
+    let resp = hec_event_answer(&mut s, &query, &headers, text.len(), parsed, check);
     let n = if resp.status().is_success() { n } else { 0 };
     record(
         &mut s,
-        "/services/collector/event",
+        ("/services/collector/event", check),
         resp.status().as_u16(),
         n,
         &headers,
@@ -467,6 +498,7 @@ fn hec_event_answer(
     headers: &HeaderMap,
     body_len: usize,
     parsed: Result<Vec<Indexed>, Response>,
+    check: bool,
 ) -> Response {
     if let Err(r) = check_token(s, headers) {
         return r;
@@ -485,7 +517,7 @@ fn hec_event_answer(
             27,
         );
     }
-    if let Some(resp) = scripted_status(s) {
+    if let Some(resp) = scripted_status(s, check) {
         return resp;
     }
     let events = match parsed {
@@ -557,10 +589,15 @@ async fn hec_ack(
     body: Bytes,
 ) -> Response {
     let mut s = state.lock().unwrap();
+    // A query on a channel that never carried events: a check.
+    let check = channel(&headers, &query)
+        .ok()
+        .flatten()
+        .is_none_or(|c| !s.channels.contains_key(&c));
     let resp = hec_ack_answer(&mut s, &query, &headers, &body);
     record(
         &mut s,
-        "/services/collector/ack",
+        ("/services/collector/ack", check),
         resp.status().as_u16(),
         0,
         &headers,
@@ -613,7 +650,7 @@ async fn hec_health(State(state): State<Shared>, headers: HeaderMap) -> Response
     };
     record(
         &mut s,
-        "/services/collector/health",
+        ("/services/collector/health", true),
         resp.status().as_u16(),
         0,
         &headers,

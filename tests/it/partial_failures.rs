@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use isolation_sim::Dataset;
 
-use crate::devo_e2e::{parse_records, read_log, spawn_collector, wait_until};
+use crate::devo_e2e::{
+    devo_output, parse_records, read_log, spawn_collector, start_receiver as devo_receiver,
+    wait_until,
+};
 use crate::http_outputs::{hec_output, served, webhook_output, HEC_TOKEN, HOOK_AUTH};
 use crate::http_receivers::{Receiver, Scripted};
 use crate::relp::{duplicates, relp_output, start_receiver};
@@ -168,7 +171,7 @@ async fn sigterm_during_an_ack_wait_lets_it_finish_and_nothing_is_indexed_twice(
     env.write_config();
     let (mut child, log) = spawn_collector(&env, &["run"], "run.log");
     wait_until(Duration::from_secs(30), "HEC got the first request", || {
-        hec.seen().iter().any(|s| s.path.ends_with("/event"))
+        hec.deliveries().iter().any(|s| s.path.ends_with("/event"))
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -188,4 +191,64 @@ async fn sigterm_during_an_ack_wait_lets_it_finish_and_nothing_is_indexed_twice(
         .map(|e| e.event.as_ref().unwrap().get().to_owned())
         .collect();
     assert_same_multiset(&events, &served(&env), "HEC after SIGTERM and a restart");
+}
+
+/// `run` checks every output once at start, as `validate` does, and names each bad one before it
+/// fetches anything: a HEC whose token is refused and a Devo receiver (a real rsyslog) that
+/// rejects our client certificate, beside the file output. Each check's line (the output, the
+/// problem and the fix) comes before the first "Fetching all" line, and the file output still
+/// gets every event. With `--strict` a failed check refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_names_a_refused_output_before_it_fetches_and_the_others_go_on() {
+    let mut env = TestEnv::both(200, |_| {}).await;
+    let hec = Receiver::start(HEC_TOKEN, true).await;
+    let (pki, rs) = devo_receiver(&env).await;
+    env.outputs_extra = devo_output(&pki, rs.port, &pki.foreign_client)
+        + &hec_output(&hec, "0000-wrong-token-0000", "");
+    env.write_config();
+    let refused = [
+        "output splunk: Splunk refused the token (403 Forbidden: Invalid token (code 4)); check `token`",
+        "output devo: ",
+    ];
+    let named = |log: &str| -> Vec<Option<usize>> {
+        let lines: Vec<&str> = log.lines().collect();
+        let at = |what: &str, also: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(what) && l.contains(also))
+        };
+        vec![
+            at(refused[0], "found by the check at start"),
+            at(refused[1], "rejected our client certificate"),
+            at("Fetching all", ""),
+        ]
+    };
+
+    let out = env.collector(&["run", "--once", "--strict"]).await;
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let found = named(&log);
+    assert!(
+        found[0].is_some() && found[1].is_some(),
+        "the refused outputs are not named: {found:?}\n{log}"
+    );
+    assert!(found[2].is_none(), "run --strict went on:\n{log}");
+    assert!(env.delivered(URL_TABLE).is_empty());
+
+    let out = env.collector(&["run", "--once"]).await;
+    let log = stderr(&out);
+    let found = named(&log);
+    assert!(
+        matches!(found[..], [Some(hec), Some(devo), Some(fetch)] if hec < fetch && devo < fetch),
+        "the refused outputs (lines {:?}) are not named before the first fetch (line {:?}):\n{log}",
+        &found[..2],
+        found[2]
+    );
+    assert!(!log.contains("0000-wrong-token-0000"), "{log}");
+    assert!(hec.indexed().is_empty());
+    assert!(
+        rs.received().is_empty(),
+        "records arrived with a rejected certificate"
+    );
+    env.assert_exactly_once();
 }

@@ -15,8 +15,11 @@
 //!
 //! The chunks of a batch are pipelined ([`Tuning::pipeline`]): once a chunk is written and our
 //! side closed, the next chunk is written on a new connection while the earlier proof is still
-//! pending. Chunks are confirmed in order and the batch only when all are, so what a crash or a
-//! failure may send again is unchanged: the unconfirmed batch.
+//! pending. The batch is confirmed only when every chunk is. When a chunk fails, no later chunk
+//! is started, the chunks already in flight are let finish, and the events of every chunk whose
+//! proof arrived (before or after the failure) are reported confirmed
+//! ([`OutputError::Partly`]): the fan-out remembers events, not prefixes, so it gives this output
+//! only the unconfirmed chunks' events again.
 
 pub mod format;
 pub mod stats;
@@ -60,8 +63,19 @@ pub const DEFAULT_PIPELINE: usize = 2;
 /// One chunk's send, as [`SyslogOutput::deliver`]'s pipeline yields it.
 struct SentChunk {
     result: Result<(), TransportError>,
+    /// The index of the chunk's first event in the batch.
+    start: usize,
     buf: Vec<u8>,
     records: usize,
+}
+
+/// What the chunks of one batch proved so far.
+#[derive(Default)]
+struct Proofs {
+    /// Indices of the events of the confirmed chunks, ascending (chunks settle in order).
+    confirmed: Vec<usize>,
+    /// The first failed chunk's error.
+    failure: Option<TransportError>,
 }
 
 /// TLS files for a syslog output, all PEM. The server is verified against the roots of `chain`,
@@ -300,11 +314,12 @@ impl SyslogOutput {
     }
 
     /// Delivers `events` as records of `table`. `Ok` only when the receiver confirmed every
-    /// chunk (see [`transport`]); the caller retries the whole batch on error, so chunks
-    /// confirmed before a failure are sent again then (at-least-once).
+    /// chunk (see [`transport`]).
     ///
     /// # Errors
-    /// [`OutputError::Peer`] with the cause of the last failed try.
+    /// [`OutputError::Peer`] with the cause of the first failed chunk's last try, as
+    /// [`OutputError::Partly`] with the events of the chunks that were confirmed all the same:
+    /// the caller sends only the others again.
     pub async fn deliver(
         &mut self,
         table: &str,
@@ -328,7 +343,7 @@ impl SyslogOutput {
         let result = self
             .send_pipelined(table, events, &mut formatter, &mut spare)
             .await
-            .map_err(|e| self.peer_error(e.to_string()));
+            .map_err(|(e, confirmed)| self.peer_error(e.to_string()).after_confirming(confirmed));
         // Keep the allocations for the next batch, but not outsized ones.
         spare.retain(|buf| buf.capacity() <= 64 * 1024 * 1024);
         self.bufs = spare;
@@ -336,8 +351,9 @@ impl SyslogOutput {
         result
     }
 
-    /// Sends the chunks of `events` in order, each on its own connection, and confirms them in
-    /// order: `Ok` only when every chunk was proven read.
+    /// Sends the chunks of `events` in order, each on its own connection: `Ok` only when every
+    /// chunk was proven read, else the first failure in chunk order with the indices of the
+    /// events of every chunk that was proven read all the same.
     ///
     /// Pipelined because the proof is a round trip plus the receiver's reading of what is still
     /// in the socket buffers (tens of milliseconds per chunk with rsyslog): once a chunk is
@@ -345,42 +361,51 @@ impl SyslogOutput {
     /// the earlier proof is pending, with at most `pipeline` connections awaiting proof. Only
     /// one connection writes at a time, and a chunk that fails before it is written stops the
     /// batch before any later chunk is started, so failures count connections as without
-    /// pipelining. The first failure in chunk order fails the batch; later chunks still in
-    /// flight are dropped unconfirmed (the caller retries the whole batch, as before). The
-    /// receiver may store the records of two chunks interleaved: it reads two connections.
+    /// pipelining. After a failure no chunk is started, but those in flight are let finish
+    /// (each bounded by the confirm timeout): one whose proof arrives counts, as the receiver
+    /// has it. The receiver may store the records of two chunks interleaved: it reads two
+    /// connections.
     async fn send_pipelined(
         &self,
         table: &str,
         events: &[Event],
         formatter: &mut RecordFormatter,
         spare: &mut Vec<Vec<u8>>,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), (TransportError, Vec<usize>)> {
+        let mut proofs = Proofs::default();
         let mut in_flight = FuturesOrdered::new();
-        for chunk in events.chunks(self.chunk_records) {
+        for (n, chunk) in events.chunks(self.chunk_records).enumerate() {
             let mut buf = spare.pop().unwrap_or_default();
             self.format_chunk(&mut buf, table, chunk, formatter);
             let (tx, mut written) = oneshot::channel();
-            in_flight.push_back(self.send_chunk(buf, chunk.len(), tx));
+            let start = n * self.chunk_records;
+            in_flight.push_back(self.send_chunk(buf, start, chunk.len(), tx));
             let was_written = loop {
                 tokio::select! {
                     biased;
-                    Some(done) = in_flight.next() => spare.push(self.confirmed(done)?),
+                    Some(done) = in_flight.next() => spare.push(self.settle(done, &mut proofs)),
                     w = &mut written => break w.is_ok(),
                 }
             };
-            if !was_written {
-                break; // it failed: its error comes out of the drain below
+            if !was_written || proofs.failure.is_some() {
+                break; // no later chunk is started; those in flight finish below
             }
             while in_flight.len() >= self.pipeline {
                 if let Some(done) = in_flight.next().await {
-                    spare.push(self.confirmed(done)?);
+                    spare.push(self.settle(done, &mut proofs));
                 }
+            }
+            if proofs.failure.is_some() {
+                break;
             }
         }
         while let Some(done) = in_flight.next().await {
-            spare.push(self.confirmed(done)?);
+            spare.push(self.settle(done, &mut proofs));
         }
-        Ok(())
+        match proofs.failure {
+            None => Ok(()),
+            Some(e) => Err((e, proofs.confirmed)),
+        }
     }
 
     /// Formats `chunk` into `buf` as records of `table`.
@@ -413,23 +438,35 @@ impl SyslogOutput {
     async fn send_chunk(
         &self,
         buf: Vec<u8>,
+        start: usize,
         records: usize,
         written: oneshot::Sender<()>,
     ) -> SentChunk {
         let result = self.send_with_retries(&buf, Some(written)).await;
         SentChunk {
             result,
+            start,
             buf,
             records,
         }
     }
 
-    /// Counts a confirmed chunk, or passes its failure on; returns its buffer.
-    fn confirmed(&self, done: SentChunk) -> Result<Vec<u8>, TransportError> {
-        done.result?;
-        self.stats
-            .add_confirmed(done.records as u64, done.buf.len() as u64);
-        Ok(done.buf)
+    /// Counts a confirmed chunk into `proofs` and the stats, or keeps the first failure;
+    /// returns its buffer.
+    fn settle(&self, done: SentChunk, proofs: &mut Proofs) -> Vec<u8> {
+        match done.result {
+            Ok(()) => {
+                self.stats
+                    .add_confirmed(done.records as u64, done.buf.len() as u64);
+                proofs
+                    .confirmed
+                    .extend(done.start..done.start + done.records);
+            }
+            Err(e) => {
+                proofs.failure.get_or_insert(e);
+            }
+        }
+        done.buf
     }
 
     async fn send_with_retries(

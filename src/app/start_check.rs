@@ -1,0 +1,67 @@
+//! `run`'s check of the outputs at start (issue 20 §1): each output is checked once, as
+//! `validate` checks it (directory writable, receiver reachable, TLS and credentials accepted,
+//! with an empty request that carries no event), and a failing one is named, with its problem
+//! and the fix, before anything is fetched or sent.
+//!
+//! A failed check does not stop the daemon: a receiver that is down at start may be up a minute
+//! later, and deliveries are retried as always (the other outputs are not held up by it). With
+//! `--strict` a failed check refuses to start, whatever its cause.
+//!
+//! The checks run concurrently, each bounded by its output's own timeouts (connect, confirm,
+//! request), so N hanging receivers delay the start by one timeout, not N. Outputs shared by
+//! several inputs are checked once (`distinct_outputs`, as `validate` does).
+
+use futures_util::future::join_all;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use super::{build_outputs, distinct_outputs};
+use crate::clock::SharedClock;
+use crate::config::Config;
+
+/// Checks every output of `config` at once and logs one line per output. Returns the names of
+/// the outputs that failed (empty when all passed), or `None` when `cancel` fired first.
+pub(super) async fn check_outputs(
+    config: &Config,
+    clock: &SharedClock,
+    cancel: &CancellationToken,
+) -> Option<Vec<String>> {
+    let mut checks = Vec::new();
+    let mut failed = Vec::new();
+    for (outputs, ids) in distinct_outputs(config) {
+        let whose = match config.multi_tenant {
+            true => format!(" (input {})", ids.join(", ")),
+            false => String::new(),
+        };
+        match build_outputs(outputs, clock) {
+            Ok(built) => checks.extend(built.into_iter().map(|mut o| {
+                let whose = whose.clone();
+                async move { (o.check().await, o.name().to_owned(), whose) }
+            })),
+            Err(e) => {
+                error!("{e}{whose}; found by the check at start.");
+                failed.push(
+                    outputs
+                        .iter()
+                        .map(|o| o.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+            }
+        }
+    }
+    let results = tokio::select! {
+        results = join_all(checks) => results,
+        _ = cancel.cancelled() => return None,
+    };
+    for (result, name, whose) in results {
+        match result {
+            Ok(()) => info!("Output {name} is usable{whose}."),
+            Err(e) => {
+                error!("{e}{whose}; found by the check at start: deliveries to it are tried as usual and fail until this is fixed.");
+                failed.push(name);
+            }
+        }
+    }
+    Some(failed)
+}
