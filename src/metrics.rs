@@ -163,6 +163,15 @@ struct RuleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeadLetterLabels {
+    input: String,
+    service: Service,
+    table: String,
+    /// The output that refused the event, or `none` for an event that could not be read.
+    output: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutputLabels {
     input: String,
     output: String,
@@ -211,6 +220,7 @@ pub struct Metrics {
     state_write_failures: Family<ServiceLabels, Counter>,
     obfuscation_fallbacks: Family<RuleLabels, Counter>,
     job_faults: Family<JobFaultLabels, Counter>,
+    dead_lettered: Family<DeadLetterLabels, Counter>,
     checkpoint_lag: Family<ServiceLabels, SecondsGauge>,
     last_pull: Family<ServiceLabels, SecondsGauge>,
     /// Registered only with Redis persistence ([`Metrics::with_leases`]).
@@ -227,6 +237,7 @@ pub struct Metrics {
     /// [`Metrics::forget_input`] must remove.
     output_series: Mutex<HashSet<OutputLabels>>,
     rule_series: Mutex<HashSet<RuleLabels>>,
+    dead_letter_series: Mutex<HashSet<DeadLetterLabels>>,
 }
 
 impl Default for Metrics {
@@ -299,6 +310,12 @@ impl Metrics {
             "Events in which an obfuscation rule could not read a value it targets; the value was masked whole with its type's default and the event delivered.",
             obfuscation_fallbacks.clone(),
         );
+        let dead_lettered = Family::default();
+        registry.register(
+            "events_dead_lettered",
+            "Events set aside in the dead-letter store instead of delivered: output=\"none\" for events that could not be read (every output lacks them), else the one output that refused them for good. `state dead-letters` lists them.",
+            dead_lettered.clone(),
+        );
         let checkpoint_lag = Family::default();
         registry.register_with_unit(
             "checkpoint_lag",
@@ -321,6 +338,7 @@ impl Metrics {
             confirm_failures,
             state_write_failures,
             obfuscation_fallbacks,
+            dead_lettered,
             checkpoint_lag,
             lease_held: Family::default(),
             lease_lost: Family::default(),
@@ -330,6 +348,7 @@ impl Metrics {
             readiness: Mutex::default(),
             output_series: Mutex::default(),
             rule_series: Mutex::default(),
+            dead_letter_series: Mutex::default(),
         }
     }
 
@@ -473,6 +492,13 @@ impl Metrics {
             let keep = l.input != input;
             if !keep {
                 self.obfuscation_fallbacks.remove(l);
+            }
+            keep
+        });
+        lock(&self.dead_letter_series).retain(|l| {
+            let keep = l.input != input;
+            if !keep {
+                self.dead_lettered.remove(l);
             }
             keep
         });
@@ -675,6 +701,19 @@ impl ServiceMetrics {
         lock(&self.metrics.rule_series).insert(labels);
     }
 
+    /// `n` events of `table` were set aside in the dead-letter store: refused for good by
+    /// `output`, or (`None`) unreadable.
+    pub fn dead_lettered(&self, table: &str, output: Option<&str>, n: u64) {
+        let labels = DeadLetterLabels {
+            input: self.input.clone(),
+            service: self.service,
+            table: table.to_owned(),
+            output: output.unwrap_or("none").to_owned(),
+        };
+        self.metrics.dead_lettered.get_or_create(&labels).inc_by(n);
+        lock(&self.metrics.dead_letter_series).insert(labels);
+    }
+
     /// An output confirmed `n` events (`Ok`), or did not.
     pub fn delivery(&self, output: &str, table: &str, result: Result<usize, String>) {
         let labels = OutputLabels {
@@ -828,6 +867,8 @@ mod tests {
         s.obfuscation_fallbacks("obfuscation_data[0] [userName]", 2);
         s.obfuscation_fallbacks("obfuscation_data[0] [userName]", 0);
         s.job_fault(JobFault::PageTokenLoop);
+        s.dead_lettered("t.a", None, 3);
+        s.dead_lettered("t.a", Some("hec"), 1);
         let text = m.encode(11_000);
         for line in [
             "isolation_collector_received_events_total{input=\"10001\",service=\"url_isolation\"} 5",
@@ -837,6 +878,8 @@ mod tests {
             "isolation_collector_last_successful_pull_timestamp_seconds{input=\"10001\",service=\"url_isolation\"} 2.5",
             "isolation_collector_obfuscation_fallbacks_total{input=\"10001\",service=\"url_isolation\",rule=\"obfuscation_data[0] [userName]\"} 2",
             "isolation_collector_api_job_faults_total{input=\"10001\",service=\"url_isolation\",kind=\"page_token_loop\"} 1",
+            "isolation_collector_events_dead_lettered_total{input=\"10001\",service=\"url_isolation\",table=\"t.a\",output=\"none\"} 3",
+            "isolation_collector_events_dead_lettered_total{input=\"10001\",service=\"url_isolation\",table=\"t.a\",output=\"hec\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
@@ -927,6 +970,7 @@ mod tests {
             s.checkpoint(1_000);
             s.obfuscation_fallbacks("obfuscation_data[0] [userName]", 1);
             s.job_fault(JobFault::RepeatedPage);
+            s.dead_lettered("t", None, 1);
         }
         assert_eq!(m.not_ready().len(), 4);
         m.forget_input("10002");
@@ -942,6 +986,7 @@ mod tests {
             "output_confirm_failures_total",
             "obfuscation_fallbacks_total",
             "api_job_faults_total",
+            "events_dead_lettered_total",
             "lease_held",
         ] {
             assert!(
