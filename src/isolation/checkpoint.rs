@@ -25,6 +25,7 @@ use crate::output::Position;
 use crate::pipeline::dedup::DedupPlan;
 use crate::pipeline::window::Window;
 use crate::service::RETENTION;
+use crate::state::dead_letter::DeadLetter;
 use crate::state::{correct, ServiceState, StateError, StateStore};
 use crate::time::{format_iso, Millis};
 
@@ -64,6 +65,29 @@ impl Checkpoint {
             metrics,
             fence: None,
         }
+    }
+
+    /// Stores `letters` in the service's dead-letter store (fenced by the lease like every
+    /// write), before the window that set them aside commits. Returns those that were not there
+    /// yet: a window fetched again (a failed delivery, a crash before its commit) sets the same
+    /// letters aside again, and each is stored, counted and logged once.
+    pub async fn set_aside(&self, letters: Vec<DeadLetter>) -> Result<Vec<DeadLetter>, StateError> {
+        if letters.is_empty() {
+            return Ok(letters);
+        }
+        let mut known: std::collections::HashSet<String> = (self.store.dead_letters(&self.key))
+            .await?
+            .into_iter()
+            .map(|l| l.id)
+            .collect();
+        let new: Vec<DeadLetter> = letters
+            .into_iter()
+            .filter(|l| known.insert(l.id.clone()))
+            .collect();
+        self.store
+            .set_aside(&self.key, &new, self.fence.as_deref())
+            .await?;
+        Ok(new)
     }
 
     /// Fences every write from now on with `token`, the lease of this tenure.

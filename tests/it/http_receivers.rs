@@ -96,6 +96,9 @@ struct Inner {
     max_body_bytes: Option<usize>,
     /// Until then, every webhook request gets 503 (a receiver that is down).
     down_until: Option<Instant>,
+    /// Webhook requests whose body holds this text get 400, whatever else they hold (a
+    /// receiver that cannot take one event).
+    refuse_containing: Option<String>,
     script: VecDeque<Scripted>,
     seen: Vec<Seen>,
     /// HEC: indexed events; webhook: received events (as raw JSON text).
@@ -175,6 +178,11 @@ impl Receiver {
     }
 
     /// The webhook answers every request with 503 for `period` from now.
+    /// Answers 400 to every webhook request whose body contains `needle`.
+    pub fn refuse_requests_containing(&self, needle: &str) {
+        self.state.lock().unwrap().refuse_containing = Some(needle.to_owned());
+    }
+
     pub fn set_down_for(&self, period: Duration) {
         self.state.lock().unwrap().down_until = Some(Instant::now() + period);
     }
@@ -347,6 +355,16 @@ async fn hook(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
     if s.down_until.is_some_and(|t| Instant::now() < t) {
         record(&mut s, "/hook", 503, 0, &headers);
         return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
+    }
+    let refused = (s.refuse_containing.as_ref())
+        .is_some_and(|n| text.windows(n.len()).any(|w| w == n.as_bytes()));
+    if refused {
+        record(&mut s, "/hook", 400, 0, &headers);
+        return (
+            StatusCode::BAD_REQUEST,
+            "field 'url' too long for our index",
+        )
+            .into_response();
     }
     if let Some(resp) = scripted_status(&mut s) {
         record(&mut s, "/hook", resp.status().as_u16(), 0, &headers);

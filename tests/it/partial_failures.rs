@@ -189,3 +189,72 @@ async fn sigterm_during_an_ack_wait_lets_it_finish_and_nothing_is_indexed_twice(
         .collect();
     assert_same_multiset(&events, &served(&env), "HEC after SIGTERM and a restart");
 }
+
+/// Every dead letter in the state directory (all services), as JSON.
+fn dead_letters(env: &TestEnv) -> Vec<serde_json::Value> {
+    let mut letters = Vec::new();
+    for entry in std::fs::read_dir(env.path("state")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with(".dead_letters.jsonl") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                letters.push(serde_json::from_str(line).unwrap());
+            }
+        }
+    }
+    letters
+}
+
+/// The webhook refuses (400) every request that holds one particular event, beside the file
+/// output. The batch is split until that event is alone; after its tries it is set aside for
+/// the webhook only: the run ends, every other event reaches the webhook once, the file gets
+/// every event (that one too), and the dead-letter store has its exact bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_webhook_always_refuses_is_set_aside_for_it_alone() {
+    let mut env = TestEnv::start(
+        sim_config(Dataset::Web, 1000, 1),
+        sim_config(Dataset::Url, 0, 2),
+    )
+    .await;
+    let served = served(&env);
+    let refused = served[500].clone();
+    let hook = Receiver::start("", false).await;
+    hook.refuse_requests_containing(&refused);
+    env.outputs_extra = plain_webhook(&hook, "max_events_per_request: 100");
+    env.write_config();
+    let run = env.collector(&["run", "--once"]);
+    let out = tokio::time::timeout(Duration::from_secs(120), run).await;
+    let refusals = hook.seen().iter().filter(|s| s.status == 400).count();
+    let Ok(out) = out else {
+        panic!(
+            "run --once still running after 120 s; the webhook got {} of {} events and \
+             refused {refusals} requests",
+            hook.hook_events().len(),
+            served.len()
+        );
+    };
+    assert!(out.status.success(), "{}", describe(&out));
+    let others: Vec<String> = served.iter().filter(|e| **e != refused).cloned().collect();
+    assert_same_multiset(&hook.hook_events(), &others, "webhook");
+    // The file output was not spared the event: only the webhook set it aside.
+    env.assert_exactly_once();
+    let letters = dead_letters(&env);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["output"], "hook");
+    let raw = hex::decode(letters[0]["raw_hex"].as_str().unwrap()).unwrap();
+    assert_eq!(raw, refused.as_bytes());
+    assert!(
+        letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("too long for our index"),
+        "{letters:?}"
+    );
+    let log = stderr(&out);
+    assert_eq!(
+        log.matches("set aside").count(),
+        1,
+        "logged once at WARNING:\n{log}"
+    );
+    eprintln!("the webhook refused {refusals} requests");
+}

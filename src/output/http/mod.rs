@@ -179,7 +179,7 @@ impl HttpOutput {
             |_, _| Ok(()),
         )
         .await
-        .map_err(|s| s.error.after_confirming((0..s.accepted).collect()))?;
+        .map_err(|s| s.error.after_confirming(s.accepted))?;
         Ok(None)
     }
 
@@ -201,6 +201,7 @@ impl HttpOutput {
             Sent::TooLarge => Err(self
                 .poster
                 .peer_error("the receiver answered an empty batch with 413".into())),
+            Sent::Refused(reason) => Err(self.poster.peer_error(reason)),
         }
     }
 }
