@@ -96,8 +96,8 @@ struct Inner {
     max_body_bytes: Option<usize>,
     /// Until then, every webhook request gets 503 (a receiver that is down).
     down_until: Option<Instant>,
-    /// Webhook requests whose body holds this text get 400, whatever else they hold (a
-    /// receiver that cannot take one event).
+    /// Requests whose body holds this text get 400, whatever else they hold (a receiver that
+    /// cannot take one event; HEC answers "Invalid data format", code 6, indexing nothing).
     refuse_containing: Option<String>,
     script: VecDeque<Scripted>,
     seen: Vec<Seen>,
@@ -178,7 +178,7 @@ impl Receiver {
     }
 
     /// The webhook answers every request with 503 for `period` from now.
-    /// Answers 400 to every webhook request whose body contains `needle`.
+    /// Answers 400 to every webhook or HEC event request whose body contains `needle`.
     pub fn refuse_requests_containing(&self, needle: &str) {
         self.state.lock().unwrap().refuse_containing = Some(needle.to_owned());
     }
@@ -341,6 +341,11 @@ fn scripted_status(s: &mut Inner) -> Option<Response> {
     Some(resp)
 }
 
+/// Whether the receiver refuses a body holding `refuse_containing`.
+fn refuses(s: &Inner, text: &[u8]) -> bool {
+    (s.refuse_containing.as_ref()).is_some_and(|n| text.windows(n.len()).any(|w| w == n.as_bytes()))
+}
+
 async fn hook(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let text = body_text(&headers, &body);
     let mut s = state.lock().unwrap();
@@ -356,9 +361,7 @@ async fn hook(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         record(&mut s, "/hook", 503, 0, &headers);
         return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
     }
-    let refused = (s.refuse_containing.as_ref())
-        .is_some_and(|n| text.windows(n.len()).any(|w| w == n.as_bytes()));
-    if refused {
+    if refuses(&s, &text) {
         record(&mut s, "/hook", 400, 0, &headers);
         return (
             StatusCode::BAD_REQUEST,
@@ -467,6 +470,10 @@ async fn hec_event(
     let parsed = parse_events(&text);
     let n = parsed.as_ref().map_or(0, Vec::len);
     let mut s = state.lock().unwrap();
+    let parsed = match parsed {
+        Ok(_) if refuses(&s, &text) => Err(hec_answer(400, "Invalid data format", 6, "")),
+        parsed => parsed,
+    };
     let resp = hec_event_answer(&mut s, &query, &headers, text.len(), parsed);
     let n = if resp.status().is_success() { n } else { 0 };
     record(

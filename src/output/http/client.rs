@@ -705,6 +705,76 @@ mod tests {
         assert!(c(403).unwrap_err().reason.ends_with("; hint"));
     }
 
+    fn poster() -> Poster {
+        Poster {
+            output: "o".into(),
+            client: reqwest::Client::new(),
+            tuning: RequestTuning::default(),
+            stop_retries: CancellationToken::new(),
+            auth_hint: "hint",
+            describe_body: body_excerpt,
+            secrets: Vec::new(),
+        }
+    }
+
+    /// Posts 20 events in requests of 10 to a receiver that answers 413 to any request holding
+    /// an event of `refused`; returns what `post_batch` said and the ranges sent.
+    async fn post_refusing(refused: &[usize]) -> (Result<(), Stopped>, Vec<Range<usize>>) {
+        let mut sent = Vec::new();
+        let result = post_batch(
+            vec![0..10, 10..20],
+            &poster(),
+            |r: Range<usize>| {
+                sent.push(r.clone());
+                let too_large = refused.iter().any(|i| r.contains(i));
+                let answer = Answer {
+                    status: StatusCode::OK,
+                    body: Bytes::new(),
+                };
+                let sent = if too_large {
+                    Sent::TooLarge
+                } else {
+                    Sent::Accepted(answer)
+                };
+                async move { Ok((sent, 100)) }
+            },
+            |_, _| Ok(()),
+        )
+        .await;
+        (result, sent)
+    }
+
+    #[tokio::test]
+    async fn an_event_refused_alone_is_named_and_every_other_event_sent() {
+        let (result, sent) = post_refusing(&[3]).await;
+        let stopped = result.unwrap_err();
+        let others: Vec<usize> = (0..20).filter(|&i| i != 3).collect();
+        assert_eq!(stopped.accepted, others, "sent: {sent:?}");
+        let refused = stopped.error.refused();
+        assert_eq!(refused.len(), 1, "{:?}", stopped.error);
+        assert_eq!(refused[0].0, 3);
+        assert!(refused[0].1.contains("too large (413)"), "{}", refused[0].1);
+        // Bisected: 0..10, 0..5, 0..2, 2..5, 2..3, 3..5, 3..4, 4..5, 5..10, then 10..20.
+        assert_eq!(sent.len(), 10, "{sent:?}");
+    }
+
+    #[tokio::test]
+    async fn a_receiver_refusing_every_event_fails_the_batch_and_names_no_event() {
+        let all: Vec<usize> = (0..20).collect();
+        let (result, sent) = post_refusing(&all).await;
+        let stopped = result.unwrap_err();
+        assert!(stopped.error.refused().is_empty(), "{:?}", stopped.error);
+        assert!(
+            stopped
+                .error
+                .to_string()
+                .contains("refused each of 3 events"),
+            "{}",
+            stopped.error
+        );
+        assert!(sent.len() < 10, "{sent:?}");
+    }
+
     #[test]
     fn certificate_problems_are_named_with_their_fix() {
         let untrusted =
