@@ -149,6 +149,20 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_counted_per_event_until_the_commit() {
+        let mut c = Confirmed::default();
+        assert_eq!(c.refused(&ev(1, 1)), 1);
+        assert_eq!(c.refused(&ev(1, 1)), 2);
+        assert_eq!(c.refused(&ev(2, 2)), 1);
+        c.committed(&[], 2);
+        // Event 1 is older than the committed window's end: forgotten; event 2 is not.
+        assert_eq!(c.refused(&ev(1, 1)), 1);
+        assert_eq!(c.refused(&ev(2, 2)), 2);
+        c.clear();
+        assert_eq!(c.refused(&ev(2, 2)), 1);
+    }
+
+    #[test]
     fn a_commit_forgets_its_events_and_everything_dated_before_its_end() {
         let mut c = Confirmed::default();
         c.record(&[ev(1, 1), ev(5, 2), ev(20, 3)]);

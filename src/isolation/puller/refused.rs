@@ -69,9 +69,9 @@ pub(super) async fn set_aside_refused(
             "Output {output} refused an event sent alone {REFUSALS_BEFORE_SET_ASIDE} times ({}): \
              it was set aside for {output} only, as dead letter {} ({}); every other output has \
              it. List it with `state dead-letters` (`--export FILE` writes its bytes); once the \
-             receiver takes it, `state replay --id {}` sends it to {output}, or `state discard \
-             --id {}` drops it.",
-            letter.reason, letter.id, letter.position, letter.id, letter.id
+             receiver takes it, send those bytes to {output}, then drop the letter with `state \
+             discard --id {}`.",
+            letter.reason, letter.id, letter.position, letter.id
         );
     }
     Ok(())

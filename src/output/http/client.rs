@@ -613,6 +613,7 @@ where
             warn!(
                 output = %poster.output,
                 events = r.len(),
+                answer = %reason,
                 "The receiver refused a request (400); sending it in halves to find the event(s) it refuses."
             );
         }
