@@ -310,12 +310,6 @@ impl Metrics {
             "Events in which an obfuscation rule could not read a value it targets; the value was masked whole with its type's default and the event delivered.",
             obfuscation_fallbacks.clone(),
         );
-        let dead_lettered = Family::default();
-        registry.register(
-            "events_dead_lettered",
-            "Events set aside in the dead-letter store instead of delivered: output=\"none\" for events that could not be read (every output lacks them), else the one output that refused them for good. `state dead-letters` lists them.",
-            dead_lettered.clone(),
-        );
         let checkpoint_lag = Family::default();
         registry.register_with_unit(
             "checkpoint_lag",
@@ -324,9 +318,10 @@ impl Metrics {
             checkpoint_lag.clone(),
         );
         Metrics {
-            // Both before `registry` moves in.
+            // All three before `registry` moves in.
             job_faults: register_job_faults(&mut registry),
             last_pull: register_last_pull(&mut registry),
+            dead_lettered: register_dead_lettered(&mut registry),
             registry,
             received,
             duplicates,
@@ -338,7 +333,6 @@ impl Metrics {
             confirm_failures,
             state_write_failures,
             obfuscation_fallbacks,
-            dead_lettered,
             checkpoint_lag,
             lease_held: Family::default(),
             lease_lost: Family::default(),
@@ -595,6 +589,16 @@ fn register_job_faults(registry: &mut Registry) -> Family<JobFaultLabels, Counte
         job_faults.clone(),
     );
     job_faults
+}
+
+fn register_dead_lettered(registry: &mut Registry) -> Family<DeadLetterLabels, Counter> {
+    let dead_lettered = Family::default();
+    registry.register(
+        "events_dead_lettered",
+        "Events set aside in the dead-letter store instead of delivered: output=\"none\" for events that could not be read (every output lacks them), else the one output that refused them for good. `state dead-letters` lists them.",
+        dead_lettered.clone(),
+    );
+    dead_lettered
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

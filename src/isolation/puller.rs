@@ -603,15 +603,8 @@ impl Delivering<'_> {
         // before each output's turn (see `lease` and `Outputs::deliver`).
         let positions = self.outputs.deliver(&self.svc.table, &batch).await?;
         let (table, now) = (&self.svc.table, self.clock.now_ms());
-        refused::set_aside_refused(
-            &mut self.outputs,
-            &self.checkpoint,
-            &self.metrics,
-            table,
-            w,
-            now,
-        )
-        .await?;
+        refused::set_aside_refused(self.outputs, self.checkpoint, self.metrics, table, w, now)
+            .await?;
         stats.sent += batch.len() as u64;
         // Every output confirmed: commit.
         let committed = self
