@@ -231,7 +231,13 @@ async fn run_with_one_event_refused(
         );
     };
     assert!(out.status.success(), "{}", describe(&out));
-    eprintln!("the receiver refused {refusals} requests");
+    let refused_at: Vec<_> = (receiver.seen().into_iter())
+        .filter(|s| s.status == 400)
+        .map(|s| s.at)
+        .collect();
+    let span = *refused_at.last().unwrap() - refused_at[0];
+    // The failure matrix's figures: requests refused, and how long the event held the window.
+    eprintln!("the receiver refused {refusals} requests over {span:?}");
     let others: Vec<String> = served.iter().filter(|e| **e != refused).cloned().collect();
     assert_same_multiset(&got(), &others, "the refusing receiver");
     // The file output was not spared the event: only the refusing output set it aside.
