@@ -359,7 +359,7 @@ impl Metrics {
         let dead_letters = DeadLetterSeries::registered(&mut registry);
         let (checkpoint_lag, last_pull) = register_time_gauges(&mut registry);
         Metrics {
-            // Both before `registry` moves in.
+            // All three before `registry` moves in.
             job_faults: register_job_faults(&mut registry),
             registry,
             received,

@@ -19,6 +19,7 @@
 //! wording in [`super::devo_log`], and Devo's statistics line in [`super::statistics`].
 
 mod fetching;
+mod refused;
 
 use fetching::{Fetched, Fetching};
 
@@ -538,6 +539,7 @@ struct Delivering<'a> {
     environment: Option<&'a Environment>,
     metrics: &'a ServiceMetrics,
     progress: &'a mut Option<Progress>,
+    /// When a letter was set aside.
     clock: &'a SharedClock,
 }
 
@@ -652,6 +654,9 @@ impl Delivering<'_> {
         // Nothing is delivered without a lease that outlasts the delivery: the gate is asked
         // before each output's turn (see `lease` and `Outputs::deliver`).
         let positions = self.outputs.deliver(&self.svc.table, &batch).await?;
+        let (table, now) = (&self.svc.table, self.clock.now_ms());
+        refused::set_aside_refused(self.outputs, self.checkpoint, self.metrics, table, w, now)
+            .await?;
         stats.sent += batch.len() as u64;
         // Every output confirmed: commit.
         let committed = self

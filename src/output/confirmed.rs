@@ -11,6 +11,10 @@
 //! may plan the re-fetched window with other bounds, and the API may have added late events,
 //! which an output then gets and the others do not get twice.
 //!
+//! It also counts, per event identity, how often this output refused the event sent alone
+//! ([`Confirmed::refused`]): the fan-out sets such an event aside for this output after a few
+//! refusals, counted across cycles until the window commits.
+//!
 //! Bound: one entry (48 bytes of key and count, plus the map's overhead) per distinct event of
 //! the uncommitted window, per output: at most `max_events_per_window` entries each, about
 //! 80 bytes each with the table's overhead (e.g. 8 MB per output for 100,000 events).
@@ -29,6 +33,8 @@ type Counts = HashMap<(Millis, [u8; 32]), u32, BuildHasherDefault<KeyHasher>>;
 #[derive(Debug, Default)]
 pub struct Confirmed {
     copies: Counts,
+    /// Per event identity, the times this output refused it sent alone (400/413).
+    refusals: Counts,
     /// The position returned with the last confirmation, for a batch that holds nothing new for
     /// this output (its position must still be committed).
     position: Option<Position>,
@@ -62,6 +68,13 @@ impl Confirmed {
         }
     }
 
+    /// Counts one more refusal of `event` sent alone; returns the refusals so far.
+    pub fn refused(&mut self, event: &Event) -> u32 {
+        let n = self.refusals.entry((event.date_ms, event.key)).or_default();
+        *n += 1;
+        *n
+    }
+
     /// Remembers the position the output confirmed with.
     pub fn set_position(&mut self, position: Option<Position>) {
         if position.is_some() {
@@ -87,14 +100,17 @@ impl Confirmed {
                 }
             }
         }
-        self.copies
-            .retain(|(date, _), _| *date == UNDATED || *date >= window_end);
+        let later =
+            |(date, _): &(Millis, [u8; 32]), _: &mut u32| *date == UNDATED || *date >= window_end;
+        self.copies.retain(later);
+        self.refusals.retain(later);
         self.position = None;
     }
 
     /// Forgets everything (the output was rewound to its committed position).
     pub fn clear(&mut self) {
         self.copies.clear();
+        self.refusals.clear();
         self.position = None;
     }
 
@@ -130,6 +146,20 @@ mod tests {
         let batch = [ev(1, 1), ev(1, 1), ev(2, 2), ev(3, 3)];
         let pending = c.pending(&batch);
         assert_eq!(pending, [ev(1, 1), ev(3, 3)]);
+    }
+
+    #[test]
+    fn refusals_are_counted_per_event_until_the_commit() {
+        let mut c = Confirmed::default();
+        assert_eq!(c.refused(&ev(1, 1)), 1);
+        assert_eq!(c.refused(&ev(1, 1)), 2);
+        assert_eq!(c.refused(&ev(2, 2)), 1);
+        c.committed(&[], 2);
+        // Event 1 is older than the committed window's end: forgotten; event 2 is not.
+        assert_eq!(c.refused(&ev(1, 1)), 1);
+        assert_eq!(c.refused(&ev(2, 2)), 2);
+        c.clear();
+        assert_eq!(c.refused(&ev(2, 2)), 1);
     }
 
     #[test]

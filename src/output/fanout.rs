@@ -20,6 +20,14 @@
 //! commit's write failed (it may have landed): a memory of committed events could hide a late
 //! twin from an output.
 //!
+//! An event one output refuses sent alone, with an answer a retry does not change (a 400 or
+//! 413 for a request of that one event: [`OutputError::Refused`]), can never reach it. Its
+//! refusals are counted in that output's memory, across cycles; at the
+//! [`REFUSALS_BEFORE_SET_ASIDE`]th the event is counted as confirmed *for that output only*
+//! and queued to be set aside ([`SetAside`], [`Outputs::take_set_aside`]): the caller writes it
+//! to the dead-letter store before it commits the window. Every other output still gets it.
+//! 5xx, 429, timeouts and connection errors are transient: they are retried, never set aside.
+//!
 //! With Redis persistence, each output's turn (each try) starts only after the service's lease
 //! gate allows it ([`LeaseGate::before_delivery`]): a holder paused in the middle of a batch
 //! (between two outputs, or between tries) and woken after another process took over stops
@@ -51,6 +59,21 @@ pub const DELIVERY_RETRIES: u32 = 3;
 /// The wait before the first retry round; doubled for each further round, jittered.
 const FIRST_RETRY_WAIT: Duration = Duration::from_secs(1);
 
+/// Refusals of one event sent alone (400, 413), counted across cycles, after which it is set
+/// aside for the output that refuses it: a refusal that repeats three times, seconds apart and
+/// with nothing else failing, is the receiver's answer to that event.
+pub const REFUSALS_BEFORE_SET_ASIDE: u32 = 3;
+
+/// An event one output refused alone [`REFUSALS_BEFORE_SET_ASIDE`] times: it counts as
+/// confirmed for that output, and must be set aside for it before the window commits.
+#[derive(Clone, Debug)]
+pub struct SetAside {
+    pub output: String,
+    pub event: Event,
+    /// The receiver's last answer (its body redacted, then cut).
+    pub reason: String,
+}
+
 /// Why a batch was not confirmed by every output.
 #[derive(Debug, thiserror::Error)]
 pub enum FanOutError {
@@ -70,6 +93,8 @@ pub struct Outputs {
     outputs: Vec<Output>,
     /// Per output (same order): what it confirmed of the uncommitted window(s).
     confirmed: Vec<Confirmed>,
+    /// Events given up on for one output, not yet taken by the caller to set aside.
+    set_aside: Vec<SetAside>,
     metrics: ServiceMetrics,
     cancel: CancellationToken,
     /// Asked before each output's turn (always open without leases).
@@ -89,6 +114,7 @@ impl Outputs {
         }
         Outputs {
             confirmed: outputs.iter().map(|_| Confirmed::default()).collect(),
+            set_aside: Vec::new(),
             outputs,
             metrics,
             cancel,
@@ -186,7 +212,12 @@ impl Outputs {
                     }
                     Err(e) => {
                         memory.record(e.confirmed().iter().map(|&i| &pending[i]));
-                        last_error = Some(e);
+                        self.set_aside
+                            .extend(give_up_on_refused(o.name(), memory, &pending, &e));
+                        // Done when the events it refused for good were all that was left.
+                        if !memory.pending(batch).is_empty() {
+                            last_error = Some(e);
+                        }
                     }
                 }
             }
@@ -213,11 +244,19 @@ impl Outputs {
     }
 
     /// Forgets what every output confirmed: the state was read again, or its last write may
-    /// or may not have landed.
+    /// or may not have landed. Events queued to be set aside are forgotten too: not written,
+    /// they are tried again, and set aside again after their refusals.
     pub fn forget_all(&mut self) {
         for memory in &mut self.confirmed {
             memory.clear();
         }
+        self.set_aside.clear();
+    }
+
+    /// The events outputs refused for good since the last call: the caller sets them aside
+    /// (durably) before it commits the window, or calls [`Outputs::forget_all`] if it cannot.
+    pub fn take_set_aside(&mut self) -> Vec<SetAside> {
+        std::mem::take(&mut self.set_aside)
     }
 
     /// The window ending at `window_end` was committed with `batch` delivered: every output
@@ -227,6 +266,30 @@ impl Outputs {
             memory.committed(batch, window_end);
         }
     }
+}
+
+/// Counts the refusals in `e` of events of `pending` sent alone; those refused
+/// [`REFUSALS_BEFORE_SET_ASIDE`] times are recorded as confirmed for `output`, and returned to
+/// be set aside.
+fn give_up_on_refused(
+    output: &str,
+    memory: &mut Confirmed,
+    pending: &[Event],
+    e: &OutputError,
+) -> Vec<SetAside> {
+    let mut given_up = Vec::new();
+    for (i, reason) in e.refused() {
+        let event = &pending[*i];
+        if memory.refused(event) >= REFUSALS_BEFORE_SET_ASIDE {
+            memory.record([event]);
+            given_up.push(SetAside {
+                output: output.to_owned(),
+                event: event.clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
+    given_up
 }
 
 /// One output's try, counted and, on failure, logged.

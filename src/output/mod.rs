@@ -73,6 +73,15 @@ pub enum OutputError {
     /// A network peer failed, refused or did not confirm.
     #[error("output {output}: {reason}")]
     Peer { output: String, reason: String },
+    /// The peer refused each of `events` (index into the batch, and the peer's answer) sent
+    /// alone, with an answer a retry does not change (a 400 or 413 for a request of one event):
+    /// the fan-out sets such an event aside for this output after a few tries (see `fanout`).
+    /// The batch's other events were sent.
+    #[error("output {output}: {}", refused_reasons(events))]
+    Refused {
+        output: String,
+        events: Vec<(usize, String)>,
+    },
     /// `error` ended the batch after the peer confirmed the events at `confirmed` (indices into
     /// the batch, ascending): those are not given to this output again (see `confirmed`).
     #[error("{error}")]
@@ -94,12 +103,30 @@ impl OutputError {
         }
     }
 
+    /// The events the peer refused alone for good (index into the batch, and why).
+    pub fn refused(&self) -> &[(usize, String)] {
+        match self {
+            OutputError::Refused { events, .. } => events,
+            OutputError::Partly { error, .. } => error.refused(),
+            _ => &[],
+        }
+    }
+
     /// Indices of the batch's events the peer confirmed before the failure.
     pub fn confirmed(&self) -> &[usize] {
         match self {
             OutputError::Partly { confirmed, .. } => confirmed,
             _ => &[],
         }
+    }
+}
+
+/// The first refusal's reason, and how many more there were.
+fn refused_reasons(events: &[(usize, String)]) -> String {
+    let first = events.first().map_or("", |(_, reason)| reason.as_str());
+    match events.len() {
+        0 | 1 => first.to_owned(),
+        n => format!("{first} (and {} more event(s) refused alone)", n - 1),
     }
 }
 

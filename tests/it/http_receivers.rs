@@ -99,6 +99,9 @@ struct Inner {
     max_body_bytes: Option<usize>,
     /// Until then, every webhook request gets 503 (a receiver that is down).
     down_until: Option<Instant>,
+    /// Requests whose body holds this text get 400, whatever else they hold (a receiver that
+    /// cannot take one event; HEC answers "Invalid data format", code 6, indexing nothing).
+    refuse_containing: Option<String>,
     /// Answers to deliveries (requests that carry events, and acknowledgement queries).
     script: VecDeque<Scripted>,
     /// Answers to checks (see [`Seen::check`]).
@@ -192,6 +195,11 @@ impl Receiver {
     }
 
     /// The webhook answers every request with 503 for `period` from now.
+    /// Answers 400 to every webhook or HEC event request whose body contains `needle`.
+    pub fn refuse_requests_containing(&self, needle: &str) {
+        self.state.lock().unwrap().refuse_containing = Some(needle.to_owned());
+    }
+
     pub fn set_down_for(&self, period: Duration) {
         self.state.lock().unwrap().down_until = Some(Instant::now() + period);
     }
@@ -361,6 +369,11 @@ fn scripted_status(s: &mut Inner, check: bool) -> Option<Response> {
     Some(resp)
 }
 
+/// Whether the receiver refuses a body holding `refuse_containing`.
+fn refuses(s: &Inner, text: &[u8]) -> bool {
+    (s.refuse_containing.as_ref()).is_some_and(|n| text.windows(n.len()).any(|w| w == n.as_bytes()))
+}
+
 async fn hook(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let text = body_text(&headers, &body);
     // An empty batch (`[]`, or no ndjson line): a check.
@@ -377,6 +390,14 @@ async fn hook(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
     if s.down_until.is_some_and(|t| Instant::now() < t) {
         record(&mut s, at, 503, 0, &headers);
         return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
+    }
+    if refuses(&s, &text) {
+        record(&mut s, at, 400, 0, &headers);
+        return (
+            StatusCode::BAD_REQUEST,
+            "field 'url' too long for our index",
+        )
+            .into_response();
     }
     if let Some(resp) = scripted_status(&mut s, at.1) {
         record(&mut s, at, resp.status().as_u16(), 0, &headers);
@@ -480,6 +501,10 @@ async fn hec_event(
     let n = parsed.as_ref().map_or(0, Vec::len);
     let check = text.iter().all(u8::is_ascii_whitespace);
     let mut s = state.lock().unwrap();
+    let parsed = match parsed {
+        Ok(_) if refuses(&s, &text) => Err(hec_answer(400, "Invalid data format", 6, "")),
+        parsed => parsed,
+    };
     let resp = hec_event_answer(&mut s, &query, &headers, text.len(), parsed, check);
     let n = if resp.status().is_success() { n } else { 0 };
     record(

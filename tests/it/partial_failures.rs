@@ -252,3 +252,114 @@ async fn run_names_a_refused_output_before_it_fetches_and_the_others_go_on() {
     );
     env.assert_exactly_once();
 }
+
+/// Every dead letter in the state directory (all services), as JSON.
+fn dead_letters(env: &TestEnv) -> Vec<serde_json::Value> {
+    let mut letters = Vec::new();
+    for entry in std::fs::read_dir(env.path("state")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with(".dead_letters.jsonl") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                letters.push(serde_json::from_str(line).unwrap());
+            }
+        }
+    }
+    letters
+}
+
+/// A run (`--once`, web events only) in which `output` refuses every request holding one
+/// event (chosen here, returned with the run and the events `output` got): it must end, and
+/// set that event aside for `output` alone.
+async fn run_with_one_event_refused(
+    mut env: TestEnv,
+    receiver: &Receiver,
+    output: &str,
+    got: impl Fn() -> Vec<String>,
+) -> (TestEnv, String, std::process::Output) {
+    let served = served(&env);
+    let refused = served[500].clone();
+    receiver.refuse_requests_containing(&refused);
+    env.outputs_extra = output.to_owned();
+    env.write_config();
+    let run = env.collector(&["run", "--once"]);
+    let out = tokio::time::timeout(Duration::from_secs(120), run).await;
+    let refusals = receiver.seen().iter().filter(|s| s.status == 400).count();
+    let Ok(out) = out else {
+        panic!(
+            "run --once still running after 120 s; the receiver got {} of {} events and \
+             refused {refusals} requests",
+            got().len(),
+            served.len()
+        );
+    };
+    assert!(out.status.success(), "{}", describe(&out));
+    let refused_at: Vec<_> = (receiver.seen().into_iter())
+        .filter(|s| s.status == 400)
+        .map(|s| s.at)
+        .collect();
+    let span = *refused_at.last().unwrap() - refused_at[0];
+    // The failure matrix's figures: requests refused, and how long the event held the window.
+    eprintln!("the receiver refused {refusals} requests over {span:?}");
+    let others: Vec<String> = served.iter().filter(|e| **e != refused).cloned().collect();
+    assert_same_multiset(&got(), &others, "the refusing receiver");
+    // The file output was not spared the event: only the refusing output set it aside.
+    env.assert_exactly_once();
+    (env, refused, out)
+}
+
+/// Asserts that the only dead letter is `refused`, set aside for `output` with `reason`, and
+/// that it was logged once.
+fn assert_set_aside_once(env: &TestEnv, refused: &str, output: &str, reason: &str, log: &str) {
+    let letters = dead_letters(env);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["output"], output);
+    let raw = hex::decode(letters[0]["raw_hex"].as_str().unwrap()).unwrap();
+    assert_eq!(raw, refused.as_bytes());
+    let shown = letters[0]["reason"].as_str().unwrap();
+    assert!(shown.contains(reason), "{shown}");
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("set aside")).collect();
+    assert_eq!(lines.len(), 1, "logged once:\n{log}");
+    assert!(lines[0].contains("WARNING"), "{}", lines[0]);
+    assert!(lines[0].contains(letters[0]["id"].as_str().unwrap()));
+}
+
+/// The webhook refuses (400) every request that holds one particular event, beside the file
+/// output. The batch is split until that event is alone; after its tries it is set aside for
+/// the webhook only: the run ends, every other event reaches the webhook once, the file gets
+/// every event (that one too), and the dead-letter store has its exact bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_webhook_always_refuses_is_set_aside_for_it_alone() {
+    let env = TestEnv::start(
+        sim_config(Dataset::Web, 1000, 1),
+        sim_config(Dataset::Url, 0, 2),
+    )
+    .await;
+    let hook = Receiver::start("", false).await;
+    let output = plain_webhook(&hook, "max_events_per_request: 100");
+    let (env, refused, out) =
+        run_with_one_event_refused(env, &hook, &output, || hook.hook_events()).await;
+    let reason = "too long for our index";
+    assert_set_aside_once(&env, &refused, "hook", reason, &stderr(&out));
+}
+
+/// The same with Splunk HEC (acknowledgement on), which answers "Invalid data format" (400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_hec_always_refuses_is_set_aside_for_it_alone() {
+    let env = TestEnv::start(
+        sim_config(Dataset::Web, 1000, 1),
+        sim_config(Dataset::Url, 0, 2),
+    )
+    .await;
+    let hec = Receiver::start(HEC_TOKEN, true).await;
+    let output = hec_output(&hec, HEC_TOKEN, "max_events_per_request: 100");
+    let indexed = || {
+        (hec.indexed().iter())
+            .map(|e| e.event.as_ref().unwrap().get().to_owned())
+            .collect()
+    };
+    let (env, refused, out) = run_with_one_event_refused(env, &hec, &output, indexed).await;
+    let log = stderr(&out);
+    assert_set_aside_once(&env, &refused, "splunk", "Invalid data format", &log);
+    assert!(!log.contains(HEC_TOKEN), "{log}");
+}

@@ -7,8 +7,12 @@
 //! - 429 and 5xx, and transport failures (refused, reset, timeout): retried with a jittered
 //!   backoff, waiting at least the server's `Retry-After` (seconds), [`RequestTuning::attempts`]
 //!   tries in all; then the batch fails (the outputs fan-out and the next cycle retry it).
-//! - 413: the request is split in halves, each sent on its own ([`post_batch`]); a single event
-//!   refused as too large fails the batch, naming its size.
+//! - 413 and 400: the request is split in halves, each sent on its own ([`post_batch`]), until
+//!   the event(s) the receiver refuses are alone; the batch's other events are sent. An event
+//!   refused alone is reported ([`OutputError::Refused`]): a retry gets the same answer, so the
+//!   fan-out sets it aside for this output after a few tries. When the first few events tried
+//!   alone are all refused and none was accepted, the receiver (or this output's settings)
+//!   refuses everything: the batch fails as a whole instead, and nothing is set aside.
 //! - 3xx: a failure naming the new location. Following it would turn a POST into a GET for
 //!   301/302/303 (reqwest and python-requests both do) and confirm a batch nobody received.
 //! - Any other 4xx: the batch fails with the status and the start of the body.
@@ -210,6 +214,9 @@ pub enum Sent {
     Accepted(Answer),
     /// 413: the caller splits.
     TooLarge,
+    /// 400, with the reason (status and redacted body): the caller splits, to find the
+    /// event(s) refused.
+    Refused(String),
 }
 
 /// One request's failure, before the retry decision.
@@ -355,6 +362,9 @@ fn classify(
             body: body.clone(),
         })),
         413 => Ok(Sent::TooLarge),
+        400 => Ok(Sent::Refused(format!(
+            "{shown} answered {status}: {excerpt}"
+        ))),
         429 | 500..=599 => Err(fail(format!("{shown} answered {status}: {excerpt}"), true)),
         300..=399 => Err(fail(
             format!(
@@ -530,21 +540,25 @@ pub fn cut_requests(
     ranges
 }
 
-/// A batch's requests stopped by a failure: the error, and how many events (a prefix of the
-/// batch) the requests before it got a 2xx for.
+/// A batch's requests stopped by a failure: the error, and the events (indices, ascending)
+/// the requests before it got a 2xx for.
 #[derive(Debug)]
 pub struct Stopped {
     pub error: OutputError,
-    pub accepted: usize,
+    pub accepted: Vec<usize>,
 }
 
-/// Sends the requests of `ranges` in order, splitting a range in halves on 413. `send` posts
-/// one range (building its body) and reports what came back; `accepted` takes each 2xx answer
-/// with its range.
+/// Events refused alone, with none accepted, after which the receiver is taken to refuse
+/// everything (a wrong index, format or path) rather than those events.
+const REFUSED_ALONE_WITHOUT_ANY_ACCEPTED: usize = 3;
+
+/// Sends the requests of `ranges` in order, splitting a range in halves on 413 or 400 until
+/// the refused events are alone. `send` posts one range (building its body) and reports what
+/// came back; `accepted` takes each 2xx answer with its range.
 ///
 /// # Errors
-/// The first failure (a single event refused with 413 too), with the prefix of events accepted
-/// before it: the ranges go in order, so every event before the failed range was accepted.
+/// The first failure of another kind, with the events accepted before it; else, when events
+/// were refused alone, [`OutputError::Refused`] naming them (every other event was accepted).
 pub async fn post_batch<S, Fut>(
     mut ranges: Vec<Range<usize>>,
     poster: &Poster,
@@ -556,33 +570,87 @@ where
     Fut: std::future::Future<Output = Result<(Sent, usize), OutputError>>,
 {
     ranges.reverse(); // a stack: the next range is last
+    let mut done = Vec::new();
+    let mut refused = Vec::new();
     while let Some(r) = ranges.pop() {
-        let stopped = |error| Stopped {
-            error,
-            accepted: r.start,
+        let answer = send(r.clone()).await.and_then(|(sent, bytes)| match sent {
+            Sent::Accepted(answer) => accepted(r.clone(), answer).map(|()| None),
+            Sent::TooLarge => Ok(Some((too_large(bytes), Some(bytes)))),
+            Sent::Refused(reason) => Ok(Some((reason, None))),
+        });
+        let (reason, too_large_bytes) = match answer {
+            Ok(None) => {
+                done.extend(r);
+                continue;
+            }
+            Ok(Some(refusal)) => refusal,
+            Err(error) => {
+                return Err(Stopped {
+                    error,
+                    accepted: done,
+                })
+            }
         };
-        match send(r.clone()).await.map_err(stopped)? {
-            (Sent::Accepted(answer), _) => accepted(r.clone(), answer).map_err(stopped)?,
-            (Sent::TooLarge, bytes) if r.len() <= 1 => {
-                return Err(stopped(poster.peer_error(format!(
-                    "the receiver refused a single event of {bytes} body bytes as too large \
-                     (413); raise its request size limit"
-                ))));
+        if r.len() <= 1 {
+            refused.push((r.start, reason));
+            if done.is_empty() && refused.len() >= REFUSED_ALONE_WITHOUT_ANY_ACCEPTED {
+                let error = refuses_everything(poster, &refused);
+                return Err(Stopped {
+                    error,
+                    accepted: done,
+                });
             }
-            (Sent::TooLarge, bytes) => {
-                let mid = r.start + r.len() / 2;
-                warn!(
-                    output = %poster.output,
-                    events = r.len(),
-                    bytes,
-                    "The receiver refused a request as too large (413); sending it in halves."
-                );
-                ranges.push(mid..r.end);
-                ranges.push(r.start..mid);
-            }
+            continue;
         }
+        if let Some(bytes) = too_large_bytes {
+            warn!(
+                output = %poster.output,
+                events = r.len(),
+                bytes,
+                "The receiver refused a request as too large (413); sending it in halves."
+            );
+        } else {
+            warn!(
+                output = %poster.output,
+                events = r.len(),
+                answer = %reason,
+                "The receiver refused a request (400); sending it in halves to find the event(s) it refuses."
+            );
+        }
+        let mid = r.start + r.len() / 2;
+        ranges.push(mid..r.end);
+        ranges.push(r.start..mid);
     }
-    Ok(())
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let error = OutputError::Refused {
+        output: poster.output.clone(),
+        events: refused,
+    };
+    Err(Stopped {
+        error,
+        accepted: done,
+    })
+}
+
+/// Why a single event was refused with 413.
+fn too_large(bytes: usize) -> String {
+    format!(
+        "the receiver refused a single event of {bytes} body bytes as too large (413); raise \
+         its request size limit"
+    )
+}
+
+/// The error when every event tried alone was refused and none accepted.
+fn refuses_everything(poster: &Poster, refused: &[(usize, String)]) -> OutputError {
+    poster.peer_error(format!(
+        "the receiver refused each of {} events sent alone and accepted none ({}): its \
+         configuration or this output's (url, index, format) is the likely cause, not the \
+         events; nothing is set aside",
+        refused.len(),
+        refused.last().map_or("", |(_, reason)| reason.as_str())
+    ))
 }
 
 #[cfg(test)]
@@ -631,10 +699,81 @@ mod tests {
             assert!(f.retryable, "{s}");
             assert!(f.reason.contains("Server is busy"), "{}", f.reason);
         }
-        for s in [301, 400, 401, 404] {
+        assert!(matches!(c(400), Ok(Sent::Refused(r)) if r.contains("Server is busy")));
+        for s in [301, 401, 404] {
             assert!(!c(s).unwrap_err().retryable, "{s}");
         }
         assert!(c(403).unwrap_err().reason.ends_with("; hint"));
+    }
+
+    fn poster() -> Poster {
+        Poster {
+            output: "o".into(),
+            client: reqwest::Client::new(),
+            tuning: RequestTuning::default(),
+            stop_retries: CancellationToken::new(),
+            auth_hint: "hint",
+            describe_body: body_excerpt,
+            secrets: Vec::new(),
+        }
+    }
+
+    /// Posts 20 events in requests of 10 to a receiver that answers 413 to any request holding
+    /// an event of `refused`; returns what `post_batch` said and the ranges sent.
+    async fn post_refusing(refused: &[usize]) -> (Result<(), Stopped>, Vec<Range<usize>>) {
+        let mut sent = Vec::new();
+        let result = post_batch(
+            vec![0..10, 10..20],
+            &poster(),
+            |r: Range<usize>| {
+                sent.push(r.clone());
+                let too_large = refused.iter().any(|i| r.contains(i));
+                let answer = Answer {
+                    status: StatusCode::OK,
+                    body: Bytes::new(),
+                };
+                let sent = if too_large {
+                    Sent::TooLarge
+                } else {
+                    Sent::Accepted(answer)
+                };
+                async move { Ok((sent, 100)) }
+            },
+            |_, _| Ok(()),
+        )
+        .await;
+        (result, sent)
+    }
+
+    #[tokio::test]
+    async fn an_event_refused_alone_is_named_and_every_other_event_sent() {
+        let (result, sent) = post_refusing(&[3]).await;
+        let stopped = result.unwrap_err();
+        let others: Vec<usize> = (0..20).filter(|&i| i != 3).collect();
+        assert_eq!(stopped.accepted, others, "sent: {sent:?}");
+        let refused = stopped.error.refused();
+        assert_eq!(refused.len(), 1, "{:?}", stopped.error);
+        assert_eq!(refused[0].0, 3);
+        assert!(refused[0].1.contains("too large (413)"), "{}", refused[0].1);
+        // Bisected: 0..10, 0..5, 0..2, 2..5, 2..3, 3..5, 3..4, 4..5, 5..10, then 10..20.
+        assert_eq!(sent.len(), 10, "{sent:?}");
+    }
+
+    #[tokio::test]
+    async fn a_receiver_refusing_every_event_fails_the_batch_and_names_no_event() {
+        let all: Vec<usize> = (0..20).collect();
+        let (result, sent) = post_refusing(&all).await;
+        let stopped = result.unwrap_err();
+        assert!(stopped.error.refused().is_empty(), "{:?}", stopped.error);
+        assert!(
+            stopped
+                .error
+                .to_string()
+                .contains("refused each of 3 events"),
+            "{}",
+            stopped.error
+        );
+        assert!(sent.len() < 10, "{sent:?}");
     }
 
     #[test]

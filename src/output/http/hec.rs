@@ -301,9 +301,7 @@ impl SplunkHecOutput {
         let mut confirmed = Vec::new();
         let stopped = match posted {
             Ok(()) => None,
-            Err(s) if !self.config.use_ack => {
-                return Err(s.error.after_confirming((0..s.accepted).collect()))
-            }
+            Err(s) if !self.config.use_ack => return Err(s.error.after_confirming(s.accepted)),
             Err(s) => Some(s.error),
         };
         if self.config.use_ack {
@@ -395,6 +393,7 @@ impl SplunkHecOutput {
                         .poster
                         .peer_error("the acknowledgement query was refused as too large".into()))
                 }
+                Sent::Refused(reason) => return Err(self.poster.peer_error(reason)),
             }
         }
         debug!(output = %self.name(), waited_ms = started.elapsed().as_millis() as u64, "Splunk acknowledged the batch.");

@@ -11,7 +11,9 @@
 //! A batch is confirmed when every request of it got a 2xx ([`client`] for the other answers).
 //! The requests of a batch go one after the other; a failed request fails the batch, and the
 //! requests before it are reported confirmed ([`OutputError::Partly`]): the fan-out does not
-//! send their events to this output again.
+//! send their events to this output again. A 400 or 413 is not such a failure: the request is
+//! split until the refused event is alone, the other events are sent, and the refused one is
+//! reported ([`OutputError::Refused`]) for the fan-out to set aside after its tries.
 
 pub mod client;
 pub mod hec;
@@ -179,7 +181,7 @@ impl HttpOutput {
             |_, _| Ok(()),
         )
         .await
-        .map_err(|s| s.error.after_confirming((0..s.accepted).collect()))?;
+        .map_err(|s| s.error.after_confirming(s.accepted))?;
         Ok(None)
     }
 
@@ -201,6 +203,7 @@ impl HttpOutput {
             Sent::TooLarge => Err(self
                 .poster
                 .peer_error("the receiver answered an empty batch with 413".into())),
+            Sent::Refused(reason) => Err(self.poster.peer_error(reason)),
         }
     }
 }
