@@ -8,8 +8,12 @@
 //! `--strict` a failed check refuses to start, whatever its cause.
 //!
 //! The checks run concurrently, each bounded by its output's own timeouts (connect, confirm,
-//! request), so N hanging receivers delay the start by one timeout, not N. Outputs shared by
-//! several inputs are checked once (`distinct_outputs`, as `validate` does).
+//! request) and by [`START_CHECK_BOUND`], so hanging receivers delay the start by at most that
+//! bound: a receiver that accepts a connection and never answers (its confirm timeout may be
+//! minutes) is named as such, and the daemon starts. Outputs shared by several inputs are
+//! checked once (`distinct_outputs`, as `validate` does).
+
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +22,9 @@ use tracing::{error, info};
 use super::{build_outputs, distinct_outputs};
 use crate::clock::SharedClock;
 use crate::config::Config;
+
+/// The longest the checks may delay the start.
+pub const START_CHECK_BOUND: Duration = Duration::from_secs(5);
 
 /// Checks every output of `config` at once and logs one line per output. Returns the names of
 /// the outputs that failed (empty when all passed), or `None` when `cancel` fired first.
@@ -36,7 +43,10 @@ pub(super) async fn check_outputs(
         match build_outputs(outputs, clock) {
             Ok(built) => checks.extend(built.into_iter().map(|mut o| {
                 let whose = whose.clone();
-                async move { (o.check().await, o.name().to_owned(), whose) }
+                async move {
+                    let checked = tokio::time::timeout(START_CHECK_BOUND, o.check()).await;
+                    (checked, o.name().to_owned(), whose)
+                }
             })),
             Err(e) => {
                 error!("{e}{whose}; found by the check at start.");
@@ -56,8 +66,15 @@ pub(super) async fn check_outputs(
     };
     for (result, name, whose) in results {
         match result {
-            Ok(()) => info!("Output {name} is usable{whose}."),
-            Err(e) => {
+            Ok(Ok(())) => info!("Output {name} is usable{whose}."),
+            Err(_) => {
+                error!(
+                    "Output {name} did not answer its check within {} seconds{whose}; found by the check at start: deliveries to it are tried as usual, with its own timeouts.",
+                    START_CHECK_BOUND.as_secs()
+                );
+                failed.push(name);
+            }
+            Ok(Err(e)) => {
                 error!("{e}{whose}; found by the check at start: deliveries to it are tried as usual and fail until this is fixed.");
                 failed.push(name);
             }
