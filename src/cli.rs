@@ -99,6 +99,30 @@ pub enum Command {
     },
 }
 
+/// The dead letters `state discard` and `state replay` act on.
+#[derive(clap::Args, Debug)]
+pub struct LetterChoice {
+    #[arg(long, env = "CONFIG_FILE")]
+    pub config: PathBuf,
+    /// The service whose letters are chosen.
+    #[arg(long)]
+    pub service: String,
+    /// Only this input (its `id`); default: every input of the config.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// The letters (ids from `state dead-letters`).
+    #[arg(
+        long = "id",
+        value_name = "ID",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub ids: Vec<String>,
+    /// Every letter of the service.
+    #[arg(long)]
+    pub all: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum StateAction {
     /// Print each service's state.
@@ -142,50 +166,10 @@ pub enum StateAction {
         export: Option<PathBuf>,
     },
     /// Remove dead letters once handled (with Redis under the service's lease).
-    Discard {
-        #[arg(long, env = "CONFIG_FILE")]
-        config: PathBuf,
-        /// The service whose letters go.
-        #[arg(long)]
-        service: String,
-        /// Only this input (its `id`); default: every input of the config.
-        #[arg(long)]
-        input: Option<String>,
-        /// The letters to remove (ids from `state dead-letters`).
-        #[arg(
-            long = "id",
-            value_name = "ID",
-            required_unless_present = "all",
-            conflicts_with = "all"
-        )]
-        ids: Vec<String>,
-        /// Every letter of the service.
-        #[arg(long)]
-        all: bool,
-    },
+    Discard(LetterChoice),
     /// Deliver dead letters that one output refused to that output again (once its receiver
     /// is fixed), and discard each one it confirms.
-    Replay {
-        #[arg(long, env = "CONFIG_FILE")]
-        config: PathBuf,
-        /// The service whose letters are replayed.
-        #[arg(long)]
-        service: String,
-        /// Only this input (its `id`); default: every input of the config.
-        #[arg(long)]
-        input: Option<String>,
-        /// The letters to replay (ids from `state dead-letters`).
-        #[arg(
-            long = "id",
-            value_name = "ID",
-            required_unless_present = "all",
-            conflicts_with = "all"
-        )]
-        ids: Vec<String>,
-        /// Every letter of the service.
-        #[arg(long)]
-        all: bool,
-    },
+    Replay(LetterChoice),
     /// Copy each enabled service's state between a state directory and the config's Redis
     /// (migration: stop the collector, copy, start it on the other persistence).
     Copy {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use isolation_collector::app::RunOptions;
-use isolation_collector::cli::{Cli, Command, StateAction};
+use isolation_collector::cli::{Cli, Command, LetterChoice, StateAction};
 use isolation_collector::clock::SharedClock;
 use isolation_collector::commands::{self, BackfillArgs, BadUsage};
 
@@ -80,7 +80,26 @@ async fn state(
     commands::state(config, only, reset, clock).await
 }
 
-/// `state dead-letters` and `state discard`.
+/// The config, the services and the letters (`None`: all) a letter command chose.
+fn letter_choice(
+    choice: &LetterChoice,
+) -> (
+    &std::path::Path,
+    commands::StateFilter<'_>,
+    Option<Vec<String>>,
+) {
+    let only = commands::StateFilter {
+        service: Some(&choice.service),
+        input: choice.input.as_deref(),
+    };
+    (
+        &choice.config,
+        only,
+        (!choice.all).then(|| choice.ids.clone()),
+    )
+}
+
+/// `state dead-letters`, `state discard` and `state replay`.
 async fn dead_letters(action: StateAction, clock: &SharedClock) -> Result<bool, BadUsage> {
     match action {
         StateAction::DeadLetters {
@@ -97,33 +116,13 @@ async fn dead_letters(action: StateAction, clock: &SharedClock) -> Result<bool, 
             let args = commands::dead_letters::ListArgs { json, export };
             commands::dead_letters::list(&config, only, args, clock).await
         }
-        StateAction::Discard {
-            config,
-            service,
-            input,
-            ids,
-            all,
-        } => {
-            let only = commands::StateFilter {
-                service: Some(&service),
-                input: input.as_deref(),
-            };
-            let ids = (!all).then_some(ids);
-            commands::dead_letters::discard(&config, only, ids, clock).await
+        StateAction::Discard(choice) => {
+            let (config, only, ids) = letter_choice(&choice);
+            commands::dead_letters::discard(config, only, ids, clock).await
         }
-        StateAction::Replay {
-            config,
-            service,
-            input,
-            ids,
-            all,
-        } => {
-            let only = commands::StateFilter {
-                service: Some(&service),
-                input: input.as_deref(),
-            };
-            let ids = (!all).then_some(ids);
-            commands::dead_letters::replay(&config, only, ids, clock).await
+        StateAction::Replay(choice) => {
+            let (config, only, ids) = letter_choice(&choice);
+            commands::dead_letters::replay(config, only, ids, clock).await
         }
         _ => unreachable!("dispatch passes only dead-letter actions"),
     }
@@ -168,8 +167,8 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage
         Command::State {
             action:
                 action @ (StateAction::DeadLetters { .. }
-                | StateAction::Discard { .. }
-                | StateAction::Replay { .. }),
+                | StateAction::Discard(_)
+                | StateAction::Replay(_)),
         } => dead_letters(action, &clock).await,
         Command::State {
             action:

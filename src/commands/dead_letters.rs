@@ -21,6 +21,7 @@ use crate::config::{Config, InputConfig, OutputConfig, OutputKind};
 use crate::event::{Event, UNDATED};
 use crate::service::Service;
 use crate::state::dead_letter::DeadLetter;
+use crate::state::filesystem::DirectoryLock;
 use crate::state::{StateError, StateStore};
 use crate::time::format_iso;
 
@@ -69,11 +70,7 @@ pub async fn list(
     args: ListArgs,
     clock: &SharedClock,
 ) -> Result<bool, BadUsage> {
-    let config = prepare(path, None, clock)?;
-    let store = app::store_for(&config, false).map_err(|e| {
-        eprintln!("error: {e}");
-        BadUsage
-    })?;
+    let (config, store) = open(path, clock)?;
     let mut export = match &args.export {
         Some(file) => Some(create_private(file).map_err(|e| {
             eprintln!("error: cannot create {}: {e}", file.display());
@@ -129,6 +126,35 @@ fn write_raw(file: &mut std::fs::File, l: &DeadLetter, path: Option<&Path>) -> b
     }
 }
 
+/// The config and its store, for a `state` command.
+fn open(path: &Path, clock: &SharedClock) -> Result<(Config, StateStore), BadUsage> {
+    let config = prepare(path, None, clock)?;
+    let store = app::store_for(&config, false).map_err(|e| {
+        eprintln!("error: {e}");
+        BadUsage
+    })?;
+    Ok((config, store))
+}
+
+/// The state directory's lock (`Some(None)` for stores without one); `None`, said, when
+/// another process holds it.
+fn lock(store: &StateStore) -> Option<Option<DirectoryLock>> {
+    store.lock().map_err(|e| eprintln!("error: {e}")).ok()
+}
+
+/// Whether every id given (none: all letters) was found, saying how many were not.
+fn all_found(ids: Option<&[String]>, found: usize) -> bool {
+    let Some(ids) = ids.filter(|ids| found < ids.len()) else {
+        return true;
+    };
+    eprintln!(
+        "error: {} of the {} id(s) given are not dead letters of the chosen service(s); `state dead-letters` lists them",
+        ids.len() - found,
+        ids.len()
+    );
+    false
+}
+
 /// `state discard`: removes the letters `ids` (every letter with `None`) of the chosen
 /// services; with Redis under each service's lease, as `state reset`. Prints; never logs.
 pub async fn discard(
@@ -137,19 +163,11 @@ pub async fn discard(
     ids: Option<Vec<String>>,
     clock: &SharedClock,
 ) -> Result<bool, BadUsage> {
-    let config = prepare(path, None, clock)?;
-    let store = app::store_for(&config, false).map_err(|e| {
-        eprintln!("error: {e}");
-        BadUsage
-    })?;
+    let (config, store) = open(path, clock)?;
     // The daemon appends letters to the same files: rewrite them only under the directory's
     // lock (Redis: each service's lease, taken by `discard_dead_letters_now`).
-    let _lock = match store.lock() {
-        Ok(lock) => lock,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(false);
-        }
+    let Some(_lock) = lock(&store) else {
+        return Ok(false);
     };
     let mut ok = true;
     let mut removed = 0;
@@ -165,17 +183,7 @@ pub async fn discard(
             }
         }
     }
-    if let Some(ids) = &ids {
-        if removed < ids.len() {
-            eprintln!(
-                "error: {} of the {} id(s) given are not dead letters of the chosen service(s); `state dead-letters` lists them",
-                ids.len() - removed,
-                ids.len()
-            );
-            ok = false;
-        }
-    }
-    Ok(ok)
+    Ok(ok && all_found(ids.as_deref(), removed))
 }
 
 /// `state replay`: delivers each chosen letter that one output refused (`output: Some(name)`)
@@ -188,18 +196,11 @@ pub async fn replay(
     ids: Option<Vec<String>>,
     clock: &SharedClock,
 ) -> Result<bool, BadUsage> {
-    let config = prepare(path, None, clock)?;
-    let store = app::store_for(&config, false).map_err(|e| {
-        eprintln!("error: {e}");
-        BadUsage
-    })?;
-    // Discarding a replayed letter rewrites the letters' file: under the directory's lock.
-    let _lock = match store.lock() {
-        Ok(lock) => lock,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(false);
-        }
+    let (config, store) = open(path, clock)?;
+    // The daemon appends letters to the same files: rewrite them only under the directory's
+    // lock (Redis: each service's lease, taken by `discard_dead_letters_now`).
+    let Some(_lock) = lock(&store) else {
+        return Ok(false);
     };
     let mut ok = true;
     let mut matched = 0;
@@ -220,17 +221,7 @@ pub async fn replay(
             ok &= replay_one(&store, &key, &name, &input.outputs, letter, clock).await;
         }
     }
-    if let Some(ids) = &ids {
-        if matched < ids.len() {
-            eprintln!(
-                "error: {} of the {} id(s) given are not dead letters of the chosen service(s); `state dead-letters` lists them",
-                ids.len() - matched,
-                ids.len()
-            );
-            ok = false;
-        }
-    }
-    Ok(ok)
+    Ok(ok && all_found(ids.as_deref(), matched))
 }
 
 /// The chosen inputs with each chosen service's state key and printed name.
