@@ -329,7 +329,7 @@ fn assert_set_aside_once(env: &TestEnv, refused: &str, output: &str, reason: &st
 /// the webhook only: the run ends, every other event reaches the webhook once, the file gets
 /// every event (that one too), and the dead-letter store has its exact bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_the_webhook_always_refuses_is_set_aside_for_it_alone() {
+async fn an_event_the_webhook_always_refuses_is_set_aside_for_it_alone_and_replayed_once_fixed() {
     let env = TestEnv::start(
         sim_config(Dataset::Web, 1000, 1),
         sim_config(Dataset::Url, 0, 2),
@@ -341,6 +341,39 @@ async fn an_event_the_webhook_always_refuses_is_set_aside_for_it_alone() {
         run_with_one_event_refused(env, &hook, &output, || hook.hook_events()).await;
     let reason = "too long for our index";
     assert_set_aside_once(&env, &refused, "hook", reason, &stderr(&out));
+
+    // The receiver is fixed: `state replay` delivers the letter to the webhook alone, once, and
+    // discards it; a second replay finds nothing to do.
+    hook.refuse_requests_containing("\u{0}nothing refused any more");
+    let replay = [
+        "state",
+        "replay",
+        "--service",
+        "browser_and_email_isolation",
+        "--all",
+    ];
+    let out = env.collector(&replay).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("delivered to hook and discarded"),
+        "{}",
+        describe(&out)
+    );
+    assert_same_multiset(
+        &hook.hook_events(),
+        &served(&env),
+        "the webhook after the replay",
+    );
+    assert!(dead_letters(&env).is_empty(), "{:?}", dead_letters(&env));
+    env.assert_exactly_once();
+    let out = env.collector(&replay).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_same_multiset(
+        &hook.hook_events(),
+        &served(&env),
+        "the webhook after a second replay",
+    );
 }
 
 /// The same with Splunk HEC (acknowledgement on), which answers "Invalid data format" (400).

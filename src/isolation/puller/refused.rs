@@ -68,9 +68,9 @@ pub(super) async fn set_aside_refused(
         warn!(
             "Output {output} refused an event sent alone {REFUSALS_BEFORE_SET_ASIDE} times ({}): \
              it was set aside for {output} only, as dead letter {} ({}); every other output has \
-             it. List it with `state dead-letters` (`--export FILE` writes its bytes); once the \
-             receiver takes it, send those bytes to {output}, then drop the letter with `state \
-             discard --id {}`.",
+             it. List it with `state dead-letters`; once the receiver takes it, `state replay \
+             --id {}` delivers it to {output} alone and drops the letter (`state discard` drops \
+             it unsent).",
             letter.reason, letter.id, letter.position, letter.id
         );
     }
