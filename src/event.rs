@@ -63,6 +63,40 @@ pub struct Unreadable {
     pub reason: String,
 }
 
+/// The elements of a page's `data` as both parsers read them: the events, how many of them are
+/// undated, and the unreadable ones with their bytes.
+struct Elements {
+    events: Vec<Event>,
+    undated: usize,
+    unreadable: Vec<Unreadable>,
+}
+
+impl Elements {
+    fn with_capacity(events: usize) -> Self {
+        Elements {
+            events: Vec::with_capacity(events),
+            undated: 0,
+            unreadable: Vec::new(),
+        }
+    }
+
+    /// Files the element at `index` of `data`: its event, or, when it could not be read, its
+    /// bytes (`raw`, taken only then) and why.
+    fn add(&mut self, index: usize, read: Result<Event, EventError>, raw: impl FnOnce() -> Bytes) {
+        match read {
+            Ok(event) => {
+                self.undated += usize::from(event.date_ms == UNDATED);
+                self.events.push(event);
+            }
+            Err(e) => self.unreadable.push(Unreadable {
+                index,
+                raw: raw(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
 /// A decoded response of the usage-data endpoint.
 #[derive(Debug)]
 pub struct Page {
@@ -147,9 +181,7 @@ pub fn parse_page(body: Bytes) -> Result<Page, PageError> {
 fn parse_page_fast(body: &Bytes, text: Option<&str>) -> Option<Page> {
     let mut members = Vec::with_capacity(32);
     let mut keys = CanonicalKeys::default();
-    let mut events = Vec::with_capacity(body.len() / 256);
-    let mut unreadable = Vec::new();
-    let mut undated = 0;
+    let mut elements = Elements::with_capacity(body.len() / 256);
     let mut index = 0;
     let envelope = scan::scan_page(body, &mut members, |found| {
         let json = body.slice(found.span.clone());
@@ -162,17 +194,7 @@ fn parse_page_fast(body: &Bytes, text: Option<&str>) -> Option<Page> {
                 Ok(text) => Event::from_text(json, text),
             },
         };
-        match event {
-            Ok(event) => {
-                undated += usize::from(event.date_ms == UNDATED);
-                events.push(event);
-            }
-            Err(e) => unreadable.push(Unreadable {
-                index,
-                raw: body.slice(found.span),
-                reason: e.to_string(),
-            }),
-        }
+        elements.add(index, event, || body.slice(found.span));
         index += 1;
     })?;
     let scalars = [
@@ -192,9 +214,9 @@ fn parse_page_fast(body: &Bytes, text: Option<&str>) -> Option<Page> {
         status: field(envelope.status)?,
         page_token: field(envelope.page_token).filter(|t| !t.is_empty()),
         total: field(envelope.total).and_then(|t| t.trim().parse().ok()),
-        events,
-        undated,
-        unreadable,
+        events: elements.events,
+        undated: elements.undated,
+        unreadable: elements.unreadable,
     })
 }
 
@@ -251,9 +273,7 @@ fn parse_page_serde(body: &Bytes, text: &str) -> Result<Page, PageError> {
     let page_token = field(envelope.page_token).filter(|t| !t.is_empty());
     let total = field(envelope.total).and_then(|t| t.trim().parse().ok());
     let raw_events = envelope.data.unwrap_or_default();
-    let mut events = Vec::with_capacity(raw_events.len());
-    let mut unreadable = Vec::new();
-    let mut undated = 0;
+    let mut elements = Elements::with_capacity(raw_events.len());
     for (index, raw) in raw_events.into_iter().enumerate() {
         let span = span(raw);
         let json = body.slice(span.clone());
@@ -261,26 +281,16 @@ fn parse_page_serde(body: &Bytes, text: &str) -> Result<Page, PageError> {
             Ok(_) => Event::from_text(json.clone(), &text[span]),
             Err(_) => Err(EventError::NotUtf8),
         };
-        match event {
-            Ok(event) => {
-                undated += usize::from(event.date_ms == UNDATED);
-                events.push(event);
-            }
-            Err(e) => unreadable.push(Unreadable {
-                index,
-                raw: json,
-                reason: e.to_string(),
-            }),
-        }
+        elements.add(index, event, || json);
     }
     Ok(Page {
         job_id,
         status,
         page_token,
         total,
-        events,
-        undated,
-        unreadable,
+        events: elements.events,
+        undated: elements.undated,
+        unreadable: elements.unreadable,
     })
 }
 
