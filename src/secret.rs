@@ -80,10 +80,9 @@ impl fmt::Display for Secret {
 /// every secret replaced by `****`, *then* cut to at most `max` bytes on a character boundary.
 /// In that order: a secret straddling the cut would otherwise survive the replacement in part.
 pub fn redact_then_cut(body: &str, secrets: &[&str], max: usize) -> String {
-    let mut text = body.to_owned();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        text = text.replace(secret, "****");
-    }
+    // Replacing whole UTF-8 secrets in UTF-8 text leaves it UTF-8: the lossy step changes
+    // nothing.
+    let mut text = String::from_utf8_lossy(&redact(body.as_bytes(), secrets)).into_owned();
     if text.len() > max {
         let mut end = max;
         while !text.is_char_boundary(end) {
@@ -97,9 +96,9 @@ pub fn redact_then_cut(body: &str, secrets: &[&str], max: usize) -> String {
 /// `text` with every occurrence of each of `secrets` replaced by `****`: for text that came
 /// from elsewhere (a receiver echoing a token in its error body). Redact the whole text before
 /// cutting an excerpt of it: a secret cut in two is no longer found, and its start would show.
-pub fn redact(text: &[u8], secrets: &[String]) -> Vec<u8> {
+pub fn redact<S: AsRef<[u8]>>(text: &[u8], secrets: &[S]) -> Vec<u8> {
     let mut text = text.to_vec();
-    for secret in secrets.iter().map(String::as_bytes) {
+    for secret in secrets.iter().map(AsRef::as_ref) {
         if secret.is_empty() || text.len() < secret.len() {
             continue;
         }
