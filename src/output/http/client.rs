@@ -678,15 +678,7 @@ mod tests {
     #[test]
     fn statuses_are_classified() {
         let b = Bytes::from_static(b"{\"text\":\"Server is busy\",\"code\":9}");
-        let poster = Poster {
-            output: "o".into(),
-            client: reqwest::Client::new(),
-            tuning: RequestTuning::default(),
-            stop_retries: CancellationToken::new(),
-            auth_hint: "hint",
-            describe_body: body_excerpt,
-            secrets: Vec::new(),
-        };
+        let poster = poster();
         let c = |s: u16| {
             let status = StatusCode::from_u16(s).unwrap();
             classify("u", status, &b, None, None, &poster)
