@@ -16,10 +16,10 @@
 //!
 //! Readiness is kept here too, because it is fed by the same call sites: a service is ready once
 //! its setup (authentication check) passed, an output once its last delivery attempt was
-//! confirmed (or before any attempt: `run` does not probe outputs at start; `validate` does).
+//! confirmed (or before any attempt: `run` checks each output once at start, in `app::start_check`,
+//! and logs what it finds, without touching readiness; `validate` checks them too).
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -28,7 +28,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -39,144 +38,12 @@ use crate::clock::SharedClock;
 use crate::service::Service;
 use crate::time::Millis;
 
-/// The result of one API request attempt.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum Outcome {
-    /// 2xx with a valid body.
-    Ok,
-    /// 401/403.
-    Auth,
-    /// 429.
-    RateLimited,
-    /// 5xx.
-    ServerError,
-    /// The request or the body timed out, or the server answered 408.
-    Timeout,
-    /// Connection failures, resets, bodies cut off.
-    Transport,
-    /// 2xx whose body is not a valid page, or a body over the size limit.
-    Malformed,
-    /// Any other status (4xx): not retried.
-    Rejected,
-}
+mod labels;
 
-impl Outcome {
-    pub const ALL: [Outcome; 8] = [
-        Outcome::Ok,
-        Outcome::Auth,
-        Outcome::RateLimited,
-        Outcome::ServerError,
-        Outcome::Timeout,
-        Outcome::Transport,
-        Outcome::Malformed,
-        Outcome::Rejected,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Auth => "auth",
-            Outcome::RateLimited => "rate_limited",
-            Outcome::ServerError => "server_error",
-            Outcome::Timeout => "timeout",
-            Outcome::Transport => "transport",
-            Outcome::Malformed => "malformed",
-            Outcome::Rejected => "rejected",
-        }
-    }
-}
-
-impl EncodeLabelValue for Outcome {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        encoder.write_str(self.as_str())
-    }
-}
-
-/// What was wrong with an API job, or with a window, that made the collector give it up.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum JobFault {
-    /// The job handed back a `pageToken` it had handed back before, or far more pages than
-    /// its `total` can fill.
-    PageTokenLoop,
-    /// A page equal to an earlier page of the same job, dropped (the job goes on).
-    RepeatedPage,
-    /// A window at its narrowest span held more than the service's share of the window memory
-    /// budget.
-    WindowOverBudget,
-}
-
-impl JobFault {
-    pub const ALL: [JobFault; 3] = [
-        JobFault::PageTokenLoop,
-        JobFault::RepeatedPage,
-        JobFault::WindowOverBudget,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobFault::PageTokenLoop => "page_token_loop",
-            JobFault::RepeatedPage => "repeated_page",
-            JobFault::WindowOverBudget => "window_over_budget",
-        }
-    }
-}
-
-impl EncodeLabelValue for JobFault {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        encoder.write_str(self.as_str())
-    }
-}
-
-impl EncodeLabelValue for Service {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        encoder.write_str(self.name())
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ServiceLabels {
-    /// The input id (the tenant).
-    input: String,
-    service: Service,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    input: String,
-    service: Service,
-    outcome: Outcome,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct JobFaultLabels {
-    input: String,
-    service: Service,
-    kind: JobFault,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RuleLabels {
-    input: String,
-    service: Service,
-    /// `obfuscation_data[i] [path]`: bounded by the config.
-    rule: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DeadLetterLabels {
-    input: String,
-    service: Service,
-    table: String,
-    /// The output that refused the event, or `none` for an event that could not be read.
-    output: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutputLabels {
-    input: String,
-    output: String,
-    table: String,
-}
+use labels::{
+    DeadLetterLabels, JobFaultLabels, OutputLabels, RequestLabels, RuleLabels, ServiceLabels,
+};
+pub use labels::{JobFault, Outcome};
 
 /// One service of one input: what the per-service state is kept by.
 type ServiceId = (String, Service);
