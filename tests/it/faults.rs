@@ -254,9 +254,10 @@ async fn a_clock_jump_back_then_forward_repeats_nothing() {
 struct TinyFs(PathBuf);
 
 impl TinyFs {
-    /// Mounts a 64 KiB tmpfs at `dir` (which must exist).
+    /// Mounts a 128 KiB tmpfs at `dir` (which must exist): room, once it is no longer full, for
+    /// both services' states and their temp files beside the state directory's lock file.
     fn mount(dir: &Path) -> TinyFs {
-        TinyFs::mount_sized(dir, "64k")
+        TinyFs::mount_sized(dir, "128k")
     }
 
     /// Mounts a tmpfs of `size` (mount's syntax: `600k`) at `dir`. Fails the test (rather than
