@@ -27,6 +27,10 @@ mod proxy;
 // A real redis-server (append-only, fsync always) started per test on a free port.
 mod redis_server;
 
+// The partition harness: a TCP proxy in front of Redis or the API that can blackhole, hold
+// replies, refuse and heal.
+mod netproxy;
+
 // Redis persistence: exactly once with the state in Redis, state show/reset/copy, validate
 // against a Redis down or refusing the password, a holder whose lease another token took.
 mod redis;

@@ -1,0 +1,281 @@
+//! The partition harness: a TCP proxy per replica and per peer (Redis, the API), which the test
+//! can cut and heal the way a network does.
+//!
+//! - [`NetProxy::blackhole`]: a partition. Connections stay open and nothing passes either way;
+//!   new connections are accepted (the SYN got through before the cut, or a middlebox answers
+//!   it) and pass nothing either. Bytes already read are kept, not dropped, and pass after
+//!   [`NetProxy::heal`], as TCP retransmits them once the path is back. So a client learns of a
+//!   partition only from its own timeouts, as in production.
+//! - [`NetProxy::hold_replies`]: only the peer's answers are held (the request goes through):
+//!   the moment between sending a request and reading its reply, made as long as the test wants.
+//!   [`NetProxy::requests_while_holding`] tells the test that a request went through meanwhile.
+//! - [`NetProxy::refuse`]: the peer is down: open connections are reset, new ones closed at once.
+//!
+//! Every mode ends with [`NetProxy::heal`]. The proxy stops (its connections closed) when dropped.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinHandle};
+
+/// What passes through the proxy now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Everything passes.
+    Pass,
+    /// Nothing passes; connections stay open.
+    Blackhole,
+    /// Requests pass; answers are held.
+    HoldReplies,
+    /// Connections are closed.
+    Refuse,
+}
+
+/// Which way bytes flow.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// From the client (the collector) to the peer.
+    Request,
+    /// From the peer back to the client.
+    Reply,
+}
+
+impl Mode {
+    fn lets_through(self, way: Way) -> bool {
+        match self {
+            Mode::Pass => true,
+            Mode::HoldReplies => way == Way::Request,
+            Mode::Blackhole | Mode::Refuse => false,
+        }
+    }
+}
+
+/// A running proxy from a loopback port to `target`.
+pub struct NetProxy {
+    address: SocketAddr,
+    mode: watch::Sender<Mode>,
+    /// Request bytes seen while replies were held, counted up.
+    held_requests: watch::Sender<u64>,
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
+    acceptor: JoinHandle<()>,
+}
+
+impl NetProxy {
+    /// Listens on a free loopback port and forwards every connection to `target`.
+    pub async fn start(target: SocketAddr) -> NetProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (mode, _) = watch::channel(Mode::Pass);
+        let (held_requests, _) = watch::channel(0);
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let shared = Shared {
+            target,
+            mode: mode.clone(),
+            held_requests: held_requests.clone(),
+            connections: connections.clone(),
+        };
+        let acceptor = tokio::spawn(shared.accept_forever(listener));
+        NetProxy {
+            address,
+            mode,
+            held_requests,
+            connections,
+            acceptor,
+        }
+    }
+
+    /// `127.0.0.1:PORT`, for the client's config.
+    pub fn address(&self) -> String {
+        self.address.to_string()
+    }
+
+    /// A partition: nothing passes, connections stay open, until [`Self::heal`].
+    pub fn blackhole(&self) {
+        self.mode.send_replace(Mode::Blackhole);
+    }
+
+    /// Requests pass, answers are held until [`Self::heal`].
+    pub fn hold_replies(&self) {
+        self.held_requests.send_replace(0);
+        self.mode.send_replace(Mode::HoldReplies);
+    }
+
+    /// Waits until at least `n` request bytes went through since [`Self::hold_replies`].
+    pub async fn requests_while_holding(&self, n: u64) {
+        let mut seen = self.held_requests.subscribe();
+        seen.wait_for(|&bytes| bytes >= n).await.unwrap();
+    }
+
+    /// The peer is down: open connections are reset, new ones closed, until [`Self::heal`].
+    pub fn refuse(&self) {
+        self.mode.send_replace(Mode::Refuse);
+        for c in self.connections.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Everything passes again, held bytes first.
+    pub fn heal(&self) {
+        self.mode.send_replace(Mode::Pass);
+    }
+
+    /// The mode now.
+    pub fn mode(&self) -> Mode {
+        *self.mode.borrow()
+    }
+}
+
+impl Drop for NetProxy {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+        for c in self.connections.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+/// What the acceptor and the connections share.
+#[derive(Clone)]
+struct Shared {
+    target: SocketAddr,
+    mode: watch::Sender<Mode>,
+    held_requests: watch::Sender<u64>,
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl Shared {
+    async fn accept_forever(self, listener: TcpListener) {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                continue;
+            };
+            if *self.mode.borrow() == Mode::Refuse {
+                drop(client);
+                continue;
+            }
+            let task = tokio::spawn(self.clone().connect(client));
+            let mut connections = self.connections.lock().unwrap();
+            connections.retain(|c| !c.is_finished());
+            connections.push(task.abort_handle());
+        }
+    }
+
+    /// Connects to the target (a refused target closes the client) and pumps both ways until
+    /// either side closes.
+    async fn connect(self, client: TcpStream) {
+        let Ok(peer) = TcpStream::connect(self.target).await else {
+            return;
+        };
+        let (client_read, client_write) = client.into_split();
+        let (peer_read, peer_write) = peer.into_split();
+        let requests = self.clone().pump(client_read, peer_write, Way::Request);
+        let replies = self.pump(peer_read, client_write, Way::Reply);
+        // One side closing ends the connection, as a proxy that relays the FIN and stops would.
+        tokio::select! {
+            _ = requests => {}
+            _ = replies => {}
+        }
+    }
+
+    /// Copies one way, holding each chunk read until the mode lets it through.
+    async fn pump(
+        self,
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        way: Way,
+    ) {
+        let mut mode = self.mode.subscribe();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if way == Way::Request && *mode.borrow() == Mode::HoldReplies {
+                self.held_requests.send_modify(|seen| *seen += n as u64);
+            }
+            if mode.wait_for(|m| m.lets_through(way)).await.is_err() {
+                return;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The harness itself against a tiny echo server: bytes pass; a blackhole holds them (the
+/// connection stays open) and heal delivers them; held replies let the request through; refuse
+/// closes.
+#[tokio::test]
+async fn the_partition_proxy_cuts_holds_and_heals() {
+    use std::time::Duration;
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_address = echo.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let seen = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                    seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
+    let proxy = NetProxy::start(echo_address).await;
+    let mut c = TcpStream::connect(proxy.address()).await.unwrap();
+    let mut buf = [0u8; 16];
+    c.write_all(b"one").await.unwrap();
+    c.read_exact(&mut buf[..3]).await.unwrap();
+    assert_eq!(&buf[..3], b"one");
+
+    proxy.blackhole();
+    c.write_all(b"two").await.unwrap();
+    let cut = tokio::time::timeout(Duration::from_millis(300), c.read(&mut buf)).await;
+    assert!(cut.is_err(), "a byte passed the blackhole: {cut:?}");
+    assert_eq!(
+        *received.lock().unwrap(),
+        b"one",
+        "the peer got bytes through the blackhole"
+    );
+    proxy.heal();
+    c.read_exact(&mut buf[..3]).await.unwrap();
+    assert_eq!(&buf[..3], b"two", "the held bytes pass after heal");
+
+    proxy.hold_replies();
+    c.write_all(b"three").await.unwrap();
+    proxy.requests_while_holding(5).await;
+    let held = tokio::time::timeout(Duration::from_millis(300), c.read(&mut buf)).await;
+    assert!(held.is_err(), "a reply passed while held: {held:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !received.lock().unwrap().ends_with(b"three") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request did not pass"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.heal();
+    c.read_exact(&mut buf[..5]).await.unwrap();
+    assert_eq!(&buf[..5], b"three");
+
+    proxy.refuse();
+    let closed = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0) | Err(_))), "{closed:?}");
+    let mut again = TcpStream::connect(proxy.address()).await.unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(5), again.read(&mut buf)).await;
+    assert!(
+        matches!(refused, Ok(Ok(0) | Err(_))),
+        "a new connection was not closed: {refused:?}"
+    );
+    assert_eq!(proxy.mode(), Mode::Refuse);
+}
