@@ -5,8 +5,9 @@
 //! share, and hands it over at a window boundary when the coordinator asks
 //! ([`crate::isolation::shard`]). It reports its health there: able once its setup passed; when
 //! its cycles keep failing and another replica is able to pull, it hands the lease over and runs
-//! the setup check again before it takes a lease again. Its `cancel` is its tenant's token: a tenant stopped (shutdown, or a reload
-//! that removes or changes it) ends the tenure like a shutdown, and the lease is released.
+//! the setup check again before it takes a lease again. Its `cancel` is its tenant's token: a
+//! tenant stopped (shutdown, or a reload that removes or changes it) ends the tenure like a
+//! shutdown, and the lease is released.
 
 use std::time::Duration;
 
@@ -68,23 +69,29 @@ impl ServiceTask {
                 }
                 Stopped::HandOver => self.lease.hand_over(tenure).await,
                 Stopped::Unable => {
-                    warn!(
-                        "Handing the lease of {} over: its last {} pull cycles failed and another replica is able to pull it. This replica takes a lease again only after its setup check passes again.",
-                        self.svc.service,
-                        crate::isolation::shard::UNABLE_AFTER
-                    );
-                    self.lease.setup_passed(false);
-                    self.lease.hand_over(tenure).await;
-                    // The tenure's token is cancelled: the setup check runs under the service's.
-                    self.puller
-                        .start_tenure(LeaseGate::open(), self.cancel.clone());
-                    if !self.set_up(&setup_span).await {
+                    if !self.give_up(tenure, &setup_span).await {
                         return true;
                     }
                 }
                 Stopped::LeaseLost(reason) => self.lease.lost(tenure, &reason),
             }
         }
+    }
+
+    /// Hands the lease of a service whose cycles keep failing over to a replica able to pull it,
+    /// then runs the setup check until it passes again (`false`: cancelled meanwhile).
+    async fn give_up(&mut self, tenure: Tenure, setup_span: &tracing::Span) -> bool {
+        warn!(
+            "Handing the lease of {} over: its last {} pull cycles failed and another replica is able to pull it. This replica takes a lease again only after its setup check passes again; the errors above say what fails here.",
+            self.svc.service,
+            crate::isolation::shard::UNABLE_AFTER
+        );
+        self.lease.setup_passed(false);
+        self.lease.hand_over(tenure).await;
+        // The tenure's token is cancelled: the setup check runs under the service's.
+        self.puller
+            .start_tenure(LeaseGate::open(), self.cancel.clone());
+        self.set_up(setup_span).await
     }
 
     /// Runs the setup check until it passes (then the service counts as able to pull), or until
