@@ -9,7 +9,7 @@
 //! Labels are few and bounded: `input` (the input ids of the config: one per tenant), `service`
 //! (2 values), `output` (the configured names), `table` (one per service) and `outcome` (the
 //! fixed [`Outcome`] set). Every per-service family has `input` before `service`, so the series
-//! grow linearly with the tenants: 16 per (input, service) (18 with Redis persistence), plus 2
+//! grow linearly with the tenants: 16 per (input, service) (19 with Redis persistence), plus 2
 //! per (input, output, table), one per obfuscation rule that fell back and one per kind of
 //! [`JobFault`] that occurred (the README's metrics section has the count). Counter names get `_total` from the
 //! encoder; units (`_seconds`) are part of the registered name.
@@ -63,6 +63,8 @@ struct Readiness {
     leases: Option<BTreeMap<ServiceId, bool>>,
     /// With Redis persistence, once the replicas' heartbeats ran: (live replicas, fair share).
     replicas: Option<(usize, usize)>,
+    /// With Redis persistence: the services nobody pulls, and why they count as unpulled.
+    unpulled: BTreeMap<ServiceId, String>,
 }
 
 /// The sharding gauges (`crate::isolation::shard`).
@@ -70,6 +72,8 @@ struct Readiness {
 struct ShardingGauges {
     replicas_live: Gauge,
     fair_share: Gauge,
+    /// `service_unpulled{input, service}`.
+    unpulled: Family<ServiceLabels, Gauge>,
 }
 
 /// The process's metric families, health state and registry.
@@ -281,6 +285,11 @@ impl Metrics {
             "The most leases this replica takes: ceil(services / live replicas) + 1.",
             self.sharding.fair_share.clone(),
         );
+        self.registry.register(
+            "service_unpulled",
+            "1 while no replica has pulled the service for longer than unpulled_after_in_seconds (no replica holds its lease, or its holder's cycles keep failing), else 0. The same on every replica.",
+            self.sharding.unpulled.clone(),
+        );
         self.persistence_up.set(1);
         lock(&self.readiness).leases = Some(BTreeMap::new());
         self
@@ -336,6 +345,7 @@ impl Metrics {
             family.get_or_create(&labels).inc_by(0);
         }
         self.lease_held.get_or_create(&labels).set(0);
+        self.sharding.unpulled.get_or_create(&labels).set(0);
         if let Some(leases) = lock(&self.readiness).leases.as_mut() {
             leases.insert(id.clone(), false);
         }
@@ -373,6 +383,7 @@ impl Metrics {
         let mut r = lock(&self.readiness);
         r.services.retain(|(i, _), _| i != input);
         r.outputs.retain(|((i, _), _), _| i != input);
+        r.unpulled.retain(|(i, _), _| i != input);
         if let Some(leases) = r.leases.as_mut() {
             leases.retain(|(i, _), _| i != input);
         }
@@ -418,6 +429,7 @@ impl Metrics {
         self.checkpoint_lag.remove(&labels);
         self.last_pull.remove(&labels);
         self.lease_held.remove(&labels);
+        self.sharding.unpulled.remove(&labels);
         for outcome in Outcome::ALL {
             self.requests.remove(&RequestLabels {
                 input: input.to_owned(),
@@ -462,6 +474,9 @@ impl Metrics {
             if let Some(why) = why {
                 problems.push(format!("input {input} service {service}: {why}"));
             }
+        }
+        for ((input, service), why) in &r.unpulled {
+            problems.push(format!("input {input} service {service}: {why}"));
         }
         for (((input, service), output), why) in &r.outputs {
             if let Some(why) = why {
@@ -653,6 +668,18 @@ impl ServiceMetrics {
         if let Some(leases) = lock(&self.metrics.readiness).leases.as_mut() {
             leases.insert(self.id(), held);
         }
+    }
+
+    /// Nobody pulls the service (`Some(why)`), or it is pulled again (`None`): the gauge and
+    /// `/ready` (sharding's health, `crate::isolation::shard`).
+    pub fn unpulled(&self, why: Option<String>) {
+        let gauge = self.metrics.sharding.unpulled.get_or_create(&self.labels());
+        gauge.set(i64::from(why.is_some()));
+        let mut r = lock(&self.metrics.readiness);
+        match why {
+            Some(why) => r.unpulled.insert(self.id(), why),
+            None => r.unpulled.remove(&self.id()),
+        };
     }
 
     /// The lease was lost while pulling.

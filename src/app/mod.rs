@@ -347,6 +347,10 @@ async fn start_sharding(
     let redis = store.redis().filter(|_| !options.once)?;
     let services = config.services().count();
     let shard = Shard::new(crate::state::redis::replica_name(), services, redis.ttl());
+    if let Persistence::Redis(r) = &config.globals.persistence {
+        let longest_period = config.services().map(|(_, s)| s.request_period).max();
+        shard.watch_unpulled(r.unpulled_after(longest_period.unwrap_or_default()));
+    }
     shard.beat(redis).await;
     metrics.replicas(shard.live(), shard.fair_share());
     info!(

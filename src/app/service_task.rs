@@ -3,8 +3,11 @@
 //! setup it stands by until it takes the lease, pre_pulls, pulls, and goes back to standby if the
 //! lease is lost. With a sharding coordinator it takes the lease only within this replica's fair
 //! share, and hands it over at a window boundary when the coordinator asks
-//! ([`crate::isolation::shard`]). Its `cancel` is its tenant's token: a tenant stopped (shutdown, or a reload
-//! that removes or changes it) ends the tenure like a shutdown, and the lease is released.
+//! ([`crate::isolation::shard`]). It reports its health there: able once its setup passed; when
+//! its cycles keep failing and another replica is able to pull, it hands the lease over and runs
+//! the setup check again before it takes a lease again. Its `cancel` is its tenant's token: a
+//! tenant stopped (shutdown, or a reload that removes or changes it) ends the tenure like a
+//! shutdown, and the lease is released.
 
 use std::time::Duration;
 
@@ -14,7 +17,7 @@ use tracing::{error, info, warn, Instrument};
 use super::RunOptions;
 use crate::config::ServiceConfig;
 use crate::isolation::connection::ProxyRoute;
-use crate::isolation::lease::{Lease, TakeError, Tenure};
+use crate::isolation::lease::{Lease, LeaseGate, TakeError, Tenure};
 use crate::isolation::puller::{Ended, PullError, Puller};
 use crate::state::StateError;
 
@@ -33,6 +36,9 @@ enum Stopped {
     Done,
     /// The coordinator asked for the lease, and the window in flight is committed: hand it over.
     HandOver,
+    /// The cycles keep failing and another replica is able to pull: hand the lease over, and
+    /// pass the setup check again before taking a lease again.
+    Unable,
     /// The lease was lost (why): stand by.
     LeaseLost(String),
 }
@@ -48,13 +54,7 @@ impl ServiceTask {
             return self.run_once(setup_span).await;
         }
         warn!("Waiting until setup will be executed");
-        if self
-            .puller
-            .setup_until_ready()
-            .instrument(setup_span)
-            .await
-            .is_err()
-        {
+        if !self.set_up(&setup_span).await {
             return true;
         }
         loop {
@@ -68,9 +68,43 @@ impl ServiceTask {
                     return true;
                 }
                 Stopped::HandOver => self.lease.hand_over(tenure).await,
+                Stopped::Unable => {
+                    if !self.give_up(tenure, &setup_span).await {
+                        return true;
+                    }
+                }
                 Stopped::LeaseLost(reason) => self.lease.lost(tenure, &reason),
             }
         }
+    }
+
+    /// Hands the lease of a service whose cycles keep failing over to a replica able to pull it,
+    /// then runs the setup check until it passes again (`false`: cancelled meanwhile).
+    async fn give_up(&mut self, tenure: Tenure, setup_span: &tracing::Span) -> bool {
+        warn!(
+            "Handing the lease of {} over: its last {} pull cycles failed and another replica is able to pull it. This replica takes a lease again only after its setup check passes again; the errors above say what fails here.",
+            self.svc.service,
+            crate::isolation::shard::UNABLE_AFTER
+        );
+        self.lease.setup_passed(false);
+        self.lease.hand_over(tenure).await;
+        // The tenure's token is cancelled: the setup check runs under the service's.
+        self.puller
+            .start_tenure(LeaseGate::open(), self.cancel.clone());
+        self.set_up(setup_span).await
+    }
+
+    /// Runs the setup check until it passes (then the service counts as able to pull), or until
+    /// `cancel` (`false`).
+    async fn set_up(&mut self, setup_span: &tracing::Span) -> bool {
+        let passed = self
+            .puller
+            .setup_until_ready()
+            .instrument(setup_span.clone())
+            .await
+            .is_ok();
+        self.lease.setup_passed(passed);
+        passed
     }
 
     /// Pulls while `tenure` lasts: `pre_pull` (the state is read again for each tenure, so
@@ -98,6 +132,7 @@ impl ServiceTask {
         }
         match self.puller.run_forever().await {
             Ended::HandOver => Stopped::HandOver,
+            Ended::Unable => Stopped::Unable,
             Ended::Cancelled => self.why_stopped(tenure, None),
             Ended::LeaseLost(e) => self.why_stopped(tenure, Some(e)),
         }
@@ -146,7 +181,7 @@ impl ServiceTask {
                 false
             }
             // `--once` has no coordinator: it takes every lease it may.
-            Stopped::Done | Stopped::HandOver => {
+            Stopped::Done | Stopped::HandOver | Stopped::Unable => {
                 self.lease.release(tenure).await;
                 ok
             }

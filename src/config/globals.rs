@@ -63,6 +63,9 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// How long a lease lives without being renewed.
     pub lease_ttl: Duration,
+    /// How long a service may go without a replica pulling it healthily before every replica
+    /// reports it (`unpulled_after_in_seconds`; `None`: [`RedisConfig::unpulled_after`]'s default).
+    pub unpulled_after: Option<Duration>,
 }
 
 impl RedisConfig {
@@ -73,6 +76,18 @@ impl RedisConfig {
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+
+    /// The bound after which a service nobody pulls is reported: `unpulled_after_in_seconds`, or
+    /// max(5 min, 3 × the longest request period, 3 × the lease TTL) up to a day. Three periods:
+    /// a holder needs three failed cycles to give a lease up, and the next one a period to pull.
+    pub fn unpulled_after(&self, longest_period: Duration) -> Duration {
+        self.unpulled_after.unwrap_or_else(|| {
+            let floor = Duration::from_secs(300).max(self.lease_ttl * 3);
+            (longest_period * 3)
+                .max(floor)
+                .min(Duration::from_secs(24 * 3600))
+        })
     }
 }
 
@@ -283,6 +298,15 @@ fn redis_config(mut c: Obj<'_>, cx: &mut Cx) -> Option<RedisConfig> {
         );
     }
     let ttl = c.number("lease_ttl_in_seconds", 1.0, 3600.0, false, cx);
+    let unpulled_after = c.number("unpulled_after_in_seconds", 1.0, 86400.0, false, cx);
+    if let (Some(after), ttl) = (unpulled_after, ttl.unwrap_or(30.0)) {
+        if after <= ttl {
+            cx.error(
+                &c.path("unpulled_after_in_seconds"),
+                format!("{after} s is not more than lease_ttl_in_seconds ({ttl} s): a hand-over alone leaves a service unpulled for up to a TTL, so every hand-over would be reported; raise it above the TTL"),
+            );
+        }
+    }
     c.finish(cx);
     // A bad value was recorded in `cx`, which fails the whole config.
     Some(RedisConfig {
@@ -295,6 +319,7 @@ fn redis_config(mut c: Obj<'_>, cx: &mut Cx) -> Option<RedisConfig> {
         ca,
         key_prefix,
         lease_ttl: ttl.map_or(Duration::from_secs(30), Duration::from_secs_f64),
+        unpulled_after: unpulled_after.map(Duration::from_secs_f64),
     })
 }
 

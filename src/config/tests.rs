@@ -867,7 +867,17 @@ fn redis_persistence_keys_and_defaults() {
             ca: None,
             key_prefix: "isolation-collector:".into(),
             lease_ttl: Duration::from_secs(30),
+            unpulled_after: None,
         }
+    );
+    // The default bound: 5 min, or three of the longest request period.
+    assert_eq!(
+        r.unpulled_after(Duration::from_secs(60)),
+        Duration::from_secs(300)
+    );
+    assert_eq!(
+        r.unpulled_after(Duration::from_secs(3600)),
+        Duration::from_secs(3 * 3600)
     );
     assert_eq!(r.address(), "redis.internal:6379");
     let dir = tempfile::tempdir().unwrap();
@@ -893,6 +903,19 @@ fn redis_persistence_keys_and_defaults() {
     );
     assert_eq!(r.ca.as_deref(), Some(dir.path().join("ca.pem").as_path()));
     assert_eq!(r.lease_ttl, Duration::from_millis(2500));
+    assert_eq!(r.unpulled_after, None);
+    let set = text.replace(
+        "lease_ttl_in_seconds: 2.5",
+        "lease_ttl_in_seconds: 2.5, unpulled_after_in_seconds: 90",
+    );
+    let c = Config::parse(&set, dir.path(), &env, now()).unwrap();
+    let Persistence::Redis(r) = &c.globals.persistence else {
+        panic!()
+    };
+    assert_eq!(
+        r.unpulled_after(Duration::from_secs(3600)),
+        Duration::from_secs(90)
+    );
     // Devo's own block: host, port, password and db; the password never in Debug output.
     let c = parse(&with_persistence(
         "    type: redis\n    config: {host: localhost, port: 6379, password: \"${HMAC_KEY}\", db: 0}",
@@ -946,6 +969,16 @@ fn every_bad_redis_value_is_its_own_error_without_the_password() {
     ))
     .unwrap_err();
     assert_eq!(errors.len(), 2, "{errors:#?}");
+    // A bound within the lease's TTL would report every hand-over.
+    let errors = parse(&with_persistence(
+        "    type: redis\n    config: {lease_ttl_in_seconds: 10, unpulled_after_in_seconds: 10}",
+    ))
+    .unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("globals.persistence.config.unpulled_after_in_seconds: 10 s is not more than lease_ttl_in_seconds (10 s)"),
+        "{errors:#?}"
+    );
 }
 
 /// A table name is a file name under the file output's directory: one with a `/` or a NUL

@@ -18,7 +18,10 @@
 //! With a [`Shard`] (the daemon on Redis), the service asks the process's coordinator before each
 //! try, so that the replicas share the leases out ([`super::shard`]); when the coordinator asks
 //! for the lease to be handed over, the puller stops at its next window boundary
-//! ([`LeaseGate::hand_over_requested`]) and [`Lease::hand_over`] releases it.
+//! ([`LeaseGate::hand_over_requested`]) and [`Lease::hand_over`] releases it. The service also
+//! reports its health there ([`Lease::setup_passed`], and each cycle through the gate): a holder
+//! whose cycles keep failing gives its lease up when another replica is able to pull
+//! ([`LeaseGate::cycle_failed`], `shard`'s health module).
 //!
 //! Filesystem and memory stores have no leases: the gate is always open and taking never waits.
 
@@ -29,7 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::isolation::shard::{Claim, Shard};
+use crate::isolation::shard::{Claim, Health, Registration, Shard};
 use crate::metrics::ServiceMetrics;
 use crate::service::Service;
 use crate::state::redis::lease_token;
@@ -44,6 +47,8 @@ pub struct Lease {
     metrics: ServiceMetrics,
     /// The process's coordinator of the replicas' shares (the daemon on Redis).
     shard: Option<Arc<Shard>>,
+    /// This service's health, as the coordinator counts it.
+    health: Option<Registration>,
 }
 
 /// Why taking the lease gave up.
@@ -70,13 +75,23 @@ impl Lease {
             service,
             metrics,
             shard: None,
+            health: None,
         }
     }
 
     /// Takes the lease only within this replica's share of `shard`, and hands it over when asked.
+    /// The service counts as unable to pull until [`Self::setup_passed`].
     pub fn with_shard(mut self, shard: Arc<Shard>) -> Lease {
+        self.health = Some(shard.register(&self.key, self.metrics.clone()));
         self.shard = Some(shard);
         self
+    }
+
+    /// The setup check passed (`true`), or must pass again before the lease is taken (`false`).
+    pub fn setup_passed(&self, passed: bool) {
+        if let Some(health) = &self.health {
+            health.health().setup_passed(passed);
+        }
     }
 
     /// Whether the store has leases at all (Redis).
@@ -123,7 +138,7 @@ impl Lease {
                 Ok(r) if r.done => {
                     info!("Holding the lease of {} as {token}; pulling.", self.service);
                     self.metrics.lease_held(true);
-                    let held = Held::new(
+                    let mut held = Held::new(
                         self.store.clone(),
                         self.key.clone(),
                         token,
@@ -131,6 +146,7 @@ impl Lease {
                         sent,
                         cancel,
                     );
+                    held.health = self.health.as_ref().map(Registration::health);
                     return Ok(Tenure::start(held, claim));
                 }
                 Ok(r) => {
@@ -255,6 +271,8 @@ struct Held {
     hand_over: CancellationToken,
     /// Why the lease was lost, if it was.
     lost: Mutex<Option<String>>,
+    /// The service's health (with a coordinator), fed with each cycle's outcome.
+    health: Option<Health>,
 }
 
 impl Held {
@@ -275,6 +293,7 @@ impl Held {
             stop: cancel.child_token(),
             hand_over: CancellationToken::new(),
             lost: Mutex::new(None),
+            health: None,
         }
     }
 
@@ -352,6 +371,20 @@ impl LeaseGate {
             Some(held) => held.hand_over.cancelled().await,
             None => std::future::pending().await,
         }
+    }
+
+    /// A pull cycle succeeded (sharding's health).
+    pub fn cycle_succeeded(&self) {
+        if let Some(health) = self.0.as_ref().and_then(|h| h.health.as_ref()) {
+            health.cycle_succeeded();
+        }
+    }
+
+    /// A pull cycle failed: whether to give the lease up now, because the cycles keep failing
+    /// and another replica is able to pull (never without a coordinator).
+    pub fn cycle_failed(&self) -> bool {
+        let health = self.0.as_ref().and_then(|h| h.health.as_ref());
+        health.is_some_and(Health::cycle_failed)
     }
 
     /// Records a fenced write's refusal: the tenure ends.

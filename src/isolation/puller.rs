@@ -81,6 +81,9 @@ pub enum Ended {
     /// The coordinator asked for the lease to be handed over, and the last window in flight is
     /// committed (the caller releases the lease).
     HandOver,
+    /// The cycles keep failing and another replica is able to pull (sharding's health): the
+    /// caller hands the lease over and runs the setup check again before taking it again.
+    Unable,
 }
 
 impl PullError {
@@ -340,6 +343,7 @@ impl Puller {
                 Ok(_) => {
                     failures.reset();
                     outage.reset();
+                    gate.cycle_succeeded();
                     self.wait_after_cycle(started.elapsed())
                 }
                 Err(PullError::Cancelled) => break Ended::Cancelled,
@@ -352,6 +356,9 @@ impl Puller {
                 Err(e) => {
                     let wait = failures.next_wait();
                     devo_log::pull_failed(&e, failures.attempts(), wait);
+                    if gate.cycle_failed() {
+                        break Ended::Unable;
+                    }
                     wait
                 }
             };
@@ -361,7 +368,7 @@ impl Puller {
                 _ = gate.hand_over_wanted() => break Ended::HandOver,
             }
         };
-        if !matches!(ended, Ended::HandOver) {
+        if !matches!(ended, Ended::HandOver | Ended::Unable) {
             devo_log::loop_interrupted();
         }
         ended

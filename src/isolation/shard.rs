@@ -24,11 +24,18 @@
 //!   before the next one starts, or between cycles): the window in flight is never abandoned for
 //!   it. The released lease is then left to the others for a TTL.
 //!
+//! - **Health** ([`health`], issue 21 §1). Only replicas able to pull count: the heartbeat also
+//!   says how many services the replica is able to pull (setup passed, cycles not failing); a
+//!   replica able to pull none is not counted live at all, and "another replica below the even
+//!   share" counts only replicas with room (holding fewer than they are able to pull). A holder
+//!   whose cycles keep failing hands its lease over when a healthy peer exists, and a service that
+//!   nobody pulls is reported and may be rescued by any replica able to pull it.
+//!
 //! So the spread converges to the even share within one lease either way, as leases are handed
 //! over at window boundaries, and nothing is delivered twice or lost: a hand-over is a release,
 //! after which the next holder resumes from the committed state, as after a SIGTERM.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -37,7 +44,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::metrics::Metrics;
-use crate::state::redis::RedisStore;
+use crate::state::redis::{Heartbeat, RedisStore};
+
+mod health;
+
+pub use health::{Health, Registration, UNABLE_AFTER};
 
 /// How many leases above the even share (ceil(services / live)) a replica may hold.
 ///
@@ -67,8 +78,25 @@ pub struct Spread {
     pub services: usize,
     /// Live replicas, this one included (at least 1).
     pub live: usize,
-    /// The leases each other live replica holds.
-    pub others: Vec<usize>,
+    /// Each other live replica (one able to pull at least one service).
+    pub others: Vec<Peer>,
+}
+
+/// Another live replica, as its last heartbeat said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// The leases it holds.
+    pub held: usize,
+    /// How many services it is able to pull; `None` from a replica that does not say (an older
+    /// version): able to pull them all.
+    pub able: Option<usize>,
+}
+
+impl Peer {
+    /// Whether it could pull one more service: it holds fewer than it is able to pull.
+    fn has_room(&self) -> bool {
+        self.able.is_none_or(|able| self.held < able)
+    }
 }
 
 impl Spread {
@@ -76,9 +104,10 @@ impl Spread {
         even_share(self.services, self.live)
     }
 
-    /// Whether another live replica holds fewer than `than` leases.
+    /// Whether another live replica holds fewer than `than` leases and has room for more (one
+    /// that holds all it is able to pull does not need leases).
     fn another_below(&self, than: usize) -> bool {
-        self.others.iter().any(|&held| held < than)
+        self.others.iter().any(|p| p.held < than && p.has_room())
     }
 
     /// Whether a replica holding `held` may take one more lease (`cooling`: one it handed over
@@ -125,18 +154,31 @@ struct View {
     claims: BTreeMap<u64, ClaimEntry>,
     /// Leases handed over, and when.
     handed_over: HashMap<String, Instant>,
+    /// The health of each service of this replica that registered ([`Shard::register`]).
+    health: HashMap<String, health::KeyHealth>,
+    /// The services seen unpulled at the last heartbeat (any able replica may rescue them).
+    unpulled: HashSet<String>,
+    /// How long a service may go unpulled before it is reported (`None`: not judged).
+    unpulled_after: Option<Duration>,
 }
 
 struct ClaimEntry {
     key: String,
     /// The take succeeded (before that, only its try is counted).
     taken: bool,
+    /// Claimed because nobody pulled the service: never asked to hand over by the share rules.
+    rescued: bool,
     hand_over: CancellationToken,
 }
 
 impl View {
     fn held(&self) -> usize {
         self.claims.len()
+    }
+
+    /// The claims the share rules count: all but the rescued ones.
+    fn shared(&self) -> usize {
+        self.claims.values().filter(|c| !c.rescued).count()
     }
 
     fn pending(&self) -> usize {
@@ -162,6 +204,9 @@ impl Shard {
                 next_claim: 0,
                 claims: BTreeMap::new(),
                 handed_over: HashMap::new(),
+                health: HashMap::new(),
+                unpulled: HashSet::new(),
+                unpulled_after: None,
             }),
         })
     }
@@ -194,13 +239,15 @@ impl Shard {
 
     /// A claim on `key`'s lease if this replica may try to take it now (see [`Spread::may_take`];
     /// a lease it handed over is left to the others for a TTL while one of them is below the
-    /// even share). It counts as held until dropped.
+    /// even share). A service nobody pulls may be claimed regardless of the share (a rescue).
+    /// It counts as held until dropped.
     pub fn claim(self: &Arc<Self>, key: &str) -> Option<Claim> {
         let mut view = lock(&self.view);
         let cooldown = self.cooldown;
         view.handed_over.retain(|_, at| at.elapsed() < cooldown);
         let cooling = view.handed_over.contains_key(key);
-        if !view.spread.may_take(view.held(), cooling) {
+        let rescued = view.unpulled.contains(key);
+        if !rescued && !view.spread.may_take(view.shared(), cooling) {
             return None;
         }
         let id = view.next_claim;
@@ -209,6 +256,7 @@ impl Shard {
         let entry = ClaimEntry {
             key: key.to_owned(),
             taken: false,
+            rescued,
             hand_over: hand_over.clone(),
         };
         view.claims.insert(id, entry);
@@ -220,14 +268,18 @@ impl Shard {
         })
     }
 
-    /// Takes in what the last heartbeat said (every live replica and what it holds, this one
-    /// included) and asks for the hand-overs it calls for. Returns the keys asked to hand over.
-    pub fn observe(&self, replicas: &[(String, usize)]) -> Vec<String> {
+    /// Takes in what the last heartbeat said (every live replica, what it holds and is able to
+    /// pull, this one included) and asks for the hand-overs it calls for. Returns the keys asked
+    /// to hand over. A replica able to pull nothing is not counted.
+    pub fn observe(&self, replicas: &[Heartbeat]) -> Vec<String> {
         let mut view = lock(&self.view);
-        let others: Vec<usize> = replicas
+        let others: Vec<Peer> = replicas
             .iter()
-            .filter(|(name, _)| *name != self.replica)
-            .map(|&(_, held)| held)
+            .filter(|b| b.replica != self.replica && b.able != Some(0))
+            .map(|b| Peer {
+                held: b.held,
+                able: b.able,
+            })
             .collect();
         let live = others.len() + 1;
         if live != view.spread.live {
@@ -240,14 +292,15 @@ impl Shard {
         }
         view.spread.live = live;
         view.spread.others = others;
-        let n = view.spread.to_hand_over(view.held(), view.pending());
+        // A rescued lease is outside the share rules: asked to hand over, it would bounce.
+        let n = view.spread.to_hand_over(view.shared(), view.pending());
         let mut asked = Vec::new();
         // The most recently taken first: the oldest tenures keep their warm state.
         for entry in view.claims.values().rev() {
             if asked.len() == n {
                 break;
             }
-            if entry.taken && !entry.hand_over.is_cancelled() {
+            if entry.taken && !entry.rescued && !entry.hand_over.is_cancelled() {
                 entry.hand_over.cancel();
                 asked.push(entry.key.clone());
             }
@@ -264,12 +317,15 @@ impl Shard {
         asked
     }
 
-    /// Writes this replica's heartbeat and takes in the answer; an unreachable Redis keeps the
-    /// last view (the store logs the outage).
+    /// Writes this replica's heartbeat (held and able counts) and takes in the answer, then
+    /// stamps the leases it pulls healthily and judges which services nobody pulls; an
+    /// unreachable Redis keeps the last view (the store logs the outage).
     pub async fn beat(&self, redis: &RedisStore) -> bool {
-        match redis.heartbeat(&self.replica, self.held()).await {
+        let (held, able) = (self.held(), self.able_count());
+        match redis.heartbeat(&self.replica, held, able).await {
             Ok(replicas) => {
                 self.observe(&replicas);
+                self.stamp_and_judge(redis).await;
                 true
             }
             Err(_) => false,
@@ -342,11 +398,22 @@ mod tests {
     use super::*;
 
     fn spread(services: usize, others: &[usize]) -> Spread {
+        let others = others.iter().map(|&held| Peer { held, able: None });
         Spread {
             services,
             live: others.len() + 1,
-            others: others.to_vec(),
+            others: others.collect(),
         }
+    }
+
+    /// Heartbeats of replicas that do not say what they are able to pull (all of it).
+    fn beats(replicas: &[(&str, usize)]) -> Vec<Heartbeat> {
+        let beat = |&(name, held): &(&str, usize)| Heartbeat {
+            replica: name.to_owned(),
+            held,
+            able: None,
+        };
+        replicas.iter().map(beat).collect()
     }
 
     #[test]
@@ -435,9 +502,14 @@ mod tests {
             self.leases.retain(|_, (holder, _)| *holder != r);
         }
 
-        fn heartbeats(&self) -> Vec<(String, usize)> {
+        fn heartbeats(&self) -> Vec<Heartbeat> {
             let live = self.replicas.iter().flatten();
-            live.map(|s| (s.replica().to_owned(), s.held())).collect()
+            let beat = |s: &Arc<Shard>| Heartbeat {
+                replica: s.replica().to_owned(),
+                held: s.held(),
+                able: Some(s.able_count()),
+            };
+            live.map(beat).collect()
         }
 
         fn round(&mut self, n: usize) {
@@ -521,7 +593,7 @@ mod tests {
         assert_eq!(shard.held(), 1);
         a.taken();
         // Another replica appears holding nothing: 1 each, fair share 2; nothing to hand over.
-        let asked = shard.observe(&[("r".into(), 1), ("q".into(), 0)]);
+        let asked = shard.observe(&beats(&[("r", 1), ("q", 0)]));
         assert!(asked.is_empty(), "{asked:?}");
         assert_eq!(shard.live(), 2);
         assert_eq!(shard.fair_share(), 2);
@@ -539,7 +611,7 @@ mod tests {
             })
             .collect();
         // Three more replicas, holding nothing: even 1, fair 2: two to hand over, d then c.
-        let beats = [("r", 4), ("p", 0), ("q", 0), ("s", 0)].map(|(n, h)| (n.to_owned(), h));
+        let beats = beats(&[("r", 4), ("p", 0), ("q", 0), ("s", 0)]);
         assert_eq!(shard.observe(&beats), vec!["d", "c"]);
         assert!(claims[3].hand_over().is_cancelled());
         assert!(!claims[1].hand_over().is_cancelled());
@@ -552,15 +624,15 @@ mod tests {
         let shard = Shard::new("r".into(), 6, Duration::from_secs(3));
         let x = shard.claim("x").unwrap();
         x.taken();
-        let beats = [("r", 1), ("p", 0), ("q", 0)].map(|(n, h)| (n.to_owned(), h));
-        assert!(shard.observe(&beats).is_empty());
+        assert!(shard
+            .observe(&beats(&[("r", 1), ("p", 0), ("q", 0)]))
+            .is_empty());
         x.handed_over();
         assert_eq!(shard.held(), 0);
         assert!(shard.claim("x").is_none(), "left to the others");
         assert!(shard.claim("y").is_some());
         // Nobody below the even share (2): taken back.
-        let beats = [("r", 0), ("p", 3), ("q", 3)].map(|(n, h)| (n.to_owned(), h));
-        shard.observe(&beats);
+        shard.observe(&beats(&[("r", 0), ("p", 3), ("q", 3)]));
         assert!(shard.claim("x").is_some());
     }
 }

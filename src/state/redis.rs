@@ -8,7 +8,9 @@
 //!
 //! One more key is shared by every service: `<key_prefix>proofpoint_isolation:replicas`, a hash
 //! of the replicas' heartbeats (replica id -> expiry by Redis's clock and the number of leases it
-//! holds), from which the replicas share the leases out (`crate::isolation::shard`).
+//! holds and how many services it is able to pull), from which the replicas share the leases
+//! out (`crate::isolation::shard`); and `<key_prefix>proofpoint_isolation:pulled`, when each
+//! service was last pulled healthily ([`pulled`]).
 //!
 //! Every operation that depends on the lease is one Lua script, so that Redis runs the check and
 //! the change as one operation: taking, renewing and releasing the lease, and the **fenced
@@ -38,6 +40,8 @@ use tracing::{error, info};
 use super::{decode, encode, LoadReport, ServiceState, StateError};
 use crate::config::RedisConfig;
 use crate::metrics::Metrics;
+
+mod pulled;
 
 /// `take`: the lease if it is free (or already ours: then its TTL is renewed).
 const TAKE: &str = r"
@@ -124,30 +128,44 @@ return {gone, current}
 ";
 
 /// The replica heartbeat (sharding, `crate::isolation::shard`): KEYS[1] is a hash of replica id
-/// -> `<expiry ms> <leases held>`. Writes the caller's (ARGV[1]) with an expiry of TTL ms
-/// (ARGV[2]) from now by the server's clock (one clock for every replica, not theirs), with its
-/// held count (ARGV[3]); prunes the expired; returns the live ones as `{id, held, ...}`. The hash
-/// itself expires a TTL after the last heartbeat, so a deployment that is gone leaves nothing.
+/// -> `<expiry ms> <leases held> <services able to pull>`. Writes the caller's (ARGV[1]) with an
+/// expiry of TTL ms (ARGV[2]) from now by the server's clock (one clock for every replica, not
+/// theirs), with its held and able counts (ARGV[3], ARGV[4]); prunes the expired; returns the
+/// live ones as `{id, held, able, ...}` (able `''` from an older replica that writes no able
+/// count). The hash itself expires a TTL after the last heartbeat, so a deployment that is gone
+/// leaves nothing.
 const HEARTBEAT: &str = r"
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], ARGV[1], string.format('%d %d', now + ttl, tonumber(ARGV[3])))
+local beat = string.format('%d %d %d', now + ttl, tonumber(ARGV[3]), tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], ARGV[1], beat)
 local all = redis.call('HGETALL', KEYS[1])
 local live = {}
 for i = 1, #all, 2 do
-  local expiry, held = string.match(all[i + 1], '^(%d+) (%d+)$')
+  local expiry, held, able = string.match(all[i + 1], '^(%d+) (%d+) ?(%d*)$')
   if expiry == nil or tonumber(expiry) <= now then
     redis.call('HDEL', KEYS[1], all[i])
   else
     live[#live + 1] = all[i]
     live[#live + 1] = held
+    live[#live + 1] = able
   end
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
 return live
 ";
+
+/// A live replica's heartbeat, as [`RedisStore::heartbeat`] reads it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub replica: String,
+    /// The leases it holds.
+    pub held: usize,
+    /// How many services it is able to pull (`None`: an older replica that does not say).
+    pub able: Option<usize>,
+}
 
 /// Whether a lease operation was done, and who holds the lease (empty: nobody).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,6 +206,7 @@ struct Scripts {
     write: Script,
     delete: Script,
     heartbeat: Script,
+    pulled: Script,
     set_aside: Script,
     discard: Script,
 }
@@ -263,6 +282,7 @@ impl RedisStore {
                 write: Script::new(WRITE),
                 delete: Script::new(DELETE),
                 heartbeat: Script::new(HEARTBEAT),
+                pulled: Script::new(pulled::STAMP),
                 set_aside: Script::new(SET_ASIDE),
                 discard: Script::new(DISCARD),
             },
@@ -491,14 +511,15 @@ impl RedisStore {
             .await
     }
 
-    /// Writes `replica`'s heartbeat (live for the TTL by Redis's clock, holding `held` leases)
-    /// and returns every live replica with its held count, this one included.
+    /// Writes `replica`'s heartbeat (live for the TTL by Redis's clock, holding `held` leases,
+    /// able to pull `able` services) and returns every live replica's, this one's included.
     pub async fn heartbeat(
         &self,
         replica: &str,
         held: usize,
-    ) -> Result<Vec<(String, usize)>, StateError> {
-        let (key, ttl, held) = (self.replicas_key(), self.ttl_ms(), held.to_string());
+        able: usize,
+    ) -> Result<Vec<Heartbeat>, StateError> {
+        let (key, ttl) = (self.replicas_key(), self.ttl_ms());
         let script = &self.scripts.heartbeat;
         let flat: Vec<String> = self
             .call(|mut c| async move {
@@ -507,13 +528,18 @@ impl RedisStore {
                     .arg(replica)
                     .arg(ttl)
                     .arg(held)
+                    .arg(able)
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
         Ok(flat
-            .chunks_exact(2)
-            .map(|pair| (pair[0].clone(), pair[1].parse().unwrap_or(0)))
+            .chunks_exact(3)
+            .map(|beat| Heartbeat {
+                replica: beat[0].clone(),
+                held: beat[1].parse().unwrap_or(0),
+                able: beat[2].parse().ok(),
+            })
             .collect())
     }
 

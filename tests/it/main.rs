@@ -39,6 +39,10 @@ mod redis;
 // kill -9, SIGSTOP and SIGTERM of the lease holder, Redis killed mid-window and down at start.
 mod ha;
 
+// Health-aware sharding (issue 21 §1): a replica alive but unable to reach the API leaves its
+// services to the other; a service nobody pulls fails /ready on every replica.
+mod ha_health;
+
 // Sharding on Redis: three replicas share twelve tenants' leases evenly, and again after one is
 // killed and replaced; every tenant's file output exact.
 mod sharding;

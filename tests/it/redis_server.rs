@@ -75,6 +75,7 @@ impl RedisServer {
             ca: None,
             key_prefix: key_prefix.into(),
             lease_ttl,
+            unpulled_after: None,
         }
     }
 

@@ -72,6 +72,8 @@ impl InProcess {
             // The state key stands for the input id in the metrics' labels (unique per lease).
             let counted = metrics.service(&key, service);
             let lease = Lease::new(store.clone(), key, service, counted).with_shard(shard.clone());
+            // No setup check here: every service is able to pull from the start.
+            lease.setup_passed(true);
             tasks.spawn(hold_until_asked(lease, stop.clone()));
         }
         InProcess { shard, tasks, stop }
