@@ -60,7 +60,7 @@ impl InputConfig {
     /// Every limiter a service's requests must pass: the input's (shared) and its own.
     pub fn limits_for(&self, svc: &ServiceConfig) -> SharedLimits {
         SharedLimits::default()
-            .with("inputs.proofpoint_isolation", self.input_limiter.clone())
+            .with_input(self.input_limiter.clone())
             .with(
                 &format!("services.{}", svc.service),
                 Arc::new(Mutex::new(RequestLimits::new(&svc.pacing.requests_limits))),

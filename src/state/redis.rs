@@ -36,8 +36,11 @@ use tokio::time::Instant;
 use tracing::{error, info};
 
 use super::{decode, encode, LoadReport, ServiceState, StateError};
+
+mod quota;
 use crate::config::RedisConfig;
 use crate::metrics::Metrics;
+pub use quota::{QuotaLimit, QuotaReply};
 
 /// `take`: the lease if it is free (or already ours: then its TTL is renewed).
 const TAKE: &str = r"

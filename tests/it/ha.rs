@@ -27,8 +27,8 @@ use crate::redis_server::{self, RedisServer};
 use crate::rsyslog::{free_port, Listen, Rsyslog};
 use crate::util::*;
 
-const WEB: &str = "browser_and_email_isolation";
-const URL: &str = "url_isolation";
+pub(crate) const WEB: &str = "browser_and_email_isolation";
+pub(crate) const URL: &str = "url_isolation";
 const SERVICES: [&str; 2] = [WEB, URL];
 
 fn table(service: &str) -> &'static str {
@@ -44,7 +44,7 @@ fn ms(n: u64) -> Duration {
 }
 
 /// A service's Redis key (`state` or `lease`), as the contract names it (default prefix).
-fn redis_key(service: &str, what: &str) -> String {
+pub(crate) fn redis_key(service: &str, what: &str) -> String {
     format!("isolation-collector:{{proofpoint_isolation_10001_{service}}}:{what}")
 }
 
@@ -157,7 +157,7 @@ impl Replica {
     }
 
     /// Whether its metrics say it holds `service`'s lease.
-    async fn holds(&self, service: &str) -> bool {
+    pub(crate) async fn holds(&self, service: &str) -> bool {
         let series =
             format!("isolation_collector_lease_held{{input=\"10001\",service=\"{service}\"}}");
         match self.scrape().await {
@@ -321,7 +321,7 @@ impl Ha {
 }
 
 /// Writes the env's config with `metrics_listen: "${METRICS_LISTEN}"` (each replica sets it).
-fn write_ha_config(env: &TestEnv) {
+pub(crate) fn write_ha_config(env: &TestEnv) {
     env.write_config();
     edit_config(
         env,
