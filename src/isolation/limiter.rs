@@ -247,10 +247,9 @@ impl SharedLimits {
         self.levels.is_empty()
     }
 
-    /// Takes a slot in every level at once (the input's too unless `skip_input`: Redis counts
-    /// it), or says how long to wait and for which limit. The locks are taken in level order
-    /// (input before service), so two services cannot deadlock.
-    fn try_acquire(&self, now: Instant, skip_input: bool) -> Option<Wait<'_>> {
+    /// Takes a slot in every level at once, or says how long to wait and for which limit. The
+    /// locks are taken in level order (input before service), so two services cannot deadlock.
+    fn try_acquire(&self, now: Instant) -> Option<Wait<'_>> {
         let mut guards: Vec<_> = self
             .levels
             .iter()
@@ -258,9 +257,6 @@ impl SharedLimits {
             .collect();
         let mut longest = (Duration::ZERO, None, "");
         for (g, level) in guards.iter_mut().zip(&self.levels) {
-            if skip_input && level.input {
-                continue;
-            }
             let (d, limit) = g.wait(now);
             if d > longest.0 {
                 longest = (d, limit, level.name.as_str());
@@ -275,6 +271,7 @@ impl SharedLimits {
         Some(longest)
     }
 
+    /// Counts a request in every level.
     fn record(&self, now: Instant) {
         for level in &self.levels {
             (level.limits.lock())
@@ -314,7 +311,7 @@ impl SharedLimits {
                 None
             }
             Decision::Wait(wait, limit) => Some((wait, limit, INPUT_LEVEL)),
-            Decision::CountAlone => self.try_acquire(Instant::now(), false),
+            Decision::CountAlone => self.try_acquire(Instant::now()),
         }
     }
 
@@ -325,7 +322,7 @@ impl SharedLimits {
         loop {
             let wait = match &self.quota {
                 Some(quota) => self.try_acquire_counted(quota).await,
-                None => self.try_acquire(Instant::now(), false),
+                None => self.try_acquire(Instant::now()),
             };
             let Some((wait, limit, level)) = wait else {
                 return;

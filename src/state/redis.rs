@@ -10,6 +10,9 @@
 //! of the replicas' heartbeats (replica id -> expiry by Redis's clock and the number of leases it
 //! holds), from which the replicas share the leases out (`crate::isolation::shard`).
 //!
+//! An input with `requests_limits` has its quota here too, counted for every replica (`quota.rs`):
+//! `<key_prefix>{proofpoint_isolation_<id>}:requests_<period ms>` and `...:count` per limit.
+//!
 //! Every operation that depends on the lease is one Lua script, so that Redis runs the check and
 //! the change as one operation: taking, renewing and releasing the lease, and the **fenced
 //! write**, which stores a state only if the lease's token is still the caller's. A holder
