@@ -102,6 +102,12 @@ async fn two_replicas_together_keep_the_inputs_requests_limits() {
         "the simulators saw {most} requests within {PERIOD:?}, over the input's quota of {QUOTA} (one replica's log:\n{})",
         a.log()
     );
+    // The waits Redis asks for are logged as the process's own were, byte for byte.
+    let line = format!("Request limit reached ({QUOTA} request(s) per 2s, inputs.proofpoint_isolation requests_limits); waiting ");
+    assert!(
+        a.log().contains(&line) && b.log().contains(&line),
+        "no `{line}` in a replica's log"
+    );
 }
 
 /// The script's arithmetic, on a pinned clock, against a real Redis: it counts a request only
