@@ -37,6 +37,9 @@ pub struct InputConfig {
     pub pacing: RequestPacing,
     /// The input's limiter, built from `requests_limits`: one for all its services, because
     /// they share one API key (and the vendor's quota is per key). Cloning the config shares it.
+    /// With Redis persistence the limits are counted in Redis for every replica
+    /// (`limiter::input_quota`); this one then counts the process's requests, and holds the
+    /// limits alone only if Redis refuses to count.
     pub input_limiter: Arc<Mutex<RequestLimits>>,
     /// `environment`: added to every delivered event as `"@devo_environment"`.
     pub environment: Option<String>,
@@ -60,7 +63,7 @@ impl InputConfig {
     /// Every limiter a service's requests must pass: the input's (shared) and its own.
     pub fn limits_for(&self, svc: &ServiceConfig) -> SharedLimits {
         SharedLimits::default()
-            .with("inputs.proofpoint_isolation", self.input_limiter.clone())
+            .with_input(self.input_limiter.clone())
             .with(
                 &format!("services.{}", svc.service),
                 Arc::new(Mutex::new(RequestLimits::new(&svc.pacing.requests_limits))),

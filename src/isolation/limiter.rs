@@ -18,6 +18,9 @@
 //! (A bucket measured from its latest request would chain for as long as requests came closer
 //! than its span and never close: nothing would ever leave the window.)
 //!
+//! With Redis persistence the input's level is counted in Redis instead, for every replica at
+//! once ([`input_quota`]); the service's levels stay in the process.
+//!
 //! The clock is injected: the pure core takes `now`, and the async [`SharedLimits::acquire`]
 //! uses `tokio::time::Instant`, which `tokio::time::pause` controls in tests.
 
@@ -27,6 +30,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+pub mod input_quota;
+use input_quota::{Decision, InputQuota};
 
 /// One `requests_limits` entry: `number_of_requests` per `period`; `None`: unlimited (`-1`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,22 +186,59 @@ impl RequestLimits {
 /// use one API key) and the service's own.
 #[derive(Clone, Debug, Default)]
 pub struct SharedLimits {
-    /// (level name for the log, limits), narrowest last.
-    levels: Vec<(String, Arc<Mutex<RequestLimits>>)>,
+    /// Narrowest last.
+    levels: Vec<Level>,
+    /// With Redis persistence: the input's level, counted in Redis by every replica. Its local
+    /// level still counts this process's requests, and holds them alone if Redis refuses.
+    quota: Option<InputQuota>,
+}
+
+#[derive(Clone, Debug)]
+struct Level {
+    /// The level's name for the log (`inputs.proofpoint_isolation`, `services.<name>`).
+    name: String,
+    limits: Arc<Mutex<RequestLimits>>,
+    /// The input's level (counted in Redis when there is a quota).
+    input: bool,
 }
 
 /// Waits at least this long are logged (at INFO, once per wait); shorter ones are pacing.
 pub const LOG_WAIT_THRESHOLD: Duration = Duration::from_secs(1);
 
+/// The level name of the input's limits in the log.
+const INPUT_LEVEL: &str = "inputs.proofpoint_isolation";
+
+/// How long a request must wait, for which limit (none: Redis is not answering) of which level.
+type Wait<'a> = (Duration, Option<Limit>, &'a str);
+
 impl SharedLimits {
     /// Adds a level unless it limits nothing.
-    pub fn with(mut self, level: &str, limits: Arc<Mutex<RequestLimits>>) -> SharedLimits {
+    pub fn with(self, level: &str, limits: Arc<Mutex<RequestLimits>>) -> SharedLimits {
+        self.push(level, limits, false)
+    }
+
+    /// Adds the input's level (`inputs.proofpoint_isolation`) unless it limits nothing.
+    pub fn with_input(self, limits: Arc<Mutex<RequestLimits>>) -> SharedLimits {
+        self.push(INPUT_LEVEL, limits, true)
+    }
+
+    /// Counts the input's level in Redis (see [`input_quota`]), when `quota` is one.
+    pub fn counted_in(mut self, quota: Option<InputQuota>) -> SharedLimits {
+        self.quota = quota.filter(|_| self.levels.iter().any(|l| l.input));
+        self
+    }
+
+    fn push(mut self, name: &str, limits: Arc<Mutex<RequestLimits>>, input: bool) -> Self {
         let empty = limits
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .is_empty();
         if !empty {
-            self.levels.push((level.to_owned(), limits));
+            self.levels.push(Level {
+                name: name.to_owned(),
+                limits,
+                input,
+            });
         }
         self
     }
@@ -206,17 +249,17 @@ impl SharedLimits {
 
     /// Takes a slot in every level at once, or says how long to wait and for which limit. The
     /// locks are taken in level order (input before service), so two services cannot deadlock.
-    fn try_acquire(&self, now: Instant) -> Option<(Duration, Option<Limit>, &str)> {
+    fn try_acquire(&self, now: Instant) -> Option<Wait<'_>> {
         let mut guards: Vec<_> = self
             .levels
             .iter()
-            .map(|(_, l)| l.lock().unwrap_or_else(PoisonError::into_inner))
+            .map(|l| l.limits.lock().unwrap_or_else(PoisonError::into_inner))
             .collect();
         let mut longest = (Duration::ZERO, None, "");
-        for (g, (level, _)) in guards.iter_mut().zip(&self.levels) {
+        for (g, level) in guards.iter_mut().zip(&self.levels) {
             let (d, limit) = g.wait(now);
             if d > longest.0 {
-                longest = (d, limit, level.as_str());
+                longest = (d, limit, level.name.as_str());
             }
         }
         if longest.0.is_zero() {
@@ -228,12 +271,60 @@ impl SharedLimits {
         Some(longest)
     }
 
+    /// Counts a request in every level.
+    fn record(&self, now: Instant) {
+        for level in &self.levels {
+            (level.limits.lock())
+                .unwrap_or_else(PoisonError::into_inner)
+                .record(now);
+        }
+    }
+
+    /// Whether this process's levels (the service's) have room, without taking it.
+    fn local_wait(&self, now: Instant) -> Option<Wait<'_>> {
+        let mut longest = (Duration::ZERO, None, "");
+        for level in self.levels.iter().filter(|l| !l.input) {
+            let (d, limit) = level
+                .limits
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .wait(now);
+            if d > longest.0 {
+                longest = (d, limit, level.name.as_str());
+            }
+        }
+        (!longest.0.is_zero()).then_some(longest)
+    }
+
+    /// With a quota in Redis: this process's levels first (no round trip while they are full),
+    /// then Redis, which counts the request for every replica; then the local levels count it.
+    async fn try_acquire_counted(&self, quota: &InputQuota) -> Option<Wait<'_>> {
+        if let Some(wait) = self.local_wait(Instant::now()) {
+            return Some(wait);
+        }
+        match quota.take().await {
+            Decision::Counted => {
+                // Counted for every replica: the local levels count it too (the service's had
+                // room, and only this task uses them; the input's keeps this process's own
+                // requests for a fallback).
+                self.record(Instant::now());
+                None
+            }
+            Decision::Wait(wait, limit) => Some((wait, limit, INPUT_LEVEL)),
+            Decision::CountAlone => self.try_acquire(Instant::now()),
+        }
+    }
+
     /// Waits until every level has room, then counts the request in all of them. Only the
     /// locks' own brief holds are shared; the waiting happens unlocked. Never fails: the
     /// caller's cancellation drops this future.
     pub async fn acquire(&self) {
         loop {
-            let Some((wait, limit, level)) = self.try_acquire(Instant::now()) else {
+            let wait = match &self.quota {
+                Some(quota) => self.try_acquire_counted(quota).await,
+                None => self.try_acquire(Instant::now()),
+            };
+            let Some((wait, limit, level)) = wait else {
                 return;
             };
             if wait >= LOG_WAIT_THRESHOLD {

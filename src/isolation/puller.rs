@@ -40,6 +40,7 @@ use crate::isolation::client::{ApiClient, FetchError};
 use crate::isolation::devo_log;
 use crate::isolation::job_cap::JobCap;
 use crate::isolation::lease::LeaseGate;
+use crate::isolation::limiter::input_quota::InputQuota;
 use crate::isolation::lookahead::LookAhead;
 use crate::isolation::statistics::{CycleReport, CycleStats};
 use crate::metrics::{Metrics, ServiceMetrics};
@@ -164,7 +165,11 @@ impl Puller {
             input.request_interval(&svc),
             cancel.clone(),
         )?
-        .with_limits(input.limits_for(&svc));
+        .with_limits(input.limits_for(&svc).counted_in(InputQuota::new(
+            &store,
+            &input.id,
+            &input.pacing.requests_limits,
+        )));
         let key = StateStore::key(&input.id, svc.service.name());
         let metrics = ServiceMetrics::detached(svc.service);
         Ok(Puller {

@@ -12,6 +12,9 @@
 //! out (`crate::isolation::shard`); and `<key_prefix>proofpoint_isolation:pulled`, when each
 //! service was last pulled healthily ([`pulled`]).
 //!
+//! An input with `requests_limits` has its quota here too, counted for every replica (`quota.rs`):
+//! `<key_prefix>{proofpoint_isolation_<id>}:requests_<period ms>` and `...:count` per limit.
+//!
 //! Every operation that depends on the lease is one Lua script, so that Redis runs the check and
 //! the change as one operation: taking, renewing and releasing the lease, and the **fenced
 //! write**, which stores a state only if the lease's token is still the caller's. A holder
@@ -38,8 +41,11 @@ use tokio::time::Instant;
 use tracing::{error, info};
 
 use super::{decode, encode, LoadReport, ServiceState, StateError};
+
+mod quota;
 use crate::config::RedisConfig;
 use crate::metrics::Metrics;
+pub use quota::{QuotaLimit, QuotaReply};
 
 mod pulled;
 

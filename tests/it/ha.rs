@@ -44,7 +44,7 @@ pub(crate) fn ms(n: u64) -> Duration {
 }
 
 /// A service's Redis key (`state` or `lease`), as the contract names it (default prefix).
-fn redis_key(service: &str, what: &str) -> String {
+pub(crate) fn redis_key(service: &str, what: &str) -> String {
     format!("isolation-collector:{{proofpoint_isolation_10001_{service}}}:{what}")
 }
 

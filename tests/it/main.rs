@@ -47,6 +47,9 @@ mod ha_health;
 // killed and replaced; every tenant's file output exact.
 mod sharding;
 
+// An input's requests_limits counted in Redis: two replicas together keep one API key's quota.
+mod quota;
+
 // A real rsyslog (TLS with client certificates, and plain TCP) started per test.
 mod rsyslog;
 
