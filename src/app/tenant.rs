@@ -6,7 +6,8 @@
 //! the run options and the registry of sender statistics.
 //! Everything else is the tenant's own: each service has its own API client (its own retries,
 //! backoff and request limits; the input's limiter is shared by its services, because the
-//! vendor's quota is per key), its own output instances and its own lease. A tenant whose key is
+//! vendor's quota is per key, and with Redis persistence by every replica, counted in Redis),
+//! its own output instances and its own lease. A tenant whose key is
 //! refused, or whose API fails for hours, only keeps its own tasks busy.
 //!
 //! [`start_tenant`] spawns the tenant's service tasks under a child of the process's token;

@@ -650,7 +650,7 @@ impl RedisStore {
         let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
         let fix = if auth {
-            Some("check globals.persistence.config.password (or password_file) and username, and that the user may run GET, SET, DEL, PEXPIRE, HSET, HGETALL, HDEL, TIME, EVAL and EVALSHA")
+            Some("check globals.persistence.config.password (or password_file) and username, and that the user may run GET, SET, DEL, PEXPIRE, HSET, HGETALL, HDEL, TIME, EVAL and EVALSHA, and for an input's requests_limits INCR, ZADD, ZREM, ZCARD, ZRANGE, ZRANGEBYSCORE and ZREMRANGEBYSCORE")
         } else if e.to_string().contains("DB index") {
             Some("check globals.persistence.config.db (the server's `databases` setting bounds it)")
         } else if e.to_string().contains("certificate") {
