@@ -27,6 +27,9 @@ mod proxy;
 // A real redis-server (append-only, fsync always) started per test on a free port.
 mod redis_server;
 
+// Redis with Sentinel: a master, a replica and three redis-sentinels; the failover.
+mod sentinel;
+
 // Redis persistence: exactly once with the state in Redis, state show/reset/copy, validate
 // against a Redis down or refusing the password, a holder whose lease another token took.
 mod redis;
