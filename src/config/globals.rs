@@ -67,7 +67,7 @@ pub struct RedisConfig {
     /// How long a lease lives without being renewed.
     pub lease_ttl: Duration,
     /// `sentinels`: the master is the one these name (`host` and `port` are then not set).
-    pub sentinel: Option<SentinelConfig>,
+    pub sentinel: Option<Box<SentinelConfig>>,
 }
 
 impl RedisConfig {
@@ -250,7 +250,7 @@ fn persistence_kind(kind: Option<&str>, p: &mut Obj<'_>, cx: &mut Cx) -> Option<
 /// `persistence.config` of `type: redis`. Every bad value is its own error (recorded in `cx`,
 /// which fails the config); the password never appears in one.
 fn redis_config(mut c: Obj<'_>, cx: &mut Cx) -> Option<RedisConfig> {
-    let sentinel = sentinel::parse(&mut c, cx);
+    let sentinel = sentinel::parse(&mut c, cx).map(Box::new);
     let host = c.string("host", cx).unwrap_or_else(|| "localhost".into());
     if host.trim().is_empty() || host.contains(char::is_whitespace) {
         cx.error(

@@ -184,8 +184,9 @@ async fn wait_until_listening(port: u16) {
 /// The master is killed (kill -9) during a backfill that two collector replicas share. The
 /// sentinels promote the replica; the collectors, which find the master through the sentinels,
 /// follow it: collection resumes and the shared file output holds every event exactly once.
-/// Prints the time from the kill to the sentinels' switch and to the next commit (a state's
-/// checkpoint in the new master moves past what the old one held at the kill).
+/// `validate` then names the new master. Prints the time from the kill to the sentinels' switch
+/// and to the next commit (a state's checkpoint in the new master moves past what the old one
+/// held at the kill).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_during_a_backfill_fails_over_and_collection_resumes_exactly_once() {
     let env = TestEnv::both(8_000, |c| {
@@ -258,6 +259,25 @@ async fn a_master_killed_during_a_backfill_fails_over_and_collection_resumes_exa
         })
         .count();
     assert!(followed > 0, "nobody logged the new master:\n{}", ha.logs());
+    // validate asks the sentinels too, and names the master they gave.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = ha
+        .env
+        .collector_with_env(&["validate"], &[("METRICS_LISTEN", &listen)])
+        .await;
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "the sentinels name 127.0.0.1:{} as the master.",
+            sentinels.replica.port
+        )),
+        "{printed}"
+    );
     eprintln!(
         "sentinel failover test: kill -9 of the master -> sentinels switched after {:.1} s, next commit in the new master after {:.1} s",
         switched.as_secs_f64(),
