@@ -126,6 +126,8 @@ impl RedisServer {
                 "always",
             ])
             .args(["--protected-mode", "no", "--daemonize", "no"])
+            // A replica's first sync at once, not after the default 5 s wait for more replicas.
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--logfile")
             .arg(self.dir.join("redis.log"));
         if let Some(p) = &self.password {

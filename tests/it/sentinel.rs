@@ -285,12 +285,20 @@ async fn a_master_killed_during_a_backfill_fails_over_and_collection_resumes_exa
     );
 }
 
-/// Waits (at most 20 s) until `replica` has synchronised with its master.
-async fn wait_until_replicating(replica: &RedisServer) {
+/// Waits (at most 20 s) until `master` streams its writes to a replica (`state=online`: after
+/// a diskless sync, only from the replica's first acknowledgement on, up to a second later).
+/// Then a write reaches the replica, and the replica has finished the append-only file rewrite
+/// it starts after a sync (its fsyncs, which come before its acknowledgements, wait for it).
+async fn wait_until_replicating(master: &RedisServer, replica: &RedisServer) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !replica
+    assert_eq!(master.cli(&["SET", "warm-up", "1"]), "OK");
+    while !master
         .cli(&["INFO", "replication"])
-        .contains("master_link_status:up")
+        .contains("state=online")
+        || replica.get("warm-up").is_none()
+        || !replica
+            .cli(&["INFO", "persistence"])
+            .contains("aof_rewrite_in_progress:0")
     {
         assert!(Instant::now() < deadline, "the replica never synchronised");
         tokio::time::sleep(ms(50)).await;
@@ -310,8 +318,9 @@ async fn a_state_write_waits_for_the_replica_and_counts_those_it_did_not_acknowl
     let tmp = tempfile::tempdir().unwrap();
     let master = RedisServer::start(&tmp, "master").await;
     let replica = RedisServer::start_replica_of(&tmp, "replica", master.port).await;
-    wait_until_replicating(&replica).await;
-    let store = RedisStore::new(&master.config("t:", Duration::from_secs(3))).unwrap();
+    wait_until_replicating(&master, &replica).await;
+    // A TTL of 6 s: a response timeout of 2 s, and a wait for the replica of 1 s.
+    let store = RedisStore::new(&master.config("t:", Duration::from_secs(6))).unwrap();
     let metrics = Arc::new(Metrics::new().with_leases());
     store.report_to(metrics.clone());
     let unreplicated = || {
@@ -326,11 +335,15 @@ async fn a_state_write_waits_for_the_replica_and_counts_those_it_did_not_acknowl
     let mut state = ServiceState::new(None, 1_000);
     for checkpoint in [5_000, 6_000, 7_000] {
         state.cursors.checkpoint = checkpoint;
+        let started = Instant::now();
         store.save(k, &state, Some(token)).await.unwrap();
+        let took = started.elapsed();
         assert_eq!(
             replica.get(&state_key),
             master.get(&state_key),
-            "the replica does not hold the write of checkpoint {checkpoint} when save returns"
+            "the replica does not hold the write of checkpoint {checkpoint} when save returns (after {took:?}; unreplicated writes: {:?}; {})",
+            unreplicated(),
+            master.cli(&["INFO", "replication"])
         );
     }
     assert_eq!(unreplicated(), Some(0.0));
