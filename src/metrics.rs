@@ -98,6 +98,8 @@ pub struct Metrics {
     lease_held: Family<ServiceLabels, Gauge>,
     lease_lost: Family<ServiceLabels, Counter>,
     persistence_up: Gauge,
+    /// Fenced state writes no Redis replica acknowledged in time (`WAIT`), with replicas known.
+    unreplicated_writes: Counter,
     /// Registered only with Redis persistence, fed by the replicas' heartbeats.
     sharding: ShardingGauges,
     /// The checkpoint per service; the lag gauge is computed from it at scrape time, so it keeps
@@ -249,6 +251,7 @@ impl Metrics {
             lease_held: Family::default(),
             lease_lost: Family::default(),
             persistence_up: Gauge::default(),
+            unreplicated_writes: Counter::default(),
             sharding: ShardingGauges::default(),
             checkpoints: Mutex::default(),
             readiness: Mutex::default(),
@@ -290,6 +293,11 @@ impl Metrics {
             "1 while no replica has pulled the service for longer than unpulled_after_in_seconds (no replica holds its lease, or its holder's cycles keep failing), else 0. The same on every replica.",
             self.sharding.unpulled.clone(),
         );
+        self.registry.register(
+            "persistence_unreplicated_writes",
+            "State writes the Redis master stored but no replica acknowledged within the wait (a failover now may go back to an older state: re-sends, not losses).",
+            self.unreplicated_writes.clone(),
+        );
         self.persistence_up.set(1);
         lock(&self.readiness).leases = Some(BTreeMap::new());
         self
@@ -300,6 +308,11 @@ impl Metrics {
         self.sharding.replicas_live.set(live as i64);
         self.sharding.fair_share.set(fair_share as i64);
         lock(&self.readiness).replicas = Some((live, fair_share));
+    }
+
+    /// A state write that no Redis replica acknowledged in time.
+    pub fn unreplicated_write(&self) {
+        self.unreplicated_writes.inc();
     }
 
     /// Whether the persistence answered (`Ok`) or why not.

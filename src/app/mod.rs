@@ -521,7 +521,13 @@ async fn validate_persistence(config: &Config) -> bool {
     match RedisStore::new(r) {
         Ok(store) => match store.check().await {
             Ok(()) => {
-                info!("Redis at {} answers.", store.address());
+                match store.master() {
+                    Some(master) => info!(
+                        "Redis at {} answers: the sentinels name {master} as the master.",
+                        store.address()
+                    ),
+                    None => info!("Redis at {} answers.", store.address()),
+                }
                 true
             }
             Err(e) => {

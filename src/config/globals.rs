@@ -9,6 +9,9 @@ use super::walker::{Cx, Obj};
 use crate::isolation::job_cap::DEFAULT_MAX_CONCURRENT_JOBS;
 use crate::secret::Secret;
 
+mod sentinel;
+pub use sentinel::SentinelConfig;
+
 #[derive(Clone, Debug)]
 pub struct Globals {
     /// How long a graceful shutdown may take before the process exits anyway.
@@ -66,11 +69,17 @@ pub struct RedisConfig {
     /// How long a service may go without a replica pulling it healthily before every replica
     /// reports it (`unpulled_after_in_seconds`; `None`: [`RedisConfig::unpulled_after`]'s default).
     pub unpulled_after: Option<Duration>,
+    /// `sentinels`: the master is the one these name (`host` and `port` are then not set).
+    pub sentinel: Option<Box<SentinelConfig>>,
 }
 
 impl RedisConfig {
-    /// `host:port`, the only way the server is named in logs and errors.
+    /// `host:port`, the only way the server is named in logs and errors; with sentinels,
+    /// `<master_name> via sentinels <host:port>,...` (the master's address changes at a failover).
     pub fn address(&self) -> String {
+        if let Some(s) = &self.sentinel {
+            return s.describe();
+        }
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
@@ -256,6 +265,7 @@ fn persistence_kind(kind: Option<&str>, p: &mut Obj<'_>, cx: &mut Cx) -> Option<
 /// `persistence.config` of `type: redis`. Every bad value is its own error (recorded in `cx`,
 /// which fails the config); the password never appears in one.
 fn redis_config(mut c: Obj<'_>, cx: &mut Cx) -> Option<RedisConfig> {
+    let sentinel = sentinel::parse(&mut c, cx).map(Box::new);
     let host = c.string("host", cx).unwrap_or_else(|| "localhost".into());
     if host.trim().is_empty() || host.contains(char::is_whitespace) {
         cx.error(
@@ -264,7 +274,7 @@ fn redis_config(mut c: Obj<'_>, cx: &mut Cx) -> Option<RedisConfig> {
         );
     }
     let port = c.number("port", 1.0, 65535.0, true, cx).map(|n| n as u16);
-    let password = redis_password(&mut c, cx);
+    let password = secret(&mut c, ["password", "password_file"], cx);
     let username = c.string("username", cx).filter(|u| !u.is_empty());
     let db = c
         .number("db", 0.0, i32::MAX as f64, true, cx)
@@ -320,29 +330,32 @@ fn redis_config(mut c: Obj<'_>, cx: &mut Cx) -> Option<RedisConfig> {
         key_prefix,
         lease_ttl: ttl.map_or(Duration::from_secs(30), Duration::from_secs_f64),
         unpulled_after: unpulled_after.map(Duration::from_secs_f64),
+        sentinel,
     })
 }
 
-/// `password` or `password_file` (one of them, or neither); never shown in an error.
-fn redis_password(c: &mut Obj<'_>, cx: &mut Cx) -> Option<Secret> {
-    let inline = c.string("password", cx);
-    let file = c.string("password_file", cx);
+/// `password` or `password_file` (one of them, or neither; `keys` names them: the Redis's or
+/// the sentinels'); never shown in an error.
+fn secret(c: &mut Obj<'_>, keys: [&str; 2], cx: &mut Cx) -> Option<Secret> {
+    let [key, file_key] = keys;
+    let inline = c.string(key, cx);
+    let file = c.string(file_key, cx);
     let password = match (inline, file) {
         (Some(_), Some(_)) => {
             cx.error(
-                &c.path("password"),
-                "give either `password` or `password_file`, not both".into(),
+                &c.path(key),
+                format!("give either `{key}` or `{file_key}`, not both"),
             );
             return None;
         }
         (Some(p), None) => p,
         (None, Some(f)) => {
-            let bytes = cx.read_secret_file(&c.path("password_file"), &f)?;
+            let bytes = cx.read_secret_file(&c.path(file_key), &f)?;
             match String::from_utf8(bytes) {
                 Ok(p) => p,
                 Err(_) => {
                     cx.error(
-                        &c.path("password_file"),
+                        &c.path(file_key),
                         format!("{f} is not UTF-8 text; it must hold the password alone"),
                     );
                     return None;
@@ -353,7 +366,7 @@ fn redis_password(c: &mut Obj<'_>, cx: &mut Cx) -> Option<Secret> {
     };
     if password.is_empty() {
         cx.error(
-            &c.path("password"),
+            &c.path(key),
             "is empty; remove it (no password) or set it, e.g. \"${REDIS_PASSWORD}\"".into(),
         );
         return None;

@@ -31,7 +31,9 @@ mod services;
 mod tenants;
 mod walker;
 
-pub use globals::{Globals, Persistence, RedisConfig, DEFAULT_WINDOW_MEMORY_BUDGET_MB};
+pub use globals::{
+    Globals, Persistence, RedisConfig, SentinelConfig, DEFAULT_WINDOW_MEMORY_BUDGET_MB,
+};
 pub use input::{parse_period, InputConfig, KeyPlacement, RequestPacing};
 pub use outputs::{NetworkOutputConfig, OutputConfig, OutputKind, TlsFiles};
 pub use services::ServiceConfig;

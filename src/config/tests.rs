@@ -868,6 +868,7 @@ fn redis_persistence_keys_and_defaults() {
             key_prefix: "isolation-collector:".into(),
             lease_ttl: Duration::from_secs(30),
             unpulled_after: None,
+            sentinel: None,
         }
     );
     // The default bound: 5 min, or three of the longest request period.
@@ -979,6 +980,89 @@ fn every_bad_redis_value_is_its_own_error_without_the_password() {
         errors[0].starts_with("globals.persistence.config.unpulled_after_in_seconds: 10 s is not more than lease_ttl_in_seconds (10 s)"),
         "{errors:#?}"
     );
+}
+
+/// `sentinels`: the master is found through Redis Sentinel; the sentinels' password is a
+/// secret like the master's, and the logs name the master and the sentinels.
+#[test]
+fn redis_sentinel_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("spw"), "sentinel-secret\n").unwrap();
+    let text = with_persistence(
+        "    type: redis\n    config: {sentinels: [\"10.0.0.1:26379\", \"[fd00::2]:26380\", \"s3.internal:26381\"], master_name: mymaster, sentinel_password_file: spw, sentinel_username: watcher, password: \"${HMAC_KEY}\"}",
+    );
+    let c = Config::parse(&text, dir.path(), &env, now()).unwrap();
+    let Persistence::Redis(r) = &c.globals.persistence else {
+        panic!("{:?}", c.globals.persistence)
+    };
+    let s = r.sentinel.as_ref().expect("sentinels");
+    assert_eq!(
+        s.sentinels,
+        [
+            ("10.0.0.1".to_owned(), 26379),
+            ("fd00::2".to_owned(), 26380),
+            ("s3.internal".to_owned(), 26381)
+        ]
+    );
+    assert_eq!(
+        (s.master_name.as_str(), s.username.as_deref()),
+        ("mymaster", Some("watcher"))
+    );
+    assert_eq!(s.password.as_ref().unwrap().expose(), "sentinel-secret");
+    assert_eq!(
+        r.address(),
+        "mymaster via sentinels 10.0.0.1:26379,[fd00::2]:26380,s3.internal:26381"
+    );
+    let shown = format!("{:?}", c.globals);
+    assert!(!shown.contains("sentinel-secret"), "{shown}");
+    assert!(!shown.contains("hmac-secret"), "{shown}");
+}
+
+/// Every bad sentinel value is its own error, listed with the others, naming the fix.
+#[test]
+fn every_bad_sentinel_value_is_its_own_error() {
+    let errors = parse(&with_persistence(
+        "    type: redis\n    config: {sentinels: [], sentinel_password: \"${HMAC_KEY}\"}",
+    ))
+    .unwrap_err();
+    let expect = |errors: &[String], path: &str, needle: &str| {
+        let matching: Vec<_> = errors
+            .iter()
+            .filter(|e| e.starts_with(&format!("globals.persistence.config.{path}: ")))
+            .collect();
+        assert_eq!(matching.len(), 1, "{path}: {errors:#?}");
+        assert!(matching[0].contains(needle), "{path}: {errors:#?}");
+    };
+    expect(&errors, "sentinels", "is empty; list the sentinels");
+    expect(&errors, "master_name", "missing; `sentinels` need the name");
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(!errors.join("\n").contains("hmac-secret"), "{errors:#?}");
+    let errors = parse(&with_persistence(
+        "    type: redis\n    config: {host: redis, port: 6380, sentinels: [\"a:1\", \"b\", \"c:0\", 7], master_name: m}",
+    ))
+    .unwrap_err();
+    expect(&errors, "host", "remove `host` and `port`");
+    expect(&errors, "port", "remove `host` and `port`");
+    expect(&errors, "sentinels[1]", "`b` is not `host:port`");
+    expect(&errors, "sentinels[2]", "`c:0` is not `host:port`");
+    expect(&errors, "sentinels[3]", "`7` is not `host:port`");
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+    let errors = parse(&with_persistence(
+        "    type: redis\n    config: {sentinels: \"a:1\", master_name: m}",
+    ))
+    .unwrap_err();
+    expect(
+        &errors,
+        "sentinels",
+        "must be a list of `host:port` strings",
+    );
+    let errors = parse(&with_persistence(
+        "    type: redis\n    config: {host: redis, master_name: m, sentinel_username: u}",
+    ))
+    .unwrap_err();
+    expect(&errors, "master_name", "only used with `sentinels`");
+    expect(&errors, "sentinel_username", "only used with `sentinels`");
+    assert_eq!(errors.len(), 2, "{errors:#?}");
 }
 
 /// A table name is a file name under the file output's directory: one with a `/` or a NUL

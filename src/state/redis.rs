@@ -26,17 +26,23 @@
 //! callers retry with their own backoff. The first failure of an outage is logged, and the first
 //! success after it; `/ready` and `isolation_collector_persistence_up` follow it.
 //!
-//! The connection: one multiplexed connection, made again after any error. The crate's
+//! The connection: one multiplexed connection, made again after any error (by
+//! [`connect::Connector`], through the sentinels when they are configured, so that the next
+//! operation after a failover finds the new master). The crate's
 //! `ConnectionManager` reconnects by itself, but retries inside a command with its own backoff,
 //! which would hide an outage from the lease's clock and from the log for a while; an operation
 //! that fails fast is what the lease gate needs.
+//!
+//! Replication (`replication`): after each fenced state write, when the master has replicas,
+//! the store waits a moment for one of them to acknowledge it (`WAIT`), so that a failover
+//! rarely goes back to an older state.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionAddr, RedisConnectionInfo, Script};
+use redis::Script;
 use tokio::time::Instant;
 use tracing::{error, info};
 
@@ -48,6 +54,9 @@ use crate::metrics::Metrics;
 pub use quota::{QuotaLimit, QuotaReply};
 
 mod pulled;
+
+mod connect;
+mod replication;
 
 /// `take`: the lease if it is free (or already ours: then its TTL is renewed).
 const TAKE: &str = r"
@@ -190,7 +199,10 @@ fn reply((done, holder): (i64, String)) -> LeaseReply {
 
 /// A Redis holding the states and leases.
 pub struct RedisStore {
-    client: Client,
+    /// Makes the connections, to the one server or to the master the sentinels name.
+    connector: connect::Connector,
+    /// The master's replicas as last counted, for the wait after a state write.
+    replicas: replication::Replicas,
     /// The connection in use; `None` after an error (the next operation connects again).
     connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// Connect and response timeouts: short, so that an outage is seen within the lease's TTL.
@@ -231,51 +243,13 @@ impl RedisStore {
     /// A store for `config`; connects at the first operation. Fails only on a bad CA file.
     pub fn new(config: &RedisConfig) -> Result<RedisStore, StateError> {
         let address = config.address();
-        let mut settings = RedisConnectionInfo::default().set_db(config.db);
-        if let Some(user) = &config.username {
-            settings = settings.set_username(user);
-        }
-        if let Some(password) = &config.password {
-            settings = settings.set_password(password.expose());
-        }
-        let addr = if config.tls {
-            ConnectionAddr::TcpTls {
-                host: config.host.clone(),
-                port: config.port,
-                insecure: false,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(config.host.clone(), config.port)
-        };
-        let info = redis::IntoConnectionInfo::into_connection_info(addr)
-            .map(|i| i.set_redis_settings(settings));
-        let client = match (&config.ca, info) {
-            (_, Err(e)) => Err(e),
-            (None, Ok(info)) => Client::open(info),
-            (Some(ca), Ok(info)) => {
-                let pem = std::fs::read(ca).map_err(|e| StateError::Refused {
-                    address: address.clone(),
-                    reason: format!("cannot read {}: {e}", ca.display()),
-                    fix: "check globals.persistence.config.ca",
-                })?;
-                let certificates = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                };
-                Client::build_with_tls(info, certificates)
-            }
-        }
-        .map_err(|e| StateError::Refused {
-            address: address.clone(),
-            reason: e.to_string(),
-            fix: "check globals.persistence.config (host, tls and ca)",
-        })?;
+        let timeout =
+            (config.lease_ttl / 3).clamp(Duration::from_millis(250), Duration::from_secs(2));
         Ok(RedisStore {
-            client,
+            connector: connect::Connector::new(config, timeout)?,
+            replicas: replication::Replicas::default(),
             connection: tokio::sync::Mutex::new(None),
-            timeout: (config.lease_ttl / 3)
-                .clamp(Duration::from_millis(250), Duration::from_secs(2)),
+            timeout,
             address,
             prefix: config.key_prefix.clone(),
             ttl: config.lease_ttl,
@@ -295,9 +269,15 @@ impl RedisStore {
         })
     }
 
-    /// `host:port`.
+    /// `host:port` (with sentinels: `<master_name> via sentinels <host:port>,...`).
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// With sentinels, the master they named last (`host:port`; `None` before the first
+    /// connection, and without sentinels).
+    pub fn master(&self) -> Option<String> {
+        self.connector.master()
     }
 
     /// The lease's TTL (`lease_ttl_in_seconds`).
@@ -461,7 +441,10 @@ impl RedisStore {
             )
             .await?;
         match r.done {
-            true => Ok(()),
+            true => {
+                self.wait_for_a_replica(key).await;
+                Ok(())
+            }
             false => Err(StateError::LeaseLost { holder: r.holder }),
         }
     }
@@ -607,13 +590,7 @@ impl RedisStore {
         if let Some(c) = &*slot {
             return Ok(c.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        let c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let c = self.connector.connect().await?;
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -634,8 +611,10 @@ impl RedisStore {
                 Ok(v)
             }
             Err(e) => {
-                // Whatever went wrong, the next operation starts on a fresh connection.
+                // Whatever went wrong, the next operation starts on a fresh connection (and
+                // counts the replicas again: it may be a new master's).
                 *self.connection.lock().await = None;
+                self.replicas.forget();
                 let e = self.classify(&e);
                 if e.is_unavailable() {
                     self.unreachable(&e);
@@ -650,7 +629,7 @@ impl RedisStore {
         let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
         let fix = if auth {
-            Some("check globals.persistence.config.password (or password_file) and username, and that the user may run GET, SET, DEL, PEXPIRE, HSET, HGETALL, HDEL, TIME, EVAL and EVALSHA, and for an input's requests_limits INCR, ZADD, ZREM, ZCARD, ZRANGE, ZRANGEBYSCORE and ZREMRANGEBYSCORE")
+            Some("check globals.persistence.config.password (or password_file) and username, and that the user may run GET, SET, DEL, PEXPIRE, HSET, HGETALL, HDEL, TIME, EVAL, EVALSHA, INFO and WAIT, and for an input's requests_limits INCR, ZADD, ZREM, ZCARD, ZRANGE, ZRANGEBYSCORE and ZREMRANGEBYSCORE (with sentinels: sentinel_password and sentinel_username too)")
         } else if e.to_string().contains("DB index") {
             Some("check globals.persistence.config.db (the server's `databases` setting bounds it)")
         } else if e.to_string().contains("certificate") {

@@ -220,7 +220,12 @@ impl Ha {
         Ha::with_redis(env, redis, service_extra, ttl)
     }
 
-    fn with_redis(mut env: TestEnv, redis: RedisServer, service_extra: &str, ttl: u32) -> Ha {
+    pub(crate) fn with_redis(
+        mut env: TestEnv,
+        redis: RedisServer,
+        service_extra: &str,
+        ttl: u32,
+    ) -> Ha {
         env.service_extra = service_extra.into();
         env.persistence = Some(redis.persistence_yaml(ttl, ""));
         write_ha_config(&env);
@@ -263,13 +268,7 @@ impl Ha {
 
     /// The checkpoint of the state stored in Redis (`None`: no state yet).
     fn checkpoint(&self, service: &str) -> Option<DateTime<Utc>> {
-        let doc = self.redis.get(&redis_key(service, "state"))?;
-        let doc: serde_json::Value = serde_json::from_str(&doc)
-            .unwrap_or_else(|e| panic!("the state of {service} in Redis is not JSON ({e}): {doc}"));
-        let c = doc["checkpoint_in_utc"]
-            .as_str()
-            .expect("checkpoint_in_utc");
-        Some(c.parse().unwrap_or_else(|e| panic!("{c:?}: {e}")))
+        checkpoint_in(&self.redis, service)
     }
 
     pub(crate) fn delivered(&self, service: &str) -> usize {
@@ -318,6 +317,17 @@ impl Ha {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// The checkpoint of `service`'s state stored in `redis` (`None`: no state yet).
+pub(crate) fn checkpoint_in(redis: &RedisServer, service: &str) -> Option<DateTime<Utc>> {
+    let doc = redis.get(&redis_key(service, "state"))?;
+    let doc: serde_json::Value = serde_json::from_str(&doc)
+        .unwrap_or_else(|e| panic!("the state of {service} in Redis is not JSON ({e}): {doc}"));
+    let c = doc["checkpoint_in_utc"]
+        .as_str()
+        .expect("checkpoint_in_utc");
+    Some(c.parse().unwrap_or_else(|e| panic!("{c:?}: {e}")))
 }
 
 /// Writes the env's config with `metrics_listen: "${METRICS_LISTEN}"` (each replica sets it).

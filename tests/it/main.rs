@@ -30,6 +30,8 @@ mod redis_server;
 // The partition harness: a TCP proxy in front of Redis or the API that can blackhole, hold
 // replies, refuse and heal.
 mod netproxy;
+// Redis with Sentinel: a master, a replica and three redis-sentinels; the failover.
+mod sentinel;
 
 // Redis persistence: exactly once with the state in Redis, state show/reset/copy, validate
 // against a Redis down or refusing the password, a holder whose lease another token took.

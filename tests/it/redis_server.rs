@@ -20,6 +20,8 @@ pub struct RedisServer {
     pub port: u16,
     pub password: Option<String>,
     pub dir: PathBuf,
+    /// The master's port, for a replica (`--replicaof 127.0.0.1 <port>`).
+    replica_of: Option<u16>,
     child: Option<Child>,
 }
 
@@ -52,10 +54,31 @@ impl RedisServer {
             port,
             password: password.map(str::to_owned),
             dir,
+            replica_of: None,
             child: None,
         };
         r.spawn().await;
         r
+    }
+
+    /// Starts a replica of the server on `master_port` (loopback), without a password.
+    pub async fn start_replica_of(tmp: &TempDir, name: &str, master_port: u16) -> RedisServer {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = RedisServer {
+            port: free_port(),
+            password: None,
+            dir,
+            replica_of: Some(master_port),
+            child: None,
+        };
+        r.spawn().await;
+        r
+    }
+
+    /// The process id of the running server (to SIGSTOP it, say).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
     }
 
     /// `host:port`.
@@ -76,6 +99,7 @@ impl RedisServer {
             key_prefix: key_prefix.into(),
             lease_ttl,
             unpulled_after: None,
+            sentinel: None,
         }
     }
 
@@ -103,10 +127,15 @@ impl RedisServer {
                 "always",
             ])
             .args(["--protected-mode", "no", "--daemonize", "no"])
+            // A replica's first sync at once, not after the default 5 s wait for more replicas.
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--logfile")
             .arg(self.dir.join("redis.log"));
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
+        }
+        if let Some(master) = self.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &master.to_string()]);
         }
         let child = cmd
             .stdin(Stdio::null())
