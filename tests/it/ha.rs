@@ -27,9 +27,9 @@ use crate::redis_server::{self, RedisServer};
 use crate::rsyslog::{free_port, Listen, Rsyslog};
 use crate::util::*;
 
-const WEB: &str = "browser_and_email_isolation";
-const URL: &str = "url_isolation";
-const SERVICES: [&str; 2] = [WEB, URL];
+pub(crate) const WEB: &str = "browser_and_email_isolation";
+pub(crate) const URL: &str = "url_isolation";
+pub(crate) const SERVICES: [&str; 2] = [WEB, URL];
 
 fn table(service: &str) -> &'static str {
     if service == WEB {
@@ -39,7 +39,7 @@ fn table(service: &str) -> &'static str {
     }
 }
 
-fn ms(n: u64) -> Duration {
+pub(crate) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
@@ -157,7 +157,7 @@ impl Replica {
     }
 
     /// Whether its metrics say it holds `service`'s lease.
-    async fn holds(&self, service: &str) -> bool {
+    pub(crate) async fn holds(&self, service: &str) -> bool {
         let series =
             format!("isolation_collector_lease_held{{input=\"10001\",service=\"{service}\"}}");
         match self.scrape().await {
@@ -197,19 +197,19 @@ fn count(log: &str, needle: &str) -> usize {
 }
 
 /// The pair, their simulators and their Redis.
-struct Ha {
-    env: TestEnv,
-    redis: RedisServer,
-    replicas: [Replica; 2],
+pub(crate) struct Ha {
+    pub(crate) env: TestEnv,
+    pub(crate) redis: RedisServer,
+    pub(crate) replicas: [Replica; 2],
     /// The events each service must deliver (the simulator's visible events).
-    expected: BTreeMap<&'static str, Vec<String>>,
+    pub(crate) expected: BTreeMap<&'static str, Vec<String>>,
 }
 
 impl Ha {
     /// Simulators with `events` per dataset (`tweak`ed), a Redis, and the config of both
     /// replicas (not started): Redis persistence with `lease_ttl_in_seconds: ttl`,
     /// `service_extra` in each service.
-    async fn new(
+    pub(crate) async fn new(
         events: usize,
         tweak: impl Fn(&mut SimConfig),
         service_extra: &str,
@@ -239,7 +239,7 @@ impl Ha {
     }
 
     /// The index of the replica that holds `service`'s lease, waiting up to 20 s for one to.
-    async fn holder(&self, service: &str) -> usize {
+    pub(crate) async fn holder(&self, service: &str) -> usize {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             for (i, r) in self.replicas.iter().enumerate() {
@@ -257,12 +257,12 @@ impl Ha {
     }
 
     /// The lease's value in Redis (the holder's token).
-    fn lease(&self, service: &str) -> Option<String> {
+    pub(crate) fn lease(&self, service: &str) -> Option<String> {
         self.redis.get(&redis_key(service, "lease"))
     }
 
     /// The checkpoint of the state stored in Redis (`None`: no state yet).
-    fn checkpoint(&self, service: &str) -> Option<DateTime<Utc>> {
+    pub(crate) fn checkpoint(&self, service: &str) -> Option<DateTime<Utc>> {
         let doc = self.redis.get(&redis_key(service, "state"))?;
         let doc: serde_json::Value = serde_json::from_str(&doc)
             .unwrap_or_else(|e| panic!("the state of {service} in Redis is not JSON ({e}): {doc}"));
@@ -272,18 +272,18 @@ impl Ha {
         Some(c.parse().unwrap_or_else(|e| panic!("{c:?}: {e}")))
     }
 
-    fn delivered(&self, service: &str) -> usize {
+    pub(crate) fn delivered(&self, service: &str) -> usize {
         self.env.delivered(table(service)).len()
     }
 
-    fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         SERVICES
             .iter()
             .all(|s| self.delivered(s) >= self.expected[s].len())
     }
 
     /// Waits until the file output holds as many lines as there are events (up to `limit`).
-    async fn wait_until_complete(&self, limit: Duration) {
+    pub(crate) async fn wait_until_complete(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         while !self.complete() {
             assert!(
@@ -299,14 +299,14 @@ impl Ha {
         }
     }
 
-    async fn stop_all(&mut self) {
+    pub(crate) async fn stop_all(&mut self) {
         for r in &mut self.replicas {
             r.stop().await;
         }
     }
 
     /// Every replica's current log, for failure messages (the last 40 lines of each).
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.replicas
             .iter()
             .map(|r| {
@@ -321,7 +321,7 @@ impl Ha {
 }
 
 /// Writes the env's config with `metrics_listen: "${METRICS_LISTEN}"` (each replica sets it).
-fn write_ha_config(env: &TestEnv) {
+pub(crate) fn write_ha_config(env: &TestEnv) {
     env.write_config();
     edit_config(
         env,
@@ -330,7 +330,7 @@ fn write_ha_config(env: &TestEnv) {
     );
 }
 
-fn edit_config(env: &TestEnv, from: &str, to: &str) {
+pub(crate) fn edit_config(env: &TestEnv, from: &str, to: &str) {
     let text = std::fs::read_to_string(env.config_path()).unwrap();
     assert!(text.contains(from), "{from:?} not in {text}");
     std::fs::write(env.config_path(), text.replacen(from, to, 1)).unwrap();
@@ -406,7 +406,7 @@ fn syslog_output_instead_of_file(env: &TestEnv, port: u16) {
 }
 
 /// The JSON bodies per table of received records (`<14>DATE HOST TABLE: JSON`).
-fn bodies_per_table(received: &[u8]) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn bodies_per_table(received: &[u8]) -> BTreeMap<String, Vec<String>> {
     // rsyslog may be writing the last line: only complete lines count.
     let complete = received
         .iter()
@@ -438,7 +438,7 @@ fn received_all(ha: &Ha, received: &[u8]) -> bool {
 
 /// (missing, extra) of `got` against `want`, as multisets; every extra one must be a copy of a
 /// wanted one.
-fn differences(got: &[String], want: &[String]) -> (usize, usize) {
+pub(crate) fn differences(got: &[String], want: &[String]) -> (usize, usize) {
     let (g, w) = (multiset(got), multiset(want));
     if let Some(stranger) = g.keys().find(|k| !w.contains_key(*k)) {
         panic!("a record that is no expected event: {stranger}");

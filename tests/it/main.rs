@@ -39,6 +39,10 @@ mod redis;
 // kill -9, SIGSTOP and SIGTERM of the lease holder, Redis killed mid-window and down at start.
 mod ha;
 
+// Network partitions: each of two replicas behind its own proxies to Redis and the API; the
+// holder cut from Redis, from the API, from both and healed; every output's history checked.
+mod partitions;
+
 // Sharding on Redis: three replicas share twelve tenants' leases evenly, and again after one is
 // killed and replaced; every tenant's file output exact.
 mod sharding;
