@@ -10,6 +10,9 @@
 //!   the moment between sending a request and reading its reply, made as long as the test wants.
 //!   [`NetProxy::requests_while_holding`] tells the test that a request went through meanwhile.
 //! - [`NetProxy::refuse`]: the peer is down: open connections are reset, new ones closed at once.
+//! - [`NetProxy::blackhole_at_request_with`]: a partition that falls just as the client sends a
+//!   request holding given bytes (a state write's `checkpoint_in_utc`): that request is the
+//!   first thing held, so the cut lands mid-commit.
 //!
 //! Every mode ends with [`NetProxy::heal`]. The proxy stops (its connections closed) when dropped.
 
@@ -60,6 +63,8 @@ pub struct NetProxy {
     /// Request bytes seen while replies were held, counted up.
     held_requests: watch::Sender<u64>,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
+    /// The bytes that make the partition fall when a request holds them (`None`: none armed).
+    trip: Trip,
     acceptor: JoinHandle<()>,
 }
 
@@ -71,11 +76,13 @@ impl NetProxy {
         let (mode, _) = watch::channel(Mode::Pass);
         let (held_requests, _) = watch::channel(0);
         let connections = Arc::new(Mutex::new(Vec::new()));
+        let trip = Trip::default();
         let shared = Shared {
             target,
             mode: mode.clone(),
             held_requests: held_requests.clone(),
             connections: connections.clone(),
+            trip: trip.clone(),
         };
         let acceptor = tokio::spawn(shared.accept_forever(listener));
         NetProxy {
@@ -83,6 +90,7 @@ impl NetProxy {
             mode,
             held_requests,
             connections,
+            trip,
             acceptor,
         }
     }
@@ -117,6 +125,19 @@ impl NetProxy {
         }
     }
 
+    /// Arms a partition that falls at the first request holding `bytes` (within one read of
+    /// the proxy's, so a short marker): that request and everything after it are held, as by
+    /// [`Self::blackhole`].
+    pub fn blackhole_at_request_with(&self, bytes: &[u8]) {
+        *self.trip.lock().unwrap() = Some(bytes.to_vec());
+    }
+
+    /// Waits until the mode is `mode` (an armed partition has fallen).
+    pub async fn reached(&self, mode: Mode) {
+        let mut now = self.mode.subscribe();
+        now.wait_for(|m| *m == mode).await.unwrap();
+    }
+
     /// Everything passes again, held bytes first.
     pub fn heal(&self) {
         self.mode.send_replace(Mode::Pass);
@@ -144,7 +165,11 @@ struct Shared {
     mode: watch::Sender<Mode>,
     held_requests: watch::Sender<u64>,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
+    trip: Trip,
 }
+
+/// An armed partition's marker, shared by the proxy and its connections.
+type Trip = Arc<Mutex<Option<Vec<u8>>>>;
 
 impl Shared {
     async fn accept_forever(self, listener: TcpListener) {
@@ -180,6 +205,16 @@ impl Shared {
         }
     }
 
+    /// Makes an armed partition fall if `request` holds its marker (once).
+    fn trip_at(&self, request: &[u8]) {
+        let mut trip = self.trip.lock().unwrap();
+        let holds = |m: &Vec<u8>| request.windows(m.len()).any(|w| w == m.as_slice());
+        if trip.as_ref().is_some_and(holds) {
+            *trip = None;
+            self.mode.send_replace(Mode::Blackhole);
+        }
+    }
+
     /// Copies one way, holding each chunk read until the mode lets it through.
     async fn pump(
         self,
@@ -194,6 +229,9 @@ impl Shared {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            if way == Way::Request {
+                self.trip_at(&buf[..n]);
+            }
             if way == Way::Request && *mode.borrow() == Mode::HoldReplies {
                 self.held_requests.send_modify(|seen| *seen += n as u64);
             }
@@ -267,6 +305,29 @@ async fn the_partition_proxy_cuts_holds_and_heals() {
     proxy.heal();
     c.read_exact(&mut buf[..5]).await.unwrap();
     assert_eq!(&buf[..5], b"three");
+
+    proxy.blackhole_at_request_with(b"five");
+    c.write_all(b"four").await.unwrap();
+    c.read_exact(&mut buf[..4]).await.unwrap();
+    assert_eq!(
+        &buf[..4],
+        b"four",
+        "another request passes an armed partition"
+    );
+    c.write_all(b"fivefive").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), proxy.reached(Mode::Blackhole))
+        .await
+        .expect("the large request made the partition fall");
+    let cut = tokio::time::timeout(Duration::from_millis(300), c.read(&mut buf)).await;
+    assert!(cut.is_err(), "a byte passed the fallen partition: {cut:?}");
+    assert!(!received.lock().unwrap().ends_with(b"fivefive"));
+    proxy.heal();
+    c.read_exact(&mut buf[..8]).await.unwrap();
+    assert_eq!(
+        &buf[..8],
+        b"fivefive",
+        "the request that tripped it passes after heal"
+    );
 
     proxy.refuse();
     let closed = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await;
