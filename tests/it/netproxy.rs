@@ -13,10 +13,14 @@
 //! - [`NetProxy::blackhole_at_request_with`]: a partition that falls just as the client sends a
 //!   request holding given bytes (a state write's `checkpoint_in_utc`): that request is the
 //!   first thing held, so the cut lands mid-commit.
+//! - [`NetProxy::heal_new_connections`]: the path is back for new connections, while those open
+//!   at the cut stay held until [`NetProxy::release_old_connections`]: a connection the client
+//!   gave up on, whose retransmissions (TCP backs off exponentially) arrive after newer traffic.
 //!
 //! Every mode ends with [`NetProxy::heal`]. The proxy stops (its connections closed) when dropped.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,6 +69,10 @@ pub struct NetProxy {
     connections: Arc<Mutex<Vec<AbortHandle>>>,
     /// The bytes that make the partition fall when a request holds them (`None`: none armed).
     trip: Trip,
+    /// Numbers the connections in the order accepted.
+    accepted: Arc<AtomicU64>,
+    /// Connections numbered below this are held whatever the mode.
+    held_below: watch::Sender<u64>,
     acceptor: JoinHandle<()>,
 }
 
@@ -77,12 +85,16 @@ impl NetProxy {
         let (held_requests, _) = watch::channel(0);
         let connections = Arc::new(Mutex::new(Vec::new()));
         let trip = Trip::default();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (held_below, _) = watch::channel(0);
         let shared = Shared {
             target,
             mode: mode.clone(),
             held_requests: held_requests.clone(),
             connections: connections.clone(),
             trip: trip.clone(),
+            accepted: accepted.clone(),
+            held_below: held_below.clone(),
         };
         let acceptor = tokio::spawn(shared.accept_forever(listener));
         NetProxy {
@@ -91,6 +103,8 @@ impl NetProxy {
             held_requests,
             connections,
             trip,
+            accepted,
+            held_below,
             acceptor,
         }
     }
@@ -138,6 +152,19 @@ impl NetProxy {
         now.wait_for(|m| *m == mode).await.unwrap();
     }
 
+    /// Heals for the connections made from now on; those open now stay held (both ways) until
+    /// [`Self::release_old_connections`].
+    pub fn heal_new_connections(&self) {
+        self.held_below
+            .send_replace(self.accepted.load(Ordering::SeqCst));
+        self.mode.send_replace(Mode::Pass);
+    }
+
+    /// Lets the connections held by [`Self::heal_new_connections`] pass, held bytes first.
+    pub fn release_old_connections(&self) {
+        self.held_below.send_replace(0);
+    }
+
     /// Everything passes again, held bytes first.
     pub fn heal(&self) {
         self.mode.send_replace(Mode::Pass);
@@ -166,6 +193,8 @@ struct Shared {
     held_requests: watch::Sender<u64>,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
     trip: Trip,
+    accepted: Arc<AtomicU64>,
+    held_below: watch::Sender<u64>,
 }
 
 /// An armed partition's marker, shared by the proxy and its connections.
@@ -181,7 +210,8 @@ impl Shared {
                 drop(client);
                 continue;
             }
-            let task = tokio::spawn(self.clone().connect(client));
+            let number = self.accepted.fetch_add(1, Ordering::SeqCst);
+            let task = tokio::spawn(self.clone().connect(client, number));
             let mut connections = self.connections.lock().unwrap();
             connections.retain(|c| !c.is_finished());
             connections.push(task.abort_handle());
@@ -190,14 +220,16 @@ impl Shared {
 
     /// Connects to the target (a refused target closes the client) and pumps both ways until
     /// either side closes.
-    async fn connect(self, client: TcpStream) {
+    async fn connect(self, client: TcpStream, number: u64) {
         let Ok(peer) = TcpStream::connect(self.target).await else {
             return;
         };
         let (client_read, client_write) = client.into_split();
         let (peer_read, peer_write) = peer.into_split();
-        let requests = self.clone().pump(client_read, peer_write, Way::Request);
-        let replies = self.pump(peer_read, client_write, Way::Reply);
+        let requests = self
+            .clone()
+            .pump(client_read, peer_write, Way::Request, number);
+        let replies = self.pump(peer_read, client_write, Way::Reply, number);
         // One side closing ends the connection, as a proxy that relays the FIN and stops would.
         tokio::select! {
             _ = requests => {}
@@ -221,8 +253,10 @@ impl Shared {
         mut from: tokio::net::tcp::OwnedReadHalf,
         mut to: tokio::net::tcp::OwnedWriteHalf,
         way: Way,
+        number: u64,
     ) {
         let mut mode = self.mode.subscribe();
+        let mut held_below = self.held_below.subscribe();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match from.read(&mut buf).await {
@@ -236,6 +270,9 @@ impl Shared {
                 self.held_requests.send_modify(|seen| *seen += n as u64);
             }
             if mode.wait_for(|m| m.lets_through(way)).await.is_err() {
+                return;
+            }
+            if held_below.wait_for(|&b| number >= b).await.is_err() {
                 return;
             }
             if to.write_all(&buf[..n]).await.is_err() {
@@ -327,6 +364,27 @@ async fn the_partition_proxy_cuts_holds_and_heals() {
         &buf[..8],
         b"fivefive",
         "the request that tripped it passes after heal"
+    );
+
+    // An old connection stays held while a new one passes; released, its bytes pass.
+    proxy.blackhole();
+    c.write_all(b"six").await.unwrap();
+    proxy.heal_new_connections();
+    let mut fresh = TcpStream::connect(proxy.address()).await.unwrap();
+    fresh.write_all(b"new").await.unwrap();
+    fresh.read_exact(&mut buf[..3]).await.unwrap();
+    assert_eq!(&buf[..3], b"new", "a new connection passes");
+    let old = tokio::time::timeout(Duration::from_millis(300), c.read(&mut buf)).await;
+    assert!(
+        old.is_err(),
+        "the old connection passed before its release: {old:?}"
+    );
+    proxy.release_old_connections();
+    c.read_exact(&mut buf[..3]).await.unwrap();
+    assert_eq!(
+        &buf[..3],
+        b"six",
+        "the old connection's bytes pass after the release"
     );
 
     proxy.refuse();

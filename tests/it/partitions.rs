@@ -234,6 +234,12 @@ impl Partitioned {
     /// per takeover; the commit history in Redis as the module doc says. Returns the records
     /// re-sent into rsyslog per service.
     fn check_histories(&self) -> [usize; 2] {
+        self.check_histories_with(0)
+    }
+
+    /// [`Self::check_histories`], with `failed_commits` more windows that may be re-sent per
+    /// service (a commit that failed is a window delivered again, as after a takeover).
+    fn check_histories_with(&self, failed_commits: usize) -> [usize; 2] {
         self.ha.env.assert_exactly_once();
         let history = History::replay(&self.ha.redis.dir);
         let got = bodies_per_table(&self.rsyslog.received());
@@ -244,8 +250,8 @@ impl Partitioned {
             let (missing, extra) = differences(&got[table(s)], &self.ha.expected[s]);
             assert_eq!(missing, 0, "{s}: {missing} events never reached rsyslog");
             assert!(
-                extra <= WINDOW * takeovers,
-                "{s}: {extra} records re-sent into rsyslog, above one window ({WINDOW}) per takeover ({takeovers})"
+                extra <= WINDOW * (takeovers + failed_commits),
+                "{s}: {extra} records re-sent into rsyslog, above one window ({WINDOW}) per takeover ({takeovers}) or failed commit ({failed_commits})"
             );
             extra
         })
@@ -421,6 +427,52 @@ async fn the_holder_deaf_to_redis_is_replaced_and_no_window_is_committed_twice()
     p.finish().await;
     let resent = p.check_histories();
     eprintln!("partition (holder deaf to Redis): re-sent into rsyslog {resent:?}; file exact");
+}
+
+/// Scenario 5, a short cut from Redis (less than the TTL) as a sends a commit: a keeps its
+/// leases. It gives that commit up (timed out), and after the heal commits the window again and
+/// the next ones on a new connection. The old connection's bytes arrive only then, as TCP's
+/// retransmissions of a connection given up on do (they back off exponentially): the held
+/// commit is a's own token's, so the fence lets it through, and it must not move the
+/// checkpoint back under a's later commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_delayed_past_later_ones_never_moves_the_checkpoint_back() {
+    let mut p = Partitioned::new().await;
+    p.a_holds_both_and_b_stands_by().await;
+    let a_tokens = tokens(&p.ha);
+    p.cut_a_from_redis_mid_commit().await;
+    let at_cut = SERVICES.map(|s| p.ha.checkpoint(s));
+    // Past the write's timeout (a third of the TTL), well within the lease.
+    tokio::time::sleep(ms(900)).await;
+    p.links[0].redis.heal_new_connections();
+    // a commits at least two more windows of each service (the held one again, and the next).
+    let mut seen: [Vec<_>; 2] = [vec![at_cut[0]], vec![at_cut[1]]];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.iter().any(|s| s.len() < 3) {
+        assert!(
+            Instant::now() < deadline,
+            "a did not commit two windows of each service after the heal:\n{}",
+            p.ha.logs()
+        );
+        for (i, s) in SERVICES.into_iter().enumerate() {
+            let now = p.ha.checkpoint(s);
+            if now > *seen[i].last().unwrap() {
+                seen[i].push(now);
+            }
+        }
+        tokio::time::sleep(ms(20)).await;
+    }
+    assert_eq!(
+        tokens(&p.ha),
+        a_tokens,
+        "the cut outlived a's leases: make it shorter"
+    );
+    p.links[0].redis.release_old_connections();
+    p.finish().await;
+    let resent = p.check_histories_with(1);
+    eprintln!(
+        "partition (a commit delayed past later ones): re-sent into rsyslog {resent:?}; file exact"
+    );
 }
 
 /// What Redis's append-only file says happened to the leases and states, in order.
