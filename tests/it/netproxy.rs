@@ -13,9 +13,10 @@
 //! - [`NetProxy::blackhole_at_request_with`]: a partition that falls just as the client sends a
 //!   request holding given bytes (a state write's `checkpoint_in_utc`): that request is the
 //!   first thing held, so the cut lands mid-commit.
-//! - [`NetProxy::heal_new_connections`]: the path is back for new connections, while those open
-//!   at the cut stay held until [`NetProxy::release_old_connections`]: a connection the client
-//!   gave up on, whose retransmissions (TCP backs off exponentially) arrive after newer traffic.
+//! - [`NetProxy::heal_new_connections`]: the path is back, except for the connections that were
+//!   open when the partition fell: they stay held until [`NetProxy::release_old_connections`],
+//!   as a connection the client gave up on, whose retransmissions (TCP backs off exponentially)
+//!   arrive after newer traffic.
 //!
 //! Every mode ends with [`NetProxy::heal`]. The proxy stops (its connections closed) when dropped.
 
@@ -73,6 +74,8 @@ pub struct NetProxy {
     accepted: Arc<AtomicU64>,
     /// Connections numbered below this are held whatever the mode.
     held_below: watch::Sender<u64>,
+    /// How many connections had been accepted when the last partition fell.
+    open_at_cut: Arc<AtomicU64>,
     acceptor: JoinHandle<()>,
 }
 
@@ -87,6 +90,7 @@ impl NetProxy {
         let trip = Trip::default();
         let accepted = Arc::new(AtomicU64::new(0));
         let (held_below, _) = watch::channel(0);
+        let open_at_cut = Arc::new(AtomicU64::new(0));
         let shared = Shared {
             target,
             mode: mode.clone(),
@@ -95,6 +99,7 @@ impl NetProxy {
             trip: trip.clone(),
             accepted: accepted.clone(),
             held_below: held_below.clone(),
+            open_at_cut: open_at_cut.clone(),
         };
         let acceptor = tokio::spawn(shared.accept_forever(listener));
         NetProxy {
@@ -105,6 +110,7 @@ impl NetProxy {
             trip,
             accepted,
             held_below,
+            open_at_cut,
             acceptor,
         }
     }
@@ -116,6 +122,8 @@ impl NetProxy {
 
     /// A partition: nothing passes, connections stay open, until [`Self::heal`].
     pub fn blackhole(&self) {
+        self.open_at_cut
+            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
         self.mode.send_replace(Mode::Blackhole);
     }
 
@@ -152,11 +160,11 @@ impl NetProxy {
         now.wait_for(|m| *m == mode).await.unwrap();
     }
 
-    /// Heals for the connections made from now on; those open now stay held (both ways) until
-    /// [`Self::release_old_connections`].
+    /// Heals, except for the connections that were open when the partition fell: they stay
+    /// held (both ways) until [`Self::release_old_connections`].
     pub fn heal_new_connections(&self) {
         self.held_below
-            .send_replace(self.accepted.load(Ordering::SeqCst));
+            .send_replace(self.open_at_cut.load(Ordering::SeqCst));
         self.mode.send_replace(Mode::Pass);
     }
 
@@ -195,6 +203,7 @@ struct Shared {
     trip: Trip,
     accepted: Arc<AtomicU64>,
     held_below: watch::Sender<u64>,
+    open_at_cut: Arc<AtomicU64>,
 }
 
 /// An armed partition's marker, shared by the proxy and its connections.
@@ -243,6 +252,8 @@ impl Shared {
         let holds = |m: &Vec<u8>| request.windows(m.len()).any(|w| w == m.as_slice());
         if trip.as_ref().is_some_and(holds) {
             *trip = None;
+            self.open_at_cut
+                .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
             self.mode.send_replace(Mode::Blackhole);
         }
     }
@@ -283,8 +294,9 @@ impl Shared {
 }
 
 /// The harness itself against a tiny echo server: bytes pass; a blackhole holds them (the
-/// connection stays open) and heal delivers them; held replies let the request through; refuse
-/// closes.
+/// connection stays open) and heal delivers them; held replies let the request through; an
+/// armed partition falls at its marker; a partial heal holds the connections open at the cut
+/// until released; refuse closes.
 #[tokio::test]
 async fn the_partition_proxy_cuts_holds_and_heals() {
     use std::time::Duration;
@@ -366,14 +378,15 @@ async fn the_partition_proxy_cuts_holds_and_heals() {
         "the request that tripped it passes after heal"
     );
 
-    // An old connection stays held while a new one passes; released, its bytes pass.
+    // A connection open at the cut stays held while one made during the cut passes;
+    // released, its bytes pass.
     proxy.blackhole();
     c.write_all(b"six").await.unwrap();
-    proxy.heal_new_connections();
     let mut fresh = TcpStream::connect(proxy.address()).await.unwrap();
     fresh.write_all(b"new").await.unwrap();
+    proxy.heal_new_connections();
     fresh.read_exact(&mut buf[..3]).await.unwrap();
-    assert_eq!(&buf[..3], b"new", "a new connection passes");
+    assert_eq!(&buf[..3], b"new", "a connection made during the cut passes");
     let old = tokio::time::timeout(Duration::from_millis(300), c.read(&mut buf)).await;
     assert!(
         old.is_err(),
