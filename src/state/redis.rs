@@ -4,7 +4,8 @@
 //! Keys, with a hash tag so that a Redis Cluster keeps both keys of a service in one slot:
 //! `<key_prefix>{proofpoint_isolation_<id>_<service>}:state` holds the same JSON document as a
 //! state file, and `...:lease` the token of the process that holds the lease
-//! (`<hostname>:<pid>:<random hex>`), with a TTL.
+//! (`<hostname>:<pid>:<random hex>`), with a TTL; `...:written` the token and number of the
+//! state's last write, which orders a holder's own writes (`redis/ordered.rs`).
 //!
 //! One more key is shared by every service: `<key_prefix>proofpoint_isolation:replicas`, a hash
 //! of the replicas' heartbeats (replica id -> expiry by Redis's clock and the number of leases it
@@ -58,6 +59,8 @@ mod pulled;
 mod connect;
 mod replication;
 
+mod ordered;
+
 /// `take`: the lease if it is free (or already ours: then its TTL is renewed).
 const TAKE: &str = r"
 local current = redis.call('GET', KEYS[1])
@@ -86,16 +89,6 @@ const RELEASE: &str = r"
 local current = redis.call('GET', KEYS[1])
 if current == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  return {1, current}
-end
-return {0, current or ''}
-";
-
-/// The fenced write: stores the state (KEYS[2]) only while the lease (KEYS[1]) is the caller's.
-const WRITE: &str = r"
-local current = redis.call('GET', KEYS[1])
-if current == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[2])
   return {1, current}
 end
 return {0, current or ''}
@@ -259,7 +252,7 @@ impl RedisStore {
                 take: Script::new(TAKE),
                 renew: Script::new(RENEW),
                 release: Script::new(RELEASE),
-                write: Script::new(WRITE),
+                write: Script::new(ordered::WRITE),
                 delete: Script::new(DELETE),
                 heartbeat: Script::new(HEARTBEAT),
                 pulled: Script::new(pulled::STAMP),
@@ -432,14 +425,22 @@ impl RedisStore {
                 holder: String::new(),
             });
         };
+        let keys = [
+            self.lease_key(key),
+            self.state_key(key),
+            ordered::written_key(&self.prefix, key),
+        ];
+        let doc = encode(state);
+        let number = ordered::next_write();
         let r = self
-            .script(
-                &self.scripts.write,
-                key,
-                Some(key),
-                &[token.as_bytes(), &encode(state)],
-            )
-            .await?;
+            .call(|mut c| async move {
+                let mut invocation = self.scripts.write.prepare_invoke();
+                invocation.key(&keys[..]);
+                invocation.arg(token).arg(doc).arg(number);
+                invocation.invoke_async(&mut c).await
+            })
+            .await
+            .map(reply)?;
         match r.done {
             true => {
                 self.wait_for_a_replica(key).await;

@@ -262,12 +262,12 @@ impl Ha {
     }
 
     /// The lease's value in Redis (the holder's token).
-    fn lease(&self, service: &str) -> Option<String> {
+    pub(crate) fn lease(&self, service: &str) -> Option<String> {
         self.redis.get(&redis_key(service, "lease"))
     }
 
     /// The checkpoint of the state stored in Redis (`None`: no state yet).
-    fn checkpoint(&self, service: &str) -> Option<DateTime<Utc>> {
+    pub(crate) fn checkpoint(&self, service: &str) -> Option<DateTime<Utc>> {
         checkpoint_in(&self.redis, service)
     }
 
@@ -340,7 +340,7 @@ pub(crate) fn write_ha_config(env: &TestEnv) {
     );
 }
 
-fn edit_config(env: &TestEnv, from: &str, to: &str) {
+pub(crate) fn edit_config(env: &TestEnv, from: &str, to: &str) {
     let text = std::fs::read_to_string(env.config_path()).unwrap();
     assert!(text.contains(from), "{from:?} not in {text}");
     std::fs::write(env.config_path(), text.replacen(from, to, 1)).unwrap();
@@ -416,7 +416,7 @@ fn syslog_output_instead_of_file(env: &TestEnv, port: u16) {
 }
 
 /// The JSON bodies per table of received records (`<14>DATE HOST TABLE: JSON`).
-fn bodies_per_table(received: &[u8]) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn bodies_per_table(received: &[u8]) -> BTreeMap<String, Vec<String>> {
     // rsyslog may be writing the last line: only complete lines count.
     let complete = received
         .iter()
@@ -448,7 +448,7 @@ fn received_all(ha: &Ha, received: &[u8]) -> bool {
 
 /// (missing, extra) of `got` against `want`, as multisets; every extra one must be a copy of a
 /// wanted one.
-fn differences(got: &[String], want: &[String]) -> (usize, usize) {
+pub(crate) fn differences(got: &[String], want: &[String]) -> (usize, usize) {
     let (g, w) = (multiset(got), multiset(want));
     if let Some(stranger) = g.keys().find(|k| !w.contains_key(*k)) {
         panic!("a record that is no expected event: {stranger}");

@@ -44,6 +44,9 @@ mod ha;
 // Health-aware sharding (issue 21 §1): a replica alive but unable to reach the API leaves its
 // services to the other; a service nobody pulls fails /ready on every replica.
 mod ha_health;
+// Network partitions: each of two replicas behind its own proxies to Redis and the API; the
+// holder cut from Redis, from the API, from both and healed; every output's history checked.
+mod partitions;
 
 // Sharding on Redis: three replicas share twelve tenants' leases evenly, and again after one is
 // killed and replaced; every tenant's file output exact.

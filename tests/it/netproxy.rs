@@ -10,10 +10,18 @@
 //!   the moment between sending a request and reading its reply, made as long as the test wants.
 //!   [`NetProxy::requests_while_holding`] tells the test that a request went through meanwhile.
 //! - [`NetProxy::refuse`]: the peer is down: open connections are reset, new ones closed at once.
+//! - [`NetProxy::blackhole_at_request_with`]: a partition that falls just as the client sends a
+//!   request holding given bytes (a state write's `checkpoint_in_utc`): that request is the
+//!   first thing held, so the cut lands mid-commit.
+//! - [`NetProxy::heal_new_connections`]: the path is back, except for the connections that were
+//!   open when the partition fell: they stay held until [`NetProxy::release_old_connections`],
+//!   as a connection the client gave up on, whose retransmissions (TCP backs off exponentially)
+//!   arrive after newer traffic.
 //!
 //! Every mode ends with [`NetProxy::heal`]. The proxy stops (its connections closed) when dropped.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,6 +68,14 @@ pub struct NetProxy {
     /// Request bytes seen while replies were held, counted up.
     held_requests: watch::Sender<u64>,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
+    /// The bytes that make the partition fall when a request holds them (`None`: none armed).
+    trip: Trip,
+    /// Numbers the connections in the order accepted.
+    accepted: Arc<AtomicU64>,
+    /// Connections numbered below this are held whatever the mode.
+    held_below: watch::Sender<u64>,
+    /// How many connections had been accepted when the last partition fell.
+    open_at_cut: Arc<AtomicU64>,
     acceptor: JoinHandle<()>,
 }
 
@@ -71,11 +87,19 @@ impl NetProxy {
         let (mode, _) = watch::channel(Mode::Pass);
         let (held_requests, _) = watch::channel(0);
         let connections = Arc::new(Mutex::new(Vec::new()));
+        let trip = Trip::default();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (held_below, _) = watch::channel(0);
+        let open_at_cut = Arc::new(AtomicU64::new(0));
         let shared = Shared {
             target,
             mode: mode.clone(),
             held_requests: held_requests.clone(),
             connections: connections.clone(),
+            trip: trip.clone(),
+            accepted: accepted.clone(),
+            held_below: held_below.clone(),
+            open_at_cut: open_at_cut.clone(),
         };
         let acceptor = tokio::spawn(shared.accept_forever(listener));
         NetProxy {
@@ -83,6 +107,10 @@ impl NetProxy {
             mode,
             held_requests,
             connections,
+            trip,
+            accepted,
+            held_below,
+            open_at_cut,
             acceptor,
         }
     }
@@ -94,6 +122,8 @@ impl NetProxy {
 
     /// A partition: nothing passes, connections stay open, until [`Self::heal`].
     pub fn blackhole(&self) {
+        self.open_at_cut
+            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
         self.mode.send_replace(Mode::Blackhole);
     }
 
@@ -115,6 +145,32 @@ impl NetProxy {
         for c in self.connections.lock().unwrap().drain(..) {
             c.abort();
         }
+    }
+
+    /// Arms a partition that falls at the first request holding `bytes` (within one read of
+    /// the proxy's, so a short marker): that request and everything after it are held, as by
+    /// [`Self::blackhole`].
+    pub fn blackhole_at_request_with(&self, bytes: &[u8]) {
+        *self.trip.lock().unwrap() = Some(bytes.to_vec());
+    }
+
+    /// Waits until the mode is `mode` (an armed partition has fallen).
+    pub async fn reached(&self, mode: Mode) {
+        let mut now = self.mode.subscribe();
+        now.wait_for(|m| *m == mode).await.unwrap();
+    }
+
+    /// Heals, except for the connections that were open when the partition fell: they stay
+    /// held (both ways) until [`Self::release_old_connections`].
+    pub fn heal_new_connections(&self) {
+        self.held_below
+            .send_replace(self.open_at_cut.load(Ordering::SeqCst));
+        self.mode.send_replace(Mode::Pass);
+    }
+
+    /// Lets the connections held by [`Self::heal_new_connections`] pass, held bytes first.
+    pub fn release_old_connections(&self) {
+        self.held_below.send_replace(0);
     }
 
     /// Everything passes again, held bytes first.
@@ -144,7 +200,14 @@ struct Shared {
     mode: watch::Sender<Mode>,
     held_requests: watch::Sender<u64>,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
+    trip: Trip,
+    accepted: Arc<AtomicU64>,
+    held_below: watch::Sender<u64>,
+    open_at_cut: Arc<AtomicU64>,
 }
+
+/// An armed partition's marker, shared by the proxy and its connections.
+type Trip = Arc<Mutex<Option<Vec<u8>>>>;
 
 impl Shared {
     async fn accept_forever(self, listener: TcpListener) {
@@ -156,7 +219,8 @@ impl Shared {
                 drop(client);
                 continue;
             }
-            let task = tokio::spawn(self.clone().connect(client));
+            let number = self.accepted.fetch_add(1, Ordering::SeqCst);
+            let task = tokio::spawn(self.clone().connect(client, number));
             let mut connections = self.connections.lock().unwrap();
             connections.retain(|c| !c.is_finished());
             connections.push(task.abort_handle());
@@ -165,18 +229,32 @@ impl Shared {
 
     /// Connects to the target (a refused target closes the client) and pumps both ways until
     /// either side closes.
-    async fn connect(self, client: TcpStream) {
+    async fn connect(self, client: TcpStream, number: u64) {
         let Ok(peer) = TcpStream::connect(self.target).await else {
             return;
         };
         let (client_read, client_write) = client.into_split();
         let (peer_read, peer_write) = peer.into_split();
-        let requests = self.clone().pump(client_read, peer_write, Way::Request);
-        let replies = self.pump(peer_read, client_write, Way::Reply);
+        let requests = self
+            .clone()
+            .pump(client_read, peer_write, Way::Request, number);
+        let replies = self.pump(peer_read, client_write, Way::Reply, number);
         // One side closing ends the connection, as a proxy that relays the FIN and stops would.
         tokio::select! {
             _ = requests => {}
             _ = replies => {}
+        }
+    }
+
+    /// Makes an armed partition fall if `request` holds its marker (once).
+    fn trip_at(&self, request: &[u8]) {
+        let mut trip = self.trip.lock().unwrap();
+        let holds = |m: &Vec<u8>| request.windows(m.len()).any(|w| w == m.as_slice());
+        if trip.as_ref().is_some_and(holds) {
+            *trip = None;
+            self.open_at_cut
+                .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
+            self.mode.send_replace(Mode::Blackhole);
         }
     }
 
@@ -186,18 +264,26 @@ impl Shared {
         mut from: tokio::net::tcp::OwnedReadHalf,
         mut to: tokio::net::tcp::OwnedWriteHalf,
         way: Way,
+        number: u64,
     ) {
         let mut mode = self.mode.subscribe();
+        let mut held_below = self.held_below.subscribe();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match from.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            if way == Way::Request {
+                self.trip_at(&buf[..n]);
+            }
             if way == Way::Request && *mode.borrow() == Mode::HoldReplies {
                 self.held_requests.send_modify(|seen| *seen += n as u64);
             }
             if mode.wait_for(|m| m.lets_through(way)).await.is_err() {
+                return;
+            }
+            if held_below.wait_for(|&b| number >= b).await.is_err() {
                 return;
             }
             if to.write_all(&buf[..n]).await.is_err() {
@@ -208,8 +294,9 @@ impl Shared {
 }
 
 /// The harness itself against a tiny echo server: bytes pass; a blackhole holds them (the
-/// connection stays open) and heal delivers them; held replies let the request through; refuse
-/// closes.
+/// connection stays open) and heal delivers them; held replies let the request through; an
+/// armed partition falls at its marker; a partial heal holds the connections open at the cut
+/// until released; refuse closes.
 #[tokio::test]
 async fn the_partition_proxy_cuts_holds_and_heals() {
     use std::time::Duration;
@@ -267,6 +354,51 @@ async fn the_partition_proxy_cuts_holds_and_heals() {
     proxy.heal();
     c.read_exact(&mut buf[..5]).await.unwrap();
     assert_eq!(&buf[..5], b"three");
+
+    proxy.blackhole_at_request_with(b"five");
+    c.write_all(b"four").await.unwrap();
+    c.read_exact(&mut buf[..4]).await.unwrap();
+    assert_eq!(
+        &buf[..4],
+        b"four",
+        "another request passes an armed partition"
+    );
+    c.write_all(b"fivefive").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), proxy.reached(Mode::Blackhole))
+        .await
+        .expect("the large request made the partition fall");
+    let cut = tokio::time::timeout(Duration::from_millis(300), c.read(&mut buf)).await;
+    assert!(cut.is_err(), "a byte passed the fallen partition: {cut:?}");
+    assert!(!received.lock().unwrap().ends_with(b"fivefive"));
+    proxy.heal();
+    c.read_exact(&mut buf[..8]).await.unwrap();
+    assert_eq!(
+        &buf[..8],
+        b"fivefive",
+        "the request that tripped it passes after heal"
+    );
+
+    // A connection open at the cut stays held while one made during the cut passes;
+    // released, its bytes pass.
+    proxy.blackhole();
+    c.write_all(b"six").await.unwrap();
+    let mut fresh = TcpStream::connect(proxy.address()).await.unwrap();
+    fresh.write_all(b"new").await.unwrap();
+    proxy.heal_new_connections();
+    fresh.read_exact(&mut buf[..3]).await.unwrap();
+    assert_eq!(&buf[..3], b"new", "a connection made during the cut passes");
+    let old = tokio::time::timeout(Duration::from_millis(300), c.read(&mut buf)).await;
+    assert!(
+        old.is_err(),
+        "the old connection passed before its release: {old:?}"
+    );
+    proxy.release_old_connections();
+    c.read_exact(&mut buf[..3]).await.unwrap();
+    assert_eq!(
+        &buf[..3],
+        b"six",
+        "the old connection's bytes pass after the release"
+    );
 
     proxy.refuse();
     let closed = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await;

@@ -1,0 +1,71 @@
+//! The fenced write, ordered within a tenure.
+//!
+//! The lease's token fences out every other holder, but not this holder's own older writes: a
+//! state write that timed out was given up on, yet its bytes may still be on their way (a
+//! partition holds them; TCP retransmits them, backing off exponentially, after the path is
+//! back). Meanwhile the holder has sent the window again and the next ones on a new connection.
+//! When the old bytes arrive they carry the right token, and without more they would store the
+//! older state over the newer ones: the checkpoint would go back, and whoever resumes next would
+//! deliver the windows in between again.
+//!
+//! So every write carries a number that grows with each write of the process, and the script
+//! stores `<token> <number>` beside the state (`...:written`, in the service's hash slot). A
+//! write of the same token with a number not above the stored one is superseded: it changes
+//! nothing and answers as if it had been stored (nobody waits for it any more: the holder
+//! writes a service's state one at a time, and gave this one up). A new tenure has a new
+//! token, so its first write is never compared with an older tenure's numbers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The fenced, ordered write. KEYS: the lease, the state, the last write's `<token> <number>`;
+/// ARGV: the token, the state, the write's number.
+pub(super) const WRITE: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then
+  return {0, current or ''}
+end
+local last = redis.call('GET', KEYS[3])
+if last then
+  local token, number = string.match(last, '^(.*) (%d+)$')
+  if token == ARGV[1] and tonumber(number) >= tonumber(ARGV[3]) then
+    return {1, current}
+  end
+end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3])
+return {1, current}
+";
+
+/// The number of the next write of this process: grows with every write, so it orders the
+/// writes of each tenure (a tenure's token belongs to one process).
+pub(super) fn next_write() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The key of a state's last write (`...{<key>}:written`), beside `...{<key>}:state`.
+pub(super) fn written_key(prefix: &str, key: &str) -> String {
+    format!("{prefix}{{{key}}}:written")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_numbers_grow() {
+        let first = next_write();
+        assert!(next_write() > first);
+    }
+
+    #[test]
+    fn the_written_key_shares_the_state_keys_hash_tag() {
+        assert_eq!(
+            written_key(
+                "isolation-collector:",
+                "proofpoint_isolation_1_url_isolation"
+            ),
+            "isolation-collector:{proofpoint_isolation_1_url_isolation}:written"
+        );
+    }
+}
