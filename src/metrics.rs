@@ -94,6 +94,9 @@ pub struct Metrics {
     lease_held: Family<ServiceLabels, Gauge>,
     lease_lost: Family<ServiceLabels, Counter>,
     persistence_up: Gauge,
+    /// Times this process found the Redis store wiped, and states it wrote back after one.
+    persistence_wiped: Counter,
+    state_written_back: Family<ServiceLabels, Counter>,
     /// Registered only with Redis persistence, fed by the replicas' heartbeats.
     sharding: ShardingGauges,
     /// The checkpoint per service; the lag gauge is computed from it at scrape time, so it keeps
@@ -245,6 +248,8 @@ impl Metrics {
             lease_held: Family::default(),
             lease_lost: Family::default(),
             persistence_up: Gauge::default(),
+            persistence_wiped: Counter::default(),
+            state_written_back: Family::default(),
             sharding: ShardingGauges::default(),
             checkpoints: Mutex::default(),
             readiness: Mutex::default(),
@@ -272,6 +277,16 @@ impl Metrics {
             self.persistence_up.clone(),
         );
         self.registry.register(
+            "persistence_wiped",
+            "Times this process found the Redis store wiped (its generation marker gone or changed): every state, lease and dead letter was lost.",
+            self.persistence_wiped.clone(),
+        );
+        self.registry.register(
+            "state_written_back",
+            "States this process wrote back to Redis from memory after Redis lost them.",
+            self.state_written_back.clone(),
+        );
+        self.registry.register(
             "replicas_live",
             "Replicas with a live heartbeat in Redis, this one included (they share the leases).",
             self.sharding.replicas_live.clone(),
@@ -291,6 +306,11 @@ impl Metrics {
         self.sharding.replicas_live.set(live as i64);
         self.sharding.fair_share.set(fair_share as i64);
         lock(&self.readiness).replicas = Some((live, fair_share));
+    }
+
+    /// This process found the Redis store wiped.
+    pub fn persistence_wiped(&self) {
+        self.persistence_wiped.inc();
     }
 
     /// Whether the persistence answered (`Ok`) or why not.
@@ -653,6 +673,14 @@ impl ServiceMetrics {
         if let Some(leases) = lock(&self.metrics.readiness).leases.as_mut() {
             leases.insert(self.id(), held);
         }
+    }
+
+    /// The state, lost by Redis, was written back from memory.
+    pub fn state_written_back(&self) {
+        self.metrics
+            .state_written_back
+            .get_or_create(&self.labels())
+            .inc();
     }
 
     /// The lease was lost while pulling.

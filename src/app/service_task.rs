@@ -35,6 +35,9 @@ enum Stopped {
     HandOver,
     /// The lease was lost (why): stand by.
     LeaseLost(String),
+    /// The state is missing since Redis was wiped and another replica may hold it: release the
+    /// lease and leave it to the others for this long.
+    LeftToOthers(Duration),
 }
 
 impl ServiceTask {
@@ -67,8 +70,17 @@ impl ServiceTask {
                     self.lease.release(tenure).await;
                     return true;
                 }
-                Stopped::HandOver => self.lease.hand_over(tenure).await,
-                Stopped::LeaseLost(reason) => self.lease.lost(tenure, &reason),
+                Stopped::HandOver => {
+                    self.puller.another_holds_it(true).await;
+                    self.lease.hand_over(tenure).await;
+                }
+                Stopped::LeaseLost(reason) => {
+                    if tenure.lost_to_another() {
+                        self.puller.another_holds_it(false).await;
+                    }
+                    self.lease.lost(tenure, &reason);
+                }
+                Stopped::LeftToOthers(time) => self.lease.leave_to_others(tenure, time).await,
             }
         }
     }
@@ -83,6 +95,9 @@ impl ServiceTask {
             let wait = match self.puller.pre_pull().await {
                 Ok(()) => break,
                 Err(e) if e.is_lease_lost() => return Stopped::LeaseLost(e.to_string()),
+                Err(e) if e.left_to_others().is_some() => {
+                    return Stopped::LeftToOthers(e.left_to_others().unwrap_or_default())
+                }
                 // Logged once by the store.
                 Err(e) if e.is_unavailable() => outage.next_wait(),
                 Err(e) => {
@@ -146,7 +161,7 @@ impl ServiceTask {
                 false
             }
             // `--once` has no coordinator: it takes every lease it may.
-            Stopped::Done | Stopped::HandOver => {
+            Stopped::Done | Stopped::HandOver | Stopped::LeftToOthers(_) => {
                 self.lease.release(tenure).await;
                 ok
             }

@@ -8,7 +8,12 @@
 //!
 //! One more key is shared by every service: `<key_prefix>proofpoint_isolation:replicas`, a hash
 //! of the replicas' heartbeats (replica id -> expiry by Redis's clock and the number of leases it
-//! holds), from which the replicas share the leases out (`crate::isolation::shard`).
+//! holds), from which the replicas share the leases out (`crate::isolation::shard`). And
+//! `<key_prefix>proofpoint_isolation:generation`, the store's generation marker: a random id
+//! created at first use, which lives and dies with the data ([`generation`]): a process that finds
+//! it gone or changed knows the store forgot its keys (a restart without persistence, `FLUSHDB`,
+//! eviction, a failover to a replica that never got them). [`durability`] says, at start, whether
+//! this Redis can forget them.
 //!
 //! Every operation that depends on the lease is one Lua script, so that Redis runs the check and
 //! the change as one operation: taking, renewing and releasing the lease, and the **fenced
@@ -26,7 +31,13 @@
 //! which would hide an outage from the lease's clock and from the log for a while; an operation
 //! that fails fast is what the lease gate needs.
 
+mod durability;
+mod generation;
+
+pub use generation::Wipe;
+
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -176,6 +187,11 @@ pub struct RedisStore {
     ttl: Duration,
     /// Since when Redis has not answered (`None`: it answered the last operation).
     down_since: Mutex<Option<Instant>>,
+    /// Operations that found Redis unreachable, counted up: a lease confirmed before the last of
+    /// them must be renewed before it covers a delivery (the lease gate).
+    failures: AtomicU64,
+    /// The generation of the store this process saw last.
+    generation: generation::Seen,
     /// Shows the outages (`persistence_up`, `/ready`) once `run` has a registry.
     metrics: OnceLock<Arc<Metrics>>,
     scripts: Scripts,
@@ -255,6 +271,8 @@ impl RedisStore {
             prefix: config.key_prefix.clone(),
             ttl: config.lease_ttl,
             down_since: Mutex::new(None),
+            failures: AtomicU64::new(0),
+            generation: generation::Seen::default(),
             metrics: OnceLock::new(),
             scripts: Scripts {
                 take: Script::new(TAKE),
@@ -290,6 +308,13 @@ impl RedisStore {
     /// [`Self::report_to`]).
     pub fn is_down(&self) -> bool {
         lock(&self.down_since).is_some()
+    }
+
+    /// How many operations found Redis unreachable so far. Unlike [`Self::is_down`], which the
+    /// next answer to any operation clears, it only grows: the lease gate compares it with its
+    /// value when the lease was last confirmed.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::SeqCst)
     }
 
     fn unreachable_line(&self) -> String {
@@ -606,6 +631,7 @@ impl RedisStore {
                 *self.connection.lock().await = None;
                 let e = self.classify(&e);
                 if e.is_unavailable() {
+                    self.failures.fetch_add(1, Ordering::SeqCst);
                     self.unreachable(&e);
                 }
                 Err(e)

@@ -27,9 +27,9 @@ use crate::redis_server::{self, RedisServer};
 use crate::rsyslog::{free_port, Listen, Rsyslog};
 use crate::util::*;
 
-const WEB: &str = "browser_and_email_isolation";
-const URL: &str = "url_isolation";
-const SERVICES: [&str; 2] = [WEB, URL];
+pub(crate) const WEB: &str = "browser_and_email_isolation";
+pub(crate) const URL: &str = "url_isolation";
+pub(crate) const SERVICES: [&str; 2] = [WEB, URL];
 
 fn table(service: &str) -> &'static str {
     if service == WEB {
@@ -44,7 +44,7 @@ fn ms(n: u64) -> Duration {
 }
 
 /// A service's Redis key (`state` or `lease`), as the contract names it (default prefix).
-fn redis_key(service: &str, what: &str) -> String {
+pub(crate) fn redis_key(service: &str, what: &str) -> String {
     format!("isolation-collector:{{proofpoint_isolation_10001_{service}}}:{what}")
 }
 
@@ -94,7 +94,7 @@ impl Replica {
         self.child = Some(child);
     }
 
-    fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.logs.join(format!("{}-{}.log", self.name, self.runs))
     }
 
@@ -112,7 +112,7 @@ impl Replica {
         self.running().id().expect("the replica runs")
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         signal(self.running(), sig);
     }
 
@@ -157,7 +157,7 @@ impl Replica {
     }
 
     /// Whether its metrics say it holds `service`'s lease.
-    async fn holds(&self, service: &str) -> bool {
+    pub(crate) async fn holds(&self, service: &str) -> bool {
         let series =
             format!("isolation_collector_lease_held{{input=\"10001\",service=\"{service}\"}}");
         match self.scrape().await {
@@ -192,17 +192,17 @@ pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
 }
 
 /// How many lines of `log` contain `needle`.
-fn count(log: &str, needle: &str) -> usize {
+pub(crate) fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
 
 /// The pair, their simulators and their Redis.
-struct Ha {
-    env: TestEnv,
-    redis: RedisServer,
-    replicas: [Replica; 2],
+pub(crate) struct Ha {
+    pub(crate) env: TestEnv,
+    pub(crate) redis: RedisServer,
+    pub(crate) replicas: [Replica; 2],
     /// The events each service must deliver (the simulator's visible events).
-    expected: BTreeMap<&'static str, Vec<String>>,
+    pub(crate) expected: BTreeMap<&'static str, Vec<String>>,
 }
 
 impl Ha {
@@ -220,7 +220,12 @@ impl Ha {
         Ha::with_redis(env, redis, service_extra, ttl)
     }
 
-    fn with_redis(mut env: TestEnv, redis: RedisServer, service_extra: &str, ttl: u32) -> Ha {
+    pub(crate) fn with_redis(
+        mut env: TestEnv,
+        redis: RedisServer,
+        service_extra: &str,
+        ttl: u32,
+    ) -> Ha {
         env.service_extra = service_extra.into();
         env.persistence = Some(redis.persistence_yaml(ttl, ""));
         write_ha_config(&env);
@@ -239,7 +244,7 @@ impl Ha {
     }
 
     /// The index of the replica that holds `service`'s lease, waiting up to 20 s for one to.
-    async fn holder(&self, service: &str) -> usize {
+    pub(crate) async fn holder(&self, service: &str) -> usize {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             for (i, r) in self.replicas.iter().enumerate() {
@@ -257,12 +262,12 @@ impl Ha {
     }
 
     /// The lease's value in Redis (the holder's token).
-    fn lease(&self, service: &str) -> Option<String> {
+    pub(crate) fn lease(&self, service: &str) -> Option<String> {
         self.redis.get(&redis_key(service, "lease"))
     }
 
     /// The checkpoint of the state stored in Redis (`None`: no state yet).
-    fn checkpoint(&self, service: &str) -> Option<DateTime<Utc>> {
+    pub(crate) fn checkpoint(&self, service: &str) -> Option<DateTime<Utc>> {
         let doc = self.redis.get(&redis_key(service, "state"))?;
         let doc: serde_json::Value = serde_json::from_str(&doc)
             .unwrap_or_else(|e| panic!("the state of {service} in Redis is not JSON ({e}): {doc}"));
@@ -272,7 +277,7 @@ impl Ha {
         Some(c.parse().unwrap_or_else(|e| panic!("{c:?}: {e}")))
     }
 
-    fn delivered(&self, service: &str) -> usize {
+    pub(crate) fn delivered(&self, service: &str) -> usize {
         self.env.delivered(table(service)).len()
     }
 
@@ -283,7 +288,7 @@ impl Ha {
     }
 
     /// Waits until the file output holds as many lines as there are events (up to `limit`).
-    async fn wait_until_complete(&self, limit: Duration) {
+    pub(crate) async fn wait_until_complete(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         while !self.complete() {
             assert!(
@@ -299,14 +304,14 @@ impl Ha {
         }
     }
 
-    async fn stop_all(&mut self) {
+    pub(crate) async fn stop_all(&mut self) {
         for r in &mut self.replicas {
             r.stop().await;
         }
     }
 
     /// Every replica's current log, for failure messages (the last 40 lines of each).
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.replicas
             .iter()
             .map(|r| {
@@ -321,7 +326,7 @@ impl Ha {
 }
 
 /// Writes the env's config with `metrics_listen: "${METRICS_LISTEN}"` (each replica sets it).
-fn write_ha_config(env: &TestEnv) {
+pub(crate) fn write_ha_config(env: &TestEnv) {
     env.write_config();
     edit_config(
         env,
@@ -330,7 +335,7 @@ fn write_ha_config(env: &TestEnv) {
     );
 }
 
-fn edit_config(env: &TestEnv, from: &str, to: &str) {
+pub(crate) fn edit_config(env: &TestEnv, from: &str, to: &str) {
     let text = std::fs::read_to_string(env.config_path()).unwrap();
     assert!(text.contains(from), "{from:?} not in {text}");
     std::fs::write(env.config_path(), text.replacen(from, to, 1)).unwrap();

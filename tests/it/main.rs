@@ -39,6 +39,11 @@ mod redis;
 // kill -9, SIGSTOP and SIGTERM of the lease holder, Redis killed mid-window and down at start.
 mod ha;
 
+// A Redis that forgets (issue 21 §2): restarted without persistence and FLUSHDB under two
+// daemons (the file output stays exact), the persistence warnings of validate and run, and the
+// lease gate after an outage and after a renewal answered too late.
+mod ha_forget;
+
 // Sharding on Redis: three replicas share twelve tenants' leases evenly, and again after one is
 // killed and replaced; every tenant's file output exact.
 mod sharding;

@@ -20,6 +20,9 @@ pub struct RedisServer {
     pub port: u16,
     pub password: Option<String>,
     pub dir: PathBuf,
+    /// Appends every write to a file fsynced at once (the default); without it, a restart comes
+    /// back empty, as a Redis run without persistence does.
+    pub persistent: bool,
     child: Option<Child>,
 }
 
@@ -27,6 +30,22 @@ impl RedisServer {
     /// Starts a Redis without a password in a fresh subdirectory `name` of `tmp`.
     pub async fn start(tmp: &TempDir, name: &str) -> RedisServer {
         RedisServer::start_with_password(tmp, name, None).await
+    }
+
+    /// Starts a Redis without persistence (no append-only file, no RDB save points): a
+    /// [`Self::restart`] comes back empty.
+    pub async fn start_without_persistence(tmp: &TempDir, name: &str) -> RedisServer {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = RedisServer {
+            port: free_port(),
+            password: None,
+            dir,
+            persistent: false,
+            child: None,
+        };
+        r.spawn().await;
+        r
     }
 
     /// Starts a Redis that requires `password` (the `default` user's, `requirepass`).
@@ -52,6 +71,7 @@ impl RedisServer {
             port,
             password: password.map(str::to_owned),
             dir,
+            persistent: true,
             child: None,
         };
         r.spawn().await;
@@ -93,14 +113,11 @@ impl RedisServer {
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&self.dir)
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
+            .args(["--save", ""])
+            .args(match self.persistent {
+                true => &["--appendonly", "yes", "--appendfsync", "always"][..],
+                false => &["--appendonly", "no"][..],
+            })
             .args(["--protected-mode", "no", "--daemonize", "no"])
             .arg("--logfile")
             .arg(self.dir.join("redis.log"));
