@@ -14,7 +14,8 @@
 //! [`crate::state::redis::RedisStore::check_generation`]) is not silently started afresh from
 //! `start_time_in_utc`, which would deliver up to 30 days again to every output:
 //! - a process that held the state last (its last tenure did not end by a hand-over, nor by
-//!   losing the lease to another holder) writes back the state it has in memory, and warns;
+//!   losing the lease to another holder, unless that holder took a lease the wipe had just
+//!   freed) writes back the state it has in memory, and warns;
 //! - any other process leaves the service to the others for [`WIPE_GRACE_TTLS`] lease TTLs
 //!   (`StateError::LeftToOthers`: the lease is released and not taken meanwhile), so that the
 //!   replica that held it can write it back;

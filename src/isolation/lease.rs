@@ -24,7 +24,9 @@
 //!
 //! After Redis was wiped, a process that finds a service's state missing and did not hold it last
 //! leaves the lease to the others for a while ([`Lease::leave_to_others`]): the replica that
-//! holds the state in memory writes it back (`super::checkpoint`).
+//! holds the state in memory writes it back (`super::checkpoint`). Its claim stays counted as
+//! held meanwhile, or the fair-share rule would keep the others waiting for this replica (which
+//! looks below its share) to take the very lease it leaves.
 //!
 //! Filesystem and memory stores have no leases: the gate is always open and taking never waits.
 
@@ -56,8 +58,9 @@ pub struct Lease {
     shard: Option<Arc<Shard>>,
     /// The validity clock of the tenures' leases.
     clock: SharedLeaseClock,
-    /// Not taken before then: left to the others ([`Self::leave_to_others`]).
-    left_until: Mutex<Option<Instant>>,
+    /// Not taken before then: left to the others ([`Self::leave_to_others`]), with the claim
+    /// of the tenure that left it (with a coordinator), kept meanwhile.
+    left: Mutex<Option<(Instant, Option<Claim>)>>,
 }
 
 /// Why taking the lease gave up.
@@ -85,7 +88,7 @@ impl Lease {
             metrics,
             shard: None,
             clock: SharedLeaseClock::boot(),
-            left_until: Mutex::new(None),
+            left: Mutex::new(None),
         }
     }
 
@@ -126,7 +129,7 @@ impl Lease {
         let started = Instant::now();
         let mut said: Option<String> = None;
         loop {
-            if lock(&self.left_until).is_some_and(|until| Instant::now() < until) {
+            if self.left_to_others() {
                 tokio::select! {
                     _ = tokio::time::sleep(standby_retry(ttl)) => continue,
                     _ = cancel.cancelled() => return Err(TakeError::Cancelled),
@@ -248,14 +251,29 @@ impl Lease {
 
     /// Ends `tenure` and releases the lease, which this process then leaves to the others for
     /// `time` (its state was missing after a wipe, and another replica may hold it in memory).
-    pub async fn leave_to_others(&self, tenure: Tenure, time: Duration) {
-        *lock(&self.left_until) = Some(Instant::now() + time);
+    pub async fn leave_to_others(&self, mut tenure: Tenure, time: Duration) {
+        // The claim stays counted as held meanwhile: the other replicas must not wait for this
+        // one to take its share (it looks below it), they are to take this lease.
+        let claim = tenure.claim.take();
+        *lock(&self.left) = Some((Instant::now() + time, claim));
         warn!(
             "Left the lease of {} to the other replicas for {:.0} s: its state is missing since Redis was wiped, and a replica that held it last can write it back.",
             self.service,
             time.as_secs_f64()
         );
         self.release(tenure).await;
+    }
+
+    /// Whether the lease is still left to the others; the claim kept for it goes when not.
+    fn left_to_others(&self) -> bool {
+        let mut left = lock(&self.left);
+        if left
+            .as_ref()
+            .is_some_and(|(until, _)| Instant::now() >= *until)
+        {
+            *left = None;
+        }
+        left.is_some()
     }
 
     /// Ends `tenure` after the lease was lost for `reason`: says so, counts it, stands by.

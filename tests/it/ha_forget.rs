@@ -45,9 +45,12 @@ enum Forget {
     Flush,
 }
 
-/// Two daemons back a service each up (8,000 events per service) into one file output, with a
-/// Redis without persistence; when both services are a quarter delivered the store forgets
-/// everything (`how`). The file output must end exact, and the replicas must say what happened.
+/// Two daemons back two services up (8,000 events each) into one file output, with a Redis
+/// without persistence: a holds both leases, b stands by (it never held a state: the harder
+/// case, since b is the first to see the leases free when the store forgets, every TTL/10,
+/// while a finds out at its next renewal, every TTL/3). When both services are a quarter
+/// delivered the store forgets everything (`how`). The file output must end exact, and the
+/// replicas must say what happened.
 async fn forgotten_mid_backfill(how: Forget) {
     let started = Instant::now();
     let env = TestEnv::both(8_000, |c| {
@@ -57,11 +60,19 @@ async fn forgotten_mid_backfill(how: Forget) {
     .await;
     let redis = RedisServer::start_without_persistence(&env.dir, "redis").await;
     let mut ha = Ha::with_redis(env, redis, "page_size: 250\nmax_events_per_window: 1000", 2);
-    for r in &mut ha.replicas {
-        r.start();
-    }
+    ha.replicas[0].start();
     for s in SERVICES {
-        ha.holder(s).await;
+        assert_eq!(ha.holder(s).await, 0);
+    }
+    ha.replicas[1].start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&ha.replicas[1].log(), "; standing by.") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "b never stood by:\n{}",
+            ha.logs()
+        );
+        tokio::time::sleep(ms(20)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while SERVICES.iter().any(|s| ha.delivered(s) < 2_000) {
@@ -139,8 +150,9 @@ async fn forgotten_mid_backfill(how: Forget) {
         ha.logs()
     );
     eprintln!(
-        "forgetting store ({how:?}): caught up {:.1} s after it forgot; states written back: {written_back}; test {:.1} s",
+        "forgetting store ({how:?}): caught up {:.1} s after it forgot; states written back: {written_back}; leases left to the other: {}; test {:.1} s",
         caught_up.as_secs_f64(),
+        count(&logs, "Left the lease of "),
         started.elapsed().as_secs_f64()
     );
 }
