@@ -5,12 +5,14 @@
 //! outputs ask before each output's turn of each window delivery. The gate keeps a local validity
 //! clock: the lease is valid until the TTL after the last successful take or renewal was *sent*,
 //! by `CLOCK_BOOTTIME` ([`clock`]), which keeps counting while the process is stopped by SIGSTOP
-//! and while the machine is suspended, as Redis's clock does.
-//! A delivery needs more than TTL/3 left, and no failed Redis operation since the lease was last
-//! confirmed (an outage may have wiped it, and only a renewal tells: an answer to any other call
-//! does not); otherwise the gate renews first, and refuses the delivery if that fails. So a holder paused past its TTL delivers, after waking, at most the
-//! one output's batch it was in the middle of: the next output's turn finds the clock run out,
-//! and its renewal and its fenced write are refused.
+//! and while the machine is suspended, as Redis's clock does. A delivery needs more than TTL/3
+//! left, and no failed Redis operation since the lease was last confirmed (an outage may have
+//! wiped it, and only a renewal tells: an answer to any other call does not); otherwise the gate
+//! renews first, and refuses the delivery if that fails, or if the renewal's answer came back
+//! after the validity had run out (the holder was paused between sending it and reading it). So a
+//! holder paused past its TTL delivers, after waking, at most the one output's batch it was in
+//! the middle of: the next output's turn finds the clock run out, and its renewal and its fenced
+//! write are refused.
 //!
 //! A refused renewal or write ends the tenure: the gate's token is cancelled, which stops the
 //! puller at its next await point (the window in flight is abandoned, nothing committed), and the
