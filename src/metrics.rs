@@ -100,6 +100,9 @@ pub struct Metrics {
     persistence_up: Gauge,
     /// Fenced state writes no Redis replica acknowledged in time (`WAIT`), with replicas known.
     unreplicated_writes: Counter,
+    /// Times this process found the Redis store wiped, and states it wrote back after one.
+    persistence_wiped: Counter,
+    state_written_back: Family<ServiceLabels, Counter>,
     /// Registered only with Redis persistence, fed by the replicas' heartbeats.
     sharding: ShardingGauges,
     /// The checkpoint per service; the lag gauge is computed from it at scrape time, so it keeps
@@ -252,6 +255,8 @@ impl Metrics {
             lease_lost: Family::default(),
             persistence_up: Gauge::default(),
             unreplicated_writes: Counter::default(),
+            persistence_wiped: Counter::default(),
+            state_written_back: Family::default(),
             sharding: ShardingGauges::default(),
             checkpoints: Mutex::default(),
             readiness: Mutex::default(),
@@ -277,6 +282,16 @@ impl Metrics {
             "persistence_up",
             "1 if Redis answered the last operation, 0 if it was unreachable.",
             self.persistence_up.clone(),
+        );
+        self.registry.register(
+            "persistence_wiped",
+            "Times this process found the Redis store wiped (its generation marker gone or changed): every state, lease and dead letter was lost.",
+            self.persistence_wiped.clone(),
+        );
+        self.registry.register(
+            "state_written_back",
+            "States this process wrote back to Redis from memory after Redis lost them.",
+            self.state_written_back.clone(),
         );
         self.registry.register(
             "replicas_live",
@@ -313,6 +328,11 @@ impl Metrics {
     /// A state write that no Redis replica acknowledged in time.
     pub fn unreplicated_write(&self) {
         self.unreplicated_writes.inc();
+    }
+
+    /// This process found the Redis store wiped.
+    pub fn persistence_wiped(&self) {
+        self.persistence_wiped.inc();
     }
 
     /// Whether the persistence answered (`Ok`) or why not.
@@ -693,6 +713,14 @@ impl ServiceMetrics {
             Some(why) => r.unpulled.insert(self.id(), why),
             None => r.unpulled.remove(&self.id()),
         };
+    }
+
+    /// The state, lost by Redis, was written back from memory.
+    pub fn state_written_back(&self) {
+        self.metrics
+            .state_written_back
+            .get_or_create(&self.labels())
+            .inc();
     }
 
     /// The lease was lost while pulling.

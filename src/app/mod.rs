@@ -89,7 +89,12 @@ async fn open_store(store: &StateStore, metrics: &Arc<Metrics>) -> Result<(), St
             r.report_to(metrics.clone());
             match r.check().await {
                 Err(e) if !e.is_unavailable() => return Err(e),
-                _ => {}
+                Err(_) => {}
+                Ok(()) => {
+                    warn_about_durability(r).await;
+                    // Seen from the start: a wipe later on is then recognised as one.
+                    let _ = r.check_generation().await;
+                }
             }
         }
     }
@@ -528,6 +533,7 @@ async fn validate_persistence(config: &Config) -> bool {
                     ),
                     None => info!("Redis at {} answers.", store.address()),
                 }
+                warn_about_durability(&store).await;
                 true
             }
             Err(e) => {
@@ -539,6 +545,14 @@ async fn validate_persistence(config: &Config) -> bool {
             error!("Persistence: {e}");
             false
         }
+    }
+}
+
+/// Says how Redis can lose the states (no persistence, an evicting policy), if it can.
+async fn warn_about_durability(store: &RedisStore) {
+    // An outage here was said already (or is said by the next operation).
+    for w in store.durability_warnings().await.unwrap_or_default() {
+        warn!("{w}");
     }
 }
 

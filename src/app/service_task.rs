@@ -41,6 +41,9 @@ enum Stopped {
     Unable,
     /// The lease was lost (why): stand by.
     LeaseLost(String),
+    /// The state is missing since Redis was wiped and another replica may hold it: release the
+    /// lease and leave it to the others for this long.
+    LeftToOthers(Duration),
 }
 
 impl ServiceTask {
@@ -67,13 +70,23 @@ impl ServiceTask {
                     self.lease.release(tenure).await;
                     return true;
                 }
-                Stopped::HandOver => self.lease.hand_over(tenure).await,
+                Stopped::HandOver => {
+                    self.puller.another_holds_it(true).await;
+                    self.lease.hand_over(tenure).await;
+                }
                 Stopped::Unable => {
+                    self.puller.another_holds_it(true).await;
                     if !self.give_up(tenure, &setup_span).await {
                         return true;
                     }
                 }
-                Stopped::LeaseLost(reason) => self.lease.lost(tenure, &reason),
+                Stopped::LeaseLost(reason) => {
+                    if tenure.lost_to_another() {
+                        self.puller.another_holds_it(false).await;
+                    }
+                    self.lease.lost(tenure, &reason);
+                }
+                Stopped::LeftToOthers(time) => self.lease.leave_to_others(tenure, time).await,
             }
         }
     }
@@ -117,6 +130,9 @@ impl ServiceTask {
             let wait = match self.puller.pre_pull().await {
                 Ok(()) => break,
                 Err(e) if e.is_lease_lost() => return Stopped::LeaseLost(e.to_string()),
+                Err(e) if e.left_to_others().is_some() => {
+                    return Stopped::LeftToOthers(e.left_to_others().unwrap_or_default())
+                }
                 // Logged once by the store.
                 Err(e) if e.is_unavailable() => outage.next_wait(),
                 Err(e) => {
@@ -181,7 +197,7 @@ impl ServiceTask {
                 false
             }
             // `--once` has no coordinator: it takes every lease it may.
-            Stopped::Done | Stopped::HandOver | Stopped::Unable => {
+            Stopped::Done | Stopped::HandOver | Stopped::Unable | Stopped::LeftToOthers(_) => {
                 self.lease.release(tenure).await;
                 ok
             }

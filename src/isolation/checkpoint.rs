@@ -10,13 +10,28 @@
 //! - after a failed write, the state in memory is ahead of the one that would survive a crash, so
 //!   the next cycle starts from the one on disk ([`Checkpoint::reload_if_behind`]).
 //!
+//! A state missing from a Redis that was wiped (its generation marker says so,
+//! [`crate::state::redis::RedisStore::check_generation`]) is not silently started afresh from
+//! `start_time_in_utc`, which would deliver up to 30 days again to every output:
+//! - a process that held the state last (its last tenure did not end by a hand-over, nor by
+//!   losing the lease to another holder, unless that holder took a lease the wipe had just
+//!   freed) writes back the state it has in memory, and warns;
+//! - any other process leaves the service to the others for [`WIPE_GRACE_TTLS`] lease TTLs
+//!   (`StateError::LeftToOthers`: the lease is released and not taken meanwhile), so that the
+//!   replica that held it can write it back;
+//! - after that grace, a process with an older state in memory writes that one back (what came
+//!   after it is collected again), and one with none starts afresh, with an error that says so.
+//!
+//! A missing state in a store that was *not* wiped is a first start or a `state reset`: it starts
+//! afresh from `start_time_in_utc`, as before.
+//!
 //! [`crate::state`] does the storing (format, atomic writes, the correction rules); this module
 //! decides when. With Redis, every write carries the token of the service's lease (its
 //! *fence*, [`Checkpoint::set_fence`]) and is refused once another process holds the lease.
 
 use std::sync::Arc;
 
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::config::ServiceConfig;
 use crate::isolation::devo_log;
@@ -26,7 +41,8 @@ use crate::pipeline::dedup::DedupPlan;
 use crate::pipeline::window::Window;
 use crate::service::RETENTION;
 use crate::state::dead_letter::DeadLetter;
-use crate::state::{correct, ServiceState, StateError, StateStore};
+use crate::state::redis::Wipe;
+use crate::state::{correct, ServiceState, StateError, StateStore, WIPE_GRACE_TTLS};
 use crate::time::{format_iso, Millis};
 
 /// One service's state and where it is stored.
@@ -41,6 +57,21 @@ pub struct Checkpoint {
     metrics: ServiceMetrics,
     /// The token of the lease this process holds for the service (Redis: writes are fenced).
     fence: Option<String>,
+    /// What the state in memory is worth if the store loses it.
+    memory: Memory,
+}
+
+/// The state in memory, as a copy of the stored one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Memory {
+    /// None yet: a fresh state until the first [`Checkpoint::restore`].
+    Nothing,
+    /// The state of this process's last tenure, which nobody else held after it (as far as this
+    /// process knows): the newest there is.
+    Last,
+    /// The state of a tenure that ended with the lease going to another holder, who may have
+    /// moved it on.
+    Older,
 }
 
 /// The earliest time the API still serves, with a margin for the time a job takes.
@@ -64,6 +95,7 @@ impl Checkpoint {
             needs_reload: false,
             metrics,
             fence: None,
+            memory: Memory::Nothing,
         }
     }
 
@@ -90,6 +122,25 @@ impl Checkpoint {
         Ok(new)
     }
 
+    /// The tenure ended with the lease going to another holder (`handed_over`, or lost to
+    /// another): the state in memory may be older than the stored one from now on. Unless the
+    /// store was wiped just now: then the other took a lease that the wipe freed, and this
+    /// process's state is still the newest there is.
+    pub async fn another_holds_it(&mut self, handed_over: bool) {
+        if self.memory != Memory::Last {
+            return;
+        }
+        let ttl = self.store.redis().map(|r| r.ttl());
+        let wiped_now = !handed_over
+            && matches!(
+                (self.store.check_generation().await, ttl),
+                (Ok(Some(wipe)), Some(ttl)) if wipe.age < ttl
+            );
+        if !wiped_now {
+            self.memory = Memory::Older;
+        }
+    }
+
     /// Fences every write from now on with `token`, the lease of this tenure.
     pub fn set_fence(&mut self, token: Option<String>) {
         self.fence = token;
@@ -113,7 +164,12 @@ impl Checkpoint {
     /// Devo's `pre_pull` persistence steps: load, upgrade, correct, reset, save if changed.
     pub async fn restore(&mut self, svc: &ServiceConfig, now: Millis) -> Result<(), StateError> {
         devo_log::reading_persisted_data();
+        let wipe = self.store.check_generation().await?;
         let (loaded, mut changed) = self.load_upgraded().await?;
+        let loaded = match (loaded, wipe) {
+            (None, Some(wipe)) => self.after_wipe(wipe)?,
+            (loaded, _) => loaded,
+        };
         devo_log::corrections_steps();
         let mut loaded = loaded.map(|mut s| {
             for change in correct(&mut s, now, earliest_available(now)) {
@@ -140,7 +196,45 @@ impl Checkpoint {
         }
         self.metrics.checkpoint(state.cursors.checkpoint);
         self.state = state;
+        self.memory = Memory::Last;
         Ok(())
+    }
+
+    /// The state to go on from when it is missing from a store that was wiped (`wipe`): the one
+    /// in memory, none (start afresh), or an error that leaves the service to another replica
+    /// for the rest of the grace (see the module doc).
+    fn after_wipe(&self, wipe: Wipe) -> Result<Option<ServiceState>, StateError> {
+        let location = self.store.location(&self.key);
+        let grace =
+            (self.store.redis()).map_or(std::time::Duration::ZERO, |r| r.ttl() * WIPE_GRACE_TTLS);
+        let remaining = grace.saturating_sub(wipe.age);
+        match self.memory {
+            Memory::Last => {}
+            _ if !remaining.is_zero() => {
+                return Err(StateError::LeftToOthers {
+                    location,
+                    remaining,
+                })
+            }
+            Memory::Older => {}
+            Memory::Nothing => {
+                error!(
+                    "The state at {location} is missing since Redis was wiped, and no replica wrote it back within {} s: it starts again from start_time_in_utc, and its events are delivered again to every output.",
+                    grace.as_secs()
+                );
+                return Ok(None);
+            }
+        }
+        warn!(
+            "The state at {location} was missing since Redis was wiped; wrote back the state this process held (checkpoint {}){}.",
+            format_iso(self.state.cursors.checkpoint),
+            match self.memory {
+                Memory::Last => ": nothing is collected again",
+                _ => ", from an earlier tenure: what was collected after it is collected again",
+            }
+        );
+        self.metrics.state_written_back();
+        Ok(Some(self.state.clone()))
     }
 
     /// The load and upgrade steps: the stored state, if any, and whether it must be written back

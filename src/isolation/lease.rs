@@ -3,12 +3,16 @@
 //! [`Lease::take_until_held`] stands by until this process holds the service's lease in Redis,
 //! and starts a [`Tenure`]: a renewal every TTL/3 in its own task, and a [`LeaseGate`] that the
 //! outputs ask before each output's turn of each window delivery. The gate keeps a local validity
-//! clock: the lease is valid until the TTL after the last successful take or renewal was *sent*
-//! (a tokio `Instant`, monotonic, which keeps counting while the process is stopped by SIGSTOP).
-//! A delivery needs more than TTL/3 left (and Redis not known to be down); otherwise the gate
-//! renews first, and refuses the delivery if that fails. So a holder paused past its TTL delivers, after waking, at most the
-//! one output's batch it was in the middle of: the next output's turn finds the clock run out,
-//! and its renewal and its fenced write are refused.
+//! clock: the lease is valid until the TTL after the last successful take or renewal was *sent*,
+//! by `CLOCK_BOOTTIME` ([`clock`]), which keeps counting while the process is stopped by SIGSTOP
+//! and while the machine is suspended, as Redis's clock does. A delivery needs more than TTL/3
+//! left, and no failed Redis operation since the lease was last confirmed (an outage may have
+//! wiped it, and only a renewal tells: an answer to any other call does not); otherwise the gate
+//! renews first, and refuses the delivery if that fails, or if the renewal's answer came back
+//! after the validity had run out (the holder was paused between sending it and reading it). So a
+//! holder paused past its TTL delivers, after waking, at most the one output's batch it was in
+//! the middle of: the next output's turn finds the clock run out, and its renewal and its fenced
+//! write are refused.
 //!
 //! A refused renewal or write ends the tenure: the gate's token is cancelled, which stops the
 //! puller at its next await point (the window in flight is abandoned, nothing committed), and the
@@ -23,8 +27,17 @@
 //! whose cycles keep failing gives its lease up when another replica is able to pull
 //! ([`LeaseGate::cycle_failed`], `shard`'s health module).
 //!
+//! After Redis was wiped, a process that finds a service's state missing and did not hold it last
+//! leaves the lease to the others for a while ([`Lease::leave_to_others`]): the replica that
+//! holds the state in memory writes it back (`super::checkpoint`). Its claim stays counted as
+//! held meanwhile, or the fair-share rule would keep the others waiting for this replica (which
+//! looks below its share) to take the very lease it leaves.
+//!
 //! Filesystem and memory stores have no leases: the gate is always open and taking never waits.
 
+pub mod clock;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -37,6 +50,7 @@ use crate::metrics::ServiceMetrics;
 use crate::service::Service;
 use crate::state::redis::lease_token;
 use crate::state::{holder_name, StateError, StateStore};
+use clock::{LeaseTime, SharedLeaseClock};
 
 /// The lease of one service, from which tenures are taken.
 pub struct Lease {
@@ -49,6 +63,11 @@ pub struct Lease {
     shard: Option<Arc<Shard>>,
     /// This service's health, as the coordinator counts it.
     health: Option<Registration>,
+    /// The validity clock of the tenures' leases.
+    clock: SharedLeaseClock,
+    /// Not taken before then: left to the others ([`Self::leave_to_others`]), with the claim
+    /// of the tenure that left it (with a coordinator), kept meanwhile.
+    left: Mutex<Option<(Instant, Option<Claim>)>>,
 }
 
 /// Why taking the lease gave up.
@@ -76,7 +95,15 @@ impl Lease {
             metrics,
             shard: None,
             health: None,
+            clock: SharedLeaseClock::boot(),
+            left: Mutex::new(None),
         }
+    }
+
+    /// Measures the leases' validity by `clock` instead of `CLOCK_BOOTTIME`.
+    pub fn with_clock(mut self, clock: SharedLeaseClock) -> Lease {
+        self.clock = clock;
+        self
     }
 
     /// Takes the lease only within this replica's share of `shard`, and hands it over when asked.
@@ -119,6 +146,12 @@ impl Lease {
         let started = Instant::now();
         let mut said: Option<String> = None;
         loop {
+            if self.left_to_others() {
+                tokio::select! {
+                    _ = tokio::time::sleep(standby_retry(ttl)) => continue,
+                    _ = cancel.cancelled() => return Err(TakeError::Cancelled),
+                }
+            }
             let claim = match &self.shard {
                 Some(shard) => match shard.claim(&self.key) {
                     Some(claim) => Some(claim),
@@ -133,7 +166,8 @@ impl Lease {
                 None => None,
             };
             let token = lease_token();
-            let sent = Instant::now();
+            let sent = self.clock.now();
+            let failures = redis.failures();
             match redis.take(&self.key, &token).await {
                 Ok(r) if r.done => {
                     info!("Holding the lease of {} as {token}; pulling.", self.service);
@@ -143,7 +177,7 @@ impl Lease {
                         self.key.clone(),
                         token,
                         ttl,
-                        sent,
+                        (self.clock.clone(), sent, failures),
                         cancel,
                     );
                     held.health = self.health.as_ref().map(Registration::health);
@@ -233,6 +267,33 @@ impl Lease {
         }
     }
 
+    /// Ends `tenure` and releases the lease, which this process then leaves to the others for
+    /// `time` (its state was missing after a wipe, and another replica may hold it in memory).
+    pub async fn leave_to_others(&self, mut tenure: Tenure, time: Duration) {
+        // The claim stays counted as held meanwhile: the other replicas must not wait for this
+        // one to take its share (it looks below it), they are to take this lease.
+        let claim = tenure.claim.take();
+        *lock(&self.left) = Some((Instant::now() + time, claim));
+        warn!(
+            "Left the lease of {} to the other replicas for {:.0} s: its state is missing since Redis was wiped, and a replica that held it last can write it back.",
+            self.service,
+            time.as_secs_f64()
+        );
+        self.release(tenure).await;
+    }
+
+    /// Whether the lease is still left to the others; the claim kept for it goes when not.
+    fn left_to_others(&self) -> bool {
+        let mut left = lock(&self.left);
+        if left
+            .as_ref()
+            .is_some_and(|(until, _)| Instant::now() >= *until)
+        {
+            *left = None;
+        }
+        left.is_some()
+    }
+
     /// Ends `tenure` after the lease was lost for `reason`: says so, counts it, stands by.
     pub fn lost(&self, tenure: Tenure, reason: &str) {
         tenure.end();
@@ -252,8 +313,8 @@ pub fn standby_retry(ttl: Duration) -> Duration {
 
 /// Whether a lease valid until `valid_until` (by the local clock) may cover a delivery at `now`:
 /// more than a third of `ttl` must be left.
-pub fn may_deliver(valid_until: Instant, now: Instant, ttl: Duration) -> bool {
-    valid_until.saturating_duration_since(now) > ttl / 3
+pub fn may_deliver(valid_until: LeaseTime, now: LeaseTime, ttl: Duration) -> bool {
+    valid_until.saturating_sub(now) > ttl / 3
 }
 
 /// The lease as held by this process in one tenure.
@@ -262,9 +323,14 @@ struct Held {
     key: String,
     token: String,
     ttl: Duration,
-    /// Valid until then by the local monotonic clock (the TTL after the last successful take or
-    /// renewal was sent).
-    valid_until: Mutex<Instant>,
+    /// Valid until then by `clock` (the TTL after the last successful take or renewal was sent).
+    valid_until: Mutex<LeaseTime>,
+    clock: SharedLeaseClock,
+    /// The store's count of failed operations when the last successful take or renewal was
+    /// sent: while it is still the count, no outage came between (see [`LeaseGate`]).
+    confirmed: AtomicU64,
+    /// The lease was lost to another holder (not to its expiry).
+    lost_to_another: AtomicBool,
     /// Cancelled when the tenure ends: the lease was lost, or a shutdown (a child of its token).
     stop: CancellationToken,
     /// Cancelled when the coordinator asks for the lease to be handed over (never without one).
@@ -281,7 +347,7 @@ impl Held {
         key: String,
         token: String,
         ttl: Duration,
-        sent: Instant,
+        (clock, sent, failures): (SharedLeaseClock, LeaseTime, u64),
         cancel: &CancellationToken,
     ) -> Held {
         Held {
@@ -290,6 +356,9 @@ impl Held {
             token,
             ttl,
             valid_until: Mutex::new(sent + ttl),
+            clock,
+            confirmed: AtomicU64::new(failures),
+            lost_to_another: AtomicBool::new(false),
             stop: cancel.child_token(),
             hand_over: CancellationToken::new(),
             lost: Mutex::new(None),
@@ -300,18 +369,36 @@ impl Held {
     /// Renews the lease; a refusal ends the tenure.
     async fn renew(&self) -> Result<(), StateError> {
         let redis = self.store.redis().expect("a held lease is in Redis");
-        let sent = Instant::now();
+        let sent = self.clock.now();
+        let failures = redis.failures();
         let r = redis.renew(&self.key, &self.token).await?;
         if r.done {
             let mut until = lock(&self.valid_until);
             *until = (*until).max(sent + self.ttl);
+            self.confirmed.fetch_max(failures, Ordering::SeqCst);
             return Ok(());
         }
+        self.lost_to(&r.holder);
         self.lose(format!(
             "the renewal was refused, the lease is held by {}",
             holder_name(&r.holder)
         ));
         Err(StateError::LeaseLost { holder: r.holder })
+    }
+
+    fn lost_to(&self, holder: &str) {
+        if !holder.is_empty() {
+            self.lost_to_another.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether the lease may cover a delivery now without a renewal: more than TTL/3 left on
+    /// its clock, and no failed Redis operation since it was last confirmed.
+    fn may_deliver(&self) -> bool {
+        let until = *lock(&self.valid_until);
+        let confirmed = self.confirmed.load(Ordering::SeqCst);
+        let no_outage_since = self.store.redis().is_none_or(|r| r.failures() == confirmed);
+        may_deliver(until, self.clock.now(), self.ttl) && no_outage_since
     }
 
     fn lose(&self, reason: String) {
@@ -340,8 +427,8 @@ impl LeaseGate {
     }
 
     /// Waits until a delivery may start: at once while more than TTL/3 is left on the lease's
-    /// clock and Redis answered its last operation, else after a successful renewal. An error
-    /// means: deliver nothing now.
+    /// clock and no Redis operation failed since the lease was last confirmed, else after a
+    /// successful renewal. An error means: deliver nothing now.
     pub async fn before_delivery(&self) -> Result<(), StateError> {
         let Some(held) = &self.0 else { return Ok(()) };
         if lock(&held.lost).is_some() {
@@ -349,14 +436,27 @@ impl LeaseGate {
                 holder: String::new(),
             });
         }
-        let until = *lock(&held.valid_until);
-        // While Redis is known to be unreachable, no checkpoint could be stored: the renewal
-        // first, which is also the probe that ends the outage.
-        let down = held.store.redis().is_some_and(|r| r.is_down());
-        if may_deliver(until, Instant::now(), held.ttl) && !down {
+        // After an outage the lease may be gone (a Redis restarted empty, another holder since):
+        // the renewal first, which is also the probe that ends the outage.
+        if held.may_deliver() {
             return Ok(());
         }
-        held.renew().await
+        held.renew().await?;
+        // A renewal's "done" is true of the moment Redis ran it. A holder paused (SIGSTOP, a
+        // suspend) between sending it and reading the reply may find its validity run out by
+        // then, and another holder since: it asks Redis once more, and delivers only on a
+        // reply that comes back in time.
+        if held.may_deliver() {
+            return Ok(());
+        }
+        held.renew().await?;
+        match held.may_deliver() {
+            true => Ok(()),
+            false => Err(StateError::Unavailable {
+                address: held.store.redis().map_or("", |r| r.address()).to_owned(),
+                reason: "two renewals in a row were answered after the lease's validity had run out (is the process being paused, or the machine suspended?)".into(),
+            }),
+        }
     }
 
     /// Whether the coordinator asked for the lease to be handed over: the puller stops at its
@@ -390,6 +490,7 @@ impl LeaseGate {
     /// Records a fenced write's refusal: the tenure ends.
     pub fn refused(&self, e: &StateError) {
         if let (Some(held), StateError::LeaseLost { holder }) = (&self.0, e) {
+            held.lost_to(holder);
             held.lose(format!(
                 "a state write was refused, the lease is held by {}",
                 holder_name(holder)
@@ -449,6 +550,11 @@ impl Tenure {
     /// Why the lease was lost, if it was.
     pub fn lost(&self) -> Option<String> {
         self.held.as_ref().and_then(|h| lock(&h.lost).clone())
+    }
+
+    /// Whether the lease was lost to another holder (who may have moved the state on since).
+    pub fn lost_to_another(&self) -> bool {
+        (self.held.as_ref()).is_some_and(|h| h.lost_to_another.load(Ordering::SeqCst))
     }
 
     /// Stops the renewal; the held lease, if any.
@@ -515,7 +621,7 @@ mod tests {
     #[test]
     fn the_gate_needs_a_third_of_the_ttl_left() {
         let ttl = Duration::from_secs(30);
-        let sent = Instant::now();
+        let sent = Duration::from_secs(1_000);
         let until = sent + ttl;
         assert!(may_deliver(until, sent, ttl));
         assert!(may_deliver(until, sent + Duration::from_secs(19), ttl));
@@ -523,6 +629,28 @@ mod tests {
         assert!(!may_deliver(until, sent + Duration::from_secs(29), ttl));
         // Woken long after the TTL (SIGSTOP): nothing left.
         assert!(!may_deliver(until, sent + Duration::from_secs(300), ttl));
+    }
+
+    /// A suspend counts on the lease's clock: a holder whose machine slept past the TTL right
+    /// after a renewal wakes with no validity left, as Redis's clock says. (A suspend cannot be
+    /// made on a test machine: this is the arithmetic, on a clock that jumps as
+    /// `CLOCK_BOOTTIME` does across one; `CLOCK_MONOTONIC` would not have moved.)
+    #[test]
+    fn a_suspend_past_the_ttl_leaves_no_validity() {
+        use clock::LeaseClock;
+        struct Suspended(AtomicU64);
+        impl LeaseClock for Suspended {
+            fn now(&self) -> LeaseTime {
+                Duration::from_secs(self.0.load(Ordering::SeqCst))
+            }
+        }
+        let clock = Arc::new(Suspended(AtomicU64::new(5_000)));
+        let ttl = Duration::from_secs(30);
+        let until = clock.now() + ttl;
+        assert!(may_deliver(until, clock.now(), ttl));
+        clock.0.fetch_add(45, Ordering::SeqCst); // the lid closed for 45 s
+        assert!(!may_deliver(until, clock.now(), ttl));
+        assert_eq!(until.saturating_sub(clock.now()), Duration::ZERO);
     }
 
     /// Without leases the gate is always open and a tenure ends only with a shutdown.

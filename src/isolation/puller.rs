@@ -273,6 +273,12 @@ impl Puller {
         Ok(())
     }
 
+    /// The tenure ended with the lease going to another holder: the state in memory may be
+    /// older than the stored one from now on (see [`Checkpoint::another_holds_it`]).
+    pub async fn another_holds_it(&mut self, handed_over: bool) {
+        self.checkpoint.another_holds_it(handed_over).await;
+    }
+
     /// The current state (tests and `state show`).
     pub fn state(&self) -> &ServiceState {
         self.checkpoint.state()

@@ -35,6 +35,11 @@ use crate::time::{format_iso, parse_user_time, Millis};
 /// The version this build writes.
 pub const PERSISTENCE_VERSION: u32 = 3;
 
+/// After a wipe of the Redis store, how many lease TTLs a missing state is left to the replica
+/// that held it last (`crate::isolation::checkpoint`): long enough for it to see the lease free
+/// (every TTL/10) and take it, short enough that a service nobody remembers is not idle long.
+pub const WIPE_GRACE_TTLS: u32 = 3;
+
 /// The state of one service.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceState {
@@ -134,6 +139,13 @@ pub enum StateError {
     /// A fenced write or a renewal was refused: another process holds the service's lease.
     #[error("the lease is held by {}", holder_name(holder))]
     LeaseLost { holder: String },
+    /// The state is missing from a store that was wiped, and this process does not hold it (or
+    /// holds an older one than another replica may): left to the replica that held it last.
+    #[error("the state at {location} is missing since Redis was wiped, and this process did not hold it last; the lease is left for {:.0} s to a replica that holds it in memory", remaining.as_secs_f64())]
+    LeftToOthers {
+        location: String,
+        remaining: std::time::Duration,
+    },
 }
 
 impl StateError {
@@ -145,6 +157,14 @@ impl StateError {
     /// Whether the store did not answer (retry soon).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StateError::Unavailable { .. })
+    }
+
+    /// How long the service is left to another replica, if that is why this failed.
+    pub fn left_to_others(&self) -> Option<std::time::Duration> {
+        match self {
+            StateError::LeftToOthers { remaining, .. } => Some(*remaining),
+            _ => None,
+        }
     }
 }
 
@@ -358,6 +378,16 @@ impl StateStore {
                 .map(|s| (s, LoadReport::default()))),
             StateStore::Filesystem { directory } => filesystem::load(directory, key),
             StateStore::Redis(r) => r.load(key).await,
+        }
+    }
+
+    /// Looks at the Redis store's generation marker (see [`redis::RedisStore::check_generation`]):
+    /// the last wipe of the store this process saw, if any (the other stores are never wiped
+    /// under a running process unnoticed: `None`).
+    pub async fn check_generation(&self) -> Result<Option<redis::Wipe>, StateError> {
+        match self {
+            StateStore::Redis(r) => r.check_generation().await,
+            StateStore::Memory(_) | StateStore::Filesystem { .. } => Ok(None),
         }
     }
 

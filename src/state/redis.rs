@@ -7,7 +7,7 @@
 //! (`<hostname>:<pid>:<random hex>`), with a TTL; `...:written` the token and number of the
 //! state's last write, which orders a holder's own writes (`redis/ordered.rs`).
 //!
-//! One more key is shared by every service: `<key_prefix>proofpoint_isolation:replicas`, a hash
+//! Keys shared by every service: `<key_prefix>proofpoint_isolation:replicas`, a hash
 //! of the replicas' heartbeats (replica id -> expiry by Redis's clock and the number of leases it
 //! holds and how many services it is able to pull), from which the replicas share the leases
 //! out (`crate::isolation::shard`); and `<key_prefix>proofpoint_isolation:pulled`, when each
@@ -15,6 +15,12 @@
 //!
 //! An input with `requests_limits` has its quota here too, counted for every replica (`quota.rs`):
 //! `<key_prefix>{proofpoint_isolation_<id>}:requests_<period ms>` and `...:count` per limit.
+//!
+//! The store's generation marker, `<key_prefix>proofpoint_isolation:generation`, is shared too: a
+//! random id created at first use, which lives and dies with the data ([`generation`]): a process that finds
+//! it gone or changed knows the store forgot its keys (a restart without persistence, `FLUSHDB`,
+//! eviction, a failover to a replica that never got them). [`durability`] says, at start, whether
+//! this Redis can forget them.
 //!
 //! Every operation that depends on the lease is one Lua script, so that Redis runs the check and
 //! the change as one operation: taking, renewing and releasing the lease, and the **fenced
@@ -38,7 +44,13 @@
 //! the store waits a moment for one of them to acknowledge it (`WAIT`), so that a failover
 //! rarely goes back to an older state.
 
+mod durability;
+mod generation;
+
+pub use generation::Wipe;
+
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -205,6 +217,11 @@ pub struct RedisStore {
     ttl: Duration,
     /// Since when Redis has not answered (`None`: it answered the last operation).
     down_since: Mutex<Option<Instant>>,
+    /// Operations that found Redis unreachable, counted up: a lease confirmed before the last of
+    /// them must be renewed before it covers a delivery (the lease gate).
+    failures: AtomicU64,
+    /// The generation of the store this process saw last.
+    generation: generation::Seen,
     /// Shows the outages (`persistence_up`, `/ready`) once `run` has a registry.
     metrics: OnceLock<Arc<Metrics>>,
     scripts: Scripts,
@@ -247,6 +264,8 @@ impl RedisStore {
             prefix: config.key_prefix.clone(),
             ttl: config.lease_ttl,
             down_since: Mutex::new(None),
+            failures: AtomicU64::new(0),
+            generation: generation::Seen::default(),
             metrics: OnceLock::new(),
             scripts: Scripts {
                 take: Script::new(TAKE),
@@ -289,6 +308,13 @@ impl RedisStore {
     /// [`Self::report_to`]).
     pub fn is_down(&self) -> bool {
         lock(&self.down_since).is_some()
+    }
+
+    /// How many operations found Redis unreachable so far. Unlike [`Self::is_down`], which the
+    /// next answer to any operation clears, it only grows: the lease gate compares it with its
+    /// value when the lease was last confirmed.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::SeqCst)
     }
 
     fn unreachable_line(&self) -> String {
@@ -618,6 +644,7 @@ impl RedisStore {
                 self.replicas.forget();
                 let e = self.classify(&e);
                 if e.is_unavailable() {
+                    self.failures.fetch_add(1, Ordering::SeqCst);
                     self.unreachable(&e);
                 }
                 Err(e)

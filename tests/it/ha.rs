@@ -94,7 +94,7 @@ impl Replica {
         self.child = Some(child);
     }
 
-    fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.logs.join(format!("{}-{}.log", self.name, self.runs))
     }
 
@@ -112,7 +112,7 @@ impl Replica {
         self.running().id().expect("the replica runs")
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         signal(self.running(), sig);
     }
 
@@ -192,7 +192,7 @@ pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
 }
 
 /// How many lines of `log` contain `needle`.
-fn count(log: &str, needle: &str) -> usize {
+pub(crate) fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
 

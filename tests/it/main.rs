@@ -47,6 +47,10 @@ mod ha_health;
 // Network partitions: each of two replicas behind its own proxies to Redis and the API; the
 // holder cut from Redis, from the API, from both and healed; every output's history checked.
 mod partitions;
+// A Redis that forgets (issue 21 §2): restarted without persistence and FLUSHDB under two
+// daemons (the file output stays exact), the persistence warnings of validate and run, and the
+// lease gate after an outage and after a renewal answered too late.
+mod ha_forget;
 
 // Sharding on Redis: three replicas share twelve tenants' leases evenly, and again after one is
 // killed and replaced; every tenant's file output exact.

@@ -22,6 +22,9 @@ pub struct RedisServer {
     pub dir: PathBuf,
     /// The master's port, for a replica (`--replicaof 127.0.0.1 <port>`).
     replica_of: Option<u16>,
+    /// Appends every write to a file fsynced at once (the default); without it, a restart comes
+    /// back empty, as a Redis run without persistence does.
+    pub persistent: bool,
     child: Option<Child>,
 }
 
@@ -29,6 +32,23 @@ impl RedisServer {
     /// Starts a Redis without a password in a fresh subdirectory `name` of `tmp`.
     pub async fn start(tmp: &TempDir, name: &str) -> RedisServer {
         RedisServer::start_with_password(tmp, name, None).await
+    }
+
+    /// Starts a Redis without persistence (no append-only file, no RDB save points): a
+    /// [`Self::restart`] comes back empty.
+    pub async fn start_without_persistence(tmp: &TempDir, name: &str) -> RedisServer {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = RedisServer {
+            port: free_port(),
+            password: None,
+            dir,
+            replica_of: None,
+            persistent: false,
+            child: None,
+        };
+        r.spawn().await;
+        r
     }
 
     /// Starts a Redis that requires `password` (the `default` user's, `requirepass`).
@@ -55,6 +75,7 @@ impl RedisServer {
             password: password.map(str::to_owned),
             dir,
             replica_of: None,
+            persistent: true,
             child: None,
         };
         r.spawn().await;
@@ -70,6 +91,7 @@ impl RedisServer {
             password: None,
             dir,
             replica_of: Some(master_port),
+            persistent: true,
             child: None,
         };
         r.spawn().await;
@@ -118,14 +140,11 @@ impl RedisServer {
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&self.dir)
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
+            .args(["--save", ""])
+            .args(match self.persistent {
+                true => &["--appendonly", "yes", "--appendfsync", "always"][..],
+                false => &["--appendonly", "no"][..],
+            })
             .args(["--protected-mode", "no", "--daemonize", "no"])
             // A replica's first sync at once, not after the default 5 s wait for more replicas.
             .args(["--repl-diskless-sync-delay", "0"])
