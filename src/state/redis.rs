@@ -1,9 +1,10 @@
 //! The Redis store (Devo's `persistence: {type: redis}`), with the leases that make one process
 //! at a time the writer of a service's state.
 //!
-//! Keys, with a hash tag so that a Redis Cluster keeps both keys of a service in one slot:
-//! `<key_prefix>{proofpoint_isolation_<id>_<service>}:state` holds the same JSON document as a
-//! state file, and `...:lease` the token of the process that holds the lease
+//! Keys, with a hash tag so that a Redis Cluster keeps the keys of a service in one slot:
+//! `<key_prefix>{proofpoint_isolation_<id>_<service>}:state` holds the JSON document of a state
+//! file without its dedup memory (version 4), `...:dedup` that memory in buckets, written by
+//! difference ([`dedup`]), and `...:lease` the token of the process that holds the lease
 //! (`<hostname>:<pid>:<random hex>`), with a TTL.
 //!
 //! One more key is shared by every service: `<key_prefix>proofpoint_isolation:replicas`, a hash
@@ -21,7 +22,10 @@
 //! callers retry with their own backoff. The first failure of an outage is logged, and the first
 //! success after it; `/ready` and `isolation_collector_persistence_up` follow it.
 //!
-//! The connection: one multiplexed connection, made again after any error. The crate's
+//! The connections: two multiplexed connections, each made again after an error on it. Lease
+//! operations (take, renew, release, heartbeats) have their own, so that a renewal is never
+//! queued behind a state write's bytes (one connection answers in order); states, dead letters
+//! and the other reads use the other. The crate's
 //! `ConnectionManager` reconnects by itself, but retries inside a command with its own backoff,
 //! which would hide an outage from the lease's clock and from the log for a while; an operation
 //! that fails fast is what the lease gate needs.
@@ -35,7 +39,7 @@ use redis::{AsyncConnectionConfig, Client, ConnectionAddr, RedisConnectionInfo, 
 use tokio::time::Instant;
 use tracing::{error, info};
 
-use super::{decode, encode, LoadReport, ServiceState, StateError};
+use super::{LoadReport, ServiceState, StateError};
 use crate::config::RedisConfig;
 use crate::metrics::Metrics;
 
@@ -72,21 +76,16 @@ end
 return {0, current or ''}
 ";
 
-/// The fenced write: stores the state (KEYS[2]) only while the lease (KEYS[1]) is the caller's.
-const WRITE: &str = r"
-local current = redis.call('GET', KEYS[1])
-if current == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[2])
-  return {1, current}
-end
-return {0, current or ''}
-";
+mod dedup;
 
-/// The fenced delete (`state reset`): deletes the state only while the lease is the caller's.
+/// The fenced delete (`state reset`): deletes the state (KEYS[2]) and its dedup memory (KEYS[3])
+/// only while the lease (KEYS[1]) is the caller's; `{2, holder}` when there was a state.
 const DELETE: &str = r"
 local current = redis.call('GET', KEYS[1])
 if current == ARGV[1] then
-  return {1 + redis.call('DEL', KEYS[2]), current}
+  local existed = redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[3])
+  return {1 + existed, current}
 end
 return {0, current or ''}
 ";
@@ -169,6 +168,10 @@ pub struct RedisStore {
     client: Client,
     /// The connection in use; `None` after an error (the next operation connects again).
     connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// The lease operations' own connection, the same way.
+    lease_connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// What this process last wrote of each service's dedup memory ([`dedup`]).
+    written: Mutex<std::collections::HashMap<String, dedup::Written>>,
     /// Connect and response timeouts: short, so that an outage is seen within the lease's TTL.
     timeout: Duration,
     address: String,
@@ -185,7 +188,8 @@ struct Scripts {
     take: Script,
     renew: Script,
     release: Script,
-    write: Script,
+    commit: Script,
+    load: Script,
     delete: Script,
     heartbeat: Script,
     set_aside: Script,
@@ -249,6 +253,8 @@ impl RedisStore {
         Ok(RedisStore {
             client,
             connection: tokio::sync::Mutex::new(None),
+            lease_connection: tokio::sync::Mutex::new(None),
+            written: Mutex::default(),
             timeout: (config.lease_ttl / 3)
                 .clamp(Duration::from_millis(250), Duration::from_secs(2)),
             address,
@@ -260,7 +266,8 @@ impl RedisStore {
                 take: Script::new(TAKE),
                 renew: Script::new(RENEW),
                 release: Script::new(RELEASE),
-                write: Script::new(WRITE),
+                commit: Script::new(dedup::COMMIT),
+                load: Script::new(dedup::LOAD),
                 delete: Script::new(DELETE),
                 heartbeat: Script::new(HEARTBEAT),
                 set_aside: Script::new(SET_ASIDE),
@@ -404,13 +411,7 @@ impl RedisStore {
 
     /// Loads the state of `key`.
     pub async fn load(&self, key: &str) -> Result<Option<(ServiceState, LoadReport)>, StateError> {
-        let state_key = self.state_key(key);
-        let bytes: Option<Vec<u8>> = self
-            .call(
-                |mut c| async move { redis::cmd("GET").arg(&state_key).query_async(&mut c).await },
-            )
-            .await?;
-        bytes.map(|b| decode(&b, &self.location(key))).transpose()
+        self.load_state(key).await
     }
 
     /// The fenced write: stores `state` only while `lease` holds the lease of `key`.
@@ -426,22 +427,12 @@ impl RedisStore {
                 holder: String::new(),
             });
         };
-        let r = self
-            .script(
-                &self.scripts.write,
-                key,
-                Some(key),
-                &[token.as_bytes(), &encode(state)],
-            )
-            .await?;
-        match r.done {
-            true => Ok(()),
-            false => Err(StateError::LeaseLost { holder: r.holder }),
-        }
+        self.commit(key, state, token).await
     }
 
     /// Deletes the state of `key` under a lease of its own (refused while a collector holds it).
     pub async fn reset(&self, key: &str) -> Result<bool, StateError> {
+        self.forget_written(key);
         let token = lease_token();
         let taken = self.take(key, &token).await?;
         if !taken.done {
@@ -501,7 +492,7 @@ impl RedisStore {
         let (key, ttl, held) = (self.replicas_key(), self.ttl_ms(), held.to_string());
         let script = &self.scripts.heartbeat;
         let flat: Vec<String> = self
-            .call(|mut c| async move {
+            .lease_call(|mut c| async move {
                 script
                     .key(key)
                     .arg(replica)
@@ -520,7 +511,7 @@ impl RedisStore {
     /// Removes `replica`'s heartbeat (a clean stop): the others count it gone at once.
     pub async fn depart(&self, replica: &str) -> Result<(), StateError> {
         let key = self.replicas_key();
-        self.call(|mut c| async move {
+        self.lease_call(|mut c| async move {
             redis::cmd("HDEL")
                 .arg(key)
                 .arg(replica)
@@ -535,7 +526,8 @@ impl RedisStore {
         self.ttl.as_millis().max(1).to_string()
     }
 
-    /// Runs a lease script on `key`'s lease (KEYS[1]) and, with `state`, its state (KEYS[2]).
+    /// Runs a lease script on `key`'s lease (KEYS[1]) and, with `state`, its state and dedup
+    /// memory (KEYS[2] and [3]). Without a state it is a lease operation, on the lease connection.
     async fn script(
         &self,
         script: &Script,
@@ -555,11 +547,15 @@ impl RedisStore {
         args: &[&[u8]],
     ) -> Result<(i64, String), StateError> {
         let lease_key = self.lease_key(key);
-        let state_key = state.map(|k| self.state_key(k));
-        self.call(|mut c| async move {
+        let state_keys = state.map(|k| [self.state_key(k), self.dedup_key(k)]);
+        let slot = match state {
+            Some(_) => &self.connection,
+            None => &self.lease_connection,
+        };
+        self.call_on(slot, |mut c| async move {
             let mut invocation = script.key(lease_key);
-            if let Some(state_key) = state_key {
-                invocation.key(state_key);
+            for k in state_keys.into_iter().flatten() {
+                invocation.key(k);
             }
             for arg in args {
                 invocation.arg(*arg);
@@ -569,9 +565,12 @@ impl RedisStore {
         .await
     }
 
-    /// The connection in use, or a new one.
-    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
-        let mut slot = self.connection.lock().await;
+    /// The connection in `slot`, or a new one.
+    async fn connection(
+        &self,
+        slot: &tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let mut slot = slot.lock().await;
         if let Some(c) = &*slot {
             return Ok(c.clone());
         }
@@ -586,13 +585,36 @@ impl RedisStore {
         Ok(c)
     }
 
-    /// Runs one operation on the connection, classifying a failure and following the outage.
+    /// Runs one operation on the state connection ([`Self::call_on`]).
     async fn call<T, F, Fut>(&self, op: F) -> Result<T, StateError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let result = match self.connection().await {
+        self.call_on(&self.connection, op).await
+    }
+
+    /// Runs one lease operation on the lease connection ([`Self::call_on`]).
+    async fn lease_call<T, F, Fut>(&self, op: F) -> Result<T, StateError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.call_on(&self.lease_connection, op).await
+    }
+
+    /// Runs one operation on the connection in `slot`, classifying a failure and following the
+    /// outage.
+    async fn call_on<T, F, Fut>(
+        &self,
+        slot: &tokio::sync::Mutex<Option<MultiplexedConnection>>,
+        op: F,
+    ) -> Result<T, StateError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let result = match self.connection(slot).await {
             Ok(c) => op(c).await,
             Err(e) => Err(e),
         };
@@ -603,7 +625,7 @@ impl RedisStore {
             }
             Err(e) => {
                 // Whatever went wrong, the next operation starts on a fresh connection.
-                *self.connection.lock().await = None;
+                *slot.lock().await = None;
                 let e = self.classify(&e);
                 if e.is_unavailable() {
                     self.unreachable(&e);
@@ -618,7 +640,7 @@ impl RedisStore {
         let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
         let fix = if auth {
-            Some("check globals.persistence.config.password (or password_file) and username, and that the user may run GET, SET, DEL, PEXPIRE, HSET, HGETALL, HDEL, TIME, EVAL and EVALSHA")
+            Some("check globals.persistence.config.password (or password_file) and username, and that the user may run GET, SET, DEL, PEXPIRE, HGET, HSET, HGETALL, HDEL, TIME, EVAL and EVALSHA")
         } else if e.to_string().contains("DB index") {
             Some("check globals.persistence.config.db (the server's `databases` setting bounds it)")
         } else if e.to_string().contains("certificate") {

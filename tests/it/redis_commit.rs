@@ -182,3 +182,108 @@ async fn wait_for_large_request(watcher: &mut redis::aio::MultiplexedConnection)
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// The dedup hash's fields and values as stored, sorted (`HGETALL`).
+fn dedup_hash(redis: &RedisServer, key: &str) -> Vec<String> {
+    let flat = redis.cli(&["--raw", "HGETALL", &format!("t:{{{key}}}:dedup")]);
+    let mut pairs: Vec<String> = flat
+        .lines()
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .map(|p| p.join("="))
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+/// The dedup memory's buckets are written only under the lease: a former holder's commit writes
+/// no bucket, and a holder whose last write another process overwrote since writes the whole
+/// memory (the difference from its own last write would not apply). Each load gives back
+/// exactly the state last committed.
+#[tokio::test]
+async fn buckets_are_fenced_and_a_stale_difference_is_not_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(&tmp, "redis").await;
+    let config = redis.config("t:", Duration::from_secs(30));
+    let (a_store, b_store) = (
+        RedisStore::new(&config).unwrap(),
+        RedisStore::new(&config).unwrap(),
+    );
+    let (a, b) = ("host-a:1:01", "host-b:2:02");
+    let span = 5 * 60_000;
+    let mut s = state_with_memory(T0 + span, span);
+    a_store.take(KEY, a).await.unwrap();
+    a_store.save(KEY, &s, Some(a)).await.unwrap();
+    assert_eq!(a_store.load(KEY).await.unwrap().unwrap().0, s);
+    let stored = dedup_hash(&redis, KEY);
+    assert!(stored.len() > 250, "{} buckets", stored.len());
+    // B takes over (A's lease was released) and commits a window; A's commit is refused and
+    // leaves every bucket as B wrote it.
+    a_store.release(KEY, a).await.unwrap();
+    b_store.take(KEY, b).await.unwrap();
+    let mut theirs = b_store.load(KEY).await.unwrap().unwrap().0;
+    commit_next_window(&mut theirs, span);
+    // And a late arrival, in a bucket that A's next commit does not touch.
+    let late = Event {
+        date_ms: T0 + 120_000 + 7,
+        key: [7; 32],
+        json: Bytes::new(),
+    };
+    let plan = theirs.dedup.plan(&[late], 0);
+    theirs.dedup.apply(plan);
+    b_store.save(KEY, &theirs, Some(b)).await.unwrap();
+    let after_b = dedup_hash(&redis, KEY);
+    let mut ours = s.clone();
+    commit_next_window(&mut ours, span);
+    commit_next_window(&mut ours, span);
+    let refused = a_store.save(KEY, &ours, Some(a)).await.unwrap_err();
+    assert!(refused.is_lease_lost(), "{refused:?}");
+    assert_eq!(dedup_hash(&redis, KEY), after_b, "a former holder wrote buckets");
+    // A holds the lease again and commits from its own last write, not from B's: the store
+    // holds exactly A's state, none of B's buckets mixed in.
+    b_store.release(KEY, b).await.unwrap();
+    a_store.take(KEY, a).await.unwrap();
+    commit_next_window(&mut s, span);
+    a_store.save(KEY, &s, Some(a)).await.unwrap();
+    assert_eq!(a_store.load(KEY).await.unwrap().unwrap().0, s);
+    assert_eq!(b_store.load(KEY).await.unwrap().unwrap().0, s);
+    // `state reset` deletes the memory with the document.
+    a_store.release(KEY, a).await.unwrap();
+    assert!(a_store.reset(KEY).await.unwrap());
+    assert!(dedup_hash(&redis, KEY).is_empty());
+    assert!(a_store.load(KEY).await.unwrap().is_none());
+}
+
+/// A version-3 document (the dedup memory inline, as builds before this one wrote it) is read
+/// as it is, and written in the new layout at the next commit: a version-4 document without
+/// the memory, and the memory in the hash beside it.
+#[tokio::test]
+async fn a_version_3_document_is_read_and_rewritten_in_the_new_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(&tmp, "redis").await;
+    let store = RedisStore::new(&redis.config("t:", Duration::from_secs(30))).unwrap();
+    let token = "host-a:1:01";
+    let mut s = state_with_memory(T0 + 120_000, 120_000);
+    let state_key = format!("t:{{{KEY}}}:state");
+    let v3 = tmp.path().join("v3.json");
+    std::fs::write(&v3, encode(&s)).unwrap();
+    // redis-cli -x: the last argument from stdin, byte for byte.
+    let status = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "-x", "SET", &state_key])
+        .stdin(std::fs::File::open(&v3).unwrap())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (loaded, _) = store.load(KEY).await.unwrap().unwrap();
+    assert_eq!(loaded, s);
+    store.take(KEY, token).await.unwrap();
+    commit_next_window(&mut s, 120_000);
+    store.save(KEY, &s, Some(token)).await.unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&redis.get(&state_key).unwrap()).unwrap();
+    assert_eq!(doc["@persistence_version"], 4, "{doc}");
+    assert!(doc.get("dedup").is_none(), "{doc}");
+    assert!(dedup_hash(&redis, KEY).len() > 100);
+    assert_eq!(store.load(KEY).await.unwrap().unwrap().0, s);
+}
