@@ -508,6 +508,26 @@ mod tests {
             .contains("'output_positions': {\"local\": {\"t\": 42}}"));
     }
 
+    /// Redis's version 4 is version 3 without the dedup memory: read with the memory kept
+    /// beside it, and refused without it (a file never holds one).
+    #[test]
+    fn version_4_needs_its_dedup_memory_beside_it() {
+        let s = sample();
+        let v4 = encode_without_dedup(&s);
+        let doc: serde_json::Value = serde_json::from_slice(&v4).unwrap();
+        assert_eq!(doc["@persistence_version"], 4);
+        assert!(doc.get("dedup").is_none(), "{doc}");
+        let (back, report) = decode_beside(&v4, "x", Some(s.dedup.clone())).unwrap();
+        assert_eq!((back, report), (s.clone(), LoadReport::default()));
+        let e = decode(&v4, "file f.json").unwrap_err().to_string();
+        assert!(e.contains("keeps its dedup memory beside it"), "{e}");
+        // A version-3 document holds its own memory: one given beside it is not used.
+        let (v3, _) = decode_beside(&encode(&s), "x", Some(DedupMemory::new())).unwrap();
+        assert_eq!(v3, s);
+        let inline: serde_json::Value = serde_json::from_slice(&encode(&s)).unwrap();
+        assert_eq!(inline["dedup"].as_array().map(Vec::len), Some(1));
+    }
+
     #[test]
     fn round_trips_through_the_file() {
         let dir = tempfile::tempdir().unwrap();

@@ -304,3 +304,64 @@ fn document_version(bytes: &[u8]) -> Option<u64> {
     let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     v.get("@persistence_version")?.as_u64()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+
+    fn memory(dates: &[i64]) -> DedupMemory {
+        let mut m = DedupMemory::new();
+        let events: Vec<Event> = dates
+            .iter()
+            .map(|&d| Event {
+                date_ms: d,
+                key: [(d % 251) as u8; 32],
+                json: bytes::Bytes::new(),
+            })
+            .collect();
+        let plan = m.plan(&events, 0);
+        m.apply(plan);
+        m
+    }
+
+    fn written(m: &DedupMemory) -> Written {
+        Written {
+            revision: "r".into(),
+            buckets: fingerprints(m),
+        }
+    }
+
+    /// A commit sends the buckets whose entries changed and deletes those pruned; without a
+    /// last write it sends every bucket.
+    #[test]
+    fn the_difference_is_the_changed_buckets() {
+        let mut m = memory(&[1_000, 1_500, 2_000, 3_000]);
+        let whole = difference(&m, None);
+        assert_eq!((whole.base.as_str(), whole.set.len()), ("", 3));
+        let last = written(&m);
+        assert!(difference(&m, Some(&last)).set.is_empty());
+        let plan = m.plan(
+            &[Event {
+                date_ms: 2_001,
+                key: [9; 32],
+                json: bytes::Bytes::new(),
+            }],
+            0,
+        );
+        m.apply(plan);
+        m.prune(2_000);
+        let diff = difference(&m, Some(&last));
+        assert_eq!(diff.base, "r");
+        assert_eq!(diff.deleted, vec!["1".to_owned()]);
+        let fields: Vec<&str> = diff.set.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, vec!["2"]);
+        // The bucket holds the second's records, as the document would.
+        let (back, revision) = read_hash(
+            &[b"2".to_vec(), diff.set[0].1.clone(), b"@revision".to_vec(), b"x".to_vec()],
+            "x",
+        )
+        .unwrap();
+        assert_eq!((back.len(), revision.as_deref()), (2, Some("x")));
+    }
+}
