@@ -624,8 +624,11 @@ impl RedisStore {
                 Ok(v)
             }
             Err(e) => {
-                // Whatever went wrong, the next operation starts on a fresh connection.
-                *slot.lock().await = None;
+                // Whatever went wrong, the next operation starts on a fresh connection; the
+                // other one too: it goes to the same server, and a restarted Redis broke it as
+                // well, which it would otherwise report as a second outage at its next use.
+                *self.connection.lock().await = None;
+                *self.lease_connection.lock().await = None;
                 let e = self.classify(&e);
                 if e.is_unavailable() {
                     self.unreachable(&e);

@@ -123,9 +123,8 @@ struct Difference {
 /// What to send to turn `last` (the whole memory without it) into `memory`.
 fn difference(memory: &DedupMemory, last: Option<&Written>) -> Difference {
     let now = fingerprints(memory);
-    let unchanged = |bucket: &Millis, fp: &Fingerprint| {
-        last.is_some_and(|l| l.buckets.get(bucket) == Some(fp))
-    };
+    let unchanged =
+        |bucket: &Millis, fp: &Fingerprint| last.is_some_and(|l| l.buckets.get(bucket) == Some(fp));
     let changed: HashSet<Millis> = now
         .iter()
         .filter(|(b, fp)| !unchanged(b, fp))
@@ -258,7 +257,11 @@ impl RedisStore {
         document: &[u8],
         diff: &Difference,
     ) -> Result<(i64, String), StateError> {
-        let keys = [self.lease_key(key), self.state_key(key), self.dedup_key(key)];
+        let keys = [
+            self.lease_key(key),
+            self.state_key(key),
+            self.dedup_key(key),
+        ];
         let script: &Script = &self.scripts.commit;
         self.call(|mut c| async move {
             let mut invocation = script.prepare_invoke();
@@ -358,7 +361,12 @@ mod tests {
         assert_eq!(fields, vec!["2"]);
         // The bucket holds the second's records, as the document would.
         let (back, revision) = read_hash(
-            &[b"2".to_vec(), diff.set[0].1.clone(), b"@revision".to_vec(), b"x".to_vec()],
+            &[
+                b"2".to_vec(),
+                diff.set[0].1.clone(),
+                b"@revision".to_vec(),
+                b"x".to_vec(),
+            ],
             "x",
         )
         .unwrap();
