@@ -1,8 +1,9 @@
 //! Persistence: one versioned JSON document per (input id, service), in a store.
 //!
 //! The stores ([`StateStore`]): a directory of files ([`filesystem`], atomic writes), a Redis
-//! ([`redis`], one key per state, every write fenced by the service's lease), or memory. The
-//! document and its rules are the same in each, and live here.
+//! ([`redis`], a key per state and a hash of its dedup memory beside it, every write fenced by
+//! the service's lease), or memory. The document and its rules are the same in each (but for
+//! where Redis keeps the dedup memory, version 4 below), and live here.
 //!
 //! Loading follows Devo's `pre_pull` steps and log lines: read, default if empty, *upgrade*
 //! older `@persistence_version`s, *corrections* (clamp to the API's retention, undo a checkpoint
