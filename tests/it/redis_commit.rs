@@ -234,13 +234,12 @@ async fn buckets_are_fenced_and_a_stale_difference_is_not_applied() {
     assert_eq!(a_store.load(KEY).await.unwrap().unwrap().0, s);
     let stored = dedup_hash(&redis, KEY);
     assert!(stored.len() > 250, "{} buckets", stored.len());
-    // B takes over (A's lease was released) and commits a window; A's commit is refused and
-    // leaves every bucket as B wrote it.
+    // B takes over (A released its lease) and commits a window and a late arrival, in a bucket
+    // that A's next commit does not touch.
     a_store.release(KEY, a).await.unwrap();
     b_store.take(KEY, b).await.unwrap();
     let mut theirs = b_store.load(KEY).await.unwrap().unwrap().0;
     commit_next_window(&mut theirs, span);
-    // And a late arrival, in a bucket that A's next commit does not touch.
     let late = Event {
         date_ms: T0 + 120_000 + 7,
         key: [7; 32],
@@ -249,27 +248,35 @@ async fn buckets_are_fenced_and_a_stale_difference_is_not_applied() {
     let plan = theirs.dedup.plan(&[late], 0);
     theirs.dedup.apply(plan);
     b_store.save(KEY, &theirs, Some(b)).await.unwrap();
-    let after_b = dedup_hash(&redis, KEY);
+    // A holds the lease again and commits a window from its own last write, not from B's
+    // (without reloading): the store holds exactly A's state, no bucket of B's mixed in.
+    b_store.release(KEY, b).await.unwrap();
+    a_store.take(KEY, a).await.unwrap();
+    commit_next_window(&mut s, span);
+    a_store.save(KEY, &s, Some(a)).await.unwrap();
+    let loaded = b_store.load(KEY).await.unwrap().unwrap().0;
+    assert!(
+        loaded == s,
+        "the store holds {} dedup entries, A committed {}: a difference was applied to B's write",
+        loaded.dedup.len(),
+        s.dedup.len()
+    );
+    // B takes over again; A's next commit is refused and leaves every bucket as it was.
+    a_store.release(KEY, a).await.unwrap();
+    b_store.take(KEY, b).await.unwrap();
+    let before = dedup_hash(&redis, KEY);
     let mut ours = s.clone();
-    commit_next_window(&mut ours, span);
     commit_next_window(&mut ours, span);
     let refused = a_store.save(KEY, &ours, Some(a)).await.unwrap_err();
     assert!(refused.is_lease_lost(), "{refused:?}");
     assert_eq!(
         dedup_hash(&redis, KEY),
-        after_b,
+        before,
         "a former holder wrote buckets"
     );
-    // A holds the lease again and commits from its own last write, not from B's: the store
-    // holds exactly A's state, none of B's buckets mixed in.
-    b_store.release(KEY, b).await.unwrap();
-    a_store.take(KEY, a).await.unwrap();
-    commit_next_window(&mut s, span);
-    a_store.save(KEY, &s, Some(a)).await.unwrap();
     assert_eq!(a_store.load(KEY).await.unwrap().unwrap().0, s);
-    assert_eq!(b_store.load(KEY).await.unwrap().unwrap().0, s);
+    b_store.release(KEY, b).await.unwrap();
     // `state reset` deletes the memory with the document.
-    a_store.release(KEY, a).await.unwrap();
     assert!(a_store.reset(KEY).await.unwrap());
     assert!(dedup_hash(&redis, KEY).is_empty());
     assert!(a_store.load(KEY).await.unwrap().is_none());
