@@ -135,20 +135,33 @@ impl DedupMemory {
 
     /// The entries as `(date or None, key, count, expires)`, sorted, for the state file.
     pub fn to_records(&self) -> Vec<DedupRecord> {
+        self.records_where(|_| true)
+    }
+
+    /// The records of the entries whose expiry `keep` accepts, sorted (a part of the memory,
+    /// stored apart: Redis keeps it in buckets by expiry).
+    pub fn records_where(&self, keep: impl Fn(Millis) -> bool) -> Vec<DedupRecord> {
         let mut v: Vec<DedupRecord> = self
-            .entries
-            .iter()
-            .map(|((date, key), e)| {
+            .entries()
+            .filter(|entry| keep(entry.3))
+            .map(|(date, key, count, expires)| {
                 DedupRecord(
-                    (*date != UNDATED).then_some(*date),
+                    (date != UNDATED).then_some(date),
                     hex::encode(key),
-                    e.count,
-                    e.expires,
+                    count,
+                    expires,
                 )
             })
             .collect();
         v.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         v
+    }
+
+    /// Every entry as `(date, key, copies, expires)`, in no order (the date may be [`UNDATED`]).
+    pub fn entries(&self) -> impl Iterator<Item = (Millis, &[u8; 32], u32, Millis)> {
+        self.entries
+            .iter()
+            .map(|((date, key), e)| (*date, key, e.count, e.expires))
     }
 
     /// Rebuilds the memory from state records; bad records are skipped and counted.

@@ -1,8 +1,9 @@
 //! Persistence: one versioned JSON document per (input id, service), in a store.
 //!
 //! The stores ([`StateStore`]): a directory of files ([`filesystem`], atomic writes), a Redis
-//! ([`redis`], one key per state, every write fenced by the service's lease), or memory. The
-//! document and its rules are the same in each, and live here.
+//! ([`redis`], a key per state and a hash of its dedup memory beside it, every write fenced by
+//! the service's lease), or memory. The document and its rules are the same in each (but for
+//! where Redis keeps the dedup memory, version 4 below), and live here.
 //!
 //! Loading follows Devo's `pre_pull` steps and log lines: read, default if empty, *upgrade*
 //! older `@persistence_version`s, *corrections* (clamp to the API's retention, undo a checkpoint
@@ -17,6 +18,14 @@
 //! line of that file (see [`crate::output::file`]). A build that understands only version 2
 //! refuses a version-3 document ("newer than this build understands") instead of cutting a file
 //! with it.
+//!
+//! Version 4 is Redis's only: version 3 without its dedup memory, which is kept beside the
+//! document in a hash of its own (see [`redis`]), so that a commit writes what changed instead
+//! of a document that grows with the lookback (about 29 MB at 100 events/s with the default
+//! 35 minutes). A version-3 document in Redis is read, and written as version 4 at the next
+//! commit. Files stay version 3 (one file, written whole by an atomic rename). A build that
+//! understands only version 3 refuses a version-4 document instead of reading it without its
+//! dedup memory (which would deliver the lookback's events again).
 
 pub mod dead_letter;
 pub mod filesystem;
@@ -32,13 +41,17 @@ use crate::pipeline::dedup::{DedupMemory, DedupRecord};
 use crate::pipeline::window::Cursors;
 use crate::time::{format_iso, parse_user_time, Millis};
 
-/// The version this build writes.
+/// The version this build writes to files (and names in the logs' state summaries).
 pub const PERSISTENCE_VERSION: u32 = 3;
 
 /// After a wipe of the Redis store, how many lease TTLs a missing state is left to the replica
 /// that held it last (`crate::isolation::checkpoint`): long enough for it to see the lease free
 /// (every TTL/10) and take it, short enough that a service nobody remembers is not idle long.
 pub const WIPE_GRACE_TTLS: u32 = 3;
+
+/// The version this build writes to Redis: [`PERSISTENCE_VERSION`]'s document with the dedup
+/// memory kept beside it.
+pub const REDIS_PERSISTENCE_VERSION: u32 = 4;
 
 /// The state of one service.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,9 +113,9 @@ struct Doc<P> {
     settled_until_in_utc: String,
     #[serde(default)]
     last_sweep_in_utc: Option<String>,
-    /// `[date_ms | null, sha256 hex, copies, expires_ms]`
-    #[serde(default)]
-    dedup: Vec<DedupRecord>,
+    /// `[date_ms | null, sha256 hex, copies, expires_ms]`; absent in version 4 (kept beside).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dedup: Option<Vec<DedupRecord>>,
     #[serde(default = "BTreeMap::new")]
     output_positions: BTreeMap<String, BTreeMap<String, P>>,
 }
@@ -179,13 +192,23 @@ pub fn holder_name(holder: &str) -> &str {
 
 /// Encodes a state as the current document version.
 pub fn encode(state: &ServiceState) -> Vec<u8> {
+    encode_as(state, PERSISTENCE_VERSION, Some(state.dedup.to_records()))
+}
+
+/// Encodes a state as a version-4 document: without the dedup memory, which the caller keeps
+/// beside it (Redis).
+pub fn encode_without_dedup(state: &ServiceState) -> Vec<u8> {
+    encode_as(state, REDIS_PERSISTENCE_VERSION, None)
+}
+
+fn encode_as(state: &ServiceState, version: u32, dedup: Option<Vec<DedupRecord>>) -> Vec<u8> {
     let doc = Doc {
-        version: PERSISTENCE_VERSION,
+        version,
         start_time_in_utc: state.start_time_in_utc.clone(),
         checkpoint_in_utc: format_iso(state.cursors.checkpoint),
         settled_until_in_utc: format_iso(state.cursors.settled),
         last_sweep_in_utc: state.cursors.last_sweep.map(format_iso),
-        dedup: state.dedup.to_records(),
+        dedup,
         output_positions: state.positions.clone(),
     };
     let mut v = serde_json::to_vec_pretty(&doc).expect("a state document always serialises");
@@ -200,9 +223,19 @@ pub struct LoadReport {
     pub upgraded_from: Option<u32>,
 }
 
-/// Decodes any supported version, running the upgrade steps. `location` names the document in
-/// errors (`file state/x.json`, `Redis key ...`).
+/// Decodes any version that holds its dedup memory (1 to 3), running the upgrade steps.
+/// `location` names the document in errors (`file state/x.json`, `Redis key ...`).
 pub fn decode(bytes: &[u8], location: &str) -> Result<(ServiceState, LoadReport), StateError> {
+    decode_beside(bytes, location, None)
+}
+
+/// [`decode`], and a version-4 document with `beside`, the dedup memory kept beside it (Redis;
+/// a document of an older version holds its own, and `beside` is ignored).
+pub fn decode_beside(
+    bytes: &[u8],
+    location: &str,
+    beside: Option<DedupMemory>,
+) -> Result<(ServiceState, LoadReport), StateError> {
     let invalid = |reason: String| StateError::Invalid {
         location: location.to_owned(),
         reason,
@@ -250,7 +283,20 @@ pub fn decode(bytes: &[u8], location: &str) -> Result<(ServiceState, LoadReport)
                 serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
             Ok((from_doc(doc, |p| p, &invalid)?, LoadReport::default()))
         }
-        v => Err(invalid(format!("@persistence_version {v} is newer than this build understands ({PERSISTENCE_VERSION}); upgrade the collector"))),
+        // Version 4: version 3 with the dedup memory beside the document.
+        4 => {
+            let Some(dedup) = beside else {
+                return Err(invalid("a version-4 document keeps its dedup memory beside it, in Redis; read it there (`state copy --from redis --to filesystem` writes a version-3 file)".into()));
+            };
+            let doc: Doc<Position> =
+                serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+            let state = ServiceState {
+                dedup,
+                ..from_doc(doc, |p| p, &invalid)?
+            };
+            Ok((state, LoadReport::default()))
+        }
+        v => Err(invalid(format!("@persistence_version {v} is newer than this build understands ({REDIS_PERSISTENCE_VERSION}); upgrade the collector"))),
     }
 }
 
@@ -265,7 +311,7 @@ fn from_doc<P>(
             .map(|t| t.timestamp_millis())
             .ok_or_else(|| invalid(format!("`{s}` is not a time")))
     };
-    let (dedup, bad) = DedupMemory::from_records(&doc.dedup);
+    let (dedup, bad) = DedupMemory::from_records(doc.dedup.as_deref().unwrap_or_default());
     if bad > 0 {
         return Err(invalid(format!("{bad} dedup record(s) are malformed")));
     }
@@ -491,6 +537,26 @@ mod tests {
         assert!(sample()
             .summary()
             .contains("'output_positions': {\"local\": {\"t\": 42}}"));
+    }
+
+    /// Redis's version 4 is version 3 without the dedup memory: read with the memory kept
+    /// beside it, and refused without it (a file never holds one).
+    #[test]
+    fn version_4_needs_its_dedup_memory_beside_it() {
+        let s = sample();
+        let v4 = encode_without_dedup(&s);
+        let doc: serde_json::Value = serde_json::from_slice(&v4).unwrap();
+        assert_eq!(doc["@persistence_version"], 4);
+        assert!(doc.get("dedup").is_none(), "{doc}");
+        let (back, report) = decode_beside(&v4, "x", Some(s.dedup.clone())).unwrap();
+        assert_eq!((back, report), (s.clone(), LoadReport::default()));
+        let e = decode(&v4, "file f.json").unwrap_err().to_string();
+        assert!(e.contains("keeps its dedup memory beside it"), "{e}");
+        // A version-3 document holds its own memory: one given beside it is not used.
+        let (v3, _) = decode_beside(&encode(&s), "x", Some(DedupMemory::new())).unwrap();
+        assert_eq!(v3, s);
+        let inline: serde_json::Value = serde_json::from_slice(&encode(&s)).unwrap();
+        assert_eq!(inline["dedup"].as_array().map(Vec::len), Some(1));
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The Redis store (Devo's `persistence: {type: redis}`), with the leases that make one process
 //! at a time the writer of a service's state.
 //!
-//! Keys, with a hash tag so that a Redis Cluster keeps both keys of a service in one slot:
-//! `<key_prefix>{proofpoint_isolation_<id>_<service>}:state` holds the same JSON document as a
-//! state file, and `...:lease` the token of the process that holds the lease
-//! (`<hostname>:<pid>:<random hex>`), with a TTL; `...:written` the token and number of the
-//! state's last write, which orders a holder's own writes (`redis/ordered.rs`).
+//! Keys, with a hash tag so that a Redis Cluster keeps the keys of a service in one slot:
+//! `<key_prefix>{proofpoint_isolation_<id>_<service>}:state` holds the JSON document of a state
+//! file without its dedup memory (version 4), `...:dedup` that memory in buckets, written by
+//! difference ([`dedup`]), `...:lease` the token of the process that holds the lease
+//! (`<hostname>:<pid>:<random hex>`), with a TTL, and `...:written` the token and number of the
+//! state's last write, which orders a holder's own writes ([`ordered`]).
 //!
 //! Keys shared by every service: `<key_prefix>proofpoint_isolation:replicas`, a hash
 //! of the replicas' heartbeats (replica id -> expiry by Redis's clock and the number of leases it
@@ -33,9 +34,12 @@
 //! callers retry with their own backoff. The first failure of an outage is logged, and the first
 //! success after it; `/ready` and `isolation_collector_persistence_up` follow it.
 //!
-//! The connection: one multiplexed connection, made again after any error (by
+//! The connections: two multiplexed connections, each made again after an error (by
 //! [`connect::Connector`], through the sentinels when they are configured, so that the next
-//! operation after a failover finds the new master). The crate's
+//! operation after a failover finds the new master). Lease operations (take, renew, release,
+//! heartbeats) have their own, so that a renewal is never queued behind a state write's bytes
+//! (one connection answers in order); states, dead letters and the other reads use the other.
+//! The crate's
 //! `ConnectionManager` reconnects by itself, but retries inside a command with its own backoff,
 //! which would hide an outage from the lease's clock and from the log for a while; an operation
 //! that fails fast is what the lease gate needs.
@@ -59,7 +63,7 @@ use redis::Script;
 use tokio::time::Instant;
 use tracing::{error, info};
 
-use super::{decode, encode, LoadReport, ServiceState, StateError};
+use super::{LoadReport, ServiceState, StateError};
 
 mod quota;
 use crate::config::RedisConfig;
@@ -106,11 +110,16 @@ end
 return {0, current or ''}
 ";
 
-/// The fenced delete (`state reset`): deletes the state only while the lease is the caller's.
+mod dedup;
+
+/// The fenced delete (`state reset`): deletes the state (KEYS[2]) and its dedup memory (KEYS[3])
+/// only while the lease (KEYS[1]) is the caller's; `{2, holder}` when there was a state.
 const DELETE: &str = r"
 local current = redis.call('GET', KEYS[1])
 if current == ARGV[1] then
-  return {1 + redis.call('DEL', KEYS[2]), current}
+  local existed = redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[3])
+  return {1 + existed, current}
 end
 return {0, current or ''}
 ";
@@ -210,6 +219,10 @@ pub struct RedisStore {
     replicas: replication::Replicas,
     /// The connection in use; `None` after an error (the next operation connects again).
     connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// The lease operations' own connection, the same way.
+    lease_connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// What this process last wrote of each service's dedup memory ([`dedup`]).
+    written: Mutex<std::collections::HashMap<String, dedup::Written>>,
     /// Connect and response timeouts: short, so that an outage is seen within the lease's TTL.
     timeout: Duration,
     address: String,
@@ -231,7 +244,8 @@ struct Scripts {
     take: Script,
     renew: Script,
     release: Script,
-    write: Script,
+    commit: Script,
+    load: Script,
     delete: Script,
     heartbeat: Script,
     pulled: Script,
@@ -260,6 +274,8 @@ impl RedisStore {
             replicas: replication::Replicas::default(),
             connection: tokio::sync::Mutex::new(None),
             timeout,
+            lease_connection: tokio::sync::Mutex::new(None),
+            written: Mutex::default(),
             address,
             prefix: config.key_prefix.clone(),
             ttl: config.lease_ttl,
@@ -271,7 +287,8 @@ impl RedisStore {
                 take: Script::new(TAKE),
                 renew: Script::new(RENEW),
                 release: Script::new(RELEASE),
-                write: Script::new(ordered::WRITE),
+                commit: Script::new(dedup::COMMIT),
+                load: Script::new(dedup::LOAD),
                 delete: Script::new(DELETE),
                 heartbeat: Script::new(HEARTBEAT),
                 pulled: Script::new(pulled::STAMP),
@@ -429,13 +446,7 @@ impl RedisStore {
 
     /// Loads the state of `key`.
     pub async fn load(&self, key: &str) -> Result<Option<(ServiceState, LoadReport)>, StateError> {
-        let state_key = self.state_key(key);
-        let bytes: Option<Vec<u8>> = self
-            .call(
-                |mut c| async move { redis::cmd("GET").arg(&state_key).query_async(&mut c).await },
-            )
-            .await?;
-        bytes.map(|b| decode(&b, &self.location(key))).transpose()
+        self.load_state(key).await
     }
 
     /// The fenced write: stores `state` only while `lease` holds the lease of `key`.
@@ -451,33 +462,14 @@ impl RedisStore {
                 holder: String::new(),
             });
         };
-        let keys = [
-            self.lease_key(key),
-            self.state_key(key),
-            ordered::written_key(&self.prefix, key),
-        ];
-        let doc = encode(state);
-        let number = ordered::next_write();
-        let r = self
-            .call(|mut c| async move {
-                let mut invocation = self.scripts.write.prepare_invoke();
-                invocation.key(&keys[..]);
-                invocation.arg(token).arg(doc).arg(number);
-                invocation.invoke_async(&mut c).await
-            })
-            .await
-            .map(reply)?;
-        match r.done {
-            true => {
-                self.wait_for_a_replica(key).await;
-                Ok(())
-            }
-            false => Err(StateError::LeaseLost { holder: r.holder }),
-        }
+        self.commit(key, state, token).await?;
+        self.wait_for_a_replica(key).await;
+        Ok(())
     }
 
     /// Deletes the state of `key` under a lease of its own (refused while a collector holds it).
     pub async fn reset(&self, key: &str) -> Result<bool, StateError> {
+        self.forget_written(key);
         let token = lease_token();
         let taken = self.take(key, &token).await?;
         if !taken.done {
@@ -538,7 +530,7 @@ impl RedisStore {
         let (key, ttl) = (self.replicas_key(), self.ttl_ms());
         let script = &self.scripts.heartbeat;
         let flat: Vec<String> = self
-            .call(|mut c| async move {
+            .lease_call(|mut c| async move {
                 script
                     .key(key)
                     .arg(replica)
@@ -562,7 +554,7 @@ impl RedisStore {
     /// Removes `replica`'s heartbeat (a clean stop): the others count it gone at once.
     pub async fn depart(&self, replica: &str) -> Result<(), StateError> {
         let key = self.replicas_key();
-        self.call(|mut c| async move {
+        self.lease_call(|mut c| async move {
             redis::cmd("HDEL")
                 .arg(key)
                 .arg(replica)
@@ -577,7 +569,8 @@ impl RedisStore {
         self.ttl.as_millis().max(1).to_string()
     }
 
-    /// Runs a lease script on `key`'s lease (KEYS[1]) and, with `state`, its state (KEYS[2]).
+    /// Runs a lease script on `key`'s lease (KEYS[1]) and, with `state`, its state and dedup
+    /// memory (KEYS[2] and [3]). Without a state it is a lease operation, on the lease connection.
     async fn script(
         &self,
         script: &Script,
@@ -597,11 +590,15 @@ impl RedisStore {
         args: &[&[u8]],
     ) -> Result<(i64, String), StateError> {
         let lease_key = self.lease_key(key);
-        let state_key = state.map(|k| self.state_key(k));
-        self.call(|mut c| async move {
+        let state_keys = state.map(|k| [self.state_key(k), self.dedup_key(k)]);
+        let slot = match state {
+            Some(_) => &self.connection,
+            None => &self.lease_connection,
+        };
+        self.call_on(slot, |mut c| async move {
             let mut invocation = script.key(lease_key);
-            if let Some(state_key) = state_key {
-                invocation.key(state_key);
+            for k in state_keys.into_iter().flatten() {
+                invocation.key(k);
             }
             for arg in args {
                 invocation.arg(*arg);
@@ -611,9 +608,12 @@ impl RedisStore {
         .await
     }
 
-    /// The connection in use, or a new one.
-    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
-        let mut slot = self.connection.lock().await;
+    /// The connection in `slot`, or a new one.
+    async fn connection(
+        &self,
+        slot: &tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let mut slot = slot.lock().await;
         if let Some(c) = &*slot {
             return Ok(c.clone());
         }
@@ -622,13 +622,36 @@ impl RedisStore {
         Ok(c)
     }
 
-    /// Runs one operation on the connection, classifying a failure and following the outage.
+    /// Runs one operation on the state connection ([`Self::call_on`]).
     async fn call<T, F, Fut>(&self, op: F) -> Result<T, StateError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let result = match self.connection().await {
+        self.call_on(&self.connection, op).await
+    }
+
+    /// Runs one lease operation on the lease connection ([`Self::call_on`]).
+    async fn lease_call<T, F, Fut>(&self, op: F) -> Result<T, StateError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.call_on(&self.lease_connection, op).await
+    }
+
+    /// Runs one operation on the connection in `slot`, classifying a failure and following the
+    /// outage.
+    async fn call_on<T, F, Fut>(
+        &self,
+        slot: &tokio::sync::Mutex<Option<MultiplexedConnection>>,
+        op: F,
+    ) -> Result<T, StateError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let result = match self.connection(slot).await {
             Ok(c) => op(c).await,
             Err(e) => Err(e),
         };
@@ -639,8 +662,11 @@ impl RedisStore {
             }
             Err(e) => {
                 // Whatever went wrong, the next operation starts on a fresh connection (and
-                // counts the replicas again: it may be a new master's).
+                // counts the replicas again: it may be a new master's); the other connection
+                // too: it goes to the same server, and a restarted Redis broke it as well, which
+                // it would otherwise report as a second outage at its next use.
                 *self.connection.lock().await = None;
+                *self.lease_connection.lock().await = None;
                 self.replicas.forget();
                 let e = self.classify(&e);
                 if e.is_unavailable() {
@@ -657,7 +683,7 @@ impl RedisStore {
         let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
         let fix = if auth {
-            Some("check globals.persistence.config.password (or password_file) and username, and that the user may run GET, SET, DEL, PEXPIRE, HSET, HGETALL, HDEL, TIME, EVAL, EVALSHA, INFO and WAIT, and for an input's requests_limits INCR, ZADD, ZREM, ZCARD, ZRANGE, ZRANGEBYSCORE and ZREMRANGEBYSCORE (with sentinels: sentinel_password and sentinel_username too)")
+            Some("check globals.persistence.config.password (or password_file) and username, and that the user may run GET, SET, DEL, PEXPIRE, HGET, HSET, HGETALL, HDEL, TIME, EVAL, EVALSHA, INFO and WAIT, and for an input's requests_limits INCR, ZADD, ZREM, ZCARD, ZRANGE, ZRANGEBYSCORE and ZREMRANGEBYSCORE (with sentinels: sentinel_password and sentinel_username too)")
         } else if e.to_string().contains("DB index") {
             Some("check globals.persistence.config.db (the server's `databases` setting bounds it)")
         } else if e.to_string().contains("certificate") {

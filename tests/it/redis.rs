@@ -27,6 +27,26 @@ fn key(service: &str, kind: &str) -> String {
     format!("isolation-collector:{{proofpoint_isolation_10001_{service}}}:{kind}")
 }
 
+/// The state of `service` in Redis as the version-3 document of a state file: the version-4
+/// document with the dedup memory's buckets put back in.
+fn redis_state_as_file(redis: &RedisServer, service: &str) -> serde_json::Value {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&redis.cli(&["--raw", "GET", &key(service, "state")])).unwrap();
+    assert_eq!(doc["@persistence_version"], 4, "{doc}");
+    let buckets = redis.cli(&["--raw", "HGETALL", &key(service, "dedup")]);
+    let lines: Vec<&str> = buckets.lines().collect();
+    let mut records: Vec<serde_json::Value> = lines
+        .chunks(2)
+        .filter(|pair| pair[0] != "@revision")
+        .flat_map(|pair| serde_json::from_str::<Vec<serde_json::Value>>(pair[1]).unwrap())
+        .collect();
+    records.sort_by_key(|r| (r[0].as_i64(), r[1].as_str().map(str::to_owned)));
+    let object = doc.as_object_mut().unwrap();
+    object.insert("@persistence_version".into(), 3.into());
+    object.insert("dedup".into(), records.into());
+    doc
+}
+
 /// `run` as a daemon, its log into the file `log_path` (a pipe nobody reads while the daemon
 /// runs could fill and block it).
 fn spawn_daemon(env: &TestEnv, log_path: &std::path::Path) -> tokio::process::Child {
@@ -64,9 +84,15 @@ async fn one_process_on_redis_collects_both_services_exactly_once() {
             log.contains(&format!("Released the lease of {service}.")),
             "{log}"
         );
-        // The state is the document of a state file; the lease was released.
+        // The state is the document of a state file without its dedup memory, which is in a
+        // hash beside it (version 4); the lease was released.
         let state = redis.cli(&["--raw", "GET", &key(service, "state")]);
-        assert!(state.contains("\"@persistence_version\": 3"), "{state}");
+        assert!(state.contains("\"@persistence_version\": 4"), "{state}");
+        assert!(!state.contains("\"dedup\""), "{state}");
+        assert_eq!(
+            redis.cli(&["EXISTS", &key(service, "dedup")]),
+            "(integer) 1"
+        );
         assert_eq!(
             redis.cli(&["EXISTS", &key(service, "lease")]),
             "(integer) 0"
@@ -178,21 +204,21 @@ async fn state_copy_moves_a_filesystem_deployment_to_redis_without_redelivery() 
     assert!(out.status.success(), "{}", describe(&out));
     for service in SERVICES {
         let file = back.join(format!("proofpoint_isolation_10001_{service}.json"));
-        let on_disk = std::fs::read_to_string(&file).unwrap();
-        assert_eq!(
-            on_disk.trim(),
-            redis.cli(&["--raw", "GET", &key(service, "state")])
-        );
+        let on_disk: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(on_disk, redis_state_as_file(&redis, service));
     }
     // Reset deletes the Redis state.
     let out = env
         .collector(&["state", "reset", "--service", "url_isolation"])
         .await;
     assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(
-        redis.cli(&["EXISTS", &key("url_isolation", "state")]),
-        "(integer) 0"
-    );
+    for kind in ["state", "dedup"] {
+        assert_eq!(
+            redis.cli(&["EXISTS", &key("url_isolation", kind)]),
+            "(integer) 0"
+        );
+    }
     assert_eq!(
         redis.cli(&["EXISTS", &key("browser_and_email_isolation", "state")]),
         "(integer) 1"

@@ -8,33 +8,14 @@
 //! older state over the newer ones: the checkpoint would go back, and whoever resumes next would
 //! deliver the windows in between again.
 //!
-//! So every write carries a number that grows with each write of the process, and the script
-//! stores `<token> <number>` beside the state (`...:written`, in the service's hash slot). A
+//! So every write carries a number that grows with each write of the process, and the commit
+//! script (`super::dedup::COMMIT`) stores `<token> <number>` beside the state (`...:written`, in the service's hash slot). A
 //! write of the same token with a number not above the stored one is superseded: it changes
 //! nothing and answers as if it had been stored (nobody waits for it any more: the holder
 //! writes a service's state one at a time, and gave this one up). A new tenure has a new
 //! token, so its first write is never compared with an older tenure's numbers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// The fenced, ordered write. KEYS: the lease, the state, the last write's `<token> <number>`;
-/// ARGV: the token, the state, the write's number.
-pub(super) const WRITE: &str = r"
-local current = redis.call('GET', KEYS[1])
-if current ~= ARGV[1] then
-  return {0, current or ''}
-end
-local last = redis.call('GET', KEYS[3])
-if last then
-  local token, number = string.match(last, '^(.*) (%d+)$')
-  if token == ARGV[1] and tonumber(number) >= tonumber(ARGV[3]) then
-    return {1, current}
-  end
-end
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3])
-return {1, current}
-";
 
 /// The number of the next write of this process: grows with every write, so it orders the
 /// writes of each tenure (a tenure's token belongs to one process).
