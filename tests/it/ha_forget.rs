@@ -282,6 +282,9 @@ async fn an_answer_after_an_outage_does_not_reopen_the_gate_only_a_renewal_does(
     let tenure = lease.take_until_held(&cancel, None).await.unwrap();
     let gate = tenure.gate();
     gate.before_delivery().await.unwrap();
+    // Both of a's connections open (leases have their own): the restart cuts both.
+    let a_redis = a.redis().unwrap();
+    a_redis.load("k").await.unwrap();
     redis.restart().await;
     let b = RedisStore::new(&config).unwrap();
     let mut taken = b.take("k", "b:1:0").await;
@@ -289,7 +292,6 @@ async fn an_answer_after_an_outage_does_not_reopen_the_gate_only_a_renewal_does(
         taken = b.take("k", "b:1:0").await; // b's own first call may meet the cut connection
     }
     assert!(taken.unwrap().done, "b could not take the wiped lease");
-    let a_redis = a.redis().unwrap();
     let mut failures = 0;
     while a_redis.load("k").await.is_err() {
         failures += 1;

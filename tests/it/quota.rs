@@ -54,7 +54,8 @@ async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: imp
 ///
 /// Each replica must hold one lease, not one both (a replica that started first keeps both:
 /// within its fair share): the test holds url_isolation's lease under a foreign token until the
-/// first replica holds the other service and counts the second one live, then frees it.
+/// first replica holds the other service and counts the second one live (able to pull: its setup
+/// passed), then frees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_together_keep_the_inputs_requests_limits() {
     let started = Instant::now();
@@ -74,6 +75,13 @@ async fn two_replicas_together_keep_the_inputs_requests_limits() {
     a.start();
     until("a holds browser_and_email_isolation", || a.holds(WEB)).await;
     b.start();
+    // b counts as live for the shares once it is able to pull (its setup passed: it stands by
+    // for url_isolation), which the quota itself delays.
+    let standing_by = "The lease of url_isolation is held by elsewhere:1:0";
+    until("b passes its setup", || async {
+        b.log().contains(standing_by)
+    })
+    .await;
     let live = "isolation_collector_replicas_live";
     until("a counts b live", || async {
         a.scrape().await.and_then(|m| metric(&m, live)) == Some(2.0)
