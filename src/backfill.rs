@@ -20,6 +20,7 @@ use tracing::{info, Instrument};
 use crate::app::build_outputs;
 use crate::clock::SharedClock;
 use crate::config::{Config, OutputKind};
+use crate::isolation::limiter::input_limiter;
 use crate::isolation::puller::{Progress, Puller};
 use crate::isolation::statistics::CycleStats;
 use crate::pipeline::budget::WindowBudget;
@@ -143,7 +144,8 @@ pub async fn run(
     );
     let span = crate::telemetry::puller_span(&input.name, &input.id, svc.service);
     let budget = WindowBudget::new(config.globals.window_memory_budget, 1);
-    let mut puller = Puller::new(&input, svc, outputs, store, cancel, clock)?
+    let input_limiter = input_limiter(&input.pacing.requests_limits);
+    let mut puller = Puller::new(&input, &input_limiter, svc, outputs, store, cancel, clock)?
         .with_budget(budget)
         .with_cycle_end(to)
         .with_progress(progress(from, to));

@@ -34,6 +34,7 @@ pub use tenant::{start_tenant, SenderRegistry, Shared, TenantHandle};
 use crate::clock::SharedClock;
 use crate::config::{Config, OutputConfig, OutputKind, Persistence};
 use crate::isolation::job_cap::JobCap;
+use crate::isolation::limiter::input_limiter;
 use crate::isolation::puller::Puller;
 use crate::isolation::shard::{self, Shard};
 use crate::metrics::Metrics;
@@ -351,7 +352,7 @@ async fn start_sharding(
 ) -> Option<Arc<Shard>> {
     let redis = store.redis().filter(|_| !options.once)?;
     let services = config.services().count();
-    let shard = Shard::new(crate::state::redis::replica_name(), services, redis.ttl());
+    let shard = Shard::new(crate::state::replica_name(), services, redis.ttl());
     if let Persistence::Redis(r) = &config.globals.persistence {
         let longest_period = config.services().map(|(_, s)| s.request_period).max();
         shard.watch_unpulled(r.unpulled_after(longest_period.unwrap_or_default()));
@@ -450,12 +451,18 @@ pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
     }
     ok &= validate_persistence(config).await;
     let store = Arc::new(StateStore::memory());
+    let mut limiters = std::collections::HashMap::new();
     for (input, svc) in config.services() {
+        let input_limiter = limiters
+            .entry(input.id.clone())
+            .or_insert_with(|| input_limiter(&input.pacing.requests_limits))
+            .clone();
         let span = telemetry::setup_span(&input.name, &input.id, svc.service);
         span.in_scope(|| log_connection(svc));
         let result = async {
             let mut puller = Puller::new(
                 input,
+                &input_limiter,
                 svc.clone(),
                 Vec::new(),
                 store.clone(),

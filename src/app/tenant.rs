@@ -27,6 +27,7 @@ use crate::clock::SharedClock;
 use crate::config::{InputConfig, ServiceConfig};
 use crate::isolation::job_cap::JobCap;
 use crate::isolation::lease::Lease;
+use crate::isolation::limiter::{input_limiter, InputLimiter};
 use crate::isolation::puller::Puller;
 use crate::isolation::shard::Shard;
 use crate::metrics::Metrics;
@@ -147,8 +148,10 @@ pub fn start_tenant(
         metrics: shared.metrics.clone(),
     };
     if input.enabled {
+        // One limiter for the input's services: they share one API key.
+        let input_limiter = input_limiter(&input.pacing.requests_limits);
         for svc in &input.services {
-            let task = service_task(input, svc, shared, &handle.cancel)?;
+            let task = service_task(input, &input_limiter, svc, shared, &handle.cancel)?;
             let (name, id) = (&input.name, &input.id);
             let span = telemetry::puller_span(name, id, svc.service);
             let setup_span = telemetry::setup_span(name, id, svc.service);
@@ -161,6 +164,7 @@ pub fn start_tenant(
 /// Builds one service's task: its outputs, its puller and its lease.
 fn service_task(
     input: &InputConfig,
+    input_limiter: &InputLimiter,
     svc: &ServiceConfig,
     shared: &Shared,
     cancel: &CancellationToken,
@@ -180,6 +184,7 @@ fn service_task(
     }
     let puller = Puller::new(
         input,
+        input_limiter,
         svc.clone(),
         outputs,
         shared.store.clone(),

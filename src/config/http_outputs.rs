@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use super::outputs::resolve_cert;
-use super::walker::{Cx, Obj};
+use super::walker::{resolve_cert, Cx, Obj};
 use crate::output::http::client::{
     Compression, HttpClientConfig, HttpTls, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS_PER_REQUEST,
 };

@@ -27,6 +27,7 @@ mod http_outputs;
 mod input;
 mod obfuscation;
 mod outputs;
+mod pacing;
 mod services;
 mod tenants;
 mod walker;
@@ -34,8 +35,9 @@ mod walker;
 pub use globals::{
     Globals, Persistence, RedisConfig, SentinelConfig, DEFAULT_WINDOW_MEMORY_BUDGET_MB,
 };
-pub use input::{parse_period, InputConfig, KeyPlacement, RequestPacing};
+pub use input::{InputConfig, KeyPlacement};
 pub use outputs::{NetworkOutputConfig, OutputConfig, OutputKind, TlsFiles};
+pub use pacing::{parse_period, Limit, RequestPacing};
 pub use services::ServiceConfig;
 pub use tenants::InvalidInput;
 

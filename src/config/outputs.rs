@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
-use super::walker::{join, show, Cx, Obj};
+use super::walker::{join, resolve_cert, show, Cx, Obj};
 
 #[derive(Clone, Debug)]
 pub struct OutputConfig {
@@ -236,30 +236,6 @@ const DEVO_SENDER_IGNORED: &[&str] = &[
     "compression_buffer_in_bytes",
     "generate_metrics",
 ];
-
-/// Resolves a certificate path as Devo does: a bare file name lives in `certs/` (beside the
-/// config file, or in the parent of the config directory: Devo's `/devo-collector/{config,certs}`
-/// layout); a path with a directory is relative to the config file's directory.
-pub(super) fn resolve_cert(base_dir: &Path, name: &str) -> PathBuf {
-    let p = Path::new(name);
-    if p.is_absolute() {
-        return p.to_owned();
-    }
-    if p.components().count() == 1 {
-        let beside = base_dir.join("certs").join(p);
-        if beside.exists() {
-            return beside;
-        }
-        if let Some(parent) = base_dir.parent() {
-            let devo = parent.join("certs").join(p);
-            if devo.exists() {
-                return devo;
-            }
-        }
-        return beside;
-    }
-    base_dir.join(p)
-}
 
 /// An output's `ca_file` and `system_trust_store`: roots added to Devo's `chain`.
 struct OutputTrustKeys {

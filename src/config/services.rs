@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::input::{request_pacing, RequestPacing};
 use super::obfuscation::parse_obfuscation;
+use super::pacing::{request_pacing, RequestPacing};
 use super::walker::{Cx, Obj};
 use crate::isolation::connection::ApiConnection;
 use crate::pipeline::obfuscate::ObfuscationRule;

@@ -329,3 +329,27 @@ impl TimeUnit {
         }
     }
 }
+
+/// Resolves a certificate path as Devo does: a bare file name lives in `certs/` (beside the
+/// config file, or in the parent of the config directory: Devo's `/devo-collector/{config,certs}`
+/// layout); a path with a directory is relative to the config file's directory.
+pub(super) fn resolve_cert(base_dir: &Path, name: &str) -> PathBuf {
+    let p = Path::new(name);
+    if p.is_absolute() {
+        return p.to_owned();
+    }
+    if p.components().count() == 1 {
+        let beside = base_dir.join("certs").join(p);
+        if beside.exists() {
+            return beside;
+        }
+        if let Some(parent) = base_dir.parent() {
+            let devo = parent.join("certs").join(p);
+            if devo.exists() {
+                return devo;
+            }
+        }
+        return beside;
+    }
+    base_dir.join(p)
+}

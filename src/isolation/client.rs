@@ -225,18 +225,6 @@ impl ApiClient {
         self.request(from, to, 1, None, None).await.map(|_| ())
     }
 
-    /// Runs a job over `[from, to]`, handing each completed page to `on_page`, which may stop
-    /// the job early by returning `false` (window too big). Returns the number of pages.
-    pub async fn run_job(
-        &mut self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        on_page: impl FnMut(Page) -> bool,
-    ) -> Result<usize, FetchError> {
-        let job = self.create_job(from, to).await?;
-        self.finish_job(job, on_page).await
-    }
-
     /// Creates a job over `[from, to]` and returns at once: the server works on it while the
     /// caller does something else ([`ApiClient::finish_job`] polls and pages it later).
     pub async fn create_job(
@@ -256,8 +244,9 @@ impl ApiClient {
     }
 
     /// Polls `job` until it completes (the first poll comes `job_poll_initial` after its
-    /// creation, at once for a job created long enough ago), then pages it like
-    /// [`ApiClient::run_job`]. The time spent polling counts as job wait.
+    /// creation, at once for a job created long enough ago), then pages it, handing each
+    /// completed page to `on_page`, which may stop the job early by returning `false` (window
+    /// too big). The time spent polling counts as job wait.
     pub async fn finish_job(
         &mut self,
         job: CreatedJob,

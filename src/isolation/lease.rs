@@ -48,8 +48,7 @@ use tracing::{error, info, warn};
 use crate::isolation::shard::{Claim, Health, Registration, Shard};
 use crate::metrics::ServiceMetrics;
 use crate::service::Service;
-use crate::state::redis::lease_token;
-use crate::state::{holder_name, StateError, StateStore};
+use crate::state::{holder_name, lease_token, StateError, StateStore};
 use clock::{LeaseTime, SharedLeaseClock};
 
 /// The lease of one service, from which tenures are taken.

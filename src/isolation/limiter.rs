@@ -25,7 +25,6 @@
 //! uses `tokio::time::Instant`, which `tokio::time::pause` controls in tests.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,23 +33,8 @@ use tokio::time::Instant;
 pub mod input_quota;
 use input_quota::{Decision, InputQuota};
 
-/// One `requests_limits` entry: `number_of_requests` per `period`; `None`: unlimited (`-1`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Limit {
-    pub period: Duration,
-    pub max_requests: Option<u32>,
-    /// The period as written (`"1m"`), for log lines.
-    pub text: String,
-}
-
-impl fmt::Display for Limit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.max_requests {
-            Some(n) => write!(f, "{n} request(s) per {}", self.text),
-            None => write!(f, "unlimited per {}", self.text),
-        }
-    }
-}
+pub use crate::config::Limit;
+use crate::config::ServiceConfig;
 
 /// How many buckets a window keeps at most (see the module doc).
 const BUCKETS_PER_WINDOW: u32 = 1000;
@@ -211,7 +195,24 @@ const INPUT_LEVEL: &str = "inputs.proofpoint_isolation";
 /// How long a request must wait, for which limit (none: Redis is not answering) of which level.
 type Wait<'a> = (Duration, Option<Limit>, &'a str);
 
+/// An input's limiter: one for all its services, because they share one API key (the vendor's
+/// quota is per key). Built once per tenant when it starts, never held by the config.
+pub type InputLimiter = Arc<Mutex<RequestLimits>>;
+
+/// A new limiter for an input's `requests_limits`.
+pub fn input_limiter(limits: &[Limit]) -> InputLimiter {
+    Arc::new(Mutex::new(RequestLimits::new(limits)))
+}
+
 impl SharedLimits {
+    /// Every limiter a service's requests must pass: its input's (`input`, shared) and its own.
+    pub fn for_service(input: &InputLimiter, svc: &ServiceConfig) -> SharedLimits {
+        SharedLimits::default().with_input(input.clone()).with(
+            &format!("services.{}", svc.service),
+            input_limiter(&svc.pacing.requests_limits),
+        )
+    }
+
     /// Adds a level unless it limits nothing.
     pub fn with(self, level: &str, limits: Arc<Mutex<RequestLimits>>) -> SharedLimits {
         self.push(level, limits, false)

@@ -41,6 +41,7 @@ use crate::isolation::devo_log;
 use crate::isolation::job_cap::JobCap;
 use crate::isolation::lease::LeaseGate;
 use crate::isolation::limiter::input_quota::InputQuota;
+use crate::isolation::limiter::{InputLimiter, SharedLimits};
 use crate::isolation::lookahead::LookAhead;
 use crate::isolation::statistics::{CycleReport, CycleStats};
 use crate::metrics::{Metrics, ServiceMetrics};
@@ -50,7 +51,7 @@ use crate::pipeline::environment::Environment;
 use crate::pipeline::obfuscate::Obfuscator;
 use crate::pipeline::window::{plan_cycle, Window, WindowPlanner};
 use crate::state::dead_letter::DeadLetter;
-use crate::state::{ServiceState, StateError, StateStore};
+use crate::state::{StateError, StateStore};
 use crate::time::{format_iso, Millis};
 
 /// The longest wait between pull cycles while Redis is unreachable.
@@ -151,6 +152,7 @@ pub type Progress = Box<dyn FnMut(Millis, &CycleStats) + Send>;
 impl Puller {
     pub fn new(
         input: &InputConfig,
+        input_limiter: &InputLimiter,
         svc: ServiceConfig,
         outputs: Vec<Output>,
         store: Arc<StateStore>,
@@ -158,18 +160,17 @@ impl Puller {
         clock: SharedClock,
     ) -> Result<Puller, reqwest::Error> {
         let thread = devo_log::puller_thread(input, &svc);
-        let client = ApiClient::new(
-            &svc,
-            input.api_key.clone(),
-            input.key_placement,
-            input.request_interval(&svc),
-            cancel.clone(),
-        )?
-        .with_limits(input.limits_for(&svc).counted_in(InputQuota::new(
-            &store,
-            &input.id,
-            &input.pacing.requests_limits,
-        )));
+        let client =
+            ApiClient::new(
+                &svc,
+                input.api_key.clone(),
+                input.key_placement,
+                input.request_interval(&svc),
+                cancel.clone(),
+            )?
+            .with_limits(SharedLimits::for_service(input_limiter, &svc).counted_in(
+                InputQuota::new(&store, &input.id, &input.pacing.requests_limits),
+            ));
         let key = StateStore::key(&input.id, svc.service.name());
         let metrics = ServiceMetrics::detached(svc.service);
         Ok(Puller {
@@ -277,11 +278,6 @@ impl Puller {
     /// older than the stored one from now on (see [`Checkpoint::another_holds_it`]).
     pub async fn another_holds_it(&mut self, handed_over: bool) {
         self.checkpoint.another_holds_it(handed_over).await;
-    }
-
-    /// The current state (tests and `state show`).
-    pub fn state(&self) -> &ServiceState {
-        self.checkpoint.state()
     }
 
     /// Runs the setup check until it passes. Authentication failures are errors an operator

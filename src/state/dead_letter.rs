@@ -147,7 +147,7 @@ impl StateStore {
         let StateStore::Redis(r) = self else {
             return self.discard_dead_letters(key, ids, None).await;
         };
-        let token = super::redis::lease_token();
+        let token = super::lease_token();
         let taken = r.take(key, &token).await?;
         if !taken.done {
             return Err(StateError::LeaseLost {

@@ -190,6 +190,19 @@ pub fn holder_name(holder: &str) -> &str {
     }
 }
 
+/// This process's name among the replicas (sharding): `<hostname>:<pid>`, as its lease tokens
+/// start.
+pub fn replica_name() -> String {
+    let host = gethostname::gethostname();
+    format!("{}:{}", host.to_string_lossy(), std::process::id())
+}
+
+/// A new lease token: `<hostname>:<pid>:<random hex>`, which names the holder in logs (the
+/// host and process) and tells two tenures of one process apart (the random part).
+pub fn lease_token() -> String {
+    format!("{}:{:016x}", replica_name(), rand::random::<u64>())
+}
+
 /// Encodes a state as the current document version.
 pub fn encode(state: &ServiceState) -> Vec<u8> {
     encode_as(state, PERSISTENCE_VERSION, Some(state.dedup.to_records()))

@@ -470,7 +470,7 @@ impl RedisStore {
     /// Deletes the state of `key` under a lease of its own (refused while a collector holds it).
     pub async fn reset(&self, key: &str) -> Result<bool, StateError> {
         self.forget_written(key);
-        let token = lease_token();
+        let token = super::lease_token();
         let taken = self.take(key, &token).await?;
         if !taken.done {
             return Err(StateError::LeaseLost {
@@ -744,17 +744,4 @@ impl RedisStore {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// This process's name among the replicas (sharding): `<hostname>:<pid>`, as its lease tokens
-/// start.
-pub fn replica_name() -> String {
-    let host = gethostname::gethostname();
-    format!("{}:{}", host.to_string_lossy(), std::process::id())
-}
-
-/// A new lease token: `<hostname>:<pid>:<random hex>`, which names the holder in logs (the
-/// host and process) and tells two tenures of one process apart (the random part).
-pub fn lease_token() -> String {
-    format!("{}:{:016x}", replica_name(), rand::random::<u64>())
 }
