@@ -124,7 +124,7 @@ fn times(log: &[RequestRecord], creations_only: bool) -> Vec<DateTime<Utc>> {
 /// The most requests that arrived within any span `[t, t + period - slack)`. The slack allows
 /// for loopback scheduling jitter between the collector's send and the simulator's arrival
 /// time: the limiter allows a request exactly one period after the one it replaces.
-fn busiest(times: &[DateTime<Utc>], period: Duration, slack: Duration) -> usize {
+pub(crate) fn busiest(times: &[DateTime<Utc>], period: Duration, slack: Duration) -> usize {
     let span = chrono::Duration::from_std(period - slack).unwrap();
     times
         .iter()

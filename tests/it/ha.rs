@@ -298,6 +298,21 @@ impl Ha {
         }
     }
 
+    /// Waits (at most `limit`) until `done` holds; otherwise fails saying `what`, with the
+    /// replicas' logs.
+    pub(crate) async fn wait_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut done: impl FnMut(&Ha) -> bool,
+    ) {
+        let deadline = Instant::now() + limit;
+        while !done(self) {
+            assert!(Instant::now() < deadline, "{what}:\n{}", self.logs());
+            tokio::time::sleep(ms(20)).await;
+        }
+    }
+
     pub(crate) async fn stop_all(&mut self) {
         for r in &mut self.replicas {
             r.stop().await;
@@ -495,15 +510,10 @@ async fn a_paused_holder_is_fenced_and_resends_at_most_one_batch() {
     }
     rs.wait_for_lines(2 * WINDOW, Duration::from_secs(30)).await;
     ha.replicas[1].start();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&ha.replicas[1].log(), "; standing by.") < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "b never stood by:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
+    ha.wait_for("b never stood by", Duration::from_secs(20), |ha| {
+        count(&ha.replicas[1].log(), "; standing by.") >= 2
+    })
+    .await;
     let a_tokens: Vec<_> = SERVICES.iter().map(|s| ha.lease(s).unwrap()).collect();
     let mut samples: Vec<[Option<DateTime<Utc>>; 2]> = vec![SERVICES.map(|s| ha.checkpoint(s))];
     ha.replicas[0].signal("-STOP");
@@ -652,15 +662,10 @@ async fn redis_killed_while_a_window_is_in_flight_loses_and_repeats_nothing() {
         r.start();
     }
     let holder = ha.holder(WEB).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ha.delivered(WEB) < 1000 {
-        assert!(
-            Instant::now() < deadline,
-            "nothing delivered:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
+    ha.wait_for("nothing delivered", Duration::from_secs(30), |ha| {
+        ha.delivered(WEB) >= 1000
+    })
+    .await;
     // Pages take 50 ms and a window is 4 of them: a window is being fetched or delivered now.
     ha.redis.kill();
     assert!(
@@ -710,15 +715,10 @@ async fn sigterm_of_the_holder_releases_its_leases_and_the_other_takes_over() {
         ha.holder(s).await;
     }
     ha.replicas[1].start();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&ha.replicas[1].log(), "; standing by.") < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "b never stood by:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
+    ha.wait_for("b never stood by", Duration::from_secs(20), |ha| {
+        count(&ha.replicas[1].log(), "; standing by.") >= 2
+    })
+    .await;
     let a_tokens: Vec<_> = SERVICES.iter().map(|s| ha.lease(s).unwrap()).collect();
     assert!(
         ha.delivered(WEB) < ha.expected[WEB].len() && ha.delivered(URL) < ha.expected[URL].len(),
@@ -862,15 +862,10 @@ async fn a_holder_paused_between_two_outputs_leaves_the_shared_file_exact() {
     for s in SERVICES {
         ha.holder(s).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ha.delivered(WEB) < 1000 {
-        assert!(
-            Instant::now() < deadline,
-            "nothing delivered:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
+    ha.wait_for("nothing delivered", Duration::from_secs(30), |ha| {
+        ha.delivered(WEB) >= 1000
+    })
+    .await;
     signal_rsyslog(&ha.env, "rsyslog", "-STOP");
     tokio::time::sleep(ms(800)).await; // a's next window waits for the receiver's proof
     let stuck_at = ha.delivered(WEB);
@@ -884,25 +879,15 @@ async fn a_holder_paused_between_two_outputs_leaves_the_shared_file_exact() {
         assert_eq!(ha.holder(s).await, 1);
     }
     signal_rsyslog(&ha.env, "rsyslog", "-CONT");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ha.delivered(WEB) < (stuck_at + 1500).min(ha.expected[WEB].len()) {
-        assert!(
-            Instant::now() < deadline,
-            "b delivered nothing:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
+    ha.wait_for("b delivered nothing", Duration::from_secs(30), |ha| {
+        ha.delivered(WEB) >= (stuck_at + 1500).min(ha.expected[WEB].len())
+    })
+    .await;
     ha.replicas[0].signal("-CONT");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&ha.replicas[0].log(), "Lost the lease of ") < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "a did not notice:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
+    ha.wait_for("a did not notice", Duration::from_secs(20), |ha| {
+        count(&ha.replicas[0].log(), "Lost the lease of ") >= 2
+    })
+    .await;
     // b goes on until everything is delivered; if a cut the file, b never notices, so wait
     // for b's idle cycles rather than for the line count, and let the multiset say what is off.
     let deadline = Instant::now() + Duration::from_secs(40);

@@ -65,15 +65,10 @@ async fn forgotten_mid_backfill(how: Forget) {
         assert_eq!(ha.holder(s).await, 0);
     }
     ha.replicas[1].start();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&ha.replicas[1].log(), "; standing by.") < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "b never stood by:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
+    ha.wait_for("b never stood by", Duration::from_secs(20), |ha| {
+        count(&ha.replicas[1].log(), "; standing by.") >= 2
+    })
+    .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while SERVICES.iter().any(|s| ha.delivered(s) < 2_000) {
         assert!(Instant::now() < deadline, "too slow:\n{}", ha.logs());

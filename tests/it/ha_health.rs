@@ -168,15 +168,10 @@ async fn a_replica_without_the_api_leaves_both_services_to_the_healthy_one() {
     ha.replicas[1] = Replica::of("b", &config, ha.env.dir.path());
     // The broken replica first, so that the healthy one finds it live from its first heartbeat.
     ha.replicas[1].start();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ha.replicas[1].log().contains("Setup failed") {
-        assert!(
-            Instant::now() < deadline,
-            "b never failed its setup:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
+    ha.wait_for("b never failed its setup", Duration::from_secs(20), |ha| {
+        ha.replicas[1].log().contains("Setup failed")
+    })
+    .await;
     let started = Instant::now();
     ha.replicas[0].start();
     holds_both(&ha, 0, Duration::from_secs(15)).await;

@@ -64,18 +64,8 @@ impl Mode {
 /// A running proxy from a loopback port to `target`.
 pub struct NetProxy {
     address: SocketAddr,
-    mode: watch::Sender<Mode>,
-    /// Request bytes seen while replies were held, counted up.
-    held_requests: watch::Sender<u64>,
-    connections: Arc<Mutex<Vec<AbortHandle>>>,
-    /// The bytes that make the partition fall when a request holds them (`None`: none armed).
-    trip: Trip,
-    /// Numbers the connections in the order accepted.
-    accepted: Arc<AtomicU64>,
-    /// Connections numbered below this are held whatever the mode.
-    held_below: watch::Sender<u64>,
-    /// How many connections had been accepted when the last partition fell.
-    open_at_cut: Arc<AtomicU64>,
+    /// The mode and the counters, shared with the acceptor and every connection.
+    shared: Shared,
     acceptor: JoinHandle<()>,
 }
 
@@ -84,33 +74,11 @@ impl NetProxy {
     pub async fn start(target: SocketAddr) -> NetProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let (mode, _) = watch::channel(Mode::Pass);
-        let (held_requests, _) = watch::channel(0);
-        let connections = Arc::new(Mutex::new(Vec::new()));
-        let trip = Trip::default();
-        let accepted = Arc::new(AtomicU64::new(0));
-        let (held_below, _) = watch::channel(0);
-        let open_at_cut = Arc::new(AtomicU64::new(0));
-        let shared = Shared {
-            target,
-            mode: mode.clone(),
-            held_requests: held_requests.clone(),
-            connections: connections.clone(),
-            trip: trip.clone(),
-            accepted: accepted.clone(),
-            held_below: held_below.clone(),
-            open_at_cut: open_at_cut.clone(),
-        };
-        let acceptor = tokio::spawn(shared.accept_forever(listener));
+        let shared = Shared::new(target);
+        let acceptor = tokio::spawn(shared.clone().accept_forever(listener));
         NetProxy {
             address,
-            mode,
-            held_requests,
-            connections,
-            trip,
-            accepted,
-            held_below,
-            open_at_cut,
+            shared,
             acceptor,
         }
     }
@@ -122,74 +90,73 @@ impl NetProxy {
 
     /// A partition: nothing passes, connections stay open, until [`Self::heal`].
     pub fn blackhole(&self) {
-        self.open_at_cut
-            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
-        self.mode.send_replace(Mode::Blackhole);
+        self.shared.open_at_cut.store(
+            self.shared.accepted.load(Ordering::SeqCst),
+            Ordering::SeqCst,
+        );
+        self.shared.mode.send_replace(Mode::Blackhole);
     }
 
     /// Requests pass, answers are held until [`Self::heal`].
     pub fn hold_replies(&self) {
-        self.held_requests.send_replace(0);
-        self.mode.send_replace(Mode::HoldReplies);
+        self.shared.held_requests.send_replace(0);
+        self.shared.mode.send_replace(Mode::HoldReplies);
     }
 
     /// Waits until at least `n` request bytes went through since [`Self::hold_replies`].
     pub async fn requests_while_holding(&self, n: u64) {
-        let mut seen = self.held_requests.subscribe();
+        let mut seen = self.shared.held_requests.subscribe();
         seen.wait_for(|&bytes| bytes >= n).await.unwrap();
     }
 
     /// The peer is down: open connections are reset, new ones closed, until [`Self::heal`].
     pub fn refuse(&self) {
-        self.mode.send_replace(Mode::Refuse);
-        for c in self.connections.lock().unwrap().drain(..) {
-            c.abort();
-        }
+        self.shared.mode.send_replace(Mode::Refuse);
+        self.shared.close_all();
     }
 
     /// Arms a partition that falls at the first request holding `bytes` (within one read of
     /// the proxy's, so a short marker): that request and everything after it are held, as by
     /// [`Self::blackhole`].
     pub fn blackhole_at_request_with(&self, bytes: &[u8]) {
-        *self.trip.lock().unwrap() = Some(bytes.to_vec());
+        *self.shared.trip.lock().unwrap() = Some(bytes.to_vec());
     }
 
     /// Waits until the mode is `mode` (an armed partition has fallen).
     pub async fn reached(&self, mode: Mode) {
-        let mut now = self.mode.subscribe();
+        let mut now = self.shared.mode.subscribe();
         now.wait_for(|m| *m == mode).await.unwrap();
     }
 
     /// Heals, except for the connections that were open when the partition fell: they stay
     /// held (both ways) until [`Self::release_old_connections`].
     pub fn heal_new_connections(&self) {
-        self.held_below
-            .send_replace(self.open_at_cut.load(Ordering::SeqCst));
-        self.mode.send_replace(Mode::Pass);
+        self.shared
+            .held_below
+            .send_replace(self.shared.open_at_cut.load(Ordering::SeqCst));
+        self.shared.mode.send_replace(Mode::Pass);
     }
 
     /// Lets the connections held by [`Self::heal_new_connections`] pass, held bytes first.
     pub fn release_old_connections(&self) {
-        self.held_below.send_replace(0);
+        self.shared.held_below.send_replace(0);
     }
 
     /// Everything passes again, held bytes first.
     pub fn heal(&self) {
-        self.mode.send_replace(Mode::Pass);
+        self.shared.mode.send_replace(Mode::Pass);
     }
 
     /// The mode now.
     pub fn mode(&self) -> Mode {
-        *self.mode.borrow()
+        *self.shared.mode.borrow()
     }
 }
 
 impl Drop for NetProxy {
     fn drop(&mut self) {
         self.acceptor.abort();
-        for c in self.connections.lock().unwrap().drain(..) {
-            c.abort();
-        }
+        self.shared.close_all();
     }
 }
 
@@ -210,6 +177,26 @@ struct Shared {
 type Trip = Arc<Mutex<Option<Vec<u8>>>>;
 
 impl Shared {
+    fn new(target: SocketAddr) -> Shared {
+        Shared {
+            target,
+            mode: watch::channel(Mode::Pass).0,
+            held_requests: watch::channel(0).0,
+            connections: Arc::default(),
+            trip: Trip::default(),
+            accepted: Arc::default(),
+            held_below: watch::channel(0).0,
+            open_at_cut: Arc::default(),
+        }
+    }
+
+    /// Resets every open connection (they are aborted, their sockets dropped).
+    fn close_all(&self) {
+        for c in self.connections.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
     async fn accept_forever(self, listener: TcpListener) {
         loop {
             let Ok((client, _)) = listener.accept().await else {

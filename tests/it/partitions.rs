@@ -137,25 +137,17 @@ impl Partitioned {
         for s in SERVICES {
             assert_eq!(self.ha.holder(s).await, 0);
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.ha.delivered(WEB) < WINDOW || self.ha.delivered(URL) < WINDOW {
-            assert!(
-                Instant::now() < deadline,
-                "nothing delivered:\n{}",
-                self.ha.logs()
-            );
-            tokio::time::sleep(ms(20)).await;
-        }
+        self.ha
+            .wait_for("nothing delivered", Duration::from_secs(30), |ha| {
+                !(ha.delivered(WEB) < WINDOW || ha.delivered(URL) < WINDOW)
+            })
+            .await;
         self.ha.replicas[1].start();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while count(&self.ha.replicas[1].log(), "; standing by.") < 2 {
-            assert!(
-                Instant::now() < deadline,
-                "b never stood by:\n{}",
-                self.ha.logs()
-            );
-            tokio::time::sleep(ms(20)).await;
-        }
+        self.ha
+            .wait_for("b never stood by", Duration::from_secs(20), |ha| {
+                count(&ha.replicas[1].log(), "; standing by.") >= 2
+            })
+            .await;
         for s in SERVICES {
             assert!(
                 self.ha.delivered(s) < self.ha.expected[s].len(),
@@ -197,6 +189,21 @@ impl Partitioned {
                 }
             }
             tokio::time::sleep(ms(20)).await;
+        }
+        times
+    }
+
+    /// [`Self::takeovers`] within 20 s, asserting that b committed both services by then.
+    async fn taken_over(&self, cut: Instant, cut_tokens: &[String; 2]) -> [Option<Duration>; 2] {
+        let times = self
+            .takeovers(cut, cut_tokens, Duration::from_secs(20))
+            .await;
+        for (s, t) in SERVICES.iter().zip(&times) {
+            assert!(
+                t.is_some(),
+                "{s}: b did not commit within 20 s of the cut:\n{}",
+                self.ha.logs()
+            );
         }
         times
     }
@@ -301,14 +308,7 @@ async fn the_holder_cut_from_redis_is_replaced_and_no_window_is_committed_twice(
     p.a_holds_both_and_b_stands_by().await;
     let a_tokens = tokens(&p.ha);
     let cut = p.cut_a_from_redis_mid_commit().await;
-    let times = p.takeovers(cut, &a_tokens, Duration::from_secs(20)).await;
-    for (s, t) in SERVICES.iter().zip(&times) {
-        assert!(
-            t.is_some(),
-            "{s}: b did not commit within 20 s of the cut:\n{}",
-            p.ha.logs()
-        );
-    }
+    let times = p.taken_over(cut, &a_tokens).await;
     p.links[0].heal();
     p.finish().await;
     let resent = p.check_histories();
@@ -363,27 +363,15 @@ async fn the_holder_cut_from_both_and_healed_stands_by_and_no_window_is_committe
     let a_tokens = tokens(&p.ha);
     let cut = p.cut_a_from_redis_mid_commit().await;
     p.links[0].cut_api();
-    let times = p.takeovers(cut, &a_tokens, Duration::from_secs(20)).await;
-    for (s, t) in SERVICES.iter().zip(&times) {
-        assert!(
-            t.is_some(),
-            "{s}: b did not commit within 20 s of the cut:\n{}",
-            p.ha.logs()
-        );
-    }
+    let times = p.taken_over(cut, &a_tokens).await;
     // b holds both leases now (and keeps them, backfill done or not): the heal lands in b's
     // tenure, which is what this scenario is about.
     let at_heal = SERVICES.map(|s| p.ha.delivered(s));
     p.links[0].heal();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&p.ha.replicas[0].log(), "Lost the lease of ") < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "a did not notice:\n{}",
-            p.ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
+    p.ha.wait_for("a did not notice", Duration::from_secs(20), |ha| {
+        count(&ha.replicas[0].log(), "Lost the lease of ") >= 2
+    })
+    .await;
     p.finish().await;
     let resent = p.check_histories();
     eprintln!(

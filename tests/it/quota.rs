@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::devo_keys::busiest;
 use crate::ha::{metric, redis_key, write_ha_config, Replica, URL, WEB};
 use crate::redis_server::RedisServer;
 use crate::util::*;
@@ -25,17 +26,6 @@ fn arrivals(env: &TestEnv) -> Vec<DateTime<Utc>> {
         .collect();
     all.sort();
     all
-}
-
-/// The most arrivals within any span `[t, t + period - slack)`: the slack allows for the
-/// loopback jitter between the collector's count and the simulator's arrival time.
-fn busiest(times: &[DateTime<Utc>], period: Duration, slack: Duration) -> usize {
-    let span = chrono::Duration::from_std(period - slack).unwrap();
-    times
-        .iter()
-        .map(|&t| times.iter().filter(|&&x| x >= t && x < t + span).count())
-        .max()
-        .unwrap_or(0)
 }
 
 /// Waits (at most 20 s) until `check` holds, naming `what` otherwise.

@@ -37,16 +37,8 @@ impl RedisServer {
     /// Starts a Redis without persistence (no append-only file, no RDB save points): a
     /// [`Self::restart`] comes back empty.
     pub async fn start_without_persistence(tmp: &TempDir, name: &str) -> RedisServer {
-        let dir = tmp.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut r = RedisServer {
-            port: free_port(),
-            password: None,
-            dir,
-            replica_of: None,
-            persistent: false,
-            child: None,
-        };
+        let mut r = RedisServer::unstarted(tmp, name, free_port());
+        r.persistent = false;
         r.spawn().await;
         r
     }
@@ -68,34 +60,33 @@ impl RedisServer {
         password: Option<&str>,
         port: u16,
     ) -> RedisServer {
-        let dir = tmp.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut r = RedisServer {
-            port,
-            password: password.map(str::to_owned),
-            dir,
-            replica_of: None,
-            persistent: true,
-            child: None,
-        };
+        let mut r = RedisServer::unstarted(tmp, name, port);
+        r.password = password.map(str::to_owned);
         r.spawn().await;
         r
     }
 
     /// Starts a replica of the server on `master_port` (loopback), without a password.
     pub async fn start_replica_of(tmp: &TempDir, name: &str, master_port: u16) -> RedisServer {
-        let dir = tmp.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut r = RedisServer {
-            port: free_port(),
-            password: None,
-            dir,
-            replica_of: Some(master_port),
-            persistent: true,
-            child: None,
-        };
+        let mut r = RedisServer::unstarted(tmp, name, free_port());
+        r.replica_of = Some(master_port);
         r.spawn().await;
         r
+    }
+
+    /// A persistent server without a password on `port`, in a fresh subdirectory `name` of
+    /// `tmp`, not started yet.
+    fn unstarted(tmp: &TempDir, name: &str, port: u16) -> RedisServer {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        RedisServer {
+            port,
+            password: None,
+            dir,
+            replica_of: None,
+            persistent: true,
+            child: None,
+        }
     }
 
     /// The process id of the running server (to SIGSTOP it, say).

@@ -210,15 +210,10 @@ async fn a_master_killed_during_a_backfill_fails_over_and_collection_resumes_exa
     for s in SERVICES {
         ha.holder(s).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ha.delivered(WEB) < 1000 {
-        assert!(
-            Instant::now() < deadline,
-            "nothing delivered:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
+    ha.wait_for("nothing delivered", Duration::from_secs(30), |ha| {
+        ha.delivered(WEB) >= 1000
+    })
+    .await;
     let at_kill = SERVICES.map(|s| checkpoint_in(&ha.redis, s));
     let killed = Instant::now();
     ha.redis.kill();
