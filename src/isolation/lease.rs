@@ -440,22 +440,20 @@ impl LeaseGate {
         if held.may_deliver() {
             return Ok(());
         }
-        held.renew().await?;
         // A renewal's "done" is true of the moment Redis ran it. A holder paused (SIGSTOP, a
         // suspend) between sending it and reading the reply may find its validity run out by
         // then, and another holder since: it asks Redis once more, and delivers only on a
         // reply that comes back in time.
-        if held.may_deliver() {
-            return Ok(());
+        for _ in 0..2 {
+            held.renew().await?;
+            if held.may_deliver() {
+                return Ok(());
+            }
         }
-        held.renew().await?;
-        match held.may_deliver() {
-            true => Ok(()),
-            false => Err(StateError::Unavailable {
-                address: held.store.redis().map_or("", |r| r.address()).to_owned(),
-                reason: "two renewals in a row were answered after the lease's validity had run out (is the process being paused, or the machine suspended?)".into(),
-            }),
-        }
+        Err(StateError::Unavailable {
+            address: held.store.redis().map_or("", |r| r.address()).to_owned(),
+            reason: "two renewals in a row were answered after the lease's validity had run out (is the process being paused, or the machine suspended?)".into(),
+        })
     }
 
     /// Whether the coordinator asked for the lease to be handed over: the puller stops at its

@@ -10,7 +10,7 @@
 //! outage like any other). The master's password, username, database and TLS settings apply to
 //! whichever server is the master; the sentinels have their own password and username.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -123,7 +123,7 @@ impl Connector {
 
     /// The sentinels named `address` as the master: logged when it is new to this process.
     fn found(&self, master_name: &str, address: String) {
-        let mut last = self.master.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = super::lock(&self.master);
         if last.as_deref() != Some(address.as_str()) {
             match last.as_deref() {
                 None => info!("The sentinels name {address} as the Redis master `{master_name}`."),
@@ -137,10 +137,7 @@ impl Connector {
 
     /// The master the sentinels named last (`None` without sentinels, or before a lookup).
     pub fn master(&self) -> Option<String> {
-        self.master
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        super::lock(&self.master).clone()
     }
 }
 

@@ -15,7 +15,7 @@
 //! replication`) on each new connection and then every [`RECOUNT`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -49,7 +49,7 @@ impl Replicas {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<(usize, Instant)>> {
-        self.counted.lock().unwrap_or_else(PoisonError::into_inner)
+        super::lock(&self.counted)
     }
 }
 
