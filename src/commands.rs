@@ -17,7 +17,7 @@ use crate::service::Service;
 use crate::state::lease_token;
 use crate::state::redis::RedisStore;
 use crate::state::StateStore;
-use crate::telemetry::{self, LogFormat};
+use crate::telemetry::{self, InternalTap, LogFormat};
 use crate::{app, backfill, reload};
 
 pub mod dead_letters;
@@ -46,10 +46,12 @@ fn resolve(path: &Path) -> PathBuf {
     }
 }
 
-/// Starts logging in `format`, with `clock`'s times, and logs the config's warnings.
-fn start_logging(config: &Config, format: LogFormat, clock: &SharedClock) {
-    telemetry::init(config.globals.debug, format, clock.clone());
+/// Starts logging in `format`, with `clock`'s times, and logs the config's warnings. Returns
+/// the logging layer's tap, for the daemon's internal messages.
+fn start_logging(config: &Config, format: LogFormat, clock: &SharedClock) -> InternalTap {
+    let tap = telemetry::init(config.globals.debug, format, clock.clone());
     app::log_warnings(config);
+    tap
 }
 
 /// The preamble of every command that reads the config: load it, then (with a `log_format`)
@@ -123,14 +125,14 @@ pub async fn run(
         );
         return Err(BadUsage);
     }
-    start_logging(&config, log_format, &clock);
+    let tap = start_logging(&config, log_format, &clock);
     app::log_invalid_inputs(&config);
     let cancel = cancel_on_signal();
     let grace = config.globals.shutdown_grace_period;
     // `--once` with an input left out did not deliver everything.
     let all_inputs = config.invalid_inputs.is_empty() || !options.once;
     let ran = tokio::select! {
-        result = app::run(config, options, reloads, clock, cancel.clone()) => finish(result),
+        result = app::run(config, options, reloads, clock, tap, cancel.clone()) => finish(result),
         () = app::grace_elapsed(cancel, grace) => {
             // Whatever was in flight is abandoned unconfirmed (dropping `app::run` aborts its
             // tasks): its window is asked for again after the restart, so nothing is lost.

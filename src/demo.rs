@@ -16,6 +16,7 @@ use tracing::info;
 use crate::app::{self, RunOptions};
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::telemetry::InternalTap;
 use isolation_sim::{Dataset, SimConfig, SimHandle};
 
 const DEMO_KEY: &str = "00000000-0000-0000-0000-000000000000";
@@ -44,13 +45,14 @@ pub async fn run(
         no_save_state: false,
         strict: true,
     };
+    // The demo's config has no output with `internal_messages`: the tap stays unconnected.
     if follow {
         let publisher = publish_new_and_late_events([&web, &url], clock.clone(), cancel.clone());
-        let collector = app::run(config, options, None, clock, cancel);
+        let collector = app::run(config, options, None, clock, InternalTap::default(), cancel);
         let (ok, ()) = tokio::join!(collector, publisher);
         return ok;
     }
-    let ok = app::run(config, options, None, clock, cancel).await?;
+    let ok = app::run(config, options, None, clock, InternalTap::default(), cancel).await?;
     report_output_files(&dir_abs);
     info!("Demo: run it again and nothing is delivered twice; `--follow` keeps it running with new and late events.");
     Ok(ok)

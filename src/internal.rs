@@ -6,15 +6,13 @@
 //! input_name, service_name, module_name}`, and `input_id`: the id of the input (tenant) whose
 //! service logged it (empty for the process's own lines), since one process carries many.
 //!
-//! The logging layer hands messages to a bounded channel with `try_send`: logging never waits
-//! for the network, and when the channel is full (Devo unreachable for long) messages are
-//! dropped and counted rather than held without bound. They are operational logs, not events:
-//! at-most-once is the right trade here, and they still reach standard error. The sender's own
-//! log lines carry the target [`SENDER_TARGET`] and are never forwarded, so an unreachable Devo
-//! cannot feed a loop of messages about itself.
+//! The logging layer hands messages to its [`InternalTap`], a bounded channel this sender
+//! connects to: logging never waits for the network, and when the channel is full (Devo
+//! unreachable for long) messages are dropped and counted rather than held without bound. They
+//! are operational logs, not events: at-most-once is the right trade here, and they still reach
+//! standard error. The sender's own log lines carry the target [`SENDER_TARGET`] and are never
+//! handed over, so an unreachable Devo cannot feed a loop of messages about itself.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,56 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::Event;
 use crate::output::Output;
-use crate::telemetry::DevoThread;
-
-/// The `tracing` target of the internal sender's own lines.
-pub const SENDER_TARGET: &str = "isolation_collector::internal_sender";
+pub use crate::telemetry::{InternalMessage, InternalTap, SENDER_TARGET};
 
 /// Messages waiting for the sender at most; more are dropped.
 const CHANNEL_CAPACITY: usize = 1_000;
-
-/// One captured log line.
-#[derive(Debug, Clone)]
-pub struct InternalMessage {
-    pub time_ms: i64,
-    pub level: &'static str,
-    /// Devo's `module_name`: the line's thread without its arguments (`IsolationPuller`).
-    pub module: &'static str,
-    /// Devo's `service_name`: the service the line's thread works for (empty when none).
-    pub service: String,
-    /// The input id of that service (empty when none).
-    pub input_id: String,
-    pub message: String,
-}
-
-static SENDER: OnceLock<mpsc::Sender<InternalMessage>> = OnceLock::new();
-static DROPPED: AtomicU64 = AtomicU64::new(0);
-
-/// Called by the logging layer for WARN and ERROR events, with the line's time and the thread
-/// it came from.
-pub fn forward(
-    meta: &tracing::Metadata<'_>,
-    time_ms: i64,
-    level: &'static str,
-    origin: &DevoThread,
-    message: &str,
-) {
-    let Some(tx) = SENDER.get() else { return };
-    if meta.target() == SENDER_TARGET {
-        return;
-    }
-    let msg = InternalMessage {
-        time_ms,
-        level,
-        module: origin.module(),
-        service: origin.service().to_owned(),
-        input_id: origin.input_id().to_owned(),
-        message: message.to_owned(),
-    };
-    if tx.try_send(msg).is_err() {
-        DROPPED.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// Who the collector is, for the records.
 #[derive(Debug, Clone)]
@@ -109,22 +61,27 @@ pub fn record(identity: &Identity, m: &InternalMessage) -> String {
 pub fn start(
     outputs: Vec<Output>,
     identity: Identity,
+    tap: &InternalTap,
     cancel: CancellationToken,
 ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
     if outputs.is_empty() {
         return None;
     }
-    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    if SENDER.set(tx).is_err() {
-        return None; // already running (one collector per process)
-    }
-    Some(run(outputs, identity, rx, cancel))
+    let rx = tap.connect(CHANNEL_CAPACITY)?; // None: this tap has its sender already
+    Some(deliver_until_cancelled(
+        outputs,
+        identity,
+        rx,
+        tap.clone(),
+        cancel,
+    ))
 }
 
-async fn run(
+async fn deliver_until_cancelled(
     mut outputs: Vec<Output>,
     identity: Identity,
     mut rx: mpsc::Receiver<InternalMessage>,
+    tap: InternalTap,
     cancel: CancellationToken,
 ) {
     let mut reported_drops = 0;
@@ -149,7 +106,7 @@ async fn run(
             batch.push(m);
         }
         send(&mut outputs, &identity, &batch).await;
-        let dropped = DROPPED.load(Ordering::Relaxed);
+        let dropped = tap.dropped();
         if dropped > reported_drops {
             tracing::warn!(target: SENDER_TARGET, "{} internal message(s) dropped: the internal sender could not keep up.", dropped - reported_drops);
             reported_drops = dropped;
@@ -218,5 +175,40 @@ mod tests {
             })
         );
         assert_eq!(table_for("WARNING"), "devo.collectors.out.local.warning");
+    }
+
+    /// Two collectors in one process (in-process replicas, tests) each deliver their own
+    /// internal messages through their own outputs: no process-wide sender joins them.
+    #[tokio::test]
+    async fn two_collectors_in_one_process_each_deliver_their_own() {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let identity = |name: &str| Identity {
+            collector_name: name.into(),
+            input_name: "proofpoint_isolation".into(),
+        };
+        let cancel = CancellationToken::new();
+        let output = |i: usize| {
+            Output::File(crate::output::file::FileOutput::new(
+                format!("file{i}"),
+                dirs[i].path().to_owned(),
+                0o644,
+            ))
+        };
+        let taps = [InternalTap::default(), InternalTap::default()];
+        let first = start(vec![output(0)], identity("first"), &taps[0], cancel.clone());
+        let second = start(
+            vec![output(1)],
+            identity("second"),
+            &taps[1],
+            cancel.clone(),
+        );
+        assert!(
+            first.is_some(),
+            "the first collector's sender did not start"
+        );
+        assert!(
+            second.is_some(),
+            "the second collector in the process got no internal-message sender"
+        );
     }
 }

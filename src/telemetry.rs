@@ -9,7 +9,10 @@
 //! [`puller_span`], [`setup_span`] or [`monitor_span`] (each service's puller runs in one): such a
 //! span carries its role, input and service (or output) as fields, and this layer builds Devo's
 //! thread name from them ([`DevoThread`]); other lines are `MainProcess::MainThread`. Internal
-//! messages ([`crate::internal`]) get the same fields, never text parsed back.
+//! messages get the same fields, never text parsed back: the layer hands each WARN and ERROR
+//! line to its [`InternalTap`], which [`init`] returns, and the internal-message sender
+//! ([`crate::internal`]) connects its channel to that tap. Logging knows nothing of outputs, and
+//! no process-wide sender joins two collectors that share a process.
 //! Structured fields of an event are appended as `key=value`. Lines go to standard error, so
 //! the console output on standard output stays machine-readable.
 //!
@@ -19,7 +22,10 @@
 //! `field_<name>`). Levels keep Devo's names (`WARNING`).
 
 use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use tokio::sync::mpsc;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
@@ -41,23 +47,83 @@ pub enum LogFormat {
     Json,
 }
 
+/// The `tracing` target of the internal sender's own lines: never handed to the tap, so an
+/// unreachable Devo cannot feed a loop of messages about itself.
+pub const SENDER_TARGET: &str = "isolation_collector::internal_sender";
+
+/// One WARN or ERROR line, as the layer hands it to its [`InternalTap`].
+#[derive(Debug, Clone)]
+pub struct InternalMessage {
+    pub time_ms: i64,
+    pub level: &'static str,
+    /// Devo's `module_name`: the line's thread without its arguments (`IsolationPuller`).
+    pub module: &'static str,
+    /// Devo's `service_name`: the service the line's thread works for (empty when none).
+    pub service: String,
+    /// The input id of that service (empty when none).
+    pub input_id: String,
+    pub message: String,
+}
+
+/// Where a logging layer hands its WARN and ERROR lines for delivery as internal messages.
+/// Until a sender connects, the lines only go to standard error. Handing over never waits: a
+/// full channel drops the message and counts it ([`InternalTap::dropped`]).
+#[derive(Clone, Debug, Default)]
+pub struct InternalTap(Arc<Tap>);
+
+#[derive(Debug, Default)]
+struct Tap {
+    sender: OnceLock<mpsc::Sender<InternalMessage>>,
+    dropped: AtomicU64,
+}
+
+impl InternalTap {
+    /// The receiving end of a channel of `capacity` messages, for the one sender this tap
+    /// feeds; `None` when a sender is connected already.
+    pub fn connect(&self, capacity: usize) -> Option<mpsc::Receiver<InternalMessage>> {
+        let (tx, rx) = mpsc::channel(capacity);
+        self.0.sender.set(tx).ok().map(|()| rx)
+    }
+
+    /// Messages dropped so far because the channel was full.
+    pub fn dropped(&self) -> u64 {
+        self.0.dropped.load(Ordering::Relaxed)
+    }
+
+    fn hand_over(&self, meta: &tracing::Metadata<'_>, message: impl FnOnce() -> InternalMessage) {
+        let Some(tx) = self.0.sender.get() else {
+            return;
+        };
+        if meta.target() == SENDER_TARGET {
+            return;
+        }
+        if tx.try_send(message()).is_err() {
+            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Installs the global logger. `debug` lowers the level to DEBUG (Devo's `globals.debug`);
-/// `RUST_LOG` overrides both. `clock` gives the lines' times.
-pub fn init(debug: bool, format: LogFormat, clock: SharedClock) {
+/// `RUST_LOG` overrides both. `clock` gives the lines' times. Returns the layer's tap, for the
+/// internal-message sender.
+pub fn init(debug: bool, format: LogFormat, clock: SharedClock) -> InternalTap {
     let default = if debug { "debug" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
             "{default},hyper=warn,reqwest=warn,rustls=warn,h2=warn"
         ))
     });
+    let tap = InternalTap::default();
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(DevoLines {
             format,
             writer: std::io::stderr,
             clock,
+            tap: tap.clone(),
         })
         .try_init();
+    tap
 }
 
 /// The span of one service's puller (Devo's `IsolationPuller` thread).
@@ -217,6 +283,7 @@ struct DevoLines<W> {
     format: LogFormat,
     writer: W,
     clock: SharedClock,
+    tap: InternalTap,
 }
 
 /// An event's fields: the message and the rest in order.
@@ -356,8 +423,14 @@ where
         line.push('\n');
         let _ = self.writer.make_writer().write_all(line.as_bytes());
         if *event.metadata().level() <= Level::WARN {
-            let time_ms = now.timestamp_millis();
-            crate::internal::forward(event.metadata(), time_ms, level, &origin, &fields.message);
+            self.tap.hand_over(event.metadata(), || InternalMessage {
+                time_ms: now.timestamp_millis(),
+                level,
+                module: origin.module(),
+                service: origin.service().to_owned(),
+                input_id: origin.input_id().to_owned(),
+                message: fields.message.clone(),
+            });
         }
     }
 }
@@ -377,6 +450,37 @@ mod tests {
         }
     }
 
+    /// Each layer hands its WARN and ERROR lines to its own tap, and only once a sender has
+    /// connected; INFO lines and the sender's own lines are never handed over.
+    #[test]
+    fn each_layer_hands_its_warnings_to_its_own_tap() {
+        let taps = [InternalTap::default(), InternalTap::default()];
+        let mut receivers: Vec<_> = taps.iter().map(|t| t.connect(8).unwrap()).collect();
+        assert!(taps[0].connect(8).is_none(), "a tap feeds one sender");
+        for (i, tap) in taps.iter().enumerate() {
+            let layer = DevoLines {
+                format: LogFormat::Text,
+                writer: std::io::sink,
+                clock: SharedClock::system(),
+                tap: tap.clone(),
+            };
+            tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+                tracing::info!("not handed over");
+                tracing::warn!(target: SENDER_TARGET, "the sender's own line");
+                tracing::warn!("warning of collector {i}");
+            });
+        }
+        for (i, rx) in receivers.iter_mut().enumerate() {
+            let m = rx.try_recv().expect("the warning reached its own tap");
+            assert_eq!(m.message, format!("warning of collector {i}"));
+            assert_eq!(m.level, "WARNING");
+            assert!(
+                rx.try_recv().is_err(),
+                "tap {i} got more than its one warning"
+            );
+        }
+    }
+
     /// The lines a layer wrote, one per string (time stripped: it is the clock's).
     fn lines_logged_in(f: impl FnOnce()) -> Vec<String> {
         let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
@@ -388,6 +492,7 @@ mod tests {
             format: LogFormat::Text,
             writer,
             clock: SharedClock::system(),
+            tap: InternalTap::default(),
         };
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f);
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();

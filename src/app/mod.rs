@@ -45,7 +45,7 @@ use crate::output::{console::ConsoleOutput, file::FileOutput, Output, OutputErro
 use crate::pipeline::budget::WindowBudget;
 use crate::state::redis::RedisStore;
 use crate::state::{StateError, StateStore};
-use crate::telemetry;
+use crate::telemetry::{self, InternalTap};
 use service_task::log_connection;
 use supervisor::Supervisor;
 
@@ -184,6 +184,7 @@ async fn join_all(tasks: &mut JoinSet<()>) {
 fn start_internal_messages(
     config: &Config,
     clock: &SharedClock,
+    tap: &InternalTap,
     tasks: &mut Background,
 ) -> Result<(), OutputError> {
     let outputs = config
@@ -196,7 +197,7 @@ fn start_internal_messages(
         collector_name: config.globals.name.clone(),
         input_name: "proofpoint_isolation".into(),
     };
-    if let Some(sender) = crate::internal::start(outputs, identity, tasks.stop_last.clone()) {
+    if let Some(sender) = crate::internal::start(outputs, identity, tap, tasks.stop_last.clone()) {
         tasks.last.spawn(sender);
         info!("Internal messages (warnings and errors) are delivered to Devo as devo.collectors.out.local.*");
     }
@@ -263,6 +264,7 @@ pub async fn run(
     options: RunOptions,
     mut reloads: Option<crate::reload::Source>,
     clock: SharedClock,
+    tap: InternalTap,
     cancel: CancellationToken,
 ) -> anyhow::Result<bool> {
     let store = Arc::new(store_for(&config, options.no_save_state)?);
@@ -288,7 +290,7 @@ pub async fn run(
         );
     }
     let mut background = Background::new(&cancel);
-    start_internal_messages(&config, &clock, &mut background)?;
+    start_internal_messages(&config, &clock, &tap, &mut background)?;
     start_listener_and_memory_log(&config, &metrics, options, &clock, &mut background).await?;
     let shard = start_sharding(&config, &store, &metrics, options, &mut background).await;
     let shared = Shared {
