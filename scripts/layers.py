@@ -2,7 +2,10 @@
 """The import graph of src/: cycles between files, and arrows that run up the layers.
 
 Usage: python3 scripts/layers.py [--graph]     (from the repository root)
-Exits 1 if the graph has a cycle or an arrow that the layer rules below forbid.
+Exits 1 if the graph has a cycle or an arrow that the layer rules below forbid, or if a file
+breaks the layout's two conventions: a folder module is `x/mod.rs` (never `x.rs` beside `x/`),
+and a module's unit tests are its `mod tests` (inline at the end of the file, or `tests.rs` /
+`tests/` in its folder), never a sibling file of another name.
 
 What an arrow is: file A names an item of file B, through `use crate::...`, `use super::...`, a
 child module's `use x::...`, or a path written inline (`crate::x::y::f()`). A name re-exported
@@ -10,7 +13,7 @@ with `pub use` is followed to the file that defines it, so a facade cannot hide 
 declaring its children (`mod x;`) is not an arrow; a parent that uses its child's items is one,
 but a file's arrows up to its own parent folder's module are not counted: a folder module is one
 module split over files for reading (`impl` blocks in several files, private helpers), and its
-children using its types is not a tie between modules. Test code is left out: files named tests.rs and
+children using its types is not a tie between modules. Test code is left out: tests.rs files, tests/ folders and
 `#[cfg(test)] mod x { ... }` blocks.
 
 Why a script and not a crate: cargo-modules and friends draw module trees, not file cycles, and
@@ -28,15 +31,15 @@ LAYERS = [
     ("entry", ["main", "commands", "cli", "demo"]),
     ("wiring", ["app", "backfill", "reload"]),
     ("puller", ["puller"]),
+    ("devo", ["devo"]),
     ("ha", ["ha"]),
     ("vendor api", ["api"]),
     ("state", ["state"]),
-    ("devo", ["devo"]),
     ("config", ["config"]),
     ("output", ["output"]),
     ("pipeline", ["pipeline"]),
     ("observability", ["metrics", "logging"]),
-    ("domain", ["event", "service", "trust", "secret", "backoff", "clock", "component"]),
+    ("domain", ["event", "service", "trust", "secret", "backoff", "clock", "timestamp", "component"]),
 ]
 
 USE = re.compile(r'\buse\s+((?:crate|super|self)(?:::\w+)*(?:::\{[^;]*\})?|\w+(?:::\w+)*(?:::\{[^;]*\})?)\s*;', re.S)
@@ -50,10 +53,10 @@ def module_files(root="src"):
     mods = {}
     for dirpath, _, files in os.walk(root):
         for f in files:
-            if not f.endswith(".rs") or f == "tests.rs" or f.endswith("_tests.rs"):
-                continue
             path = os.path.join(dirpath, f)
             rel = os.path.relpath(path, root)[:-3].split(os.sep)
+            if not f.endswith(".rs") or "tests" in rel or f.endswith("_tests.rs"):
+                continue  # unit tests: not part of the graph
             if rel in (["lib"], ["main"]):
                 key = () if rel == ["lib"] else ("main",)
             elif rel[-1] == "mod":
@@ -201,6 +204,20 @@ def cycles(edges, nodes):
     return out
 
 
+def convention_problems(root="src"):
+    out = []
+    for dirpath, dirs, files in os.walk(root):
+        for d in dirs:
+            if d + ".rs" in files:
+                out.append(f"{os.path.join(dirpath, d)}.rs beside {os.path.join(dirpath, d)}/: "
+                           f"move it to {os.path.join(dirpath, d)}/mod.rs (one module convention)")
+        for f in files:
+            if f.endswith("_tests.rs"):
+                out.append(f"{os.path.join(dirpath, f)}: unit tests are the module's `mod tests` "
+                           "(inline, or tests.rs / tests/ in its folder)")
+    return out
+
+
 def layer_of(key):
     top = key[0] if key else ""
     for i, (_, tops) in enumerate(LAYERS):
@@ -216,7 +233,7 @@ def name(key, g):
 def main():
     g = Graph()
     edges = g.arrows()
-    problems = []
+    problems = convention_problems()
     for key in sorted(g.mods):
         if key and layer_of(key) is None:
             problems.append(f"{name(key, g)}: module `{key[0]}` is in no layer of scripts/layers.py; place it")
