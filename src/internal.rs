@@ -118,10 +118,11 @@ pub fn start(
     if SENDER.set(tx).is_err() {
         return None; // already running (one collector per process)
     }
-    Some(run(outputs, identity, rx, cancel))
+    Some(deliver_until_cancelled(outputs, identity, rx, cancel))
 }
 
-async fn run(
+/// Delivers each captured message, gathered by level, until `cancel`, then what is waiting.
+async fn deliver_until_cancelled(
     mut outputs: Vec<Output>,
     identity: Identity,
     mut rx: mpsc::Receiver<InternalMessage>,

@@ -7,7 +7,7 @@
 //!
 //! ## Data flow
 //! ```text
-//! config.yaml ─► config::Config (all problems at once; one InputConfig per tenant) ─► app::run
+//! config.yaml ─► config::Config (all problems at once; one InputConfig per tenant) ─► app::run_collector
 //!   per valid input (a tenant, app::tenant: its own cancel token; shared: store, metrics,
 //!   window budget, job cap)
 //!   per enabled service (own task): isolation::puller::Puller (the window loop)
@@ -67,6 +67,7 @@ pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod component;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;

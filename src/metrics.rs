@@ -1,7 +1,7 @@
 //! Prometheus metrics, health and readiness, served by the optional HTTP listener
 //! (`globals.metrics_listen`).
 //!
-//! One [`Metrics`] per process, created in `app::run` and passed explicitly (an `Arc`) to each
+//! One [`Metrics`] per process, created in `app::run_collector` and passed explicitly (an `Arc`) to each
 //! service's puller and API client; nothing is global, so tests and `validate` can build pullers
 //! without a registry (they get a private, unserved one). Business code calls one method of
 //! [`ServiceMetrics`] per thing counted, so the counting points stay one line each.
@@ -44,8 +44,8 @@ mod server;
 mod tests;
 
 use families::DeadLetterSeries;
-use labels::{JobFaultLabels, OutputLabels, RequestLabels, RuleLabels, ServiceLabels};
 pub use labels::{JobFault, Outcome};
+use labels::{JobFaultLabels, OutputLabels, RequestLabels, RuleLabels, ServiceLabels};
 pub use server::serve;
 
 /// One service of one input: what the per-service state is kept by.

@@ -1,6 +1,6 @@
 //! Wiring: builds the store, outputs and pullers from a [`Config`] and runs them.
 //!
-//! Each input of the config is a tenant (`tenant`): [`run`] starts every valid one with
+//! Each input of the config is a tenant (`tenant`): [`run_collector`] starts every valid one with
 //! [`start_tenant`] under the `supervisor`, which in the daemon applies each reload (SIGHUP,
 //! `--watch-config`; [`crate::reload`]) until the shutdown, then joins them. Each enabled
 //! service of a tenant runs as its own task (`service_task`) with its own API client and
@@ -11,17 +11,16 @@
 //!
 //! Shutdown: the first SIGINT/SIGTERM cancels a token that every await point of the pullers
 //! watches; a window in flight is abandoned before its checkpoint (it is asked for again after
-//! the restart), the pullers close their outputs, each held lease is released at once, and `run`
-//! returns. A second signal exits at once. Every task `run` spawns is in a `JoinSet` it owns (each
-//! tenant's services, and the `Background` tasks), joined before it returns and aborted if it is
-//! dropped: no task outlives `run`.
+//! the restart), the pullers close their outputs, each held lease is released at once, and
+//! `run_collector` returns. A second signal exits at once. Every task it spawns is in a
+//! `JoinSet` it owns (each tenant's services, and the `Background` tasks), joined before it
+//! returns and aborted if it is dropped: no task outlives `run_collector`.
 //!
-//! The files, one job each: `run` (the collector from a config), `store` (where the state is
+//! The files, one job each: `run` (the collector from a config, [`run_collector`]), `store` (where the state is
 //! kept, said at start), `outputs` (building the outputs, and `validate`'s check of them),
 //! `background` (the tasks besides the services, and their stop), `sender_monitor` (Devo's
 //! sender statistics), `tenant`, `service_task`, `supervisor` (reloads), `start_check`,
 //! `validate`, and `signals` (the shutdown signals and the `[EXIT]` line).
-
 
 mod background;
 mod outputs;
@@ -36,8 +35,7 @@ mod tenant;
 mod validate;
 
 pub use outputs::build_outputs;
-pub use run::{log_invalid_inputs, log_warnings, run, RunOptions};
+pub use run::{log_invalid_inputs, log_warnings, run_collector, RunOptions};
 pub use signals::{grace_elapsed, log_exit, shutdown_on_signal};
-pub use store::store_for;
 pub use tenant::{start_tenant, SenderRegistry, Shared, TenantHandle};
 pub use validate::validate;

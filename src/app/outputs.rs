@@ -59,7 +59,11 @@ pub(super) fn distinct_outputs(config: &Config) -> Vec<(&[OutputConfig], Vec<&st
 }
 
 /// `validate`: that each of `outputs` is usable; `whose` names the inputs using them.
-pub(super) async fn validate_outputs(outputs: &[OutputConfig], whose: &str, clock: &SharedClock) -> bool {
+pub(super) async fn validate_outputs(
+    outputs: &[OutputConfig],
+    whose: &str,
+    clock: &SharedClock,
+) -> bool {
     let mut outputs = match build_outputs(outputs, clock) {
         Ok(outputs) => outputs,
         Err(e) => {
@@ -79,4 +83,3 @@ pub(super) async fn validate_outputs(outputs: &[OutputConfig], whose: &str, cloc
     }
     ok
 }
-

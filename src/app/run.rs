@@ -10,7 +10,7 @@ use super::background::{
     Background, BACKGROUND_STOP_BOUND,
 };
 use super::sender_monitor::sender_monitor;
-use super::store::{open_store, store_for};
+use super::store::open_store;
 use super::supervisor::Supervisor;
 use super::{start_check, SenderRegistry, Shared};
 use crate::clock::SharedClock;
@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::budget::WindowBudget;
 use crate::state::StateStore;
 
-/// How `run` behaves.
+/// How [`run_collector`] behaves (the `run` command's options).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunOptions {
     /// One catch-up cycle per service, then return.
@@ -56,14 +56,15 @@ pub fn log_invalid_inputs(config: &Config) {
 
 /// Runs the collector with `clock` as its wall clock. Returns whether everything succeeded
 /// (`--once`), or whether the daemon stopped cleanly.
-pub async fn run(
+pub async fn run_collector(
     config: Config,
     options: RunOptions,
     mut reloads: Option<crate::reload::Source>,
     clock: SharedClock,
     cancel: CancellationToken,
 ) -> anyhow::Result<bool> {
-    let store = Arc::new(store_for(&config, options.no_save_state)?);
+    let (store, store_health) =
+        crate::state::build(&config.globals.persistence, options.no_save_state)?;
     // Held until the process ends: one process per filesystem state.
     let _state_lock = store.lock()?;
     let metrics = match &*store {
@@ -71,7 +72,7 @@ pub async fn run(
         _ => Metrics::new(),
     };
     let metrics = Arc::new(metrics);
-    open_store(&store, &metrics).await?;
+    open_store(&store, store_health, &metrics).await?;
     if config.services().next().is_none() {
         warn!("The \"input\" configuration entry for proofpoint_isolation is not enabled");
         return Ok(true);
@@ -115,7 +116,7 @@ pub async fn run(
         start_watcher(source, &mut background);
     }
     let supervisor = Supervisor::start(&config, shared, &cancel)?;
-    let all_ok = supervisor.run(reloads).await;
+    let all_ok = supervisor.reload_until_shutdown(reloads).await;
     background.shutdown(BACKGROUND_STOP_BOUND).await;
     Ok(all_ok)
 }

@@ -9,15 +9,15 @@ use super::outputs::{distinct_outputs, validate_outputs};
 use super::service_task::log_connection;
 use super::store::warn_about_durability;
 use crate::clock::SharedClock;
-use crate::config::{Config, Persistence};
+use crate::config::Config;
+use crate::isolation::client::{self, ApiContext};
 use crate::isolation::limiter::input_limiter;
-use crate::isolation::puller::Puller;
-use crate::state::redis::RedisStore;
 use crate::state::StateStore;
 use crate::telemetry;
 
-/// `validate`: the outputs each valid input uses reachable, then each enabled service's
-/// authentication. With several inputs, each line names the input(s) it is about.
+/// `validate`: the outputs each valid input uses reachable, the state store, then each enabled
+/// service's authentication: the health check of each part (see [`crate::component`]), none of
+/// the parts run. With several inputs, each line names the input(s) it is about.
 pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
     let mut ok = true;
     for (outputs, ids) in distinct_outputs(config) {
@@ -28,29 +28,35 @@ pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
         ok &= validate_outputs(outputs, &whose, clock).await;
     }
     ok &= validate_persistence(config).await;
+    ok &= validate_api(config, clock).await;
+    ok
+}
+
+/// `validate`: each enabled service's setup check (the API accepts its key through its route).
+async fn validate_api(config: &Config, clock: &SharedClock) -> bool {
+    let mut ok = true;
+    // The few requests of the checks count against a quota of their own, not the live one.
     let store = Arc::new(StateStore::memory());
     let mut limiters = std::collections::HashMap::new();
     for (input, svc) in config.services() {
-        let input_limiter = limiters
+        let limiter = limiters
             .entry(input.id.clone())
-            .or_insert_with(|| input_limiter(&input.pacing.requests_limits))
-            .clone();
+            .or_insert_with(|| input_limiter(&input.pacing.requests_limits));
         let span = telemetry::setup_span(&input.name, &input.id, svc.service);
         span.in_scope(|| log_connection(svc));
-        let result = async {
-            let mut puller = Puller::new(
-                input,
-                &input_limiter,
-                svc.clone(),
-                Vec::new(),
-                store.clone(),
-                CancellationToken::new(),
-                clock.clone(),
-            )?;
-            puller.setup().await.map_err(anyhow::Error::from)
-        }
-        .instrument(span.clone())
-        .await;
+        let cx = ApiContext {
+            limiter,
+            store: &store,
+            cancel: CancellationToken::new(),
+            clock: clock.clone(),
+        };
+        let result = match client::build(input, svc, cx) {
+            Ok((_client, setup_check)) => setup_check
+                .instrument(span.clone())
+                .await
+                .map_err(anyhow::Error::from),
+            Err(e) => Err(anyhow::Error::from(e)),
+        };
         if let Err(e) = result {
             span.in_scope(|| error!("Input {}, service {}: {e:#}", input.id, svc.service));
             ok = false;
@@ -59,33 +65,29 @@ pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
     ok
 }
 
-/// `validate`: with Redis persistence, that it answers and accepts the credentials (connect,
-/// `AUTH`, `SELECT` the database, `PING`).
+/// `validate`: with Redis persistence, that it answers and accepts the credentials (the store's
+/// health check), and how it can lose the states.
 async fn validate_persistence(config: &Config) -> bool {
-    let Persistence::Redis(r) = &config.globals.persistence else {
-        return true;
+    let checked = match crate::state::build(&config.globals.persistence, false) {
+        Ok((store, health)) => health.await.map(|()| store),
+        Err(e) => Err(e),
     };
-    match RedisStore::new(r) {
-        Ok(store) => match store.check().await {
-            Ok(()) => {
-                match store.master() {
-                    Some(master) => info!(
-                        "Redis at {} answers: the sentinels name {master} as the master.",
-                        store.address()
-                    ),
-                    None => info!("Redis at {} answers.", store.address()),
-                }
-                warn_about_durability(&store).await;
-                true
-            }
-            Err(e) => {
-                error!("Persistence: {e}");
-                false
-            }
-        },
+    let store = match checked {
+        Ok(store) => store,
         Err(e) => {
             error!("Persistence: {e}");
-            false
+            return false;
         }
+    };
+    if let Some(redis) = store.redis() {
+        match redis.master() {
+            Some(master) => info!(
+                "Redis at {} answers: the sentinels name {master} as the master.",
+                redis.address()
+            ),
+            None => info!("Redis at {} answers.", redis.address()),
+        }
+        warn_about_durability(redis).await;
     }
+    true
 }

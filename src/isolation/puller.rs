@@ -40,8 +40,6 @@ use crate::isolation::client::{ApiClient, FetchError};
 use crate::isolation::devo_log;
 use crate::isolation::job_cap::JobCap;
 use crate::isolation::lease::LeaseGate;
-use crate::isolation::limiter::input_quota::InputQuota;
-use crate::isolation::limiter::{InputLimiter, SharedLimits};
 use crate::isolation::lookahead::LookAhead;
 use crate::isolation::statistics::{CycleReport, CycleStats};
 use crate::metrics::{Metrics, ServiceMetrics};
@@ -150,30 +148,21 @@ pub struct Puller {
 pub type Progress = Box<dyn FnMut(Millis, &CycleStats) + Send>;
 
 impl Puller {
+    /// The puller of `svc` of `input`, with its API client (built by
+    /// [`crate::isolation::client::build`]) and its outputs.
     pub fn new(
         input: &InputConfig,
-        input_limiter: &InputLimiter,
         svc: ServiceConfig,
+        client: ApiClient,
         outputs: Vec<Output>,
         store: Arc<StateStore>,
         cancel: CancellationToken,
         clock: SharedClock,
-    ) -> Result<Puller, reqwest::Error> {
+    ) -> Puller {
         let thread = devo_log::puller_thread(input, &svc);
-        let client =
-            ApiClient::new(
-                &svc,
-                input.api_key.clone(),
-                input.key_placement,
-                input.request_interval(&svc),
-                cancel.clone(),
-            )?
-            .with_limits(SharedLimits::for_service(input_limiter, &svc).counted_in(
-                InputQuota::new(&store, &input.id, &input.pacing.requests_limits),
-            ));
         let key = StateStore::key(&input.id, svc.service.name());
         let metrics = ServiceMetrics::detached(svc.service);
-        Ok(Puller {
+        Puller {
             outputs: Outputs::new(outputs, metrics.clone(), cancel.clone()),
             checkpoint: Checkpoint::new(store, key, &svc, metrics.clone()),
             obfuscator: Obfuscator::new(svc.obfuscation.clone()),
@@ -193,7 +182,7 @@ impl Puller {
             jobs: JobCap::default(),
             bytes_per_event: None,
             gate: LeaseGate::open(),
-        })
+        }
     }
 
     /// Pulls under a lease's tenure from now on: `cancel` (the tenure's token) stops it, `gate`

@@ -239,7 +239,6 @@ impl Metrics {
         self.persistence_wiped.inc();
     }
 
-
     /// The handle one service of input `input` counts through (its puller, client, lease).
     pub fn service(self: &Arc<Self>, input: &str, service: Service) -> ServiceMetrics {
         ServiceMetrics {
