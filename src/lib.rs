@@ -52,6 +52,8 @@
 //! - [`clock`]: the injected wall clock, the only place that reads the system time of day.
 //! - [`commands`]: the subcommands' bodies behind the thin `main.rs` (one preamble: load the
 //!   config, start logging).
+//! - [`component`]: the shape each component is built in: from its config and a context, the
+//!   running part and its health check (`validate` awaits the checks, `run` runs the parts).
 //! - [`app`], [`cli`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
 //! - `demo` (the default cargo feature `demo`): the collector against the simulator of the vendor
 //!   API, the workspace crate `isolation-sim` (`crates/isolation-sim`; the tests and benchmarks

@@ -1,9 +1,10 @@
 //! Prometheus metrics, health and readiness, served by the optional HTTP listener
 //! (`globals.metrics_listen`).
 //!
-//! One [`Metrics`] per process, created in `app::run_collector` and passed explicitly (an `Arc`) to each
-//! service's puller and API client; nothing is global, so tests and `validate` can build pullers
-//! without a registry (they get a private, unserved one). Business code calls one method of
+//! One [`Metrics`] per process, created in `app::run_collector` and passed explicitly (an `Arc`)
+//! to each service's puller and API client; nothing is global, so tests, `validate` and
+//! `backfill` can build clients and pullers without a registry (they get a private, unserved
+//! one). Business code calls one method of
 //! [`ServiceMetrics`] per thing counted, so the counting points stay one line each.
 //!
 //! Labels are few and bounded: `input` (the input ids of the config: one per tenant), `service`
