@@ -231,19 +231,14 @@ impl Puller {
         self
     }
 
-    /// The setup check ("Making sample request to test authentication.").
+    /// The setup check ([`ApiClient::setup_check`]); its answer is what `/ready` says of the
+    /// service.
     pub async fn setup(&mut self) -> Result<(), FetchError> {
-        devo_log::setup_started();
-        match self.client.check_auth(self.clock.now()).await {
-            Ok(()) => self.metrics.setup(Ok(())),
-            Err(FetchError::Cancelled) => return Err(FetchError::Cancelled),
-            Err(e) => {
-                self.metrics.setup(Err(e.to_string()));
-                return Err(e);
-            }
-        }
-        devo_log::setup_succeeded();
-        Ok(())
+        let metrics = &self.metrics;
+        let answered = |r: &Result<(), FetchError>| {
+            metrics.setup(r.as_ref().map(|&()| ()).map_err(ToString::to_string))
+        };
+        self.client.setup_check(self.clock.now(), answered).await
     }
 
     /// Devo's `pre_pull`: the state's load, upgrade, correct, reset, save if changed.

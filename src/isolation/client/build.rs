@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -27,10 +28,9 @@ pub struct ApiContext<'a> {
     pub clock: SharedClock,
 }
 
-/// Builds the API client of `svc` of `input`, and its health check: the setup check ("Making
-/// sample request to test authentication.", one small job creation over the minute before
-/// now), with Devo's lines around it. The check shares the client's connections and pacing; the
-/// puller runs the same check itself, retried, before it pulls (`Puller::setup`).
+/// Builds the API client of `svc` of `input`, and its health check: the setup check
+/// ([`ApiClient::setup_check`]) on the client's connections and pacing. The puller runs the same
+/// check itself, retried and counted in `/ready`, before it pulls (`Puller::setup`).
 pub fn build(
     input: &InputConfig,
     svc: &ServiceConfig,
@@ -47,16 +47,29 @@ pub fn build(
     .with_limits(SharedLimits::for_service(cx.limiter, svc).counted_in(quota));
     let mut probe = client.probe();
     let clock = cx.clock;
-    let health = Box::pin(async move {
-        devo_log::setup_started();
-        probe.check_auth(clock.now()).await?;
-        devo_log::setup_succeeded();
-        Ok(())
-    });
+    let health = Box::pin(async move { probe.setup_check(clock.now(), |_| {}).await });
     Ok((client, health))
 }
 
 impl ApiClient {
+    /// The setup check ("Making sample request to test authentication."): one small job
+    /// creation over the minute before `now`, between Devo's lines. `answered` hears the API's
+    /// answer (a cancellation is none) before the success line is said.
+    pub async fn setup_check(
+        &mut self,
+        now: DateTime<Utc>,
+        answered: impl FnOnce(&Result<(), FetchError>),
+    ) -> Result<(), FetchError> {
+        devo_log::setup_started();
+        let result = self.check_auth(now).await;
+        if !matches!(result, Err(FetchError::Cancelled)) {
+            answered(&result);
+        }
+        result?;
+        devo_log::setup_succeeded();
+        Ok(())
+    }
+
     /// A client on the same connections, pacing and counters, with statistics of its own.
     fn probe(&self) -> ApiClient {
         ApiClient {
