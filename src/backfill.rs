@@ -20,6 +20,7 @@ use tracing::{info, Instrument};
 use crate::app::build_outputs;
 use crate::clock::SharedClock;
 use crate::config::{Config, OutputKind};
+use crate::isolation::client::{self, ApiContext};
 use crate::isolation::limiter::input_limiter;
 use crate::isolation::puller::{Progress, Puller};
 use crate::isolation::statistics::CycleStats;
@@ -108,8 +109,9 @@ impl Request {
     }
 }
 
-/// Runs the backfill with `clock` as the wall clock. Returns whether everything was delivered.
-pub async fn run(
+/// Pulls the requested range of one service once and delivers it, with `clock` as the wall
+/// clock. Returns whether everything was delivered.
+pub async fn pull_range(
     config: Config,
     request: Request,
     clock: SharedClock,
@@ -145,7 +147,14 @@ pub async fn run(
     let span = crate::telemetry::puller_span(&input.name, &input.id, svc.service);
     let budget = WindowBudget::new(config.globals.window_memory_budget, 1);
     let input_limiter = input_limiter(&input.pacing.requests_limits);
-    let mut puller = Puller::new(&input, &input_limiter, svc, outputs, store, cancel, clock)?
+    let api = ApiContext {
+        limiter: &input_limiter,
+        store: &store,
+        cancel: cancel.clone(),
+        clock: clock.clone(),
+    };
+    let (client, _setup_check) = client::build(&input, &svc, api)?;
+    let mut puller = Puller::new(&input, svc, client, outputs, store, cancel, clock)
         .with_budget(budget)
         .with_cycle_end(to)
         .with_progress(progress(from, to));

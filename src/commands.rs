@@ -132,9 +132,9 @@ pub async fn run(
     // `--once` with an input left out did not deliver everything.
     let all_inputs = config.invalid_inputs.is_empty() || !options.once;
     let ran = tokio::select! {
-        result = app::run(config, options, reloads, clock, tap, cancel.clone()) => finish(result),
+        result = app::run_collector(config, options, reloads, clock, tap, cancel.clone()) => finish(result),
         () = app::grace_elapsed(cancel, grace) => {
-            // Whatever was in flight is abandoned unconfirmed (dropping `app::run` aborts its
+            // Whatever was in flight is abandoned unconfirmed (dropping `app::run_collector` aborts its
             // tasks): its window is asked for again after the restart, so nothing is lost.
             tracing::error!(
                 "The graceful shutdown did not finish within {} seconds (globals.shutdown_grace_period_in_seconds); exiting now.",
@@ -187,7 +187,7 @@ pub async fn state(
     clock: &SharedClock,
 ) -> Result<bool, BadUsage> {
     let config = prepare(path, None, clock)?;
-    let store = app::store_for(&config, false).map_err(|e| {
+    let store = StateStore::from_config(&config.globals.persistence, false).map_err(|e| {
         eprintln!("error: {e}");
         BadUsage
     })?;
@@ -433,7 +433,7 @@ pub async fn backfill(
             })?;
     start_logging(&config, log_format, &clock);
     Ok(finish(
-        backfill::run(config, request, clock, cancel_on_signal()).await,
+        backfill::pull_range(config, request, clock, cancel_on_signal()).await,
     ))
 }
 
@@ -450,5 +450,8 @@ pub struct DemoArgs {
 #[cfg(feature = "demo")]
 pub async fn demo(args: DemoArgs, log_format: LogFormat, clock: SharedClock) -> bool {
     telemetry::init(false, log_format, clock.clone());
-    finish(crate::demo::run(args.events, &args.dir, args.follow, args.quiet, clock).await)
+    finish(
+        crate::demo::run_against_simulators(args.events, &args.dir, args.follow, args.quiet, clock)
+            .await,
+    )
 }

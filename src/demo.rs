@@ -21,8 +21,9 @@ use isolation_sim::{Dataset, SimConfig, SimHandle};
 
 const DEMO_KEY: &str = "00000000-0000-0000-0000-000000000000";
 
-/// Runs the demo; `clock` is the collector's wall clock and stamps the published events.
-pub async fn run(
+/// Runs the collector against two simulated vendor hosts (one catch-up, or `--follow`);
+/// `clock` is the collector's wall clock and stamps the published events.
+pub async fn run_against_simulators(
     events: usize,
     dir: &Path,
     follow: bool,
@@ -48,11 +49,13 @@ pub async fn run(
     // The demo's config has no output with `internal_messages`: the tap stays unconnected.
     if follow {
         let publisher = publish_new_and_late_events([&web, &url], clock.clone(), cancel.clone());
-        let collector = app::run(config, options, None, clock, InternalTap::default(), cancel);
+        let collector =
+            app::run_collector(config, options, None, clock, InternalTap::default(), cancel);
         let (ok, ()) = tokio::join!(collector, publisher);
         return ok;
     }
-    let ok = app::run(config, options, None, clock, InternalTap::default(), cancel).await?;
+    let ok =
+        app::run_collector(config, options, None, clock, InternalTap::default(), cancel).await?;
     report_output_files(&dir_abs);
     info!("Demo: run it again and nothing is delivered twice; `--follow` keeps it running with new and late events.");
     Ok(ok)

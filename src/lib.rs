@@ -7,7 +7,7 @@
 //!
 //! ## Data flow
 //! ```text
-//! config.yaml ─► config::Config (all problems at once; one InputConfig per tenant) ─► app::run
+//! config.yaml ─► config::Config (all problems at once; one InputConfig per tenant) ─► app::run_collector
 //!   per valid input (a tenant, app::tenant: its own cancel token; shared: store, metrics,
 //!   window budget, job cap)
 //!   per enabled service (own task): isolation::puller::Puller (the window loop)
@@ -52,6 +52,8 @@
 //! - [`clock`]: the injected wall clock, the only place that reads the system time of day.
 //! - [`commands`]: the subcommands' bodies behind the thin `main.rs` (one preamble: load the
 //!   config, start logging).
+//! - [`component`]: the shape each component is built in: from its config and a context, the
+//!   running part and its health check (`validate` awaits the checks, `run` runs the parts).
 //! - [`app`], [`cli`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
 //! - `demo` (the default cargo feature `demo`): the collector against the simulator of the vendor
 //!   API, the workspace crate `isolation-sim` (`crates/isolation-sim`; the tests and benchmarks
@@ -67,6 +69,7 @@ pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod component;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -47,10 +47,11 @@ enum Stopped {
 }
 
 impl ServiceTask {
-    /// Runs the service: `--once`, or the daemon. In the daemon, every wait before pulling
+    /// Pulls the service until it is stopped: `--once` (one cycle), or the daemon (the lease
+    /// loop, until the shutdown). In the daemon, every wait before pulling
     /// starts (the setup retry, the standby, the `pre_pull` retry) ends at once on `cancel`, and
     /// a service stopped there stopped cleanly.
-    pub(super) async fn run(mut self, setup_span: tracing::Span) -> bool {
+    pub(super) async fn pull_until_stopped(mut self, setup_span: tracing::Span) -> bool {
         info!("Starting thread");
         setup_span.in_scope(|| log_connection(&self.svc));
         if self.options.once {

@@ -19,7 +19,7 @@ use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::{build_outputs, distinct_outputs};
+use super::outputs::{build_outputs, distinct_outputs};
 use crate::clock::SharedClock;
 use crate::config::Config;
 

@@ -75,7 +75,7 @@ impl Supervisor {
     /// Applies each reload request of `source` until the shutdown (without a source, `--once`
     /// or the demo, only waits for the tenants), then waits for every tenant. `true` when every
     /// tenant stopped cleanly (and, with `--once`, delivered everything).
-    pub(super) async fn run(mut self, source: Option<reload::Source>) -> bool {
+    pub(super) async fn reload_until_shutdown(mut self, source: Option<reload::Source>) -> bool {
         if let Some(mut source) = source {
             let mut text = read_text(&source.path);
             loop {

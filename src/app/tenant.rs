@@ -25,8 +25,9 @@ use super::service_task::ServiceTask;
 use super::{build_outputs, RunOptions};
 use crate::clock::SharedClock;
 use crate::config::{InputConfig, ServiceConfig};
+use crate::isolation::client::{self, ApiContext};
 use crate::isolation::job_cap::JobCap;
-use crate::isolation::lease::Lease;
+use crate::isolation::lease::{Lease, LeaseContext};
 use crate::isolation::limiter::{input_limiter, InputLimiter};
 use crate::isolation::puller::Puller;
 use crate::isolation::shard::Shard;
@@ -155,7 +156,9 @@ pub fn start_tenant(
             let (name, id) = (&input.name, &input.id);
             let span = telemetry::puller_span(name, id, svc.service);
             let setup_span = telemetry::setup_span(name, id, svc.service);
-            handle.tasks.spawn(task.run(setup_span).instrument(span));
+            handle
+                .tasks
+                .spawn(task.pull_until_stopped(setup_span).instrument(span));
         }
     }
     Ok(handle)
@@ -182,27 +185,35 @@ fn service_task(
             _ => {}
         }
     }
+    let api = ApiContext {
+        limiter: input_limiter,
+        store: &shared.store,
+        cancel: cancel.clone(),
+        clock: shared.clock.clone(),
+    };
+    // The puller runs the setup check itself, retried, before each lease it takes.
+    let (client, _setup_check) = client::build(input, svc, api)?;
     let puller = Puller::new(
         input,
-        input_limiter,
         svc.clone(),
+        client,
         outputs,
         shared.store.clone(),
         cancel.clone(),
         shared.clock.clone(),
-    )?
+    )
     .with_budget(shared.budget.clone())
     .with_job_cap(shared.jobs.clone())
     .with_metrics(&shared.metrics);
-    let mut lease = Lease::new(
-        shared.store.clone(),
-        StateStore::key(&input.id, svc.service.name()),
+    let lease = Lease::build(
+        &input.id,
         svc.service,
-        shared.metrics.service(&input.id, svc.service),
+        LeaseContext {
+            store: &shared.store,
+            metrics: shared.metrics.service(&input.id, svc.service),
+            shard: shared.shard.as_ref(),
+        },
     );
-    if let Some(shard) = &shared.shard {
-        lease = lease.with_shard(shard.clone());
-    }
     Ok(ServiceTask {
         puller,
         svc: svc.clone(),

@@ -129,7 +129,7 @@ fn write_raw(file: &mut std::fs::File, l: &DeadLetter, path: Option<&Path>) -> b
 /// The config and its store, for a `state` command.
 fn open(path: &Path, clock: &SharedClock) -> Result<(Config, StateStore), BadUsage> {
     let config = prepare(path, None, clock)?;
-    let store = app::store_for(&config, false).map_err(|e| {
+    let store = StateStore::from_config(&config.globals.persistence, false).map_err(|e| {
         eprintln!("error: {e}");
         BadUsage
     })?;

@@ -36,7 +36,9 @@ use crate::isolation::limiter::SharedLimits;
 use crate::metrics::{JobFault, Outcome, ServiceMetrics};
 use crate::secret::{redact_then_cut, ApiKey};
 
+mod build;
 mod job_pages;
+pub use build::{build, ApiContext};
 use job_pages::{JobPages, Sorted};
 
 /// Why an API call failed.

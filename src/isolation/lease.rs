@@ -80,7 +80,27 @@ pub enum TakeError {
     Store(StateError),
 }
 
+/// What a service's lease is built with besides the service.
+pub struct LeaseContext<'a> {
+    /// The store the lease lives in (only Redis has leases: elsewhere taking never waits).
+    pub store: &'a Arc<StateStore>,
+    pub metrics: ServiceMetrics,
+    /// The process's coordinator of the replicas' shares (the daemon on Redis).
+    pub shard: Option<&'a Arc<Shard>>,
+}
+
 impl Lease {
+    /// The lease of `service` of input `input_id` (the shape of [`crate::component`], without a
+    /// health check of its own: the lease lives in the state store, whose check stands for it).
+    pub fn build(input_id: &str, service: Service, cx: LeaseContext<'_>) -> Lease {
+        let key = StateStore::key(input_id, service.name());
+        let lease = Lease::new(cx.store.clone(), key, service, cx.metrics);
+        match cx.shard {
+            Some(shard) => lease.with_shard(shard.clone()),
+            None => lease,
+        }
+    }
+
     pub fn new(
         store: Arc<StateStore>,
         key: String,

@@ -40,8 +40,6 @@ use crate::isolation::client::{ApiClient, FetchError};
 use crate::isolation::devo_log;
 use crate::isolation::job_cap::JobCap;
 use crate::isolation::lease::LeaseGate;
-use crate::isolation::limiter::input_quota::InputQuota;
-use crate::isolation::limiter::{InputLimiter, SharedLimits};
 use crate::isolation::lookahead::LookAhead;
 use crate::isolation::statistics::{CycleReport, CycleStats};
 use crate::metrics::{Metrics, ServiceMetrics};
@@ -150,30 +148,21 @@ pub struct Puller {
 pub type Progress = Box<dyn FnMut(Millis, &CycleStats) + Send>;
 
 impl Puller {
+    /// The puller of `svc` of `input`, with its API client (built by
+    /// [`crate::isolation::client::build`]) and its outputs.
     pub fn new(
         input: &InputConfig,
-        input_limiter: &InputLimiter,
         svc: ServiceConfig,
+        client: ApiClient,
         outputs: Vec<Output>,
         store: Arc<StateStore>,
         cancel: CancellationToken,
         clock: SharedClock,
-    ) -> Result<Puller, reqwest::Error> {
+    ) -> Puller {
         let thread = devo_log::puller_thread(input, &svc);
-        let client =
-            ApiClient::new(
-                &svc,
-                input.api_key.clone(),
-                input.key_placement,
-                input.request_interval(&svc),
-                cancel.clone(),
-            )?
-            .with_limits(SharedLimits::for_service(input_limiter, &svc).counted_in(
-                InputQuota::new(&store, &input.id, &input.pacing.requests_limits),
-            ));
         let key = StateStore::key(&input.id, svc.service.name());
         let metrics = ServiceMetrics::detached(svc.service);
-        Ok(Puller {
+        Puller {
             outputs: Outputs::new(outputs, metrics.clone(), cancel.clone()),
             checkpoint: Checkpoint::new(store, key, &svc, metrics.clone()),
             obfuscator: Obfuscator::new(svc.obfuscation.clone()),
@@ -193,7 +182,7 @@ impl Puller {
             jobs: JobCap::default(),
             bytes_per_event: None,
             gate: LeaseGate::open(),
-        })
+        }
     }
 
     /// Pulls under a lease's tenure from now on: `cancel` (the tenure's token) stops it, `gate`
@@ -242,19 +231,14 @@ impl Puller {
         self
     }
 
-    /// The setup check ("Making sample request to test authentication.").
+    /// The setup check ([`ApiClient::setup_check`]); its answer is what `/ready` says of the
+    /// service.
     pub async fn setup(&mut self) -> Result<(), FetchError> {
-        devo_log::setup_started();
-        match self.client.check_auth(self.clock.now()).await {
-            Ok(()) => self.metrics.setup(Ok(())),
-            Err(FetchError::Cancelled) => return Err(FetchError::Cancelled),
-            Err(e) => {
-                self.metrics.setup(Err(e.to_string()));
-                return Err(e);
-            }
-        }
-        devo_log::setup_succeeded();
-        Ok(())
+        let metrics = &self.metrics;
+        let answered = |r: &Result<(), FetchError>| {
+            metrics.setup(r.as_ref().map(|&()| ()).map_err(ToString::to_string))
+        };
+        self.client.setup_check(self.clock.now(), answered).await
     }
 
     /// Devo's `pre_pull`: the state's load, upgrade, correct, reset, save if changed.

@@ -82,7 +82,7 @@ impl Requests {
     }
 }
 
-/// Where a daemon's reloads come from (handed to `app::run`).
+/// Where a daemon's reloads come from (handed to `app::run_collector`).
 #[derive(Debug)]
 pub struct Source {
     /// The config file as resolved at start: every reload reads this file.

@@ -33,9 +33,12 @@ pub mod redis;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::component::Healthcheck;
+use crate::config::Persistence;
 use crate::output::Position;
 use crate::pipeline::dedup::{DedupMemory, DedupRecord};
 use crate::pipeline::window::Cursors;
@@ -493,10 +496,82 @@ impl StateStore {
 }
 
 pub use filesystem::directory_mode_warning;
+
+/// Builds the store `persistence` names (memory only with `no_save_state`) and its health check
+/// (see [`crate::component`]): with Redis, that it answers and accepts the credentials (connect,
+/// `AUTH`, `SELECT` the database, `PING`); the directory and memory stores have no far end to
+/// ask. Nothing connects until the check or the first operation.
+pub fn build(
+    persistence: &Persistence,
+    no_save_state: bool,
+) -> Result<(Arc<StateStore>, Healthcheck<StateError>), StateError> {
+    let store = Arc::new(StateStore::from_config(persistence, no_save_state)?);
+    let checked = store.clone();
+    let health = Box::pin(async move {
+        match checked.redis() {
+            Some(r) => r.check().await,
+            None => Ok(()),
+        }
+    });
+    Ok((store, health))
+}
+
+impl StateStore {
+    /// The store `persistence` names (memory only with `no_save_state`), without its check: the
+    /// commands that read or edit states build it so.
+    pub fn from_config(persistence: &Persistence, no_save_state: bool) -> Result<Self, StateError> {
+        Ok(match (persistence, no_save_state) {
+            (Persistence::Filesystem { directory }, false) => {
+                StateStore::filesystem(directory.clone())
+            }
+            (Persistence::Redis(r), false) => {
+                StateStore::Redis(Box::new(redis::RedisStore::new(r)?))
+            }
+            _ => StateStore::memory(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::filesystem::{self, tmp_path};
     use super::*;
+
+    /// A Redis nobody listens on.
+    fn unreachable_redis() -> Persistence {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        Persistence::Redis(crate::config::RedisConfig {
+            host: "127.0.0.1".into(),
+            port,
+            password: None,
+            username: None,
+            db: 0,
+            tls: false,
+            ca: None,
+            key_prefix: String::new(),
+            lease_ttl: std::time::Duration::from_secs(10),
+            unpulled_after: None,
+            sentinel: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn the_store_is_checked_only_when_its_health_check_is_awaited() {
+        let (store, health) = build(&unreachable_redis(), false).unwrap();
+        // Built without connecting: the check is what finds Redis unreachable.
+        let redis = store.redis().unwrap();
+        assert_eq!(redis.failures(), 0);
+        let e = health.await.unwrap_err();
+        assert!(e.is_unavailable(), "{e}");
+        assert_eq!(redis.failures(), 1);
+        // `--no-save-state`: the state is in memory, with no far end to ask.
+        let (store, health) = build(&unreachable_redis(), true).unwrap();
+        assert!(matches!(*store, StateStore::Memory(_)));
+        health.await.unwrap();
+    }
     use crate::event::Event;
     use bytes::Bytes;
     use std::path::Path;

@@ -1,0 +1,124 @@
+//! `run`: the collector from a loaded config, until `--once` ends or the shutdown.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use super::background::{
+    start_internal_messages, start_listener_and_memory_log, start_sharding, start_watcher,
+    Background, BACKGROUND_STOP_BOUND,
+};
+use super::sender_monitor::sender_monitor;
+use super::store::open_store;
+use super::supervisor::Supervisor;
+use super::{start_check, SenderRegistry, Shared};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::isolation::job_cap::JobCap;
+use crate::metrics::Metrics;
+use crate::pipeline::budget::WindowBudget;
+use crate::state::StateStore;
+use crate::telemetry::InternalTap;
+
+/// How [`run_collector`] behaves (the `run` command's options).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// One catch-up cycle per service, then return.
+    pub once: bool,
+    /// Keep the state in memory only (`--no-save-state`).
+    pub no_save_state: bool,
+    /// `--strict`: refuse to start (exit 64) when any input block is invalid, instead of
+    /// starting the valid ones, and (exit 1) when an output fails its check at start.
+    pub strict: bool,
+}
+
+/// Logs the config's warnings once logging is up.
+pub fn log_warnings(config: &Config) {
+    for w in &config.warnings {
+        warn!("Configuration: {w}");
+    }
+}
+
+/// Logs each invalid input's problems (errors, with its id): `run` starts the other inputs.
+pub fn log_invalid_inputs(config: &Config) {
+    for bad in &config.invalid_inputs {
+        let id = bad.id.as_deref().unwrap_or("without a valid id");
+        error!(
+            "Input {id} ({}) is not started: {} problem(s) in its configuration block; the other inputs run",
+            bad.source,
+            bad.problems.len()
+        );
+        for p in &bad.problems {
+            error!("Configuration of input {id}: {p}");
+        }
+    }
+}
+
+/// Runs the collector with `clock` as its wall clock. Returns whether everything succeeded
+/// (`--once`), or whether the daemon stopped cleanly.
+pub async fn run_collector(
+    config: Config,
+    options: RunOptions,
+    mut reloads: Option<crate::reload::Source>,
+    clock: SharedClock,
+    tap: InternalTap,
+    cancel: CancellationToken,
+) -> anyhow::Result<bool> {
+    let (store, store_health) =
+        crate::state::build(&config.globals.persistence, options.no_save_state)?;
+    // Held until the process ends: one process per filesystem state.
+    let _state_lock = store.lock()?;
+    let metrics = match &*store {
+        StateStore::Redis(_) => Metrics::new().with_leases(),
+        _ => Metrics::new(),
+    };
+    let metrics = Arc::new(metrics);
+    open_store(&store, store_health, &metrics).await?;
+    if config.services().next().is_none() {
+        warn!("The \"input\" configuration entry for proofpoint_isolation is not enabled");
+        return Ok(true);
+    }
+    let Some(failed) = start_check::check_outputs(&config, &clock, &cancel).await else {
+        return Ok(true); // a shutdown request during the check: nothing was started
+    };
+    if options.strict && !failed.is_empty() {
+        anyhow::bail!(
+            "run --strict starts nothing while an output fails its check ({}); fix it, or run without --strict to start and retry it",
+            failed.join(", ")
+        );
+    }
+    let mut background = Background::new(&cancel);
+    start_internal_messages(&config, &clock, &tap, &mut background)?;
+    start_listener_and_memory_log(&config, &metrics, options, &clock, &mut background).await?;
+    let shard = start_sharding(&config, &store, &metrics, options, &mut background).await;
+    let shared = Shared {
+        store,
+        metrics,
+        shard,
+        clock: clock.clone(),
+        // One window memory budget for every service of the process.
+        budget: WindowBudget::new(
+            config.globals.window_memory_budget,
+            config.services().count(),
+        ),
+        jobs: JobCap::new(config.globals.max_concurrent_jobs),
+        options,
+        senders: SenderRegistry::default(),
+    };
+    if !options.once {
+        let period = config.globals.sender_stats_period;
+        let stop = background.stop.clone();
+        let senders = shared.senders.clone();
+        background
+            .tasks
+            .spawn(sender_monitor(senders, period, clock, stop));
+    }
+    if let Some(source) = reloads.as_mut() {
+        start_watcher(source, &mut background);
+    }
+    let supervisor = Supervisor::start(&config, shared, &cancel)?;
+    let all_ok = supervisor.reload_until_shutdown(reloads).await;
+    background.shutdown(BACKGROUND_STOP_BOUND).await;
+    Ok(all_ok)
+}

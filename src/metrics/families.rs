@@ -1,0 +1,575 @@
+//! The metric families: their registration under the `isolation_collector` prefix, the series
+//! an expected service starts with and a forgotten tenant loses, the exposition, and the
+//! counting points of each service ([`ServiceMetrics`]).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::labels::{
+    DeadLetterLabels, JobFaultLabels, OutputLabels, RequestLabels, RuleLabels, ServiceLabels,
+};
+use super::{
+    lock, JobFault, Metrics, Outcome, SecondsGauge, ServiceId, ServiceMetrics, ShardingGauges,
+};
+use crate::service::Service;
+use crate::time::Millis;
+
+/// The per-service time gauges: `checkpoint_lag_seconds` and
+/// `last_successful_pull_timestamp_seconds`.
+fn register_time_gauges(
+    registry: &mut Registry,
+) -> (
+    Family<ServiceLabels, SecondsGauge>,
+    Family<ServiceLabels, SecondsGauge>,
+) {
+    let checkpoint_lag = Family::default();
+    registry.register_with_unit(
+        "checkpoint_lag",
+        "Now minus the service's checkpoint (everything before it is delivered).",
+        Unit::Seconds,
+        checkpoint_lag.clone(),
+    );
+    let last_pull = Family::default();
+    registry.register_with_unit(
+        "last_successful_pull_timestamp",
+        "Unix time of the end of the service's last successful pull cycle.",
+        Unit::Seconds,
+        last_pull.clone(),
+    );
+    (checkpoint_lag, last_pull)
+}
+
+/// `events_dead_lettered_total` and its label sets (what [`Metrics::forget_input`] removes).
+#[derive(Debug)]
+pub(super) struct DeadLetterSeries {
+    family: Family<DeadLetterLabels, Counter>,
+    series: Mutex<HashSet<DeadLetterLabels>>,
+}
+
+impl DeadLetterSeries {
+    pub(super) fn registered(registry: &mut Registry) -> DeadLetterSeries {
+        let family = Family::default();
+        registry.register(
+            "events_dead_lettered",
+            "Events set aside in the dead-letter store instead of delivered: output=\"none\" for events that could not be read (every output lacks them), else the one output that refused them for good. `state dead-letters` lists them.",
+            family.clone(),
+        );
+        DeadLetterSeries {
+            family,
+            series: Mutex::default(),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Every family, registered under the `isolation_collector` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("isolation_collector");
+        let received = Family::default();
+        registry.register(
+            "received_events",
+            "Events received from the API (every parsed page, the setup check's included).",
+            received.clone(),
+        );
+        let duplicates = Family::default();
+        registry.register(
+            "duplicate_events",
+            "Events dropped by the dedup memory (already delivered).",
+            duplicates.clone(),
+        );
+        let delivered = Family::default();
+        registry.register(
+            "delivered_events",
+            "Events confirmed by an output, per output and table.",
+            delivered.clone(),
+        );
+        let requests = Family::default();
+        registry.register(
+            "api_requests",
+            "API request attempts by outcome.",
+            requests.clone(),
+        );
+        let retries = Family::default();
+        registry.register(
+            "api_retries",
+            "API requests retried after a retryable failure.",
+            retries.clone(),
+        );
+        let polls = Family::default();
+        registry.register(
+            "job_polls",
+            "Polls of an API job that was not complete yet.",
+            polls.clone(),
+        );
+        let job_wait = Family::default();
+        registry.register(
+            "job_wait_seconds",
+            "Time spent polling API jobs that were not complete yet, with nothing to download or deliver meanwhile.",
+            job_wait.clone(),
+        );
+        let confirm_failures = Family::default();
+        registry.register(
+            "output_confirm_failures",
+            "Delivery attempts an output did not confirm (each is retried).",
+            confirm_failures.clone(),
+        );
+        let state_write_failures = Family::default();
+        registry.register(
+            "state_write_failures",
+            "State (checkpoint) writes that failed.",
+            state_write_failures.clone(),
+        );
+        let obfuscation_fallbacks = Family::default();
+        registry.register(
+            "obfuscation_fallbacks",
+            "Events in which an obfuscation rule could not read a value it targets; the value was masked whole with its type's default and the event delivered.",
+            obfuscation_fallbacks.clone(),
+        );
+        let dead_letters = DeadLetterSeries::registered(&mut registry);
+        let (checkpoint_lag, last_pull) = register_time_gauges(&mut registry);
+        Metrics {
+            // All three before `registry` moves in.
+            job_faults: register_job_faults(&mut registry),
+            registry,
+            received,
+            duplicates,
+            delivered,
+            requests,
+            retries,
+            polls,
+            job_wait,
+            confirm_failures,
+            state_write_failures,
+            obfuscation_fallbacks,
+            dead_letters,
+            checkpoint_lag,
+            last_pull,
+            lease_held: Family::default(),
+            lease_lost: Family::default(),
+            persistence_up: Gauge::default(),
+            unreplicated_writes: Counter::default(),
+            persistence_wiped: Counter::default(),
+            state_written_back: Family::default(),
+            sharding: ShardingGauges::default(),
+            checkpoints: Mutex::default(),
+            readiness: Mutex::default(),
+            output_series: Mutex::default(),
+            rule_series: Mutex::default(),
+        }
+    }
+
+    /// Registers the lease and persistence families (Redis persistence only) and shows leases in
+    /// `/ready`.
+    pub fn with_leases(mut self) -> Metrics {
+        self.registry.register(
+            "lease_held",
+            "1 while this process holds the service's lease (and pulls it), 0 while it stands by.",
+            self.lease_held.clone(),
+        );
+        self.registry.register(
+            "lease_lost",
+            "Leases lost while pulling (refused renewal or fenced write): the service stopped and stood by.",
+            self.lease_lost.clone(),
+        );
+        self.registry.register(
+            "persistence_up",
+            "1 if Redis answered the last operation, 0 if it was unreachable.",
+            self.persistence_up.clone(),
+        );
+        self.registry.register(
+            "persistence_wiped",
+            "Times this process found the Redis store wiped (its generation marker gone or changed): every state, lease and dead letter was lost.",
+            self.persistence_wiped.clone(),
+        );
+        self.registry.register(
+            "state_written_back",
+            "States this process wrote back to Redis from memory after Redis lost them.",
+            self.state_written_back.clone(),
+        );
+        self.registry.register(
+            "replicas_live",
+            "Replicas with a live heartbeat in Redis, this one included (they share the leases).",
+            self.sharding.replicas_live.clone(),
+        );
+        self.registry.register(
+            "fair_share",
+            "The most leases this replica takes: ceil(services / live replicas) + 1.",
+            self.sharding.fair_share.clone(),
+        );
+        self.registry.register(
+            "service_unpulled",
+            "1 while no replica has pulled the service for longer than unpulled_after_in_seconds (no replica holds its lease, or its holder's cycles keep failing), else 0. The same on every replica.",
+            self.sharding.unpulled.clone(),
+        );
+        self.registry.register(
+            "persistence_unreplicated_writes",
+            "State writes the Redis master stored but no replica acknowledged within the wait (a failover now may go back to an older state: re-sends, not losses).",
+            self.unreplicated_writes.clone(),
+        );
+        self.persistence_up.set(1);
+        lock(&self.readiness).leases = Some(BTreeMap::new());
+        self
+    }
+
+    /// The replicas' heartbeats say `live` replicas share the leases, `fair_share` each at most.
+    pub fn replicas(&self, live: usize, fair_share: usize) {
+        self.sharding.replicas_live.set(live as i64);
+        self.sharding.fair_share.set(fair_share as i64);
+        lock(&self.readiness).replicas = Some((live, fair_share));
+    }
+
+    /// A state write that no Redis replica acknowledged in time.
+    pub fn unreplicated_write(&self) {
+        self.unreplicated_writes.inc();
+    }
+
+    /// This process found the Redis store wiped.
+    pub fn persistence_wiped(&self) {
+        self.persistence_wiped.inc();
+    }
+
+    /// The handle one service of input `input` counts through (its puller, client, lease).
+    pub fn service(self: &Arc<Self>, input: &str, service: Service) -> ServiceMetrics {
+        ServiceMetrics {
+            metrics: self.clone(),
+            input: input.to_owned(),
+            service,
+        }
+    }
+
+    /// Marks a service of input `input` as expected: not ready until its setup passes. Its
+    /// counters start at 0 (series that exist from the start make `rate()` and `increase()`
+    /// alerts work at once).
+    pub fn expect_service(&self, input: &str, service: Service) {
+        let labels = ServiceLabels {
+            input: input.to_owned(),
+            service,
+        };
+        let id: ServiceId = (input.to_owned(), service);
+        for family in self.service_counters() {
+            family.get_or_create(&labels).inc_by(0);
+        }
+        self.lease_held.get_or_create(&labels).set(0);
+        self.sharding.unpulled.get_or_create(&labels).set(0);
+        if let Some(leases) = lock(&self.readiness).leases.as_mut() {
+            leases.insert(id.clone(), false);
+        }
+        for outcome in Outcome::ALL {
+            let labels = RequestLabels {
+                input: input.to_owned(),
+                service,
+                outcome,
+            };
+            self.requests.get_or_create(&labels).inc_by(0);
+        }
+        lock(&self.readiness)
+            .services
+            .insert(id, Some("setup has not passed yet".into()));
+    }
+
+    /// The per-service counters that start at 0 for an expected service and go with a
+    /// forgotten one: one list, so that a family added to one also goes with the other.
+    fn service_counters(&self) -> [&Family<ServiceLabels, Counter>; 6] {
+        [
+            &self.received,
+            &self.duplicates,
+            &self.retries,
+            &self.polls,
+            &self.state_write_failures,
+            &self.lease_lost,
+        ]
+    }
+
+    /// Forgets a stopped tenant (a reload removed or restarted it): its readiness and lease
+    /// entries (`/ready` is about what runs) and its series (the exposition does not keep
+    /// growing with tenants that are gone; a restarted tenant's counters start again at 0,
+    /// which `rate()` reads as a reset).
+    pub fn forget_input(&self, input: &str) {
+        let mut r = lock(&self.readiness);
+        r.services.retain(|(i, _), _| i != input);
+        r.outputs.retain(|((i, _), _), _| i != input);
+        r.unpulled.retain(|(i, _), _| i != input);
+        if let Some(leases) = r.leases.as_mut() {
+            leases.retain(|(i, _), _| i != input);
+        }
+        drop(r);
+        lock(&self.checkpoints).retain(|(i, _), _| i != input);
+        for service in Service::ALL {
+            self.forget_service_series(input, service);
+        }
+        lock(&self.output_series).retain(|l| {
+            let keep = l.input != input;
+            if !keep {
+                self.delivered.remove(l);
+                self.confirm_failures.remove(l);
+            }
+            keep
+        });
+        lock(&self.rule_series).retain(|l| {
+            let keep = l.input != input;
+            if !keep {
+                self.obfuscation_fallbacks.remove(l);
+            }
+            keep
+        });
+        lock(&self.dead_letters.series).retain(|l| {
+            let keep = l.input != input;
+            if !keep {
+                self.dead_letters.family.remove(l);
+            }
+            keep
+        });
+    }
+
+    /// Removes the (input, service) series of every per-service family.
+    fn forget_service_series(&self, input: &str, service: Service) {
+        let labels = ServiceLabels {
+            input: input.to_owned(),
+            service,
+        };
+        for family in self.service_counters() {
+            family.remove(&labels);
+        }
+        self.job_wait.remove(&labels);
+        self.checkpoint_lag.remove(&labels);
+        self.last_pull.remove(&labels);
+        self.lease_held.remove(&labels);
+        self.sharding.unpulled.remove(&labels);
+        for outcome in Outcome::ALL {
+            self.requests.remove(&RequestLabels {
+                input: input.to_owned(),
+                service,
+                outcome,
+            });
+        }
+        for kind in JobFault::ALL {
+            self.job_faults.remove(&JobFaultLabels {
+                input: input.to_owned(),
+                service,
+                kind,
+            });
+        }
+    }
+
+    /// The OpenMetrics text exposition, with the lag gauges brought up to `now`.
+    pub fn encode(&self, now: Millis) -> String {
+        for ((input, service), &checkpoint) in lock(&self.checkpoints).iter() {
+            let labels = ServiceLabels {
+                input: input.clone(),
+                service: *service,
+            };
+            self.checkpoint_lag
+                .get_or_create(&labels)
+                .set((now - checkpoint) as f64 / 1000.0);
+        }
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// `api_job_faults_total{input, service, kind}` (kept out of [`Metrics::new`], which is long).
+fn register_job_faults(registry: &mut Registry) -> Family<JobFaultLabels, Counter> {
+    let job_faults = Family::default();
+    registry.register(
+        "api_job_faults",
+        "API jobs (or windows) given up for a fault of the API's answers, by kind; a repeated page is dropped and its job goes on.",
+        job_faults.clone(),
+    );
+    job_faults
+}
+
+impl ServiceMetrics {
+    /// A handle on a private registry that nobody serves (pullers built without metrics).
+    pub fn detached(service: Service) -> ServiceMetrics {
+        Arc::new(Metrics::new()).service("", service)
+    }
+
+    pub(super) fn labels(&self) -> ServiceLabels {
+        ServiceLabels {
+            input: self.input.clone(),
+            service: self.service,
+        }
+    }
+
+    pub(super) fn id(&self) -> ServiceId {
+        (self.input.clone(), self.service)
+    }
+
+    pub fn events_received(&self, n: usize) {
+        self.metrics
+            .received
+            .get_or_create(&self.labels())
+            .inc_by(n as u64);
+    }
+
+    pub fn duplicates_filtered(&self, n: usize) {
+        self.metrics
+            .duplicates
+            .get_or_create(&self.labels())
+            .inc_by(n as u64);
+    }
+
+    pub fn request(&self, outcome: Outcome) {
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                input: self.input.clone(),
+                service: self.service,
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn retry(&self) {
+        self.metrics.retries.get_or_create(&self.labels()).inc();
+    }
+
+    pub fn job_poll(&self) {
+        self.metrics.polls.get_or_create(&self.labels()).inc();
+    }
+
+    /// The puller waited `waited` for a job to complete.
+    pub fn job_wait(&self, waited: std::time::Duration) {
+        self.metrics
+            .job_wait
+            .get_or_create(&self.labels())
+            .inc_by(waited.as_secs_f64());
+    }
+
+    /// An API job (or a window) was given up, or a page dropped, for `kind`.
+    pub fn job_fault(&self, kind: JobFault) {
+        self.metrics
+            .job_faults
+            .get_or_create(&JobFaultLabels {
+                input: self.input.clone(),
+                service: self.service,
+                kind,
+            })
+            .inc();
+    }
+
+    pub fn state_write_failed(&self) {
+        self.metrics
+            .state_write_failures
+            .get_or_create(&self.labels())
+            .inc();
+    }
+
+    /// `n` events of a batch had a value `rule` could not read masked whole instead.
+    pub fn obfuscation_fallbacks(&self, rule: &str, n: u64) {
+        let labels = RuleLabels {
+            input: self.input.clone(),
+            service: self.service,
+            rule: rule.to_owned(),
+        };
+        self.metrics
+            .obfuscation_fallbacks
+            .get_or_create(&labels)
+            .inc_by(n);
+        lock(&self.metrics.rule_series).insert(labels);
+    }
+
+    /// `n` events of `table` were set aside in the dead-letter store: refused for good by
+    /// `output`, or (`None`) unreadable.
+    pub fn dead_lettered(&self, table: &str, output: Option<&str>, n: u64) {
+        let labels = DeadLetterLabels {
+            input: self.input.clone(),
+            service: self.service,
+            table: table.to_owned(),
+            output: output.unwrap_or("none").to_owned(),
+        };
+        let dead_letters = &self.metrics.dead_letters;
+        dead_letters.family.get_or_create(&labels).inc_by(n);
+        lock(&dead_letters.series).insert(labels);
+    }
+
+    /// An output confirmed `n` events (`Ok`), or did not.
+    pub fn delivery(&self, output: &str, table: &str, result: Result<usize, String>) {
+        let labels = OutputLabels {
+            input: self.input.clone(),
+            output: output.to_owned(),
+            table: table.to_owned(),
+        };
+        if !lock(&self.metrics.output_series).contains(&labels) {
+            lock(&self.metrics.output_series).insert(labels.clone());
+        }
+        let why = match result {
+            Ok(n) => {
+                self.metrics
+                    .delivered
+                    .get_or_create(&labels)
+                    .inc_by(n as u64);
+                None
+            }
+            Err(e) => {
+                self.metrics.confirm_failures.get_or_create(&labels).inc();
+                Some(e)
+            }
+        };
+        lock(&self.metrics.readiness)
+            .outputs
+            .insert((self.id(), output.to_owned()), why);
+    }
+
+    /// The checkpoint moved (or was loaded).
+    pub fn checkpoint(&self, checkpoint: Millis) {
+        lock(&self.metrics.checkpoints).insert(self.id(), checkpoint);
+    }
+
+    /// A pull cycle completed at `now`.
+    pub fn pull_succeeded(&self, now: Millis) {
+        self.metrics
+            .last_pull
+            .get_or_create(&self.labels())
+            .set(now as f64 / 1000.0);
+    }
+
+    /// This process took (`true`) or no longer holds (`false`) the service's lease.
+    pub fn lease_held(&self, held: bool) {
+        self.metrics
+            .lease_held
+            .get_or_create(&self.labels())
+            .set(i64::from(held));
+        if let Some(leases) = lock(&self.metrics.readiness).leases.as_mut() {
+            leases.insert(self.id(), held);
+        }
+    }
+
+    /// Nobody pulls the service (`Some(why)`), or it is pulled again (`None`): the gauge and
+    /// `/ready` (sharding's health, `crate::isolation::shard`).
+    pub fn unpulled(&self, why: Option<String>) {
+        let gauge = self.metrics.sharding.unpulled.get_or_create(&self.labels());
+        gauge.set(i64::from(why.is_some()));
+        let mut r = lock(&self.metrics.readiness);
+        match why {
+            Some(why) => r.unpulled.insert(self.id(), why),
+            None => r.unpulled.remove(&self.id()),
+        };
+    }
+
+    /// The state, lost by Redis, was written back from memory.
+    pub fn state_written_back(&self) {
+        self.metrics
+            .state_written_back
+            .get_or_create(&self.labels())
+            .inc();
+    }
+
+    /// The lease was lost while pulling.
+    pub fn lease_lost(&self) {
+        self.metrics.lease_lost.get_or_create(&self.labels()).inc();
+    }
+}
