@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::*;
+use crate::support::*;
 
 /// Sets `globals.window_memory_budget_in_mb` in the environment's config.
 fn with_budget_mb(env: &TestEnv, mb: u32) {

@@ -3,7 +3,7 @@
 // Fixtures and checks in real time: the simulator (the vendor) runs on the real clock.
 #![allow(clippy::disallowed_methods)]
 
-use crate::util::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_config_lists_every_problem_and_exits_64() {

@@ -9,8 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::metrics::{listen_on_free_port, sample, scrape_until, sigterm_and_wait, spawn_daemon};
-use crate::util::*;
+use crate::support::*;
 
 const WEB: &str = "browser_and_email_isolation";
 const URL: &str = "url_isolation";
@@ -56,8 +55,7 @@ async fn events_with_a_stray_byte_are_set_aside_and_every_other_event_is_deliver
     })
     .await;
     let base = listen_on_free_port(&env);
-    let log = env.path("daemon.log");
-    let child = spawn_daemon(&env, &log);
+    let (child, log) = env.spawn_logged(&["run", "--log-format", "json"], "daemon.log");
     let want = env.web.visible_events().len() + env.url.visible_events().len();
     assert_eq!(want, 2 * (4000 - 3));
     let started = Instant::now();

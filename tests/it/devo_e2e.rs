@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::rsyslog::{CertFiles, Pki, Rsyslog};
-use crate::util::*;
+use crate::support::*;
 
 const HOST: &str = "collector-host";
 const WEB_STATE: &str = "state/proofpoint_isolation_10001_browser_and_email_isolation.json";

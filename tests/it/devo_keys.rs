@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use isolation_sim::{Dataset, FaultTarget, RequestRecord, SimHandle};
 
 use crate::rsyslog::{Listen, Pki, Rsyslog};
-use crate::util::*;
+use crate::support::*;
 
 /// A work directory, both simulators and the `${VAR}`s of a Devo-layout config.
 struct DevoRun {

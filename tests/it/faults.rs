@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use isolation_sim::{Fault, FaultTarget};
 
-use crate::util::*;
+use crate::support::*;
 
 const SERVICES: [&str; 2] = ["browser_and_email_isolation", "url_isolation"];
 

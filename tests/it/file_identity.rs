@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::util::*;
+use crate::support::*;
 
 /// Points the config's file output at `to` (a directory under the test's work directory).
 fn move_file_output(env: &TestEnv, to: &str) {

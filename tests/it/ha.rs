@@ -24,8 +24,8 @@ use isolation_sim::SimConfig;
 use rand::Rng;
 
 use crate::redis_server::{self, RedisServer};
-use crate::rsyslog::{free_port, Listen, Rsyslog};
-use crate::util::*;
+use crate::rsyslog::{Listen, Rsyslog};
+use crate::support::*;
 
 pub(crate) const WEB: &str = "browser_and_email_isolation";
 pub(crate) const URL: &str = "url_isolation";
@@ -181,19 +181,6 @@ impl Replica {
         let status = resp.status().as_u16();
         Some((status, resp.text().await.ok()?))
     }
-}
-
-/// The value of one series (`name{labels}` exactly as exposed) in a text exposition.
-pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.rsplit_once(' ').filter(|(s, _)| *s == series))
-        .and_then(|(_, v)| v.parse().ok())
-}
-
-/// How many lines of `log` contain `needle`.
-pub(crate) fn count(log: &str, needle: &str) -> usize {
-    log.lines().filter(|l| l.contains(needle)).count()
 }
 
 /// The pair, their simulators and their Redis.

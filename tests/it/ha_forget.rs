@@ -27,10 +27,10 @@ use isolation_collector::state::redis::RedisStore;
 use isolation_collector::state::{StateError, StateStore};
 use tokio_util::sync::CancellationToken;
 
-use crate::ha::{count, Ha, SERVICES};
+use crate::ha::{Ha, SERVICES};
 use crate::netproxy::NetProxy;
 use crate::redis_server::{persistence_yaml, RedisServer};
-use crate::util::*;
+use crate::support::*;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

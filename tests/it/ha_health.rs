@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::ha::{metric, ms, write_ha_config, Ha, Replica, SERVICES, URL, WEB};
-use crate::rsyslog::free_port;
+use crate::ha::{ms, write_ha_config, Ha, Replica, SERVICES, URL, WEB};
+use crate::support::*;
 
 /// A TCP forwarder from a local port to `target`, which the test can cut and heal.
 struct Forwarder {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use isolation_sim::Dataset;
 
 use crate::http_receivers::{Receiver, Scripted};
-use crate::util::*;
+use crate::support::*;
 
 pub(crate) const HEC_TOKEN: &str = "5f0c8a2e-1b7d-4c3a-9e6f-2d4b8a1c7e90";
 pub(crate) const HOOK_AUTH: &str = "Bearer hook-s3cret-value";
@@ -556,7 +556,7 @@ async fn the_hec_output_counts_in_the_same_metric_families() {
     hec.script([Scripted::AckNever { indexed: false }]);
     env.outputs_extra = hec_output(&hec, HEC_TOKEN, "ack_timeout_in_seconds: 1");
     env.write_config();
-    let base = crate::metrics::listen_on_free_port(&env);
+    let base = listen_on_free_port(&env);
     let log = env.path("daemon.log");
     let mut child = collector_command(&["run"], &env.config_path())
         .stdout(std::process::Stdio::null())

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hmac::Mac;
 
-use crate::util::*;
+use crate::support::*;
 
 const SECRET: &str = "it-hmac-key-5f1c0e7a9b2d4c6e8f0a1b3c5d7e9f11";
 const HOST: &str = "https?://[^/]+";
@@ -285,7 +285,6 @@ fn expected_with_fallback(original: &str, host: &regex::Regex) -> (String, bool)
 /// once (per service), not once per event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_a_rule_cannot_read_is_masked_delivered_counted_and_warned_once() {
-    use crate::metrics::{listen_on_free_port, sample, scrape_until, sigterm_and_wait};
     let mut env = TestEnv::both(1500, |c| c.unreadable_user_names = 10).await;
     env.service_extra = obfuscation_config();
     env.write_config();

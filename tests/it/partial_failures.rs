@@ -14,7 +14,7 @@ use crate::devo_e2e::{
 use crate::http_outputs::{hec_output, served, webhook_output, HEC_TOKEN, HOOK_AUTH};
 use crate::http_receivers::{Receiver, Scripted};
 use crate::relp::{duplicates, relp_output, start_receiver};
-use crate::util::*;
+use crate::support::*;
 
 /// A webhook output without headers (for a daemon started without extra environment).
 fn plain_webhook(hook: &Receiver, extra: &str) -> String {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crate::ha::{bodies_per_table, differences, edit_config, ms, Ha, Replica, SERVICES, URL, WEB};
 use crate::netproxy::{Mode, NetProxy};
 use crate::rsyslog::{Listen, Rsyslog};
-use crate::util::*;
+use crate::support::*;
 
 /// Events per service: a backfill of a few seconds with the pages below.
 const EVENTS: usize = 8_000;

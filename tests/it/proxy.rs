@@ -16,8 +16,8 @@ use std::time::Duration;
 use isolation_sim::{Dataset, SimHandle};
 use tempfile::TempDir;
 
-use crate::rsyslog::{free_port, Pki};
-use crate::util::{describe, sim_config, stderr, TestEnv, KEY, URL_TABLE, WEB_TABLE};
+use crate::rsyslog::Pki;
+use crate::support::*;
 
 const INSTALL_HINT: &str = "apt-get install tinyproxy";
 

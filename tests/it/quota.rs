@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::devo_keys::busiest;
-use crate::ha::{metric, redis_key, write_ha_config, Replica, URL, WEB};
+use crate::ha::{redis_key, write_ha_config, Replica, URL, WEB};
 use crate::redis_server::RedisServer;
-use crate::util::*;
+use crate::support::*;
 
 /// The input's quota in the test: `QUOTA` requests per `PERIOD`.
 const QUOTA: usize = 8;

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::redis_server::RedisServer;
-use crate::util::{collector_command, describe, signal, stderr, TestEnv, URL_TABLE, WEB_TABLE};
+use crate::support::*;
 
 const SERVICES: [&str; 2] = ["browser_and_email_isolation", "url_isolation"];
 
@@ -429,7 +429,7 @@ async fn a_redis_outage_is_logged_once_and_shown_in_ready_and_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let mut redis = RedisServer::start(&tmp, "redis").await;
     use_redis(&env, &redis, 2);
-    let base = crate::metrics::listen_on_free_port(&env);
+    let base = listen_on_free_port(&env);
     let log_path = env.path("daemon.log");
     let mut child = spawn_daemon(&env, &log_path);
     let both_held = |status: u16, body: &str| {
@@ -567,7 +567,7 @@ impl TlsRedis {
         server: &crate::rsyslog::CertFiles,
         ca: &std::path::Path,
     ) -> TlsRedis {
-        let port = crate::rsyslog::free_port();
+        let port = free_port();
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::rsyslog::free_port;
+use crate::support::free_port;
 
 const INSTALL_HINT: &str = "apt-get install redis-server";
 

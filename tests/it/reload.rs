@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::util::*;
+use crate::support::*;
 
 /// One tenant's input block (as a file of `inputs_dir` holds it): both services on the test
 /// simulators, polled fast. `extra` lines go into each service section.

@@ -12,7 +12,7 @@ use crate::devo_e2e::{
     assert_not_advanced, line_count, parse_records, read_log, spawn_collector, wait_until,
 };
 use crate::rsyslog::{CertFiles, Pki, Rsyslog};
-use crate::util::*;
+use crate::support::*;
 
 /// The window the tests configure (librelp's default).
 const RELP_WINDOW: usize = 128;

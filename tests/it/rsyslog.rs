@@ -15,7 +15,7 @@
 //! say `apt-get install rsyslog rsyslog-gnutls`; the `relp` tests need imrelp (`rsyslog-relp`).
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -25,6 +25,8 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use tempfile::TempDir;
+
+use crate::support::free_port;
 
 const INSTALL_HINT: &str = "apt-get install rsyslog rsyslog-gnutls";
 const RELP_INSTALL_HINT: &str = "apt-get install rsyslog rsyslog-relp";
@@ -183,15 +185,6 @@ pub struct Rsyslog {
     /// The received records.
     pub out: PathBuf,
     child: Option<Child>,
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn require_rsyslog() {

@@ -16,8 +16,7 @@ use tempfile::TempDir;
 
 use crate::ha::{checkpoint_in, ms, write_ha_config, Ha, SERVICES, WEB};
 use crate::redis_server::RedisServer;
-use crate::rsyslog::free_port;
-use crate::util::TestEnv;
+use crate::support::*;
 
 const INSTALL_HINT: &str = "apt-get install redis-sentinel";
 
@@ -319,7 +318,7 @@ async fn a_state_write_waits_for_the_replica_and_counts_those_it_did_not_acknowl
     let metrics = Arc::new(Metrics::new().with_leases());
     store.report_to(metrics.clone());
     let unreplicated = || {
-        crate::ha::metric(
+        metric(
             &metrics.encode(0),
             "isolation_collector_persistence_unreplicated_writes_total",
         )

@@ -26,9 +26,9 @@ use isolation_sim::{Dataset, SimConfig, SimHandle};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::ha::{metric, Replica};
+use crate::ha::Replica;
 use crate::redis_server::RedisServer;
-use crate::util::{assert_same_multiset, read_lines, sim_config, KEY, URL_TABLE, WEB_TABLE};
+use crate::support::*;
 
 const TENANTS: usize = 12;
 const SERVICES: usize = TENANTS * 2;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_backfill_stops_cleanly_and_a_restart_completes_exactly_once() {

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use isolation_sim::{Dataset, SimHandle};
 
-use crate::metrics::{listen_on_free_port, sigterm_and_wait, value, Samples};
-use crate::util::*;
+use crate::support::*;
 
 const WEB: &str = "browser_and_email_isolation";
 const URL: &str = "url_isolation";
@@ -132,14 +131,14 @@ async fn a_refused_tenant_keeps_retrying_and_the_others_are_exact() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let first = crate::metrics::scrape_until(&base, "the first refusal", |s| {
+    let first = scrape_until(&base, "the first refusal", |s| {
         auth_failures(s, refused.id, URL) >= 1.0
     })
     .await;
     let pulls = |s: &Samples, t: &Tenant| ok_requests(s, t.id, t.service);
     // The refused tenant retries (its setup waits a minute after a refused key); meanwhile the
     // others go on pulling every second.
-    let second = crate::metrics::scrape_until_within(
+    let second = scrape_until_within(
         &base,
         "a second refusal",
         Duration::from_secs(90),
