@@ -90,10 +90,10 @@ async fn sigterm_while_a_window_is_fetched_ahead_exits_0_and_loses_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while env.delivered(WEB_TABLE).len() < 600 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Wait::new("600 web events delivered", Duration::from_secs(60))
+        .every(Duration::from_millis(20))
+        .try_until(|| env.delivered(WEB_TABLE).len() >= 600)
+        .await;
     signal(&child, "-TERM");
     let stopped = Instant::now();
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())

@@ -160,19 +160,13 @@ async fn the_daemon_collects_new_events_and_stops_on_sigterm() {
         now - chrono::Duration::milliseconds(100),
     );
     // Wait until the new events were delivered (the period is 1 s).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while env.delivered(URL_TABLE).len() < 340 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    let pid = child.id().unwrap() as i32;
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    Wait::new(
+        "340 url events delivered",
+        std::time::Duration::from_secs(20),
+    )
+    .try_until(|| env.delivered(URL_TABLE).len() >= 340)
+    .await;
+    let out = terminate_with_output(child, std::time::Duration::from_secs(20)).await;
     assert!(out.status.success(), "{}", describe(&out));
     assert!(stderr(&out).contains("Starting data collection every 1 seconds"));
     env.assert_exactly_once();

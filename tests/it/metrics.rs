@@ -4,7 +4,7 @@
 // Fixtures and checks in real time: the simulator (the vendor) runs on the real clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use isolation_sim::{Dataset, Fault, FaultTarget};
 
@@ -20,13 +20,11 @@ async fn metrics_match_the_truth_and_health_and_ready_answer() {
     let (child, log) = env.spawn_logged(&["run", "--log-format", "json"], "daemon.log");
 
     // Everything delivered, and the counters caught up with the truth.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while env.delivered(WEB_TABLE).len() < env.web.visible_events().len()
-        || env.delivered(URL_TABLE).len() < env.url.visible_events().len()
-    {
-        assert!(Instant::now() < deadline, "nothing delivered in 60 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for("every event delivered", Duration::from_secs(60), || {
+        env.delivered(WEB_TABLE).len() >= env.web.visible_events().len()
+            && env.delivered(URL_TABLE).len() >= env.url.visible_events().len()
+    })
+    .await;
     env.assert_exactly_once();
     let received = "isolation_collector_received_events_total";
     let delivered = "isolation_collector_delivered_events_total";
@@ -158,17 +156,18 @@ async fn ready_names_the_service_whose_key_is_refused() {
     let env = TestEnv::start(web, url).await;
     let base = listen_on_free_port(&env);
     let (child, _) = env.spawn_logged(&["run", "--log-format", "json"], "daemon.log");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let body = loop {
-        // Until the web service's setup passed, it is named too.
-        if let Some((503, body)) = get(&format!("{base}/ready")).await {
-            if body.contains(URL) && body.contains("not valid") && !body.contains(WEB) {
-                break body;
+    let body = Wait::new(format!("/ready naming only {URL}"), Duration::from_secs(30))
+        .every(Duration::from_millis(200))
+        .until_async(async || match get(&format!("{base}/ready")).await {
+            // Until the web service's setup passed, it is named too.
+            Some((503, body))
+                if body.contains(URL) && body.contains("not valid") && !body.contains(WEB) =>
+            {
+                Ok(body)
             }
-        }
-        assert!(Instant::now() < deadline, "/ready never named only {URL}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+            answer => Err(format!("{answer:?}")),
+        })
+        .await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["ready"], false, "{body}");
     assert!(!body.contains(KEY), "the key leaked: {body}");

@@ -290,12 +290,10 @@ async fn a_value_a_rule_cannot_read_is_masked_delivered_counted_and_warned_once(
     env.write_config();
     let base = listen_on_free_port(&env);
     let log = env.path("daemon.log");
-    let child = collector_command(&["run"], &env.config_path())
-        .env("IT_HMAC_KEY", SECRET)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let child = spawn_logged(
+        collector_command(&["run"], &env.config_path()).env("IT_HMAC_KEY", SECRET),
+        &log,
+    );
 
     let host = regex::Regex::new(HOST).unwrap();
     let mut fallbacks = BTreeMap::new();
@@ -313,14 +311,12 @@ async fn a_value_a_rule_cannot_read_is_masked_delivered_counted_and_warned_once(
             n >= 10,
             "{table}: only {n} events with an unreadable userName"
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while env.delivered(table).len() < served.len() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{table}: not delivered"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for(
+            format!("{table} delivered"),
+            Duration::from_secs(60),
+            || env.delivered(table).len() >= served.len(),
+        )
+        .await;
         assert_same_multiset(&env.delivered(table), &want, table);
         fallbacks.insert(service, n as f64);
     }

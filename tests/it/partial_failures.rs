@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use isolation_sim::Dataset;
 
-use crate::devo_e2e::{
-    devo_output, parse_records, read_log, spawn_collector, start_receiver as devo_receiver,
-    wait_until,
-};
+use crate::devo_e2e::{devo_output, parse_records, start_receiver as devo_receiver};
 use crate::http_outputs::{hec_output, served, webhook_output, HEC_TOKEN, HOOK_AUTH};
 use crate::http_receivers::{Receiver, Scripted};
 use crate::relp::{duplicates, relp_output, start_receiver};
@@ -40,11 +37,11 @@ async fn one_output_down_does_not_repeat_events_at_the_others() {
     hook.set_down_for(Duration::from_secs(25));
     env.outputs_extra = relp_output(&pki, rs.port, &pki.client) + &plain_webhook(&hook, "");
     env.write_config();
-    let (mut child, log) = spawn_collector(&env, &["run"], "run.log");
+    let (mut child, log) = env.spawn_logged(&["run"], "run.log");
     let want = served(&env).len();
-    wait_until(
-        Duration::from_secs(150),
+    wait_for(
         "the webhook got every event",
+        Duration::from_secs(150),
         || hook.hook_events().len() >= want,
     )
     .await;
@@ -169,8 +166,8 @@ async fn sigterm_during_an_ack_wait_lets_it_finish_and_nothing_is_indexed_twice(
     hec.script([Scripted::AckLate(Duration::from_secs(3))]);
     env.outputs_extra = hec_output(&hec, HEC_TOKEN, "");
     env.write_config();
-    let (mut child, log) = spawn_collector(&env, &["run"], "run.log");
-    wait_until(Duration::from_secs(30), "HEC got the first request", || {
+    let (mut child, log) = env.spawn_logged(&["run"], "run.log");
+    wait_for("HEC got the first request", Duration::from_secs(30), || {
         hec.deliveries().iter().any(|s| s.path.ends_with("/event"))
     })
     .await;

@@ -112,6 +112,11 @@ pub fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// How many times `needle` occurs in the log file `log` so far.
+pub fn count_in(log: &Path, needle: &str) -> usize {
+    read_log(log).matches(needle).count()
+}
+
 /// How many lines of `log` contain `needle`.
 pub fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()

@@ -8,7 +8,10 @@
 //! without failing where the test asserts something else afterwards.
 
 use std::fmt::Display;
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use super::{count_in, read_log};
 
 /// What a check observed: done (with the value awaited), or not yet (with what it saw).
 pub trait Observed {
@@ -52,6 +55,14 @@ pub async fn wait_for<O: Observed>(
     Wait::new(what, limit).until(check).await
 }
 
+/// Waits (at most `limit`) until `needle` occurs `times` times in the log file `log`.
+pub async fn wait_for_log(log: &Path, needle: &str, times: usize, limit: Duration) {
+    Wait::new(format!("{needle:?} {times} time(s) in the log"), limit)
+        .showing_log(log)
+        .until(|| count_in(log, needle) >= times)
+        .await;
+}
+
 /// A wait with its settings: see the module doc.
 pub struct Wait<'a> {
     what: String,
@@ -83,6 +94,11 @@ impl<'a> Wait<'a> {
         self
     }
 
+    /// Shows the log file `log` after the panic message.
+    pub fn showing_log(self, log: &'a Path) -> Self {
+        self.showing(|| format!("log:\n{}", read_log(log)))
+    }
+
     /// Like [`wait_for`].
     pub async fn until<O: Observed>(self, mut check: impl FnMut() -> O) -> O::Value {
         self.until_async(async || check()).await
@@ -103,7 +119,10 @@ impl<'a> Wait<'a> {
     }
 
     /// The loop: the value, or the last observation when the limit passed.
-    async fn poll<O: Observed>(&self, mut check: impl AsyncFnMut() -> O) -> Result<O::Value, String> {
+    async fn poll<O: Observed>(
+        &self,
+        mut check: impl AsyncFnMut() -> O,
+    ) -> Result<O::Value, String> {
         let deadline = Instant::now() + self.limit;
         loop {
             let last = match check().await.done() {
