@@ -2,7 +2,7 @@
 //! `/ready` and `/health`, and the text exposition parsed into samples.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use super::{TestEnv, Wait};
@@ -15,6 +15,12 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Whether something accepts connections on the loopback `port` (tried for at most 100 ms).
+pub fn listening(port: u16) -> bool {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
 }
 
 /// Adds `metrics_listen` to the env's config; returns the base URL.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use super::TestEnv;
+use super::{listening, TestEnv, Wait};
 
 /// `isolation-collector <args> --config <config>`, killed when dropped, in an environment
 /// without `RUST_LOG` or a proxy.
@@ -96,6 +96,34 @@ pub async fn sigterm_and_wait(child: Child) {
 pub async fn kill_9(child: &mut Child) {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
+}
+
+/// SIGKILL a server started with std's `Command` (redis-server, rsyslogd, tinyproxy...) and
+/// reap it; nothing if it has gone already.
+pub fn kill_server(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits (at most `limit`) until the server `what`, just started as `child`, listens on the
+/// loopback `port`; fails at once if it exits instead, showing `log()` either way.
+pub async fn wait_until_listening(
+    what: &str,
+    child: &mut std::process::Child,
+    port: u16,
+    limit: Duration,
+    log: impl Fn() -> String,
+) {
+    Wait::new(format!("{what} to listen on 127.0.0.1:{port}"), limit)
+        .every(Duration::from_millis(25))
+        .showing(&log)
+        .until(|| {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{what} exited at start ({status}); {}", log());
+            }
+            listening(port)
+        })
+        .await;
 }
 
 /// Runs `run --once` and kills it with SIGKILL after a random time, again and again, until a
