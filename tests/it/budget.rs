@@ -94,18 +94,9 @@ async fn sigterm_while_a_window_is_fetched_ahead_exits_0_and_loses_nothing() {
         .every(Duration::from_millis(20))
         .try_until(|| env.delivered(WEB_TABLE).len() >= 600)
         .await;
-    signal(&child, "-TERM");
-    let stopped = Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let (out, took) = terminate_with_output_timed(child, Duration::from_secs(30)).await;
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(
-        stopped.elapsed() < Duration::from_secs(10),
-        "the shutdown took {:?}",
-        stopped.elapsed()
-    );
+    assert!(took < Duration::from_secs(10), "the shutdown took {took:?}");
     assert!(
         env.delivered(WEB_TABLE).len() < env.web.visible_events().len(),
         "the backfill was not interrupted"

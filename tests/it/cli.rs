@@ -36,11 +36,7 @@ async fn a_bad_config_lists_every_problem_and_exits_64() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(stderr(&out).contains("cannot read the file"));
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_isolation-collector"))
-        .arg("--bogus")
-        .output()
-        .await
-        .unwrap();
+    let out = collector(&["--bogus"]).output().await.unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
 
@@ -269,11 +265,7 @@ async fn every_subcommand_help_describes_that_subcommand() {
         ("demo", "See it work without a vendor key"),
     ];
     for (command, first_words) in expected {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_isolation-collector"))
-            .args([command, "--help"])
-            .output()
-            .await
-            .unwrap();
+        let out = collector(&[command, "--help"]).output().await.unwrap();
         assert!(out.status.success(), "{command} --help: {}", describe(&out));
         let help = String::from_utf8_lossy(&out.stdout);
         let first = help.lines().next().unwrap_or_default();
@@ -315,7 +307,7 @@ async fn new_files_and_the_state_directory_get_their_modes_whatever_the_umask() 
             .arg(format!(
                 "umask {umask}; exec \"$0\" run --once --config \"$1\""
             ))
-            .arg(env!("CARGO_BIN_EXE_isolation-collector"))
+            .arg(COLLECTOR)
             .arg(env.config_path())
             .env_remove("RUST_LOG")
             .output()

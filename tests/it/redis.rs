@@ -569,21 +569,22 @@ impl TlsRedis {
             .spawn()
             .expect("redis-server runs");
         // Owned at once: dropped (killed and reaped) on every path below.
-        let redis = TlsRedis { port, child };
-        for _ in 0..400 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return redis;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("redis-server with TLS did not listen on {port}");
+        let mut redis = TlsRedis { port, child };
+        wait_until_listening(
+            "redis-server with TLS",
+            &mut redis.child,
+            port,
+            Duration::from_secs(10),
+            String::new,
+        )
+        .await;
+        redis
     }
 }
 
 impl Drop for TlsRedis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_server(&mut self.child);
     }
 }
 

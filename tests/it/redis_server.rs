@@ -170,9 +170,7 @@ impl RedisServer {
 
     /// SIGKILL (`kill -9`) and reap: the server is down until [`RedisServer::restart`].
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_server(&mut child);
-        }
+        self.child.take().as_mut().map(kill_server);
     }
 
     /// Starts the server again on the same port and data directory (the AOF is replayed).

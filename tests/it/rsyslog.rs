@@ -289,9 +289,7 @@ impl Rsyslog {
 
     /// SIGKILL (`kill -9`) and reap.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_server(&mut child);
-        }
+        self.child.take().as_mut().map(kill_server);
     }
 
     /// Starts rsyslogd again with the same configuration and port.

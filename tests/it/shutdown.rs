@@ -20,19 +20,10 @@ async fn sigterm_mid_backfill_stops_cleanly_and_a_restart_completes_exactly_once
         .every(Duration::from_millis(20))
         .try_until(|| env.delivered(WEB_TABLE).len() >= 4_000)
         .await;
-    signal(&child, "-TERM");
-    let stopped = Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let (out, took) = terminate_with_output_timed(child, Duration::from_secs(30)).await;
     let log = stderr(&out);
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(
-        stopped.elapsed() < Duration::from_secs(10),
-        "the shutdown took {:?}",
-        stopped.elapsed()
-    );
+    assert!(took < Duration::from_secs(10), "the shutdown took {took:?}");
     assert!(log.contains("Received the \"SIGTERM\" system signal (code: 15), all the processes will be gracefully stopped"), "{log}");
     assert!(log.contains("[EXIT] Process \"MainProcess\" completely terminated (elapsed time since the system signal was received: "), "{log}");
     let partial = env.delivered(WEB_TABLE).len();
@@ -81,13 +72,7 @@ async fn a_stuck_shutdown_is_bounded_by_the_grace_period() {
     let (mut child, log) = env.spawn_logged(&["run"], "collector.log");
     wait_for_log(&log, "Pull Started", 1, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // the batch is on its way to the hole
-    signal(&child, "-TERM");
-    let stopped = Instant::now();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let took = stopped.elapsed();
+    let (status, took) = terminate_timed(&mut child, Duration::from_secs(20)).await;
     assert_eq!(status.code(), Some(1));
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(8),
@@ -139,13 +124,7 @@ async fn a_second_signal_exits_at_once() {
 async fn assert_sigterm_stops_a_wait_at_once(env: &TestEnv, waiting: &str) {
     let (mut child, log) = env.spawn_logged(&["run"], "collector.log");
     wait_for_log(&log, waiting, 1, Duration::from_secs(20)).await;
-    signal(&child, "-TERM");
-    let stopped = Instant::now();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let took = stopped.elapsed();
+    let (status, took) = terminate_timed(&mut child, Duration::from_secs(20)).await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(0), "{text}");
     assert!(took < Duration::from_secs(1), "took {took:?}\n{text}");
@@ -228,13 +207,7 @@ async fn sigterm_during_a_job_poll_wait_exits_0_at_once() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await; // both jobs created, polls waiting
-    signal(&child, "-TERM");
-    let stopped = Instant::now();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let took = stopped.elapsed();
+    let (status, took) = terminate_timed(&mut child, Duration::from_secs(20)).await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(0), "{text}");
     assert!(took < Duration::from_secs(1), "took {took:?}\n{text}");

@@ -1,22 +1,30 @@
 //! The collector binary as a child process: its command line, a daemon logging into a file,
 //! signals (SIGTERM and its exit, kill -9), and what a finished run printed.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
 use super::{listening, TestEnv, Wait};
 
-/// `isolation-collector <args> --config <config>`, killed when dropped, in an environment
-/// without `RUST_LOG` or a proxy.
+/// The collector binary under test.
+pub const COLLECTOR: &str = env!("CARGO_BIN_EXE_isolation-collector");
+
+/// `isolation-collector <args> --config <config>` (see [`collector`]).
 pub fn collector_command(args: &[&str], config: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_isolation-collector"));
-    cmd.args(args)
-        .arg("--config")
-        .arg(config)
-        .kill_on_drop(true);
+    let mut cmd = collector(args);
+    cmd.arg("--config").arg(config);
+    cmd
+}
+
+/// `isolation-collector <args>`, killed when dropped, in an environment without `RUST_LOG` or
+/// a proxy.
+pub fn collector(args: &[&str]) -> Command {
+    let mut cmd = Command::new(COLLECTOR);
+    cmd.args(args).kill_on_drop(true);
     cmd.env_remove("RUST_LOG");
     // The simulators are on 127.0.0.1: a proxy set in the CI environment must not route the
     // collector's requests (tests that want a proxy variable set it themselves).
@@ -69,18 +77,33 @@ impl TestEnv {
 
 /// SIGTERM, then its exit status; panics if it does not exit within `limit`.
 pub async fn terminate(child: &mut Child, limit: Duration) -> ExitStatus {
+    terminate_timed(child, limit).await.0
+}
+
+/// [`terminate`], and how long the process took to exit from the signal on.
+pub async fn terminate_timed(child: &mut Child, limit: Duration) -> (ExitStatus, Duration) {
     signal(child, "-TERM");
-    tokio::time::timeout(limit, child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("the process did not exit within {limit:?} of SIGTERM"))
-        .unwrap()
+    let signalled = Instant::now();
+    let status = exit_within(limit, child.wait()).await;
+    (status, signalled.elapsed())
 }
 
 /// SIGTERM, then what it printed (its stdout and stderr were piped); panics if it does not exit
 /// within `limit`.
 pub async fn terminate_with_output(child: Child, limit: Duration) -> Output {
+    terminate_with_output_timed(child, limit).await.0
+}
+
+/// [`terminate_with_output`], and how long the process took to exit from the signal on.
+pub async fn terminate_with_output_timed(child: Child, limit: Duration) -> (Output, Duration) {
     signal(&child, "-TERM");
-    tokio::time::timeout(limit, child.wait_with_output())
+    let signalled = Instant::now();
+    let out = exit_within(limit, child.wait_with_output()).await;
+    (out, signalled.elapsed())
+}
+
+async fn exit_within<T>(limit: Duration, exit: impl Future<Output = std::io::Result<T>>) -> T {
+    tokio::time::timeout(limit, exit)
         .await
         .unwrap_or_else(|_| panic!("the process did not exit within {limit:?} of SIGTERM"))
         .unwrap()
