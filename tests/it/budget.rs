@@ -6,7 +6,7 @@
 // Fixtures in real time: the simulator (the vendor) runs on the real clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 

@@ -243,19 +243,24 @@ impl Ha {
             .all(|s| self.delivered(s) >= self.expected[s].len())
     }
 
+    /// How far the file output is: "delivered W of N and U of M".
+    pub(crate) fn progress(&self) -> String {
+        format!(
+            "delivered {} of {} and {} of {}",
+            self.delivered(WEB),
+            self.expected[WEB].len(),
+            self.delivered(URL),
+            self.expected[URL].len()
+        )
+    }
+
     /// Waits until the file output holds as many lines as there are events (up to `limit`).
     pub(crate) async fn wait_until_complete(&self, limit: Duration) {
         Wait::new("the backfill to complete", limit)
             .showing(|| format!("logs:\n{}", self.logs()))
             .until(|| match self.complete() {
                 true => Ok(()),
-                false => Err(format!(
-                    "delivered {} of {} and {} of {}",
-                    self.delivered(WEB),
-                    self.expected[WEB].len(),
-                    self.delivered(URL),
-                    self.expected[URL].len()
-                )),
+                false => Err(self.progress()),
             })
             .await;
     }

@@ -141,13 +141,7 @@ async fn holds_both(ha: &Ha, r: usize, limit: Duration) {
             }
             match both {
                 true => Ok(()),
-                false => Err(format!(
-                    "delivered {} of {} and {} of {}",
-                    ha.delivered(WEB),
-                    ha.expected[WEB].len(),
-                    ha.delivered(URL),
-                    ha.expected[URL].len()
-                )),
+                false => Err(ha.progress()),
             }
         })
         .await;
@@ -230,6 +224,33 @@ async fn the_holder_cut_from_the_api_mid_backfill_hands_its_leases_over() {
 }
 
 /// `/ready` of replica `r`, and its `service_unpulled` gauge for `service`.
+/// Waits (at most 40 s) until each replica's `/ready` and url_isolation's `service_unpulled`
+/// gauge satisfy `ok`.
+async fn wait_for_url_isolation(
+    ha: &Ha,
+    what: &str,
+    ok: impl Fn(Option<&(u16, String)>, Option<f64>) -> bool,
+) {
+    Wait::new(what, Duration::from_secs(40))
+        .every(ms(100))
+        .showing(|| format!("logs:\n{}", ha.logs()))
+        .until_async(async || {
+            let mut all = true;
+            let mut said = Vec::new();
+            for r in 0..2 {
+                let (ready, gauge) = unpulled(ha, r, URL).await;
+                all &= ok(ready.as_ref(), gauge);
+                said.push(format!("{} says {:?}", ["a", "b"][r], (ready, gauge)));
+            }
+            if all {
+                Ok(())
+            } else {
+                Err(said.join(", "))
+            }
+        })
+        .await;
+}
+
 async fn unpulled(ha: &Ha, r: usize, service: &str) -> (Option<(u16, String)>, Option<f64>) {
     let series =
         format!("isolation_collector_service_unpulled{{input=\"10001\",service=\"{service}\"}}");
@@ -259,29 +280,16 @@ async fn a_service_nobody_pulls_fails_ready_on_every_replica() {
     a_api[1].cut().await;
     b_api[1].cut().await;
     let cut = Instant::now();
-    Wait::new(
+    wait_for_url_isolation(
+        &ha,
         "url_isolation unpulled on both, after both were cut from its API",
-        Duration::from_secs(40),
-    )
-    .every(ms(100))
-    .showing(|| format!("logs:\n{}", ha.logs()))
-    .until_async(async || {
-        let mut all = true;
-        let mut said = Vec::new();
-        for r in 0..2 {
-            let (ready, gauge) = unpulled(&ha, r, URL).await;
-            let named = ready.as_ref().is_some_and(|(status, body)| {
+        |ready, gauge| {
+            let named = ready.is_some_and(|(status, body)| {
                 *status == 503 && body.contains("url_isolation") && body.contains("unpulled")
             });
-            all &= named && gauge == Some(1.0);
-            said.push(format!("{} says {:?}", ["a", "b"][r], (ready, gauge)));
-        }
-        if all {
-            Ok(())
-        } else {
-            Err(said.join(", "))
-        }
-    })
+            named && gauge == Some(1.0)
+        },
+    )
     .await;
     let flagged = cut.elapsed();
     for r in 0..2 {
@@ -291,26 +299,11 @@ async fn a_service_nobody_pulls_fails_ready_on_every_replica() {
     a_api[1].heal().await;
     b_api[1].heal().await;
     let healed = Instant::now();
-    Wait::new(
+    wait_for_url_isolation(
+        &ha,
         "url_isolation pulled again after the heal",
-        Duration::from_secs(40),
+        |ready, gauge| ready.is_some_and(|(status, _)| *status == 200) && gauge == Some(0.0),
     )
-    .every(ms(100))
-    .showing(|| format!("logs:\n{}", ha.logs()))
-    .until_async(async || {
-        let mut all = true;
-        let mut said = Vec::new();
-        for r in 0..2 {
-            let (ready, gauge) = unpulled(&ha, r, URL).await;
-            all &= ready.as_ref().is_some_and(|(status, _)| *status == 200) && gauge == Some(0.0);
-            said.push(format!("{} says {:?}", ["a", "b"][r], (ready, gauge)));
-        }
-        if all {
-            Ok(())
-        } else {
-            Err(said.join(", "))
-        }
-    })
     .await;
     let cleared = healed.elapsed();
     ha.wait_until_complete(Duration::from_secs(30)).await;

@@ -292,10 +292,6 @@ fn own_config(shared: &str, ha: &Ha, links: &Links) -> String {
         )
 }
 
-fn count(log: &str, needle: &str) -> usize {
-    log.lines().filter(|l| l.contains(needle)).count()
-}
-
 /// The lease tokens in Redis now (each must be there).
 fn tokens(ha: &Ha) -> [String; 2] {
     SERVICES.map(|s| ha.lease(s).expect("a held lease is in Redis"))
