@@ -170,7 +170,9 @@ impl RedisServer {
 
     /// SIGKILL (`kill -9`) and reap: the server is down until [`RedisServer::restart`].
     pub fn kill(&mut self) {
-        self.child.take().as_mut().map(kill_server);
+        if let Some(mut child) = self.child.take() {
+            kill_server(&mut child);
+        }
     }
 
     /// Starts the server again on the same port and data directory (the AOF is replayed).

@@ -289,7 +289,9 @@ impl Rsyslog {
 
     /// SIGKILL (`kill -9`) and reap.
     pub fn kill(&mut self) {
-        self.child.take().as_mut().map(kill_server);
+        if let Some(mut child) = self.child.take() {
+            kill_server(&mut child);
+        }
     }
 
     /// Starts rsyslogd again with the same configuration and port.
