@@ -147,3 +147,35 @@ impl<'a> Wait<'a> {
         panic!("{message}")
     }
 }
+
+#[tokio::test]
+#[should_panic(expected = "the answer: not reached within 50ms; last observed: 41")]
+async fn a_wait_that_times_out_names_what_and_the_last_observation() {
+    wait_for("the answer", Duration::from_millis(50), || Err::<(), _>(41)).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "the log line: not reached within 10ms\nlog: started")]
+async fn a_wait_that_times_out_shows_its_context() {
+    Wait::new("the log line", Duration::from_millis(10))
+        .showing(|| "log: started".to_owned())
+        .until(|| false)
+        .await;
+}
+
+#[tokio::test]
+async fn a_wait_returns_the_value_awaited_and_try_until_gives_up_quietly() {
+    let mut polls = 0;
+    let value = Wait::new("three polls", Duration::from_secs(5))
+        .every(Duration::from_millis(1))
+        .until(|| {
+            polls += 1;
+            (polls >= 3).then_some(polls)
+        })
+        .await;
+    assert_eq!(value, 3);
+    let never = Wait::new("never", Duration::from_millis(20))
+        .try_until(|| false)
+        .await;
+    assert_eq!(never, None);
+}
