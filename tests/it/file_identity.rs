@@ -167,11 +167,7 @@ async fn a_second_process_on_one_state_directory_is_refused_naming_the_holder() 
             && hook.hook_events().len() >= served
     })
     .await;
-    signal(&daemon, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(60), daemon.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = terminate(&mut daemon, Duration::from_secs(60)).await;
     assert!(status.success(), "the daemon stopped cleanly");
     env.assert_exactly_once();
     let mut served = env.web.visible_events();

@@ -172,11 +172,7 @@ async fn sigterm_during_an_ack_wait_lets_it_finish_and_nothing_is_indexed_twice(
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    signal(&child, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("the collector stopped within the grace period")
-        .unwrap();
+    let status = terminate(&mut child, Duration::from_secs(20)).await;
     assert!(status.success(), "{}", read_log(&log));
 
     env.run_once_ok().await;
