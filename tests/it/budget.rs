@@ -6,9 +6,9 @@
 // Fixtures in real time: the simulator (the vendor) runs on the real clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::util::*;
+use crate::support::*;
 
 /// Sets `globals.window_memory_budget_in_mb` in the environment's config.
 fn with_budget_mb(env: &TestEnv, mb: u32) {
@@ -90,22 +90,13 @@ async fn sigterm_while_a_window_is_fetched_ahead_exits_0_and_loses_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while env.delivered(WEB_TABLE).len() < 600 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    signal(&child, "-TERM");
-    let stopped = Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    Wait::new("600 web events delivered", Duration::from_secs(60))
+        .every(Duration::from_millis(20))
+        .try_until(|| env.delivered(WEB_TABLE).len() >= 600)
+        .await;
+    let (out, took) = terminate_with_output_timed(child, Duration::from_secs(30)).await;
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(
-        stopped.elapsed() < Duration::from_secs(10),
-        "the shutdown took {:?}",
-        stopped.elapsed()
-    );
+    assert!(took < Duration::from_secs(10), "the shutdown took {took:?}");
     assert!(
         env.delivered(WEB_TABLE).len() < env.web.visible_events().len(),
         "the backfill was not interrupted"

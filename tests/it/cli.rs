@@ -3,7 +3,7 @@
 // Fixtures and checks in real time: the simulator (the vendor) runs on the real clock.
 #![allow(clippy::disallowed_methods)]
 
-use crate::util::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_config_lists_every_problem_and_exits_64() {
@@ -36,11 +36,7 @@ async fn a_bad_config_lists_every_problem_and_exits_64() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(stderr(&out).contains("cannot read the file"));
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_isolation-collector"))
-        .arg("--bogus")
-        .output()
-        .await
-        .unwrap();
+    let out = collector(&["--bogus"]).output().await.unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
 
@@ -160,19 +156,13 @@ async fn the_daemon_collects_new_events_and_stops_on_sigterm() {
         now - chrono::Duration::milliseconds(100),
     );
     // Wait until the new events were delivered (the period is 1 s).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while env.delivered(URL_TABLE).len() < 340 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    let pid = child.id().unwrap() as i32;
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    Wait::new(
+        "340 url events delivered",
+        std::time::Duration::from_secs(20),
+    )
+    .try_until(|| env.delivered(URL_TABLE).len() >= 340)
+    .await;
+    let out = terminate_with_output(child, std::time::Duration::from_secs(20)).await;
     assert!(out.status.success(), "{}", describe(&out));
     assert!(stderr(&out).contains("Starting data collection every 1 seconds"));
     env.assert_exactly_once();
@@ -275,11 +265,7 @@ async fn every_subcommand_help_describes_that_subcommand() {
         ("demo", "See it work without a vendor key"),
     ];
     for (command, first_words) in expected {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_isolation-collector"))
-            .args([command, "--help"])
-            .output()
-            .await
-            .unwrap();
+        let out = collector(&[command, "--help"]).output().await.unwrap();
         assert!(out.status.success(), "{command} --help: {}", describe(&out));
         let help = String::from_utf8_lossy(&out.stdout);
         let first = help.lines().next().unwrap_or_default();
@@ -321,7 +307,7 @@ async fn new_files_and_the_state_directory_get_their_modes_whatever_the_umask() 
             .arg(format!(
                 "umask {umask}; exec \"$0\" run --once --config \"$1\""
             ))
-            .arg(env!("CARGO_BIN_EXE_isolation-collector"))
+            .arg(COLLECTOR)
             .arg(env.config_path())
             .env_remove("RUST_LOG")
             .output()

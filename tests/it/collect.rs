@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use isolation_sim::{Fault, FaultTarget, RequestRecord, SimConfig, TotalMode};
 
-use crate::util::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_services_deliver_every_event_once_and_a_rerun_adds_nothing() {

@@ -2,7 +2,7 @@
 //! completes. The file output must hold every event exactly once: the checkpoint moves only
 //! after the fsynced write, and the file is rewound to its committed length on restart.
 
-use crate::util::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_points_loses_and_repeats_nothing() {

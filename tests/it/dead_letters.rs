@@ -9,8 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::metrics::{listen_on_free_port, sample, scrape_until, sigterm_and_wait, spawn_daemon};
-use crate::util::*;
+use crate::support::*;
 
 const WEB: &str = "browser_and_email_isolation";
 const URL: &str = "url_isolation";
@@ -56,26 +55,26 @@ async fn events_with_a_stray_byte_are_set_aside_and_every_other_event_is_deliver
     })
     .await;
     let base = listen_on_free_port(&env);
-    let log = env.path("daemon.log");
-    let child = spawn_daemon(&env, &log);
+    let (child, log) = env.spawn_logged(&["run", "--log-format", "json"], "daemon.log");
     let want = env.web.visible_events().len() + env.url.visible_events().len();
     assert_eq!(want, 2 * (4000 - 3));
     let started = Instant::now();
-    loop {
-        let got = env.delivered(WEB_TABLE).len() + env.delivered(URL_TABLE).len();
-        if got >= want {
-            eprintln!(
-                "{got} events delivered {:?} after the start",
-                started.elapsed()
-            );
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "{got} of {want} events delivered in 90 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let got = wait_for(
+        "every readable event delivered",
+        Duration::from_secs(90),
+        || {
+            let got = env.delivered(WEB_TABLE).len() + env.delivered(URL_TABLE).len();
+            match got >= want {
+                true => Ok(got),
+                false => Err(format!("{got} of {want}")),
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "{got} events delivered {:?} after the start",
+        started.elapsed()
+    );
     scrape_until(&base, "3 events dead-lettered per service", |s| {
         [(WEB, WEB_TABLE), (URL, URL_TABLE)]
             .iter()

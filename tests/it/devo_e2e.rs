@@ -4,14 +4,12 @@
 //! per table, with the events the simulators serve.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::rsyslog::{CertFiles, Pki, Rsyslog};
-use crate::util::*;
+use crate::support::*;
 
 const HOST: &str = "collector-host";
 const WEB_STATE: &str = "state/proofpoint_isolation_10001_browser_and_email_isolation.json";
@@ -136,38 +134,6 @@ pub(crate) fn assert_not_advanced(env: &TestEnv) {
     }
 }
 
-/// Spawns the collector with its log going to a file that can be read while it runs.
-pub(crate) fn spawn_collector(
-    env: &TestEnv,
-    args: &[&str],
-    log: &str,
-) -> (tokio::process::Child, PathBuf) {
-    let path = env.path(log);
-    let file = std::fs::File::create(&path).unwrap();
-    let child = collector_command(args, &env.config_path())
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    (child, path)
-}
-
-pub(crate) fn read_log(path: &PathBuf) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// Waits (polling) until `f` holds, or panics with `what` after `limit`.
-pub(crate) async fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devo_receives_exactly_the_served_events_and_a_rerun_sends_nothing() {
     let mut env = TestEnv::both(3000, |_| {}).await;
@@ -230,27 +196,21 @@ async fn receiver_killed_mid_backfill_loses_nothing_and_repeats_at_most_the_wind
     env.outputs_extra = devo_output(&pki, rs.port, &pki.client);
     env.write_config();
 
-    let (mut child, log) = spawn_collector(&env, &["run", "--once"], "run1.log");
+    let (mut child, log) = env.spawn_logged(&["run", "--once"], "run1.log");
     // Kill rsyslog part-way: some windows confirmed, most not yet sent. The first two windows
     // (one per service) end at 5,612 records and the next window follows after its fetch, so
     // 6,000 lands inside a window in flight (seeds 1 and 2 are deterministic). A window goes
     // out in tens of milliseconds, so poll the file size every millisecond.
-    let deadline = Instant::now() + Duration::from_secs(60);
     let mut last_len = 0;
-    loop {
-        let len = std::fs::metadata(&rs.out).map_or(0, |m| m.len());
-        if len != last_len {
+    Wait::new("rsyslog to receive 6,000 records", Duration::from_secs(60))
+        .every(Duration::from_millis(1))
+        .until(|| {
+            let len = std::fs::metadata(&rs.out).map_or(0, |m| m.len());
+            let grew = len != last_len;
             last_len = len;
-            if line_count(&rs.received()) >= 6_000 {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rsyslog never received 6,000 records"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+            grew && line_count(&rs.received()) >= 6_000
+        })
+        .await;
     rs.kill();
     let kill_len = rs.received().len();
     let lines_at_kill = line_count(&rs.received());
@@ -263,9 +223,9 @@ async fn receiver_killed_mid_backfill_loses_nothing_and_repeats_at_most_the_wind
         "the collector finished before the kill"
     );
     // The collector notices (retries in place) before the receiver comes back.
-    wait_until(
-        Duration::from_secs(30),
+    wait_for(
         "the collector logged the failure",
+        Duration::from_secs(30),
         || read_log(&log).contains("Output devo did not confirm"),
     )
     .await;
@@ -351,12 +311,12 @@ async fn receiver_down_for_several_cycles_then_everything_arrives_once() {
     env.outputs_extra = devo_output(&pki, rs.port, &pki.client);
     env.write_config();
 
-    let (child, log) = spawn_collector(&env, &["run"], "daemon.log");
+    let (child, log) = env.spawn_logged(&["run"], "daemon.log");
     let refused = format!("cannot connect to 127.0.0.1:{}", rs.port);
     // Several failed deliveries of each service (each is 3 connection attempts).
-    wait_until(
-        Duration::from_secs(30),
+    wait_for(
         "repeated connection failures",
+        Duration::from_secs(30),
         || {
             let text = read_log(&log);
             text.matches("Output devo did not confirm").count() >= 6
@@ -371,30 +331,22 @@ async fn receiver_down_for_several_cycles_then_everything_arrives_once() {
     rs.restart().await;
     let restarted = Instant::now();
     let want = env.web.visible_events().len() + env.url.visible_events().len();
-    wait_until(
-        Duration::from_secs(20),
+    wait_for(
         "everything reached rsyslog",
+        Duration::from_secs(20),
         || line_count(&rs.received()) >= want,
     )
     .await;
     let recovered = restarted.elapsed();
     // Checkpointed too (the state is written after every output confirmed).
-    wait_until(Duration::from_secs(10), "the checkpoints moved", || {
+    wait_for("the checkpoints moved", Duration::from_secs(10), || {
         checkpoints(&env)
             .iter()
             .all(|c| c.is_some_and(|c| c > earliest_event(&env.web.visible_events())))
     })
     .await;
 
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .expect("the daemon stopped within 20 s of SIGTERM")
-        .unwrap();
+    let out = terminate_with_output(child, Duration::from_secs(20)).await;
     assert!(out.status.success(), "{}\n{}", out.status, read_log(&log));
     // Nothing reached rsyslog while it was down, and nothing it read was left unconfirmed, so
     // no duplicates are expected.
@@ -503,10 +455,10 @@ async fn sender_statistics_lines_count_what_was_delivered() {
         "  name: it\n  sender_stats_period_in_sec: 1\n",
     );
     std::fs::write(env.config_path(), text).unwrap();
-    let (child, log) = spawn_collector(&env, &["run"], "daemon.log");
-    wait_until(
-        Duration::from_secs(20),
+    let (child, log) = env.spawn_logged(&["run"], "daemon.log");
+    wait_for(
         "all events and a statistics line after them",
+        Duration::from_secs(20),
         || {
             let text = read_log(&log);
             line_count(&rs.received()) >= 1400
@@ -517,11 +469,7 @@ async fn sender_statistics_lines_count_what_was_delivered() {
         },
     )
     .await;
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    signal(&child, "-TERM");
     let _ = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await;
     let text = read_log(&log);
     assert!(

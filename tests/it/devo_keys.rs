@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use isolation_sim::{Dataset, FaultTarget, RequestRecord, SimHandle};
 
 use crate::rsyslog::{Listen, Pki, Rsyslog};
-use crate::util::*;
+use crate::support::*;
 
 /// A work directory, both simulators and the `${VAR}`s of a Devo-layout config.
 struct DevoRun {
@@ -408,16 +408,7 @@ async fn use_time_slots_starts_cycles_on_multiples_of_the_period() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(7_500)).await;
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = terminate_with_output(child, Duration::from_secs(30)).await;
     assert!(out.status.success(), "{}", describe(&out));
     for (name, sim) in [("web", &run.web), ("url", &run.url)] {
         let creations = times(&sim.request_log(), true);

@@ -6,13 +6,12 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use isolation_sim::{Fault, FaultTarget};
 
-use crate::util::*;
+use crate::support::*;
 
 const SERVICES: [&str; 2] = ["browser_and_email_isolation", "url_isolation"];
 
@@ -51,36 +50,6 @@ fn inject_both(env: &TestEnv, n: usize, from: DateTime<Utc>, to: DateTime<Utc>) 
     for sim in [&env.web, &env.url] {
         assert_eq!(sim.inject(n, from, to), n);
     }
-}
-
-/// The daemon (`run`), its log going to `log`.
-fn spawn_daemon(env: &TestEnv, log: &Path) -> tokio::process::Child {
-    collector_command(&["run"], &env.config_path())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-/// Polls `cond` every 100 ms until it holds; panics after `limit`, showing the log.
-async fn wait_for(what: &str, limit: Duration, log: &Path, mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        if started.elapsed() > limit {
-            panic!(
-                "timed out waiting for {what}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn count_in(log: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .matches(needle)
-        .count()
 }
 
 fn exactly_once(env: &TestEnv) -> bool {
@@ -134,16 +103,14 @@ async fn a_5xx_burst_longer_than_a_cycle_is_recovered_by_a_later_cycle() {
     // Two cycles' worth of attempts (3 each) on the web host, one on the url host.
     env.web.push_fault(FaultTarget::Any, Fault::Status(503), 6);
     env.url.push_fault(FaultTarget::Any, Fault::Status(500), 3);
-    let log = env.path("daemon.log");
-    let mut child = spawn_daemon(&env, &log);
-    wait_for("recovery", Duration::from_secs(60), &log, || {
-        exactly_once(&env)
-    })
-    .await;
+    let (mut child, log) = env.spawn_logged(&["run"], "daemon.log");
+    Wait::new("recovery", Duration::from_secs(60))
+        .showing_log(&log)
+        .until(|| exactly_once(&env))
+        .await;
     // Let a few more (empty) cycles run: still nothing repeated.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    kill_9(&mut child).await;
     env.assert_exactly_once();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("kept failing after 3 attempt(s)"), "{text}");
@@ -374,13 +341,12 @@ async fn an_output_outage_of_several_cycles_loses_and_repeats_nothing() {
     let env = TestEnv::both(700, |c| c.page_size_cap = Some(250)).await;
     let out_dir = env.path("out");
     std::fs::write(&out_dir, b"not a directory").unwrap();
-    let log = env.path("daemon.log");
-    let mut child = spawn_daemon(&env, &log);
+    let (mut child, log) = env.spawn_logged(&["run"], "daemon.log");
     // Three failed cycles per service.
-    wait_for("six failed cycles", Duration::from_secs(60), &log, || {
-        count_in(&log, "Pull failed") >= 6
-    })
-    .await;
+    Wait::new("six failed cycles", Duration::from_secs(60))
+        .showing_log(&log)
+        .until(|| count_in(&log, "Pull failed") >= 6)
+        .await;
     // New events arrive during the outage.
     let now = Utc::now();
     inject_both(
@@ -390,16 +356,12 @@ async fn an_output_outage_of_several_cycles_loses_and_repeats_nothing() {
         now - chrono::Duration::seconds(1),
     );
     std::fs::remove_file(&out_dir).unwrap();
-    wait_for(
-        "delivery after the outage",
-        Duration::from_secs(60),
-        &log,
-        || exactly_once(&env),
-    )
-    .await;
+    Wait::new("delivery after the outage", Duration::from_secs(60))
+        .showing_log(&log)
+        .until(|| exactly_once(&env))
+        .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    kill_9(&mut child).await;
     env.assert_exactly_once();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
@@ -421,31 +383,18 @@ async fn a_full_output_disk_mid_batch_freed_during_the_retries_loses_and_repeats
     let out_dir = env.path("out");
     std::fs::create_dir(&out_dir).unwrap();
     let fs = TinyFs::mount_sized(&out_dir, "600k");
-    let log = env.path("daemon.log");
-    let mut child = spawn_daemon(&env, &log);
+    let (mut child, log) = env.spawn_logged(&["run"], "daemon.log");
     // The first failed write; its in-window retries start 0.5 to 1 s later.
-    wait_for("a write to fail", Duration::from_secs(60), &log, || {
-        count_in(&log, "No space left on device") > 0
-    })
-    .await;
+    Wait::new("a write to fail", Duration::from_secs(60))
+        .showing_log(&log)
+        .until(|| count_in(&log, "No space left on device") > 0)
+        .await;
     fs.resize("64m");
-    wait_for(
-        "delivery after growing",
-        Duration::from_secs(60),
-        &log,
-        || exactly_once(&env),
-    )
-    .await;
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    Wait::new("delivery after growing", Duration::from_secs(60))
+        .showing_log(&log)
+        .until(|| exactly_once(&env))
+        .await;
+    let status = terminate(&mut child, Duration::from_secs(20)).await;
     assert!(status.success(), "{status:?}");
 
     // New events, dated after the daemon's last checkpoint, for the restarts to append.
@@ -529,16 +478,14 @@ async fn a_page_token_loop_is_given_up_and_bounded_and_loses_nothing() {
     .await;
     env.service_extra = "page_size: 500".into();
     env.write_config();
-    let log = env.path("daemon.log");
-    let mut child = spawn_daemon(&env, &log);
+    let (mut child, log) = env.spawn_logged(&["run"], "daemon.log");
     let started = Instant::now();
-    while !exactly_once(&env) && started.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    Wait::new("exactly once", Duration::from_secs(20))
+        .try_until(|| exactly_once(&env))
+        .await;
     // A few more cycles: nothing repeated, and the requests stay few.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    kill_9(&mut child).await;
     let requests = [env.web.stats().requests, env.url.stats().requests];
     let text = std::fs::read_to_string(&log).unwrap();
     eprintln!(

@@ -5,13 +5,11 @@
 // Fixtures in real time: the simulator (the vendor) runs on the real clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::util::*;
+use crate::support::*;
 
 /// Points the config's file output at `to` (a directory under the test's work directory).
 fn move_file_output(env: &TestEnv, to: &str) {
@@ -126,19 +124,6 @@ async fn a_partial_last_line_without_a_position_is_cut_not_glued_to() {
     );
 }
 
-/// Polls `cond` every 100 ms until it holds; panics after 60 s, showing the log.
-async fn wait_for(what: &str, log: &Path, mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}; log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A `run --once` beside the daemon on the same filesystem state: refused at once, naming the
 /// daemon's pid, before it asks the API for anything; the daemon's file and webhook outputs get
 /// every event once. (Before the lock, the webhook received 22,000 events for 10,000.)
@@ -151,21 +136,12 @@ async fn a_second_process_on_one_state_directory_is_refused_naming_the_holder() 
         hook.url("/hook")
     );
     env.write_config();
-    let log = env.path("daemon.log");
-    let mut daemon = collector_command(&["run"], &env.config_path())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut daemon, log) = env.spawn_logged(&["run"], "daemon.log");
     let pid = daemon.id().unwrap();
-    wait_for("the daemon's first cycles", &log, || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .matches("The data is up to date!")
-            .count()
-            >= 2
-    })
-    .await;
+    Wait::new("the daemon's first cycles", Duration::from_secs(60))
+        .showing_log(&log)
+        .until(|| count_in(&log, "The data is up to date!") >= 2)
+        .await;
     new_events(&env, 3000);
     let out = env.collector(&["run", "--once"]).await;
     let second = stderr(&out);
@@ -179,18 +155,19 @@ async fn a_second_process_on_one_state_directory_is_refused_naming_the_holder() 
         "the second process pulled:\n{second}"
     );
     // The daemon alone delivers the new events.
-    wait_for("the daemon to deliver the new events", &log, || {
+    Wait::new(
+        "the daemon to deliver the new events",
+        Duration::from_secs(60),
+    )
+    .showing_log(&log)
+    .until(|| {
         let served = env.web.visible_events().len() + env.url.visible_events().len();
         env.delivered(WEB_TABLE).len() == env.web.visible_events().len()
             && env.delivered(URL_TABLE).len() == env.url.visible_events().len()
             && hook.hook_events().len() >= served
     })
     .await;
-    signal(&daemon, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(60), daemon.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = terminate(&mut daemon, Duration::from_secs(60)).await;
     assert!(status.success(), "the daemon stopped cleanly");
     env.assert_exactly_once();
     let mut served = env.web.visible_events();

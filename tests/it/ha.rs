@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -24,8 +23,8 @@ use isolation_sim::SimConfig;
 use rand::Rng;
 
 use crate::redis_server::{self, RedisServer};
-use crate::rsyslog::{free_port, Listen, Rsyslog};
-use crate::util::*;
+use crate::rsyslog::{Listen, Rsyslog};
+use crate::support::*;
 
 pub(crate) const WEB: &str = "browser_and_email_isolation";
 pub(crate) const URL: &str = "url_isolation";
@@ -84,13 +83,10 @@ impl Replica {
     pub(crate) fn start(&mut self) {
         assert!(self.child.is_none(), "{} runs already", self.name);
         self.runs += 1;
-        let log = std::fs::File::create(self.log_path()).unwrap();
-        let child = collector_command(&["run"], &self.config)
-            .env("METRICS_LISTEN", &self.metrics)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = spawn_logged(
+            collector_command(&["run"], &self.config).env("METRICS_LISTEN", &self.metrics),
+            &self.log_path(),
+        );
         self.child = Some(child);
     }
 
@@ -117,13 +113,11 @@ impl Replica {
     }
 
     pub(crate) async fn kill_9(&mut self) {
-        let mut child = self.child.take().expect("the replica runs");
-        child.start_kill().unwrap();
-        child.wait().await.unwrap();
+        kill_9(&mut self.child.take().expect("the replica runs")).await;
     }
 
     /// Waits (at most 30 s) for the process to exit.
-    async fn exited(&mut self) -> ExitStatus {
+    async fn exited(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("the replica runs");
         tokio::time::timeout(Duration::from_secs(30), child.wait())
             .await
@@ -143,17 +137,8 @@ impl Replica {
 
     /// The exposition of its metrics; `None` while nothing answers (dead, paused, starting).
     pub(crate) async fn scrape(&self) -> Option<String> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(ms(500))
-            .build()
-            .ok()?;
-        let resp = http
-            .get(format!("http://{}/metrics", self.metrics))
-            .send()
-            .await
-            .ok()?;
-        resp.text().await.ok()
+        let url = format!("http://{}/metrics", self.metrics);
+        get_within(&url, ms(500)).await.map(|(_, text)| text)
     }
 
     /// Whether its metrics say it holds `service`'s lease.
@@ -168,32 +153,8 @@ impl Replica {
 
     /// `GET /ready`: (status, body); `None` while nothing answers.
     pub(crate) async fn ready(&self) -> Option<(u16, String)> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(ms(500))
-            .build()
-            .ok()?;
-        let resp = http
-            .get(format!("http://{}/ready", self.metrics))
-            .send()
-            .await
-            .ok()?;
-        let status = resp.status().as_u16();
-        Some((status, resp.text().await.ok()?))
+        get_within(&format!("http://{}/ready", self.metrics), ms(500)).await
     }
-}
-
-/// The value of one series (`name{labels}` exactly as exposed) in a text exposition.
-pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.rsplit_once(' ').filter(|(s, _)| *s == series))
-        .and_then(|(_, v)| v.parse().ok())
-}
-
-/// How many lines of `log` contain `needle`.
-pub(crate) fn count(log: &str, needle: &str) -> usize {
-    log.lines().filter(|l| l.contains(needle)).count()
 }
 
 /// The pair, their simulators and their Redis.
@@ -245,20 +206,21 @@ impl Ha {
 
     /// The index of the replica that holds `service`'s lease, waiting up to 20 s for one to.
     pub(crate) async fn holder(&self, service: &str) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        Wait::new(
+            format!("a holder of {service}'s lease"),
+            Duration::from_secs(20),
+        )
+        .every(ms(20))
+        .showing(|| format!("logs:\n{}", self.logs()))
+        .until_async(async || {
             for (i, r) in self.replicas.iter().enumerate() {
                 if r.child.is_some() && r.holds(service).await {
-                    return i;
+                    return Some(i);
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "nobody holds the lease of {service} after 20 s; logs:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(ms(20)).await;
-        }
+            None
+        })
+        .await
     }
 
     /// The lease's value in Redis (the holder's token).
@@ -281,21 +243,26 @@ impl Ha {
             .all(|s| self.delivered(s) >= self.expected[s].len())
     }
 
+    /// How far the file output is: "delivered W of N and U of M".
+    pub(crate) fn progress(&self) -> String {
+        format!(
+            "delivered {} of {} and {} of {}",
+            self.delivered(WEB),
+            self.expected[WEB].len(),
+            self.delivered(URL),
+            self.expected[URL].len()
+        )
+    }
+
     /// Waits until the file output holds as many lines as there are events (up to `limit`).
     pub(crate) async fn wait_until_complete(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while !self.complete() {
-            assert!(
-                Instant::now() < deadline,
-                "the backfill did not complete within {limit:?} (delivered {} of {} and {} of {}); logs:\n{}",
-                self.delivered(WEB),
-                self.expected[WEB].len(),
-                self.delivered(URL),
-                self.expected[URL].len(),
-                self.logs()
-            );
-            tokio::time::sleep(ms(50)).await;
-        }
+        Wait::new("the backfill to complete", limit)
+            .showing(|| format!("logs:\n{}", self.logs()))
+            .until(|| match self.complete() {
+                true => Ok(()),
+                false => Err(self.progress()),
+            })
+            .await;
     }
 
     /// Waits (at most `limit`) until `done` holds; otherwise fails saying `what`, with the
@@ -306,11 +273,11 @@ impl Ha {
         limit: Duration,
         mut done: impl FnMut(&Ha) -> bool,
     ) {
-        let deadline = Instant::now() + limit;
-        while !done(self) {
-            assert!(Instant::now() < deadline, "{what}:\n{}", self.logs());
-            tokio::time::sleep(ms(20)).await;
-        }
+        Wait::new(what, limit)
+            .every(ms(20))
+            .showing(|| self.logs())
+            .until(|| done(self))
+            .await;
     }
 
     pub(crate) async fn stop_all(&mut self) {
@@ -324,10 +291,12 @@ impl Ha {
         self.replicas
             .iter()
             .map(|r| {
-                let log = r.log();
-                let lines: Vec<_> = log.lines().collect();
-                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-                format!("--- {} (run {}) ---\n{tail}", r.name, r.runs)
+                format!(
+                    "--- {} (run {}) ---\n{}",
+                    r.name,
+                    r.runs,
+                    tail(&r.log(), 40)
+                )
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -525,49 +494,34 @@ async fn a_paused_holder_is_fenced_and_resends_at_most_one_batch() {
         );
     }
     // b holds both leases (a's expired) and has committed a window of each.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = SERVICES.map(|s| ha.checkpoint(s));
-        samples.push(now);
-        let b_holds = ha.replicas[1].holds(WEB).await && ha.replicas[1].holds(URL).await;
-        if b_holds && now.iter().zip(&samples[0]).all(|(n, before)| n > before) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "b did not take over:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
+    Wait::new("b to take over", Duration::from_secs(30))
+        .every(ms(20))
+        .showing(|| ha.logs())
+        .until_async(async || {
+            let now = SERVICES.map(|s| ha.checkpoint(s));
+            samples.push(now);
+            let b_holds = ha.replicas[1].holds(WEB).await && ha.replicas[1].holds(URL).await;
+            b_holds && now.iter().zip(&samples[0]).all(|(n, before)| n > before)
+        })
+        .await;
     let b_tokens: Vec<_> = SERVICES.iter().map(|s| ha.lease(s).unwrap()).collect();
     assert!(a_tokens.iter().zip(&b_tokens).all(|(a, b)| a != b));
     ha.replicas[0].signal("-CONT");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&ha.replicas[0].log(), "Lost the lease of ") < 2 {
-        samples.push(SERVICES.map(|s| ha.checkpoint(s)));
-        assert!(
-            Instant::now() < deadline,
-            "a did not notice:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
+    ha.wait_for("a to notice", Duration::from_secs(20), |ha| {
+        let noticed = count(&ha.replicas[0].log(), "Lost the lease of ") >= 2;
+        if !noticed {
+            samples.push(SERVICES.map(|s| ha.checkpoint(s)));
+        }
+        noticed
+    })
+    .await;
     // Let a run on for a while (another TTL): it must stay fenced while b completes.
     let until = Instant::now() + Duration::from_secs(2);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
+    ha.wait_for("b to complete", Duration::from_secs(40), |ha| {
         samples.push(SERVICES.map(|s| ha.checkpoint(s)));
-        if Instant::now() >= until && received_all(&ha, &rs.received()) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "b did not complete:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
+        Instant::now() >= until && received_all(ha, &rs.received())
+    })
+    .await;
     for pair in samples.windows(2) {
         for i in 0..2 {
             assert!(
@@ -619,19 +573,16 @@ async fn a_paused_holder_is_fenced_and_resends_at_most_one_batch() {
 
 /// Waits (at most 10 s) until every replica has logged the end of a Redis outage.
 async fn wait_until_each_logged_the_outage_end(ha: &Ha) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ha
-        .replicas
-        .iter()
-        .any(|r| outages(&r.log(), &ha.redis).1 == 0)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no end of the outage logged:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(50)).await;
-    }
+    ha.wait_for(
+        "the end of the outage logged by each",
+        Duration::from_secs(10),
+        |ha| {
+            ha.replicas
+                .iter()
+                .all(|r| outages(&r.log(), &ha.redis).1 != 0)
+        },
+    )
+    .await;
 }
 
 /// The outage lines of the contract, counted in a log.
@@ -764,11 +715,10 @@ async fn redis_down_at_start_is_waited_for_and_then_collection_starts() {
     }
     let address = format!("127.0.0.1:{port}");
     let unreachable = format!("Redis at {address} is unreachable: ");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while replicas.iter().any(|r| !r.log().contains(&unreachable)) {
-        assert!(Instant::now() < deadline, "no outage logged");
-        tokio::time::sleep(ms(20)).await;
-    }
+    Wait::new("the outage logged by each", Duration::from_secs(20))
+        .every(ms(20))
+        .until(|| replicas.iter().all(|r| r.log().contains(&unreachable)))
+        .await;
     let (status, body) = replicas[0].ready().await.expect("/ready answers");
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -890,13 +840,9 @@ async fn a_holder_paused_between_two_outputs_leaves_the_shared_file_exact() {
     .await;
     // b goes on until everything is delivered; if a cut the file, b never notices, so wait
     // for b's idle cycles rather than for the line count, and let the multiset say what is off.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !ha.complete()
-        && count(&ha.replicas[1].log(), "The data is up to date!") < 4
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(ms(50)).await;
-    }
+    Wait::new("b's idle cycles", Duration::from_secs(40))
+        .try_until(|| ha.complete() || count(&ha.replicas[1].log(), "The data is up to date!") >= 4)
+        .await;
     ha.stop_all().await;
     ha.env.assert_exactly_once();
 }

@@ -27,10 +27,10 @@ use isolation_collector::state::redis::RedisStore;
 use isolation_collector::state::{StateError, StateStore};
 use tokio_util::sync::CancellationToken;
 
-use crate::ha::{count, Ha, SERVICES};
+use crate::ha::{Ha, SERVICES};
 use crate::netproxy::NetProxy;
 use crate::redis_server::{persistence_yaml, RedisServer};
-use crate::util::*;
+use crate::support::*;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -69,11 +69,10 @@ async fn forgotten_mid_backfill(how: Forget) {
         count(&ha.replicas[1].log(), "; standing by.") >= 2
     })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while SERVICES.iter().any(|s| ha.delivered(s) < 2_000) {
-        assert!(Instant::now() < deadline, "too slow:\n{}", ha.logs());
-        tokio::time::sleep(ms(20)).await;
-    }
+    ha.wait_for("a quarter delivered", Duration::from_secs(30), |ha| {
+        SERVICES.iter().all(|s| ha.delivered(s) >= 2_000)
+    })
+    .await;
     for s in SERVICES {
         assert!(
             ha.delivered(s) < ha.expected[s].len(),
@@ -89,22 +88,20 @@ async fn forgotten_mid_backfill(how: Forget) {
     let caught_up = forgot.elapsed();
     // Whatever either replica would send again (a fresh state sends all 8,000 again) starts
     // within a cycle or two: wait for both states to be back and a few idle cycles.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while SERVICES.iter().any(|s| ha.checkpoint(s).is_none())
-        || ha
-            .replicas
-            .iter()
-            .map(|r| count(&r.log(), "The data is up to date!"))
-            .sum::<usize>()
-            < 6
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no state came back:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(50)).await;
-    }
+    ha.wait_for(
+        "the states back and idle cycles",
+        Duration::from_secs(20),
+        |ha| {
+            SERVICES.iter().all(|s| ha.checkpoint(s).is_some())
+                && ha
+                    .replicas
+                    .iter()
+                    .map(|r| count(&r.log(), "The data is up to date!"))
+                    .sum::<usize>()
+                    >= 6
+        },
+    )
+    .await;
     ha.stop_all().await;
     let logs: String = ha
         .replicas
@@ -338,11 +335,10 @@ async fn a_renewal_answered_after_the_validity_ran_out_does_not_open_the_gate() 
     });
     proxy.requests_while_holding(1).await;
     // Redis has run the RENEW: the lease's TTL, cut to 10 s before, is 30 s again.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pttl(&redis, &lease_key) < 20_000 {
-        assert!(Instant::now() < deadline, "the RENEW never reached Redis");
-        tokio::time::sleep(ms(5)).await;
-    }
+    Wait::new("the RENEW to reach Redis", Duration::from_secs(5))
+        .every(ms(5))
+        .until(|| pttl(&redis, &lease_key) >= 20_000)
+        .await;
     clock.advance(Duration::from_secs(40));
     assert_eq!(
         redis.cli(&["SET", &lease_key, "b:1:0", "PX", "30000"]),

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::ha::{metric, ms, write_ha_config, Ha, Replica, SERVICES, URL, WEB};
-use crate::rsyslog::free_port;
+use crate::ha::{ms, write_ha_config, Ha, Replica, SERVICES, URL, WEB};
+use crate::support::*;
 
 /// A TCP forwarder from a local port to `target`, which the test can cut and heal.
 struct Forwarder {
@@ -70,14 +70,12 @@ impl Forwarder {
 
     /// Listens again on the same port.
     async fn heal(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let listener = loop {
-            match TcpListener::bind(&self.address).await {
-                Ok(l) => break l,
-                Err(e) => assert!(Instant::now() < deadline, "rebind {}: {e}", self.address),
-            }
-            tokio::time::sleep(ms(50)).await;
-        };
+        let listener = Wait::new(
+            format!("rebinding {}", self.address),
+            Duration::from_secs(10),
+        )
+        .until_async(async || TcpListener::bind(&self.address).await)
+        .await;
         self.serve(listener);
     }
 }
@@ -134,27 +132,19 @@ async fn pair(persistence_extra: &str) -> Ha {
 
 /// Waits (up to `limit`) until replica `r` holds both services' leases.
 async fn holds_both(ha: &Ha, r: usize, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let mut both = true;
-        for s in SERVICES {
-            both &= ha.replicas[r].holds(s).await;
-        }
-        if both {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} does not hold both leases after {limit:?} (delivered {} of {} and {} of {}); logs:\n{}",
-            ["a", "b"][r],
-            ha.delivered(WEB),
-            ha.expected[WEB].len(),
-            ha.delivered(URL),
-            ha.expected[URL].len(),
-            ha.logs()
-        );
-        tokio::time::sleep(ms(50)).await;
-    }
+    Wait::new(format!("{} to hold both leases", ["a", "b"][r]), limit)
+        .showing(|| format!("logs:\n{}", ha.logs()))
+        .until_async(async || {
+            let mut both = true;
+            for s in SERVICES {
+                both &= ha.replicas[r].holds(s).await;
+            }
+            match both {
+                true => Ok(()),
+                false => Err(ha.progress()),
+            }
+        })
+        .await;
 }
 
 /// One replica's API address is a closed port from the start: its setup fails forever, but it
@@ -200,24 +190,17 @@ async fn the_holder_cut_from_the_api_mid_backfill_hands_its_leases_over() {
     holds_both(&ha, 0, Duration::from_secs(15)).await;
     ha.replicas[1].start();
     // b is live (it stands by for both) before a is cut.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ha.replicas[1].log().matches("; standing by.").count() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "b never stood by:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
-    // Mid-backfill: both services delivered some windows, not all.
-    while ha.delivered(WEB) == 0 || ha.delivered(URL) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "nothing delivered:\n{}",
-            ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    }
+    let started = Instant::now();
+    ha.wait_for("b to stand by", Duration::from_secs(20), |ha| {
+        ha.replicas[1].log().matches("; standing by.").count() >= 2
+    })
+    .await;
+    // Mid-backfill: both services delivered some windows, not all (within the same 20 s).
+    let left = Duration::from_secs(20).saturating_sub(started.elapsed());
+    ha.wait_for("something delivered", left, |ha| {
+        ha.delivered(WEB) > 0 && ha.delivered(URL) > 0
+    })
+    .await;
     assert!(
         !ha.complete(),
         "the backfill ended before the cut: make it longer"
@@ -241,6 +224,33 @@ async fn the_holder_cut_from_the_api_mid_backfill_hands_its_leases_over() {
 }
 
 /// `/ready` of replica `r`, and its `service_unpulled` gauge for `service`.
+/// Waits (at most 40 s) until each replica's `/ready` and url_isolation's `service_unpulled`
+/// gauge satisfy `ok`.
+async fn wait_for_url_isolation(
+    ha: &Ha,
+    what: &str,
+    ok: impl Fn(Option<&(u16, String)>, Option<f64>) -> bool,
+) {
+    Wait::new(what, Duration::from_secs(40))
+        .every(ms(100))
+        .showing(|| format!("logs:\n{}", ha.logs()))
+        .until_async(async || {
+            let mut all = true;
+            let mut said = Vec::new();
+            for r in 0..2 {
+                let (ready, gauge) = unpulled(ha, r, URL).await;
+                all &= ok(ready.as_ref(), gauge);
+                said.push(format!("{} says {:?}", ["a", "b"][r], (ready, gauge)));
+            }
+            if all {
+                Ok(())
+            } else {
+                Err(said.join(", "))
+            }
+        })
+        .await;
+}
+
 async fn unpulled(ha: &Ha, r: usize, service: &str) -> (Option<(u16, String)>, Option<f64>) {
     let series =
         format!("isolation_collector_service_unpulled{{input=\"10001\",service=\"{service}\"}}");
@@ -270,28 +280,17 @@ async fn a_service_nobody_pulls_fails_ready_on_every_replica() {
     a_api[1].cut().await;
     b_api[1].cut().await;
     let cut = Instant::now();
-    let deadline = cut + Duration::from_secs(40);
-    loop {
-        let mut all = true;
-        for r in 0..2 {
-            let (ready, gauge) = unpulled(&ha, r, URL).await;
+    wait_for_url_isolation(
+        &ha,
+        "url_isolation unpulled on both, after both were cut from its API",
+        |ready, gauge| {
             let named = ready.is_some_and(|(status, body)| {
-                status == 503 && body.contains("url_isolation") && body.contains("unpulled")
+                *status == 503 && body.contains("url_isolation") && body.contains("unpulled")
             });
-            all &= named && gauge == Some(1.0);
-        }
-        if all {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "40 s after both were cut from url_isolation's API: a says {:?}, b says {:?}; logs:\n{}",
-            unpulled(&ha, 0, URL).await,
-            unpulled(&ha, 1, URL).await,
-            ha.logs()
-        );
-        tokio::time::sleep(ms(100)).await;
-    }
+            named && gauge == Some(1.0)
+        },
+    )
+    .await;
     let flagged = cut.elapsed();
     for r in 0..2 {
         let (_, web) = unpulled(&ha, r, WEB).await;
@@ -300,25 +299,12 @@ async fn a_service_nobody_pulls_fails_ready_on_every_replica() {
     a_api[1].heal().await;
     b_api[1].heal().await;
     let healed = Instant::now();
-    let deadline = healed + Duration::from_secs(40);
-    loop {
-        let mut all = true;
-        for r in 0..2 {
-            let (ready, gauge) = unpulled(&ha, r, URL).await;
-            all &= ready.is_some_and(|(status, _)| status == 200) && gauge == Some(0.0);
-        }
-        if all {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "40 s after the heal: a says {:?}, b says {:?}; logs:\n{}",
-            unpulled(&ha, 0, URL).await,
-            unpulled(&ha, 1, URL).await,
-            ha.logs()
-        );
-        tokio::time::sleep(ms(100)).await;
-    }
+    wait_for_url_isolation(
+        &ha,
+        "url_isolation pulled again after the heal",
+        |ready, gauge| ready.is_some_and(|(status, _)| *status == 200) && gauge == Some(0.0),
+    )
+    .await;
     let cleared = healed.elapsed();
     ha.wait_until_complete(Duration::from_secs(30)).await;
     ha.stop_all().await;

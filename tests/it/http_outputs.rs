@@ -7,7 +7,7 @@ use std::time::Duration;
 use isolation_sim::Dataset;
 
 use crate::http_receivers::{Receiver, Scripted};
-use crate::util::*;
+use crate::support::*;
 
 pub(crate) const HEC_TOKEN: &str = "5f0c8a2e-1b7d-4c3a-9e6f-2d4b8a1c7e90";
 pub(crate) const HOOK_AUTH: &str = "Bearer hook-s3cret-value";
@@ -542,9 +542,7 @@ async fn the_hec_stand_in_answers_as_splunk_documents() {
 
 /// The value of one sample line of the exposition (`name{labels} value`), 0 if absent.
 fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    metric(text, series).unwrap_or(0.0)
 }
 
 /// The HEC output counts in the families every output has: events confirmed per table (equal to
@@ -556,46 +554,25 @@ async fn the_hec_output_counts_in_the_same_metric_families() {
     hec.script([Scripted::AckNever { indexed: false }]);
     env.outputs_extra = hec_output(&hec, HEC_TOKEN, "ack_timeout_in_seconds: 1");
     env.write_config();
-    let base = crate::metrics::listen_on_free_port(&env);
-    let log = env.path("daemon.log");
-    let mut child = collector_command(&["run"], &env.config_path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let base = listen_on_free_port(&env);
+    let (mut child, log) = env.spawn_logged(&["run"], "daemon.log");
     let want = served(&env).len() as f64;
     let series = |name: &str, table: &str| {
         format!("isolation_collector_{name}{{input=\"10001\",output=\"splunk\",table=\"{table}\"}}")
     };
-    let started = std::time::Instant::now();
-    let text = loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no full delivery in 60 s:\n{}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let Ok(resp) = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-        else {
-            continue;
-        };
-        let text = resp.text().await.unwrap();
-        let delivered: f64 = [WEB_TABLE, URL_TABLE]
-            .iter()
-            .map(|t| sample(&text, &series("delivered_events_total", t)))
-            .sum();
-        if delivered >= want {
-            break text;
-        }
-    };
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    let text = Wait::new("a full delivery", Duration::from_secs(60))
+        .every(Duration::from_millis(200))
+        .showing_log(&log)
+        .until_async(async || {
+            let (_, text) = get(&format!("{base}/metrics")).await?;
+            let delivered: f64 = [WEB_TABLE, URL_TABLE]
+                .iter()
+                .map(|t| sample(&text, &series("delivered_events_total", t)))
+                .sum();
+            (delivered >= want).then_some(text)
+        })
+        .await;
+    kill_9(&mut child).await;
     assert_eq!(
         sample(&text, &series("delivered_events_total", WEB_TABLE)),
         env.web.visible_events().len() as f64

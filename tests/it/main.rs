@@ -4,8 +4,8 @@
 // Tests may run long; the 100-line limit (clippy.toml) is for the code they test.
 #![allow(clippy::too_many_lines)]
 
-// Helpers: work directories, simulators, running the collector binary, multiset assertions.
-mod util;
+// The shared support: the test environment, processes, waiting, comparisons, metrics.
+mod support;
 
 // End-to-end collection against the simulator: quirks, faults, late data.
 mod collect;

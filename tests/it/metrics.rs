@@ -4,169 +4,27 @@
 // Fixtures and checks in real time: the simulator (the vendor) runs on the real clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use isolation_sim::{Dataset, Fault, FaultTarget};
 
-use crate::util::*;
+use crate::support::*;
 
 const WEB: &str = "browser_and_email_isolation";
 const URL: &str = "url_isolation";
-
-/// A loopback port nobody listens on (bound then released: a small race, fine for tests).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Adds `metrics_listen` to the env's config; returns the base URL.
-pub(crate) fn listen_on_free_port(env: &TestEnv) -> String {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let text = std::fs::read_to_string(env.config_path()).unwrap().replace(
-        "  name: it\n",
-        &format!("  name: it\n  metrics_listen: \"{addr}\"\n"),
-    );
-    std::fs::write(env.config_path(), text).unwrap();
-    format!("http://{addr}")
-}
-
-pub(crate) fn spawn_daemon(env: &TestEnv, log: &Path) -> tokio::process::Child {
-    collector_command(&["run", "--log-format", "json"], &env.config_path())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-/// GET `url`: (status, body); `None` while nothing answers. (Never through a proxy that the
-/// CI environment may set: the listener is on 127.0.0.1.)
-async fn get(url: &str) -> Option<(u16, String)> {
-    let http = reqwest::Client::builder().no_proxy().build().ok()?;
-    let resp = http.get(url).send().await.ok()?;
-    let status = resp.status().as_u16();
-    Some((status, resp.text().await.ok()?))
-}
-
-/// The samples of a text exposition: (name, labels) → value.
-pub(crate) type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
-
-fn parse_exposition(text: &str) -> Samples {
-    let mut samples = Samples::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (series, value) = line.rsplit_once(' ').unwrap();
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let labels = rest
-                    .trim_end_matches('}')
-                    .split(',')
-                    .map(|kv| {
-                        let (k, v) = kv.split_once('=').unwrap();
-                        (k.to_owned(), v.trim_matches('"').to_owned())
-                    })
-                    .collect();
-                (name, labels)
-            }
-            None => (series, BTreeMap::new()),
-        };
-        samples.insert((name.to_owned(), labels), value.parse().unwrap());
-    }
-    samples
-}
-
-/// The value of one series; `None` when the exposition has no such series (a counter with
-/// labels appears at its first increment, so a poll may see it missing for a while).
-pub(crate) fn sample(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let labels = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    samples.get(&(name.to_owned(), labels)).copied()
-}
-
-/// The value of one series that must exist: a missing series fails the test (it is not 0, or
-/// `== 0` would pass for a metric that was renamed or never registered).
-pub(crate) fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
-    sample(samples, name, labels).unwrap_or_else(|| {
-        let exposed: Vec<_> = samples.keys().collect();
-        panic!("no series {name} {labels:?}; the exposition has {exposed:#?}")
-    })
-}
-
-async fn scrape(base: &str) -> Samples {
-    let (status, text) = get(&format!("{base}/metrics"))
-        .await
-        .expect("/metrics answers");
-    assert_eq!(status, 200, "{text}");
-    parse_exposition(&text)
-}
-
-/// Scrapes until `f` holds (the daemon keeps working between the truth and the scrape).
-pub(crate) async fn scrape_until(
-    base: &str,
-    what: &str,
-    f: impl FnMut(&Samples) -> bool,
-) -> Samples {
-    scrape_until_within(base, what, Duration::from_secs(30), f).await
-}
-
-/// [`scrape_until`] with a limit of its own.
-pub(crate) async fn scrape_until_within(
-    base: &str,
-    what: &str,
-    limit: Duration,
-    mut f: impl FnMut(&Samples) -> bool,
-) -> Samples {
-    let deadline = Instant::now() + limit;
-    loop {
-        let samples = scrape(base).await;
-        if f(&samples) {
-            return samples;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not reached within {limit:?}; last scrape: {samples:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-pub(crate) async fn sigterm_and_wait(child: tokio::process::Child) {
-    let pid = child.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(out.status.success(), "{:?}", out.status);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_match_the_truth_and_health_and_ready_answer() {
     let env = TestEnv::both(700, |c| c.page_size_cap = Some(200)).await;
     let base = listen_on_free_port(&env);
-    let log = env.path("daemon.log");
-    let child = spawn_daemon(&env, &log);
+    let (child, log) = env.spawn_logged(&["run", "--log-format", "json"], "daemon.log");
 
     // Everything delivered, and the counters caught up with the truth.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while env.delivered(WEB_TABLE).len() < env.web.visible_events().len()
-        || env.delivered(URL_TABLE).len() < env.url.visible_events().len()
-    {
-        assert!(Instant::now() < deadline, "nothing delivered in 60 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for("every event delivered", Duration::from_secs(60), || {
+        env.delivered(WEB_TABLE).len() >= env.web.visible_events().len()
+            && env.delivered(URL_TABLE).len() >= env.url.visible_events().len()
+    })
+    .await;
     env.assert_exactly_once();
     let received = "isolation_collector_received_events_total";
     let delivered = "isolation_collector_delivered_events_total";
@@ -297,18 +155,19 @@ async fn ready_names_the_service_whose_key_is_refused() {
     url.api_key = "ffffffff-0000-4000-8000-000000000000".into();
     let env = TestEnv::start(web, url).await;
     let base = listen_on_free_port(&env);
-    let child = spawn_daemon(&env, &env.path("daemon.log"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let body = loop {
-        // Until the web service's setup passed, it is named too.
-        if let Some((503, body)) = get(&format!("{base}/ready")).await {
-            if body.contains(URL) && body.contains("not valid") && !body.contains(WEB) {
-                break body;
+    let (child, _) = env.spawn_logged(&["run", "--log-format", "json"], "daemon.log");
+    let body = Wait::new(format!("/ready naming only {URL}"), Duration::from_secs(30))
+        .every(Duration::from_millis(200))
+        .until_async(async || match get(&format!("{base}/ready")).await {
+            // Until the web service's setup passed, it is named too.
+            Some((503, body))
+                if body.contains(URL) && body.contains("not valid") && !body.contains(WEB) =>
+            {
+                Ok(body)
             }
-        }
-        assert!(Instant::now() < deadline, "/ready never named only {URL}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+            answer => Err(format!("{answer:?}")),
+        })
+        .await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["ready"], false, "{body}");
     assert!(!body.contains(KEY), "the key leaked: {body}");

@@ -286,6 +286,7 @@ impl Shared {
 /// until released; refuse closes.
 #[tokio::test]
 async fn the_partition_proxy_cuts_holds_and_heals() {
+    use crate::support::Wait;
     use std::time::Duration;
     let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let echo_address = echo.local_addr().unwrap();
@@ -330,14 +331,10 @@ async fn the_partition_proxy_cuts_holds_and_heals() {
     proxy.requests_while_holding(5).await;
     let held = tokio::time::timeout(Duration::from_millis(300), c.read(&mut buf)).await;
     assert!(held.is_err(), "a reply passed while held: {held:?}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !received.lock().unwrap().ends_with(b"three") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the request did not pass"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    Wait::new("the request to pass", Duration::from_secs(5))
+        .every(Duration::from_millis(10))
+        .until(|| received.lock().unwrap().ends_with(b"three"))
+        .await;
     proxy.heal();
     c.read_exact(&mut buf[..5]).await.unwrap();
     assert_eq!(&buf[..5], b"three");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hmac::Mac;
 
-use crate::util::*;
+use crate::support::*;
 
 const SECRET: &str = "it-hmac-key-5f1c0e7a9b2d4c6e8f0a1b3c5d7e9f11";
 const HOST: &str = "https?://[^/]+";
@@ -285,18 +285,15 @@ fn expected_with_fallback(original: &str, host: &regex::Regex) -> (String, bool)
 /// once (per service), not once per event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_a_rule_cannot_read_is_masked_delivered_counted_and_warned_once() {
-    use crate::metrics::{listen_on_free_port, sample, scrape_until, sigterm_and_wait};
     let mut env = TestEnv::both(1500, |c| c.unreadable_user_names = 10).await;
     env.service_extra = obfuscation_config();
     env.write_config();
     let base = listen_on_free_port(&env);
     let log = env.path("daemon.log");
-    let child = collector_command(&["run"], &env.config_path())
-        .env("IT_HMAC_KEY", SECRET)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let child = spawn_logged(
+        collector_command(&["run"], &env.config_path()).env("IT_HMAC_KEY", SECRET),
+        &log,
+    );
 
     let host = regex::Regex::new(HOST).unwrap();
     let mut fallbacks = BTreeMap::new();
@@ -314,14 +311,12 @@ async fn a_value_a_rule_cannot_read_is_masked_delivered_counted_and_warned_once(
             n >= 10,
             "{table}: only {n} events with an unreadable userName"
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while env.delivered(table).len() < served.len() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{table}: not delivered"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for(
+            format!("{table} delivered"),
+            Duration::from_secs(60),
+            || env.delivered(table).len() >= served.len(),
+        )
+        .await;
         assert_same_multiset(&env.delivered(table), &want, table);
         fallbacks.insert(service, n as f64);
     }

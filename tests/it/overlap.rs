@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use isolation_sim::SimConfig;
 
-use crate::util::*;
+use crate::support::*;
 
 /// Jobs ready after 1 s per 1,000 events (none for the setup check's empty job, so that only
 /// the windows' jobs run), and windows of about 320 events: a backfill of about ten windows,

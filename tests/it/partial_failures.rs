@@ -7,14 +7,11 @@ use std::time::Duration;
 
 use isolation_sim::Dataset;
 
-use crate::devo_e2e::{
-    devo_output, parse_records, read_log, spawn_collector, start_receiver as devo_receiver,
-    wait_until,
-};
+use crate::devo_e2e::{devo_output, parse_records, start_receiver as devo_receiver};
 use crate::http_outputs::{hec_output, served, webhook_output, HEC_TOKEN, HOOK_AUTH};
 use crate::http_receivers::{Receiver, Scripted};
 use crate::relp::{duplicates, relp_output, start_receiver};
-use crate::util::*;
+use crate::support::*;
 
 /// A webhook output without headers (for a daemon started without extra environment).
 fn plain_webhook(hook: &Receiver, extra: &str) -> String {
@@ -40,11 +37,11 @@ async fn one_output_down_does_not_repeat_events_at_the_others() {
     hook.set_down_for(Duration::from_secs(25));
     env.outputs_extra = relp_output(&pki, rs.port, &pki.client) + &plain_webhook(&hook, "");
     env.write_config();
-    let (mut child, log) = spawn_collector(&env, &["run"], "run.log");
+    let (mut child, log) = env.spawn_logged(&["run"], "run.log");
     let want = served(&env).len();
-    wait_until(
-        Duration::from_secs(150),
+    wait_for(
         "the webhook got every event",
+        Duration::from_secs(150),
         || hook.hook_events().len() >= want,
     )
     .await;
@@ -169,17 +166,13 @@ async fn sigterm_during_an_ack_wait_lets_it_finish_and_nothing_is_indexed_twice(
     hec.script([Scripted::AckLate(Duration::from_secs(3))]);
     env.outputs_extra = hec_output(&hec, HEC_TOKEN, "");
     env.write_config();
-    let (mut child, log) = spawn_collector(&env, &["run"], "run.log");
-    wait_until(Duration::from_secs(30), "HEC got the first request", || {
+    let (mut child, log) = env.spawn_logged(&["run"], "run.log");
+    wait_for("HEC got the first request", Duration::from_secs(30), || {
         hec.deliveries().iter().any(|s| s.path.ends_with("/event"))
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    signal(&child, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("the collector stopped within the grace period")
-        .unwrap();
+    let status = terminate(&mut child, Duration::from_secs(20)).await;
     assert!(status.success(), "{}", read_log(&log));
 
     env.run_once_ok().await;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crate::ha::{bodies_per_table, differences, edit_config, ms, Ha, Replica, SERVICES, URL, WEB};
 use crate::netproxy::{Mode, NetProxy};
 use crate::rsyslog::{Listen, Rsyslog};
-use crate::util::*;
+use crate::support::*;
 
 /// Events per service: a backfill of a few seconds with the pages below.
 const EVENTS: usize = 8_000;
@@ -179,7 +179,12 @@ impl Partitioned {
     ) -> [Option<Duration>; 2] {
         let at_cut = SERVICES.map(|s| self.ha.checkpoint(s));
         let mut times = [None, None];
-        while times.iter().any(Option::is_none) && cut.elapsed() < limit {
+        Wait::new(
+            "both services taken over",
+            limit.saturating_sub(cut.elapsed()),
+        )
+        .every(ms(20))
+        .try_until(|| {
             for (i, s) in SERVICES.into_iter().enumerate() {
                 if times[i].is_none()
                     && self.ha.lease(s).is_some_and(|t| t != cut_tokens[i])
@@ -188,8 +193,9 @@ impl Partitioned {
                     times[i] = Some(cut.elapsed());
                 }
             }
-            tokio::time::sleep(ms(20)).await;
-        }
+            times.iter().all(Option::is_some)
+        })
+        .await;
         times
     }
 
@@ -211,19 +217,19 @@ impl Partitioned {
     /// Waits until both outputs hold every event and b has stayed idle for a while, then stops
     /// both replicas.
     async fn finish(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !(self.ha.complete() && self.rsyslog_has_all()) {
-            assert!(
-                Instant::now() < deadline,
-                "not complete after 60 s (file: {} of {} and {} of {}):\n{}",
-                self.ha.delivered(WEB),
-                self.ha.expected[WEB].len(),
-                self.ha.delivered(URL),
-                self.ha.expected[URL].len(),
-                self.ha.logs()
-            );
-            tokio::time::sleep(ms(50)).await;
-        }
+        Wait::new("both outputs complete", Duration::from_secs(60))
+            .showing(|| self.ha.logs())
+            .until(|| match self.ha.complete() && self.rsyslog_has_all() {
+                true => Ok(()),
+                false => Err(format!(
+                    "file: {} of {} and {} of {}",
+                    self.ha.delivered(WEB),
+                    self.ha.expected[WEB].len(),
+                    self.ha.delivered(URL),
+                    self.ha.expected[URL].len()
+                )),
+            })
+            .await;
         // A stale holder would write after this point: give it a lease's time to do so.
         tokio::time::sleep(Duration::from_secs(TTL.into())).await;
         self.ha.stop_all().await;
@@ -284,10 +290,6 @@ fn own_config(shared: &str, ha: &Ha, links: &Links) -> String {
             &ha.env.url.base_url(),
             &format!("http://{}", links.url.address()),
         )
-}
-
-fn count(log: &str, needle: &str) -> usize {
-    log.lines().filter(|l| l.contains(needle)).count()
 }
 
 /// The lease tokens in Redis now (each must be there).
@@ -435,21 +437,20 @@ async fn a_commit_delayed_past_later_ones_never_moves_the_checkpoint_back() {
     p.links[0].redis.heal_new_connections();
     // a commits at least two more windows of each service (the held one again, and the next).
     let mut seen: [Vec<_>; 2] = [vec![at_cut[0]], vec![at_cut[1]]];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while seen.iter().any(|s| s.len() < 3) {
-        assert!(
-            Instant::now() < deadline,
-            "a did not commit two windows of each service after the heal:\n{}",
-            p.ha.logs()
-        );
-        for (i, s) in SERVICES.into_iter().enumerate() {
-            let now = p.ha.checkpoint(s);
-            if now > *seen[i].last().unwrap() {
-                seen[i].push(now);
+    p.ha.wait_for(
+        "a to commit two windows of each service after the heal",
+        Duration::from_secs(20),
+        |ha| {
+            for (i, s) in SERVICES.into_iter().enumerate() {
+                let now = ha.checkpoint(s);
+                if now > *seen[i].last().unwrap() {
+                    seen[i].push(now);
+                }
             }
-        }
-        tokio::time::sleep(ms(20)).await;
-    }
+            seen.iter().all(|s| s.len() >= 3)
+        },
+    )
+    .await;
     assert_eq!(
         tokens(&p.ha),
         a_tokens,

@@ -8,7 +8,6 @@
 //! `apt-get install tinyproxy`.
 
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -16,8 +15,8 @@ use std::time::Duration;
 use isolation_sim::{Dataset, SimHandle};
 use tempfile::TempDir;
 
-use crate::rsyslog::{free_port, Pki};
-use crate::util::{describe, sim_config, stderr, TestEnv, KEY, URL_TABLE, WEB_TABLE};
+use crate::rsyslog::Pki;
+use crate::support::*;
 
 const INSTALL_HINT: &str = "apt-get install tinyproxy";
 
@@ -66,23 +65,15 @@ impl Tinyproxy {
     }
 
     async fn wait_listening(&mut self) {
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        for _ in 0..400 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "tinyproxy exited at start ({status}); log:\n{}\n(`{INSTALL_HINT}`)",
-                    self.log_text()
-                );
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!(
-            "tinyproxy did not listen on {addr}; log:\n{}",
-            self.log_text()
-        );
+        let log = self.log.clone();
+        wait_until_listening(
+            "tinyproxy",
+            &mut self.child,
+            self.port,
+            Duration::from_secs(10),
+            || format!("log:\n{}\n(`{INSTALL_HINT}`)", read_log(&log)),
+        )
+        .await;
     }
 
     fn url(&self) -> String {
@@ -111,8 +102,7 @@ impl Tinyproxy {
 
 impl Drop for Tinyproxy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_server(&mut self.child);
     }
 }
 

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::devo_keys::busiest;
-use crate::ha::{metric, redis_key, write_ha_config, Replica, URL, WEB};
+use crate::ha::{redis_key, write_ha_config, Replica, URL, WEB};
 use crate::redis_server::RedisServer;
-use crate::util::*;
+use crate::support::*;
 
 /// The input's quota in the test: `QUOTA` requests per `PERIOD`.
 const QUOTA: usize = 8;
@@ -26,15 +26,6 @@ fn arrivals(env: &TestEnv) -> Vec<DateTime<Utc>> {
         .collect();
     all.sort();
     all
-}
-
-/// Waits (at most 20 s) until `check` holds, naming `what` otherwise.
-async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Two replicas, each pulling one service of one input whose `requests_limits` is 8 per 2 s,
@@ -63,22 +54,28 @@ async fn two_replicas_together_keep_the_inputs_requests_limits() {
     let mut a = Replica::of("a", &env.config_path(), env.dir.path());
     let mut b = Replica::of("b", &env.config_path(), env.dir.path());
     a.start();
-    until("a holds browser_and_email_isolation", || a.holds(WEB)).await;
+    Wait::new(
+        "a holds browser_and_email_isolation",
+        Duration::from_secs(20),
+    )
+    .until_async(async || a.holds(WEB).await)
+    .await;
     b.start();
     // b counts as live for the shares once it is able to pull (its setup passed: it stands by
     // for url_isolation), which the quota itself delays.
     let standing_by = "The lease of url_isolation is held by elsewhere:1:0";
-    until("b passes its setup", || async {
+    wait_for("b passes its setup", Duration::from_secs(20), || {
         b.log().contains(standing_by)
     })
     .await;
     let live = "isolation_collector_replicas_live";
-    until("a counts b live", || async {
-        a.scrape().await.and_then(|m| metric(&m, live)) == Some(2.0)
-    })
-    .await;
+    Wait::new("a counts b live", Duration::from_secs(20))
+        .until_async(async || a.scrape().await.and_then(|m| metric(&m, live)) == Some(2.0))
+        .await;
     redis.cli(&["DEL", &url_lease]);
-    until("b holds url_isolation", || b.holds(URL)).await;
+    Wait::new("b holds url_isolation", Duration::from_secs(20))
+        .until_async(async || b.holds(URL).await)
+        .await;
     let both_pulling = Utc::now();
     tokio::time::sleep(Duration::from_secs(6)).await;
     a.stop().await;

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::redis_server::RedisServer;
-use crate::util::{collector_command, describe, signal, stderr, TestEnv, URL_TABLE, WEB_TABLE};
+use crate::support::*;
 
 const SERVICES: [&str; 2] = ["browser_and_email_isolation", "url_isolation"];
 
@@ -45,16 +45,6 @@ fn redis_state_as_file(redis: &RedisServer, service: &str) -> serde_json::Value 
     object.insert("@persistence_version".into(), 3.into());
     object.insert("dedup".into(), records.into());
     doc
-}
-
-/// `run` as a daemon, its log into the file `log_path` (a pipe nobody reads while the daemon
-/// runs could fill and block it).
-fn spawn_daemon(env: &TestEnv, log_path: &std::path::Path) -> tokio::process::Child {
-    collector_command(&["run"], &env.config_path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(log_path).unwrap()))
-        .spawn()
-        .unwrap()
 }
 
 /// Everything a command printed.
@@ -282,12 +272,17 @@ async fn a_holder_whose_lease_was_taken_stops_writing_and_stands_by() {
     let tmp = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(&tmp, "redis").await;
     use_redis(&env, &redis, 2);
-    let log_path = env.path("daemon.log");
-    let mut child = spawn_daemon(&env, &log_path);
+    let (mut child, log_path) = env.spawn_logged(&["run"], "daemon.log");
     let lease = key("url_isolation", "lease");
     let state = key("url_isolation", "state");
-    wait_for(|| env.delivered(URL_TABLE).len() == env.url.visible_events().len()).await;
-    wait_for(|| redis.cli(&["EXISTS", &state]) == "(integer) 1").await;
+    wait_for("every url event delivered", Duration::from_secs(60), || {
+        env.delivered(URL_TABLE).len() == env.url.visible_events().len()
+    })
+    .await;
+    wait_for("the state in Redis", Duration::from_secs(60), || {
+        redis.cli(&["EXISTS", &state]) == "(integer) 1"
+    })
+    .await;
     let ours = redis.cli(&["--raw", "GET", &lease]);
     assert!(ours.contains(':'), "{ours}");
     // The intruder: a token that is not the daemon's, on the key the daemon renews.
@@ -302,16 +297,12 @@ async fn a_holder_whose_lease_was_taken_stops_writing_and_stands_by() {
     assert_eq!(redis.cli(&["--raw", "GET", &lease]), "intruder:1:ffff");
     // Free again: the daemon takes it back within its standby retry.
     redis.cli(&["DEL", &lease]);
-    wait_for(|| {
+    wait_for("the lease taken back", Duration::from_secs(60), || {
         let now = redis.cli(&["--raw", "GET", &lease]);
         !now.is_empty() && now != ours
     })
     .await;
-    signal(&child, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("the daemon stopped within 30 s")
-        .unwrap();
+    let status = terminate(&mut child, Duration::from_secs(30)).await;
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(status.success(), "{status:?}\n{log}");
     // Refused at its renewal, its gate's renewal or its fenced write, whichever came first.
@@ -352,17 +343,6 @@ async fn a_holder_whose_lease_was_taken_stops_writing_and_stands_by() {
     env.assert_exactly_once();
 }
 
-/// Polls `done` every 50 ms for at most 60 s.
-async fn wait_for(mut done: impl FnMut() -> bool) {
-    for _ in 0..1200 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not reached within 60 s");
-}
-
 /// `run --once` waits for a held lease at most its TTL and 5 s, then fails naming the holder.
 #[tokio::test]
 async fn run_once_gives_up_on_a_held_lease_naming_the_holder() {
@@ -399,25 +379,18 @@ async fn run_once_gives_up_on_a_held_lease_naming_the_holder() {
     );
 }
 
-/// GET `url`: (status, body); `None` while nothing answers.
-async fn get(url: &str) -> Option<(u16, String)> {
-    let http = reqwest::Client::builder().no_proxy().build().ok()?;
-    let resp = http.get(url).send().await.ok()?;
-    let status = resp.status().as_u16();
-    Some((status, resp.text().await.ok()?))
-}
-
 /// Polls `url` until its answer satisfies `done`; returns it.
 async fn wait_for_answer(url: &str, done: impl Fn(u16, &str) -> bool) -> String {
-    for _ in 0..600 {
-        if let Some((status, body)) = get(url).await {
-            if done(status, &body) {
-                return body;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{url} did not answer as expected within 60 s");
+    Wait::new(
+        format!("{url} to answer as expected"),
+        Duration::from_secs(60),
+    )
+    .every(Duration::from_millis(100))
+    .until_async(async || match get(url).await {
+        Some((status, body)) if done(status, &body) => Ok(body),
+        answer => Err(format!("{answer:?}")),
+    })
+    .await
 }
 
 /// Redis goes away while a daemon runs: the outage is logged once (not per retry) and its end
@@ -429,9 +402,8 @@ async fn a_redis_outage_is_logged_once_and_shown_in_ready_and_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let mut redis = RedisServer::start(&tmp, "redis").await;
     use_redis(&env, &redis, 2);
-    let base = crate::metrics::listen_on_free_port(&env);
-    let log_path = env.path("daemon.log");
-    let mut child = spawn_daemon(&env, &log_path);
+    let base = listen_on_free_port(&env);
+    let (mut child, log_path) = env.spawn_logged(&["run"], "daemon.log");
     let both_held = |status: u16, body: &str| {
         status == 200
             && body
@@ -439,7 +411,10 @@ async fn a_redis_outage_is_logged_once_and_shown_in_ready_and_metrics() {
     };
     let ready = wait_for_answer(&format!("{base}/ready"), both_held).await;
     assert!(ready.contains(r#""standby":[]"#), "{ready}");
-    wait_for(|| env.delivered(URL_TABLE).len() == env.url.visible_events().len()).await;
+    wait_for("every url event delivered", Duration::from_secs(60), || {
+        env.delivered(URL_TABLE).len() == env.url.visible_events().len()
+    })
+    .await;
     redis.kill();
     let unreachable = format!("persistence: Redis at {} is unreachable", redis.address());
     wait_for_answer(&format!("{base}/ready"), |status, body| {
@@ -460,11 +435,7 @@ async fn a_redis_outage_is_logged_once_and_shown_in_ready_and_metrics() {
         metrics.contains("\nisolation_collector_persistence_up 1\n"),
         "{metrics}"
     );
-    signal(&child, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("the daemon stopped within 30 s")
-        .unwrap();
+    let status = terminate(&mut child, Duration::from_secs(30)).await;
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(status.success(), "{status:?}\n{log}");
     let address = redis.address();
@@ -567,7 +538,7 @@ impl TlsRedis {
         server: &crate::rsyslog::CertFiles,
         ca: &std::path::Path,
     ) -> TlsRedis {
-        let port = crate::rsyslog::free_port();
+        let port = free_port();
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -598,21 +569,22 @@ impl TlsRedis {
             .spawn()
             .expect("redis-server runs");
         // Owned at once: dropped (killed and reaped) on every path below.
-        let redis = TlsRedis { port, child };
-        for _ in 0..400 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return redis;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("redis-server with TLS did not listen on {port}");
+        let mut redis = TlsRedis { port, child };
+        wait_until_listening(
+            "redis-server with TLS",
+            &mut redis.child,
+            port,
+            Duration::from_secs(10),
+            String::new,
+        )
+        .await;
+        redis
     }
 }
 
 impl Drop for TlsRedis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_server(&mut self.child);
     }
 }
 
@@ -685,14 +657,18 @@ async fn a_former_holders_bytes_in_the_shared_file_are_cut_by_the_holders_resume
     let tmp = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(&tmp, "redis").await;
     use_redis(&env, &redis, 3);
-    let log_path = env.path("daemon.log");
-    let mut child = spawn_daemon(&env, &log_path);
-    wait_for(|| env.delivered(URL_TABLE).len() == env.url.visible_events().len()).await;
+    let (mut child, log_path) = env.spawn_logged(&["run"], "daemon.log");
+    wait_for("every url event delivered", Duration::from_secs(60), || {
+        env.delivered(URL_TABLE).len() == env.url.visible_events().len()
+    })
+    .await;
     let path = env.path("out").join(format!("{URL_TABLE}.jsonl"));
     // The former holder's bytes come after the holder's last *committed* window: wait until the
     // state in Redis holds the file's whole length (lines on disk are not yet committed).
-    wait_for(|| committed_length(&redis, URL_TABLE) == std::fs::metadata(&path).unwrap().len())
-        .await;
+    wait_for("the whole file committed", Duration::from_secs(60), || {
+        committed_length(&redis, URL_TABLE) == std::fs::metadata(&path).unwrap().len()
+    })
+    .await;
     let delivered = env.delivered(URL_TABLE);
     let stale = format!("{}\n{}\n{{\"partial", delivered[0], delivered[1]);
     let mut file = std::fs::OpenOptions::new()
@@ -708,13 +684,12 @@ async fn a_former_holders_bytes_in_the_shared_file_are_cut_by_the_holders_resume
         now - chrono::Duration::seconds(1),
     );
     assert_eq!(env.url.inject(20, from, to), 20);
-    wait_for(|| env.delivered(URL_TABLE).len() == env.url.visible_events().len()).await;
+    wait_for("every url event delivered", Duration::from_secs(60), || {
+        env.delivered(URL_TABLE).len() == env.url.visible_events().len()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    signal(&child, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("the daemon stopped within 30 s")
-        .unwrap();
+    let status = terminate(&mut child, Duration::from_secs(30)).await;
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(status.success(), "{status:?}\n{log}");
     env.assert_exactly_once();

@@ -12,6 +12,7 @@ use isolation_collector::state::redis::RedisStore;
 use isolation_collector::state::{encode, ServiceState};
 
 use crate::redis_server::RedisServer;
+use crate::support::Wait;
 
 const KEY: &str = "proofpoint_isolation_1_url_isolation";
 const RATE: i64 = 100;
@@ -172,32 +173,27 @@ async fn a_renewal_is_answered_before_a_large_write_in_flight() {
 /// Waits until a client of `redis` is sending a request over 1 MiB (its query buffer and parsed
 /// arguments), i.e. a large write is in flight.
 async fn wait_for_large_request(watcher: &mut redis::aio::MultiplexedConnection) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query_async(watcher)
-            .await
-            .unwrap();
-        let large = list.lines().any(|client| {
-            let field = |name: &str| {
-                client
-                    .split(' ')
-                    .find_map(|f| f.strip_prefix(name))
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            field("qbuf=") + field("argv-mem=") > 1 << 20
-        });
-        if large {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no large write was seen in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    Wait::new("a large write in flight", Duration::from_secs(30))
+        .every(Duration::from_millis(1))
+        .until_async(async || {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(watcher)
+                .await
+                .unwrap();
+            let large = list.lines().any(|client| {
+                let field = |name: &str| {
+                    client
+                        .split(' ')
+                        .find_map(|f| f.strip_prefix(name))
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                field("qbuf=") + field("argv-mem=") > 1 << 20
+            });
+            large
+        })
+        .await;
 }
 
 /// The dedup hash's fields and values as stored, sorted (`HGETALL`).

@@ -4,14 +4,13 @@
 //!
 //! Used by the high-availability tests (Redis persistence, leases, failover).
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::rsyslog::free_port;
+use crate::support::{free_port, kill_server, read_log, wait_until_listening};
 
 const INSTALL_HINT: &str = "apt-get install redis-server";
 
@@ -158,27 +157,21 @@ impl RedisServer {
     }
 
     async fn wait_until_listening(&mut self) {
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        for _ in 0..400 {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "redis-server exited at start ({status}); log:\n{}",
-                    std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
-                );
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("redis-server did not listen on {addr}");
+        let log = self.dir.join("redis.log");
+        wait_until_listening(
+            "redis-server",
+            self.child.as_mut().unwrap(),
+            self.port,
+            Duration::from_secs(10),
+            || format!("log:\n{}", read_log(&log)),
+        )
+        .await;
     }
 
     /// SIGKILL (`kill -9`) and reap: the server is down until [`RedisServer::restart`].
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_server(&mut child);
         }
     }
 

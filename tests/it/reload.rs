@@ -5,12 +5,11 @@
 // Fixtures in real time: the simulator (the vendor) runs on the real clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::util::*;
+use crate::support::*;
 
 /// One tenant's input block (as a file of `inputs_dir` holds it): both services on the test
 /// simulators, polled fast. `extra` lines go into each service section.
@@ -95,13 +94,12 @@ fn assert_exact(env: &TestEnv, id: &str) {
 
 /// Waits (at most 60 s) until every tenant in `ids` is exact, then asserts it.
 async fn wait_exact(env: &TestEnv, ids: &[&str], log: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ids.iter().all(|id| exact(env, id)) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    Wait::new("every tenant exact", Duration::from_secs(60))
+        .try_until(|| ids.iter().all(|id| exact(env, id)))
+        .await;
     for id in ids {
         if !exact(env, id) {
-            eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
+            eprintln!("{}", read_log(log));
         }
         assert_exact(env, id);
     }
@@ -120,36 +118,6 @@ fn new_events(env: &TestEnv, count: usize) {
     }
 }
 
-/// The daemon, `run` with `args`, its log in collector.log.
-fn spawn_daemon(env: &TestEnv, args: &[&str]) -> (tokio::process::Child, PathBuf) {
-    let log = env.path("collector.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let mut all = vec!["run"];
-    all.extend_from_slice(args);
-    let child = collector_command(&all, &env.config_path())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    (child, log)
-}
-
-fn log_text(log: &std::path::Path) -> String {
-    std::fs::read_to_string(log).unwrap_or_default()
-}
-
-/// Waits (at most 60 s) until `needle` appears `times` times in the log.
-async fn wait_for_log(log: &std::path::Path, needle: &str, times: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while log_text(log).matches(needle).count() < times {
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} not {times} time(s) in\n{}",
-            log_text(log)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The log lines of one tenant that contain `needle`: its pullers' threads
 /// (`IsolationPuller(proofpoint_isolation,<id>,...)`) and its setup threads
 /// (`IsolationPullerSetup(unknown,proofpoint_isolation#<id>,...)`) name its id.
@@ -165,12 +133,8 @@ fn tenant_lines(log: &str, id: &str, needle: &str) -> usize {
 
 /// SIGTERM, and a clean exit.
 async fn stop(mut child: tokio::process::Child, log: &std::path::Path) {
-    signal(&child, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("the daemon stopped within 30 s")
-        .unwrap();
-    assert_eq!(status.code(), Some(0), "{}", log_text(log));
+    let status = terminate(&mut child, Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "{}", read_log(log));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,11 +145,11 @@ async fn sighup_adds_and_removes_tenants_mid_run_and_leaves_the_others_untouched
     let small = "page_size: 100\nmax_events_per_window: 400";
     let (a, b, c) = ("20001", "20002", "20003");
     write_tenants(&env, &[tenant(&env, a, small), tenant(&env, b, small)]);
-    let (child, log) = spawn_daemon(&env, &[]);
-    wait_until("A's backfill under way", &log, || {
-        delivered(&env, a, WEB_TABLE).len() >= 400
-    })
-    .await;
+    let (child, log) = env.spawn_logged(&["run"], "collector.log");
+    Wait::new("A's backfill under way", Duration::from_secs(60))
+        .showing_log(&log)
+        .until(|| delivered(&env, a, WEB_TABLE).len() >= 400)
+        .await;
     // B goes, C comes, A stays.
     write_tenants(&env, &[tenant(&env, a, small), tenant(&env, c, small)]);
     signal(&child, "-HUP");
@@ -193,12 +157,13 @@ async fn sighup_adds_and_removes_tenants_mid_run_and_leaves_the_others_untouched
         &log,
         "Configuration reloaded: 1 added, 1 removed, 0 restarted, 1 unchanged",
         1,
+        Duration::from_secs(60),
     )
     .await;
     let b_at_stop: Vec<_> = [WEB_TABLE, URL_TABLE].map(|t| delivered(&env, b, t)).into();
     new_events(&env, 200);
     wait_exact(&env, &[a, c], &log).await;
-    let text = log_text(&log);
+    let text = read_log(&log);
     assert!(
         text.contains("Received the \"SIGHUP\" system signal (code: 1)"),
         "{text}"
@@ -242,6 +207,7 @@ async fn sighup_adds_and_removes_tenants_mid_run_and_leaves_the_others_untouched
         &log,
         "Configuration reloaded: 1 added, 0 removed, 0 restarted, 2 unchanged",
         1,
+        Duration::from_secs(60),
     )
     .await;
     wait_exact(&env, &[a, b, c], &log).await;
@@ -253,7 +219,7 @@ async fn an_invalid_reload_is_refused_and_an_invalid_block_keeps_its_tenant_runn
     let env = TestEnv::both(800, |_| {}).await;
     let (a, b) = ("20001", "20002");
     write_tenants(&env, &[tenant(&env, a, "")]);
-    let (child, log) = spawn_daemon(&env, &[]);
+    let (child, log) = env.spawn_logged(&["run"], "collector.log");
     wait_exact(&env, &[a], &log).await;
     // A problem outside the input blocks: the whole new config is refused.
     let bad = format!(
@@ -264,8 +230,14 @@ async fn an_invalid_reload_is_refused_and_an_invalid_block_keeps_its_tenant_runn
     );
     replace_file(&env.config_path(), &bad);
     signal(&child, "-HUP");
-    wait_for_log(&log, "Configuration reload refused: ", 1).await;
-    let text = log_text(&log);
+    wait_for_log(
+        &log,
+        "Configuration reload refused: ",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    let text = read_log(&log);
     assert!(
         text.contains("problem(s); the running configuration stays"),
         "{text}"
@@ -285,13 +257,10 @@ async fn an_invalid_reload_is_refused_and_an_invalid_block_keeps_its_tenant_runn
     signal(&child, "-HUP");
     wait_for_log(
         &log,
-        "Configuration reloaded: 1 added, 0 removed, 0 restarted, 1 unchanged (1 of them on its previous configuration: 20001)",
-        1,
-    )
-    .await;
+        "Configuration reloaded: 1 added, 0 removed, 0 restarted, 1 unchanged (1 of them on its previous configuration: 20001)", 1, Duration::from_secs(60)).await;
     new_events(&env, 100);
     wait_exact(&env, &[a, b], &log).await;
-    let text = log_text(&log);
+    let text = read_log(&log);
     assert!(text.contains("bogus_service_key"), "{text}");
     assert_eq!(
         tenant_lines(&text, a, "Making sample request to test authentication."),
@@ -306,17 +275,23 @@ async fn with_strict_an_invalid_block_refuses_the_reload() {
     let env = TestEnv::both(300, |_| {}).await;
     let (a, b) = ("20001", "20002");
     write_tenants(&env, &[tenant(&env, a, "")]);
-    let (child, log) = spawn_daemon(&env, &["--strict"]);
+    let (child, log) = env.spawn_logged(&["run", "--strict"], "collector.log");
     wait_exact(&env, &[a], &log).await;
     write_tenants(
         &env,
         &[tenant(&env, a, ""), tenant(&env, b, "bogus_service_key: 1")],
     );
     signal(&child, "-HUP");
-    wait_for_log(&log, "Configuration reload refused: 2 problem(s)", 1).await;
+    wait_for_log(
+        &log,
+        "Configuration reload refused: 2 problem(s)",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
     new_events(&env, 50);
     wait_exact(&env, &[a], &log).await;
-    let text = log_text(&log);
+    let text = read_log(&log);
     assert!(
         text.contains("run --strict: a configuration with an invalid input is refused"),
         "{text}"
@@ -330,17 +305,18 @@ async fn watch_config_picks_up_a_changed_file() {
     let env = TestEnv::both(500, |_| {}).await;
     let (a, b) = ("20001", "20002");
     write_tenants(&env, &[tenant(&env, a, "")]);
-    let (child, log) = spawn_daemon(&env, &["--watch-config"]);
+    let (child, log) = env.spawn_logged(&["run", "--watch-config"], "collector.log");
     wait_exact(&env, &[a], &log).await;
     write_tenants(&env, &[tenant(&env, a, ""), tenant(&env, b, "")]);
     wait_for_log(
         &log,
         "Configuration reloaded: 1 added, 0 removed, 0 restarted, 1 unchanged",
         1,
+        Duration::from_secs(60),
     )
     .await;
     wait_exact(&env, &[a, b], &log).await;
-    let text = log_text(&log);
+    let text = read_log(&log);
     assert!(text.contains("(--watch-config)"), "{text}");
     stop(child, &log).await;
 }
@@ -354,7 +330,7 @@ async fn watch_config_follows_the_files_of_inputs_dir() {
     replace_file(&dir.join("a.yaml"), &block(&env, a, ""));
     let config = format!("{}inputs_dir: tenants.d\n", head(&env));
     replace_file(&env.config_path(), &config);
-    let (child, log) = spawn_daemon(&env, &["--watch-config"]);
+    let (child, log) = env.spawn_logged(&["run", "--watch-config"], "collector.log");
     wait_exact(&env, &[a], &log).await;
     // A tenant file comes: its tenant starts. The config file itself did not change.
     replace_file(&dir.join("b.yaml"), &block(&env, b, ""));
@@ -362,6 +338,7 @@ async fn watch_config_follows_the_files_of_inputs_dir() {
         &log,
         "Configuration reloaded: 1 added, 0 removed, 0 restarted, 1 unchanged",
         1,
+        Duration::from_secs(60),
     )
     .await;
     new_events(&env, 50);
@@ -372,13 +349,14 @@ async fn watch_config_follows_the_files_of_inputs_dir() {
         &log,
         "Configuration reloaded: 0 added, 1 removed, 0 restarted, 1 unchanged",
         1,
+        Duration::from_secs(60),
     )
     .await;
     new_events(&env, 50);
     wait_exact(&env, &[b], &log).await;
     assert_eq!(
         tenant_lines(
-            &log_text(&log),
+            &read_log(&log),
             b,
             "Making sample request to test authentication."
         ),
@@ -399,41 +377,28 @@ async fn watch_config_restarts_a_tenant_whose_key_file_changed() {
         &format!("api_key_file: {}", key_file.display()),
     );
     write_tenants(&env, &[a_block, tenant(&env, b, "")]);
-    let (child, log) = spawn_daemon(&env, &["--watch-config"]);
+    let (child, log) = env.spawn_logged(&["run", "--watch-config"], "collector.log");
     wait_exact(&env, &[a, b], &log).await;
     // The key rotated in its file, to one the API refuses: A restarts with it (and fails its
     // setup, retrying), B is not touched. Then to the right one again: A resumes from its state.
     replace_file(&key_file, WRONG_KEY);
     let reloaded = "Configuration reloaded: 0 added, 0 removed, 1 restarted, 1 unchanged";
-    wait_for_log(&log, reloaded, 1).await;
-    wait_until("A refused", &log, || {
-        tenant_lines(&log_text(&log), a, "is not valid") >= 1
-    })
-    .await;
+    wait_for_log(&log, reloaded, 1, Duration::from_secs(60)).await;
+    Wait::new("A refused", Duration::from_secs(60))
+        .showing_log(&log)
+        .until(|| tenant_lines(&read_log(&log), a, "is not valid") >= 1)
+        .await;
     replace_file(&key_file, KEY);
-    wait_for_log(&log, reloaded, 2).await;
+    wait_for_log(&log, reloaded, 2, Duration::from_secs(60)).await;
     new_events(&env, 50);
     wait_exact(&env, &[a, b], &log).await;
-    let text = log_text(&log);
+    let text = read_log(&log);
     let setups = |id| tenant_lines(&text, id, "Making sample request to test authentication.");
     assert_eq!((setups(a), setups(b)), (6, 2), "{text}");
     for key in [KEY, WRONG_KEY] {
         assert!(!text.contains(key), "a key leaked into the log");
     }
     stop(child, &log).await;
-}
-
-/// Waits (at most 60 s) until `done` holds.
-async fn wait_until(what: &str, log: &std::path::Path, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} after 60 s; log:\n{}",
-            log_text(log)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,7 +411,7 @@ async fn a_changed_start_time_resets_that_tenant_and_another_change_resumes() {
     };
     let a_two_days = tenant(&env, a, &start(2));
     write_tenants(&env, &[a_two_days, tenant(&env, b, "")]);
-    let (child, log) = spawn_daemon(&env, &[]);
+    let (child, log) = env.spawn_logged(&["run"], "collector.log");
     wait_exact(&env, &[a, b], &log).await;
     // A's start moves (Devo's rule: its state restarts, everything comes again); B changes a
     // setting that keeps its state (it resumes: nothing again).
@@ -462,6 +427,7 @@ async fn a_changed_start_time_resets_that_tenant_and_another_change_resumes() {
         &log,
         "Configuration reloaded: 0 added, 0 removed, 2 restarted, 0 unchanged",
         1,
+        Duration::from_secs(60),
     )
     .await;
     let twice = |sim: &isolation_sim::SimHandle| {
@@ -469,7 +435,12 @@ async fn a_changed_start_time_resets_that_tenant_and_another_change_resumes() {
         all.extend(sim.visible_events());
         all
     };
-    wait_until("tenant A delivered everything again", &log, || {
+    Wait::new(
+        "tenant A delivered everything again",
+        Duration::from_secs(60),
+    )
+    .showing_log(&log)
+    .until(|| {
         delivered(&env, a, WEB_TABLE).len() == 2 * env.web.visible_events().len()
             && delivered(&env, a, URL_TABLE).len() == 2 * env.url.visible_events().len()
     })
@@ -478,7 +449,7 @@ async fn a_changed_start_time_resets_that_tenant_and_another_change_resumes() {
     assert_same_multiset(&delivered(&env, a, URL_TABLE), &twice(&env.url), "A url");
     new_events(&env, 50);
     wait_exact(&env, &[b], &log).await;
-    let text = log_text(&log);
+    let text = read_log(&log);
     assert_eq!(
         tenant_lines(&text, a, "start_time_in_utc changed"),
         2,

@@ -6,13 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use crate::devo_e2e::{
-    assert_not_advanced, line_count, parse_records, read_log, spawn_collector, wait_until,
-};
+use crate::devo_e2e::{assert_not_advanced, line_count, parse_records};
 use crate::rsyslog::{CertFiles, Pki, Rsyslog};
-use crate::util::*;
+use crate::support::*;
 
 /// The window the tests configure (librelp's default).
 const RELP_WINDOW: usize = 128;
@@ -152,13 +148,12 @@ async fn receiver_killed_mid_batch_gets_the_unacknowledged_again_and_loses_nothi
     env.outputs_extra = relp_output(&pki, rs.port, &pki.client);
     env.write_config();
 
-    let (mut child, log) = spawn_collector(&env, &["run", "--once"], "run1.log");
+    let (mut child, log) = env.spawn_logged(&["run", "--once"], "run1.log");
     // Kill rsyslog inside a batch: 6,000 records is inside the second or third window.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while line_count(&rs.received()) < 6_000 {
-        assert!(Instant::now() < deadline, "rsyslog never received 6,000");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    Wait::new("rsyslog to receive 6,000 records", Duration::from_secs(60))
+        .every(Duration::from_millis(1))
+        .until(|| line_count(&rs.received()) >= 6_000)
+        .await;
     rs.kill();
     let kill_len = rs.received().len();
     let lines_at_kill = line_count(&rs.received());
@@ -166,9 +161,9 @@ async fn receiver_killed_mid_batch_gets_the_unacknowledged_again_and_loses_nothi
         child.try_wait().unwrap().is_none(),
         "finished before the kill"
     );
-    wait_until(
-        Duration::from_secs(30),
+    wait_for(
         "the session loss was logged",
+        Duration::from_secs(30),
         || read_log(&log).contains("RELP session lost"),
     )
     .await;

@@ -15,7 +15,6 @@
 //! say `apt-get install rsyslog rsyslog-gnutls`; the `relp` tests need imrelp (`rsyslog-relp`).
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -25,6 +24,8 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use tempfile::TempDir;
+
+use crate::support::{free_port, kill_server, read_log, wait_until_listening, Wait};
 
 const INSTALL_HINT: &str = "apt-get install rsyslog rsyslog-gnutls";
 const RELP_INSTALL_HINT: &str = "apt-get install rsyslog rsyslog-relp";
@@ -185,15 +186,6 @@ pub struct Rsyslog {
     child: Option<Child>,
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn require_rsyslog() {
     match Command::new("rsyslogd").arg("-v").output() {
         Ok(out) if out.status.success() => {}
@@ -279,32 +271,26 @@ impl Rsyslog {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start rsyslogd ({e}); `{INSTALL_HINT}`"));
         self.child = Some(child);
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         // Generous: a loaded 2-core CI machine can take seconds to start rsyslogd with GnuTLS.
-        for _ in 0..800 {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "rsyslogd exited at start ({status}); stderr:\n{}\n(if a module is missing: \
-                     `{INSTALL_HINT}`)",
-                    fs::read_to_string(&self.stderr).unwrap_or_default()
-                );
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!(
-            "rsyslogd did not listen on {addr}; stderr:\n{}",
-            fs::read_to_string(&self.stderr).unwrap_or_default()
-        );
+        wait_until_listening(
+            "rsyslogd",
+            self.child.as_mut().unwrap(),
+            self.port,
+            Duration::from_secs(20),
+            || {
+                format!(
+                    "stderr:\n{}\n(if a module is missing: `{INSTALL_HINT}`)",
+                    read_log(&self.stderr)
+                )
+            },
+        )
+        .await;
     }
 
     /// SIGKILL (`kill -9`) and reap.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_server(&mut child);
         }
     }
 
@@ -322,15 +308,11 @@ impl Rsyslog {
     /// Waits until at least `lines` records were received (or `limit` passed) and returns
     /// everything received.
     pub async fn wait_for_lines(&self, lines: usize, limit: Duration) -> Vec<u8> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let got = self.received();
-            let n = got.iter().filter(|&&b| b == b'\n').count();
-            if n >= lines || tokio::time::Instant::now() >= deadline {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        Wait::new(format!("{lines} records"), limit)
+            .every(Duration::from_millis(20))
+            .try_until(|| self.received().iter().filter(|&&b| b == b'\n').count() >= lines)
+            .await;
+        self.received()
     }
 
     /// rsyslogd's own messages (for failure diagnostics).

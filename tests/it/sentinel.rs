@@ -7,7 +7,6 @@
 // Real time throughout: the sentinels and the simulator run on the real clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,8 +15,7 @@ use tempfile::TempDir;
 
 use crate::ha::{checkpoint_in, ms, write_ha_config, Ha, SERVICES, WEB};
 use crate::redis_server::RedisServer;
-use crate::rsyslog::free_port;
-use crate::util::TestEnv;
+use crate::support::*;
 
 const INSTALL_HINT: &str = "apt-get install redis-sentinel";
 
@@ -94,8 +92,7 @@ impl Sentinel {
 
 impl Drop for Sentinel {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_server(&mut self.child);
     }
 }
 
@@ -118,15 +115,14 @@ impl Sentinels {
         for sentinel in &s.sentinels {
             wait_until_listening(sentinel.port).await;
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !s.sentinels.iter().all(Sentinel::knows_everyone) {
-            assert!(
-                Instant::now() < deadline,
-                "the sentinels did not discover each other and the replica in 30 s:\n{}",
-                s.logs()
-            );
-            tokio::time::sleep(ms(100)).await;
-        }
+        Wait::new(
+            "the sentinels to discover each other and the replica",
+            Duration::from_secs(30),
+        )
+        .every(ms(100))
+        .showing(|| s.logs())
+        .until(|| s.sentinels.iter().all(Sentinel::knows_everyone))
+        .await;
         s
     }
 
@@ -146,19 +142,14 @@ impl Sentinels {
 
     /// Waits (at most `limit`) until every sentinel names the replica as the master.
     pub async fn wait_for_failover(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while !self
-            .sentinels
-            .iter()
-            .all(|s| s.master_port() == Some(self.replica.port))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no failover to the replica within {limit:?}:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(ms(50)).await;
-        }
+        Wait::new("a failover to the replica", limit)
+            .showing(|| self.logs())
+            .until(|| {
+                self.sentinels
+                    .iter()
+                    .all(|s| s.master_port() == Some(self.replica.port))
+            })
+            .await;
     }
 
     fn logs(&self) -> String {
@@ -171,14 +162,13 @@ impl Sentinels {
 }
 
 async fn wait_until_listening(port: u16) {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    for _ in 0..200 {
-        if TcpStream::connect_timeout(&addr, ms(100)).is_ok() {
-            return;
-        }
-        tokio::time::sleep(ms(25)).await;
-    }
-    panic!("redis-sentinel did not listen on {addr}");
+    Wait::new(
+        format!("redis-sentinel to listen on port {port}"),
+        Duration::from_secs(5),
+    )
+    .every(ms(25))
+    .until(|| listening(port))
+    .await;
 }
 
 /// The master is killed (kill -9) during a backfill that two collector replicas share. The
@@ -227,21 +217,25 @@ async fn a_master_killed_during_a_backfill_fails_over_and_collection_resumes_exa
     sentinels.wait_for_failover(Duration::from_secs(30)).await;
     let switched = killed.elapsed();
     // The next commit: a checkpoint in the new master moves past what the old one held.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let committed = loop {
+    let committed = Wait::new(
+        "a commit in the new master after the failover",
+        Duration::from_secs(30),
+    )
+    .every(ms(20))
+    .showing(|| format!("logs:\n{}", ha.logs()))
+    .until(|| {
         let now = SERVICES.map(|s| checkpoint_in(&sentinels.replica, s));
         if now.iter().zip(&at_kill).any(|(n, before)| n > before) {
-            break killed.elapsed();
+            Ok(killed.elapsed())
+        } else {
+            Err(format!(
+                "delivered {:?} at the kill, {:?} now",
+                delivered_at_kill,
+                SERVICES.map(|s| ha.delivered(s))
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "no commit in the new master within 30 s of the failover (delivered {:?} at the kill, {:?} now); logs:\n{}",
-            delivered_at_kill,
-            SERVICES.map(|s| ha.delivered(s)),
-            ha.logs()
-        );
-        tokio::time::sleep(ms(20)).await;
-    };
+    })
+    .await;
     ha.wait_until_complete(Duration::from_secs(60)).await;
     ha.stop_all().await;
     ha.env.assert_exactly_once();
@@ -285,19 +279,21 @@ async fn a_master_killed_during_a_backfill_fails_over_and_collection_resumes_exa
 /// Then a write reaches the replica, and the replica has finished the append-only file rewrite
 /// it starts after a sync (its fsyncs, which come before its acknowledgements, wait for it).
 async fn wait_until_replicating(master: &RedisServer, replica: &RedisServer) {
-    let deadline = Instant::now() + Duration::from_secs(20);
     assert_eq!(master.cli(&["SET", "warm-up", "1"]), "OK");
-    while !master
-        .cli(&["INFO", "replication"])
-        .contains("state=online")
-        || replica.get("warm-up").is_none()
-        || !replica
-            .cli(&["INFO", "persistence"])
-            .contains("aof_rewrite_in_progress:0")
-    {
-        assert!(Instant::now() < deadline, "the replica never synchronised");
-        tokio::time::sleep(ms(50)).await;
-    }
+    wait_for(
+        "the replica to synchronise",
+        Duration::from_secs(20),
+        || {
+            master
+                .cli(&["INFO", "replication"])
+                .contains("state=online")
+                && replica.get("warm-up").is_some()
+                && replica
+                    .cli(&["INFO", "persistence"])
+                    .contains("aof_rewrite_in_progress:0")
+        },
+    )
+    .await;
 }
 
 /// After each fenced state write the store waits for the replica's acknowledgement (`WAIT 1`):
@@ -319,7 +315,7 @@ async fn a_state_write_waits_for_the_replica_and_counts_those_it_did_not_acknowl
     let metrics = Arc::new(Metrics::new().with_leases());
     store.report_to(metrics.clone());
     let unreplicated = || {
-        crate::ha::metric(
+        metric(
             &metrics.encode(0),
             "isolation_collector_persistence_unreplicated_writes_total",
         )

@@ -26,9 +26,9 @@ use isolation_sim::{Dataset, SimConfig, SimHandle};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::ha::{metric, Replica};
+use crate::ha::Replica;
 use crate::redis_server::RedisServer;
-use crate::util::{assert_same_multiset, read_lines, sim_config, KEY, URL_TABLE, WEB_TABLE};
+use crate::support::*;
 
 const TENANTS: usize = 12;
 const SERVICES: usize = TENANTS * 2;
@@ -121,23 +121,24 @@ async fn wait_for_spread(
     low: usize,
     high: usize,
 ) -> Vec<usize> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let held: Vec<usize> = replicas.iter().map(|r| r.shard.held()).collect();
-        let total: usize = held.iter().sum();
-        let in_redis = leases_in_redis(redis);
-        if total == SERVICES
-            && in_redis == SERVICES
-            && held.iter().all(|h| (low..=high).contains(h))
-        {
-            return held;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no spread within {low}..={high} after 30 s: held {held:?}, {in_redis} leases in Redis"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        format!("a spread within {low}..={high}"),
+        Duration::from_secs(30),
+        || {
+            let held: Vec<usize> = replicas.iter().map(|r| r.shard.held()).collect();
+            let total: usize = held.iter().sum();
+            let in_redis = leases_in_redis(redis);
+            if total == SERVICES
+                && in_redis == SERVICES
+                && held.iter().all(|h| (low..=high).contains(h))
+            {
+                Ok(held)
+            } else {
+                Err(format!("held {held:?}, {in_redis} leases in Redis"))
+            }
+        },
+    )
+    .await
 }
 
 /// How many of the 24 leases exist in Redis.
@@ -340,29 +341,28 @@ async fn wait_for_held(
     high: usize,
     limit: Duration,
 ) -> Vec<usize> {
-    let deadline = Instant::now() + limit;
-    let mut last = Vec::new();
-    while Instant::now() < deadline {
-        let by_pid = leases_by_pid(redis);
-        last = replicas
-            .iter()
-            .map(|r| by_pid.get(&r.pid()).copied().unwrap_or(0))
-            .collect();
-        if last.iter().sum::<usize>() == SERVICES && last.iter().all(|h| (low..=high).contains(h)) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let logs: Vec<String> = replicas.iter().map(|r| tail(&r.log(), 30)).collect();
-    panic!(
-        "no spread within {low}..={high} after {limit:?}: held {last:?}; logs:\n{}",
-        logs.join("\n---\n")
-    );
-}
-
-fn tail(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    let logs = || {
+        let logs: Vec<String> = replicas.iter().map(|r| tail(&r.log(), 30)).collect();
+        format!("logs:\n{}", logs.join("\n---\n"))
+    };
+    Wait::new(format!("a spread within {low}..={high}"), limit)
+        .every(Duration::from_millis(100))
+        .showing(logs)
+        .until(|| {
+            let by_pid = leases_by_pid(redis);
+            let held: Vec<usize> = replicas
+                .iter()
+                .map(|r| by_pid.get(&r.pid()).copied().unwrap_or(0))
+                .collect();
+            if held.iter().sum::<usize>() == SERVICES
+                && held.iter().all(|h| (low..=high).contains(h))
+            {
+                Ok(held)
+            } else {
+                Err(format!("held {held:?}"))
+            }
+        })
+        .await
 }
 
 /// Three collector replicas on one Redis share twelve tenants (24 services): one starts alone and
@@ -425,14 +425,10 @@ async fn three_replicas_share_twelve_tenants_and_reshare_them_after_a_kill() {
     let held = wait_for_held(&d.redis, &[&b, &c, &e], 7, 9, Duration::from_secs(30)).await;
     let took = started.elapsed().as_secs_f64();
     eprintln!("with the replacement: {held:?} {took:.1} s after it started");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !d.complete() {
-        assert!(
-            Instant::now() < deadline,
-            "not every tenant complete after 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("every tenant complete", Duration::from_secs(60), || {
+        d.complete()
+    })
+    .await;
     for r in [&mut b, &mut c, &mut e] {
         r.stop().await;
     }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_backfill_stops_cleanly_and_a_restart_completes_exactly_once() {
@@ -16,23 +16,14 @@ async fn sigterm_mid_backfill_stops_cleanly_and_a_restart_completes_exactly_once
         .spawn()
         .unwrap();
     // Wait until delivery is under way, then stop it in the middle.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.delivered(WEB_TABLE).len() < 4_000 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    signal(&child, "-TERM");
-    let stopped = Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    Wait::new("4,000 web events delivered", Duration::from_secs(30))
+        .every(Duration::from_millis(20))
+        .try_until(|| env.delivered(WEB_TABLE).len() >= 4_000)
+        .await;
+    let (out, took) = terminate_with_output_timed(child, Duration::from_secs(30)).await;
     let log = stderr(&out);
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(
-        stopped.elapsed() < Duration::from_secs(10),
-        "the shutdown took {:?}",
-        stopped.elapsed()
-    );
+    assert!(took < Duration::from_secs(10), "the shutdown took {took:?}");
     assert!(log.contains("Received the \"SIGTERM\" system signal (code: 15), all the processes will be gracefully stopped"), "{log}");
     assert!(log.contains("[EXIT] Process \"MainProcess\" completely terminated (elapsed time since the system signal was received: "), "{log}");
     let partial = env.delivered(WEB_TABLE).len();
@@ -75,46 +66,13 @@ async fn stuck_env(grace_secs: u64) -> (TestEnv, tokio::task::JoinHandle<()>) {
     (env, hole)
 }
 
-async fn wait_for_log(path: &std::path::Path, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .contains(needle)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "{needle:?} never appeared in {}",
-        std::fs::read_to_string(path).unwrap_or_default()
-    );
-}
-
-fn spawn_logged(env: &TestEnv) -> (tokio::process::Child, std::path::PathBuf) {
-    let log = env.path("collector.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let child = collector_command(&["run"], &env.config_path())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    (child, log)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_shutdown_is_bounded_by_the_grace_period() {
     let (env, _hole) = stuck_env(2).await;
-    let (mut child, log) = spawn_logged(&env);
-    wait_for_log(&log, "Pull Started").await;
+    let (mut child, log) = env.spawn_logged(&["run"], "collector.log");
+    wait_for_log(&log, "Pull Started", 1, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // the batch is on its way to the hole
-    signal(&child, "-TERM");
-    let stopped = Instant::now();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let took = stopped.elapsed();
+    let (status, took) = terminate_timed(&mut child, Duration::from_secs(20)).await;
     assert_eq!(status.code(), Some(1));
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(8),
@@ -133,11 +91,17 @@ async fn a_stuck_shutdown_is_bounded_by_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
     let (env, _hole) = stuck_env(600).await;
-    let (mut child, log) = spawn_logged(&env);
-    wait_for_log(&log, "Pull Started").await;
+    let (mut child, log) = env.spawn_logged(&["run"], "collector.log");
+    wait_for_log(&log, "Pull Started", 1, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     signal(&child, "-TERM");
-    wait_for_log(&log, "all the processes will be gracefully stopped").await;
+    wait_for_log(
+        &log,
+        "all the processes will be gracefully stopped",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
     let second = Instant::now();
     signal(&child, "-INT");
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
@@ -158,15 +122,9 @@ async fn a_second_signal_exits_at_once() {
 /// SIGTERM while the daemon waits (a start-up retry, a request limit): it stops within a second, exits 0,
 /// and ends with Devo's [EXIT] line.
 async fn assert_sigterm_stops_a_wait_at_once(env: &TestEnv, waiting: &str) {
-    let (mut child, log) = spawn_logged(env);
-    wait_for_log(&log, waiting).await;
-    signal(&child, "-TERM");
-    let stopped = Instant::now();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let took = stopped.elapsed();
+    let (mut child, log) = env.spawn_logged(&["run"], "collector.log");
+    wait_for_log(&log, waiting, 1, Duration::from_secs(20)).await;
+    let (status, took) = terminate_timed(&mut child, Duration::from_secs(20)).await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(0), "{text}");
     assert!(took < Duration::from_secs(1), "took {took:?}\n{text}");
@@ -233,17 +191,23 @@ async fn sigterm_during_a_job_poll_wait_exits_0_at_once() {
             ),
         ],
     );
-    let (mut child, log) = spawn_logged(&env);
-    wait_for_log(&log, "Fetching all url_isolation event(s)").await;
-    wait_for_log(&log, "Fetching all browser_and_email_isolation event(s)").await;
+    let (mut child, log) = env.spawn_logged(&["run"], "collector.log");
+    wait_for_log(
+        &log,
+        "Fetching all url_isolation event(s)",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_for_log(
+        &log,
+        "Fetching all browser_and_email_isolation event(s)",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await; // both jobs created, polls waiting
-    signal(&child, "-TERM");
-    let stopped = Instant::now();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let took = stopped.elapsed();
+    let (status, took) = terminate_timed(&mut child, Duration::from_secs(20)).await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(0), "{text}");
     assert!(took < Duration::from_secs(1), "took {took:?}\n{text}");

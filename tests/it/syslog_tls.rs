@@ -14,7 +14,8 @@ use isolation_collector::output::{Output, OutputError, Position};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
-use crate::rsyslog::{free_port, CertFiles, Listen, Pki, Rsyslog};
+use crate::rsyslog::{CertFiles, Listen, Pki, Rsyslog};
+use crate::support::free_port;
 
 const TABLE: &str = "tap.proofpoint.isolation.url_isolation";
 const HOST: &str = "collector-host";

@@ -7,13 +7,11 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use isolation_sim::{Dataset, SimHandle};
 
-use crate::metrics::{listen_on_free_port, sigterm_and_wait, value, Samples};
-use crate::util::*;
+use crate::support::*;
 
 const WEB: &str = "browser_and_email_isolation";
 const URL: &str = "url_isolation";
@@ -113,38 +111,26 @@ async fn a_refused_tenant_keeps_retrying_and_the_others_are_exact() {
     ];
     write_tenants_config(&env, &tenants.iter().map(Tenant::block).collect::<Vec<_>>());
     let base = listen_on_free_port(&env);
-    let log = env.path("daemon.log");
-    let child = collector_command(&["run"], &env.config_path())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (child, log) = env.spawn_logged(&["run"], "daemon.log");
     let [good_a, good_b, refused] = &tenants;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while good_a.delivered(&env).len() < good_a.sim.visible_events().len()
-        || good_b.delivered(&env).len() < good_b.sim.visible_events().len()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the good tenants did not finish in 60 s; log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let first = crate::metrics::scrape_until(&base, "the first refusal", |s| {
+    Wait::new("the good tenants to finish", Duration::from_secs(60))
+        .showing_log(&log)
+        .until(|| {
+            good_a.delivered(&env).len() >= good_a.sim.visible_events().len()
+                && good_b.delivered(&env).len() >= good_b.sim.visible_events().len()
+        })
+        .await;
+    let first = scrape_until(&base, "the first refusal", |s| {
         auth_failures(s, refused.id, URL) >= 1.0
     })
     .await;
     let pulls = |s: &Samples, t: &Tenant| ok_requests(s, t.id, t.service);
     // The refused tenant retries (its setup waits a minute after a refused key); meanwhile the
     // others go on pulling every second.
-    let second = crate::metrics::scrape_until_within(
-        &base,
-        "a second refusal",
-        Duration::from_secs(90),
-        |s| auth_failures(s, refused.id, URL) > auth_failures(&first, refused.id, URL),
-    )
+    let second = scrape_until_within(&base, "a second refusal", Duration::from_secs(90), |s| {
+        auth_failures(s, refused.id, URL) > auth_failures(&first, refused.id, URL)
+    })
     .await;
     for good in [good_a, good_b] {
         assert!(
