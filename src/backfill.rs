@@ -108,13 +108,13 @@ impl Request {
     }
 }
 
-/// Runs the backfill with `clock` as the wall clock. Returns whether everything was delivered.
+/// Runs the backfill with `clock` as the wall clock: `Ok` once the whole range was delivered.
 pub async fn run(
     config: Config,
     request: Request,
     clock: SharedClock,
     cancel: CancellationToken,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<()> {
     let (input, svc) = config
         .services()
         .find(|(i, s)| i.id == request.input && s.service == request.service)
@@ -157,7 +157,7 @@ pub async fn run(
             "Backfill complete: {} event(s) delivered, {} duplicate(s) filtered.",
             stats.sent, stats.duplicates
         );
-        anyhow::Ok(true)
+        anyhow::Ok(())
     }
     .instrument(span)
     .await

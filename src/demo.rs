@@ -16,6 +16,7 @@ use tracing::info;
 use crate::app::{self, RunOptions};
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::outcome::Outcome;
 use isolation_sim::{Dataset, SimConfig, SimHandle};
 
 const DEMO_KEY: &str = "00000000-0000-0000-0000-000000000000";
@@ -27,7 +28,7 @@ pub async fn run(
     follow: bool,
     quiet: bool,
     clock: SharedClock,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let web = start_simulator(Dataset::Web, 1, events).await?;
     let url = start_simulator(Dataset::Url, 2, events).await?;
@@ -47,13 +48,13 @@ pub async fn run(
     if follow {
         let publisher = publish_new_and_late_events([&web, &url], clock.clone(), cancel.clone());
         let collector = app::run(config, options, None, clock, cancel);
-        let (ok, ()) = tokio::join!(collector, publisher);
-        return ok;
+        let (outcome, ()) = tokio::join!(collector, publisher);
+        return outcome;
     }
-    let ok = app::run(config, options, None, clock, cancel).await?;
+    let outcome = app::run(config, options, None, clock, cancel).await?;
     report_output_files(&dir_abs);
     info!("Demo: run it again and nothing is delivered twice; `--follow` keeps it running with new and late events.");
-    Ok(ok)
+    Ok(outcome)
 }
 
 /// One simulated vendor host with `events` events.

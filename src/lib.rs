@@ -52,7 +52,7 @@
 //! - [`clock`]: the injected wall clock, the only place that reads the system time of day.
 //! - [`commands`]: the subcommands' bodies behind the thin `main.rs` (one preamble: load the
 //!   config, start logging).
-//! - [`app`], [`cli`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
+//! - [`app`], [`cli`], [`outcome`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
 //! - `demo` (the default cargo feature `demo`): the collector against the simulator of the vendor
 //!   API, the workspace crate `isolation-sim` (`crates/isolation-sim`; the tests and benchmarks
 //!   use it too).
@@ -75,6 +75,7 @@ pub mod internal;
 pub mod isolation;
 pub mod memory;
 pub mod metrics;
+pub mod outcome;
 pub mod output;
 pub mod pipeline;
 pub mod reload;

@@ -38,6 +38,7 @@ use crate::isolation::limiter::input_limiter;
 use crate::isolation::puller::Puller;
 use crate::isolation::shard::{self, Shard};
 use crate::metrics::Metrics;
+use crate::outcome::Outcome;
 use crate::output::http::{hec::SplunkHecOutput, HttpOutput};
 use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle};
 use crate::output::syslog::SyslogOutput;
@@ -256,15 +257,15 @@ pub fn log_invalid_inputs(config: &Config) {
     }
 }
 
-/// Runs the collector with `clock` as its wall clock. Returns whether everything succeeded
-/// (`--once`), or whether the daemon stopped cleanly.
+/// Runs the collector with `clock` as its wall clock. Succeeds if everything was delivered
+/// (`--once`), or if the daemon stopped cleanly.
 pub async fn run(
     config: Config,
     options: RunOptions,
     mut reloads: Option<crate::reload::Source>,
     clock: SharedClock,
     cancel: CancellationToken,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Outcome> {
     let store = Arc::new(store_for(&config, options.no_save_state)?);
     // Held until the process ends: one process per filesystem state.
     let _state_lock = store.lock()?;
@@ -276,10 +277,10 @@ pub async fn run(
     open_store(&store, &metrics).await?;
     if config.services().next().is_none() {
         warn!("The \"input\" configuration entry for proofpoint_isolation is not enabled");
-        return Ok(true);
+        return Ok(Outcome::Succeeded);
     }
     let Some(failed) = start_check::check_outputs(&config, &clock, &cancel).await else {
-        return Ok(true); // a shutdown request during the check: nothing was started
+        return Ok(Outcome::Succeeded); // a shutdown request during the check: nothing was started
     };
     if options.strict && !failed.is_empty() {
         anyhow::bail!(
@@ -319,7 +320,7 @@ pub async fn run(
     let supervisor = Supervisor::start(&config, shared, &cancel)?;
     let all_ok = supervisor.run(reloads).await;
     background.shutdown(BACKGROUND_STOP_BOUND).await;
-    Ok(all_ok)
+    Ok(Outcome::succeeded_if(all_ok))
 }
 
 /// With `--watch-config`, the watcher of the config's files (a background task).
