@@ -94,11 +94,28 @@ fn start_reloads(path: PathBuf, watch_config: bool) -> Option<reload::Source> {
 /// if a signal stopped it.
 fn finish(result: anyhow::Result<Outcome>) -> Outcome {
     let outcome = result.unwrap_or_else(|e| {
-        tracing::error!("{e:#}");
+        tracing::error!("{}", error_line(&e));
         Outcome::Failed
     });
     app::log_exit();
     outcome
+}
+
+/// An error and its causes on one line, outermost first (`context: error: cause`), as anyhow's
+/// `{:#}` writes it, except that a cause the line already says is not said again: the
+/// collector's errors carry their cause typed (`#[source]`) and also quote it in their message.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// `run`: the daemon (or one catch-up cycle with `once`), its shutdown bounded by
@@ -460,4 +477,30 @@ pub struct DemoArgs {
 pub async fn demo(args: DemoArgs, log_format: LogFormat, clock: SharedClock) -> Outcome {
     telemetry::init(false, log_format, clock.clone());
     finish(crate::demo::run(args.events, &args.dir, args.follow, args.quiet, clock).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The collector's errors say their typed cause (`#[source]`) in their own message: the
+    /// line says it once, and a cause a context does not say is still there.
+    #[test]
+    fn the_error_line_says_each_cause_once() {
+        let locked = || crate::state::StateError::Io {
+            action: "lock",
+            path: "/s/.lock".into(),
+            source: std::io::Error::from_raw_os_error(libc::EAGAIN),
+        };
+        let cause = std::io::Error::from_raw_os_error(libc::EAGAIN).to_string();
+        let e = anyhow::Error::from(locked());
+        assert_eq!(error_line(&e), format!("cannot lock /s/.lock: {cause}"));
+        let e = anyhow::Error::from(locked()).context("opening the state");
+        assert_eq!(
+            error_line(&e),
+            format!("opening the state: cannot lock /s/.lock: {cause}")
+        );
+        let e = anyhow::Error::from(std::io::Error::other("refused")).context("binding");
+        assert_eq!(error_line(&e), "binding: refused");
+    }
 }
