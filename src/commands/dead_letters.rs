@@ -154,7 +154,7 @@ fn open_locked(path: &Path, clock: &SharedClock) -> Result<Option<Locked>, BadUs
     }
 }
 
-/// What [`open_locked`] opened; the lock is released when it is dropped.
+/// What [`open_locked`] opened; the lock is held until it is dropped (the command's end).
 struct Locked {
     config: Config,
     store: StateStore,
@@ -183,18 +183,13 @@ pub async fn discard(
     ids: Option<Vec<String>>,
     clock: &SharedClock,
 ) -> Result<Outcome, BadUsage> {
-    // `_lock` is bound (not `..`): the lock is held until the end of the command.
-    let Some(Locked {
-        config,
-        store,
-        _lock,
-    }) = open_locked(path, clock)?
-    else {
+    let Some(opened) = open_locked(path, clock)? else {
         return Ok(Outcome::Failed);
     };
+    let (config, store) = (&opened.config, &opened.store);
     let mut ok = true;
     let mut removed = 0;
-    for (key, name) in chosen_services(&config, only)? {
+    for (key, name) in chosen_services(config, only)? {
         match store.discard_dead_letters_now(&key, ids.as_deref()).await {
             Ok(n) => {
                 println!("{name}: {n} dead letter(s) discarded");
@@ -221,18 +216,13 @@ pub async fn replay(
     ids: Option<Vec<String>>,
     clock: &SharedClock,
 ) -> Result<Outcome, BadUsage> {
-    // `_lock` is bound (not `..`): the lock is held until the end of the command.
-    let Some(Locked {
-        config,
-        store,
-        _lock,
-    }) = open_locked(path, clock)?
-    else {
+    let Some(opened) = open_locked(path, clock)? else {
         return Ok(Outcome::Failed);
     };
+    let (config, store) = (&opened.config, &opened.store);
     let mut ok = true;
     let mut matched = 0;
-    for (input, key, name) in chosen_inputs_and_keys(&config, only)? {
+    for (input, key, name) in chosen_inputs_and_keys(config, only)? {
         let letters = match store.dead_letters(&key).await {
             Ok(letters) => letters,
             Err(e) => {
@@ -246,7 +236,7 @@ pub async fn replay(
             .filter(|l| ids.as_ref().is_none_or(|ids| ids.contains(&l.id)));
         for letter in wanted {
             matched += 1;
-            ok &= replay_one(&store, &key, &name, &input.outputs, letter, clock).await;
+            ok &= replay_one(store, &key, &name, &input.outputs, letter, clock).await;
         }
     }
     Ok(Outcome::succeeded_if(
