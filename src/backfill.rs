@@ -109,14 +109,13 @@ impl Request {
     }
 }
 
-/// Pulls the requested range of one service once and delivers it, with `clock` as the wall
-/// clock. Returns whether everything was delivered.
+/// Runs the backfill with `clock` as the wall clock: `Ok` once the whole range was delivered.
 pub async fn pull_range(
     config: Config,
     request: Request,
     clock: SharedClock,
     cancel: CancellationToken,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<()> {
     let (input, svc) = config
         .services()
         .find(|(i, s)| i.id == request.input && s.service == request.service)
@@ -166,7 +165,7 @@ pub async fn pull_range(
             "Backfill complete: {} event(s) delivered, {} duplicate(s) filtered.",
             stats.sent, stats.duplicates
         );
-        anyhow::Ok(true)
+        anyhow::Ok(())
     }
     .instrument(span)
     .await

@@ -99,6 +99,20 @@ pub enum Command {
     },
 }
 
+/// The states `state show`, `state reset` and `state dead-letters` act on: the config's, of
+/// one service or both, of one input or all.
+#[derive(clap::Args, Debug)]
+pub struct StateScope {
+    #[arg(long, env = "CONFIG_FILE")]
+    pub config: PathBuf,
+    /// Only this service (browser_and_email_isolation or url_isolation).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Only this input (its `id`); default: every input of the config.
+    #[arg(long)]
+    pub input: Option<String>,
+}
+
 /// The dead letters `state discard` and `state replay` act on.
 #[derive(clap::Args, Debug)]
 pub struct LetterChoice {
@@ -126,37 +140,14 @@ pub struct LetterChoice {
 #[derive(Subcommand, Debug)]
 pub enum StateAction {
     /// Print each service's state.
-    Show {
-        #[arg(long, env = "CONFIG_FILE")]
-        config: PathBuf,
-        /// Only this service (browser_and_email_isolation or url_isolation).
-        #[arg(long)]
-        service: Option<String>,
-        /// Only this input (its `id`); default: every input of the config.
-        #[arg(long)]
-        input: Option<String>,
-    },
+    Show(StateScope),
     /// Delete each service's state: the next run starts again from start_time_in_utc.
-    Reset {
-        #[arg(long, env = "CONFIG_FILE")]
-        config: PathBuf,
-        #[arg(long)]
-        service: Option<String>,
-        /// Only this input (its `id`); default: every input of the config.
-        #[arg(long)]
-        input: Option<String>,
-    },
+    Reset(StateScope),
     /// List the events set aside (dead letters) instead of delivered, with their id, table,
     /// output, position and reason.
     DeadLetters {
-        #[arg(long, env = "CONFIG_FILE")]
-        config: PathBuf,
-        /// Only this service (browser_and_email_isolation or url_isolation).
-        #[arg(long)]
-        service: Option<String>,
-        /// Only this input (its `id`); default: every input of the config.
-        #[arg(long)]
-        input: Option<String>,
+        #[command(flatten)]
+        scope: StateScope,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,

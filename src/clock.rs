@@ -7,7 +7,7 @@
 //! Durations and deadlines use the monotonic `Instant::now()`, which is not a time of day and
 //! not injected.
 //!
-//! **Test hook** (cargo feature `test-hooks`, enabled only when the tests are built): the
+//! **Test hook** (cargo feature `test-hooks`, which only the test command names): the
 //! reliability tests run the binary with a clock that jumped forward or back, by setting
 //! `ISOLATION_COLLECTOR_CLOCK_OFFSET_SECS` (signed seconds). Without the feature, as in every
 //! release build, the variable is never read and its name is not in the binary.

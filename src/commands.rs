@@ -1,18 +1,19 @@
 //! The bodies of the subcommands (`run`, `validate`, `state`, `backfill`, `demo`).
 //!
 //! Each command starts with the same preamble (`prepare`: load the config, then start logging
-//! and log the config's warnings). A command that ran returns whether everything succeeded;
-//! problems the operator must fix before anything runs (a bad config, a bad argument) are
-//! printed to standard error and end as [`BadUsage`]. `main` maps both to the exit code.
+//! and log the config's warnings). A command that ran returns its [`Outcome`]; problems the
+//! operator must fix before anything runs (a bad config, a bad argument) are printed to
+//! standard error and end as [`BadUsage`]. `main` maps both to the exit code.
 
 use std::path::{Path, PathBuf};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::StoreKind;
+use crate::cli::{StateScope, StoreKind};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::config::Persistence;
+pub use crate::outcome::Outcome;
 use crate::service::Service;
 use crate::state::lease_token;
 use crate::state::redis::RedisStore;
@@ -91,14 +92,32 @@ fn start_reloads(path: PathBuf, watch_config: bool) -> Option<reload::Source> {
     }
 }
 
-/// Whether a command that ran succeeded, after Devo's `[EXIT]` line if a signal stopped it.
-fn finish(result: anyhow::Result<bool>) -> bool {
-    let ok = result.unwrap_or_else(|e| {
-        tracing::error!("{e:#}");
-        false
+/// How a command that ran ended (an error is logged and fails it), after Devo's `[EXIT]` line
+/// if a signal stopped it.
+fn finish(result: anyhow::Result<Outcome>) -> Outcome {
+    let outcome = result.unwrap_or_else(|e| {
+        tracing::error!("{}", error_line(&e));
+        Outcome::Failed
     });
     app::log_exit();
-    ok
+    outcome
+}
+
+/// An error and its causes on one line, outermost first (`context: error: cause`), as anyhow's
+/// `{:#}` writes it, except that a cause the line already says is not said again: the
+/// collector's errors carry their cause typed (`#[source]`) and also quote it in their message.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// `run`: the daemon (or one catch-up cycle with `once`), its shutdown bounded by
@@ -110,7 +129,7 @@ pub async fn run(
     watch_config: bool,
     log_format: LogFormat,
     clock: SharedClock,
-) -> Result<bool, BadUsage> {
+) -> Result<Outcome, BadUsage> {
     let path = resolve(path);
     // Before the load: a SIGHUP from then on asks for a reload instead of ending the process.
     let reloads = match options.once {
@@ -140,10 +159,10 @@ pub async fn run(
                 "The graceful shutdown did not finish within {} seconds (globals.shutdown_grace_period_in_seconds); exiting now.",
                 grace.as_secs()
             );
-            finish(Ok(false))
+            finish(Ok(Outcome::Failed))
         }
     };
-    Ok(ran && all_inputs)
+    Ok(ran.and(Outcome::succeeded_if(all_inputs)))
 }
 
 /// `validate`: the config, the outputs and each service's API key.
@@ -151,7 +170,7 @@ pub async fn validate(
     path: &Path,
     log_format: LogFormat,
     clock: &SharedClock,
-) -> Result<bool, BadUsage> {
+) -> Result<Outcome, BadUsage> {
     let config = load(path, clock)?;
     // Every tenant's config problems first, each under its input id; then the checks of the
     // valid inputs, which run anyway so that one pass reports everything.
@@ -168,7 +187,7 @@ pub async fn validate(
             "The configuration is valid, the outputs are usable and the API accepted the key."
         );
     }
-    Ok(ok)
+    Ok(Outcome::succeeded_if(ok))
 }
 
 /// Which states `state show` and `state reset` act on: one service or both, one input or all.
@@ -178,6 +197,16 @@ pub struct StateFilter<'a> {
     pub input: Option<&'a str>,
 }
 
+impl<'a> StateFilter<'a> {
+    /// The states a `state` subcommand's `--service` and `--input` choose.
+    pub fn of(scope: &'a StateScope) -> Self {
+        StateFilter {
+            service: scope.service.as_deref(),
+            input: scope.input.as_deref(),
+        }
+    }
+}
+
 /// `state show` (`reset: false`) or `state reset`, for one service or both, of one input or
 /// every input of the config. Prints; never logs.
 pub async fn state(
@@ -185,7 +214,7 @@ pub async fn state(
     only: StateFilter<'_>,
     reset: bool,
     clock: &SharedClock,
-) -> Result<bool, BadUsage> {
+) -> Result<Outcome, BadUsage> {
     let config = prepare(path, None, clock)?;
     let store = StateStore::from_config(&config.globals.persistence, false).map_err(|e| {
         eprintln!("error: {e}");
@@ -198,16 +227,16 @@ pub async fn state(
             Ok(lock) => lock,
             Err(e) => {
                 eprintln!("error: {e}");
-                return Ok(false);
+                return Ok(Outcome::Failed);
             }
         },
         false => None,
     };
-    let mut ok = true;
+    let mut outcome = Outcome::Succeeded;
     for (key, name) in chosen_services(&config, only)? {
-        ok &= state_one(&store, &key, &name, reset).await;
+        outcome = outcome.and(state_one(&store, &key, &name, reset).await);
     }
-    Ok(ok)
+    Ok(outcome)
 }
 
 /// The (state key, name to print) of each service `only` chooses.
@@ -267,7 +296,7 @@ fn state_label(config: &Config, input_id: &str, service: Service) -> String {
 }
 
 /// `state show` or `state reset` of one key, printed as `name`.
-async fn state_one(store: &StateStore, key: &str, name: &str, reset: bool) -> bool {
+async fn state_one(store: &StateStore, key: &str, name: &str, reset: bool) -> Outcome {
     let location = store.location(key);
     let result = if reset {
         store.reset(key).await.map(|existed| match existed {
@@ -288,7 +317,7 @@ async fn state_one(store: &StateStore, key: &str, name: &str, reset: bool) -> bo
     if let Err(e) = &result {
         eprintln!("{name}: {e}");
     }
-    result.is_ok()
+    Outcome::succeeded_if(result.is_ok())
 }
 
 /// The arguments of `state copy`.
@@ -307,7 +336,7 @@ pub async fn state_copy(
     path: &Path,
     args: CopyArgs,
     clock: &SharedClock,
-) -> Result<bool, BadUsage> {
+) -> Result<Outcome, BadUsage> {
     let config = prepare(path, None, clock)?;
     let usage = |e: String| {
         eprintln!("error: {e}");
@@ -333,14 +362,14 @@ pub async fn state_copy(
         Ok(lock) => lock,
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(false);
+            return Ok(Outcome::Failed);
         }
     };
     let (from, to) = match args.from {
         StoreKind::Filesystem => (&files, &redis),
         StoreKind::Redis => (&redis, &files),
     };
-    let mut ok = true;
+    let mut outcome = Outcome::Succeeded;
     for (input, svc) in config.services() {
         let key = StateStore::key(&input.id, svc.service.name());
         let name = state_label(&config, &input.id, svc.service);
@@ -348,11 +377,11 @@ pub async fn state_copy(
             Ok(line) => println!("{name}: {line}"),
             Err(e) => {
                 eprintln!("{name}: {e}");
-                ok = false;
+                outcome = Outcome::Failed;
             }
         }
     }
-    Ok(ok)
+    Ok(outcome)
 }
 
 /// Copies the state of `key` from `from` to `to` while holding its lease in `redis`.
@@ -422,7 +451,7 @@ pub async fn backfill(
     args: BackfillArgs<'_>,
     log_format: LogFormat,
     clock: SharedClock,
-) -> Result<bool, BadUsage> {
+) -> Result<Outcome, BadUsage> {
     let config = prepare(path, None, &clock)?;
     let now = clock.now();
     let request =
@@ -432,9 +461,8 @@ pub async fn backfill(
                 BadUsage
             })?;
     start_logging(&config, log_format, &clock);
-    Ok(finish(
-        backfill::pull_range(config, request, clock, cancel_on_signal()).await,
-    ))
+    let delivered = backfill::pull_range(config, request, clock, cancel_on_signal()).await;
+    Ok(finish(delivered.map(|()| Outcome::Succeeded)))
 }
 
 /// The arguments of `demo`.
@@ -448,10 +476,36 @@ pub struct DemoArgs {
 
 /// `demo`: the collector against the built-in simulator.
 #[cfg(feature = "demo")]
-pub async fn demo(args: DemoArgs, log_format: LogFormat, clock: SharedClock) -> bool {
+pub async fn demo(args: DemoArgs, log_format: LogFormat, clock: SharedClock) -> Outcome {
     telemetry::init(false, log_format, clock.clone());
     finish(
         crate::demo::run_against_simulators(args.events, &args.dir, args.follow, args.quiet, clock)
             .await,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The collector's errors say their typed cause (`#[source]`) in their own message: the
+    /// line says it once, and a cause a context does not say is still there.
+    #[test]
+    fn the_error_line_says_each_cause_once() {
+        let locked = || crate::state::StateError::Io {
+            action: "lock",
+            path: "/s/.lock".into(),
+            source: std::io::Error::from_raw_os_error(libc::EAGAIN),
+        };
+        let cause = std::io::Error::from_raw_os_error(libc::EAGAIN).to_string();
+        let e = anyhow::Error::from(locked());
+        assert_eq!(error_line(&e), format!("cannot lock /s/.lock: {cause}"));
+        let e = anyhow::Error::from(locked()).context("opening the state");
+        assert_eq!(
+            error_line(&e),
+            format!("opening the state: cannot lock /s/.lock: {cause}")
+        );
+        let e = anyhow::Error::from(std::io::Error::other("refused")).context("binding");
+        assert_eq!(error_line(&e), "binding: refused");
+    }
 }

@@ -16,6 +16,7 @@ use tracing::info;
 use crate::app::{self, RunOptions};
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::outcome::Outcome;
 use crate::telemetry::InternalTap;
 use isolation_sim::{Dataset, SimConfig, SimHandle};
 
@@ -29,7 +30,7 @@ pub async fn run_against_simulators(
     follow: bool,
     quiet: bool,
     clock: SharedClock,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let web = start_simulator(Dataset::Web, 1, events).await?;
     let url = start_simulator(Dataset::Url, 2, events).await?;
@@ -51,14 +52,14 @@ pub async fn run_against_simulators(
         let publisher = publish_new_and_late_events([&web, &url], clock.clone(), cancel.clone());
         let collector =
             app::run_collector(config, options, None, clock, InternalTap::default(), cancel);
-        let (ok, ()) = tokio::join!(collector, publisher);
-        return ok;
+        let (outcome, ()) = tokio::join!(collector, publisher);
+        return outcome;
     }
-    let ok =
+    let outcome =
         app::run_collector(config, options, None, clock, InternalTap::default(), cancel).await?;
     report_output_files(&dir_abs);
     info!("Demo: run it again and nothing is delivered twice; `--follow` keeps it running with new and late events.");
-    Ok(ok)
+    Ok(outcome)
 }
 
 /// One simulated vendor host with `events` events.

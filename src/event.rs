@@ -59,7 +59,8 @@ pub struct Unreadable {
     pub index: usize,
     /// Its bytes as the vendor sent them, from its first to its last byte.
     pub raw: Bytes,
-    /// What is wrong with it.
+    /// What is wrong with it: its [`EventError`]'s text, which the dead letter stores as text
+    /// (the letter outlives the process; nothing reads the error behind it).
     pub reason: String,
 }
 

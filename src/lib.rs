@@ -54,7 +54,7 @@
 //!   config, start logging).
 //! - [`component`]: the shape each component is built in: from its config and a context, the
 //!   running part and its health check (`validate` awaits the checks, `run` runs the parts).
-//! - [`app`], [`cli`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
+//! - [`app`], [`cli`], [`outcome`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
 //! - `demo` (the default cargo feature `demo`): the collector against the simulator of the vendor
 //!   API, the workspace crate `isolation-sim` (`crates/isolation-sim`; the tests and benchmarks
 //!   use it too).
@@ -78,6 +78,7 @@ pub mod internal;
 pub mod isolation;
 pub mod memory;
 pub mod metrics;
+pub mod outcome;
 pub mod output;
 pub mod pipeline;
 pub mod reload;

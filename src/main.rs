@@ -1,5 +1,6 @@
 //! `isolation-collector`: parse the command line, run the command ([`commands`]), map the
-//! outcome to an exit code (0 success, 64 bad usage or config, 1 runtime failure).
+//! outcome to an exit code ([`exit_code`]: 0 success, 64 bad usage or config, 1 runtime
+//! failure).
 //!
 //! The library forbids `unsafe`; this binary denies it and allows one call, glibc's `mallopt`
 //! in [`limit_malloc_arenas`], for which no safe interface exists.
@@ -11,7 +12,7 @@ use clap::Parser;
 use isolation_collector::app::RunOptions;
 use isolation_collector::cli::{Cli, Command, LetterChoice, StateAction};
 use isolation_collector::clock::SharedClock;
-use isolation_collector::commands::{self, BackfillArgs, BadUsage};
+use isolation_collector::commands::{self, BackfillArgs, BadUsage, Outcome, StateFilter};
 
 const EX_USAGE: u8 = 64;
 
@@ -58,37 +59,24 @@ fn main() -> ExitCode {
     };
     // The one wall clock of the process, handed to everything that reads the time of day.
     let clock = SharedClock::for_process();
-    match runtime.block_on(dispatch(cli.command, clock)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(BadUsage) => ExitCode::from(EX_USAGE),
-    }
+    exit_code(runtime.block_on(dispatch(cli.command, clock)))
 }
 
-/// `state show` (`reset: false`) or `state reset`, narrowed by `--service` and `--input`.
-async fn state(
-    config: &std::path::Path,
-    service: Option<String>,
-    input: Option<String>,
-    reset: bool,
-    clock: &SharedClock,
-) -> Result<bool, BadUsage> {
-    let only = commands::StateFilter {
-        service: service.as_deref(),
-        input: input.as_deref(),
-    };
-    commands::state(config, only, reset, clock).await
+/// The exit code of a command: 0 when it succeeded, 1 when it ran and something failed, 64
+/// (`EX_USAGE`) when a bad config or argument kept it from running.
+fn exit_code(ended: Result<Outcome, BadUsage>) -> ExitCode {
+    match ended {
+        Ok(Outcome::Succeeded) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::FAILURE,
+        Err(BadUsage) => ExitCode::from(EX_USAGE),
+    }
 }
 
 /// The config, the services and the letters (`None`: all) a letter command chose.
 fn letter_choice(
     choice: &LetterChoice,
-) -> (
-    &std::path::Path,
-    commands::StateFilter<'_>,
-    Option<Vec<String>>,
-) {
-    let only = commands::StateFilter {
+) -> (&std::path::Path, StateFilter<'_>, Option<Vec<String>>) {
+    let only = StateFilter {
         service: Some(&choice.service),
         input: choice.input.as_deref(),
     };
@@ -100,21 +88,16 @@ fn letter_choice(
 }
 
 /// `state dead-letters`, `state discard` and `state replay`.
-async fn dead_letters(action: StateAction, clock: &SharedClock) -> Result<bool, BadUsage> {
+async fn dead_letters(action: StateAction, clock: &SharedClock) -> Result<Outcome, BadUsage> {
     match action {
         StateAction::DeadLetters {
-            config,
-            service,
-            input,
+            scope,
             json,
             export,
         } => {
-            let only = commands::StateFilter {
-                service: service.as_deref(),
-                input: input.as_deref(),
-            };
             let args = commands::dead_letters::ListArgs { json, export };
-            commands::dead_letters::list(&config, only, args, clock).await
+            let only = StateFilter::of(&scope);
+            commands::dead_letters::list(&scope.config, only, args, clock).await
         }
         StateAction::Discard(choice) => {
             let (config, only, ids) = letter_choice(&choice);
@@ -128,7 +111,7 @@ async fn dead_letters(action: StateAction, clock: &SharedClock) -> Result<bool, 
     }
 }
 
-async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage> {
+async fn dispatch(command: Command, clock: SharedClock) -> Result<Outcome, BadUsage> {
     match command {
         Command::Run {
             config,
@@ -149,21 +132,11 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<bool, BadUsage
             commands::validate(&config, log_format, &clock).await
         }
         Command::State {
-            action:
-                StateAction::Show {
-                    config,
-                    service,
-                    input,
-                },
-        } => state(&config, service, input, false, &clock).await,
+            action: StateAction::Show(scope),
+        } => commands::state(&scope.config, StateFilter::of(&scope), false, &clock).await,
         Command::State {
-            action:
-                StateAction::Reset {
-                    config,
-                    service,
-                    input,
-                },
-        } => state(&config, service, input, true, &clock).await,
+            action: StateAction::Reset(scope),
+        } => commands::state(&scope.config, StateFilter::of(&scope), true, &clock).await,
         Command::State {
             action:
                 action @ (StateAction::DeadLetters { .. }

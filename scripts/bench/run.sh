@@ -78,10 +78,10 @@ has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 started=$SECONDS
 
 # What it needs: release binaries, iso2web in a virtualenv, valgrind, rsyslog, GNU time.
-# `cargo bench` builds the package's binaries too, with its dev-dependencies' features: the
-# crate's own dev-dependency turns on `test-hooks`, so the micro part leaves a binary with the
-# test hooks in target/release. Every measurement must run what a user runs: build (again)
-# after the micro part, and refuse a binary that holds a hook.
+# Every measurement must run what a user runs: a release build without the test hooks. `cargo
+# bench` builds the package's binaries too, with the same features (no `test-hooks`; see
+# .ci/check_hooks.sh); the build after the micro part and the refusal of a binary holding a hook
+# stay, in case another build with the feature wrote target/release meanwhile.
 build_release() {
   cargo build --release --quiet --bin isolation-collector --bin isolation-sim
   if grep -qa ISOLATION_COLLECTOR_CRASH_BEFORE_STATE_RENAME "$BIN/isolation-collector"; then
@@ -127,7 +127,7 @@ backfill() {
 if has_part micro; then
   touch "$OUT/.micro-start"
   cargo bench --quiet --bench hot_path 2>&1 | tee "$OUT/criterion.txt"
-  build_release  # the bench left a binary with the test hooks (see build_release)
+  build_release  # the release profile the measurements use (see build_release)
   python3 - "$CARGO_TARGET_DIR/criterion/hot_path" "$OUT" <<'PY'
 import json, os, sys
 root, out = sys.argv[1:]

@@ -17,6 +17,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::isolation::job_cap::JobCap;
 use crate::metrics::Metrics;
+use crate::outcome::Outcome;
 use crate::pipeline::budget::WindowBudget;
 use crate::state::StateStore;
 use crate::telemetry::InternalTap;
@@ -55,8 +56,8 @@ pub fn log_invalid_inputs(config: &Config) {
     }
 }
 
-/// Runs the collector with `clock` as its wall clock. Returns whether everything succeeded
-/// (`--once`), or whether the daemon stopped cleanly.
+/// Runs the collector with `clock` as its wall clock. Succeeds if everything was delivered
+/// (`--once`), or if the daemon stopped cleanly.
 pub async fn run_collector(
     config: Config,
     options: RunOptions,
@@ -64,7 +65,7 @@ pub async fn run_collector(
     clock: SharedClock,
     tap: InternalTap,
     cancel: CancellationToken,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Outcome> {
     let (store, store_health) =
         crate::state::build(&config.globals.persistence, options.no_save_state)?;
     // Held until the process ends: one process per filesystem state.
@@ -77,10 +78,10 @@ pub async fn run_collector(
     open_store(&store, store_health, &metrics).await?;
     if config.services().next().is_none() {
         warn!("The \"input\" configuration entry for proofpoint_isolation is not enabled");
-        return Ok(true);
+        return Ok(Outcome::Succeeded);
     }
     let Some(failed) = start_check::check_outputs(&config, &clock, &cancel).await else {
-        return Ok(true); // a shutdown request during the check: nothing was started
+        return Ok(Outcome::Succeeded); // a shutdown request during the check: nothing was started
     };
     if options.strict && !failed.is_empty() {
         anyhow::bail!(
@@ -120,5 +121,5 @@ pub async fn run_collector(
     let supervisor = Supervisor::start(&config, shared, &cancel)?;
     let all_ok = supervisor.reload_until_shutdown(reloads).await;
     background.shutdown(BACKGROUND_STOP_BOUND).await;
-    Ok(all_ok)
+    Ok(Outcome::succeeded_if(all_ok))
 }

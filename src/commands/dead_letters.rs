@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::{chosen_services, prepare, BadUsage, StateFilter};
+use super::{chosen_services, prepare, BadUsage, Outcome, StateFilter};
 use crate::app;
 use crate::clock::SharedClock;
 use crate::config::{Config, InputConfig, OutputConfig, OutputKind};
@@ -69,7 +69,7 @@ pub async fn list(
     only: StateFilter<'_>,
     args: ListArgs,
     clock: &SharedClock,
-) -> Result<bool, BadUsage> {
+) -> Result<Outcome, BadUsage> {
     let (config, store) = open(path, clock)?;
     let mut export = match &args.export {
         Some(file) => Some(create_private(file).map_err(|e| {
@@ -101,7 +101,7 @@ pub async fn list(
             }
         }
     }
-    Ok(ok)
+    Ok(Outcome::succeeded_if(ok))
 }
 
 /// A new file readable by its owner only.
@@ -136,10 +136,30 @@ fn open(path: &Path, clock: &SharedClock) -> Result<(Config, StateStore), BadUsa
     Ok((config, store))
 }
 
-/// The state directory's lock (`Some(None)` for stores without one); `None`, said, when
-/// another process holds it.
-fn lock(store: &StateStore) -> Option<Option<DirectoryLock>> {
-    store.lock().map_err(|e| eprintln!("error: {e}")).ok()
+/// The config and its store under the state directory's lock, for the commands that rewrite
+/// the letter files the daemon appends to (with Redis, each service's lease is taken by
+/// `discard_dead_letters_now` instead). `Ok(None)`, said, when another process holds the lock.
+fn open_locked(path: &Path, clock: &SharedClock) -> Result<Option<Locked>, BadUsage> {
+    let (config, store) = open(path, clock)?;
+    match store.lock() {
+        Ok(lock) => Ok(Some(Locked {
+            config,
+            store,
+            _lock: lock,
+        })),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// What [`open_locked`] opened; the lock is held until it is dropped (the command's end).
+struct Locked {
+    config: Config,
+    store: StateStore,
+    /// `None` for stores without a directory lock.
+    _lock: Option<DirectoryLock>,
 }
 
 /// Whether every id given (none: all letters) was found, saying how many were not.
@@ -162,16 +182,14 @@ pub async fn discard(
     only: StateFilter<'_>,
     ids: Option<Vec<String>>,
     clock: &SharedClock,
-) -> Result<bool, BadUsage> {
-    let (config, store) = open(path, clock)?;
-    // The daemon appends letters to the same files: rewrite them only under the directory's
-    // lock (Redis: each service's lease, taken by `discard_dead_letters_now`).
-    let Some(_lock) = lock(&store) else {
-        return Ok(false);
+) -> Result<Outcome, BadUsage> {
+    let Some(opened) = open_locked(path, clock)? else {
+        return Ok(Outcome::Failed);
     };
+    let (config, store) = (&opened.config, &opened.store);
     let mut ok = true;
     let mut removed = 0;
-    for (key, name) in chosen_services(&config, only)? {
+    for (key, name) in chosen_services(config, only)? {
         match store.discard_dead_letters_now(&key, ids.as_deref()).await {
             Ok(n) => {
                 println!("{name}: {n} dead letter(s) discarded");
@@ -183,7 +201,9 @@ pub async fn discard(
             }
         }
     }
-    Ok(ok && all_found(ids.as_deref(), removed))
+    Ok(Outcome::succeeded_if(
+        ok && all_found(ids.as_deref(), removed),
+    ))
 }
 
 /// `state replay`: delivers each chosen letter that one output refused (`output: Some(name)`)
@@ -195,16 +215,14 @@ pub async fn replay(
     only: StateFilter<'_>,
     ids: Option<Vec<String>>,
     clock: &SharedClock,
-) -> Result<bool, BadUsage> {
-    let (config, store) = open(path, clock)?;
-    // The daemon appends letters to the same files: rewrite them only under the directory's
-    // lock (Redis: each service's lease, taken by `discard_dead_letters_now`).
-    let Some(_lock) = lock(&store) else {
-        return Ok(false);
+) -> Result<Outcome, BadUsage> {
+    let Some(opened) = open_locked(path, clock)? else {
+        return Ok(Outcome::Failed);
     };
+    let (config, store) = (&opened.config, &opened.store);
     let mut ok = true;
     let mut matched = 0;
-    for (input, key, name) in chosen_inputs_and_keys(&config, only)? {
+    for (input, key, name) in chosen_inputs_and_keys(config, only)? {
         let letters = match store.dead_letters(&key).await {
             Ok(letters) => letters,
             Err(e) => {
@@ -218,10 +236,12 @@ pub async fn replay(
             .filter(|l| ids.as_ref().is_none_or(|ids| ids.contains(&l.id)));
         for letter in wanted {
             matched += 1;
-            ok &= replay_one(&store, &key, &name, &input.outputs, letter, clock).await;
+            ok &= replay_one(store, &key, &name, &input.outputs, letter, clock).await;
         }
     }
-    Ok(ok && all_found(ids.as_deref(), matched))
+    Ok(Outcome::succeeded_if(
+        ok && all_found(ids.as_deref(), matched),
+    ))
 }
 
 /// The chosen inputs with each chosen service's state key and printed name.

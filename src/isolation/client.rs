@@ -146,6 +146,9 @@ pub struct ApiClient {
 /// One attempt's failure, before the retry decision.
 enum Attempt {
     Retry {
+        /// Text, not a typed cause: the line the retry logs, and [`FetchError::GaveUp`]'s
+        /// `last`, written here (the transport error's chain described without the URL, or the
+        /// HTTP status); nothing reads the error behind it.
         reason: String,
         after: Option<Duration>,
         outcome: Outcome,

@@ -48,7 +48,7 @@ use tracing::{error, info, warn};
 use crate::isolation::shard::{Claim, Health, Registration, Shard};
 use crate::metrics::ServiceMetrics;
 use crate::service::Service;
-use crate::state::{holder_name, lease_token, StateError, StateStore};
+use crate::state::{holder_name, lease_token, RedisCause, StateError, StateStore};
 use clock::{LeaseTime, SharedLeaseClock};
 
 /// The lease of one service, from which tenures are taken.
@@ -138,11 +138,6 @@ impl Lease {
         if let Some(health) = &self.health {
             health.health().setup_passed(passed);
         }
-    }
-
-    /// Whether the store has leases at all (Redis).
-    pub fn is_shared(&self) -> bool {
-        self.store.redis().is_some()
     }
 
     /// The lease's TTL, if the store has leases.
@@ -472,7 +467,7 @@ impl LeaseGate {
         }
         Err(StateError::Unavailable {
             address: held.store.redis().map_or("", |r| r.address()).to_owned(),
-            reason: "two renewals in a row were answered after the lease's validity had run out (is the process being paused, or the machine suspended?)".into(),
+            reason: RedisCause::LateRenewals,
         })
     }
 
@@ -680,7 +675,7 @@ mod tests {
             Service::UrlIsolation,
             ServiceMetrics::detached(Service::UrlIsolation),
         );
-        assert!(!lease.is_shared());
+        assert_eq!(lease.ttl(), None, "no leases in memory");
         let tenure = lease.take_until_held(&cancel, None).await.unwrap();
         assert!(tenure.gate().before_delivery().await.is_ok());
         assert_eq!(tenure.gate().token(), None);

@@ -129,13 +129,27 @@ pub struct FileOutput {
     /// The mode of files this output creates.
     mode: u32,
     files: HashMap<String, TableFile>,
-    /// Test only: the next batch's write fails after this many bytes, as on a full disk.
-    #[cfg(test)]
-    fail_after: Option<usize>,
-    /// Test only: the next batch's writes go through this (another process's writes between
-    /// them).
-    #[cfg(test)]
-    interfere: Option<tests::Interfere>,
+    /// How each batch's bytes reach its file: straight ([`Direct`]), or, in a test, through a
+    /// writer that fails midway or lets another process write between two calls.
+    writes: Box<dyn BatchWrites>,
+}
+
+/// How a batch's bytes reach its table's file: the seam where a test puts a faulty writer
+/// (a disk that fills midway, another process appending between two `writev` calls) in place
+/// of the file itself.
+trait BatchWrites: Send + Sync {
+    /// The writer one batch appended to `file` goes through; the batch checks the file's
+    /// length itself, so the writer may write less, fail, or let others write.
+    fn writer<'f>(&mut self, file: &'f File) -> Box<dyn Write + 'f>;
+}
+
+/// The production writes: straight to the file.
+struct Direct;
+
+impl BatchWrites for Direct {
+    fn writer<'f>(&mut self, file: &'f File) -> Box<dyn Write + 'f> {
+        Box::new(file)
+    }
 }
 
 /// One table's file.
@@ -169,10 +183,7 @@ impl FileOutput {
             directory,
             mode,
             files: HashMap::new(),
-            #[cfg(test)]
-            fail_after: None,
-            #[cfg(test)]
-            interfere: None,
+            writes: Box::new(Direct),
         }
     }
 
@@ -461,8 +472,6 @@ impl FileOutput {
         let path = Self::path_for(&self.directory, table);
         self.repair(table)?;
         let start = self.length_before_batch(table, &path)?;
-        #[cfg(test)]
-        let (fail_after, interfere) = (self.fail_after.take(), self.interfere.take());
         let entry = self.files.get_mut(table).expect("repair() opened it");
         let file = entry.file.as_ref().expect("repair() opened it");
         // The bytes this output's own write calls reported written, also when the batch fails.
@@ -470,17 +479,8 @@ impl FileOutput {
         // Synchronous: one sequential write plus fsync, which the puller awaits anyway;
         // block_in_place keeps the runtime's other tasks going meanwhile.
         let result = tokio::task::block_in_place(|| {
-            #[cfg(test)]
-            if let Some(limit) = fail_after {
-                let mut w = tests::FailAfter { file, left: limit };
-                return append_batch(&mut w, file, start, events, &mut own);
-            }
-            #[cfg(test)]
-            if let Some(mut w) = interfere {
-                w.file = Some(file.try_clone().expect("a second handle"));
-                return append_batch(&mut w, file, start, events, &mut own);
-            }
-            append_batch(&mut &*file, file, start, events, &mut own)
+            let mut out = self.writes.writer(file);
+            append_batch(&mut out, file, start, events, &mut own)
         });
         let error = match result {
             Ok(()) => {

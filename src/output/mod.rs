@@ -70,7 +70,10 @@ pub enum OutputError {
         #[source]
         source: std::io::Error,
     },
-    /// A network peer failed, refused or did not confirm.
+    /// A network peer failed, refused or did not confirm. `reason` is mostly a message of
+    /// ours, quoting the peer's answer (redacted) where there is one; where it is a transport
+    /// error's text, a typed `#[source]` is still to do (issue 22 §3), once the outputs' code has
+    /// settled in its new modules.
     #[error("output {output}: {reason}")]
     Peer { output: String, reason: String },
     /// The peer refused each of `events` (index into the batch, and the peer's answer) sent

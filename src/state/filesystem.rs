@@ -231,7 +231,7 @@ pub(super) fn write_atomically(
 
 /// The crash test hook: `ISOLATION_COLLECTOR_CRASH_BEFORE_STATE_RENAME=1` aborts the process
 /// between the temp-file write and the rename. It exists only in a build with the cargo feature
-/// `test-hooks`, which only the tests enable: a release build never reads the variable.
+/// `test-hooks`, which only the test command names: a release build never reads the variable.
 #[cfg(feature = "test-hooks")]
 fn crash_before_rename_requested() -> bool {
     crash_hook_armed(std::env::var_os("ISOLATION_COLLECTOR_CRASH_BEFORE_STATE_RENAME").as_deref())
@@ -253,7 +253,7 @@ fn crash_hook_armed(value: Option<&std::ffi::OsStr>) -> bool {
 mod tests {
     use super::*;
 
-    /// Armed only by a non-empty value, and only in a build with `test-hooks` (the tests' build);
+    /// Armed only by a non-empty value, and only in a build with `test-hooks` (the test command's);
     /// without the feature nothing arms it.
     #[test]
     fn the_crash_hook_needs_the_feature_and_a_value() {

@@ -134,15 +134,24 @@ pub enum StateError {
         source: std::io::Error,
     },
     #[error("state {location} is not valid: {reason}; move it away to start again from start_time_in_utc")]
-    Invalid { location: String, reason: String },
+    Invalid {
+        location: String,
+        #[source]
+        reason: InvalidState,
+    },
     /// Redis did not answer (down, unreachable, timed out, loading): worth retrying.
     #[error("Redis at {address} is unreachable: {reason}; check that it runs and that globals.persistence.config.host and port point at it")]
-    Unavailable { address: String, reason: String },
+    Unavailable {
+        address: String,
+        #[source]
+        reason: RedisCause,
+    },
     /// Redis answered but refused us (credentials, database): an operator must fix `fix`.
     #[error("Redis at {address} refused the connection: {reason}; {fix}")]
     Refused {
         address: String,
-        reason: String,
+        #[source]
+        reason: RedisCause,
         fix: &'static str,
     },
     /// Another process holds the filesystem state directory's lock ([`filesystem::lock`]).
@@ -162,6 +171,52 @@ pub enum StateError {
         location: String,
         remaining: std::time::Duration,
     },
+}
+
+/// What is wrong with a state document: the cause of [`StateError::Invalid`].
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidState {
+    /// It is not JSON, or not a state document of its version.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// One of its times does not parse.
+    #[error("`{0}` is not a time")]
+    NotATime(String),
+    /// A version-4 document read without the dedup memory kept beside it.
+    #[error("a version-4 document keeps its dedup memory beside it, in Redis; read it there (`state copy --from redis --to filesystem` writes a version-3 file)")]
+    DedupNotBeside,
+    /// A version this build does not know.
+    #[error("@persistence_version {0} is newer than this build understands ({REDIS_PERSISTENCE_VERSION}); upgrade the collector")]
+    TooNew(u64),
+    /// This many of its dedup records are malformed.
+    #[error("{0} dedup record(s) are malformed")]
+    MalformedDedup(usize),
+    /// A bucket of the dedup memory kept beside a version-4 document is not JSON records.
+    #[error("the dedup bucket {field} is not valid: {source}")]
+    DedupBucket {
+        field: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Why Redis could not be used: the cause of [`StateError::Unavailable`] and
+/// [`StateError::Refused`].
+#[derive(Debug, thiserror::Error)]
+pub enum RedisCause {
+    /// The Redis client's error: the server's answer, or why it could not be reached.
+    #[error(transparent)]
+    Client(#[from] ::redis::RedisError),
+    /// The `ca` file (globals.persistence.config.ca) could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadCa {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Ours, no underlying error: the lease's renewals came back too late to deliver on.
+    #[error("two renewals in a row were answered after the lease's validity had run out (is the process being paused, or the machine suspended?)")]
+    LateRenewals,
 }
 
 impl StateError {
@@ -252,12 +307,11 @@ pub fn decode_beside(
     location: &str,
     beside: Option<DedupMemory>,
 ) -> Result<(ServiceState, LoadReport), StateError> {
-    let invalid = |reason: String| StateError::Invalid {
+    let invalid = |reason: InvalidState| StateError::Invalid {
         location: location.to_owned(),
         reason,
     };
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| invalid(e.into()))?;
     let version = value
         .get("@persistence_version")
         .and_then(serde_json::Value::as_u64)
@@ -265,7 +319,7 @@ pub fn decode_beside(
     let time = |s: &str| {
         parse_user_time(s)
             .map(|t| t.timestamp_millis())
-            .ok_or_else(|| invalid(format!("`{s}` is not a time")))
+            .ok_or_else(|| invalid(InvalidState::NotATime(s.to_owned())))
     };
     match version {
         // Version 1: the shape Devo's collector logs ("Data retrieved from the persistence:
@@ -278,41 +332,55 @@ pub fn decode_beside(
                 start_time_in_utc: Option<String>,
                 last_event_time_in_utc: String,
             }
-            let doc: DocV1 = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+            let doc: DocV1 = serde_json::from_value(value).map_err(|e| invalid(e.into()))?;
             let last = time(&doc.last_event_time_in_utc)?;
             let state = ServiceState {
                 start_time_in_utc: doc.start_time_in_utc,
-                cursors: Cursors { checkpoint: last, settled: last, last_sweep: None },
+                cursors: Cursors {
+                    checkpoint: last,
+                    settled: last,
+                    last_sweep: None,
+                },
                 dedup: DedupMemory::new(),
                 positions: BTreeMap::new(),
             };
-            Ok((state, LoadReport { upgraded_from: Some(1) }))
+            Ok((
+                state,
+                LoadReport {
+                    upgraded_from: Some(1),
+                },
+            ))
         }
         // Version 2: the same document, each position a bare length.
         2 => {
-            let doc: Doc<u64> = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+            let doc: Doc<u64> = serde_json::from_value(value).map_err(|e| invalid(e.into()))?;
             let state = from_doc(doc, Position::of_length, &invalid)?;
-            Ok((state, LoadReport { upgraded_from: Some(2) }))
+            Ok((
+                state,
+                LoadReport {
+                    upgraded_from: Some(2),
+                },
+            ))
         }
         3 => {
             let doc: Doc<Position> =
-                serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+                serde_json::from_value(value).map_err(|e| invalid(e.into()))?;
             Ok((from_doc(doc, |p| p, &invalid)?, LoadReport::default()))
         }
         // Version 4: version 3 with the dedup memory beside the document.
         4 => {
             let Some(dedup) = beside else {
-                return Err(invalid("a version-4 document keeps its dedup memory beside it, in Redis; read it there (`state copy --from redis --to filesystem` writes a version-3 file)".into()));
+                return Err(invalid(InvalidState::DedupNotBeside));
             };
             let doc: Doc<Position> =
-                serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+                serde_json::from_value(value).map_err(|e| invalid(e.into()))?;
             let state = ServiceState {
                 dedup,
                 ..from_doc(doc, |p| p, &invalid)?
             };
             Ok((state, LoadReport::default()))
         }
-        v => Err(invalid(format!("@persistence_version {v} is newer than this build understands ({REDIS_PERSISTENCE_VERSION}); upgrade the collector"))),
+        v => Err(invalid(InvalidState::TooNew(v))),
     }
 }
 
@@ -320,16 +388,16 @@ pub fn decode_beside(
 fn from_doc<P>(
     doc: Doc<P>,
     position: impl Fn(P) -> Position,
-    invalid: &dyn Fn(String) -> StateError,
+    invalid: &dyn Fn(InvalidState) -> StateError,
 ) -> Result<ServiceState, StateError> {
     let time = |s: &str| {
         parse_user_time(s)
             .map(|t| t.timestamp_millis())
-            .ok_or_else(|| invalid(format!("`{s}` is not a time")))
+            .ok_or_else(|| invalid(InvalidState::NotATime(s.to_owned())))
     };
     let (dedup, bad) = DedupMemory::from_records(doc.dedup.as_deref().unwrap_or_default());
     if bad > 0 {
-        return Err(invalid(format!("{bad} dedup record(s) are malformed")));
+        return Err(invalid(InvalidState::MalformedDedup(bad)));
     }
     let positions = doc
         .output_positions

@@ -668,7 +668,7 @@ impl RedisStore {
                 *self.connection.lock().await = None;
                 *self.lease_connection.lock().await = None;
                 self.replicas.forget();
-                let e = self.classify(&e);
+                let e = self.classify(e);
                 if e.is_unavailable() {
                     self.failures.fetch_add(1, Ordering::SeqCst);
                     self.unreachable(&e);
@@ -679,7 +679,7 @@ impl RedisStore {
     }
 
     /// A refusal an operator must fix, or an outage to wait out.
-    fn classify(&self, e: &redis::RedisError) -> StateError {
+    fn classify(&self, e: redis::RedisError) -> StateError {
         let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
         let fix = if auth {
@@ -695,12 +695,12 @@ impl RedisStore {
         match fix {
             Some(fix) => StateError::Refused {
                 address: self.address.clone(),
-                reason: e.to_string(),
+                reason: e.into(),
                 fix,
             },
             None => StateError::Unavailable {
                 address: self.address.clone(),
-                reason: e.to_string(),
+                reason: e.into(),
             },
         }
     }
@@ -715,8 +715,8 @@ impl RedisStore {
         if down.is_none() {
             *down = Some(Instant::now());
             let reason = match e {
-                StateError::Unavailable { reason, .. } => reason.as_str(),
-                _ => "",
+                StateError::Unavailable { reason, .. } => reason.to_string(),
+                _ => String::new(),
             };
             error!(
                 "Redis at {} is unreachable: {reason}; pulling is paused until it answers.",

@@ -4,6 +4,13 @@
 // Tests may run long; the 100-line limit (clippy.toml) is for the code they test.
 #![allow(clippy::too_many_lines)]
 
+// The clock-jump and crash tests spawn the binary with its test hooks, which only the feature
+// compiles in (Cargo.toml, `[features]`): without it they would fail, or pass without testing.
+#[cfg(not(feature = "test-hooks"))]
+compile_error!(
+    "run the tests with --features isolation-collector/test-hooks, as .ci/run does (the test hooks are not a dev-dependency, so that `cargo bench` and `cargo test --release` leave no hook in target/release)"
+);
+
 // The shared support: the test environment, processes, waiting, comparisons, metrics.
 mod support;
 

@@ -6,11 +6,44 @@ use bytes::Bytes;
 
 use super::*;
 
+/// A faulty writer for one batch, made when the batch starts from the output's handle of the
+/// file.
+trait Fault: Send + Sync {
+    fn on(self: Box<Self>, file: &File) -> Box<dyn Write + '_>;
+}
+
+/// The output's writes as a test injects them: the next batch goes through the fault, later
+/// ones straight to the file.
+struct NextBatch(Option<Box<dyn Fault>>);
+
+impl BatchWrites for NextBatch {
+    fn writer<'f>(&mut self, file: &'f File) -> Box<dyn Write + 'f> {
+        match self.0.take() {
+            Some(fault) => fault.on(file),
+            None => Box::new(file),
+        }
+    }
+}
+
+/// Makes `out`'s next batch go through `fault`.
+fn inject(out: &mut FileOutput, fault: impl Fault + 'static) {
+    out.writes = Box::new(NextBatch(Some(Box::new(fault))));
+}
+
+/// The disk fills after this many bytes of the next batch.
+struct DiskFullAfter(usize);
+
+impl Fault for DiskFullAfter {
+    fn on(self: Box<Self>, file: &File) -> Box<dyn Write + '_> {
+        Box::new(FailAfter { file, left: self.0 })
+    }
+}
+
 /// Writes through to the file until `left` bytes are used, then fails as a full disk does
 /// (a short write, then `ENOSPC`).
-pub(super) struct FailAfter<'a> {
-    pub(super) file: &'a File,
-    pub(super) left: usize,
+struct FailAfter<'a> {
+    file: &'a File,
+    left: usize,
 }
 
 impl Write for FailAfter<'_> {
@@ -32,9 +65,9 @@ impl Write for FailAfter<'_> {
 /// `foreign` through its own handle once: right after the `calls`-th call returned (between
 /// two calls), or with `calls` 0 inside the first call before its bytes (between the length
 /// check and the write). Then, if `then_fail`, the next call fails as a full disk does.
-pub(super) struct Interfere {
-    /// The output's handle, set by `deliver`.
-    pub(super) file: Option<File>,
+struct Interfere {
+    /// The output's handle, set when the batch starts.
+    file: Option<File>,
     path: PathBuf,
     max: usize,
     calls: usize,
@@ -55,6 +88,13 @@ impl Interfere {
             cut_to: None,
             then_fail: false,
         }
+    }
+}
+
+impl Fault for Interfere {
+    fn on(mut self: Box<Self>, file: &File) -> Box<dyn Write + '_> {
+        self.file = Some(file.try_clone().expect("a second handle"));
+        self
     }
 }
 
@@ -85,7 +125,7 @@ impl Write for Interfere {
                 return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
             }
         }
-        let file = self.file.as_ref().expect("set by deliver");
+        let file = self.file.as_ref().expect("set when the batch starts");
         let mut n = 0;
         for b in bufs {
             let take = b.len().min(self.max - n);
@@ -153,7 +193,7 @@ async fn a_write_failing_midway_leaves_nothing_and_the_retry_confirms_the_exact_
     assert_eq!(len_a, lines(&a).len() as u64);
 
     // The disk fills in the middle of a line of the second batch.
-    out.fail_after = Some(1_000);
+    inject(&mut out, DiskFullAfter(1_000));
     let err = out.deliver(TABLE, &b).await.unwrap_err();
     assert!(err.to_string().contains("No space left on device"), "{err}");
     assert_eq!(
@@ -320,7 +360,7 @@ async fn another_process_appending_between_two_writes_is_never_cut() {
     let (a, b, other) = (events("a", 5), events("b", 1_300), events("B", 3));
     let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap().length;
 
-    out.interfere = Some(Interfere::new(dir.path(), 1, &lines(&other)));
+    inject(&mut out, Interfere::new(dir.path(), 1, &lines(&other)));
     let err = out.deliver(TABLE, &b).await.unwrap_err();
     assert_foreign(&err, dir.path());
     // One writev (512 events), the other's lines, nothing after them, nothing cut.
@@ -352,7 +392,7 @@ async fn a_failed_write_after_another_process_appended_cuts_nothing() {
     // Short writes of 100 bytes: one lands, the other process appends, the next call fails.
     let mut w = Interfere::new(dir.path(), 1, &lines(&other));
     (w.max, w.then_fail) = (100, true);
-    out.interfere = Some(w);
+    inject(&mut out, w);
     let err = out.deliver(TABLE, &b).await.unwrap_err();
     assert_foreign(&err, dir.path());
     let b_lines = lines(&b);
@@ -375,7 +415,7 @@ async fn another_process_appending_between_the_check_and_the_write_is_never_cut(
     let (a, b, other) = (events("a", 5), events("b", 20), events("B", 2));
     let len_a = out.deliver(TABLE, &a).await.unwrap().unwrap().length;
 
-    out.interfere = Some(Interfere::new(dir.path(), 0, &lines(&other)));
+    inject(&mut out, Interfere::new(dir.path(), 0, &lines(&other)));
     let err = out.deliver(TABLE, &b).await.unwrap_err();
     assert_foreign(&err, dir.path());
     assert_contents(dir.path(), &(lines(&a) + &lines(&other) + &lines(&b)));
@@ -442,7 +482,7 @@ async fn a_file_cut_and_appended_to_by_another_process_during_a_batch_is_not_cut
     let committed = lines(&a[..2]).len() as u64;
     let mut w = Interfere::new(dir.path(), 1, &lines(&other));
     w.cut_to = Some(committed);
-    out.interfere = Some(w);
+    inject(&mut out, w);
     let err = out.deliver(TABLE, &b).await.unwrap_err();
     let msg = err.to_string();
     let want = format!(

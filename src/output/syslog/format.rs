@@ -70,16 +70,6 @@ pub fn write_prefix(out: &mut Vec<u8>, unix_ms: i64, hostname: &str, table: &str
     out.extend_from_slice(b": ");
 }
 
-/// Appends one complete record (`<14>DATE HOSTNAME TABLE: JSON\n`) to `out`.
-///
-/// `json` must be one line (the collector's events are compact JSON); a trailing `\n` is always
-/// added, as the SDK's `send_str` does.
-pub fn write_record(out: &mut Vec<u8>, unix_ms: i64, hostname: &str, table: &str, json: &[u8]) {
-    write_prefix(out, unix_ms, hostname, table);
-    out.extend_from_slice(json);
-    out.push(b'\n');
-}
-
 /// Formats records for one (hostname, table) pair, reusing the prefix between records.
 #[derive(Debug, Clone)]
 pub struct RecordFormatter {
@@ -158,6 +148,14 @@ pub fn check_header_field(name: &str, max_len: usize) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One complete record (`<14>DATE HOSTNAME TABLE: JSON\n`), as the SDK's `send_str` writes
+    /// it: the reference the formatter is checked against.
+    fn write_record(out: &mut Vec<u8>, unix_ms: i64, hostname: &str, table: &str, json: &[u8]) {
+        write_prefix(out, unix_ms, hostname, table);
+        out.extend_from_slice(json);
+        out.push(b'\n');
+    }
 
     // 2024-05-01T10:00:00.123Z
     const T: i64 = 1_714_557_600_123;

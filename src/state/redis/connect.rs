@@ -22,7 +22,7 @@ use redis::{
 use tracing::info;
 
 use crate::config::{RedisConfig, SentinelConfig};
-use crate::state::StateError;
+use crate::state::{RedisCause, StateError};
 
 /// Makes connections to the current master.
 pub struct Connector {
@@ -47,18 +47,17 @@ impl Connector {
     /// a CA file that cannot be read or settings the crate refuses.
     pub fn new(config: &RedisConfig, timeout: Duration) -> Result<Connector, StateError> {
         let address = config.address();
-        let refused = |reason: String, fix: &'static str| StateError::Refused {
+        let refused = |reason: RedisCause, fix: &'static str| StateError::Refused {
             address: address.clone(),
             reason,
             fix,
         };
         let ca = match &config.ca {
             None => None,
-            Some(ca) => Some(std::fs::read(ca).map_err(|e| {
-                refused(
-                    format!("cannot read {}: {e}", ca.display()),
-                    "check globals.persistence.config.ca",
-                )
+            Some(ca) => Some(std::fs::read(ca).map_err(|source| {
+                let path = ca.clone();
+                let cause = RedisCause::ReadCa { path, source };
+                refused(cause, "check globals.persistence.config.ca")
             })?),
         };
         let target = match &config.sentinel {
@@ -71,7 +70,7 @@ impl Connector {
         Ok(Connector {
             target: target.map_err(|e| {
                 refused(
-                    e.to_string(),
+                    e.into(),
                     "check globals.persistence.config (host or sentinels, tls and ca)",
                 )
             })?,

@@ -28,7 +28,9 @@ use tracing::warn;
 
 use super::RedisStore;
 use crate::pipeline::dedup::{DedupMemory, DedupRecord};
-use crate::state::{decode_beside, encode_without_dedup, LoadReport, ServiceState, StateError};
+use crate::state::{
+    decode_beside, encode_without_dedup, InvalidState, LoadReport, ServiceState, StateError,
+};
 use crate::time::Millis;
 
 /// The fenced, ordered commit. KEYS: the lease, the state, the dedup hash, the last write's
@@ -177,9 +179,12 @@ fn read_hash(
             continue;
         }
         let bucket: Vec<DedupRecord> =
-            serde_json::from_slice(value).map_err(|e| StateError::Invalid {
+            serde_json::from_slice(value).map_err(|source| StateError::Invalid {
                 location: location.to_owned(),
-                reason: format!("the dedup bucket {field} is not valid: {e}"),
+                reason: InvalidState::DedupBucket {
+                    field: field.clone().into_owned(),
+                    source,
+                },
             })?;
         records.extend(bucket);
     }
@@ -187,7 +192,7 @@ fn read_hash(
     if bad > 0 {
         return Err(StateError::Invalid {
             location: location.to_owned(),
-            reason: format!("{bad} dedup record(s) are malformed"),
+            reason: InvalidState::MalformedDedup(bad),
         });
     }
     Ok((memory, revision))
