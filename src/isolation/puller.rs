@@ -55,6 +55,24 @@ use crate::time::{format_iso, Millis};
 /// The longest wait between pull cycles while Redis is unreachable.
 const PERSISTENCE_RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// The shortest wait after a refused key before the setup check runs again (Devo's collector
+/// waits a minute too): an operator fixes the key, no burst of refusals meanwhile.
+const AUTH_RETRY_MIN: Duration = Duration::from_secs(60);
+
+/// [`AUTH_RETRY_MIN`], or, in a build with the cargo feature `test-hooks` (the tests' build
+/// only), `ISOLATION_COLLECTOR_AUTH_RETRY_SECS` seconds when set: a test of the retry after a
+/// refused key then waits seconds, not a minute. A release build never reads the variable.
+fn auth_retry_min() -> Duration {
+    #[cfg(feature = "test-hooks")]
+    if let Some(secs) = std::env::var("ISOLATION_COLLECTOR_AUTH_RETRY_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        return Duration::from_secs(secs);
+    }
+    AUTH_RETRY_MIN
+}
+
 /// Why a cycle stopped early. The state is unchanged past the last completed window.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -277,7 +295,7 @@ impl Puller {
                     // An auth failure waits a period (the backoff still advances).
                     let backoff_wait = backoff.next_wait();
                     let wait_now = if e.is_auth() {
-                        self.svc.request_period.max(Duration::from_secs(60))
+                        self.svc.request_period.max(auth_retry_min())
                     } else {
                         backoff_wait
                     };
