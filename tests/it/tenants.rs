@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
 
 use isolation_sim::{Dataset, SimHandle};
