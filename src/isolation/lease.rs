@@ -496,6 +496,13 @@ impl LeaseGate {
     }
 }
 
+/// The fan-out asks the lease before each output's turn (outputs know nothing of leases).
+impl crate::output::DeliveryGate for LeaseGate {
+    fn before_delivery(&self) -> futures_util::future::BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(LeaseGate::before_delivery(self))
+    }
+}
+
 /// One tenure: from taking the lease to losing or releasing it.
 pub struct Tenure {
     held: Option<Arc<Held>>,

@@ -31,11 +31,13 @@ pub mod confirmed;
 pub mod console;
 pub mod fanout;
 pub mod file;
+pub mod gate;
 pub mod http;
 pub mod relp;
 pub mod syslog;
 
 pub use fanout::{FanOutError, Outputs};
+pub use gate::DeliveryGate;
 
 use tokio_util::sync::CancellationToken;
 
