@@ -32,16 +32,15 @@ mod tenant;
 pub use tenant::{start_tenant, SenderRegistry, Shared, TenantHandle};
 
 use crate::clock::SharedClock;
-use crate::config::{Config, OutputConfig, OutputKind, Persistence};
+use crate::config::{Config, OutputConfig, Persistence};
 use crate::isolation::job_cap::JobCap;
 use crate::isolation::limiter::input_limiter;
 use crate::isolation::puller::Puller;
 use crate::isolation::shard::{self, Shard};
 use crate::metrics::Metrics;
-use crate::output::http::{hec::SplunkHecOutput, HttpOutput};
-use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle};
-use crate::output::syslog::SyslogOutput;
-use crate::output::{console::ConsoleOutput, file::FileOutput, Output, OutputError};
+use crate::output::net::stats::{render_stats_lines, SenderStats, StatsHandle};
+use crate::output::setup::build_outputs;
+use crate::output::OutputError;
 use crate::pipeline::budget::WindowBudget;
 use crate::state::redis::RedisStore;
 use crate::state::{StateError, StateStore};
@@ -102,35 +101,6 @@ async fn open_store(store: &StateStore, metrics: &Arc<Metrics>) -> Result<(), St
     Ok(())
 }
 
-/// Builds one instance of each of `outputs`; `clock` stamps their records.
-pub fn build_outputs(
-    outputs: &[OutputConfig],
-    clock: &SharedClock,
-) -> Result<Vec<Output>, OutputError> {
-    outputs.iter().map(|o| build_output(o, clock)).collect()
-}
-
-/// Each output builds itself from its configuration.
-fn build_output(o: &OutputConfig, clock: &SharedClock) -> Result<Output, OutputError> {
-    let name = o.name.clone();
-    Ok(match &o.kind {
-        OutputKind::File { directory, mode } => {
-            Output::File(FileOutput::new(name, directory.clone(), *mode))
-        }
-        OutputKind::Console => Output::Console(ConsoleOutput::new(name, clock.clone())),
-        OutputKind::Network(n) => {
-            Output::Syslog(SyslogOutput::from_config(name, n, clock.clone())?)
-        }
-        OutputKind::Http(h) => Output::Http(Box::new(HttpOutput::from_config(name, h)?)),
-        OutputKind::SplunkHec(h) => {
-            Output::SplunkHec(Box::new(SplunkHecOutput::from_config(name, h)?))
-        }
-        OutputKind::Relp(r) => Output::Relp(Box::new(
-            crate::output::relp::RelpOutput::from_config(name, r, clock.clone())?,
-        )),
-    })
-}
-
 /// How long `run` waits, once its services have stopped, for its background tasks to end
 /// (the internal sender delivering the services' last words) before aborting them.
 const BACKGROUND_STOP_BOUND: Duration = Duration::from_secs(10);
@@ -186,12 +156,11 @@ fn start_internal_messages(
     clock: &SharedClock,
     tasks: &mut Background,
 ) -> Result<(), OutputError> {
-    let outputs = config
-        .outputs
-        .iter()
-        .filter(|o| matches!(&o.kind, OutputKind::Network(n) if n.internal_messages))
-        .map(|o| build_output(o, clock))
-        .collect::<Result<Vec<_>, _>>()?;
+    let wanted: Vec<OutputConfig> = (config.outputs.iter())
+        .filter(|o| o.kind.internal_messages())
+        .cloned()
+        .collect();
+    let outputs = build_outputs(&wanted, clock)?;
     let identity = crate::internal::Identity {
         collector_name: config.globals.name.clone(),
         input_name: "proofpoint_isolation".into(),
@@ -441,14 +410,7 @@ fn sum_stats(a: SenderStats, b: SenderStats) -> SenderStats {
 /// `validate`: the outputs each valid input uses reachable, then each enabled service's
 /// authentication. With several inputs, each line names the input(s) it is about.
 pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
-    let mut ok = true;
-    for (outputs, ids) in distinct_outputs(config) {
-        let whose = match config.multi_tenant {
-            true => format!(" (input {})", ids.join(", ")),
-            false => String::new(),
-        };
-        ok &= validate_outputs(outputs, &whose, clock).await;
-    }
+    let mut ok = crate::output::setup::validate(config, clock).await;
     ok &= validate_persistence(config).await;
     let store = Arc::new(StateStore::memory());
     let mut limiters = std::collections::HashMap::new();
@@ -476,49 +438,6 @@ pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
         if let Err(e) = result {
             span.in_scope(|| error!("Input {}, service {}: {e:#}", input.id, svc.service));
             ok = false;
-        }
-    }
-    ok
-}
-
-/// Each distinct set of outputs of the valid inputs, with the ids of the inputs that use it (the
-/// global outputs are checked once, not once per tenant).
-fn distinct_outputs(config: &Config) -> Vec<(&[OutputConfig], Vec<&str>)> {
-    let mut sets: Vec<(&[OutputConfig], String, Vec<&str>)> = Vec::new();
-    for input in &config.inputs {
-        // Per-tenant file directories aside, a set is the same when it reads the same.
-        let mut same = input.outputs.clone();
-        for o in &mut same {
-            if let (OutputKind::File { directory, .. }, true) = (&mut o.kind, config.multi_tenant) {
-                directory.pop();
-            }
-        }
-        let key = format!("{same:?}");
-        match sets.iter_mut().find(|(_, k, _)| *k == key) {
-            Some((_, _, ids)) => ids.push(&input.id),
-            None => sets.push((&input.outputs, key, vec![&input.id])),
-        }
-    }
-    sets.into_iter().map(|(o, _, ids)| (o, ids)).collect()
-}
-
-/// `validate`: that each of `outputs` is usable; `whose` names the inputs using them.
-async fn validate_outputs(outputs: &[OutputConfig], whose: &str, clock: &SharedClock) -> bool {
-    let mut outputs = match build_outputs(outputs, clock) {
-        Ok(outputs) => outputs,
-        Err(e) => {
-            error!("{e}{whose}");
-            return false;
-        }
-    };
-    let mut ok = true;
-    for o in &mut outputs {
-        match o.check().await {
-            Ok(()) => info!("Output {} is usable{whose}.", o.name()),
-            Err(e) => {
-                error!("{e}{whose}");
-                ok = false;
-            }
         }
     }
     ok

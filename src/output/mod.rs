@@ -12,6 +12,28 @@
 //! Each service task builds its own instances from the configuration, so an output never
 //! needs locking: a file output of the browser service only ever touches the browser table's file.
 //!
+//! ## Configuration, building, running
+//! Three steps, as Vector's sinks take them. An output's configuration is plain data: its kind
+//! ([`registry::OutputKind`]) reads its own `config` keys into its configuration type. Building
+//! is [`builder::OutputBuilder`]: the configuration and an [`builder::OutputContext`] (the
+//! clock) give the running [`Output`], or its health check, which `validate` and the check at
+//! start run ([`setup`]). Running is [`Outputs`], the fan-out of one service. The fan-out
+//! knows nothing of leases: it asks a [`DeliveryGate`] before each output's turn, and HA
+//! implements it ([`gate`]). The network plumbing the `syslog` and `relp` outputs share is
+//! [`net`].
+//!
+//! ## Adding an output kind
+//! 1. A folder `output/<kind>/`: its configuration type (plain data, `Clone + Debug`, secrets
+//!    not shown) with a `parse(config, path, cx)` that reads `outputs.<name>.config` (see
+//!    [`file::config`]); the output itself, with `name`, `deliver`, `check` and, if it retries
+//!    on its own, `stop_retries_on`; and `impl OutputBuilder for` its configuration.
+//! 2. In [`registry`]: a variant of `OutputKind`, and its `type` name(s) in
+//!    `OutputKind::parse` and in `TYPES`.
+//! 3. The compiler then asks for the rest: the kind's arm in `OutputKind::builder`, a variant
+//!    of [`Output`] for `build` to return, and that variant's arm in each of [`Output`]'s
+//!    matches (none has a catch-all arm).
+//! 4. README: the kind's keys in the outputs section.
+//!
 //! [`Outputs`] delivers a batch to all of a service's outputs, retrying only the unconfirmed,
 //! and remembers per output what it confirmed until the window commits ([`confirmed`]): an
 //! output that confirmed an event is not given it again while another output is down, across
@@ -27,13 +49,17 @@
 //! exactly-once for files. A position taken from another file is never applied (see
 //! [`file`]'s module doc).
 
+pub mod builder;
 pub mod confirmed;
 pub mod console;
 pub mod fanout;
 pub mod file;
 pub mod gate;
 pub mod http;
+pub mod net;
+pub mod registry;
 pub mod relp;
+pub mod setup;
 pub mod syslog;
 
 pub use fanout::{FanOutError, Outputs};
@@ -195,14 +221,35 @@ impl Output {
     pub fn stopped(&self) -> Option<&str> {
         match self {
             Output::SplunkHec(o) => o.stopped(),
-            _ => None,
+            Output::File(_)
+            | Output::Console(_)
+            | Output::Syslog(_)
+            | Output::Http(_)
+            | Output::Relp(_) => None,
         }
     }
 
     /// Whether [`Output::resume`] rewinds the output to its committed position, erasing what it
     /// confirmed of an uncommitted window (the file output).
     pub fn keeps_positions(&self) -> bool {
-        matches!(self, Output::File(_))
+        match self {
+            Output::File(_) => true,
+            Output::Console(_)
+            | Output::Syslog(_)
+            | Output::Http(_)
+            | Output::SplunkHec(_)
+            | Output::Relp(_) => false,
+        }
+    }
+
+    /// The counters of Devo's sender statistics, for the outputs that keep them (`syslog`,
+    /// `devo_platform`, `relp`): the sender monitor logs them.
+    pub fn sender_stats(&self) -> Option<net::stats::StatsHandle> {
+        match self {
+            Output::Syslog(o) => Some(o.stats_handle()),
+            Output::Relp(o) => Some(o.stats_handle()),
+            Output::File(_) | Output::Console(_) | Output::Http(_) | Output::SplunkHec(_) => None,
+        }
     }
 
     /// Waits between an output's own tries end when `cancel` fires (only network outputs
@@ -217,7 +264,8 @@ impl Output {
         }
     }
 
-    /// Checks that the output is usable (`validate`): directory writable, peer reachable.
+    /// Checks that the output is usable (its health check, [`builder::probe`]): directory
+    /// writable, peer reachable.
     pub async fn check(&mut self) -> Result<(), OutputError> {
         match self {
             Output::File(o) => o.check().await,

@@ -1,0 +1,113 @@
+//! The registry of output kinds: the one place that lists them. Each kind lives in its own
+//! folder under `output/` (its configuration, parsed from `outputs.<name>.config`, and its
+//! [`OutputBuilder`]); here it has its variant of [`OutputKind`], the `type` names that select
+//! it, and its arm in the matches below, which the compiler asks for.
+
+use std::path::PathBuf;
+
+use super::builder::{Healthcheck, OutputBuilder, OutputContext};
+use super::console::ConsoleConfig;
+use super::file::FileConfig;
+use super::http::hec::HecOutputConfig;
+use super::http::HttpOutputConfig;
+use super::net::NetworkOutputConfig;
+use super::relp::RelpOutputConfig;
+use super::{Output, OutputError};
+use crate::config::walker::{join, Cx, Obj};
+
+/// The `type`s an output may have, as the errors list them.
+pub const TYPES: &str = "devo_platform, syslog, relp, http, splunk_hec, file or console";
+
+/// An output's kind, with its configuration (plain data).
+#[derive(Clone, Debug)]
+pub enum OutputKind {
+    /// `file`: JSON Lines per table.
+    File(FileConfig),
+    /// `console` (or `stdout`).
+    Console(ConsoleConfig),
+    /// `devo_platform` (TLS mandatory) or `syslog` (TLS optional), and Devo's other names.
+    Network(NetworkOutputConfig),
+    /// `http`: a webhook (iso2web's body by default). Boxed: the variants stay small.
+    Http(Box<HttpOutputConfig>),
+    /// `splunk_hec`: Splunk's HTTP Event Collector with indexer acknowledgement.
+    SplunkHec(Box<HecOutputConfig>),
+    /// `relp`: rsyslog's imrelp, every record acknowledged.
+    Relp(Box<RelpOutputConfig>),
+}
+
+impl OutputKind {
+    /// Reads the `config` of an output of type `kind` (at `path`, `outputs.<name>`). `None`
+    /// (the errors recorded) for an unknown or missing type, or an invalid `config`.
+    pub(crate) fn parse(
+        kind: Option<&str>,
+        config: Option<Obj<'_>>,
+        path: &str,
+        cx: &mut Cx,
+    ) -> Option<OutputKind> {
+        match kind {
+            Some("file") => FileConfig::parse(config, path, cx).map(OutputKind::File),
+            Some("console" | "stdout") => {
+                Some(OutputKind::Console(ConsoleConfig::parse(config, cx)))
+            }
+            Some(t @ ("devo_platform" | "relay" | "syslog" | "in_house_relay" | "sidecar")) => {
+                super::syslog::parse_config(t, config, path, cx).map(OutputKind::Network)
+            }
+            Some("relp") => {
+                RelpOutputConfig::parse(config, path, cx).map(|r| OutputKind::Relp(Box::new(r)))
+            }
+            Some("http") => {
+                HttpOutputConfig::parse(config, path, cx).map(|h| OutputKind::Http(Box::new(h)))
+            }
+            Some("splunk_hec") => {
+                HecOutputConfig::parse(config, path, cx).map(|h| OutputKind::SplunkHec(Box::new(h)))
+            }
+            Some(other) => {
+                cx.error(
+                    &join(path, "type"),
+                    format!("`{other}` is not an output type; use {TYPES}"),
+                );
+                None
+            }
+            None => {
+                cx.error(&join(path, "type"), format!("missing; use {TYPES}"));
+                None
+            }
+        }
+    }
+
+    /// The kind's builder.
+    fn builder(&self) -> &dyn OutputBuilder {
+        match self {
+            OutputKind::File(c) => c,
+            OutputKind::Console(c) => c,
+            OutputKind::Network(c) => c,
+            OutputKind::Http(c) => c.as_ref(),
+            OutputKind::SplunkHec(c) => c.as_ref(),
+            OutputKind::Relp(c) => c.as_ref(),
+        }
+    }
+
+    /// The directory a file output writes into (`None` for the other kinds).
+    pub fn directory_mut(&mut self) -> Option<&mut PathBuf> {
+        match self {
+            OutputKind::File(c) => Some(&mut c.directory),
+            _ => None,
+        }
+    }
+
+    /// Whether the output also carries the collector's own warnings and errors
+    /// (`internal_messages`, the `devo_platform` and `syslog` outputs only).
+    pub fn internal_messages(&self) -> bool {
+        matches!(self, OutputKind::Network(n) if n.internal_messages)
+    }
+}
+
+impl OutputBuilder for OutputKind {
+    fn build(&self, name: &str, cx: &OutputContext) -> Result<Output, OutputError> {
+        self.builder().build(name, cx)
+    }
+
+    fn healthcheck(&self, name: &str, cx: &OutputContext) -> Result<Healthcheck, OutputError> {
+        self.builder().healthcheck(name, cx)
+    }
+}
