@@ -111,3 +111,31 @@ impl OutputBuilder for OutputKind {
         self.builder().healthcheck(name, cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    /// Each `type` the errors offer is one the registry reads.
+    #[test]
+    fn every_type_the_errors_offer_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::time::parse_user_time("2026-01-01T00:00:00Z").unwrap();
+        let types: Vec<&str> = super::TYPES
+            .split(", ")
+            .flat_map(|t| t.split(" or "))
+            .collect();
+        assert_eq!(types.len(), 7, "{types:?}");
+        for t in types {
+            let text = format!(
+                "globals: {{id: t, name: t, persistence: {{type: memory}}}}\noutputs:\n  o: {{type: {t}}}\ninputs:\n  proofpoint_isolation:\n    id: 1\n    credentials: {{api_key: \"1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c9z\"}}\n"
+            );
+            let errors = Config::parse(&text, dir.path(), &|_: &str| None, now).err();
+            let errors = errors.unwrap_or_default();
+            assert!(
+                !errors.iter().any(|e| e.contains("is not an output type")),
+                "{t}: {errors:?}"
+            );
+        }
+    }
+}

@@ -16,8 +16,8 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 256 * 1024;
 
 /// Configuration of one syslog output: the `devo_platform` and `syslog` outputs' keys
 /// (`outputs.<name>.config`), which the `relp` output shares. The config layer parses the YAML
-/// into it and holds the defaults of every key; the output builds itself from it
-/// ([`SyslogOutput::from_config`](crate::output::syslog::SyslogOutput::from_config)).
+/// into it and holds the defaults of every key; each output builds itself from it (its
+/// `from_config`).
 #[derive(Clone, Debug)]
 pub struct NetworkOutputConfig {
     /// True for `devo_platform`/`relay`, false for `syslog`/`in_house_relay`/`sidecar`. Devo's
