@@ -27,12 +27,11 @@
 //!    not shown) with a `parse(config, path, cx)` that reads `outputs.<name>.config` (see
 //!    [`file::config`]); the output itself, with `name`, `deliver`, `check` and, if it retries
 //!    on its own, `stop_retries_on`; and `impl OutputBuilder for` its configuration.
-//! 2. In [`registry`]: a variant of `OutputKind`, and its `type` name(s) in
-//!    `OutputKind::parse` and in `TYPES`.
-//! 3. The compiler then asks for the rest: the kind's arm in `OutputKind::builder`, a variant
-//!    of [`Output`] for `build` to return, and that variant's arm in each of [`Output`]'s
-//!    matches (none has a catch-all arm).
-//! 4. README: the kind's keys in the outputs section.
+//! 2. In [`registry`], the one other file: a variant of `OutputKind`, and its `type` name(s) in
+//!    `OutputKind::parse` and in `TYPES`; a variant of [`Output`] for `build` to return. The
+//!    compiler then asks for the rest, there: the kind's arm in `OutputKind::builder` and the
+//!    new variant's arm in each of [`Output`]'s matches (none has a catch-all arm).
+//! 3. README: the kind's keys in the outputs section.
 //!
 //! [`Outputs`] delivers a batch to all of a service's outputs, retrying only the unconfirmed,
 //! and remembers per output what it confirmed until the window commits ([`confirmed`]): an
@@ -64,10 +63,7 @@ pub mod syslog;
 
 pub use fanout::{FanOutError, Outputs};
 pub use gate::DeliveryGate;
-
-use tokio_util::sync::CancellationToken;
-
-use crate::event::Event;
+pub use registry::Output;
 
 /// How far an output has written a table: stored with the checkpoint, handed back on resume.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -155,125 +151,5 @@ fn refused_reasons(events: &[(usize, String)]) -> String {
     match events.len() {
         0 | 1 => first.to_owned(),
         n => format!("{first} (and {} more event(s) refused alone)", n - 1),
-    }
-}
-
-/// One configured output instance.
-pub enum Output {
-    File(file::FileOutput),
-    Console(console::ConsoleOutput),
-    Syslog(syslog::SyslogOutput),
-    /// Boxed, as the syslog output's sender is: `Output` stays small.
-    Http(Box<http::HttpOutput>),
-    SplunkHec(Box<http::hec::SplunkHecOutput>),
-    Relp(Box<relp::RelpOutput>),
-}
-
-impl Output {
-    /// The output's name from the configuration (`outputs.<name>`).
-    pub fn name(&self) -> &str {
-        match self {
-            Output::File(o) => o.name(),
-            Output::Console(o) => o.name(),
-            Output::Syslog(o) => o.name(),
-            Output::Http(o) => o.name(),
-            Output::SplunkHec(o) => o.name(),
-            Output::Relp(o) => o.name(),
-        }
-    }
-
-    /// Called once per table before the first batch after a start, with the position stored
-    /// with the last checkpoint (if any). Returns the position to record if none was stored.
-    pub async fn resume(
-        &mut self,
-        table: &str,
-        committed: Option<Position>,
-    ) -> Result<Option<Position>, OutputError> {
-        match self {
-            Output::File(o) => o.resume(table, committed).await,
-            Output::Console(_) => Ok(None),
-            Output::Syslog(_) | Output::Http(_) | Output::SplunkHec(_) | Output::Relp(_) => {
-                Ok(None)
-            }
-        }
-    }
-
-    /// Delivers a batch of events (sorted by date) for one table. `Ok` means confirmed; the
-    /// returned position, if any, is stored with the checkpoint.
-    pub async fn deliver(
-        &mut self,
-        table: &str,
-        events: &[Event],
-    ) -> Result<Option<Position>, OutputError> {
-        let length = match self {
-            Output::File(o) => return o.deliver(table, events).await,
-            Output::Console(o) => o.deliver(table, events).await,
-            Output::Syslog(o) => o.deliver(table, events).await,
-            Output::Http(o) => o.deliver(table, events).await,
-            Output::SplunkHec(o) => o.deliver(table, events).await,
-            Output::Relp(o) => o.deliver(table, events).await,
-        };
-        length.map(|l| l.map(Position::of_length))
-    }
-
-    /// The configuration error that stopped the output, if one did (it then refuses every
-    /// delivery without sending; logged once, where it was found).
-    pub fn stopped(&self) -> Option<&str> {
-        match self {
-            Output::SplunkHec(o) => o.stopped(),
-            Output::File(_)
-            | Output::Console(_)
-            | Output::Syslog(_)
-            | Output::Http(_)
-            | Output::Relp(_) => None,
-        }
-    }
-
-    /// Whether [`Output::resume`] rewinds the output to its committed position, erasing what it
-    /// confirmed of an uncommitted window (the file output).
-    pub fn keeps_positions(&self) -> bool {
-        match self {
-            Output::File(_) => true,
-            Output::Console(_)
-            | Output::Syslog(_)
-            | Output::Http(_)
-            | Output::SplunkHec(_)
-            | Output::Relp(_) => false,
-        }
-    }
-
-    /// The counters of Devo's sender statistics, for the outputs that keep them (`syslog`,
-    /// `devo_platform`, `relp`): the sender monitor logs them.
-    pub fn sender_stats(&self) -> Option<net::stats::StatsHandle> {
-        match self {
-            Output::Syslog(o) => Some(o.stats_handle()),
-            Output::Relp(o) => Some(o.stats_handle()),
-            Output::File(_) | Output::Console(_) | Output::Http(_) | Output::SplunkHec(_) => None,
-        }
-    }
-
-    /// Waits between an output's own tries end when `cancel` fires (only network outputs
-    /// retry on their own).
-    pub fn stop_retries_on(&mut self, cancel: CancellationToken) {
-        match self {
-            Output::Syslog(o) => o.stop_retries_on(cancel),
-            Output::Http(o) => o.stop_retries_on(cancel),
-            Output::SplunkHec(o) => o.stop_retries_on(cancel),
-            Output::Relp(o) => o.stop_retries_on(cancel),
-            Output::File(_) | Output::Console(_) => {}
-        }
-    }
-
-    /// Checks that the output is usable (its health check, [`builder::probe`]): directory
-    /// writable, peer reachable.
-    pub async fn check(&mut self) -> Result<(), OutputError> {
-        match self {
-            Output::File(o) => o.check().await,
-            Output::Console(_) => Ok(()),
-            Output::Syslog(o) => o.check().await,
-            Output::Http(o) => o.check().await,
-            Output::SplunkHec(o) => o.check().await,
-            Output::Relp(o) => o.check().await,
-        }
     }
 }

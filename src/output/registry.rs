@@ -1,9 +1,12 @@
 //! The registry of output kinds: the one place that lists them. Each kind lives in its own
-//! folder under `output/` (its configuration, parsed from `outputs.<name>.config`, and its
-//! [`OutputBuilder`]); here it has its variant of [`OutputKind`], the `type` names that select
-//! it, and its arm in the matches below, which the compiler asks for.
+//! folder under `output/` (its configuration, parsed from `outputs.<name>.config`, the output,
+//! and its [`OutputBuilder`]); here it has its variant of [`OutputKind`] (its configuration)
+//! and of [`Output`] (the running output), the `type` names that select it, and its arm in the
+//! matches below, which the compiler asks for.
 
 use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
 
 use super::builder::{Healthcheck, OutputBuilder, OutputContext};
 use super::console::ConsoleConfig;
@@ -12,8 +15,10 @@ use super::http::hec::HecOutputConfig;
 use super::http::HttpOutputConfig;
 use super::net::NetworkOutputConfig;
 use super::relp::RelpOutputConfig;
-use super::{Output, OutputError};
+use super::{console, file, http, net, relp, syslog};
+use super::{OutputError, Position};
 use crate::config::walker::{join, Cx, Obj};
+use crate::event::Event;
 
 /// The `type`s an output may have, as the errors list them.
 pub const TYPES: &str = "devo_platform, syslog, relp, http, splunk_hec, file or console";
@@ -109,6 +114,126 @@ impl OutputBuilder for OutputKind {
 
     fn healthcheck(&self, name: &str, cx: &OutputContext) -> Result<Healthcheck, OutputError> {
         self.builder().healthcheck(name, cx)
+    }
+}
+
+/// One configured output instance.
+pub enum Output {
+    File(file::FileOutput),
+    Console(console::ConsoleOutput),
+    Syslog(syslog::SyslogOutput),
+    /// Boxed, as the syslog output's sender is: `Output` stays small.
+    Http(Box<http::HttpOutput>),
+    SplunkHec(Box<http::hec::SplunkHecOutput>),
+    Relp(Box<relp::RelpOutput>),
+}
+
+impl Output {
+    /// The output's name from the configuration (`outputs.<name>`).
+    pub fn name(&self) -> &str {
+        match self {
+            Output::File(o) => o.name(),
+            Output::Console(o) => o.name(),
+            Output::Syslog(o) => o.name(),
+            Output::Http(o) => o.name(),
+            Output::SplunkHec(o) => o.name(),
+            Output::Relp(o) => o.name(),
+        }
+    }
+
+    /// Called once per table before the first batch after a start, with the position stored
+    /// with the last checkpoint (if any). Returns the position to record if none was stored.
+    pub async fn resume(
+        &mut self,
+        table: &str,
+        committed: Option<Position>,
+    ) -> Result<Option<Position>, OutputError> {
+        match self {
+            Output::File(o) => o.resume(table, committed).await,
+            Output::Console(_) => Ok(None),
+            Output::Syslog(_) | Output::Http(_) | Output::SplunkHec(_) | Output::Relp(_) => {
+                Ok(None)
+            }
+        }
+    }
+
+    /// Delivers a batch of events (sorted by date) for one table. `Ok` means confirmed; the
+    /// returned position, if any, is stored with the checkpoint.
+    pub async fn deliver(
+        &mut self,
+        table: &str,
+        events: &[Event],
+    ) -> Result<Option<Position>, OutputError> {
+        let length = match self {
+            Output::File(o) => return o.deliver(table, events).await,
+            Output::Console(o) => o.deliver(table, events).await,
+            Output::Syslog(o) => o.deliver(table, events).await,
+            Output::Http(o) => o.deliver(table, events).await,
+            Output::SplunkHec(o) => o.deliver(table, events).await,
+            Output::Relp(o) => o.deliver(table, events).await,
+        };
+        length.map(|l| l.map(Position::of_length))
+    }
+
+    /// The configuration error that stopped the output, if one did (it then refuses every
+    /// delivery without sending; logged once, where it was found).
+    pub fn stopped(&self) -> Option<&str> {
+        match self {
+            Output::SplunkHec(o) => o.stopped(),
+            Output::File(_)
+            | Output::Console(_)
+            | Output::Syslog(_)
+            | Output::Http(_)
+            | Output::Relp(_) => None,
+        }
+    }
+
+    /// Whether [`Output::resume`] rewinds the output to its committed position, erasing what it
+    /// confirmed of an uncommitted window (the file output).
+    pub fn keeps_positions(&self) -> bool {
+        match self {
+            Output::File(_) => true,
+            Output::Console(_)
+            | Output::Syslog(_)
+            | Output::Http(_)
+            | Output::SplunkHec(_)
+            | Output::Relp(_) => false,
+        }
+    }
+
+    /// The counters of Devo's sender statistics, for the outputs that keep them (`syslog`,
+    /// `devo_platform`, `relp`): the sender monitor logs them.
+    pub fn sender_stats(&self) -> Option<net::stats::StatsHandle> {
+        match self {
+            Output::Syslog(o) => Some(o.stats_handle()),
+            Output::Relp(o) => Some(o.stats_handle()),
+            Output::File(_) | Output::Console(_) | Output::Http(_) | Output::SplunkHec(_) => None,
+        }
+    }
+
+    /// Waits between an output's own tries end when `cancel` fires (only network outputs
+    /// retry on their own).
+    pub fn stop_retries_on(&mut self, cancel: CancellationToken) {
+        match self {
+            Output::Syslog(o) => o.stop_retries_on(cancel),
+            Output::Http(o) => o.stop_retries_on(cancel),
+            Output::SplunkHec(o) => o.stop_retries_on(cancel),
+            Output::Relp(o) => o.stop_retries_on(cancel),
+            Output::File(_) | Output::Console(_) => {}
+        }
+    }
+
+    /// Checks that the output is usable (its health check, [`probe`](super::builder::probe)):
+    /// directory writable, peer reachable.
+    pub async fn check(&mut self) -> Result<(), OutputError> {
+        match self {
+            Output::File(o) => o.check().await,
+            Output::Console(_) => Ok(()),
+            Output::Syslog(o) => o.check().await,
+            Output::Http(o) => o.check().await,
+            Output::SplunkHec(o) => o.check().await,
+            Output::Relp(o) => o.check().await,
+        }
     }
 }
 

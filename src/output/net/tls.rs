@@ -1,5 +1,6 @@
 //! The TLS material of a network output: its roots, client certificate and key, read from the
-//! PEM files its configuration names ([`TlsFiles`](super::TlsFiles)). Errors name the file, never its content.
+//! PEM files its configuration names ([`TlsFiles`]). Errors name the file,
+//! never its content.
 
 use std::path::Path;
 

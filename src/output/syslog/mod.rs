@@ -1,11 +1,11 @@
 //! Syslog outputs: `devo_platform` (Devo's syslog balancer over mutual TLS) and `syslog`
 //! (in-house relays: TCP, TLS optional).
 //!
-//! The plumbing it shares with the `relp` output is in [`super::net`]: [`format`] builds the
-//! records (pure functions, golden-tested), [`connect`](super::net::connect) connects and proves
-//! delivery, [`stats`](super::net::stats) counts what was confirmed. [`SyslogOutput::deliver`]
-//! confirms a batch only when the receiver provably read all of it (see
-//! [`connect`](super::net::connect)).
+//! The plumbing it shares with the `relp` output is in [`super::net`]: [`format`](mod@format)
+//! builds the records (pure functions, golden-tested), [`connect`](super::net::connect) connects
+//! and proves delivery, [`stats`](super::net::stats) counts what was confirmed.
+//! [`SyslogOutput::deliver`] confirms a batch only when the receiver provably read all of it
+//! (see [`connect`](super::net::connect)).
 //!
 //! ## Connections
 //! Every chunk of a batch gets its own connection: connect, handshake, write, close, wait for
