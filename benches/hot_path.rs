@@ -21,7 +21,7 @@ use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
 };
 use isolation_collector::event::{parse_page, parse_page_reference, Event};
-use isolation_collector::output::syslog::format::RecordFormatter;
+use isolation_collector::output::net::format::RecordFormatter;
 use isolation_collector::pipeline::dedup::DedupMemory;
 use isolation_collector::pipeline::obfuscate::{
     Action, HmacKey, ObfuscationRule, Obfuscator, PathSegment, MASK,

@@ -17,13 +17,13 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
 
-use crate::app::build_outputs;
 use crate::clock::SharedClock;
-use crate::config::{Config, OutputKind};
+use crate::config::Config;
 use crate::isolation::client::{self, ApiContext};
 use crate::isolation::limiter::input_limiter;
 use crate::isolation::puller::{Progress, Puller};
 use crate::isolation::statistics::CycleStats;
+use crate::output::setup::build_outputs;
 use crate::pipeline::budget::WindowBudget;
 use crate::service::{Service, RETENTION};
 use crate::state::StateStore;
@@ -127,7 +127,7 @@ pub async fn pull_range(
     svc.lookback = std::time::Duration::ZERO;
     svc.window_offset = std::time::Duration::ZERO;
     for o in &mut input.outputs {
-        if let OutputKind::File { directory, .. } = &mut o.kind {
+        if let Some(directory) = o.kind.directory_mut() {
             *directory = directory.join("backfill");
         }
     }

@@ -10,12 +10,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::outputs::build_output;
 use super::RunOptions;
 use crate::clock::SharedClock;
-use crate::config::{Config, OutputKind, Persistence};
+use crate::config::{Config, OutputConfig, Persistence};
 use crate::isolation::shard::{self, Shard};
 use crate::metrics::Metrics;
+use crate::output::setup::build_outputs;
 use crate::output::OutputError;
 use crate::state::StateStore;
 use crate::telemetry::InternalTap;
@@ -76,12 +76,11 @@ pub(super) fn start_internal_messages(
     tap: &InternalTap,
     tasks: &mut Background,
 ) -> Result<(), OutputError> {
-    let outputs = config
-        .outputs
-        .iter()
-        .filter(|o| matches!(&o.kind, OutputKind::Network(n) if n.internal_messages))
-        .map(|o| build_output(o, clock))
-        .collect::<Result<Vec<_>, _>>()?;
+    let wanted: Vec<OutputConfig> = (config.outputs.iter())
+        .filter(|o| o.kind.internal_messages())
+        .cloned()
+        .collect();
+    let outputs = build_outputs(&wanted, clock)?;
     let identity = crate::internal::Identity {
         collector_name: config.globals.name.clone(),
         input_name: "proofpoint_isolation".into(),

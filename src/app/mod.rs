@@ -17,13 +17,11 @@
 //! returns and aborted if it is dropped: no task outlives `run_collector`.
 //!
 //! The files, one job each: `run` (the collector from a config, [`run_collector`]), `store` (where the state is
-//! kept, said at start), `outputs` (building the outputs, and `validate`'s check of them),
-//! `background` (the tasks besides the services, and their stop), `sender_monitor` (Devo's
+//! kept, said at start), `background` (the tasks besides the services, and their stop), `sender_monitor` (Devo's
 //! sender statistics), `tenant`, `service_task`, `supervisor` (reloads), `start_check`,
 //! `validate`, and `signals` (the shutdown signals and the `[EXIT]` line).
 
 mod background;
-mod outputs;
 mod run;
 mod sender_monitor;
 mod service_task;
@@ -34,7 +32,6 @@ mod supervisor;
 mod tenant;
 mod validate;
 
-pub use outputs::build_outputs;
 pub use run::{log_invalid_inputs, log_warnings, run_collector, RunOptions};
 pub use signals::{grace_elapsed, log_exit, shutdown_on_signal};
 pub use tenant::{start_tenant, SenderRegistry, Shared, TenantHandle};

@@ -5,7 +5,7 @@ use tracing::info;
 
 use super::SenderRegistry;
 use crate::clock::SharedClock;
-use crate::output::syslog::stats::{render_stats_lines, SenderStats, StatsHandle};
+use crate::output::net::stats::{render_stats_lines, SenderStats, StatsHandle};
 use crate::telemetry;
 
 /// Logs Devo's sender statistics (devo-platform.md §3.5) for each network output every

@@ -11,7 +11,7 @@
 //! request) and by [`START_CHECK_BOUND`], so hanging receivers delay the start by at most that
 //! bound: a receiver that accepts a connection and never answers (its confirm timeout may be
 //! minutes) is named as such, and the daemon starts. Outputs shared by several inputs are
-//! checked once (`distinct_outputs`, as `validate` does).
+//! checked once ([`distinct_outputs`], as `validate` does).
 
 use std::time::Duration;
 
@@ -19,9 +19,9 @@ use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::outputs::{build_outputs, distinct_outputs};
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::output::setup::{distinct_outputs, healthchecks, whose};
 
 /// The longest the checks may delay the start.
 pub const START_CHECK_BOUND: Duration = Duration::from_secs(5);
@@ -36,16 +36,13 @@ pub(super) async fn check_outputs(
     let mut checks = Vec::new();
     let mut failed = Vec::new();
     for (outputs, ids) in distinct_outputs(config) {
-        let whose = match config.multi_tenant {
-            true => format!(" (input {})", ids.join(", ")),
-            false => String::new(),
-        };
-        match build_outputs(outputs, clock) {
-            Ok(built) => checks.extend(built.into_iter().map(|mut o| {
+        let whose = whose(config, &ids);
+        match healthchecks(outputs, clock) {
+            Ok(built) => checks.extend(built.into_iter().map(|(name, check)| {
                 let whose = whose.clone();
                 async move {
-                    let checked = tokio::time::timeout(START_CHECK_BOUND, o.check()).await;
-                    (checked, o.name().to_owned(), whose)
+                    let checked = tokio::time::timeout(START_CHECK_BOUND, check).await;
+                    (checked, name, whose)
                 }
             })),
             Err(e) => {

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::tenant::{start_tenant, Shared, TenantHandle};
-use crate::config::{Config, InputConfig, OutputKind};
+use crate::config::{Config, InputConfig};
 use crate::reload::{self, Cause, ReloadPlan};
 
 /// The running tenants and what a reload needs to change them.
@@ -270,9 +270,10 @@ fn log_changed_sections(old_text: &str, new_text: &str, config: &Config) {
     for key in reload::changed_keys(old_text, new_text, "outputs") {
         info!("Configuration reload: {key} changed; the inputs that use it restart with it");
         let name = key.trim_start_matches("outputs.");
-        let carries_internal = config.outputs.iter().any(|o| {
-            o.name == name && matches!(&o.kind, OutputKind::Network(n) if n.internal_messages)
-        });
+        let carries_internal = config
+            .outputs
+            .iter()
+            .any(|o| o.name == name && o.kind.internal_messages());
         if carries_internal {
             warn!("Configuration reload: {key} carries the internal messages; they keep its previous settings until the next restart");
         }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, Instrument};
 
 use super::service_task::ServiceTask;
-use super::{build_outputs, RunOptions};
+use super::RunOptions;
 use crate::clock::SharedClock;
 use crate::config::{InputConfig, ServiceConfig};
 use crate::isolation::client::{self, ApiContext};
@@ -32,8 +32,8 @@ use crate::isolation::limiter::{input_limiter, InputLimiter};
 use crate::isolation::puller::Puller;
 use crate::isolation::shard::Shard;
 use crate::metrics::Metrics;
-use crate::output::syslog::stats::StatsHandle;
-use crate::output::Output;
+use crate::output::net::stats::StatsHandle;
+use crate::output::setup::build_outputs;
 use crate::pipeline::budget::WindowBudget;
 use crate::state::StateStore;
 use crate::telemetry;
@@ -175,14 +175,8 @@ fn service_task(
     shared.metrics.expect_service(&input.id, svc.service);
     let outputs = build_outputs(&input.outputs, &shared.clock)?;
     for o in &outputs {
-        match o {
-            Output::Syslog(s) => shared
-                .senders
-                .register(&input.id, s.name(), s.stats_handle()),
-            Output::Relp(r) => shared
-                .senders
-                .register(&input.id, r.name(), r.stats_handle()),
-            _ => {}
+        if let Some(stats) = o.sender_stats() {
+            shared.senders.register(&input.id, o.name(), stats);
         }
     }
     let api = ApiContext {

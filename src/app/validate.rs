@@ -5,7 +5,6 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, Instrument};
 
-use super::outputs::{distinct_outputs, validate_outputs};
 use super::service_task::log_connection;
 use super::store::warn_about_durability;
 use crate::clock::SharedClock;
@@ -19,14 +18,7 @@ use crate::telemetry;
 /// service's authentication: the health check of each part (see [`crate::component`]), none of
 /// the parts run. With several inputs, each line names the input(s) it is about.
 pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
-    let mut ok = true;
-    for (outputs, ids) in distinct_outputs(config) {
-        let whose = match config.multi_tenant {
-            true => format!(" (input {})", ids.join(", ")),
-            false => String::new(),
-        };
-        ok &= validate_outputs(outputs, &whose, clock).await;
-    }
+    let mut ok = crate::output::setup::validate(config, clock).await;
     ok &= validate_persistence(config).await;
     ok &= validate_api(config, clock).await;
     ok

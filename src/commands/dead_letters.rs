@@ -15,7 +15,6 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::{chosen_services, prepare, BadUsage, Outcome, StateFilter};
-use crate::app;
 use crate::clock::SharedClock;
 use crate::config::{Config, InputConfig, OutputConfig, OutputKind};
 use crate::event::{Event, UNDATED};
@@ -310,14 +309,14 @@ async fn deliver_letter(
             "output {name} is no longer in this input's configuration"
         ));
     };
-    if matches!(config.kind, OutputKind::File { .. }) {
+    if matches!(config.kind, OutputKind::File(_)) {
         // A file output's bytes past its committed length are cut at its next resume.
         return Err(format!(
             "output {name} is a file output, which takes records only from the collector's windows"
         ));
     }
-    let mut outputs =
-        app::build_outputs(std::slice::from_ref(config), clock).map_err(|e| e.to_string())?;
+    let mut outputs = crate::output::setup::build_outputs(std::slice::from_ref(config), clock)
+        .map_err(|e| e.to_string())?;
     let output = outputs
         .first_mut()
         .expect("one output built from one config");

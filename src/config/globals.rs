@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::walker::{Cx, Obj};
-use crate::isolation::job_cap::DEFAULT_MAX_CONCURRENT_JOBS;
 use crate::secret::Secret;
 
 mod sentinel;
@@ -37,6 +36,9 @@ pub struct Globals {
 /// `window_memory_budget_in_mb` when not set, in MiB: with both services backfilling, the
 /// process stays under 32 MiB of peak RSS (docs/performance.md).
 pub const DEFAULT_WINDOW_MEMORY_BUDGET_MB: u64 = 16;
+
+/// `globals.max_concurrent_jobs` when not set.
+pub const DEFAULT_MAX_CONCURRENT_JOBS: usize = 64;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Persistence {

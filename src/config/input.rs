@@ -106,7 +106,7 @@ pub(super) fn parse_input(
 fn check_shared_tables(outputs: &[OutputConfig], services: &[ServiceConfig], cx: &mut Cx) {
     let has_file = outputs
         .iter()
-        .any(|o| matches!(o.kind, OutputKind::File { .. }));
+        .any(|o| matches!(o.kind, OutputKind::File(_)));
     for (i, a) in services.iter().enumerate() {
         if let Some(b) = services[i + 1..].iter().find(|b| b.table == a.table) {
             if has_file {

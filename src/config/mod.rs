@@ -23,17 +23,17 @@ use serde_yaml_ng::Value;
 
 mod env;
 mod globals;
-mod http_outputs;
 mod input;
 mod obfuscation;
 mod outputs;
 mod pacing;
 mod services;
 mod tenants;
-mod walker;
+pub(crate) mod walker;
 
 pub use globals::{
-    Globals, Persistence, RedisConfig, SentinelConfig, DEFAULT_WINDOW_MEMORY_BUDGET_MB,
+    Globals, Persistence, RedisConfig, SentinelConfig, DEFAULT_MAX_CONCURRENT_JOBS,
+    DEFAULT_WINDOW_MEMORY_BUDGET_MB,
 };
 pub use input::{InputConfig, KeyPlacement};
 pub use outputs::{NetworkOutputConfig, OutputConfig, OutputKind, TlsFiles};

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::env::substitute_env;
 use super::input::{parse_input, InputConfig};
-use super::outputs::{OutputConfig, OutputKind};
+use super::outputs::OutputConfig;
 use super::walker::{Cx, Obj};
 
 /// An input block with problems: `run` starts the other inputs and reports this one.
@@ -164,7 +164,7 @@ fn raw_id(block: &Value) -> Option<String> {
 /// have the same tables, and each service keeps the committed length of its own file.
 fn per_tenant_directories(outputs: &mut [OutputConfig], id: &str) {
     for o in outputs {
-        if let OutputKind::File { directory, .. } = &mut o.kind {
+        if let Some(directory) = o.kind.directory_mut() {
             *directory = directory.join(id);
         }
     }

@@ -52,7 +52,7 @@ fn file_dirs(input: &InputConfig) -> Vec<PathBuf> {
         .outputs
         .iter()
         .filter_map(|o| match &o.kind {
-            OutputKind::File { directory, .. } => Some(directory.clone()),
+            OutputKind::File(f) => Some(f.directory.clone()),
             _ => None,
         })
         .collect()

@@ -778,7 +778,7 @@ fn devo_output_aliases_and_renamed_keys() {
         panic!()
     };
     assert!(!b.devo && b.tls.is_none());
-    assert!(matches!(c.outputs[2].kind, OutputKind::Console));
+    assert!(matches!(c.outputs[2].kind, OutputKind::Console(_)));
     assert!(
         c.warnings
             .iter()
@@ -803,7 +803,7 @@ fn the_file_output_mode_is_a_quoted_octal_string() {
             &format!("local: {{type: file, config: {{directory: out{mode}}}}}"),
         );
         parse(&text).map(|c| match &c.outputs[0].kind {
-            OutputKind::File { mode, .. } => *mode,
+            OutputKind::File(f) => f.mode,
             other => panic!("{other:?}"),
         })
     };

@@ -10,24 +10,24 @@ use std::time::Duration;
 use serde_yaml_ng::{Mapping, Value};
 use sha2::{Digest, Sha256};
 
-pub(super) struct Cx<'e> {
-    pub(super) errors: Vec<String>,
-    pub(super) warnings: Vec<String>,
-    pub(super) base_dir: PathBuf,
+pub(crate) struct Cx<'e> {
+    pub(crate) errors: Vec<String>,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) base_dir: PathBuf,
     /// Looks up environment variables (`${VAR}`, `secret_env`); injected so tests need none.
-    pub(super) env: &'e dyn Fn(&str) -> Option<String>,
+    pub(crate) env: &'e dyn Fn(&str) -> Option<String>,
     /// The time of the check (a `start_time_in_utc` after it is refused); from the injected clock.
-    pub(super) now: chrono::DateTime<chrono::Utc>,
+    pub(crate) now: chrono::DateTime<chrono::Utc>,
     /// The sha256 of each secret file read, in order: an input's fingerprint covers the files
     /// its block reads (a rotated key file restarts that input on reload).
-    pub(super) files_read: Vec<[u8; 32]>,
+    pub(crate) files_read: Vec<[u8; 32]>,
 }
 
 impl Cx<'_> {
     /// Reads a file holding a secret (relative paths are relative to the config file), without
     /// the surrounding whitespace that `echo` or an editor adds. The contents never appear in
     /// an error.
-    pub(super) fn read_secret_file(&mut self, path: &str, name: &str) -> Option<Vec<u8>> {
+    pub(crate) fn read_secret_file(&mut self, path: &str, name: &str) -> Option<Vec<u8>> {
         let file = if Path::new(name).is_absolute() {
             PathBuf::from(name)
         } else {
@@ -46,15 +46,15 @@ impl Cx<'_> {
         }
     }
 
-    pub(super) fn error(&mut self, path: &str, msg: String) {
+    pub(crate) fn error(&mut self, path: &str, msg: String) {
         self.errors.push(format!("{path}: {msg}"));
     }
-    pub(super) fn warn(&mut self, path: &str, msg: String) {
+    pub(crate) fn warn(&mut self, path: &str, msg: String) {
         self.warnings.push(format!("{path}: {msg}"));
     }
 }
 
-pub(super) fn join(path: &str, key: &str) -> String {
+pub(crate) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
     } else {
@@ -63,16 +63,16 @@ pub(super) fn join(path: &str, key: &str) -> String {
 }
 
 /// A mapping being read: remembers which keys were used so the rest can be reported.
-pub(super) struct Obj<'a> {
-    pub(super) path: String,
-    pub(super) map: &'a Mapping,
-    pub(super) used: BTreeSet<String>,
+pub(crate) struct Obj<'a> {
+    pub(crate) path: String,
+    pub(crate) map: &'a Mapping,
+    pub(crate) used: BTreeSet<String>,
     /// Keys Devo knows that mean nothing here: accepted with a warning.
-    pub(super) ignored: &'static [&'static str],
+    pub(crate) ignored: &'static [&'static str],
 }
 
 impl<'a> Obj<'a> {
-    pub(super) fn new(path: &str, map: &'a Mapping) -> Self {
+    pub(crate) fn new(path: &str, map: &'a Mapping) -> Self {
         Obj {
             path: path.to_owned(),
             map,
@@ -81,24 +81,24 @@ impl<'a> Obj<'a> {
         }
     }
 
-    pub(super) fn path(&self, key: &str) -> String {
+    pub(crate) fn path(&self, key: &str) -> String {
         join(&self.path, key)
     }
 
     /// The mapping's string keys, in file order (for sections whose keys are names).
-    pub(super) fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.map
             .keys()
             .filter_map(|k| k.as_str().map(str::to_owned))
             .collect()
     }
 
-    pub(super) fn get(&mut self, key: &str) -> Option<&'a Value> {
+    pub(crate) fn get(&mut self, key: &str) -> Option<&'a Value> {
         self.used.insert(key.to_owned());
         self.map.get(key).filter(|v| !v.is_null())
     }
 
-    pub(super) fn map(&mut self, key: &str, cx: &mut Cx) -> Option<Obj<'a>> {
+    pub(crate) fn map(&mut self, key: &str, cx: &mut Cx) -> Option<Obj<'a>> {
         let path = self.path(key);
         match self.get(key)? {
             Value::Mapping(m) => Some(Obj::new(&path, m)),
@@ -111,7 +111,7 @@ impl<'a> Obj<'a> {
 
     /// A mapping the file must have: absent (or not a mapping), it is an error that says
     /// `missing; {add}`.
-    pub(super) fn required_map(&mut self, key: &str, add: &str, cx: &mut Cx) -> Option<Obj<'a>> {
+    pub(crate) fn required_map(&mut self, key: &str, add: &str, cx: &mut Cx) -> Option<Obj<'a>> {
         let map = self.map(key, cx);
         if map.is_none() {
             cx.error(&self.path(key), format!("missing; {add}"));
@@ -119,7 +119,7 @@ impl<'a> Obj<'a> {
         map
     }
 
-    pub(super) fn string(&mut self, key: &str, cx: &mut Cx) -> Option<String> {
+    pub(crate) fn string(&mut self, key: &str, cx: &mut Cx) -> Option<String> {
         let path = self.path(key);
         match self.get(key)? {
             Value::String(s) => Some(s.clone()),
@@ -134,7 +134,7 @@ impl<'a> Obj<'a> {
 
     /// A string under `key` or Devo's other name for it (`url` for `address`, `chain_loc` for
     /// `chain`...); giving both is an error.
-    pub(super) fn string_or_alias(
+    pub(crate) fn string_or_alias(
         &mut self,
         key: &str,
         alias: &str,
@@ -154,7 +154,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    pub(super) fn boolean(&mut self, key: &str, default: bool, cx: &mut Cx) -> bool {
+    pub(crate) fn boolean(&mut self, key: &str, default: bool, cx: &mut Cx) -> bool {
         let path = self.path(key);
         match self.get(key) {
             None => default,
@@ -168,7 +168,7 @@ impl<'a> Obj<'a> {
     }
 
     /// A number within `range`; `None` if absent or invalid (the error is recorded).
-    pub(super) fn number(
+    pub(crate) fn number(
         &mut self,
         key: &str,
         min: f64,
@@ -204,7 +204,7 @@ impl<'a> Obj<'a> {
 
     /// A number within `range`, in the unit the key's name says (`..._in_minutes`, else
     /// seconds), as a duration (`default` if absent or invalid; the error is recorded).
-    pub(super) fn duration(
+    pub(crate) fn duration(
         &mut self,
         key: &str,
         range: RangeInclusive<f64>,
@@ -217,7 +217,7 @@ impl<'a> Obj<'a> {
     }
 
     /// Reports keys nobody read.
-    pub(super) fn finish(self, cx: &mut Cx) {
+    pub(crate) fn finish(self, cx: &mut Cx) {
         for key in self.map.keys() {
             let name = match key {
                 Value::String(s) => s.clone(),
@@ -245,7 +245,7 @@ impl<'a> Obj<'a> {
 /// A list of mappings (`requests_limits`, `obfuscation_data`): each entry read by `parse`, in
 /// order. `not_list` and `not_mapping` say what was expected; a wrong entry is reported and
 /// skipped, and the others are still read.
-pub(super) fn each_mapping<T>(
+pub(crate) fn each_mapping<T>(
     path: &str,
     v: &Value,
     not_list: &str,
@@ -295,7 +295,7 @@ fn ignored_because(key: &str) -> &'static str {
     }
 }
 
-pub(super) fn show(v: &Value) -> String {
+pub(crate) fn show(v: &Value) -> String {
     serde_yaml_ng::to_string(v)
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "?".into())
@@ -333,7 +333,7 @@ impl TimeUnit {
 /// Resolves a certificate path as Devo does: a bare file name lives in `certs/` (beside the
 /// config file, or in the parent of the config directory: Devo's `/devo-collector/{config,certs}`
 /// layout); a path with a directory is relative to the config file's directory.
-pub(super) fn resolve_cert(base_dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn resolve_cert(base_dir: &Path, name: &str) -> PathBuf {
     let p = Path::new(name);
     if p.is_absolute() {
         return p.to_owned();

@@ -18,8 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// `globals.max_concurrent_jobs` when not set.
-pub const DEFAULT_MAX_CONCURRENT_JOBS: usize = 64;
+use crate::config::DEFAULT_MAX_CONCURRENT_JOBS;
 
 /// The cap of a process; cloned handles share it.
 #[derive(Clone, Debug)]

@@ -2,7 +2,8 @@
 //!
 //! [`Lease::take_until_held`] stands by until this process holds the service's lease in Redis,
 //! and starts a [`Tenure`]: a renewal every TTL/3 in its own task, and a [`LeaseGate`] that the
-//! outputs ask before each output's turn of each window delivery. The gate keeps a local validity
+//! outputs' fan-out asks before each output's turn of each window delivery (it is the
+//! fan-out's [`DeliveryGate`](crate::output::DeliveryGate)). The gate keeps a local validity
 //! clock: the lease is valid until the TTL after the last successful take or renewal was *sent*,
 //! by `CLOCK_BOOTTIME` ([`clock`]), which keeps counting while the process is stopped by SIGSTOP
 //! and while the machine is suspended, as Redis's clock does. A delivery needs more than TTL/3
@@ -508,6 +509,13 @@ impl LeaseGate {
                 holder_name(holder)
             ));
         }
+    }
+}
+
+/// The fan-out asks the lease before each output's turn (outputs know nothing of leases).
+impl crate::output::DeliveryGate for LeaseGate {
+    fn before_delivery(&self) -> futures_util::future::BoxFuture<'_, Result<(), StateError>> {
+        Box::pin(LeaseGate::before_delivery(self))
     }
 }
 

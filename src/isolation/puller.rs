@@ -209,7 +209,7 @@ impl Puller {
     pub fn start_tenure(&mut self, gate: LeaseGate, cancel: CancellationToken) {
         self.client.set_cancel(cancel.clone());
         self.outputs.set_cancel(cancel.clone());
-        self.outputs.set_gate(gate.clone());
+        self.outputs.set_gate(std::sync::Arc::new(gate.clone()));
         self.checkpoint.set_fence(gate.token());
         self.cancel = cancel;
         self.gate = gate;

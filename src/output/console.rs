@@ -4,7 +4,11 @@
 
 use std::io::Write;
 
-use super::OutputError;
+pub mod config;
+
+pub use self::config::ConsoleConfig;
+use super::builder::{self, Healthcheck, OutputBuilder, OutputContext};
+use super::{Output, OutputError};
 use crate::clock::SharedClock;
 use crate::event::Event;
 
@@ -50,5 +54,18 @@ impl ConsoleOutput {
                 source,
             })?;
         Ok(None)
+    }
+}
+
+impl OutputBuilder for ConsoleConfig {
+    fn build(&self, name: &str, cx: &OutputContext) -> Result<Output, OutputError> {
+        Ok(Output::Console(ConsoleOutput::new(
+            name.to_owned(),
+            cx.clock.clone(),
+        )))
+    }
+
+    fn healthcheck(&self, name: &str, cx: &OutputContext) -> Result<Healthcheck, OutputError> {
+        self.build(name, cx).map(builder::probe)
     }
 }

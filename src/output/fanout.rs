@@ -29,10 +29,11 @@
 //! 5xx, 429, timeouts and connection errors are transient: they are retried, never set aside.
 //!
 //! With Redis persistence, each output's turn (each try) starts only after the service's lease
-//! gate allows it ([`LeaseGate::before_delivery`]): a holder paused in the middle of a batch
-//! (between two outputs, or between tries) and woken after another process took over stops
-//! there, instead of writing its stale batch into the next output (a file shared with the new
-//! holder would be cut back to the old holder's idea of its length).
+//! gate allows it ([`DeliveryGate::before_delivery`](super::DeliveryGate::before_delivery),
+//! which HA implements): a holder paused in the middle of a batch (between two outputs, or
+//! between tries) and woken after another process took over stops there, instead of writing its
+//! stale batch into the next output (a file shared with the new holder would be cut back to the
+//! old holder's idea of its length).
 //!
 //! Before the first batch after a start, or after a failed one, [`Outputs::resume`] hands each
 //! output its committed position (see the [module documentation](super)). It asks the gate
@@ -45,10 +46,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::confirmed::Confirmed;
+use super::gate::{self, SharedGate};
 use super::{Output, OutputError, Position};
 use crate::backoff::{Backoff, Jitter};
 use crate::event::Event;
-use crate::isolation::lease::LeaseGate;
 use crate::metrics::ServiceMetrics;
 use crate::state::StateError;
 use crate::time::Millis;
@@ -98,7 +99,7 @@ pub struct Outputs {
     metrics: ServiceMetrics,
     cancel: CancellationToken,
     /// Asked before each output's turn (always open without leases).
-    gate: LeaseGate,
+    gate: SharedGate,
 }
 
 impl Outputs {
@@ -118,12 +119,12 @@ impl Outputs {
             outputs,
             metrics,
             cancel,
-            gate: LeaseGate::open(),
+            gate: gate::open(),
         }
     }
 
     /// Asks `gate` before each output's turn from now on (a lease's tenure).
-    pub fn set_gate(&mut self, gate: LeaseGate) {
+    pub fn set_gate(&mut self, gate: SharedGate) {
         self.gate = gate;
     }
 
@@ -492,5 +493,39 @@ mod tests {
         let (mut outputs, _blocked, _) = good_and_bad(tmp.path(), CancellationToken::new());
         assert!(outputs.deliver(TABLE, &[]).await.unwrap().is_empty());
         assert!(!tmp.path().join("good").exists());
+    }
+
+    /// A gate that lets `turns` turns through, then refuses (a lease lost mid-batch).
+    struct Turns(std::sync::atomic::AtomicUsize);
+
+    impl gate::DeliveryGate for Turns {
+        fn before_delivery(&self) -> futures_util::future::BoxFuture<'_, Result<(), StateError>> {
+            let left = self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(std::future::ready(match left {
+                0 => Err(StateError::LeaseLost {
+                    holder: String::new(),
+                }),
+                _ => Ok(()),
+            }))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_gate_is_asked_before_each_outputs_turn() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outputs = vec![
+            file_output("first", &tmp.path().join("first")),
+            file_output("second", &tmp.path().join("second")),
+        ];
+        let metrics = Arc::new(Metrics::new()).service("10001", Service::UrlIsolation);
+        let mut outputs = Outputs::new(outputs, metrics, CancellationToken::new());
+        outputs.set_gate(Arc::new(Turns(1.into())));
+        let events = batch();
+
+        let result = outputs.deliver(TABLE, &events).await;
+
+        assert!(matches!(result, Err(FanOutError::Lease(_))), "{result:?}");
+        assert_eq!(contents(&tmp.path().join("first")), lines(&events));
+        assert!(!tmp.path().join("second").exists());
     }
 }

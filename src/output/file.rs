@@ -86,7 +86,11 @@ use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{OutputError, Position};
+pub mod config;
+
+pub use self::config::{FileConfig, DEFAULT_MODE};
+use super::builder::{self, Healthcheck, OutputBuilder, OutputContext};
+use super::{Output, OutputError, Position};
 use crate::event::Event;
 
 /// Which file a position is of: the same path, device and inode.
@@ -118,9 +122,6 @@ impl std::fmt::Display for FileIdentity {
         )
     }
 }
-
-/// The mode of new files when the config sets none: owner read/write, group read.
-pub const DEFAULT_MODE: u32 = 0o640;
 
 /// Writes each table to its own JSON Lines file.
 pub struct FileOutput {
@@ -722,6 +723,17 @@ fn cut_back(file: &File, len: u64) -> std::io::Result<CutBack> {
     } else {
         CutBack::Unchanged
     })
+}
+
+impl OutputBuilder for FileConfig {
+    fn build(&self, name: &str, _: &OutputContext) -> Result<Output, OutputError> {
+        let output = FileOutput::new(name.to_owned(), self.directory.clone(), self.mode);
+        Ok(Output::File(output))
+    }
+
+    fn healthcheck(&self, name: &str, cx: &OutputContext) -> Result<Healthcheck, OutputError> {
+        self.build(name, cx).map(builder::probe)
+    }
 }
 
 #[cfg(test)]

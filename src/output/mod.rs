@@ -12,6 +12,27 @@
 //! Each service task builds its own instances from the configuration, so an output never
 //! needs locking: a file output of the browser service only ever touches the browser table's file.
 //!
+//! ## Configuration, building, running
+//! Three steps, as Vector's sinks take them. An output's configuration is plain data: its kind
+//! ([`registry::OutputKind`]) reads its own `config` keys into its configuration type. Building
+//! is [`builder::OutputBuilder`]: the configuration and an [`builder::OutputContext`] (the
+//! clock) give the running [`Output`], or its health check, which `validate` and the check at
+//! start run ([`setup`]). Running is [`Outputs`], the fan-out of one service. The fan-out
+//! knows nothing of leases: it asks a [`DeliveryGate`] before each output's turn, and HA
+//! implements it ([`gate`]). The network plumbing the `syslog` and `relp` outputs share is
+//! [`net`].
+//!
+//! ## Adding an output kind
+//! 1. A folder `output/<kind>/`: its configuration type (plain data, `Clone + Debug`, secrets
+//!    not shown) with a `parse(config, path, cx)` that reads `outputs.<name>.config` (see
+//!    [`file::config`]); the output itself, with `name`, `deliver`, `check` and, if it retries
+//!    on its own, `stop_retries_on`; and `impl OutputBuilder for` its configuration.
+//! 2. In [`registry`], the one other file: a variant of `OutputKind`, and its `type` name(s) in
+//!    `OutputKind::parse` and in `TYPES`; a variant of [`Output`] for `build` to return. The
+//!    compiler then asks for the rest, there: the kind's arm in `OutputKind::builder` and the
+//!    new variant's arm in each of [`Output`]'s matches (none has a catch-all arm).
+//! 3. README: the kind's keys in the outputs section.
+//!
 //! [`Outputs`] delivers a batch to all of a service's outputs, retrying only the unconfirmed,
 //! and remembers per output what it confirmed until the window commits ([`confirmed`]): an
 //! output that confirmed an event is not given it again while another output is down, across
@@ -27,19 +48,22 @@
 //! exactly-once for files. A position taken from another file is never applied (see
 //! [`file`]'s module doc).
 
+pub mod builder;
 pub mod confirmed;
 pub mod console;
 pub mod fanout;
 pub mod file;
+pub mod gate;
 pub mod http;
+pub mod net;
+pub mod registry;
 pub mod relp;
+pub mod setup;
 pub mod syslog;
 
 pub use fanout::{FanOutError, Outputs};
-
-use tokio_util::sync::CancellationToken;
-
-use crate::event::Event;
+pub use gate::DeliveryGate;
+pub use registry::Output;
 
 /// How far an output has written a table: stored with the checkpoint, handed back on resume.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -130,103 +154,5 @@ fn refused_reasons(events: &[(usize, String)]) -> String {
     match events.len() {
         0 | 1 => first.to_owned(),
         n => format!("{first} (and {} more event(s) refused alone)", n - 1),
-    }
-}
-
-/// One configured output instance.
-pub enum Output {
-    File(file::FileOutput),
-    Console(console::ConsoleOutput),
-    Syslog(syslog::SyslogOutput),
-    /// Boxed, as the syslog output's sender is: `Output` stays small.
-    Http(Box<http::HttpOutput>),
-    SplunkHec(Box<http::hec::SplunkHecOutput>),
-    Relp(Box<relp::RelpOutput>),
-}
-
-impl Output {
-    /// The output's name from the configuration (`outputs.<name>`).
-    pub fn name(&self) -> &str {
-        match self {
-            Output::File(o) => o.name(),
-            Output::Console(o) => o.name(),
-            Output::Syslog(o) => o.name(),
-            Output::Http(o) => o.name(),
-            Output::SplunkHec(o) => o.name(),
-            Output::Relp(o) => o.name(),
-        }
-    }
-
-    /// Called once per table before the first batch after a start, with the position stored
-    /// with the last checkpoint (if any). Returns the position to record if none was stored.
-    pub async fn resume(
-        &mut self,
-        table: &str,
-        committed: Option<Position>,
-    ) -> Result<Option<Position>, OutputError> {
-        match self {
-            Output::File(o) => o.resume(table, committed).await,
-            Output::Console(_) => Ok(None),
-            Output::Syslog(_) | Output::Http(_) | Output::SplunkHec(_) | Output::Relp(_) => {
-                Ok(None)
-            }
-        }
-    }
-
-    /// Delivers a batch of events (sorted by date) for one table. `Ok` means confirmed; the
-    /// returned position, if any, is stored with the checkpoint.
-    pub async fn deliver(
-        &mut self,
-        table: &str,
-        events: &[Event],
-    ) -> Result<Option<Position>, OutputError> {
-        let length = match self {
-            Output::File(o) => return o.deliver(table, events).await,
-            Output::Console(o) => o.deliver(table, events).await,
-            Output::Syslog(o) => o.deliver(table, events).await,
-            Output::Http(o) => o.deliver(table, events).await,
-            Output::SplunkHec(o) => o.deliver(table, events).await,
-            Output::Relp(o) => o.deliver(table, events).await,
-        };
-        length.map(|l| l.map(Position::of_length))
-    }
-
-    /// The configuration error that stopped the output, if one did (it then refuses every
-    /// delivery without sending; logged once, where it was found).
-    pub fn stopped(&self) -> Option<&str> {
-        match self {
-            Output::SplunkHec(o) => o.stopped(),
-            _ => None,
-        }
-    }
-
-    /// Whether [`Output::resume`] rewinds the output to its committed position, erasing what it
-    /// confirmed of an uncommitted window (the file output).
-    pub fn keeps_positions(&self) -> bool {
-        matches!(self, Output::File(_))
-    }
-
-    /// Waits between an output's own tries end when `cancel` fires (only network outputs
-    /// retry on their own).
-    pub fn stop_retries_on(&mut self, cancel: CancellationToken) {
-        match self {
-            Output::Syslog(o) => o.stop_retries_on(cancel),
-            Output::Http(o) => o.stop_retries_on(cancel),
-            Output::SplunkHec(o) => o.stop_retries_on(cancel),
-            Output::Relp(o) => o.stop_retries_on(cancel),
-            Output::File(_) | Output::Console(_) => {}
-        }
-    }
-
-    /// Checks that the output is usable (`validate`): directory writable, peer reachable.
-    pub async fn check(&mut self) -> Result<(), OutputError> {
-        match self {
-            Output::File(o) => o.check().await,
-            Output::Console(_) => Ok(()),
-            Output::Syslog(o) => o.check().await,
-            Output::Http(o) => o.check().await,
-            Output::SplunkHec(o) => o.check().await,
-            Output::Relp(o) => o.check().await,
-        }
     }
 }

@@ -177,9 +177,9 @@ pub fn build_client(output: &str, cfg: &HttpClientConfig) -> Result<reqwest::Cli
     let tls = match &cfg.tls.client {
         None => crate::trust::client_config(store),
         Some((cert, key)) => {
-            let chain = crate::output::syslog::read_certs(output, cert, "cert")?;
-            let key_der = crate::output::syslog::read_key(output, key)?;
-            let c = crate::output::syslog::transport::client_config(store, chain, key_der, true)
+            let chain = crate::output::net::tls::read_certs(output, cert, "cert")?;
+            let key_der = crate::output::net::tls::read_key(output, key)?;
+            let c = crate::output::net::connect::client_config(store, chain, key_der, true)
                 .map_err(|e| {
                     peer(format!(
                         "TLS setup with cert {} and key {}: {e}",

@@ -48,7 +48,8 @@ use super::client::{
 use super::hec_answer::{ack_query, acknowledged, EventAnswer};
 use crate::backoff::Backoff;
 use crate::event::{Event, UNDATED};
-use crate::output::OutputError;
+use crate::output::builder::{self, Healthcheck, OutputBuilder, OutputContext};
+use crate::output::{Output, OutputError};
 use crate::secret::redact;
 
 /// The channel header of indexer acknowledgement.
@@ -192,7 +193,7 @@ impl SplunkHecOutput {
             host: config
                 .host
                 .clone()
-                .unwrap_or_else(crate::output::syslog::format::system_hostname),
+                .unwrap_or_else(crate::output::net::format::system_hostname),
             config: config.clone(),
             fields: None,
             stopped: None,
@@ -499,6 +500,17 @@ pub fn encode(fields: &str, events: &[Event]) -> Vec<u8> {
         body.extend_from_slice(b"}\n");
     }
     body
+}
+
+impl OutputBuilder for HecOutputConfig {
+    fn build(&self, name: &str, _: &OutputContext) -> Result<Output, OutputError> {
+        let output = SplunkHecOutput::from_config(name.to_owned(), self)?;
+        Ok(Output::SplunkHec(Box::new(output)))
+    }
+
+    fn healthcheck(&self, name: &str, cx: &OutputContext) -> Result<Healthcheck, OutputError> {
+        self.build(name, cx).map(builder::probe)
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! reported ([`OutputError::Refused`]) for the fan-out to set aside after its tries.
 
 pub mod client;
+pub mod config;
 pub mod hec;
 pub mod hec_answer;
 
@@ -27,7 +28,8 @@ use self::client::{
     build_client, compress, content_headers, cut_requests, post_batch, shown_url, HttpClientConfig,
     Poster, RequestTuning, Sent,
 };
-use super::OutputError;
+use super::builder::{self, Healthcheck, OutputBuilder, OutputContext};
+use super::{Output, OutputError};
 use crate::event::Event;
 
 /// The body of a request (`format`).
@@ -231,6 +233,17 @@ pub fn encode(format: BodyFormat, events: &[Event]) -> Vec<u8> {
         }
     }
     body
+}
+
+impl OutputBuilder for HttpOutputConfig {
+    fn build(&self, name: &str, _: &OutputContext) -> Result<Output, OutputError> {
+        let output = HttpOutput::from_config(name.to_owned(), self)?;
+        Ok(Output::Http(Box::new(output)))
+    }
+
+    fn healthcheck(&self, name: &str, cx: &OutputContext) -> Result<Healthcheck, OutputError> {
+        self.build(name, cx).map(builder::probe)
+    }
 }
 
 #[cfg(test)]

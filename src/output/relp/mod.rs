@@ -4,7 +4,7 @@
 //! RELP acknowledges every record: each `syslog` command gets the receiver's `rsp 200` once
 //! rsyslog has taken it. So delivery is proven per record on a long-lived connection, without
 //! the close-and-wait-for-EOF that the TLS syslog output needs per chunk. Records are the syslog
-//! output's (Devo's format, [`crate::output::syslog::format`]) without the framing newline:
+//! output's (Devo's format, [`crate::output::net::format`]) without the framing newline:
 //! RELP frames carry their length.
 //!
 //! ## Confirmation
@@ -20,9 +20,10 @@
 //! ## Why a hand-written client
 //! No maintained Rust RELP crate exists (crates.io has only unmaintained or server-side ones), and
 //! the client side is small: frames ([`frame`], fuzzed), an `open` handshake, a window of
-//! commands. TCP and TLS come from the syslog output's [`Connector`], so the TLS keys mean what
+//! commands. TCP and TLS come from the [`Connector`] the syslog output uses too, so the TLS keys mean what
 //! they mean for `devo_platform`.
 
+pub mod config;
 pub mod frame;
 mod session;
 
@@ -34,18 +35,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+pub use self::config::{RelpOutputConfig, DEFAULT_WINDOW_SIZE};
 use self::session::{Answer, Session};
-use super::syslog::format::{self, RecordFormatter};
-use super::syslog::stats::{SenderStats, StatsHandle};
-use super::syslog::transport::{Connector, TransportError};
-use super::syslog::NetworkOutputConfig;
-use super::OutputError;
+use super::builder::{self, Healthcheck, OutputBuilder, OutputContext};
+use super::net::connect::{Connector, TransportError};
+use super::net::format::{self, RecordFormatter};
+use super::net::stats::{SenderStats, StatsHandle};
+use super::net::tls::load_tls;
+use super::{Output, OutputError};
 use crate::backoff::{Backoff, Jitter};
 use crate::clock::SharedClock;
 use crate::event::Event;
-
-/// Default for [`RelpOutputConfig::window_size`]: librelp's default window.
-pub const DEFAULT_WINDOW_SIZE: usize = 128;
 
 /// A connection unused for longer than this is replaced before use, as Devo's SDK does for its
 /// connections: receivers and balancers drop idle connections silently, and finding out by a
@@ -58,16 +58,6 @@ const ATTEMPTS: u32 = 3;
 const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The `relp` output's configuration: the network keys of a syslog output (address, port, TLS
-/// files, hostname, timeouts) and the window.
-#[derive(Clone, Debug)]
-pub struct RelpOutputConfig {
-    /// `devo` is false: TLS is on by default but `tls: false` is allowed.
-    pub network: NetworkOutputConfig,
-    /// Records sent and not yet acknowledged, at most (`window_size`).
-    pub window_size: usize,
-}
 
 /// Why a RELP exchange failed. Every variant means "not confirmed".
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +164,7 @@ impl RelpOutput {
     /// Builds the output: checks the settings and loads the TLS files.
     ///
     /// # Errors
-    /// As [`crate::output::syslog::SyslogOutput::from_config`]: a TLS file by path, a bad
+    /// As the syslog output's `from_config`: a TLS file by path, a bad
     /// address or hostname.
     pub fn from_config(
         name: String,
@@ -195,7 +185,7 @@ impl RelpOutput {
         let host = n.address.trim_start_matches('[').trim_end_matches(']');
         let tls = match &n.tls {
             None => None,
-            Some(files) => Some(super::syslog::load_tls(&name, host, files)?),
+            Some(files) => Some(load_tls(&name, host, files)?),
         };
         Ok(RelpOutput {
             hostname,
@@ -489,6 +479,17 @@ fn batch_id(table: &str, events: &[Event]) -> [u8; 32] {
 /// The unit of confirmation, against a small in-process RELP responder: rsyslog cannot be made
 /// to acknowledge exactly the first k records of a batch and then drop the connection (the
 /// integration tests in tests/it/relp.rs run against the real rsyslog).
+impl OutputBuilder for RelpOutputConfig {
+    fn build(&self, name: &str, cx: &OutputContext) -> Result<Output, OutputError> {
+        let output = RelpOutput::from_config(name.to_owned(), self, cx.clock.clone())?;
+        Ok(Output::Relp(Box::new(output)))
+    }
+
+    fn healthcheck(&self, name: &str, cx: &OutputContext) -> Result<Healthcheck, OutputError> {
+        self.build(name, cx).map(builder::probe)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -498,6 +499,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::output::net::NetworkOutputConfig;
 
     /// Accepts one connection, answers `open`, acknowledges the first `ack` syslog commands
     /// (recording their data) and then, if `then_close`, drops the connection; else it keeps

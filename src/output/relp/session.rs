@@ -8,7 +8,7 @@ use tokio::time::{timeout, Instant};
 
 use super::frame::{self, Frame, MAX_TXNR};
 use super::RelpError;
-use crate::output::syslog::transport::{Connector, Stream};
+use crate::output::net::connect::{self, Connector, Stream, TransportError};
 
 /// What we offer in `open`. rsyslog's imrelp requires `commands=syslog`.
 const OPEN_OFFERS: &str = concat!(
@@ -105,14 +105,12 @@ impl Session {
                 timeout(write_timeout, self.stream.write_all(piece))
                     .await
                     .map_err(|_| self.timeout(stage, write_timeout))?
-                    .map_err(|e| {
-                        crate::output::syslog::transport::classify(e, &self.addr, stage, tls)
-                    })?;
+                    .map_err(|e| connect::classify(e, &self.addr, stage, tls))?;
             }
             timeout(write_timeout, self.stream.flush())
                 .await
                 .map_err(|_| self.timeout(stage, write_timeout))?
-                .map_err(|e| crate::output::syslog::transport::classify(e, &self.addr, stage, tls))
+                .map_err(|e| connect::classify(e, &self.addr, stage, tls))
         }
         .await;
         self.write_buf.clear();
@@ -170,10 +168,7 @@ impl Session {
                 Err(e) => {
                     let stage = "waiting for the receiver's answer";
                     let tls = connector.tls.as_ref();
-                    return Err(crate::output::syslog::transport::classify(
-                        e, &self.addr, stage, tls,
-                    )
-                    .into());
+                    return Err(connect::classify(e, &self.addr, stage, tls).into());
                 }
             }
         }
@@ -241,12 +236,8 @@ impl Session {
         }
     }
 
-    fn timeout(
-        &self,
-        stage: &'static str,
-        after: Duration,
-    ) -> crate::output::syslog::transport::TransportError {
-        crate::output::syslog::transport::TransportError::Timeout {
+    fn timeout(&self, stage: &'static str, after: Duration) -> TransportError {
+        TransportError::Timeout {
             addr: self.addr.clone(),
             stage,
             after,

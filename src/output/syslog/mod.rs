@@ -1,9 +1,11 @@
 //! Syslog outputs: `devo_platform` (Devo's syslog balancer over mutual TLS) and `syslog`
 //! (in-house relays: TCP, TLS optional).
 //!
-//! [`format`] builds the records (pure functions, golden-tested), [`transport`] connects and
-//! proves delivery, [`stats`] counts what was confirmed. [`SyslogOutput::deliver`] confirms a
-//! batch only when the receiver provably read all of it (see [`transport`]).
+//! The plumbing it shares with the `relp` output is in [`super::net`]: [`format`](mod@format)
+//! builds the records (pure functions, golden-tested), [`connect`](super::net::connect) connects
+//! and proves delivery, [`stats`](super::net::stats) counts what was confirmed.
+//! [`SyslogOutput::deliver`] confirms a batch only when the receiver provably read all of it
+//! (see [`connect`](super::net::connect)).
 //!
 //! ## Connections
 //! Every chunk of a batch gets its own connection: connect, handshake, write, close, wait for
@@ -21,35 +23,26 @@
 //! ([`OutputError::Partly`]): the fan-out remembers events, not prefixes, so it gives this output
 //! only the unconfirmed chunks' events again.
 
-pub mod format;
-pub mod stats;
-pub mod transport;
+mod config;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use self::format::RecordFormatter;
-use self::stats::{SenderStats, StatsHandle};
-use self::transport::{Connector, TlsSetup, TransportError};
-use super::OutputError;
+use super::builder::{self, Healthcheck, OutputBuilder, OutputContext};
+use super::net::connect::{Connector, TransportError};
+use super::net::format::{self, RecordFormatter};
+use super::net::stats::{SenderStats, StatsHandle};
+use super::net::tls::load_tls;
+use super::net::NetworkOutputConfig;
+use super::{Output, OutputError};
 use crate::backoff::{Backoff, Jitter};
 use crate::clock::SharedClock;
 use crate::event::Event;
-
-/// Default for [`NetworkOutputConfig::max_record_bytes`]: 256 KiB.
-///
-/// Nothing documents a limit for Devo's balancer; Devo's relay caps UDP packets at 32 KiB and
-/// rsyslog's default `maxMessageSize` is 8 KiB. Isolation events are about 0.3 to 2 KiB, so a
-/// record above 256 KiB is almost certainly a runaway field worth a warning, while anything
-/// legitimately large still goes through (devo-platform.md §2.3 recommends this value).
-pub const DEFAULT_MAX_RECORD_BYTES: usize = 256 * 1024;
 
 /// Default for [`Tuning::chunk_records`].
 ///
@@ -59,6 +52,8 @@ pub const DEFAULT_CHUNK_RECORDS: usize = 10_000;
 
 /// Default for [`Tuning::pipeline`]: while one chunk's proof is pending, the next is written.
 pub const DEFAULT_PIPELINE: usize = 2;
+
+pub(crate) use self::config::parse_config;
 
 /// One chunk's send, as [`SyslogOutput::deliver`]'s pipeline yields it.
 struct SentChunk {
@@ -76,52 +71,6 @@ struct Proofs {
     confirmed: Vec<usize>,
     /// The first failed chunk's error.
     failure: Option<TransportError>,
-}
-
-/// TLS files for a syslog output, all PEM. The server is verified against the roots of `chain`,
-/// `ca_file` and (if set) the system trust store together; at least one must be given.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// CA certificates that the server's certificate must chain to (Devo's `chain.crt`).
-    pub chain: Option<PathBuf>,
-    /// More CA certificates, added to `chain` (the same key as the input's `ca_file`).
-    pub ca_file: Option<PathBuf>,
-    /// Also trust the operating system's trust store.
-    pub system_trust_store: bool,
-    /// Our client certificate (optionally followed by intermediates).
-    pub cert: PathBuf,
-    /// The private key of `cert` (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// Check that the server certificate names `address`. Devo's SDK does not; default on.
-    pub check_hostname: bool,
-}
-
-/// Configuration of one syslog output: the `devo_platform` and `syslog` outputs' keys
-/// (`outputs.<name>.config`). The config layer parses the YAML into it and holds the defaults of
-/// every key; the output builds itself from it ([`SyslogOutput::from_config`]).
-#[derive(Clone, Debug)]
-pub struct NetworkOutputConfig {
-    /// True for `devo_platform`/`relay`, false for `syslog`/`in_house_relay`/`sidecar`. Devo's
-    /// outputs refuse to run without TLS ("Devo Sender is not allowed to run without SSL
-    /// feature").
-    pub devo: bool,
-    /// Host name or IP address of the receiver (e.g. `collector-eu.devo.io`).
-    pub address: String,
-    /// TCP port (443 for Devo).
-    pub port: u16,
-    /// TLS with a client certificate; `None` means plain TCP.
-    pub tls: Option<TlsFiles>,
-    /// Overrides the system hostname in the record header.
-    pub hostname: Option<String>,
-    /// Records larger than this are reported (warning with table and size) and still sent
-    /// whole: never truncated, never split.
-    pub max_record_bytes: usize,
-    /// How long to wait for the receiver's close after ours (the proof of delivery).
-    pub confirm_timeout: Duration,
-    /// Limit for the TCP connect and, separately, the TLS handshake.
-    pub connect_timeout: Duration,
-    /// Also deliver the collector's own warnings and errors (`devo.collectors.out.local.*`).
-    pub internal_messages: bool,
 }
 
 /// The sender's settings that no configuration key reaches. [`Tuning::default`] is what the
@@ -314,7 +263,7 @@ impl SyslogOutput {
     }
 
     /// Delivers `events` as records of `table`. `Ok` only when the receiver confirmed every
-    /// chunk (see [`transport`]).
+    /// chunk (see [`connect`](super::net::connect)).
     ///
     /// # Errors
     /// [`OutputError::Peer`] with the cause of the first failed chunk's last try, as
@@ -530,109 +479,13 @@ impl SyslogOutput {
     }
 }
 
-pub(crate) fn load_tls(
-    output: &str,
-    host: &str,
-    files: &TlsFiles,
-) -> Result<TlsSetup, OutputError> {
-    let (roots, trusted) = output_roots(files).map_err(|e| OutputError::Peer {
-        output: output.to_string(),
-        reason: e.to_string(),
-    })?;
-    let cert_chain = read_certs(output, &files.cert, "cert")?;
-    let key = read_key(output, &files.key)?;
-    let config =
-        transport::client_config(roots, cert_chain, key, files.check_hostname).map_err(|e| {
-            OutputError::Peer {
-                output: output.to_string(),
-                reason: format!(
-                    "TLS setup with cert {} and key {}: {e}",
-                    files.cert.display(),
-                    files.key.display()
-                ),
-            }
-        })?;
-    let server_name = ServerName::try_from(host.to_string()).map_err(|_| OutputError::Peer {
-        output: output.to_string(),
-        reason: format!("address {host:?} is neither a host name nor an IP address"),
-    })?;
-    Ok(TlsSetup {
-        config: std::sync::Arc::new(config),
-        server_name,
-        trusted,
-    })
-}
-
-/// The roots an output verifies its receiver against: `chain` + `ca_file` + (if set) the system
-/// store, never the built-in roots (Devo's own `chain.crt` is the anchor). Also what they are,
-/// for the "not trusted by ..." error.
-pub(crate) fn output_roots(
-    files: &TlsFiles,
-) -> Result<(rustls::RootCertStore, String), crate::trust::TrustError> {
-    let mut roots = crate::trust::Roots::default();
-    let mut names = Vec::new();
-    if let Some(chain) = &files.chain {
-        roots.files.push(("chain", chain.as_path()));
-        names.push(format!("the chain file {}", chain.display()));
+impl OutputBuilder for NetworkOutputConfig {
+    fn build(&self, name: &str, cx: &OutputContext) -> Result<Output, OutputError> {
+        let output = SyslogOutput::from_config(name.to_owned(), self, cx.clock.clone())?;
+        Ok(Output::Syslog(output))
     }
-    if let Some(ca_file) = &files.ca_file {
-        roots.files.push(("ca_file", ca_file.as_path()));
-        names.push(format!("the ca_file {}", ca_file.display()));
-    }
-    if files.system_trust_store {
-        roots.system = true;
-        names.push("the system trust store".to_string());
-    }
-    Ok((crate::trust::root_store(&roots)?, names.join(" + ")))
-}
 
-fn read_pem_file(output: &str, path: &Path, what: &str) -> Result<Vec<u8>, OutputError> {
-    std::fs::read(path).map_err(|source| OutputError::Io {
-        output: output.to_string(),
-        action: format!("reading the TLS {what} file {}", path.display()),
-        source,
-    })
-}
-
-fn invalid(output: &str, path: &Path, what: &str, why: String) -> OutputError {
-    OutputError::Io {
-        output: output.to_string(),
-        action: format!("reading the TLS {what} file {}", path.display()),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, why),
-    }
-}
-
-pub(crate) fn read_certs(
-    output: &str,
-    path: &Path,
-    what: &str,
-) -> Result<Vec<CertificateDer<'static>>, OutputError> {
-    let pem = read_pem_file(output, path, what)?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(output, path, what, format!("bad PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(invalid(
-            output,
-            path,
-            what,
-            "no PEM CERTIFICATE found".to_string(),
-        ));
-    }
-    Ok(certs)
-}
-
-pub(crate) fn read_key(output: &str, path: &Path) -> Result<PrivateKeyDer<'static>, OutputError> {
-    let pem = read_pem_file(output, path, "key")?;
-    // The error text of rustls-pemfile never contains key bytes.
-    match rustls_pemfile::private_key(&mut pem.as_slice()) {
-        Ok(Some(key)) => Ok(key),
-        Ok(None) => Err(invalid(
-            output,
-            path,
-            "key",
-            "no PEM PRIVATE KEY found".to_string(),
-        )),
-        Err(e) => Err(invalid(output, path, "key", format!("bad PEM: {e}"))),
+    fn healthcheck(&self, name: &str, cx: &OutputContext) -> Result<Healthcheck, OutputError> {
+        self.build(name, cx).map(builder::probe)
     }
 }

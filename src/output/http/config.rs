@@ -1,19 +1,47 @@
-//! The HTTP outputs' `config`: `http` (webhook, iso2web's) and `splunk_hec`. The TLS keys
-//! (`chain`, `ca_file`, `system_trust_store`, `cert`, `key`) mean what they mean for
+//! Reading the HTTP outputs' `config`: `http` (webhook, iso2web's) and `splunk_hec`. The TLS
+//! keys (`chain`, `ca_file`, `system_trust_store`, `cert`, `key`) mean what they mean for
 //! `devo_platform`; without a root the built-in Mozilla roots verify the server.
 
 use std::time::Duration;
 
-use super::walker::{resolve_cert, Cx, Obj};
-use crate::output::http::client::{
-    Compression, HttpClientConfig, HttpTls, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS_PER_REQUEST,
-};
-use crate::output::http::hec::{HecOutputConfig, DEFAULT_ACK_TIMEOUT};
-use crate::output::http::{BodyFormat, ConfiguredHeader, HttpOutputConfig};
 use reqwest::header::{HeaderName, HeaderValue};
 
+use super::client::{
+    Compression, HttpClientConfig, HttpTls, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS_PER_REQUEST,
+};
+use super::hec::{HecOutputConfig, DEFAULT_ACK_TIMEOUT};
+use super::{BodyFormat, ConfiguredHeader, HttpOutputConfig};
+use crate::config::walker::{join, resolve_cert, Cx, Obj};
+
+impl HttpOutputConfig {
+    /// Reads an `http` output's `config` (at `path`). `None` (the errors recorded) if missing
+    /// or invalid.
+    pub(crate) fn parse(config: Option<Obj<'_>>, path: &str, cx: &mut Cx) -> Option<Self> {
+        http_output(required(config, path, cx)?, cx)
+    }
+}
+
+impl HecOutputConfig {
+    /// Reads a `splunk_hec` output's `config` (at `path`). `None` (the errors recorded) if
+    /// missing or invalid.
+    pub(crate) fn parse(config: Option<Obj<'_>>, path: &str, cx: &mut Cx) -> Option<Self> {
+        hec_output(required(config, path, cx)?, cx)
+    }
+}
+
+/// The `config` both need (`None`, the error recorded, when it is missing).
+fn required<'a>(config: Option<Obj<'a>>, path: &str, cx: &mut Cx) -> Option<Obj<'a>> {
+    if config.is_none() {
+        cx.error(
+            &join(path, "config"),
+            "missing; needs at least `url`".into(),
+        );
+    }
+    config
+}
+
 /// `{type: http, config: {url, ...}}`.
-pub(super) fn http_output(mut c: Obj<'_>, cx: &mut Cx) -> Option<HttpOutputConfig> {
+fn http_output(mut c: Obj<'_>, cx: &mut Cx) -> Option<HttpOutputConfig> {
     let client = client_config(&mut c, "e.g. https://hooks.example.com/isolation", cx);
     let format = match c.string("format", cx).as_deref() {
         None | Some("json") => BodyFormat::JsonArray,
@@ -36,7 +64,7 @@ pub(super) fn http_output(mut c: Obj<'_>, cx: &mut Cx) -> Option<HttpOutputConfi
 }
 
 /// `{type: splunk_hec, config: {url, token, ...}}`.
-pub(super) fn hec_output(mut c: Obj<'_>, cx: &mut Cx) -> Option<HecOutputConfig> {
+fn hec_output(mut c: Obj<'_>, cx: &mut Cx) -> Option<HecOutputConfig> {
     let client = client_config(
         &mut c,
         "HEC's base URL, e.g. https://splunk.example.com:8088",
