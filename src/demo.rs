@@ -15,7 +15,7 @@ use tracing::info;
 
 use crate::app::{self, RunOptions};
 use crate::clock::SharedClock;
-use crate::config::Config;
+use crate::config::Loaded;
 use isolation_sim::{Dataset, SimConfig, SimHandle};
 
 const DEMO_KEY: &str = "00000000-0000-0000-0000-000000000000";
@@ -33,7 +33,7 @@ pub async fn run(
     let url = start_simulator(Dataset::Url, 2, events).await?;
     let dir_abs = std::fs::canonicalize(dir)?;
     let text = config_text(&dir_abs, &web, &url, follow, quiet);
-    let config = Config::parse(&text, &dir_abs, &|_| None, clock.now())
+    let loaded = Loaded::parse(&text, &dir_abs, &|_| None, clock.now())
         .map_err(|problems| anyhow::anyhow!("demo config: {}", problems.join("; ")))?;
     info!("Demo: simulated Browser & Email Isolation API at {}, URL Isolation API at {}, {events} events each.", web.base_url(), url.base_url());
     info!("Demo: the collector runs with this configuration:\n{text}");
@@ -46,11 +46,11 @@ pub async fn run(
     };
     if follow {
         let publisher = publish_new_and_late_events([&web, &url], clock.clone(), cancel.clone());
-        let collector = app::run(config, options, None, clock, cancel);
+        let collector = app::run(loaded, options, None, clock, cancel);
         let (ok, ()) = tokio::join!(collector, publisher);
         return ok;
     }
-    let ok = app::run(config, options, None, clock, cancel).await?;
+    let ok = app::run(loaded, options, None, clock, cancel).await?;
     report_output_files(&dir_abs);
     info!("Demo: run it again and nothing is delivered twice; `--follow` keeps it running with new and late events.");
     Ok(ok)

@@ -32,7 +32,7 @@ mod tenant;
 pub use tenant::{start_tenant, SenderRegistry, Shared, TenantHandle};
 
 use crate::clock::SharedClock;
-use crate::config::{Config, OutputConfig, OutputKind, Persistence};
+use crate::config::{Config, Loaded, OutputConfig, OutputKind, Persistence};
 use crate::isolation::job_cap::JobCap;
 use crate::isolation::limiter::input_limiter;
 use crate::isolation::puller::Puller;
@@ -256,15 +256,16 @@ pub fn log_invalid_inputs(config: &Config) {
     }
 }
 
-/// Runs the collector with `clock` as its wall clock. Returns whether everything succeeded
-/// (`--once`), or whether the daemon stopped cleanly.
+/// Runs the collector from the `loaded` configuration with `clock` as its wall clock. Returns
+/// whether everything succeeded (`--once`), or whether the daemon stopped cleanly.
 pub async fn run(
-    config: Config,
+    loaded: Loaded,
     options: RunOptions,
     mut reloads: Option<crate::reload::Source>,
     clock: SharedClock,
     cancel: CancellationToken,
 ) -> anyhow::Result<bool> {
+    let Loaded { written, config } = loaded;
     let store = Arc::new(store_for(&config, options.no_save_state)?);
     // Held until the process ends: one process per filesystem state.
     let _state_lock = store.lock()?;
@@ -316,7 +317,7 @@ pub async fn run(
     if let Some(source) = reloads.as_mut() {
         start_watcher(source, &mut background);
     }
-    let supervisor = Supervisor::start(&config, shared, &cancel)?;
+    let supervisor = Supervisor::start(&config, written, shared, &cancel)?;
     let all_ok = supervisor.run(reloads).await;
     background.shutdown(BACKGROUND_STOP_BOUND).await;
     Ok(all_ok)
@@ -327,11 +328,11 @@ fn start_watcher(source: &mut crate::reload::Source, background: &mut Background
     if let Some((trigger, running)) = source.watch.take() {
         info!(
             "Watching {} (and its inputs_dir) for changes every {} seconds (--watch-config)",
-            source.path.display(),
+            source.loader.path().display(),
             crate::reload::WATCH_PERIOD.as_secs()
         );
         background.tasks.spawn(crate::reload::watch(
-            source.path.clone(),
+            source.loader.clone(),
             running,
             crate::reload::WATCH_PERIOD,
             trigger,

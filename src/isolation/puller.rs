@@ -158,7 +158,7 @@ impl Puller {
         store: Arc<StateStore>,
         cancel: CancellationToken,
         clock: SharedClock,
-    ) -> Result<Puller, reqwest::Error> {
+    ) -> Result<Puller, crate::isolation::client::BuildError> {
         let thread = devo_log::puller_thread(input, &svc);
         let client =
             ApiClient::new(
