@@ -406,7 +406,8 @@ mod tests {
     async fn a_reload_compares_and_applies_the_same_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let first = config_text("10001", "first");
-        let start = Loaded::parse(&first, dir.path(), &|_| None, Utc::now()).unwrap();
+        let now = SharedClock::for_process().now();
+        let start = Loaded::parse(&first, dir.path(), &|_| None, now).unwrap();
         let cancel = CancellationToken::new();
         let mut supervisor =
             Supervisor::start(&start.config, start.written, shared(dir.path()), &cancel).unwrap();

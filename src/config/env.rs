@@ -13,7 +13,10 @@ use super::walker::{join, show, Cx};
 /// Where `${VAR}` references (and the proxy variables, and `secret_env`) are looked up: the
 /// process environment, or one injected by a test or the demo.
 #[derive(Clone)]
-pub struct Env(Arc<dyn Fn(&str) -> Option<String> + Send + Sync>);
+pub struct Env(Arc<Lookup>);
+
+/// A lookup of one variable by name.
+type Lookup = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 impl Env {
     /// The process environment.
