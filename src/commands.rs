@@ -11,8 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{StateScope, StoreKind};
 use crate::clock::SharedClock;
-use crate::config::Config;
-use crate::config::Persistence;
+use crate::config::{Config, Env, Loaded, Loader, Persistence};
 pub use crate::outcome::Outcome;
 use crate::service::Service;
 use crate::state::lease_token;
@@ -27,17 +26,22 @@ pub mod dead_letters;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadUsage;
 
-/// Loads the config at `path`, printing its problems. Devo's rule: a relative config name that
-/// is not found resolves under `config/` (the image runs `--config ${CONFIG_FILE:-config.yaml}`
-/// from /devo-collector).
-fn load(path: &Path, clock: &SharedClock) -> Result<Config, BadUsage> {
-    Config::load(&resolve(path), clock.now()).map_err(|e| {
+/// The loader of the config named `path`, substituting from the process environment. Devo's
+/// rule: a relative config name that is not found resolves under `config/` (the image runs
+/// `--config ${CONFIG_FILE:-config.yaml}` from /devo-collector).
+fn loader(path: &Path) -> Loader {
+    Loader::new(resolve(path), Env::process())
+}
+
+/// Loads the config through `loader`, printing its problems.
+fn load(loader: &Loader, clock: &SharedClock) -> Result<Loaded, BadUsage> {
+    loader.load(clock.now()).map_err(|e| {
         eprintln!("{e}");
         BadUsage
     })
 }
 
-/// The file a config name means (Devo's rule, see [`load`]).
+/// The file a config name means (Devo's rule, see [`loader`]).
 fn resolve(path: &Path) -> PathBuf {
     let devo_path = Path::new("config").join(path);
     if path.is_relative() && !path.exists() && devo_path.is_file() {
@@ -62,7 +66,7 @@ fn prepare(
     log_format: Option<LogFormat>,
     clock: &SharedClock,
 ) -> Result<Config, BadUsage> {
-    let config = load(path, clock)?;
+    let config = load(&loader(path), clock)?.config;
     if let Some(format) = log_format {
         start_logging(&config, format, clock);
     }
@@ -79,8 +83,8 @@ fn cancel_on_signal() -> CancellationToken {
 
 /// The daemon's reload source; its SIGHUP listener lives as long as the process. Without a
 /// SIGHUP handler (the system refused one) the daemon runs without reloads, saying so.
-fn start_reloads(path: PathBuf, watch_config: bool) -> Option<reload::Source> {
-    match reload::source(path, watch_config) {
+fn start_reloads(loader: Loader, watch_config: bool) -> Option<reload::Source> {
+    match reload::source(loader, watch_config) {
         Ok((source, hangups)) => {
             tokio::spawn(hangups);
             Some(source)
@@ -130,28 +134,29 @@ pub async fn run(
     log_format: LogFormat,
     clock: SharedClock,
 ) -> Result<Outcome, BadUsage> {
-    let path = resolve(path);
+    let loader = loader(path);
     // Before the load: a SIGHUP from then on asks for a reload instead of ending the process.
     let reloads = match options.once {
         true => None,
-        false => start_reloads(path.clone(), watch_config),
+        false => start_reloads(loader.clone(), watch_config),
     };
-    let config = load(&path, &clock)?;
+    let loaded = load(&loader, &clock)?;
+    let config = &loaded.config;
     if options.strict && !config.invalid_inputs.is_empty() {
         eprintln!(
             "{}\nrun --strict starts nothing while an input is invalid; fix them, or run without --strict to start the valid inputs.",
-            config.input_problems(&path)
+            config.input_problems(loader.path())
         );
         return Err(BadUsage);
     }
-    let tap = start_logging(&config, log_format, &clock);
-    app::log_invalid_inputs(&config);
+    let tap = start_logging(config, log_format, &clock);
+    app::log_invalid_inputs(config);
     let cancel = cancel_on_signal();
     let grace = config.globals.shutdown_grace_period;
     // `--once` with an input left out did not deliver everything.
     let all_inputs = config.invalid_inputs.is_empty() || !options.once;
     let ran = tokio::select! {
-        result = app::run_collector(config, options, reloads, clock, tap, cancel.clone()) => finish(result),
+        result = app::run_collector(loaded, options, reloads, clock, tap, cancel.clone()) => finish(result),
         () = app::grace_elapsed(cancel, grace) => {
             // Whatever was in flight is abandoned unconfirmed (dropping `app::run_collector` aborts its
             // tasks): its window is asked for again after the restart, so nothing is lost.
@@ -171,7 +176,7 @@ pub async fn validate(
     log_format: LogFormat,
     clock: &SharedClock,
 ) -> Result<Outcome, BadUsage> {
-    let config = load(path, clock)?;
+    let config = load(&loader(path), clock)?.config;
     // Every tenant's config problems first, each under its input id; then the checks of the
     // valid inputs, which run anyway so that one pass reports everything.
     if !config.invalid_inputs.is_empty() {

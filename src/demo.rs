@@ -15,7 +15,7 @@ use tracing::info;
 
 use crate::app::{self, RunOptions};
 use crate::clock::SharedClock;
-use crate::config::Config;
+use crate::config::Loaded;
 use crate::outcome::Outcome;
 use crate::telemetry::InternalTap;
 use isolation_sim::{Dataset, SimConfig, SimHandle};
@@ -36,7 +36,7 @@ pub async fn run_against_simulators(
     let url = start_simulator(Dataset::Url, 2, events).await?;
     let dir_abs = std::fs::canonicalize(dir)?;
     let text = config_text(&dir_abs, &web, &url, follow, quiet);
-    let config = Config::parse(&text, &dir_abs, &|_| None, clock.now())
+    let loaded = Loaded::parse(&text, &dir_abs, &|_| None, clock.now())
         .map_err(|problems| anyhow::anyhow!("demo config: {}", problems.join("; ")))?;
     info!("Demo: simulated Browser & Email Isolation API at {}, URL Isolation API at {}, {events} events each.", web.base_url(), url.base_url());
     info!("Demo: the collector runs with this configuration:\n{text}");
@@ -51,12 +51,12 @@ pub async fn run_against_simulators(
     if follow {
         let publisher = publish_new_and_late_events([&web, &url], clock.clone(), cancel.clone());
         let collector =
-            app::run_collector(config, options, None, clock, InternalTap::default(), cancel);
+            app::run_collector(loaded, options, None, clock, InternalTap::default(), cancel);
         let (outcome, ()) = tokio::join!(collector, publisher);
         return outcome;
     }
     let outcome =
-        app::run_collector(config, options, None, clock, InternalTap::default(), cancel).await?;
+        app::run_collector(loaded, options, None, clock, InternalTap::default(), cancel).await?;
     report_output_files(&dir_abs);
     info!("Demo: run it again and nothing is delivered twice; `--follow` keeps it running with new and late events.");
     Ok(outcome)

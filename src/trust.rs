@@ -10,8 +10,11 @@
 //! |------------|---------------------------|----------------------------|--------------------|
 //! | API        | yes, unless `ca_file_only` | if `system_trust_store`    | `ca_file`          |
 //! | outputs    | never (Devo's `chain` is the anchor) | if `system_trust_store` | `chain` + `ca_file` |
+//!
+//! The configuration holds only the choice ([`ApiTrust`] for the API; the outputs' TLS files);
+//! the root stores are built when a connection is built ([`api_tls`] for the API client).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
@@ -26,6 +29,45 @@ pub struct Roots<'a> {
     pub system: bool,
     /// PEM bundles, each with the config key that named it (for errors).
     pub files: Vec<(&'static str, &'a Path)>,
+}
+
+/// What the API connection trusts, as the input block says it: `ca_file`, `ca_file_only` and
+/// `system_trust_store` (plain data; [`api_tls`] reads the files).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApiTrust {
+    /// A PEM bundle of CA certificates, resolved against the config file's directory.
+    pub ca_file: Option<PathBuf>,
+    /// Trust `ca_file` alone, not the built-in roots.
+    pub ca_file_only: bool,
+    /// Also trust the operating system's store.
+    pub system_trust_store: bool,
+}
+
+impl ApiTrust {
+    /// The roots this choice names.
+    fn roots(&self) -> Roots<'_> {
+        Roots {
+            builtin: !self.ca_file_only,
+            system: self.system_trust_store,
+            files: self
+                .ca_file
+                .iter()
+                .map(|p| ("ca_file", p.as_path()))
+                .collect(),
+        }
+    }
+
+    /// Whether the roots can be built: the files are readable and hold usable certificates, and
+    /// the system store (if asked for) has some. The config's validation; nothing is kept.
+    pub fn check(&self) -> Result<(), TrustError> {
+        root_store(&self.roots()).map(drop)
+    }
+}
+
+/// The TLS client configuration of the API connection, with the roots `trust` names (the files
+/// are read now).
+pub fn api_tls(trust: &ApiTrust) -> Result<Arc<ClientConfig>, TrustError> {
+    Ok(client_config(root_store(&trust.roots())?))
 }
 
 /// Why a root store could not be built. Each names the file (or store) and what to do.

@@ -128,11 +128,11 @@ pub(super) fn start_watcher(source: &mut crate::reload::Source, background: &mut
     if let Some((trigger, running)) = source.watch.take() {
         info!(
             "Watching {} (and its inputs_dir) for changes every {} seconds (--watch-config)",
-            source.path.display(),
+            source.loader.path().display(),
             crate::reload::WATCH_PERIOD.as_secs()
         );
         background.tasks.spawn(crate::reload::watch(
-            source.path.clone(),
+            source.loader.clone(),
             running,
             crate::reload::WATCH_PERIOD,
             trigger,

@@ -14,7 +14,7 @@ use super::store::open_store;
 use super::supervisor::Supervisor;
 use super::{start_check, SenderRegistry, Shared};
 use crate::clock::SharedClock;
-use crate::config::Config;
+use crate::config::{Config, Loaded};
 use crate::isolation::job_cap::JobCap;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
@@ -56,16 +56,17 @@ pub fn log_invalid_inputs(config: &Config) {
     }
 }
 
-/// Runs the collector with `clock` as its wall clock. Succeeds if everything was delivered
+/// Runs the collector from the `loaded` configuration with `clock` as its wall clock. Succeeds if everything was delivered
 /// (`--once`), or if the daemon stopped cleanly.
 pub async fn run_collector(
-    config: Config,
+    loaded: Loaded,
     options: RunOptions,
     mut reloads: Option<crate::reload::Source>,
     clock: SharedClock,
     tap: InternalTap,
     cancel: CancellationToken,
 ) -> anyhow::Result<Outcome> {
+    let Loaded { written, config } = loaded;
     let (store, store_health) =
         crate::state::build(&config.globals.persistence, options.no_save_state)?;
     // Held until the process ends: one process per filesystem state.
@@ -118,7 +119,7 @@ pub async fn run_collector(
     if let Some(source) = reloads.as_mut() {
         start_watcher(source, &mut background);
     }
-    let supervisor = Supervisor::start(&config, shared, &cancel)?;
+    let supervisor = Supervisor::start(&config, written, shared, &cancel)?;
     let all_ok = supervisor.reload_until_shutdown(reloads).await;
     background.shutdown(BACKGROUND_STOP_BOUND).await;
     Ok(Outcome::succeeded_if(all_ok))

@@ -2,9 +2,10 @@
 //!
 //! [`crate::reload`] says what asks for a reload (SIGHUP, `--watch-config`) and computes its
 //! plan; the [`Supervisor`] applies it. It holds every running tenant's [`TenantHandle`] with
-//! the input block it was started from, and waits for a reload request or the shutdown. A
-//! reload loads and validates the file again (`Config::load`, as at start); a refused one
-//! changes nothing. An accepted one first stops the removed and changed tenants, concurrently
+//! the input block it was started from and its fingerprint, and the running configuration's
+//! tree as written, and waits for a reload request or the shutdown. A reload loads and
+//! validates the file again through the start's [`Loader`] (one read: the tree it compares and
+//! the config it applies are the same bytes); a refused one changes nothing. An accepted one first stops the removed and changed tenants, concurrently
 //! (each finishes or abandons its window in flight as on shutdown, and releases its leases),
 //! then starts the changed and added ones from their new blocks. The other tenants are not
 //! touched: their tasks go on, windows in flight included. Reloads never overlap: a request
@@ -17,14 +18,14 @@
 //! fair share counts them.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use serde_yaml_ng::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::tenant::{start_tenant, Shared, TenantHandle};
-use crate::config::{Config, InputConfig};
+use crate::config::{Config, Fingerprint, InputConfig, Loaded, Loader};
 use crate::reload::{self, Cause, ReloadPlan};
 
 /// The running tenants and what a reload needs to change them.
@@ -33,21 +34,41 @@ pub(super) struct Supervisor {
     cancel: CancellationToken,
     /// Every valid input of the running configuration, by id (a disabled one has no tasks).
     tenants: BTreeMap<String, Tenant>,
+    /// The running configuration's tree as written, which a reload compares with the new one.
+    written: Value,
     /// Whether every tenant stopped by a reload stopped cleanly.
     stopped_ok: bool,
 }
 
-/// A running tenant and the block it was started from (started again if its new block fails
-/// to start).
+/// A running tenant and the block it was started from, with its fingerprint (started again if
+/// its new block fails to start).
 struct Tenant {
-    input: InputConfig,
+    block: Block,
     handle: TenantHandle,
 }
 
+/// An input block and its fingerprint.
+#[derive(Clone)]
+struct Block {
+    input: InputConfig,
+    fingerprint: Fingerprint,
+}
+
+impl Block {
+    /// The valid input `id` of `config`.
+    fn of(config: &Config, id: &str) -> Option<Block> {
+        Some(Block {
+            input: config.input(id)?.clone(),
+            fingerprint: *config.fingerprints.get(id)?,
+        })
+    }
+}
+
 impl Supervisor {
-    /// Starts every valid input of `config`.
+    /// Starts every valid input of `config`, whose tree as written is `written`.
     pub(super) fn start(
         config: &Config,
+        written: Value,
         shared: Shared,
         cancel: &CancellationToken,
     ) -> anyhow::Result<Supervisor> {
@@ -55,21 +76,23 @@ impl Supervisor {
             shared,
             cancel: cancel.clone(),
             tenants: BTreeMap::new(),
+            written,
             stopped_ok: true,
         };
-        for input in &config.inputs {
-            let handle = start_tenant(input, &supervisor.shared, cancel)?;
-            supervisor.insert(input, handle);
+        for block in config
+            .inputs
+            .iter()
+            .filter_map(|i| Block::of(config, &i.id))
+        {
+            let handle = start_tenant(&block.input, &supervisor.shared, cancel)?;
+            supervisor.insert(block, handle);
         }
         Ok(supervisor)
     }
 
-    fn insert(&mut self, input: &InputConfig, handle: TenantHandle) {
-        let tenant = Tenant {
-            input: input.clone(),
-            handle,
-        };
-        self.tenants.insert(input.id.clone(), tenant);
+    fn insert(&mut self, block: Block, handle: TenantHandle) {
+        let id = block.input.id.clone();
+        self.tenants.insert(id, Tenant { block, handle });
     }
 
     /// Applies each reload request of `source` until the shutdown (without a source, `--once`
@@ -77,16 +100,13 @@ impl Supervisor {
     /// tenant stopped cleanly (and, with `--once`, delivered everything).
     pub(super) async fn reload_until_shutdown(mut self, source: Option<reload::Source>) -> bool {
         if let Some(mut source) = source {
-            let mut text = read_text(&source.path);
             loop {
                 let cause = tokio::select! {
                     () = self.cancel.cancelled() => break,
                     request = source.requests.next() => request,
                 };
                 let Some(cause) = cause else { break };
-                if let Some(new_text) = self.reload(&source.path, &text, cause).await {
-                    text = new_text;
-                }
+                self.reload(&source.loader, cause).await;
             }
         }
         self.join().await
@@ -101,20 +121,19 @@ impl Supervisor {
         all_ok
     }
 
-    /// One reload of the file at `path` (`text`: the running configuration's). Returns the new
-    /// text when the reload was applied.
-    async fn reload(&mut self, path: &Path, text: &str, cause: Cause) -> Option<String> {
+    /// One reload through `loader`. Returns whether it was applied (the new configuration
+    /// runs, and the next reload compares with it).
+    async fn reload(&mut self, loader: &Loader, cause: Cause) -> bool {
         info!(
             "Reading the configuration again from {} ({})",
-            path.display(),
+            loader.path().display(),
             cause.describe()
         );
-        let new_text = read_text(path);
-        let config = match load(path, self.shared.clock.now()).await {
-            Ok(config) => config,
+        let Loaded { written, config } = match load(loader, self.shared.clock.now()).await {
+            Ok(loaded) => loaded,
             Err(problems) => {
                 reload::log_refused(&problems);
-                return None;
+                return false;
             }
         };
         if self.shared.options.strict && !config.invalid_inputs.is_empty() {
@@ -124,10 +143,11 @@ impl Supervisor {
                 .flat_map(|i| i.problems.clone());
             reload::log_refused(&problems.collect::<Vec<_>>());
             warn!("run --strict: a configuration with an invalid input is refused; fix it, or run without --strict");
-            return None;
+            return false;
         }
         super::log_warnings(&config);
-        log_changed_sections(text, &new_text, &config);
+        log_changed_sections(&self.written, &written, &config);
+        self.written = written;
         self.log_invalid_inputs(&config);
         let plan = self.plan(&config);
         self.apply(&plan, &config).await;
@@ -138,7 +158,7 @@ impl Supervisor {
             shard.set_services(services);
         }
         info!("{}", plan.summary());
-        Some(new_text)
+        true
     }
 
     /// How many services run now (the window budget's sharers; with sharding, the services
@@ -146,8 +166,8 @@ impl Supervisor {
     fn services(&self) -> usize {
         self.tenants
             .values()
-            .filter(|t| t.input.enabled)
-            .map(|t| t.input.services.len())
+            .filter(|t| t.block.input.enabled)
+            .map(|t| t.block.input.services.len())
             .sum()
     }
 
@@ -156,11 +176,14 @@ impl Supervisor {
         let running = self
             .tenants
             .iter()
-            .map(|(id, t)| (id.clone(), t.handle.fingerprint))
+            .map(|(id, t)| (id.clone(), t.block.fingerprint))
             .collect();
         reload::plan(
             &running,
-            config.inputs.iter().map(|i| (i.id.as_str(), i.fingerprint)),
+            config
+                .inputs
+                .iter()
+                .filter_map(|i| Some((i.id.as_str(), *config.fingerprints.get(&i.id)?))),
             config.invalid_inputs.iter().filter_map(|i| i.id.as_deref()),
         )
     }
@@ -206,7 +229,7 @@ impl Supervisor {
             .collect();
         let mut previous = BTreeMap::new();
         let stops = stopping.into_iter().map(|t| {
-            previous.insert(t.input.id.clone(), t.input);
+            previous.insert(t.block.input.id.clone(), t.block);
             let id = t.handle.id.clone();
             async move { (id, t.handle.stop().await) }
         });
@@ -217,57 +240,53 @@ impl Supervisor {
             }
         }
         for id in plan.to_start() {
-            let Some(input) = config.input(id) else {
+            let Some(block) = Block::of(config, id) else {
                 continue;
             };
-            self.start_or_fall_back(input, previous.remove(id));
+            self.start_or_fall_back(block, previous.remove(id));
         }
     }
 
-    /// Starts `input`; if that fails, starts the block it replaced (`previous`) again.
-    fn start_or_fall_back(&mut self, input: &InputConfig, previous: Option<InputConfig>) {
+    /// Starts `block`; if that fails, starts the block it replaced (`previous`) again.
+    fn start_or_fall_back(&mut self, block: Block, previous: Option<Block>) {
         if self.cancel.is_cancelled() {
             return;
         }
-        let e = match start_tenant(input, &self.shared, &self.cancel) {
-            Ok(handle) => return self.insert(input, handle),
+        let id = block.input.id.clone();
+        let e = match start_tenant(&block.input, &self.shared, &self.cancel) {
+            Ok(handle) => return self.insert(block, handle),
             Err(e) => e,
         };
-        error!("Input {}: cannot start it: {e:#}", input.id);
+        error!("Input {id}: cannot start it: {e:#}");
         let Some(previous) = previous else { return };
-        match start_tenant(&previous, &self.shared, &self.cancel) {
+        match start_tenant(&previous.input, &self.shared, &self.cancel) {
             Ok(handle) => {
-                warn!("Input {}: started again on its previous configuration", input.id);
-                self.insert(&previous, handle);
+                warn!("Input {id}: started again on its previous configuration");
+                self.insert(previous, handle);
             }
-            Err(e) => error!("Input {}: cannot start its previous configuration either: {e:#}; it stays stopped until a reload", input.id),
+            Err(e) => error!("Input {id}: cannot start its previous configuration either: {e:#}; it stays stopped until a reload"),
         }
     }
 }
 
-/// `Config::load` on a blocking thread: with an `inputs_dir` of many tenants (and their key
+/// [`Loader::load`] on a blocking thread: with an `inputs_dir` of many tenants (and their key
 /// files) it reads many files, and the tenants' tasks share the runtime's threads.
-async fn load(path: &Path, now: DateTime<Utc>) -> Result<Config, Vec<String>> {
-    let path = path.to_owned();
-    match tokio::task::spawn_blocking(move || Config::load(&path, now)).await {
+async fn load(loader: &Loader, now: DateTime<Utc>) -> Result<Loaded, Vec<String>> {
+    let loader = loader.clone();
+    match tokio::task::spawn_blocking(move || loader.load(now)).await {
         Ok(loaded) => loaded.map_err(|e| e.problems),
         Err(e) => Err(vec![format!("reading the configuration failed: {e}")]),
     }
 }
 
-/// The config file's text; empty when unreadable (the load then fails and says why).
-fn read_text(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
 /// What a reload does not apply, and what it applies through the tenants: a changed `globals`
 /// key waits for a restart; a changed global output restarts the inputs that use it (their
 /// fingerprints changed), but the internal messages keep going out as the process started.
-fn log_changed_sections(old_text: &str, new_text: &str, config: &Config) {
-    for key in reload::changed_keys(old_text, new_text, "globals") {
+fn log_changed_sections(old: &Value, new: &Value, config: &Config) {
+    for key in reload::changed_keys(old, new, "globals") {
         warn!("Configuration reload: {key} changed; it takes effect at the next restart, the running value stays");
     }
-    for key in reload::changed_keys(old_text, new_text, "outputs") {
+    for key in reload::changed_keys(old, new, "outputs") {
         info!("Configuration reload: {key} changed; the inputs that use it restart with it");
         let name = key.trim_start_matches("outputs.");
         let carries_internal = config
@@ -277,5 +296,142 @@ fn log_changed_sections(old_text: &str, new_text: &str, config: &Config) {
         if carries_internal {
             warn!("Configuration reload: {key} carries the internal messages; they keep its previous settings until the next restart");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::SharedClock;
+    use crate::isolation::job_cap::JobCap;
+    use crate::metrics::Metrics;
+    use crate::pipeline::budget::WindowBudget;
+    use crate::state::StateStore;
+
+    /// A config of one disabled input (`id`): a tenant that starts no task.
+    fn config_text(id: &str, name: &str) -> String {
+        format!(
+            "globals: {{name: {name}, persistence: {{type: filesystem, config: {{directory_name: state}}}}}}\noutputs: {{local: {{type: file, config: {{directory: out}}}}}}\ninputs:\n  proofpoint_isolation:\n    id: {id}\n    enabled: false\n    credentials: {{api_key: aaaaaaaaaaaaaaaaaaaa}}\n"
+        )
+    }
+
+    fn shared(dir: &Path) -> Shared {
+        Shared {
+            store: Arc::new(StateStore::filesystem(dir.join("state"))),
+            metrics: Arc::new(Metrics::new()),
+            shard: None,
+            clock: SharedClock::for_process(),
+            budget: WindowBudget::new(1 << 20, 1),
+            jobs: JobCap::new(1),
+            options: Default::default(),
+            senders: Default::default(),
+        }
+    }
+
+    /// A config file whose every open gives the next of `texts` (a FIFO fed by a thread): a
+    /// file that changes between two reads, at exactly the point the reader reads it again.
+    /// Setting `stop` ends the thread before its next text (see [`release`]).
+    fn changing_file(dir: &Path, texts: Vec<String>) -> (PathBuf, Writer) {
+        let path = dir.join("config.yaml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (fifo, stopped) = (path.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for text in texts {
+                // Blocks until a reader opens the FIFO.
+                let mut file = std::fs::File::options().write(true).open(&fifo).unwrap();
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                file.write_all(text.as_bytes()).unwrap();
+                // The reader sees EOF once this end closes; the next text waits until the
+                // reader closed its end, or it would read on into the next text.
+                wait_for("the reader's open", || open_ends(&fifo) >= 2);
+                drop(file);
+                let stop = || stopped.load(Ordering::SeqCst);
+                wait_for("the reader's close", || stop() || open_ends(&fifo) == 0);
+            }
+        });
+        (path, Writer { thread, stop })
+    }
+
+    /// The FIFO's feeding thread.
+    struct Writer {
+        thread: std::thread::JoinHandle<()>,
+        stop: Arc<AtomicBool>,
+    }
+
+    /// How many descriptors of this process have `path` open.
+    fn open_ends(path: &Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|to| to == path))
+            .count()
+    }
+
+    /// Waits until `done`, for 10 s at most.
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}: timed out");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// Ends the FIFO's thread whether or not the code under test read every text: a reader
+    /// opened now lets its pending open return, and it stops there.
+    fn release(path: &Path, writer: Writer) {
+        writer.stop.store(true, Ordering::SeqCst);
+        let _reader = std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .unwrap();
+        writer.thread.join().unwrap();
+    }
+
+    /// A write between the reload's reads must not give it one file to compare and another to
+    /// apply: what it keeps as the running configuration is what it started.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_compares_and_applies_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = config_text("10001", "first");
+        let now = SharedClock::for_process().now();
+        let start = Loaded::parse(&first, dir.path(), &|_| None, now).unwrap();
+        let cancel = CancellationToken::new();
+        let mut supervisor =
+            Supervisor::start(&start.config, start.written, shared(dir.path()), &cancel).unwrap();
+        let (path, writer) = changing_file(
+            dir.path(),
+            vec![
+                config_text("10002", "second"),
+                config_text("10003", "third"),
+            ],
+        );
+        let loader = Loader::new(path.clone(), crate::config::Env::from_fn(|_| None));
+        let applied = supervisor.reload(&loader, Cause::Signal).await;
+        release(&path, writer);
+        assert!(applied, "the reload is applied");
+        let kept = serde_yaml_ng::to_string(&supervisor.written).unwrap();
+        let running: Vec<&String> = supervisor.tenants.keys().collect();
+        assert_eq!(running.len(), 1);
+        assert!(
+            kept.contains(&format!("id: {}", running[0])),
+            "the reload runs input {} but will compare the next reload with:\n{kept}",
+            running[0]
+        );
+        cancel.cancel();
+        assert!(supervisor.join().await);
     }
 }

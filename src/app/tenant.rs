@@ -98,7 +98,6 @@ impl SenderRegistry {
 /// A running tenant: its services' tasks and its own cancel token (a child of the process's).
 pub struct TenantHandle {
     pub id: String,
-    pub fingerprint: [u8; 32],
     cancel: CancellationToken,
     tasks: JoinSet<bool>,
     senders: SenderRegistry,
@@ -142,7 +141,6 @@ pub fn start_tenant(
 ) -> anyhow::Result<TenantHandle> {
     let mut handle = TenantHandle {
         id: input.id.clone(),
-        fingerprint: input.fingerprint,
         cancel: process_cancel.child_token(),
         tasks: JoinSet::new(),
         senders: shared.senders.clone(),

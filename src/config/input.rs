@@ -14,6 +14,7 @@ use super::walker::{join, show, Cx, Obj};
 use crate::isolation::connection::{self, ApiConnection};
 use crate::secret::ApiKey;
 use crate::service::Service;
+use crate::trust::{ApiTrust, TrustError};
 
 /// Where the API key travels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,9 +42,6 @@ pub struct InputConfig {
     /// The outputs this input delivers to: the block's own `outputs`, or the global ones; with
     /// several tenants, file outputs write under `<directory>/<id>/`.
     pub outputs: Vec<OutputConfig>,
-    /// sha256 of everything that defines this input (see `config::tenants`): a reload leaves
-    /// an input whose fingerprint is unchanged untouched.
-    pub fingerprint: [u8; 32],
 }
 
 impl InputConfig {
@@ -58,10 +56,11 @@ impl InputConfig {
 /// One `proofpoint_isolation` block, key by key (paths relative to the block: see
 /// `tenants`). The connection keys are read before the services and applied after them: a
 /// service's base URL decides its route. `global_outputs` are the outputs unless the block has
-/// its own `outputs`.
+/// its own `outputs`; with `multi_tenant`, its file outputs write under `<directory>/<id>/`.
 pub(super) fn parse_input(
     mut i: Obj<'_>,
     global_outputs: &[OutputConfig],
+    multi_tenant: bool,
     cx: &mut Cx,
 ) -> Option<InputConfig> {
     i.ignored = &["autoconfig"];
@@ -81,10 +80,13 @@ pub(super) fn parse_input(
     if let Some(connection) = connection {
         connect_services(&i, connection, &mut services, cx);
     }
-    let outputs = match i.map("outputs", cx) {
+    let mut outputs = match i.map("outputs", cx) {
         Some(own) => parse_outputs(own, cx),
         None => global_outputs.to_vec(),
     };
+    if let (true, Some(id)) = (multi_tenant, &id) {
+        per_tenant_directories(&mut outputs, id);
+    }
     check_shared_tables(&outputs, &services, cx);
     i.finish(cx);
     Some(InputConfig {
@@ -97,8 +99,17 @@ pub(super) fn parse_input(
         environment,
         services,
         outputs,
-        fingerprint: [0; 32],
     })
+}
+
+/// With several tenants, each one's file outputs write under `<directory>/<id>/`: two tenants
+/// have the same tables, and each service keeps the committed length of its own file.
+fn per_tenant_directories(outputs: &mut [OutputConfig], id: &str) {
+    for o in outputs {
+        if let Some(directory) = o.kind.directory_mut() {
+            *directory = directory.join(id);
+        }
+    }
 }
 
 /// Each service keeps its own committed length of its table's file; two services writing one
@@ -252,12 +263,13 @@ fn listed_service(spath: &str, name: &str, v: &Value, cx: &mut Cx) -> Option<Ser
 /// The input's connection keys, read before the services (whose base URLs decide the route).
 struct ConnectionKeys {
     proxy_url: Option<url::Url>,
-    tls: std::sync::Arc<rustls::ClientConfig>,
+    roots: ApiTrust,
     trust: String,
 }
 
 /// `proxy_url`, `ca_file`, `ca_file_only`, `system_trust_store` of the input block. `None` if
-/// any is invalid (the errors are recorded).
+/// any is invalid (the errors are recorded). The roots are checked (the files read, the system
+/// store looked at), not kept: the API client builds them.
 fn parse_api_connection(i: &mut Obj<'_>, cx: &mut Cx) -> Option<ConnectionKeys> {
     let proxy_url = match i.string("proxy_url", cx) {
         None => Ok(None),
@@ -265,11 +277,15 @@ fn parse_api_connection(i: &mut Obj<'_>, cx: &mut Cx) -> Option<ConnectionKeys> 
             cx.error(&i.path("proxy_url"), e);
         }),
     };
-    let ca_file = i
-        .string("ca_file", cx)
-        .map(|f| resolve_cert(&cx.base_dir, &f));
-    let ca_file_only = i.boolean("ca_file_only", false, cx);
-    let system = i.boolean("system_trust_store", false, cx);
+    let roots = ApiTrust {
+        ca_file: i
+            .string("ca_file", cx)
+            .map(|f| resolve_cert(&cx.base_dir, &f)),
+        ca_file_only: i.boolean("ca_file_only", false, cx),
+        system_trust_store: i.boolean("system_trust_store", false, cx),
+    };
+    let (ca_file, ca_file_only, system) =
+        (&roots.ca_file, roots.ca_file_only, roots.system_trust_store);
     if ca_file_only && ca_file.is_none() {
         cx.error(
             &i.path("ca_file_only"),
@@ -281,14 +297,9 @@ fn parse_api_connection(i: &mut Obj<'_>, cx: &mut Cx) -> Option<ConnectionKeys> 
         cx.error(&i.path("ca_file_only"), "trusts `ca_file` alone, which contradicts system_trust_store: true; remove one of them".into());
         return None;
     }
-    let roots = crate::trust::Roots {
-        builtin: !ca_file_only,
-        system,
-        files: ca_file.iter().map(|p| ("ca_file", p.as_path())).collect(),
-    };
-    let store = crate::trust::root_store(&roots).map_err(|e| {
+    let usable = roots.check().map_err(|e| {
         let key = match e {
-            crate::trust::TrustError::SystemStoreEmpty { .. } => "system_trust_store",
+            TrustError::SystemStoreEmpty { .. } => "system_trust_store",
             _ => "ca_file",
         };
         cx.error(&i.path(key), e.to_string());
@@ -300,13 +311,15 @@ fn parse_api_connection(i: &mut Obj<'_>, cx: &mut Cx) -> Option<ConnectionKeys> 
     if system {
         trust.push("the system trust store".into());
     }
-    if let Some(f) = &ca_file {
+    if let Some(f) = ca_file {
         trust.push(format!("ca_file {}", f.display()));
     }
+    let trust = trust.join(" + ");
+    usable.ok()?;
     Some(ConnectionKeys {
         proxy_url: proxy_url.ok()?,
-        tls: crate::trust::client_config(store.ok()?),
-        trust: trust.join(" + "),
+        roots,
+        trust,
     })
 }
 
@@ -323,7 +336,7 @@ fn connect_services(
             Ok(proxy) => {
                 s.connection = ApiConnection {
                     proxy,
-                    tls: keys.tls.clone(),
+                    roots: keys.roots.clone(),
                     trust: keys.trust.clone(),
                 }
             }

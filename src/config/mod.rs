@@ -1,20 +1,33 @@
 //! Configuration: YAML in Devo's layout (`globals`, `outputs`, `inputs.proofpoint_isolation`),
 //! validated in one pass that reports every problem with its key path.
 //!
-//! The file is read into a YAML tree, `${VAR}` references in string values are substituted, and
-//! the tree is walked by hand rather than through `#[serde(deny_unknown_fields)]`: serde stops at
-//! the first error, and an operator fixing a config wants the whole list at once (linkerd's
-//! parse-all-then-fail). The walk produces a runtime [`Config`] whose values are valid by
-//! construction (parsed URLs, durations, clamped ranges). Keys that Devo's collector accepts but
-//! that mean nothing here are accepted with a warning, so an existing Devo config works
-//! unchanged; keys nobody knows are errors, because a typo must not silently change behaviour.
+//! Config is data: the types here hold what the file says, with paths resolved and values
+//! checked (parsed URLs, durations, clamped ranges), and nothing live: no client, no TLS
+//! configuration, no limiter, no channel. Components are built from them where they run (the
+//! API client builds its TLS configuration from the input's [`crate::trust::ApiTrust`], the
+//! daemon its limiters per tenant). A value is whole when it is made: each input's
+//! [`Fingerprint`] is computed as its block is read and held beside it in
+//! [`Config::fingerprints`].
 //!
-//! Files: `walker` (the mapping reader that records problems with their key paths), `env`
-//! (`${VAR}` substitution), then one file per section: `globals`, `outputs` (with the network
+//! One loader ([`Loader`], file `loader`): every command and every reload reads the file's bytes
+//! once into a YAML tree, kept as written in [`Loaded`] (a reload compares it with the running
+//! one), and walks that tree into a [`Config`]. `${VAR}` references in string values are
+//! substituted from the loader's [`Env`] (the process environment, or an injected one), and the
+//! `--watch-config` watcher substitutes with the same function and the same [`Env`]. The tree
+//! is walked by hand rather than through `#[serde(deny_unknown_fields)]`: serde stops at the
+//! first error, and an operator fixing a config wants the whole list at once (linkerd's
+//! parse-all-then-fail). Keys that Devo's collector accepts but that mean nothing here are
+//! accepted with a warning, so an existing Devo config works unchanged; keys nobody knows are
+//! errors, because a typo must not silently change behaviour.
+//!
+//! Files: `loader` (read once, the file's warnings), `walker` (the mapping reader that records
+//! problems with their key paths), `env` (`${VAR}` substitution), `tenants` (the input blocks
+//! and their fingerprints), then one file per section: `globals`, `outputs` (with the network
 //! outputs' TLS files), `input` (credentials, request limits, proxy and trust), `services` and
 //! `obfuscation`. Each section parser reads its keys in order, one small helper per key or
-//! concern; this file holds [`Config`], loading and the check that spans sections.
+//! concern; this file holds [`Config`], its walk and the check that spans sections.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +37,7 @@ use serde_yaml_ng::Value;
 mod env;
 mod globals;
 mod input;
+mod loader;
 mod obfuscation;
 mod outputs;
 mod pacing;
@@ -31,15 +45,17 @@ mod services;
 mod tenants;
 pub(crate) mod walker;
 
+pub use env::{substitute, Env};
 pub use globals::{
     Globals, Persistence, RedisConfig, SentinelConfig, DEFAULT_MAX_CONCURRENT_JOBS,
     DEFAULT_WINDOW_MEMORY_BUDGET_MB,
 };
 pub use input::{InputConfig, KeyPlacement};
+pub use loader::{read_yaml, Loaded, Loader};
 pub use outputs::{NetworkOutputConfig, OutputConfig, OutputKind, TlsFiles};
 pub use pacing::{parse_period, Limit, RequestPacing};
 pub use services::ServiceConfig;
-pub use tenants::InvalidInput;
+pub use tenants::{Fingerprint, InvalidInput};
 
 use env::substitute_env;
 use globals::parse_globals;
@@ -55,6 +71,8 @@ pub struct Config {
     pub outputs: Vec<OutputConfig>,
     /// The valid inputs, in file order.
     pub inputs: Vec<InputConfig>,
+    /// Each valid input's fingerprint, by id (see [`Fingerprint`]).
+    pub fingerprints: BTreeMap<String, Fingerprint>,
     /// The input blocks with problems: `run` starts the others (`--strict` refuses).
     pub invalid_inputs: Vec<InvalidInput>,
     /// Several tenants (the list form): each input's file outputs write under
@@ -132,46 +150,24 @@ const ADD_OUTPUTS: &str =
 const ADD_INPUTS: &str = "add `inputs: {proofpoint_isolation: {...}}`";
 
 impl Config {
-    /// Reads, substitutes and validates a config file; `now` is the time it is checked against.
-    pub fn load(path: &Path, now: DateTime<Utc>) -> Result<Config, ConfigError> {
-        let fail = |p: String| ConfigError {
-            file: path.to_owned(),
-            problems: vec![p],
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            fail(format!(
-                "cannot read the file: {e}; pass an existing YAML file with --config"
-            ))
-        })?;
-        let base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
-        let mut config = Self::parse(&text, &base_dir, &|name| std::env::var(name).ok(), now)
-            .map_err(|problems| ConfigError {
-                file: path.to_owned(),
-                problems,
-            })?;
-        if let Some(w) = inline_key_exposure(&text, path) {
-            config.warnings.push(w);
-        }
-        if let Some(w) = inline_redis_password_exposure(&text, path) {
-            config.warnings.push(w);
-        }
-        Ok(config)
-    }
-
-    /// Parses config text. `base_dir` is the config file's directory (certificate paths resolve
-    /// against it); `env` looks up `${VAR}` references; `now` is the current time (no start time
-    /// may lie after it). Problems outside the input blocks, or no valid input, fail the whole
-    /// config; a block with problems is kept in [`Config::invalid_inputs`].
+    /// Parses config text (see [`Loaded::parse`], which also keeps the tree as written).
     pub fn parse(
         text: &str,
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
         now: DateTime<Utc>,
     ) -> Result<Config, Vec<String>> {
-        let mut root: Value = match serde_yaml_ng::from_str(text) {
-            Ok(v) => v,
-            Err(e) => return Err(vec![format!("the file is not valid YAML: {e}")]),
-        };
+        Loaded::parse(text, base_dir, env, now).map(|loaded| loaded.config)
+    }
+
+    /// Substitutes and walks the file's tree (`root`, as written); the arguments are
+    /// [`Loaded::parse`]'s.
+    fn from_tree(
+        mut root: Value,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Config, Vec<String>> {
         let mut cx = Cx {
             errors: Vec::new(),
             warnings: Vec::new(),
@@ -207,13 +203,14 @@ impl Config {
             },
             multi_tenant: blocks.iter().any(|(o, _)| !matches!(o, Origin::Single)),
         };
-        let (inputs, invalid_inputs) = read_blocks(blocks, &layout, &mut cx);
+        let (tenants, invalid_inputs) = read_blocks(blocks, &layout, &mut cx);
         let multi_tenant = layout.multi_tenant;
         match globals {
-            Some(globals) if cx.errors.is_empty() && !inputs.is_empty() => Ok(Config {
+            Some(globals) if cx.errors.is_empty() && !tenants.is_empty() => Ok(Config {
                 globals,
                 outputs,
-                inputs,
+                fingerprints: tenants.iter().map(|(i, f)| (i.id.clone(), *f)).collect(),
+                inputs: tenants.into_iter().map(|(input, _)| input).collect(),
                 invalid_inputs,
                 multi_tenant,
                 warnings: cx.warnings,
@@ -273,19 +270,20 @@ fn input_sections(
     blocks
 }
 
-/// Reads every block (valid ones, invalid ones), then checks that no two share an id.
+/// Reads every block (valid ones with their fingerprints, invalid ones), then checks that no
+/// two share an id.
 fn read_blocks(
     blocks: Vec<(Origin, tenants::Block)>,
     layout: &tenants::Layout<'_>,
     cx: &mut Cx,
-) -> (Vec<InputConfig>, Vec<InvalidInput>) {
+) -> (Vec<(InputConfig, Fingerprint)>, Vec<InvalidInput>) {
     let (mut inputs, mut invalid) = (Vec::new(), Vec::new());
     let mut ids = Vec::new();
     for (origin, block) in blocks {
         match tenants::read_block(&origin, block, layout, cx) {
-            Ok(input) => {
+            Ok((input, fingerprint)) => {
                 ids.push((input.id.clone(), origin.source()));
-                inputs.push(input);
+                inputs.push((input, fingerprint));
             }
             Err(bad) => {
                 if let Some(id) = &bad.id {
@@ -297,67 +295,6 @@ fn read_blocks(
     }
     tenants::check_duplicate_ids(ids.iter().map(|(id, s)| (id.as_str(), s.clone())), cx);
     (inputs, invalid)
-}
-
-/// A warning when the file holds the API key itself (not `${VAR}` nor `api_key_file`) and
-/// other users may read it.
-/// A warning when the file holds the Redis password itself (not `${VAR}` nor `password_file`)
-/// and other users may read it.
-fn inline_redis_password_exposure(text: &str, path: &Path) -> Option<String> {
-    let raw: Value = serde_yaml_ng::from_str(text).ok()?;
-    let persistence = raw.get("globals")?.get("persistence")?;
-    let password = persistence.get("config")?.get("password")?.as_str()?;
-    if persistence.get("type")?.as_str()? != "redis" || password.contains("${") {
-        return None;
-    }
-    let mode = mode_readable_by_others(path)?;
-    Some(format!(
-        "globals.persistence.config.password: the Redis password is written in {} and the file is readable by other users (mode {mode:04o}); run `chmod 600 {}`, or use \"${{REDIS_PASSWORD}}\" or password_file",
-        path.display(),
-        path.display()
-    ))
-}
-
-/// The file's mode if users other than its owner may read it.
-fn mode_readable_by_others(path: &Path) -> Option<u32> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-        (mode & 0o044 != 0).then_some(mode)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        None
-    }
-}
-
-fn inline_key_exposure(text: &str, path: &Path) -> Option<String> {
-    let raw: Value = serde_yaml_ng::from_str(text).ok()?;
-    let section = raw.get("inputs")?.get("proofpoint_isolation")?;
-    let inline = |block: &Value| {
-        block
-            .get("credentials")
-            .and_then(|c| c.get("api_key"))
-            .and_then(Value::as_str)
-            .is_some_and(|key| !key.contains("${"))
-    };
-    // Devo's single block, or the first listed block that holds its key.
-    let place = match section {
-        Value::Sequence(blocks) => blocks
-            .iter()
-            .position(inline)
-            .map(|n| format!("inputs.proofpoint_isolation[{n}]"))?,
-        block if inline(block) => "inputs.proofpoint_isolation".to_owned(),
-        _ => return None,
-    };
-    let mode = mode_readable_by_others(path)?;
-    Some(format!(
-        "{place}.credentials.api_key: the key is written in {} and the file is readable by other users (mode {mode:04o}); run `chmod 600 {}`, or use \"${{ISOLATION_API_KEY}}\" or api_key_file",
-        path.display(),
-        path.display()
-    ))
 }
 
 #[cfg(test)]

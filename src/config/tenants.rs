@@ -10,9 +10,10 @@
 //! a file's problems name the file and the id (`tenants.d/acme.yaml (id 10003): credentials...`);
 //! Devo's single block keeps its paths (`inputs.proofpoint_isolation.credentials.api_key: ...`).
 //!
-//! What the block decides is summed up in its fingerprint (sha256 of the block after
-//! substitution, its effective outputs and the secret files it reads): a reload compares
-//! fingerprints to tell a changed tenant from an untouched one.
+//! What the block decides is summed up in its [`Fingerprint`] (sha256 of the block after
+//! substitution, its effective outputs and the secret files it reads), computed as the block is
+//! read and held beside its input ([`Config::fingerprints`](super::Config::fingerprints)): a
+//! reload compares fingerprints to tell a changed tenant from an untouched one.
 
 use std::path::Path;
 
@@ -21,8 +22,12 @@ use sha2::{Digest, Sha256};
 
 use super::env::substitute_env;
 use super::input::{parse_input, InputConfig};
+use super::loader::read_yaml;
 use super::outputs::OutputConfig;
 use super::walker::{Cx, Obj};
+
+/// What defines a tenant: equal fingerprints, same tenant (a reload leaves it untouched).
+pub type Fingerprint = [u8; 32];
 
 /// An input block with problems: `run` starts the other inputs and reports this one.
 #[derive(Clone, Debug)]
@@ -95,13 +100,14 @@ pub(super) struct Layout<'a> {
     pub(super) multi_tenant: bool,
 }
 
-/// Reads one block. Its problems are taken out of `cx` (its warnings stay there, named).
+/// Reads one block, and its fingerprint. Its problems are taken out of `cx` (its warnings stay
+/// there, named).
 pub(super) fn read_block(
     origin: &Origin,
     block: Block,
     layout: &Layout<'_>,
     cx: &mut Cx,
-) -> Result<InputConfig, InvalidInput> {
+) -> Result<(InputConfig, Fingerprint), InvalidInput> {
     let (errors, warnings, files) = (cx.errors.len(), cx.warnings.len(), cx.files_read.len());
     let env = cx.env;
     let mut block = block.unwrap_or_else(|why| {
@@ -110,7 +116,12 @@ pub(super) fn read_block(
     });
     substitute_env(&mut block, "", env, cx);
     let input = match block.as_mapping() {
-        Some(m) => parse_input(Obj::new("", m), layout.global.outputs, cx),
+        Some(m) => parse_input(
+            Obj::new("", m),
+            layout.global.outputs,
+            layout.multi_tenant,
+            cx,
+        ),
         None if cx.errors.len() > errors => None,
         None => {
             cx.error(
@@ -135,13 +146,9 @@ pub(super) fn read_block(
     }
     let secrets: Vec<[u8; 32]> = cx.files_read.drain(files..).collect();
     match input {
-        Some(mut input) if problems.is_empty() => {
+        Some(input) if problems.is_empty() => {
             let own_outputs = block.get("outputs").is_some_and(|o| !o.is_null());
-            if layout.multi_tenant {
-                per_tenant_directories(&mut input.outputs, &input.id);
-            }
-            input.fingerprint = fingerprint(&block, own_outputs, layout, &secrets);
-            Ok(input)
+            Ok((input, fingerprint(&block, own_outputs, layout, &secrets)))
         }
         _ => Err(InvalidInput {
             id,
@@ -160,16 +167,6 @@ fn raw_id(block: &Value) -> Option<String> {
     }
 }
 
-/// With several tenants, each one's file outputs write under `<directory>/<id>/`: two tenants
-/// have the same tables, and each service keeps the committed length of its own file.
-fn per_tenant_directories(outputs: &mut [OutputConfig], id: &str) {
-    for o in outputs {
-        if let Some(directory) = o.kind.directory_mut() {
-            *directory = directory.join(id);
-        }
-    }
-}
-
 /// sha256 of what defines a tenant: its block after substitution, its effective outputs (the
 /// block's own are in the block; else the global ones), the layout, and the secret files it
 /// reads (their digests: the key bytes never leave the parser).
@@ -178,7 +175,7 @@ fn fingerprint(
     own_outputs: bool,
     layout: &Layout<'_>,
     secrets: &[[u8; 32]],
-) -> [u8; 32] {
+) -> Fingerprint {
     let mut h = Sha256::new();
     h.update(
         serde_yaml_ng::to_string(block)
@@ -314,5 +311,5 @@ pub(super) fn dir_blocks(dir_key: &str, written: &str, cx: &mut Cx) -> Vec<(Orig
 /// One file of `inputs_dir` as a YAML value, or why it is not one.
 fn read_block_file(file: &Path) -> Result<Value, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("cannot be read: {e}"))?;
-    serde_yaml_ng::from_str::<Value>(&text).map_err(|e| format!("is not valid YAML: {e}"))
+    read_yaml(&text).map_err(|e| format!("is not valid YAML: {e}"))
 }

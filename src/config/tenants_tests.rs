@@ -274,7 +274,7 @@ fn fingerprints_are_equal_for_an_unchanged_block_and_differ_for_a_changed_one() 
 "#;
     let prints = |text: &str| -> Vec<[u8; 32]> {
         let c = parse_in(text, dir.path()).unwrap();
-        c.inputs.iter().map(|i| i.fingerprint).collect()
+        c.inputs.iter().map(|i| c.fingerprints[&i.id]).collect()
     };
     let first = prints(&with_inputs(blocks));
     assert_eq!(first, prints(&with_inputs(blocks)));
@@ -326,7 +326,10 @@ fn a_key_written_in_a_listed_block_of_a_readable_file_is_warned_about() {
     );
     std::fs::write(&path, text).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let c = Config::load(&path, now()).unwrap();
+    let c = Loader::new(path, Env::process())
+        .load(now())
+        .unwrap()
+        .config;
     assert!(
         c.warnings.iter().any(|w| w.starts_with(
             "inputs.proofpoint_isolation[1].credentials.api_key: the key is written in"

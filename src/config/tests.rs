@@ -543,14 +543,17 @@ fn an_inline_key_in_a_world_readable_file_is_warned_about() {
     ] {
         std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-        // GOOD refers to ${KEY}; give it a value for this process.
-        let c = Config::parse(text, dir.path(), &env, now()).unwrap();
-        let w = super::inline_key_exposure(text, &path);
+        // GOOD refers to ${KEY}: the loader's environment has it.
+        let loader = Loader::new(path.clone(), Env::from_fn(env));
+        let c = loader.load(now()).unwrap().config;
+        let w = c
+            .warnings
+            .iter()
+            .find(|w| w.contains("the key is written in"));
         assert_eq!(w.is_some(), warned, "{mode:o}: {w:?}");
         if let Some(w) = w {
             assert!(w.contains("chmod 600") && !w.contains("5c9z"), "{w}");
         }
-        drop(c);
     }
 }
 
@@ -574,7 +577,12 @@ fn an_inline_redis_password_in_a_world_readable_file_is_warned_about() {
     ] {
         std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-        let w = super::inline_redis_password_exposure(text, &path);
+        let loader = Loader::new(path.clone(), Env::from_fn(env));
+        let c = loader.load(now()).unwrap().config;
+        let w = c
+            .warnings
+            .iter()
+            .find(|w| w.contains("the Redis password is written in"));
         assert_eq!(w.is_some(), warned, "{mode:o}: {w:?}");
         if let Some(w) = w {
             assert!(w.contains("chmod 600") && !w.contains("9876"), "{w}");

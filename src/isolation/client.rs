@@ -156,10 +156,21 @@ enum Attempt {
     Fatal(FetchError, Outcome),
 }
 
+/// Why a service's API client could not be built: its roots (a CA file that went away since
+/// the config was checked), or reqwest.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+}
+
 /// The reqwest client of a service: its timeouts, its roots, and exactly its proxy (the route
 /// was decided from the config and the environment; reqwest must not look again).
-fn http_client(cfg: &ServiceConfig) -> Result<reqwest::Client, reqwest::Error> {
-    let ApiConnection { proxy, tls, .. } = &cfg.connection;
+fn http_client(cfg: &ServiceConfig) -> Result<reqwest::Client, BuildError> {
+    let ApiConnection { proxy, roots, .. } = &cfg.connection;
+    let tls = crate::trust::api_tls(roots)?;
     let mut builder = reqwest::Client::builder()
         .timeout(cfg.request_timeout)
         .connect_timeout(Duration::from_secs(30).min(cfg.request_timeout))
@@ -168,12 +179,12 @@ fn http_client(cfg: &ServiceConfig) -> Result<reqwest::Client, reqwest::Error> {
         // pages read): drop it once a cycle's polls are over rather than after reqwest's 90 s,
         // which outlasts the default 60 s period (and many servers' own keep-alive timeout).
         .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
-        .use_preconfigured_tls(rustls::ClientConfig::clone(tls))
+        .use_preconfigured_tls(std::sync::Arc::unwrap_or_clone(tls))
         .no_proxy();
     if let Some(route) = proxy {
         builder = builder.proxy(route.to_reqwest()?);
     }
-    builder.build()
+    Ok(builder.build()?)
 }
 
 impl ApiClient {
@@ -183,7 +194,7 @@ impl ApiClient {
         placement: KeyPlacement,
         min_interval: Option<Duration>,
         cancel: tokio_util::sync::CancellationToken,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, BuildError> {
         let http = http_client(cfg)?;
         Ok(ApiClient {
             http,

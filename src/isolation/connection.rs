@@ -13,21 +13,22 @@
 //! `scheme://host:port` ([`ProxyRoute::masked`]); `Debug` does too.
 
 use std::fmt;
-use std::sync::Arc;
 
-/// How one service's API client connects, decided while the config is read.
+use crate::trust::ApiTrust;
+
+/// How one service's API client connects, decided while the config is read (plain data: the
+/// client builds its TLS configuration from `roots` with [`crate::trust::api_tls`]).
 #[derive(Clone)]
 pub struct ApiConnection {
     /// `None`: direct.
     pub proxy: Option<ProxyRoute>,
-    /// The TLS configuration with the roots from `ca_file`, `ca_file_only` and
-    /// `system_trust_store`.
-    pub tls: Arc<rustls::ClientConfig>,
+    /// The roots: `ca_file`, `ca_file_only` and `system_trust_store`.
+    pub roots: ApiTrust,
     /// What the roots are, for the certificate error ("the built-in roots").
     pub trust: String,
 }
 
-/// The route and what is trusted; not the TLS configuration's hundred-odd root certificates.
+/// The route and what is trusted, as the start-up log and `validate` say them.
 impl fmt::Debug for ApiConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiConnection")
@@ -40,15 +41,9 @@ impl fmt::Debug for ApiConnection {
 impl Default for ApiConnection {
     /// Direct, trusting the built-in Mozilla roots.
     fn default() -> Self {
-        let roots = crate::trust::Roots {
-            builtin: true,
-            ..Default::default()
-        };
         ApiConnection {
             proxy: None,
-            tls: crate::trust::client_config(
-                crate::trust::root_store(&roots).expect("the built-in roots need no file"),
-            ),
+            roots: ApiTrust::default(),
             trust: "the built-in roots".to_owned(),
         }
     }

@@ -7,8 +7,9 @@
 //! pending fold into it (the pending reload reads the newest files anyway). The supervisor in
 //! `app` takes them one at a time, so two reloads never overlap.
 //!
-//! A reload loads and validates the new file with `Config::load` like a start does. Problems
-//! outside the input blocks refuse it whole: the running configuration stays. Otherwise
+//! A reload loads and validates the new file through the same [`Loader`] as the start, which
+//! reads the bytes once: what [`changed_keys`] compares and what [`plan`] applies come from the
+//! same read (`config::Loaded`). Problems outside the input blocks refuse it whole: the running configuration stays. Otherwise
 //! [`plan`] compares the running tenants' fingerprints with the new valid inputs, per input id:
 //! added ones start, removed ones stop, changed ones restart, unchanged ones are not touched,
 //! and a running tenant whose new block is invalid keeps running on its old block.
@@ -23,10 +24,10 @@ mod watch;
 pub use plan::{changed_keys, plan, Fingerprint, ReloadPlan};
 pub use watch::{digest, watch, Digest, WATCH_PERIOD};
 
-use std::path::PathBuf;
-
 use tokio::sync::mpsc;
 use tracing::{info, warn};
+
+use crate::config::Loader;
 
 /// Why a reload was asked for (said in its first log line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,30 +86,31 @@ impl Requests {
 /// Where a daemon's reloads come from (handed to `app::run_collector`).
 #[derive(Debug)]
 pub struct Source {
-    /// The config file as resolved at start: every reload reads this file.
-    pub path: PathBuf,
+    /// The loader of the start (the config file as resolved then, and the environment): every
+    /// reload loads through it, and the watcher watches what it reads.
+    pub loader: Loader,
     pub requests: Requests,
     /// `--watch-config`: the trigger the watcher pulls, and the digest of the configuration
     /// taken before the running one was loaded.
     pub watch: Option<(Trigger, Digest)>,
 }
 
-/// The reload source of a daemon started from `path`, and the SIGHUP task (which the caller
+/// The reload source of a daemon started from `loader`'s file, and the SIGHUP task (which the caller
 /// spawns for the life of the process, like the shutdown signal's). Call it before the config
 /// is loaded: from then on SIGHUP no longer ends the process, and a change made while it loads
 /// is seen by the watcher.
 pub fn source(
-    path: PathBuf,
+    loader: Loader,
     watch_config: bool,
 ) -> std::io::Result<(
     Source,
     impl std::future::Future<Output = ()> + Send + 'static,
 )> {
     let (trigger, requests) = channel();
-    let watch = watch_config.then(|| (trigger.clone(), digest(&path)));
+    let watch = watch_config.then(|| (trigger.clone(), digest(&loader)));
     let hangups = listen_for_sighup(trigger)?;
     let source = Source {
-        path,
+        loader,
         requests,
         watch,
     };

@@ -7,7 +7,10 @@
 //! names and bytes into one [`Digest`]; modification times are not trusted alone, since a copy
 //! that keeps them (`cp -p`, `rsync -t`), a write within the same clock tick, or a Kubernetes
 //! ConfigMap's symlink swap can change the bytes and not the time. Reading a thousand small
-//! tenant files every two seconds costs a few milliseconds on a blocking thread.
+//! tenant files every two seconds costs a few milliseconds on a blocking thread. The `${VAR}`
+//! references in `inputs_dir` and the `*_file` keys are substituted from the [`Loader`]'s
+//! environment with the loader's own substitution, so the watcher watches the files the loader
+//! reads.
 //!
 //! A change is acted upon once two polls in a row saw the same new bytes ([`Settle`]), so an
 //! editor or a generator caught half-way through writing does not start a reload of a
@@ -23,6 +26,7 @@ use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::{Cause, Trigger};
+use crate::config::{read_yaml, substitute, Env, Loader};
 
 /// How often `--watch-config` reads the configuration.
 pub const WATCH_PERIOD: Duration = Duration::from_secs(2);
@@ -30,18 +34,19 @@ pub const WATCH_PERIOD: Duration = Duration::from_secs(2);
 /// The hash of everything `--watch-config` watches.
 pub type Digest = [u8; 32];
 
-/// Hashes the config file at `config`, the tenant files of its `inputs_dir` and the files they
-/// name. An unreadable
-/// file hashes as its error, so that a file that disappears or comes back is a change too.
-pub fn digest(config: &Path) -> Digest {
+/// Hashes the config file of `loader`, the tenant files of its `inputs_dir` and the files they
+/// name. An unreadable file hashes as its error, so that a file that disappears or comes back
+/// is a change too.
+pub fn digest(loader: &Loader) -> Digest {
     let mut hash = Sha256::new();
+    let (config, env) = (loader.path(), loader.env());
     let base = config.parent().unwrap_or(Path::new(""));
     match std::fs::read(config) {
         Ok(bytes) => {
             add_file(&mut hash, b"config", &bytes);
-            add_named_files(&mut hash, &bytes, base);
-            if let Some(dir) = inputs_dir(&bytes, config) {
-                add_dir(&mut hash, &dir, base);
+            add_named_files(&mut hash, &bytes, base, env);
+            if let Some(dir) = inputs_dir(&bytes, config, env) {
+                add_dir(&mut hash, &dir, base, env);
             }
         }
         Err(e) => add_file(
@@ -51,6 +56,17 @@ pub fn digest(config: &Path) -> Digest {
         ),
     }
     hash.finalize().into()
+}
+
+/// YAML bytes as a tree, if they are YAML.
+fn tree(bytes: &[u8]) -> Option<Value> {
+    read_yaml(std::str::from_utf8(bytes).ok()?).ok()
+}
+
+/// `raw` with its environment references replaced from `env`; `None` when one is unclosed or
+/// unset without a default (the loader refuses it; there is then nothing to watch).
+fn substituted(raw: &str, env: &Env) -> Option<String> {
+    substitute(raw, &|name| env.var(name)).ok()
 }
 
 /// One named part of the digest, length-prefixed so that no two sequences of parts collide.
@@ -64,14 +80,14 @@ fn add_file(hash: &mut Sha256, name: &[u8], bytes: &[u8]) {
 /// The files a config text names under a `*_file` key (`api_key_file`, `password_file`,
 /// `secret_file`, `token_file`, `ca_file`), relative to `base`: a key or secret rotated in
 /// its file changes the fingerprint of the inputs that read it, so it is a change to reload.
-fn add_named_files(hash: &mut Sha256, text: &[u8], base: &Path) {
-    let Ok(root) = serde_yaml_ng::from_slice::<Value>(text) else {
+fn add_named_files(hash: &mut Sha256, text: &[u8], base: &Path, env: &Env) {
+    let Some(root) = tree(text) else {
         return;
     };
     let mut named = Vec::new();
     collect_named_files(&root, &mut named);
     for written in named {
-        let Some(path) = substitute(&written).map(PathBuf::from) else {
+        let Some(path) = substituted(&written, env).map(PathBuf::from) else {
             continue;
         };
         match std::fs::read(base.join(path)) {
@@ -99,7 +115,7 @@ fn collect_named_files(value: &Value, named: &mut Vec<String>) {
 
 /// The directory's `*.yml`/`*.yaml` files, in name order, each with its name and bytes and the
 /// files it names (relative to `base`, the config file's directory).
-fn add_dir(hash: &mut Sha256, dir: &Path, base: &Path) {
+fn add_dir(hash: &mut Sha256, dir: &Path, base: &Path, env: &Env) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
@@ -120,44 +136,23 @@ fn add_dir(hash: &mut Sha256, dir: &Path, base: &Path) {
         match std::fs::read(&file) {
             Ok(bytes) => {
                 add_file(hash, name, &bytes);
-                add_named_files(hash, &bytes, base);
+                add_named_files(hash, &bytes, base, env);
             }
             Err(e) => add_file(hash, name, e.kind().to_string().as_bytes()),
         }
     }
 }
 
-/// The `inputs_dir` the config text names, relative to the config file's directory. Its
-/// `${VAR}` and `${VAR:-default}` references are substituted as the config's loader does, so
-/// that the watcher watches the directory the config reads.
-fn inputs_dir(text: &[u8], config: &Path) -> Option<PathBuf> {
-    let root: Value = serde_yaml_ng::from_slice(text).ok()?;
+/// The `inputs_dir` the config text names, relative to the config file's directory, its
+/// references substituted from `env` as the loader does.
+fn inputs_dir(text: &[u8], config: &Path, env: &Env) -> Option<PathBuf> {
+    let root = tree(text)?;
     let raw = root.get("inputs_dir")?.as_str()?;
-    let dir = PathBuf::from(substitute(raw)?);
+    let dir = PathBuf::from(substituted(raw, env)?);
     Some(match config.parent() {
         Some(base) if dir.is_relative() => base.join(dir),
         _ => dir,
     })
-}
-
-/// `raw` with its environment references replaced; `None` when one is unclosed or unset without
-/// a default (the config's loader refuses it; there is then nothing to watch).
-fn substitute(raw: &str) -> Option<String> {
-    let mut out = String::new();
-    let mut rest = raw;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let (expr, after) = rest[start + 2..].split_once('}')?;
-        let (name, default) = match expr.split_once(":-") {
-            Some((name, default)) => (name, Some(default)),
-            None => (expr, None),
-        };
-        let value = std::env::var(name).ok().filter(|v| !v.is_empty());
-        out.push_str(&value.or(default.map(str::to_owned))?);
-        rest = after;
-    }
-    out.push_str(rest);
-    Some(out)
 }
 
 /// Tells a settled change from bytes still being written: a digest counts once two polls in a
@@ -188,11 +183,11 @@ impl Settle {
     }
 }
 
-/// Polls the configuration at `config` every `period` until `stop`, asking `trigger` for a
+/// Polls the configuration `loader` reads every `period` until `stop`, asking `trigger` for a
 /// reload at each settled change. `running` is the digest taken before the running
 /// configuration was loaded, so that a change made while it loaded is not missed.
 pub async fn watch(
-    config: PathBuf,
+    loader: Loader,
     running: Digest,
     period: Duration,
     trigger: Trigger,
@@ -207,8 +202,8 @@ pub async fn watch(
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        let path = config.clone();
-        let Ok(now) = tokio::task::spawn_blocking(move || digest(&path)).await else {
+        let loader = loader.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || digest(&loader)).await else {
             return;
         };
         if settle.observe(now) {
@@ -220,6 +215,15 @@ pub async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The digest of the config at `path`, substituting from the process environment.
+    fn digest(path: &Path) -> Digest {
+        super::digest(&process_loader(path))
+    }
+
+    fn process_loader(path: &Path) -> Loader {
+        Loader::new(path.to_owned(), Env::process())
+    }
 
     fn write(path: &Path, text: &str) {
         std::fs::write(path, text).unwrap();
@@ -309,7 +313,7 @@ mod tests {
     #[test]
     fn inputs_dir_substitutes_the_environment_and_resolves_against_the_config() {
         let config = Path::new("/etc/collector/config.yaml");
-        let dir = |text: &str| inputs_dir(text.as_bytes(), config);
+        let dir = |text: &str| inputs_dir(text.as_bytes(), config, &Env::process());
         assert_eq!(
             dir("inputs_dir: tenants.d"),
             Some(PathBuf::from("/etc/collector/tenants.d"))
@@ -321,6 +325,45 @@ mod tests {
         );
         assert_eq!(dir("inputs_dir: \"${RELOAD_TEST_UNSET_VARIABLE}\""), None);
         assert_eq!(dir("inputs: {}"), None);
+    }
+
+    /// The watcher reads the environment the loader reads: with an `inputs_dir` named by a
+    /// variable that only the injected environment holds, a change to a tenant file the config
+    /// reads is a change to the watcher too.
+    #[test]
+    fn the_watcher_substitutes_with_the_loaders_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::create_dir(dir.path().join("t.d")).unwrap();
+        let head = "globals: {persistence: {type: filesystem, config: {directory_name: state}}}\noutputs: {local: {type: file, config: {directory: out}}}\n";
+        write(
+            &config,
+            &format!("{head}inputs_dir: \"${{RELOAD_TEST_INJECTED_DIR}}\"\n"),
+        );
+        let tenant = dir.path().join("t.d/a.yaml");
+        write(
+            &tenant,
+            "id: 10001\ncredentials: {api_key: aaaaaaaaaaaaaaaaaaaa}\n",
+        );
+        let env = Env::from_fn(|name| (name == "RELOAD_TEST_INJECTED_DIR").then(|| "t.d".into()));
+        assert!(std::env::var("RELOAD_TEST_INJECTED_DIR").is_err());
+        let loader = Loader::new(config, env);
+        let now = crate::time::parse_user_time("2026-01-01T00:00:00Z").unwrap();
+        let loaded = loader.load(now).unwrap();
+        assert_eq!(
+            loaded.config.inputs[0].id, "10001",
+            "the loader reads t.d/a.yaml"
+        );
+        let before = super::digest(&loader);
+        write(
+            &tenant,
+            "id: 10002\ncredentials: {api_key: aaaaaaaaaaaaaaaaaaaa}\n",
+        );
+        assert_ne!(
+            super::digest(&loader),
+            before,
+            "the watcher missed a change of t.d/a.yaml"
+        );
     }
 
     #[test]
@@ -348,7 +391,7 @@ mod tests {
         let stop = CancellationToken::new();
         let period = Duration::from_millis(20);
         let task = tokio::spawn(watch(
-            config.clone(),
+            process_loader(&config),
             digest(&config),
             period,
             trigger,

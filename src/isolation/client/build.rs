@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{ApiClient, ClientStats, FetchError};
+use super::{ApiClient, BuildError, ClientStats, FetchError};
 use crate::clock::SharedClock;
 use crate::component::Healthcheck;
 use crate::config::{InputConfig, ServiceConfig};
@@ -35,7 +35,7 @@ pub fn build(
     input: &InputConfig,
     svc: &ServiceConfig,
     cx: ApiContext<'_>,
-) -> Result<(ApiClient, Healthcheck<FetchError>), reqwest::Error> {
+) -> Result<(ApiClient, Healthcheck<FetchError>), BuildError> {
     let quota = InputQuota::new(cx.store, &input.id, &input.pacing.requests_limits);
     let client = ApiClient::new(
         svc,
