@@ -17,17 +17,17 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
 
+use crate::api::client::{self, ApiContext};
+use crate::api::limiter::input_limiter;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::isolation::client::{self, ApiContext};
-use crate::isolation::limiter::input_limiter;
-use crate::isolation::puller::{Progress, Puller};
-use crate::isolation::statistics::CycleStats;
+use crate::devo::statistics::CycleStats;
 use crate::output::setup::build_outputs;
 use crate::pipeline::budget::WindowBudget;
+use crate::puller::{Progress, Puller};
 use crate::service::{Service, RETENTION};
 use crate::state::StateStore;
-use crate::time::{format_iso, Millis};
+use crate::timestamp::{format_iso, Millis};
 
 /// Why a backfill cannot start (exit 64).
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +81,7 @@ impl Request {
             .ok_or_else(|| BackfillError::UnknownService(service.to_owned()))?;
         let input = input.id.clone();
         let parse = |which, value: &str| {
-            crate::time::parse_user_time(value).ok_or_else(|| BackfillError::BadTime {
+            crate::timestamp::parse_user_time(value).ok_or_else(|| BackfillError::BadTime {
                 which,
                 value: value.to_owned(),
             })
@@ -143,7 +143,7 @@ pub async fn pull_range(
         format_iso(from),
         format_iso(to)
     );
-    let span = crate::telemetry::puller_span(&input.name, &input.id, svc.service);
+    let span = crate::logging::puller_span(&input.name, &input.id, svc.service);
     let budget = WindowBudget::new(config.globals.window_memory_budget, 1);
     let input_limiter = input_limiter(&input.pacing.requests_limits);
     let api = ApiContext {

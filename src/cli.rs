@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::telemetry::LogFormat;
+use crate::logging::LogFormat;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::time::Millis;
+use crate::timestamp::Millis;
 
 /// A source of the time of day.
 pub trait Clock: Send + Sync {

@@ -5,8 +5,8 @@
 //! drops the parts; `run` runs the parts.
 //!
 //! The builders: the state store ([`crate::state::build`]), a service's API client
-//! ([`crate::isolation::client::build`]) and a service's lease
-//! ([`crate::isolation::lease::Lease::build`], which has no check of its own: it lives in the
+//! ([`crate::api::client::build`]) and a service's lease
+//! ([`crate::ha::lease::Lease::build`], which has no check of its own: it lives in the
 //! state store, whose check stands for it). The outputs have their own builder trait ([`crate::output::builder::OutputBuilder`]).
 
 use futures_util::future::BoxFuture;

@@ -16,8 +16,8 @@ use tracing::info;
 use crate::app::{self, RunOptions};
 use crate::clock::SharedClock;
 use crate::config::Loaded;
+use crate::logging::InternalTap;
 use crate::outcome::Outcome;
-use crate::telemetry::InternalTap;
 use isolation_sim::{Dataset, SimConfig, SimHandle};
 
 const DEMO_KEY: &str = "00000000-0000-0000-0000-000000000000";

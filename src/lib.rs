@@ -63,6 +63,7 @@
 // Tests may run long; the 100-line limit (clippy.toml) is for the code they test.
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
+pub mod api;
 pub mod app;
 pub mod backfill;
 pub mod backoff;
@@ -73,18 +74,18 @@ pub mod component;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod devo;
 pub mod event;
-pub mod internal;
-pub mod isolation;
-pub mod memory;
+pub mod ha;
+pub mod logging;
 pub mod metrics;
 pub mod outcome;
 pub mod output;
 pub mod pipeline;
+pub mod puller;
 pub mod reload;
 pub mod secret;
 pub mod service;
 pub mod state;
-pub mod telemetry;
-pub mod time;
+pub mod timestamp;
 pub mod trust;

@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // A fixed "now" (2026-01-01T00:00:00Z) keeps every input reproducible.
-    let now = isolation_collector::time::from_millis(1_767_225_600_000);
+    let now = isolation_collector::timestamp::from_millis(1_767_225_600_000);
     let env = |name: &str| (name == "KEY").then(|| "1a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c9z".to_owned());
     if let Err(problems) =
         isolation_collector::config::Config::parse(text, std::path::Path::new("/nonexistent"), &env, now)

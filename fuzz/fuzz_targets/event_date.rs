@@ -2,7 +2,7 @@
 //! date formats and parses back to itself when it is in the years 1..9999.
 #![no_main]
 
-use isolation_collector::time::{format_iso, parse_event_date, parse_user_time};
+use isolation_collector::timestamp::{format_iso, parse_event_date, parse_user_time};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

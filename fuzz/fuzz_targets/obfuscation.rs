@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         "globals:\n  id: f\n  name: f\n  persistence: {{type: memory}}\noutputs:\n  screen: {{type: console}}\ninputs:\n  proofpoint_isolation:\n    id: 1\n    credentials: {{api_key: \"1a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c9z\"}}\n    services:\n      url_isolation:\n        obfuscation_data:\n{rule}"
     );
     // A fixed "now" (2026-01-01T00:00:00Z) keeps every input reproducible.
-    let now = isolation_collector::time::from_millis(1_767_225_600_000);
+    let now = isolation_collector::timestamp::from_millis(1_767_225_600_000);
     let env = |name: &str| (name == "HMAC_KEY").then(|| "hmac-secret-0123456789abcdef".to_owned());
     let parsed = isolation_collector::config::Config::parse(&config, std::path::Path::new("/nonexistent"), &env, now);
     let config = match parsed {

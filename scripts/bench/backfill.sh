@@ -95,7 +95,7 @@ echo "SETTINGS mode=$MODE n=$N services=$SERVICES span_hours=$SPAN_HOURS pending
   "max_events_per_window=default callgrind=${CALLGRIND:+yes}"
 
 # The puller's debug line "Waited S seconds for API jobs" gives the time spent only waiting.
-export RUST_LOG=info,isolation_collector::isolation::puller=debug
+export RUST_LOG=info,isolation_collector::puller=debug
 [ "$MODE" = tls ] && export RUST_LOG=$RUST_LOG,isolation_collector::output::syslog=debug
 if [ -n "${CALLGRIND:-}" ]; then
   # Instruction counts repeat exactly from run to run where seconds do not. Valgrind hides

@@ -13,12 +13,12 @@ use tracing::{error, info};
 use super::RunOptions;
 use crate::clock::SharedClock;
 use crate::config::{Config, OutputConfig, Persistence};
-use crate::isolation::shard::{self, Shard};
+use crate::ha::shard::{self, Shard};
+use crate::logging::InternalTap;
 use crate::metrics::Metrics;
 use crate::output::setup::build_outputs;
 use crate::output::OutputError;
 use crate::state::StateStore;
-use crate::telemetry::InternalTap;
 
 /// How long `run` waits, once its services have stopped, for its background tasks to end
 /// (the internal sender delivering the services' last words) before aborting them.
@@ -81,11 +81,13 @@ pub(super) fn start_internal_messages(
         .cloned()
         .collect();
     let outputs = build_outputs(&wanted, clock)?;
-    let identity = crate::internal::Identity {
+    let identity = crate::devo::internal_messages::Identity {
         collector_name: config.globals.name.clone(),
         input_name: "proofpoint_isolation".into(),
     };
-    if let Some(sender) = crate::internal::start(outputs, identity, tap, tasks.stop_last.clone()) {
+    if let Some(sender) =
+        crate::devo::internal_messages::start(outputs, identity, tap, tasks.stop_last.clone())
+    {
         tasks.last.spawn(sender);
         info!("Internal messages (warnings and errors) are delivered to Devo as devo.collectors.out.local.*");
     }
@@ -118,7 +120,9 @@ pub(super) async fn start_listener_and_memory_log(
     if !options.once {
         let stop = tasks.stop.clone();
         let period = config.globals.memory_log_period;
-        tasks.tasks.spawn(crate::memory::log_every(period, stop));
+        tasks
+            .tasks
+            .spawn(crate::devo::gc_line::log_every(period, stop));
     }
     Ok(())
 }
@@ -142,7 +146,7 @@ pub(super) fn start_watcher(source: &mut crate::reload::Source, background: &mut
 }
 
 /// With Redis persistence, the daemon shares the leases with the other replicas
-/// ([`crate::isolation::shard`]): a first heartbeat now (so that the first takes already know
+/// ([`crate::ha::shard`]): a first heartbeat now (so that the first takes already know
 /// the replicas; an outage is not fatal), then one every TTL/3 until the shutdown request.
 pub(super) async fn start_sharding(
     config: &Config,

@@ -13,14 +13,14 @@ use super::sender_monitor::sender_monitor;
 use super::store::open_store;
 use super::supervisor::Supervisor;
 use super::{start_check, SenderRegistry, Shared};
+use crate::api::job_cap::JobCap;
 use crate::clock::SharedClock;
 use crate::config::{Config, Loaded};
-use crate::isolation::job_cap::JobCap;
+use crate::logging::InternalTap;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::pipeline::budget::WindowBudget;
 use crate::state::StateStore;
-use crate::telemetry::InternalTap;
 
 /// How [`run_collector`] behaves (the `run` command's options).
 #[derive(Clone, Copy, Debug, Default)]

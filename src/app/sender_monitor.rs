@@ -5,8 +5,8 @@ use tracing::info;
 
 use super::SenderRegistry;
 use crate::clock::SharedClock;
+use crate::logging;
 use crate::output::net::stats::{render_stats_lines, SenderStats, StatsHandle};
-use crate::telemetry;
 
 /// Logs Devo's sender statistics (devo-platform.md §3.5) for each network output every
 /// `sender_stats_period_in_sec`. Each service has its own connection to an output; the lines
@@ -37,7 +37,7 @@ pub(super) async fn sender_monitor(
                 .map(|(_, h)| h.start_period(now))
                 .reduce(sum_stats);
             if let Some(stats) = stats {
-                let span = telemetry::monitor_span(name);
+                let span = logging::monitor_span(name);
                 for line in render_stats_lines(&stats, now) {
                     span.in_scope(|| info!("{line}"));
                 }
@@ -54,7 +54,7 @@ fn note_new_outputs(
 ) {
     for (name, _) in current {
         if !names.contains(name) {
-            telemetry::monitor_span(name)
+            logging::monitor_span(name)
                 .in_scope(|| info!("Starting thread (every {} seconds)", period.as_secs()));
             names.push(name.clone());
         }

@@ -1,9 +1,9 @@
 //! One service's task ([`ServiceTask`]): its setup, then the lease loop. With Redis persistence
-//! a service pulls only while this process holds its lease ([`crate::isolation::lease`]): after
+//! a service pulls only while this process holds its lease ([`crate::ha::lease`]): after
 //! setup it stands by until it takes the lease, pre_pulls, pulls, and goes back to standby if the
 //! lease is lost. With a sharding coordinator it takes the lease only within this replica's fair
 //! share, and hands it over at a window boundary when the coordinator asks
-//! ([`crate::isolation::shard`]). It reports its health there: able once its setup passed; when
+//! ([`crate::ha::shard`]). It reports its health there: able once its setup passed; when
 //! its cycles keep failing and another replica is able to pull, it hands the lease over and runs
 //! the setup check again before it takes a lease again. Its `cancel` is its tenant's token: a
 //! tenant stopped (shutdown, or a reload that removes or changes it) ends the tenure like a
@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use super::RunOptions;
+use crate::api::connection::ProxyRoute;
 use crate::config::ServiceConfig;
-use crate::isolation::connection::ProxyRoute;
-use crate::isolation::lease::{Lease, LeaseGate, TakeError, Tenure};
-use crate::isolation::puller::{Ended, PullError, Puller};
+use crate::ha::lease::{Lease, LeaseGate, TakeError, Tenure};
+use crate::puller::{Ended, PullError, Puller};
 use crate::state::StateError;
 
 /// One service's task: its puller, and the lease it pulls under.
@@ -98,7 +98,7 @@ impl ServiceTask {
         warn!(
             "Handing the lease of {} over: its last {} pull cycles failed and another replica is able to pull it. This replica takes a lease again only after its setup check passes again; the errors above say what fails here.",
             self.svc.service,
-            crate::isolation::shard::UNABLE_AFTER
+            crate::ha::shard::UNABLE_AFTER
         );
         self.lease.setup_passed(false);
         self.lease.hand_over(tenure).await;

@@ -308,8 +308,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::api::job_cap::JobCap;
     use crate::clock::SharedClock;
-    use crate::isolation::job_cap::JobCap;
     use crate::metrics::Metrics;
     use crate::pipeline::budget::WindowBudget;
     use crate::state::StateStore;

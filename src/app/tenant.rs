@@ -23,27 +23,27 @@ use tracing::{error, Instrument};
 
 use super::service_task::ServiceTask;
 use super::RunOptions;
+use crate::api::client::{self, ApiContext};
+use crate::api::job_cap::JobCap;
+use crate::api::limiter::{input_limiter, InputLimiter};
 use crate::clock::SharedClock;
 use crate::config::{InputConfig, ServiceConfig};
-use crate::isolation::client::{self, ApiContext};
-use crate::isolation::job_cap::JobCap;
-use crate::isolation::lease::{Lease, LeaseContext};
-use crate::isolation::limiter::{input_limiter, InputLimiter};
-use crate::isolation::puller::Puller;
-use crate::isolation::shard::Shard;
+use crate::ha::lease::{Lease, LeaseContext};
+use crate::ha::shard::Shard;
+use crate::logging;
 use crate::metrics::Metrics;
 use crate::output::net::stats::StatsHandle;
 use crate::output::setup::build_outputs;
 use crate::pipeline::budget::WindowBudget;
+use crate::puller::Puller;
 use crate::state::StateStore;
-use crate::telemetry;
 
 /// What every tenant of the process shares.
 pub struct Shared {
     pub(super) store: Arc<StateStore>,
     pub(super) metrics: Arc<Metrics>,
     /// With Redis persistence (the daemon): the coordinator of this replica's share of the
-    /// leases ([`crate::isolation::shard`]).
+    /// leases ([`crate::ha::shard`]).
     pub(super) shard: Option<Arc<Shard>>,
     pub(super) clock: SharedClock,
     /// The window memory budget of the process.
@@ -152,8 +152,8 @@ pub fn start_tenant(
         for svc in &input.services {
             let task = service_task(input, &input_limiter, svc, shared, &handle.cancel)?;
             let (name, id) = (&input.name, &input.id);
-            let span = telemetry::puller_span(name, id, svc.service);
-            let setup_span = telemetry::setup_span(name, id, svc.service);
+            let span = logging::puller_span(name, id, svc.service);
+            let setup_span = logging::setup_span(name, id, svc.service);
             handle
                 .tasks
                 .spawn(task.pull_until_stopped(setup_span).instrument(span));

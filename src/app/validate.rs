@@ -7,12 +7,12 @@ use tracing::{error, info, Instrument};
 
 use super::service_task::log_connection;
 use super::store::warn_about_durability;
+use crate::api::client::{self, ApiContext};
+use crate::api::limiter::input_limiter;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::isolation::client::{self, ApiContext};
-use crate::isolation::limiter::input_limiter;
+use crate::logging;
 use crate::state::StateStore;
-use crate::telemetry;
 
 /// `validate`: the outputs each valid input uses reachable, the state store, then each enabled
 /// service's authentication: the health check of each part (see [`crate::component`]), none of
@@ -34,7 +34,7 @@ async fn validate_api(config: &Config, clock: &SharedClock) -> bool {
         let limiter = limiters
             .entry(input.id.clone())
             .or_insert_with(|| input_limiter(&input.pacing.requests_limits));
-        let span = telemetry::setup_span(&input.name, &input.id, svc.service);
+        let span = logging::setup_span(&input.name, &input.id, svc.service);
         span.in_scope(|| log_connection(svc));
         let cx = ApiContext {
             limiter,

@@ -22,7 +22,7 @@ use crate::service::Service;
 use crate::state::dead_letter::DeadLetter;
 use crate::state::filesystem::DirectoryLock;
 use crate::state::{StateError, StateStore};
-use crate::time::format_iso;
+use crate::timestamp::format_iso;
 
 /// What `state dead-letters` prints or writes.
 pub struct ListArgs {

@@ -11,7 +11,7 @@ use super::pacing::{request_pacing, RequestPacing};
 use super::services::{parse_service, ServiceConfig};
 use super::walker::resolve_cert;
 use super::walker::{join, show, Cx, Obj};
-use crate::isolation::connection::{self, ApiConnection};
+use crate::api::connection::{self, ApiConnection};
 use crate::secret::ApiKey;
 use crate::service::Service;
 use crate::trust::{ApiTrust, TrustError};

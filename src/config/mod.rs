@@ -299,9 +299,3 @@ fn read_blocks(
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod connection_tests;
-
-#[cfg(test)]
-mod tenants_tests;

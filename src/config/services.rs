@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::obfuscation::parse_obfuscation;
 use super::pacing::{request_pacing, RequestPacing};
 use super::walker::{Cx, Obj};
-use crate::isolation::connection::ApiConnection;
+use crate::api::connection::ApiConnection;
 use crate::pipeline::obfuscate::ObfuscationRule;
 use crate::service::{Service, API_PATH, BASE_TAG};
 
@@ -137,7 +137,7 @@ fn start_time(s: &mut Obj<'_>, cx: &mut Cx) -> (Option<String>, Option<DateTime<
     let start_time =
         start_time_text
             .as_deref()
-            .and_then(|t| match crate::time::parse_user_time(t) {
+            .and_then(|t| match crate::timestamp::parse_user_time(t) {
                 Some(t) if t > cx.now + chrono::Duration::minutes(5) => {
                     cx.error(
                         &s.path("start_time_in_utc"),

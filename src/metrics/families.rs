@@ -17,7 +17,7 @@ use super::{
     lock, JobFault, Metrics, Outcome, SecondsGauge, ServiceId, ServiceMetrics, ShardingGauges,
 };
 use crate::service::Service;
-use crate::time::Millis;
+use crate::timestamp::Millis;
 
 /// The per-service time gauges: `checkpoint_lag_seconds` and
 /// `last_successful_pull_timestamp_seconds`.
@@ -549,7 +549,7 @@ impl ServiceMetrics {
     }
 
     /// Nobody pulls the service (`Some(why)`), or it is pulled again (`None`): the gauge and
-    /// `/ready` (sharding's health, `crate::isolation::shard`).
+    /// `/ready` (sharding's health, `crate::ha::shard`).
     pub fn unpulled(&self, why: Option<String>) {
         let gauge = self.metrics.sharding.unpulled.get_or_create(&self.labels());
         gauge.set(i64::from(why.is_some()));

@@ -25,7 +25,7 @@ use std::hash::BuildHasherDefault;
 use super::Position;
 use crate::event::{Event, UNDATED};
 use crate::pipeline::dedup::KeyHasher;
-use crate::time::Millis;
+use crate::timestamp::Millis;
 
 type Counts = HashMap<(Millis, [u8; 32]), u32, BuildHasherDefault<KeyHasher>>;
 

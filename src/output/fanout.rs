@@ -52,7 +52,7 @@ use crate::backoff::{Backoff, Jitter};
 use crate::event::Event;
 use crate::metrics::ServiceMetrics;
 use crate::state::StateError;
-use crate::time::Millis;
+use crate::timestamp::Millis;
 
 /// Rounds of delivery to the unconfirmed outputs after the first, within one `deliver`.
 pub const DELIVERY_RETRIES: u32 = 3;

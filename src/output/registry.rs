@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn every_type_the_errors_offer_is_read() {
         let dir = tempfile::tempdir().unwrap();
-        let now = crate::time::parse_user_time("2026-01-01T00:00:00Z").unwrap();
+        let now = crate::timestamp::parse_user_time("2026-01-01T00:00:00Z").unwrap();
         let types: Vec<&str> = super::TYPES
             .split(", ")
             .flat_map(|t| t.split(" or "))

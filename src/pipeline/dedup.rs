@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::event::{Event, UNDATED};
-use crate::time::Millis;
+use crate::timestamp::Millis;
 
 /// Hashes dedup keys by their first eight SHA-256 bytes mixed with the date. SHA-256 output
 /// is already uniformly distributed, so SipHash's work (about 3% of the whole pipeline's CPU on

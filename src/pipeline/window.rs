@@ -28,7 +28,7 @@
 //! puller sets it with [`WindowPlanner::set_cap`]). It learns the event density from the jobs'
 //! `total`s and shrinks a window that turned out too big before any of it is delivered.
 
-use crate::time::Millis;
+use crate::timestamp::Millis;
 
 /// How far each query reaches back before the previous window's end.
 pub const EDGE_OVERLAP: Millis = 1_000;

@@ -348,7 +348,7 @@ mod tests {
         let env = Env::from_fn(|name| (name == "RELOAD_TEST_INJECTED_DIR").then(|| "t.d".into()));
         assert!(std::env::var("RELOAD_TEST_INJECTED_DIR").is_err());
         let loader = Loader::new(config, env);
-        let now = crate::time::parse_user_time("2026-01-01T00:00:00Z").unwrap();
+        let now = crate::timestamp::parse_user_time("2026-01-01T00:00:00Z").unwrap();
         let loaded = loader.load(now).unwrap();
         assert_eq!(
             loaded.config.inputs[0].id, "10001",

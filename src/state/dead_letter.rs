@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{StateError, StateStore};
-use crate::time::Millis;
+use crate::timestamp::Millis;
 
 /// One event set aside.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,13 +42,13 @@ use crate::config::Persistence;
 use crate::output::Position;
 use crate::pipeline::dedup::{DedupMemory, DedupRecord};
 use crate::pipeline::window::Cursors;
-use crate::time::{format_iso, parse_user_time, Millis};
+use crate::timestamp::{format_iso, parse_user_time, Millis};
 
 /// The version this build writes to files (and names in the logs' state summaries).
 pub const PERSISTENCE_VERSION: u32 = 3;
 
 /// After a wipe of the Redis store, how many lease TTLs a missing state is left to the replica
-/// that held it last (`crate::isolation::checkpoint`): long enough for it to see the lease free
+/// that held it last (`crate::puller::checkpoint`): long enough for it to see the lease free
 /// (every TTL/10) and take it, short enough that a service nobody remembers is not idle long.
 pub const WIPE_GRACE_TTLS: u32 = 3;
 

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use isolation_collector::isolation::lease::clock::{LeaseClock, LeaseTime, SharedLeaseClock};
-use isolation_collector::isolation::lease::Lease;
+use isolation_collector::ha::lease::clock::{LeaseClock, LeaseTime, SharedLeaseClock};
+use isolation_collector::ha::lease::Lease;
 use isolation_collector::metrics::{Metrics, ServiceMetrics};
 use isolation_collector::service::Service;
 use isolation_collector::state::redis::RedisStore;

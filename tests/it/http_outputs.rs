@@ -179,7 +179,7 @@ async fn validate_checks_the_webhook() {
 /// The date of a served event line, in epoch milliseconds (the collector's own parser).
 fn date_ms(event: &str) -> i64 {
     let v: serde_json::Value = serde_json::from_str(event).unwrap();
-    isolation_collector::time::parse_event_date(v["date"].as_str().unwrap()).unwrap()
+    isolation_collector::timestamp::parse_event_date(v["date"].as_str().unwrap()).unwrap()
 }
 
 /// A busy HEC (503, code 9), then an acknowledgement that comes 1.5 s late: every event is

@@ -185,8 +185,8 @@ async fn the_quota_script_counts_in_every_limit_or_in_none() {
 /// not answer, requests wait for it instead of spending quota the others may be spending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limiter_shares_the_quota_holds_it_alone_on_refusal_and_waits_out_an_outage() {
-    use isolation_collector::isolation::limiter::input_quota::InputQuota;
-    use isolation_collector::isolation::limiter::{Limit, RequestLimits, SharedLimits};
+    use isolation_collector::api::limiter::input_quota::InputQuota;
+    use isolation_collector::api::limiter::{Limit, RequestLimits, SharedLimits};
     use isolation_collector::state::redis::RedisStore;
     use isolation_collector::state::StateStore;
     use std::sync::{Arc, Mutex};

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use isolation_collector::config::RedisConfig;
-use isolation_collector::isolation::lease::Lease;
-use isolation_collector::isolation::shard::{self, Shard};
+use isolation_collector::ha::lease::Lease;
+use isolation_collector::ha::shard::{self, Shard};
 use isolation_collector::metrics::Metrics;
 use isolation_collector::service::Service;
 use isolation_collector::state::redis::RedisStore;

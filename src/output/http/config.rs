@@ -258,7 +258,7 @@ mod tests {
             "globals: {{id: t, name: t, persistence: {{type: memory}}}}\noutputs:\n{outputs}inputs:\n  proofpoint_isolation:\n    id: 1\n    credentials: {{api_key: \"1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c9z\"}}\n"
         );
         let env = |name: &str| (name == "HOOK_TOKEN").then(|| "Bearer s3cret-hook".to_owned());
-        let now = crate::time::parse_user_time("2026-01-01T00:00:00Z").unwrap();
+        let now = crate::timestamp::parse_user_time("2026-01-01T00:00:00Z").unwrap();
         Config::parse(&text, dir, &env, now)
     }
 

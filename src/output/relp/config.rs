@@ -66,7 +66,7 @@ mod relp_tests {
         let text = format!(
             "globals: {{id: t, name: t, persistence: {{type: memory}}}}\noutputs:\n{outputs}inputs:\n  proofpoint_isolation:\n    id: 1\n    credentials: {{api_key: \"1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c9z\"}}\n"
         );
-        let now = crate::time::parse_user_time("2026-01-01T00:00:00Z").unwrap();
+        let now = crate::timestamp::parse_user_time("2026-01-01T00:00:00Z").unwrap();
         Config::parse(&text, dir, &|_: &str| None, now)
     }
 

@@ -31,7 +31,7 @@ use crate::pipeline::dedup::{DedupMemory, DedupRecord};
 use crate::state::{
     decode_beside, encode_without_dedup, InvalidState, LoadReport, ServiceState, StateError,
 };
-use crate::time::Millis;
+use crate::timestamp::Millis;
 
 /// The fenced, ordered commit. KEYS: the lease, the state, the dedup hash, the last write's
 /// `<token> <number>` ([`super::ordered`]). ARGV: the token, the document, the revision the

@@ -8,7 +8,7 @@
 //! at every tenure's start); one that finds it missing (then creates the next one) or changed
 //! knows the store was wiped since: it says so once, counts it
 //! (`isolation_collector_persistence_wiped_total`), and remembers when, for the checkpoint's
-//! rules on a missing state (`crate::isolation::checkpoint`).
+//! rules on a missing state (`crate::puller::checkpoint`).
 //!
 //! What it cannot tell: a process that starts after the wipe never saw the old generation; and
 //! with `allkeys-*` eviction the marker and a state can be evicted one without the other.

@@ -1,7 +1,7 @@
 //! When each service was last pulled healthily, by Redis's clock (issue 21 §1, "a service nobody
 //! pulls"): one hash shared by every replica, `<key_prefix>proofpoint_isolation:pulled`, state
 //! key -> Unix time in ms. Each replica's heartbeat stamps the leases it holds and pulls
-//! healthily and reads back every stamp's age (`crate::isolation::shard`'s health module judges
+//! healthily and reads back every stamp's age (`crate::ha::shard`'s health module judges
 //! them). One clock for every replica: the server's, as for the heartbeats.
 //!
 //! Its own script on its own key (not inside the heartbeat's): each script touches one key, so a

@@ -1,5 +1,5 @@
 //! An input's `requests_limits` counted in Redis, for every replica at once (one API key is one
-//! quota, whichever replica spends it): the Redis side of `crate::isolation::limiter`.
+//! quota, whichever replica spends it): the Redis side of `crate::api::limiter`.
 //!
 //! Before each API request a replica runs [`QUOTA`], one Lua script that checks every limit of
 //! the input and, only if each has room, counts the request in all of them; otherwise it answers

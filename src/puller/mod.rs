@@ -15,10 +15,12 @@
 //! after the current window is committed, so windows still commit strictly in order.
 //!
 //! Fetching a window (its job under the process-wide job cap, its pages within the budget) is in
-//! [`fetching`]. The other jobs live beside it: the state's lifecycle in [`super::checkpoint`], Devo's log
-//! wording in [`super::devo_log`], and Devo's statistics line in [`super::statistics`].
+//! [`fetching`]. The other jobs live beside it: the state's lifecycle in [`crate::puller::checkpoint`], Devo's log
+//! wording in [`crate::devo::log_lines`], and Devo's statistics line in [`crate::devo::statistics`].
 
+pub mod checkpoint;
 mod fetching;
+pub mod lookahead;
 mod refused;
 
 use fetching::{Fetched, Fetching};
@@ -31,26 +33,26 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::api::client::{ApiClient, FetchError};
+use crate::api::job_cap::JobCap;
 use crate::backoff::Backoff;
 use crate::clock::SharedClock;
 use crate::config::{InputConfig, ServiceConfig, DEFAULT_WINDOW_MEMORY_BUDGET_MB};
+use crate::devo::log_lines;
+use crate::devo::statistics::{CycleReport, CycleStats};
 use crate::event::Event;
-use crate::isolation::checkpoint::Checkpoint;
-use crate::isolation::client::{ApiClient, FetchError};
-use crate::isolation::devo_log;
-use crate::isolation::job_cap::JobCap;
-use crate::isolation::lease::LeaseGate;
-use crate::isolation::lookahead::LookAhead;
-use crate::isolation::statistics::{CycleReport, CycleStats};
+use crate::ha::lease::LeaseGate;
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::output::{FanOutError, Output, OutputError, Outputs};
 use crate::pipeline::budget::WindowBudget;
 use crate::pipeline::environment::Environment;
 use crate::pipeline::obfuscate::Obfuscator;
 use crate::pipeline::window::{plan_cycle, Window, WindowPlanner};
+use crate::puller::checkpoint::Checkpoint;
+use crate::puller::lookahead::LookAhead;
 use crate::state::dead_letter::DeadLetter;
 use crate::state::{StateError, StateStore};
-use crate::time::{format_iso, Millis};
+use crate::timestamp::{format_iso, Millis};
 
 /// The longest wait between pull cycles while Redis is unreachable.
 const PERSISTENCE_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -167,7 +169,7 @@ pub type Progress = Box<dyn FnMut(Millis, &CycleStats) + Send>;
 
 impl Puller {
     /// The puller of `svc` of `input`, with its API client (built by
-    /// [`crate::isolation::client::build`]) and its outputs.
+    /// [`crate::api::client::build`]) and its outputs.
     pub fn new(
         input: &InputConfig,
         svc: ServiceConfig,
@@ -177,7 +179,7 @@ impl Puller {
         cancel: CancellationToken,
         clock: SharedClock,
     ) -> Puller {
-        let thread = devo_log::puller_thread(input, &svc);
+        let thread = log_lines::puller_thread(input, &svc);
         let key = StateStore::key(&input.id, svc.service.name());
         let metrics = ServiceMetrics::detached(svc.service);
         Puller {
@@ -261,7 +263,7 @@ impl Puller {
 
     /// Devo's `pre_pull`: the state's load, upgrade, correct, reset, save if changed.
     pub async fn pre_pull(&mut self) -> Result<(), StateError> {
-        devo_log::pre_pull_started(&self.thread);
+        log_lines::pre_pull_started(&self.thread);
         for line in &self.svc.overrides {
             info!("{line}");
         }
@@ -272,7 +274,7 @@ impl Puller {
         // The state was read again (a new tenure, maybe after another replica's): what the
         // outputs confirmed before may have been committed by someone else.
         self.outputs.forget_all();
-        devo_log::pre_pull_finished(&self.thread);
+        log_lines::pre_pull_finished(&self.thread);
         Ok(())
     }
 
@@ -317,16 +319,16 @@ impl Puller {
     fn wait_after_cycle(&self, elapsed: Duration) -> Duration {
         if self.svc.use_time_slots {
             let rest = until_next_slot(self.clock.now_ms(), self.svc.request_period);
-            devo_log::waiting_for_slot(elapsed, rest);
+            log_lines::waiting_for_slot(elapsed, rest);
             return rest;
         }
         match self.svc.request_period.checked_sub(elapsed) {
             Some(rest) => {
-                devo_log::waiting_for_period(elapsed, rest);
+                log_lines::waiting_for_period(elapsed, rest);
                 rest
             }
             None => {
-                devo_log::no_wait();
+                log_lines::no_wait();
                 Duration::ZERO
             }
         }
@@ -335,7 +337,7 @@ impl Puller {
     /// The daemon loop: a cycle every `request_period_in_seconds` until cancelled, until the
     /// lease is lost, or until it is to be handed over (at a window boundary, or between cycles).
     pub async fn run_forever(&mut self) -> Ended {
-        devo_log::collection_started(self.svc.request_period);
+        log_lines::collection_started(self.svc.request_period);
         // Back off on repeated failures, but never longer than a period: new data keeps arriving
         // and an output may come back at any moment.
         let mut failures = Backoff::new(
@@ -364,7 +366,7 @@ impl Puller {
                 Err(PullError::State(e)) if e.is_unavailable() => outage.next_wait(),
                 Err(e) => {
                     let wait = failures.next_wait();
-                    devo_log::pull_failed(&e, failures.attempts(), wait);
+                    log_lines::pull_failed(&e, failures.attempts(), wait);
                     if gate.cycle_failed() {
                         break Ended::Unable;
                     }
@@ -378,7 +380,7 @@ impl Puller {
             }
         };
         if !matches!(ended, Ended::HandOver | Ended::Unable) {
-            devo_log::loop_interrupted();
+            log_lines::loop_interrupted();
         }
         ended
     }
@@ -387,7 +389,7 @@ impl Puller {
     pub async fn pull(&mut self) -> Result<CycleStats, PullError> {
         self.checkpoint.reload_if_behind().await?;
         let pulling_id = self.clock.now_ms();
-        devo_log::pull_started();
+        log_lines::pull_started();
         let mut report = CycleReport::start(pulling_id, Instant::now(), self.client.stats);
         let job_wait_before = self.client.job_wait;
         let result = self.pull_windows(&mut report).await;
@@ -398,7 +400,7 @@ impl Puller {
         );
         match result {
             Ok(()) => {
-                devo_log::up_to_date();
+                log_lines::up_to_date();
                 self.metrics.pull_succeeded(self.clock.now_ms());
                 Ok(stats)
             }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::*;
+use super::super::*;
 use crate::service::Service;
 
 fn env(name: &str) -> Option<String> {
@@ -15,7 +15,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn now() -> chrono::DateTime<chrono::Utc> {
-    crate::time::parse_user_time("2026-01-01T00:00:00Z").unwrap()
+    crate::timestamp::parse_user_time("2026-01-01T00:00:00Z").unwrap()
 }
 
 fn parse_in(text: &str, dir: &Path) -> Result<Config, Vec<String>> {

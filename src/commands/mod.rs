@@ -12,12 +12,12 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{StateScope, StoreKind};
 use crate::clock::SharedClock;
 use crate::config::{Config, Env, Loaded, Loader, Persistence};
+use crate::logging::{self, InternalTap, LogFormat};
 pub use crate::outcome::Outcome;
 use crate::service::Service;
 use crate::state::lease_token;
 use crate::state::redis::RedisStore;
 use crate::state::StateStore;
-use crate::telemetry::{self, InternalTap, LogFormat};
 use crate::{app, backfill, reload};
 
 pub mod dead_letters;
@@ -54,7 +54,7 @@ fn resolve(path: &Path) -> PathBuf {
 /// Starts logging in `format`, with `clock`'s times, and logs the config's warnings. Returns
 /// the logging layer's tap, for the daemon's internal messages.
 fn start_logging(config: &Config, format: LogFormat, clock: &SharedClock) -> InternalTap {
-    let tap = telemetry::init(config.globals.debug, format, clock.clone());
+    let tap = logging::init(config.globals.debug, format, clock.clone());
     app::log_warnings(config);
     tap
 }
@@ -482,7 +482,7 @@ pub struct DemoArgs {
 /// `demo`: the collector against the built-in simulator.
 #[cfg(feature = "demo")]
 pub async fn demo(args: DemoArgs, log_format: LogFormat, clock: SharedClock) -> Outcome {
-    telemetry::init(false, log_format, clock.clone());
+    logging::init(false, log_format, clock.clone());
     finish(
         crate::demo::run_against_simulators(args.events, &args.dir, args.follow, args.quiet, clock)
             .await,

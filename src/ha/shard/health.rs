@@ -211,7 +211,7 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::isolation::shard::{Peer, Spread};
+    use crate::ha::shard::{Peer, Spread};
     use crate::service::Service;
     use crate::state::redis::Heartbeat;
 
@@ -344,5 +344,5 @@ mod tests {
         c
     }
 
-    use crate::isolation::shard::Claim;
+    use crate::ha::shard::Claim;
 }

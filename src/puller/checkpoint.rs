@@ -34,7 +34,7 @@ use std::sync::Arc;
 use tracing::{error, warn};
 
 use crate::config::ServiceConfig;
-use crate::isolation::devo_log;
+use crate::devo::log_lines;
 use crate::metrics::ServiceMetrics;
 use crate::output::Position;
 use crate::pipeline::dedup::DedupPlan;
@@ -43,7 +43,7 @@ use crate::service::RETENTION;
 use crate::state::dead_letter::DeadLetter;
 use crate::state::redis::Wipe;
 use crate::state::{correct, ServiceState, StateError, StateStore, WIPE_GRACE_TTLS};
-use crate::time::{format_iso, Millis};
+use crate::timestamp::{format_iso, Millis};
 
 /// One service's state and where it is stored.
 pub struct Checkpoint {
@@ -163,14 +163,14 @@ impl Checkpoint {
 
     /// Devo's `pre_pull` persistence steps: load, upgrade, correct, reset, save if changed.
     pub async fn restore(&mut self, svc: &ServiceConfig, now: Millis) -> Result<(), StateError> {
-        devo_log::reading_persisted_data();
+        log_lines::reading_persisted_data();
         let wipe = self.store.check_generation().await?;
         let (loaded, mut changed) = self.load_upgraded().await?;
         let loaded = match (loaded, wipe) {
             (None, Some(wipe)) => self.after_wipe(wipe)?,
             (loaded, _) => loaded,
         };
-        devo_log::corrections_steps();
+        log_lines::corrections_steps();
         let mut loaded = loaded.map(|mut s| {
             for change in correct(&mut s, now, earliest_available(now)) {
                 warn!("Correction: {change}.");
@@ -179,7 +179,7 @@ impl Checkpoint {
             s
         });
         // The reset step: a different start_time_in_utc restarts the persistence (Devo).
-        devo_log::reset_steps();
+        log_lines::reset_steps();
         if loaded.as_ref().is_some_and(|s| start_time_changed(s, svc)) {
             loaded = None;
             changed = true;
@@ -188,11 +188,11 @@ impl Checkpoint {
         let fresh = || ServiceState::new(svc.start_time_text.clone(), start_ms(svc, now));
         let state = loaded.unwrap_or_else(fresh);
         if changed {
-            devo_log::persistence_changed(previous.as_deref().unwrap_or("{}"), &state.summary());
+            log_lines::persistence_changed(previous.as_deref().unwrap_or("{}"), &state.summary());
             self.save_state(&state).await?;
-            devo_log::persistence_updated();
+            log_lines::persistence_updated();
         } else {
-            devo_log::persistence_unchanged();
+            log_lines::persistence_unchanged();
         }
         self.metrics.checkpoint(state.cursors.checkpoint);
         self.state = state;
@@ -242,12 +242,12 @@ impl Checkpoint {
     async fn load_upgraded(&self) -> Result<(Option<ServiceState>, bool), StateError> {
         match self.store.load(&self.key).await? {
             None => {
-                devo_log::persistence_empty();
+                log_lines::persistence_empty();
                 Ok((None, true))
             }
             Some((state, report)) => {
-                devo_log::persistence_retrieved(&state.summary());
-                devo_log::upgrade_steps();
+                log_lines::persistence_retrieved(&state.summary());
+                log_lines::upgrade_steps();
                 match report.upgraded_from {
                     Some(1) => warn!("Upgraded the persistence from @persistence_version 1; events at the last checkpoint's second may be delivered again once."),
                     Some(v) => warn!("Upgraded the persistence from @persistence_version {v}; each file output's position learns which file it is of at its next start (nothing is delivered again)."),
@@ -296,7 +296,7 @@ impl Checkpoint {
         positions: Vec<(String, Position)>,
         svc: &ServiceConfig,
     ) -> Result<(), StateError> {
-        devo_log::updating_persistence();
+        log_lines::updating_persistence();
         self.state.dedup.apply(plan);
         self.record_positions(&svc.table, positions);
         self.advance_cursors(w, created, svc.lookback.as_millis() as Millis);

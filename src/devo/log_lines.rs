@@ -6,7 +6,7 @@
 //! be read against the spec, pinned by a test, and changed only on purpose. The code that logs
 //! says what happened (`devo_log::pull_started()`); this file says how Devo spells it.
 //!
-//! Devo's per-pull statistics line has its own module ([`super::statistics`]). Lines of our own
+//! Devo's per-pull statistics line has its own module ([`crate::devo::statistics`]). Lines of our own
 //! (corrections, a window split, obfuscation failures) stay beside the logic they describe.
 
 use std::fmt::Display;
@@ -17,9 +17,9 @@ use tracing::{error, info, warn};
 use crate::config::{InputConfig, ServiceConfig};
 
 /// Devo's thread name of a service's puller (§3.1), which some of Devo's lines repeat in the
-/// message ([`crate::telemetry::DevoThread`] names the threads of all lines).
+/// message ([`crate::logging::DevoThread`] names the threads of all lines).
 pub fn puller_thread(input: &InputConfig, svc: &ServiceConfig) -> String {
-    crate::telemetry::DevoThread::Puller {
+    crate::logging::DevoThread::Puller {
         input: input.name.clone(),
         input_id: input.id.clone(),
         service: svc.service.to_string(),

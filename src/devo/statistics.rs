@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::isolation::client::ClientStats;
-use crate::time::Millis;
+use crate::api::client::ClientStats;
+use crate::timestamp::Millis;
 
 /// Totals of one cycle, for Devo's statistics line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

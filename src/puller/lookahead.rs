@@ -21,11 +21,11 @@
 
 use std::collections::VecDeque;
 
+use crate::api::client::{ApiClient, CreatedJob, FetchError};
+use crate::api::job_cap::{JobCap, JobPermit};
 use crate::clock::SharedClock;
-use crate::isolation::client::{ApiClient, CreatedJob, FetchError};
-use crate::isolation::job_cap::{JobCap, JobPermit};
 use crate::pipeline::window::{Window, WindowPlanner};
-use crate::time::{from_millis, Millis};
+use crate::timestamp::{from_millis, Millis};
 
 /// A job created for a window ahead of its turn.
 #[derive(Debug)]

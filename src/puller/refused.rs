@@ -8,14 +8,14 @@
 
 use tracing::warn;
 
-use crate::isolation::checkpoint::Checkpoint;
 use crate::metrics::ServiceMetrics;
 use crate::output::fanout::REFUSALS_BEFORE_SET_ASIDE;
 use crate::output::Outputs;
 use crate::pipeline::window::Window;
+use crate::puller::checkpoint::Checkpoint;
 use crate::state::dead_letter::DeadLetter;
 use crate::state::StateError;
-use crate::time::{format_iso, Millis};
+use crate::timestamp::{format_iso, Millis};
 
 /// Writes the events `outputs` gave up on to the dead-letter store, each for the output that
 /// refused it; counts and logs the new ones.

@@ -11,7 +11,7 @@
 //! thread name from them ([`DevoThread`]); other lines are `MainProcess::MainThread`. Internal
 //! messages get the same fields, never text parsed back: the layer hands each WARN and ERROR
 //! line to its [`InternalTap`], which [`init`] returns, and the internal-message sender
-//! ([`crate::internal`]) connects its channel to that tap. Logging knows nothing of outputs, and
+//! ([`crate::devo::internal_messages`]) connects its channel to that tap. Logging knows nothing of outputs, and
 //! no process-wide sender joins two collectors that share a process.
 //! Structured fields of an event are appended as `key=value`. Lines go to standard error, so
 //! the console output on standard output stays machine-readable.

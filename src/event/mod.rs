@@ -415,10 +415,10 @@ impl CanonicalKeys {
 
 /// An event's `date` member (its raw JSON value) in milliseconds, or [`UNDATED`]. A JSON string
 /// without escapes is the common case, parsed without allocating.
-fn date_of(value: &[u8]) -> crate::time::Millis {
+fn date_of(value: &[u8]) -> crate::timestamp::Millis {
     std::str::from_utf8(value)
         .ok()
-        .and_then(|v| crate::time::parse_event_date(v.strip_prefix('"')?.strip_suffix('"')?))
+        .and_then(|v| crate::timestamp::parse_event_date(v.strip_prefix('"')?.strip_suffix('"')?))
         .unwrap_or(UNDATED)
 }
 

@@ -8,12 +8,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{ApiClient, BuildError, ClientStats, FetchError};
+use crate::api::limiter::input_quota::InputQuota;
+use crate::api::limiter::{InputLimiter, SharedLimits};
 use crate::clock::SharedClock;
 use crate::component::Healthcheck;
 use crate::config::{InputConfig, ServiceConfig};
-use crate::isolation::devo_log;
-use crate::isolation::limiter::input_quota::InputQuota;
-use crate::isolation::limiter::{InputLimiter, SharedLimits};
+use crate::devo::log_lines;
 use crate::state::StateStore;
 
 /// What a service's API client is built with besides its config.
@@ -60,13 +60,13 @@ impl ApiClient {
         now: DateTime<Utc>,
         answered: impl FnOnce(&Result<(), FetchError>),
     ) -> Result<(), FetchError> {
-        devo_log::setup_started();
+        log_lines::setup_started();
         let result = self.check_auth(now).await;
         if !matches!(result, Err(FetchError::Cancelled)) {
             answered(&result);
         }
         result?;
-        devo_log::setup_succeeded();
+        log_lines::setup_succeeded();
         Ok(())
     }
 

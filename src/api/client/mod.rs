@@ -28,11 +28,11 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
+use crate::api::connection::{ApiConnection, ProxyRoute};
+use crate::api::limiter::SharedLimits;
 use crate::backoff::{Backoff, Jitter};
 use crate::config::{KeyPlacement, ServiceConfig};
 use crate::event::{parse_page, Page};
-use crate::isolation::connection::{ApiConnection, ProxyRoute};
-use crate::isolation::limiter::SharedLimits;
 use crate::metrics::{JobFault, Outcome, ServiceMetrics};
 use crate::secret::{redact_then_cut, ApiKey};
 
@@ -376,8 +376,8 @@ impl ApiClient {
         page_token: Option<&str>,
     ) -> Result<Page, FetchError> {
         let mut params: Vec<(&str, String)> = vec![
-            ("from", crate::time::format_api(from)),
-            ("to", crate::time::format_api(to)),
+            ("from", crate::timestamp::format_api(from)),
+            ("to", crate::timestamp::format_api(to)),
             ("pageSize", page_size.to_string()),
         ];
         if let Some(j) = job_id {

@@ -6,17 +6,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::PullError;
+use crate::api::client::{ApiClient, CreatedJob, FetchError};
+use crate::api::job_cap::{JobCap, JobPermit};
 use crate::clock::SharedClock;
 use crate::config::ServiceConfig;
 use crate::event::{Event, Page};
-use crate::isolation::client::{ApiClient, CreatedJob, FetchError};
-use crate::isolation::job_cap::{JobCap, JobPermit};
-use crate::isolation::lookahead::{JobAhead, LookAhead};
 use crate::metrics::JobFault;
 use crate::pipeline::budget::{Reservation, WindowBudget};
 use crate::pipeline::window::{Window, WindowPlanner};
+use crate::puller::lookahead::{JobAhead, LookAhead};
 use crate::state::dead_letter::DeadLetter;
-use crate::time::{format_iso, from_millis, Millis};
+use crate::timestamp::{format_iso, from_millis, Millis};
 
 /// The current window's job: one created ahead for it (with its permit), or the permit to
 /// create it under.

@@ -35,7 +35,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::service::Service;
-use crate::time::Millis;
+use crate::timestamp::Millis;
 
 mod families;
 mod labels;
@@ -71,7 +71,7 @@ struct Readiness {
     unpulled: BTreeMap<ServiceId, String>,
 }
 
-/// The sharding gauges (`crate::isolation::shard`).
+/// The sharding gauges (`crate::ha::shard`).
 #[derive(Debug, Default)]
 struct ShardingGauges {
     replicas_live: Gauge,

@@ -15,7 +15,7 @@ fn env(name: &str) -> Option<String> {
 
 /// The time the configs are checked at: fixed, after every start time in these tests.
 fn now() -> chrono::DateTime<chrono::Utc> {
-    crate::time::parse_user_time("2026-01-01T00:00:00Z").unwrap()
+    crate::timestamp::parse_user_time("2026-01-01T00:00:00Z").unwrap()
 }
 
 fn parse(text: &str) -> Result<Config, Vec<String>> {
@@ -836,7 +836,7 @@ fn the_file_output_mode_is_a_quoted_octal_string() {
 fn a_start_time_after_now_is_refused() {
     let at = |start: &str, now: &str| {
         let text = GOOD.replace("2024-06-01T00:00:00Z", start);
-        let now = crate::time::parse_user_time(now).unwrap();
+        let now = crate::timestamp::parse_user_time(now).unwrap();
         Config::parse(&text, Path::new("."), &env, now)
     };
     assert!(at("2024-06-01T00:04:59Z", "2024-06-01T00:00:00Z").is_ok());
@@ -1127,3 +1127,6 @@ fn two_file_outputs_on_one_directory_are_refused() {
     let text = text.replace("./out/", "out/copy");
     assert!(parse(&text).is_ok(), "{:?}", parse(&text).err());
 }
+
+mod connection;
+mod tenants;

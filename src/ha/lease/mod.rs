@@ -21,7 +21,7 @@
 //! that the other replica takes over within its standby retry rather than after the TTL.
 //!
 //! With a [`Shard`] (the daemon on Redis), the service asks the process's coordinator before each
-//! try, so that the replicas share the leases out ([`super::shard`]); when the coordinator asks
+//! try, so that the replicas share the leases out ([`crate::ha::shard`]); when the coordinator asks
 //! for the lease to be handed over, the puller stops at its next window boundary
 //! ([`LeaseGate::hand_over_requested`]) and [`Lease::hand_over`] releases it. The service also
 //! reports its health there ([`Lease::setup_passed`], and each cycle through the gate): a holder
@@ -30,7 +30,7 @@
 //!
 //! After Redis was wiped, a process that finds a service's state missing and did not hold it last
 //! leaves the lease to the others for a while ([`Lease::leave_to_others`]): the replica that
-//! holds the state in memory writes it back (`super::checkpoint`). Its claim stays counted as
+//! holds the state in memory writes it back (`crate::puller::checkpoint`). Its claim stays counted as
 //! held meanwhile, or the fair-share rule would keep the others waiting for this replica (which
 //! looks below its share) to take the very lease it leaves.
 //!
@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::isolation::shard::{Claim, Health, Registration, Shard};
+use crate::ha::shard::{Claim, Health, Registration, Shard};
 use crate::metrics::ServiceMetrics;
 use crate::service::Service;
 use crate::state::{holder_name, lease_token, RedisCause, StateError, StateStore};

@@ -2,7 +2,7 @@
 //! out evenly, and share them out again when one joins or dies.
 //!
 //! Each process is one replica, named as its lease tokens name it (`<hostname>:<pid>`). Its
-//! [`Shard`] is the process-wide coordinator that every service's [`super::lease::Lease`] asks:
+//! [`Shard`] is the process-wide coordinator that every service's [`crate::ha::lease::Lease`] asks:
 //!
 //! - **Heartbeats.** [`beat_every`] writes the replica's heartbeat into Redis every TTL/3
 //!   ([`RedisStore::heartbeat`]: live for one TTL by Redis's clock, with the number of leases it

@@ -1,8 +1,8 @@
 //! The connection keys: `proxy_url`, `ca_file`, `ca_file_only`, `system_trust_store` in the
 //! input block and in the network outputs.
 
-use super::*;
-use crate::isolation::connection::ProxySource;
+use super::super::*;
+use crate::api::connection::ProxySource;
 
 /// A CA certificate as a PEM file in `dir`.
 fn ca_file(dir: &Path) -> PathBuf {
@@ -41,7 +41,7 @@ fn parse_with(text: &str, dir: &Path, vars: &[(&str, &str)]) -> Result<Config, V
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let now = crate::time::parse_user_time("2026-01-01T00:00:00Z").unwrap();
+    let now = crate::timestamp::parse_user_time("2026-01-01T00:00:00Z").unwrap();
     Config::parse(text, dir, &env, now)
 }
 

@@ -11,7 +11,7 @@
 //! Keys shared by every service: `<key_prefix>proofpoint_isolation:replicas`, a hash
 //! of the replicas' heartbeats (replica id -> expiry by Redis's clock and the number of leases it
 //! holds and how many services it is able to pull), from which the replicas share the leases
-//! out (`crate::isolation::shard`); and `<key_prefix>proofpoint_isolation:pulled`, when each
+//! out (`crate::ha::shard`); and `<key_prefix>proofpoint_isolation:pulled`, when each
 //! service was last pulled healthily ([`pulled`]).
 //!
 //! An input with `requests_limits` has its quota here too, counted for every replica (`quota.rs`):
@@ -156,7 +156,7 @@ end
 return {gone, current}
 ";
 
-/// The replica heartbeat (sharding, `crate::isolation::shard`): KEYS[1] is a hash of replica id
+/// The replica heartbeat (sharding, `crate::ha::shard`): KEYS[1] is a hash of replica id
 /// -> `<expiry ms> <leases held> <services able to pull>`. Writes the caller's (ARGV[1]) with an
 /// expiry of TTL ms (ARGV[2]) from now by the server's clock (one clock for every replica, not
 /// theirs), with its held and able counts (ARGV[3], ARGV[4]); prunes the expired; returns the

@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::Event;
+pub use crate::logging::{InternalMessage, InternalTap, SENDER_TARGET};
 use crate::output::Output;
-pub use crate::telemetry::{InternalMessage, InternalTap, SENDER_TARGET};
 
 /// Messages waiting for the sender at most; more are dropped.
 const CHANNEL_CAPACITY: usize = 1_000;
@@ -42,7 +42,7 @@ pub fn table_for(level: &str) -> String {
 pub fn record(identity: &Identity, m: &InternalMessage) -> String {
     serde_json::json!({
         "msg": m.message,
-        "time": crate::time::format_iso(m.time_ms),
+        "time": crate::timestamp::format_iso(m.time_ms),
         "level": m.level,
         "collector_name": identity.collector_name,
         "collector_version": env!("CARGO_PKG_VERSION"),
