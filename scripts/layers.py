@@ -31,15 +31,15 @@ LAYERS = [
     ("entry", ["main", "commands", "cli", "demo"]),
     ("wiring", ["app", "backfill", "reload"]),
     ("puller", ["puller"]),
-    ("devo", ["devo"]),
     ("ha", ["ha"]),
     ("vendor api", ["api"]),
+    ("devo", ["devo"]),
     ("state", ["state"]),
     ("config", ["config"]),
     ("output", ["output"]),
     ("pipeline", ["pipeline"]),
     ("observability", ["metrics", "logging"]),
-    ("domain", ["event", "service", "trust", "secret", "backoff", "clock", "timestamp", "component"]),
+    ("domain", ["event", "service", "trust", "secret", "backoff", "clock", "timestamp", "component", "outcome", "yaml_walker"]),
 ]
 
 USE = re.compile(r'\buse\s+((?:crate|super|self)(?:::\w+)*(?:::\{[^;]*\})?|\w+(?:::\w+)*(?:::\{[^;]*\})?)\s*;', re.S)

@@ -19,10 +19,10 @@ use tracing::{info, Instrument};
 
 use crate::api::client::{self, ApiContext};
 use crate::api::limiter::input_limiter;
+use crate::app::outputs::build_outputs;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::devo::statistics::CycleStats;
-use crate::output::setup::build_outputs;
 use crate::pipeline::budget::WindowBudget;
 use crate::puller::{Progress, Puller};
 use crate::service::{Service, RETENTION};

@@ -89,3 +89,4 @@ pub mod service;
 pub mod state;
 pub mod timestamp;
 pub mod trust;
+pub(crate) mod yaml_walker;

@@ -11,12 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::RunOptions;
+use crate::app::outputs::build_outputs;
 use crate::clock::SharedClock;
 use crate::config::{Config, OutputConfig, Persistence};
 use crate::ha::shard::{self, Shard};
 use crate::logging::InternalTap;
 use crate::metrics::Metrics;
-use crate::output::setup::build_outputs;
 use crate::output::OutputError;
 use crate::state::StateStore;
 

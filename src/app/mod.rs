@@ -16,12 +16,15 @@
 //! `JoinSet` it owns (each tenant's services, and the `Background` tasks), joined before it
 //! returns and aborted if it is dropped: no task outlives `run_collector`.
 //!
-//! The files, one job each: `run` (the collector from a config, [`run_collector`]), `store` (where the state is
+//! The files, one job each: `run` (the collector from a config, [`run_collector`]),
+//! `config_lines` (the config's warnings and invalid inputs, at start and each reload), `store` (where the state is
 //! kept, said at start), `background` (the tasks besides the services, and their stop), `sender_monitor` (Devo's
 //! sender statistics), `tenant`, `service_task`, `supervisor` (reloads), `start_check`,
 //! `validate`, and `signals` (the shutdown signals and the `[EXIT]` line).
 
 mod background;
+mod config_lines;
+pub mod outputs;
 mod run;
 mod sender_monitor;
 mod service_task;
@@ -32,7 +35,20 @@ mod supervisor;
 mod tenant;
 mod validate;
 
-pub use run::{log_invalid_inputs, log_warnings, run_collector, RunOptions};
+pub use config_lines::{log_invalid_inputs, log_warnings};
+pub use run::run_collector;
 pub use signals::{grace_elapsed, log_exit, shutdown_on_signal};
 pub use tenant::{start_tenant, SenderRegistry, Shared, TenantHandle};
 pub use validate::validate;
+
+/// How [`run_collector`] behaves (the `run` command's options).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// One catch-up cycle per service, then return.
+    pub once: bool,
+    /// Keep the state in memory only (`--no-save-state`).
+    pub no_save_state: bool,
+    /// `--strict`: refuse to start (exit 64) when any input block is invalid, instead of
+    /// starting the valid ones, and (exit 1) when an output fails its check at start.
+    pub strict: bool,
+}

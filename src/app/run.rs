@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::warn;
 
 use super::background::{
     start_internal_messages, start_listener_and_memory_log, start_sharding, start_watcher,
@@ -12,49 +12,15 @@ use super::background::{
 use super::sender_monitor::sender_monitor;
 use super::store::open_store;
 use super::supervisor::Supervisor;
-use super::{start_check, SenderRegistry, Shared};
+use super::{start_check, RunOptions, SenderRegistry, Shared};
 use crate::api::job_cap::JobCap;
 use crate::clock::SharedClock;
-use crate::config::{Config, Loaded};
+use crate::config::Loaded;
 use crate::logging::InternalTap;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::pipeline::budget::WindowBudget;
 use crate::state::StateStore;
-
-/// How [`run_collector`] behaves (the `run` command's options).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RunOptions {
-    /// One catch-up cycle per service, then return.
-    pub once: bool,
-    /// Keep the state in memory only (`--no-save-state`).
-    pub no_save_state: bool,
-    /// `--strict`: refuse to start (exit 64) when any input block is invalid, instead of
-    /// starting the valid ones, and (exit 1) when an output fails its check at start.
-    pub strict: bool,
-}
-
-/// Logs the config's warnings once logging is up.
-pub fn log_warnings(config: &Config) {
-    for w in &config.warnings {
-        warn!("Configuration: {w}");
-    }
-}
-
-/// Logs each invalid input's problems (errors, with its id): `run` starts the other inputs.
-pub fn log_invalid_inputs(config: &Config) {
-    for bad in &config.invalid_inputs {
-        let id = bad.id.as_deref().unwrap_or("without a valid id");
-        error!(
-            "Input {id} ({}) is not started: {} problem(s) in its configuration block; the other inputs run",
-            bad.source,
-            bad.problems.len()
-        );
-        for p in &bad.problems {
-            error!("Configuration of input {id}: {p}");
-        }
-    }
-}
 
 /// Runs the collector from the `loaded` configuration with `clock` as its wall clock. Succeeds if everything was delivered
 /// (`--once`), or if the daemon stopped cleanly.

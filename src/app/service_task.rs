@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use super::RunOptions;
-use crate::api::connection::ProxyRoute;
+use crate::config::connection::ProxyRoute;
 use crate::config::ServiceConfig;
 use crate::ha::lease::{Lease, LeaseGate, TakeError, Tenure};
 use crate::puller::{Ended, PullError, Puller};

@@ -19,9 +19,9 @@ use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::app::outputs::{distinct_outputs, healthchecks, whose};
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::output::setup::{distinct_outputs, healthchecks, whose};
 
 /// The longest the checks may delay the start.
 pub const START_CHECK_BOUND: Duration = Duration::from_secs(5);

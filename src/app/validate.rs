@@ -18,7 +18,7 @@ use crate::state::StateStore;
 /// service's authentication: the health check of each part (see [`crate::component`]), none of
 /// the parts run. With several inputs, each line names the input(s) it is about.
 pub async fn validate(config: &Config, clock: &SharedClock) -> bool {
-    let mut ok = crate::output::setup::validate(config, clock).await;
+    let mut ok = crate::app::outputs::validate(config, clock).await;
     ok &= validate_persistence(config).await;
     ok &= validate_api(config, clock).await;
     ok

@@ -315,7 +315,7 @@ async fn deliver_letter(
             "output {name} is a file output, which takes records only from the collector's windows"
         ));
     }
-    let mut outputs = crate::output::setup::build_outputs(std::slice::from_ref(config), clock)
+    let mut outputs = crate::app::outputs::build_outputs(std::slice::from_ref(config), clock)
         .map_err(|e| e.to_string())?;
     let output = outputs
         .first_mut()

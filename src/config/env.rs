@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_yaml_ng::Value;
 
-use super::walker::{join, show, Cx};
+use crate::yaml_walker::{join, show, Cx};
 
 /// Where `${VAR}` references (and the proxy variables, and `secret_env`) are looked up: the
 /// process environment, or one injected by a test or the demo.

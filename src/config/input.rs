@@ -9,12 +9,12 @@ use serde_yaml_ng::{Mapping, Value};
 use super::outputs::{parse_outputs, OutputConfig, OutputKind};
 use super::pacing::{request_pacing, RequestPacing};
 use super::services::{parse_service, ServiceConfig};
-use super::walker::resolve_cert;
-use super::walker::{join, show, Cx, Obj};
-use crate::api::connection::{self, ApiConnection};
+use crate::config::connection::{self, ApiConnection};
 use crate::secret::ApiKey;
 use crate::service::Service;
 use crate::trust::{ApiTrust, TrustError};
+use crate::yaml_walker::resolve_cert;
+use crate::yaml_walker::{join, show, Cx, Obj};
 
 /// Where the API key travels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde_yaml_ng::Value;
 
+pub mod connection;
 mod env;
 mod globals;
 mod input;
@@ -43,7 +44,6 @@ mod outputs;
 mod pacing;
 mod services;
 mod tenants;
-pub(crate) mod walker;
 
 pub use env::{substitute, Env};
 pub use globals::{
@@ -57,11 +57,11 @@ pub use pacing::{parse_period, Limit, RequestPacing};
 pub use services::ServiceConfig;
 pub use tenants::{Fingerprint, InvalidInput};
 
+use crate::yaml_walker::{Cx, Obj};
 use env::substitute_env;
 use globals::parse_globals;
 use outputs::parse_outputs;
 use tenants::Origin;
-use walker::{Cx, Obj};
 
 /// The whole, validated configuration.
 #[derive(Clone, Debug)]

@@ -3,8 +3,8 @@
 
 use serde_yaml_ng::Value;
 
-use super::walker::{each_mapping, Cx, Obj};
 use crate::pipeline::obfuscate::{Action, HmacKey, ObfuscationRule, PathSegment, MASK};
+use crate::yaml_walker::{each_mapping, Cx, Obj};
 
 /// `obfuscation_data`: Devo's entries (`name`, `value`, `string_patterns`) plus `method:
 /// hmac_sha256` with `secret_env` or `secret_file`. Secrets are never accepted inline, so a

@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
-use super::walker::{join, Cx, Obj};
 use crate::output::file::FileConfig;
 pub use crate::output::net::{NetworkOutputConfig, TlsFiles};
 pub use crate::output::registry::OutputKind;
 use crate::output::registry::TYPES;
+use crate::yaml_walker::{join, Cx, Obj};
 
 #[derive(Clone, Debug)]
 pub struct OutputConfig {

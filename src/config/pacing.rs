@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
-use super::walker::{each_mapping, show, Cx, Obj};
+use crate::yaml_walker::{each_mapping, show, Cx, Obj};
 
 /// The keys that pace API requests, read alike at the input (shared by its services) and at
 /// each service.

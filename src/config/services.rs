@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 
 use super::obfuscation::parse_obfuscation;
 use super::pacing::{request_pacing, RequestPacing};
-use super::walker::{Cx, Obj};
-use crate::api::connection::ApiConnection;
+use crate::config::connection::ApiConnection;
 use crate::pipeline::obfuscate::ObfuscationRule;
 use crate::service::{Service, API_PATH, BASE_TAG};
+use crate::yaml_walker::{Cx, Obj};
 
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {

@@ -24,7 +24,7 @@ use super::env::substitute_env;
 use super::input::{parse_input, InputConfig};
 use super::loader::read_yaml;
 use super::outputs::OutputConfig;
-use super::walker::{Cx, Obj};
+use crate::yaml_walker::{Cx, Obj};
 
 /// What defines a tenant: equal fingerprints, same tenant (a reload leaves it untouched).
 pub type Fingerprint = [u8; 32];

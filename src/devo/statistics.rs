@@ -10,8 +10,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::api::client::ClientStats;
 use crate::timestamp::Millis;
+
+/// Counters of one client, read by the puller for its statistics line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClientStats {
+    pub requests: u64,
+    pub bytes: u64,
+}
 
 /// Totals of one cycle, for Devo's statistics line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

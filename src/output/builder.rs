@@ -1,5 +1,7 @@
 //! The one contract of an output kind: built from its configuration (plain data, read by the
-//! registry's parser) and a context, into the running [`Output`] and its health check.
+//! registry's parser) and a context, into its running output and its health check. A kind
+//! knows only this trait and its own types; the registry (`registry.rs`) wraps each kind's
+//! output into the running [`Output`](super::Output) enum.
 //!
 //! `run` builds each service's outputs with [`OutputBuilder::build`]; `validate` and the check
 //! at start run [`OutputBuilder::healthcheck`] instead, which builds a probe the same way and
@@ -8,7 +10,7 @@
 
 use futures_util::future::BoxFuture;
 
-use super::{Output, OutputError};
+use super::OutputError;
 use crate::clock::SharedClock;
 
 /// What outputs are built with, besides their configuration.
@@ -23,11 +25,14 @@ pub type Healthcheck = BoxFuture<'static, Result<(), OutputError>>;
 
 /// Builds one output kind from its configuration.
 pub trait OutputBuilder {
+    /// The kind's running output.
+    type Output;
+
     /// The running output named `name` (`outputs.<name>`).
     ///
     /// # Errors
     /// A setting the output cannot run with (an unreadable TLS file, a bad host name).
-    fn build(&self, name: &str, cx: &OutputContext) -> Result<Output, OutputError>;
+    fn build(&self, name: &str, cx: &OutputContext) -> Result<Self::Output, OutputError>;
 
     /// The output's health check, built as [`OutputBuilder::build`] builds (the same errors),
     /// run by `validate` and the check at start.
@@ -35,10 +40,4 @@ pub trait OutputBuilder {
     /// # Errors
     /// As [`OutputBuilder::build`].
     fn healthcheck(&self, name: &str, cx: &OutputContext) -> Result<Healthcheck, OutputError>;
-}
-
-/// The health check of a probe built for it: [`Output::check`] (an output kind's
-/// [`OutputBuilder::healthcheck`] that builds its probe as it builds itself).
-pub fn probe(mut output: Output) -> Healthcheck {
-    Box::pin(async move { output.check().await })
 }

@@ -51,7 +51,6 @@ use super::{Output, OutputError, Position};
 use crate::backoff::{Backoff, Jitter};
 use crate::event::Event;
 use crate::metrics::ServiceMetrics;
-use crate::state::StateError;
 use crate::timestamp::Millis;
 
 /// Rounds of delivery to the unconfirmed outputs after the first, within one `deliver`.
@@ -86,7 +85,7 @@ pub enum FanOutError {
     Cancelled,
     /// The lease gate refused the next output's turn (lost, or Redis unreachable).
     #[error(transparent)]
-    Lease(StateError),
+    Lease(gate::Refusal),
 }
 
 /// The outputs of one service task, delivered to as one.
@@ -499,12 +498,16 @@ mod tests {
     struct Turns(std::sync::atomic::AtomicUsize);
 
     impl gate::DeliveryGate for Turns {
-        fn before_delivery(&self) -> futures_util::future::BoxFuture<'_, Result<(), StateError>> {
+        fn before_delivery(
+            &self,
+        ) -> futures_util::future::BoxFuture<'_, Result<(), gate::Refusal>> {
             let left = self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             Box::pin(std::future::ready(match left {
-                0 => Err(StateError::LeaseLost {
-                    holder: String::new(),
-                }),
+                0 => Err(gate::Refusal(Box::new(
+                    crate::state::StateError::LeaseLost {
+                        holder: String::new(),
+                    },
+                ))),
                 _ => Ok(()),
             }))
         }

@@ -9,13 +9,18 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::state::StateError;
+/// Why a gate refused a turn: the gate's own error, handed back through the fan-out
+/// ([`FanOutError::Lease`](super::FanOutError::Lease)) to whoever made the gate, which knows its
+/// type (HA's is a `StateError`). Boxed, so that outputs depend on no implementor.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Refusal(pub Box<dyn std::error::Error + Send + Sync>);
 
 /// Asked before each output's turn.
 pub trait DeliveryGate: Send + Sync {
     /// Resolves when a delivery may start (at once, or after the gate made sure, e.g. by renewing
     /// a lease). An error means: deliver nothing now.
-    fn before_delivery(&self) -> BoxFuture<'_, Result<(), StateError>>;
+    fn before_delivery(&self) -> BoxFuture<'_, Result<(), Refusal>>;
 }
 
 /// The gate of no lease: always open (filesystem and memory stores, backfill, validate).
@@ -23,7 +28,7 @@ pub trait DeliveryGate: Send + Sync {
 pub struct Open;
 
 impl DeliveryGate for Open {
-    fn before_delivery(&self) -> BoxFuture<'_, Result<(), StateError>> {
+    fn before_delivery(&self) -> BoxFuture<'_, Result<(), Refusal>> {
         Box::pin(std::future::ready(Ok(())))
     }
 }

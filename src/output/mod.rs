@@ -17,7 +17,7 @@
 //! ([`registry::OutputKind`]) reads its own `config` keys into its configuration type. Building
 //! is [`builder::OutputBuilder`]: the configuration and an [`builder::OutputContext`] (the
 //! clock) give the running [`Output`], or its health check, which `validate` and the check at
-//! start run ([`setup`]). Running is [`Outputs`], the fan-out of one service. The fan-out
+//! start run (`app::outputs`). Running is [`Outputs`], the fan-out of one service. The fan-out
 //! knows nothing of leases: it asks a [`DeliveryGate`] before each output's turn, and HA
 //! implements it ([`gate`]). The network plumbing the `syslog` and `relp` outputs share is
 //! [`net`].
@@ -58,7 +58,6 @@ pub mod http;
 pub mod net;
 pub mod registry;
 pub mod relp;
-pub mod setup;
 pub mod syslog;
 
 pub use fanout::{FanOutError, Outputs};

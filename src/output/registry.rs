@@ -17,8 +17,8 @@ use super::net::NetworkOutputConfig;
 use super::relp::RelpOutputConfig;
 use super::{console, file, http, net, relp, syslog};
 use super::{OutputError, Position};
-use crate::config::walker::{join, Cx, Obj};
 use crate::event::Event;
+use crate::yaml_walker::{join, Cx, Obj};
 
 /// The `type`s an output may have, as the errors list them.
 pub const TYPES: &str = "devo_platform, syslog, relp, http, splunk_hec, file or console";
@@ -80,18 +80,6 @@ impl OutputKind {
         }
     }
 
-    /// The kind's builder.
-    fn builder(&self) -> &dyn OutputBuilder {
-        match self {
-            OutputKind::File(c) => c,
-            OutputKind::Console(c) => c,
-            OutputKind::Network(c) => c,
-            OutputKind::Http(c) => c.as_ref(),
-            OutputKind::SplunkHec(c) => c.as_ref(),
-            OutputKind::Relp(c) => c.as_ref(),
-        }
-    }
-
     /// The directory a file output writes into (`None` for the other kinds).
     pub fn directory_mut(&mut self) -> Option<&mut PathBuf> {
         match self {
@@ -108,12 +96,28 @@ impl OutputKind {
 }
 
 impl OutputBuilder for OutputKind {
+    type Output = Output;
+
     fn build(&self, name: &str, cx: &OutputContext) -> Result<Output, OutputError> {
-        self.builder().build(name, cx)
+        Ok(match self {
+            OutputKind::File(c) => Output::File(c.build(name, cx)?),
+            OutputKind::Console(c) => Output::Console(c.build(name, cx)?),
+            OutputKind::Network(c) => Output::Syslog(c.build(name, cx)?),
+            OutputKind::Http(c) => Output::Http(Box::new(c.build(name, cx)?)),
+            OutputKind::SplunkHec(c) => Output::SplunkHec(Box::new(c.build(name, cx)?)),
+            OutputKind::Relp(c) => Output::Relp(Box::new(c.build(name, cx)?)),
+        })
     }
 
     fn healthcheck(&self, name: &str, cx: &OutputContext) -> Result<Healthcheck, OutputError> {
-        self.builder().healthcheck(name, cx)
+        match self {
+            OutputKind::File(c) => c.healthcheck(name, cx),
+            OutputKind::Console(c) => c.healthcheck(name, cx),
+            OutputKind::Network(c) => c.healthcheck(name, cx),
+            OutputKind::Http(c) => c.healthcheck(name, cx),
+            OutputKind::SplunkHec(c) => c.healthcheck(name, cx),
+            OutputKind::Relp(c) => c.healthcheck(name, cx),
+        }
     }
 }
 
@@ -223,8 +227,8 @@ impl Output {
         }
     }
 
-    /// Checks that the output is usable (its health check, [`probe`](super::builder::probe)):
-    /// directory writable, peer reachable.
+    /// Checks that the output is usable (what each kind's health check runs): directory
+    /// writable, peer reachable.
     pub async fn check(&mut self) -> Result<(), OutputError> {
         match self {
             Output::File(o) => o.check().await,

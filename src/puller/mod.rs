@@ -86,6 +86,9 @@ pub enum PullError {
     State(#[from] StateError),
     #[error("stopped by a shutdown request")]
     Cancelled,
+    /// A delivery gate other than the lease's refused a turn.
+    #[error("the delivery gate refused: {0}")]
+    Gate(Box<dyn std::error::Error + Send + Sync>),
     /// The lease is to be handed over (sharding): stopped after a committed window.
     #[error("stopped at a window boundary to hand the lease over")]
     HandingOver,
@@ -121,7 +124,11 @@ impl From<FanOutError> for PullError {
         match e {
             FanOutError::Output(e) => PullError::Output(e),
             FanOutError::Cancelled => PullError::Cancelled,
-            FanOutError::Lease(e) => PullError::State(e),
+            // The only gate that refuses is the lease's (HA), whose refusal is a StateError.
+            FanOutError::Lease(refusal) => match refusal.0.downcast::<StateError>() {
+                Ok(e) => PullError::State(*e),
+                Err(other) => PullError::Gate(other),
+            },
         }
     }
 }

@@ -28,9 +28,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use crate::api::connection::{ApiConnection, ProxyRoute};
 use crate::api::limiter::SharedLimits;
 use crate::backoff::{Backoff, Jitter};
+use crate::config::connection::{ApiConnection, ProxyRoute};
 use crate::config::{KeyPlacement, ServiceConfig};
 use crate::event::{parse_page, Page};
 use crate::metrics::{JobFault, Outcome, ServiceMetrics};
@@ -106,12 +106,7 @@ impl FetchError {
     }
 }
 
-/// Counters of one client, read by the puller for its statistics line.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ClientStats {
-    pub requests: u64,
-    pub bytes: u64,
-}
+pub use crate::devo::statistics::ClientStats;
 
 /// A job created but not yet polled or paged ([`ApiClient::create_job`]).
 #[derive(Debug)]

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::walker::{Cx, Obj};
 use crate::secret::Secret;
+use crate::yaml_walker::{Cx, Obj};
 
 mod sentinel;
 pub use sentinel::SentinelConfig;

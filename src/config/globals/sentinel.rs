@@ -122,7 +122,7 @@ fn sentinel_list(path: &str, list: &Value, cx: &mut Cx) -> Vec<(String, u16)> {
                 &format!("{path}[{i}]"),
                 format!(
                     "`{}` is not `host:port`; write a sentinel's name or IP and its port, e.g. `10.0.0.1:26379` or `[fd00::1]:26379`",
-                    super::super::walker::show(item)
+                    crate::yaml_walker::show(item)
                 ),
             ),
         }

@@ -2,7 +2,7 @@
 //! input block and in the network outputs.
 
 use super::super::*;
-use crate::api::connection::ProxySource;
+use crate::config::connection::ProxySource;
 
 /// A CA certificate as a PEM file in `dir`.
 fn ca_file(dir: &Path) -> PathBuf {

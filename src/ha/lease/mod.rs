@@ -514,8 +514,14 @@ impl LeaseGate {
 
 /// The fan-out asks the lease before each output's turn (outputs know nothing of leases).
 impl crate::output::DeliveryGate for LeaseGate {
-    fn before_delivery(&self) -> futures_util::future::BoxFuture<'_, Result<(), StateError>> {
-        Box::pin(LeaseGate::before_delivery(self))
+    fn before_delivery(
+        &self,
+    ) -> futures_util::future::BoxFuture<'_, Result<(), crate::output::gate::Refusal>> {
+        Box::pin(async {
+            LeaseGate::before_delivery(self)
+                .await
+                .map_err(|e| crate::output::gate::Refusal(Box::new(e)))
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! The `console` output's configuration: it has no keys.
 
-use crate::config::walker::{Cx, Obj};
+use crate::yaml_walker::{Cx, Obj};
 
 /// A `console` output's keys: none.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

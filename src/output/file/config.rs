@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde_yaml_ng::Value;
 
-use crate::config::walker::{join, show, Cx, Obj};
+use crate::yaml_walker::{join, show, Cx, Obj};
 
 /// The mode of new files when the config sets none: owner read/write, group read.
 pub const DEFAULT_MODE: u32 = 0o640;

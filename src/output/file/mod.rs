@@ -89,8 +89,8 @@ use std::path::{Path, PathBuf};
 pub mod config;
 
 pub use self::config::{FileConfig, DEFAULT_MODE};
-use super::builder::{self, Healthcheck, OutputBuilder, OutputContext};
-use super::{Output, OutputError, Position};
+use super::builder::{Healthcheck, OutputBuilder, OutputContext};
+use super::{OutputError, Position};
 use crate::event::Event;
 
 /// Which file a position is of: the same path, device and inode.
@@ -726,13 +726,16 @@ fn cut_back(file: &File, len: u64) -> std::io::Result<CutBack> {
 }
 
 impl OutputBuilder for FileConfig {
-    fn build(&self, name: &str, _: &OutputContext) -> Result<Output, OutputError> {
+    type Output = FileOutput;
+
+    fn build(&self, name: &str, _: &OutputContext) -> Result<FileOutput, OutputError> {
         let output = FileOutput::new(name.to_owned(), self.directory.clone(), self.mode);
-        Ok(Output::File(output))
+        Ok(output)
     }
 
     fn healthcheck(&self, name: &str, cx: &OutputContext) -> Result<Healthcheck, OutputError> {
-        self.build(name, cx).map(builder::probe)
+        let mut output = self.build(name, cx)?;
+        Ok(Box::pin(async move { output.check().await }))
     }
 }
 

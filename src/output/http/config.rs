@@ -11,7 +11,7 @@ use super::client::{
 };
 use super::hec::{HecOutputConfig, DEFAULT_ACK_TIMEOUT};
 use super::{BodyFormat, ConfiguredHeader, HttpOutputConfig};
-use crate::config::walker::{join, resolve_cert, Cx, Obj};
+use crate::yaml_walker::{join, resolve_cert, Cx, Obj};
 
 impl HttpOutputConfig {
     /// Reads an `http` output's `config` (at `path`). `None` (the errors recorded) if missing

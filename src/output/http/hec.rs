@@ -48,8 +48,8 @@ use super::client::{
 use super::hec_answer::{ack_query, acknowledged, EventAnswer};
 use crate::backoff::Backoff;
 use crate::event::{Event, UNDATED};
-use crate::output::builder::{self, Healthcheck, OutputBuilder, OutputContext};
-use crate::output::{Output, OutputError};
+use crate::output::builder::{Healthcheck, OutputBuilder, OutputContext};
+use crate::output::OutputError;
 use crate::secret::redact;
 
 /// The channel header of indexer acknowledgement.
@@ -503,13 +503,16 @@ pub fn encode(fields: &str, events: &[Event]) -> Vec<u8> {
 }
 
 impl OutputBuilder for HecOutputConfig {
-    fn build(&self, name: &str, _: &OutputContext) -> Result<Output, OutputError> {
+    type Output = SplunkHecOutput;
+
+    fn build(&self, name: &str, _: &OutputContext) -> Result<SplunkHecOutput, OutputError> {
         let output = SplunkHecOutput::from_config(name.to_owned(), self)?;
-        Ok(Output::SplunkHec(Box::new(output)))
+        Ok(output)
     }
 
     fn healthcheck(&self, name: &str, cx: &OutputContext) -> Result<Healthcheck, OutputError> {
-        self.build(name, cx).map(builder::probe)
+        let mut output = self.build(name, cx)?;
+        Ok(Box::pin(async move { output.check().await }))
     }
 }
 

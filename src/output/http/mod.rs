@@ -28,8 +28,8 @@ use self::client::{
     build_client, compress, content_headers, cut_requests, post_batch, shown_url, HttpClientConfig,
     Poster, RequestTuning, Sent,
 };
-use super::builder::{self, Healthcheck, OutputBuilder, OutputContext};
-use super::{Output, OutputError};
+use super::builder::{Healthcheck, OutputBuilder, OutputContext};
+use super::OutputError;
 use crate::event::Event;
 
 /// The body of a request (`format`).
@@ -236,13 +236,16 @@ pub fn encode(format: BodyFormat, events: &[Event]) -> Vec<u8> {
 }
 
 impl OutputBuilder for HttpOutputConfig {
-    fn build(&self, name: &str, _: &OutputContext) -> Result<Output, OutputError> {
+    type Output = HttpOutput;
+
+    fn build(&self, name: &str, _: &OutputContext) -> Result<HttpOutput, OutputError> {
         let output = HttpOutput::from_config(name.to_owned(), self)?;
-        Ok(Output::Http(Box::new(output)))
+        Ok(output)
     }
 
     fn healthcheck(&self, name: &str, cx: &OutputContext) -> Result<Healthcheck, OutputError> {
-        self.build(name, cx).map(builder::probe)
+        let mut output = self.build(name, cx)?;
+        Ok(Box::pin(async move { output.check().await }))
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::walker::{resolve_cert, Cx, Obj};
+use crate::yaml_walker::{resolve_cert, Cx, Obj};
 
 /// Default for [`NetworkOutputConfig::max_record_bytes`]: 256 KiB.
 ///

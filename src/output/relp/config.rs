@@ -1,9 +1,9 @@
 //! The `relp` output's configuration (`outputs.<name>.config`): the network keys of a syslog
 //! output and the window. Plain data, read from the YAML.
 
-use crate::config::walker::{join, Cx, Obj};
 use crate::output::net::config::network_keys;
 use crate::output::net::NetworkOutputConfig;
+use crate::yaml_walker::{join, Cx, Obj};
 
 /// Default for [`RelpOutputConfig::window_size`]: librelp's default window.
 pub const DEFAULT_WINDOW_SIZE: usize = 128;

@@ -37,12 +37,12 @@ use tracing::{debug, warn};
 
 pub use self::config::{RelpOutputConfig, DEFAULT_WINDOW_SIZE};
 use self::session::{Answer, Session};
-use super::builder::{self, Healthcheck, OutputBuilder, OutputContext};
+use super::builder::{Healthcheck, OutputBuilder, OutputContext};
 use super::net::connect::{Connector, TransportError};
 use super::net::format::{self, RecordFormatter};
 use super::net::stats::{SenderStats, StatsHandle};
 use super::net::tls::load_tls;
-use super::{Output, OutputError};
+use super::OutputError;
 use crate::backoff::{Backoff, Jitter};
 use crate::clock::SharedClock;
 use crate::event::Event;
@@ -480,13 +480,16 @@ fn batch_id(table: &str, events: &[Event]) -> [u8; 32] {
 /// to acknowledge exactly the first k records of a batch and then drop the connection (the
 /// integration tests in tests/it/relp.rs run against the real rsyslog).
 impl OutputBuilder for RelpOutputConfig {
-    fn build(&self, name: &str, cx: &OutputContext) -> Result<Output, OutputError> {
+    type Output = RelpOutput;
+
+    fn build(&self, name: &str, cx: &OutputContext) -> Result<RelpOutput, OutputError> {
         let output = RelpOutput::from_config(name.to_owned(), self, cx.clock.clone())?;
-        Ok(Output::Relp(Box::new(output)))
+        Ok(output)
     }
 
     fn healthcheck(&self, name: &str, cx: &OutputContext) -> Result<Healthcheck, OutputError> {
-        self.build(name, cx).map(builder::probe)
+        let mut output = self.build(name, cx)?;
+        Ok(Box::pin(async move { output.check().await }))
     }
 }
 

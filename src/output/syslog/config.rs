@@ -1,9 +1,9 @@
 //! Reading the `devo_platform` and `syslog` outputs' configuration (and Devo's other names for
 //! them) into the keys the network outputs share ([`NetworkOutputConfig`]).
 
-use crate::config::walker::{join, Cx, Obj};
 use crate::output::net::config::network_keys;
 use crate::output::net::NetworkOutputConfig;
+use crate::yaml_walker::{join, Cx, Obj};
 
 /// Reads the `config` of an output of type `kind` (`devo_platform`, `relay`, `syslog`,
 /// `in_house_relay`, `sidecar`) at `path`. `None` (the errors recorded) if missing or invalid.

@@ -33,13 +33,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::builder::{self, Healthcheck, OutputBuilder, OutputContext};
+use super::builder::{Healthcheck, OutputBuilder, OutputContext};
 use super::net::connect::{Connector, TransportError};
 use super::net::format::{self, RecordFormatter};
 use super::net::stats::{SenderStats, StatsHandle};
 use super::net::tls::load_tls;
 use super::net::NetworkOutputConfig;
-use super::{Output, OutputError};
+use super::OutputError;
 use crate::backoff::{Backoff, Jitter};
 use crate::clock::SharedClock;
 use crate::event::Event;
@@ -480,12 +480,15 @@ impl SyslogOutput {
 }
 
 impl OutputBuilder for NetworkOutputConfig {
-    fn build(&self, name: &str, cx: &OutputContext) -> Result<Output, OutputError> {
+    type Output = SyslogOutput;
+
+    fn build(&self, name: &str, cx: &OutputContext) -> Result<SyslogOutput, OutputError> {
         let output = SyslogOutput::from_config(name.to_owned(), self, cx.clock.clone())?;
-        Ok(Output::Syslog(output))
+        Ok(output)
     }
 
     fn healthcheck(&self, name: &str, cx: &OutputContext) -> Result<Healthcheck, OutputError> {
-        self.build(name, cx).map(builder::probe)
+        let mut output = self.build(name, cx)?;
+        Ok(Box::pin(async move { output.check().await }))
     }
 }

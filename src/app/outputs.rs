@@ -5,10 +5,10 @@
 
 use tracing::{error, info};
 
-use super::builder::{Healthcheck, OutputBuilder, OutputContext};
-use super::{Output, OutputError};
 use crate::clock::SharedClock;
 use crate::config::{Config, OutputConfig};
+use crate::output::builder::{Healthcheck, OutputBuilder, OutputContext};
+use crate::output::{Output, OutputError};
 
 /// Builds one instance of each of `outputs`; `clock` stamps their records.
 ///
