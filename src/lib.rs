@@ -7,54 +7,56 @@
 //!
 //! ## Data flow
 //! ```text
-//! config.yaml ─► config::Config (all problems at once; one InputConfig per tenant) ─► app::run_collector
+//! config.yaml ─► config::Loader (read once) ─► config::Config (all problems at once; one
+//!   InputConfig per tenant; plain data) ─► app::run_collector builds the parts from it
 //!   per valid input (a tenant, app::tenant: its own cancel token; shared: store, metrics,
 //!   window budget, job cap)
-//!   per enabled service (own task): isolation::puller::Puller (the window loop)
-//!     setup (auth check) ─► with Redis: isolation::lease (stand by until the lease is held)
-//!     ─► pre_pull (isolation::checkpoint: load, upgrade, correct, reset)
+//!   per enabled service (own task): puller::Puller (the window loop)
+//!     setup (auth check) ─► with Redis: ha::lease (stand by until the lease is held)
+//!     ─► pre_pull (puller::checkpoint: load, upgrade, correct, reset)
 //!     every request_period_in_seconds: pipeline::window plans the range and its windows
-//!       isolation::client job (create, poll, pages) ─► event::parse_page (vendor bytes kept)
+//!       api::client job (create, poll, pages) ─► event::parse_page (vendor bytes kept)
 //!       ─► sort by date ─► pipeline::dedup (multiset by date + SHA-256, on the originals)
 //!       ─► pipeline::obfuscate (obfuscation_data) ─► pipeline::environment
-//!       ─► output::Outputs (every output; only the unconfirmed are retried)
-//!       ─► all confirmed ─► isolation::checkpoint commits: dedup applied, cursors moved,
+//!       ─► output::Outputs (every output, each turn asked of the gate; only the
+//!          unconfirmed are retried)
+//!       ─► all confirmed ─► puller::checkpoint commits: dedup applied, cursors moved,
 //!          state::StateStore::save (atomic; in Redis fenced by the lease)
 //! ```
 //!
 //! ## Layout
-//! - [`config`]: YAML → validated runtime config, every problem at once with its key path:
-//!   the walker, `${ENV}` substitution, one file per section (globals, outputs, input,
-//!   services, obfuscation), and the input blocks of several tenants (`tenants`).
-//! - [`service`]: the domain's two services, their Devo tables and vendor hosts, the API path
-//!   and the 30-day retention.
-//! - [`isolation`]: the vendor API client (with Devo's `requests_limits` limiter) and the
-//!   per-service puller (the window loop), with beside it the state's lifecycle (`checkpoint`),
-//!   the Redis lease a service is pulled under (`lease`),
-//!   Devo's log wording (`devo_log`) and Devo's statistics line (`statistics`).
-//! - [`event`]: the page parser, the hot path: events stay the vendor's bytes.
-//! - [`pipeline`]: pure logic: window planning, exactly-once dedup, obfuscation and Devo's
-//!   `@devo_environment` field (property-tested).
-//! - [`output`]: file, console, Devo and syslog outputs with their confirm contract (the TLS
-//!   output proves delivery by waiting for the receiver to close after our close_notify), and the
-//!   HTTP outputs (a webhook's 2xx, Splunk HEC's indexer acknowledgement).
+//! One module a role, in layers: a module imports only its own layer and those below it, and no
+//! two files import each other (`scripts/layers.py` checks both in CI). From the top:
+//! - entry: [`commands`] (the subcommands' bodies behind the thin `main.rs`; one preamble: load
+//!   the config, start logging), [`cli`], `demo`.
+//! - wiring: [`app`] (builds the parts from the config and runs them; `validate` runs their
+//!   health checks), [`backfill`] (re-delivery of a past range without touching the live
+//!   state), [`reload`] (SIGHUP and `--watch-config`; what a reload changes per tenant).
+//! - [`puller`]: one service's window loop, the jobs ahead, and the state's lifecycle
+//!   (`checkpoint`: Devo's `pre_pull` steps, the commit after each confirmed window).
+//! - [`ha`]: with Redis, the lease a service is pulled under (it implements the outputs'
+//!   delivery gate) and the replicas' fair share of the leases.
+//! - [`api`]: the vendor's Reporting API: the client (async jobs, pages), Devo's
+//!   `requests_limits` limiter, the process-wide job cap.
+//! - [`devo`]: Devo compatibility: its log wording, statistics line, `[GC]` line and internal
+//!   messages.
 //! - [`state`]: versioned JSON state per (input id, service), written atomically: files in a
 //!   directory, or keys in a Redis whose every write is fenced by the service's lease.
-//! - [`trust`]: the roots a TLS connection trusts (built-in, system store, `ca_file`), shared by
-//!   the API client and the network outputs.
-//! - [`metrics`]: Prometheus metrics, `/health` and `/ready` (the optional HTTP listener).
-//! - [`memory`]: Devo's periodic `[GC]` memory line.
-//! - [`internal`]: the collector's own warnings and errors delivered to Devo.
-//! - [`backfill`]: re-delivery of a past range without touching the live state.
-//! - [`reload`]: reload without restart: SIGHUP and `--watch-config` ask for one; what it
-//!   changes per tenant (the plan) and which `globals` keys need a restart.
-//! - [`backoff`]: the capped exponential backoff every retry loop waits with.
-//! - [`clock`]: the injected wall clock, the only place that reads the system time of day.
-//! - [`commands`]: the subcommands' bodies behind the thin `main.rs` (one preamble: load the
-//!   config, start logging).
-//! - [`component`]: the shape each component is built in: from its config and a context, the
-//!   running part and its health check (`validate` awaits the checks, `run` runs the parts).
-//! - [`app`], [`cli`], [`outcome`], [`telemetry`], [`time`], [`secret`]: wiring and plumbing.
+//! - [`config`]: YAML → config data (no live object), every problem at once with its key path:
+//!   one loader, `${ENV}` substitution, one file per section, the API's route, the input blocks
+//!   of several tenants (`tenants`).
+//! - [`output`]: one folder per kind (file, console, Devo/syslog, RELP, HTTP, Splunk HEC), each
+//!   built from its config through one trait and one registry, with its confirm contract; the
+//!   fan-out, which asks a gate before each output's turn.
+//! - [`pipeline`]: pure logic: window planning, exactly-once dedup, obfuscation and Devo's
+//!   `@devo_environment` field (property-tested).
+//! - observability: [`metrics`] (Prometheus, `/health`, `/ready`), [`logging`] (Devo's lines;
+//!   the tap internal messages read).
+//! - domain and plumbing: [`event`] (the page parser, the hot path: events stay the vendor's
+//!   bytes), [`service`] (the two services, their tables and hosts), [`clock`] (the injected
+//!   wall clock, the only reader of the time of day), [`timestamp`] (date formats),
+//!   [`component`] (a part and its health check), [`outcome`], [`trust`] (the roots a TLS
+//!   connection trusts), [`secret`], [`backoff`], `yaml_walker`.
 //! - `demo` (the default cargo feature `demo`): the collector against the simulator of the vendor
 //!   API, the workspace crate `isolation-sim` (`crates/isolation-sim`; the tests and benchmarks
 //!   use it too).

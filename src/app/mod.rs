@@ -1,4 +1,4 @@
-//! Wiring: builds the store, outputs and pullers from a [`Config`] and runs them.
+//! Wiring: builds the store, outputs and pullers from a [`Config`](crate::config::Config) and runs them.
 //!
 //! Each input of the config is a tenant (`tenant`): [`run_collector`] starts every valid one with
 //! [`start_tenant`] under the `supervisor`, which in the daemon applies each reload (SIGHUP,
