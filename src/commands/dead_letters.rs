@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::{chosen_services, prepare, BadUsage, Outcome, StateFilter};
+use super::{chosen_services, open_config_and_store, BadUsage, Outcome, StateFilter};
 use crate::clock::SharedClock;
 use crate::config::{Config, InputConfig, OutputConfig, OutputKind};
 use crate::event::{Event, UNDATED};
@@ -69,7 +69,7 @@ pub async fn list(
     args: ListArgs,
     clock: &SharedClock,
 ) -> Result<Outcome, BadUsage> {
-    let (config, store) = open(path, clock)?;
+    let (config, store) = open_config_and_store(path, clock)?;
     let mut export = match &args.export {
         Some(file) => Some(create_private(file).map_err(|e| {
             eprintln!("error: cannot create {}: {e}", file.display());
@@ -125,21 +125,11 @@ fn write_raw(file: &mut std::fs::File, l: &DeadLetter, path: Option<&Path>) -> b
     }
 }
 
-/// The config and its store, for a `state` command.
-fn open(path: &Path, clock: &SharedClock) -> Result<(Config, StateStore), BadUsage> {
-    let config = prepare(path, None, clock)?;
-    let store = StateStore::from_config(&config.globals.persistence, false).map_err(|e| {
-        eprintln!("error: {e}");
-        BadUsage
-    })?;
-    Ok((config, store))
-}
-
 /// The config and its store under the state directory's lock, for the commands that rewrite
 /// the letter files the daemon appends to (with Redis, each service's lease is taken by
 /// `discard_dead_letters_now` instead). `Ok(None)`, said, when another process holds the lock.
 fn open_locked(path: &Path, clock: &SharedClock) -> Result<Option<Locked>, BadUsage> {
-    let (config, store) = open(path, clock)?;
+    let (config, store) = open_config_and_store(path, clock)?;
     match store.lock() {
         Ok(lock) => Ok(Some(Locked {
             config,

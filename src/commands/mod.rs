@@ -212,6 +212,20 @@ impl<'a> StateFilter<'a> {
     }
 }
 
+/// The config at `path` and its state store, for the `state` subcommands (no logging, no
+/// lock: each command takes the lock it needs).
+fn open_config_and_store(
+    path: &Path,
+    clock: &SharedClock,
+) -> Result<(Config, StateStore), BadUsage> {
+    let config = prepare(path, None, clock)?;
+    let store = StateStore::from_config(&config.globals.persistence, false).map_err(|e| {
+        eprintln!("error: {e}");
+        BadUsage
+    })?;
+    Ok((config, store))
+}
+
 /// `state show` (`reset: false`) or `state reset`, for one service or both, of one input or
 /// every input of the config. Prints; never logs.
 pub async fn state(
@@ -220,11 +234,7 @@ pub async fn state(
     reset: bool,
     clock: &SharedClock,
 ) -> Result<Outcome, BadUsage> {
-    let config = prepare(path, None, clock)?;
-    let store = StateStore::from_config(&config.globals.persistence, false).map_err(|e| {
-        eprintln!("error: {e}");
-        BadUsage
-    })?;
+    let (config, store) = open_config_and_store(path, clock)?;
     // A reset deletes states a running collector uses: only with the directory's lock (a
     // `show` only reads).
     let _lock = match reset {
