@@ -105,7 +105,7 @@ def curve_section(res):
         verdict = ("faster at every latency: target met" if met else
                    "target **not met**" + (f": slower or equal at {', '.join(f'{x / 1000:g} s' for x in losses)}"
                                            if losses else ": a cell is missing a side or lost events"))
-        lines += [f"### {summary.size_text(c)} per service: {verdict}", ""]
+        lines += [f"### {summary.size_text(c).replace(' events', ' events per service', 1)}: {verdict}", ""]
         lines += table(["job latency", f"ours (mcj {default_mcj}): wall s", "first job s", "ours: jobs",
                         "ours: peak RSS MiB",
                         *[f"ours, max_concurrent_jobs {o.removeprefix('mcj-')}: wall s" for o in others],

@@ -175,7 +175,7 @@ covered_by_iso_part() { [ "$3" = 0 ] && [ "$2" = 1 ] && has_part iso && [ "$ISO_
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ); parts: $PARTS; REPS=$REPS; ISO_REPS=$ISO_REPS"
   echo "curve: sizes $CURVE_SIZES, x$CURVE_LARGE_FACTOR events at ${CURVE_LARGE_N:-none}; latencies $LATENCIES ms; CURVE_REPS=$CURVE_REPS; CURVE_MCJ=$CURVE_MCJ"
 } | tee "$OUT/machine.txt"
-echo "estimated duration: about $(($(estimate_seconds) / 60)) minutes (from the knobs; see estimate_seconds)" | tee "$OUT/estimate.txt"
+echo "estimated duration: about $((($(estimate_seconds) + 59) / 60)) min (from the knobs; see estimate_seconds)" | tee "$OUT/estimate.txt"
 
 # backfill GROUP N MODE [VAR=VALUE...]: one run of scripts/bench/backfill.sh, its SETTINGS and
 # RESULT lines tagged with GROUP, appended to ours.log.

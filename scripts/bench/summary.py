@@ -390,7 +390,7 @@ def render(res):
             for side, g in sorted(sides.items()):
                 wait = "" if side == "iso2web" else f" (waited {g['job_wait']:.1f} / first {g['first_job']:.1f})"
                 cells.append(f"{side} {g['wall']:.1f}{'' if g['all_delivered'] else '!'}{wait} "
-                             f"[{runs(g)}, {count(g['jobs'])} jobs]")
+                             f"[{runs(g)}, API jobs {count(g['jobs'])}]")
             lines.append(f"  {lat / 1000:>4g} s: " + "; ".join(cells))
     for mode, sizes in sorted(res["raw"].items()):
         for n, g in sorted(sizes.items()):
