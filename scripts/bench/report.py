@@ -84,7 +84,8 @@ def curve_section(res):
              f"`max_concurrent_jobs` {default_mcj}); iso2web asks one job for the whole range and polls it again at "
              "once. *Waited* is the time ours spent only waiting for jobs (the puller's `Waited S seconds for API "
              "jobs`), *first job* the part no collector can avoid: nothing can be downloaded before the first job "
-             "completes. *Jobs* are the API jobs each side created, as the simulator counts them (iso2web: one). "
+             "completes. *API jobs / requests* are the jobs each side created and the requests it made, as the simulator "
+             "counts them (iso2web creates one job and polls it again at once while it is pending). "
              "Wall seconds are medians; one run per cell unless the cell says otherwise. The target holds for a "
              "curve only where ours is faster in every cell.", ""]
     for c in res["curve"]:
@@ -95,21 +96,21 @@ def curve_section(res):
             ours = lambda g: (f"{g['wall']:.1f}{'' if g['all_delivered'] else ' (not all delivered)'} "
                               f"(waited {g['job_wait']:.1f}, {runs(g)})" if g else "-")
             rows.append([f"{lat / 1000:g} s", ours(d), f"{d['first_job']:.1f}" if d else "-",
-                         summary.count(d["jobs"]) if d else "-",
+                         f"{summary.count(d['jobs'])} / {d['requests']:.0f}" if d else "-",
                          f"{d['rss_max_mib']:.1f}" if d else "-",
                          *[ours(sides.get(o)) for o in others],
                          f"{iso['wall']:.1f} ({runs(iso)})" if iso else "-",
-                         summary.count(iso["jobs"]) if iso else "-",
+                         f"{summary.count(iso['jobs'])} / {iso['requests']:.0f}" if iso else "-",
                          f"x{iso['wall'] / d['wall']:.2f}" if d and iso else "-"])
         met, _, losses = summary.curve_verdict(c)
         verdict = ("faster at every latency: target met" if met else
                    "target **not met**" + (f": slower or equal at {', '.join(f'{x / 1000:g} s' for x in losses)}"
                                            if losses else ": a cell is missing a side or lost events"))
         lines += [f"### {summary.size_text(c).replace(' events', ' events per service', 1)}: {verdict}", ""]
-        lines += table(["job latency", f"ours (mcj {default_mcj}): wall s", "first job s", "ours: jobs",
+        lines += table(["job latency", f"ours (mcj {default_mcj}): wall s", "first job s", "ours: API jobs / requests",
                         "ours: peak RSS MiB",
                         *[f"ours, max_concurrent_jobs {o.removeprefix('mcj-')}: wall s" for o in others],
-                        "iso2web: wall s", "iso2web: jobs", "ours' speed over iso2web's"], rows) + [""]
+                        "iso2web: wall s", "iso2web: API jobs / requests", "ours' speed over iso2web's"], rows) + [""]
     return lines
 
 
