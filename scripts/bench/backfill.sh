@@ -10,11 +10,14 @@
 #
 # Environment knobs (defaults in brackets): JOB_LATENCY_MS [0] and JOB_LATENCY_MS_PER_10K [0]
 # (a job completes that long after its creation, as the real API's jobs take seconds),
-# PAGE_LATENCY_MS [0], SPAN_HOURS [480], PENDING_POLLS [1: PENDING answers to polls
+# PAGE_LATENCY_MS [0], EVENT_SIZE_FACTOR [1: the simulator's events; 2: twice their mean size,
+# the URLs lengthened (isolation-sim --event-size-factor)], SPAN_HOURS [480], PENDING_POLLS [1: PENDING answers to polls
 # before a job can complete; 0: only the latency decides], MAX_CONCURRENT_JOBS [the collector's default],
 # POLL_INITIAL [0.01: job_poll_initial_interval_in_seconds; `default` leaves the collector's
 # default, 2 s], SERVICES [web: Browser & Email Isolation; `both`: that and URL Isolation in
-# one process, each from its own simulator listener], CALLGRIND [unset; a file name: run the
+# one process, each from its own simulator listener], OBFUSCATE [unset; 1: every service masks
+# userId, pseudonymises userName (hmac_sha256, a key file) and masks the host of url (a
+# string_patterns rule): the rule set of benches/hot_path.rs's obfuscate_mask_hmac_pattern], CALLGRIND [unset; a file name: run the
 # collector under `valgrind --tool=callgrind` writing that profile instead of /usr/bin/time],
 # SKIP_BUILD [unset; 1: use the binaries as built]. The summary reports the time the
 # collector spent only waiting for jobs, and the first job's latency, which no collector can
@@ -29,6 +32,7 @@ MODE=${2:-file}
 JOB_LATENCY_MS=${JOB_LATENCY_MS:-0}
 JOB_LATENCY_MS_PER_10K=${JOB_LATENCY_MS_PER_10K:-0}
 PAGE_LATENCY_MS=${PAGE_LATENCY_MS:-0}
+EVENT_SIZE_FACTOR=${EVENT_SIZE_FACTOR:-1}
 SPAN_HOURS=${SPAN_HOURS:-480}
 PENDING_POLLS=${PENDING_POLLS:-1}
 PORT_WEB=${PORT_WEB:-18180}
@@ -42,7 +46,7 @@ BIN=${CARGO_TARGET_DIR:-target}/release
 
 "$BIN"/isolation-sim --events "$N" --span-hours "$SPAN_HOURS" --pending-polls "$PENDING_POLLS" \
   --job-latency-ms "$JOB_LATENCY_MS" --job-latency-ms-per-10k "$JOB_LATENCY_MS_PER_10K" \
-  --page-latency-ms "$PAGE_LATENCY_MS" \
+  --page-latency-ms "$PAGE_LATENCY_MS" --event-size-factor "$EVENT_SIZE_FACTOR" \
   --web-listen 127.0.0.1:$PORT_WEB --url-listen 127.0.0.1:$PORT_URL >"$work/sim.log" 2>&1 &
 sim_pid=$!
 for _ in $(seq 1 300); do grep -q '^url:' "$work/sim.log" 2>/dev/null && break; sleep 0.1; done
@@ -83,7 +87,17 @@ service_yaml() {  # service_yaml NAME PORT: one service of the config, on its si
   # whose jobs take seconds: POLL_INITIAL=default measures it.
   [ "$POLL_INITIAL" = default ] || echo "        job_poll_initial_interval_in_seconds: $POLL_INITIAL"
   [ -z "${MAX_CONCURRENT_JOBS:-}" ] || echo "        max_concurrent_jobs: $MAX_CONCURRENT_JOBS"
+  [ -z "${OBFUSCATE:-}" ] || cat <<YAML
+        obfuscation_data:
+          - name: [userId]
+          - name: [userName]
+            method: hmac_sha256
+            secret_file: $work/hmac.key
+          - name: [url]
+            string_patterns: ["https?://[^/]+"]
+YAML
 }
+[ -z "${OBFUSCATE:-}" ] || { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/hmac.key"; chmod 600 "$work/hmac.key"; }
 {
   config_head_yaml bench "$work" "$output_yaml"
   service_yaml browser_and_email_isolation "$PORT_WEB"
@@ -92,7 +106,8 @@ service_yaml() {  # service_yaml NAME PORT: one service of the config, on its si
 echo "SETTINGS mode=$MODE n=$N services=$SERVICES span_hours=$SPAN_HOURS pending_polls=$PENDING_POLLS" \
   "job_latency_ms=$JOB_LATENCY_MS job_latency_ms_per_10k=$JOB_LATENCY_MS_PER_10K page_latency_ms=$PAGE_LATENCY_MS" \
   "poll_initial=$POLL_INITIAL max_concurrent_jobs=${MAX_CONCURRENT_JOBS:-default} page_size=default" \
-  "max_events_per_window=default callgrind=${CALLGRIND:+yes}"
+  "max_events_per_window=default callgrind=${CALLGRIND:+yes} event_size_factor=$EVENT_SIZE_FACTOR" \
+  "obfuscate=${OBFUSCATE:+mask_hmac_pattern}"
 
 # The puller's debug line "Waited S seconds for API jobs" gives the time spent only waiting.
 export RUST_LOG=info,isolation_collector::puller=debug
@@ -121,6 +136,8 @@ stats_sum() {  # stats_sum KEY: KEY summed over the datasets the collector asked
 served_bytes=$(stats_sum bytes_served)
 served_events=$(stats_sum events_served)
 sim_requests=$(stats_sum requests)
+sim_jobs=$(stats_sum job_creates)
+sim_max_running=$(stats_sum max_running_jobs)
 if [ "$MODE" = tls ] || [ "$MODE" = relp ]; then  # rsyslog writes asynchronously: wait until the count settles
   prev=-1; while :; do cur=$(wc -l <"$delivered"); [ "$cur" = "$prev" ] && break; prev=$cur; sleep 0.5; done
 fi
@@ -133,9 +150,10 @@ requests=$(grep ' -> Statistics for this pull cycle' "$work/run.log" \
   | sed -E 's/.*Number of requests made: ([0-9]+);.*/\1/' | awk '{s += $1} END {print s}')
 bytes=$(cat $delivered | wc -c)
 python3 - "$N" "$events" "$wall" "$user" "$sys" "$rss_kb" "$requests" "$bytes" "$work/run.log" \
-  "$served_bytes" "$served_events" "$sim_requests" "$MODE" "$SERVICES" "$JOB_LATENCY_MS" "$JOB_LATENCY_MS_PER_10K" <<'PY'
+  "$served_bytes" "$served_events" "$sim_requests" "$MODE" "$SERVICES" "$JOB_LATENCY_MS" "$JOB_LATENCY_MS_PER_10K" \
+  "$sim_jobs" "$sim_max_running" <<'PY'
 import re, statistics, sys
-n, events, wall, user, sys_, rss, req, size, log, sbytes, sevents, sreq, mode, services, lat, lat10k = sys.argv[1:]
+n, events, wall, user, sys_, rss, req, size, log, sbytes, sevents, sreq, mode, services, lat, lat10k, jobs, running = sys.argv[1:]
 # The first job's latency: nothing can be downloaded before a job completes, whatever the
 # collector does. Known exactly only without the per-10,000-event part (its size is the window's).
 first_job = float(lat) / 1000 if int(lat10k) == 0 else float("nan")
@@ -152,9 +170,10 @@ job_wait = sum(float(m.group(1)) for m in re.finditer(r"Waited ([0-9.]+) seconds
 print(f"waiting only for jobs          : {job_wait:.2f} s ({job_wait / wall * 100:.0f}% of the wall time; "
       f"the first job's latency, unavoidable: {first_job:.2f} s)")
 print(f"API bytes downloaded per event : {int(sbytes) / max(events, 1):.0f}  ({int(sevents):,} events served, {sreq} requests seen by the simulator)")
+print(f"API jobs created               : {jobs} (at most {running} running at once, as the simulator counts them)")
 print(f"RESULT mode={mode} n={n} delivered={events} wall={wall:.3f} cpu={cpu:.3f} rss_kb={rss} "
       f"requests={req} sim_requests={sreq} bytes_downloaded={sbytes} events_downloaded={sevents} "
-      f"job_wait={job_wait:.3f} first_job={first_job:.3f} services={services}")
+      f"job_wait={job_wait:.3f} first_job={first_job:.3f} services={services} jobs={jobs} max_running_jobs={running}")
 proofs = [float(m.group(1)) for m in re.finditer(r"proof_ms=([0-9.]+)", open(log).read())]
 if proofs:
     proofs.sort()

@@ -168,6 +168,11 @@ pub struct SimConfig {
     pub whole_second_fraction: f64,
     /// Serve events with insignificant whitespace (spaces and newlines) instead of compact JSON.
     pub whitespace: bool,
+    /// Mean size of an event's compact JSON, as a multiple of the default's (1.0): at 2.0 the
+    /// events are twice as large, as a tenant whose users visit long URLs sees them. The URLs
+    /// (`url`, `parentPageURL`) grow by a realistic tracking query string (`utm_*` parameters,
+    /// a session token); every other field stays as it is. Values below 1.0 count as 1.0.
+    pub event_size_factor: f64,
     /// How `categories` is written.
     pub categories_mode: CategoriesMode,
     /// The `userName` of this many of the 300 users starts with a lone UTF-16
@@ -265,6 +270,7 @@ impl SimConfig {
             identical_fraction: 0.01,
             whole_second_fraction: 0.1,
             whitespace: false,
+            event_size_factor: 1.0,
             categories_mode: CategoriesMode::Present,
             unreadable_user_names: 0,
             non_utf8_events: 0,

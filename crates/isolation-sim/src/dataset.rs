@@ -193,6 +193,42 @@ const FILES: &[(&str, &str, &str)] = &[
     ("notes_", "txt", "text/plain"),
 ];
 
+/// Query parameters that lengthen a URL the way marketing and session tracking do.
+const TRACKING_PARAMS: &[&str] = &[
+    "utm_source=newsletter",
+    "utm_medium=email",
+    "utm_campaign=security-awareness-q4",
+    "utm_content=cta-button-primary",
+    "utm_term=isolation+browser",
+    "ref=homepage-banner",
+    "lang=en-US",
+];
+
+/// `url` (a JSON string literal, with quotes) `pad` bytes longer: tracking parameters, then
+/// a session token of hex digits to the exact length. ASCII without escapes, so the JSON
+/// grows by exactly `pad` bytes.
+fn padded_url(url: &str, pad: usize, mix: &mut Mix) -> String {
+    if pad == 0 {
+        return url.to_string();
+    }
+    let body = &url[..url.len() - 1];
+    let mut tail = String::with_capacity(pad);
+    tail.push(if body.contains('?') { '&' } else { '?' });
+    for param in TRACKING_PARAMS {
+        // Leave room for "&sid=" and at least 8 digits of the token.
+        if tail.len() + param.len() + 1 + 5 + 8 <= pad {
+            tail.push_str(param);
+            tail.push('&');
+        }
+    }
+    tail.push_str("sid=");
+    while tail.len() < pad {
+        tail.push_str(&format!("{:016x}", mix.next_u64()));
+    }
+    tail.truncate(pad);
+    format!("{body}{tail}\"")
+}
+
 /// Appends `s` as a JSON string literal (with quotes).
 pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
@@ -351,14 +387,46 @@ impl Generator {
             }
         }
         mix.shuffle(&mut urls);
-        Generator {
+        let mut generator = Generator {
             dataset: cfg.dataset,
             categories_mode: cfg.categories_mode,
             users,
             urls,
             categories: CATEGORIES.iter().map(|c| json_str(c)).collect(),
             salt,
+        };
+        if cfg.event_size_factor > 1.0 {
+            generator.lengthen_urls(cfg.event_size_factor, &mut mix);
         }
+        generator
+    }
+
+    /// Lengthens every URL of the pool by the same number of bytes, so that the mean event
+    /// grows `factor` times. How many bytes that takes depends on how many URL fields an event
+    /// carries on average (`parentPageURL` too, on some), so it is measured on a sample: the
+    /// mean event without padding, and how much it grows per padded byte.
+    fn lengthen_urls(&mut self, factor: f64, mix: &mut Mix) {
+        const PROBE: usize = 1000;
+        let sample: Vec<EventRec> = (0..2000)
+            .map(|_| EventRec {
+                date_ms: 1_741_083_327_412,
+                ingest_ms: 0,
+                content: mix.next_u64(),
+            })
+            .collect();
+        let mean = |g: &Generator| {
+            let bytes: usize = sample.iter().map(|r| g.event_json(r).len()).sum();
+            bytes as f64 / sample.len() as f64
+        };
+        let plain_urls = self.urls.clone();
+        let plain = mean(self);
+        self.urls = plain_urls
+            .iter()
+            .map(|u| padded_url(u, PROBE, mix))
+            .collect();
+        let per_byte = (mean(self) - plain) / PROBE as f64;
+        let pad = ((factor - 1.0) * plain / per_byte).round() as usize;
+        self.urls = plain_urls.iter().map(|u| padded_url(u, pad, mix)).collect();
     }
 
     /// Appends the event's JSON (compact, or with whitespace when `pretty`).
@@ -555,6 +623,39 @@ mod tests {
         // 2025-03-04T10:15:27.412Z
         push_date(&mut s, 1_741_083_327_412);
         assert_eq!(s, "2025-03-04T10:15:27.412+0000");
+    }
+
+    /// Mean bytes of compact JSON per event, over `cfg.events` events.
+    fn mean_event_bytes(cfg: &SimConfig) -> f64 {
+        let g = Generator::new(cfg);
+        let recs = generate_base(cfg, cfg.seed, 1_741_083_327_412);
+        let total: usize = recs.iter().map(|r| g.event_json(r).len()).sum();
+        total as f64 / recs.len() as f64
+    }
+
+    #[test]
+    fn event_size_factor_doubles_the_mean_event_size_with_valid_events() {
+        for dataset in [Dataset::Web, Dataset::Url] {
+            let mut cfg = SimConfig::new(dataset);
+            cfg.events = 5000;
+            let plain = mean_event_bytes(&cfg);
+            cfg.event_size_factor = 2.0;
+            let doubled = mean_event_bytes(&cfg);
+            let ratio = doubled / plain;
+            assert!(
+                (1.95..=2.05).contains(&ratio),
+                "{dataset:?}: mean {plain:.0} -> {doubled:.0} bytes, x{ratio:.3}"
+            );
+            // Still valid events, the growth in the URLs alone.
+            let g = Generator::new(&cfg);
+            for r in generate_base(&cfg, cfg.seed, 1_741_083_327_412)
+                .iter()
+                .take(500)
+            {
+                let v: serde_json::Value = serde_json::from_str(&g.event_json(r)).expect("json");
+                assert!(v["url"].as_str().expect("url").starts_with("https://"));
+            }
+        }
     }
 
     #[test]

@@ -106,6 +106,10 @@ struct Args {
     /// Serve events with spaces and newlines.
     #[arg(long)]
     whitespace: bool,
+    /// Events this many times the default's mean size (compact JSON), their URLs lengthened by
+    /// tracking query strings: 2 doubles the bytes per event.
+    #[arg(long, default_value_t = 1.0)]
+    event_size_factor: f64,
     /// How `categories` appears.
     #[arg(long, value_enum, default_value_t = CategoriesArg::Present)]
     categories: CategoriesArg,
@@ -183,6 +187,7 @@ impl Args {
         c.burst_fraction = self.burst_fraction;
         c.identical_fraction = self.identical_fraction;
         c.whitespace = self.whitespace;
+        c.event_size_factor = self.event_size_factor;
         c.categories_mode = match self.categories {
             CategoriesArg::Present => CategoriesMode::Present,
             CategoriesArg::Absent => CategoriesMode::Absent,
