@@ -318,6 +318,9 @@ impl ApiClient {
                 completed,
                 planned_first: schedule.first_poll(estimate),
             });
+            if let Some(learnt) = self.job_latency.get() {
+                self.metrics.job_latency_estimate(learnt);
+            }
         }
         let waited = waiting.elapsed();
         self.job_wait += waited;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ApiClient;
 use crate::config::{KeyPlacement, ServiceConfig};
+use crate::metrics::Metrics;
 use crate::secret::ApiKey;
 use crate::service::Service;
 
@@ -56,7 +57,7 @@ fn last_job(log: &[RequestRecord]) -> &[RequestRecord] {
 
 /// With jobs that take 3 s, the service learns that from its first job, and polls its second
 /// one around the 3 s: the completing poll comes well within 1 s of the job being ready, with
-/// few polls. (The fixed schedule polled at 2 s and 6 s: 3 s late.)
+/// few polls. (The fixed schedule polled at 2 s and 6 s: 3 s late.) The estimate is a gauge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_job_is_picked_up_soon_after_the_latency_learnt_from_the_first() {
     const LATENCY: Duration = Duration::from_secs(3);
@@ -66,6 +67,8 @@ async fn a_second_job_is_picked_up_soon_after_the_latency_learnt_from_the_first(
     sim_cfg.job_latency = LATENCY;
     let sim = SimHandle::start(sim_cfg).await.unwrap();
     let mut client = client_of(&sim);
+    let metrics = std::sync::Arc::new(Metrics::new());
+    client.set_metrics(metrics.service("in", Service::BrowserAndEmailIsolation));
     assert_eq!(one_job(&mut client).await, 50);
     assert_eq!(one_job(&mut client).await, 50);
 
@@ -87,4 +90,14 @@ async fn a_second_job_is_picked_up_soon_after_the_latency_learnt_from_the_first(
         "picked up {late:?} after it was ready, after {polls} pending polls: {job:?}"
     );
     assert!(polls <= 4, "{polls} pending polls: {job:?}");
+
+    let exposition = metrics.encode(0);
+    let series = "isolation_collector_api_job_latency_estimate_seconds{input=\"in\",service=\"browser_and_email_isolation\"} ";
+    let estimate: f64 = exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .unwrap_or_else(|| panic!("no estimate in:\n{exposition}"))
+        .parse()
+        .unwrap();
+    assert!((2.5..=3.5).contains(&estimate), "{estimate}");
 }
