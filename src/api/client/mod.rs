@@ -715,7 +715,8 @@ fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a
 const QUOTED_BODY_BYTES: usize = 300;
 
 /// How long an API connection may stay idle in the client's pool: long enough for the job polls
-/// of one cycle (usually well under a second apart, [`PollSchedule`]), shorter than the gap between cycles at the default 60 s period.
+/// of one cycle (around the job latency learnt, [`PollSchedule`]), shorter than the gap between
+/// cycles at the default 60 s period.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The largest response accepted. A 10,000-event page is about 4 MB; anything near this is a
