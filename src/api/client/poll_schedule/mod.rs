@@ -18,7 +18,8 @@
 //!   backs off as without an estimate (each poll 1.25× the previous one's time), so a job far
 //!   slower than usual costs few polls and is still picked up less than 25% late.
 //! - Every gap is at least the floor (the smaller of `job_poll_initial` and 250 ms) and at most
-//!   `job_poll_max_interval_in_seconds` (30 s). A job created ahead (`max_concurrent_jobs`) and
+//!   `job_poll_max_interval_in_seconds` (30 s), the wait from the creation to the first poll
+//!   included. A job created ahead (`max_concurrent_jobs`) and
 //!   polled only at its turn is polled at once if its time has come, like any late poll.
 //!
 //! Each completed job teaches the estimate the bracket of its real latency: after the last poll
@@ -78,8 +79,10 @@ impl PollSchedule {
     /// past means at once.
     pub fn next_poll(&self, last_poll: Option<Duration>, estimate: Option<Duration>) -> Duration {
         match (last_poll, estimate) {
-            (None, None) => self.first,
-            (None, Some(estimate)) => self.first_poll_at(estimate),
+            // `job_poll_max` bounds the wait from the creation too: a job far shorter than the
+            // estimate (a window after a whole-range job) is not waited for much past it.
+            (None, None) => self.first.min(self.max_gap),
+            (None, Some(estimate)) => self.first_poll_at(estimate).min(self.max_gap),
             (Some(last), None) => last + self.backoff_gap(last),
             (Some(last), Some(estimate)) => {
                 let step = self.dense_step(estimate);

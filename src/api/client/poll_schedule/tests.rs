@@ -255,3 +255,21 @@ fn figures_before_and_after() {
     assert_eq!(run_fixed_doubling(secs(10.0)).late(secs(10.0)), secs(4.0));
     assert_eq!(run_fixed_doubling(secs(15.0)).late(secs(15.0)), secs(15.0));
 }
+
+/// `job_poll_max` bounds the wait from the creation to the first poll too: with polls at most
+/// 50 ms apart, a 0.3 s job after 1.5 s ones (a window after a whole-range job) is still picked
+/// up within 50 ms, whatever the estimate; and a 600 s first poll without one waits 600 s.
+#[test]
+fn the_first_poll_comes_no_later_than_the_longest_gap() {
+    let schedule = PollSchedule::new(secs(0.01), secs(0.05));
+    let pickup = run(&schedule, Some(secs(1.5)), secs(0.3));
+    assert!(pickup.late(secs(0.3)) <= secs(0.05), "{pickup:?}");
+    let defaults = default_schedule();
+    assert_eq!(defaults.first_poll(Some(secs(100.0))), secs(30.0));
+    let patient = PollSchedule::new(secs(600.0), secs(600.0));
+    assert_eq!(patient.first_poll(None), secs(600.0));
+    assert_eq!(
+        PollSchedule::new(secs(5.0), secs(1.0)).first_poll(None),
+        secs(1.0)
+    );
+}
