@@ -2,10 +2,15 @@
 //!
 //! ```text
 //! GET ?from&to&pageSize                       -> {jobId, status: PENDING}
-//! GET ?from&to&pageSize&jobId   (until COMPLETED, capped backoff)
+//! GET ?from&to&pageSize&jobId   (until COMPLETED, around the job latency learnt)
 //! GET ?from&to&pageSize&jobId&pageToken       (until pageToken is absent)
 //! ```
 //! `from`, `to` and `pageSize` are resent with every request, as Proofpoint's own tools do.
+//!
+//! A pending job is polled on a schedule fitted to the job latency the client learnt from its
+//! earlier jobs ([`poll_schedule`]): the first poll a little before it, then densely, then
+//! backing off; without an estimate yet, at `job_poll_initial` and then at 1.25 times the time
+//! elapsed, so that a job is picked up less than 25% of its latency late.
 //!
 //! Each request is retried on its own (429 honouring `Retry-After`, 5xx, timeouts, resets,
 //! truncated or malformed bodies) with jittered exponential backoff; a request that keeps
