@@ -19,17 +19,22 @@
 //!   slower than usual costs few polls and is still picked up less than 25% late.
 //! - Every gap is at least the floor (the smaller of `job_poll_initial` and 250 ms) and at most
 //!   `job_poll_max_interval_in_seconds` (30 s), the wait from the creation to the first poll
-//!   included. A job created ahead (`max_concurrent_jobs`) and
-//!   polled only at its turn is polled at once if its time has come, like any late poll.
+//!   included. A job created ahead (`max_concurrent_jobs`) and polled only at its turn is
+//!   polled at once if its time has come, like any late poll.
 //!
 //! Each completed job teaches the estimate the bracket of its real latency: after the last poll
 //! that found it pending, at or before the poll that found it complete. The bracket's midpoint
 //! goes into an exponentially weighted mean (weight 1/2, so that a change of latency is followed
 //! within a few jobs). A job complete at its first poll only says it took less than that poll's
 //! time, so the estimate becomes 3/4 of that time: after jobs got faster it shrinks by a quarter
-//! with each job until polls find them pending again (30 s to 2 s in about ten jobs); unless
+//! with each job until polls find them pending again (30 s to 2 s within a dozen jobs); unless
 //! that first poll came late (a job created ahead, polled at its turn), which says nothing
 //! about the latency.
+//!
+//! The estimate is one per service (its API client owns it, from the client's start): jobs of
+//! very different sizes, whose latency differs (a whole-range job, then the windows it was
+//! split into), share it. `job_poll_max` bounds what a job much shorter than the estimate can
+//! lose, and the estimate follows within a few jobs.
 //!
 //! The schedule only decides when a poll is due: each poll is still an API request, paced by
 //! `requests_per_second` and `requests_limits` like any other.
