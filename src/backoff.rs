@@ -1,5 +1,5 @@
-//! Capped exponential backoff: the one wait policy behind every retry loop (API requests, job
-//! polls, the setup check, failed pull cycles, the outputs fan-out and the syslog sender).
+//! Capped exponential backoff: the one wait policy behind every retry loop (API requests, the
+//! setup check, failed pull cycles, the outputs fan-out and the syslog sender).
 //!
 //! A [`Backoff`] hands out waits `initial`, `initial × multiplier`, … capped at `max`, each
 //! optionally jittered ([`Jitter`]). It only computes waits: every caller sleeps itself, so that
@@ -17,7 +17,7 @@ use std::time::Duration;
 /// How a wait is randomised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Jitter {
-    /// The exact sequence: for waits only one party takes (a puller's own cycle, job polls).
+    /// The exact sequence: for waits only one party takes (a puller's own cycle, acknowledgement polls).
     None,
     /// "Equal jitter": a wait `d` becomes uniformly `[d/2, d]`, half fixed, half random. Retries of
     /// several collectors or outputs do not fall into step, yet never come back immediately.

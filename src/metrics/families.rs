@@ -19,14 +19,9 @@ use super::{
 use crate::service::Service;
 use crate::timestamp::Millis;
 
-/// The per-service time gauges: `checkpoint_lag_seconds` and
-/// `last_successful_pull_timestamp_seconds`.
-fn register_time_gauges(
-    registry: &mut Registry,
-) -> (
-    Family<ServiceLabels, SecondsGauge>,
-    Family<ServiceLabels, SecondsGauge>,
-) {
+/// The per-service time gauges: `checkpoint_lag_seconds`,
+/// `last_successful_pull_timestamp_seconds` and `api_job_latency_estimate_seconds`.
+fn register_time_gauges(registry: &mut Registry) -> [Family<ServiceLabels, SecondsGauge>; 3] {
     let checkpoint_lag = Family::default();
     registry.register_with_unit(
         "checkpoint_lag",
@@ -41,7 +36,14 @@ fn register_time_gauges(
         Unit::Seconds,
         last_pull.clone(),
     );
-    (checkpoint_lag, last_pull)
+    let job_latency = Family::default();
+    registry.register_with_unit(
+        "api_job_latency_estimate",
+        "The API's job latency as the service learnt it from its own jobs; its job polls are fitted to it. Absent until a job taught it anything.",
+        Unit::Seconds,
+        job_latency.clone(),
+    );
+    [checkpoint_lag, last_pull, job_latency]
 }
 
 /// `events_dead_lettered_total` and its label sets (what [`Metrics::forget_input`] removes).
@@ -137,7 +139,7 @@ impl Metrics {
             obfuscation_fallbacks.clone(),
         );
         let dead_letters = DeadLetterSeries::registered(&mut registry);
-        let (checkpoint_lag, last_pull) = register_time_gauges(&mut registry);
+        let [checkpoint_lag, last_pull, job_latency] = register_time_gauges(&mut registry);
         Metrics {
             // All three before `registry` moves in.
             job_faults: register_job_faults(&mut registry),
@@ -155,6 +157,7 @@ impl Metrics {
             dead_letters,
             checkpoint_lag,
             last_pull,
+            job_latency,
             lease_held: Family::default(),
             lease_lost: Family::default(),
             persistence_up: Gauge::default(),
@@ -344,6 +347,7 @@ impl Metrics {
         self.job_wait.remove(&labels);
         self.checkpoint_lag.remove(&labels);
         self.last_pull.remove(&labels);
+        self.job_latency.remove(&labels);
         self.lease_held.remove(&labels);
         self.sharding.unpulled.remove(&labels);
         for outcome in Outcome::ALL {
@@ -447,6 +451,14 @@ impl ServiceMetrics {
             .job_wait
             .get_or_create(&self.labels())
             .inc_by(waited.as_secs_f64());
+    }
+
+    /// The job latency the API client learnt from the service's jobs.
+    pub fn job_latency_estimate(&self, estimate: std::time::Duration) {
+        self.metrics
+            .job_latency
+            .get_or_create(&self.labels())
+            .set(estimate.as_secs_f64());
     }
 
     /// An API job (or a window) was given up, or a page dropped, for `kind`.

@@ -98,6 +98,8 @@ pub struct Metrics {
     dead_letters: DeadLetterSeries,
     checkpoint_lag: Family<ServiceLabels, SecondsGauge>,
     last_pull: Family<ServiceLabels, SecondsGauge>,
+    /// The API's job latency as each service learnt it (`api::client::poll_schedule`).
+    job_latency: Family<ServiceLabels, SecondsGauge>,
     /// Registered only with Redis persistence ([`Metrics::with_leases`]).
     lease_held: Family<ServiceLabels, Gauge>,
     lease_lost: Family<ServiceLabels, Counter>,

@@ -83,6 +83,7 @@ impl ApiClient {
             limits: self.limits.clone(),
             stats: ClientStats::default(),
             job_wait: std::time::Duration::ZERO,
+            job_latency: self.job_latency,
             cancel: self.cancel.clone(),
             metrics: self.metrics.clone(),
         }

@@ -2,10 +2,15 @@
 //!
 //! ```text
 //! GET ?from&to&pageSize                       -> {jobId, status: PENDING}
-//! GET ?from&to&pageSize&jobId   (until COMPLETED, capped backoff)
+//! GET ?from&to&pageSize&jobId   (until COMPLETED, around the job latency learnt)
 //! GET ?from&to&pageSize&jobId&pageToken       (until pageToken is absent)
 //! ```
 //! `from`, `to` and `pageSize` are resent with every request, as Proofpoint's own tools do.
+//!
+//! A pending job is polled on a schedule fitted to the job latency the client learnt from its
+//! earlier jobs ([`poll_schedule`]): the first poll a little before it, then densely, then
+//! backing off; without an estimate yet, at `job_poll_initial` and then at 1.25 times the time
+//! elapsed, so that a job is picked up less than 25% of its latency late.
 //!
 //! Each request is retried on its own (429 honouring `Retry-After`, 5xx, timeouts, resets,
 //! truncated or malformed bodies) with jittered exponential backoff; a request that keeps
@@ -38,8 +43,12 @@ use crate::secret::{redact_then_cut, ApiKey};
 
 mod build;
 mod job_pages;
+mod poll_schedule;
+#[cfg(test)]
+mod tests;
 pub use build::{build, ApiContext};
 use job_pages::{JobPages, Sorted};
+use poll_schedule::{Bracket, LatencyEstimate, PollSchedule};
 
 /// Why an API call failed.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +143,8 @@ pub struct ApiClient {
     /// Time spent polling jobs that were not complete yet, with nothing else to do (the
     /// client's lifetime; a cycle reports its own part).
     pub job_wait: Duration,
+    /// The job latency learnt from this client's completed jobs: it fits the polls of the next.
+    job_latency: LatencyEstimate,
     cancel: tokio_util::sync::CancellationToken,
     metrics: ServiceMetrics,
 }
@@ -202,6 +213,7 @@ impl ApiClient {
             limits: SharedLimits::default(),
             stats: ClientStats::default(),
             job_wait: Duration::ZERO,
+            job_latency: LatencyEstimate::default(),
             metrics: ServiceMetrics::detached(cfg.service),
             cancel,
         })
@@ -254,10 +266,10 @@ impl ApiClient {
         })
     }
 
-    /// Polls `job` until it completes (the first poll comes `job_poll_initial` after its
-    /// creation, at once for a job created long enough ago), then pages it, handing each
-    /// completed page to `on_page`, which may stop the job early by returning `false` (window
-    /// too big). The time spent polling counts as job wait.
+    /// Polls `job` until it completes, on the [`PollSchedule`] fitted to the latency learnt
+    /// from this client's earlier jobs (at once for a job created long enough ago), learns from
+    /// it, then pages it, handing each completed page to `on_page`, which may stop the job early
+    /// by returning `false` (window too big). The time spent polling counts as job wait.
     pub async fn finish_job(
         &mut self,
         job: CreatedJob,
@@ -272,8 +284,12 @@ impl ApiClient {
         let page_size = self.cfg.page_size;
         let job_id = page.job_id.clone();
         let waiting = Instant::now();
-        let mut last_request = started;
-        let mut polls = Backoff::new(self.cfg.job_poll_initial, self.cfg.job_poll_max);
+        let schedule = PollSchedule::new(self.cfg.job_poll_initial, self.cfg.job_poll_max);
+        let estimate = self.job_latency.get();
+        // Times since the creation at which the polls were sent: the last that found the job
+        // pending, and the one that found it complete.
+        let mut pending = None;
+        let mut completed = None;
         while !page.is_completed() {
             if page.is_failed() {
                 return Err(FetchError::JobFailed {
@@ -288,13 +304,28 @@ impl ApiClient {
                     waited: started.elapsed(),
                 });
             }
-            let wait = polls.next_wait().saturating_sub(last_request.elapsed());
-            self.sleep(wait).await?;
+            let due = schedule.next_poll(pending, estimate);
+            self.sleep(due.saturating_sub(started.elapsed())).await?;
             self.metrics.job_poll();
-            last_request = Instant::now();
+            let sent = started.elapsed();
             page = self
                 .request(from, to, page_size, Some(&job_id), None)
                 .await?;
+            *(if page.is_completed() {
+                &mut completed
+            } else {
+                &mut pending
+            }) = Some(sent);
+        }
+        if let Some(completed) = completed {
+            self.job_latency.learn(Bracket {
+                pending,
+                completed,
+                planned_first: schedule.first_poll(estimate),
+            });
+            if let Some(learnt) = self.job_latency.get() {
+                self.metrics.job_latency_estimate(learnt);
+            }
         }
         let waited = waiting.elapsed();
         self.job_wait += waited;
@@ -689,7 +720,8 @@ fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a
 const QUOTED_BODY_BYTES: usize = 300;
 
 /// How long an API connection may stay idle in the client's pool: long enough for the job polls
-/// of one cycle (2 s, doubling), shorter than the gap between cycles at the default 60 s period.
+/// of one cycle (around the job latency learnt, [`PollSchedule`]), shorter than the gap between
+/// cycles at the default 60 s period.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The largest response accepted. A 10,000-event page is about 4 MB; anything near this is a
