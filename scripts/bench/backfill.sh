@@ -52,24 +52,14 @@ SERVICES=${SERVICES:-web}
 POLL_INITIAL=${POLL_INITIAL:-0.01}
 delivered="$work/out/tap.proofpoint.isolation.browser_and_email.jsonl"
 [ "$SERVICES" = both ] && delivered="$delivered $work/out/tap.proofpoint.isolation.url_isolation.jsonl"
-if [ "$MODE" = tls ]; then
-  # A receiver like Devo's: TLS 1.2/1.3 with client certificates checked against our CA.
+. scripts/lib/tls_receiver.sh
+if [ "$MODE" = tls ] || [ "$MODE" = relp ]; then
+  # A receiver like Devo's: TLS 1.2/1.3 with client certificates checked against our CA
+  # (imtcp for `tls`, imrelp for `relp`); scripts/bench/raw_sender.sh starts the same one.
   PORT_TLS=${PORT_TLS:-18443}
-  c="$work/certs"
-  . scripts/lib/tls_receiver.sh
-  make_pki "$c"
-  start_rsyslog "$work" "$c" "$PORT_TLS"
-  sleep 1
-  output_yaml=$(devo_output_yaml "$c" "$PORT_TLS")
-  delivered="$work/received.log"
-elif [ "$MODE" = relp ]; then
-  PORT_TLS=${PORT_TLS:-18443}
-  c="$work/certs"
-  . scripts/lib/tls_receiver.sh
-  make_pki "$c"
-  start_rsyslog_relp "$work" "$c" "$PORT_TLS"
-  sleep 1
-  output_yaml=$(relp_output_yaml "$c" "$PORT_TLS")
+  start_receiver "$MODE" "$work" "$PORT_TLS"
+  rsyslog_ticks0=$(cpu_ticks "$rsyslog_pid")
+  if [ "$MODE" = tls ]; then output_yaml=$(devo_output_yaml "$c" "$PORT_TLS"); else output_yaml=$(relp_output_yaml "$c" "$PORT_TLS"); fi
   delivered="$work/received.log"
 fi
 
@@ -96,7 +86,7 @@ echo "SETTINGS mode=$MODE n=$N services=$SERVICES span_hours=$SPAN_HOURS pending
 
 # The puller's debug line "Waited S seconds for API jobs" gives the time spent only waiting.
 export RUST_LOG=info,isolation_collector::puller=debug
-[ "$MODE" = tls ] && export RUST_LOG=$RUST_LOG,isolation_collector::output::syslog=debug
+[ "$MODE" = tls ] && export RUST_LOG=$RUST_LOG,isolation_collector::output::syslog=debug,isolation_collector::output::net::connect=debug
 if [ -n "${CALLGRIND:-}" ]; then
   # Instruction counts repeat exactly from run to run where seconds do not. Valgrind hides
   # the CPU's SHA extensions, so sha2 runs its software path here: summary.py counts it apart.
@@ -122,7 +112,10 @@ served_bytes=$(stats_sum bytes_served)
 served_events=$(stats_sum events_served)
 sim_requests=$(stats_sum requests)
 if [ "$MODE" = tls ] || [ "$MODE" = relp ]; then  # rsyslog writes asynchronously: wait until the count settles
-  prev=-1; while :; do cur=$(wc -l <"$delivered"); [ "$cur" = "$prev" ] && break; prev=$cur; sleep 0.5; done
+  wait_settled "$delivered"
+  receiver_ticks=$(($(cpu_ticks "$rsyslog_pid") - rsyslog_ticks0))
+  echo "rsyslog CPU (user+sys ticks): $receiver_ticks"
+  export RECEIVER_CPU=$(awk -v t="$receiver_ticks" 'BEGIN {printf "%.2f", t / 100}')
 fi
 events=$(cat $delivered | wc -l)
 wall=$(grep 'Elapsed (wall clock)' "$work/run.log" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
@@ -134,7 +127,7 @@ requests=$(grep ' -> Statistics for this pull cycle' "$work/run.log" \
 bytes=$(cat $delivered | wc -c)
 python3 - "$N" "$events" "$wall" "$user" "$sys" "$rss_kb" "$requests" "$bytes" "$work/run.log" \
   "$served_bytes" "$served_events" "$sim_requests" "$MODE" "$SERVICES" "$JOB_LATENCY_MS" "$JOB_LATENCY_MS_PER_10K" <<'PY'
-import re, statistics, sys
+import os, re, statistics, sys
 n, events, wall, user, sys_, rss, req, size, log, sbytes, sevents, sreq, mode, services, lat, lat10k = sys.argv[1:]
 # The first job's latency: nothing can be downloaded before a job completes, whatever the
 # collector does. Known exactly only without the per-10,000-event part (its size is the window's).
@@ -154,7 +147,9 @@ print(f"waiting only for jobs          : {job_wait:.2f} s ({job_wait / wall * 10
 print(f"API bytes downloaded per event : {int(sbytes) / max(events, 1):.0f}  ({int(sevents):,} events served, {sreq} requests seen by the simulator)")
 print(f"RESULT mode={mode} n={n} delivered={events} wall={wall:.3f} cpu={cpu:.3f} rss_kb={rss} "
       f"requests={req} sim_requests={sreq} bytes_downloaded={sbytes} events_downloaded={sevents} "
-      f"job_wait={job_wait:.3f} first_job={first_job:.3f} services={services}")
+      f"job_wait={job_wait:.3f} first_job={first_job:.3f} services={services}"
+      # The receiver's (rsyslog's) CPU seconds over the run, in modes tls and relp.
+      + (f" receiver_cpu={os.environ['RECEIVER_CPU']}" if os.environ.get("RECEIVER_CPU") else ""))
 proofs = [float(m.group(1)) for m in re.finditer(r"proof_ms=([0-9.]+)", open(log).read())]
 if proofs:
     proofs.sort()
