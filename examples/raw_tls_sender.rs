@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use isolation_collector::output::net::connect::client_config;
 use isolation_collector::output::net::format::RecordFormatter;
-use isolation_collector::output::relp::frame;
+use isolation_collector::output::relp::{frame, DEFAULT_WINDOW_SIZE};
 use isolation_sim::{Dataset, SimConfig, SimHandle};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,7 +66,10 @@ fn args() -> anyhow::Result<Args> {
         ca: a[4].clone(),
         cert: a[5].clone(),
         key: a[6].clone(),
-        window: a.get(7).map_or(Ok(128), |w| w.parse()).context("WINDOW")?,
+        window: a
+            .get(7)
+            .map_or(Ok(DEFAULT_WINDOW_SIZE), |w| w.parse())
+            .context("WINDOW")?,
     })
 }
 
@@ -91,10 +94,12 @@ async fn records(events: usize, span_hours: f64) -> anyhow::Result<Records> {
     config.events = events;
     config.span = Duration::from_secs_f64(span_hours * 3600.0);
     let sim = SimHandle::start(config).await?;
-    let far_future = chrono::Utc::now() + chrono::Duration::days(3650);
+    // The collector's clock, as its outputs stamp records with it.
+    let clock = isolation_collector::clock::SharedClock::system();
+    let far_future = clock.now() + chrono::Duration::days(3650);
     let hostname = isolation_collector::output::net::format::system_hostname();
     let mut formatter = RecordFormatter::new(&hostname, TABLE);
-    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now_ms = clock.now_ms();
     let mut records = Records {
         bytes: Vec::new(),
         ends: Vec::with_capacity(events),

@@ -16,7 +16,7 @@
 # default, 2 s], SERVICES [web: Browser & Email Isolation; `both`: that and URL Isolation in
 # one process, each from its own simulator listener], CALLGRIND [unset; a file name: run the
 # collector under `valgrind --tool=callgrind` writing that profile instead of /usr/bin/time],
-# SKIP_BUILD [unset; 1: use the binaries as built]. The summary reports the time the
+# SKIP_BUILD [unset; 1: use the binaries as built], RELP_WINDOW [unset: the relp output's window_size]. The summary reports the time the
 # collector spent only waiting for jobs, and the first job's latency, which no collector can
 # avoid (nothing can be downloaded before a job completes).
 #

@@ -13,20 +13,20 @@
 # label `raw sender, TLS|RELP`), which scripts/bench/summary.py reads like a backfill row: wall
 # is the sending alone (first connect to the receiver's proof), cpu the sender's CPU over it,
 # receiver_cpu rsyslog's CPU over the whole run (certificates aside). Knobs: SPAN_HOURS [480],
-# WINDOW [128, the relp output's default], PORT_TLS [18443], SKIP_BUILD [unset; 1: use the
+# WINDOW [4096, the relp output's default], PORT_TLS [18443], SKIP_BUILD [unset; 1: use the
 # example as built], CARGO_TARGET_DIR [target].
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-1000000}
 MODE=${2:-tls}
 SPAN_HOURS=${SPAN_HOURS:-480}
-WINDOW=${WINDOW:-128}
+WINDOW=${WINDOW:-4096}
 PORT_TLS=${PORT_TLS:-18443}
 case "$MODE" in tls) label="raw sender, TLS" ;; relp) label="raw sender, RELP" ;;
   *) echo "mode must be tls or relp, not $MODE" >&2; exit 64 ;; esac
 work=$(mktemp -d)
 rsyslog_pid=
-trap 'kill $rsyslog_pid 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+trap 'kill $rsyslog_pid 2>/dev/null && wait $rsyslog_pid 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --example raw_tls_sender
 BIN=${CARGO_TARGET_DIR:-target}/release/examples/raw_tls_sender

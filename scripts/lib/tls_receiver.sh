@@ -50,9 +50,10 @@ CONF
   rsyslog_pid=$!
 }
 
-# relp_output_yaml CERTDIR PORT: the collector's relp output for that receiver.
+# relp_output_yaml CERTDIR PORT: the collector's relp output for that receiver (window_size
+# $RELP_WINDOW when set, else the output's default).
 relp_output_yaml() {
-  echo "  relp: {type: relp, config: {address: 127.0.0.1, port: $2, chain: $1/ca.crt, cert: $1/client.crt, key: $1/client.key}}"
+  echo "  relp: {type: relp, config: {address: 127.0.0.1, port: $2, chain: $1/ca.crt, cert: $1/client.crt, key: $1/client.key${RELP_WINDOW:+, window_size: $RELP_WINDOW}}}"
 }
 
 # devo_output_yaml CERTDIR PORT: the collector's devo_platform output for that receiver.
