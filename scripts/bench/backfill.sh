@@ -19,7 +19,7 @@
 # userId, pseudonymises userName (hmac_sha256, a key file) and masks the host of url (a
 # string_patterns rule): the rule set of benches/hot_path.rs's obfuscate_mask_hmac_pattern], CALLGRIND [unset; a file name: run the
 # collector under `valgrind --tool=callgrind` writing that profile instead of /usr/bin/time],
-# SKIP_BUILD [unset; 1: use the binaries as built]. The summary reports the time the
+# SKIP_BUILD [unset; 1: use the binaries as built], RELP_WINDOW [unset: the relp output's window_size]. The summary reports the time the
 # collector spent only waiting for jobs, and the first job's latency, which no collector can
 # avoid (nothing can be downloaded before a job completes).
 #
@@ -39,7 +39,7 @@ PORT_WEB=${PORT_WEB:-18180}
 PORT_URL=${PORT_URL:-18181}
 work=$(mktemp -d)
 sim_pid=; rsyslog_pid=
-trap 'kill $sim_pid $rsyslog_pid 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+trap 'kill $sim_pid $rsyslog_pid 2>/dev/null; wait $rsyslog_pid 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin isolation-collector --bin isolation-sim
 BIN=${CARGO_TARGET_DIR:-target}/release
@@ -56,24 +56,14 @@ SERVICES=${SERVICES:-web}
 POLL_INITIAL=${POLL_INITIAL:-0.01}
 delivered="$work/out/tap.proofpoint.isolation.browser_and_email.jsonl"
 [ "$SERVICES" = both ] && delivered="$delivered $work/out/tap.proofpoint.isolation.url_isolation.jsonl"
-if [ "$MODE" = tls ]; then
-  # A receiver like Devo's: TLS 1.2/1.3 with client certificates checked against our CA.
+. scripts/lib/tls_receiver.sh
+if [ "$MODE" = tls ] || [ "$MODE" = relp ]; then
+  # A receiver like Devo's: TLS 1.2/1.3 with client certificates checked against our CA
+  # (imtcp for `tls`, imrelp for `relp`); scripts/bench/raw_sender.sh starts the same one.
   PORT_TLS=${PORT_TLS:-18443}
-  c="$work/certs"
-  . scripts/lib/tls_receiver.sh
-  make_pki "$c"
-  start_rsyslog "$work" "$c" "$PORT_TLS"
-  sleep 1
-  output_yaml=$(devo_output_yaml "$c" "$PORT_TLS")
-  delivered="$work/received.log"
-elif [ "$MODE" = relp ]; then
-  PORT_TLS=${PORT_TLS:-18443}
-  c="$work/certs"
-  . scripts/lib/tls_receiver.sh
-  make_pki "$c"
-  start_rsyslog_relp "$work" "$c" "$PORT_TLS"
-  sleep 1
-  output_yaml=$(relp_output_yaml "$c" "$PORT_TLS")
+  start_receiver "$MODE" "$work" "$PORT_TLS"
+  rsyslog_ticks0=$(cpu_ticks "$rsyslog_pid")
+  if [ "$MODE" = tls ]; then output_yaml=$(devo_output_yaml "$c" "$PORT_TLS"); else output_yaml=$(relp_output_yaml "$c" "$PORT_TLS"); fi
   delivered="$work/received.log"
 fi
 
@@ -111,7 +101,7 @@ echo "SETTINGS mode=$MODE n=$N services=$SERVICES span_hours=$SPAN_HOURS pending
 
 # The puller's debug line "Waited S seconds for API jobs" gives the time spent only waiting.
 export RUST_LOG=info,isolation_collector::puller=debug
-[ "$MODE" = tls ] && export RUST_LOG=$RUST_LOG,isolation_collector::output::syslog=debug
+[ "$MODE" = tls ] && export RUST_LOG=$RUST_LOG,isolation_collector::output::syslog=debug,isolation_collector::output::net::connect=debug
 if [ -n "${CALLGRIND:-}" ]; then
   # Instruction counts repeat exactly from run to run where seconds do not. Valgrind hides
   # the CPU's SHA extensions, so sha2 runs its software path here: summary.py counts it apart.
@@ -139,7 +129,10 @@ sim_requests=$(stats_sum requests)
 sim_jobs=$(stats_sum job_creates)
 sim_max_running=$(stats_sum max_running_jobs)
 if [ "$MODE" = tls ] || [ "$MODE" = relp ]; then  # rsyslog writes asynchronously: wait until the count settles
-  prev=-1; while :; do cur=$(wc -l <"$delivered"); [ "$cur" = "$prev" ] && break; prev=$cur; sleep 0.5; done
+  wait_settled "$delivered"
+  receiver_ticks=$(($(cpu_ticks "$rsyslog_pid") - rsyslog_ticks0))
+  echo "rsyslog CPU (user+sys ticks): $receiver_ticks"
+  export RECEIVER_CPU=$(awk -v t="$receiver_ticks" 'BEGIN {printf "%.2f", t / 100}')
 fi
 events=$(cat $delivered | wc -l)
 wall=$(grep 'Elapsed (wall clock)' "$work/run.log" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
@@ -152,7 +145,7 @@ bytes=$(cat $delivered | wc -c)
 python3 - "$N" "$events" "$wall" "$user" "$sys" "$rss_kb" "$requests" "$bytes" "$work/run.log" \
   "$served_bytes" "$served_events" "$sim_requests" "$MODE" "$SERVICES" "$JOB_LATENCY_MS" "$JOB_LATENCY_MS_PER_10K" \
   "$sim_jobs" "$sim_max_running" <<'PY'
-import re, statistics, sys
+import os, re, statistics, sys
 n, events, wall, user, sys_, rss, req, size, log, sbytes, sevents, sreq, mode, services, lat, lat10k, jobs, running = sys.argv[1:]
 # The first job's latency: nothing can be downloaded before a job completes, whatever the
 # collector does. Known exactly only without the per-10,000-event part (its size is the window's).
@@ -173,7 +166,9 @@ print(f"API bytes downloaded per event : {int(sbytes) / max(events, 1):.0f}  ({i
 print(f"API jobs created               : {jobs} (at most {running} running at once, as the simulator counts them)")
 print(f"RESULT mode={mode} n={n} delivered={events} wall={wall:.3f} cpu={cpu:.3f} rss_kb={rss} "
       f"requests={req} sim_requests={sreq} bytes_downloaded={sbytes} events_downloaded={sevents} "
-      f"job_wait={job_wait:.3f} first_job={first_job:.3f} services={services} jobs={jobs} max_running_jobs={running}")
+      f"job_wait={job_wait:.3f} first_job={first_job:.3f} services={services} jobs={jobs} max_running_jobs={running}"
+      # The receiver's (rsyslog's) CPU seconds over the run, in modes tls and relp.
+      + (f" receiver_cpu={os.environ['RECEIVER_CPU']}" if os.environ.get("RECEIVER_CPU") else ""))
 proofs = [float(m.group(1)) for m in re.finditer(r"proof_ms=([0-9.]+)", open(log).read())]
 if proofs:
     proofs.sort()

@@ -50,12 +50,34 @@ CONF
   rsyslog_pid=$!
 }
 
-# relp_output_yaml CERTDIR PORT: the collector's relp output for that receiver.
+# relp_output_yaml CERTDIR PORT: the collector's relp output for that receiver (window_size
+# $RELP_WINDOW when set, else the output's default).
 relp_output_yaml() {
-  echo "  relp: {type: relp, config: {address: 127.0.0.1, port: $2, chain: $1/ca.crt, cert: $1/client.crt, key: $1/client.key}}"
+  echo "  relp: {type: relp, config: {address: 127.0.0.1, port: $2, chain: $1/ca.crt, cert: $1/client.crt, key: $1/client.key${RELP_WINDOW:+, window_size: $RELP_WINDOW}}}"
 }
 
 # devo_output_yaml CERTDIR PORT: the collector's devo_platform output for that receiver.
 devo_output_yaml() {
   echo "  devo: {type: devo_platform, config: {address: 127.0.0.1, port: $2, chain: $1/ca.crt, cert: $1/client.crt, key: $1/client.key}}"
+}
+
+# start_receiver MODE WORKDIR PORT: the benchmark's receiver for MODE `tls` (imtcp) or `relp`
+# (imrelp), certificates made under WORKDIR/certs; sets $rsyslog_pid and $c (the certificate
+# directory). Shared by backfill.sh and raw_sender.sh, so that the collector and the raw sender
+# meet the very same rsyslog.
+start_receiver() {
+  local mode=$1 w=$2 port=$3
+  c="$w/certs"
+  make_pki "$c"
+  if [ "$mode" = tls ]; then start_rsyslog "$w" "$c" "$port"; else start_rsyslog_relp "$w" "$c" "$port"; fi
+  sleep 1
+}
+
+# cpu_ticks PID: user + system CPU of PID so far, in clock ticks (1/100 s).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# wait_settled FILE: waits until FILE's line count stops growing (rsyslog writes asynchronously).
+wait_settled() {
+  local prev=-1 cur
+  while :; do cur=$(wc -l <"$1"); [ "$cur" = "$prev" ] && break; prev=$cur; sleep 0.5; done
 }

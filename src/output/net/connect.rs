@@ -568,7 +568,9 @@ fn server_name_str(n: &ServerName<'_>) -> String {
 
 /// Builds the rustls client configuration: TLS 1.2 and 1.3 with the `ring` provider, the server
 /// verified against `roots` only, our client certificate, and the host name check on or off.
-pub(crate) fn client_config(
+/// Public for `examples/raw_tls_sender.rs`, the benchmark's raw sender, which must speak TLS
+/// exactly as the outputs do.
+pub fn client_config(
     roots: rustls::RootCertStore,
     cert_chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,

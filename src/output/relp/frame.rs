@@ -130,7 +130,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
 
 /// The status of an `rsp` frame's data: `CODE [SP TEXT] [LF more]`, e.g. `200 OK`. Returns the
 /// code and the text (lossy UTF-8), or `None` when the data does not start with 3 digits.
-pub fn rsp_status(data: &[u8]) -> Option<(u16, String)> {
+pub fn rsp_status(data: &[u8]) -> Option<(u16, std::borrow::Cow<'_, str>)> {
     let code = data.get(..3)?;
     if !code.iter().all(u8::is_ascii_digit) || data.get(3).is_some_and(|&b| b != b' ' && b != b'\n')
     {
@@ -139,7 +139,8 @@ pub fn rsp_status(data: &[u8]) -> Option<(u16, String)> {
     let code = code.iter().fold(0u16, |v, &d| v * 10 + u16::from(d - b'0'));
     let text = data.get(4..).unwrap_or_default();
     let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
-    Some((code, String::from_utf8_lossy(line).into_owned()))
+    // Borrowed unless the text is not UTF-8: no allocation per acknowledged record.
+    Some((code, String::from_utf8_lossy(line)))
 }
 
 #[cfg(test)]
@@ -152,7 +153,7 @@ mod tests {
         let open = b"1 rsp 93 200 OK\nrelp_version=0\nrelp_software=librelp,1.11.0,http://librelp.adiscon.com\ncommands=syslog\n";
         let (f, n) = parse(open).unwrap().unwrap();
         assert_eq!((f.txnr, f.command, n), (1, "rsp", open.len()));
-        assert_eq!(rsp_status(f.data), Some((200, "OK".to_string())));
+        assert_eq!(rsp_status(f.data), Some((200, "OK".into())));
         let two = b"2 rsp 6 200 OK\n0 serverclose 0\n";
         let (f, n) = parse(two).unwrap().unwrap();
         assert_eq!((f.txnr, f.data, n), (2, &b"200 OK"[..], 15));

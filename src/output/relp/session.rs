@@ -17,12 +17,19 @@ const OPEN_OFFERS: &str = concat!(
     ",https://github.com/\ncommands=syslog"
 );
 
+/// Bytes read from the receiver per read call: room for hundreds of answers (`N rsp 6 200 OK`).
+const READ_CHUNK: usize = 16 * 1024;
+
 /// An open session: the stream, the next transaction number, what was read but not parsed.
 pub(super) struct Session {
     stream: Box<dyn Stream>,
     addr: String,
     next_txnr: u32,
+    /// What was read; `read_buf[read_pos..]` is not parsed yet. Answers are taken by moving
+    /// `read_pos`, and the buffer is compacted only before the next read: removing each answer
+    /// from the front would move the rest of the buffer once per acknowledged record.
     read_buf: Vec<u8>,
+    read_pos: usize,
     write_buf: Vec<u8>,
     /// Last time a frame was written or read, for the idle limit.
     pub last_used: Instant,
@@ -48,7 +55,8 @@ impl Session {
             stream,
             addr: connector.addr(),
             next_txnr: 1,
-            read_buf: Vec::with_capacity(4096),
+            read_buf: Vec::with_capacity(READ_CHUNK),
+            read_pos: 0,
             write_buf: Vec::with_capacity(64 * 1024),
             last_used: Instant::now(),
         };
@@ -123,7 +131,7 @@ impl Session {
         let Some((answer, used)) = self.parsed()? else {
             return Ok(None);
         };
-        self.read_buf.drain(..used);
+        self.read_pos += used;
         Ok(Some(answer))
     }
 
@@ -137,12 +145,14 @@ impl Session {
     ) -> Result<Answer, RelpError> {
         loop {
             if let Some((answer, used)) = self.parsed()? {
-                self.read_buf.drain(..used);
+                self.read_pos += used;
                 self.last_used = Instant::now();
                 return Ok(answer);
             }
-            let mut chunk = [0u8; 4096];
-            let read = timeout(reply_timeout, self.stream.read(&mut chunk))
+            self.read_buf.drain(..self.read_pos);
+            self.read_pos = 0;
+            self.read_buf.reserve(READ_CHUNK);
+            let read = timeout(reply_timeout, self.stream.read_buf(&mut self.read_buf))
                 .await
                 .map_err(|_| RelpError::NoAnswer {
                     addr: self.addr.clone(),
@@ -157,7 +167,7 @@ impl Session {
                         tls: connector.tls.is_some(),
                     })
                 }
-                Ok(n) => self.read_buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     return Err(RelpError::Closed {
                         addr: self.addr.clone(),
@@ -176,7 +186,8 @@ impl Session {
 
     /// The first complete frame in the read buffer as an answer, with its length.
     fn parsed(&self) -> Result<Option<(Answer, usize)>, RelpError> {
-        let parsed = frame::parse(&self.read_buf).map_err(|e| self.protocol(e.to_string()))?;
+        let unparsed = &self.read_buf[self.read_pos..];
+        let parsed = frame::parse(unparsed).map_err(|e| self.protocol(e.to_string()))?;
         let Some((
             Frame {
                 txnr,
@@ -202,6 +213,12 @@ impl Session {
                         String::from_utf8_lossy(&data[..data.len().min(80)])
                     ))
                 })?;
+                // The text is kept for the errors only: none is made per acknowledged record.
+                let text = if code == 200 {
+                    String::new()
+                } else {
+                    text.into_owned()
+                };
                 Answer::Rsp { txnr, code, text }
             }
             "serverclose" => Answer::ServerClose,
