@@ -88,6 +88,12 @@ impl Metrics {
             "Events dropped by the dedup memory (already delivered).",
             duplicates.clone(),
         );
+        let spooled = Family::default();
+        registry.register(
+            "spooled_events",
+            "Events of API jobs too big for one window, written to a spool file to be delivered as several windows.",
+            spooled.clone(),
+        );
         let delivered = Family::default();
         registry.register(
             "delivered_events",
@@ -144,6 +150,7 @@ impl Metrics {
             registry,
             received,
             duplicates,
+            spooled,
             delivered,
             requests,
             retries,
@@ -280,10 +287,11 @@ impl Metrics {
 
     /// The per-service counters that start at 0 for an expected service and go with a
     /// forgotten one: one list, so that a family added to one also goes with the other.
-    fn service_counters(&self) -> [&Family<ServiceLabels, Counter>; 6] {
+    fn service_counters(&self) -> [&Family<ServiceLabels, Counter>; 7] {
         [
             &self.received,
             &self.duplicates,
+            &self.spooled,
             &self.retries,
             &self.polls,
             &self.state_write_failures,
@@ -413,6 +421,11 @@ impl ServiceMetrics {
             .received
             .get_or_create(&self.labels())
             .inc_by(n as u64);
+    }
+
+    /// `n` events of a job too big for one window were spooled (`puller::spool`).
+    pub fn spooled_events(&self, n: u64) {
+        self.metrics.spooled.get_or_create(&self.labels()).inc_by(n);
     }
 
     pub fn duplicates_filtered(&self, n: usize) {
