@@ -170,11 +170,12 @@ impl<'a> Collecting<'a> {
             Err(e) => return self.stop(Stop::SpoolFailed(e.into())),
         };
         info!(
-            "The job for {} to {} holds {events} events, more than one window of {}; spooling it to {} in {k} windows.",
+            "The job for {} to {} holds {events} events, more than one window of {}; spooling it to {} in about {} windows.",
             format_iso(self.w.from),
             format_iso(self.w.to),
             planner.cap(),
-            settings.directory.display()
+            settings.directory.display(),
+            events.div_ceil(planner.cap().max(1) as u64)
         );
         // The buffers' memory, with the page in hand, from the budget (only if free, as a
         // window grows).

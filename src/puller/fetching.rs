@@ -206,9 +206,17 @@ impl Fetching<'_> {
         let unreadable = Unreadable::new(self.svc, self.clock);
         let mut c = Collecting::new(w, limits, held, unreadable);
         let bytes_per_event = &mut *self.bytes_per_event;
-        self.client
+        let finished = self
+            .client
             .finish_job(job, |page| c.on_page(page, planner, bytes_per_event))
-            .await?;
+            .await;
+        match finished {
+            Err(e) if e.is_lost_job() && c.spool.is_some() => {
+                let lost = SpoolError::JobLost(e.to_string());
+                return Ok(self.give_up_spooling(w, planner, lost));
+            }
+            finished => finished?,
+        };
         let spooled = match (c.stop.take(), c.spool.take()) {
             (Some(Stop::OverBudget), _) => {
                 self.client.job_fault(JobFault::WindowOverBudget);
@@ -259,11 +267,12 @@ impl Fetching<'_> {
         e: SpoolError,
     ) -> Option<Collected> {
         warn!(
-            "The job for {} to {} could not spool its events to {}: {e}. Splitting it into windows of {} events instead (one job each); nothing is lost. Free space there, or set globals.spool_directory to a directory with room (or raise globals.spool_max_size_in_mb).",
+            "The job for {} to {} could not spool its events to {}: {e}. Splitting it into windows of {} events instead (one job each); nothing is lost. {}",
             format_iso(w.from),
             format_iso(w.to),
             self.spooling.directory.display(),
-            planner.cap()
+            planner.cap(),
+            e.fix()
         );
         self.spool_failed = true;
         None
@@ -284,14 +293,12 @@ impl Fetching<'_> {
             return Ok(None);
         };
         if bytes > share && events > planner.cap() {
-            self.client.job_fault(JobFault::WindowOverBudget);
-            return Err(PullError::from_fetch(FetchError::WindowOverBudget {
-                from: format_iso(w.from),
-                to: format_iso(w.to),
-                share,
-                held: bytes,
-                events,
-            }));
+            // A burst at the narrowest span, over the service's share: the rest of the range
+            // is split as without a spool, whose window for this burst is given up with the
+            // usual error after holding at most a share (never the whole burst).
+            self.spool = None;
+            self.spool_failed = true;
+            return Ok(None);
         }
         // Waits with nothing else of this window in hand (see pipeline::budget).
         let held = tokio::select! {

@@ -116,6 +116,20 @@ pub enum SpoolError {
     Io(#[from] io::Error),
     #[error("the spool would pass spool_max_size_in_mb ({0} bytes)")]
     TooBig(u64),
+    /// The API lost the job (expired, or not found) before its last page was spooled.
+    #[error("the API lost the job before its last page ({0})")]
+    JobLost(String),
+}
+
+impl SpoolError {
+    /// What an operator can do about it.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            SpoolError::Io(_) => "Free space there, or set globals.spool_directory to a directory with room.",
+            SpoolError::TooBig(_) => "Raise globals.spool_max_size_in_mb to spool jobs this big.",
+            SpoolError::JobLost(_) => "The API's jobs expire before a job this big is downloaded; nothing to do, smaller windows each get a job of their own.",
+        }
+    }
 }
 
 /// One time bucket: `[from, to)` (the last one includes the job's `to`).

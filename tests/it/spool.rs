@@ -149,3 +149,24 @@ async fn an_unwritable_spool_directory_is_a_config_error() {
         "{err}"
     );
 }
+
+/// The API's job expires while it is still being spooled (a 1 s job lifetime, pages of
+/// 0.4 s): the spool is dropped with a warning and the range is split into windows of their
+/// own jobs, as without a spool; every event once. It used to end the cycle (HTTP 404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_expires_while_it_is_spooled_falls_back_to_splitting() {
+    let mut env = TestEnv::both(3000, |c| {
+        c.pending_polls = 0;
+        c.page_latency = Duration::from_millis(400);
+        c.job_ttl = Duration::from_secs(1);
+    })
+    .await;
+    env.service_extra = "page_size: 400\nmax_events_per_window: 400\nmax_concurrent_jobs: 1".into();
+    env.write_config();
+    let log = stderr(&env.run_once_ok().await);
+    assert!(
+        log.contains("the API lost the job before its last page"),
+        "{log}"
+    );
+    env.assert_exactly_once();
+}
