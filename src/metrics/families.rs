@@ -72,6 +72,17 @@ impl Default for Metrics {
     }
 }
 
+/// `spooled_events_total` (`puller::spool`).
+fn register_spooled(registry: &mut Registry) -> Family<ServiceLabels, Counter> {
+    let spooled = Family::default();
+    registry.register(
+        "spooled_events",
+        "Events of API jobs too big for one window, written to a spool file to be delivered as several windows.",
+        spooled.clone(),
+    );
+    spooled
+}
+
 impl Metrics {
     /// Every family, registered under the `isolation_collector` prefix.
     pub fn new() -> Metrics {
@@ -88,12 +99,7 @@ impl Metrics {
             "Events dropped by the dedup memory (already delivered).",
             duplicates.clone(),
         );
-        let spooled = Family::default();
-        registry.register(
-            "spooled_events",
-            "Events of API jobs too big for one window, written to a spool file to be delivered as several windows.",
-            spooled.clone(),
-        );
+        let spooled = register_spooled(&mut registry);
         let delivered = Family::default();
         registry.register(
             "delivered_events",

@@ -1,6 +1,16 @@
 //! Fetching windows: the current window's job (created ahead, or under a permit of the
-//! process-wide job cap), its pages collected into memory within the window budget, and the
-//! window cap learnt from the bytes per event. The puller ([`super`]) delivers what this fetches.
+//! process-wide job cap), its pages collected into memory within the window budget
+//! ([`super::collecting`]), and the window cap learnt from the bytes per event. The puller
+//! ([`super`]) delivers what this fetches.
+//!
+//! A job that holds more than one window (a first backfill's whole-range job) is not thrown
+//! away: its events are spooled to disk and its windows come from the spool next
+//! ([`super::spool`]), each one bucket (or a few consecutive ones) of the job's range, so the
+//! first job's `total` sizes the first windows and its latency is paid once. The planner is told
+//! each spooled window's completion, so that its density and the rest of the range after the
+//! job's end go on as for any window. Without a spool (off, a full disk, a job over
+//! `spool_max_size_in_mb` or lost by the API), a too-big window is given up and the planner
+//! splits it into windows of their own jobs, created ahead ([`super::lookahead`]).
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -87,7 +97,7 @@ impl Fetching<'_> {
             if self.cancel.is_cancelled() {
                 return Err(PullError::Cancelled);
             }
-            if let Some(fetched) = self.from_spool(planner).await? {
+            if let Some(fetched) = self.next_spooled(planner).await? {
                 return Ok(Some(fetched));
             }
             let Some(planned) = planner.next_window() else {
@@ -280,7 +290,7 @@ impl Fetching<'_> {
 
     /// The next window of the spool (its first buckets, up to the window cap), read back
     /// within the budget; `None` (and the spool dropped, its file freed) when none is left.
-    async fn from_spool(
+    async fn next_spooled(
         &mut self,
         planner: &mut WindowPlanner,
     ) -> Result<Option<Fetched>, PullError> {
@@ -288,11 +298,11 @@ impl Fetching<'_> {
         let Some(spool) = self.spool.as_mut() else {
             return Ok(None);
         };
-        let Some((w, events, bytes, n)) = spool.plan_next(planner.cap(), window_bytes)? else {
+        let Some((w, _, bytes, n)) = spool.plan_next(planner.cap(), window_bytes)? else {
             self.spool = None;
             return Ok(None);
         };
-        if bytes > share && events > planner.cap() {
+        if bytes > share {
             // A burst at the narrowest span, over the service's share: the rest of the range
             // is split as without a spool, whose window for this burst is given up with the
             // usual error after holding at most a share (never the whole burst).

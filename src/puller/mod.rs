@@ -15,7 +15,8 @@
 //! after the current window is committed, so windows still commit strictly in order.
 //!
 //! Fetching a window (its job under the process-wide job cap, its pages within the budget) is in
-//! [`fetching`]. The other jobs live beside it: the state's lifecycle in [`crate::puller::checkpoint`], Devo's log
+//! [`fetching`]; a job too big for one window is spooled to disk and delivered as many windows
+//! ([`spool`]). The other jobs live beside it: the state's lifecycle in [`crate::puller::checkpoint`], Devo's log
 //! wording in [`crate::devo::log_lines`], and Devo's statistics line in [`crate::devo::statistics`].
 
 pub mod checkpoint;

@@ -35,17 +35,6 @@ fn spool_files(env: &TestEnv) -> Vec<String> {
     }
 }
 
-/// Sets a `globals` key in the environment's config.
-fn with_global(env: &TestEnv, line: &str) {
-    let path = env.config_path();
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(
-        &path,
-        text.replacen("globals:\n", &format!("globals:\n  {line}\n"), 1),
-    )
-    .unwrap();
-}
-
 /// Today's way created a whole-range job to learn its `total`, threw it away and created one
 /// job per window (40 and more). Now the first job is the only one (besides the setup
 /// check's), and its events are delivered in many windows, each once.
@@ -124,7 +113,7 @@ async fn a_full_spool_disk_falls_back_to_splitting_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spooling_off_splits_the_range_as_before() {
     let env = spooled_backfill(Duration::ZERO, Duration::ZERO).await;
-    with_global(&env, "spool_max_size_in_mb: 0");
+    spooling_off(&env);
     let log = stderr(&env.run_once_ok().await);
     env.assert_exactly_once();
     assert!(!log.contains("spooling it to"), "{log}");

@@ -76,12 +76,14 @@ impl Storage for File {
 }
 
 /// A file that holds at most `room` bytes, then fails as a full disk does (ENOSPC): the
-/// full-disk tests' storage.
+/// full-disk tests' storage (only in tests and the tests' build).
+#[cfg(any(test, feature = "test-hooks"))]
 pub(super) struct Cramped {
     pub file: File,
     pub room: u64,
 }
 
+#[cfg(any(test, feature = "test-hooks"))]
 impl Storage for Cramped {
     fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         if offset + buf.len() as u64 > self.room {
@@ -289,8 +291,11 @@ impl Spool {
     }
 
     /// The next window's bounds, events and held bytes, without reading it: the first bucket
-    /// and those after it that fit with it in `cap` events and `window_bytes`. A first bucket
-    /// over `cap` that can still be split is re-bucketed first. `None` when none is left.
+    /// and those after it that fit with it in 80% of `cap` events and of `window_bytes` (the
+    /// planner's windows aim at 80% of the cap too: the memory bound is measured with them). A first bucket
+    /// over `cap` or `window_bytes` that can still be split is re-bucketed first. `None` when
+    /// none is left. A first bucket that cannot be split comes whole: the caller checks its
+    /// bytes against the service's share.
     pub(super) fn plan_next(
         &mut self,
         cap: usize,
@@ -300,13 +305,15 @@ impl Spool {
             let Some(first) = self.buckets.front() else {
                 return Ok(None);
             };
-            if first.events > cap && first.to - first.from > MIN_SPAN {
+            let over = first.events > cap || first.held > window_bytes;
+            if over && first.to - first.from > MIN_SPAN {
                 self.rebucket(cap)?;
                 continue;
             }
             let (mut n, mut events, mut held) = (1, first.events, first.held);
+            let (fill_events, fill_bytes) = (cap * 4 / 5, window_bytes / 5 * 4);
             while let Some(b) = self.buckets.get(n) {
-                if events + b.events > cap || held + b.held > window_bytes {
+                if events + b.events > fill_events || held + b.held > fill_bytes {
                     break;
                 }
                 (events, held) = (events + b.events, held + b.held);
@@ -395,9 +402,10 @@ impl Spool {
     }
 }
 
-/// The bytes an event of `json_len` holds in a window (as `fetching` counts them).
+/// The bytes an event of `json_len` holds in a window read back: its struct and its record
+/// (JSON and header) in the window's buffer.
 fn held_bytes(json_len: usize) -> u64 {
-    (json_len + std::mem::size_of::<Event>()) as u64
+    (json_len + HEADER + std::mem::size_of::<Event>()) as u64
 }
 
 fn append_record(buf: &mut Vec<u8>, e: &Event) {
@@ -443,5 +451,4 @@ fn decode(data: Bytes, expected: usize) -> Result<Vec<Event>, SpoolError> {
 }
 
 #[cfg(test)]
-#[path = "spool_tests.rs"]
 mod tests;
