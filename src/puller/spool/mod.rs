@@ -13,8 +13,9 @@
 //! the bucket records its chunks' (offset, len). What the spool holds in memory is K buffers
 //! (taken from the window budget with the page in hand), whatever the job's size. A bucket is
 //! read back whole into one buffer (its bytes reserved in the budget, as a window's are) and its
-//! events are sliced out of it without a copy. Consecutive small buckets are read as one window,
-//! up to the window cap. A bucket with more events than the cap (a burst) is re-bucketed: its
+//! events are sliced out of it without a copy (the buffers of the last two windows are reused
+//! once their events are dropped). Consecutive small buckets are read as one window, up to 80%
+//! of the window cap, as the planner's windows. A bucket with more events than the cap (a burst) is re-bucketed: its
 //! chunks are read one by one and written again as finer buckets over its own time range,
 //! appended to the same file. A bucket that cannot be split further (its span at the planner's
 //! narrowest) is delivered whole if it fits the service's share of the budget, else it is the
@@ -40,7 +41,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 pub use crate::config::SpoolSettings;
 
@@ -195,6 +196,8 @@ pub(super) struct Spool {
     len: u64,
     max_bytes: u64,
     buffer: usize,
+    /// The buffers that may be filled at once (the buckets it was cut into at first).
+    max_buffers: usize,
     /// The buckets not delivered yet, in time order.
     buckets: VecDeque<Bucket>,
     /// Events written.
@@ -205,11 +208,19 @@ pub(super) struct Spool {
     pub(super) unreadable: Vec<DeadLetter>,
     /// The buffers' bytes in the budget while the job is downloaded.
     pub(super) held: Reservation,
+    /// The buffers of the last windows read back, reused once their events are all dropped
+    /// (the window delivered): reading a window back then neither allocates nor faults in
+    /// fresh pages. At most [`SPARE_BUFFERS`], each at most a window's bytes.
+    spare: VecDeque<Bytes>,
 }
+
+/// The read-back buffers kept for reuse: the window delivered and the one read meanwhile.
+const SPARE_BUFFERS: usize = 2;
 
 impl Spool {
     /// A spool in `settings.directory` for the job of `w`, cut into `k` buckets, each
-    /// buffering up to `window_bytes / (2k)` bytes (4 to 64 KiB) before it is written.
+    /// buffering up to `window_bytes / (4k)` bytes (4 to 64 KiB) before it is written: the
+    /// buffers take about a quarter of a window's bytes.
     pub(super) fn create(
         settings: &SpoolSettings,
         w: Window,
@@ -227,17 +238,19 @@ impl Spool {
         k: usize,
         window_bytes: u64,
     ) -> Spool {
-        let buffer = (window_bytes / (2 * k.max(1) as u64)) as usize;
+        let buffer = (window_bytes / (4 * k.max(1) as u64)) as usize;
         Spool {
             storage,
             len: 0,
             max_bytes: settings.max_bytes,
             buffer: buffer.clamp(MIN_BUFFER, MAX_BUFFER),
+            max_buffers: k.max(1),
             buckets: cut(w.from, w.to, k).into(),
             events: 0,
             created: 0,
             unreadable: Vec::new(),
             held: Reservation::default(),
+            spare: VecDeque::new(),
         }
     }
 
@@ -337,7 +350,7 @@ impl Spool {
             .map(|&(_, len)| len as usize)
             .sum::<usize>()
             + taken.iter().map(|b| b.buf.len()).sum::<usize>();
-        let mut data = vec![0u8; size];
+        let mut data = self.read_buffer(size);
         let mut at = 0;
         for b in &taken {
             for &(offset, len) in &b.chunks {
@@ -351,14 +364,38 @@ impl Spool {
             at += b.buf.len();
         }
         let events = taken.iter().map(|b| b.events).sum();
-        decode(Bytes::from(data), events)
+        let data = data.freeze();
+        if self.spare.len() == SPARE_BUFFERS {
+            self.spare.pop_front();
+        }
+        self.spare.push_back(data.clone());
+        decode(data, events)
+    }
+
+    /// A buffer of `size` bytes to read a window into: a spare one big enough whose window is
+    /// gone, or a new one.
+    fn read_buffer(&mut self, size: usize) -> BytesMut {
+        let unused = self
+            .spare
+            .iter()
+            .position(|b| b.len() >= size && b.is_unique());
+        if let Some(Ok(mut buf)) = unused
+            .and_then(|i| self.spare.remove(i))
+            .map(Bytes::try_into_mut)
+        {
+            buf.truncate(size); // every byte is read over
+            return buf;
+        }
+        BytesMut::zeroed(size)
     }
 
     /// Cuts the first bucket (a burst of more than `cap` events) into finer buckets over its own
     /// span, reading its chunks one at a time and appending the new ones to the file.
     fn rebucket(&mut self, cap: usize) -> Result<(), SpoolError> {
         let burst = self.buckets.pop_front().expect("a first bucket");
-        let k = bucket_count(burst.events as u64, cap);
+        // No more buffers than the spool was cut into at first (its memory); a burst still too
+        // big is cut again at its turn.
+        let k = bucket_count(burst.events as u64, cap).min(self.max_buffers.max(2));
         let finer: Vec<Bucket> = cut(burst.from, burst.to, k);
         for b in finer.into_iter().rev() {
             self.buckets.push_front(b);
@@ -391,11 +428,20 @@ impl Spool {
     fn push_into(&mut self, e: &Event, k: usize) -> Result<(), SpoolError> {
         let i = bucket_of(&self.buckets.make_contiguous()[..k], e.date_ms);
         let bucket = &mut self.buckets[i];
+        if !bucket.buf.is_empty() && bucket.buf.len() + HEADER + e.json.len() > self.buffer {
+            self.flush(i)?;
+        }
+        let bucket = &mut self.buckets[i];
+        if bucket.buf.capacity() == 0 {
+            // Its whole buffer at once: it never grows (and leaves no freed blocks behind).
+            bucket.buf.reserve_exact(self.buffer);
+        }
         append_record(&mut bucket.buf, e);
         bucket.events += 1;
         bucket.held += held_bytes(e.json.len());
         self.events += 1;
         if bucket.buf.len() >= self.buffer {
+            // A record bigger than a buffer: written alone.
             self.flush(i)?;
         }
         Ok(())

@@ -220,3 +220,43 @@ fn the_spool_leaves_no_file_in_its_directory() {
     spool.finish().unwrap();
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// A window's read-back buffer is reused for a later window once its events are dropped, and
+/// not while they are still held (the window in delivery).
+#[test]
+fn a_delivered_windows_buffer_is_reused_and_a_held_ones_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Window {
+        from: 0,
+        to: 30 * DAY,
+    };
+    // Windows of equal bytes: 100 events each, of equal lengths.
+    let events: Vec<Event> = (100..700)
+        .map(|i| event(i, Some((i - 100) as Millis * 4_000_000)))
+        .collect();
+    let mut spool = spool_over(dir.path(), w, 6);
+    spool.push_all(events).unwrap();
+    spool.finish().unwrap();
+    let mut next = |spool: &mut Spool| {
+        let (_, _, _, n) = spool.plan_next(100, u64::MAX).unwrap().unwrap();
+        spool.take(n).unwrap()
+    };
+    let start = |events: &[Event]| events[0].json.as_ptr() as usize - HEADER;
+    let first = next(&mut spool);
+    let second = next(&mut spool);
+    let third = next(&mut spool);
+    assert_ne!(
+        start(&third),
+        start(&first),
+        "the first window's events are still held"
+    );
+    let second_at = start(&second);
+    drop(second);
+    let fourth = next(&mut spool);
+    assert_eq!(
+        start(&fourth),
+        second_at,
+        "the second window's buffer, reused"
+    );
+    drop(first);
+}
