@@ -155,6 +155,7 @@ pub async fn pull_range(
     let (client, _setup_check) = client::build(&input, &svc, api)?;
     let mut puller = Puller::new(&input, svc, client, outputs, store, cancel, clock)
         .with_budget(budget)
+        .with_spool(config.globals.spool.clone())
         .with_cycle_end(to)
         .with_progress(progress(from, to));
     async move {

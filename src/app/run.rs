@@ -71,6 +71,7 @@ pub async fn run_collector(
             config.services().count(),
         ),
         jobs: JobCap::new(config.globals.max_concurrent_jobs),
+        spool: config.globals.spool.clone(),
         options,
         senders: SenderRegistry::default(),
     };

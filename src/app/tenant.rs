@@ -50,6 +50,9 @@ pub struct Shared {
     pub(super) budget: WindowBudget,
     /// The process's cap on API jobs alive at once (`globals.max_concurrent_jobs`).
     pub(super) jobs: JobCap,
+    /// Where and how much large jobs are spooled (`globals.spool_directory`,
+    /// `globals.spool_max_size_in_mb`).
+    pub(super) spool: crate::config::SpoolSettings,
     pub(super) options: RunOptions,
     /// The network outputs' sender statistics, summed per output name by the sender monitor.
     pub(super) senders: SenderRegistry,
@@ -196,6 +199,7 @@ fn service_task(
     )
     .with_budget(shared.budget.clone())
     .with_job_cap(shared.jobs.clone())
+    .with_spool(shared.spool.clone())
     .with_metrics(&shared.metrics);
     let lease = Lease::build(
         &input.id,

@@ -47,7 +47,7 @@ mod tenants;
 
 pub use env::{substitute, Env};
 pub use globals::{
-    Globals, Persistence, RedisConfig, SentinelConfig, DEFAULT_MAX_CONCURRENT_JOBS,
+    Globals, Persistence, RedisConfig, SentinelConfig, SpoolSettings, DEFAULT_MAX_CONCURRENT_JOBS,
     DEFAULT_WINDOW_MEMORY_BUDGET_MB,
 };
 pub use input::{InputConfig, KeyPlacement};

@@ -74,6 +74,17 @@ impl Default for Metrics {
     }
 }
 
+/// `spooled_events_total` (`puller::spool`).
+fn register_spooled(registry: &mut Registry) -> Family<ServiceLabels, Counter> {
+    let spooled = Family::default();
+    registry.register(
+        "spooled_events",
+        "Events of API jobs too big for one window, written to a spool file to be delivered as several windows.",
+        spooled.clone(),
+    );
+    spooled
+}
+
 impl Metrics {
     /// Every family, registered under the `isolation_collector` prefix.
     pub fn new() -> Metrics {
@@ -90,6 +101,7 @@ impl Metrics {
             "Events dropped by the dedup memory (already delivered).",
             duplicates.clone(),
         );
+        let spooled = register_spooled(&mut registry);
         let delivered = Family::default();
         registry.register(
             "delivered_events",
@@ -146,6 +158,7 @@ impl Metrics {
             registry,
             received,
             duplicates,
+            spooled,
             delivered,
             requests,
             retries,
@@ -283,10 +296,11 @@ impl Metrics {
 
     /// The per-service counters that start at 0 for an expected service and go with a
     /// forgotten one: one list, so that a family added to one also goes with the other.
-    fn service_counters(&self) -> [&Family<ServiceLabels, Counter>; 6] {
+    fn service_counters(&self) -> [&Family<ServiceLabels, Counter>; 7] {
         [
             &self.received,
             &self.duplicates,
+            &self.spooled,
             &self.retries,
             &self.polls,
             &self.state_write_failures,
@@ -417,6 +431,11 @@ impl ServiceMetrics {
             .received
             .get_or_create(&self.labels())
             .inc_by(n as u64);
+    }
+
+    /// `n` events of a job too big for one window were spooled (`puller::spool`).
+    pub fn spooled_events(&self, n: u64) {
+        self.metrics.spooled.get_or_create(&self.labels()).inc_by(n);
     }
 
     pub fn duplicates_filtered(&self, n: usize) {

@@ -86,6 +86,7 @@ pub struct Metrics {
     registry: Registry,
     received: Family<ServiceLabels, Counter>,
     duplicates: Family<ServiceLabels, Counter>,
+    spooled: Family<ServiceLabels, Counter>,
     delivered: Family<OutputLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     retries: Family<ServiceLabels, Counter>,

@@ -26,7 +26,9 @@
 //! cap of events: `max_events_per_window`, or fewer when the service's share of the window
 //! memory budget (`pipeline::budget`) holds fewer at the bytes per event seen so far (the
 //! puller sets it with [`WindowPlanner::set_cap`]). It learns the event density from the jobs'
-//! `total`s and shrinks a window that turned out too big before any of it is delivered.
+//! `total`s. A window that turned out too big is consumed from its one job as many windows
+//! through a spool (`puller::spool`: the first job's `total` sizes those windows, each reported
+//! with [`WindowPlanner::complete`]), or, without a spool, shrunk before any of it is delivered.
 
 use crate::timestamp::Millis;
 

@@ -1,17 +1,29 @@
 //! Fetching windows: the current window's job (created ahead, or under a permit of the
-//! process-wide job cap), its pages collected into memory within the window budget, and the
-//! window cap learnt from the bytes per event. The puller ([`super`]) delivers what this fetches.
+//! process-wide job cap), its pages collected into memory within the window budget
+//! ([`super::collecting`]), and the window cap learnt from the bytes per event. The puller
+//! ([`super`]) delivers what this fetches.
+//!
+//! A job that holds more than one window (a first backfill's whole-range job) is not thrown
+//! away: its events are spooled to disk and its windows come from the spool next
+//! ([`super::spool`]), each one bucket (or a few consecutive ones) of the job's range, so the
+//! first job's `total` sizes the first windows and its latency is paid once. The planner is told
+//! each spooled window's completion, so that its density and the rest of the range after the
+//! job's end go on as for any window. Without a spool (off, a full disk, a job over
+//! `spool_max_size_in_mb` or lost by the API), a too-big window is given up and the planner
+//! splits it into windows of their own jobs, created ahead ([`super::lookahead`]).
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::collecting::{window_cap, Collecting, Limits, Stop, Unreadable};
+use super::spool::{Spool, SpoolError};
 use super::PullError;
 use crate::api::client::{ApiClient, CreatedJob, FetchError};
 use crate::api::job_cap::{JobCap, JobPermit};
 use crate::clock::SharedClock;
-use crate::config::ServiceConfig;
-use crate::event::{Event, Page};
-use crate::metrics::JobFault;
+use crate::config::{ServiceConfig, SpoolSettings};
+use crate::event::Event;
+use crate::metrics::{JobFault, ServiceMetrics};
 use crate::pipeline::budget::{Reservation, WindowBudget};
 use crate::pipeline::window::{Window, WindowPlanner};
 use crate::puller::lookahead::{JobAhead, LookAhead};
@@ -49,6 +61,14 @@ pub(super) struct Fetching<'a> {
     pub(super) bytes_per_event: &'a mut Option<f64>,
     /// The planner's density, kept for the next cycle.
     pub(super) density: &'a mut Option<f64>,
+    /// Where and how much a job too big for one window is spooled.
+    pub(super) spooling: &'a SpoolSettings,
+    /// The spooled job whose windows come next, if any (dropped with the cycle: its file is
+    /// freed whether the cycle completes, fails, is cancelled or hands the lease over).
+    pub(super) spool: Option<Spool>,
+    /// Spooling failed in this cycle (a full disk): too-big windows are split from now on.
+    pub(super) spool_failed: bool,
+    pub(super) metrics: &'a ServiceMetrics,
 }
 
 impl Fetching<'_> {
@@ -65,17 +85,24 @@ impl Fetching<'_> {
         planner.set_cap(window_cap(self.window_bytes(), max, *self.bytes_per_event));
     }
 
-    /// Fetches the planner's next window whole (shrinking windows that turn out too big), or
-    /// `None` when the cycle's range is covered.
+    /// Fetches the next window whole: the spool's next one while a spooled job has some left,
+    /// else the planner's next (shrinking windows that turn out too big, spooling a job that
+    /// holds many windows), or `None` when the cycle's range is covered.
     pub(super) async fn next_window(
         &mut self,
         planner: &mut WindowPlanner,
         ahead: &mut LookAhead,
     ) -> Result<Option<Fetched>, PullError> {
-        while let Some(planned) = planner.next_window() {
+        loop {
             if self.cancel.is_cancelled() {
                 return Err(PullError::Cancelled);
             }
+            if let Some(fetched) = self.next_spooled(planner).await? {
+                return Ok(Some(fetched));
+            }
+            let Some(planned) = planner.next_window() else {
+                return Ok(None);
+            };
             let (w, job) = ahead.take(planned);
             let job = match job {
                 Some(job) => WindowJob::Ahead(Box::new(job)),
@@ -91,9 +118,8 @@ impl Fetching<'_> {
                 *self.density = planner.density();
                 return Ok(Some(fetched));
             }
-            // Too big: the planner shrank it.
+            // Too big: the planner shrank it, or its job was spooled.
         }
-        Ok(None)
     }
 
     /// The job cap's permit for the current window's job: a free one, else one of this
@@ -126,7 +152,7 @@ impl Fetching<'_> {
                     permit,
                     ..
                 } = *ahead;
-                match self.collect(w, job, planner).await {
+                match self.collect(w, job, created, planner).await {
                     Err(e) if e.is_lost_job() => warn!(
                         "The job created ahead for {} to {} is lost ({e}); creating it again.",
                         format_iso(w.from),
@@ -146,7 +172,7 @@ impl Fetching<'_> {
             .await
             .map_err(PullError::from_fetch)?;
         let collected = self
-            .collect(w, job, planner)
+            .collect(w, job, created, planner)
             .await
             .map_err(PullError::from_fetch)?;
         Ok(fetched(w, created, collected))
@@ -165,142 +191,149 @@ impl Fetching<'_> {
         }
     }
 
-    /// Polls and pages `job`, the job of window `w`, holding its events and their bytes in the
-    /// budget. `None` if the window is too big and was abandoned.
+    /// Polls and pages `job`, the job of window `w` (created at `created`), holding its
+    /// events and their bytes in the budget. `None` if the window is too big: split (the
+    /// planner shrank it), or spooled (its windows come from [`Fetching::spool`] next).
     async fn collect(
         &mut self,
         w: Window,
         job: CreatedJob,
+        created: Millis,
         planner: &mut WindowPlanner,
     ) -> Result<Option<Collected>, FetchError> {
         // Waits with nothing else of this window in hand (see pipeline::budget).
-        let mut held = tokio::select! {
+        let held = tokio::select! {
             held = self.budget.reserve(self.expected_bytes(w, planner)) => held,
             _ = self.cancel.cancelled() => return Err(FetchError::Cancelled),
         };
-        let mut events: Vec<Event> = Vec::new();
-        let mut unreadable = Unreadable::new(self.svc, self.clock);
-        let (mut bytes, mut undated, mut first, mut too_big) = (0u64, 0, true, false);
-        // A window that cannot be split holds at most this (and the page that crossed it).
-        let (share, mut over_budget) = (self.budget.share(), false);
-        let (window_bytes, max) = (self.window_bytes(), self.svc.max_events_per_window);
-        let (budget, bytes_per_event) = (self.budget, &mut *self.bytes_per_event);
-        let mut learnt = (0u64, 0usize);
-        self.client
-            .finish_job(job, |page| {
-                let page_bytes: u64 = page.events.iter().map(held_bytes).sum();
-                learnt = (learnt.0 + page_bytes, learnt.1 + page.events.len());
-                if learnt.1 > 0 {
-                    *bytes_per_event = Some(learnt.0 as f64 / learnt.1 as f64);
-                    // The first page already sizes the window: it says the bytes per event.
-                    planner.set_cap(window_cap(window_bytes, max, *bytes_per_event));
-                }
-                bytes += page_bytes;
-                // Taken only if free: a window never waits with bytes in hand. Beyond its
-                // reservation it is bounded by the planner's cap, checked below.
-                if bytes > held.bytes() {
-                    held.grow(budget, bytes - held.bytes());
-                }
-                let cap = planner.cap();
-                if first {
-                    first = false;
-                    if let Some(total) = page.total {
-                        if planner.observe_total(w, total) {
-                            too_big = true;
-                            return false;
-                        }
-                        events.reserve(total.min(cap as u64) as usize);
-                    }
-                }
-                undated += page.undated;
-                unreadable.add(&page);
-                events.extend(page.events);
-                if events.len() > cap && planner.observe_total(w, events.len() as u64) {
-                    too_big = true;
-                    return false;
-                }
-                if bytes > share && planner.is_narrowest(w) {
-                    over_budget = true;
-                    return false;
-                }
-                true
-            })
-            .await?;
-        if over_budget {
-            self.client.job_fault(JobFault::WindowOverBudget);
-            return Err(FetchError::WindowOverBudget {
-                from: format_iso(w.from),
-                to: format_iso(w.to),
-                share,
-                held: bytes,
-                events: events.len(),
-            });
+        let limits = Limits {
+            max: self.svc.max_events_per_window,
+            window_bytes: self.window_bytes(),
+            share: self.budget.share(),
+            budget: self.budget,
+            spooling: (self.spooling.enabled() && !self.spool_failed).then_some(self.spooling),
+        };
+        let unreadable = Unreadable::new(self.svc, self.clock);
+        let mut c = Collecting::new(w, limits, held, unreadable);
+        let bytes_per_event = &mut *self.bytes_per_event;
+        let finished = self
+            .client
+            .finish_job(job, |page| c.on_page(page, planner, bytes_per_event))
+            .await;
+        match finished {
+            Err(e) if e.is_lost_job() && c.spool.is_some() => {
+                let lost = SpoolError::JobLost(e.to_string());
+                return Ok(self.give_up_spooling(w, planner, lost));
+            }
+            finished => finished?,
+        };
+        let spooled = match (c.stop.take(), c.spool.take()) {
+            (Some(Stop::OverBudget), _) => {
+                self.client.job_fault(JobFault::WindowOverBudget);
+                return Err(FetchError::WindowOverBudget {
+                    from: format_iso(w.from),
+                    to: format_iso(w.to),
+                    share: c.limits.share,
+                    held: c.bytes,
+                    events: c.events.len(),
+                });
+            }
+            (Some(Stop::TooBig), _) => {
+                info!(
+                    "The window {} to {} holds more than {} events; splitting it.",
+                    format_iso(w.from),
+                    format_iso(w.to),
+                    planner.cap()
+                );
+                return Ok(None);
+            }
+            (Some(Stop::SpoolFailed(e)), _) => return Ok(self.give_up_spooling(w, planner, e)),
+            (None, Some(mut spool)) => match spool.finish() {
+                Ok(()) => Some(spool),
+                Err(e) => return Ok(self.give_up_spooling(w, planner, e)),
+            },
+            (None, None) => None,
+        };
+        if c.undated > 0 {
+            warn!("{} event(s) from {} to {} have no valid `date`; they are delivered first in their window.", c.undated, format_iso(w.from), format_iso(w.to));
         }
-        if too_big {
-            info!(
-                "The window {} to {} holds more than {} events; splitting it.",
-                format_iso(w.from),
-                format_iso(w.to),
-                planner.cap()
-            );
+        let letters = c.unreadable.letters;
+        if let Some(mut spool) = spooled {
+            spool.created = created;
+            spool.unreadable = letters;
+            self.metrics.spooled_events(spool.events);
+            self.spool = Some(spool);
             return Ok(None);
         }
-        if undated > 0 {
-            warn!("{undated} event(s) from {} to {} have no valid `date`; they are delivered first in their window.", format_iso(w.from), format_iso(w.to));
+        Ok(Some((c.events, letters, c.held)))
+    }
+
+    /// Spooling window `w`'s job failed (a full disk): one warning, and the window is split as
+    /// without a spool, for the rest of the cycle. Nothing was delivered from the spool.
+    fn give_up_spooling(
+        &mut self,
+        w: Window,
+        planner: &WindowPlanner,
+        e: SpoolError,
+    ) -> Option<Collected> {
+        warn!(
+            "The job for {} to {} could not spool its events to {}: {e}. Splitting it into windows of {} events instead (one job each); nothing is lost. {}",
+            format_iso(w.from),
+            format_iso(w.to),
+            self.spooling.directory.display(),
+            planner.cap(),
+            e.fix()
+        );
+        self.spool_failed = true;
+        None
+    }
+
+    /// The next window of the spool (its first buckets, up to the window cap), read back
+    /// within the budget; `None` (and the spool dropped, its file freed) when none is left.
+    async fn next_spooled(
+        &mut self,
+        planner: &mut WindowPlanner,
+    ) -> Result<Option<Fetched>, PullError> {
+        let (window_bytes, share) = (self.window_bytes(), self.budget.share());
+        let Some(spool) = self.spool.as_mut() else {
+            return Ok(None);
+        };
+        let Some((w, _, bytes, n)) = spool.plan_next(planner.cap(), window_bytes)? else {
+            self.spool = None;
+            return Ok(None);
+        };
+        if bytes > share {
+            // A burst at the narrowest span, over the service's share: the rest of the range
+            // is split as without a spool, whose window for this burst is given up with the
+            // usual error after holding at most a share (never the whole burst).
+            self.spool = None;
+            self.spool_failed = true;
+            return Ok(None);
         }
-        Ok(Some((events, unreadable.letters, held)))
+        // Waits with nothing else of this window in hand (see pipeline::budget).
+        let held = tokio::select! {
+            held = self.budget.reserve(bytes) => held,
+            _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+        };
+        let events = spool.take(n)?;
+        let (created, unreadable) = (spool.created, std::mem::take(&mut spool.unreadable));
+        if spool.is_empty() {
+            self.spool = None;
+        }
+        planner.complete(w, events.len());
+        *self.density = planner.density();
+        Ok(Some(Fetched {
+            window: w,
+            events,
+            unreadable,
+            created,
+            _held: held,
+        }))
     }
 }
 
 /// A collected window: its events, its unreadable events' letters, its bytes in the budget.
 type Collected = (Vec<Event>, Vec<DeadLetter>, Reservation);
-
-/// The letters of a window's unreadable events, each with its position (job, page, index).
-struct Unreadable<'a> {
-    table: &'a str,
-    clock: &'a SharedClock,
-    pages: usize,
-    letters: Vec<DeadLetter>,
-}
-
-impl<'a> Unreadable<'a> {
-    fn new(svc: &'a ServiceConfig, clock: &'a SharedClock) -> Self {
-        Unreadable {
-            table: &svc.table,
-            clock,
-            pages: 0,
-            letters: Vec::new(),
-        }
-    }
-
-    /// Takes the next page's unreadable events.
-    fn add(&mut self, page: &Page) {
-        self.pages += 1;
-        for u in &page.unreadable {
-            self.letters.push(DeadLetter::new(
-                self.table,
-                None,
-                format!("cannot be read: {}", u.reason),
-                format!("job {} page {} event {}", page.job_id, self.pages, u.index),
-                &u.raw,
-                self.clock.now_ms(),
-            ));
-        }
-    }
-}
-
-/// The events a window may hold: those that fit `window_bytes` at `bytes_per_event` (when
-/// known), at most `max_events_per_window`.
-pub(super) fn window_cap(
-    window_bytes: u64,
-    max_events_per_window: usize,
-    bytes_per_event: Option<f64>,
-) -> usize {
-    match bytes_per_event {
-        Some(bpe) if bpe > 0.0 => ((window_bytes as f64 / bpe) as usize).min(max_events_per_window),
-        _ => max_events_per_window,
-    }
-}
 
 /// A collected window as [`Fetched`].
 fn fetched(window: Window, created: Millis, collected: Option<Collected>) -> Option<Fetched> {
@@ -311,9 +344,4 @@ fn fetched(window: Window, created: Millis, collected: Option<Collected>) -> Opt
         created,
         _held: held,
     })
-}
-
-/// The bytes an event holds in a window: its vendor bytes and its own struct.
-fn held_bytes(e: &Event) -> u64 {
-    (e.json.len() + std::mem::size_of::<Event>()) as u64
 }

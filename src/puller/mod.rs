@@ -15,13 +15,16 @@
 //! after the current window is committed, so windows still commit strictly in order.
 //!
 //! Fetching a window (its job under the process-wide job cap, its pages within the budget) is in
-//! [`fetching`]. The other jobs live beside it: the state's lifecycle in [`crate::puller::checkpoint`], Devo's log
+//! [`fetching`]; a job too big for one window is spooled to disk and delivered as many windows
+//! ([`spool`]). The other jobs live beside it: the state's lifecycle in [`crate::puller::checkpoint`], Devo's log
 //! wording in [`crate::devo::log_lines`], and Devo's statistics line in [`crate::devo::statistics`].
 
 pub mod checkpoint;
+mod collecting;
 mod fetching;
 pub mod lookahead;
 mod refused;
+pub mod spool;
 
 use fetching::{Fetched, Fetching};
 
@@ -37,7 +40,7 @@ use crate::api::client::{ApiClient, FetchError};
 use crate::api::job_cap::JobCap;
 use crate::backoff::Backoff;
 use crate::clock::SharedClock;
-use crate::config::{InputConfig, ServiceConfig, DEFAULT_WINDOW_MEMORY_BUDGET_MB};
+use crate::config::{InputConfig, ServiceConfig, SpoolSettings, DEFAULT_WINDOW_MEMORY_BUDGET_MB};
 use crate::devo::log_lines;
 use crate::devo::statistics::{CycleReport, CycleStats};
 use crate::event::Event;
@@ -84,6 +87,8 @@ pub enum PullError {
     Output(#[from] OutputError),
     #[error("the state could not be written, so the checkpoint did not move: {0}")]
     State(#[from] StateError),
+    #[error("a spooled job's events could not be read back from its spool file ({0}); the next cycle asks the API again from the last committed window")]
+    Spool(#[from] spool::SpoolError),
     #[error("stopped by a shutdown request")]
     Cancelled,
     /// A delivery gate other than the lease's refused a turn.
@@ -164,6 +169,9 @@ pub struct Puller {
     budget: WindowBudget,
     /// The cap on API jobs alive at once this service shares with the others of the process.
     jobs: JobCap,
+    /// Where and how much a large job is spooled ([`spool`]); off unless
+    /// [`with_spool`](Puller::with_spool) sets it.
+    spool: SpoolSettings,
     /// Bytes per event held in a window, learnt from the pages (sizes windows to the budget).
     bytes_per_event: Option<f64>,
     /// The lease's gate (always open without leases), asked by the outputs before each turn; a
@@ -207,6 +215,7 @@ impl Puller {
             clock,
             budget: WindowBudget::new(DEFAULT_WINDOW_MEMORY_BUDGET_MB * 1024 * 1024, 1),
             jobs: JobCap::default(),
+            spool: SpoolSettings::off(),
             bytes_per_event: None,
             gate: LeaseGate::open(),
         }
@@ -233,6 +242,13 @@ impl Puller {
     /// Shares `jobs` (the process's job cap) instead of a cap of its own.
     pub fn with_job_cap(mut self, jobs: JobCap) -> Puller {
         self.jobs = jobs;
+        self
+    }
+
+    /// Spools a job too big for one window per `spool` (`globals.spool_directory`,
+    /// `globals.spool_max_size_in_mb`) instead of splitting it (see [`spool`]).
+    pub fn with_spool(mut self, spool: SpoolSettings) -> Puller {
+        self.spool = spool;
         self
     }
 
@@ -501,6 +517,10 @@ impl Puller {
             jobs: &self.jobs,
             bytes_per_event: &mut self.bytes_per_event,
             density: &mut self.density,
+            spooling: &self.spool,
+            spool: None,
+            spool_failed: false,
+            metrics: &self.metrics,
         };
         let delivering = Delivering {
             svc: &self.svc,
@@ -747,7 +767,7 @@ mod slot_tests {
 
 #[cfg(test)]
 mod pipeline_tests {
-    use super::fetching::window_cap;
+    use super::collecting::window_cap;
     use super::*;
 
     fn events(n: usize) -> Vec<Event> {

@@ -52,8 +52,9 @@ async fn both_services_under_a_small_budget_deliver_every_event_once_in_small_wi
         let stats = the_pull_stats(&log, service);
         assert_eq!((stats.sent, stats.duplicates), (n, stats.received - n));
         let windows = windows(&log, service);
-        // 8,000 events in windows of at most 256 KiB: at least 8,000 * ~400 B / 256 KiB = 12.
-        assert!(windows >= 12, "{service}: {windows} windows\n{log}");
+        // 8,000 events in windows of at most 256 KiB: at least 8,000 * ~320 B / 256 KiB = 9.8
+        // (the spool fills its windows up to the cap).
+        assert!(windows >= 10, "{service}: {windows} windows\n{log}");
     }
 }
 
@@ -70,6 +71,8 @@ async fn kill_9_while_a_window_is_fetched_ahead_loses_and_repeats_nothing() {
     env.service_extra = "page_size: 500".into();
     env.write_config();
     with_budget_mb(&env, 2);
+    // Windows of their own jobs, fetched ahead (the spool's kill -9 test is in spool.rs).
+    spooling_off(&env);
     kill_9_until_a_run_completes(&env, 50, 500).await;
     env.assert_exactly_once();
 }

@@ -100,6 +100,8 @@ async fn a_backlog_larger_than_the_window_cap_is_split_exactly() {
         .await;
         env.service_extra = "page_size: 300\nmax_events_per_window: 600".into();
         env.write_config();
+        // The split path (a spooled job is not split).
+        spooling_off(&env);
         let out = env.run_once_ok().await;
         env.assert_exactly_once();
         assert!(stderr(&out).contains("splitting it"), "{total_mode:?}");

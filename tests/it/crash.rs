@@ -10,6 +10,9 @@ async fn kill_9_at_random_points_loses_and_repeats_nothing() {
         c.shuffle = true;
         c.identical_fraction = 0.02;
         c.burst_fraction = 0.2;
+        // The whole range is one spooled job: its pages take time, so that kills land while
+        // it is spooled and while its windows are delivered.
+        c.page_latency = std::time::Duration::from_millis(10);
     })
     .await;
     env.service_extra = "page_size: 1000\nmax_events_per_window: 3000".into();

@@ -125,3 +125,6 @@ mod partial_failures;
 // Events that cannot be read (issue 20 §3): set aside in the dead-letter store with their raw
 // bytes, every other event delivered once; `state show` lists them, `state discard` removes them.
 mod dead_letters;
+
+// The spool: one large job consumed as many windows; kill -9 mid-spool; a full spool disk.
+mod spool;

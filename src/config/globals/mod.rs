@@ -31,7 +31,35 @@ pub struct Globals {
     /// `max_concurrent_jobs`: the API jobs all services of all inputs together run at once
     /// (`isolation::job_cap`).
     pub max_concurrent_jobs: usize,
+    /// `spool_directory` and `spool_max_size_in_mb` (`puller::spool`).
+    pub spool: SpoolSettings,
 }
+
+/// Where the puller spools a large job's events (`spool_directory`) and how big one spool
+/// may grow (`spool_max_size_in_mb`); see `puller::spool`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpoolSettings {
+    pub directory: PathBuf,
+    /// The most bytes one spool file may hold; 0 turns spooling off.
+    pub max_bytes: u64,
+}
+
+impl SpoolSettings {
+    /// Spooling turned off (`spool_max_size_in_mb: 0`): a too-big window is split.
+    pub fn off() -> SpoolSettings {
+        SpoolSettings {
+            directory: std::env::temp_dir(),
+            max_bytes: 0,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.max_bytes > 0
+    }
+}
+
+/// `spool_max_size_in_mb` when not set.
+pub const DEFAULT_SPOOL_MAX_SIZE_MB: u64 = 4096;
 
 /// `window_memory_budget_in_mb` when not set, in MiB: with both services backfilling, the
 /// process stays under 32 MiB of peak RSS (docs/performance.md).
@@ -182,8 +210,10 @@ pub(super) fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
     let max_concurrent_jobs = g
         .number("max_concurrent_jobs", 1.0, 4096.0, true, cx)
         .map_or(DEFAULT_MAX_CONCURRENT_JOBS, |n| n as usize);
+    let spool = spool(&mut g, persistence.as_ref(), cx);
     g.finish(cx);
     Some(Globals {
+        spool,
         window_memory_budget,
         max_concurrent_jobs,
         metrics_listen,
@@ -195,6 +225,38 @@ pub(super) fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
         debug,
         persistence: persistence?,
     })
+}
+
+/// `spool_directory` (default: the filesystem persistence's directory's `spool`, else the OS
+/// temporary directory) and `spool_max_size_in_mb` (0: off). A directory set here must be
+/// writable (it is created if missing); the default one is created when first used.
+fn spool(g: &mut Obj<'_>, persistence: Option<&Persistence>, cx: &mut Cx) -> SpoolSettings {
+    let max_bytes = g
+        .number("spool_max_size_in_mb", 0.0, 1_048_576.0, true, cx)
+        .map_or(DEFAULT_SPOOL_MAX_SIZE_MB, |mb| mb as u64)
+        * 1024
+        * 1024;
+    let directory = match g.string("spool_directory", cx) {
+        Some(d) => {
+            let dir = PathBuf::from(&d);
+            if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| tempfile::tempfile_in(&dir))
+            {
+                cx.error(
+                    &g.path("spool_directory"),
+                    format!("{d} is not a writable directory ({e}); give a directory the collector may create files in, or remove the key (default: the state directory's `spool`)"),
+                );
+            }
+            dir
+        }
+        None => match persistence {
+            Some(Persistence::Filesystem { directory }) => directory.join("spool"),
+            _ => std::env::temp_dir(),
+        },
+    };
+    SpoolSettings {
+        directory,
+        max_bytes,
+    }
 }
 
 /// `persistence`: where the state lives (absent: memory, with a warning).

@@ -315,6 +315,36 @@ fn globals_max_concurrent_jobs_is_the_process_wide_job_cap() {
     );
 }
 
+#[test]
+fn globals_spool_keys_default_to_the_state_directory_and_4_gib() {
+    let c = parse(&with_inputs(TWO_TENANTS)).unwrap();
+    assert_eq!(c.globals.spool.max_bytes, 4096 << 20);
+    assert!(c.globals.spool.directory.ends_with("state/spool"));
+    let off =
+        with_inputs(TWO_TENANTS).replace("globals:\n", "globals:\n  spool_max_size_in_mb: 0\n");
+    assert!(!parse(&off).unwrap().globals.spool.enabled());
+    let dir = tempfile::tempdir().unwrap();
+    let set = with_inputs(TWO_TENANTS).replace(
+        "globals:\n",
+        &format!(
+            "globals:\n  spool_directory: {}\n",
+            dir.path().join("s").display()
+        ),
+    );
+    let c = parse(&set).unwrap();
+    assert_eq!(c.globals.spool.directory, dir.path().join("s"));
+    assert!(dir.path().join("s").is_dir(), "created");
+    let bad = with_inputs(TWO_TENANTS).replace(
+        "globals:\n",
+        "globals:\n  spool_max_size_in_mb: -1\n  spool_directory: /proc/version/spool\n",
+    );
+    let errors = parse(&bad).unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].starts_with("globals.spool_max_size_in_mb: must be a whole number from 0"));
+    assert!(errors[1]
+        .starts_with("globals.spool_directory: /proc/version/spool is not a writable directory"));
+}
+
 #[cfg(unix)]
 #[test]
 fn a_key_written_in_a_listed_block_of_a_readable_file_is_warned_about() {

@@ -25,6 +25,20 @@ pub fn sim_config(dataset: Dataset, events: usize, seed: u64) -> SimConfig {
     c
 }
 
+/// Turns spooling off (`globals.spool_max_size_in_mb: 0`) in `env`'s config as written: a job
+/// too big for one window is split into windows of their own jobs (the tests of that path).
+pub fn spooling_off(env: &TestEnv) {
+    with_global(env, "spool_max_size_in_mb: 0");
+}
+
+/// Adds a `globals` key (`line`, e.g. `spool_max_size_in_mb: 0`) to `env`'s config as written.
+pub fn with_global(env: &TestEnv, line: &str) {
+    let path = env.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replacen("globals:\n", &format!("globals:\n  {line}\n"), 1);
+    std::fs::write(&path, text).unwrap();
+}
+
 /// A temp dir with `config.yaml`, `out/` and `state/`, and the two simulators.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
