@@ -237,7 +237,7 @@ fn a_delivered_windows_buffer_is_reused_and_a_held_ones_is_not() {
     let mut spool = spool_over(dir.path(), w, 6);
     spool.push_all(events).unwrap();
     spool.finish().unwrap();
-    let mut next = |spool: &mut Spool| {
+    let next = |spool: &mut Spool| {
         let (_, _, _, n) = spool.plan_next(100, u64::MAX).unwrap().unwrap();
         spool.take(n).unwrap()
     };
