@@ -112,12 +112,13 @@ pub(super) fn apply<'s>(
 /// spell one otherwise (the serde_json path skips such rules the same way). Most events of a
 /// table share one shape, so a rule set on rare fields costs a few substring searches.
 fn none_can_apply(rules: &[Compiled], text: &str) -> bool {
-    !text.contains('\\')
-        && rules.iter().all(|c| {
-            c.first_key_literal
-                .as_deref()
-                .is_some_and(|literal| !text.contains(literal))
-        })
+    // The first literal found ends it, usually early in the text: the search for a backslash,
+    // through the whole text, comes last.
+    rules.iter().all(|c| {
+        c.first_key_literal
+            .as_deref()
+            .is_some_and(|literal| !text.contains(literal))
+    }) && !text.contains('\\')
 }
 
 /// The event `text` with each replaced member value put in.
@@ -127,7 +128,18 @@ fn rebuild(
     replaced: &[Option<Range<usize>>],
     values: &str,
 ) -> String {
-    let mut out = String::with_capacity(text.len() + values.len());
+    // The exact length: `Bytes` takes a string whose capacity is its length without
+    // allocating again.
+    let len = members
+        .iter()
+        .zip(replaced)
+        .filter_map(|(m, now)| {
+            now.as_ref()
+                .map(|r| r.len() as isize - m.value.len() as isize)
+        })
+        .sum::<isize>()
+        + text.len() as isize;
+    let mut out = String::with_capacity(usize::try_from(len).unwrap_or(0));
     let mut last = 0;
     for (m, now) in members.iter().zip(replaced) {
         if let Some(range) = now {
