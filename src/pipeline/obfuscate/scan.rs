@@ -87,18 +87,23 @@ impl Reader<'_> {
         self.b.get(self.i).copied()
     }
 
-    fn eat(&mut self, byte: u8) -> bool {
-        let hit = self.peek() == Some(byte);
-        self.i += usize::from(hit);
-        hit
-    }
-
-    fn expect(&mut self, byte: u8) -> Option<()> {
-        self.eat(byte).then_some(())
-    }
-
+    /// Whether the whole text was read.
     fn at_end(&self) -> Option<()> {
         (self.i == self.b.len()).then_some(())
+    }
+
+    /// Steps over `byte` if it comes next; whether it did.
+    fn eat(&mut self, byte: u8) -> bool {
+        if self.peek() != Some(byte) {
+            return false;
+        }
+        self.i += 1;
+        true
+    }
+
+    /// Steps over `byte`, or `None` when something else comes next.
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.eat(byte).then_some(())
     }
 
     /// One value of any kind, nested at most [`MAX_DEPTH`] deep.
