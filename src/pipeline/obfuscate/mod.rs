@@ -7,12 +7,21 @@
 //! originals (an HMAC or mask could map two different events to the same bytes).
 //!
 //! How: each rule is a key path (`*` = every key of an object / every item of a list) and an
-//! action. The event stays the vendor's compact JSON bytes: a rule parses the event into
-//! borrowed members ([`crate::event::Members`]), descends along its path, and replaces only the
-//! byte ranges of the values it targets. Key order, unknown fields and the exact bytes of
-//! everything else are kept. (Rejected: `serde_json::Value` re-serialisation, which sorts keys
-//! unless `preserve_order` is enabled crate-wide, and even then rewrites numbers such as `1E3`
-//! and string escapes, costing a map per event.) Events that no rule can touch are not copied.
+//! action. The event stays the vendor's compact JSON bytes: the rules descend along their
+//! paths and replace only the byte ranges of the values they target. Key order, unknown fields
+//! and the exact bytes of everything else are kept. (Rejected: `serde_json::Value`
+//! re-serialisation, which sorts keys unless `preserve_order` is enabled crate-wide, and even
+//! then rewrites numbers such as `1E3` and string escapes, costing a map per event.) Events
+//! that no rule can touch are not copied.
+//!
+//! Two paths do this, with one decision per value ([`act_into`]): the fast path ([`fast`])
+//! reads the event once with a strict reader of its own ([`scan`]) and writes the new event
+//! once; the serde_json path parses the event into borrowed members
+//! ([`crate::event::Members`]) for every rule and builds a new string per rule. For a mask, an
+//! HMAC and a pattern rule the fast path runs 2.6x fewer instructions (about 1.0 µs per event
+//! against 2.5 µs in `benches/hot_path.rs`; a mask and an HMAC rule: about 0.6 µs). The fast
+//! path leaves to the serde_json path every event it does not read exactly as serde_json would
+//! (see [`fast`]), and a property test holds both to the same bytes and counts.
 //!
 //! Invariants, for privacy: a target that cannot be obfuscated as configured is masked more,
 //! never less (a `value` of the wrong type falls back to the type's default mask; a non-scalar
@@ -33,12 +42,11 @@
 //! [`ObfuscationReport::withheld`], for the dead-letter store: never delivered in clear, never
 //! lost without a trace.
 
-use std::fmt;
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use bytes::Bytes;
-use hmac::Mac;
 use serde_json::value::RawValue;
 
 use crate::event::{Event, Members};
@@ -94,39 +102,6 @@ pub enum Action {
     },
     /// Replace the value by `hmac:` + hex of the first 16 bytes of HMAC-SHA256(key, value).
     Hmac { key: HmacKey },
-}
-
-/// A keyed HMAC-SHA256 state. `Debug` never shows the key.
-#[derive(Clone)]
-pub struct HmacKey(hmac::Hmac<sha2::Sha256>);
-
-impl HmacKey {
-    /// Keys the HMAC. The key is hashed into the state once here, not per value.
-    pub fn new(secret: &[u8]) -> HmacKey {
-        // HMAC accepts keys of any length (longer ones are hashed first), so this cannot fail.
-        HmacKey(hmac::Hmac::new_from_slice(secret).expect("HMAC takes keys of any length"))
-    }
-
-    /// The token of `input`: the same input and key always give the same token.
-    ///
-    /// 16 bytes (128 bits) of the 32: half of the output is the shortest truncation RFC 2104
-    /// §5 recommends, and collisions stay negligible (birthday bound ~2^64 distinct values),
-    /// while the 37-character token is half the size in every stored event.
-    pub fn token(&self, input: &[u8]) -> String {
-        let mut mac = self.0.clone();
-        mac.update(input);
-        let tag = mac.finalize().into_bytes();
-        let mut out = String::with_capacity(HMAC_PREFIX.len() + 32);
-        out.push_str(HMAC_PREFIX);
-        out.push_str(&hex::encode(&tag[..16]));
-        out
-    }
-}
-
-impl fmt::Debug for HmacKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("HmacKey(<redacted>)")
-    }
 }
 
 /// One `obfuscation_data` entry.
@@ -249,17 +224,20 @@ impl Obfuscator {
         if self.rules.is_empty() {
             return report;
         }
-        batch.retain_mut(|event| match self.apply_counted(event, &mut report) {
-            Ok(obfuscated) => {
-                *event = obfuscated;
-                true
-            }
-            Err(e) => {
-                report.failed += 1;
-                report.withheld.push((event.clone(), e.to_string()));
-                false
-            }
-        });
+        let mut scratch = fast::Scratch::default();
+        batch.retain_mut(
+            |event| match self.apply_with(event, &mut scratch, &mut report) {
+                Ok(obfuscated) => {
+                    *event = obfuscated;
+                    true
+                }
+                Err(e) => {
+                    report.failed += 1;
+                    report.withheld.push((event.clone(), e.to_string()));
+                    false
+                }
+            },
+        );
         report
     }
 
@@ -268,10 +246,53 @@ impl Obfuscator {
         event: &Event,
         report: &mut ObfuscationReport,
     ) -> Result<Event, ObfuscationError> {
+        self.apply_with(event, &mut fast::Scratch::default(), report)
+    }
+
+    /// [`apply_counted`](Self::apply_counted) with `scratch` reused across the events of a
+    /// batch: the fast path when [`fast::apply`] can read the event, else the serde_json path.
+    fn apply_with(
+        &self,
+        event: &Event,
+        scratch: &mut fast::Scratch,
+        report: &mut ObfuscationReport,
+    ) -> Result<Event, ObfuscationError> {
         report.replaced.resize(self.rules.len(), 0);
         report.missing.resize(self.rules.len(), 0);
         report.fallbacks.resize(self.rules.len(), 0);
         let original = std::str::from_utf8(&event.json).map_err(|_| ObfuscationError::NotUtf8)?;
+        let json = match fast::apply(&self.rules, original, scratch) {
+            Some(outcome) => {
+                for (i, (found, edits)) in outcome.per_rule.iter().enumerate() {
+                    self.record(i, found, *edits, report);
+                }
+                outcome.json
+            }
+            None => self.apply_serde(original, report)?,
+        };
+        let json = match json {
+            Some(text) => {
+                report.changed += 1;
+                Bytes::from(text)
+            }
+            None => event.json.clone(),
+        };
+        Ok(Event {
+            date_ms: event.date_ms,
+            key: event.key,
+            json,
+        })
+    }
+
+    /// The serde_json path: each rule parses the previous rule's result into borrowed members
+    /// and splices its edits in. It reads every event (the fast path leaves it the ones it
+    /// cannot read) and is the reference the fast path is tested against. The new text, or
+    /// `None` when no rule changed anything.
+    fn apply_serde(
+        &self,
+        original: &str,
+        report: &mut ObfuscationReport,
+    ) -> Result<Option<String>, ObfuscationError> {
         let mut current: Option<String> = None;
         for (i, c) in self.rules.iter().enumerate() {
             let text = current.as_deref().unwrap_or(original);
@@ -287,41 +308,36 @@ impl Obfuscator {
             let mut pass = Pass::new(text);
             pass.walk(text, &c.rule.path, &c.rule.action)?;
             let Pass { edits, found, .. } = pass;
-            if found.targets == 0 {
-                report.missing[i] += 1;
+            self.record(i, &found, edits.len() as u64, report);
+            if !edits.is_empty() {
+                current = Some(splice(text, &edits));
             }
-            if found.type_mismatch {
-                c.warn_once(WARNED_TYPE, "`value` does not have the JSON type of a value it targets; that value is masked with its type's default instead.");
-            }
-            if found.fallback {
-                report.fallbacks[i] += 1;
-                c.warn_once(WARNED_FALLBACK, "A value it targets could not be read (a string or member name holding an invalid UTF-16 escape); the whole value was masked with its type's default and the event delivered. Such events are counted in isolation_collector_obfuscation_fallbacks_total.");
-            }
-            if found.non_scalar {
-                c.warn_once(WARNED_NON_SCALAR, match c.rule.action {
-                    Action::Mask { .. } => "The path reaches an object or list; it is replaced whole by the masked string.",
-                    Action::Patterns { .. } => "The path reaches an object or list; the patterns are applied to every value inside it.",
-                    Action::Hmac { .. } => "The path reaches an object or list; it is replaced whole by the token of its JSON text.",
-                });
-            }
-            if edits.is_empty() {
-                continue;
-            }
-            report.replaced[i] += edits.len() as u64;
-            current = Some(splice(text, &edits));
         }
-        let json = match current {
-            Some(text) => {
-                report.changed += 1;
-                Bytes::from(text)
-            }
-            None => event.json.clone(),
-        };
-        Ok(Event {
-            date_ms: event.date_ms,
-            key: event.key,
-            json,
-        })
+        Ok(current)
+    }
+
+    /// Counts what rule `i` found in one event (`edits` values replaced), and warns once per
+    /// rule and kind of trouble.
+    fn record(&self, i: usize, found: &Found, edits: u64, report: &mut ObfuscationReport) {
+        let c = &self.rules[i];
+        if found.targets == 0 {
+            report.missing[i] += 1;
+        }
+        if found.type_mismatch {
+            c.warn_once(WARNED_TYPE, "`value` does not have the JSON type of a value it targets; that value is masked with its type's default instead.");
+        }
+        if found.fallback {
+            report.fallbacks[i] += 1;
+            c.warn_once(WARNED_FALLBACK, "A value it targets could not be read (a string or member name holding an invalid UTF-16 escape); the whole value was masked with its type's default and the event delivered. Such events are counted in isolation_collector_obfuscation_fallbacks_total.");
+        }
+        if found.non_scalar {
+            c.warn_once(WARNED_NON_SCALAR, match c.rule.action {
+                Action::Mask { .. } => "The path reaches an object or list; it is replaced whole by the masked string.",
+                Action::Patterns { .. } => "The path reaches an object or list; the patterns are applied to every value inside it.",
+                Action::Hmac { .. } => "The path reaches an object or list; it is replaced whole by the token of its JSON text.",
+            });
+        }
+        report.replaced[i] += edits;
     }
 }
 
@@ -347,11 +363,14 @@ fn splice(text: &str, edits: &[Edit]) -> String {
 }
 
 /// A string's text, or `None` when it has none (a lone UTF-16 surrogate escape, which JSON's
-/// syntax allows): the caller masks it.
-fn string_text(raw: &str, found: &mut Found) -> Option<String> {
+/// syntax allows): the caller masks it. Borrowed when the string holds no escape.
+fn string_text<'a>(raw: &'a str, found: &mut Found) -> Option<Cow<'a, str>> {
+    if !raw.contains('\\') {
+        return Some(Cow::Borrowed(&raw[1..raw.len() - 1]));
+    }
     let text = serde_json::from_str::<String>(raw).ok();
     found.fallback |= text.is_none();
-    text
+    text.map(Cow::Owned)
 }
 
 /// The JSON type of a raw value, with integers told apart from other numbers (Devo masks them
@@ -401,6 +420,77 @@ fn same_type(value: &serde_json::Value, kind: Kind) -> bool {
 fn quoted(s: &str) -> String {
     // Serialising a `str` cannot fail.
     serde_json::to_string(s).unwrap_or_else(|_| default_mask(Kind::String).to_owned())
+}
+
+/// What [`act_into`] did with a value.
+#[derive(Debug, PartialEq, Eq)]
+enum Acted {
+    /// The value stays as it is.
+    Kept,
+    /// Its replacement was appended to the output.
+    Replaced,
+    /// A patterns action reached an object or list: it applies to every value inside.
+    Inside,
+}
+
+/// Applies `action` to the value `raw` (valid JSON text), appending its replacement to `out`.
+/// `null` is left alone everywhere: it holds nothing. Both the fast path and the serde_json
+/// path decide here, so what a value becomes cannot differ between them.
+fn act_into(raw: &str, action: &Action, found: &mut Found, out: &mut String) -> Acted {
+    let kind = kind(raw);
+    if kind == Kind::Null {
+        return Acted::Kept;
+    }
+    let non_scalar = matches!(kind, Kind::Object | Kind::Array);
+    found.non_scalar |= non_scalar;
+    match action {
+        Action::Mask { .. } if non_scalar => out.push_str(default_mask(Kind::String)),
+        Action::Mask { value: Some(v) } if same_type(v, kind) => {
+            use std::fmt::Write as _;
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{v}");
+        }
+        Action::Mask { value } => {
+            found.type_mismatch |= value.is_some();
+            out.push_str(default_mask(kind));
+        }
+        Action::Hmac { key } => match kind {
+            Kind::String => match string_text(raw, found) {
+                Some(text) => key.write_quoted_token(text.as_bytes(), out),
+                None => out.push_str(default_mask(kind)),
+            },
+            // Numbers as written, booleans as `true`/`false`, objects and lists as their
+            // compact JSON text.
+            _ => key.write_quoted_token(raw.as_bytes(), out),
+        },
+        Action::Patterns {
+            regexes,
+            replacement,
+        } => match kind {
+            Kind::String => {
+                let Some(s) = string_text(raw, found) else {
+                    out.push_str(default_mask(kind));
+                    return Acted::Replaced;
+                };
+                let mut text = s;
+                for re in regexes {
+                    if let Cow::Owned(o) = re.replace_all(&text, regex::NoExpand(replacement)) {
+                        text = Cow::Owned(o);
+                    }
+                }
+                match text {
+                    Cow::Borrowed(_) => return Acted::Kept,
+                    Cow::Owned(o) => out.push_str(&quoted(&o)),
+                }
+            }
+            Kind::Object | Kind::Array => return Acted::Inside,
+            // A partial replacement would change the type: mask the whole value when any
+            // pattern matches its text.
+            _ if regexes.iter().any(|re| re.is_match(raw)) => out.push_str(default_mask(kind)),
+            _ => return Acted::Kept,
+        },
+    }
+    Acted::Replaced
 }
 
 /// One rule's pass over one event's text: the edits it records and what it found. The values
@@ -494,79 +584,27 @@ impl Pass {
         Ok(())
     }
 
-    /// Masks the value `raw` with its kind's default (a string whose text cannot be read).
-    fn mask_default(&mut self, raw: &str, kind: Kind) -> Result<(), serde_json::Error> {
-        self.replace(raw, default_mask(kind).to_owned());
-        Ok(())
-    }
-
-    /// Applies `action` to the value `raw`. `null` is left alone everywhere: it holds nothing.
+    /// Applies `action` to the value `raw` (see [`act_into`]).
     fn act(&mut self, raw: &str, action: &Action) -> Result<(), serde_json::Error> {
-        let kind = kind(raw);
-        if kind == Kind::Null {
-            return Ok(());
-        }
-        let non_scalar = matches!(kind, Kind::Object | Kind::Array);
-        self.found.non_scalar |= non_scalar;
-        let text = match action {
-            Action::Mask { .. } if non_scalar => quoted(MASK),
-            Action::Mask { value: Some(v) } if same_type(v, kind) => v.to_string(),
-            Action::Mask { value } => {
-                self.found.type_mismatch |= value.is_some();
-                default_mask(kind).to_owned()
+        let mut text = String::new();
+        match act_into(raw, action, &mut self.found, &mut text) {
+            Acted::Kept => Ok(()),
+            Acted::Replaced => {
+                self.replace(raw, text);
+                Ok(())
             }
-            Action::Hmac { key } => {
-                let token = match kind {
-                    Kind::String => match string_text(raw, &mut self.found) {
-                        Some(text) => key.token(text.as_bytes()),
-                        None => return self.mask_default(raw, kind),
-                    },
-                    // Numbers as written, booleans as `true`/`false`, objects and lists as
-                    // their compact JSON text.
-                    _ => key.token(raw.as_bytes()),
+            Acted::Inside => {
+                // Every value inside, at any depth. Those values are not targets of the
+                // path: of what that walk finds, only a fallback counts for the rule.
+                let outer = std::mem::take(&mut self.found);
+                let result = self.walk_all(raw, action);
+                self.found = Found {
+                    fallback: outer.fallback || self.found.fallback,
+                    ..outer
                 };
-                quoted(&token)
+                result
             }
-            Action::Patterns {
-                regexes,
-                replacement,
-            } => match kind {
-                Kind::String => {
-                    let Some(s) = string_text(raw, &mut self.found) else {
-                        return self.mask_default(raw, kind);
-                    };
-                    let mut out = std::borrow::Cow::Borrowed(s.as_str());
-                    for re in regexes {
-                        if let std::borrow::Cow::Owned(o) =
-                            re.replace_all(&out, regex::NoExpand(replacement))
-                        {
-                            out = std::borrow::Cow::Owned(o);
-                        }
-                    }
-                    match out {
-                        std::borrow::Cow::Borrowed(_) => return Ok(()),
-                        std::borrow::Cow::Owned(o) => quoted(&o),
-                    }
-                }
-                Kind::Object | Kind::Array => {
-                    // Every value inside, at any depth. Those values are not targets of the
-                    // path: of what that walk finds, only a fallback counts for the rule.
-                    let outer = std::mem::take(&mut self.found);
-                    let result = self.walk_all(raw, action);
-                    self.found = Found {
-                        fallback: outer.fallback || self.found.fallback,
-                        ..outer
-                    };
-                    return result;
-                }
-                // A partial replacement would change the type: mask the whole value when any
-                // pattern matches its text.
-                _ if regexes.iter().any(|re| re.is_match(raw)) => default_mask(kind).to_owned(),
-                _ => return Ok(()),
-            },
-        };
-        self.replace(raw, text);
-        Ok(())
+        }
     }
 
     /// Applies a patterns action to every scalar inside `raw`.
@@ -597,5 +635,10 @@ impl Pass {
     }
 }
 
+mod fast;
+mod scan;
+mod token;
+
+pub use token::HmacKey;
 #[cfg(test)]
 mod tests;

@@ -379,3 +379,165 @@ fn an_event_that_is_not_json_text_is_withheld_with_its_bytes() {
     assert_eq!(report.withheld[0].0, bad);
     assert_eq!(report.withheld[0].1, "the event is not UTF-8 text");
 }
+
+/// What the serde_json path (the reference) makes of `json`: the new text (or the error), and
+/// the counts.
+fn via_serde(o: &Obfuscator, json: &str) -> (Result<Option<String>, String>, ObfuscationReport) {
+    let mut report = ObfuscationReport::default();
+    report.replaced.resize(o.rules.len(), 0);
+    report.missing.resize(o.rules.len(), 0);
+    report.fallbacks.resize(o.rules.len(), 0);
+    let out = o.apply_serde(json, &mut report).map_err(|e| e.to_string());
+    (out, report)
+}
+
+/// What the fast path makes of `json`, or `None` when it leaves the event to the serde_json
+/// path.
+fn via_fast(o: &Obfuscator, json: &str) -> Option<(Option<String>, ObfuscationReport)> {
+    let mut report = ObfuscationReport::default();
+    report.replaced.resize(o.rules.len(), 0);
+    report.missing.resize(o.rules.len(), 0);
+    report.fallbacks.resize(o.rules.len(), 0);
+    let mut scratch = fast::Scratch::default();
+    let outcome = fast::apply(&o.rules, json, &mut scratch)?;
+    for (i, (found, edits)) in outcome.per_rule.iter().enumerate() {
+        o.record(i, found, *edits, &mut report);
+    }
+    Some((outcome.json, report))
+}
+
+mod gen {
+    use proptest::prelude::*;
+
+    /// Member names: mostly ones the rules name, some with escapes (which the fast path leaves
+    /// to serde_json).
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => proptest::sample::select(vec!["a", "b", "url", "user", "0", "1"]).prop_map(|k| format!("\"{k}\"")),
+            1 => proptest::sample::select(vec![r#""\u0061""#, r#""\ud800""#, r#""u\"rl""#]).prop_map(str::to_owned),
+        ]
+    }
+
+    /// Scalars as a vendor may write them: number forms, escapes, lone surrogates.
+    fn scalar() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(vec![
+                "null",
+                "true",
+                "false",
+                "0",
+                "-0",
+                "42",
+                "-7",
+                "4.5",
+                "1E3",
+                "-2.5e-3",
+                "1e+2",
+                r#""""#,
+                r#""secret""#,
+                r#""a\"b\\c""#,
+                r#""\u00e9t\u00e9""#,
+                r#""\ud800x""#,
+                r#""https://example.com/a?b=1""#,
+                r#""x\/y\n\t""#,
+                r#""ünïcødé 🎉""#,
+            ])
+            .prop_map(str::to_owned),
+            "[a-z0-9:/.=]{0,16}".prop_map(|s| format!("\"{s}\"")),
+        ]
+    }
+
+    /// A JSON value, up to three levels of objects and lists.
+    pub(super) fn value() -> impl Strategy<Value = String> {
+        scalar().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec((key(), inner.clone()), 0..4).prop_map(|m| object(&m)),
+                proptest::collection::vec(inner, 0..4)
+                    .prop_map(|items| format!("[{}]", items.join(","))),
+            ]
+        })
+    }
+
+    pub(super) fn object(members: &[(String, String)]) -> String {
+        let members: Vec<String> = members.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        format!("{{{}}}", members.join(","))
+    }
+
+    /// An event: an object of members (names may repeat).
+    pub(super) fn event() -> impl Strategy<Value = String> {
+        proptest::collection::vec((key(), value()), 0..6).prop_map(|m| object(&m))
+    }
+
+    /// A rule set of one to four rules over the same names, every action.
+    pub(super) fn rules() -> impl Strategy<Value = Vec<super::ObfuscationRule>> {
+        let segment = proptest::sample::select(vec!["a", "b", "url", "user", "0", "1", "*"]);
+        let path = proptest::collection::vec(segment, 1..4);
+        let rule = (path, 0..6u8).prop_map(|(p, action)| match action {
+            0 => super::mask(&p),
+            1 => super::mask_with(&p, serde_json::json!("X\"")),
+            2 => super::mask_with(&p, serde_json::json!(0)),
+            3 => super::hmac(&p, "k"),
+            4 => super::patterns(&p, &["[0-9]+"]),
+            _ => super::patterns(&p, &["a", "e+"]),
+        });
+        proptest::collection::vec(rule, 1..5)
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// The fast path and the serde_json path give the same bytes and the same counts, for
+    /// random events and rule sets; where the fast path gives up, the serde_json path decides.
+    #[test]
+    fn fast_path_agrees_with_serde_path(event in gen::event(), rules in gen::rules()) {
+        let o = Obfuscator::new(rules);
+        let (reference, reference_report) = via_serde(&o, &event);
+        if let Some((json, report)) = via_fast(&o, &event) {
+            proptest::prop_assert_eq!(Ok(json), reference, "{}", event);
+            proptest::prop_assert_eq!(report, reference_report, "{}", event);
+        }
+    }
+
+    /// The fast path is never laxer than serde_json: on an event with one byte cut out or put
+    /// in, whatever it accepts, the serde_json path accepts and obfuscates the same way.
+    #[test]
+    fn fast_path_accepts_no_broken_json(
+        event in gen::event(),
+        rules in gen::rules(),
+        at in proptest::prelude::any::<proptest::sample::Index>(),
+        byte in proptest::sample::select(b"{}[]:,\"\\ 0-.eE+tfnu\n\t\x01".to_vec()),
+        cut in proptest::bool::ANY,
+    ) {
+        let mut bytes = event.into_bytes();
+        let at = at.index(bytes.len() + 1);
+        if cut && at < bytes.len() {
+            bytes.remove(at);
+        } else {
+            bytes.insert(at, byte);
+        }
+        let Ok(event) = String::from_utf8(bytes) else { return Ok(()); };
+        let o = Obfuscator::new(rules);
+        if let Some((json, report)) = via_fast(&o, &event) {
+            let (reference, reference_report) = via_serde(&o, &event);
+            proptest::prop_assert_eq!(Ok(json), reference, "{}", event);
+            proptest::prop_assert_eq!(report, reference_report, "{}", event);
+        }
+    }
+}
+
+/// The simulator's events (the shape the vendor sends) take the fast path for the bench's
+/// rule set, and give what the serde_json path gives.
+#[test]
+fn vendor_shaped_events_take_the_fast_path() {
+    let json = r#"{"date":"2024-05-01T10:00:00.000Z","userId":"u-17","userName":"ann@example.com","url":"https://example.com/a/b?c=1","classification":"news","nested":{"list":[1,2.5,"x"]}}"#;
+    let o = Obfuscator::new(vec![
+        mask(&["userId"]),
+        hmac(&["userName"], "0123456789abcdef"),
+        patterns(&["url"], &["https?://[^/]+"]),
+    ]);
+    let (fast_json, fast_report) = via_fast(&o, json).expect("the fast path reads it");
+    let (reference, reference_report) = via_serde(&o, json);
+    assert_eq!(Ok(fast_json), reference);
+    assert_eq!(fast_report, reference_report);
+}
