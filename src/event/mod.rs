@@ -837,8 +837,9 @@ mod tests {
         assert_agree(deep.as_bytes());
     }
 
-    /// The scanner's block steps stop exactly at a quote, a backslash or a control character
-    /// wherever it falls in a block (two blocks and a tail here), and near the end of the body.
+    /// The scanner's eight-byte steps stop exactly at a quote, a backslash or a control
+    /// character wherever it falls in a step (several steps and a tail here), and near the end
+    /// of the body.
     #[test]
     fn strings_end_and_fail_at_every_offset_of_a_chunk() {
         for len in 0..40 {
@@ -908,8 +909,8 @@ mod tests {
 
     proptest::proptest! {
         /// Long strings whose stops (quotes, backslashes, escapes, `\\"` pairs, control
-        /// characters, bytes from 0x80 up) fall at any offset of the scanner's blocks, whole or
-        /// cut short anywhere.
+        /// characters, bytes from 0x80 up) fall at any offset of the scanner's eight-byte steps,
+        /// whole or cut short anywhere.
         #[test]
         fn long_strings_agree_with_serde(
             pieces in proptest::collection::vec(arb_string_piece(), 0..24),

@@ -11,14 +11,13 @@
 //! unless asked (`skip_strict`), and members per event would be a second pass over each event.
 //! Neither keeps the contract below for less work than this scanner does.
 //!
-//! This scanner tests string bytes sixteen at a time ([`Scanner::skip_plain`]: three vector
-//! compares, written as array code that the compiler vectorises, so the crate stays free of
-//! `unsafe`) and records spans into reused vectors, so a page costs no allocation per event.
-//! Measured (issue 23, callgrind on the benchmark's page): about 6,400 instructions per event
-//! besides SHA-256, of which the scanner is most; its cost is per token (an event has about 20
-//! members, 40 strings), not per byte, so wider vectors would not change it much. A structural
-//! index that finds every token of a 64-byte block at once (simdjson's first stage) is what
-//! would: not done yet.
+//! This scanner skips string bodies eight bytes at a time ([`Scanner::skip_plain`], SWAR) and
+//! records spans into reused vectors, so a page costs no allocation per event. Measured (issue
+//! 23, callgrind on the benchmark's page): about 6,800 instructions per event besides SHA-256,
+//! most of them the scanner's; its cost is per token (an event has about 20 members, 40
+//! strings), not per byte, so wider string steps do not change it much (a sixteen-byte vector
+//! form was slower, see `skip_plain`). A structural index that finds every token of a 64-byte
+//! block at once (simdjson's first stage) is what would: not done yet.
 //!
 //! It is deliberately *stricter* than serde_json, never laxer: anything it does not accept
 //! (malformed or truncated JSON, a duplicate envelope member, an element of `data` that is not an
@@ -145,8 +144,16 @@ struct Scanner<'a> {
     too_deep: bool,
 }
 
-/// How many string bytes [`Scanner::skip_plain`] tests at once: one SSE2 vector.
-const BLOCK: usize = 16;
+/// Eight copies of a byte.
+const fn splat(b: u8) -> u64 {
+    u64::from_ne_bytes([b; 8])
+}
+
+/// The high bit of every zero byte of `x` (and possibly of bytes above the lowest zero byte: the
+/// lowest flagged byte is exact), before masking with `splat(0x80)`.
+const fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(splat(1)) & !x
+}
 
 impl Scanner<'_> {
     fn peek(&self) -> Option<u8> {
@@ -379,25 +386,28 @@ impl Scanner<'_> {
     }
 
     /// Skips string bytes that need no attention: everything but `"`, `\\` and control
-    /// characters. A block of [`BLOCK`] bytes at a time, each byte tested alone and the tests
-    /// written as a byte array, which the compiler turns into three vector compares (SSE2, in
-    /// the baseline x86-64 target) with no `unsafe` here; the first stop of a block is its lowest
-    /// nonzero byte. Byte by byte only in the body's last bytes.
+    /// characters. Eight bytes at a time (SWAR), and in the chunk that holds the stop, straight
+    /// to it: the lowest flagged byte of each SWAR test is exact (a borrow only flags bytes
+    /// *above* a true hit), so no byte-by-byte loop after it. Byte by byte only near the end.
     ///
     /// Why not the `memchr` crate: `memchr2` finds `"` and `\\` but not the control characters
     /// JSON forbids in strings (a second pass over the same bytes), and most strings here are
-    /// member names shorter than a block, where its call costs more than this whole test.
+    /// shorter than its vector width. With the byte loop after each chunk, this function was
+    /// 13% of a backfill's CPU. A sixteen-byte vector form (the tests written as array code the
+    /// compiler turns into SSE2 compares, no `unsafe`) ran fewer instructions but was slower in
+    /// the benchmark (issue 23: `parse_page` 0.818 against 0.742 µs/event): its mask goes through
+    /// memory to reach the scalar registers, once per string.
     fn skip_plain(&mut self) {
-        while let Some(block) = self.b.get(self.i..self.i + BLOCK) {
-            let block: &[u8; BLOCK] = block.try_into().expect("a block");
-            let stops = u128::from_le_bytes(
-                block.map(|c| u8::from((c < 0x20) | (c == b'"') | (c == b'\\')).wrapping_neg()),
-            );
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            let control = x.wrapping_sub(splat(0x20)) & !x;
+            let stops = (control | zero_bytes(x ^ splat(b'"')) | zero_bytes(x ^ splat(b'\\')))
+                & splat(0x80);
             if stops != 0 {
                 self.i += stops.trailing_zeros() as usize / 8;
                 return;
             }
-            self.i += BLOCK;
+            self.i += 8;
         }
         while matches!(self.peek(), Some(c) if c >= 0x20 && c != b'"' && c != b'\\') {
             self.i += 1;
