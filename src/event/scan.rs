@@ -13,7 +13,7 @@
 //!
 //! This scanner skips string bodies eight bytes at a time ([`Scanner::skip_plain`], SWAR) and
 //! records spans into reused vectors, so a page costs no allocation per event. Measured (issue
-//! 23, callgrind on the benchmark's page): about 6,800 instructions per event besides SHA-256,
+//! 23, callgrind on the benchmark's page): about 6,600 instructions per event besides SHA-256,
 //! most of them the scanner's; its cost is per token (an event has about 20 members, 40
 //! strings), not per byte, so wider string steps do not change it much (a sixteen-byte vector
 //! form was slower, see `skip_plain`). A structural index that finds every token of a 64-byte
