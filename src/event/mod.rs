@@ -434,8 +434,9 @@ fn date_of(value: &[u8]) -> crate::timestamp::Millis {
 /// outsiders (a URL a user visits, a file name), so with a hash whose collisions can be computed
 /// an attacker could craft a URL whose event collides with another event's key and so hide that
 /// event; this is a security tool. `sha2` uses the CPU's SHA extensions (SHA-NI, detected at run
-/// time), about 0.25 µs for an event's 372 bytes (the benchmark's `baseline_sha256_canonical_form`). Why one buffer and then one `digest` rather than
-/// an `update` per piece: the pieces are small (a name, its length, a value), and each `update`
+/// time), about 0.25 µs for an event's 372 bytes (the benchmark's
+/// `baseline_sha256_canonical_form`). Why one buffer and then one `digest` rather than an
+/// `update` per piece: the pieces are small (a name, its length, a value), and each `update`
 /// goes through the hasher's block buffer with its own bookkeeping, where the copy into
 /// `scratch` is one short `memcpy` per piece and the digest then reads whole blocks in place.
 fn canonical_key<'a>(
