@@ -1,20 +1,32 @@
 //! The one-pass page scanner: validates a usage-data response and finds, in the same pass, the
 //! envelope's scalars, every event's span and every event's top-level members.
 //!
-//! Why hand-written and not a crate: the page is already UTF-8-checked (a vectorised check), the
-//! grammar is JSON's small one, and what we need from it is spans, not values. serde_json does the
-//! same work in two passes (the envelope into `Vec<&RawValue>`, then every event again into
-//! members) at 2.0 µs/event; a validation-only serde_json pass alone costs 0.42 µs/event, more
-//! than the 0.6 µs budget leaves after the 0.26 µs SHA-256. This scanner skips string bodies eight
-//! bytes at a time and records spans into reused vectors, so a page costs no allocation per event.
+//! Why hand-written and not a crate: the page is already UTF-8-checked (simdutf8, vectorised),
+//! the grammar is JSON's small one, and what we need from it is spans, not values. serde_json
+//! does the same work in two passes (the envelope into `Vec<&RawValue>`, then every event again
+//! into members) at 1.9 µs/event, and a validation-only serde_json pass alone costs 0.28
+//! µs/event. The SIMD JSON crates were weighed (issue 23): `simd-json` parses in place, which
+//! would break the events' zero-copy `Bytes` slices of the body; `sonic-rs`'s lazy iterators give
+//! raw slices, but its fast skip over the values it does not parse is not a full validation
+//! unless asked (`skip_strict`), and members per event would be a second pass over each event.
+//! Neither keeps the contract below for less work than this scanner does.
+//!
+//! This scanner skips string bodies eight bytes at a time ([`Scanner::skip_plain`], SWAR) and
+//! records spans into reused vectors, so a page costs no allocation per event. Measured (issue
+//! 23, callgrind on the benchmark's page): about 6,600 instructions per event besides SHA-256,
+//! most of them the scanner's; its cost is per token (an event has about 20 members, 40
+//! strings), not per byte, so wider string steps do not change it much (a sixteen-byte vector
+//! form was slower, see `skip_plain`). A structural index that finds every token of a 64-byte
+//! block at once (simdjson's first stage) is what would: not done yet.
 //!
 //! It is deliberately *stricter* than serde_json, never laxer: anything it does not accept
 //! (malformed or truncated JSON, a duplicate envelope member, an element of `data` that is not an
 //! object, a lone surrogate escape, nesting deeper than [`MAX_DEPTH`] in the envelope) makes it
 //! return `None`, and [`super::parse_page`] then runs the serde_json parser, which gives the
 //! page or the same clear [`super::PageError`] as before. Correctness is serde_json's; speed is
-//! this module's. The property test `fast_path_agrees_with_serde` in `super::tests` checks both
-//! give the same page.
+//! this module's. The property tests `fast_path_agrees_with_serde` and
+//! `long_strings_agree_with_serde` (stops at every offset of a block, bodies cut anywhere) in
+//! `super::tests` check both give the same page.
 //!
 //! It needs no UTF-8: it only looks at ASCII bytes, and any byte from 0x80 up is plain string
 //! content to it, so it finds the events of a body with a stray byte; the caller checks each
@@ -167,6 +179,15 @@ impl Scanner<'_> {
         self.i != start
     }
 
+    /// [`ws`](Self::ws) where compact JSON has none (between an event's tokens): one compare
+    /// when the next byte is above a space, as every byte that is not whitespace there is.
+    fn gap(&mut self) -> bool {
+        match self.peek() {
+            Some(c) if c > b' ' => false,
+            _ => self.ws(),
+        }
+    }
+
     /// Only whitespace left.
     fn end(&mut self) -> bool {
         self.ws();
@@ -224,21 +245,21 @@ impl Scanner<'_> {
         }
         loop {
             let key = self.string()?;
-            unusual |= key.escaped | self.ws();
+            unusual |= key.escaped | self.gap();
             self.expect(b':')?;
-            unusual |= self.ws();
+            unusual |= self.gap();
             let start = self.i;
             unusual |= self.value(3)?;
             members.push(Member {
                 key: key.range,
                 value: start..self.i,
             });
-            unusual |= self.ws();
+            unusual |= self.gap();
             if self.eat(b'}') {
                 return Some(unusual);
             }
             self.expect(b',')?;
-            unusual |= self.ws();
+            unusual |= self.gap();
         }
     }
 
@@ -372,7 +393,10 @@ impl Scanner<'_> {
     /// Why not the `memchr` crate: `memchr2` finds `"` and `\\` but not the control characters
     /// JSON forbids in strings (a second pass over the same bytes), and most strings here are
     /// shorter than its vector width. With the byte loop after each chunk, this function was
-    /// 13% of a backfill's CPU.
+    /// 13% of a backfill's CPU. A sixteen-byte vector form (the tests written as array code the
+    /// compiler turns into SSE2 compares, no `unsafe`) ran fewer instructions but was slower in
+    /// the benchmark (issue 23: `parse_page` 0.818 against 0.742 µs/event): its mask goes through
+    /// memory to reach the scalar registers, once per string.
     fn skip_plain(&mut self) {
         while let Some(chunk) = self.b.get(self.i..self.i + 8) {
             let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
