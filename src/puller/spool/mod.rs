@@ -364,29 +364,31 @@ impl Spool {
             at += b.buf.len();
         }
         let events = taken.iter().map(|b| b.events).sum();
+        // The whole buffer is kept (its headroom too), the events slice its first `size` bytes.
         let data = data.freeze();
         if self.spare.len() == SPARE_BUFFERS {
             self.spare.pop_front();
         }
         self.spare.push_back(data.clone());
-        decode(data, events)
+        decode(data.slice(..size), events)
     }
 
-    /// A buffer of `size` bytes to read a window into: a spare one big enough whose window is
-    /// gone, or a new one.
+    /// A buffer of at least `size` bytes to read a window into: a spare one big enough whose
+    /// window is gone, or a new one.
     fn read_buffer(&mut self, size: usize) -> BytesMut {
         let unused = self
             .spare
             .iter()
             .position(|b| b.len() >= size && b.is_unique());
-        if let Some(Ok(mut buf)) = unused
+        if let Some(Ok(buf)) = unused
             .and_then(|i| self.spare.remove(i))
             .map(Bytes::try_into_mut)
         {
-            buf.truncate(size); // every byte is read over
-            return buf;
+            return buf; // not truncated: its length is what the next reuse compares
         }
-        BytesMut::zeroed(size)
+        // A quarter of headroom: windows differ a little in size, and a spare only a few bytes
+        // short of the next window would not be reused (and a new buffer faults its pages in).
+        BytesMut::zeroed(size + size / 4)
     }
 
     /// Cuts the first bucket (a burst of more than `cap` events) into finer buckets over its own
