@@ -39,7 +39,7 @@ PORT_WEB=${PORT_WEB:-18180}
 PORT_URL=${PORT_URL:-18181}
 work=$(mktemp -d)
 sim_pid=; rsyslog_pid=
-trap 'kill $sim_pid $rsyslog_pid 2>/dev/null; wait $rsyslog_pid 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+trap 'kill $sim_pid $rsyslog_pid 2>/dev/null || true; wait $rsyslog_pid 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin isolation-collector --bin isolation-sim
 BIN=${CARGO_TARGET_DIR:-target}/release
