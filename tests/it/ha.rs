@@ -315,6 +315,12 @@ pub(crate) fn checkpoint_in(redis: &RedisServer, service: &str) -> Option<DateTi
 }
 
 /// Writes the env's config with `metrics_listen: "${METRICS_LISTEN}"` (each replica sets it).
+///
+/// Spooling is off: these tests catch a backfill mid-way (a kill, a cut, a pause, a forgetting
+/// store) and rely on the split path's pace (one job per window, each paged slowly). A spooled
+/// backfill downloads its one job first and then delivers every window within milliseconds, so
+/// a test would often find it finished (CI saw `sentinel::` and `ha_forget::` fail so). The
+/// spool's own crash and failure tests are in spool.rs.
 pub(crate) fn write_ha_config(env: &TestEnv) {
     env.write_config();
     edit_config(
@@ -322,6 +328,7 @@ pub(crate) fn write_ha_config(env: &TestEnv) {
         "  name: it\n",
         "  name: it\n  metrics_listen: \"${METRICS_LISTEN}\"\n",
     );
+    spooling_off(env);
 }
 
 pub(crate) fn edit_config(env: &TestEnv, from: &str, to: &str) {

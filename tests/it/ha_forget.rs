@@ -60,11 +60,6 @@ async fn forgotten_mid_backfill(how: Forget) {
     .await;
     let redis = RedisServer::start_without_persistence(&env.dir, "redis").await;
     let mut ha = Ha::with_redis(env, redis, "page_size: 250\nmax_events_per_window: 1000", 2);
-    // The store must forget mid-delivery. A spooled backfill downloads its one job first and
-    // then delivers every window within milliseconds, so nothing would catch it a quarter
-    // delivered; the split path (one job per window, each paged at 50 ms) is slow enough.
-    // The spool's own crash and failure tests are in spool.rs.
-    spooling_off(&ha.env);
     ha.replicas[0].start();
     for s in SERVICES {
         assert_eq!(ha.holder(s).await, 0);
