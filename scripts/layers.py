@@ -29,7 +29,7 @@ import sys
 # module gets placed on purpose).
 LAYERS = [
     ("entry", ["main", "commands", "cli", "demo"]),
-    ("wiring", ["app", "backfill", "reload"]),
+    ("wiring", ["app", "backfill", "reload", "audit"]),
     ("puller", ["puller"]),
     ("ha", ["ha"]),
     ("vendor api", ["api"]),

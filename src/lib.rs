@@ -31,7 +31,8 @@
 //!   the config, start logging), [`cli`], `demo`.
 //! - wiring: [`app`] (builds the parts from the config and runs them; `validate` runs their
 //!   health checks), [`backfill`] (re-delivery of a past range without touching the live
-//!   state), [`reload`] (SIGHUP and `--watch-config`; what a reload changes per tenant).
+//!   state), [`reload`] (SIGHUP and `--watch-config`; what a reload changes per tenant),
+//!   [`audit`] (the completeness audit against the API, and its repair).
 //! - [`puller`]: one service's window loop, the jobs ahead, and the state's lifecycle
 //!   (`checkpoint`: Devo's `pre_pull` steps, the commit after each confirmed window).
 //! - [`ha`]: with Redis, the lease a service is pulled under (it implements the outputs'
@@ -67,6 +68,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod backfill;
 pub mod backoff;
 pub mod cli;

@@ -112,7 +112,10 @@ pub(super) async fn start_listener_and_memory_log(
         );
         let (metrics, clock, stop) = (metrics.clone(), clock.clone(), tasks.stop.clone());
         tasks.tasks.spawn(async move {
-            if let Err(e) = crate::metrics::serve(listener, metrics, clock, stop).await {
+            if let Err(e) =
+                crate::metrics::serve(listener, metrics, clock, crate::state::replica_name(), stop)
+                    .await
+            {
                 error!("The metrics listener stopped: {e}");
             }
         });

@@ -74,6 +74,40 @@ impl Default for Metrics {
     }
 }
 
+/// `missing_events` and `last_audit_timestamp_seconds` (`crate::audit`).
+fn register_audit_gauges(
+    registry: &mut Registry,
+) -> (
+    Family<ServiceLabels, Gauge>,
+    Family<ServiceLabels, SecondsGauge>,
+) {
+    let missing = Family::default();
+    registry.register(
+        "missing_events",
+        "Events the API holds that were not delivered, over the range the last completeness audit covered (`audit_interval_in_hours`). Absent until an audit finished.",
+        missing.clone(),
+    );
+    let last_audit = Family::default();
+    registry.register_with_unit(
+        "last_audit_timestamp",
+        "Unix time the last completeness audit of the service finished (with or without an error).",
+        Unit::Seconds,
+        last_audit.clone(),
+    );
+    (missing, last_audit)
+}
+
+/// `obfuscation_fallbacks_total` (`pipeline::obfuscate`).
+fn register_obfuscation_fallbacks(registry: &mut Registry) -> Family<RuleLabels, Counter> {
+    let fallbacks = Family::default();
+    registry.register(
+        "obfuscation_fallbacks",
+        "Events in which an obfuscation rule could not read a value it targets; the value was masked whole with its type's default and the event delivered.",
+        fallbacks.clone(),
+    );
+    fallbacks
+}
+
 /// `spooled_events_total` (`puller::spool`).
 fn register_spooled(registry: &mut Registry) -> Family<ServiceLabels, Counter> {
     let spooled = Family::default();
@@ -144,14 +178,10 @@ impl Metrics {
             "State (checkpoint) writes that failed.",
             state_write_failures.clone(),
         );
-        let obfuscation_fallbacks = Family::default();
-        registry.register(
-            "obfuscation_fallbacks",
-            "Events in which an obfuscation rule could not read a value it targets; the value was masked whole with its type's default and the event delivered.",
-            obfuscation_fallbacks.clone(),
-        );
+        let obfuscation_fallbacks = register_obfuscation_fallbacks(&mut registry);
         let dead_letters = DeadLetterSeries::registered(&mut registry);
         let [checkpoint_lag, last_pull, job_latency] = register_time_gauges(&mut registry);
+        let (missing_events, last_audit) = register_audit_gauges(&mut registry);
         Metrics {
             // All three before `registry` moves in.
             job_faults: register_job_faults(&mut registry),
@@ -171,6 +201,9 @@ impl Metrics {
             checkpoint_lag,
             last_pull,
             job_latency,
+            missing_events,
+            last_audit,
+            audits: Mutex::default(),
             lease_held: Family::default(),
             lease_lost: Family::default(),
             persistence_up: Gauge::default(),
@@ -362,6 +395,9 @@ impl Metrics {
         self.checkpoint_lag.remove(&labels);
         self.last_pull.remove(&labels);
         self.job_latency.remove(&labels);
+        self.missing_events.remove(&labels);
+        self.last_audit.remove(&labels);
+        lock(&self.audits).remove(&(input.to_owned(), service));
         self.lease_held.remove(&labels);
         self.sharding.unpulled.remove(&labels);
         for outcome in Outcome::ALL {

@@ -21,7 +21,7 @@
 //! and logs what it finds, without touching readiness; `validate` checks them too).
 //!
 //! The files, one job each: `families` registers the metric families and holds the counting
-//! points ([`ServiceMetrics`]); `readiness` keeps what `/ready` says; `server` serves
+//! points ([`ServiceMetrics`]); `readiness` keeps what `/ready` says; `status` builds what `/status` and the page show; `server` serves
 //! `/metrics`, `/health` and `/ready`; `labels` holds the label sets. The types are declared here,
 //! where each of them can read their fields.
 
@@ -41,6 +41,7 @@ mod families;
 mod labels;
 mod readiness;
 mod server;
+pub mod status;
 #[cfg(test)]
 mod tests;
 
@@ -101,6 +102,11 @@ pub struct Metrics {
     last_pull: Family<ServiceLabels, SecondsGauge>,
     /// The API's job latency as each service learnt it (`api::client::poll_schedule`).
     job_latency: Family<ServiceLabels, SecondsGauge>,
+    /// The last completeness audit (`crate::audit`): `missing_events` and
+    /// `last_audit_timestamp_seconds`, and each service's summary for `/status`.
+    missing_events: Family<ServiceLabels, Gauge>,
+    last_audit: Family<ServiceLabels, SecondsGauge>,
+    audits: Mutex<BTreeMap<ServiceId, status::AuditSummary>>,
     /// Registered only with Redis persistence ([`Metrics::with_leases`]).
     lease_held: Family<ServiceLabels, Gauge>,
     lease_lost: Family<ServiceLabels, Counter>,

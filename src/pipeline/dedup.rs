@@ -121,6 +121,19 @@ impl DedupMemory {
         plan
     }
 
+    /// The copies a confirmed `plan` delivers for the first time, as `(date, key, copy)`:
+    /// copy `n` is the `n`-th identical event of that date (1-based). Undated events have the
+    /// date [`UNDATED`]. Read before [`DedupMemory::apply`] (the audit ledger counts them).
+    pub fn new_copies<'a>(
+        &'a self,
+        plan: &'a DedupPlan,
+    ) -> impl Iterator<Item = (Millis, &'a [u8; 32], u32)> + 'a {
+        plan.updates.iter().flat_map(move |(k, entry)| {
+            let old = self.entries.get(k).map_or(0, |e| e.count);
+            (old + 1..=entry.count).map(move |copy| (k.0, &k.1, copy))
+        })
+    }
+
     /// Records a confirmed plan.
     pub fn apply(&mut self, plan: DedupPlan) {
         for (k, entry) in plan.updates {

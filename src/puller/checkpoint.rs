@@ -35,6 +35,7 @@ use tracing::{error, warn};
 
 use crate::config::ServiceConfig;
 use crate::devo::log_lines;
+use crate::event::UNDATED;
 use crate::metrics::ServiceMetrics;
 use crate::output::Position;
 use crate::pipeline::dedup::DedupPlan;
@@ -297,6 +298,7 @@ impl Checkpoint {
         svc: &ServiceConfig,
     ) -> Result<(), StateError> {
         log_lines::updating_persistence();
+        self.record_in_ledger(&plan);
         self.state.dedup.apply(plan);
         self.record_positions(&svc.table, positions);
         self.advance_cursors(w, created, svc.lookback.as_millis() as Millis);
@@ -306,6 +308,20 @@ impl Checkpoint {
         }
         self.metrics.checkpoint(self.state.cursors.checkpoint);
         Ok(())
+    }
+
+    /// Counts the events `plan` delivers for the first time in the audit ledger, which then
+    /// forgets what the API no longer keeps.
+    fn record_in_ledger(&mut self, plan: &DedupPlan) {
+        let state = &mut self.state;
+        for (date, _key, _copy) in state.dedup.new_copies(plan) {
+            if date != UNDATED {
+                state.ledger.record(date);
+            }
+        }
+        state
+            .ledger
+            .prune(state.cursors.checkpoint - RETENTION.as_millis() as Millis);
     }
 
     /// Stores outputs' positions in `table`, to be saved with the next state.

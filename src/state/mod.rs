@@ -41,6 +41,7 @@ use crate::component::Healthcheck;
 use crate::config::Persistence;
 use crate::output::Position;
 use crate::pipeline::dedup::{DedupMemory, DedupRecord};
+use crate::pipeline::ledger::{AuditLedger, LedgerDoc};
 use crate::pipeline::window::Cursors;
 use crate::timestamp::{format_iso, parse_user_time, Millis};
 
@@ -65,6 +66,8 @@ pub struct ServiceState {
     pub dedup: DedupMemory,
     /// Committed positions by output name, then table (file output: byte length and file).
     pub positions: BTreeMap<String, BTreeMap<String, Position>>,
+    /// Delivered events per hour of event time, for `audit` (`pipeline::ledger`).
+    pub ledger: AuditLedger,
 }
 
 impl ServiceState {
@@ -74,6 +77,7 @@ impl ServiceState {
             cursors: Cursors::new(start),
             dedup: DedupMemory::new(),
             positions: BTreeMap::new(),
+            ledger: AuditLedger::tracking_from(start),
         }
     }
 
@@ -121,6 +125,9 @@ struct Doc<P> {
     dedup: Option<Vec<DedupRecord>>,
     #[serde(default = "BTreeMap::new")]
     output_positions: BTreeMap<String, BTreeMap<String, P>>,
+    /// The audit ledger; absent in documents of builds before it (tracked from the checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit: Option<LedgerDoc>,
 }
 
 /// Why a state document could not be used.
@@ -281,6 +288,7 @@ fn encode_as(state: &ServiceState, version: u32, dedup: Option<Vec<DedupRecord>>
         last_sweep_in_utc: state.cursors.last_sweep.map(format_iso),
         dedup,
         output_positions: state.positions.clone(),
+        audit: Some(state.ledger.to_doc()),
     };
     let mut v = serde_json::to_vec_pretty(&doc).expect("a state document always serialises");
     v.push(b'\n');
@@ -343,6 +351,7 @@ pub fn decode_beside(
                 },
                 dedup: DedupMemory::new(),
                 positions: BTreeMap::new(),
+                ledger: AuditLedger::tracking_from(last),
             };
             Ok((
                 state,
@@ -407,15 +416,23 @@ fn from_doc<P>(
             (output, tables.collect())
         })
         .collect();
+    let checkpoint = time(&doc.checkpoint_in_utc)?;
+    let ledger = match &doc.audit {
+        Some(l) => AuditLedger::from_doc(l)
+            .ok_or_else(|| invalid(InvalidState::NotATime(l.tracked_from_in_utc.clone())))?,
+        // Written before the ledger: everything after the checkpoint is still to deliver.
+        None => AuditLedger::tracking_from(checkpoint),
+    };
     Ok(ServiceState {
         start_time_in_utc: doc.start_time_in_utc,
         cursors: Cursors {
-            checkpoint: time(&doc.checkpoint_in_utc)?,
+            checkpoint,
             settled: time(&doc.settled_until_in_utc)?,
             last_sweep: doc.last_sweep_in_utc.as_deref().map(time).transpose()?,
         },
         dedup,
         positions,
+        ledger,
     })
 }
 
