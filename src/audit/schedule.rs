@@ -1,0 +1,116 @@
+//! The daemon's own audit: every `globals.audit_interval_in_hours` (default 24; 0: never), each
+//! service this process pulls (with Redis persistence: each whose lease it holds now) is
+//! audited over the last interval of settled hours, at least the last 24, without repair. The
+//! result goes to the service's metrics (`isolation_collector_missing_events`,
+//! `isolation_collector_last_audit_timestamp_seconds`) and its `/status` line.
+//!
+//! One task per service, beside its puller: it only reads the committed state, and its API
+//! requests wait for the same `requests_limits` limiter and job cap as the pullers', so it
+//! never blocks collection and never exceeds the vendor's quota. The first audit runs
+//! [`FIRST_AUDIT_DELAY`] after the start, when the first cycles have caught up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::service::{audit_service, AuditContext, AuditRange};
+use crate::api::job_cap::JobCap;
+use crate::api::limiter::InputLimiter;
+use crate::clock::SharedClock;
+use crate::config::{InputConfig, ServiceConfig};
+use crate::metrics::Metrics;
+use crate::pipeline::ledger::HOUR_MS;
+use crate::state::StateStore;
+use crate::timestamp::Millis;
+
+/// How long after the start the first audit runs.
+pub const FIRST_AUDIT_DELAY: Duration = Duration::from_secs(180);
+
+/// What the audit task of one service needs.
+pub struct ScheduledAudit {
+    pub input: InputConfig,
+    pub svc: ServiceConfig,
+    pub store: Arc<StateStore>,
+    pub limiter: InputLimiter,
+    pub jobs: JobCap,
+    pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
+    pub interval: Duration,
+}
+
+impl ScheduledAudit {
+    /// Audits the service every interval until `cancel`; always `true` (a failed audit is
+    /// reported in its summary and tried again at the next interval).
+    pub async fn run_until(self, cancel: CancellationToken) -> bool {
+        let mut wait = first_audit_delay();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = cancel.cancelled() => return true,
+            }
+            wait = self.interval;
+            if self.pulled_here() {
+                self.audit_once(&cancel).await;
+            }
+        }
+    }
+
+    /// Whether this process pulls the service now (without Redis: always).
+    fn pulled_here(&self) -> bool {
+        let id = (self.input.id.clone(), self.svc.service);
+        self.metrics
+            .leases()
+            .is_none_or(|(held, _)| held.contains(&id))
+    }
+
+    async fn audit_once(&self, cancel: &CancellationToken) {
+        let span = (self.interval.as_millis() as Millis).max(24 * HOUR_MS);
+        let range = AuditRange {
+            span: Some(span),
+            ..AuditRange::default()
+        };
+        let cx = AuditContext {
+            store: &self.store,
+            limiter: &self.limiter,
+            jobs: &self.jobs,
+            clock: self.clock.clone(),
+            cancel: cancel.child_token(),
+            keep_events: false,
+        };
+        let audited = audit_service(&self.input, &self.svc, range, &cx).await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        let at = self.clock.now_ms();
+        let summary = audited.report.summary(at);
+        match &summary.error {
+            Some(why) => warn!("The audit against the API could not run: {why}"),
+            None if summary.missing_events > 0 => warn!(
+                "The audit from {} to {} found {} event(s) the API holds that were not delivered, in {} hour(s); run `isolation-collector audit --repair` to deliver them.",
+                summary.from, summary.to, summary.missing_events, summary.hours_missing
+            ),
+            None => info!(
+                "The audit from {} to {} found every event the API holds delivered ({} hour(s)).",
+                summary.from, summary.to, summary.hours
+            ),
+        }
+        self.metrics
+            .service(&self.input.id, self.svc.service)
+            .audited(summary, at);
+    }
+}
+
+/// [`FIRST_AUDIT_DELAY`], or in a build with the cargo feature `test-hooks`, the milliseconds
+/// in `ISOLATION_COLLECTOR_AUDIT_FIRST_DELAY_MS` (the tests do not wait three minutes).
+fn first_audit_delay() -> Duration {
+    #[cfg(feature = "test-hooks")]
+    if let Some(ms) = std::env::var("ISOLATION_COLLECTOR_AUDIT_FIRST_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Duration::from_millis(ms);
+    }
+    FIRST_AUDIT_DELAY
+}
