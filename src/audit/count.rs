@@ -182,11 +182,10 @@ fn client_with_page_size(cx: &CountContext<'_>, page_size: u32) -> Result<ApiCli
         cancel: cx.api.cancel.clone(),
         clock: cx.api.clock.clone(),
     };
-    let (client, _setup_check) = client::build(cx.input, &svc, api).map_err(|e| {
-        FetchError::GaveUp {
+    let (client, _setup_check) =
+        client::build(cx.input, &svc, api).map_err(|e| FetchError::GaveUp {
             attempts: 0,
             last: format!("cannot build the API client: {e}"),
-        }
-    })?;
+        })?;
     Ok(client)
 }

@@ -128,7 +128,11 @@ pub struct ServiceAudit {
 impl ServiceAudit {
     /// The summary the metrics and `/status` keep, as of `at`.
     pub fn summary(&self, at: Millis) -> AuditSummary {
-        let tracked = || self.hours.iter().filter(|h| h.verdict != Verdict::NotTracked);
+        let tracked = || {
+            self.hours
+                .iter()
+                .filter(|h| h.verdict != Verdict::NotTracked)
+        };
         AuditSummary {
             at: format_iso(at),
             from: self.from.clone(),
@@ -217,8 +221,8 @@ impl AuditReport {
             let summary = s.summary(0);
             let _ = writeln!(
                 out,
-                "  {} hour(s) audited, {} missing {} event(s), {} event(s) delivered beyond the API's count",
-                summary.hours, summary.hours_missing, summary.missing_events, summary.extra_events
+                "  {} hour(s) audited: {} event(s) missing in {} hour(s), {} delivered beyond the API's count",
+                summary.hours, summary.missing_events, summary.hours_missing, summary.extra_events
             );
         }
         out

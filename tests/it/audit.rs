@@ -1,0 +1,194 @@
+//! The completeness audit (`isolation-collector audit`, and the daemon's schedule) against the
+//! simulator: a complete range, events published hours late (beyond the lookback), a crash and
+//! a restart, and the `missing_events` gauge.
+
+// Fixtures and checks in real time: the simulator (the vendor) runs on the real clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use isolation_sim::SimHandle;
+use serde_json::Value;
+
+use crate::support::*;
+
+const WEB: &str = "browser_and_email_isolation";
+const URL: &str = "url_isolation";
+
+/// `audit --json <args>`: the exit code and the report.
+async fn audit_json(env: &TestEnv, args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["audit", "--json"];
+    all.extend_from_slice(args);
+    let out = env.collector(&all).await;
+    let code = out.status.code().expect("an exit code");
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("audit printed no JSON ({e}): {}", describe(&out)));
+    (code, report)
+}
+
+/// The hours of `service` in `report`, by their start.
+fn hours_of<'a>(report: &'a Value, service: &str) -> BTreeMap<String, &'a Value> {
+    let s = report["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == service)
+        .unwrap_or_else(|| panic!("no {service} in {report:#}"));
+    assert!(s["error"].is_null(), "the audit of {service} failed: {s:#}");
+    s["hours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["hour"].as_str().unwrap().to_owned(), h))
+        .collect()
+}
+
+fn time(v: &Value) -> DateTime<Utc> {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+/// The events `sim` shows now with dates in the hour line's `[from, to)`.
+fn sim_count(sim: &SimHandle, hour: &Value) -> u64 {
+    let to = time(&hour["to"]) - TimeDelta::milliseconds(1);
+    sim.visible_events_between(time(&hour["from"]), to).len() as u64
+}
+
+/// Asserts that every hour of `service` is complete and that the API's and the delivered
+/// counts both equal what the simulator holds in that hour; returns the events audited.
+fn assert_complete_and_true(report: &Value, service: &str, sim: &SimHandle) -> u64 {
+    let hours = hours_of(report, service);
+    assert!(
+        hours.len() >= 20,
+        "{service}: {} hours audited",
+        hours.len()
+    );
+    let mut events = 0;
+    for (start, h) in hours {
+        let truth = sim_count(sim, h);
+        assert_eq!(h["verdict"], "complete", "{service} {start}: {h:#}");
+        assert_eq!(h["api"].as_u64(), Some(truth), "{service} {start}: {h:#}");
+        assert_eq!(
+            h["delivered"].as_u64(),
+            Some(truth),
+            "{service} {start}: {h:#}"
+        );
+        assert_eq!(h["missing"], 0, "{service} {start}: {h:#}");
+        events += truth;
+    }
+    events
+}
+
+/// The start of the hour `hours` before the current one.
+fn hours_ago(hours: i64) -> DateTime<Utc> {
+    Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap() - TimeDelta::hours(hours)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_of_a_complete_range_reports_zero_everywhere() {
+    let env = TestEnv::both(3000, |c| c.identical_fraction = 0.05).await;
+    env.run_once_ok().await;
+    let (code, report) = audit_json(&env, &[]).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["complete"], true);
+    assert_eq!(report["missing_events"], 0);
+    let web = assert_complete_and_true(&report, WEB, &env.web);
+    let url = assert_complete_and_true(&report, URL, &env.url);
+    assert!(web > 2000 && url > 2000, "{web} and {url} events audited");
+    // The table says the same.
+    let out = env.collector(&["audit", "--service", URL]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    // Verdicts follow two spaces; the summary line says "0 event(s) missing".
+    assert!(
+        table.contains("  complete") && !table.contains("  missing"),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_hours_late_are_found_missing_per_hour() {
+    let env = TestEnv::both(1500, |_| {}).await;
+    env.run_once_ok().await;
+    let (first, second) = (hours_ago(6), hours_ago(3));
+    let minutes = |m| TimeDelta::minutes(m);
+    env.web.inject(7, first + minutes(10), first + minutes(20));
+    env.web.inject(4, second + minutes(1), second + minutes(50));
+    let (code, report) = audit_json(&env, &[]).await;
+    assert_eq!(code, 2, "{report:#}");
+    assert_eq!(report["missing_events"], 11);
+    let hours = hours_of(&report, WEB);
+    for (start, h) in &hours {
+        let want = match time(&h["hour"]) {
+            t if t == first => 7,
+            t if t == second => 4,
+            _ => 0,
+        };
+        assert_eq!(h["missing"], want, "{start}: {h:#}");
+        assert_eq!(h["api"].as_u64(), Some(sim_count(&env.web, h)), "{start}");
+        if want > 0 {
+            assert_eq!(h["verdict"], "missing");
+            assert_eq!(h["api_counted"], "download", "{h:#}");
+        }
+    }
+    assert_complete_and_true(&report, URL, &env.url);
+    let out = env.collector(&["audit", "--service", WEB]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("missing 7") && table.contains("missing 4"),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_across_kill_9_and_restarts_counts_right() {
+    let mut env = TestEnv::both(20_000, |c| {
+        c.shuffle = true;
+        c.identical_fraction = 0.02;
+        c.burst_fraction = 0.2;
+        c.page_latency = Duration::from_millis(10);
+    })
+    .await;
+    env.service_extra = "page_size: 1000\nmax_events_per_window: 3000".into();
+    env.write_config();
+    kill_9_until_a_run_completes(&env, 20, 400).await;
+    env.assert_exactly_once();
+    let (code, report) = audit_json(&env, &[]).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_complete_and_true(&report, WEB, &env.web);
+    assert_complete_and_true(&report, URL, &env.url);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_audit_sets_missing_events() {
+    let env = TestEnv::both(800, |_| {}).await;
+    env.run_once_ok().await;
+    let late = hours_ago(5);
+    env.web.inject(6, late, late + TimeDelta::minutes(30));
+    let base = listen_on_free_port(&env);
+    let mut cmd = collector_command(&["run"], &env.config_path());
+    cmd.env("ISOLATION_COLLECTOR_AUDIT_FIRST_DELAY_MS", "300");
+    let child = spawn_logged(&mut cmd, &env.path("daemon.log"));
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    wait_for("the metrics listener", Duration::from_secs(30), || {
+        listening(port)
+    })
+    .await;
+    let missing = "isolation_collector_missing_events";
+    let labels = |service| [("input", INPUT_ID), ("service", service)];
+    let audited = "isolation_collector_last_audit_timestamp_seconds";
+    let samples = scrape_until(&base, "both services audited", |s| {
+        sample(s, audited, &labels(WEB)).is_some() && sample(s, audited, &labels(URL)).is_some()
+    })
+    .await;
+    sigterm_and_wait(child).await;
+    let log = read_log(&env.path("daemon.log"));
+    assert_eq!(sample(&samples, missing, &labels(WEB)), Some(6.0), "{log}");
+    assert_eq!(sample(&samples, missing, &labels(URL)), Some(0.0), "{log}");
+    assert!(
+        log.contains("found 6 event(s) the API holds that were not delivered"),
+        "{log}"
+    );
+}
