@@ -142,6 +142,41 @@ async fn events_published_hours_late_are_found_missing_per_hour() {
     );
 }
 
+/// `total` as a string, absent, a page served twice, events that cannot be read: the audit
+/// still counts each hour right, and trusts `total` only where it agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_counts_right_whatever_total_says() {
+    let mut web = sim_config(isolation_sim::Dataset::Web, 1500, 1);
+    web.total_mode = isolation_sim::TotalMode::Absent;
+    web.repeat_page = Some(1);
+    let mut url = sim_config(isolation_sim::Dataset::Url, 1500, 2);
+    url.total_mode = isolation_sim::TotalMode::String;
+    url.non_utf8_events = 3;
+    let mut env = TestEnv::start(web, url).await;
+    env.service_extra = "page_size: 100".into();
+    env.write_config();
+    env.run_once_ok().await;
+    let (code, report) = audit_json(&env, &[]).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_complete_and_true(&report, WEB, &env.web);
+    // Without a total, every hour is downloaded.
+    let web = hours_of(&report, WEB);
+    assert!(
+        web.values().all(|h| h["api_counted"] == "download"),
+        "{report:#}"
+    );
+    // The unreadable events are in the API's count, set aside, and not missing.
+    let url = hours_of(&report, URL);
+    let set_aside: u64 = url.values().map(|h| h["set_aside"].as_u64().unwrap()).sum();
+    assert_eq!(set_aside, 3, "{report:#}");
+    for (start, h) in &url {
+        let with_unreadable = sim_count(&env.url, h) + h["set_aside"].as_u64().unwrap();
+        assert_eq!(h["api"].as_u64(), Some(with_unreadable), "{start}: {h:#}");
+        assert_eq!(h["verdict"], "complete", "{start}: {h:#}");
+        assert_eq!(h["api_counted"], "total", "{start}: {h:#}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_across_kill_9_and_restarts_counts_right() {
     let mut env = TestEnv::both(20_000, |c| {
