@@ -227,3 +227,94 @@ async fn the_daemons_audit_sets_missing_events() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_exit_64_and_an_api_that_refuses_the_key_exits_1_with_it_masked() {
+    let mut env = TestEnv::both(300, |_| {}).await;
+    for (args, says) in [
+        (
+            &["--from", "yesterday"][..],
+            "--from `yesterday` is not a date",
+        ),
+        (
+            &["--service", "mail"][..],
+            "--service `mail` is not an enabled service",
+        ),
+        (&["--input", "42"][..], "--input `42` is not the id"),
+        (
+            &[
+                "--from",
+                "2026-12-01T10:00:00Z",
+                "--to",
+                "2026-12-01T09:00:00Z",
+            ][..],
+            "is not before --to",
+        ),
+    ] {
+        let mut all = vec!["audit"];
+        all.extend_from_slice(args);
+        let out = env.collector(&all).await;
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", describe(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", describe(&out));
+    }
+    env.run_once_ok().await;
+    let wrong = "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a";
+    env.key = wrong.to_owned();
+    env.write_config();
+    let out = env.collector(&["audit", "--json"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = report["services"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("is not valid"), "{report:#}");
+    let everything = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(!everything.contains(wrong), "the key leaked: {everything}");
+}
+
+/// With Redis persistence: the holder of a service's lease killed mid-backfill, the other
+/// replica takes the lease over and finishes; the audit's counts equal the API's per hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_after_a_takeover_on_redis_counts_right() {
+    use crate::ha::Ha;
+    use rand::Rng;
+    let mut ha = Ha::new(
+        15_000,
+        |c| {
+            c.shuffle = true;
+            c.identical_fraction = 0.02;
+            c.page_latency = Duration::from_millis(50);
+        },
+        "page_size: 250\nmax_events_per_window: 2000",
+        2,
+    )
+    .await;
+    for r in &mut ha.replicas {
+        r.start();
+    }
+    for service in [WEB, URL] {
+        let holder = ha.holder(service).await;
+        let pause = rand::rng().random_range(100..500);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let token = ha.lease(service);
+        assert!(
+            ha.delivered(service) < ha.expected[service].len(),
+            "the backfill of {service} ended before the kill: make it longer"
+        );
+        ha.replicas[holder].kill_9().await;
+        let taker = ha.holder(service).await;
+        assert_ne!(taker, holder);
+        assert_ne!(ha.lease(service), token, "the lease did not change hands");
+        ha.replicas[holder].start();
+    }
+    ha.wait_until_complete(Duration::from_secs(90)).await;
+    ha.stop_all().await;
+    ha.env.assert_exactly_once();
+    let out = ha
+        .env
+        .collector_with_env(&["audit", "--json"], &[("METRICS_LISTEN", "127.0.0.1:1")])
+        .await;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", describe(&out)));
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_complete_and_true(&report, WEB, &ha.env.web);
+    assert_complete_and_true(&report, URL, &ha.env.url);
+}
