@@ -135,6 +135,32 @@ async fn dead_letters(action: StateAction, clock: &SharedClock) -> Result<Outcom
     }
 }
 
+/// `audit`.
+async fn audit(command: Command, clock: SharedClock) -> Result<Outcome, BadUsage> {
+    let Command::Audit {
+        config,
+        input,
+        service,
+        from,
+        to,
+        json,
+        repair,
+        log_format,
+    } = command
+    else {
+        unreachable!("dispatch passes only `audit`");
+    };
+    let args = AuditArgs {
+        input: input.as_deref(),
+        service: service.as_deref(),
+        from: from.as_deref(),
+        to: to.as_deref(),
+        json,
+        repair,
+    };
+    commands::audit(&config, args, log_format, clock).await
+}
+
 async fn dispatch(command: Command, clock: SharedClock) -> Result<Outcome, BadUsage> {
     match command {
         Command::Run {
@@ -201,26 +227,7 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<Outcome, BadUs
             };
             commands::backfill(&config, args, log_format, clock).await
         }
-        Command::Audit {
-            config,
-            input,
-            service,
-            from,
-            to,
-            json,
-            repair,
-            log_format,
-        } => {
-            let args = AuditArgs {
-                input: input.as_deref(),
-                service: service.as_deref(),
-                from: from.as_deref(),
-                to: to.as_deref(),
-                json,
-                repair,
-            };
-            commands::audit(&config, args, log_format, clock).await
-        }
+        command @ Command::Audit { .. } => audit(command, clock).await,
         #[cfg(feature = "demo")]
         Command::Demo {
             events,

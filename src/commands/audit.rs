@@ -10,11 +10,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{load, loader, start_logging, BadUsage, Outcome};
+use super::{prepare, start_logging, BadUsage, Outcome};
 use crate::api::job_cap::JobCap;
 use crate::api::limiter::input_limiter;
 use crate::audit::report::AuditReport;
 use crate::audit::service::{audit_service, AuditContext, AuditRange, Audited};
+use crate::backfill::BackfillError;
 use crate::clock::SharedClock;
 use crate::config::{Config, InputConfig, ServiceConfig};
 use crate::logging::LogFormat;
@@ -32,21 +33,15 @@ pub struct AuditArgs<'a> {
     pub repair: bool,
 }
 
-/// Why an audit cannot start (exit 64).
+/// Why an audit cannot start (exit 64). A bad time or range is said as `backfill` says it.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditUsage {
     #[error("--input `{0}` is not the id of a valid input of this config; its inputs are {1}")]
     UnknownInput(String, String),
     #[error("--service `{0}` is not an enabled service of the chosen input(s); use browser_and_email_isolation or url_isolation")]
     UnknownService(String),
-    #[error("--{which} `{value}` is not a date; use ISO 8601 in UTC such as 2026-11-20T00:00:00Z")]
-    BadTime { which: &'static str, value: String },
-    #[error("--from {from} is not before --to {to}")]
-    Empty { from: String, to: String },
-    #[error(
-        "--from {0} is older than the API's 30-day retention; the API no longer has those events"
-    )]
-    TooOld(String),
+    #[error(transparent)]
+    Range(#[from] BackfillError),
 }
 
 /// The (input, service) pairs and the range an `audit` asks for.
@@ -87,12 +82,12 @@ impl<'a> Chosen<'a> {
             let name = args.service.unwrap_or_default().to_owned();
             return Err(AuditUsage::UnknownService(name));
         }
-        let time = |which, value: Option<&str>| -> Result<Option<Millis>, AuditUsage> {
+        let time = |which, value: Option<&str>| -> Result<Option<Millis>, BackfillError> {
             value
                 .map(|v| {
                     crate::timestamp::parse_user_time(v)
                         .map(|t| t.timestamp_millis())
-                        .ok_or_else(|| AuditUsage::BadTime {
+                        .ok_or_else(|| BackfillError::BadTime {
                             which,
                             value: v.to_owned(),
                         })
@@ -103,14 +98,15 @@ impl<'a> Chosen<'a> {
         let iso = crate::timestamp::format_iso;
         if let (Some(f), Some(t)) = (from, to) {
             if f >= t {
-                return Err(AuditUsage::Empty {
+                return Err(BackfillError::Empty {
                     from: iso(f),
                     to: iso(t),
-                });
+                }
+                .into());
             }
         }
         if let Some(f) = from.filter(|&f| f < now - RETENTION.as_millis() as Millis) {
-            return Err(AuditUsage::TooOld(iso(f)));
+            return Err(BackfillError::TooOld(iso(f)).into());
         }
         Ok(Chosen {
             services,
@@ -130,7 +126,7 @@ pub async fn audit(
     log_format: LogFormat,
     clock: SharedClock,
 ) -> Result<Outcome, BadUsage> {
-    let config = load(&loader(path), &clock)?.config;
+    let config = prepare(path, None, &clock)?;
     let usage = |e: String| {
         eprintln!("error: {e}");
         BadUsage
