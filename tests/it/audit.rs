@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use isolation_sim::SimHandle;
+use isolation_sim::{SimHandle, SimStats};
 use serde_json::Value;
 
 use crate::support::*;
@@ -80,6 +80,19 @@ fn assert_complete_and_true(report: &Value, service: &str, sim: &SimHandle) -> u
     events
 }
 
+/// Prints what the audit cost the API: requests and events served per audited hour.
+fn print_cost(what: &str, env: &TestEnv, before: (SimStats, SimStats), report: &Value) {
+    for (service, sim, before) in [(WEB, &env.web, before.0), (URL, &env.url, before.1)] {
+        let hours = hours_of(report, service).len() as f64;
+        let after = sim.stats();
+        eprintln!(
+            "audit cost ({what}), {service}: {:.1} requests and {:.1} events downloaded per hour over {hours} hours",
+            (after.requests - before.requests) as f64 / hours,
+            (after.events_served - before.events_served) as f64 / hours,
+        );
+    }
+}
+
 /// The start of the hour `hours` before the current one.
 fn hours_ago(hours: i64) -> DateTime<Utc> {
     Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap() - TimeDelta::hours(hours)
@@ -89,7 +102,9 @@ fn hours_ago(hours: i64) -> DateTime<Utc> {
 async fn an_audit_of_a_complete_range_reports_zero_everywhere() {
     let env = TestEnv::both(3000, |c| c.identical_fraction = 0.05).await;
     env.run_once_ok().await;
+    let before = (env.web.stats(), env.url.stats());
     let (code, report) = audit_json(&env, &[]).await;
+    print_cost("total trusted", &env, before, &report);
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["complete"], true);
     assert_eq!(report["missing_events"], 0);
@@ -156,7 +171,14 @@ async fn the_audit_counts_right_whatever_total_says() {
     env.service_extra = "page_size: 100".into();
     env.write_config();
     env.run_once_ok().await;
+    let before = (env.web.stats(), env.url.stats());
     let (code, report) = audit_json(&env, &[]).await;
+    print_cost(
+        "web without total, url with total as text",
+        &env,
+        before,
+        &report,
+    );
     assert_eq!(code, 0, "{report:#}");
     assert_complete_and_true(&report, WEB, &env.web);
     // Without a total, every hour is downloaded.
