@@ -29,16 +29,26 @@
 //!   the download asks for `[from, to]` and keeps the dates in `[from, to)`.
 //!
 //! Hours are counted concurrently, each with a client of its own built like the puller's
-//! (`api::client::build`): every request waits for the input's `requests_limits` limiter, and
-//! every job holds a permit of the process's job cap (`globals.max_concurrent_jobs`).
+//! (`api::client::build`), all on one set of limits: every request waits for the input's
+//! `requests_limits` limiter (the pullers' own in the daemon; counted in Redis with Redis
+//! persistence) and one of the service's `requests_limits`, and every job holds a permit of
+//! the process's job cap (`globals.max_concurrent_jobs`). A service paced by
+//! `requests_per_second` is counted one hour at a time.
 
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 
-use crate::api::client::{self, ApiClient, ApiContext, FetchError};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::api::client::{ApiClient, FetchError};
 use crate::api::job_cap::JobCap;
+use crate::api::limiter::input_quota::InputQuota;
+use crate::api::limiter::{InputLimiter, SharedLimits};
 use crate::config::{InputConfig, ServiceConfig};
 use crate::event::Event;
+use crate::state::StateStore;
 use crate::timestamp::{from_millis, Millis};
 
 /// The largest page the API serves (isolation-api.md §3): the download's page size.
@@ -85,21 +95,36 @@ pub struct HourCount {
 pub struct CountContext<'a> {
     pub input: &'a InputConfig,
     pub svc: &'a ServiceConfig,
-    pub api: ApiContext<'a>,
+    /// The input's `requests_limits` limiter (the pullers' own, in the daemon).
+    pub limiter: &'a InputLimiter,
+    /// Where the input's request quota is counted with Redis persistence.
+    pub store: &'a Arc<StateStore>,
     pub jobs: &'a JobCap,
+    /// Ends the counting's waits and requests.
+    pub cancel: CancellationToken,
     /// Keep the downloaded events (for `--repair`).
     pub keep_events: bool,
 }
 
-/// Counts every hour of `hours`, at most the service's `max_concurrent_jobs` at once; the
-/// counts come back in the order of `hours`. The first error ends the counting.
+/// Counts every hour of `hours`, at most the service's `max_concurrent_jobs` at once (one at a
+/// time when `requests_per_second` spaces the service's requests: the spacing is per client);
+/// the counts come back in the order of `hours`. The first error ends the counting.
 pub async fn count_hours(
     cx: &CountContext<'_>,
     hours: &[HourToCount],
 ) -> Result<Vec<HourCount>, FetchError> {
-    let concurrency = cx.svc.max_concurrent_jobs.max(1);
+    let spaced = cx.input.request_interval(cx.svc).is_some();
+    let concurrency = if spaced {
+        1
+    } else {
+        cx.svc.max_concurrent_jobs.max(1)
+    };
+    // One set of limits for all the audit's clients: the input's (shared with the pullers, and
+    // counted in Redis with Redis persistence) and one of the service's own.
+    let quota = InputQuota::new(cx.store, &cx.input.id, &cx.input.pacing.requests_limits);
+    let limits = SharedLimits::for_service(cx.limiter, cx.svc).counted_in(quota);
     let mut counted: Vec<HourCount> = stream::iter(hours.iter().copied())
-        .map(|hour| count_hour(cx, hour))
+        .map(|hour| count_hour(cx, &limits, hour))
         .buffer_unordered(concurrency)
         .collect::<Vec<_>>()
         .await
@@ -110,11 +135,15 @@ pub async fn count_hours(
 }
 
 /// Counts one hour: its `total`, trusted if it agrees, else its download.
-async fn count_hour(cx: &CountContext<'_>, hour: HourToCount) -> Result<HourCount, FetchError> {
+async fn count_hour(
+    cx: &CountContext<'_>,
+    limits: &SharedLimits,
+    hour: HourToCount,
+) -> Result<HourCount, FetchError> {
     let (from, to) = (from_millis(hour.from), from_millis(hour.to));
     let total = {
         let _permit = cx.jobs.acquire().await;
-        let mut probe = client_with_page_size(cx, 1)?;
+        let mut probe = client_with_page_size(cx, limits, 1)?;
         job_total(&mut probe, from, to - chrono::Duration::milliseconds(1)).await?
     };
     if total == Some(hour.expected) {
@@ -128,7 +157,7 @@ async fn count_hour(cx: &CountContext<'_>, hour: HourToCount) -> Result<HourCoun
     }
     let _permit = cx.jobs.acquire().await;
     let page_size = cx.svc.page_size.clamp(1, DOWNLOAD_PAGE_SIZE);
-    let mut download = client_with_page_size(cx, page_size)?;
+    let mut download = client_with_page_size(cx, limits, page_size)?;
     let job = download.create_job(from, to).await?;
     let mut events = Vec::new();
     let mut unreadable = 0u64;
@@ -171,21 +200,25 @@ async fn job_total(
     Ok(total)
 }
 
-/// A client of the service with `page_size`, on the input's limiter (its own connections: one
-/// hour's job at a time).
-fn client_with_page_size(cx: &CountContext<'_>, page_size: u32) -> Result<ApiClient, FetchError> {
+/// A client of the service with `page_size`, on `limits` (its own connections: one hour's job
+/// at a time).
+fn client_with_page_size(
+    cx: &CountContext<'_>,
+    limits: &SharedLimits,
+    page_size: u32,
+) -> Result<ApiClient, FetchError> {
     let mut svc = cx.svc.clone();
     svc.page_size = page_size;
-    let api = ApiContext {
-        limiter: cx.api.limiter,
-        store: cx.api.store,
-        cancel: cx.api.cancel.clone(),
-        clock: cx.api.clock.clone(),
-    };
-    let (client, _setup_check) =
-        client::build(cx.input, &svc, api).map_err(|e| FetchError::GaveUp {
-            attempts: 0,
-            last: format!("cannot build the API client: {e}"),
-        })?;
-    Ok(client)
+    let client = ApiClient::new(
+        &svc,
+        cx.input.api_key.clone(),
+        cx.input.key_placement,
+        cx.input.request_interval(cx.svc),
+        cx.cancel.clone(),
+    )
+    .map_err(|e| FetchError::GaveUp {
+        attempts: 0,
+        last: format!("cannot build the API client: {e}"),
+    })?;
+    Ok(client.with_limits(limits.clone()))
 }

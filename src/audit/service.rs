@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::count::{count_hours, CountContext, HourCount, HourToCount};
 use super::report::{hours_of, HourLine, ServiceAudit};
-use crate::api::client::ApiContext;
 use crate::api::job_cap::JobCap;
 use crate::api::limiter::InputLimiter;
 use crate::clock::SharedClock;
@@ -115,13 +114,10 @@ pub async fn audit_service(
     let count = CountContext {
         input,
         svc,
-        api: ApiContext {
-            limiter: cx.limiter,
-            store: cx.store,
-            cancel: cx.cancel.clone(),
-            clock: cx.clock.clone(),
-        },
+        limiter: cx.limiter,
+        store: cx.store,
         jobs: cx.jobs,
+        cancel: cx.cancel.clone(),
         keep_events: cx.keep_events,
     };
     let counts = match count_hours(&count, &to_count).await {

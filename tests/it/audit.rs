@@ -340,3 +340,27 @@ async fn an_audit_after_a_takeover_on_redis_counts_right() {
     assert_complete_and_true(&report, WEB, &ha.env.web);
     assert_complete_and_true(&report, URL, &ha.env.url);
 }
+
+/// The audit's hours are counted concurrently, all within the service's `requests_limits`
+/// (one limiter for all its clients, not one each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_keeps_the_services_requests_limits() {
+    let mut env = TestEnv::both(800, |_| {}).await;
+    env.service_extra = "requests_limits: [{period: 1s, number_of_requests: 10}]".into();
+    env.write_config();
+    env.run_once_ok().await;
+    let started = Utc::now();
+    let (code, report) = audit_json(&env, &["--service", WEB]).await;
+    assert_eq!(code, 0, "{report:#}");
+    let during: Vec<_> = (env.web.request_log().into_iter())
+        .map(|r| r.at)
+        .filter(|&t| t >= started)
+        .collect();
+    let most =
+        crate::devo_keys::busiest(&during, Duration::from_secs(1), Duration::from_millis(30));
+    assert!(during.len() >= 30, "{} requests", during.len());
+    assert!(
+        most <= 10,
+        "{most} requests within 1 s, over the limit of 10"
+    );
+}
