@@ -22,6 +22,7 @@ use crate::clock::SharedClock;
 use crate::config::{InputConfig, ServiceConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::ledger::HOUR_MS;
+use crate::service::Service;
 use crate::state::StateStore;
 use crate::timestamp::Millis;
 
@@ -57,12 +58,8 @@ impl ScheduledAudit {
         }
     }
 
-    /// Whether this process pulls the service now (without Redis: always).
     fn pulled_here(&self) -> bool {
-        let id = (self.input.id.clone(), self.svc.service);
-        self.metrics
-            .leases()
-            .is_none_or(|(held, _)| held.contains(&id))
+        pulled_here(&self.metrics, &self.input.id, self.svc.service)
     }
 
     async fn audit_once(&self, cancel: &CancellationToken) {
@@ -102,6 +99,13 @@ impl ScheduledAudit {
     }
 }
 
+/// Whether this process pulls `service` of input `input` now: without Redis always, with
+/// Redis while it holds the lease (as its metrics say).
+fn pulled_here(metrics: &Metrics, input: &str, service: Service) -> bool {
+    let id = (input.to_owned(), service);
+    metrics.leases().is_none_or(|(held, _)| held.contains(&id))
+}
+
 /// [`FIRST_AUDIT_DELAY`], or in a build with the cargo feature `test-hooks`, the milliseconds
 /// in `ISOLATION_COLLECTOR_AUDIT_FIRST_DELAY_MS` (the tests do not wait three minutes).
 fn first_audit_delay() -> Duration {
@@ -113,4 +117,30 @@ fn first_audit_delay() -> Duration {
         return Duration::from_millis(ms);
     }
     FIRST_AUDIT_DELAY
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_redis_only_the_services_whose_lease_is_held_are_audited() {
+        let alone = Metrics::new();
+        assert!(pulled_here(&alone, "1", Service::UrlIsolation));
+        let metrics = Arc::new(Metrics::new().with_leases());
+        metrics.expect_service("1", Service::UrlIsolation);
+        metrics.expect_service("1", Service::BrowserAndEmailIsolation);
+        assert!(!pulled_here(&metrics, "1", Service::UrlIsolation));
+        metrics.service("1", Service::UrlIsolation).lease_held(true);
+        assert!(pulled_here(&metrics, "1", Service::UrlIsolation));
+        assert!(!pulled_here(
+            &metrics,
+            "1",
+            Service::BrowserAndEmailIsolation
+        ));
+        metrics
+            .service("1", Service::UrlIsolation)
+            .lease_held(false);
+        assert!(!pulled_here(&metrics, "1", Service::UrlIsolation));
+    }
 }
