@@ -39,6 +39,9 @@ use crate::timestamp::Millis;
 
 mod families;
 mod labels;
+mod listed;
+mod memory;
+mod output_up;
 mod readiness;
 mod server;
 pub mod status;
@@ -47,7 +50,10 @@ mod tests;
 
 use families::DeadLetterSeries;
 pub use labels::{JobFault, Outcome};
-use labels::{JobFaultLabels, OutputLabels, RequestLabels, RuleLabels, ServiceLabels};
+use labels::{
+    JobFaultLabels, OutputLabels, OutputUpLabels, RequestLabels, RuleLabels, ServiceLabels,
+};
+pub use memory::MemoryProbe;
 pub use server::serve;
 
 /// One service of one input: what the per-service state is kept by.
@@ -94,6 +100,10 @@ pub struct Metrics {
     polls: Family<ServiceLabels, Counter>,
     job_wait: Family<ServiceLabels, Counter<f64, AtomicU64>>,
     confirm_failures: Family<OutputLabels, Counter>,
+    /// `output_up{input, service, output}`: whether the last delivery was confirmed.
+    output_up: Family<OutputUpLabels, Gauge>,
+    /// The process's memory and the window budget's, read at scrape time.
+    memory: memory::MemoryGauges,
     state_write_failures: Family<ServiceLabels, Counter>,
     obfuscation_fallbacks: Family<RuleLabels, Counter>,
     job_faults: Family<JobFaultLabels, Counter>,
