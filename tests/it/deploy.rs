@@ -182,6 +182,17 @@ async fn every_metric_the_rules_and_the_dashboard_use_is_in_a_real_scrape() {
         .await;
     let status = terminate(&mut child, Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}");
+    // The memory gauges the memory alerts divide are fed by the daemon, not left at 0.
+    let budget = metric(
+        &exposition,
+        "isolation_collector_window_memory_budget_bytes",
+    );
+    assert_eq!(budget, Some(16.0 * 1024.0 * 1024.0), "the default budget");
+    let resident = metric(&exposition, "isolation_collector_resident_memory_bytes");
+    assert!(
+        resident.is_some_and(|r| r > 1024.0 * 1024.0),
+        "{resident:?}"
+    );
     let listed = scraped_names(&exposition);
     let missing: Vec<&String> = used.difference(&listed).collect();
     assert!(
