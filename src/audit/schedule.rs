@@ -7,7 +7,8 @@
 //! One task per service, beside its puller: it only reads the committed state, and its API
 //! requests wait for the same `requests_limits` limiter and job cap as the pullers', so it
 //! never blocks collection and never exceeds the vendor's quota. The first audit runs
-//! [`FIRST_AUDIT_DELAY`] after the start, when the first cycles have caught up.
+//! [`FIRST_AUDIT_DELAY`] after the start, when the first cycles have caught up; one that could
+//! not run (no state yet, the API failing) is tried again after [`RETRY_AFTER_FAILURE`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,9 @@ use crate::timestamp::Millis;
 
 /// How long after the start the first audit runs.
 pub const FIRST_AUDIT_DELAY: Duration = Duration::from_secs(180);
+
+/// How soon an audit that could not run is tried again (at most the interval).
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(3600);
 
 /// What the audit task of one service needs.
 pub struct ScheduledAudit {
@@ -52,8 +56,9 @@ impl ScheduledAudit {
                 () = cancel.cancelled() => return true,
             }
             wait = self.interval;
-            if self.pulled_here() {
-                self.audit_once(&cancel).await;
+            if self.pulled_here() && !self.audit_once(&cancel).await {
+                // No state yet, or the API failing: try again sooner than a day later.
+                wait = wait.min(RETRY_AFTER_FAILURE);
             }
         }
     }
@@ -62,7 +67,8 @@ impl ScheduledAudit {
         pulled_here(&self.metrics, &self.input.id, self.svc.service)
     }
 
-    async fn audit_once(&self, cancel: &CancellationToken) {
+    /// One audit, its result in the metrics; `false` when it could not run.
+    async fn audit_once(&self, cancel: &CancellationToken) -> bool {
         let span = (self.interval.as_millis() as Millis).max(24 * HOUR_MS);
         let range = AuditRange {
             span: Some(span),
@@ -78,7 +84,7 @@ impl ScheduledAudit {
         };
         let audited = audit_service(&self.input, &self.svc, range, &cx).await;
         if cancel.is_cancelled() {
-            return;
+            return true;
         }
         let at = self.clock.now_ms();
         let summary = audited.report.summary(at);
@@ -93,9 +99,11 @@ impl ScheduledAudit {
                 summary.from, summary.to, summary.hours
             ),
         }
+        let ran = summary.error.is_none();
         self.metrics
             .service(&self.input.id, self.svc.service)
             .audited(summary, at);
+        ran
     }
 }
 
