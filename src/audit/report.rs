@@ -151,6 +151,19 @@ impl ServiceAudit {
     }
 }
 
+/// What `audit --repair` did for one hour.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RepairLine {
+    pub input: String,
+    pub service: String,
+    /// The start of the hour (ISO 8601, UTC).
+    pub hour: String,
+    /// Events delivered to the outputs (those they lacked).
+    pub delivered: u64,
+    /// Why nothing was delivered for the hour, if so.
+    pub refused: Option<String>,
+}
+
 /// The whole audit: `audit --json` prints it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AuditReport {
@@ -161,6 +174,10 @@ pub struct AuditReport {
     pub complete: bool,
     /// Events missing over every service and hour.
     pub missing_events: u64,
+    /// With `--repair`: what each hour that missed events got (the hours' lines above are
+    /// those of the audit after the repair).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repairs: Vec<RepairLine>,
 }
 
 impl AuditReport {
@@ -178,12 +195,36 @@ impl AuditReport {
             services,
             complete,
             missing_events,
+            repairs: Vec::new(),
         }
     }
 
-    /// The report as a table per service (for a terminal).
+    /// The report with what `--repair` did.
+    pub fn with_repairs(mut self, repairs: Vec<RepairLine>) -> AuditReport {
+        self.repairs = repairs;
+        self
+    }
+
+    /// The report as a table per service (for a terminal), after what `--repair` did.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        for r in &self.repairs {
+            let _ = match &r.refused {
+                None => writeln!(
+                    out,
+                    "repair {} {} {}: delivered {}",
+                    r.input, r.service, r.hour, r.delivered
+                ),
+                Some(why) => writeln!(
+                    out,
+                    "repair {} {} {}: refused: {why}",
+                    r.input, r.service, r.hour
+                ),
+            };
+        }
+        if !self.repairs.is_empty() {
+            out.push_str("after the repair:\n");
+        }
         for s in &self.services {
             let _ = writeln!(out, "{} {}: {} to {}", s.input, s.service, s.from, s.to);
             if let Some(why) = &s.error {
@@ -284,6 +325,24 @@ mod tests {
         let report = AuditReport::new(H, vec![audit]);
         assert!(!report.complete);
         assert!(report.table().contains("missing 5"), "{}", report.table());
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json.get("repairs").is_none(), "{json}");
+        let repaired = report.with_repairs(vec![RepairLine {
+            input: "1".into(),
+            service: "url_isolation".into(),
+            hour: format_iso(H),
+            delivered: 5,
+            refused: None,
+        }]);
+        assert!(
+            repaired.table().starts_with("repair 1 url_isolation 2026-"),
+            "{}",
+            repaired.table()
+        );
+        assert_eq!(
+            serde_json::to_value(&repaired).unwrap()["repairs"][0]["delivered"],
+            5
+        );
     }
 
     #[test]
