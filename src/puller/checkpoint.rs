@@ -314,9 +314,9 @@ impl Checkpoint {
     /// forgets what the API no longer keeps.
     fn record_in_ledger(&mut self, plan: &DedupPlan) {
         let state = &mut self.state;
-        for (date, _key, _copy) in state.dedup.new_copies(plan) {
+        for (date, key, copy) in state.dedup.new_copies(plan) {
             if date != UNDATED {
-                state.ledger.record(date);
+                state.ledger.record_copy(date, key, copy);
             }
         }
         state
