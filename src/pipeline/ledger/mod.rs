@@ -207,7 +207,11 @@ impl AuditLedger {
             tracked_from: time(&doc.tracked_from_in_utc)?,
             first_hour: hour_of(time(&doc.first_hour_in_utc)?),
             counts,
-            pending: doc.pending_digests.iter().filter_map(DigestDoc::read).collect(),
+            pending: doc
+                .pending_digests
+                .iter()
+                .filter_map(DigestDoc::read)
+                .collect(),
         })
     }
 }
