@@ -386,7 +386,7 @@ mod tests {
             dir.join("state").display(),
             dir.join("out").display()
         );
-        Config::parse(&text, dir, &|_| None, chrono::Utc::now()).expect("a valid config")
+        Config::parse(&text, dir, &|_| None, SharedClock::system().now()).expect("a valid config")
     }
 
     /// The hour the tests repair: five hours ago, well behind any horizon.

@@ -203,3 +203,76 @@ fn remove_old_days(directory: &Path, key: &str, day: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::ledger::sketch::element_id;
+
+    const T0: Millis = 1_780_000_000_000 / HOUR_MS * HOUR_MS;
+
+    fn ledger_with(n: u8, hour: Millis) -> AuditLedger {
+        let mut ledger = AuditLedger::tracking_from(T0 - 60 * 24 * HOUR_MS);
+        for i in 0..n {
+            ledger.record_copy(hour + i64::from(i), &[i; 32], 1);
+        }
+        ledger
+    }
+
+    /// Sealing twice (a crash before the state dropped the digest) keeps one entry, the pending
+    /// copy of a sealed digest is not counted twice, and files older than the retention go.
+    #[tokio::test]
+    async fn a_day_file_keeps_one_entry_per_seal_and_old_days_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::filesystem(dir.path().to_owned());
+        let mut ledger = ledger_with(4, T0);
+        let sealed = ledger.pending_before(T0 + HOUR_MS);
+        store.seal_digests("k", &sealed, None).await.unwrap();
+        store.seal_digests("k", &sealed, None).await.unwrap();
+        assert_eq!(store.sealed_digests("k", T0).await.unwrap().len(), 1);
+        assert_eq!(
+            store
+                .delivered_digest("k", &ledger, T0)
+                .await
+                .unwrap()
+                .elements(),
+            4
+        );
+        ledger.sealed(T0, sealed[0].1.seal);
+        ledger.record_copy(T0 + 9, &[0; 32], 2);
+        let digest = store.delivered_digest("k", &ledger, T0).await.unwrap();
+        assert_eq!(digest.elements(), 5);
+        // Another hour of the same day is another entry, not mixed in.
+        let other = ledger_with(2, T0 + HOUR_MS).pending_before(T0 + 2 * HOUR_MS);
+        store.seal_digests("k", &other, None).await.unwrap();
+        assert_eq!(
+            store.delivered_digest("k", &ledger, T0).await.unwrap(),
+            digest
+        );
+        // A seal 32 days later removes the first day's file.
+        let first = path(dir.path(), "k", &day_of(T0));
+        assert!(first.exists());
+        let later = T0 + 32 * 24 * HOUR_MS;
+        let far = ledger_with(1, later).pending_before(later + HOUR_MS);
+        store.seal_digests("k", &far, None).await.unwrap();
+        assert!(!first.exists());
+        assert!(path(dir.path(), "k", &day_of(later)).exists());
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_keeps_sealed_digests_for_the_process() {
+        let store = StateStore::memory();
+        let ledger = ledger_with(3, T0);
+        let sealed = ledger.pending_before(T0 + HOUR_MS);
+        store
+            .seal_digests("digests-memory", &sealed, None)
+            .await
+            .unwrap();
+        let back = store.sealed_digests("digests-memory", T0).await.unwrap();
+        assert_eq!(back.get(&sealed[0].1.seal), Some(&sealed[0].1.sketch));
+        let mut one = back[&sealed[0].1.seal].clone();
+        one.subtract(&ledger_with(2, T0).pending(T0).unwrap().sketch);
+        let found = one.decode().unwrap();
+        assert_eq!(found.left_only, vec![element_id(T0 + 2, &[2; 32], 1)]);
+    }
+}

@@ -128,3 +128,6 @@ mod dead_letters;
 
 // The spool: one large job consumed as many windows; kill -9 mid-spool; a full spool disk.
 mod spool;
+
+// The sealed per-hour digests of delivered events in Redis (issue 24, `audit --repair`).
+mod digests;

@@ -20,14 +20,14 @@
 //! Size, and why 72 cells in 6 parts: 8 bytes of element count and 72 cells of 13 bytes, 944
 //! bytes per sketch (1,259 characters of base64 in the state document and the store's files).
 //! The usual IBLT has 3 parts; but in a table this small, two elements that share all their
-//! cells stall the peeling, and with 3 parts of 20 that happens to one pair in 8,000: 0.4 % of
-//! 8-element differences failed (`decode_rate` below, 100,000 random differences per size).
-//! Six parts of 12 make that one pair in 3 million. Measured (30,000 random differences per
-//! size, a simulation of the same peeling): 6×12 cells failed 0 of 8, 1 of 16, 3 of 24 and 7
-//! of 32-element differences, and 4,292 of 40; 6×16 (96 cells, +33 % bytes) failed none up to
-//! 32. [`CAPACITY`] (16) is what the repair promises (it fails about once in 30,000 there, and
-//! then says so); a bigger difference is refused with the `backfill` that re-delivers the hour
-//! whole.
+//! cells stall the peeling, and with 3 parts of 20 (60 cells) that happens to one pair in
+//! 8,000: `decode_rate` below (100,000 random differences per size) failed 365 of 8-element
+//! differences, 821 of 12, 1,567 of 16. Six parts of 12 make a pair share all its cells once in
+//! 3 million: the same measurement failed 3 of 8, 4 of 12, 3 of 16, 10 of 24 and 27 of 32, and
+//! 14,052 of 40 (the peeling's threshold). A simulation of 96 cells (6×16, +33 % bytes) failed
+//! none of 30,000 up to 32. [`CAPACITY`] (16) is what the repair promises: there about one
+//! difference in 30,000 does not decode, and the repair then refuses the hour and says so; a
+//! bigger difference is refused with the `backfill` that re-delivers the hour whole.
 
 use base64::Engine;
 
