@@ -37,7 +37,7 @@ use crate::metrics::{Metrics, ServiceMetrics};
 use crate::output::{FanOutError, OutputError, Outputs};
 use crate::pipeline::environment::Environment;
 use crate::pipeline::ledger::sketch::{self, element_id, Sketch};
-use crate::pipeline::ledger::{hour_of, HOUR_MS};
+use crate::pipeline::ledger::{hour_of, InFlight, HOUR_MS};
 use crate::pipeline::obfuscate::Obfuscator;
 use crate::puller::checkpoint::Checkpoint;
 use crate::service::Service;
@@ -99,12 +99,7 @@ pub async fn repair(
     hours: Vec<HourToRepair>,
     clock: SharedClock,
 ) -> Result<Vec<HourRepair>, RepairError> {
-    let svc = (input.services.iter().find(|s| s.service == service))
-        .filter(|_| input.enabled)
-        .ok_or_else(|| RepairError::UnknownService {
-            input: input.id.clone(),
-            service,
-        })?;
+    let svc = service_config(input, service)?;
     let store = Arc::new(StateStore::from_config(&config.globals.persistence, false)?);
     let _lock = store.lock().map_err(held)?;
     let key = StateStore::key(&input.id, service.name());
@@ -142,6 +137,8 @@ async fn take_lease(store: &StateStore, key: &str) -> Result<Option<String>, Rep
 /// What delivering a repair needs: the outputs and the puller's per-event steps.
 struct Delivery {
     outputs: Outputs,
+    /// The outputs that cannot take a delivery back (all but the file outputs).
+    cannot_undo: Vec<String>,
     obfuscator: Obfuscator,
     environment: Option<Environment>,
 }
@@ -161,7 +158,11 @@ async fn repair_holding(
     checkpoint.set_fence(token.map(str::to_owned));
     checkpoint.restore(svc, clock.now_ms()).await?;
     let built = build_outputs(&input.outputs, &clock)?;
+    let cannot_undo = (built.iter().filter(|o| !o.keeps_positions()))
+        .map(|o| o.name().to_owned())
+        .collect();
     let mut delivery = Delivery {
+        cannot_undo,
         outputs: Outputs::new(built, metrics, CancellationToken::new()),
         obfuscator: Obfuscator::new(svc.obfuscation.clone()),
         environment: input.environment.as_deref().map(Environment::new),
@@ -275,7 +276,12 @@ async fn repair_hour(
     // The puller's order: by date, identical events in the API's order.
     api_events.sort_by_key(|e| e.date_ms);
     let api = elements(&api_events);
-    let missing = match missing_events(checkpoint, hour, &api).await? {
+    let in_flight = checkpoint.state().ledger.in_flight(hour);
+    let missing = match in_flight.map(|r| in_flight_refusal(hour, r)) {
+        Some(why) => Err(why),
+        None => missing_events(checkpoint, hour, &api).await?,
+    };
+    let missing = match missing {
         Ok(missing) => missing,
         Err(why) => {
             return Ok(HourRepair {
@@ -295,6 +301,16 @@ async fn repair_hour(
     if let Some(env) = &delivery.environment {
         env.apply_batch(&mut batch);
     }
+    if !delivery.cannot_undo.is_empty() && !batch.is_empty() {
+        // Written before the first byte goes out: a crash or a failure from here on leaves the
+        // mark, and no later repair sends the hour to these outputs again.
+        let marker = InFlight {
+            since: clock.now_ms(),
+            events: batch.len() as u64,
+            outputs: delivery.cannot_undo.clone(),
+        };
+        checkpoint.set_repair_in_flight(hour, Some(marker)).await?;
+    }
     let positions = (delivery.outputs.deliver(&svc.table, &batch).await)
         .map_err(|source| delivery_error(hour, source))?;
     if stop_after_delivery() {
@@ -302,7 +318,7 @@ async fn repair_hour(
         return Err(RepairError::StoppedByTestHook(format_iso(hour)));
     }
     checkpoint
-        .commit_repair(&svc.table, &copies, positions)
+        .commit_repair(&svc.table, hour, &copies, positions)
         .await?;
     delivery.outputs.committed(&batch, hour + HOUR_MS);
     Ok(HourRepair {
@@ -310,6 +326,70 @@ async fn repair_hour(
         delivered: batch.len() as u64,
         refused: None,
     })
+}
+
+/// Why an hour with a repair in flight (`r`) is refused: what is known, what to check, how to
+/// go on.
+fn in_flight_refusal(hour: Millis, r: &InFlight) -> String {
+    let (when, next) = (format_iso(hour), format_iso(hour + HOUR_MS));
+    format!(
+        "a repair of hour {when} began sending {} event(s) to {} at {} and did not commit (the process stopped, or an output failed): whether they arrived is unknown, and they are not sent again. Check in {} which of the hour's events arrived; `isolation-collector backfill --from {when} --to {next}` re-delivers the whole hour, with repeats. {CLEAR_IN_FLIGHT}",
+        r.events,
+        r.outputs.join(", "),
+        format_iso(r.since),
+        match r.outputs.len() {
+            1 => "that output",
+            _ => "those outputs",
+        },
+    )
+}
+
+/// How an operator clears a repair in flight once checked ([`clear_in_flight`]).
+pub const CLEAR_IN_FLIGHT: &str = "Once checked, `isolation-collector audit --repair --clear-in-flight` with the same --from and --to forgets the mark, and the next repair of the hour sends what its digest says is missing.";
+
+/// Forgets the repairs in flight of `hours` of `service` (see [`in_flight_refusal`]), under the
+/// state's lock or lease as [`repair`] takes it; returns the hours that had one.
+///
+/// # Errors
+/// As [`repair`]'s.
+pub async fn clear_in_flight(
+    config: &Config,
+    input: &InputConfig,
+    service: Service,
+    hours: &[Millis],
+    clock: SharedClock,
+) -> Result<Vec<Millis>, RepairError> {
+    let svc = service_config(input, service)?;
+    let store = Arc::new(StateStore::from_config(&config.globals.persistence, false)?);
+    let _lock = store.lock().map_err(held)?;
+    let key = StateStore::key(&input.id, service.name());
+    let token = take_lease(&store, &key).await?;
+    let metrics = Arc::new(Metrics::new()).service(&input.id, svc.service);
+    let mut checkpoint = Checkpoint::new(store.clone(), key.clone(), svc, metrics);
+    checkpoint.set_fence(token.clone());
+    let mut cleared = Vec::new();
+    let mut result = checkpoint.restore(svc, clock.now_ms()).await;
+    for &hour in hours {
+        if result.is_ok() && checkpoint.state().ledger.in_flight(hour).is_some() {
+            result = checkpoint.set_repair_in_flight(hour, None).await;
+            cleared.push(hour_of(hour));
+        }
+    }
+    if let (Some(r), Some(token)) = (store.redis(), &token) {
+        let _ = r.release(&key, token).await;
+    }
+    result?;
+    Ok(cleared)
+}
+
+/// The enabled service `service` of `input`.
+fn service_config(input: &InputConfig, service: Service) -> Result<&ServiceConfig, RepairError> {
+    (input.services.iter().find(|s| s.service == service))
+        .filter(|_| input.enabled)
+        .ok_or_else(|| RepairError::UnknownService {
+            input: input.id.clone(),
+            service,
+        })
 }
 
 /// `obfuscation_data` on a repair's batch, as the puller applies it: events that are not JSON
@@ -381,8 +461,13 @@ mod tests {
 
     /// A config with a filesystem state and a file output, both under `dir`.
     fn config(dir: &Path) -> Config {
+        config_with(dir, "")
+    }
+
+    /// [`config`] with more `outputs` (YAML flow entries, each ending with `, `).
+    fn config_with(dir: &Path, outputs: &str) -> Config {
         let text = format!(
-            "globals:\n  persistence: {{type: filesystem, config: {{directory_name: {}}}}}\noutputs: {{local: {{type: file, config: {{directory: {}}}}}}}\ninputs:\n  proofpoint_isolation:\n    id: \"10001\"\n    credentials: {{api_key: \"k3y\"}}\n    services:\n      url_isolation: {{}}\n",
+            "globals:\n  persistence: {{type: filesystem, config: {{directory_name: {}}}}}\noutputs: {{{outputs}local: {{type: file, config: {{directory: {}}}}}}}\ninputs:\n  proofpoint_isolation:\n    id: \"10001\"\n    credentials: {{api_key: \"k3y\"}}\n    services:\n      url_isolation: {{}}\n",
             dir.join("state").display(),
             dir.join("out").display()
         );
@@ -585,5 +670,65 @@ mod tests {
                 .contains("stop the collector that holds it first"),
             "{e}"
         );
+    }
+
+    /// A plain-TCP syslog receiver that reads each connection to its end and closes (the
+    /// syslog output's proof of delivery); returns its port and the records it read.
+    async fn receiver() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let records = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = records.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut bytes = Vec::new();
+                let _ = socket.read_to_end(&mut bytes).await;
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                kept.lock().unwrap().extend(text.lines().map(str::to_owned));
+            }
+        });
+        (port, records)
+    }
+
+    /// A network output cannot take back what it got: a repair stopped between its delivery and
+    /// its commit leaves its mark, and the next repair refuses the hour instead of sending it
+    /// again, saying what is known and how to go on; clearing the mark lets it repair again.
+    #[cfg(feature = "test-hooks")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_network_output_is_never_sent_a_repair_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, records) = receiver().await;
+        let relay =
+            format!("relay: {{type: syslog, config: {{address: 127.0.0.1, port: {port}}}}}, ");
+        let config = config_with(dir.path(), &relay);
+        deliver_as_the_puller(&config, &[]).await; // the cursors pass the hour, nothing in it
+        let (api, _) = an_hour(4, 0);
+        stop_next_repair_after_delivery();
+        let stopped = run(&config, api.clone()).await.unwrap_err();
+        assert!(
+            matches!(stopped, RepairError::StoppedByTestHook(_)),
+            "{stopped}"
+        );
+        assert_eq!(records.lock().unwrap().len(), 4);
+        let done = run(&config, api.clone()).await.unwrap();
+        let why = done[0].refused.as_deref().expect("refused");
+        assert!(
+            why.contains("began sending 4 event(s) to relay at"),
+            "{why}"
+        );
+        assert!(why.contains("isolation-collector backfill --from"), "{why}");
+        assert_eq!(done[0].delivered, 0);
+        assert_eq!(records.lock().unwrap().len(), 4, "sent once");
+        // The file output's uncommitted copy was cut back: it lacks them, as the ledger says.
+        assert_eq!(lines(dir.path(), &config).len(), 0);
+        let input = &config.inputs[0];
+        let clock = SharedClock::system();
+        let hours = [hour()];
+        let cleared = clear_in_flight(&config, input, Service::UrlIsolation, &hours, clock);
+        assert_eq!(cleared.await.unwrap(), vec![hour()]);
+        let done = run(&config, api.clone()).await.unwrap();
+        assert_eq!((done[0].delivered, &done[0].refused), (4, &None));
+        assert!(each_once(&lines(dir.path(), &config), &api));
     }
 }

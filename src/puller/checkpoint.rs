@@ -40,6 +40,7 @@ use crate::metrics::ServiceMetrics;
 use crate::output::Position;
 use crate::pipeline::dedup::DedupPlan;
 use crate::pipeline::ledger::sketch::Sketch;
+use crate::pipeline::ledger::InFlight;
 use crate::pipeline::window::Window;
 use crate::service::RETENTION;
 use crate::state::dead_letter::DeadLetter;
@@ -314,20 +315,37 @@ impl Checkpoint {
 
     /// Commits a repair (`crate::audit::repair`) of events delivered to every output: each of
     /// `copies` (`(date, dedup key, copy number)`) is counted in its hour with its digest, and
-    /// the outputs' `positions` in `table` recorded; the cursors and the dedup memory do not
-    /// move (the repaired hours are behind the dedup horizon). If the write fails, the next use
+    /// the outputs' `positions` in `table` recorded, and the hour's repair in flight cleared;
+    /// the cursors and the dedup memory do not move (the repaired hours are behind the dedup horizon). If the write fails, the next use
     /// reloads the state from disk.
     pub async fn commit_repair(
         &mut self,
         table: &str,
+        hour: Millis,
         copies: &[(Millis, [u8; 32], u32)],
         positions: Vec<(String, Position)>,
     ) -> Result<(), StateError> {
+        self.state.ledger.set_in_flight(hour, None);
         for (date, key, copy) in copies {
             self.state.ledger.record_copy(*date, key, *copy);
         }
         self.record_positions(table, positions);
         self.seal_closed_hours().await;
+        if let Err(e) = self.save_state(&self.state).await {
+            self.needs_reload = true;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Writes that a repair of the hour starting at `hour` is sending to outputs that cannot take
+    /// it back (`Some`), before it does; or clears that (`None`).
+    pub async fn set_repair_in_flight(
+        &mut self,
+        hour: Millis,
+        repair: Option<InFlight>,
+    ) -> Result<(), StateError> {
+        self.state.ledger.set_in_flight(hour, repair);
         if let Err(e) = self.save_state(&self.state).await {
             self.needs_reload = true;
             return Err(e);

@@ -58,6 +58,20 @@ pub struct AuditLedger {
     counts: VecDeque<u32>,
     /// The digests of the hours not sealed into the store yet, by hour (see the module doc).
     pending: BTreeMap<Millis, PendingDigest>,
+    /// Repairs that began sending to outputs that cannot take a delivery back, and did not
+    /// commit, by hour (`crate::audit::repair`): whether their events arrived is unknown.
+    in_flight: BTreeMap<Millis, InFlight>,
+}
+
+/// A repair of an hour sent to outputs that cannot undo it, not committed (yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    /// When it began (ms).
+    pub since: Millis,
+    /// How many events it was sending.
+    pub events: u64,
+    /// The outputs that may have them.
+    pub outputs: Vec<String>,
 }
 
 /// The digest of an hour's copies delivered since its last seal.
@@ -77,6 +91,7 @@ impl AuditLedger {
             first_hour: hour_of(tracked_from),
             counts: VecDeque::new(),
             pending: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
         }
     }
 
@@ -116,6 +131,19 @@ impl AuditLedger {
         if self.pending.get(&hour).is_some_and(|d| d.seal == seal) {
             self.pending.remove(&hour);
         }
+    }
+
+    /// The repair of the hour starting at `hour` that began sending and did not commit, if any.
+    pub fn in_flight(&self, hour: Millis) -> Option<&InFlight> {
+        self.in_flight.get(&hour_of(hour))
+    }
+
+    /// Marks (`Some`) or clears (`None`) a repair of the hour starting at `hour` in flight.
+    pub fn set_in_flight(&mut self, hour: Millis, repair: Option<InFlight>) {
+        match repair {
+            Some(r) => self.in_flight.insert(hour_of(hour), r),
+            None => self.in_flight.remove(&hour_of(hour)),
+        };
     }
 
     /// Counts one delivered event (copy) of `date`; returns whether it was counted (the ledger
@@ -193,6 +221,14 @@ impl AuditLedger {
                     digest: d.sketch.to_text(),
                 })
                 .collect(),
+            repairs_in_flight: (self.in_flight.iter())
+                .map(|(hour, r)| InFlightDoc {
+                    hour_in_utc: format_iso(*hour),
+                    since_in_utc: format_iso(r.since),
+                    events: r.events,
+                    outputs: r.outputs.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -212,6 +248,14 @@ impl AuditLedger {
                 .iter()
                 .filter_map(DigestDoc::read)
                 .collect(),
+            in_flight: (doc.repairs_in_flight.iter())
+                .map(|r| {
+                    Some((
+                        hour_of(time(&r.hour_in_utc)?),
+                        r.read(time(&r.since_in_utc)?),
+                    ))
+                })
+                .collect::<Option<_>>()?,
         })
     }
 }
@@ -226,6 +270,28 @@ pub struct LedgerDoc {
     /// The digests of the hours not sealed into the store yet (see the module doc).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_digests: Vec<DigestDoc>,
+    /// Repairs that began sending to outputs that cannot undo it and did not commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repairs_in_flight: Vec<InFlightDoc>,
+}
+
+/// A repair in flight in the document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlightDoc {
+    pub hour_in_utc: String,
+    pub since_in_utc: String,
+    pub events: u64,
+    pub outputs: Vec<String>,
+}
+
+impl InFlightDoc {
+    fn read(&self, since: Millis) -> InFlight {
+        InFlight {
+            since,
+            events: self.events,
+            outputs: self.outputs.clone(),
+        }
+    }
 }
 
 /// A pending digest in the document: `{"hour_in_utc", "seal": "16 hex", "digest": "base64"}`.

@@ -74,3 +74,21 @@ fn pending_digests_follow_the_counts_and_leave_when_sealed() {
     assert!(l.pending(T0).is_none());
     assert!(l.pending(T0 + H).is_some());
 }
+
+/// A repair in flight is kept, with the document, until cleared.
+#[test]
+fn a_repair_in_flight_travels_with_the_document_until_cleared() {
+    let mut l = AuditLedger::tracking_from(T0);
+    let marker = InFlight {
+        since: T0 + 5 * H,
+        events: 3,
+        outputs: vec!["devo".into()],
+    };
+    l.set_in_flight(T0 + 7, Some(marker.clone()));
+    assert_eq!(l.in_flight(T0), Some(&marker));
+    let back = AuditLedger::from_doc(&l.to_doc()).unwrap();
+    assert_eq!(back, l);
+    l.set_in_flight(T0, None);
+    assert_eq!(l.in_flight(T0), None);
+    assert!(l.to_doc().repairs_in_flight.is_empty());
+}
