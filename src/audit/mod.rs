@@ -6,3 +6,5 @@
 //! Used by `isolation-collector audit` (the command) and by the daemon, every
 //! `audit_interval_in_hours` (the metrics `missing_events` and `last_audit_timestamp_seconds`,
 //! and each status line's `last_audit`: `metrics::status::AuditSummary`).
+
+pub mod repair;

@@ -132,3 +132,5 @@ mod spool;
 // What ships in deploy/: the Prometheus rules pass promtool's check and unit tests, the Grafana
 // dashboard's queries parse, and every metric either uses is in a real scrape.
 mod deploy;
+// The sealed per-hour digests of delivered events in Redis (issue 24, `audit --repair`).
+mod digests;
