@@ -21,8 +21,8 @@
 //! and logs what it finds, without touching readiness; `validate` checks them too).
 //!
 //! The files, one job each: `families` registers the metric families and holds the counting
-//! points ([`ServiceMetrics`]); `readiness` keeps what `/ready` says; `status` builds what `/status` and the page show; `server` serves
-//! `/metrics`, `/health` and `/ready`; `labels` holds the label sets. The types are declared here,
+//! points ([`ServiceMetrics`]); `readiness` keeps what `/ready` says; `status` builds what `/status` and the page show; `page` renders
+//! the status page at `/` (HTML); `server` serves `/metrics`, `/health`, `/ready`, `/status` and `/`; `labels` holds the label sets. The types are declared here,
 //! where each of them can read their fields.
 
 use std::collections::{BTreeMap, HashSet};
@@ -39,6 +39,7 @@ use crate::timestamp::Millis;
 
 mod families;
 mod labels;
+pub mod page;
 mod readiness;
 mod server;
 pub mod status;
