@@ -402,7 +402,13 @@ fn row(s: &ServiceStatus) -> Markup {
                     @if o.ok {
                         span.output.ok { (o.name) " ok" }
                     } @else {
-                        span.output.failing { (o.name) ": " (o.reason.as_deref().unwrap_or("failing")) }
+                        span.output.failing title=[o.reason.as_deref()] {
+                            (o.name) " failing"
+                            // Its reason, unless the line's own reason already says it.
+                            @if let Some(why) = o.reason.as_deref().filter(|w| !s.reason.as_deref().unwrap_or("").contains(w)) {
+                                ": " (why)
+                            }
+                        }
                     }
                     " "
                 }

@@ -87,6 +87,11 @@ fn text_from_the_config_errors_and_the_query_is_escaped() {
     );
     bad.reason = Some("</td><img src=x onerror=alert(2)>".into());
     bad.outputs[0].name = "a\"b<i>".into();
+    bad.outputs.push(OutputStatus {
+        name: "hook".into(),
+        ok: false,
+        reason: Some("<em>down</em>".into()),
+    });
     bad.lease_holder = Some("<b>h</b>".into());
     let q = PageQuery {
         q: "\"><script>alert(3)</script>".into(),
@@ -96,13 +101,14 @@ fn text_from_the_config_errors_and_the_query_is_escaped() {
     r.persistence_problem = Some("<u>redis</u>".into());
     // The lines unfiltered, then the query echoed in the form (it matches no line).
     let html = render(&r, &PageQuery::default()).into_string() + &render(&r, &q).into_string();
-    for raw in ["<script>", "<img", "<i>", "<b>", "<u>"] {
+    for raw in ["<script>", "<img", "<i>", "<b>", "<u>", "<em>"] {
         assert!(!html.contains(raw), "{raw} unescaped in\n{html}");
     }
     for escaped in [
         "&lt;script&gt;alert(1)&lt;/script&gt;",
         "&lt;/td&gt;&lt;img src=x onerror=alert(2)&gt;",
         "a&quot;b&lt;i&gt;",
+        "hook failing: &lt;em&gt;down&lt;/em&gt;",
         "&lt;b&gt;h&lt;/b&gt;",
         "&lt;u&gt;redis&lt;/u&gt;",
         "value=\"&quot;&gt;&lt;script&gt;alert(3)&lt;/script&gt;\"",
@@ -331,4 +337,28 @@ fn lags_read_in_the_largest_units() {
     assert_eq!(format_lag(7_440.0), "2 h 4 min");
     assert_eq!(format_lag(266_400.0), "3 d 2 h");
     assert_eq!(format_lag(-3.0), "0 s");
+}
+
+#[test]
+fn an_output_reason_the_line_already_gives_is_not_repeated() {
+    let mut l = line("1", "url_isolation", Condition::Failing, 1.0);
+    l.reason = Some("output local: connection refused".into());
+    l.outputs = vec![
+        OutputStatus {
+            name: "local".into(),
+            ok: false,
+            reason: Some("connection refused".into()),
+        },
+        OutputStatus {
+            name: "hook".into(),
+            ok: false,
+            reason: Some("HTTP 503".into()),
+        },
+    ];
+    let html = render(&report(vec![l]), &PageQuery::default()).into_string();
+    assert!(
+        html.contains("title=\"connection refused\">local failing</span>"),
+        "{html}"
+    );
+    assert!(html.contains(">hook failing: HTTP 503</span>"), "{html}");
 }
