@@ -188,17 +188,6 @@ fn block(id: &str, sim: &SimHandle, key: &str, period: u32, extra: &str) -> Stri
     )
 }
 
-/// Rewrites the env's config with these blocks as `inputs.proofpoint_isolation`.
-fn write_blocks(env: &TestEnv, blocks: &[String]) {
-    let text = std::fs::read_to_string(env.config_path()).unwrap();
-    let head = &text[..text.find("inputs:").unwrap()];
-    let text = format!(
-        "{head}inputs:\n  proofpoint_isolation:\n{}",
-        blocks.concat()
-    );
-    std::fs::write(env.config_path(), text).unwrap();
-}
-
 /// `/status` until `done` holds for it (at most `limit`).
 async fn status_until(
     base: &str,
@@ -264,7 +253,7 @@ async fn the_page_lists_the_tenants_failing_first_in_a_real_browser() {
         "      outputs:\n        hook:\n          type: http\n          config:\n            url: http://127.0.0.1:{}/\n            connect_timeout_in_seconds: 1\n",
         free_port()
     );
-    write_blocks(
+    write_tenants_config(
         &env,
         &[
             block("10001", &a, GOOD, 1, ""),
@@ -393,7 +382,7 @@ async fn many_tenants_page_and_filter_in_a_real_browser() {
         .map(|i| block(&format!("{}", 20_000 + i), &sim, GOOD, 600, ""))
         .collect();
     blocks.push(block("29999", &sim, REFUSED, 600, ""));
-    write_blocks(&env, &blocks);
+    write_tenants_config(&env, &blocks);
     let base = listen_on_free_port(&env);
     let started = Instant::now();
     let (child, _) = env.spawn_logged(&["run"], "daemon.log");
