@@ -16,8 +16,9 @@ use crate::clock::SharedClock;
 use crate::config::{Config, OutputConfig, Persistence};
 use crate::ha::shard::{self, Shard};
 use crate::logging::InternalTap;
-use crate::metrics::Metrics;
+use crate::metrics::{MemoryProbe, Metrics};
 use crate::output::OutputError;
+use crate::pipeline::budget::WindowBudget;
 use crate::state::StateStore;
 
 /// How long `run` waits, once its services have stopped, for its background tasks to end
@@ -263,5 +264,20 @@ mod tests {
         cancel.cancel();
         assert!(background.stop.is_cancelled());
         assert!(!background.stop_last.is_cancelled());
+    }
+}
+
+/// What the memory gauges read at each scrape (`metrics::memory`): the resident set size from
+/// `/proc` (as Devo's `[GC]` line reads it) and the process's window memory budget.
+#[derive(Debug)]
+pub(super) struct ProcessMemory(pub(super) WindowBudget);
+
+impl MemoryProbe for ProcessMemory {
+    fn resident_bytes(&self) -> Option<u64> {
+        crate::devo::gc_line::read().map(|sample| sample.rss)
+    }
+
+    fn window_budget(&self) -> (u64, u64) {
+        (self.0.whole(), self.0.held())
     }
 }

@@ -7,7 +7,7 @@ use tracing::warn;
 
 use super::background::{
     start_internal_messages, start_listener_and_memory_log, start_sharding, start_watcher,
-    Background, BACKGROUND_STOP_BOUND,
+    Background, ProcessMemory, BACKGROUND_STOP_BOUND,
 };
 use super::sender_monitor::sender_monitor;
 use super::store::open_store;
@@ -75,6 +75,9 @@ pub async fn run_collector(
         options,
         senders: SenderRegistry::default(),
     };
+    shared
+        .metrics
+        .watch_memory(Box::new(ProcessMemory(shared.budget.clone())));
     if !options.once {
         let period = config.globals.sender_stats_period;
         let stop = background.stop.clone();

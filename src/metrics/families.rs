@@ -13,6 +13,7 @@ use prometheus_client::registry::{Registry, Unit};
 use super::labels::{
     DeadLetterLabels, JobFaultLabels, OutputLabels, RequestLabels, RuleLabels, ServiceLabels,
 };
+use super::listed::Listed;
 use super::{
     lock, JobFault, Metrics, Outcome, SecondsGauge, ServiceId, ServiceMetrics, ShardingGauges,
 };
@@ -27,21 +28,21 @@ fn register_time_gauges(registry: &mut Registry) -> [Family<ServiceLabels, Secon
         "checkpoint_lag",
         "Now minus the service's checkpoint (everything before it is delivered).",
         Unit::Seconds,
-        checkpoint_lag.clone(),
+        Listed(checkpoint_lag.clone()),
     );
     let last_pull = Family::default();
     registry.register_with_unit(
         "last_successful_pull_timestamp",
         "Unix time of the end of the service's last successful pull cycle.",
         Unit::Seconds,
-        last_pull.clone(),
+        Listed(last_pull.clone()),
     );
     let job_latency = Family::default();
     registry.register_with_unit(
         "api_job_latency_estimate",
         "The API's job latency as the service learnt it from its own jobs; its job polls are fitted to it. Absent until a job taught it anything.",
         Unit::Seconds,
-        job_latency.clone(),
+        Listed(job_latency.clone()),
     );
     [checkpoint_lag, last_pull, job_latency]
 }
@@ -59,7 +60,7 @@ impl DeadLetterSeries {
         registry.register(
             "events_dead_lettered",
             "Events set aside in the dead-letter store instead of delivered: output=\"none\" for events that could not be read (every output lacks them), else the one output that refused them for good. `state dead-letters` lists them.",
-            family.clone(),
+            Listed(family.clone()),
         );
         DeadLetterSeries {
             family,
@@ -85,14 +86,14 @@ fn register_audit_gauges(
     registry.register(
         "missing_events",
         "Events the API holds that were not delivered, over the range the last completeness audit covered (`audit_interval_in_hours`). Absent until an audit finished.",
-        missing.clone(),
+        Listed(missing.clone()),
     );
     let last_audit = Family::default();
     registry.register_with_unit(
         "last_audit_timestamp",
         "Unix time the last completeness audit of the service finished (with or without an error).",
         Unit::Seconds,
-        last_audit.clone(),
+        Listed(last_audit.clone()),
     );
     (missing, last_audit)
 }
@@ -103,7 +104,7 @@ fn register_obfuscation_fallbacks(registry: &mut Registry) -> Family<RuleLabels,
     registry.register(
         "obfuscation_fallbacks",
         "Events in which an obfuscation rule could not read a value it targets; the value was masked whole with its type's default and the event delivered.",
-        fallbacks.clone(),
+        Listed(fallbacks.clone()),
     );
     fallbacks
 }
@@ -114,7 +115,7 @@ fn register_spooled(registry: &mut Registry) -> Family<ServiceLabels, Counter> {
     registry.register(
         "spooled_events",
         "Events of API jobs too big for one window, written to a spool file to be delivered as several windows.",
-        spooled.clone(),
+        Listed(spooled.clone()),
     );
     spooled
 }
@@ -127,57 +128,59 @@ impl Metrics {
         registry.register(
             "received_events",
             "Events received from the API (every parsed page, the setup check's included).",
-            received.clone(),
+            Listed(received.clone()),
         );
         let duplicates = Family::default();
         registry.register(
             "duplicate_events",
             "Events dropped by the dedup memory (already delivered).",
-            duplicates.clone(),
+            Listed(duplicates.clone()),
         );
         let spooled = register_spooled(&mut registry);
         let delivered = Family::default();
         registry.register(
             "delivered_events",
             "Events confirmed by an output, per output and table.",
-            delivered.clone(),
+            Listed(delivered.clone()),
         );
         let requests = Family::default();
         registry.register(
             "api_requests",
             "API request attempts by outcome.",
-            requests.clone(),
+            Listed(requests.clone()),
         );
         let retries = Family::default();
         registry.register(
             "api_retries",
             "API requests retried after a retryable failure.",
-            retries.clone(),
+            Listed(retries.clone()),
         );
         let polls = Family::default();
         registry.register(
             "job_polls",
             "Polls of an API job that was not complete yet.",
-            polls.clone(),
+            Listed(polls.clone()),
         );
         let job_wait = Family::default();
         registry.register(
             "job_wait_seconds",
             "Time spent polling API jobs that were not complete yet, with nothing to download or deliver meanwhile.",
-            job_wait.clone(),
+            Listed(job_wait.clone()),
         );
         let confirm_failures = Family::default();
         registry.register(
             "output_confirm_failures",
             "Delivery attempts an output did not confirm (each is retried).",
-            confirm_failures.clone(),
+            Listed(confirm_failures.clone()),
         );
         let state_write_failures = Family::default();
         registry.register(
             "state_write_failures",
             "State (checkpoint) writes that failed.",
-            state_write_failures.clone(),
+            Listed(state_write_failures.clone()),
         );
+        let output_up = super::output_up::register(&mut registry);
+        let memory = super::memory::MemoryGauges::registered(&mut registry);
         let obfuscation_fallbacks = register_obfuscation_fallbacks(&mut registry);
         let dead_letters = DeadLetterSeries::registered(&mut registry);
         let [checkpoint_lag, last_pull, job_latency] = register_time_gauges(&mut registry);
@@ -195,6 +198,8 @@ impl Metrics {
             polls,
             job_wait,
             confirm_failures,
+            output_up,
+            memory,
             state_write_failures,
             obfuscation_fallbacks,
             dead_letters,
@@ -224,47 +229,47 @@ impl Metrics {
         self.registry.register(
             "lease_held",
             "1 while this process holds the service's lease (and pulls it), 0 while it stands by.",
-            self.lease_held.clone(),
+            Listed(self.lease_held.clone()),
         );
         self.registry.register(
             "lease_lost",
             "Leases lost while pulling (refused renewal or fenced write): the service stopped and stood by.",
-            self.lease_lost.clone(),
+            Listed(self.lease_lost.clone()),
         );
         self.registry.register(
             "persistence_up",
             "1 if Redis answered the last operation, 0 if it was unreachable.",
-            self.persistence_up.clone(),
+            Listed(self.persistence_up.clone()),
         );
         self.registry.register(
             "persistence_wiped",
             "Times this process found the Redis store wiped (its generation marker gone or changed): every state, lease and dead letter was lost.",
-            self.persistence_wiped.clone(),
+            Listed(self.persistence_wiped.clone()),
         );
         self.registry.register(
             "state_written_back",
             "States this process wrote back to Redis from memory after Redis lost them.",
-            self.state_written_back.clone(),
+            Listed(self.state_written_back.clone()),
         );
         self.registry.register(
             "replicas_live",
             "Replicas with a live heartbeat in Redis, this one included (they share the leases).",
-            self.sharding.replicas_live.clone(),
+            Listed(self.sharding.replicas_live.clone()),
         );
         self.registry.register(
             "fair_share",
             "The most leases this replica takes: ceil(services / live replicas) + 1.",
-            self.sharding.fair_share.clone(),
+            Listed(self.sharding.fair_share.clone()),
         );
         self.registry.register(
             "service_unpulled",
             "1 while no replica has pulled the service for longer than unpulled_after_in_seconds (no replica holds its lease, or its holder's cycles keep failing), else 0. The same on every replica.",
-            self.sharding.unpulled.clone(),
+            Listed(self.sharding.unpulled.clone()),
         );
         self.registry.register(
             "persistence_unreplicated_writes",
             "State writes the Redis master stored but no replica acknowledged within the wait (a failover now may go back to an older state: re-sends, not losses).",
-            self.unreplicated_writes.clone(),
+            Listed(self.unreplicated_writes.clone()),
         );
         self.persistence_up.set(1);
         lock(&self.readiness).leases = Some(BTreeMap::new());
@@ -346,6 +351,7 @@ impl Metrics {
     /// growing with tenants that are gone; a restarted tenant's counters start again at 0,
     /// which `rate()` reads as a reset).
     pub fn forget_input(&self, input: &str) {
+        self.forget_output_up(input);
         let mut r = lock(&self.readiness);
         r.services.retain(|(i, _), _| i != input);
         r.outputs.retain(|((i, _), _), _| i != input);
@@ -418,6 +424,7 @@ impl Metrics {
 
     /// The OpenMetrics text exposition, with the lag gauges brought up to `now`.
     pub fn encode(&self, now: Millis) -> String {
+        self.memory.sample();
         for ((input, service), &checkpoint) in lock(&self.checkpoints).iter() {
             let labels = ServiceLabels {
                 input: input.clone(),
@@ -440,7 +447,7 @@ fn register_job_faults(registry: &mut Registry) -> Family<JobFaultLabels, Counte
     registry.register(
         "api_job_faults",
         "API jobs (or windows) given up for a fault of the API's answers, by kind; a repeated page is dropped and its job goes on.",
-        job_faults.clone(),
+        Listed(job_faults.clone()),
     );
     job_faults
 }
@@ -573,6 +580,7 @@ impl ServiceMetrics {
         if !lock(&self.metrics.output_series).contains(&labels) {
             lock(&self.metrics.output_series).insert(labels.clone());
         }
+        self.output_up(output, result.is_ok());
         let why = match result {
             Ok(n) => {
                 self.metrics

@@ -144,3 +144,10 @@ pub(super) struct OutputLabels {
     pub(super) output: String,
     pub(super) table: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct OutputUpLabels {
+    pub(super) input: String,
+    pub(super) service: Service,
+    pub(super) output: String,
+}

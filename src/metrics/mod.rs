@@ -11,9 +11,12 @@
 //! (2 values), `output` (the configured names), `table` (one per service) and `outcome` (the
 //! fixed [`Outcome`] set). Every per-service family has `input` before `service`, so the series
 //! grow linearly with the tenants: 16 per (input, service) (19 with Redis persistence), plus 2
-//! per (input, output, table), one per obfuscation rule that fell back and one per kind of
-//! [`JobFault`] that occurred (the README's metrics section has the count). Counter names get `_total` from the
-//! encoder; units (`_seconds`) are part of the registered name.
+//! per (input, output, table), 1 per (input, service, output) (`output_up`), one per
+//! obfuscation rule that fell back and one per kind of [`JobFault`] that occurred (the README's
+//! metrics section has the count). Every family is listed from the start, series or not
+//! (`listed`), so that a scrape names every metric the shipped rules and dashboard read.
+//! Counter names get `_total` from the encoder; units (`_seconds`) are part of the registered
+//! name.
 //!
 //! Readiness is kept here too, because it is fed by the same call sites: a service is ready once
 //! its setup (authentication check) passed, an output once its last delivery attempt was
@@ -21,9 +24,11 @@
 //! and logs what it finds, without touching readiness; `validate` checks them too).
 //!
 //! The files, one job each: `families` registers the metric families and holds the counting
-//! points ([`ServiceMetrics`]); `readiness` keeps what `/ready` says; `status` builds what `/status` and the page show; `page` renders
-//! the status page at `/` (HTML); `server` serves `/metrics`, `/health`, `/ready`, `/status` and `/`; `labels` holds the label sets. The types are declared here,
-//! where each of them can read their fields.
+//! points ([`ServiceMetrics`]); `output_up` and `memory` hold the gauges the shipped alerts
+//! read (`deploy/prometheus/`); `readiness` keeps what `/ready` says; `status` builds what
+//! `/status` and the page show; `page` renders the status page at `/` (HTML); `server` serves
+//! `/metrics`, `/health`, `/ready`, `/status` and `/`; `labels` holds the label sets. The types
+//! are declared here, where each of them can read their fields.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -39,6 +44,9 @@ use crate::timestamp::Millis;
 
 mod families;
 mod labels;
+mod listed;
+mod memory;
+mod output_up;
 pub mod page;
 mod readiness;
 mod server;
@@ -48,7 +56,10 @@ mod tests;
 
 use families::DeadLetterSeries;
 pub use labels::{JobFault, Outcome};
-use labels::{JobFaultLabels, OutputLabels, RequestLabels, RuleLabels, ServiceLabels};
+use labels::{
+    JobFaultLabels, OutputLabels, OutputUpLabels, RequestLabels, RuleLabels, ServiceLabels,
+};
+pub use memory::MemoryProbe;
 pub use server::serve;
 
 /// One service of one input: what the per-service state is kept by.
@@ -95,6 +106,10 @@ pub struct Metrics {
     polls: Family<ServiceLabels, Counter>,
     job_wait: Family<ServiceLabels, Counter<f64, AtomicU64>>,
     confirm_failures: Family<OutputLabels, Counter>,
+    /// `output_up{input, service, output}`: whether the last delivery was confirmed.
+    output_up: Family<OutputUpLabels, Gauge>,
+    /// The process's memory and the window budget's, read at scrape time.
+    memory: memory::MemoryGauges,
     state_write_failures: Family<ServiceLabels, Counter>,
     obfuscation_fallbacks: Family<RuleLabels, Counter>,
     job_faults: Family<JobFaultLabels, Counter>,

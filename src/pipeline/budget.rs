@@ -65,7 +65,7 @@ impl WindowBudget {
     /// shrink to windows of a few events; the floor keeps windows useful, and the semaphore
     /// still bounds the total: beyond it, services wait their turn.
     pub fn share(&self) -> u64 {
-        let whole = self.units as u64 * UNIT;
+        let whole = self.whole();
         let sharers = self.sharers.load(Ordering::Relaxed) as u64;
         (whole / sharers).max(SHARE_FLOOR.min(whole))
     }
@@ -78,6 +78,16 @@ impl WindowBudget {
     /// The bytes free now (tests and debugging).
     pub fn available(&self) -> u64 {
         self.semaphore.available_permits() as u64 * UNIT
+    }
+
+    /// The whole budget in bytes (`window_memory_budget_in_mb`, in whole KiB).
+    pub fn whole(&self) -> u64 {
+        self.units as u64 * UNIT
+    }
+
+    /// The bytes windows hold now (the metric `window_memory_held_bytes`).
+    pub fn held(&self) -> u64 {
+        self.whole().saturating_sub(self.available())
     }
 
     /// Waits until `bytes` are free and holds them (at most the whole budget: a window bigger
@@ -169,8 +179,10 @@ mod tests {
         let r = budget.reserve(3 * MIB + 1).await;
         assert_eq!(r.bytes(), 3 * MIB + UNIT);
         assert_eq!(budget.available(), 7 * MIB - UNIT);
+        assert_eq!((budget.whole(), budget.held()), (10 * MIB, 3 * MIB + UNIT));
         drop(r);
         assert_eq!(budget.available(), 10 * MIB);
+        assert_eq!(budget.held(), 0);
     }
 
     // Paused time: the sleep below returns only once every other task has run as far as it

@@ -133,3 +133,7 @@ mod dead_letters;
 
 // The spool: one large job consumed as many windows; kill -9 mid-spool; a full spool disk.
 mod spool;
+
+// What ships in deploy/: the Prometheus rules pass promtool's check and unit tests, the Grafana
+// dashboard's queries parse, and every metric either uses is in a real scrape.
+mod deploy;

@@ -11,7 +11,7 @@ use crate::support::*;
 const SERVICES: [&str; 2] = ["browser_and_email_isolation", "url_isolation"];
 
 /// Points the env's config at `redis` (lease TTL `ttl`) instead of its state directory.
-fn use_redis(env: &TestEnv, redis: &RedisServer, ttl: u32) {
+pub(crate) fn use_redis(env: &TestEnv, redis: &RedisServer, ttl: u32) {
     let text = std::fs::read_to_string(env.config_path()).unwrap();
     let filesystem = format!(
         "  persistence:\n    type: filesystem\n    config:\n      directory_name: {}\n",
