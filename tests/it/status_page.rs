@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 use crate::support::*;
+use crate::tenants::write_tenants_config;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";

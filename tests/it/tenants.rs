@@ -72,6 +72,17 @@ impl Tenant {
     }
 }
 
+/// Rewrites the env's config with these blocks as `inputs.proofpoint_isolation`.
+pub(crate) fn write_tenants_config(env: &TestEnv, blocks: &[String]) {
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    let head = &text[..text.find("inputs:").unwrap()];
+    let text = format!(
+        "{head}inputs:\n  proofpoint_isolation:\n{}",
+        blocks.concat()
+    );
+    std::fs::write(env.config_path(), text).unwrap();
+}
+
 const KEYS: [&str; 3] = [
     "aaaaaaaa-1111-4111-8111-aaaaaaaaaa01",
     "bbbbbbbb-2222-4222-8222-bbbbbbbbbb02",

@@ -39,18 +39,6 @@ pub fn with_global(env: &TestEnv, line: &str) {
     std::fs::write(&path, text).unwrap();
 }
 
-/// Rewrites `env`'s config with these input blocks (list elements, each indented by 4) as
-/// `inputs.proofpoint_isolation`: several tenants in one config.
-pub fn write_tenants_config(env: &TestEnv, blocks: &[String]) {
-    let text = std::fs::read_to_string(env.config_path()).unwrap();
-    let head = &text[..text.find("inputs:").unwrap()];
-    let text = format!(
-        "{head}inputs:\n  proofpoint_isolation:\n{}",
-        blocks.concat()
-    );
-    std::fs::write(env.config_path(), text).unwrap();
-}
-
 /// A temp dir with `config.yaml`, `out/` and `state/`, and the two simulators.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
