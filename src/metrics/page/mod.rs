@@ -249,7 +249,7 @@ pub fn render_bad_query(problems: &[String]) -> Markup {
             body {
                 h1 { "This status page query cannot be shown" }
                 ul { @for p in problems { li { (p) } } }
-                p { a href="/" { "Show every line" } }
+                p { a href="?" { "Show every line" } }
             }
         }
     }
@@ -286,7 +286,7 @@ fn header(report: &StatusReport, query: &PageQuery) -> Markup {
             ul.counts {
                 @for (c, name) in CONDITIONS {
                     li class=(name) id={ "count-" (name) } {
-                        a href=(PageQuery { condition: Some(c), page: 1, ..query.clone() }.link_to_page(1)) {
+                        a href=(PageQuery { condition: Some(c), ..query.clone() }.link_to_page(1)) {
                             strong { (count(c)) } " " (name)
                         }
                     }
@@ -299,10 +299,12 @@ fn header(report: &StatusReport, query: &PageQuery) -> Markup {
     }
 }
 
-/// The GET form of the filters; submitting it starts again at page 1.
+/// The GET form of the filters; submitting it starts again at page 1. Its action and every
+/// link are relative (`""`, `?...`), so the page also works behind a proxy that serves it under
+/// a path of its own.
 fn filter_form(query: &PageQuery) -> Markup {
     html! {
-        form #filter method="get" action="/" {
+        form #filter method="get" action="" {
             label { "Input or service contains " input type="search" name="q" value=(query.q); }
             " "
             label {
@@ -323,7 +325,7 @@ fn filter_form(query: &PageQuery) -> Markup {
             " "
             button type="submit" { "Filter" }
             " "
-            a href="/" { "clear" }
+            a href="?" { "clear" }
         }
     }
 }

@@ -289,6 +289,15 @@ fn the_page_reloads_itself_unless_told_not_to() {
     };
     let html = render(&r, &q).into_string();
     assert!(!html.contains("http-equiv"), "{html}");
+    // Every link and the form are relative: the page works under a proxy's path prefix too.
+    assert!(
+        html.contains("<form id=\"filter\" method=\"get\" action=\"\">"),
+        "{html}"
+    );
+    assert!(!html.contains("href=\"/"), "{html}");
+    assert!(!render_bad_query(&["x".into()])
+        .into_string()
+        .contains("href=\"/"));
     // Nothing is fetched from anywhere: no script, stylesheet link or image.
     for tag in ["<script", "<link", "<img", "src=", "http://", "https://"] {
         assert!(!html.contains(tag), "{tag} in\n{html}");
