@@ -86,6 +86,11 @@ mod relp;
 // The metrics listener against the truth, /health and /ready, and --log-format json.
 mod metrics;
 
+// The status page at `/` in a real headless chromium (chromedriver, fantoccini): failing
+// tenants first, its reload, paging and the filter form with many tenants; the README's
+// screenshot.
+mod status_page;
+
 // Several tenants in one process: a refused key does not stop the others, validate and
 // --strict with invalid input blocks.
 mod tenants;
