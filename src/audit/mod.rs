@@ -12,9 +12,11 @@
 //! - [`service`]: one service's audit: its settled hours, the ledger's and the dead letters'
 //!   counts against the API's, per hour.
 //! - [`report`]: the verdicts, the summary, the table and the JSON document.
+//! - [`repair`]: re-delivers only what the outputs lack, for the hours that miss events.
 //! - [`schedule`]: the daemon's audit every `audit_interval_in_hours`.
 
 pub mod count;
+pub mod repair;
 pub mod report;
 pub mod schedule;
 pub mod service;

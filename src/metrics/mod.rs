@@ -25,9 +25,10 @@
 //!
 //! The files, one job each: `families` registers the metric families and holds the counting
 //! points ([`ServiceMetrics`]); `output_up` and `memory` hold the gauges the shipped alerts
-//! read (`deploy/prometheus/`); `readiness` keeps what `/ready` says; `status` builds what `/status` and the page show; `server` serves
-//! `/metrics`, `/health` and `/ready`; `labels` holds the label sets. The types are declared here,
-//! where each of them can read their fields.
+//! read (`deploy/prometheus/`); `readiness` keeps what `/ready` says; `status` builds what
+//! `/status` and the page show; `page` renders the status page at `/` (HTML); `server` serves
+//! `/metrics`, `/health`, `/ready`, `/status` and `/`; `labels` holds the label sets. The types
+//! are declared here, where each of them can read their fields.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -46,6 +47,7 @@ mod labels;
 mod listed;
 mod memory;
 mod output_up;
+pub mod page;
 mod readiness;
 mod server;
 pub mod status;

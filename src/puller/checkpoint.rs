@@ -39,6 +39,8 @@ use crate::event::UNDATED;
 use crate::metrics::ServiceMetrics;
 use crate::output::Position;
 use crate::pipeline::dedup::DedupPlan;
+use crate::pipeline::ledger::sketch::Sketch;
+use crate::pipeline::ledger::InFlight;
 use crate::pipeline::window::Window;
 use crate::service::RETENTION;
 use crate::state::dead_letter::DeadLetter;
@@ -302,6 +304,7 @@ impl Checkpoint {
         self.state.dedup.apply(plan);
         self.record_positions(&svc.table, positions);
         self.advance_cursors(w, created, svc.lookback.as_millis() as Millis);
+        self.seal_closed_hours().await;
         if let Err(e) = self.save_state(&self.state).await {
             self.needs_reload = true;
             return Err(e);
@@ -310,18 +313,88 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Commits a repair (`crate::audit::repair`) of events delivered to every output: each of
+    /// `copies` (`(date, dedup key, copy number)`) is counted in its hour with its digest, and
+    /// the outputs' `positions` in `table` recorded, and the hour's repair in flight cleared;
+    /// the cursors and the dedup memory do not move (the repaired hours are behind the dedup horizon). If the write fails, the next use
+    /// reloads the state from disk.
+    pub async fn commit_repair(
+        &mut self,
+        table: &str,
+        hour: Millis,
+        copies: &[(Millis, [u8; 32], u32)],
+        positions: Vec<(String, Position)>,
+    ) -> Result<(), StateError> {
+        self.state.ledger.set_in_flight(hour, None);
+        for (date, key, copy) in copies {
+            self.state.ledger.record_copy(*date, key, *copy);
+        }
+        self.record_positions(table, positions);
+        self.seal_closed_hours().await;
+        if let Err(e) = self.save_state(&self.state).await {
+            self.needs_reload = true;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Writes that a repair of the hour starting at `hour` is sending to outputs that cannot take
+    /// it back (`Some`), before it does; or clears that (`None`).
+    pub async fn set_repair_in_flight(
+        &mut self,
+        hour: Millis,
+        repair: Option<InFlight>,
+    ) -> Result<(), StateError> {
+        self.state.ledger.set_in_flight(hour, repair);
+        if let Err(e) = self.save_state(&self.state).await {
+            self.needs_reload = true;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The digest of the copies delivered in the hour starting at `hour`: sealed and pending.
+    pub async fn delivered_digest(&self, hour: Millis) -> Result<Sketch, StateError> {
+        (self.store)
+            .delivered_digest(&self.key, &self.state.ledger, hour)
+            .await
+    }
+
     /// Counts the events `plan` delivers for the first time in the audit ledger, which then
     /// forgets what the API no longer keeps.
     fn record_in_ledger(&mut self, plan: &DedupPlan) {
         let state = &mut self.state;
-        for (date, _key, _copy) in state.dedup.new_copies(plan) {
+        for (date, key, copy) in state.dedup.new_copies(plan) {
             if date != UNDATED {
-                state.ledger.record(date);
+                state.ledger.record_copy(date, key, copy);
             }
         }
         state
             .ledger
             .prune(state.cursors.checkpoint - RETENTION.as_millis() as Millis);
+    }
+
+    /// Seals the pending digests of the hours that the dedup horizon has passed (no query returns
+    /// their events again) into the store, then drops them from the state that is saved next
+    /// (see `crate::state::digests`: a crash between the two seals the same entries again). A
+    /// seal that fails keeps them pending, to be sealed at a later commit: nothing is lost.
+    async fn seal_closed_hours(&mut self) {
+        let ready = (self.state.ledger).pending_before(self.state.cursors.horizon());
+        if ready.is_empty() {
+            return;
+        }
+        let fence = self.fence.as_deref();
+        match self.store.seal_digests(&self.key, &ready, fence).await {
+            Ok(()) => {
+                for (hour, digest) in &ready {
+                    self.state.ledger.sealed(*hour, digest.seal);
+                }
+            }
+            Err(e) => warn!(
+                "Could not seal the digests of {} hour(s) into the store ({e}); they stay in the state and are sealed at a later commit.",
+                ready.len()
+            ),
+        }
     }
 
     /// Stores outputs' positions in `table`, to be saved with the next state.

@@ -28,6 +28,7 @@
 //! dedup memory (which would deliver the lookback's events again).
 
 pub mod dead_letter;
+pub mod digests;
 pub mod filesystem;
 pub mod redis;
 

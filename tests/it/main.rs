@@ -90,6 +90,11 @@ mod relp;
 // The metrics listener against the truth, /health and /ready, and --log-format json.
 mod metrics;
 
+// The status page at `/` in a real headless chromium (chromedriver, fantoccini): failing
+// tenants first, its reload, paging and the filter form with many tenants; the README's
+// screenshot.
+mod status_page;
+
 // Several tenants in one process: a refused key does not stop the others, validate and
 // --strict with invalid input blocks.
 mod tenants;
@@ -136,3 +141,5 @@ mod spool;
 // What ships in deploy/: the Prometheus rules pass promtool's check and unit tests, the Grafana
 // dashboard's queries parse, and every metric either uses is in a real scrape.
 mod deploy;
+// The sealed per-hour digests of delivered events in Redis (issue 24, `audit --repair`).
+mod digests;

@@ -73,7 +73,7 @@ impl Tenant {
 }
 
 /// Rewrites the env's config with these blocks as `inputs.proofpoint_isolation`.
-fn write_tenants_config(env: &TestEnv, blocks: &[String]) {
+pub(crate) fn write_tenants_config(env: &TestEnv, blocks: &[String]) {
     let text = std::fs::read_to_string(env.config_path()).unwrap();
     let head = &text[..text.find("inputs:").unwrap()];
     let text = format!(

@@ -14,15 +14,28 @@
 //! memory counts them), by its `date`. Events without a date, and events set aside as
 //! unreadable, are not counted (the audit reports the dead-lettered ones apart).
 //!
+//! Digests: beside each count, the ledger keeps the digest ([`sketch::Sketch`]) of the copies
+//! delivered in the hour, but only while the hour is *pending*: a normal collection may still
+//! add to it. Once the dedup horizon has passed the hour's end (no query returns its events
+//! again), the checkpoint's commit *seals* it: it writes the digest into the store, with the
+//! random seal id it was created with, and drops it from the state (see
+//! `crate::state::sketches`). The state thus holds one or two digests per service (848 bytes
+//! each, 1.1 KB in the document), not 30 days of them. An hour that gets copies after it was
+//! sealed (a repair, a late sweep) gets a new pending digest with a new seal id: the store
+//! keeps one entry per (hour, seal id) and the hour's digest is their sum.
+//!
 //! Hours before `tracked_from` are not audited: a new state tracks from its start; a state
 //! written by a build without the ledger tracks from its checkpoint at the upgrade (everything
 //! after it was not delivered yet, so is counted from then on).
 
-use std::collections::VecDeque;
+pub mod sketch;
+
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use crate::timestamp::{format_iso, parse_user_time, Millis};
+use sketch::{element_id, Sketch};
 
 /// One hour, in milliseconds.
 pub const HOUR_MS: Millis = 3_600_000;
@@ -43,6 +56,31 @@ pub struct AuditLedger {
     /// The hour of `counts[0]`.
     first_hour: Millis,
     counts: VecDeque<u32>,
+    /// The digests of the hours not sealed into the store yet, by hour (see the module doc).
+    pending: BTreeMap<Millis, PendingDigest>,
+    /// Repairs that began sending to outputs that cannot take a delivery back, and did not
+    /// commit, by hour (`crate::audit::repair`): whether their events arrived is unknown.
+    in_flight: BTreeMap<Millis, InFlight>,
+}
+
+/// A repair of an hour sent to outputs that cannot undo it, not committed (yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    /// When it began (ms).
+    pub since: Millis,
+    /// How many events it was sending.
+    pub events: u64,
+    /// The outputs that may have them.
+    pub outputs: Vec<String>,
+}
+
+/// The digest of an hour's copies delivered since its last seal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingDigest {
+    /// Names this part of the hour's digest in the store: sealing it twice (a crash between the
+    /// store's write and the state's) writes the same entry.
+    pub seal: u64,
+    pub sketch: Sketch,
 }
 
 impl AuditLedger {
@@ -52,6 +90,8 @@ impl AuditLedger {
             tracked_from,
             first_hour: hour_of(tracked_from),
             counts: VecDeque::new(),
+            pending: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
         }
     }
 
@@ -60,11 +100,58 @@ impl AuditLedger {
         self.tracked_from
     }
 
-    /// Counts one delivered event (copy) of `date`.
-    pub fn record(&mut self, date: Millis) {
+    /// Counts one delivered copy, the `copy`-th event of `date` with the dedup key `key`, and
+    /// adds it to its hour's pending digest (when the hour is counted at all).
+    pub fn record_copy(&mut self, date: Millis, key: &[u8; 32], copy: u32) {
+        if self.record(date) {
+            let digest = self
+                .pending
+                .entry(hour_of(date))
+                .or_insert_with(|| PendingDigest {
+                    seal: rand::random(),
+                    sketch: Sketch::new(),
+                });
+            digest.sketch.insert(element_id(date, key, copy));
+        }
+    }
+
+    /// The pending digest of the hour starting at `hour`, if any.
+    pub fn pending(&self, hour: Millis) -> Option<&PendingDigest> {
+        self.pending.get(&hour_of(hour))
+    }
+
+    /// The pending digests of the hours that end at or before `closed_by`, by hour.
+    pub fn pending_before(&self, closed_by: Millis) -> Vec<(Millis, PendingDigest)> {
+        let hours = self.pending.range(..=closed_by - HOUR_MS);
+        hours.map(|(h, d)| (*h, d.clone())).collect()
+    }
+
+    /// Forgets the pending digest of `hour` if it is still the one sealed as `seal`.
+    pub fn sealed(&mut self, hour: Millis, seal: u64) {
+        if self.pending.get(&hour).is_some_and(|d| d.seal == seal) {
+            self.pending.remove(&hour);
+        }
+    }
+
+    /// The repair of the hour starting at `hour` that began sending and did not commit, if any.
+    pub fn in_flight(&self, hour: Millis) -> Option<&InFlight> {
+        self.in_flight.get(&hour_of(hour))
+    }
+
+    /// Marks (`Some`) or clears (`None`) a repair of the hour starting at `hour` in flight.
+    pub fn set_in_flight(&mut self, hour: Millis, repair: Option<InFlight>) {
+        match repair {
+            Some(r) => self.in_flight.insert(hour_of(hour), r),
+            None => self.in_flight.remove(&hour_of(hour)),
+        };
+    }
+
+    /// Counts one delivered event (copy) of `date`; returns whether it was counted (the ledger
+    /// tracks its hour).
+    pub fn record(&mut self, date: Millis) -> bool {
         let hour = hour_of(date);
         if date < self.tracked_from {
-            return;
+            return false;
         }
         if self.counts.is_empty() {
             self.first_hour = hour;
@@ -72,7 +159,7 @@ impl AuditLedger {
         if hour < self.first_hour {
             let missing = ((self.first_hour - hour) / HOUR_MS) as usize;
             if self.counts.len() + missing > MAX_HOURS {
-                return; // older than anything the ledger keeps
+                return false; // older than anything the ledger keeps
             }
             for _ in 0..missing {
                 self.counts.push_front(0);
@@ -91,6 +178,7 @@ impl AuditLedger {
             self.counts.resize(index + 1, 0);
         }
         self.counts[index] = self.counts[index].saturating_add(1);
+        true
     }
 
     /// Events delivered in the hour starting at `hour`, or `None` when the ledger did not track
@@ -117,6 +205,7 @@ impl AuditLedger {
             self.first_hour = self.first_hour.max(hour_of(oldest));
         }
         self.tracked_from = self.tracked_from.max(hour_of(oldest));
+        self.pending.retain(|hour, _| hour + HOUR_MS > oldest);
     }
 
     /// The document form (`audit` in the state document).
@@ -125,10 +214,27 @@ impl AuditLedger {
             tracked_from_in_utc: format_iso(self.tracked_from),
             first_hour_in_utc: format_iso(self.first_hour),
             delivered_per_hour: self.counts.iter().copied().collect(),
+            pending_digests: (self.pending.iter())
+                .map(|(hour, d)| DigestDoc {
+                    hour_in_utc: format_iso(*hour),
+                    seal: format!("{:016x}", d.seal),
+                    digest: d.sketch.to_text(),
+                })
+                .collect(),
+            repairs_in_flight: (self.in_flight.iter())
+                .map(|(hour, r)| InFlightDoc {
+                    hour_in_utc: format_iso(*hour),
+                    since_in_utc: format_iso(r.since),
+                    events: r.events,
+                    outputs: r.outputs.clone(),
+                })
+                .collect(),
         }
     }
 
-    /// From the document form; `None` when one of its times does not parse.
+    /// From the document form; `None` when one of its times does not parse. A pending digest
+    /// that does not read is left out: its hour's digest is then short of the hour's count, and
+    /// the repair refuses that hour instead of trusting it.
     pub fn from_doc(doc: &LedgerDoc) -> Option<Self> {
         let time = |s: &str| parse_user_time(s).map(|t| t.timestamp_millis());
         let mut counts: VecDeque<u32> = doc.delivered_per_hour.iter().copied().collect();
@@ -137,6 +243,19 @@ impl AuditLedger {
             tracked_from: time(&doc.tracked_from_in_utc)?,
             first_hour: hour_of(time(&doc.first_hour_in_utc)?),
             counts,
+            pending: doc
+                .pending_digests
+                .iter()
+                .filter_map(DigestDoc::read)
+                .collect(),
+            in_flight: (doc.repairs_in_flight.iter())
+                .map(|r| {
+                    Some((
+                        hour_of(time(&r.hour_in_utc)?),
+                        r.read(time(&r.since_in_utc)?),
+                    ))
+                })
+                .collect::<Option<_>>()?,
         })
     }
 }
@@ -148,6 +267,48 @@ pub struct LedgerDoc {
     pub tracked_from_in_utc: String,
     pub first_hour_in_utc: String,
     pub delivered_per_hour: Vec<u32>,
+    /// The digests of the hours not sealed into the store yet (see the module doc).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_digests: Vec<DigestDoc>,
+    /// Repairs that began sending to outputs that cannot undo it and did not commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repairs_in_flight: Vec<InFlightDoc>,
+}
+
+/// A repair in flight in the document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlightDoc {
+    pub hour_in_utc: String,
+    pub since_in_utc: String,
+    pub events: u64,
+    pub outputs: Vec<String>,
+}
+
+impl InFlightDoc {
+    fn read(&self, since: Millis) -> InFlight {
+        InFlight {
+            since,
+            events: self.events,
+            outputs: self.outputs.clone(),
+        }
+    }
+}
+
+/// A pending digest in the document: `{"hour_in_utc", "seal": "16 hex", "digest": "base64"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestDoc {
+    pub hour_in_utc: String,
+    pub seal: String,
+    pub digest: String,
+}
+
+impl DigestDoc {
+    fn read(&self) -> Option<(Millis, PendingDigest)> {
+        let hour = parse_user_time(&self.hour_in_utc)?.timestamp_millis();
+        let seal = u64::from_str_radix(&self.seal, 16).ok()?;
+        let sketch = Sketch::from_text(&self.digest)?;
+        Some((hour_of(hour), PendingDigest { seal, sketch }))
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //! file without its dedup memory (version 4), `...:dedup` that memory in buckets, written by
 //! difference ([`dedup`]), `...:lease` the token of the process that holds the lease
 //! (`<hostname>:<pid>:<random hex>`), with a TTL, and `...:written` the token and number of the
-//! state's last write, which orders a holder's own writes ([`ordered`]).
+//! state's last write, which orders a holder's own writes ([`ordered`]), and
+//! `...:digests:<YYYY-MM-DD>` the day's sealed per-hour digests of the delivered events
+//! ([`digests`], for `audit --repair`).
 //!
 //! Keys shared by every service: `<key_prefix>proofpoint_isolation:replicas`, a hash
 //! of the replicas' heartbeats (replica id -> expiry by Redis's clock and the number of leases it
@@ -111,6 +113,8 @@ return {0, current or ''}
 ";
 
 mod dedup;
+mod digests;
+pub use digests::KEEP_DIGESTS;
 
 /// The fenced delete (`state reset`): deletes the state (KEYS[2]) and its dedup memory (KEYS[3])
 /// only while the lease (KEYS[1]) is the caller's; `{2, holder}` when there was a state.
@@ -251,6 +255,7 @@ struct Scripts {
     pulled: Script,
     set_aside: Script,
     discard: Script,
+    seal: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -294,6 +299,7 @@ impl RedisStore {
                 pulled: Script::new(pulled::STAMP),
                 set_aside: Script::new(SET_ASIDE),
                 discard: Script::new(DISCARD),
+                seal: Script::new(digests::SEAL),
             },
         })
     }
