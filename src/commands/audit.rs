@@ -13,15 +13,17 @@ use std::sync::Arc;
 use super::{prepare, start_logging, BadUsage, Outcome};
 use crate::api::job_cap::JobCap;
 use crate::api::limiter::input_limiter;
-use crate::audit::report::AuditReport;
+use crate::audit::repair::{self, HourToRepair};
+use crate::audit::report::{AuditReport, RepairLine};
 use crate::audit::service::{audit_service, AuditContext, AuditRange, Audited};
 use crate::backfill::BackfillError;
 use crate::clock::SharedClock;
 use crate::config::{Config, InputConfig, ServiceConfig};
 use crate::logging::LogFormat;
+use crate::pipeline::ledger::HOUR_MS;
 use crate::service::{Service, RETENTION};
 use crate::state::StateStore;
-use crate::timestamp::Millis;
+use crate::timestamp::{format_iso, Millis};
 
 /// The arguments of `audit`.
 pub struct AuditArgs<'a> {
@@ -139,6 +141,7 @@ pub async fn audit(
     let jobs = JobCap::new(config.globals.max_concurrent_jobs);
     let cancel = super::cancel_on_signal();
     let mut audits = Vec::new();
+    let mut repairs = Vec::new();
     for (input, svc) in &chosen.services {
         let limiter = input_limiter(&input.pacing.requests_limits);
         let cx = AuditContext {
@@ -149,14 +152,72 @@ pub async fn audit(
             cancel: cancel.clone(),
             keep_events: args.repair,
         };
-        audits.push(audit_service(input, svc, chosen.range, &cx).await);
+        let mut audited = audit_service(input, svc, chosen.range, &cx).await;
+        if args.repair {
+            repairs.extend(repair_and_audit_again(&config, (input, svc), &mut audited, &cx).await);
+        }
+        audits.push(audited.report);
     }
-    let report = AuditReport::new(
-        clock.now_ms(),
-        audits.into_iter().map(|a: Audited| a.report).collect(),
-    );
+    let report = AuditReport::new(clock.now_ms(), audits).with_repairs(repairs);
     print_report(&report, args.json);
     Ok(outcome_of(&report))
+}
+
+/// `--repair` of one service: the hours that miss events get what the outputs lack
+/// (`audit::repair`, with the events the audit downloaded), then are audited again, their
+/// lines in `audited` replaced by the new ones. Returns what each hour got.
+async fn repair_and_audit_again(
+    config: &Config,
+    (input, svc): (&InputConfig, &ServiceConfig),
+    audited: &mut Audited,
+    cx: &AuditContext<'_>,
+) -> Vec<RepairLine> {
+    let missing: Vec<Millis> = (audited.counts.iter())
+        .filter(|c| c.api > c.hour.expected)
+        .map(|c| c.hour.hour)
+        .collect();
+    let (Some(&first), Some(&last)) = (missing.first(), missing.last()) else {
+        return Vec::new();
+    };
+    let hours: Vec<HourToRepair> = std::mem::take(&mut audited.counts)
+        .into_iter()
+        .filter(|c| missing.contains(&c.hour.hour))
+        .map(|c| HourToRepair {
+            hour: c.hour.hour,
+            api_events: c.events,
+        })
+        .collect();
+    let line = |hour: Millis, delivered, refused| RepairLine {
+        input: input.id.clone(),
+        service: svc.service.name().to_owned(),
+        hour: format_iso(hour),
+        delivered,
+        refused,
+    };
+    let lines: Vec<RepairLine> =
+        match repair::repair(config, input, svc.service, hours, cx.clock.clone()).await {
+            Ok(done) => (done.into_iter())
+                .map(|h| line(h.hour, h.delivered, h.refused))
+                .collect(),
+            Err(e) => (missing.iter())
+                .map(|&h| line(h, 0, Some(e.to_string())))
+                .collect(),
+        };
+    let range = AuditRange {
+        from: Some(first),
+        to: Some(last + HOUR_MS),
+        span: None,
+    };
+    let again = audit_service(input, svc, range, cx).await;
+    if let Some(why) = again.report.error {
+        audited.report.error = Some(format!("the audit after the repair failed: {why}"));
+    }
+    for new in again.report.hours {
+        if let Some(old) = audited.report.hours.iter_mut().find(|h| h.hour == new.hour) {
+            *old = new;
+        }
+    }
+    lines
 }
 
 /// The report on standard output: the table, or one JSON document.

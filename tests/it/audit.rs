@@ -364,3 +364,43 @@ async fn the_audit_keeps_the_services_requests_limits() {
         "{most} requests within 1 s, over the limit of 10"
     );
 }
+/// `audit --repair` delivers the events published hours late, exactly once, and audits those
+/// hours again; a second repair delivers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_delivers_late_events_exactly_once_and_a_second_repair_nothing() {
+    let env = TestEnv::both(1500, |c| c.identical_fraction = 0.05).await;
+    env.run_once_ok().await;
+    let (first, second) = (hours_ago(6), hours_ago(3));
+    env.web.inject(
+        7,
+        first + TimeDelta::minutes(10),
+        first + TimeDelta::minutes(20),
+    );
+    env.url.inject(
+        4,
+        second + TimeDelta::minutes(1),
+        second + TimeDelta::minutes(50),
+    );
+    let (code, report) = audit_json(&env, &["--repair"]).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["missing_events"], 0, "{report:#}");
+    let repaired: u64 = report["repairs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no repairs in {report:#}"))
+        .iter()
+        .map(|r| r["delivered"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(repaired, 11, "{report:#}");
+    env.assert_exactly_once();
+    let (code, report) = audit_json(&env, &[]).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_complete_and_true(&report, WEB, &env.web);
+    assert_complete_and_true(&report, URL, &env.url);
+    let (code, report) = audit_json(&env, &["--repair"]).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert!(
+        report["repairs"].as_array().is_none_or(Vec::is_empty),
+        "{report:#}"
+    );
+    env.assert_exactly_once();
+}
