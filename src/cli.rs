@@ -76,6 +76,34 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// Compare, per hour of event time, the events the API holds now with those delivered
+    /// (exit 0: complete, 2: events missing, 1: the API could not be asked).
+    Audit {
+        #[arg(long, env = "CONFIG_FILE")]
+        config: PathBuf,
+        /// Only this input (its `id`); default: every enabled input.
+        #[arg(long)]
+        input: Option<String>,
+        /// Only this service (browser_and_email_isolation or url_isolation).
+        #[arg(long)]
+        service: Option<String>,
+        /// Start of the range (UTC; e.g. 2026-11-20T00:00:00Z; default: a day before --to).
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the range (UTC; default and latest: the last hour the collection settled).
+        #[arg(long)]
+        to: Option<String>,
+        /// One JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Deliver the events the hours that miss some lack (never one the outputs have), then
+        /// audit those hours again.
+        #[arg(long)]
+        repair: bool,
+        /// Log lines as Devo's text lines or as JSON objects.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
     /// See it work without a vendor key: the built-in API simulator, the collector, and events
     /// written to the console and to files (`demo/`). Run it twice: the second run delivers nothing.
     // Absent from a build without the default feature `demo` (the Docker image).

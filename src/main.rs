@@ -1,6 +1,6 @@
 //! `isolation-collector`: parse the command line, run the command ([`commands`]), map the
 //! outcome to an exit code ([`exit_code`]: 0 success, 64 bad usage or config, 1 runtime
-//! failure).
+//! failure, 2 events missing found by `audit`).
 //!
 //! The library forbids `unsafe`; this binary denies it and allows one call, glibc's `mallopt`
 //! in [`limit_malloc_arenas`], for which no safe interface exists.
@@ -12,9 +12,13 @@ use clap::Parser;
 use isolation_collector::app::RunOptions;
 use isolation_collector::cli::{Cli, Command, LetterChoice, StateAction};
 use isolation_collector::clock::SharedClock;
-use isolation_collector::commands::{self, BackfillArgs, BadUsage, Outcome, StateFilter};
+use isolation_collector::commands::{
+    self, AuditArgs, BackfillArgs, BadUsage, Outcome, StateFilter,
+};
 
 const EX_USAGE: u8 = 64;
+/// `audit` found hours that miss events.
+const EX_INCOMPLETE: u8 = 2;
 
 /// Limits glibc's malloc to one arena unless the operator set `MALLOC_ARENA_MAX`. By default
 /// glibc gives each thread that allocates an arena of its own and keeps there what a freed
@@ -80,12 +84,14 @@ fn main() -> ExitCode {
     exit_code(runtime.block_on(dispatch(cli.command, clock)))
 }
 
-/// The exit code of a command: 0 when it succeeded, 1 when it ran and something failed, 64
-/// (`EX_USAGE`) when a bad config or argument kept it from running.
+/// The exit code of a command: 0 when it succeeded, 1 when it ran and something failed, 2 when
+/// it ran and found events missing (`audit`), 64 (`EX_USAGE`) when a bad config or argument
+/// kept it from running.
 fn exit_code(ended: Result<Outcome, BadUsage>) -> ExitCode {
     match ended {
         Ok(Outcome::Succeeded) => ExitCode::SUCCESS,
         Ok(Outcome::Failed) => ExitCode::FAILURE,
+        Ok(Outcome::Incomplete) => ExitCode::from(EX_INCOMPLETE),
         Err(BadUsage) => ExitCode::from(EX_USAGE),
     }
 }
@@ -127,6 +133,32 @@ async fn dead_letters(action: StateAction, clock: &SharedClock) -> Result<Outcom
         }
         _ => unreachable!("dispatch passes only dead-letter actions"),
     }
+}
+
+/// `audit`.
+async fn audit(command: Command, clock: SharedClock) -> Result<Outcome, BadUsage> {
+    let Command::Audit {
+        config,
+        input,
+        service,
+        from,
+        to,
+        json,
+        repair,
+        log_format,
+    } = command
+    else {
+        unreachable!("dispatch passes only `audit`");
+    };
+    let args = AuditArgs {
+        input: input.as_deref(),
+        service: service.as_deref(),
+        from: from.as_deref(),
+        to: to.as_deref(),
+        json,
+        repair,
+    };
+    commands::audit(&config, args, log_format, clock).await
 }
 
 async fn dispatch(command: Command, clock: SharedClock) -> Result<Outcome, BadUsage> {
@@ -195,6 +227,7 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<Outcome, BadUs
             };
             commands::backfill(&config, args, log_format, clock).await
         }
+        command @ Command::Audit { .. } => audit(command, clock).await,
         #[cfg(feature = "demo")]
         Command::Demo {
             events,

@@ -10,8 +10,11 @@ pub enum Outcome {
     /// on request, or every step of a `state` command succeeded: exit 0.
     Succeeded,
     /// Something failed (a window not delivered, a state not shown, a letter not replayed,
-    /// the graceful shutdown cut short): exit 1.
+    /// the graceful shutdown cut short, an audit that could not ask the API): exit 1.
     Failed,
+    /// It ran and found what the operator must act on: `audit` found hours that miss events
+    /// (exit 2).
+    Incomplete,
 }
 
 impl Outcome {
@@ -23,8 +26,25 @@ impl Outcome {
         }
     }
 
-    /// Succeeded only if both did.
+    /// Succeeded only if both did; a failure wins over an incomplete result.
     pub fn and(self, other: Outcome) -> Outcome {
-        Outcome::succeeded_if(self == Outcome::Succeeded && other == Outcome::Succeeded)
+        match (self, other) {
+            (Outcome::Failed, _) | (_, Outcome::Failed) => Outcome::Failed,
+            (Outcome::Incomplete, _) | (_, Outcome::Incomplete) => Outcome::Incomplete,
+            _ => Outcome::Succeeded,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome::*;
+
+    #[test]
+    fn a_failure_wins_then_an_incomplete_result() {
+        assert_eq!(Succeeded.and(Succeeded), Succeeded);
+        assert_eq!(Succeeded.and(Incomplete), Incomplete);
+        assert_eq!(Incomplete.and(Failed), Failed);
+        assert_eq!(Failed.and(Succeeded), Failed);
     }
 }

@@ -72,6 +72,7 @@ pub async fn run_collector(
         ),
         jobs: JobCap::new(config.globals.max_concurrent_jobs),
         spool: config.globals.spool.clone(),
+        audit_interval: config.globals.audit_interval,
         options,
         senders: SenderRegistry::default(),
     };

@@ -330,6 +330,7 @@ mod tests {
             budget: WindowBudget::new(1 << 20, 1),
             jobs: JobCap::new(1),
             spool: crate::config::SpoolSettings::off(),
+            audit_interval: None,
             options: Default::default(),
             senders: Default::default(),
         }

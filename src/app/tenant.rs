@@ -27,6 +27,7 @@ use crate::api::client::{self, ApiContext};
 use crate::api::job_cap::JobCap;
 use crate::api::limiter::{input_limiter, InputLimiter};
 use crate::app::outputs::build_outputs;
+use crate::audit::schedule::ScheduledAudit;
 use crate::clock::SharedClock;
 use crate::config::{InputConfig, ServiceConfig};
 use crate::ha::lease::{Lease, LeaseContext};
@@ -53,6 +54,9 @@ pub struct Shared {
     /// Where and how much large jobs are spooled (`globals.spool_directory`,
     /// `globals.spool_max_size_in_mb`).
     pub(super) spool: crate::config::SpoolSettings,
+    /// `globals.audit_interval_in_hours`: each service's audit task (`audit::schedule`);
+    /// `None`: none.
+    pub(super) audit_interval: Option<std::time::Duration>,
     pub(super) options: RunOptions,
     /// The network outputs' sender statistics, summed per output name by the sender monitor.
     pub(super) senders: SenderRegistry,
@@ -159,10 +163,35 @@ pub fn start_tenant(
             let setup_span = logging::setup_span(name, id, svc.service);
             handle
                 .tasks
-                .spawn(task.pull_until_stopped(setup_span).instrument(span));
+                .spawn(task.pull_until_stopped(setup_span).instrument(span.clone()));
+            if let Some(audit) = scheduled_audit(input, &input_limiter, svc, shared) {
+                let cancel = handle.cancel.clone();
+                handle.tasks.spawn(audit.run_until(cancel).instrument(span));
+            }
         }
     }
     Ok(handle)
+}
+
+/// The daemon's audit task of one service (`audit::schedule`), unless `--once` or
+/// `audit_interval_in_hours: 0`.
+fn scheduled_audit(
+    input: &InputConfig,
+    input_limiter: &InputLimiter,
+    svc: &ServiceConfig,
+    shared: &Shared,
+) -> Option<ScheduledAudit> {
+    let interval = shared.audit_interval.filter(|_| !shared.options.once)?;
+    Some(ScheduledAudit {
+        input: input.clone(),
+        svc: svc.clone(),
+        store: shared.store.clone(),
+        limiter: input_limiter.clone(),
+        jobs: shared.jobs.clone(),
+        metrics: shared.metrics.clone(),
+        clock: shared.clock.clone(),
+        interval,
+    })
 }
 
 /// Builds one service's task: its outputs, its puller and its lease.

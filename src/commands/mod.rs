@@ -1,4 +1,4 @@
-//! The bodies of the subcommands (`run`, `validate`, `state`, `backfill`, `demo`).
+//! The bodies of the subcommands (`run`, `validate`, `state`, `backfill`, `audit`, `demo`).
 //!
 //! Each command starts with the same preamble (`prepare`: load the config, then start logging
 //! and log the config's warnings). A command that ran returns its [`Outcome`]; problems the
@@ -20,7 +20,9 @@ use crate::state::redis::RedisStore;
 use crate::state::StateStore;
 use crate::{app, backfill, reload};
 
+pub mod audit;
 pub mod dead_letters;
+pub use audit::{audit, AuditArgs};
 
 /// A bad config or argument, already printed to standard error: nothing ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,10 @@ mod collect;
 // kill -9 during a backfill, and a crash between the state write and its rename.
 mod crash;
 
+// The completeness audit against the simulator: complete ranges, events published hours late,
+// a crash, and the daemon's schedule.
+mod audit;
+
 // Files and state: a position applies only to its own file, a partial last line is cut, one
 // process per state directory.
 mod file_identity;

@@ -33,6 +33,9 @@ pub struct Globals {
     pub max_concurrent_jobs: usize,
     /// `spool_directory` and `spool_max_size_in_mb` (`puller::spool`).
     pub spool: SpoolSettings,
+    /// `audit_interval_in_hours`: how often the daemon audits the services it pulls against
+    /// the API (`audit::schedule`); `None` (0): never.
+    pub audit_interval: Option<Duration>,
 }
 
 /// Where the puller spools a large job's events (`spool_directory`) and how big one spool
@@ -67,6 +70,9 @@ pub const DEFAULT_WINDOW_MEMORY_BUDGET_MB: u64 = 16;
 
 /// `globals.max_concurrent_jobs` when not set.
 pub const DEFAULT_MAX_CONCURRENT_JOBS: usize = 64;
+
+/// `globals.audit_interval_in_hours` when not set: a daily audit.
+pub const DEFAULT_AUDIT_INTERVAL_HOURS: u64 = 24;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Persistence {
@@ -210,10 +216,16 @@ pub(super) fn parse_globals(mut g: Obj<'_>, cx: &mut Cx) -> Option<Globals> {
     let max_concurrent_jobs = g
         .number("max_concurrent_jobs", 1.0, 4096.0, true, cx)
         .map_or(DEFAULT_MAX_CONCURRENT_JOBS, |n| n as usize);
+    // Up to the API's 30-day retention: a longer interval would leave hours never audited.
+    let audit_interval = g
+        .number("audit_interval_in_hours", 0.0, 720.0, true, cx)
+        .map_or(DEFAULT_AUDIT_INTERVAL_HOURS, |h| h as u64);
+    let audit_interval = (audit_interval > 0).then(|| Duration::from_secs(audit_interval * 3600));
     let spool = spool(&mut g, persistence.as_ref(), cx);
     g.finish(cx);
     Some(Globals {
         spool,
+        audit_interval,
         window_memory_budget,
         max_concurrent_jobs,
         metrics_listen,

@@ -316,6 +316,23 @@ fn globals_max_concurrent_jobs_is_the_process_wide_job_cap() {
 }
 
 #[test]
+fn globals_audit_interval_is_a_day_by_default_and_0_turns_it_off() {
+    let hours = |text: &str| {
+        let c = parse(&with_inputs(TWO_TENANTS).replace("globals:\n", text)).unwrap();
+        c.globals.audit_interval.map(|d| d.as_secs() / 3600)
+    };
+    assert_eq!(hours("globals:\n"), Some(24));
+    assert_eq!(hours("globals:\n  audit_interval_in_hours: 6\n"), Some(6));
+    assert_eq!(hours("globals:\n  audit_interval_in_hours: 0\n"), None);
+    let bad = with_inputs(TWO_TENANTS)
+        .replace("globals:\n", "globals:\n  audit_interval_in_hours: 1000\n");
+    assert_eq!(
+        parse(&bad).unwrap_err(),
+        ["globals.audit_interval_in_hours: must be a whole number from 0 to 720, got 1000"]
+    );
+}
+
+#[test]
 fn globals_spool_keys_default_to_the_state_directory_and_4_gib() {
     let c = parse(&with_inputs(TWO_TENANTS)).unwrap();
     assert_eq!(c.globals.spool.max_bytes, 4096 << 20);
