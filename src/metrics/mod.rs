@@ -21,9 +21,11 @@
 //! and logs what it finds, without touching readiness; `validate` checks them too).
 //!
 //! The files, one job each: `families` registers the metric families and holds the counting
-//! points ([`ServiceMetrics`]); `readiness` keeps what `/ready` says; `status` builds what `/status` and the page show; `server` serves
-//! `/metrics`, `/health` and `/ready`; `labels` holds the label sets. The types are declared here,
-//! where each of them can read their fields.
+//! points ([`ServiceMetrics`]); `readiness` keeps what `/ready` says; `recent` keeps each
+//! service's recent past (its last failure, its deliveries in the last minute and hour, its
+//! lease's holder); `status` builds what `/status` and the page show from both; `server` serves
+//! `/metrics`, `/health`, `/ready` and `/status`; `labels` holds the label sets. The types are
+//! declared here, where each of them can read their fields.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -40,6 +42,7 @@ use crate::timestamp::Millis;
 mod families;
 mod labels;
 mod readiness;
+mod recent;
 mod server;
 pub mod status;
 #[cfg(test)]
@@ -107,6 +110,8 @@ pub struct Metrics {
     missing_events: Family<ServiceLabels, Gauge>,
     last_audit: Family<ServiceLabels, SecondsGauge>,
     audits: Mutex<BTreeMap<ServiceId, status::AuditSummary>>,
+    /// Each service's last failure, deliveries per minute and lease holder, for `/status`.
+    recent: Mutex<BTreeMap<ServiceId, recent::Recent>>,
     /// Registered only with Redis persistence ([`Metrics::with_leases`]).
     lease_held: Family<ServiceLabels, Gauge>,
     lease_lost: Family<ServiceLabels, Counter>,
