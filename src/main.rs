@@ -1,6 +1,6 @@
 //! `isolation-collector`: parse the command line, run the command ([`commands`]), map the
 //! outcome to an exit code ([`exit_code`]: 0 success, 64 bad usage or config, 1 runtime
-//! failure).
+//! failure, 2 a report that needs attention).
 //!
 //! The library forbids `unsafe`; this binary denies it and allows one call, glibc's `mallopt`
 //! in [`limit_malloc_arenas`], for which no safe interface exists.
@@ -80,12 +80,14 @@ fn main() -> ExitCode {
     exit_code(runtime.block_on(dispatch(cli.command, clock)))
 }
 
-/// The exit code of a command: 0 when it succeeded, 1 when it ran and something failed, 64
-/// (`EX_USAGE`) when a bad config or argument kept it from running.
+/// The exit code of a command: 0 when it succeeded, 1 when it ran and something failed, 2 when
+/// what it reports needs attention (`status`: a failing service), 64 (`EX_USAGE`) when a bad
+/// config or argument kept it from running.
 fn exit_code(ended: Result<Outcome, BadUsage>) -> ExitCode {
     match ended {
         Ok(Outcome::Succeeded) => ExitCode::SUCCESS,
         Ok(Outcome::Failed) => ExitCode::FAILURE,
+        Ok(Outcome::NeedsAttention) => ExitCode::from(2),
         Err(BadUsage) => ExitCode::from(EX_USAGE),
     }
 }
@@ -148,6 +150,20 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<Outcome, BadUs
         }
         Command::Validate { config, log_format } => {
             commands::validate(&config, log_format, &clock).await
+        }
+        Command::Status {
+            config,
+            address,
+            watch,
+            json,
+        } => {
+            let args = commands::status::StatusArgs {
+                config,
+                address,
+                watch,
+                json,
+            };
+            commands::status::status(args, &clock).await
         }
         Command::State {
             action: StateAction::Show(scope),

@@ -12,6 +12,8 @@ pub enum Outcome {
     /// Something failed (a window not delivered, a state not shown, a letter not replayed,
     /// the graceful shutdown cut short): exit 1.
     Failed,
+    /// It ran, and what it reports needs an operator (`status`: a failing service): exit 2.
+    NeedsAttention,
 }
 
 impl Outcome {

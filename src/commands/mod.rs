@@ -1,4 +1,4 @@
-//! The bodies of the subcommands (`run`, `validate`, `state`, `backfill`, `demo`).
+//! The bodies of the subcommands (`run`, `validate`, `state`, `backfill`, `demo`, `status`).
 //!
 //! Each command starts with the same preamble (`prepare`: load the config, then start logging
 //! and log the config's warnings). A command that ran returns its [`Outcome`]; problems the
@@ -21,6 +21,7 @@ use crate::state::StateStore;
 use crate::{app, backfill, reload};
 
 pub mod dead_letters;
+pub mod status;
 
 /// A bad config or argument, already printed to standard error: nothing ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -90,6 +90,10 @@ mod metrics;
 // --strict with invalid input blocks.
 mod tenants;
 
+// `isolation-collector status` against a running daemon: failing lines first, masked reasons,
+// --json, --watch, and a listener nobody runs.
+mod status;
+
 // obfuscation_data end to end: no original value of an obfuscated field in any output or log.
 mod obfuscate;
 

@@ -1,0 +1,141 @@
+//! `isolation-collector status` against a real daemon: two tenants against their simulators,
+//! one whose key is refused; `--json`, the table, `--watch`, and a listener nobody runs.
+
+// Fixtures and checks in real time: the simulator (the vendor) runs on the real clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use isolation_sim::Dataset;
+
+use crate::support::*;
+use crate::tenants::{write_tenants_config, Tenant, KEYS};
+
+/// `status <args> --config <config>`, to completion.
+async fn status(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    collector_command(&[&["status"], args].concat(), &env.config_path())
+        .output()
+        .await
+        .unwrap()
+}
+
+/// The line of `input` in a `/status` document.
+fn line<'a>(doc: &'a serde_json::Value, input: &str) -> &'a serde_json::Value {
+    doc["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["input"] == input)
+        .unwrap_or_else(|| panic!("no line for {input}: {doc}"))
+}
+
+/// A good tenant (10001) and one whose simulator refuses the key its block holds (10002).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_refused_tenant_first_masked_and_the_good_one_collecting() {
+    let env = TestEnv::both(1, |_| {}).await;
+    let good = Tenant::start("10001", Dataset::Web, KEYS[0], KEYS[0]).await;
+    // Its simulator accepts KEYS[1]; its block holds KEYS[2].
+    let refused = Tenant::start("10002", Dataset::Url, KEYS[1], KEYS[2]).await;
+    write_tenants_config(&env, &[good.block(), refused.block()]);
+    listen_on_free_port(&env);
+    let (daemon, log) = env.spawn_logged(&["run"], "daemon.log");
+
+    // Within the minute the good tenant's events were delivered in.
+    let (out, doc) = Wait::new("status to show both tenants", Duration::from_secs(60))
+        .every(Duration::from_millis(300))
+        .showing_log(&log)
+        .until_async(async || {
+            let out = status(&env, &["--json"]).await;
+            let doc: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+                Ok(doc) => doc,
+                Err(_) => return Err(describe(&out)),
+            };
+            let g = line(&doc, "10001");
+            let all_in =
+                g["delivered_last_hour"].as_u64() == Some(good.sim.visible_events().len() as u64);
+            let refused_seen = line(&doc, "10002")["condition"] == "failing";
+            match all_in && refused_seen && g["delivered_last_minute"].as_u64() > Some(0) {
+                true => Ok((out, doc)),
+                false => Err(doc.to_string()),
+            }
+        })
+        .await;
+    assert_eq!(out.status.code(), Some(2), "a failing line: exit 2");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for key in KEYS {
+        assert!(!text.contains(key), "a key in clear: {text}");
+    }
+    let services = doc["services"].as_array().unwrap();
+    assert_eq!(services[0]["input"], "10002", "failing first: {doc}");
+    let reason = services[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("cccc...03") && reason.contains("not valid"),
+        "{reason}"
+    );
+    assert_eq!(doc["failing"], 1, "{doc}");
+    let g = line(&doc, "10001");
+    assert_eq!(g["condition"], "collecting", "{doc}");
+    assert!(g["lag_seconds"].as_f64().unwrap() > 0.0, "{doc}");
+    assert!(g["reason"].is_null(), "{doc}");
+
+    // The table: the header's counts, the failing line first with its masked reason.
+    let out = status(&env, &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("1 failing, 0 starting, 0 standing by, 1 collecting"),
+        "{table}"
+    );
+    let rows: Vec<&str> = lines.skip(1).collect();
+    assert!(
+        rows[0].starts_with("failing") && rows[0].contains("10002"),
+        "{table}"
+    );
+    assert!(rows[0].contains("cccc...03"), "{table}");
+    assert!(
+        rows[1].starts_with("collecting") && rows[1].contains("10001"),
+        "{table}"
+    );
+    for key in KEYS {
+        assert!(!table.contains(key), "a key in clear: {table}");
+    }
+
+    // --watch redraws until stopped: two frames at least.
+    let frames = env.path("watch.txt");
+    let mut watch = collector_command(&["status", "--watch", "1"], &env.config_path())
+        .stdout(std::fs::File::create(&frames).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Wait::new("two frames of --watch", Duration::from_secs(20))
+        .showing(|| read_log(&frames))
+        .until(|| count_in(&frames, " standing by, ") >= 2)
+        .await;
+    assert!(
+        watch.try_wait().unwrap().is_none(),
+        "--watch ended by itself"
+    );
+    kill_9(&mut watch).await;
+    sigterm_and_wait(daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_a_listener_nobody_runs_exits_1_saying_where_it_asked() {
+    let address = format!("127.0.0.1:{}", free_port());
+    let out = collector(&["status", "--address", &address])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("http://{address}/status")), "{err}");
+    assert!(err.contains("Is the daemon running"), "{err}");
+    assert!(out.stdout.is_empty(), "{}", describe(&out));
+
+    // Bad usage: neither --config nor --address.
+    let out = collector(&["status"]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", describe(&out));
+}
