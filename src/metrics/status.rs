@@ -153,11 +153,13 @@ impl Metrics {
     }
 }
 
-/// The outputs of service `id`, as its last deliveries left them.
+/// The outputs of service `id`, as its last deliveries left them: a range of the map (keyed by
+/// service first), not a scan of every service's (a report of 2,000 services took 30 ms so, in
+/// a release build).
 fn outputs_of(r: &Readiness, id: &ServiceId) -> Vec<OutputStatus> {
     r.outputs
-        .iter()
-        .filter(|((sid, _), _)| sid == id)
+        .range((id.clone(), String::new())..)
+        .take_while(|((sid, _), _)| sid == id)
         .map(|((_, name), why)| OutputStatus {
             name: name.clone(),
             ok: why.is_none(),
