@@ -1,5 +1,6 @@
 //! `isolation-collector status` against a real daemon: two tenants against their simulators,
-//! one whose key is refused; `--json`, the table, `--watch`, and a listener nobody runs.
+//! one whose key is refused; `--json`, the table, `--watch`, and a listener nobody runs; with
+//! Redis, the lease holder as each replica sees it, and Redis gone.
 
 // Fixtures and checks in real time: the simulator (the vendor) runs on the real clock.
 #![allow(clippy::disallowed_methods)]
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use isolation_sim::Dataset;
 
+use crate::ha::{ms, Ha, Replica, SERVICES};
 use crate::support::*;
 use crate::tenants::{write_tenants_config, Tenant, KEYS};
 
@@ -138,4 +140,79 @@ async fn status_of_a_listener_nobody_runs_exits_1_saying_where_it_asked() {
     // Bad usage: neither --config nor --address.
     let out = collector(&["status"]).output().await.unwrap();
     assert_eq!(out.status.code(), Some(64), "{}", describe(&out));
+}
+
+/// `status --json --address` of `replica`: the exit code and the document (`None` while it does
+/// not answer).
+async fn status_of(replica: &Replica) -> (Option<i32>, Option<serde_json::Value>) {
+    let out = collector(&["status", "--json", "--address", replica.metrics_address()])
+        .output()
+        .await
+        .unwrap();
+    (out.status.code(), serde_json::from_slice(&out.stdout).ok())
+}
+
+/// Whether every line of `doc` is `condition` with a lease holder that `holder` accepts.
+fn every_line(
+    doc: &serde_json::Value,
+    condition: &str,
+    holder: impl Fn(&serde_json::Value) -> bool,
+) -> bool {
+    let lines = doc["services"].as_array().cloned().unwrap_or_default();
+    lines.len() == SERVICES.len()
+        && lines
+            .iter()
+            .all(|l| l["condition"] == condition && holder(&l["lease_holder"]))
+}
+
+/// Two replicas on Redis: the holder's lines are collecting under its own name, the standby's
+/// are standing by (not failing: exit 0) under the holder's name; with Redis killed, every line
+/// of both is failing, saying the state store is unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_the_standby_names_the_holder_and_a_dead_redis_fails_every_line() {
+    let mut ha = Ha::new(300, |_| {}, "", 3).await;
+    ha.replicas[0].start();
+    for s in SERVICES {
+        assert_eq!(ha.holder(s).await, 0);
+    }
+    ha.replicas[1].start();
+    let a_name = format!(":{}", ha.replicas[0].pid());
+    let is_a = |h: &serde_json::Value| h.as_str().is_some_and(|h| h.ends_with(&a_name));
+    let (code, doc) = Wait::new("b standing by, naming a", Duration::from_secs(30))
+        .every(ms(200))
+        .showing(|| ha.logs())
+        .until_async(async || match status_of(&ha.replicas[1]).await {
+            (code, Some(doc)) if every_line(&doc, "standby", is_a) => Ok((code, doc)),
+            seen => Err(format!("{seen:?}")),
+        })
+        .await;
+    assert_eq!(code, Some(0), "standing by is not failing: {doc}");
+    assert_eq!(doc["standby"], 2, "{doc}");
+    let (code, doc) = status_of(&ha.replicas[0]).await;
+    let doc = doc.expect("a answers");
+    let a_replica = doc["replica"].clone();
+    assert!(every_line(&doc, "collecting", |h| *h == a_replica), "{doc}");
+    assert_eq!(code, Some(0), "{doc}");
+
+    ha.redis.kill();
+    for replica in &ha.replicas {
+        let doc = Wait::new("every line failing for Redis", Duration::from_secs(30))
+            .every(ms(200))
+            .showing(|| ha.logs())
+            .until_async(async || match status_of(replica).await {
+                (Some(2), Some(doc)) if every_line(&doc, "failing", |_| true) => Ok(doc),
+                seen => Err(format!("{seen:?}")),
+            })
+            .await;
+        for line in doc["services"].as_array().unwrap() {
+            let reason = line["reason"].as_str().unwrap();
+            assert!(
+                reason.starts_with("state store: Redis at") && reason.contains("unreachable"),
+                "{doc}"
+            );
+        }
+        assert!(doc["persistence_problem"].is_string(), "{doc}");
+    }
+    ha.redis.restart().await;
+    ha.stop_all().await;
 }
