@@ -8,7 +8,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use isolation_sim::Dataset;
+use isolation_sim::{Dataset, Fault, FaultTarget};
 
 use crate::ha::{ms, Ha, Replica, SERVICES};
 use crate::support::*;
@@ -104,6 +104,30 @@ async fn status_shows_the_refused_tenant_first_masked_and_the_good_one_collectin
     for key in KEYS {
         assert!(!table.contains(key), "a key in clear: {table}");
     }
+
+    // An API that keeps failing fails the good tenant's line too, with the cycle's error,
+    // until a cycle succeeds again.
+    good.sim
+        .push_fault(FaultTarget::Any, Fault::Status(503), 60);
+    let condition_of_10001 = async |want: &str, because: &str| {
+        Wait::new(format!("10001 {want}"), Duration::from_secs(60))
+            .every(ms(100))
+            .showing_log(&log)
+            .until_async(async || {
+                let out = status(&env, &["--json"]).await;
+                let doc: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).map_err(|_| describe(&out))?;
+                let g = line(&doc, "10001");
+                let reason = g["reason"].as_str().unwrap_or_default();
+                match g["condition"] == want && reason.contains(because) {
+                    true => Ok(()),
+                    false => Err(g.to_string()),
+                }
+            })
+            .await
+    };
+    condition_of_10001("failing", "the API kept failing").await;
+    condition_of_10001("collecting", "").await;
 
     // --watch redraws until stopped: two frames at least.
     let frames = env.path("watch.txt");
