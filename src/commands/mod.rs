@@ -1,7 +1,8 @@
 //! The bodies of the subcommands (`run`, `validate`, `state`, `backfill`, `demo`, `status`).
 //!
 //! Each command starts with the same preamble (`prepare`: load the config, then start logging
-//! and log the config's warnings). A command that ran returns its [`Outcome`]; problems the
+//! and log the config's warnings; `status` only loads it, for its listener, and logs nothing:
+//! its output is the report). A command that ran returns its [`Outcome`]; problems the
 //! operator must fix before anything runs (a bad config, a bad argument) are printed to
 //! standard error and end as [`BadUsage`]. `main` maps both to the exit code.
 
