@@ -167,13 +167,11 @@ async fn watch(http: &reqwest::Client, target: &Target, json: bool, seconds: u64
     let redraw = !json && console::Term::stdout().is_term();
     loop {
         let (frame, outcome) = match fetch(http, target).await {
-            Ok((body, _)) if json => (body, Outcome::Succeeded),
-            Ok((_, report)) => (render(&report, terminal_width()), outcome_of(&report)),
+            Ok((body, report)) => match json {
+                true => (body, outcome_of(&report)),
+                false => (render(&report, terminal_width()), outcome_of(&report)),
+            },
             Err(why) => (format!("error: {why}\n"), Outcome::Failed),
-        };
-        let outcome = match (json, &frame) {
-            (true, body) => serde_json::from_str(body).map_or(outcome, |r| outcome_of(&r)),
-            _ => outcome,
         };
         let mut out = std::io::stdout().lock();
         let written = match redraw {
