@@ -616,8 +616,14 @@ impl ServiceMetrics {
         if let Some(leases) = lock(&self.metrics.readiness).leases.as_mut() {
             leases.insert(self.id(), held);
         }
-        // Held: this replica. Given up: the holder is not known until the next try says.
-        self.metrics.recent(self.id(), |r| r.other_holder = None);
+        // Held: this replica, and a new tenure (the last one's failed cycle is old news). Given
+        // up: the holder is not known until the next try says.
+        self.metrics.recent(self.id(), |r| {
+            r.other_holder = None;
+            if held {
+                r.failure = None;
+            }
+        });
     }
 
     /// Nobody pulls the service (`Some(why)`), or it is pulled again (`None`): the gauge and

@@ -450,6 +450,15 @@ mod tests {
                 .as_deref(),
             Some(REPLICA)
         );
+        // A new tenure: the last one's failed cycle is old news (its output's last delivery
+        // stays failed until one is confirmed, as `/ready` says).
+        s.delivery("devo", "t", Ok(1));
+        let report = m.status_report(10_000, REPLICA);
+        let l = line(&report, "10001", Service::UrlIsolation);
+        assert_eq!(
+            (l.condition, l.reason.as_deref()),
+            (Condition::Collecting, None)
+        );
     }
 
     #[test]
