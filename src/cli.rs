@@ -50,6 +50,34 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// Show what a running daemon is doing, asked of its metrics listener (GET /status): one
+    /// line per input and service, failing ones first, with the reason (masked), the
+    /// checkpoint's lag, the events delivered in the last minute and hour, the last audit and
+    /// the lease holder.
+    ///
+    /// Exit status: 0 when no line is failing, 2 when any line is failing, 1 when the daemon
+    /// cannot be reached (or answers something else), 64 for bad usage.
+    #[command(group(clap::ArgGroup::new("daemon").required(true).args(["config", "address"])))]
+    Status {
+        /// The daemon's config file: its globals.metrics_listen is asked.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The daemon's metrics listener, instead of the config's (e.g. 127.0.0.1:9464).
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
+        /// Redraw every SECONDS (default 2), in place on a terminal like top, until Ctrl-C.
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            num_args = 0..=1,
+            default_missing_value = "2",
+            value_parser = clap::value_parser!(u64).range(1..)
+        )]
+        watch: Option<u64>,
+        /// Print the /status JSON document as the daemon serves it (one per line with --watch).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or reset the persisted state.
     State {
         #[command(subcommand)]

@@ -51,8 +51,8 @@
 //!   fan-out, which asks a gate before each output's turn.
 //! - [`pipeline`]: pure logic: window planning, exactly-once dedup, obfuscation and Devo's
 //!   `@devo_environment` field (property-tested).
-//! - observability: [`metrics`] (Prometheus, `/health`, `/ready`), [`logging`] (Devo's lines;
-//!   the tap internal messages read).
+//! - observability: [`metrics`] (Prometheus, `/health`, `/ready`, `/status`), [`logging`]
+//!   (Devo's lines; the tap internal messages read).
 //! - domain and plumbing: [`event`] (the page parser, the hot path: events stay the vendor's
 //!   bytes), [`service`] (the two services, their tables and hosts), [`clock`] (the injected
 //!   wall clock, the only reader of the time of day), [`timestamp`] (date formats),

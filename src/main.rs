@@ -1,6 +1,7 @@
 //! `isolation-collector`: parse the command line, run the command ([`commands`]), map the
 //! outcome to an exit code ([`exit_code`]: 0 success, 64 bad usage or config, 1 runtime
-//! failure, 2 events missing found by `audit`).
+//! failure, 2 a report that needs attention: `audit` found events missing, `status` a failing
+//! service).
 //!
 //! The library forbids `unsafe`; this binary denies it and allows one call, glibc's `mallopt`
 //! in [`limit_malloc_arenas`], for which no safe interface exists.
@@ -18,7 +19,7 @@ use isolation_collector::commands::{
 
 const EX_USAGE: u8 = 64;
 /// `audit` found hours that miss events.
-const EX_INCOMPLETE: u8 = 2;
+const EX_NEEDS_ATTENTION: u8 = 2;
 
 /// Limits glibc's malloc to one arena unless the operator set `MALLOC_ARENA_MAX`. By default
 /// glibc gives each thread that allocates an arena of its own and keeps there what a freed
@@ -85,13 +86,13 @@ fn main() -> ExitCode {
 }
 
 /// The exit code of a command: 0 when it succeeded, 1 when it ran and something failed, 2 when
-/// it ran and found events missing (`audit`), 64 (`EX_USAGE`) when a bad config or argument
-/// kept it from running.
+/// what it reports needs attention (`audit`: events missing; `status`: a failing service), 64
+/// (`EX_USAGE`) when a bad config or argument kept it from running.
 fn exit_code(ended: Result<Outcome, BadUsage>) -> ExitCode {
     match ended {
         Ok(Outcome::Succeeded) => ExitCode::SUCCESS,
         Ok(Outcome::Failed) => ExitCode::FAILURE,
-        Ok(Outcome::Incomplete) => ExitCode::from(EX_INCOMPLETE),
+        Ok(Outcome::NeedsAttention) => ExitCode::from(EX_NEEDS_ATTENTION),
         Err(BadUsage) => ExitCode::from(EX_USAGE),
     }
 }
@@ -180,6 +181,20 @@ async fn dispatch(command: Command, clock: SharedClock) -> Result<Outcome, BadUs
         }
         Command::Validate { config, log_format } => {
             commands::validate(&config, log_format, &clock).await
+        }
+        Command::Status {
+            config,
+            address,
+            watch,
+            json,
+        } => {
+            let args = commands::status::StatusArgs {
+                config,
+                address,
+                watch,
+                json,
+            };
+            commands::status::status(args, &clock).await
         }
         Command::State {
             action: StateAction::Show(scope),

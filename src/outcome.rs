@@ -12,9 +12,9 @@ pub enum Outcome {
     /// Something failed (a window not delivered, a state not shown, a letter not replayed,
     /// the graceful shutdown cut short, an audit that could not ask the API): exit 1.
     Failed,
-    /// It ran and found what the operator must act on: `audit` found hours that miss events
-    /// (exit 2).
-    Incomplete,
+    /// It ran, and what it found needs an operator: `audit` found hours that miss events,
+    /// `status` a failing service (exit 2).
+    NeedsAttention,
 }
 
 impl Outcome {
@@ -26,11 +26,11 @@ impl Outcome {
         }
     }
 
-    /// Succeeded only if both did; a failure wins over an incomplete result.
+    /// Succeeded only if both did; a failure wins over a result that needs attention.
     pub fn and(self, other: Outcome) -> Outcome {
         match (self, other) {
             (Outcome::Failed, _) | (_, Outcome::Failed) => Outcome::Failed,
-            (Outcome::Incomplete, _) | (_, Outcome::Incomplete) => Outcome::Incomplete,
+            (Outcome::NeedsAttention, _) | (_, Outcome::NeedsAttention) => Outcome::NeedsAttention,
             _ => Outcome::Succeeded,
         }
     }
@@ -41,10 +41,10 @@ mod tests {
     use super::Outcome::*;
 
     #[test]
-    fn a_failure_wins_then_an_incomplete_result() {
+    fn a_failure_wins_then_one_that_needs_attention() {
         assert_eq!(Succeeded.and(Succeeded), Succeeded);
-        assert_eq!(Succeeded.and(Incomplete), Incomplete);
-        assert_eq!(Incomplete.and(Failed), Failed);
+        assert_eq!(Succeeded.and(NeedsAttention), NeedsAttention);
+        assert_eq!(NeedsAttention.and(Failed), Failed);
         assert_eq!(Failed.and(Succeeded), Failed);
     }
 }

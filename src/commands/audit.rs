@@ -238,7 +238,7 @@ fn outcome_of(report: &AuditReport) -> Outcome {
     let missing = report.services.iter().any(|s| s.misses_events());
     match (failed, missing) {
         (true, _) => Outcome::Failed,
-        (false, true) => Outcome::Incomplete,
+        (false, true) => Outcome::NeedsAttention,
         (false, false) => Outcome::Succeeded,
     }
 }

@@ -1,7 +1,9 @@
-//! The bodies of the subcommands (`run`, `validate`, `state`, `backfill`, `audit`, `demo`).
+//! The bodies of the subcommands (`run`, `validate`, `state`, `backfill`, `audit`, `demo`,
+//! `status`).
 //!
 //! Each command starts with the same preamble (`prepare`: load the config, then start logging
-//! and log the config's warnings). A command that ran returns its [`Outcome`]; problems the
+//! and log the config's warnings; `status` only loads it, for its listener, and logs nothing:
+//! its output is the report). A command that ran returns its [`Outcome`]; problems the
 //! operator must fix before anything runs (a bad config, a bad argument) are printed to
 //! standard error and end as [`BadUsage`]. `main` maps both to the exit code.
 
@@ -22,6 +24,7 @@ use crate::{app, backfill, reload};
 
 pub mod audit;
 pub mod dead_letters;
+pub mod status;
 pub use audit::{audit, AuditArgs};
 
 /// A bad config or argument, already printed to standard error: nothing ran.

@@ -209,6 +209,7 @@ impl Metrics {
             missing_events,
             last_audit,
             audits: Mutex::default(),
+            recent: Mutex::default(),
             lease_held: Family::default(),
             lease_lost: Family::default(),
             persistence_up: Gauge::default(),
@@ -404,6 +405,7 @@ impl Metrics {
         self.missing_events.remove(&labels);
         self.last_audit.remove(&labels);
         lock(&self.audits).remove(&(input.to_owned(), service));
+        lock(&self.recent).remove(&(input.to_owned(), service));
         self.lease_held.remove(&labels);
         self.sharding.unpulled.remove(&labels);
         for outcome in Outcome::ALL {
@@ -604,8 +606,9 @@ impl ServiceMetrics {
         lock(&self.metrics.checkpoints).insert(self.id(), checkpoint);
     }
 
-    /// A pull cycle completed at `now`.
+    /// A pull cycle completed at `now` (the status line's last failure is over).
     pub fn pull_succeeded(&self, now: Millis) {
+        self.metrics.recent(self.id(), |r| r.failure = None);
         self.metrics
             .last_pull
             .get_or_create(&self.labels())
@@ -621,6 +624,14 @@ impl ServiceMetrics {
         if let Some(leases) = lock(&self.metrics.readiness).leases.as_mut() {
             leases.insert(self.id(), held);
         }
+        // Held: this replica, and a new tenure (the last one's failed cycle is old news). Given
+        // up: the holder is not known until the next try says.
+        self.metrics.recent(self.id(), |r| {
+            r.other_holder = None;
+            if held {
+                r.failure = None;
+            }
+        });
     }
 
     /// Nobody pulls the service (`Some(why)`), or it is pulled again (`None`): the gauge and

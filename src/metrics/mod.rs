@@ -25,10 +25,12 @@
 //!
 //! The files, one job each: `families` registers the metric families and holds the counting
 //! points ([`ServiceMetrics`]); `output_up` and `memory` hold the gauges the shipped alerts
-//! read (`deploy/prometheus/`); `readiness` keeps what `/ready` says; `status` builds what
-//! `/status` and the page show; `page` renders the status page at `/` (HTML); `server` serves
-//! `/metrics`, `/health`, `/ready`, `/status` and `/`; `labels` holds the label sets. The types
-//! are declared here, where each of them can read their fields.
+//! read (`deploy/prometheus/`); `readiness` keeps what `/ready` says; `recent` keeps each
+//! service's recent past (its last failure, its deliveries in the last minute and hour, its
+//! lease's holder); `status` builds what `/status` and the page show from both; `page` renders
+//! the status page at `/` (HTML); `server` serves `/metrics`, `/health`, `/ready`, `/status` and
+//! `/`; `labels` holds the label sets. The types are declared here, where each of them can read
+//! their fields.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -49,6 +51,7 @@ mod memory;
 mod output_up;
 pub mod page;
 mod readiness;
+mod recent;
 mod server;
 pub mod status;
 #[cfg(test)]
@@ -123,6 +126,8 @@ pub struct Metrics {
     missing_events: Family<ServiceLabels, Gauge>,
     last_audit: Family<ServiceLabels, SecondsGauge>,
     audits: Mutex<BTreeMap<ServiceId, status::AuditSummary>>,
+    /// Each service's last failure, deliveries per minute and lease holder, for `/status`.
+    recent: Mutex<BTreeMap<ServiceId, recent::Recent>>,
     /// Registered only with Redis persistence ([`Metrics::with_leases`]).
     lease_held: Family<ServiceLabels, Gauge>,
     lease_lost: Family<ServiceLabels, Counter>,

@@ -58,6 +58,9 @@ impl Metrics {
 impl ServiceMetrics {
     /// The setup check's result.
     pub fn setup(&self, result: Result<(), String>) {
+        let failure = result.as_ref().err().cloned();
+        self.metrics
+            .recent(self.id(), |r| r.setup_failure = failure);
         let why = result.err().map(|e| format!("setup has not passed: {e}"));
         lock(&self.metrics.readiness)
             .services

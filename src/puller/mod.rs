@@ -115,6 +115,16 @@ pub enum Ended {
 }
 
 impl PullError {
+    /// Whether the cycle failed (what the status line shows until the next success), rather
+    /// than stopped on request or for a lost lease (standing by is not failing).
+    fn is_failure(&self) -> bool {
+        match self {
+            PullError::Cancelled | PullError::HandingOver => false,
+            PullError::State(e) => !e.is_lease_lost(),
+            _ => true,
+        }
+    }
+
     /// A failed API call; a cancelled one is [`PullError::Cancelled`].
     fn from_fetch(e: FetchError) -> PullError {
         match e {
@@ -290,9 +300,17 @@ impl Puller {
         for line in &self.svc.overrides {
             info!("{line}");
         }
-        self.checkpoint
+        let restored = self
+            .checkpoint
             .restore(&self.svc, self.clock.now_ms())
-            .await?;
+            .await;
+        if let Err(e) = &restored {
+            // A lost lease (or one left to the others) is standing by, not failing.
+            if !e.is_lease_lost() && e.left_to_others().is_none() {
+                self.metrics.pull_failed(e.to_string());
+            }
+        }
+        restored?;
         self.needs_resume = true;
         // The state was read again (a new tenure, maybe after another replica's): what the
         // outputs confirmed before may have been committed by someone else.
@@ -430,6 +448,9 @@ impl Puller {
             Err(e) => {
                 // Rewind outputs that keep positions to the committed ones.
                 self.needs_resume = true;
+                if e.is_failure() {
+                    self.metrics.pull_failed(e.to_string());
+                }
                 Err(e)
             }
         }
@@ -710,7 +731,11 @@ impl Delivering<'_> {
             .await;
         match committed {
             // Committed: no output is spared these events any more (see `output::confirmed`).
-            Ok(()) => self.outputs.committed(&batch, w.to),
+            Ok(()) => {
+                self.outputs.committed(&batch, w.to);
+                self.metrics
+                    .window_committed(batch.len(), self.clock.now_ms());
+            }
             // Whether the write landed is unknown (the next cycle reloads the state): what the
             // outputs confirmed may be committed already, and a memory of it could then hide a
             // late twin from them. Forgotten: the window may reach every output again.

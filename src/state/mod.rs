@@ -269,6 +269,16 @@ pub fn lease_token() -> String {
     format!("{}:{:016x}", replica_name(), rand::random::<u64>())
 }
 
+/// The replica a lease token names (`<hostname>:<pid>`, its [`lease_token`] minus the random
+/// part); `None` for the empty holder (nobody: the lease expired).
+pub fn replica_of(token: &str) -> Option<&str> {
+    match token.rsplit_once(':') {
+        _ if token.is_empty() => None,
+        Some((replica, _)) => Some(replica),
+        None => Some(token),
+    }
+}
+
 /// Encodes a state as the current document version.
 pub fn encode(state: &ServiceState) -> Vec<u8> {
     encode_as(state, PERSISTENCE_VERSION, Some(state.dedup.to_records()))
@@ -622,6 +632,17 @@ impl StateStore {
 mod tests {
     use super::filesystem::{self, tmp_path};
     use super::*;
+
+    #[test]
+    fn a_lease_token_names_its_replica() {
+        let token = lease_token();
+        assert_eq!(replica_of(&token), Some(replica_name().as_str()));
+        assert_eq!(
+            replica_of("host-b:202:00ff00ff00ff00ff"),
+            Some("host-b:202")
+        );
+        assert_eq!(replica_of(""), None, "nobody holds an expired lease");
+    }
 
     /// A Redis nobody listens on.
     fn unreachable_redis() -> Persistence {

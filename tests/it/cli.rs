@@ -263,6 +263,7 @@ async fn every_subcommand_help_describes_that_subcommand() {
         ("state", "Show or reset the persisted state"),
         ("backfill", "Re-deliver a past range"),
         ("demo", "See it work without a vendor key"),
+        ("status", "Show what a running daemon is doing"),
     ];
     for (command, first_words) in expected {
         let out = collector(&[command, "--help"]).output().await.unwrap();

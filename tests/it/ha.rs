@@ -151,6 +151,11 @@ impl Replica {
         }
     }
 
+    /// Its metrics listener, `127.0.0.1:PORT` (what `status --address` asks).
+    pub(crate) fn metrics_address(&self) -> &str {
+        &self.metrics
+    }
+
     /// `GET /ready`: (status, body); `None` while nothing answers.
     pub(crate) async fn ready(&self) -> Option<(u16, String)> {
         get_within(&format!("http://{}/ready", self.metrics), ms(500)).await

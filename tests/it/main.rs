@@ -99,6 +99,10 @@ mod status_page;
 // --strict with invalid input blocks.
 mod tenants;
 
+// `isolation-collector status` against a running daemon: failing lines first, masked reasons,
+// --json, --watch, and a listener nobody runs.
+mod status;
+
 // obfuscation_data end to end: no original value of an obfuscated field in any output or log.
 mod obfuscate;
 

@@ -17,17 +17,23 @@ use crate::support::*;
 const WEB: &str = "browser_and_email_isolation";
 const URL: &str = "url_isolation";
 
-/// One tenant: its id, its one service, the simulator it reads and the key its block holds.
-struct Tenant {
-    id: &'static str,
-    service: &'static str,
-    sim: SimHandle,
+/// One tenant: its id, its one service, the simulator it reads and the key its block holds
+/// (status.rs uses it too).
+pub(crate) struct Tenant {
+    pub(crate) id: &'static str,
+    pub(crate) service: &'static str,
+    pub(crate) sim: SimHandle,
     key: String,
 }
 
 impl Tenant {
     /// A tenant whose simulator accepts `sim_key` and whose block holds `config_key`.
-    async fn start(id: &'static str, dataset: Dataset, sim_key: &str, config_key: &str) -> Tenant {
+    pub(crate) async fn start(
+        id: &'static str,
+        dataset: Dataset,
+        sim_key: &str,
+        config_key: &str,
+    ) -> Tenant {
         let mut c = sim_config(dataset, 300, id.parse().unwrap());
         c.api_key = sim_key.to_owned();
         c.page_size_cap = Some(100);
@@ -43,7 +49,7 @@ impl Tenant {
     }
 
     /// Its input block, a list element.
-    fn block(&self) -> String {
+    pub(crate) fn block(&self) -> String {
         format!(
             "    - id: \"{id}\"\n      credentials:\n        api_key: \"{key}\"\n      services:\n        {service}:\n          override_base_url: {base}\n          request_period_in_seconds: 1\n          job_poll_initial_interval_in_seconds: 0.01\n          job_poll_max_interval_in_seconds: 0.05\n          retry_initial_interval_in_seconds: 0.01\n          retry_max_interval_in_seconds: 0.1\n",
             id = self.id,
@@ -53,7 +59,7 @@ impl Tenant {
         )
     }
 
-    fn table(&self) -> &'static str {
+    pub(crate) fn table(&self) -> &'static str {
         match self.service {
             WEB => WEB_TABLE,
             _ => URL_TABLE,
@@ -61,13 +67,13 @@ impl Tenant {
     }
 
     /// Its file: `<directory>/<input id>/<table>.jsonl`.
-    fn file(&self, env: &TestEnv) -> PathBuf {
+    pub(crate) fn file(&self, env: &TestEnv) -> PathBuf {
         env.path("out")
             .join(self.id)
             .join(format!("{}.jsonl", self.table()))
     }
 
-    fn delivered(&self, env: &TestEnv) -> Vec<String> {
+    pub(crate) fn delivered(&self, env: &TestEnv) -> Vec<String> {
         read_lines(&self.file(env))
     }
 }
@@ -83,7 +89,7 @@ pub(crate) fn write_tenants_config(env: &TestEnv, blocks: &[String]) {
     std::fs::write(env.config_path(), text).unwrap();
 }
 
-const KEYS: [&str; 3] = [
+pub(crate) const KEYS: [&str; 3] = [
     "aaaaaaaa-1111-4111-8111-aaaaaaaaaa01",
     "bbbbbbbb-2222-4222-8222-bbbbbbbbbb02",
     "cccccccc-3333-4333-8333-cccccccccc03",

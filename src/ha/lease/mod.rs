@@ -49,7 +49,7 @@ use tracing::{error, info, warn};
 use crate::ha::shard::{Claim, Health, Registration, Shard};
 use crate::metrics::ServiceMetrics;
 use crate::service::Service;
-use crate::state::{holder_name, lease_token, RedisCause, StateError, StateStore};
+use crate::state::{holder_name, lease_token, replica_of, RedisCause, StateError, StateStore};
 use clock::{LeaseTime, SharedLeaseClock};
 
 /// The lease of one service, from which tenures are taken.
@@ -199,6 +199,7 @@ impl Lease {
                     return Ok(Tenure::start(held, claim));
                 }
                 Ok(r) => {
+                    self.metrics.lease_holder(replica_of(&r.holder));
                     if limit.is_some_and(|l| started.elapsed() >= l) {
                         return Err(TakeError::HeldBy {
                             holder: r.holder,
