@@ -193,8 +193,19 @@ fn failure(
     }
     outputs
         .iter()
-        .find_map(|o| o.reason.as_ref().map(|w| format!("output {}: {w}", o.name)))
+        .find_map(|o| o.reason.as_ref().map(|why| output_reason(&o.name, why)))
         .or_else(|| past.and_then(|p| p.failure.clone()))
+}
+
+/// An output's failure, naming the output once (its errors start with `output <name>: `
+/// already, `output::OutputError`).
+fn output_reason(name: &str, why: &str) -> String {
+    let prefix = format!("output {name}: ");
+    if why.starts_with(&prefix) {
+        why.to_owned()
+    } else {
+        format!("{prefix}{why}")
+    }
 }
 
 /// Failing first, then starting, standing by, collecting; the largest lag first within each.
@@ -290,6 +301,19 @@ mod tests {
             line(&fixed, "10001", Service::UrlIsolation).condition,
             Condition::Collecting
         );
+    }
+
+    #[test]
+    fn an_output_down_is_named_once_in_the_reason() {
+        let m = Arc::new(Metrics::new());
+        collecting(&m, "10001", Service::UrlIsolation, 1_000);
+        // The outputs' errors name their output already (`output::OutputError`).
+        m.service("10001", Service::UrlIsolation)
+            .delivery("hook", "t", Err("output hook: cannot connect".into()));
+        let report = m.status_report(10_000, REPLICA);
+        let l = line(&report, "10001", Service::UrlIsolation);
+        assert_eq!(l.condition, Condition::Failing);
+        assert_eq!(l.reason.as_deref(), Some("output hook: cannot connect"));
     }
 
     #[test]
