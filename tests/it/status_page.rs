@@ -311,6 +311,7 @@ async fn the_page_lists_the_tenants_failing_first_in_a_real_browser() {
     // Red: the style sheet applied, inline (nothing else could have been loaded).
     assert_eq!(failing.background, "rgb(253, 226, 225)", "{failing:?}");
     let refused = rows.iter().find(|r| r.input == "10002").unwrap();
+    assert_eq!(refused.condition, "failing", "a refused key fails: {refused:?}");
     assert!(refused.reason.contains("not valid"), "{refused:?}");
     assert!(
         !refused.reason.contains(REFUSED),
@@ -408,6 +409,7 @@ async fn many_tenants_page_and_filter_in_a_real_browser() {
         .as_str()
         .unwrap()
         .to_owned();
+    assert_eq!(refused_condition, "failing", "a refused key fails");
     let lines = n + 1;
     let pages = lines.div_ceil(100);
 
