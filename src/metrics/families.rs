@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use prometheus_client::encoding::EncodeMetric;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -75,6 +76,16 @@ impl Default for Metrics {
     }
 }
 
+/// A new family, registered under `name` and listed from the start (`super::listed`).
+fn registered<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: Default + Clone + EncodeMetric + Send + Sync + std::fmt::Debug + 'static,
+{
+    let family = M::default();
+    registry.register(name, help, Listed(family.clone()));
+    family
+}
+
 /// `missing_events` and `last_audit_timestamp_seconds` (`crate::audit`).
 fn register_audit_gauges(
     registry: &mut Registry,
@@ -124,60 +135,51 @@ impl Metrics {
     /// Every family, registered under the `isolation_collector` prefix.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("isolation_collector");
-        let received = Family::default();
-        registry.register(
+        let received = registered(
+            &mut registry,
             "received_events",
             "Events received from the API (every parsed page, the setup check's included).",
-            Listed(received.clone()),
         );
-        let duplicates = Family::default();
-        registry.register(
+        let duplicates = registered(
+            &mut registry,
             "duplicate_events",
             "Events dropped by the dedup memory (already delivered).",
-            Listed(duplicates.clone()),
         );
         let spooled = register_spooled(&mut registry);
-        let delivered = Family::default();
-        registry.register(
+        let delivered = registered(
+            &mut registry,
             "delivered_events",
             "Events confirmed by an output, per output and table.",
-            Listed(delivered.clone()),
         );
-        let requests = Family::default();
-        registry.register(
+        let requests = registered(
+            &mut registry,
             "api_requests",
             "API request attempts by outcome.",
-            Listed(requests.clone()),
         );
-        let retries = Family::default();
-        registry.register(
+        let retries = registered(
+            &mut registry,
             "api_retries",
             "API requests retried after a retryable failure.",
-            Listed(retries.clone()),
         );
-        let polls = Family::default();
-        registry.register(
+        let polls = registered(
+            &mut registry,
             "job_polls",
             "Polls of an API job that was not complete yet.",
-            Listed(polls.clone()),
         );
-        let job_wait = Family::default();
-        registry.register(
+        let job_wait = registered(
+            &mut registry,
             "job_wait_seconds",
             "Time spent polling API jobs that were not complete yet, with nothing to download or deliver meanwhile.",
-            Listed(job_wait.clone()),
         );
-        let confirm_failures = Family::default();
-        registry.register(
+        let confirm_failures = registered(
+            &mut registry,
             "output_confirm_failures",
             "Delivery attempts an output did not confirm (each is retried).",
-            Listed(confirm_failures.clone()),
         );
-        let state_write_failures = Family::default();
-        registry.register(
+        let state_write_failures = registered(
+            &mut registry,
             "state_write_failures",
             "State (checkpoint) writes that failed.",
-            Listed(state_write_failures.clone()),
         );
         let output_up = super::output_up::register(&mut registry);
         let memory = super::memory::MemoryGauges::registered(&mut registry);

@@ -308,8 +308,11 @@ mod tests {
         let m = Arc::new(Metrics::new());
         collecting(&m, "10001", Service::UrlIsolation, 1_000);
         // The outputs' errors name their output already (`output::OutputError`).
-        m.service("10001", Service::UrlIsolation)
-            .delivery("hook", "t", Err("output hook: cannot connect".into()));
+        m.service("10001", Service::UrlIsolation).delivery(
+            "hook",
+            "t",
+            Err("output hook: cannot connect".into()),
+        );
         let report = m.status_report(10_000, REPLICA);
         let l = line(&report, "10001", Service::UrlIsolation);
         assert_eq!(l.condition, Condition::Failing);

@@ -311,7 +311,10 @@ async fn the_page_lists_the_tenants_failing_first_in_a_real_browser() {
     // Red: the style sheet applied, inline (nothing else could have been loaded).
     assert_eq!(failing.background, "rgb(253, 226, 225)", "{failing:?}");
     let refused = rows.iter().find(|r| r.input == "10002").unwrap();
-    assert_eq!(refused.condition, "failing", "a refused key fails: {refused:?}");
+    assert_eq!(
+        refused.condition, "failing",
+        "a refused key fails: {refused:?}"
+    );
     assert!(refused.reason.contains("not valid"), "{refused:?}");
     assert!(
         !refused.reason.contains(REFUSED),
