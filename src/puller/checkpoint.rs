@@ -390,6 +390,9 @@ impl Checkpoint {
                     self.state.ledger.sealed(*hour, digest.seal);
                 }
             }
+            // An unreachable store fails the state's write right after, which logs the outage
+            // once (the contract's line); a second line for the same outage would only repeat it.
+            Err(e) if e.is_unavailable() => {}
             Err(e) => warn!(
                 "Could not seal the digests of {} hour(s) into the store ({e}); they stay in the state and are sealed at a later commit.",
                 ready.len()
