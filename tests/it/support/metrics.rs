@@ -7,14 +7,19 @@ use std::time::Duration;
 
 use super::{TestEnv, Wait};
 
-/// A loopback port that was free a moment ago (bound then released: a small race, fine for
-/// tests).
+/// A loopback port that was free a moment ago (bound then released), for a server a test
+/// starts (rsyslogd, a daemon's listener). Drawn at random below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768-60999 here): a port the kernel hands out for port 0
+/// is also the kind it picks as the source port of any outgoing connection (chromium's, a
+/// client's), which can take it before the server binds it; it then answers in another
+/// protocol (a TLS handshake that read "corrupt message of type InvalidContentType").
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = rand::random_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Whether something accepts connections on the loopback `port` (tried for at most 100 ms).
