@@ -275,4 +275,82 @@ mod tests {
         let found = one.decode().unwrap();
         assert_eq!(found.left_only, vec![element_id(T0 + 2, &[2; 32], 1)]);
     }
+
+    /// A 100,000-event backfill through the checkpoint's commits (10 hours of event time, a
+    /// window every 5 minutes): the state holds at most two pending digests at any time (the
+    /// others are sealed as the horizon passes their hour), every hour's sealed digest holds its
+    /// count, and the document's size with and without the digests is printed (the module
+    /// doc's figures: `--nocapture`).
+    #[tokio::test]
+    async fn a_backfill_keeps_at_most_two_digests_in_the_state() {
+        use crate::clock::SharedClock;
+        use crate::event::Event;
+        use crate::metrics::Metrics;
+        use crate::pipeline::window::Window;
+        use crate::puller::checkpoint::Checkpoint;
+        use sha2::{Digest, Sha256};
+        use std::sync::Arc;
+        let now = SharedClock::system().now_ms();
+        let start = hour_of(now) - 12 * HOUR_MS;
+        let text = format!("globals: {{persistence: {{type: memory}}}}\noutputs: {{c: {{type: console}}}}\ninputs:\n  proofpoint_isolation:\n    id: \"digests-backfill\"\n    credentials: {{api_key: k}}\n    services:\n      url_isolation: {{start_time_in_utc: \"{}\"}}\n", format_iso(start));
+        let config = crate::config::Config::parse(
+            &text,
+            Path::new("."),
+            &|_| None,
+            SharedClock::system().now(),
+        )
+        .unwrap();
+        let svc = &config.inputs[0].services[0];
+        let store = Arc::new(StateStore::memory());
+        let key = "digests-backfill".to_owned();
+        let metrics = Arc::new(Metrics::new()).service("digests-backfill", svc.service);
+        let mut checkpoint = Checkpoint::new(store.clone(), key.clone(), svc, metrics);
+        checkpoint.restore(svc, now).await.unwrap();
+        let (window, total) = (5 * 60_000, 100_000i64);
+        let windows = 10 * HOUR_MS / window;
+        let per_window = total / windows;
+        let (mut most_pending, mut largest, mut largest_without) = (0, 0, 0);
+        for n in 0..windows {
+            let w = Window {
+                from: start + n * window,
+                to: start + (n + 1) * window,
+            };
+            let events: Vec<Event> = (0..per_window)
+                .map(|i| {
+                    let date = w.from + i * window / per_window;
+                    let json = format!("{{\"n\":{n},\"i\":{i}}}");
+                    Event {
+                        date_ms: date,
+                        key: Sha256::digest(json.as_bytes()).into(),
+                        json: json.into(),
+                    }
+                })
+                .collect();
+            let plan = checkpoint.state().dedup.plan(&events, w.to);
+            checkpoint
+                .commit(w, w.to + 60_000, plan, Vec::new(), svc)
+                .await
+                .unwrap();
+            let mut without = checkpoint.state().clone();
+            let pending = without.ledger.pending_before(Millis::MAX);
+            for (hour, d) in &pending {
+                without.ledger.sealed(*hour, d.seal);
+            }
+            most_pending = most_pending.max(pending.len());
+            largest = largest.max(super::encode(checkpoint.state()).len());
+            largest_without = largest_without.max(super::encode(&without).len());
+        }
+        assert!(most_pending <= 2, "{most_pending} digests pending at once");
+        for h in 0..9 {
+            let hour = start + h * HOUR_MS;
+            let sealed = store.sealed_digests(&key, hour).await.unwrap();
+            let elements: i64 = sealed.values().map(Sketch::elements).sum();
+            let count = checkpoint.state().ledger.delivered(hour).unwrap();
+            assert_eq!(elements, count as i64, "hour {h}");
+        }
+        println!(
+            "100,000 events over 10 hours: state document at most {largest} bytes with the pending digests, {largest_without} without ({} more); at most {most_pending} digests pending",
+            largest - largest_without
+        );
+    }
 }
