@@ -74,4 +74,37 @@ async fn redis_keeps_sealed_digests_under_the_lease_once_per_seal() {
         .unwrap();
     let keep = KEEP_DIGESTS.as_millis() as i64;
     assert!(ttl > keep - 60_000 && ttl <= keep, "{ttl}");
+    // What a day of 24 sealed hours costs in Redis (printed for the module doc's figures).
+    let midnight = T0 - T0.rem_euclid(24 * HOUR_MS);
+    let day_ledger = {
+        let mut l = AuditLedger::tracking_from(midnight);
+        for h in 0..24 {
+            for i in 0..100u8 {
+                l.record_copy(midnight + h * HOUR_MS + i64::from(i), &[i; 32], 1);
+            }
+        }
+        l
+    };
+    let whole_day = day_ledger.pending_before(midnight + 24 * HOUR_MS);
+    assert_eq!(whole_day.len(), 24);
+    let other = "proofpoint_isolation_2_url_isolation";
+    assert!(r.take(other, holder).await.unwrap().done);
+    store
+        .seal_digests(other, &whole_day, Some(holder))
+        .await
+        .unwrap();
+    let day = r.digests_key(
+        other,
+        &isolation_collector::timestamp::format_iso(midnight)[..10],
+    );
+    let bytes: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(&day)
+        .arg("SAMPLES")
+        .arg(0)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    println!("Redis: a day of 24 sealed digests takes {bytes} bytes (MEMORY USAGE)");
+    assert!(bytes > 24 * 944, "{bytes}");
 }
