@@ -390,6 +390,8 @@ impl Checkpoint {
                     self.state.ledger.sealed(*hour, digest.seal);
                 }
             }
+            // An outage is said once by the store (and the state's write fails with it).
+            Err(e) if e.is_unavailable() => {}
             Err(e) => warn!(
                 "Could not seal the digests of {} hour(s) into the store ({e}); they stay in the state and are sealed at a later commit.",
                 ready.len()
