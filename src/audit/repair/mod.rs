@@ -106,15 +106,73 @@ pub async fn repair(
     clock: SharedClock,
 ) -> Result<Vec<HourRepair>, RepairError> {
     let svc = service_config(input, service)?;
-    let store = Arc::new(StateStore::from_config(&config.globals.persistence, false)?);
-    let _lock = store.lock().map_err(held)?;
-    let key = StateStore::key(&input.id, service.name());
-    let token = take_lease(&store, &key).await?;
-    let repaired = repair_holding(&store, &key, token.as_deref(), input, svc, hours, clock).await;
-    if let (Some(r), Some(token)) = (store.redis(), &token) {
-        let _ = r.release(&key, token).await;
-    }
+    let holding = Holding::take(config, input, service).await?;
+    let repaired = repair_holding(&holding, input, svc, hours, clock).await;
+    holding.release().await;
     repaired
+}
+
+/// The service's state, held as `run --once` holds it: the state directory's lock, or in
+/// Redis the service's lease (every write fenced by its token).
+struct Holding {
+    store: Arc<StateStore>,
+    _lock: Option<crate::state::filesystem::DirectoryLock>,
+    key: String,
+    token: Option<String>,
+}
+
+impl Holding {
+    /// Takes the state of `service` of `input`, or says who holds it ([`RepairError::Held`]).
+    async fn take(
+        config: &Config,
+        input: &InputConfig,
+        service: Service,
+    ) -> Result<Holding, RepairError> {
+        let store = Arc::new(StateStore::from_config(&config.globals.persistence, false)?);
+        let lock = store.lock().map_err(held)?;
+        let key = StateStore::key(&input.id, service.name());
+        let token = take_lease(&store, &key).await?;
+        Ok(Holding {
+            store,
+            _lock: lock,
+            key,
+            token,
+        })
+    }
+
+    /// The service's checkpoint, restored (Devo's `pre_pull` steps, as `run` does), its writes
+    /// fenced by the lease.
+    async fn checkpoint(
+        &self,
+        svc: &ServiceConfig,
+        metrics: ServiceMetrics,
+        clock: &SharedClock,
+    ) -> Result<Checkpoint, StateError> {
+        let mut checkpoint = Checkpoint::new(self.store.clone(), self.key.clone(), svc, metrics);
+        checkpoint.set_fence(self.token.clone());
+        checkpoint.restore(svc, clock.now_ms()).await?;
+        Ok(checkpoint)
+    }
+
+    /// Renews the lease (Redis), before each hour: a refusal means another took it.
+    async fn renew(&self) -> Result<(), RepairError> {
+        if let (Some(r), Some(token)) = (self.store.redis(), &self.token) {
+            let renewed = r.renew(&self.key, token).await?;
+            if !renewed.done {
+                return Err(held(StateError::LeaseLost {
+                    holder: renewed.holder,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets the state go (the lock when dropped; the lease released).
+    async fn release(self) {
+        if let (Some(r), Some(token)) = (self.store.redis(), &self.token) {
+            let _ = r.release(&self.key, token).await;
+        }
+    }
 }
 
 /// A lock or lease refusal is the daemon's hold; anything else is the store's failure.
@@ -151,18 +209,14 @@ struct Delivery {
 
 /// [`repair`] once the state is this process's: restore it, resume the outputs, repair each hour.
 async fn repair_holding(
-    store: &Arc<StateStore>,
-    key: &str,
-    token: Option<&str>,
+    holding: &Holding,
     input: &InputConfig,
     svc: &ServiceConfig,
     hours: Vec<HourToRepair>,
     clock: SharedClock,
 ) -> Result<Vec<HourRepair>, RepairError> {
     let metrics: ServiceMetrics = Arc::new(Metrics::new()).service(&input.id, svc.service);
-    let mut checkpoint = Checkpoint::new(store.clone(), key.to_owned(), svc, metrics.clone());
-    checkpoint.set_fence(token.map(str::to_owned));
-    checkpoint.restore(svc, clock.now_ms()).await?;
+    let mut checkpoint = holding.checkpoint(svc, metrics.clone(), &clock).await?;
     let built = build_outputs(&input.outputs, &clock)?;
     let cannot_undo = (built.iter().filter(|o| !o.keeps_positions()))
         .map(|o| o.name().to_owned())
@@ -182,13 +236,7 @@ async fn repair_holding(
     }
     let mut done = Vec::with_capacity(hours.len());
     for hour in hours {
-        if let (Some(r), Some(token)) = (store.redis(), token) {
-            if !r.renew(key, token).await?.done {
-                return Err(held(StateError::LeaseLost {
-                    holder: String::new(),
-                }));
-            }
-        }
+        holding.renew().await?;
         done.push(repair_hour(&mut checkpoint, &mut delivery, svc, hour, &clock).await?);
     }
     Ok(done)
@@ -366,26 +414,23 @@ pub async fn clear_in_flight(
     clock: SharedClock,
 ) -> Result<Vec<Millis>, RepairError> {
     let svc = service_config(input, service)?;
-    let store = Arc::new(StateStore::from_config(&config.globals.persistence, false)?);
-    let _lock = store.lock().map_err(held)?;
-    let key = StateStore::key(&input.id, service.name());
-    let token = take_lease(&store, &key).await?;
+    let holding = Holding::take(config, input, service).await?;
     let metrics = Arc::new(Metrics::new()).service(&input.id, svc.service);
-    let mut checkpoint = Checkpoint::new(store.clone(), key.clone(), svc, metrics);
-    checkpoint.set_fence(token.clone());
-    let mut cleared = Vec::new();
-    let mut result = checkpoint.restore(svc, clock.now_ms()).await;
-    for &hour in hours {
-        if result.is_ok() && checkpoint.state().ledger.in_flight(hour).is_some() {
-            result = checkpoint.set_repair_in_flight(hour, None).await;
-            cleared.push(hour_of(hour));
+    let checkpoint = holding.checkpoint(svc, metrics, &clock).await;
+    let cleared = async {
+        let mut checkpoint = checkpoint?;
+        let mut cleared = Vec::new();
+        for &hour in hours {
+            if checkpoint.state().ledger.in_flight(hour).is_some() {
+                checkpoint.set_repair_in_flight(hour, None).await?;
+                cleared.push(hour_of(hour));
+            }
         }
+        Ok(cleared)
     }
-    if let (Some(r), Some(token)) = (store.redis(), &token) {
-        let _ = r.release(&key, token).await;
-    }
-    result?;
-    Ok(cleared)
+    .await;
+    holding.release().await;
+    cleared
 }
 
 /// The enabled service `service` of `input`.
