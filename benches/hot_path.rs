@@ -23,6 +23,7 @@ use criterion::{
 use isolation_collector::event::{parse_page, parse_page_reference, Event};
 use isolation_collector::output::net::format::RecordFormatter;
 use isolation_collector::pipeline::dedup::DedupMemory;
+use isolation_collector::pipeline::ledger::AuditLedger;
 use isolation_collector::pipeline::obfuscate::{
     Action, HmacKey, ObfuscationRule, Obfuscator, PathSegment, MASK,
 };
@@ -164,6 +165,7 @@ fn hot_path(c: &mut Criterion) {
     parse_and_dedup(&mut g, &page);
     format_and_obfuscate(&mut g, &page);
     whole_pipeline(&mut g, &page);
+    audit_ledger(&mut g, &page);
     g.finish();
 }
 
@@ -267,6 +269,38 @@ fn parse_and_dedup(g: &mut Group<'_>, page: &Page) {
             assert_eq!(plan.deliver.len(), 0);
             black_box(plan)
         })
+    });
+}
+
+/// What a commit adds per event for the audit (issue 24): the ledger's hourly count alone, and
+/// the count with the hour's digest (`pipeline::ledger::sketch`, 6 cells an event). The
+/// difference is the digest's cost per committed event.
+fn audit_ledger(g: &mut Group<'_>, page: &Page) {
+    let events = &page.events;
+    let from = events.iter().map(|e| e.date_ms).min().unwrap_or(0);
+    g.bench_function("ledger_count_only", |b| {
+        b.iter_batched(
+            || AuditLedger::tracking_from(from),
+            |mut ledger| {
+                for e in events {
+                    ledger.record(e.date_ms);
+                }
+                ledger
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("ledger_count_and_digest", |b| {
+        b.iter_batched(
+            || AuditLedger::tracking_from(from),
+            |mut ledger| {
+                for e in events {
+                    ledger.record_copy(e.date_ms, &e.key, 1);
+                }
+                ledger
+            },
+            BatchSize::SmallInput,
+        )
     });
 }
 

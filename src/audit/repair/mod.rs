@@ -22,8 +22,14 @@
 //!
 //! Crashes: a file output's committed length travels with the state, so a crash between the
 //! delivery and the commit is cut back from the file at the next start (the repair's, too: it
-//! resumes the outputs first), and the hour is repaired again, each event once. The test hook
-//! (cargo feature `test-hooks`) stops a repair at that point: see [`stop_after_delivery`].
+//! resumes the outputs first), and the hour is repaired again, each event once. A network
+//! output (every kind but `file`) cannot take back what it got: before a repair sends to one,
+//! it commits a mark for the hour ([`InFlight`]: when, how many events, which outputs), which
+//! its commit clears. A repair that finds the mark (a crash, or an output that failed, in
+//! between) refuses the hour instead of sending again, and says what is known, what to check
+//! and how to go on ([`CLEAR_IN_FLIGHT`]; [`clear_in_flight`] forgets the mark). The test hook
+//! (cargo feature `test-hooks`) stops a repair between its delivery and its commit: see
+//! [`stop_after_delivery`].
 
 use std::sync::Arc;
 
@@ -100,15 +106,73 @@ pub async fn repair(
     clock: SharedClock,
 ) -> Result<Vec<HourRepair>, RepairError> {
     let svc = service_config(input, service)?;
-    let store = Arc::new(StateStore::from_config(&config.globals.persistence, false)?);
-    let _lock = store.lock().map_err(held)?;
-    let key = StateStore::key(&input.id, service.name());
-    let token = take_lease(&store, &key).await?;
-    let repaired = repair_holding(&store, &key, token.as_deref(), input, svc, hours, clock).await;
-    if let (Some(r), Some(token)) = (store.redis(), &token) {
-        let _ = r.release(&key, token).await;
-    }
+    let holding = Holding::take(config, input, service).await?;
+    let repaired = repair_holding(&holding, input, svc, hours, clock).await;
+    holding.release().await;
     repaired
+}
+
+/// The service's state, held as `run --once` holds it: the state directory's lock, or in
+/// Redis the service's lease (every write fenced by its token).
+struct Holding {
+    store: Arc<StateStore>,
+    _lock: Option<crate::state::filesystem::DirectoryLock>,
+    key: String,
+    token: Option<String>,
+}
+
+impl Holding {
+    /// Takes the state of `service` of `input`, or says who holds it ([`RepairError::Held`]).
+    async fn take(
+        config: &Config,
+        input: &InputConfig,
+        service: Service,
+    ) -> Result<Holding, RepairError> {
+        let store = Arc::new(StateStore::from_config(&config.globals.persistence, false)?);
+        let lock = store.lock().map_err(held)?;
+        let key = StateStore::key(&input.id, service.name());
+        let token = take_lease(&store, &key).await?;
+        Ok(Holding {
+            store,
+            _lock: lock,
+            key,
+            token,
+        })
+    }
+
+    /// The service's checkpoint, restored (Devo's `pre_pull` steps, as `run` does), its writes
+    /// fenced by the lease.
+    async fn checkpoint(
+        &self,
+        svc: &ServiceConfig,
+        metrics: ServiceMetrics,
+        clock: &SharedClock,
+    ) -> Result<Checkpoint, StateError> {
+        let mut checkpoint = Checkpoint::new(self.store.clone(), self.key.clone(), svc, metrics);
+        checkpoint.set_fence(self.token.clone());
+        checkpoint.restore(svc, clock.now_ms()).await?;
+        Ok(checkpoint)
+    }
+
+    /// Renews the lease (Redis), before each hour: a refusal means another took it.
+    async fn renew(&self) -> Result<(), RepairError> {
+        if let (Some(r), Some(token)) = (self.store.redis(), &self.token) {
+            let renewed = r.renew(&self.key, token).await?;
+            if !renewed.done {
+                return Err(held(StateError::LeaseLost {
+                    holder: renewed.holder,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets the state go (the lock when dropped; the lease released).
+    async fn release(self) {
+        if let (Some(r), Some(token)) = (self.store.redis(), &self.token) {
+            let _ = r.release(&self.key, token).await;
+        }
+    }
 }
 
 /// A lock or lease refusal is the daemon's hold; anything else is the store's failure.
@@ -145,18 +209,14 @@ struct Delivery {
 
 /// [`repair`] once the state is this process's: restore it, resume the outputs, repair each hour.
 async fn repair_holding(
-    store: &Arc<StateStore>,
-    key: &str,
-    token: Option<&str>,
+    holding: &Holding,
     input: &InputConfig,
     svc: &ServiceConfig,
     hours: Vec<HourToRepair>,
     clock: SharedClock,
 ) -> Result<Vec<HourRepair>, RepairError> {
     let metrics: ServiceMetrics = Arc::new(Metrics::new()).service(&input.id, svc.service);
-    let mut checkpoint = Checkpoint::new(store.clone(), key.to_owned(), svc, metrics.clone());
-    checkpoint.set_fence(token.map(str::to_owned));
-    checkpoint.restore(svc, clock.now_ms()).await?;
+    let mut checkpoint = holding.checkpoint(svc, metrics.clone(), &clock).await?;
     let built = build_outputs(&input.outputs, &clock)?;
     let cannot_undo = (built.iter().filter(|o| !o.keeps_positions()))
         .map(|o| o.name().to_owned())
@@ -176,13 +236,7 @@ async fn repair_holding(
     }
     let mut done = Vec::with_capacity(hours.len());
     for hour in hours {
-        if let (Some(r), Some(token)) = (store.redis(), token) {
-            if !r.renew(key, token).await?.done {
-                return Err(held(StateError::LeaseLost {
-                    holder: String::new(),
-                }));
-            }
-        }
+        holding.renew().await?;
         done.push(repair_hour(&mut checkpoint, &mut delivery, svc, hour, &clock).await?);
     }
     Ok(done)
@@ -360,26 +414,23 @@ pub async fn clear_in_flight(
     clock: SharedClock,
 ) -> Result<Vec<Millis>, RepairError> {
     let svc = service_config(input, service)?;
-    let store = Arc::new(StateStore::from_config(&config.globals.persistence, false)?);
-    let _lock = store.lock().map_err(held)?;
-    let key = StateStore::key(&input.id, service.name());
-    let token = take_lease(&store, &key).await?;
+    let holding = Holding::take(config, input, service).await?;
     let metrics = Arc::new(Metrics::new()).service(&input.id, svc.service);
-    let mut checkpoint = Checkpoint::new(store.clone(), key.clone(), svc, metrics);
-    checkpoint.set_fence(token.clone());
-    let mut cleared = Vec::new();
-    let mut result = checkpoint.restore(svc, clock.now_ms()).await;
-    for &hour in hours {
-        if result.is_ok() && checkpoint.state().ledger.in_flight(hour).is_some() {
-            result = checkpoint.set_repair_in_flight(hour, None).await;
-            cleared.push(hour_of(hour));
+    let checkpoint = holding.checkpoint(svc, metrics, &clock).await;
+    let cleared = async {
+        let mut checkpoint = checkpoint?;
+        let mut cleared = Vec::new();
+        for &hour in hours {
+            if checkpoint.state().ledger.in_flight(hour).is_some() {
+                checkpoint.set_repair_in_flight(hour, None).await?;
+                cleared.push(hour_of(hour));
+            }
         }
+        Ok(cleared)
     }
-    if let (Some(r), Some(token)) = (store.redis(), &token) {
-        let _ = r.release(&key, token).await;
-    }
-    result?;
-    Ok(cleared)
+    .await;
+    holding.release().await;
+    cleared
 }
 
 /// The enabled service `service` of `input`.
@@ -442,293 +493,4 @@ fn stop_after_delivery() -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pipeline::window::Window;
-    use bytes::Bytes;
-    use sha2::{Digest, Sha256};
-    use std::path::Path;
-
-    /// An event of `date` whose body is `body` (its dedup key: the SHA-256 of the body).
-    fn event(date: Millis, body: &str) -> Event {
-        let json = format!("{{\"date\":{date},\"b\":\"{body}\"}}");
-        Event {
-            date_ms: date,
-            key: Sha256::digest(json.as_bytes()).into(),
-            json: Bytes::from(json),
-        }
-    }
-
-    /// A config with a filesystem state and a file output, both under `dir`.
-    fn config(dir: &Path) -> Config {
-        config_with(dir, "")
-    }
-
-    /// [`config`] with more `outputs` (YAML flow entries, each ending with `, `).
-    fn config_with(dir: &Path, outputs: &str) -> Config {
-        let text = format!(
-            "globals:\n  persistence: {{type: filesystem, config: {{directory_name: {}}}}}\noutputs: {{{outputs}local: {{type: file, config: {{directory: {}}}}}}}\ninputs:\n  proofpoint_isolation:\n    id: \"10001\"\n    credentials: {{api_key: \"k3y\"}}\n    services:\n      url_isolation: {{}}\n",
-            dir.join("state").display(),
-            dir.join("out").display()
-        );
-        Config::parse(&text, dir, &|_| None, SharedClock::system().now()).expect("a valid config")
-    }
-
-    /// The hour the tests repair: five hours ago, well behind any horizon.
-    fn hour() -> Millis {
-        hour_of(SharedClock::system().now_ms()) - 5 * HOUR_MS
-    }
-
-    /// Delivers `events` as the puller does (the file output, then the commit that counts and
-    /// digests them), with a window that ends two hours after the hour.
-    async fn deliver_as_the_puller(config: &Config, events: &[Event]) {
-        let input = &config.inputs[0];
-        let svc = &input.services[0];
-        let store = Arc::new(StateStore::from_config(&config.globals.persistence, false).unwrap());
-        let key = StateStore::key(&input.id, svc.service.name());
-        let metrics = Arc::new(Metrics::new()).service(&input.id, svc.service);
-        let mut checkpoint = Checkpoint::new(store, key, svc, metrics.clone());
-        let clock = SharedClock::system();
-        checkpoint.restore(svc, clock.now_ms()).await.unwrap();
-        let built = build_outputs(&input.outputs, &clock).unwrap();
-        let mut outputs = Outputs::new(built, metrics, CancellationToken::new());
-        let w = Window {
-            from: checkpoint.state().cursors.checkpoint,
-            to: hour() + 2 * HOUR_MS,
-        };
-        let plan = checkpoint.state().dedup.plan(events, w.to);
-        let positions = outputs.deliver(&svc.table, events).await.unwrap();
-        let created = w.to + 60_000;
-        checkpoint
-            .commit(w, created, plan, positions, svc)
-            .await
-            .unwrap();
-    }
-
-    /// The lines of the service's file output.
-    fn lines(dir: &Path, config: &Config) -> Vec<String> {
-        let table = &config.inputs[0].services[0].table;
-        let text = std::fs::read_to_string(dir.join("out").join(format!("{table}.jsonl")));
-        text.unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    async fn run(config: &Config, api_events: Vec<Event>) -> Result<Vec<HourRepair>, RepairError> {
-        let input = &config.inputs[0];
-        let hours = vec![HourToRepair {
-            hour: hour(),
-            api_events,
-        }];
-        repair(
-            config,
-            input,
-            Service::UrlIsolation,
-            hours,
-            SharedClock::system(),
-        )
-        .await
-    }
-
-    /// Whether each of `events` is in `lines` exactly once and nothing else is there.
-    fn each_once(lines: &[String], events: &[Event]) -> bool {
-        let mut want: Vec<String> = events
-            .iter()
-            .map(|e| String::from_utf8_lossy(&e.json).into_owned())
-            .collect();
-        let mut got: Vec<String> = lines.to_vec();
-        want.sort();
-        got.sort();
-        want == got
-    }
-
-    /// The hour's API events: `delivered` that the collector delivered, and `late` that it
-    /// missed (one of them an identical twin of a delivered event: a copy counts).
-    fn an_hour(delivered: usize, late: usize) -> (Vec<Event>, Vec<Event>) {
-        let h = hour();
-        let on_time: Vec<Event> = (0..delivered)
-            .map(|i| event(h + i as Millis * 1_000, &format!("e{i}")))
-            .collect();
-        let mut missed: Vec<Event> = (0..late)
-            .map(|i| event(h + 7 + i as Millis * 1_000, &format!("late{i}")))
-            .collect();
-        if late > 0 {
-            missed[0] = on_time[0].clone();
-        }
-        (on_time, missed)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_hour_gets_exactly_its_missing_events_and_a_second_repair_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = config(dir.path());
-        let (on_time, late) = an_hour(200, 5);
-        deliver_as_the_puller(&config, &on_time).await;
-        let mut api = on_time.clone();
-        api.extend(late.iter().cloned());
-        let done = run(&config, api.clone()).await.unwrap();
-        assert_eq!(done[0].refused, None);
-        assert_eq!(done[0].delivered, 5);
-        assert!(each_once(&lines(dir.path(), &config), &api));
-        let again = run(&config, api.clone()).await.unwrap();
-        assert_eq!((again[0].delivered, &again[0].refused), (0, &None));
-        assert!(each_once(&lines(dir.path(), &config), &api));
-    }
-
-    #[cfg(feature = "test-hooks")]
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_crash_between_delivery_and_commit_is_undone_and_repaired_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = config(dir.path());
-        let (on_time, late) = an_hour(50, 3);
-        deliver_as_the_puller(&config, &on_time).await;
-        let mut api = on_time.clone();
-        api.extend(late.iter().cloned());
-        stop_next_repair_after_delivery();
-        let stopped = run(&config, api.clone()).await.unwrap_err();
-        assert!(
-            matches!(stopped, RepairError::StoppedByTestHook(_)),
-            "{stopped}"
-        );
-        // Delivered, not committed: the file has them beyond its committed length.
-        assert_eq!(lines(dir.path(), &config).len(), 53);
-        let done = run(&config, api.clone()).await.unwrap();
-        assert_eq!((done[0].delivered, &done[0].refused), (3, &None));
-        assert!(each_once(&lines(dir.path(), &config), &api));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn hours_that_cannot_be_told_apart_are_refused_with_what_to_do() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = config(dir.path());
-        let (on_time, late) = an_hour(20, 200);
-        deliver_as_the_puller(&config, &on_time).await;
-        let mut api = on_time.clone();
-        api.extend(late);
-        let done = run(&config, api).await.unwrap();
-        let why = done[0].refused.as_deref().unwrap();
-        assert!(why.contains("lacks 200 event(s)"), "{why}");
-        assert!(why.contains("isolation-collector backfill --from"), "{why}");
-        assert_eq!(done[0].delivered, 0);
-        assert_eq!(lines(dir.path(), &config).len(), 20);
-        // An hour still being collected is refused too.
-        let now = hour_of(SharedClock::system().now_ms());
-        let hours = vec![HourToRepair {
-            hour: now,
-            api_events: vec![event(now + 1, "x")],
-        }];
-        let input = &config.inputs[0];
-        let done = repair(
-            &config,
-            input,
-            Service::UrlIsolation,
-            hours,
-            SharedClock::system(),
-        );
-        let why = done.await.unwrap()[0].refused.clone().unwrap();
-        assert!(why.contains("is still being collected"), "{why}");
-    }
-
-    /// A digest that does not hold the hour's count (delivered before digests were kept) is
-    /// not trusted.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_incomplete_digest_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = config(dir.path());
-        let (on_time, late) = an_hour(10, 2);
-        deliver_as_the_puller(&config, &on_time).await;
-        // The sealed digest lost (a build before digests): the count stays.
-        for f in std::fs::read_dir(dir.path().join("state"))
-            .unwrap()
-            .flatten()
-        {
-            if f.file_name().to_string_lossy().contains(".digests.") {
-                std::fs::remove_file(f.path()).unwrap();
-            }
-        }
-        let mut api = on_time.clone();
-        api.extend(late);
-        let done = run(&config, api).await.unwrap();
-        let why = done[0].refused.as_deref().unwrap();
-        assert!(why.contains("is incomplete (it holds 0 of the 10"), "{why}");
-        assert_eq!(lines(dir.path(), &config).len(), 10);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_held_state_is_refused_saying_to_stop_the_collector() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = config(dir.path());
-        let (on_time, _) = an_hour(3, 0);
-        deliver_as_the_puller(&config, &on_time).await;
-        let store = StateStore::filesystem(dir.path().join("state"));
-        let _daemon = store.lock().unwrap();
-        let e = run(&config, on_time).await.unwrap_err();
-        assert!(matches!(e, RepairError::Held(_)), "{e:?}");
-        assert!(
-            e.to_string()
-                .contains("stop the collector that holds it first"),
-            "{e}"
-        );
-    }
-
-    /// A plain-TCP syslog receiver that reads each connection to its end and closes (the
-    /// syslog output's proof of delivery); returns its port and the records it read.
-    async fn receiver() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
-        use tokio::io::AsyncReadExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let records = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let kept = records.clone();
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let mut bytes = Vec::new();
-                let _ = socket.read_to_end(&mut bytes).await;
-                let text = String::from_utf8_lossy(&bytes).into_owned();
-                kept.lock().unwrap().extend(text.lines().map(str::to_owned));
-            }
-        });
-        (port, records)
-    }
-
-    /// A network output cannot take back what it got: a repair stopped between its delivery and
-    /// its commit leaves its mark, and the next repair refuses the hour instead of sending it
-    /// again, saying what is known and how to go on; clearing the mark lets it repair again.
-    #[cfg(feature = "test-hooks")]
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_network_output_is_never_sent_a_repair_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let (port, records) = receiver().await;
-        let relay =
-            format!("relay: {{type: syslog, config: {{address: 127.0.0.1, port: {port}}}}}, ");
-        let config = config_with(dir.path(), &relay);
-        deliver_as_the_puller(&config, &[]).await; // the cursors pass the hour, nothing in it
-        let (api, _) = an_hour(4, 0);
-        stop_next_repair_after_delivery();
-        let stopped = run(&config, api.clone()).await.unwrap_err();
-        assert!(
-            matches!(stopped, RepairError::StoppedByTestHook(_)),
-            "{stopped}"
-        );
-        assert_eq!(records.lock().unwrap().len(), 4);
-        let done = run(&config, api.clone()).await.unwrap();
-        let why = done[0].refused.as_deref().expect("refused");
-        assert!(
-            why.contains("began sending 4 event(s) to relay at"),
-            "{why}"
-        );
-        assert!(why.contains("isolation-collector backfill --from"), "{why}");
-        assert_eq!(done[0].delivered, 0);
-        assert_eq!(records.lock().unwrap().len(), 4, "sent once");
-        // The file output's uncommitted copy was cut back: it lacks them, as the ledger says.
-        assert_eq!(lines(dir.path(), &config).len(), 0);
-        let input = &config.inputs[0];
-        let clock = SharedClock::system();
-        let hours = [hour()];
-        let cleared = clear_in_flight(&config, input, Service::UrlIsolation, &hours, clock);
-        assert_eq!(cleared.await.unwrap(), vec![hour()]);
-        let done = run(&config, api.clone()).await.unwrap();
-        assert_eq!((done[0].delivered, &done[0].refused), (4, &None));
-        assert!(each_once(&lines(dir.path(), &config), &api));
-    }
-}
+mod tests;
