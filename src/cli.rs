@@ -128,6 +128,11 @@ pub enum Command {
         /// audit those hours again.
         #[arg(long)]
         repair: bool,
+        /// With --repair: first forget the marks of repairs that began sending to an output that
+        /// cannot take events back and never committed (once you checked that output: the
+        /// repair then sends those hours' missing events again).
+        #[arg(long, requires = "repair")]
+        clear_in_flight: bool,
         /// Log lines as Devo's text lines or as JSON objects.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,

@@ -146,6 +146,7 @@ async fn audit(command: Command, clock: SharedClock) -> Result<Outcome, BadUsage
         to,
         json,
         repair,
+        clear_in_flight,
         log_format,
     } = command
     else {
@@ -158,6 +159,7 @@ async fn audit(command: Command, clock: SharedClock) -> Result<Outcome, BadUsage
         to: to.as_deref(),
         json,
         repair,
+        clear_in_flight,
     };
     commands::audit(&config, args, log_format, clock).await
 }

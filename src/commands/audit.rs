@@ -10,6 +10,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use tracing::{info, warn};
+
 use super::{prepare, start_logging, BadUsage, Outcome};
 use crate::api::job_cap::JobCap;
 use crate::api::limiter::input_limiter;
@@ -33,6 +35,8 @@ pub struct AuditArgs<'a> {
     pub to: Option<&'a str>,
     pub json: bool,
     pub repair: bool,
+    /// With `repair`: forget the hours' in-flight marks first (`audit::repair::clear_in_flight`).
+    pub clear_in_flight: bool,
 }
 
 /// Why an audit cannot start (exit 64). A bad time or range is said as `backfill` says it.
@@ -154,7 +158,10 @@ pub async fn audit(
         };
         let mut audited = audit_service(input, svc, chosen.range, &cx).await;
         if args.repair {
-            repairs.extend(repair_and_audit_again(&config, (input, svc), &mut audited, &cx).await);
+            let service = (*input, *svc);
+            let clear = args.clear_in_flight;
+            repairs
+                .extend(repair_and_audit_again(&config, service, &mut audited, &cx, clear).await);
         }
         audits.push(audited.report);
     }
@@ -165,12 +172,14 @@ pub async fn audit(
 
 /// `--repair` of one service: the hours that miss events get what the outputs lack
 /// (`audit::repair`, with the events the audit downloaded), then are audited again, their
-/// lines in `audited` replaced by the new ones. Returns what each hour got.
+/// lines in `audited` replaced by the new ones; with `clear_in_flight`, those hours' marks of
+/// repairs in flight are forgotten first. Returns what each hour got.
 async fn repair_and_audit_again(
     config: &Config,
     (input, svc): (&InputConfig, &ServiceConfig),
     audited: &mut Audited,
     cx: &AuditContext<'_>,
+    clear_in_flight: bool,
 ) -> Vec<RepairLine> {
     let missing: Vec<Millis> = (audited.counts.iter())
         .filter(|c| c.api > c.hour.expected)
@@ -194,6 +203,9 @@ async fn repair_and_audit_again(
         delivered,
         refused,
     };
+    if clear_in_flight {
+        clear_marks(config, input, svc.service, &missing, cx).await;
+    }
     let lines: Vec<RepairLine> =
         match repair::repair(config, input, svc.service, hours, cx.clock.clone()).await {
             Ok(done) => (done.into_iter())
@@ -218,6 +230,30 @@ async fn repair_and_audit_again(
         }
     }
     lines
+}
+
+/// `--clear-in-flight`: forgets the marks of repairs in flight of `hours`, saying which (the
+/// repair that follows refuses any hour whose mark could not be cleared, saying why).
+async fn clear_marks(
+    config: &Config,
+    input: &InputConfig,
+    service: Service,
+    hours: &[Millis],
+    cx: &AuditContext<'_>,
+) {
+    match repair::clear_in_flight(config, input, service, hours, cx.clock.clone()).await {
+        Ok(cleared) => {
+            for hour in cleared {
+                info!(
+                    "Forgot the mark of the repair in flight of {} {} hour {}: its missing events are sent again.",
+                    input.id,
+                    service,
+                    format_iso(hour)
+                );
+            }
+        }
+        Err(e) => warn!("Could not clear the marks of repairs in flight: {e}"),
+    }
 }
 
 /// The report on standard output: the table, or one JSON document.

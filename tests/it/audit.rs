@@ -404,3 +404,50 @@ async fn repair_delivers_late_events_exactly_once_and_a_second_repair_nothing() 
     );
     env.assert_exactly_once();
 }
+
+/// A repair that sent to a webhook (an output that cannot take events back) and was cut off
+/// before its commit (kill at the crash point) is refused for that hour by the next repair,
+/// which sends the webhook nothing; once the operator checked, `--clear-in-flight` forgets the
+/// mark and the hour is repaired (the file output, whose uncommitted lines were cut back, ends
+/// exactly once; the webhook gets the hour's missing events again, as the operator asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_cut_off_before_its_commit_is_refused_until_its_mark_is_cleared() {
+    let mut env = TestEnv::both(600, |_| {}).await;
+    let hook = crate::http_receivers::Receiver::start("", false).await;
+    env.outputs_extra = format!(
+        "  hook:\n    type: http\n    config:\n      url: {}\n",
+        hook.url("/hook")
+    );
+    env.write_config();
+    env.run_once_ok().await;
+    let before = hook.hook_events().len();
+    let late = hours_ago(3);
+    env.web.inject(
+        4,
+        late + TimeDelta::minutes(5),
+        late + TimeDelta::minutes(15),
+    );
+
+    let crashed = env
+        .collector_with_env(
+            &["audit", "--json", "--repair", "--service", WEB],
+            &[("ISOLATION_COLLECTOR_CRASH_IN_REPAIR", "1")],
+        )
+        .await;
+    assert!(!crashed.status.success(), "{}", describe(&crashed));
+    let sent = hook.hook_events().len() - before;
+    assert_eq!(sent, 4, "the cut-off repair sent the hour's 4 events first");
+
+    let (code, report) = audit_json(&env, &["--repair", "--service", WEB]).await;
+    assert_eq!(code, 2, "{report:#}");
+    let refused = report["repairs"][0]["refused"].as_str().unwrap_or_default();
+    assert!(refused.contains("--clear-in-flight"), "{report:#}");
+    assert_eq!(hook.hook_events().len() - before, 4, "nothing sent again");
+
+    let (code, report) =
+        audit_json(&env, &["--repair", "--clear-in-flight", "--service", WEB]).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["repairs"][0]["delivered"], 4, "{report:#}");
+    assert_eq!(hook.hook_events().len() - before, 8);
+    env.assert_exactly_once();
+}
