@@ -21,7 +21,7 @@
 //! bytes per sketch (1,259 characters of base64 in the state document and the store's files).
 //! The usual IBLT has 3 parts; but in a table this small, two elements that share all their
 //! cells stall the peeling, and with 3 parts of 20 (60 cells) that happens to one pair in
-//! 8,000: `decode_rate` below (100,000 random differences per size) failed 365 of 8-element
+//! 8,000: `examples/sketch_decode_rate.rs` (100,000 random differences per size) failed 365 of 8-element
 //! differences, 821 of 12, 1,567 of 16. Six parts of 12 make a pair share all its cells once in
 //! 3 million: the same measurement failed 3 of 8, 4 of 12, 3 of 16, 10 of 24 and 27 of 32, and
 //! 14,052 of 40 (the peeling's threshold). A simulation of 96 cells (6×16, +33 % bytes) failed
@@ -273,7 +273,7 @@ mod tests {
 
     proptest! {
         // A fixed seed: at the capacity about one difference in 30,000 does not decode (module
-        // doc), which must not make the suite fail at random; `decode_rate` measures that rate.
+        // doc), which must not make the suite fail at random; `examples/sketch_decode_rate.rs` measures it.
         #![proptest_config(ProptestConfig {
             rng_seed: proptest::test_runner::RngSeed::Fixed(24),
             cases: 512,
@@ -356,19 +356,5 @@ mod tests {
         d.subtract(&of(&[b, a]));
         assert_eq!(d, Sketch::new());
         assert_eq!(d.decode(), Ok(Difference::default()));
-    }
-
-    /// The measurement behind CELLS and CAPACITY (module doc): decode success per difference
-    /// size. `cargo test --release --lib ledger::sketch::tests::decode_rate -- --ignored --nocapture`
-    #[test]
-    #[ignore = "a measurement, minutes long"]
-    fn decode_rate() {
-        let trials = 100_000u64;
-        for d in [8usize, 12, 16, 24, 32, 40] {
-            let ok = (0..trials)
-                .filter(|&t| of(&ids(d, t ^ (d as u64) << 40)).decode().is_ok())
-                .count();
-            println!("{CELLS} cells, {d} differences: {ok} of {trials} decoded");
-        }
     }
 }
