@@ -12,6 +12,7 @@ use super::background::{
 use super::sender_monitor::sender_monitor;
 use super::store::open_store;
 use super::supervisor::Supervisor;
+use super::tenant::audit_share;
 use super::{start_check, RunOptions, SenderRegistry, Shared};
 use crate::api::job_cap::JobCap;
 use crate::clock::SharedClock;
@@ -60,6 +61,7 @@ pub async fn run_collector(
     start_internal_messages(&config, &clock, &tap, &mut background)?;
     start_listener_and_memory_log(&config, &metrics, options, &clock, &mut background).await?;
     let shard = start_sharding(&config, &store, &metrics, options, &mut background).await;
+    let jobs = JobCap::new(config.globals.max_concurrent_jobs);
     let shared = Shared {
         store,
         metrics,
@@ -70,7 +72,8 @@ pub async fn run_collector(
             config.globals.window_memory_budget,
             config.services().count(),
         ),
-        jobs: JobCap::new(config.globals.max_concurrent_jobs),
+        audit_jobs: audit_share(&jobs, config.globals.max_concurrent_jobs),
+        jobs,
         spool: config.globals.spool.clone(),
         audit_interval: config.globals.audit_interval,
         options,

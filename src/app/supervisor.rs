@@ -329,6 +329,7 @@ mod tests {
             clock: SharedClock::for_process(),
             budget: WindowBudget::new(1 << 20, 1),
             jobs: JobCap::new(1),
+            audit_jobs: JobCap::new(1),
             spool: crate::config::SpoolSettings::off(),
             audit_interval: None,
             options: Default::default(),

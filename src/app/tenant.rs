@@ -51,6 +51,8 @@ pub struct Shared {
     pub(super) budget: WindowBudget,
     /// The process's cap on API jobs alive at once (`globals.max_concurrent_jobs`).
     pub(super) jobs: JobCap,
+    /// The share of `jobs` the daemon's audits draw from ([`audit_share`]).
+    pub(super) audit_jobs: JobCap,
     /// Where and how much large jobs are spooled (`globals.spool_directory`,
     /// `globals.spool_max_size_in_mb`).
     pub(super) spool: crate::config::SpoolSettings,
@@ -173,6 +175,13 @@ pub fn start_tenant(
     Ok(handle)
 }
 
+/// The share of the process's job cap its daemon's audits draw from: a quarter (at least one),
+/// so that the audits of a thousand services, which start near the same time, never hold or
+/// queue the whole cap ahead of the pullers' windows (`api::job_cap`).
+pub fn audit_share(jobs: &JobCap, max_concurrent_jobs: usize) -> JobCap {
+    jobs.share((max_concurrent_jobs / 4).max(1))
+}
+
 /// The daemon's audit task of one service (`audit::schedule`), unless `--once` or
 /// `audit_interval_in_hours: 0`.
 fn scheduled_audit(
@@ -187,7 +196,7 @@ fn scheduled_audit(
         svc: svc.clone(),
         store: shared.store.clone(),
         limiter: input_limiter.clone(),
-        jobs: shared.jobs.clone(),
+        jobs: shared.audit_jobs.clone(),
         metrics: shared.metrics.clone(),
         clock: shared.clock.clone(),
         interval,
