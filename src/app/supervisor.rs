@@ -404,6 +404,29 @@ mod tests {
         writer.thread.join().unwrap();
     }
 
+    /// The daemon's audits take their jobs from their share of the process's cap (a quarter),
+    /// so that a thousand services' audits never hold or queue the whole cap.
+    #[test]
+    fn the_daemons_audits_take_at_most_a_quarter_of_the_job_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "globals: {name: n, persistence: {type: filesystem, config: {directory_name: state}}}\noutputs: {local: {type: file, config: {directory: out}}}\ninputs:\n  proofpoint_isolation:\n    id: 10001\n    credentials: {api_key: aaaaaaaaaaaaaaaaaaaa}\n    services:\n      url_isolation: {}\n";
+        let now = SharedClock::for_process().now();
+        let loaded = Loaded::parse(text, dir.path(), &|_| None, now).unwrap();
+        let mut shared = shared(dir.path());
+        shared.jobs = JobCap::new(8);
+        shared.audit_jobs = super::super::tenant::audit_share(&shared.jobs, 8);
+        shared.audit_interval = Some(std::time::Duration::from_secs(3600));
+        let input = &loaded.config.inputs[0];
+        let limiter = crate::api::limiter::input_limiter(&input.pacing.requests_limits);
+        let audit =
+            super::super::tenant::scheduled_audit(input, &limiter, &input.services[0], &shared)
+                .expect("the daemon audits");
+        let held: Vec<_> = (0..2).map(|_| audit.jobs.try_acquire().unwrap()).collect();
+        assert!(audit.jobs.try_acquire().is_none(), "a quarter of 8 is 2");
+        assert_eq!(shared.jobs.available(), 6, "the pullers keep the rest");
+        drop(held);
+    }
+
     /// A write between the reload's reads must not give it one file to compare and another to
     /// apply: what it keeps as the running configuration is what it started.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -184,7 +184,7 @@ pub fn audit_share(jobs: &JobCap, max_concurrent_jobs: usize) -> JobCap {
 
 /// The daemon's audit task of one service (`audit::schedule`), unless `--once` or
 /// `audit_interval_in_hours: 0`.
-fn scheduled_audit(
+pub(super) fn scheduled_audit(
     input: &InputConfig,
     input_limiter: &InputLimiter,
     svc: &ServiceConfig,
