@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::EncodeMetric;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -14,7 +13,7 @@ use prometheus_client::registry::{Registry, Unit};
 use super::labels::{
     DeadLetterLabels, JobFaultLabels, OutputLabels, RequestLabels, RuleLabels, ServiceLabels,
 };
-use super::listed::Listed;
+use super::listed::{registered, registered_with_unit, Listed};
 use super::{
     lock, JobFault, Metrics, Outcome, SecondsGauge, ServiceId, ServiceMetrics, ShardingGauges,
 };
@@ -24,26 +23,23 @@ use crate::timestamp::Millis;
 /// The per-service time gauges: `checkpoint_lag_seconds`,
 /// `last_successful_pull_timestamp_seconds` and `api_job_latency_estimate_seconds`.
 fn register_time_gauges(registry: &mut Registry) -> [Family<ServiceLabels, SecondsGauge>; 3] {
-    let checkpoint_lag = Family::default();
-    registry.register_with_unit(
+    let checkpoint_lag = registered_with_unit(
+        registry,
         "checkpoint_lag",
         "Now minus the service's checkpoint (everything before it is delivered).",
         Unit::Seconds,
-        Listed(checkpoint_lag.clone()),
     );
-    let last_pull = Family::default();
-    registry.register_with_unit(
+    let last_pull = registered_with_unit(
+        registry,
         "last_successful_pull_timestamp",
         "Unix time of the end of the service's last successful pull cycle.",
         Unit::Seconds,
-        Listed(last_pull.clone()),
     );
-    let job_latency = Family::default();
-    registry.register_with_unit(
+    let job_latency = registered_with_unit(
+        registry,
         "api_job_latency_estimate",
         "The API's job latency as the service learnt it from its own jobs; its job polls are fitted to it. Absent until a job taught it anything.",
         Unit::Seconds,
-        Listed(job_latency.clone()),
     );
     [checkpoint_lag, last_pull, job_latency]
 }
@@ -57,11 +53,10 @@ pub(super) struct DeadLetterSeries {
 
 impl DeadLetterSeries {
     pub(super) fn registered(registry: &mut Registry) -> DeadLetterSeries {
-        let family = Family::default();
-        registry.register(
+        let family = registered(
+            registry,
             "events_dead_lettered",
             "Events set aside in the dead-letter store instead of delivered: output=\"none\" for events that could not be read (every output lacks them), else the one output that refused them for good. `state dead-letters` lists them.",
-            Listed(family.clone()),
         );
         DeadLetterSeries {
             family,
@@ -76,16 +71,6 @@ impl Default for Metrics {
     }
 }
 
-/// A new family, registered under `name` and listed from the start (`super::listed`).
-fn registered<M>(registry: &mut Registry, name: &str, help: &str) -> M
-where
-    M: Default + Clone + EncodeMetric + Send + Sync + std::fmt::Debug + 'static,
-{
-    let family = M::default();
-    registry.register(name, help, Listed(family.clone()));
-    family
-}
-
 /// `missing_events` and `last_audit_timestamp_seconds` (`crate::audit`).
 fn register_audit_gauges(
     registry: &mut Registry,
@@ -93,42 +78,36 @@ fn register_audit_gauges(
     Family<ServiceLabels, Gauge>,
     Family<ServiceLabels, SecondsGauge>,
 ) {
-    let missing = Family::default();
-    registry.register(
+    let missing = registered(
+        registry,
         "missing_events",
         "Events the API holds that were not delivered, over the range the last completeness audit covered (`audit_interval_in_hours`). Absent until an audit finished.",
-        Listed(missing.clone()),
     );
-    let last_audit = Family::default();
-    registry.register_with_unit(
+    let last_audit = registered_with_unit(
+        registry,
         "last_audit_timestamp",
         "Unix time the last completeness audit of the service finished (with or without an error).",
         Unit::Seconds,
-        Listed(last_audit.clone()),
     );
     (missing, last_audit)
 }
 
 /// `obfuscation_fallbacks_total` (`pipeline::obfuscate`).
 fn register_obfuscation_fallbacks(registry: &mut Registry) -> Family<RuleLabels, Counter> {
-    let fallbacks = Family::default();
-    registry.register(
+    registered(
+        registry,
         "obfuscation_fallbacks",
         "Events in which an obfuscation rule could not read a value it targets; the value was masked whole with its type's default and the event delivered.",
-        Listed(fallbacks.clone()),
-    );
-    fallbacks
+    )
 }
 
 /// `spooled_events_total` (`puller::spool`).
 fn register_spooled(registry: &mut Registry) -> Family<ServiceLabels, Counter> {
-    let spooled = Family::default();
-    registry.register(
+    registered(
+        registry,
         "spooled_events",
         "Events of API jobs too big for one window, written to a spool file to be delivered as several windows.",
-        Listed(spooled.clone()),
-    );
-    spooled
+    )
 }
 
 impl Metrics {
@@ -447,13 +426,11 @@ impl Metrics {
 
 /// `api_job_faults_total{input, service, kind}` (kept out of [`Metrics::new`], which is long).
 fn register_job_faults(registry: &mut Registry) -> Family<JobFaultLabels, Counter> {
-    let job_faults = Family::default();
-    registry.register(
+    registered(
+        registry,
         "api_job_faults",
         "API jobs (or windows) given up for a fault of the API's answers, by kind; a repeated page is dropped and its job goes on.",
-        Listed(job_faults.clone()),
-    );
-    job_faults
+    )
 }
 
 impl ServiceMetrics {

@@ -4,10 +4,11 @@
 //! (no dead letter, no audit). Prometheus reads a family without samples as just metadata
 //! (OpenMetrics allows a MetricFamily with no Metrics). The shipped rules and dashboard
 //! (`deploy/`) are checked against a real scrape by name (`tests/it/deploy.rs`), which this
-//! makes possible.
+//! makes possible. [`registered`] registers a family so.
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 
 /// A metric that is never empty to the registry: always listed, with or without series.
 #[derive(Debug)]
@@ -21,6 +22,31 @@ impl<M: EncodeMetric> EncodeMetric for Listed<M> {
     fn metric_type(&self) -> MetricType {
         self.0.metric_type()
     }
+}
+
+/// A new family, registered under `name` and listed from the start.
+pub(super) fn registered<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: Default + Clone + EncodeMetric + Send + Sync + std::fmt::Debug + 'static,
+{
+    let family = M::default();
+    registry.register(name, help, Listed(family.clone()));
+    family
+}
+
+/// [`registered`], with the unit's suffix added to `name` (`_seconds`).
+pub(super) fn registered_with_unit<M>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Unit,
+) -> M
+where
+    M: Default + Clone + EncodeMetric + Send + Sync + std::fmt::Debug + 'static,
+{
+    let family = M::default();
+    registry.register_with_unit(name, help, unit, Listed(family.clone()));
+    family
 }
 
 #[cfg(test)]

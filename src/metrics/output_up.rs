@@ -7,18 +7,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::labels::OutputUpLabels;
-use super::listed::Listed;
 use super::lock;
 
 /// Registers the family.
 pub(super) fn register(registry: &mut Registry) -> Family<OutputUpLabels, Gauge> {
-    let family = Family::default();
-    registry.register(
+    super::listed::registered(
+        registry,
         "output_up",
         "1 if the output confirmed the service's last delivery to it, 0 if not (retried until it does; /ready names the error). No series before a first delivery.",
-        Listed(family.clone()),
-    );
-    family
+    )
 }
 
 impl super::ServiceMetrics {
