@@ -305,19 +305,16 @@ impl Checkpoint {
         self.record_positions(&svc.table, positions);
         self.advance_cursors(w, created, svc.lookback.as_millis() as Millis);
         self.seal_closed_hours().await;
-        if let Err(e) = self.save_state(&self.state).await {
-            self.needs_reload = true;
-            return Err(e);
-        }
+        self.write_or_reload().await?;
         self.metrics.checkpoint(self.state.cursors.checkpoint);
         Ok(())
     }
 
     /// Commits a repair (`crate::audit::repair`) of events delivered to every output: each of
-    /// `copies` (`(date, dedup key, copy number)`) is counted in its hour with its digest, and
-    /// the outputs' `positions` in `table` recorded, and the hour's repair in flight cleared;
-    /// the cursors and the dedup memory do not move (the repaired hours are behind the dedup horizon). If the write fails, the next use
-    /// reloads the state from disk.
+    /// `copies` (`(date, dedup key, copy number)`) is counted in its hour with its digest, the
+    /// outputs' `positions` in `table` recorded, and the hour's repair in flight cleared; the
+    /// cursors and the dedup memory do not move (the repaired hours are behind the dedup
+    /// horizon). If the write fails, the next use reloads the state from disk.
     pub async fn commit_repair(
         &mut self,
         table: &str,
@@ -331,11 +328,7 @@ impl Checkpoint {
         }
         self.record_positions(table, positions);
         self.seal_closed_hours().await;
-        if let Err(e) = self.save_state(&self.state).await {
-            self.needs_reload = true;
-            return Err(e);
-        }
-        Ok(())
+        self.write_or_reload().await
     }
 
     /// Writes that a repair of the hour starting at `hour` is sending to outputs that cannot take
@@ -346,11 +339,7 @@ impl Checkpoint {
         repair: Option<InFlight>,
     ) -> Result<(), StateError> {
         self.state.ledger.set_in_flight(hour, repair);
-        if let Err(e) = self.save_state(&self.state).await {
-            self.needs_reload = true;
-            return Err(e);
-        }
-        Ok(())
+        self.write_or_reload().await
     }
 
     /// The digest of the copies delivered in the hour starting at `hour`: sealed and pending.
@@ -422,6 +411,14 @@ impl Checkpoint {
         c.checkpoint = c.checkpoint.max(w.to);
         let horizon = c.horizon();
         self.state.dedup.prune(horizon);
+    }
+
+    /// Writes the state; if the write fails, the next use reloads it from the store (whether
+    /// the write landed is unknown).
+    async fn write_or_reload(&mut self) -> Result<(), StateError> {
+        let written = self.save_state(&self.state).await;
+        self.needs_reload |= written.is_err();
+        written
     }
 
     /// Writes `state`, counting a failure.
