@@ -17,9 +17,8 @@ use crate::config::{Config, Env, Loaded, Loader, Persistence};
 use crate::logging::{self, InternalTap, LogFormat};
 pub use crate::outcome::Outcome;
 use crate::service::Service;
-use crate::state::lease_token;
 use crate::state::redis::RedisStore;
-use crate::state::StateStore;
+use crate::state::{StateError, StateStore};
 use crate::{app, backfill, reload};
 
 pub mod audit;
@@ -413,14 +412,13 @@ async fn copy_one(
     force: bool,
 ) -> Result<String, String> {
     let lease = redis.redis().expect("the Redis side");
-    let token = lease_token();
-    let taken = lease.take(key, &token).await.map_err(|e| e.to_string())?;
-    if !taken.done {
-        return Err(format!(
-            "not copied: the lease is held by {}, a collector that pulls this service; stop it first (or wait lease_ttl_in_seconds after it died)",
-            taken.holder
-        ));
-    }
+    let token = match lease.take_for_a_command(key).await {
+        Ok(token) => token,
+        Err(StateError::LeaseLost { holder }) => return Err(format!(
+            "not copied: the lease is held by {holder}, a collector that pulls this service; stop it first (or wait lease_ttl_in_seconds after it died)"
+        )),
+        Err(e) => return Err(e.to_string()),
+    };
     let copied = copy_held(from, to, key, force, &token).await;
     let released = lease.release(key, &token).await;
     let line = copied?;
@@ -512,7 +510,7 @@ mod tests {
     /// line says it once, and a cause a context does not say is still there.
     #[test]
     fn the_error_line_says_each_cause_once() {
-        let locked = || crate::state::StateError::Io {
+        let locked = || StateError::Io {
             action: "lock",
             path: "/s/.lock".into(),
             source: std::io::Error::from_raw_os_error(libc::EAGAIN),

@@ -147,13 +147,7 @@ impl StateStore {
         let StateStore::Redis(r) = self else {
             return self.discard_dead_letters(key, ids, None).await;
         };
-        let token = super::lease_token();
-        let taken = r.take(key, &token).await?;
-        if !taken.done {
-            return Err(StateError::LeaseLost {
-                holder: taken.holder,
-            });
-        }
+        let token = r.take_for_a_command(key).await?;
         let discarded = r.discard_dead_letters(key, ids, Some(&token)).await;
         let released = r.release(key, &token).await;
         let n = discarded?;

@@ -188,14 +188,7 @@ async fn take_lease(store: &StateStore, key: &str) -> Result<Option<String>, Rep
     let Some(r) = store.redis() else {
         return Ok(None);
     };
-    let token = crate::state::lease_token();
-    let taken = r.take(key, &token).await?;
-    if !taken.done {
-        return Err(held(StateError::LeaseLost {
-            holder: taken.holder,
-        }));
-    }
-    Ok(Some(token))
+    r.take_for_a_command(key).await.map(Some).map_err(held)
 }
 
 /// What delivering a repair needs: the outputs and the puller's per-event steps.

@@ -476,13 +476,7 @@ impl RedisStore {
     /// Deletes the state of `key` under a lease of its own (refused while a collector holds it).
     pub async fn reset(&self, key: &str) -> Result<bool, StateError> {
         self.forget_written(key);
-        let token = super::lease_token();
-        let taken = self.take(key, &token).await?;
-        if !taken.done {
-            return Err(StateError::LeaseLost {
-                holder: taken.holder,
-            });
-        }
+        let token = self.take_for_a_command(key).await?;
         let deleted = self
             .script_raw(&self.scripts.delete, key, Some(key), &[token.as_bytes()])
             .await;
@@ -493,6 +487,20 @@ impl RedisStore {
             0 => Err(StateError::LeaseLost { holder }),
             n => Ok(n == 2),
         }
+    }
+
+    /// Takes the lease of `key` under a new token, for a command that must not race a collector
+    /// (`state reset`, `state discard`, `state copy`, `audit --repair`): the token, or
+    /// [`StateError::LeaseLost`] naming the holder.
+    pub async fn take_for_a_command(&self, key: &str) -> Result<String, StateError> {
+        let token = super::lease_token();
+        let taken = self.take(key, &token).await?;
+        if !taken.done {
+            return Err(StateError::LeaseLost {
+                holder: taken.holder,
+            });
+        }
+        Ok(token)
     }
 
     /// Takes the lease of `key` for `token`, for the TTL.
