@@ -160,19 +160,22 @@ async fn count_hour(
     let mut download = client_with_page_size(cx, limits, page_size)?;
     let job = download.create_job(from, to).await?;
     let mut events = Vec::new();
-    let mut unreadable = 0u64;
+    let (mut readable, mut unreadable) = (0u64, 0u64);
     download
         .finish_job(job, |page| {
             unreadable += page.unreadable.len() as u64;
             let in_hour = |e: &Event| (hour.from..hour.to).contains(&e.date_ms);
-            events.extend(page.events.into_iter().filter(in_hour));
+            for event in page.events.into_iter().filter(in_hour) {
+                readable += 1;
+                // Only a repair needs them: an event holds its page's bytes alive, and an hour
+                // of a busy service is hundreds of megabytes (the daemon's audit keeps none).
+                if cx.keep_events {
+                    events.push(event);
+                }
+            }
             true
         })
         .await?;
-    let readable = events.len() as u64;
-    if !cx.keep_events {
-        events = Vec::new();
-    }
     Ok(HourCount {
         hour,
         api: readable + unreadable,
