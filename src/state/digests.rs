@@ -135,15 +135,15 @@ fn memory_seal(key: &str, day: &str, entries: Vec<(String, Vec<u8>)>) {
         .or_default()
         .extend(entries);
     // A `--no-save-state` daemon runs for months: its days beyond the retention go.
-    let oldest = oldest_day(day);
+    let oldest = day_of(oldest_kept(day));
     all.retain(|(k, d), _| k != key || *d >= oldest);
 }
 
-/// The oldest day kept when `day` is written: [`KEEP_DAYS`] before it.
-fn oldest_day(day: &str) -> String {
+/// The start of the oldest day kept when `day` is written: [`KEEP_DAYS`] before it.
+fn oldest_kept(day: &str) -> Millis {
     let start = crate::timestamp::parse_user_time(&format!("{day}T00:00:00Z"))
         .map_or(0, |t| t.timestamp_millis());
-    day_of(start - KEEP_DAYS * 24 * HOUR_MS)
+    start - KEEP_DAYS * 24 * HOUR_MS
 }
 
 fn memory_day(key: &str, day: &str) -> BTreeMap<String, Vec<u8>> {
@@ -211,8 +211,7 @@ fn file_seal(
 /// oldest kept: no listing of a directory that may hold thousands of services' files; a
 /// service that sealed nothing for longer than that leaves its older files behind.
 fn remove_old_days(directory: &Path, key: &str, day: &str) {
-    let oldest = crate::timestamp::parse_user_time(&format!("{}T00:00:00Z", oldest_day(day)))
-        .map_or(0, |t| t.timestamp_millis());
+    let oldest = oldest_kept(day);
     for back in 1..=10 {
         let gone = day_of(oldest - back * 24 * HOUR_MS);
         let _ = std::fs::remove_file(path(directory, key, &gone));

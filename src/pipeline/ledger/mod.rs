@@ -19,8 +19,8 @@
 //! add to it. Once the dedup horizon has passed the hour's end (no query returns its events
 //! again), the checkpoint's commit *seals* it: it writes the digest into the store, with the
 //! random seal id it was created with, and drops it from the state (see
-//! `crate::state::sketches`). The state thus holds one or two digests per service (848 bytes
-//! each, 1.1 KB in the document), not 30 days of them. An hour that gets copies after it was
+//! `crate::state::digests`). The state thus holds one or two digests per service (944 bytes
+//! each, about 1.4 KB in the document), not 30 days of them. An hour that gets copies after it was
 //! sealed (a repair, a late sweep) gets a new pending digest with a new seal id: the store
 //! keeps one entry per (hour, seal id) and the hour's digest is their sum.
 //!
