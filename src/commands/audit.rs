@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::{prepare, start_logging, BadUsage, Outcome};
+use super::{start_logging, BadUsage, Outcome};
 use crate::api::job_cap::JobCap;
 use crate::api::limiter::input_limiter;
 use crate::audit::repair::{self, HourToRepair};
@@ -24,7 +24,6 @@ use crate::config::{Config, InputConfig, ServiceConfig};
 use crate::logging::LogFormat;
 use crate::pipeline::ledger::HOUR_MS;
 use crate::service::{Service, RETENTION};
-use crate::state::StateStore;
 use crate::timestamp::{format_iso, Millis};
 
 /// The arguments of `audit`.
@@ -132,14 +131,11 @@ pub async fn audit(
     log_format: LogFormat,
     clock: SharedClock,
 ) -> Result<Outcome, BadUsage> {
-    let config = prepare(path, None, &clock)?;
-    let usage = |e: String| {
+    let (config, store) = super::open_config_and_store(path, &clock)?;
+    let chosen = Chosen::parse(&config, &args, clock.now_ms()).map_err(|e| {
         eprintln!("error: {e}");
         BadUsage
-    };
-    let chosen = Chosen::parse(&config, &args, clock.now_ms()).map_err(|e| usage(e.to_string()))?;
-    let store = StateStore::from_config(&config.globals.persistence, false)
-        .map_err(|e| usage(e.to_string()))?;
+    })?;
     let store = Arc::new(store);
     start_logging(&config, log_format, &clock);
     let jobs = JobCap::new(config.globals.max_concurrent_jobs);
