@@ -23,7 +23,7 @@ pub mod checkpoint;
 mod collecting;
 mod fetching;
 pub mod lookahead;
-mod refused;
+pub mod refused;
 pub mod spool;
 
 use fetching::{Fetched, Fetching};

@@ -5,6 +5,7 @@
 //! the puller writes those events to the dead-letter store ([`set_aside_refused`]): a crash
 //! between the two loses nothing (the window is fetched again, and the letter, keyed by what it
 //! holds, is stored once). Each new letter is counted and logged once, saying what to do.
+//! `audit --repair` sets aside what outputs refuse of a repaired hour the same way.
 
 use tracing::warn;
 
@@ -23,7 +24,7 @@ use crate::timestamp::{format_iso, Millis};
 /// # Errors
 /// The store's, after the outputs forgot what they confirmed: the window is delivered again
 /// (the refused events are tried again, and set aside after their refusals).
-pub(super) async fn set_aside_refused(
+pub async fn set_aside_refused(
     outputs: &mut Outputs,
     checkpoint: &Checkpoint,
     metrics: &ServiceMetrics,

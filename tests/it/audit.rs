@@ -451,3 +451,55 @@ async fn a_repair_cut_off_before_its_commit_is_refused_until_its_mark_is_cleared
     assert_eq!(hook.hook_events().len() - before, 8);
     env.assert_exactly_once();
 }
+
+/// An event the webhook refuses for good during a repair is set aside for the webhook (a dead
+/// letter with its exact bytes), as the puller sets such events aside, and the repair of the
+/// hour goes on for the others: no output is left without an event the ledger counts as
+/// delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_an_output_refuses_during_a_repair_is_set_aside_for_it() {
+    let mut env = TestEnv::both(600, |_| {}).await;
+    let hook = crate::http_receivers::Receiver::start("", false).await;
+    env.outputs_extra = format!(
+        "  hook:\n    type: http\n    config:\n      url: {}\n",
+        hook.url("/hook")
+    );
+    env.write_config();
+    env.run_once_ok().await;
+    let late = hours_ago(3);
+    let (from, to) = (late + TimeDelta::minutes(5), late + TimeDelta::minutes(15));
+    let before = env.web.visible_events_between(from, to);
+    env.web.inject(3, from, to);
+    let injected: Vec<String> = (env.web.visible_events_between(from, to).into_iter())
+        .filter(|e| !before.contains(e))
+        .collect();
+    assert_eq!(injected.len(), 3);
+    hook.refuse_requests_containing(&injected[1]);
+
+    let (code, report) = audit_json(&env, &["--repair", "--service", WEB]).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["repairs"][0]["delivered"], 3, "{report:#}");
+    let letters = dead_letters(&env);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["output"], "hook");
+    let raw = hex::decode(letters[0]["raw_hex"].as_str().unwrap()).unwrap();
+    assert_eq!(raw, injected[1].as_bytes());
+    let got = hook.hook_events();
+    assert!(got.contains(&injected[0]) && got.contains(&injected[2]));
+    assert!(!got.contains(&injected[1]));
+    env.assert_exactly_once();
+}
+
+/// The dead letters in the env's state directory, one JSON object each.
+fn dead_letters(env: &TestEnv) -> Vec<Value> {
+    let mut letters = Vec::new();
+    for entry in std::fs::read_dir(env.path("state")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with(".dead_letters.jsonl") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines = text.lines().filter(|l| !l.is_empty());
+            letters.extend(lines.map(|l| serde_json::from_str::<Value>(l).unwrap()));
+        }
+    }
+    letters
+}

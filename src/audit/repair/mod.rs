@@ -45,7 +45,9 @@ use crate::pipeline::environment::Environment;
 use crate::pipeline::ledger::sketch::{self, element_id, Sketch};
 use crate::pipeline::ledger::{hour_of, InFlight, HOUR_MS};
 use crate::pipeline::obfuscate::Obfuscator;
+use crate::pipeline::window::Window;
 use crate::puller::checkpoint::Checkpoint;
+use crate::puller::refused;
 use crate::service::Service;
 use crate::state::dead_letter::DeadLetter;
 use crate::state::{StateError, StateStore};
@@ -194,6 +196,8 @@ async fn take_lease(store: &StateStore, key: &str) -> Result<Option<String>, Rep
 /// What delivering a repair needs: the outputs and the puller's per-event steps.
 struct Delivery {
     outputs: Outputs,
+    /// The repair's own counting points (`set_aside_refused` counts the letters).
+    metrics: ServiceMetrics,
     /// The outputs that cannot take a delivery back (all but the file outputs).
     cannot_undo: Vec<String>,
     obfuscator: Obfuscator,
@@ -216,7 +220,8 @@ async fn repair_holding(
         .collect();
     let mut delivery = Delivery {
         cannot_undo,
-        outputs: Outputs::new(built, metrics, CancellationToken::new()),
+        outputs: Outputs::new(built, metrics.clone(), CancellationToken::new()),
+        metrics,
         obfuscator: Obfuscator::new(svc.obfuscation.clone()),
         environment: input.environment.as_deref().map(Environment::new),
     };
@@ -364,6 +369,14 @@ async fn repair_hour(
         #[cfg(feature = "test-hooks")]
         return Err(RepairError::StoppedByTestHook(format_iso(hour)));
     }
+    // What an output refused for good (and counts as confirmed) goes to the dead-letter store
+    // for that output before the hour commits, as the puller does with a window.
+    let window = Window {
+        from: hour,
+        to: hour + HOUR_MS,
+    };
+    let (outputs, metrics, now) = (&mut delivery.outputs, &delivery.metrics, clock.now_ms());
+    refused::set_aside_refused(outputs, checkpoint, metrics, &svc.table, window, now).await?;
     checkpoint
         .commit_repair(&svc.table, hour, &copies, positions)
         .await?;
